@@ -1,0 +1,52 @@
+//! # tortie-proto-tests — interop and end-to-end tests with real peers
+//!
+//! Owns the tests in `tests/` that run tortie against BIRD 2, FRR, GoBGP and
+//! ExaBGP (and etcd) in network namespaces, plus the small fixtures they
+//! share (this file). Peers come from `tortie-lab`'s harnesses.
+//!
+//! Must not: skip a test because a peer is missing. The harness fails with
+//! the package to install; `scripts/test` installs them all.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use tortie_lab::{Lab, Netns, Result};
+
+/// Two namespaces joined by one veth link on 192.0.2.0/24 (RFC 5737 TEST-NET-1).
+pub struct Pair {
+    /// The first namespace, interface `eth-a`, address 192.0.2.1.
+    pub a: Netns,
+    /// The second namespace, interface `eth-b`, address 192.0.2.2.
+    pub b: Netns,
+}
+
+impl Pair {
+    /// Creates the pair inside `lab`.
+    pub fn new(lab: &Lab) -> Result<Pair> {
+        let (a, b) = (lab.netns("a")?, lab.netns("b")?);
+        tortie_lab::veth((&a, "eth-a"), (&b, "eth-b"))?;
+        a.add_addr("eth-a", net("192.0.2.1/24"))?;
+        b.add_addr("eth-b", net("192.0.2.2/24"))?;
+        Ok(Pair { a, b })
+    }
+
+    /// Address of `a`.
+    pub fn a_ip(&self) -> IpAddr {
+        ip("192.0.2.1")
+    }
+
+    /// Address of `b`.
+    pub fn b_ip(&self) -> IpAddr {
+        ip("192.0.2.2")
+    }
+}
+
+/// Parses a literal address; panics on a typo in a test.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap_or_else(|e| panic!("bad address literal {s}: {e}"))
+}
+
+/// Parses a literal prefix; panics on a typo in a test.
+pub fn net(s: &str) -> IpNet {
+    s.parse().unwrap_or_else(|e| panic!("bad prefix literal {s}: {e}"))
+}
