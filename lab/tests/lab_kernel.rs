@@ -1,6 +1,8 @@
 //! The lab against the real kernel: namespaces, veth, bridges, routes,
 //! sysctls, daemons, and that nothing survives a drop or a panic.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use tortie_lab::{Check, Lab, Netns, leftovers, veth, wait_for};

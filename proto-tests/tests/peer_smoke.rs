@@ -3,6 +3,8 @@
 //! peer AS never comes up and both sides show the NOTIFICATION; etcd
 //! answers; a dead or misconfigured daemon is an error, never a quiet pass.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use tortie_lab::peers::{BgpPeer, Bird, Etcd, ExaBgp, Frr, GoBgp, Neighbor, SessionState, Speaker};
