@@ -8,3 +8,5 @@
 //!
 //! Must not: know about pods, netlink or the datastore. Callers hand it
 //! prefixes to originate and read best paths back.
+
+pub mod packet;
