@@ -73,10 +73,12 @@ impl MessageType {
         }
     }
 
-    /// The largest valid length: RFC 8654 §3 keeps OPEN and KEEPALIVE at 4096.
+    /// The largest valid length: a KEEPALIVE is a header alone (RFC 4271
+    /// §4.4); RFC 8654 §3 keeps OPEN at 4096.
     fn max_len(self, cxt: &Context) -> usize {
         match self {
-            MessageType::Open | MessageType::Keepalive => MAX_MESSAGE_LEN,
+            MessageType::Keepalive => HEADER_LEN,
+            MessageType::Open => MAX_MESSAGE_LEN,
             _ => cxt.max_message_len(),
         }
     }

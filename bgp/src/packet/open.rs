@@ -109,7 +109,7 @@ impl Open {
             ));
         }
         let (params, extended) = match rest {
-            [EXTENDED_PARAMS, EXTENDED_PARAMS, hi, lo, params @ ..] if param_len == EXTENDED_PARAMS => {
+            [EXTENDED_PARAMS, hi, lo, params @ ..] if param_len == EXTENDED_PARAMS => {
                 (params, Some(u16::from_be_bytes([*hi, *lo]) as usize))
             }
             _ => (rest, None),
