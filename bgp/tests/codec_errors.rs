@@ -47,7 +47,9 @@ fn repaired(wire: &[u8]) -> Update {
 
 #[test]
 fn fatal_errors_map_to_their_notifications() {
-    let cases: Vec<(&str, Vec<u8>, (ErrorCode, u8), Vec<u8>)> = vec![
+    // (name, wire, (code, subcode), data)
+    type Case = (&'static str, Vec<u8>, (ErrorCode, u8), Vec<u8>);
+    let cases: Vec<Case> = vec![
         ("marker", hex("fe ff ffffffffffffffffffffffffffff 0013 04"), (ErrorCode::MessageHeader, 1), vec![]),
         ("length below 19", hex("M 0012 04"), (ErrorCode::MessageHeader, 2), vec![0, 0x12]),
         ("keepalive of 20", hex("M 0014 04 00"), (ErrorCode::MessageHeader, 2), vec![0, 0x14]),

@@ -9,7 +9,7 @@ use tortie_bgp::packet::{Context, Message};
 pub fn hex(s: &str) -> Vec<u8> {
     let expanded = s.replace('M', &"ff".repeat(16));
     let digits: String = expanded.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(digits.len() % 2 == 0, "odd hex: {s}");
+    assert!(digits.len().is_multiple_of(2), "odd hex: {s}");
     (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap()).collect()
 }
 
