@@ -182,10 +182,10 @@ impl AsPath {
         let mut keep = len - len4;
         let mut segments = Vec::new();
         for s in &self.segments {
-            if keep == 0 {
-                break;
-            }
             match s.kind {
+                // Confederation segments count 0 and never travel in AS4_PATH: keep the leading ones.
+                SegmentType::ConfedSequence | SegmentType::ConfedSet => segments.push(s.clone()),
+                _ if keep == 0 => break,
                 SegmentType::Sequence => {
                     let n = keep.min(s.asns.len());
                     segments.push(Segment { kind: s.kind, asns: s.asns[..n].to_vec() });
@@ -195,7 +195,6 @@ impl AsPath {
                     segments.push(s.clone());
                     keep -= 1;
                 }
-                SegmentType::ConfedSequence | SegmentType::ConfedSet => segments.push(s.clone()),
             }
         }
         segments.extend(as4.segments.iter().cloned());
