@@ -7,3 +7,14 @@
 //! etcd v3 for clusters.
 //!
 //! Must not: know who consumes the resources.
+
+pub mod api;
+mod datastore;
+mod error;
+pub mod ipam;
+pub mod kv;
+pub mod resources;
+pub mod selector;
+
+pub use datastore::{DEFAULT_URL, Datastore};
+pub use error::StoreError;

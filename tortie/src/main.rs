@@ -7,14 +7,26 @@
 //! Must not: hold protocol or dataplane logic; that lives in the library
 //! crates (`tortie-bgp`, `tortie-felix`, `tortie-ipip`, `tortie-store`…).
 
+mod cli;
+
+use std::process::ExitCode;
+
 use clap::Parser;
 
-/// Layer-3 pod networking with an embedded BGP speaker.
-#[derive(Parser, Debug)]
-#[command(name = "tortie", version, about, long_about = None)]
-struct Cli {}
-
-fn main() {
-    let Cli {} = Cli::parse();
-    println!("tortie {}: no subcommands yet; see README.md for what runs today", env!("CARGO_PKG_VERSION"));
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tortie: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tortie: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

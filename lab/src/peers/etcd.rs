@@ -1,7 +1,9 @@
 //! etcd 3.4 on host loopback with a temporary data directory, driven with
-//! `etcdctl` (API v3).
+//! `etcdctl` (API v3); optionally with TLS client certificates (from a CA
+//! made for the run with `openssl`) and user authentication.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,23 +15,61 @@ use crate::{Check, Daemon, Lab, LabError, Result, cmd, wait_for};
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Attempts with fresh ports when another process takes one first.
 const PORT_ATTEMPTS: usize = 3;
+/// The user authentication is enabled for (etcd requires `root`).
+const ROOT: &str = "root";
 
 /// A running single-member etcd cluster on 127.0.0.1.
 pub struct Etcd {
     daemon: Daemon,
     client: SocketAddr,
+    security: Security,
+}
+
+/// How clients must authenticate to an [`Etcd`].
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// TLS with client certificates.
+    pub tls: Option<TlsFiles>,
+    /// The `root` user's password, when authentication is on.
+    pub password: Option<String>,
+}
+
+/// PEM files a TLS client needs.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that signed etcd's (and the client's) certificate.
+    pub ca: PathBuf,
+    /// A client certificate signed by that CA.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
 }
 
 impl Etcd {
     /// Starts etcd on two free loopback ports with its data under the lab's
     /// run directory, and waits until `etcdctl endpoint health` passes.
     pub fn start(lab: &Lab) -> Result<Etcd> {
+        Etcd::start_secured(lab, false, None)
+    }
+
+    /// Like [`Etcd::start`], requiring TLS client certificates when `tls`
+    /// and turning authentication on for user `root` when `password` is given.
+    pub fn start_secured(lab: &Lab, tls: bool, password: Option<&str>) -> Result<Etcd> {
         cmd::require("etcd", "etcd-server")?;
         cmd::require("etcdctl", "etcd-client")?;
+        let tls = if tls { Some(make_certificates(&lab.dir().join("etcd-pki"))?) } else { None };
         let mut last = None;
         for attempt in 0..PORT_ATTEMPTS {
-            match Etcd::try_start(lab, attempt) {
-                Ok(etcd) => return Ok(etcd),
+            match Etcd::try_start(lab, attempt, Security { tls: tls.clone(), password: None }) {
+                Ok(mut etcd) => {
+                    if let Some(password) = password {
+                        etcd.etcdctl(&["user", "add", &format!("{ROOT}:{password}")])?;
+                        etcd.etcdctl(&["user", "grant-role", ROOT, "root"])?;
+                        etcd.etcdctl(&["auth", "enable"])?;
+                        etcd.security.password = Some(password.to_string());
+                    }
+                    return Ok(etcd);
+                }
                 // A port taken between probing and binding makes etcd exit: try others.
                 Err(e @ LabError::DaemonExited { .. }) => last = Some(e),
                 Err(e) => return Err(e),
@@ -38,12 +78,13 @@ impl Etcd {
         Err(last.unwrap_or_else(|| LabError::parse("etcd start", "etcd", "no attempt made", "")))
     }
 
-    fn try_start(lab: &Lab, attempt: usize) -> Result<Etcd> {
+    fn try_start(lab: &Lab, attempt: usize, security: Security) -> Result<Etcd> {
         let (client, peer) = (free_port()?, free_port()?);
         let name = format!("etcd-{}", client.port());
         let data = lab.dir().join(format!("{name}-data"));
-        let (client_url, peer_url) = (format!("http://{client}"), format!("http://{peer}"));
-        let args = [
+        let scheme = if security.tls.is_some() { "https" } else { "http" };
+        let (client_url, peer_url) = (format!("{scheme}://{client}"), format!("http://{peer}"));
+        let mut args: Vec<String> = [
             "--name",
             "t",
             "--data-dir",
@@ -63,9 +104,20 @@ impl Etcd {
             "--log-level",
             "warn",
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        if let Some(pki) = &security.tls {
+            let dir = pki.ca.parent().unwrap_or(Path::new("."));
+            let file = |f: &str| dir.join(f).display().to_string();
+            args.extend(
+                ["--cert-file", &file("server.pem"), "--key-file", &file("server.key")]
+                    .into_iter()
+                    .chain(["--trusted-ca-file", &file("ca.pem"), "--client-cert-auth"])
+                    .map(String::from),
+            );
+        }
         let daemon = lab.spawn_host(&format!("{name}-try{attempt}"), "etcd", &args, &[])?;
-        let etcd = Etcd { daemon, client };
+        let etcd = Etcd { daemon, client, security };
         wait_for(&format!("{name} to be healthy"), START_TIMEOUT, || {
             etcd.daemon.check_running()?;
             etcd.etcdctl(&["endpoint", "health"]).map(Check::Done)
@@ -78,17 +130,30 @@ impl Etcd {
         self.client
     }
 
+    /// What clients need to authenticate.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
     /// The daemon process.
     pub fn daemon(&self) -> &Daemon {
         &self.daemon
     }
 
-    /// Runs `etcdctl --endpoints <endpoint> args…` (API v3).
+    /// Runs `etcdctl --endpoints <endpoint> args…` (API v3), with the
+    /// client certificate and root credentials when etcd needs them.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
         self.daemon.check_running()?;
-        let endpoints = format!("--endpoints={}", self.client);
-        let mut full = vec![endpoints.as_str()];
-        full.extend_from_slice(args);
+        let mut full = vec![format!("--endpoints={}", self.client)];
+        if let Some(tls) = &self.security.tls {
+            full.push(format!("--cacert={}", tls.ca.display()));
+            full.push(format!("--cert={}", tls.cert.display()));
+            full.push(format!("--key={}", tls.key.display()));
+        }
+        if let Some(password) = &self.security.password {
+            full.push(format!("--user={ROOT}:{password}"));
+        }
+        full.extend(args.iter().map(|a| a.to_string()));
         cmd::run_with_env("etcdctl", &full, &[("ETCDCTL_API", "3")])
     }
 
@@ -125,8 +190,60 @@ struct KeyValue {
 
 /// A loopback port nobody listens on right now.
 fn free_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
-        .map_err(|e| LabError::io("binding a free port on", "127.0.0.1".as_ref(), e))?;
-    Ok(listener)
+        .map_err(|e| LabError::io("binding a free port on", "127.0.0.1".as_ref(), e))
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn make_certificates(dir: &Path) -> Result<TlsFiles> {
+    cmd::require("openssl", "openssl")?;
+    std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating", dir, e))?;
+    let file = |f: &str| dir.join(f).display().to_string();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    let (ca_key, ca_pem) = (file("ca.key"), file("ca.pem"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_pem, "-days", "2", "-subj", "/CN=tortie-lab-ca"]);
+    cmd::run("openssl", &ca)?;
+    for (name, ext) in [
+        // etcd also dials itself (its gRPC gateway) with the server certificate.
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, extfile) = (
+            file(&format!("{name}.key")),
+            file(&format!("{name}.csr")),
+            file(&format!("{name}.pem")),
+            file(&format!("{name}.ext")),
+        );
+        std::fs::write(&extfile, ext).map_err(|e| LabError::io("writing", Path::new(&extfile), e))?;
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj"]);
+        let subject = format!("/CN=tortie-lab-{name}");
+        req.push(&subject);
+        cmd::run("openssl", &req)?;
+        cmd::run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ],
+        )?;
+    }
+    Ok(TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("client.pem"), key: dir.join("client.key") })
 }

@@ -1,0 +1,180 @@
+//! Resource operations on a datastore: apply (validated whole, written in
+//! one transaction), get, list and delete.
+
+use std::collections::BTreeMap;
+
+use crate::StoreError;
+use crate::kv::{Compare, Kv, Op, Txn};
+use crate::resources::{DocumentError, Kind, Resource};
+
+/// Retries of an apply that raced another writer.
+const APPLY_ATTEMPTS: usize = 5;
+
+/// What an apply did to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace, for namespaced kinds.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Created (true) or updated (false).
+    pub created: bool,
+}
+
+/// Why a resource operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The datastore failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A document is invalid.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// The batch conflicts with itself or with what is stored.
+    #[error("{0}")]
+    Conflict(String),
+    /// No such resource.
+    #[error("{kind} `{name}` not found")]
+    NotFound {
+        /// Kind name.
+        kind: &'static str,
+        /// `namespace/name` or `name`.
+        name: String,
+    },
+}
+
+fn display_name(r: &Resource) -> String {
+    let m = r.metadata();
+    match &m.namespace {
+        Some(ns) => format!("{ns}/{}", m.name),
+        None => m.name.clone(),
+    }
+}
+
+/// Creates or updates every resource, or none: the batch is checked whole
+/// (duplicates, overlapping IP pools, also against stored pools) and
+/// written in one compare-and-swap transaction, retried if another writer
+/// got in between.
+pub async fn apply<K: Kv>(kv: &K, resources: &[Resource]) -> Result<Vec<Applied>, ApiError> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, r) in resources.iter().enumerate() {
+        if let Some(first) = seen.insert(r.key(), i) {
+            return Err(ApiError::Conflict(format!(
+                "documents {} and {} are both {} `{}`",
+                first + 1,
+                i + 1,
+                r.kind().info().name,
+                display_name(r)
+            )));
+        }
+    }
+    for _ in 0..APPLY_ATTEMPTS {
+        let mut compares = Vec::new();
+        let mut applied = Vec::new();
+        for r in resources {
+            let existing = kv.get(&r.key()).await?;
+            compares.push(Compare::ModRevision(r.key(), existing.as_ref().map_or(0, |kv| kv.mod_revision)));
+            let m = r.metadata();
+            applied.push(Applied {
+                kind: r.kind(),
+                namespace: m.namespace.clone(),
+                name: m.name.clone(),
+                created: existing.is_none(),
+            });
+        }
+        if resources.iter().any(|r| r.kind() == Kind::IpPool) {
+            compares.extend(check_pools(kv, resources).await?);
+        }
+        let success = resources.iter().map(|r| Op::Put { key: r.key(), value: r.to_json(), lease: None }).collect();
+        if kv.txn(Txn { compares, success, failure: Vec::new() }).await?.succeeded {
+            return Ok(applied);
+        }
+    }
+    Err(ApiError::Conflict(format!("the datastore kept changing during {APPLY_ATTEMPTS} attempts; try again")))
+}
+
+/// Calico: IP pools must not overlap. Returns compares that pin the stored
+/// pools this check relied on.
+async fn check_pools<K: Kv>(kv: &K, batch: &[Resource]) -> Result<Vec<Compare>, ApiError> {
+    let stored = kv.range(&Kind::IpPool.prefix(None)).await?;
+    let mut pools: Vec<Resource> = Vec::new();
+    let mut compares = Vec::new();
+    for item in &stored.kvs {
+        let r = Resource::from_stored(Kind::IpPool, &item.value, item.mod_revision)?;
+        // A pool in the batch replaces its stored version.
+        if !batch.iter().any(|b| b.key() == r.key()) {
+            compares.push(Compare::ModRevision(item.key.clone(), item.mod_revision));
+            pools.push(r);
+        }
+    }
+    let new: Vec<&Resource> = batch.iter().filter(|r| r.kind() == Kind::IpPool).collect();
+    for (i, a) in new.iter().enumerate() {
+        let Resource::IpPool(pa) = a else { continue };
+        let others = pools.iter().chain(new[i + 1..].iter().copied());
+        for b in others {
+            if let Resource::IpPool(pb) = b
+                && pa.spec.overlaps(&pb.spec)
+            {
+                let cidr = |p: &crate::resources::IpPoolSpec| p.cidr.map(|c| c.to_string()).unwrap_or_default();
+                return Err(ApiError::Conflict(format!(
+                    "IPPool `{}` ({}) overlaps IPPool `{}` ({})",
+                    pa.metadata.name,
+                    cidr(&pa.spec),
+                    pb.metadata.name,
+                    cidr(&pb.spec)
+                )));
+            }
+        }
+    }
+    Ok(compares)
+}
+
+/// Every resource of `kind` (in `namespace`, or all namespaces).
+pub async fn list<K: Kv>(kv: &K, kind: Kind, namespace: Option<&str>) -> Result<Vec<Resource>, ApiError> {
+    let range = kv.range(&kind.prefix(namespace)).await?;
+    range
+        .kvs
+        .iter()
+        .map(|item| Resource::from_stored(kind, &item.value, item.mod_revision).map_err(ApiError::from))
+        .collect()
+}
+
+/// One resource.
+pub async fn get<K: Kv>(kv: &K, kind: Kind, namespace: Option<&str>, name: &str) -> Result<Resource, ApiError> {
+    let namespace = default_namespace(kind, namespace);
+    match kv.get(&kind.key(namespace, name)).await? {
+        Some(item) => Ok(Resource::from_stored(kind, &item.value, item.mod_revision)?),
+        None => Err(not_found(kind, namespace, name)),
+    }
+}
+
+/// Deletes one resource; [`ApiError::NotFound`] if it does not exist.
+pub async fn delete<K: Kv>(kv: &K, kind: Kind, namespace: Option<&str>, name: &str) -> Result<(), ApiError> {
+    let namespace = default_namespace(kind, namespace);
+    let key = kind.key(namespace, name);
+    let Some(item) = kv.get(&key).await? else { return Err(not_found(kind, namespace, name)) };
+    let txn = Txn {
+        compares: vec![Compare::ModRevision(key.clone(), item.mod_revision)],
+        success: vec![Op::Delete { key }],
+        failure: Vec::new(),
+    };
+    if kv.txn(txn).await?.succeeded {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(format!("{} `{name}` changed while being deleted; try again", kind.info().name)))
+    }
+}
+
+fn default_namespace(kind: Kind, namespace: Option<&str>) -> Option<&str> {
+    if kind.info().namespaced { Some(namespace.unwrap_or("default")) } else { None }
+}
+
+fn not_found(kind: Kind, namespace: Option<&str>, name: &str) -> ApiError {
+    let name = match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    };
+    ApiError::NotFound { kind: kind.info().name, name }
+}

@@ -1,0 +1,397 @@
+//! BGPConfiguration, BGPPeer and BGPFilter.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::validate::{self, Invalid};
+use super::{Metadata, Spec};
+
+/// Calico's default AS number.
+pub const DEFAULT_AS_NUMBER: u32 = 64512;
+/// The BGP port.
+pub const DEFAULT_LISTEN_PORT: u16 = 179;
+
+/// Reads an AS number written as a number, a string, or asdot `X.Y` (RFC 5396).
+pub(super) fn as_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(u64),
+        Text(String),
+    }
+    let bad = |v: &str| serde::de::Error::custom(format!("`{v}` is not an AS number (1–4294967295, or asdot X.Y)"));
+    Ok(match Option::<Raw>::deserialize(d)? {
+        None => None,
+        Some(Raw::Num(n)) => Some(u32::try_from(n).map_err(|_| bad(&n.to_string()))?),
+        Some(Raw::Text(t)) => Some(match t.split_once('.') {
+            Some((hi, lo)) => {
+                let (hi, lo) = (hi.parse::<u16>().map_err(|_| bad(&t))?, lo.parse::<u16>().map_err(|_| bad(&t))?);
+                u32::from(hi) << 16 | u32::from(lo)
+            }
+            None => t.parse().map_err(|_| bad(&t))?,
+        }),
+    })
+}
+
+/// A `cidr` entry (service IP advertisement).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceCidr {
+    /// The prefix.
+    pub cidr: IpNet,
+}
+
+/// A named community (`name: value`, value `aa:nn` or `aa:nn:mm`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Community {
+    /// Name to refer to it by.
+    pub name: String,
+    /// Standard (`65001:100`) or large (`65001:1:2`) community.
+    pub value: String,
+}
+
+/// Communities to attach to a prefix when advertising it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrefixAdvertisement {
+    /// The prefix (or the pools/blocks inside it).
+    pub cidr: IpNet,
+    /// Community names (from `communities`) or literal values.
+    #[serde(default)]
+    pub communities: Vec<String>,
+}
+
+/// BGPConfiguration spec (name `default` for the cluster, `node.<name>` per node).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpConfigurationSpec {
+    /// Log level of the BGP speaker (Info, Debug, Warning, Error, Fatal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_severity_screen: Option<String>,
+    /// Full iBGP mesh between nodes (default true).
+    #[serde(default, rename = "nodeToNodeMeshEnabled", skip_serializing_if = "Option::is_none")]
+    pub node_to_node_mesh_enabled: Option<bool>,
+    /// Default AS of nodes (default 64512).
+    #[serde(default, deserialize_with = "as_number", skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
+    /// BGP port (default 179).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_port: Option<u16>,
+    /// Service cluster IP ranges to advertise.
+    #[serde(default, rename = "serviceClusterIPs", skip_serializing_if = "Vec::is_empty")]
+    pub service_cluster_ips: Vec<ServiceCidr>,
+    /// Service external IP ranges to advertise.
+    #[serde(default, rename = "serviceExternalIPs", skip_serializing_if = "Vec::is_empty")]
+    pub service_external_ips: Vec<ServiceCidr>,
+    /// Service load-balancer IP ranges to advertise.
+    #[serde(default, rename = "serviceLoadBalancerIPs", skip_serializing_if = "Vec::is_empty")]
+    pub service_load_balancer_ips: Vec<ServiceCidr>,
+    /// Named communities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<Community>,
+    /// Communities per advertised prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_advertisements: Vec<PrefixAdvertisement>,
+    /// Graceful restart time for mesh peers (e.g. `120s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mesh_max_restart_time: Option<String>,
+    /// `NodeIP` (listen on the node address only) or `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_mode: Option<String>,
+}
+
+/// A `aa:nn` or `aa:nn:mm` community value.
+fn community_value(field: &str, v: &str) -> Result<(), Invalid> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let ok = match parts.as_slice() {
+        [a, n] => a.parse::<u16>().is_ok() && n.parse::<u16>().is_ok(),
+        [a, b, c] => a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok() && c.parse::<u32>().is_ok(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(field, v, "a community is aa:nn (16-bit each) or aa:nn:mm (32-bit each)"))
+    }
+}
+
+fn duration(field: &str, v: &str) -> Result<(), Invalid> {
+    let digits = v.trim_end_matches(['s', 'm', 'h']);
+    if !digits.is_empty() && digits.len() < v.len() && digits.parse::<u32>().is_ok() {
+        Ok(())
+    } else {
+        Err(Invalid::new(field, v, "a duration such as 120s, 5m or 1h"))
+    }
+}
+
+impl Spec for BgpConfigurationSpec {
+    fn apply_defaults(&mut self) {
+        self.node_to_node_mesh_enabled.get_or_insert(true);
+        self.as_number.get_or_insert(DEFAULT_AS_NUMBER);
+        self.listen_port.get_or_insert(DEFAULT_LISTEN_PORT);
+        self.log_severity_screen.get_or_insert_with(|| "Info".into());
+    }
+
+    fn validate(&self, meta: &Metadata) -> Result<(), Invalid> {
+        if meta.name != "default" && !meta.name.starts_with("node.") {
+            return Err(Invalid::new("metadata.name", &meta.name, "must be `default` or `node.<node name>`"));
+        }
+        if let Some(asn) = self.as_number {
+            validate::as_number("asNumber", asn)?;
+        }
+        if self.listen_port == Some(0) {
+            return Err(Invalid::new("listenPort", 0, "must be 1–65535"));
+        }
+        if let Some(level) = &self.log_severity_screen
+            && !["Debug", "Info", "Warning", "Error", "Fatal"].contains(&level.as_str())
+        {
+            return Err(Invalid::new("logSeverityScreen", level, "one of Debug, Info, Warning, Error, Fatal"));
+        }
+        for (i, c) in self.communities.iter().enumerate() {
+            community_value(&format!("communities[{i}].value"), &c.value)?;
+        }
+        for (i, adv) in self.prefix_advertisements.iter().enumerate() {
+            for (j, c) in adv.communities.iter().enumerate() {
+                if !self.communities.iter().any(|n| &n.name == c) {
+                    community_value(&format!("prefixAdvertisements[{i}].communities[{j}]"), c)?;
+                }
+            }
+        }
+        if let Some(t) = &self.node_mesh_max_restart_time {
+            duration("nodeMeshMaxRestartTime", t)?;
+        }
+        if let Some(mode) = &self.bind_mode
+            && mode != "None"
+            && mode != "NodeIP"
+        {
+            return Err(Invalid::new("bindMode", mode, "one of None, NodeIP"));
+        }
+        Ok(())
+    }
+}
+
+/// Which source address a BGPPeer session uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceAddress {
+    /// The node's address (default).
+    UseNodeIP,
+    /// Let routing choose.
+    None,
+}
+
+/// A key in a Kubernetes secret (the BGP password).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key in the secret.
+    pub key: String,
+}
+
+/// `password: {secretKeyRef: …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerPassword {
+    /// Where the password is.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// BGPPeer spec: an explicit peer (`peerIP` + `asNumber`) or the nodes
+/// matching `peerSelector`; for every node, one node, or the nodes matching
+/// `nodeSelector`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpPeerSpec {
+    /// The node this peering applies to (empty: all nodes, or `nodeSelector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Nodes this peering applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// The peer's address, optionally `:port`.
+    #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
+    pub peer_ip: Option<String>,
+    /// The peer's AS.
+    #[serde(default, deserialize_with = "as_number", skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
+    /// Peer with the nodes matching this selector instead of `peerIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_selector: Option<String>,
+    /// Keep the next hop of routes from this peer when re-advertising.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_original_next_hop: bool,
+    /// TCP MD5 password (RFC 2385).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<PeerPassword>,
+    /// Source address choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<SourceAddress>,
+    /// Graceful restart time (e.g. `120s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart_time: Option<String>,
+    /// How many times our own AS may appear in received paths.
+    #[serde(default, rename = "numAllowedLocalASNumbers", skip_serializing_if = "Option::is_none")]
+    pub num_allowed_local_as_numbers: Option<u32>,
+    /// GTSM: the peer is at most this many hops away (RFC 5082).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_security: Option<u8>,
+    /// BGPFilter names, applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+}
+
+impl Spec for BgpPeerSpec {
+    fn apply_defaults(&mut self) {
+        if self.peer_ip.is_some() {
+            self.source_address.get_or_insert(SourceAddress::UseNodeIP);
+        }
+    }
+
+    fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
+        if self.node.is_some() && self.node_selector.is_some() {
+            return Err(Invalid::new(
+                "nodeSelector",
+                self.node_selector.as_deref().unwrap_or(""),
+                "use node or nodeSelector, not both",
+            ));
+        }
+        if let Some(s) = &self.node_selector {
+            validate::selector("nodeSelector", s)?;
+        }
+        match (&self.peer_ip, &self.peer_selector) {
+            (Some(ip), None) => {
+                validate::ip_with_port("peerIP", ip)?;
+                let asn = self.as_number.ok_or_else(|| Invalid::new("asNumber", "", "required with peerIP"))?;
+                validate::as_number("asNumber", asn)?;
+            }
+            (None, Some(s)) => validate::selector("peerSelector", s)?,
+            (Some(ip), Some(_)) => return Err(Invalid::new("peerIP", ip, "use peerIP or peerSelector, not both")),
+            (None, None) => {
+                return Err(Invalid::new("peerIP", "", "one of peerIP (with asNumber) or peerSelector is required"));
+            }
+        }
+        if let Some(t) = &self.max_restart_time {
+            duration("maxRestartTime", t)?;
+        }
+        if self.ttl_security == Some(0) {
+            return Err(Invalid::new("ttlSecurity", 0, "hops must be 1–255"));
+        }
+        Ok(())
+    }
+}
+
+/// Accept or reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FilterAction {
+    /// Let the route through.
+    Accept,
+    /// Drop the route.
+    Reject,
+}
+
+/// How a rule's `cidr` is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MatchOperator {
+    /// The route is exactly the CIDR.
+    Equal,
+    /// The route is not the CIDR.
+    NotEqual,
+    /// The route is inside the CIDR.
+    In,
+    /// The route is outside the CIDR.
+    NotIn,
+}
+
+/// Bounds on the route's prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrefixLength {
+    /// Minimum length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u8>,
+    /// Maximum length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u8>,
+}
+
+/// One BGPFilter rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpFilterRule {
+    /// What to do with a matching route.
+    pub action: FilterAction,
+    /// The CIDR to compare with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<IpNet>,
+    /// How to compare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_operator: Option<MatchOperator>,
+    /// Prefix length bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_length: Option<PrefixLength>,
+    /// `RemotePeers`: only routes learned from peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// BGPFilter spec: ordered rules per direction and family.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpFilterSpec {
+    /// IPv4 routes sent.
+    #[serde(default, rename = "exportV4", skip_serializing_if = "Vec::is_empty")]
+    pub export_v4: Vec<BgpFilterRule>,
+    /// IPv4 routes received.
+    #[serde(default, rename = "importV4", skip_serializing_if = "Vec::is_empty")]
+    pub import_v4: Vec<BgpFilterRule>,
+    /// IPv6 routes sent.
+    #[serde(default, rename = "exportV6", skip_serializing_if = "Vec::is_empty")]
+    pub export_v6: Vec<BgpFilterRule>,
+    /// IPv6 routes received.
+    #[serde(default, rename = "importV6", skip_serializing_if = "Vec::is_empty")]
+    pub import_v6: Vec<BgpFilterRule>,
+}
+
+impl Spec for BgpFilterSpec {
+    fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
+        let sets = [
+            ("exportV4", &self.export_v4, 32u8, true),
+            ("importV4", &self.import_v4, 32, true),
+            ("exportV6", &self.export_v6, 128, false),
+            ("importV6", &self.import_v6, 128, false),
+        ];
+        for (name, rules, max_len, v4) in sets {
+            for (i, r) in rules.iter().enumerate() {
+                let field = |f: &str| format!("{name}[{i}].{f}");
+                if let Some(cidr) = r.cidr {
+                    if matches!(cidr, IpNet::V4(_)) != v4 {
+                        return Err(Invalid::new(field("cidr"), cidr, format!("wrong address family for {name}")));
+                    }
+                    if r.match_operator.is_none() {
+                        return Err(Invalid::new(field("matchOperator"), "", "required with cidr"));
+                    }
+                } else if r.match_operator.is_some() {
+                    return Err(Invalid::new(field("cidr"), "", "required with matchOperator"));
+                }
+                if let Some(PrefixLength { min, max }) = r.prefix_length {
+                    for (f, v) in [("prefixLength.min", min), ("prefixLength.max", max)] {
+                        if let Some(v) = v.filter(|v| *v > max_len) {
+                            return Err(Invalid::new(field(f), v, format!("at most {max_len}")));
+                        }
+                    }
+                    if let (Some(lo), Some(hi)) = (min, max)
+                        && lo > hi
+                    {
+                        return Err(Invalid::new(field("prefixLength.min"), lo, format!("greater than max {hi}")));
+                    }
+                }
+                if let Some(s) = r.source.as_deref().filter(|s| *s != "RemotePeers") {
+                    return Err(Invalid::new(field("source"), s, "only RemotePeers"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

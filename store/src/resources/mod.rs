@@ -1,0 +1,269 @@
+//! Resources in Calico's v3 schema (`apiVersion: projectcalico.org/v3`):
+//! the kinds tortie supports, their defaults and validation, and how they
+//! are read from YAML/JSON documents and keyed in the datastore.
+//!
+//! Unknown fields are errors that name them (never silently dropped); every
+//! error names the document, the field path and the value.
+
+mod bgp;
+mod kinds;
+mod node;
+mod policy;
+mod pool;
+mod validate;
+mod workload;
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use bgp::{
+    BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec, BgpPeerSpec, Community, FilterAction, MatchOperator,
+    PeerPassword, PrefixAdvertisement, PrefixLength, SecretKeyRef, ServiceCidr, SourceAddress,
+};
+pub use kinds::{Kind, KindInfo};
+pub use node::{NodeAddress, NodeBgp, NodeSpec};
+pub use policy::{
+    Action, EntityRule, GlobalNetworkPolicySpec, IcmpMatch, NetworkPolicySpec, PolicyType, Port, Protocol, Rule,
+};
+pub use pool::{EncapMode, IpPoolSpec, IpamConfigSpec};
+pub use validate::Invalid;
+pub use workload::{EndpointPort, WorkloadEndpointSpec};
+
+/// The only API version.
+pub const API_VERSION: &str = "projectcalico.org/v3";
+/// Where resources live in the datastore (Calico's etcd layout).
+pub const KEY_PREFIX: &str = "/calico/resources/v3/projectcalico.org/";
+
+/// Object metadata (the subset of Kubernetes ObjectMeta Calico uses).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    /// Name.
+    pub name: String,
+    /// Namespace (namespaced kinds only; defaults to `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The datastore revision of this version (set on read; ignored on apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Unique id (kept as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Creation time (kept as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+}
+
+/// One resource: envelope and typed spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Object<S> {
+    /// `projectcalico.org/v3`.
+    pub api_version: String,
+    /// The kind, as written.
+    pub kind: String,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// The spec.
+    #[serde(default)]
+    pub spec: S,
+}
+
+/// A spec: how to fill in defaults and validate.
+pub trait Spec: Default + Clone + Serialize + DeserializeOwned {
+    /// Fills in Calico's defaults for absent fields.
+    fn apply_defaults(&mut self) {}
+    /// Checks the values (field paths relative to `spec`).
+    fn validate(&self, meta: &Metadata) -> Result<(), Invalid>;
+}
+
+/// Any supported resource.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    /// BGPConfiguration.
+    BgpConfiguration(Object<BgpConfigurationSpec>),
+    /// BGPPeer.
+    BgpPeer(Object<BgpPeerSpec>),
+    /// BGPFilter.
+    BgpFilter(Object<BgpFilterSpec>),
+    /// Node.
+    Node(Object<NodeSpec>),
+    /// IPPool.
+    IpPool(Object<IpPoolSpec>),
+    /// IPAMConfig.
+    IpamConfig(Object<IpamConfigSpec>),
+    /// WorkloadEndpoint.
+    WorkloadEndpoint(Object<WorkloadEndpointSpec>),
+    /// NetworkPolicy.
+    NetworkPolicy(Object<NetworkPolicySpec>),
+    /// GlobalNetworkPolicy.
+    GlobalNetworkPolicy(Object<GlobalNetworkPolicySpec>),
+}
+
+/// Runs `$body` with `$o` bound to the typed object, whatever the kind.
+macro_rules! with_object {
+    ($r:expr, $o:ident => $body:expr) => {
+        match $r {
+            Resource::BgpConfiguration($o) => $body,
+            Resource::BgpPeer($o) => $body,
+            Resource::BgpFilter($o) => $body,
+            Resource::Node($o) => $body,
+            Resource::IpPool($o) => $body,
+            Resource::IpamConfig($o) => $body,
+            Resource::WorkloadEndpoint($o) => $body,
+            Resource::NetworkPolicy($o) => $body,
+            Resource::GlobalNetworkPolicy($o) => $body,
+        }
+    };
+}
+
+/// A document that cannot be used: which one, where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("document {document}{name}: {message}")]
+pub struct DocumentError {
+    /// 1-based position in the input.
+    pub document: usize,
+    /// ` (Kind name)` when known, for the message.
+    pub name: String,
+    /// Field path, value and reason.
+    pub message: String,
+}
+
+impl Resource {
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::BgpConfiguration(_) => Kind::BgpConfiguration,
+            Resource::BgpPeer(_) => Kind::BgpPeer,
+            Resource::BgpFilter(_) => Kind::BgpFilter,
+            Resource::Node(_) => Kind::Node,
+            Resource::IpPool(_) => Kind::IpPool,
+            Resource::IpamConfig(_) => Kind::IpamConfig,
+            Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
+            Resource::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Resource::GlobalNetworkPolicy(_) => Kind::GlobalNetworkPolicy,
+        }
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Metadata {
+        with_object!(self, o => &o.metadata)
+    }
+
+    fn metadata_mut(&mut self) -> &mut Metadata {
+        with_object!(self, o => &mut o.metadata)
+    }
+
+    /// The datastore key: `<prefix><plural>/[<namespace>/]<name>`.
+    pub fn key(&self) -> String {
+        let meta = self.metadata();
+        self.kind().key(meta.namespace.as_deref(), &meta.name)
+    }
+
+    /// The resource as stored (JSON, defaults applied, no resourceVersion).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut stored = self.clone();
+        stored.metadata_mut().resource_version = None;
+        with_object!(&stored, o => serde_json::to_vec(o)).unwrap_or_default()
+    }
+
+    /// The resource as YAML.
+    pub fn to_yaml(&self) -> String {
+        with_object!(self, o => serde_yaml_ng::to_string(o)).unwrap_or_default()
+    }
+
+    /// The resource as a JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        with_object!(self, o => serde_json::to_value(o)).unwrap_or_default()
+    }
+
+    /// Reads a stored resource, setting `resourceVersion` to `revision`.
+    pub fn from_stored(kind: Kind, bytes: &[u8], revision: i64) -> Result<Resource, DocumentError> {
+        let value: serde_yaml_ng::Value = serde_json::from_slice(bytes).map_err(|e| DocumentError {
+            document: 1,
+            name: format!(" (stored {})", kind.info().name),
+            message: e.to_string(),
+        })?;
+        let mut r = decode(kind, value, 1)?;
+        r.metadata_mut().resource_version = Some(revision.to_string());
+        Ok(r)
+    }
+}
+
+/// Reads every document of a multi-document YAML (or JSON) text, fills in
+/// defaults and validates each. Fails on the first bad document.
+pub fn parse_documents(text: &str) -> Result<Vec<Resource>, DocumentError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let n = i + 1;
+        let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| DocumentError {
+            document: n,
+            name: String::new(),
+            message: format!("malformed YAML: {e}"),
+        })?;
+        if value.is_null() {
+            continue; // an empty document (`---` at the end)
+        }
+        let kind_name = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        let kind = Kind::from_name(&kind_name).ok_or_else(|| DocumentError {
+            document: n,
+            name: String::new(),
+            message: if kind_name.is_empty() {
+                "no `kind`".into()
+            } else {
+                format!("unknown kind `{kind_name}` (supported: {})", Kind::names().join(", "))
+            },
+        })?;
+        let api = value.get("apiVersion").and_then(|a| a.as_str()).unwrap_or_default();
+        if api != API_VERSION {
+            return Err(DocumentError {
+                document: n,
+                name: format!(" ({kind_name})"),
+                message: format!("apiVersion: `{api}` (must be {API_VERSION})"),
+            });
+        }
+        out.push(decode(kind, value, n)?);
+    }
+    Ok(out)
+}
+
+/// Decodes one document of a known kind, then defaults and validates it.
+fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize) -> Result<Resource, DocumentError> {
+    fn typed<S: Spec>(
+        kind: Kind,
+        value: serde_yaml_ng::Value,
+        n: usize,
+        wrap: fn(Object<S>) -> Resource,
+    ) -> Result<Resource, DocumentError> {
+        let label = value.get("metadata").and_then(|m| m.get("name")).and_then(|v| v.as_str()).unwrap_or("");
+        let name = format!(" ({} {label})", kind.info().name);
+        let mut obj: Object<S> = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let message = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
+            DocumentError { document: n, name: name.clone(), message }
+        })?;
+        validate::metadata(kind, &mut obj.metadata).map_err(|e| e.in_document(n, &name, "metadata"))?;
+        obj.spec.apply_defaults();
+        obj.spec.validate(&obj.metadata).map_err(|e| e.in_document(n, &name, "spec"))?;
+        Ok(wrap(obj))
+    }
+    match kind {
+        Kind::BgpConfiguration => typed(kind, value, n, Resource::BgpConfiguration),
+        Kind::BgpPeer => typed(kind, value, n, Resource::BgpPeer),
+        Kind::BgpFilter => typed(kind, value, n, Resource::BgpFilter),
+        Kind::Node => typed(kind, value, n, Resource::Node),
+        Kind::IpPool => typed(kind, value, n, Resource::IpPool),
+        Kind::IpamConfig => typed(kind, value, n, Resource::IpamConfig),
+        Kind::WorkloadEndpoint => typed(kind, value, n, Resource::WorkloadEndpoint),
+        Kind::NetworkPolicy => typed(kind, value, n, Resource::NetworkPolicy),
+        Kind::GlobalNetworkPolicy => typed(kind, value, n, Resource::GlobalNetworkPolicy),
+    }
+}

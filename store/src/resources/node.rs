@@ -1,0 +1,80 @@
+//! Node: a host's BGP identity and addresses.
+
+use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::bgp::as_number;
+use super::validate::{self, Invalid};
+use super::{Metadata, Spec};
+
+/// `spec.bgp`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeBgp {
+    /// The node's IPv4 address with its subnet length (`192.0.2.1/24`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<IpNet>,
+    /// The node's IPv6 address with its subnet length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_address: Option<IpNet>,
+    /// The node's AS (default: BGPConfiguration's).
+    #[serde(default, deserialize_with = "as_number", skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
+    /// Address of the node's IPIP tunnel device.
+    #[serde(default, rename = "ipv4IPIPTunnelAddr", skip_serializing_if = "Option::is_none")]
+    pub ipv4_ipip_tunnel_addr: Option<Ipv4Addr>,
+    /// Makes the node a route reflector with this cluster id.
+    #[serde(default, rename = "routeReflectorClusterID", skip_serializing_if = "Option::is_none")]
+    pub route_reflector_cluster_id: Option<Ipv4Addr>,
+}
+
+/// One of the node's addresses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeAddress {
+    /// The address (with or without length).
+    pub address: String,
+    /// `InternalIP`, `ExternalIP`, `CalicoNodeIP`…
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// Node spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSpec {
+    /// BGP settings; absent on a node that runs no BGP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<NodeBgp>,
+    /// Addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<NodeAddress>,
+    /// Address of the node's VXLAN tunnel device.
+    #[serde(default, rename = "ipv4VXLANTunnelAddr", skip_serializing_if = "Option::is_none")]
+    pub ipv4_vxlan_tunnel_addr: Option<Ipv4Addr>,
+}
+
+impl Spec for NodeSpec {
+    fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
+        if let Some(bgp) = &self.bgp {
+            if let Some(a) = bgp.ipv4_address.filter(|a| !matches!(a, IpNet::V4(_))) {
+                return Err(Invalid::new("bgp.ipv4Address", a, "not an IPv4 address"));
+            }
+            if let Some(a) = bgp.ipv6_address.filter(|a| !matches!(a, IpNet::V6(_))) {
+                return Err(Invalid::new("bgp.ipv6Address", a, "not an IPv6 address"));
+            }
+            if let Some(asn) = bgp.as_number {
+                validate::as_number("bgp.asNumber", asn)?;
+            }
+        }
+        for (i, a) in self.addresses.iter().enumerate() {
+            let ok = a.address.parse::<IpNet>().is_ok() || a.address.parse::<std::net::IpAddr>().is_ok();
+            if !ok {
+                return Err(Invalid::new(format!("addresses[{i}].address"), &a.address, "not an IP address"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+//! The command line: global options and the subcommands.
+
+mod resources;
+
+use clap::{Parser, Subcommand};
+use tortie_store::{DEFAULT_URL, Datastore};
+
+/// Layer-3 pod networking with an embedded BGP speaker.
+#[derive(Parser, Debug)]
+#[command(name = "tortie", version, about, long_about = None)]
+pub struct Cli {
+    /// Datastore: sqlite:///path/to/store.db or etcd://host:port[,host:port…]
+    #[arg(long, global = true, env = "TORTIE_DATASTORE", default_value = DEFAULT_URL)]
+    datastore: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or update resources from a YAML or JSON file (`-` for stdin).
+    Apply(resources::ApplyArgs),
+    /// Show resources of a kind, or one by name.
+    Get(resources::GetArgs),
+    /// Delete one resource.
+    Delete(resources::DeleteArgs),
+}
+
+/// Runs the chosen command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let open = || async {
+        Datastore::open(&cli.datastore).await.map_err(|e| anyhow::anyhow!("cannot open the datastore: {e}"))
+    };
+    match cli.command {
+        Command::Apply(args) => resources::apply(&open().await?, args).await,
+        Command::Get(args) => resources::get(&open().await?, args).await,
+        Command::Delete(args) => resources::delete(&open().await?, args).await,
+    }
+}
