@@ -124,7 +124,7 @@ impl Update {
         let section = attr::decode_section(attrs_raw, cxt, !nlri.is_empty())?;
         let mut update = Update {
             withdrawn,
-            attrs: (section.attrs != PathAttrs::default()).then(|| Arc::new(section.attrs)),
+            attrs: (!section.attrs.is_empty()).then(|| Arc::new(section.attrs)),
             nlri,
             mp_reach: section.mp_reach,
             mp_unreach: section.mp_unreach,

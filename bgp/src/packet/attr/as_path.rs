@@ -114,7 +114,8 @@ impl AsPath {
     /// segment overrunning the attribute.
     pub(crate) fn decode(mut input: &[u8], four_octet: bool) -> Option<AsPath> {
         let width = if four_octet { 4 } else { 2 };
-        let mut segments = Vec::new();
+        // Nearly every path is one AS_SEQUENCE.
+        let mut segments = Vec::with_capacity(1);
         while !input.is_empty() {
             let (&[kind, count], rest) = input.split_first_chunk::<2>()?;
             let kind = SegmentType::from_u8(kind)?;

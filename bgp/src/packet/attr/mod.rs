@@ -233,8 +233,9 @@ fn length_error(name: &str, len: usize, want: &str) -> Malformed {
 }
 
 /// Fixed-size records, or `None` if `value` does not divide into them.
-fn records<const N: usize>(value: &[u8]) -> Option<impl Iterator<Item = [u8; N]> + '_> {
-    value.len().is_multiple_of(N).then(|| value.chunks_exact(N).filter_map(|c| <[u8; N]>::try_from(c).ok()))
+fn records<const N: usize>(value: &[u8]) -> Option<impl ExactSizeIterator<Item = &[u8; N]> + '_> {
+    let (chunks, rest) = value.as_chunks::<N>();
+    rest.is_empty().then(|| chunks.iter())
 }
 
 fn ipv4_value(name: &str, value: &[u8]) -> Result<Ipv4Addr, Malformed> {
@@ -250,12 +251,13 @@ struct Decoding {
     section: Section,
     as4_path: Option<AsPath>,
     as4_aggregator: Option<Aggregator>,
-    seen: [bool; 256],
+    /// Attribute type codes met so far (a 256-bit set).
+    seen: [u64; 4],
 }
 
 impl Default for Decoding {
     fn default() -> Decoding {
-        Decoding { section: Section::default(), as4_path: None, as4_aggregator: None, seen: [false; 256] }
+        Decoding { section: Section::default(), as4_path: None, as4_aggregator: None, seen: [0; 4] }
     }
 }
 
@@ -319,7 +321,10 @@ fn decode_attr(
     let Some(desc) = descriptor(code) else {
         return unknown_attr(st, flags, code, value, whole);
     };
-    if std::mem::replace(&mut st.seen[code as usize], true) {
+    let (word, bit) = (code as usize / 64, 1u64 << (code % 64));
+    let repeated = st.seen[word] & bit != 0;
+    st.seen[word] |= bit;
+    if repeated {
         // RFC 7606 §3 g: a repeated MP attribute resets; any other repeat is discarded.
         if desc.on_error == OnError::Mp {
             return Err(DecodeError::reset(
@@ -415,16 +420,16 @@ fn decode_known(st: &mut Decoding, code: u8, name: &str, value: &[u8], cxt: &Con
         }
         code::COMMUNITIES => {
             let list = records::<4>(value).ok_or_else(|| length_error(name, value.len(), "a multiple of 4"))?;
-            attrs.communities = list.map(|c| Community(u32::from_be_bytes(c))).collect();
+            attrs.communities = list.map(|c| Community(u32::from_be_bytes(*c))).collect();
         }
         code::ORIGINATOR_ID => attrs.originator_id = Some(ipv4_value(name, value)?),
         code::CLUSTER_LIST => {
             let list = records::<4>(value).ok_or_else(|| length_error(name, value.len(), "a multiple of 4"))?;
-            attrs.cluster_list = list.map(Ipv4Addr::from).collect();
+            attrs.cluster_list = list.map(|c| Ipv4Addr::from(*c)).collect();
         }
         code::EXTENDED_COMMUNITIES => {
             let list = records::<8>(value).ok_or_else(|| length_error(name, value.len(), "a multiple of 8"))?;
-            attrs.ext_communities = list.map(ExtCommunity).collect();
+            attrs.ext_communities = list.map(|c| ExtCommunity(*c)).collect();
         }
         code::LARGE_COMMUNITY => {
             let list = records::<12>(value)
@@ -575,6 +580,23 @@ const OPT_TRANS: u8 = flag::OPTIONAL | flag::TRANSITIVE;
 const OPT_NON_TRANS: u8 = flag::OPTIONAL;
 
 impl PathAttrs {
+    /// Whether no attribute is present (equal to the default, without building one).
+    pub fn is_empty(&self) -> bool {
+        self.origin.is_none()
+            && self.as_path.is_none()
+            && self.next_hop.is_none()
+            && self.med.is_none()
+            && self.local_pref.is_none()
+            && !self.atomic_aggregate
+            && self.aggregator.is_none()
+            && self.communities.is_empty()
+            && self.originator_id.is_none()
+            && self.cluster_list.is_empty()
+            && self.ext_communities.is_empty()
+            && self.large_communities.is_empty()
+            && self.unknown.is_empty()
+    }
+
     /// Shares these attributes.
     pub fn into_shared(self) -> Arc<PathAttrs> {
         Arc::new(self)
