@@ -247,6 +247,7 @@ fn u32_value(name: &str, value: &[u8]) -> Result<u32, Malformed> {
 }
 
 /// Attributes decoded so far, plus the AS4 ones waiting to be merged.
+#[derive(Default)]
 struct Decoding {
     section: Section,
     as4_path: Option<AsPath>,
@@ -255,11 +256,6 @@ struct Decoding {
     seen: [u64; 4],
 }
 
-impl Default for Decoding {
-    fn default() -> Decoding {
-        Decoding { section: Section::default(), as4_path: None, as4_aggregator: None, seen: [0; 4] }
-    }
-}
 
 /// Decodes the path attribute section. `has_nlri`: the UPDATE's IPv4 NLRI
 /// field is not empty (then NEXT_HOP is mandatory). Errors that RFC 7606
