@@ -10,3 +10,4 @@
 //! prefixes to originate and read best paths back.
 
 pub mod packet;
+pub mod session;

@@ -256,7 +256,6 @@ struct Decoding {
     seen: [u64; 4],
 }
 
-
 /// Decodes the path attribute section. `has_nlri`: the UPDATE's IPv4 NLRI
 /// field is not empty (then NEXT_HOP is mandatory). Errors that RFC 7606
 /// handles by treat-as-withdraw or discard end up in

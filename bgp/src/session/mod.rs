@@ -1,0 +1,9 @@
+//! BGP sessions: the pure cores — capability negotiation and the RFC 4271
+//! finite state machine. The runtime (sockets, MD5, TTL security, timers)
+//! feeds them events and carries out their actions.
+
+pub mod fsm;
+pub mod negotiate;
+
+pub use fsm::{Action, Event, Fsm, FsmConfig, Reason, State, Timer, collision_winner, notification_words};
+pub use negotiate::{LocalConfig, Negotiated, Refusal, Required, negotiate};
