@@ -101,6 +101,27 @@ impl Netns {
         Daemon::spawn(Some(self), self.0.run_dir.clone(), self.dir(), name, program, args, env)
     }
 
+    /// Runs `f` on a new thread that has joined this namespace (sockets it
+    /// opens live here), and returns its result. The caller's thread stays
+    /// where it was.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = std::path::Path::new("/run/netns").join(self.name());
+        let file = std::fs::File::open(&path).map_err(|e| LabError::io("opening", &path, e))?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns(2) on a valid namespace fd; only this new thread moves.
+                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(LabError::io("entering namespace", &path, std::io::Error::last_os_error()));
+                    }
+                    Ok(f())
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// PIDs of every process whose network namespace is this one.
     pub fn pids(&self) -> Result<Vec<i32>> {
         pids_in(self.name())

@@ -4,6 +4,7 @@
 
 pub mod fsm;
 pub mod negotiate;
+pub mod socket;
 
 pub use fsm::{Action, Event, Fsm, FsmConfig, Reason, State, Timer, collision_winner, notification_words};
 pub use negotiate::{LocalConfig, Negotiated, Refusal, Required, negotiate};
