@@ -4,6 +4,7 @@
 
 pub mod fsm;
 pub mod negotiate;
+pub mod peer;
 pub mod socket;
 
 pub use fsm::{Action, Event, Fsm, FsmConfig, Reason, State, Timer, collision_winner, notification_words};

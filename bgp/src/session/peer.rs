@@ -1,0 +1,465 @@
+//! The session runtime: one tokio task per peer. It owns the peer's
+//! connection(s) and timers, feeds the FSM events and carries out its
+//! actions, frames messages with the codec, and reports status and routes
+//! on bounded channels.
+//!
+//! Collisions (RFC 4271 §6.8): a second connection from the peer gets its
+//! own FSM; when an OPEN arrives while both exist, [`collision_winner`]
+//! decides and the loser is sent Cease 6/7.
+//!
+//! ```text
+//!  commands ──▶ ┌──────────── peer task ────────────┐ ──▶ events (Up, Down, Update)
+//!  (start, stop,│ Link{FSM, socket, timers} (main)  │
+//!   incoming)   │ Link{FSM, socket, timers} (second)│ ──▶ status (watch)
+//!               └───────────────────────────────────┘
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+use super::fsm::{Action, Event, Fsm, FsmConfig, State, Timer, collision_winner, notification_words};
+use super::negotiate::{LocalConfig, Negotiated};
+use super::socket::{self, SocketError, SocketOptions};
+use crate::packet::{BgpCodec, CodecError, Message, RouteRefresh, Update};
+
+/// Commands a peer task obeys.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// Enable the peer (ManualStart).
+    Start,
+    /// Disable it with a shutdown message (ManualStop, Cease 6/2).
+    Stop {
+        /// RFC 9003 shutdown communication.
+        message: String,
+    },
+    /// A connection the speaker's listener accepted from this peer.
+    Incoming(TcpStream),
+    /// Send an UPDATE (already encoded once for an update group, or not).
+    Send(Message),
+}
+
+/// What a peer reports to the rest of the speaker.
+#[derive(Debug, Clone)]
+pub enum PeerEvent {
+    /// The session came up.
+    Up {
+        /// Peer name.
+        peer: String,
+        /// The terms.
+        negotiated: Box<Negotiated>,
+    },
+    /// The session went down (its routes are gone).
+    Down {
+        /// Peer name.
+        peer: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// An UPDATE from an established session.
+    Update {
+        /// Peer name.
+        peer: String,
+        /// The UPDATE.
+        update: Box<Update>,
+    },
+    /// The peer asked for our routes again.
+    RouteRefresh {
+        /// Peer name.
+        peer: String,
+        /// What it asked for.
+        refresh: RouteRefresh,
+    },
+}
+
+/// One peer's configuration.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Name for logs and status.
+    pub name: String,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+    /// Local address to connect from.
+    pub local_addr: Option<IpAddr>,
+    /// Our side of the session.
+    pub local: LocalConfig,
+    /// Timers and FSM options.
+    pub fsm: FsmConfig,
+    /// MD5, GTSM, TTL.
+    pub socket: SocketOptions,
+}
+
+/// A peer's state for `tortie status`.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// FSM state (of the connection that got furthest).
+    pub state: State,
+    /// When it entered this state.
+    pub since: SystemTime,
+    /// The last error, as BIRD words it.
+    pub last_error: Option<String>,
+    /// Terms, while up.
+    pub negotiated: Option<Negotiated>,
+    /// Messages received / sent.
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// UPDATEs received.
+    pub updates_in: u64,
+    /// UPDATEs sent.
+    pub updates_out: u64,
+    /// Last NOTIFICATION we sent, in words.
+    pub last_notification_sent: Option<String>,
+    /// Last NOTIFICATION we received, in words.
+    pub last_notification_received: Option<String>,
+}
+
+impl Default for PeerStatus {
+    fn default() -> PeerStatus {
+        PeerStatus {
+            state: State::Idle,
+            since: SystemTime::now(),
+            last_error: None,
+            negotiated: None,
+            messages_in: 0,
+            messages_out: 0,
+            updates_in: 0,
+            updates_out: 0,
+            last_notification_sent: None,
+            last_notification_received: None,
+        }
+    }
+}
+
+/// The handle the speaker keeps for a peer task.
+pub struct PeerHandle {
+    /// Commands (bounded).
+    pub commands: mpsc::Sender<PeerCommand>,
+    /// The latest status.
+    pub status: watch::Receiver<PeerStatus>,
+    /// The task; it ends when `commands` is dropped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Commands buffered per peer.
+const COMMAND_BUFFER: usize = 64;
+
+/// Starts the task of one peer. It begins Idle: send [`PeerCommand::Start`].
+pub fn spawn(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> PeerHandle {
+    let (commands, rx) = mpsc::channel(COMMAND_BUFFER);
+    let (status_tx, status) = watch::channel(PeerStatus::default());
+    let main = Link::new(&config, true);
+    let runner = Runner { config, main, second: None, events, status: status_tx, commands: rx };
+    PeerHandle { commands, status, task: tokio::spawn(runner.run()) }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<TcpStream, SocketError>> + Send>>;
+
+/// One connection attempt and its FSM.
+struct Link {
+    fsm: Fsm,
+    framed: Option<Framed<TcpStream, BgpCodec>>,
+    connecting: Option<Connecting>,
+    timers: [Option<Instant>; 6],
+    /// We dialled it (true) or the peer did.
+    outgoing: bool,
+}
+
+const TIMERS: [Timer; 6] =
+    [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive, Timer::DelayOpen, Timer::IdleHold, Timer::Stable];
+
+/// What happened on a link.
+enum LinkInput {
+    Connected(Result<TcpStream, SocketError>),
+    Received(Option<Result<Message, CodecError>>),
+    Timer(Timer),
+}
+
+impl Link {
+    fn new(config: &PeerConfig, outgoing: bool) -> Link {
+        Link {
+            fsm: Fsm::new(config.fsm.clone(), config.local.clone()),
+            framed: None,
+            connecting: None,
+            timers: [None; 6],
+            outgoing,
+        }
+    }
+
+    fn next_timer(&self) -> Option<(Timer, Instant)> {
+        TIMERS.iter().zip(self.timers).filter_map(|(t, at)| at.map(|at| (*t, at))).min_by_key(|(_, at)| *at)
+    }
+
+    /// Waits for the next thing to happen on this link (cancel-safe).
+    async fn next(&mut self) -> LinkInput {
+        let timer = self.next_timer();
+        tokio::select! {
+            result = async { self.connecting.as_mut().expect("guarded").await }, if self.connecting.is_some() => {
+                self.connecting = None;
+                LinkInput::Connected(result)
+            }
+            msg = async { self.framed.as_mut().expect("guarded").next().await }, if self.framed.is_some() => LinkInput::Received(msg),
+            () = async { tokio::time::sleep_until(timer.map_or_else(Instant::now, |(_, at)| at)).await }, if timer.is_some() => {
+                let t = timer.map_or(Timer::Hold, |(t, _)| t);
+                self.timers[t as usize] = None;
+                LinkInput::Timer(t)
+            }
+            // Idle with nothing running: nothing can happen on this link until a command arrives.
+            else => std::future::pending().await,
+        }
+    }
+}
+
+struct Runner {
+    config: PeerConfig,
+    main: Link,
+    second: Option<Link>,
+    events: mpsc::Sender<PeerEvent>,
+    status: watch::Sender<PeerStatus>,
+    commands: mpsc::Receiver<PeerCommand>,
+}
+
+/// Which link an event belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Main,
+    Second,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        loop {
+            let (which, input) = tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => { self.command(cmd).await; continue; }
+                    None => return,
+                },
+                input = self.main.next() => (Which::Main, input),
+                input = async { self.second.as_mut().expect("guarded").next().await }, if self.second.is_some() => (Which::Second, input),
+            };
+            let event = match input {
+                LinkInput::Connected(Ok(stream)) => {
+                    self.link(which).framed = Some(Framed::new(stream, BgpCodec::default()));
+                    Event::TcpConnected
+                }
+                LinkInput::Connected(Err(e)) => {
+                    self.note_error(format!("Socket: {}", e.to_string().rsplit(": ").next().unwrap_or_default()));
+                    Event::TcpConnectionFails
+                }
+                LinkInput::Timer(t) => Event::TimerExpired(t),
+                LinkInput::Received(None) => Event::TcpConnectionFails,
+                LinkInput::Received(Some(Err(CodecError::Decode(e)))) => Event::MessageError(e),
+                LinkInput::Received(Some(Err(e))) => {
+                    self.note_error(format!("Socket: {e}"));
+                    Event::TcpConnectionFails
+                }
+                LinkInput::Received(Some(Ok(message))) => match self.received(which, message).await {
+                    Some(event) => event,
+                    None => continue,
+                },
+            };
+            self.handle(which, event).await;
+        }
+    }
+
+    fn link(&mut self, which: Which) -> &mut Link {
+        match (which, self.second.as_mut()) {
+            (Which::Second, Some(l)) => l,
+            _ => &mut self.main,
+        }
+    }
+
+    fn note_error(&mut self, error: String) {
+        self.status.send_modify(|s| s.last_error = Some(error));
+    }
+
+    async fn command(&mut self, cmd: PeerCommand) {
+        match cmd {
+            PeerCommand::Start => self.handle(Which::Main, Event::ManualStart).await,
+            PeerCommand::Stop { message } => {
+                if self.second.is_some() {
+                    self.handle(Which::Second, Event::ManualStop { message: message.clone() }).await;
+                    self.second = None;
+                }
+                self.handle(Which::Main, Event::ManualStop { message }).await;
+            }
+            PeerCommand::Incoming(stream) => self.incoming(stream).await,
+            PeerCommand::Send(message) => {
+                if self.main.fsm.state() == State::Established {
+                    self.send(Which::Main, message).await;
+                }
+            }
+        }
+    }
+
+    /// A connection from the peer: take it if we have none going, run it
+    /// beside ours if ours is still opening (collision), refuse it otherwise.
+    async fn incoming(&mut self, stream: TcpStream) {
+        let peer = self.config.remote.ip();
+        if let Err(e) = socket::protect(&stream, peer, &self.config.socket) {
+            tracing::warn!(peer = %self.config.name, error = %e, "cannot protect an incoming connection; refused");
+            return;
+        }
+        match self.main.fsm.state() {
+            State::Connect | State::Active => {
+                // Our dial (if any) is abandoned: the peer's connection is up already.
+                self.main.connecting = None;
+                self.main.framed = Some(Framed::new(stream, BgpCodec::default()));
+                self.main.outgoing = false;
+                self.handle(Which::Main, Event::TcpConnected).await;
+            }
+            State::OpenSent | State::OpenConfirm if self.second.is_none() => {
+                let mut link = Link::new(&self.config, false);
+                link.framed = Some(Framed::new(stream, BgpCodec::default()));
+                self.second = Some(link);
+                self.handle(Which::Second, Event::ManualStart).await;
+                self.handle(Which::Second, Event::TcpConnected).await;
+            }
+            // Idle refuses connections (RFC 4271 §8.2.2); an Established session wins.
+            _ => {
+                tracing::info!(peer = %self.config.name, state = ?self.main.fsm.state(), "refused a connection from the peer")
+            }
+        }
+    }
+
+    /// Bookkeeping for a received message; returns its FSM event.
+    async fn received(&mut self, which: Which, message: Message) -> Option<Event> {
+        let name = self.config.name.clone();
+        self.status.send_modify(|s| s.messages_in += 1);
+        Some(match message {
+            Message::Open(open) => {
+                // A surviving second link is `main` now; `link(Second)` falls back to it.
+                if !self.resolve_collision(which, &open).await {
+                    return None;
+                }
+                Event::OpenReceived(open)
+            }
+            Message::Keepalive => Event::KeepaliveReceived,
+            Message::Notification(n) => {
+                let words = notification_words(&n);
+                self.status.send_modify(|s| s.last_notification_received = Some(words));
+                Event::NotificationReceived(n)
+            }
+            Message::Update(update) => {
+                self.status.send_modify(|s| s.updates_in += 1);
+                if self.link(which).fsm.state() == State::Established {
+                    let _ = self.events.send(PeerEvent::Update { peer: name, update: Box::new(update) }).await;
+                }
+                Event::UpdateReceived
+            }
+            Message::RouteRefresh(refresh) => {
+                if self.link(which).fsm.state() == State::Established {
+                    let _ = self.events.send(PeerEvent::RouteRefresh { peer: name, refresh }).await;
+                }
+                Event::UpdateReceived
+            }
+        })
+    }
+
+    /// RFC 4271 §6.8: with two connections, the OPEN's identifier decides
+    /// which one lives; the loser gets OpenCollisionDump (Cease 6/7).
+    /// Returns whether the link the OPEN arrived on (`which`) survives; a
+    /// surviving second link becomes the main one.
+    async fn resolve_collision(&mut self, which: Which, open: &crate::packet::Open) -> bool {
+        if self.second.is_none() {
+            return true;
+        }
+        let keep_ours = collision_winner(self.config.local.bgp_id, self.config.local.asn, open.bgp_id, open.asn());
+        // Keep the connection we dialled if we win, the peer's if it wins.
+        let main_survives = self.main.outgoing == keep_ours;
+        tracing::info!(peer = %self.config.name, kept = if keep_ours { "ours" } else { "the peer's" }, "connection collision resolved");
+        if main_survives {
+            self.handle(Which::Second, Event::OpenCollisionDump).await;
+            self.second = None;
+        } else {
+            self.handle(Which::Main, Event::OpenCollisionDump).await;
+            if let Some(second) = self.second.take() {
+                self.main = second;
+            }
+        }
+        main_survives == (which == Which::Main)
+    }
+
+    async fn send(&mut self, which: Which, message: Message) {
+        let Some(framed) = self.link(which).framed.as_mut() else { return };
+        let result = framed.send(&message).await;
+        let is_update = matches!(message, Message::Update(_));
+        match result {
+            Ok(()) => self.status.send_modify(|s| {
+                s.messages_out += 1;
+                s.updates_out += u64::from(is_update);
+            }),
+            Err(e) => tracing::warn!(peer = %self.config.name, error = %e, "send failed"),
+        }
+    }
+
+    /// Runs an event through the link's FSM and carries out the actions.
+    async fn handle(&mut self, which: Which, event: Event) {
+        let mut queue = vec![event];
+        while let Some(event) = queue.pop() {
+            let before = self.link(which).fsm.state();
+            let actions = self.link(which).fsm.handle(event);
+            for action in actions {
+                match action {
+                    Action::StartTimer(t, d) => self.link(which).timers[t as usize] = Some(Instant::now() + d),
+                    Action::StopTimer(t) => self.link(which).timers[t as usize] = None,
+                    Action::Connect => {
+                        let (remote, local, opts) =
+                            (self.config.remote, self.config.local_addr, self.config.socket.clone());
+                        let link = self.link(which);
+                        link.outgoing = true;
+                        link.connecting = Some(Box::pin(async move { socket::connect(remote, local, &opts).await }));
+                    }
+                    Action::Disconnect => {
+                        let link = self.link(which);
+                        link.framed = None;
+                        link.connecting = None;
+                    }
+                    Action::Send(message) => {
+                        if let Message::Notification(n) = &message {
+                            let words = notification_words(n);
+                            self.status.send_modify(|s| s.last_notification_sent = Some(words));
+                        }
+                        self.send(which, message).await;
+                    }
+                    Action::Up(n) => {
+                        if let Some(framed) = self.link(which).framed.as_mut() {
+                            framed.codec_mut().context(n.rx(), n.tx());
+                        }
+                        tracing::info!(peer = %self.config.name, asn = n.peer_asn, id = %n.peer_id, hold = n.hold_time, "session established");
+                        self.status.send_modify(|s| s.negotiated = Some((*n).clone()));
+                        let _ = self.events.send(PeerEvent::Up { peer: self.config.name.clone(), negotiated: n }).await;
+                    }
+                    Action::Down(reason) => {
+                        let words = reason.to_string();
+                        tracing::info!(peer = %self.config.name, reason = %words, "session down");
+                        let was_up = before == State::Established;
+                        self.status.send_modify(|s| {
+                            s.negotiated = None;
+                            s.last_error = Some(words.clone());
+                        });
+                        if was_up {
+                            let _ = self
+                                .events
+                                .send(PeerEvent::Down { peer: self.config.name.clone(), reason: words })
+                                .await;
+                        }
+                    }
+                }
+            }
+            let after = self.link(which).fsm.state();
+            if which == Which::Main && after != before {
+                self.status.send_modify(|s| {
+                    s.state = after;
+                    s.since = SystemTime::now();
+                });
+            }
+        }
+    }
+}
