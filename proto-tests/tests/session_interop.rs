@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tortie_bgp::packet::Message;
 use tortie_bgp::session::peer::{self, PeerCommand, PeerConfig, PeerStatus};
 use tortie_bgp::session::socket::{self, SocketOptions};
 use tortie_bgp::session::{FsmConfig, LocalConfig, State};
@@ -212,4 +213,164 @@ fn frozen_peer_hits_the_hold_timer_then_the_session_recovers() {
     assert_eq!(down.last_notification_sent.as_deref(), Some("Hold timer expired"), "{down:?}");
     assert!(down.last_error.unwrap_or_default().contains("Hold timer expired"));
     tortie.wait_state(State::Established, UP);
+}
+
+#[test]
+fn ibgp_and_four_octet_as_sessions_establish() {
+    // iBGP with BIRD: both in AS 65001.
+    let lab = Lab::new("sess_ibgp").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let bird = Bird::start(&pair.b, &Speaker { asn: 65001, ..speaker_b(&pair, 65001, None) }).unwrap();
+    let tortie = Tortie::start(&pair.a, config(&pair, 65001, None, false), listen_addr(&pair));
+    let n = tortie.wait_state(State::Established, UP).negotiated.unwrap();
+    assert_eq!(n.peer_asn, 65001);
+    bird.wait_established(pair.a_ip(), UP).unwrap();
+    drop((tortie, bird));
+
+    // 4-octet AS on both sides: tortie AS 4200000000, FRR AS 4200000001.
+    let lab = Lab::new("sess_as4").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let mut frr_side = speaker_b(&pair, 4_200_000_001, None);
+    frr_side.neighbors[0].asn = 4_200_000_000;
+    let frr = Frr::start(&pair.b, &frr_side).unwrap();
+    let mut cfg = config(&pair, 4_200_000_001, None, false);
+    cfg.local.asn = 4_200_000_000;
+    let tortie = Tortie::start(&pair.a, cfg, listen_addr(&pair));
+    let n = tortie.wait_state(State::Established, UP).negotiated.unwrap();
+    assert!(n.four_octet_as && n.peer_asn == 4_200_000_001);
+    frr.wait_established(pair.a_ip(), UP).unwrap();
+}
+
+#[test]
+fn a_two_octet_only_peer_sees_as_trans() {
+    // ExaBGP with the 4-octet AS capability turned off peers with tortie AS 4200000000:
+    // it sees My AS 23456 (AS_TRANS) and must be configured with it.
+    let lab = Lab::new("sess_as2").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let mut cfg = config(&pair, 65004, None, true);
+    cfg.local.asn = 4_200_000_000;
+    let tortie = Tortie::start(&pair.a, cfg, listen_addr(&pair));
+    let exa_conf = "neighbor 192.0.2.1 {
+  router-id 192.0.2.2;
+  local-address 192.0.2.2;
+  local-as 65004;
+  peer-as 23456;
+  hold-time 9;
+  capability { asn4 disable; }
+  family { ipv4 unicast; }
+}
+";
+    let exa = ExaBgp::start_with_config(&pair.b, "exa-as2", exa_conf).unwrap();
+    // Established at all proves ExaBGP accepted My AS 23456 from us.
+    let n = tortie.wait_state(State::Established, UP).negotiated.unwrap();
+    assert!(!n.four_octet_as, "{n:?}");
+    assert_eq!(n.peer_asn, 65004);
+    exa.daemon().check_running().unwrap();
+}
+
+#[test]
+fn a_restarted_peer_is_reconnected_with_back_off() {
+    let lab = Lab::new("sess_restart").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let bird = Bird::start(&pair.b, &speaker_b(&pair, 65002, None)).unwrap();
+    let tortie = Tortie::start(&pair.a, config(&pair, 65002, None, false), listen_addr(&pair));
+    tortie.wait_state(State::Established, UP);
+    drop(bird);
+    let down = wait_for("tortie to see the peer go", UP, || {
+        let s = tortie.status();
+        Ok(if s.state != State::Established { Check::Done(s) } else { Check::Pending("up".into()) })
+    })
+    .unwrap();
+    assert!(down.last_error.is_some(), "{down:?}");
+    // While the peer is gone, attempts fail (connection refused) and back off.
+    std::thread::sleep(Duration::from_secs(4));
+    let waiting = tortie.status();
+    assert!(waiting.state != State::Established, "{waiting:?}");
+    let bird = Bird::start(&pair.b, &speaker_b(&pair, 65002, None)).unwrap();
+    tortie.wait_state(State::Established, UP);
+    bird.wait_established(pair.a_ip(), UP).unwrap();
+}
+
+#[test]
+fn an_operator_stop_reaches_frr_with_its_shutdown_message() {
+    let lab = Lab::new("sess_shutdown").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let frr = Frr::start(&pair.b, &speaker_b(&pair, 65003, None)).unwrap();
+    let tortie = Tortie::start(&pair.a, config(&pair, 65003, None, false), listen_addr(&pair));
+    tortie.wait_state(State::Established, UP);
+    frr.wait_established(pair.a_ip(), UP).unwrap();
+    drop(tortie); // sends ManualStop { message: "test over" }
+    let seen = wait_for("FRR to record the shutdown", UP, || {
+        let n = frr.neighbor(pair.a_ip())?;
+        Ok(match n.last_notification_reason {
+            Some(r) if r.contains("Administrative Shutdown") => Check::Done(r),
+            other => Check::Pending(format!("{other:?}")),
+        })
+    })
+    .unwrap();
+    assert!(seen.contains("Cease"), "{seen}");
+}
+
+/// A scripted BGP speaker (our own test client, not a stand-in for a
+/// product): it completes the OPEN exchange with tortie, then sends `bad`
+/// and returns every message tortie sends back until it closes, and how many
+/// times tortie connected.
+fn scripted_peer(ns: &Netns, bad: Vec<u8>, window: Duration) -> (Vec<Message>, usize) {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Framed;
+    use tortie_bgp::packet::BgpCodec;
+    ns.enter(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = socket::listen("192.0.2.2:179".parse().unwrap()).unwrap();
+            let (mut received, mut connections) = (Vec::new(), 0);
+            let _ = tokio::time::timeout(window, async {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { return };
+                    connections += 1;
+                    if connections > 1 {
+                        continue; // tortie came back: it survived
+                    }
+                    let mut framed = Framed::new(stream, BgpCodec::default());
+                    let open = LocalConfig::new(65002, "192.0.2.2".parse().unwrap(), 65001).open();
+                    framed.send(&Message::Open(open)).await.unwrap();
+                    framed.send(&Message::Keepalive).await.unwrap();
+                    while let Some(Ok(m)) = framed.next().await {
+                        let keepalive = m == Message::Keepalive;
+                        received.push(m);
+                        if keepalive {
+                            framed.get_mut().write_all(&bad).await.unwrap();
+                        }
+                    }
+                }
+            })
+            .await;
+            (received, connections)
+        })
+    })
+    .unwrap()
+}
+
+#[test]
+fn malformed_input_gets_its_notification_and_the_session_task_survives() {
+    use tortie_bgp::packet::ErrorCode;
+    let lab = Lab::new("sess_malformed").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let mut cfg = config(&pair, 65002, None, false);
+    cfg.fsm.idle_hold = Duration::from_millis(500);
+    let tortie = Tortie::start(&pair.a, cfg, None);
+    // An UPDATE whose Withdrawn Routes Length (9) runs past the message: RFC 4271 §6.3, 3/1.
+    let mut bad = vec![0xff; 16];
+    bad.extend([0x00, 0x17, 0x02, 0x00, 0x09, 0x00, 0x00]);
+    let (received, connections) = scripted_peer(&pair.b, bad, Duration::from_secs(8));
+    let notification = received.iter().find_map(|m| match m {
+        Message::Notification(n) => Some(n.clone()),
+        _ => None,
+    });
+    let n = notification.unwrap_or_else(|| panic!("no NOTIFICATION in {received:?}"));
+    assert_eq!((n.code, n.subcode), (ErrorCode::Update, 1));
+    assert!(connections >= 2, "tortie did not come back after the error ({connections} connection)");
+    let status = tortie.status();
+    assert_eq!(status.last_notification_sent.as_deref(), Some("UPDATE message error"), "{status:?}");
 }
