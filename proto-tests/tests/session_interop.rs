@@ -177,7 +177,7 @@ fn sessions_with_frr_gobgp_and_exabgp_establish_active_and_passive() {
 }
 
 #[test]
-fn md5_with_bird_right_key_establishes_wrong_key_never_does() {
+fn md5_with_bird_right_key_establishes_wrong_or_missing_key_never_does() {
     let lab = Lab::new("sess_md5").unwrap();
     let pair = Pair::new(&lab).unwrap();
     let bird = Bird::start(&pair.b, &speaker_b(&pair, 65002, Some("lab-md5-secret"))).unwrap();
@@ -185,12 +185,15 @@ fn md5_with_bird_right_key_establishes_wrong_key_never_does() {
         let tortie = Tortie::start(&pair.a, config(&pair, 65002, Some("lab-md5-secret"), false), listen_addr(&pair));
         tortie.wait_state(State::Established, UP);
     }
-    // BIRD still has the right key; tortie now has a wrong one.
-    let tortie = Tortie::start(&pair.a, config(&pair, 65002, Some("wrong-key"), false), listen_addr(&pair));
-    std::thread::sleep(Duration::from_secs(8));
-    let s = tortie.status();
-    assert_ne!(s.state, State::Established, "{s:?}");
-    assert_ne!(bird.session_state(pair.a_ip()).unwrap(), SessionState::Established);
+    // BIRD still has the right key; tortie now has a wrong one, then none.
+    for key in [Some("wrong-key"), None] {
+        let tortie = Tortie::start(&pair.a, config(&pair, 65002, key, false), listen_addr(&pair));
+        std::thread::sleep(Duration::from_secs(6));
+        let s = tortie.status();
+        assert_ne!(s.state, State::Established, "key {key:?}: {s:?}");
+        assert!(!matches!(s.state, State::OpenSent | State::OpenConfirm), "no OPEN may get through: {s:?}");
+        assert_ne!(bird.session_state(pair.a_ip()).unwrap(), SessionState::Established);
+    }
 }
 
 #[test]
