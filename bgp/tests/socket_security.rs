@@ -120,3 +120,34 @@ fn gtsm_refuses_a_peer_one_hop_too_far() {
         assert_eq!((near, far), (vec![ip("198.51.100.254")], vec![ip("192.0.2.1")]));
     });
 }
+
+#[test]
+fn listener_routes_peers_and_closes_strangers() {
+    use tokio::io::AsyncReadExt;
+    use tortie_bgp::session::listener::Listener;
+    use tortie_bgp::session::peer::PeerCommand;
+    let lab = Lab::new("listener").unwrap();
+    let ns = lab.netns("a").unwrap();
+    ns.enter(|| {
+        runtime().block_on(async {
+            let listener = Listener::bind("127.0.0.1:179".parse().unwrap()).unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            listener.add_peer(ip("127.0.0.2"), &SocketOptions::default(), tx).unwrap();
+            let addr = listener.local_addr().unwrap();
+            // A stranger (127.0.0.1) is closed at once.
+            let mut stranger = socket::connect(addr, Some(ip("127.0.0.1")), &SocketOptions::default()).await.unwrap();
+            let mut buf = [0u8; 1];
+            let read = timeout(Duration::from_secs(2), stranger.read(&mut buf)).await.unwrap();
+            assert_eq!(read.unwrap(), 0, "closed without a word");
+            // The peer's connection reaches its task.
+            let _peer = socket::connect(addr, Some(ip("127.0.0.2")), &SocketOptions::default()).await.unwrap();
+            let cmd = timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap();
+            assert!(matches!(cmd, PeerCommand::Incoming(s) if s.peer_addr().unwrap().ip() == ip("127.0.0.2")));
+            // Removed: strangers again.
+            listener.remove_peer(ip("127.0.0.2")).unwrap();
+            let mut gone = socket::connect(addr, Some(ip("127.0.0.2")), &SocketOptions::default()).await.unwrap();
+            assert_eq!(timeout(Duration::from_secs(2), gone.read(&mut buf)).await.unwrap().unwrap(), 0);
+        })
+    })
+    .unwrap();
+}

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tortie_bgp::packet::Message;
+use tortie_bgp::session::listener::Listener;
 use tortie_bgp::session::peer::{self, PeerCommand, PeerConfig, PeerStatus};
 use tortie_bgp::session::socket::{self, SocketOptions};
 use tortie_bgp::session::{FsmConfig, LocalConfig, State};
@@ -38,20 +39,12 @@ impl Tortie {
                     let (events, mut events_rx) = tokio::sync::mpsc::channel(64);
                     let (peer_ip, md5) = (config.remote.ip(), config.socket.clone());
                     let handle = peer::spawn(config, events);
-                    if let Some(addr) = listen {
-                        let listener = socket::listen(addr).unwrap();
-                        if let Some(key) = &md5.md5_key {
-                            socket::set_md5_key(&listener, peer_ip, Some(key.as_bytes())).unwrap();
-                        }
-                        let commands = handle.commands.clone();
-                        tokio::spawn(async move {
-                            while let Ok((stream, from)) = listener.accept().await {
-                                if from.ip() == peer_ip {
-                                    let _ = commands.send(PeerCommand::Incoming(stream)).await;
-                                }
-                            }
-                        });
-                    }
+                    // The speaker's listener routes the peer's connections to its task.
+                    let _listener = listen.map(|addr| {
+                        let listener = Listener::bind(addr).unwrap();
+                        listener.add_peer(peer_ip, &md5, handle.commands.clone()).unwrap();
+                        listener
+                    });
                     tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
                     handle.commands.send(PeerCommand::Start).await.unwrap();
                     let mut watch = handle.status.clone();
