@@ -370,3 +370,62 @@ fn malformed_input_gets_its_notification_and_the_session_task_survives() {
     let status = tortie.status();
     assert_eq!(status.last_notification_sent.as_deref(), Some("UPDATE message error"), "{status:?}");
 }
+
+/// One session to `daemon` in every mode it supports: eBGP and iBGP, tortie
+/// dialling (active) and tortie waiting (passive). ExaBGP only dials, so
+/// tortie is only passive with it.
+fn matrix(daemon: &str) {
+    for (ibgp, passive) in [(false, false), (false, true), (true, false), (true, true)] {
+        if daemon == "exabgp" && !passive {
+            continue;
+        }
+        let lab = Lab::new(&format!("matrix_{daemon}")).unwrap();
+        let pair = Pair::new(&lab).unwrap();
+        let peer_as = if ibgp { 65001 } else { 65002 };
+        let speaker = speaker_b(&pair, peer_as, None);
+        let what = format!(
+            "{daemon} {} tortie {}",
+            if ibgp { "iBGP" } else { "eBGP" },
+            if passive { "passive" } else { "active" }
+        );
+        // tortie listens only when passive, so an active tortie must be the one that dials.
+        let listen = passive.then(|| listen_addr(&pair)).flatten();
+        let tortie = Tortie::start(&pair.a, config(&pair, peer_as, None, passive), listen);
+        let peer: Box<dyn BgpPeer> = match daemon {
+            "bird" => Box::new(Bird::start(&pair.b, &speaker).unwrap()),
+            "frr" => Box::new(Frr::start(&pair.b, &speaker).unwrap()),
+            "gobgp" => Box::new(GoBgp::start(&pair.b, &speaker).unwrap()),
+            _ => Box::new(ExaBgp::start(&pair.b, &speaker).unwrap()),
+        };
+        let n = wait_for(&format!("{what}: Established"), UP, || {
+            let s = tortie.status();
+            Ok(match s.negotiated {
+                Some(n) if s.state == State::Established => Check::Done(n),
+                _ => Check::Pending(format!("{:?} {:?}", s.state, s.last_error)),
+            })
+        })
+        .unwrap();
+        assert_eq!(n.peer_asn, peer_as, "{what}");
+        peer.wait_established(pair.a_ip(), UP).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
+#[test]
+fn matrix_bird() {
+    matrix("bird");
+}
+
+#[test]
+fn matrix_frr() {
+    matrix("frr");
+}
+
+#[test]
+fn matrix_gobgp() {
+    matrix("gobgp");
+}
+
+#[test]
+fn matrix_exabgp() {
+    matrix("exabgp");
+}
