@@ -10,4 +10,5 @@
 //! prefixes to originate and read best paths back.
 
 pub mod packet;
+pub mod rib;
 pub mod session;

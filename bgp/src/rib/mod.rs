@@ -1,0 +1,3 @@
+//! The routing information bases and the decision process.
+
+pub mod decision;
