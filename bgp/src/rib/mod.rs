@@ -1,3 +1,5 @@
 //! The routing information bases and the decision process.
 
 pub mod decision;
+pub mod export;
+pub mod table;

@@ -1,0 +1,178 @@
+//! What a path looks like when sent to a given peer, or why it is not sent
+//! (RFC 4271 §9.2, RFC 4456 §8, RFC 8212).
+
+use std::net::IpAddr;
+
+use crate::packet::{AsPath, PathAttrs, Segment, SegmentType};
+use crate::rib::decision::{DEFAULT_LOCAL_PREF, Origination, Path};
+
+/// Next-hop handling towards a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHopMode {
+    /// Always our session address.
+    SelfAddr,
+    /// Always the path's next hop (route servers, `keepOriginalNextHop`).
+    Keep,
+    /// Ours towards eBGP peers and for our own routes; kept towards iBGP peers.
+    Auto,
+}
+
+/// The side of a session that exports decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportPeer {
+    /// Our AS on this session.
+    pub local_as: u32,
+    /// The peer's AS.
+    pub peer_as: u32,
+    /// Our address on the session (next-hop self).
+    pub local_addr: IpAddr,
+    /// Next-hop handling.
+    pub next_hop: NextHopMode,
+    /// An export policy is configured (RFC 8212: none means no eBGP export).
+    pub has_export_policy: bool,
+    /// Extra prepends of our AS towards this eBGP peer.
+    pub prepend: u8,
+    /// Reflection hook (RFC 4456): iBGP-learned paths may go to this iBGP peer.
+    pub reflect_to: bool,
+}
+
+impl ExportPeer {
+    /// Whether the session is internal.
+    pub fn is_ibgp(&self) -> bool {
+        self.local_as == self.peer_as
+    }
+}
+
+/// Why a path is not sent to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withheld {
+    /// iBGP-learned paths do not go to iBGP peers (RFC 4271 §9.2) unless reflected.
+    SplitHorizon,
+    /// RFC 8212: no export policy towards an eBGP peer.
+    NoExportPolicy,
+    /// The peer's AS is already in the path: it would drop it (RFC 4271 §9.1.2).
+    AsPathLoop,
+}
+
+/// The attributes to send `path` with to `to`, or why it is withheld.
+pub fn export(path: &Path, to: &ExportPeer) -> Result<PathAttrs, Withheld> {
+    let ibgp = to.is_ibgp();
+    if ibgp && path.origination == Origination::Ibgp && !to.reflect_to {
+        return Err(Withheld::SplitHorizon);
+    }
+    if !ibgp && !to.has_export_policy {
+        return Err(Withheld::NoExportPolicy);
+    }
+    let mut attrs = (*path.attrs).clone();
+    let as_path = attrs.as_path.take().unwrap_or_default();
+    if !ibgp && as_path.asns().any(|a| a == to.peer_as) {
+        return Err(Withheld::AsPathLoop);
+    }
+    if ibgp {
+        attrs.as_path = Some(as_path);
+        attrs.local_pref.get_or_insert(DEFAULT_LOCAL_PREF);
+    } else {
+        attrs.as_path = Some(prepend(&as_path, to.local_as, 1 + usize::from(to.prepend)));
+        // LOCAL_PREF is internal (RFC 4271 §5.1.5); a neighbour AS's MED stops here (§5.1.4);
+        // ORIGINATOR_ID and CLUSTER_LIST are non-transitive (RFC 4456 §8).
+        attrs.local_pref = None;
+        if path.origination != Origination::Local {
+            attrs.med = None;
+        }
+        attrs.originator_id = None;
+        attrs.cluster_list.clear();
+    }
+    let next_hop_self = match to.next_hop {
+        NextHopMode::SelfAddr => true,
+        NextHopMode::Keep => false,
+        NextHopMode::Auto => !ibgp || path.origination == Origination::Local || attrs.next_hop.is_none(),
+    };
+    if next_hop_self && let IpAddr::V4(v4) = to.local_addr {
+        attrs.next_hop = Some(v4);
+    }
+    Ok(attrs)
+}
+
+/// `asn` added `times` in front of `path` (RFC 4271 §5.1.2).
+fn prepend(path: &AsPath, asn: u32, times: usize) -> AsPath {
+    let mut segments = path.segments.clone();
+    match segments.first_mut() {
+        Some(Segment { kind: SegmentType::Sequence, asns }) if asns.len() + times <= 255 => {
+            asns.splice(0..0, std::iter::repeat_n(asn, times));
+        }
+        _ => segments.insert(0, Segment { kind: SegmentType::Sequence, asns: vec![asn; times] }),
+    }
+    AsPath { segments }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::packet::Origin;
+
+    fn learned(origination: Origination) -> Path {
+        Path {
+            attrs: Arc::new(PathAttrs {
+                origin: Some(Origin::Igp),
+                as_path: Some(AsPath::from_sequence(&[65002])),
+                next_hop: Some(Ipv4Addr::new(192, 0, 2, 2)),
+                med: Some(5),
+                local_pref: Some(200),
+                originator_id: Some(Ipv4Addr::new(192, 0, 2, 9)),
+                cluster_list: vec![Ipv4Addr::new(10, 0, 0, 1)],
+                ..PathAttrs::default()
+            }),
+            origination,
+            peer_addr: "192.0.2.2".parse().unwrap(),
+            peer_id: Ipv4Addr::new(192, 0, 2, 2),
+            reachable: true,
+        }
+    }
+
+    fn peer(peer_as: u32) -> ExportPeer {
+        ExportPeer {
+            local_as: 65001,
+            peer_as,
+            local_addr: "198.51.100.1".parse().unwrap(),
+            next_hop: NextHopMode::Auto,
+            has_export_policy: true,
+            prepend: 0,
+            reflect_to: false,
+        }
+    }
+
+    #[test]
+    fn ebgp_export_prepends_sets_next_hop_and_drops_internal_attributes() {
+        let a = export(&learned(Origination::Ebgp), &peer(65003)).unwrap();
+        assert_eq!(a.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65001, 65002]);
+        assert_eq!(a.next_hop, Some(Ipv4Addr::new(198, 51, 100, 1)));
+        assert_eq!((a.local_pref, a.med, a.originator_id), (None, None, None));
+        assert!(a.cluster_list.is_empty());
+        let twice = export(&learned(Origination::Ebgp), &ExportPeer { prepend: 2, ..peer(65003) }).unwrap();
+        assert_eq!(twice.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65001, 65001, 65001, 65002]);
+    }
+
+    #[test]
+    fn ibgp_export_keeps_path_and_next_hop_and_carries_local_pref() {
+        let a = export(&learned(Origination::Ebgp), &peer(65001)).unwrap();
+        assert_eq!(a.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65002]);
+        assert_eq!((a.next_hop, a.local_pref), (Some(Ipv4Addr::new(192, 0, 2, 2)), Some(200)));
+        let own =
+            export(&Path { origination: Origination::Local, ..learned(Origination::Local) }, &peer(65001)).unwrap();
+        assert_eq!(own.next_hop, Some(Ipv4Addr::new(198, 51, 100, 1)), "our own routes: next hop self");
+    }
+
+    #[test]
+    fn split_horizon_rfc8212_and_loops_withhold() {
+        assert_eq!(export(&learned(Origination::Ibgp), &peer(65001)), Err(Withheld::SplitHorizon));
+        assert!(export(&learned(Origination::Ibgp), &ExportPeer { reflect_to: true, ..peer(65001) }).is_ok());
+        assert_eq!(
+            export(&learned(Origination::Ebgp), &ExportPeer { has_export_policy: false, ..peer(65003) }),
+            Err(Withheld::NoExportPolicy)
+        );
+        assert_eq!(export(&learned(Origination::Ebgp), &peer(65002)), Err(Withheld::AsPathLoop));
+    }
+}
