@@ -12,3 +12,4 @@
 pub mod packet;
 pub mod rib;
 pub mod session;
+pub mod speaker;

@@ -1,0 +1,161 @@
+//! Routes through tortie between real daemons: BIRD (AS 65002) → tortie
+//! (AS 65001) → FRR (AS 65003), plus a prefix tortie originates; attributes
+//! arrive intact, paths and next hops are rewritten as eBGP requires, and a
+//! withdrawal propagates.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tortie_bgp::packet::{Community, PathAttrs};
+use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
+use tortie_bgp::session::peer::PeerConfig;
+use tortie_bgp::session::socket::SocketOptions;
+use tortie_bgp::session::{FsmConfig, LocalConfig};
+use tortie_bgp::speaker::{self, Neighbor, SpeakerCommand};
+use tortie_lab::peers::{BgpPeer, Bird, Frr, Neighbor as LabNeighbor, Speaker};
+use tortie_lab::{Check, Lab, Netns, veth, wait_for};
+use tortie_proto_tests::{ip, net};
+
+const UP: Duration = Duration::from_secs(40);
+
+fn neighbor(name: &str, remote: &str, local: &str, peer_as: u32) -> Neighbor {
+    let mut session_local = LocalConfig::new(65001, "192.0.2.1".parse().unwrap(), peer_as);
+    session_local.hold_time = 9;
+    Neighbor {
+        session: PeerConfig {
+            name: name.into(),
+            remote: SocketAddr::new(ip(remote), 179),
+            local_addr: Some(ip(local)),
+            local: session_local,
+            fsm: FsmConfig { connect_retry: Duration::from_secs(2), ..FsmConfig::default() },
+            socket: SocketOptions::default(),
+        },
+        export: ExportPeer {
+            local_as: 65001,
+            peer_as,
+            local_addr: ip(local),
+            next_hop: NextHopMode::Auto,
+            has_export_policy: true,
+            prepend: 0,
+            reflect_to: false,
+        },
+        has_import_policy: true,
+    }
+}
+
+/// tortie's speaker in `ns`, until dropped.
+struct Tortie {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tortie {
+    fn start(ns: &Netns, neighbors: Vec<Neighbor>, originate: Vec<(ipnet::IpNet, PathAttrs)>) -> Tortie {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let ns = ns.clone();
+        let thread = std::thread::spawn(move || {
+            ns.enter(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    let (best_tx, mut best_rx) = tokio::sync::mpsc::channel(1024);
+                    tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
+                    let speaker = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx);
+                    for (prefix, attrs) in originate {
+                        speaker.commands.send(SpeakerCommand::Originate(prefix, attrs)).await.unwrap();
+                    }
+                    for n in neighbors {
+                        speaker.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await.unwrap();
+                    }
+                    let _ = stopped.await;
+                });
+            })
+            .unwrap();
+        });
+        Tortie { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Tortie {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const BIRD: &str = "router id 192.0.2.2;
+protocol device { }
+protocol static announce4 { ipv4; route 198.18.2.0/24 blackhole; }
+protocol bgp tortie {
+  local as 65002; neighbor 192.0.2.1 as 65001;
+  ipv4 {
+    import all;
+    export filter { if source != RTS_STATIC then reject; bgp_community.add((65002, 100)); bgp_large_community.add((65002, 1, 2)); bgp_med = 7; accept; };
+  };
+  connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 9; keepalive time 3;
+  graceful restart off;
+}
+";
+
+#[test]
+fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
+    let lab = Lab::new("routing").unwrap();
+    let (a, b, c) = (lab.netns("a").unwrap(), lab.netns("b").unwrap(), lab.netns("c").unwrap());
+    veth((&a, "to-b"), (&b, "eth0")).unwrap();
+    veth((&a, "to-c"), (&c, "eth0")).unwrap();
+    a.add_addr("to-b", net("192.0.2.1/24")).unwrap();
+    b.add_addr("eth0", net("192.0.2.2/24")).unwrap();
+    a.add_addr("to-c", net("198.51.100.1/24")).unwrap();
+    c.add_addr("eth0", net("198.51.100.2/24")).unwrap();
+
+    let bird = Bird::start_with_config(&b, "bird", BIRD).unwrap();
+    let frr = Frr::start(
+        &c,
+        &Speaker {
+            router_id: "198.51.100.2".parse().unwrap(),
+            asn: 65003,
+            announce: vec![],
+            neighbors: vec![LabNeighbor::new("tortie", ip("198.51.100.1"), 65001).local_address(ip("198.51.100.2"))],
+        },
+    )
+    .unwrap();
+    let own = PathAttrs { communities: vec![Community::new(65001, 1)], ..PathAttrs::default() };
+    let _tortie = Tortie::start(
+        &a,
+        vec![neighbor("bird", "192.0.2.2", "192.0.2.1", 65002), neighbor("frr", "198.51.100.2", "198.51.100.1", 65003)],
+        vec![(net("198.18.1.0/24"), own)],
+    );
+
+    // BIRD's route reaches FRR through tortie: AS path 65001 65002, next hop tortie.
+    let learned = frr.wait_route(net("198.18.2.0/24"), UP).unwrap();
+    assert_eq!(learned.as_path, vec![65001, 65002]);
+    assert_eq!(learned.next_hop, Some(ip("198.51.100.1")));
+    let detail = frr.vtysh("show bgp ipv4 unicast 198.18.2.0/24 json").unwrap();
+    assert!(detail.contains("65002:100"), "standard community kept: {detail}");
+    assert!(detail.contains("65002:1:2"), "large community kept: {detail}");
+    assert!(!detail.contains("\"metric\":7"), "a neighbour AS's MED is not passed on: {detail}");
+    // tortie's own prefix reaches both, with its community.
+    let own_at_frr = frr.wait_route(net("198.18.1.0/24"), UP).unwrap();
+    assert_eq!(own_at_frr.as_path, vec![65001]);
+    let own_at_bird = bird.wait_route(net("198.18.1.0/24"), UP).unwrap();
+    assert_eq!((own_at_bird.as_path, own_at_bird.next_hop), (vec![65001], Some(ip("192.0.2.1"))));
+    // BIRD does not get its own route back (it is in the path).
+    assert!(bird.routes().unwrap().iter().filter(|r| r.prefix == net("198.18.2.0/24")).all(|r| r.as_path.is_empty()));
+
+    // BIRD withdraws: FRR loses the route.
+    bird.birdc(&["disable", "announce4"]).unwrap();
+    wait_for("FRR to drop 198.18.2.0/24", UP, || {
+        let gone = !frr.routes()?.iter().any(|r| r.prefix == net("198.18.2.0/24"));
+        Ok(if gone { Check::Done(()) } else { Check::Pending("still there".into()) })
+    })
+    .unwrap();
+    // BIRD's session ends: its routes are gone from FRR, tortie's own stays.
+    drop(bird);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(frr.routes().unwrap().iter().any(|r| r.prefix == net("198.18.1.0/24")));
+}
