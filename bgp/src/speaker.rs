@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::packet::{Family, Message, Nlri, PathAttrs, Update};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, export};
+use crate::rib::policy::{PeerType, Policy};
 use crate::rib::table::{BestChange, LocRib, PeerKey};
 use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerHandle};
 
@@ -30,8 +31,10 @@ pub struct Neighbor {
     pub session: PeerConfig,
     /// Export rules towards it.
     pub export: ExportPeer,
-    /// An import policy is configured (RFC 8212: none means no eBGP import).
-    pub has_import_policy: bool,
+    /// Import policy (RFC 8212: without one, nothing is imported from an eBGP peer).
+    pub import_policy: Option<Policy>,
+    /// Export policy (RFC 8212: without one, nothing is exported to an eBGP peer).
+    pub export_policy: Option<Policy>,
 }
 
 /// What the speaker is told to do.
@@ -144,7 +147,8 @@ impl Speaker {
                         if from.as_deref() == Some(peer.as_str()) {
                             continue;
                         }
-                        if let Ok(attrs) = export(path, &up.neighbor.export) {
+                        if let Ok(attrs) = export(prefix, path, &up.neighbor.export, up.neighbor.export_policy.as_ref())
+                        {
                             groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(*prefix));
                         }
                     }
@@ -175,7 +179,9 @@ impl Speaker {
         let export_side = &neighbor.export;
         let origination = if export_side.is_ibgp() { Origination::Ibgp } else { Origination::Ebgp };
         // RFC 8212: nothing from an eBGP peer without an import policy.
-        let importing = export_side.is_ibgp() || neighbor.has_import_policy;
+        let importing = export_side.is_ibgp() || neighbor.import_policy.is_some();
+        let peer_type = if export_side.is_ibgp() { PeerType::Ibgp } else { PeerType::Ebgp };
+        let policy = neighbor.import_policy.clone();
         let peer_id = handle.status.borrow().negotiated.as_ref().map_or(std::net::Ipv4Addr::UNSPECIFIED, |n| n.peer_id);
         let peer_addr = neighbor.session.remote.ip();
         let local_as = export_side.local_as;
@@ -187,11 +193,17 @@ impl Speaker {
         // RFC 4271 §9.1.2: a path through our own AS is a loop: treat as withdrawn.
         let looped = attrs.as_path.as_ref().is_some_and(|p| p.asns().any(|a| a == local_as));
         for n in &update.nlri {
-            if importing && !looped {
-                let path = Path { attrs: attrs.clone(), origination, peer_addr, peer_id, reachable: true };
-                changes.extend(self.rib.announce(&key, n.prefix, path));
-            } else {
-                changes.extend(self.rib.withdraw(&key, n.prefix));
+            let accepted = match (&policy, importing && !looped) {
+                (_, false) => None,
+                (Some(p), true) => p.apply(&n.prefix, &attrs, peer_type).map(Arc::new),
+                (None, true) => Some(attrs.clone()),
+            };
+            match accepted {
+                Some(attrs) => {
+                    let path = Path { attrs, origination, peer_addr, peer_id, reachable: true };
+                    changes.extend(self.rib.announce(&key, n.prefix, path));
+                }
+                None => changes.extend(self.rib.withdraw(&key, n.prefix)),
             }
         }
         changes
@@ -209,7 +221,11 @@ impl Speaker {
             let mut withdrawn = Vec::new();
             for c in &changes {
                 let exported = c.paths.first().and_then(|(from, path)| {
-                    if from.as_deref() == Some(name.as_str()) { None } else { export(path, &up.neighbor.export).ok() }
+                    if from.as_deref() == Some(name.as_str()) {
+                        None
+                    } else {
+                        export(&c.prefix, path, &up.neighbor.export, up.neighbor.export_policy.as_ref()).ok()
+                    }
                 });
                 match exported {
                     Some(attrs) => groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(c.prefix)),

@@ -1,7 +1,7 @@
 //! Routes through tortie between real daemons: BIRD (AS 65002) → tortie
 //! (AS 65001) → FRR (AS 65003), plus a prefix tortie originates; attributes
-//! arrive intact, paths and next hops are rewritten as eBGP requires, and a
-//! withdrawal propagates.
+//! arrive intact, paths and next hops are rewritten as eBGP requires, an
+//! export filter holds a prefix back, and a withdrawal propagates.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tortie_bgp::packet::{Community, PathAttrs};
 use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
+use tortie_bgp::rib::policy::{MatchOperator, Policy, Rule, Verdict};
 use tortie_bgp::session::peer::PeerConfig;
 use tortie_bgp::session::socket::SocketOptions;
 use tortie_bgp::session::{FsmConfig, LocalConfig};
@@ -37,11 +38,11 @@ fn neighbor(name: &str, remote: &str, local: &str, peer_as: u32) -> Neighbor {
             peer_as,
             local_addr: ip(local),
             next_hop: NextHopMode::Auto,
-            has_export_policy: true,
             prepend: 0,
             reflect_to: false,
         },
-        has_import_policy: true,
+        import_policy: Some(Policy::accept_all()),
+        export_policy: Some(Policy::accept_all()),
     }
 }
 
@@ -90,7 +91,7 @@ impl Drop for Tortie {
 
 const BIRD: &str = "router id 192.0.2.2;
 protocol device { }
-protocol static announce4 { ipv4; route 198.18.2.0/24 blackhole; }
+protocol static announce4 { ipv4; route 198.18.2.0/24 blackhole; route 198.18.3.0/24 blackhole; }
 protocol bgp tortie {
   local as 65002; neighbor 192.0.2.1 as 65001;
   ipv4 {
@@ -125,9 +126,13 @@ fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
     )
     .unwrap();
     let own = PathAttrs { communities: vec![Community::new(65001, 1)], ..PathAttrs::default() };
+    // Towards FRR, an export filter rejects 198.18.3.0/24 (and, with no other match, accepts the rest).
+    let mut to_frr = neighbor("frr", "198.51.100.2", "198.51.100.1", 65003);
+    let reject = Rule { cidr: Some((MatchOperator::Equal, net("198.18.3.0/24"))), ..Rule::any(Verdict::Reject) };
+    to_frr.export_policy = Some(Policy { rules: vec![reject] });
     let _tortie = Tortie::start(
         &a,
-        vec![neighbor("bird", "192.0.2.2", "192.0.2.1", 65002), neighbor("frr", "198.51.100.2", "198.51.100.1", 65003)],
+        vec![neighbor("bird", "192.0.2.2", "192.0.2.1", 65002), to_frr],
         vec![(net("198.18.1.0/24"), own)],
     );
 
@@ -144,6 +149,12 @@ fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
     assert_eq!(own_at_frr.as_path, vec![65001]);
     let own_at_bird = bird.wait_route(net("198.18.1.0/24"), UP).unwrap();
     assert_eq!((own_at_bird.as_path, own_at_bird.next_hop), (vec![65001], Some(ip("192.0.2.1"))));
+    // The filtered prefix never reaches FRR.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !frr.routes().unwrap().iter().any(|r| r.prefix == net("198.18.3.0/24")),
+        "export filter let 198.18.3.0/24 through"
+    );
     // BIRD does not get its own route back (it is in the path).
     assert!(bird.routes().unwrap().iter().filter(|r| r.prefix == net("198.18.2.0/24")).all(|r| r.as_path.is_empty()));
 

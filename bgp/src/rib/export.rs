@@ -3,8 +3,11 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::packet::{AsPath, PathAttrs, Segment, SegmentType};
 use crate::rib::decision::{DEFAULT_LOCAL_PREF, Origination, Path};
+use crate::rib::policy::{PeerType, Policy};
 
 /// Next-hop handling towards a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +31,6 @@ pub struct ExportPeer {
     pub local_addr: IpAddr,
     /// Next-hop handling.
     pub next_hop: NextHopMode,
-    /// An export policy is configured (RFC 8212: none means no eBGP export).
-    pub has_export_policy: bool,
     /// Extra prepends of our AS towards this eBGP peer.
     pub prepend: u8,
     /// Reflection hook (RFC 4456): iBGP-learned paths may go to this iBGP peer.
@@ -52,15 +53,18 @@ pub enum Withheld {
     NoExportPolicy,
     /// The peer's AS is already in the path: it would drop it (RFC 4271 §9.1.2).
     AsPathLoop,
+    /// The export policy rejected it.
+    Policy,
 }
 
-/// The attributes to send `path` with to `to`, or why it is withheld.
-pub fn export(path: &Path, to: &ExportPeer) -> Result<PathAttrs, Withheld> {
+/// The attributes to send `path` to `prefix` with to `to` under its export
+/// `policy`, or why it is withheld.
+pub fn export(prefix: &IpNet, path: &Path, to: &ExportPeer, policy: Option<&Policy>) -> Result<PathAttrs, Withheld> {
     let ibgp = to.is_ibgp();
     if ibgp && path.origination == Origination::Ibgp && !to.reflect_to {
         return Err(Withheld::SplitHorizon);
     }
-    if !ibgp && !to.has_export_policy {
+    if !ibgp && policy.is_none() {
         return Err(Withheld::NoExportPolicy);
     }
     let mut attrs = (*path.attrs).clone();
@@ -90,7 +94,12 @@ pub fn export(path: &Path, to: &ExportPeer) -> Result<PathAttrs, Withheld> {
     if next_hop_self && let IpAddr::V4(v4) = to.local_addr {
         attrs.next_hop = Some(v4);
     }
-    Ok(attrs)
+    match policy {
+        Some(policy) => {
+            policy.apply(prefix, &attrs, if ibgp { PeerType::Ibgp } else { PeerType::Ebgp }).ok_or(Withheld::Policy)
+        }
+        None => Ok(attrs),
+    }
 }
 
 /// `asn` added `times` in front of `path` (RFC 4271 §5.1.2).
@@ -132,13 +141,16 @@ mod tests {
         }
     }
 
+    fn out(path: &Path, to: &ExportPeer) -> Result<PathAttrs, Withheld> {
+        export(&"198.18.2.0/24".parse().unwrap(), path, to, Some(&Policy::accept_all()))
+    }
+
     fn peer(peer_as: u32) -> ExportPeer {
         ExportPeer {
             local_as: 65001,
             peer_as,
             local_addr: "198.51.100.1".parse().unwrap(),
             next_hop: NextHopMode::Auto,
-            has_export_policy: true,
             prepend: 0,
             reflect_to: false,
         }
@@ -146,33 +158,32 @@ mod tests {
 
     #[test]
     fn ebgp_export_prepends_sets_next_hop_and_drops_internal_attributes() {
-        let a = export(&learned(Origination::Ebgp), &peer(65003)).unwrap();
+        let a = out(&learned(Origination::Ebgp), &peer(65003)).unwrap();
         assert_eq!(a.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65001, 65002]);
         assert_eq!(a.next_hop, Some(Ipv4Addr::new(198, 51, 100, 1)));
         assert_eq!((a.local_pref, a.med, a.originator_id), (None, None, None));
         assert!(a.cluster_list.is_empty());
-        let twice = export(&learned(Origination::Ebgp), &ExportPeer { prepend: 2, ..peer(65003) }).unwrap();
+        let twice = out(&learned(Origination::Ebgp), &ExportPeer { prepend: 2, ..peer(65003) }).unwrap();
         assert_eq!(twice.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65001, 65001, 65001, 65002]);
     }
 
     #[test]
     fn ibgp_export_keeps_path_and_next_hop_and_carries_local_pref() {
-        let a = export(&learned(Origination::Ebgp), &peer(65001)).unwrap();
+        let a = out(&learned(Origination::Ebgp), &peer(65001)).unwrap();
         assert_eq!(a.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65002]);
         assert_eq!((a.next_hop, a.local_pref), (Some(Ipv4Addr::new(192, 0, 2, 2)), Some(200)));
-        let own =
-            export(&Path { origination: Origination::Local, ..learned(Origination::Local) }, &peer(65001)).unwrap();
+        let own = out(&Path { origination: Origination::Local, ..learned(Origination::Local) }, &peer(65001)).unwrap();
         assert_eq!(own.next_hop, Some(Ipv4Addr::new(198, 51, 100, 1)), "our own routes: next hop self");
     }
 
     #[test]
     fn split_horizon_rfc8212_and_loops_withhold() {
-        assert_eq!(export(&learned(Origination::Ibgp), &peer(65001)), Err(Withheld::SplitHorizon));
-        assert!(export(&learned(Origination::Ibgp), &ExportPeer { reflect_to: true, ..peer(65001) }).is_ok());
-        assert_eq!(
-            export(&learned(Origination::Ebgp), &ExportPeer { has_export_policy: false, ..peer(65003) }),
-            Err(Withheld::NoExportPolicy)
-        );
-        assert_eq!(export(&learned(Origination::Ebgp), &peer(65002)), Err(Withheld::AsPathLoop));
+        assert_eq!(out(&learned(Origination::Ibgp), &peer(65001)), Err(Withheld::SplitHorizon));
+        assert!(out(&learned(Origination::Ibgp), &ExportPeer { reflect_to: true, ..peer(65001) }).is_ok());
+        let prefix = "198.18.2.0/24".parse().unwrap();
+        assert_eq!(export(&prefix, &learned(Origination::Ebgp), &peer(65003), None), Err(Withheld::NoExportPolicy));
+        let reject = Policy { rules: vec![crate::rib::policy::Rule::any(crate::rib::policy::Verdict::Reject)] };
+        assert_eq!(export(&prefix, &learned(Origination::Ebgp), &peer(65003), Some(&reject)), Err(Withheld::Policy));
+        assert_eq!(out(&learned(Origination::Ebgp), &peer(65002)), Err(Withheld::AsPathLoop));
     }
 }

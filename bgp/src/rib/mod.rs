@@ -2,4 +2,5 @@
 
 pub mod decision;
 pub mod export;
+pub mod policy;
 pub mod table;
