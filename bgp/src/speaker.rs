@@ -1,30 +1,47 @@
 //! The speaker: one task that owns the Loc-RIB, runs the peers' session
-//! tasks, learns their routes, and sends each up peer the best paths its
-//! export rules allow — the whole table when it comes up, then changes.
-//! Prefixes sharing an attribute set go out together in one UPDATE
-//! (split into as many messages as the size limit needs).
+//! tasks, learns their routes through the import policy, and sends each up
+//! peer the best paths its export rules and policy allow — the whole table
+//! when it comes up (or asks with ROUTE-REFRESH, or its export policy
+//! changes), then changes. Prefixes sharing an attribute set go out
+//! together in one UPDATE (split into as many messages as the size limit
+//! needs). A peer that sends more prefixes than its limit is stopped with
+//! Cease 6/1 and restarted after a while (RFC 4486).
 //!
 //! ```text
-//!  SpeakerCommand ──▶ ┌── speaker task ──┐ ──▶ PeerCommand::Send(UPDATE) ──▶ peer tasks
+//!  SpeakerCommand ──▶ ┌── speaker task ──┐ ──▶ PeerCommand (UPDATE, stop/start) ──▶ peer tasks
 //!  PeerEvent      ──▶ │ LocRib + exports │ ──▶ BestChange (for felix)
 //!                     └──────────────────┘
 //! ```
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ipnet::IpNet;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::packet::{Family, Message, Nlri, PathAttrs, Update};
+use crate::packet::{Family, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, export};
 use crate::rib::policy::{PeerType, Policy};
 use crate::rib::table::{BestChange, LocRib, PeerKey};
-use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerHandle};
+use crate::session::listener::Listener;
+use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerHandle, PeerStatus};
+use crate::session::socket::SocketError;
 
-/// A neighbour: its session and its export side.
+/// A prefix limit (RFC 4486 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPrefix {
+    /// Prefixes accepted from the peer at most.
+    pub limit: usize,
+    /// Log a warning from this many on.
+    pub warn_at: usize,
+    /// Restart the session this long after stopping it.
+    pub restart_after: Duration,
+}
+
+/// A neighbour: its session, export side and policies.
 #[derive(Debug, Clone)]
 pub struct Neighbor {
     /// Session configuration (its `name` identifies the peer).
@@ -35,6 +52,8 @@ pub struct Neighbor {
     pub import_policy: Option<Policy>,
     /// Export policy (RFC 8212: without one, nothing is exported to an eBGP peer).
     pub export_policy: Option<Policy>,
+    /// Prefix limit.
+    pub max_prefix: Option<MaxPrefix>,
 }
 
 /// What the speaker is told to do.
@@ -42,7 +61,18 @@ pub struct Neighbor {
 pub enum SpeakerCommand {
     /// Add a neighbour and start its session.
     AddNeighbor(Box<Neighbor>),
-    /// Originate a prefix with these attributes (ORIGIN and AS_PATH are filled in if absent).
+    /// Change a neighbour's policies without resetting its session: the
+    /// peer is asked to resend (ROUTE-REFRESH) for a new import policy, and
+    /// gets the table again for a new export policy.
+    SetPolicies {
+        /// Peer name.
+        peer: String,
+        /// New import policy.
+        import: Option<Policy>,
+        /// New export policy.
+        export: Option<Policy>,
+    },
+    /// Originate a prefix (ORIGIN and AS_PATH are filled in when absent).
     Originate(IpNet, PathAttrs),
     /// Stop originating a prefix.
     Withdraw(IpNet),
@@ -52,36 +82,44 @@ pub enum SpeakerCommand {
 pub struct SpeakerHandle {
     /// Commands (bounded).
     pub commands: mpsc::Sender<SpeakerCommand>,
-    /// The peers' session handles, by name, for status.
-    pub peers: Arc<std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<peer::PeerStatus>>>>,
+    /// The peers' session status, by name.
+    pub peers: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
 }
 
 /// Channel sizes: commands, peer events.
 const BUFFER: usize = 1024;
 
-struct Up {
-    neighbor: Neighbor,
-}
-
 struct Speaker {
     rib: LocRib,
+    listener: Option<Listener>,
     neighbors: HashMap<String, (Neighbor, PeerHandle)>,
-    up: HashMap<String, Up>,
+    up: HashSet<String>,
+    /// Peers stopped for exceeding their prefix limit (until restarted).
+    over_limit: HashSet<String>,
     events_tx: mpsc::Sender<PeerEvent>,
     best_tx: mpsc::Sender<BestChange>,
-    statuses: Arc<std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<peer::PeerStatus>>>>,
-    router_id: std::net::Ipv4Addr,
+    statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
+    router_id: Ipv4Addr,
 }
 
-/// Starts the speaker; best-path changes go to `best` (felix installs them).
-pub fn spawn(router_id: std::net::Ipv4Addr, max_paths: usize, best: mpsc::Sender<BestChange>) -> SpeakerHandle {
+/// Starts the speaker, listening on `listen` for peers that dial in;
+/// best-path changes go to `best` (felix installs them).
+pub fn spawn(
+    router_id: Ipv4Addr,
+    max_paths: usize,
+    best: mpsc::Sender<BestChange>,
+    listen: Option<SocketAddr>,
+) -> Result<SpeakerHandle, SocketError> {
+    let listener = listen.map(Listener::bind).transpose()?;
     let (commands, mut commands_rx) = mpsc::channel(BUFFER);
     let (events_tx, mut events_rx) = mpsc::channel(BUFFER);
-    let statuses = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let statuses = Arc::new(Mutex::new(HashMap::new()));
     let mut speaker = Speaker {
         rib: LocRib::new(max_paths),
+        listener,
         neighbors: HashMap::new(),
-        up: HashMap::new(),
+        up: HashSet::new(),
+        over_limit: HashSet::new(),
         events_tx,
         best_tx: best,
         statuses: statuses.clone(),
@@ -98,7 +136,11 @@ pub fn spawn(router_id: std::net::Ipv4Addr, max_paths: usize, best: mpsc::Sender
             }
         }
     });
-    SpeakerHandle { commands, peers: statuses }
+    Ok(SpeakerHandle { commands, peers: statuses })
+}
+
+fn key(peer: &str) -> PeerKey {
+    Some(Arc::from(peer))
 }
 
 impl Speaker {
@@ -106,6 +148,11 @@ impl Speaker {
         match cmd {
             SpeakerCommand::AddNeighbor(n) => {
                 let handle = peer::spawn(n.session.clone(), self.events_tx.clone());
+                if let Some(listener) = &self.listener
+                    && let Err(e) = listener.add_peer(n.session.remote.ip(), &n.session.socket, handle.commands.clone())
+                {
+                    tracing::error!(peer = %n.session.name, error = %e, "cannot accept connections from this peer");
+                }
                 let _ = handle.commands.send(PeerCommand::Start).await;
                 self.statuses
                     .lock()
@@ -113,8 +160,24 @@ impl Speaker {
                     .insert(n.session.name.clone(), handle.status.clone());
                 self.neighbors.insert(n.session.name.clone(), (*n, handle));
             }
+            SpeakerCommand::SetPolicies { peer, import, export } => {
+                let Some((neighbor, handle)) = self.neighbors.get_mut(&peer) else { return };
+                let (import_changed, export_changed) =
+                    (neighbor.import_policy != import, neighbor.export_policy != export);
+                neighbor.import_policy = import;
+                neighbor.export_policy = export;
+                let refresh = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.route_refresh);
+                if import_changed && refresh {
+                    // RFC 2918: the peer resends its routes; the new import policy judges them.
+                    let ask = RouteRefresh { family: Family::IPV4_UNICAST, subtype: RefreshSubtype::Request };
+                    let _ = handle.commands.send(PeerCommand::Send(Message::RouteRefresh(ask))).await;
+                }
+                if export_changed && self.up.contains(&peer) {
+                    self.send_table(&peer, true).await;
+                }
+            }
             SpeakerCommand::Originate(prefix, mut attrs) => {
-                attrs.origin.get_or_insert(crate::packet::Origin::Igp);
+                attrs.origin.get_or_insert(Origin::Igp);
                 attrs.as_path.get_or_insert_with(Default::default);
                 let path = Path {
                     attrs: Arc::new(attrs),
@@ -136,77 +199,127 @@ impl Speaker {
     async fn peer_event(&mut self, event: PeerEvent) {
         match event {
             PeerEvent::Up { peer, .. } => {
-                let Some((neighbor, _)) = self.neighbors.get(&peer) else { return };
-                self.up.insert(peer.clone(), Up { neighbor: neighbor.clone() });
-                // The whole table, then End-of-RIB (RFC 4724 §2).
-                let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().map(|(p, b)| (*p, b.clone())).collect();
-                let mut updates = Vec::new();
-                if let Some(up) = self.up.get(&peer) {
-                    let mut groups: HashMap<Arc<PathAttrs>, Vec<Nlri>> = HashMap::new();
-                    for (prefix, (from, path)) in &all {
-                        if from.as_deref() == Some(peer.as_str()) {
-                            continue;
-                        }
-                        if let Ok(attrs) = export(prefix, path, &up.neighbor.export, up.neighbor.export_policy.as_ref())
-                        {
-                            groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(*prefix));
-                        }
-                    }
-                    updates.extend(groups.into_iter().map(|(attrs, nlri)| Update::announce(attrs, nlri)));
-                }
-                updates.push(Update::end_of_rib(Family::IPV4_UNICAST));
-                for u in updates {
-                    self.send(&peer, u).await;
-                }
+                self.over_limit.remove(&peer);
+                self.up.insert(peer.clone());
+                self.send_table(&peer, false).await;
             }
             PeerEvent::Down { peer, .. } => {
                 self.up.remove(&peer);
-                let changes = self.rib.peer_down(&Some(Arc::from(peer.as_str())));
+                let changes = self.rib.peer_down(&key(&peer));
                 self.propagate(changes).await;
             }
             PeerEvent::Update { peer, update } => {
+                if self.over_limit.contains(&peer) {
+                    return;
+                }
                 let changes = self.learn(&peer, *update);
                 self.propagate(changes).await;
+                self.check_limit(&peer).await;
             }
-            PeerEvent::RouteRefresh { .. } => {}
+            PeerEvent::RouteRefresh { peer, .. } => self.send_table(&peer, false).await,
         }
     }
 
     /// Applies an UPDATE from `peer` to the RIB.
     fn learn(&mut self, peer: &str, update: Update) -> Vec<BestChange> {
         let Some((neighbor, handle)) = self.neighbors.get(peer) else { return Vec::new() };
-        let key: PeerKey = Some(Arc::from(peer));
-        let export_side = &neighbor.export;
-        let origination = if export_side.is_ibgp() { Origination::Ibgp } else { Origination::Ebgp };
-        // RFC 8212: nothing from an eBGP peer without an import policy.
-        let importing = export_side.is_ibgp() || neighbor.import_policy.is_some();
-        let peer_type = if export_side.is_ibgp() { PeerType::Ibgp } else { PeerType::Ebgp };
-        let policy = neighbor.import_policy.clone();
-        let peer_id = handle.status.borrow().negotiated.as_ref().map_or(std::net::Ipv4Addr::UNSPECIFIED, |n| n.peer_id);
-        let peer_addr = neighbor.session.remote.ip();
-        let local_as = export_side.local_as;
+        let from = key(peer);
+        let ibgp = neighbor.export.is_ibgp();
+        let (origination, peer_type) =
+            if ibgp { (Origination::Ibgp, PeerType::Ibgp) } else { (Origination::Ebgp, PeerType::Ebgp) };
+        let peer_id = handle.status.borrow().negotiated.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |n| n.peer_id);
+        let (peer_addr, local_as, policy) =
+            (neighbor.session.remote.ip(), neighbor.export.local_as, neighbor.import_policy.clone());
         let mut changes = Vec::new();
         for n in &update.withdrawn {
-            changes.extend(self.rib.withdraw(&key, n.prefix));
+            changes.extend(self.rib.withdraw(&from, n.prefix));
         }
         let Some(attrs) = update.attrs else { return changes };
-        // RFC 4271 §9.1.2: a path through our own AS is a loop: treat as withdrawn.
+        // RFC 4271 §9.1.2: a path through our own AS is a loop, as good as withdrawn.
         let looped = attrs.as_path.as_ref().is_some_and(|p| p.asns().any(|a| a == local_as));
         for n in &update.nlri {
-            let accepted = match (&policy, importing && !looped) {
-                (_, false) => None,
-                (Some(p), true) => p.apply(&n.prefix, &attrs, peer_type).map(Arc::new),
-                (None, true) => Some(attrs.clone()),
+            let accepted = match &policy {
+                _ if looped => None,
+                Some(p) => p.apply(&n.prefix, &attrs, peer_type).map(Arc::new),
+                // RFC 8212: nothing from an eBGP peer without an import policy.
+                None if ibgp => Some(attrs.clone()),
+                None => None,
             };
             match accepted {
                 Some(attrs) => {
                     let path = Path { attrs, origination, peer_addr, peer_id, reachable: true };
-                    changes.extend(self.rib.announce(&key, n.prefix, path));
+                    changes.extend(self.rib.announce(&from, n.prefix, path));
                 }
-                None => changes.extend(self.rib.withdraw(&key, n.prefix)),
+                None => changes.extend(self.rib.withdraw(&from, n.prefix)),
             }
         }
         changes
+    }
+
+    /// RFC 4486: past its prefix limit a peer is stopped (Cease 6/1), its
+    /// routes dropped, and restarted after `restart_after`.
+    async fn check_limit(&mut self, peer: &str) {
+        let Some((neighbor, handle)) = self.neighbors.get(peer) else { return };
+        let Some(limit) = neighbor.max_prefix else { return };
+        let count = self.rib.paths_from(&key(peer));
+        if count >= limit.warn_at && count <= limit.limit {
+            tracing::warn!(peer, count, limit = limit.limit, "peer is close to its prefix limit");
+        }
+        if count <= limit.limit {
+            return;
+        }
+        tracing::warn!(peer, count, limit = limit.limit, "prefix limit exceeded: stopping the session");
+        self.over_limit.insert(peer.to_string());
+        let commands = handle.commands.clone();
+        let _ = commands.send(PeerCommand::AutoStop { subcode: cease_subcode::MAXIMUM_PREFIXES_REACHED }).await;
+        let changes = self.rib.peer_down(&key(peer));
+        self.propagate(changes).await;
+        tokio::spawn(async move {
+            tokio::time::sleep(limit.restart_after).await;
+            let _ = commands.send(PeerCommand::AutoStart).await;
+        });
+    }
+
+    /// Sends `peer` every best path it may have, then End-of-RIB; with
+    /// `withdraw_rest`, withdraws the prefixes it may no longer have.
+    async fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
+        let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().map(|(p, b)| (*p, b.clone())).collect();
+        let items = all.iter().map(|(prefix, best)| (*prefix, Some(best)));
+        let (withdrawn, groups) = self.exports(peer, items);
+        if withdraw_rest && !withdrawn.is_empty() {
+            self.send(peer, Update::withdraw(withdrawn)).await;
+        }
+        for (attrs, nlri) in groups {
+            self.send(peer, Update::announce(attrs, nlri)).await;
+        }
+        // RFC 4724 §2.
+        self.send(peer, Update::end_of_rib(Family::IPV4_UNICAST)).await;
+    }
+
+    /// What `peer` gets for each (prefix, best path or none): withdrawals,
+    /// and announcements grouped by attribute set.
+    fn exports<'a>(
+        &self,
+        peer: &str,
+        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>)>,
+    ) -> (Vec<Nlri>, HashMap<Arc<PathAttrs>, Vec<Nlri>>) {
+        let (mut withdrawn, mut groups) = (Vec::new(), HashMap::<Arc<PathAttrs>, Vec<Nlri>>::new());
+        let Some((neighbor, _)) = self.neighbors.get(peer) else { return (withdrawn, groups) };
+        for (prefix, best) in items {
+            let exported = best.and_then(|(from, path)| {
+                // Never back to the peer it came from.
+                if from.as_deref() == Some(peer) {
+                    None
+                } else {
+                    export(&prefix, path, &neighbor.export, neighbor.export_policy.as_ref()).ok()
+                }
+            });
+            match exported {
+                Some(attrs) => groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(prefix)),
+                None => withdrawn.push(Nlri::new(prefix)),
+            }
+        }
+        (withdrawn, groups)
     }
 
     /// Sends every up peer the effect of `changes`, and felix the changes.
@@ -214,24 +327,9 @@ impl Speaker {
         if changes.is_empty() {
             return;
         }
-        let peers: Vec<String> = self.up.keys().cloned().collect();
+        let peers: Vec<String> = self.up.iter().cloned().collect();
         for name in peers {
-            let Some(up) = self.up.get(&name) else { continue };
-            let mut groups: HashMap<Arc<PathAttrs>, Vec<Nlri>> = HashMap::new();
-            let mut withdrawn = Vec::new();
-            for c in &changes {
-                let exported = c.paths.first().and_then(|(from, path)| {
-                    if from.as_deref() == Some(name.as_str()) {
-                        None
-                    } else {
-                        export(&c.prefix, path, &up.neighbor.export, up.neighbor.export_policy.as_ref()).ok()
-                    }
-                });
-                match exported {
-                    Some(attrs) => groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(c.prefix)),
-                    None => withdrawn.push(Nlri::new(c.prefix)),
-                }
-            }
+            let (withdrawn, groups) = self.exports(&name, changes.iter().map(|c| (c.prefix, c.paths.first())));
             if !withdrawn.is_empty() {
                 self.send(&name, Update::withdraw(withdrawn)).await;
             }

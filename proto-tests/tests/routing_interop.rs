@@ -5,17 +5,20 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tortie_bgp::packet::{Community, PathAttrs};
 use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
 use tortie_bgp::rib::policy::{MatchOperator, Policy, Rule, Verdict};
-use tortie_bgp::session::peer::PeerConfig;
+use tortie_bgp::session::State;
+use tortie_bgp::session::peer::{PeerConfig, PeerStatus};
 use tortie_bgp::session::socket::SocketOptions;
 use tortie_bgp::session::{FsmConfig, LocalConfig};
-use tortie_bgp::speaker::{self, Neighbor, SpeakerCommand};
-use tortie_lab::peers::{BgpPeer, Bird, Frr, Neighbor as LabNeighbor, Speaker};
+use tortie_bgp::speaker::{self, MaxPrefix, Neighbor, SpeakerCommand};
+use tortie_lab::peers::{BgpPeer, Bird, ExaBgp, Frr, Neighbor as LabNeighbor, Speaker};
 use tortie_lab::{Check, Lab, Netns, veth, wait_for};
 use tortie_proto_tests::{ip, net};
 
@@ -43,11 +46,14 @@ fn neighbor(name: &str, remote: &str, local: &str, peer_as: u32) -> Neighbor {
         },
         import_policy: Some(Policy::accept_all()),
         export_policy: Some(Policy::accept_all()),
+        max_prefix: None,
     }
 }
 
-/// tortie's speaker in `ns`, until dropped.
+/// tortie's speaker in `ns`, until dropped; commands and peer status reach it from the test thread.
 struct Tortie {
+    commands: tokio::sync::mpsc::Sender<SpeakerCommand>,
+    peers: Arc<Mutex<HashMap<String, tokio::sync::watch::Receiver<PeerStatus>>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -55,6 +61,7 @@ struct Tortie {
 impl Tortie {
     fn start(ns: &Netns, neighbors: Vec<Neighbor>, originate: Vec<(ipnet::IpNet, PathAttrs)>) -> Tortie {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (handles_tx, handles_rx) = std::sync::mpsc::channel();
         let ns = ns.clone();
         let thread = std::thread::spawn(move || {
             ns.enter(move || {
@@ -62,19 +69,30 @@ impl Tortie {
                 rt.block_on(async move {
                     let (best_tx, mut best_rx) = tokio::sync::mpsc::channel(1024);
                     tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
-                    let speaker = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx);
+                    let listen = Some("0.0.0.0:179".parse().unwrap());
+                    let speaker = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx, listen).unwrap();
                     for (prefix, attrs) in originate {
                         speaker.commands.send(SpeakerCommand::Originate(prefix, attrs)).await.unwrap();
                     }
                     for n in neighbors {
                         speaker.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await.unwrap();
                     }
+                    handles_tx.send((speaker.commands.clone(), speaker.peers.clone())).unwrap();
                     let _ = stopped.await;
                 });
             })
             .unwrap();
         });
-        Tortie { stop: Some(stop), thread: Some(thread) }
+        let (commands, peers) = handles_rx.recv().unwrap();
+        Tortie { commands, peers, stop: Some(stop), thread: Some(thread) }
+    }
+
+    fn status(&self, peer: &str) -> PeerStatus {
+        self.peers.lock().unwrap()[peer].borrow().clone()
+    }
+
+    fn command(&self, cmd: SpeakerCommand) {
+        self.commands.blocking_send(cmd).unwrap();
     }
 }
 
@@ -130,7 +148,7 @@ fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
     let mut to_frr = neighbor("frr", "198.51.100.2", "198.51.100.1", 65003);
     let reject = Rule { cidr: Some((MatchOperator::Equal, net("198.18.3.0/24"))), ..Rule::any(Verdict::Reject) };
     to_frr.export_policy = Some(Policy { rules: vec![reject] });
-    let _tortie = Tortie::start(
+    let tortie = Tortie::start(
         &a,
         vec![neighbor("bird", "192.0.2.2", "192.0.2.1", 65002), to_frr],
         vec![(net("198.18.1.0/24"), own)],
@@ -158,6 +176,50 @@ fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
     // BIRD does not get its own route back (it is in the path).
     assert!(bird.routes().unwrap().iter().filter(|r| r.prefix == net("198.18.2.0/24")).all(|r| r.as_path.is_empty()));
 
+    // FRR asks for our routes again (ROUTE-REFRESH): it gets them, the session stays.
+    let stats = |key: &str| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&frr.vtysh("show bgp neighbors 198.51.100.1 json").unwrap()).unwrap();
+        v["198.51.100.1"]["messageStats"][key].as_u64().unwrap_or(0)
+    };
+    let (refresh_before, updates_before) = (stats("routeRefreshSent"), stats("updatesRecv"));
+    frr.vtysh("clear bgp 198.51.100.1 soft in").unwrap();
+    wait_for("FRR to get our table again", UP, || {
+        Ok(if stats("updatesRecv") > updates_before {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{}", stats("updatesRecv")))
+        })
+    })
+    .unwrap();
+    assert!(stats("routeRefreshSent") > refresh_before, "FRR did send a ROUTE-REFRESH");
+
+    // A new export policy towards FRR, applied without a session reset: 198.18.2.0/24 goes too.
+    let established_before = frr.neighbor(ip("198.51.100.1")).unwrap();
+    let reject_both = vec![
+        Rule { cidr: Some((MatchOperator::Equal, net("198.18.2.0/24"))), ..Rule::any(Verdict::Reject) },
+        Rule { cidr: Some((MatchOperator::Equal, net("198.18.3.0/24"))), ..Rule::any(Verdict::Reject) },
+    ];
+    tortie.command(SpeakerCommand::SetPolicies {
+        peer: "frr".into(),
+        import: Some(Policy::accept_all()),
+        export: Some(Policy { rules: reject_both }),
+    });
+    wait_for("FRR to lose 198.18.2.0/24 to the new policy", UP, || {
+        let gone = !frr.routes()?.iter().any(|r| r.prefix == net("198.18.2.0/24"));
+        Ok(if gone { Check::Done(()) } else { Check::Pending("still there".into()) })
+    })
+    .unwrap();
+    assert_eq!(tortie.status("frr").state, State::Established);
+    assert_eq!(frr.neighbor(ip("198.51.100.1")).unwrap().bgp_state, established_before.bgp_state);
+    assert!(frr.routes().unwrap().iter().any(|r| r.prefix == net("198.18.1.0/24")), "the rest stays");
+    tortie.command(SpeakerCommand::SetPolicies {
+        peer: "frr".into(),
+        import: Some(Policy::accept_all()),
+        export: Some(Policy::accept_all()),
+    });
+    frr.wait_route(net("198.18.2.0/24"), UP).unwrap();
+
     // BIRD withdraws: FRR loses the route.
     bird.birdc(&["disable", "announce4"]).unwrap();
     wait_for("FRR to drop 198.18.2.0/24", UP, || {
@@ -169,4 +231,44 @@ fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
     drop(bird);
     std::thread::sleep(Duration::from_secs(2));
     assert!(frr.routes().unwrap().iter().any(|r| r.prefix == net("198.18.1.0/24")));
+}
+
+#[test]
+fn a_peer_past_its_prefix_limit_is_stopped_with_cease_6_1_and_restarted() {
+    let lab = Lab::new("maxprefix").unwrap();
+    let (a, b) = (lab.netns("a").unwrap(), lab.netns("b").unwrap());
+    veth((&a, "to-b"), (&b, "eth0")).unwrap();
+    a.add_addr("to-b", net("192.0.2.1/24")).unwrap();
+    b.add_addr("eth0", net("192.0.2.2/24")).unwrap();
+    let mut exa_side = neighbor("exa", "192.0.2.2", "192.0.2.1", 65004);
+    exa_side.session.fsm.passive = true;
+    exa_side.max_prefix = Some(MaxPrefix { limit: 10, warn_at: 8, restart_after: Duration::from_secs(3) });
+    // tortie waits (passive) for ExaBGP, which only dials: the speaker's listener takes its connection.
+    let tortie = Tortie::start(&a, vec![], vec![]);
+    tortie.command(SpeakerCommand::AddNeighbor(Box::new(exa_side)));
+    let exa = ExaBgp::start(
+        &b,
+        &Speaker {
+            router_id: "192.0.2.2".parse().unwrap(),
+            asn: 65004,
+            announce: (0..20).map(|i| net(&format!("198.18.{i}.0/24"))).collect(),
+            neighbors: vec![LabNeighbor::new("tortie", ip("192.0.2.1"), 65001).local_address(ip("192.0.2.2"))],
+        },
+    )
+    .unwrap();
+    let stopped = wait_for("tortie to stop ExaBGP for its prefix count", UP, || {
+        let s = tortie.status("exa");
+        Ok(match &s.last_notification_sent {
+            Some(n) if n == "Maximum number of prefixes reached" => Check::Done(s),
+            _ => Check::Pending(format!("{:?} {:?}", s.state, s.last_notification_sent)),
+        })
+    })
+    .unwrap();
+    assert_ne!(stopped.state, State::Established);
+    // After restart_after (3 s) tortie lets ExaBGP in again: a second session comes up.
+    wait_for("ExaBGP's second session", UP, || {
+        let ups = exa.events()?.iter().filter(|e| e["type"] == "state" && e["neighbor"]["state"] == "up").count();
+        Ok(if ups >= 2 { Check::Done(()) } else { Check::Pending(format!("{ups} sessions so far")) })
+    })
+    .unwrap();
 }

@@ -37,6 +37,8 @@ pub struct LocRib {
     entries: HashMap<IpNet, Entry>,
     interner: AttrInterner,
     max_paths: usize,
+    /// Paths held per peer (for prefix limits and status).
+    per_peer: HashMap<PeerKey, usize>,
 }
 
 impl LocRib {
@@ -51,7 +53,10 @@ impl LocRib {
         let entry = self.entries.entry(prefix).or_default();
         match entry.paths.iter_mut().find(|(p, _)| p == peer) {
             Some(slot) => slot.1 = path,
-            None => entry.paths.push((peer.clone(), path)),
+            None => {
+                entry.paths.push((peer.clone(), path));
+                *self.per_peer.entry(peer.clone()).or_default() += 1;
+            }
         }
         self.reselect(prefix)
     }
@@ -63,6 +68,12 @@ impl LocRib {
         entry.paths.retain(|(p, _)| p != peer);
         if entry.paths.len() == before {
             return None;
+        }
+        if let Some(n) = self.per_peer.get_mut(peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(peer);
+            }
         }
         self.reselect(prefix)
     }
@@ -84,6 +95,11 @@ impl LocRib {
     /// Every prefix with a best path, and that path.
     pub fn best_paths(&self) -> impl Iterator<Item = (&IpNet, &(PeerKey, Path))> {
         self.entries.iter().filter_map(|(prefix, e)| e.chosen.first().map(|best| (prefix, best)))
+    }
+
+    /// How many paths `peer` has in the RIB.
+    pub fn paths_from(&self, peer: &PeerKey) -> usize {
+        self.per_peer.get(peer).copied().unwrap_or(0)
     }
 
     /// How many prefixes have at least one path.
@@ -150,6 +166,7 @@ mod tests {
         let p: IpNet = "198.18.1.0/24".parse().unwrap();
         let c = rib.announce(&key("a"), p, path(1, 100)).unwrap();
         assert_eq!(c.paths[0].0, key("a"));
+        assert_eq!(rib.paths_from(&key("a")), 1);
         // A better path takes over; a worse one changes nothing.
         assert_eq!(rib.announce(&key("b"), p, path(2, 200)).unwrap().paths[0].0, key("b"));
         assert_eq!(rib.announce(&key("c"), p, path(3, 50)), None);
@@ -173,8 +190,9 @@ mod tests {
             let prefix = IpNet::from(ipnet::Ipv4Net::new(Ipv4Addr::from(0xc612_0000 + (i << 8)), 24).unwrap());
             rib.announce(&key("a"), prefix, path(1, 100 + i % 3));
         }
-        assert_eq!((rib.len(), rib.attribute_sets()), (1000, 3));
+        assert_eq!((rib.len(), rib.attribute_sets(), rib.paths_from(&key("a"))), (1000, 3, 1000));
         rib.peer_down(&key("a"));
+        assert_eq!(rib.paths_from(&key("a")), 0);
         assert_eq!((rib.len(), rib.attribute_sets()), (0, 0));
     }
 }

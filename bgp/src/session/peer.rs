@@ -39,6 +39,13 @@ pub enum PeerCommand {
         /// RFC 9003 shutdown communication.
         message: String,
     },
+    /// Stop the session on the system's behalf (AutomaticStop, Cease `subcode`).
+    AutoStop {
+        /// Cease subcode, e.g. 1 for the prefix limit (RFC 4486).
+        subcode: u8,
+    },
+    /// Start it again on the system's behalf (AutomaticStart).
+    AutoStart,
     /// A connection the speaker's listener accepted from this peer.
     Incoming(TcpStream),
     /// Send an UPDATE (already encoded once for an update group, or not).
@@ -289,6 +296,8 @@ impl Runner {
                 }
                 self.handle(Which::Main, Event::ManualStop { message }).await;
             }
+            PeerCommand::AutoStop { subcode } => self.handle(Which::Main, Event::AutomaticStop { subcode }).await,
+            PeerCommand::AutoStart => self.handle(Which::Main, Event::AutomaticStart).await,
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
             PeerCommand::Send(message) => {
                 if self.main.fsm.state() == State::Established {
