@@ -1,0 +1,187 @@
+//! Full-table propagation, side by side (the method of the public bgperf
+//! benchmarks): a BIRD injector announces N IPv4 prefixes (300 distinct
+//! attribute sets) to the system under test, which re-advertises them to a
+//! BIRD monitor. Measured: the time from enabling the injector's table until
+//! the monitor holds every prefix, and the system under test's peak RSS.
+//! Run once with BIRD 2 and once with tortie as the system under test.
+//!
+//! Run (as root): `cargo bench -p tortie-proto-tests --bench full_table`
+//! (`TORTIE_BENCH_PREFIXES`, default 1000000).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
+use tortie_bgp::rib::policy::Policy;
+use tortie_bgp::session::peer::PeerConfig;
+use tortie_bgp::session::socket::SocketOptions;
+use tortie_bgp::session::{FsmConfig, LocalConfig};
+use tortie_bgp::speaker::{self, Neighbor, SpeakerCommand};
+use tortie_lab::peers::{BgpPeer, Bird};
+use tortie_lab::{Check, Lab, Netns, veth, wait_for};
+
+const TIMERS: &str = "connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off;";
+
+fn injector_config(include: &str) -> String {
+    format!(
+        "router id 192.0.2.2;\nprotocol device {{ }}\nprotocol static gen {{\n  ipv4;\n  disabled;\ninclude \"{include}\";\n}}\n\
+         protocol bgp sut {{ local as 65002; neighbor 192.0.2.1 as 65001; ipv4 {{ import none; export all; }}; {TIMERS} }}\n"
+    )
+}
+
+const MONITOR: &str = "router id 198.51.100.2;\nprotocol device { }\n\
+    protocol bgp sut { local as 65003; neighbor 198.51.100.1 as 65001; ipv4 { import all; export none; }; connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off; }\n";
+
+fn bird_sut_config() -> String {
+    format!(
+        "router id 192.0.2.1;\nprotocol device {{ }}\n\
+         protocol bgp inj {{ local as 65001; neighbor 192.0.2.2 as 65002; ipv4 {{ import all; export none; }}; {TIMERS} }}\n\
+         protocol bgp mon {{ local as 65001; neighbor 198.51.100.2 as 65003; ipv4 {{ import none; export all; }}; {TIMERS} }}\n"
+    )
+}
+
+/// `n` consecutive /24s of 240.0.0.0/4 (routes only, never traffic), 300 attribute sets.
+fn write_table(path: &std::path::Path, n: usize) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        let net = 0xf000_0000u32 + ((i as u32) << 8);
+        let set = i % 300;
+        writeln!(
+            out,
+            "route {}.{}.{}.0/24 blackhole {{ bgp_med = {set}; bgp_community.add((65002, {set})); }};",
+            net >> 24,
+            (net >> 16) & 0xff,
+            (net >> 8) & 0xff
+        )
+        .unwrap();
+    }
+}
+
+fn route_count(bird: &Bird) -> usize {
+    let out = bird.birdc(&["show", "route", "count"]).unwrap_or_default();
+    out.lines().find_map(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+fn kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+fn tortie_neighbor(name: &str, remote: &str, local: &str, peer_as: u32) -> Neighbor {
+    let mut l = LocalConfig::new(65001, "192.0.2.1".parse().unwrap(), peer_as);
+    l.hold_time = 90;
+    Neighbor {
+        session: PeerConfig {
+            name: name.into(),
+            remote: SocketAddr::new(remote.parse().unwrap(), 179),
+            local_addr: Some(local.parse().unwrap()),
+            local: l,
+            fsm: FsmConfig { connect_retry: Duration::from_secs(1), ..FsmConfig::default() },
+            socket: SocketOptions::default(),
+        },
+        export: ExportPeer {
+            local_as: 65001,
+            peer_as,
+            local_addr: local.parse().unwrap(),
+            next_hop: NextHopMode::Auto,
+            prepend: 0,
+            reflect_to: false,
+        },
+        import_policy: Some(Policy::accept_all()),
+        export_policy: Some(Policy::accept_all()),
+        max_prefix: None,
+    }
+}
+
+/// Runs tortie's speaker in `ns` until `stop` fires.
+fn run_tortie(ns: &Netns, stop: std::sync::mpsc::Receiver<()>) -> std::thread::JoinHandle<()> {
+    let ns = ns.clone();
+    std::thread::spawn(move || {
+        ns.enter(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (best_tx, mut best_rx) = tokio::sync::mpsc::channel(4096);
+                tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
+                let s = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx, Some("0.0.0.0:179".parse().unwrap()))
+                    .unwrap();
+                for n in [
+                    tortie_neighbor("inj", "192.0.2.2", "192.0.2.1", 65002),
+                    tortie_neighbor("mon", "198.51.100.2", "198.51.100.1", 65003),
+                ] {
+                    s.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await.unwrap();
+                }
+                tokio::task::spawn_blocking(move || stop.recv()).await.unwrap().ok();
+            });
+        })
+        .unwrap();
+    })
+}
+
+fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, u64) {
+    let lab = Lab::new(&format!("full_table_{sut}")).unwrap();
+    let (inj, mid, mon) = (lab.netns("inj").unwrap(), lab.netns("sut").unwrap(), lab.netns("mon").unwrap());
+    veth((&inj, "eth0"), (&mid, "to-inj")).unwrap();
+    veth((&mon, "eth0"), (&mid, "to-mon")).unwrap();
+    inj.add_addr("eth0", "192.0.2.2/24".parse().unwrap()).unwrap();
+    mid.add_addr("to-inj", "192.0.2.1/24".parse().unwrap()).unwrap();
+    mon.add_addr("eth0", "198.51.100.2/24".parse().unwrap()).unwrap();
+    mid.add_addr("to-mon", "198.51.100.1/24".parse().unwrap()).unwrap();
+    let baseline = kib("self", "VmRSS:");
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+    let (bird_sut, tortie) = if sut == "bird" {
+        (Some(Bird::start_with_config(&mid, "sut", &bird_sut_config()).unwrap()), None)
+    } else {
+        (None, Some(run_tortie(&mid, stop_rx)))
+    };
+    let monitor = Bird::start_with_config(&mon, "monitor", MONITOR).unwrap();
+    let injector = Bird::start_with_config(&inj, "injector", &injector_config(&include.display().to_string())).unwrap();
+    injector.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
+    monitor.wait_established("198.51.100.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
+    let start = Instant::now();
+    injector.birdc(&["enable", "gen"]).unwrap();
+    wait_for("the monitor to hold every prefix", Duration::from_secs(600), || {
+        // LAB.md: poking the injector avoids BIRD 2.0.12 holding its last routes back.
+        let _ = injector.birdc(&["show", "status"]);
+        let count = route_count(&monitor);
+        Ok(if count >= n { Check::Done(()) } else { Check::Pending(format!("{count} of {n}")) })
+    })
+    .unwrap();
+    let elapsed = start.elapsed();
+    let rss_kib = match &bird_sut {
+        Some(b) => kib(&b.daemon().pid().to_string(), "VmHWM:"),
+        None => kib("self", "VmHWM:").saturating_sub(baseline),
+    };
+    drop(stop_tx);
+    if let Some(t) = tortie {
+        t.join().unwrap();
+    }
+    (elapsed, rss_kib)
+}
+
+fn main() {
+    // criterion-style arguments (`--bench`) are accepted and ignored.
+    let n: usize = std::env::var("TORTIE_BENCH_PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = std::env::temp_dir().join(format!("tortie-full-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let include = dir.join("table.inc");
+    write_table(&include, n);
+    let mut rows = Vec::new();
+    for sut in ["bird", "tortie"] {
+        let (t, rss) = run(sut, n, &include);
+        rows.push((sut, t, rss));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("\n| system under test | prefixes | first UPDATE → monitor has all | peak RSS |\n|---|---:|---:|---:|");
+    for (sut, t, rss) in &rows {
+        println!("| {sut} | {n} | {:.2} s | {:.0} MiB |", t.as_secs_f64(), *rss as f64 / 1024.0);
+    }
+    let (bird, tortie) = (&rows[0], &rows[1]);
+    println!(
+        "\ntortie/BIRD: time {:.2}x, memory {:.2}x",
+        tortie.1.as_secs_f64() / bird.1.as_secs_f64(),
+        tortie.2 as f64 / bird.2.max(1) as f64
+    );
+}
