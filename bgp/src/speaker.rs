@@ -283,7 +283,7 @@ impl Speaker {
     /// Sends `peer` every best path it may have, then End-of-RIB; with
     /// `withdraw_rest`, withdraws the prefixes it may no longer have.
     async fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
-        let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().map(|(p, b)| (*p, b.clone())).collect();
+        let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
         let items = all.iter().map(|(prefix, best)| (*prefix, Some(best)));
         let (withdrawn, groups) = self.exports(peer, items);
         if withdraw_rest && !withdrawn.is_empty() {

@@ -1,25 +1,23 @@
 //! The Loc-RIB: every path to every prefix, by peer, with the decision
 //! process re-run for a prefix whenever one of its paths changes. Owned by
-//! one task; attribute sets are interned so equal sets are stored once.
+//! one task.
+//!
+//! Kept compact for full tables: a stored path is an interned attribute
+//! set, a small peer index and two flags (16 octets); the peers' addresses
+//! and identifiers live once in a peer table; the chosen paths are kept at
+//! the front of each prefix's list instead of in a second list.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::decision::{Path, Selection, select};
-use crate::packet::AttrInterner;
+use super::decision::{Origination, Path, select};
+use crate::packet::{AttrInterner, PathAttrs};
 
 /// Who a path came from: a peer's name, or `None` for locally originated paths.
 pub type PeerKey = Option<Arc<str>>;
-
-/// The paths to one prefix and the current choice.
-#[derive(Debug, Default)]
-struct Entry {
-    paths: Vec<(PeerKey, Path)>,
-    /// The best path first, then the rest of the multipath set.
-    chosen: Vec<(PeerKey, Path)>,
-}
 
 /// A change of best path (or multipath set) for a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,75 +29,139 @@ pub struct BestChange {
     pub paths: Vec<(PeerKey, Path)>,
 }
 
+/// A path as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    attrs: Arc<PathAttrs>,
+    peer: u32,
+    origination: Origination,
+    reachable: bool,
+}
+
+/// A peer, stored once.
+#[derive(Debug, Clone)]
+struct PeerInfo {
+    key: PeerKey,
+    addr: IpAddr,
+    id: Ipv4Addr,
+    paths: usize,
+}
+
+/// The paths to one prefix; the first `chosen` of them are the best and the
+/// rest of the multipath set, in order.
+#[derive(Debug, Default)]
+struct Entry {
+    paths: Vec<Stored>,
+    chosen: u8,
+}
+
+impl Entry {
+    fn chosen_paths(&self) -> Vec<Stored> {
+        self.paths[..usize::from(self.chosen)].to_vec()
+    }
+}
+
 /// The Loc-RIB.
 #[derive(Debug, Default)]
 pub struct LocRib {
     entries: HashMap<IpNet, Entry>,
     interner: AttrInterner,
     max_paths: usize,
-    /// Paths held per peer (for prefix limits and status).
-    per_peer: HashMap<PeerKey, usize>,
+    peers: Vec<PeerInfo>,
+    peer_index: HashMap<PeerKey, u32>,
 }
 
 impl LocRib {
     /// An empty RIB; `max_paths` caps the multipath sets (1: no ECMP).
     pub fn new(max_paths: usize) -> LocRib {
-        LocRib { max_paths: max_paths.max(1), ..LocRib::default() }
+        LocRib { max_paths: max_paths.clamp(1, usize::from(u8::MAX)), ..LocRib::default() }
+    }
+
+    /// The index of `peer`, registered (or refreshed) with the path's peer details.
+    fn peer(&mut self, key: &PeerKey, path: &Path) -> u32 {
+        if let Some(&i) = self.peer_index.get(key) {
+            let info = &mut self.peers[i as usize];
+            (info.addr, info.id) = (path.peer_addr, path.peer_id);
+            return i;
+        }
+        let i = self.peers.len() as u32;
+        self.peers.push(PeerInfo { key: key.clone(), addr: path.peer_addr, id: path.peer_id, paths: 0 });
+        self.peer_index.insert(key.clone(), i);
+        i
+    }
+
+    fn path(&self, s: &Stored) -> (PeerKey, Path) {
+        let info = &self.peers[s.peer as usize];
+        let path = Path {
+            attrs: s.attrs.clone(),
+            origination: s.origination,
+            peer_addr: info.addr,
+            peer_id: info.id,
+            reachable: s.reachable,
+        };
+        (info.key.clone(), path)
     }
 
     /// Adds or replaces `peer`'s path to `prefix`.
-    pub fn announce(&mut self, peer: &PeerKey, prefix: IpNet, mut path: Path) -> Option<BestChange> {
-        path.attrs = self.interner.intern(path.attrs);
+    pub fn announce(&mut self, peer: &PeerKey, prefix: IpNet, path: Path) -> Option<BestChange> {
+        let index = self.peer(peer, &path);
+        let stored = Stored {
+            attrs: self.interner.intern(path.attrs),
+            peer: index,
+            origination: path.origination,
+            reachable: path.reachable,
+        };
         let entry = self.entries.entry(prefix).or_default();
-        match entry.paths.iter_mut().find(|(p, _)| p == peer) {
-            Some(slot) => slot.1 = path,
+        let before = entry.chosen_paths();
+        match entry.paths.iter_mut().find(|s| s.peer == index) {
+            Some(slot) => *slot = stored,
             None => {
-                entry.paths.push((peer.clone(), path));
-                *self.per_peer.entry(peer.clone()).or_default() += 1;
+                entry.paths.push(stored);
+                self.peers[index as usize].paths += 1;
             }
         }
-        self.reselect(prefix)
+        self.reselect(prefix, before)
     }
 
     /// Removes `peer`'s path to `prefix`, if it had one.
     pub fn withdraw(&mut self, peer: &PeerKey, prefix: IpNet) -> Option<BestChange> {
+        let &index = self.peer_index.get(peer)?;
         let entry = self.entries.get_mut(&prefix)?;
-        let before = entry.paths.len();
-        entry.paths.retain(|(p, _)| p != peer);
-        if entry.paths.len() == before {
-            return None;
+        let at = entry.paths.iter().position(|s| s.peer == index)?;
+        let before = entry.chosen_paths();
+        entry.paths.remove(at);
+        if at < usize::from(entry.chosen) {
+            entry.chosen -= 1;
         }
-        if let Some(n) = self.per_peer.get_mut(peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_peer.remove(peer);
-            }
-        }
-        self.reselect(prefix)
+        self.peers[index as usize].paths -= 1;
+        self.reselect(prefix, before)
     }
 
     /// Removes every path from `peer` (its session went down).
     pub fn peer_down(&mut self, peer: &PeerKey) -> Vec<BestChange> {
+        let Some(&index) = self.peer_index.get(peer) else { return Vec::new() };
         let prefixes: Vec<IpNet> =
-            self.entries.iter().filter(|(_, e)| e.paths.iter().any(|(p, _)| p == peer)).map(|(k, _)| *k).collect();
+            self.entries.iter().filter(|(_, e)| e.paths.iter().any(|s| s.peer == index)).map(|(k, _)| *k).collect();
         let changes = prefixes.into_iter().filter_map(|prefix| self.withdraw(peer, prefix)).collect();
         self.interner.collect_garbage();
         changes
     }
 
     /// The best path first, then the rest of the multipath set.
-    pub fn best(&self, prefix: &IpNet) -> &[(PeerKey, Path)] {
-        self.entries.get(prefix).map_or(&[], |e| &e.chosen)
+    pub fn best(&self, prefix: &IpNet) -> Vec<(PeerKey, Path)> {
+        self.entries
+            .get(prefix)
+            .map_or_else(Vec::new, |e| e.paths[..usize::from(e.chosen)].iter().map(|s| self.path(s)).collect())
     }
 
     /// Every prefix with a best path, and that path.
-    pub fn best_paths(&self) -> impl Iterator<Item = (&IpNet, &(PeerKey, Path))> {
-        self.entries.iter().filter_map(|(prefix, e)| e.chosen.first().map(|best| (prefix, best)))
+    pub fn best_paths(&self) -> impl Iterator<Item = (IpNet, (PeerKey, Path))> + '_ {
+        self.entries.iter().filter(|(_, e)| e.chosen > 0).map(|(prefix, e)| (*prefix, self.path(&e.paths[0])))
     }
 
     /// How many paths `peer` has in the RIB.
     pub fn paths_from(&self, peer: &PeerKey) -> usize {
-        self.per_peer.get(peer).copied().unwrap_or(0)
+        self.peer_index.get(peer).map_or(0, |&i| self.peers[i as usize].paths)
     }
 
     /// How many prefixes have at least one path.
@@ -117,29 +179,42 @@ impl LocRib {
         self.interner.len()
     }
 
-    /// Re-runs the decision for `prefix`; reports a change of the chosen paths.
-    fn reselect(&mut self, prefix: IpNet) -> Option<BestChange> {
-        let max_paths = self.max_paths;
+    /// Re-runs the decision for `prefix`, moving the chosen paths to the
+    /// front; reports a change from the chosen paths `before`.
+    fn reselect(&mut self, prefix: IpNet, before: Vec<Stored>) -> Option<BestChange> {
         let entry = self.entries.get_mut(&prefix)?;
-        let paths: Vec<Path> = entry.paths.iter().map(|(_, p)| p.clone()).collect();
-        let chosen: Vec<(PeerKey, Path)> = select(&paths, max_paths)
-            .map_or_else(Vec::new, |s: Selection| s.multipath.iter().map(|&i| entry.paths[i].clone()).collect());
-        let changed = chosen != entry.chosen;
-        entry.chosen = chosen.clone();
+        // The common case in a full table: one path, nothing to compare.
+        if entry.paths.len() == 1 {
+            entry.chosen = u8::from(entry.paths[0].reachable);
+            let changed = entry.paths[..usize::from(entry.chosen)] != before[..];
+            return changed.then(|| BestChange { prefix, paths: self.best(&prefix) });
+        }
+        let entry = self.entries.get(&prefix)?;
+        let candidates: Vec<Path> = entry.paths.iter().map(|s| self.path(s).1).collect();
+        let order = select(&candidates, self.max_paths).map(|s| s.multipath).unwrap_or_default();
+        let entry = self.entries.get_mut(&prefix)?;
+        // Chosen paths first, in order; the others after, in their old order.
+        let mut paths = std::mem::take(&mut entry.paths);
+        let mut reordered: Vec<Stored> = order.iter().map(|&i| paths[i].clone()).collect();
+        let mut chosen_flags = vec![false; paths.len()];
+        for &i in &order {
+            chosen_flags[i] = true;
+        }
+        reordered.extend(paths.drain(..).zip(chosen_flags).filter(|(_, c)| !c).map(|(s, _)| s));
+        entry.paths = reordered;
+        entry.chosen = order.len() as u8;
+        let changed = entry.paths[..order.len()] != before[..];
         if entry.paths.is_empty() {
             self.entries.remove(&prefix);
         }
-        changed.then_some(BestChange { prefix, paths: chosen })
+        changed.then(|| BestChange { prefix, paths: self.best(&prefix) })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
     use super::*;
-    use crate::packet::{AsPath, Origin, PathAttrs};
-    use crate::rib::decision::Origination;
+    use crate::packet::{AsPath, Origin};
 
     fn path(peer: u8, lp: u32) -> Path {
         Path {
@@ -192,7 +267,18 @@ mod tests {
         }
         assert_eq!((rib.len(), rib.attribute_sets(), rib.paths_from(&key("a"))), (1000, 3, 1000));
         rib.peer_down(&key("a"));
-        assert_eq!(rib.paths_from(&key("a")), 0);
-        assert_eq!((rib.len(), rib.attribute_sets()), (0, 0));
+        assert_eq!((rib.len(), rib.attribute_sets(), rib.paths_from(&key("a"))), (0, 0, 0));
+    }
+
+    #[test]
+    fn multipath_sets_are_reported_and_kept_in_order() {
+        let mut rib = LocRib::new(4);
+        let p: IpNet = "198.18.1.0/24".parse().unwrap();
+        for peer in [3, 1, 2] {
+            rib.announce(&key(&peer.to_string()), p, path(peer, 100));
+        }
+        let best: Vec<PeerKey> = rib.best(&p).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(best, vec![key("1"), key("2"), key("3")], "equal paths, lowest router id first");
+        assert_eq!(rib.withdraw(&key("2"), p).unwrap().paths.len(), 2);
     }
 }
