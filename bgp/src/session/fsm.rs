@@ -454,12 +454,33 @@ impl Fsm {
         }
     }
 
-    fn open_sent(&mut self, event: Event, a: &mut Vec<Action>) {
+    /// Events that OpenSent, OpenConfirm and Established handle alike
+    /// (RFC 4271 §8.2.2 repeats them for each); the others come back.
+    fn after_open(&mut self, event: Event, a: &mut Vec<Action>) -> Result<(), Event> {
         match event {
             Event::ManualStart | Event::AutomaticStart => {}
             Event::ManualStop { message } => self.stop_by_operator(&message, a),
             Event::AutomaticStop { subcode } => self.stop_automatically(subcode, a),
             Event::TimerExpired(Timer::Hold) => self.hold_expired(a),
+            // Only started from OpenConfirm on.
+            Event::TimerExpired(Timer::Keepalive) => self.send_keepalive(a),
+            Event::NotificationReceived(n) => self.fail(Reason::Received(n), a),
+            Event::MessageError(e) => self.fail_with_notification(e.notification(), e.reason.clone(), a),
+            Event::OpenCollisionDump => self.lose_collision(a),
+            other => return Err(other),
+        }
+        Ok(())
+    }
+
+    /// RFC 6608: an event the state has no use for is an FSM error.
+    fn unexpected(&mut self, a: &mut Vec<Action>) {
+        let n = fsm_error(self.state);
+        self.fail_with_notification(n, format!("unexpected message in {:?}", self.state), a)
+    }
+
+    fn open_sent(&mut self, event: Event, a: &mut Vec<Action>) {
+        let Err(event) = self.after_open(event, a) else { return };
+        match event {
             Event::TcpConnectionFails => {
                 // RFC 4271 §8.2.2 OpenSent, event 18: close, restart ConnectRetry, wait in Active.
                 a.extend([Action::Disconnect, Action::StopTimer(Timer::Hold)]);
@@ -470,27 +491,14 @@ impl Fsm {
                 a.push(Action::StopTimer(Timer::ConnectRetry));
                 self.accept_open(&open, a);
             }
-            Event::MessageError(e) => self.fail_with_notification(e.notification(), e.reason.clone(), a),
-            Event::OpenCollisionDump => self.lose_collision(a),
-            Event::NotificationReceived(n) => self.fail(Reason::Received(n), a),
-            _ => {
-                let n = fsm_error(self.state);
-                self.fail_with_notification(n, "unexpected message in OpenSent".into(), a)
-            }
+            _ => self.unexpected(a),
         }
     }
 
     fn open_confirm(&mut self, event: Event, a: &mut Vec<Action>) {
+        let Err(event) = self.after_open(event, a) else { return };
         match event {
-            Event::ManualStart | Event::AutomaticStart => {}
-            Event::ManualStop { message } => self.stop_by_operator(&message, a),
-            Event::AutomaticStop { subcode } => self.stop_automatically(subcode, a),
-            Event::TimerExpired(Timer::Hold) => self.hold_expired(a),
-            Event::TimerExpired(Timer::Keepalive) => self.send_keepalive(a),
             Event::TcpConnectionFails => self.fail(Reason::ConnectionLost, a),
-            Event::NotificationReceived(n) => self.fail(Reason::Received(n), a),
-            Event::MessageError(e) => self.fail_with_notification(e.notification(), e.reason.clone(), a),
-            Event::OpenCollisionDump => self.lose_collision(a),
             Event::KeepaliveReceived => {
                 self.restart_hold(a);
                 if self.config.damp_peer_oscillations {
@@ -501,34 +509,21 @@ impl Fsm {
                 }
                 self.state = State::Established;
             }
-            _ => {
-                let n = fsm_error(self.state);
-                self.fail_with_notification(n, "unexpected message in OpenConfirm".into(), a)
-            }
+            _ => self.unexpected(a),
         }
     }
 
     fn established(&mut self, event: Event, a: &mut Vec<Action>) {
+        let Err(event) = self.after_open(event, a) else { return };
         match event {
-            Event::ManualStart | Event::AutomaticStart => {}
-            Event::ManualStop { message } => self.stop_by_operator(&message, a),
-            Event::AutomaticStop { subcode } => self.stop_automatically(subcode, a),
-            Event::TimerExpired(Timer::Hold) => self.hold_expired(a),
-            Event::TimerExpired(Timer::Keepalive) => self.send_keepalive(a),
             Event::TimerExpired(Timer::Stable) => {
                 // Up long enough: earlier flaps are forgiven.
                 self.idle_hold = self.config.idle_hold;
                 self.connect_retry_counter = 0;
             }
             Event::KeepaliveReceived | Event::UpdateReceived => self.restart_hold(a),
-            Event::OpenCollisionDump => self.lose_collision(a),
             Event::TcpConnectionFails => self.fail(Reason::ConnectionLost, a),
-            Event::NotificationReceived(n) => self.fail(Reason::Received(n), a),
-            Event::MessageError(e) => self.fail_with_notification(e.notification(), e.reason.clone(), a),
-            _ => {
-                let n = fsm_error(self.state);
-                self.fail_with_notification(n, "unexpected message in Established".into(), a)
-            }
+            _ => self.unexpected(a),
         }
     }
 
