@@ -15,13 +15,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
 
-use crate::packet::{Family, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode};
+use crate::packet::{
+    Context, Family, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode,
+};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, export};
 use crate::rib::policy::{PeerType, Policy};
@@ -84,6 +87,26 @@ pub struct SpeakerHandle {
     pub commands: mpsc::Sender<SpeakerCommand>,
     /// The peers' session status, by name.
     pub peers: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
+    /// Counters.
+    pub stats: Arc<SpeakerStats>,
+}
+
+/// Speaker counters (for metrics and tests).
+#[derive(Debug, Default)]
+pub struct SpeakerStats {
+    /// UPDATEs encoded for update groups.
+    pub group_updates_encoded: AtomicU64,
+    /// Copies of them written to group members.
+    pub group_updates_sent: AtomicU64,
+}
+
+/// Peers that get identical UPDATEs: same export rules and policy, same
+/// negotiated send context. Each change is encoded once per group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GroupKey {
+    export: ExportPeer,
+    policy: Option<Policy>,
+    tx: Context,
 }
 
 /// Channel sizes: commands, peer events.
@@ -99,6 +122,7 @@ struct Speaker {
     events_tx: mpsc::Sender<PeerEvent>,
     best_tx: mpsc::Sender<BestChange>,
     statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
+    stats: Arc<SpeakerStats>,
     router_id: Ipv4Addr,
 }
 
@@ -114,6 +138,7 @@ pub fn spawn(
     let (commands, mut commands_rx) = mpsc::channel(BUFFER);
     let (events_tx, mut events_rx) = mpsc::channel(BUFFER);
     let statuses = Arc::new(Mutex::new(HashMap::new()));
+    let stats = Arc::new(SpeakerStats::default());
     let mut speaker = Speaker {
         rib: LocRib::new(max_paths),
         listener,
@@ -123,6 +148,7 @@ pub fn spawn(
         events_tx,
         best_tx: best,
         statuses: statuses.clone(),
+        stats: stats.clone(),
         router_id,
     };
     tokio::spawn(async move {
@@ -136,7 +162,7 @@ pub fn spawn(
             }
         }
     });
-    Ok(SpeakerHandle { commands, peers: statuses })
+    Ok(SpeakerHandle { commands, peers: statuses, stats })
 }
 
 fn key(peer: &str) -> PeerKey {
@@ -323,12 +349,51 @@ impl Speaker {
     }
 
     /// Sends every up peer the effect of `changes`, and felix the changes.
+    /// Peers of one update group get the same bytes, encoded once; a member
+    /// whose own path is among the changes gets its own computation (a path
+    /// never goes back to the peer it came from).
     async fn propagate(&mut self, changes: Vec<BestChange>) {
         if changes.is_empty() {
             return;
         }
-        let peers: Vec<String> = self.up.iter().cloned().collect();
-        for name in peers {
+        let sources: HashSet<&str> = changes.iter().filter_map(|c| c.paths.first()?.0.as_deref()).collect();
+        let mut groups: HashMap<GroupKey, Vec<String>> = HashMap::new();
+        let mut alone = Vec::new();
+        for name in &self.up {
+            let Some((neighbor, handle)) = self.neighbors.get(name) else { continue };
+            let tx = handle.status.borrow().negotiated.as_ref().map(|n| n.tx());
+            match tx {
+                Some(tx) if !sources.contains(name.as_str()) => {
+                    let key = GroupKey { export: neighbor.export.clone(), policy: neighbor.export_policy.clone(), tx };
+                    groups.entry(key).or_default().push(name.clone());
+                }
+                _ => alone.push(name.clone()),
+            }
+        }
+        for (key, members) in groups {
+            let (withdrawn, announced) = self.exports(&members[0], changes.iter().map(|c| (c.prefix, c.paths.first())));
+            let mut updates: Vec<Update> =
+                announced.into_iter().map(|(attrs, nlri)| Update::announce(attrs, nlri)).collect();
+            if !withdrawn.is_empty() {
+                updates.insert(0, Update::withdraw(withdrawn));
+            }
+            for update in updates {
+                let mut buf = bytes::BytesMut::new();
+                if let Err(e) = Message::Update(update).encode(&key.tx, &mut buf) {
+                    tracing::error!(error = %e, "cannot encode an UPDATE for an update group");
+                    continue;
+                }
+                let bytes = buf.freeze();
+                self.stats.group_updates_encoded.fetch_add(1, Ordering::Relaxed);
+                for member in &members {
+                    if let Some((_, handle)) = self.neighbors.get(member) {
+                        let _ = handle.commands.send(PeerCommand::SendEncoded(bytes.clone())).await;
+                        self.stats.group_updates_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        for name in alone {
             let (withdrawn, groups) = self.exports(&name, changes.iter().map(|c| (c.prefix, c.paths.first())));
             if !withdrawn.is_empty() {
                 self.send(&name, Update::withdraw(withdrawn)).await;

@@ -17,7 +17,7 @@ use tortie_bgp::session::State;
 use tortie_bgp::session::peer::{PeerConfig, PeerStatus};
 use tortie_bgp::session::socket::SocketOptions;
 use tortie_bgp::session::{FsmConfig, LocalConfig};
-use tortie_bgp::speaker::{self, MaxPrefix, Neighbor, SpeakerCommand};
+use tortie_bgp::speaker::{self, MaxPrefix, Neighbor, SpeakerCommand, SpeakerStats};
 use tortie_lab::peers::{BgpPeer, Bird, ExaBgp, Frr, Neighbor as LabNeighbor, Speaker};
 use tortie_lab::{Check, Lab, Netns, veth, wait_for};
 use tortie_proto_tests::{ip, net};
@@ -54,6 +54,7 @@ fn neighbor(name: &str, remote: &str, local: &str, peer_as: u32) -> Neighbor {
 struct Tortie {
     commands: tokio::sync::mpsc::Sender<SpeakerCommand>,
     peers: Arc<Mutex<HashMap<String, tokio::sync::watch::Receiver<PeerStatus>>>>,
+    stats: Arc<SpeakerStats>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -77,14 +78,14 @@ impl Tortie {
                     for n in neighbors {
                         speaker.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await.unwrap();
                     }
-                    handles_tx.send((speaker.commands.clone(), speaker.peers.clone())).unwrap();
+                    handles_tx.send((speaker.commands.clone(), speaker.peers.clone(), speaker.stats.clone())).unwrap();
                     let _ = stopped.await;
                 });
             })
             .unwrap();
         });
-        let (commands, peers) = handles_rx.recv().unwrap();
-        Tortie { commands, peers, stop: Some(stop), thread: Some(thread) }
+        let (commands, peers, stats) = handles_rx.recv().unwrap();
+        Tortie { commands, peers, stats, stop: Some(stop), thread: Some(thread) }
     }
 
     fn status(&self, peer: &str) -> PeerStatus {
@@ -271,4 +272,53 @@ fn a_peer_past_its_prefix_limit_is_stopped_with_cease_6_1_and_restarted() {
         Ok(if ups >= 2 { Check::Done(()) } else { Check::Pending(format!("{ups} sessions so far")) })
     })
     .unwrap();
+}
+
+#[test]
+fn an_update_group_gets_each_update_encoded_once() {
+    use std::sync::atomic::Ordering;
+    // tortie and three BIRDs of AS 65003 on one switch: same export rules, one update group.
+    let lab = Lab::new("update_group").unwrap();
+    let sw = lab.bridge("sw").unwrap();
+    let a = lab.netns("a").unwrap();
+    sw.attach(&a, "eth0").unwrap();
+    a.add_addr("eth0", net("192.0.2.1/24")).unwrap();
+    let mut birds = Vec::new();
+    let mut neighbors = Vec::new();
+    for i in 1..=3u8 {
+        let ns = lab.netns(&format!("m{i}")).unwrap();
+        sw.attach(&ns, "eth0").unwrap();
+        let addr = format!("192.0.2.1{i}");
+        ns.add_addr("eth0", net(&format!("{addr}/24"))).unwrap();
+        let bird = Bird::start(
+            &ns,
+            &Speaker {
+                router_id: addr.parse().unwrap(),
+                asn: 65003,
+                announce: vec![],
+                neighbors: vec![LabNeighbor::new("tortie", ip("192.0.2.1"), 65001).local_address(ip(&addr))],
+            },
+        )
+        .unwrap();
+        neighbors.push(neighbor(&format!("m{i}"), &addr, "192.0.2.1", 65003));
+        birds.push(bird);
+    }
+    let tortie = Tortie::start(&a, neighbors, vec![]);
+    for (i, bird) in birds.iter().enumerate() {
+        bird.wait_established(ip("192.0.2.1"), UP).unwrap();
+        wait_for("tortie's side up", UP, || {
+            let s = tortie.status(&format!("m{}", i + 1));
+            Ok(if s.state == State::Established { Check::Done(()) } else { Check::Pending(format!("{:?}", s.state)) })
+        })
+        .unwrap();
+    }
+    let (encoded, sent) = (&tortie.stats.group_updates_encoded, &tortie.stats.group_updates_sent);
+    let before = (encoded.load(Ordering::Relaxed), sent.load(Ordering::Relaxed));
+    tortie.command(SpeakerCommand::Originate(net("198.18.7.0/24"), PathAttrs::default()));
+    for bird in &birds {
+        let r = bird.wait_route(net("198.18.7.0/24"), UP).unwrap();
+        assert_eq!((r.as_path, r.next_hop), (vec![65001], Some(ip("192.0.2.1"))));
+    }
+    let after = (encoded.load(Ordering::Relaxed), sent.load(Ordering::Relaxed));
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 3), "one encoding, three copies");
 }

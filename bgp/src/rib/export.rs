@@ -10,7 +10,7 @@ use crate::rib::decision::{DEFAULT_LOCAL_PREF, Origination, Path};
 use crate::rib::policy::{PeerType, Policy};
 
 /// Next-hop handling towards a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NextHopMode {
     /// Always our session address.
     SelfAddr,
@@ -21,7 +21,7 @@ pub enum NextHopMode {
 }
 
 /// The side of a session that exports decide on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ExportPeer {
     /// Our AS on this session.
     pub local_as: u32,
@@ -45,7 +45,7 @@ impl ExportPeer {
 }
 
 /// Why a path is not sent to a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Withheld {
     /// iBGP-learned paths do not go to iBGP peers (RFC 4271 §9.2) unless reflected.
     SplitHorizon,

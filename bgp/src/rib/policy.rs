@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use crate::packet::{AsPath, Community, PathAttrs, Segment, SegmentType};
 
 /// How a rule's CIDR is compared with the route's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MatchOperator {
     /// The prefix is the CIDR.
     Equal,
@@ -20,7 +20,7 @@ pub enum MatchOperator {
 }
 
 /// Which kind of peer the route came from (import) or goes to (export).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PeerType {
     /// External.
     Ebgp,
@@ -29,7 +29,7 @@ pub enum PeerType {
 }
 
 /// Accept or reject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     /// Let the route through (after the rule's operations).
     Accept,
@@ -38,7 +38,7 @@ pub enum Verdict {
 }
 
 /// A change to the route of an accepted match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     /// Add a community (once).
     AddCommunity(Community),
@@ -49,7 +49,7 @@ pub enum Operation {
 }
 
 /// One rule: every condition given must hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
     /// CIDR condition.
     pub cidr: Option<(MatchOperator, IpNet)>,
@@ -104,7 +104,7 @@ impl Rule {
 }
 
 /// An ordered list of rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Policy {
     /// Rules, first match wins.
     pub rules: Vec<Rule>,

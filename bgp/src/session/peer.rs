@@ -48,8 +48,10 @@ pub enum PeerCommand {
     AutoStart,
     /// A connection the speaker's listener accepted from this peer.
     Incoming(TcpStream),
-    /// Send an UPDATE (already encoded once for an update group, or not).
+    /// Send a message.
     Send(Message),
+    /// Send UPDATE bytes encoded once for the peer's update group.
+    SendEncoded(bytes::Bytes),
 }
 
 /// What a peer reports to the rest of the speaker.
@@ -302,6 +304,19 @@ impl Runner {
             PeerCommand::Send(message) => {
                 if self.main.fsm.state() == State::Established {
                     self.send(Which::Main, message).await;
+                }
+            }
+            PeerCommand::SendEncoded(bytes) => {
+                let Some(framed) = self.main.framed.as_mut().filter(|_| self.main.fsm.state() == State::Established)
+                else {
+                    return;
+                };
+                match framed.send(bytes).await {
+                    Ok(()) => self.status.send_modify(|s| {
+                        s.messages_out += 1;
+                        s.updates_out += 1;
+                    }),
+                    Err(e) => tracing::warn!(peer = %self.config.name, error = %e, "send failed"),
                 }
             }
         }
