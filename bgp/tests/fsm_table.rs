@@ -322,6 +322,23 @@ fn an_operator_stop_sends_the_shutdown_message_and_stays_down() {
 }
 
 #[test]
+fn an_operator_reset_sends_6_4_with_its_message_and_restarts() {
+    let mut f = fsm_in(State::Established);
+    let actions = f.handle(Event::ManualReset { message: "new config".into() });
+    assert_eq!(summary(&actions), "NOTIFICATION 6/4, disconnect, down AdminReset, start IdleHold");
+    let sent = actions.iter().find_map(|a| match a {
+        Action::Send(Message::Notification(n)) => n.shutdown_message().map(String::from),
+        _ => None,
+    });
+    assert_eq!(sent.as_deref(), Some("new config"));
+    assert_eq!(f.state(), State::Idle);
+    assert_eq!(summary(&f.handle(Event::TimerExpired(Timer::IdleHold))), "start ConnectRetry, connect");
+    // In states without a session there is nothing to reset.
+    let mut idle = fsm_in(State::Idle);
+    assert_eq!(summary(&idle.handle(Event::ManualReset { message: String::new() })), "");
+}
+
+#[test]
 fn hold_time_zero_runs_no_timers() {
     let mut open = peer_open(65002);
     open.hold_time = 0;

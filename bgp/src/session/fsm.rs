@@ -61,6 +61,12 @@ pub enum Event {
         /// Shutdown communication.
         message: String,
     },
+    /// The operator resets the session: Cease / Administrative Reset with
+    /// `message` (RFC 4486, RFC 9003), then it starts again.
+    ManualReset {
+        /// Shutdown communication.
+        message: String,
+    },
     /// Events 3/5/6/7: the system (re)starts the peer.
     AutomaticStart,
     /// Event 8: the system stops the peer (e.g. prefix limit).
@@ -113,6 +119,8 @@ pub enum Action {
 pub enum Reason {
     /// Stopped by the operator.
     AdminStop,
+    /// Reset by the operator.
+    AdminReset,
     /// Stopped by the system (Cease subcode).
     AutoStop(u8),
     /// We sent this NOTIFICATION.
@@ -133,6 +141,7 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::AdminStop => f.write_str("Administrative shutdown"),
+            Reason::AdminReset => f.write_str("Administrative reset"),
             Reason::AutoStop(sub) => write!(f, "Automatic stop (Cease {sub})"),
             Reason::Sent(n, why) => write!(f, "Error: {why} (sent {n})"),
             Reason::Received(n) => write!(f, "Received: {}", notification_words(n)),
@@ -343,7 +352,8 @@ impl Fsm {
     /// and which state a delayed OPEN waits in.
     fn connect_or_active(&mut self, event: Event, a: &mut Vec<Action>) {
         match event {
-            Event::ManualStart | Event::AutomaticStart => {}
+            // No session yet: nothing to reset.
+            Event::ManualStart | Event::AutomaticStart | Event::ManualReset { .. } => {}
             Event::AutomaticStop { subcode } => {
                 self.enabled = false;
                 self.fail(Reason::AutoStop(subcode), a);
@@ -460,6 +470,7 @@ impl Fsm {
         match event {
             Event::ManualStart | Event::AutomaticStart => {}
             Event::ManualStop { message } => self.stop_by_operator(&message, a),
+            Event::ManualReset { message } => self.reset_by_operator(&message, a),
             Event::AutomaticStop { subcode } => self.stop_automatically(subcode, a),
             Event::TimerExpired(Timer::Hold) => self.hold_expired(a),
             // Only started from OpenConfirm on.
@@ -551,6 +562,20 @@ impl Fsm {
         self.release(a);
         self.connect_retry_counter = 0;
         a.push(Action::Down(Reason::AdminStop));
+        self.go_idle(a);
+    }
+
+    /// ManualReset from OpenSent on: Cease / Administrative Reset with the
+    /// operator's message; the peer stays enabled and restarts after the Idle wait.
+    fn reset_by_operator(&mut self, message: &str, a: &mut Vec<Action>) {
+        a.push(Action::Send(Message::Notification(Notification::cease_with_message(
+            cease_subcode::ADMINISTRATIVE_RESET,
+            message,
+        ))));
+        self.release(a);
+        self.connect_retry_counter = 0;
+        self.idle_hold = self.config.idle_hold;
+        a.push(Action::Down(Reason::AdminReset));
         self.go_idle(a);
     }
 

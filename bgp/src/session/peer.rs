@@ -39,6 +39,11 @@ pub enum PeerCommand {
         /// RFC 9003 shutdown communication.
         message: String,
     },
+    /// Reset the session (Cease 6/4 with a message), then start again.
+    Reset {
+        /// RFC 9003 shutdown communication.
+        message: String,
+    },
     /// Stop the session on the system's behalf (AutomaticStop, Cease `subcode`).
     AutoStop {
         /// Cease subcode, e.g. 1 for the prefix limit (RFC 4486).
@@ -298,6 +303,7 @@ impl Runner {
                 }
                 self.handle(Which::Main, Event::ManualStop { message }).await;
             }
+            PeerCommand::Reset { message } => self.handle(Which::Main, Event::ManualReset { message }).await,
             PeerCommand::AutoStop { subcode } => self.handle(Which::Main, Event::AutomaticStop { subcode }).await,
             PeerCommand::AutoStart => self.handle(Which::Main, Event::AutomaticStart).await,
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
