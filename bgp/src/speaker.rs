@@ -112,9 +112,25 @@ struct GroupKey {
 /// Channel sizes: commands, peer events.
 const BUFFER: usize = 1024;
 
+/// The speaker's own timers.
+enum Internal {
+    /// A gracefully restarting peer's stale routes are due (RFC 4724 §4.2).
+    StaleTimeout { peer: String, epoch: u64 },
+}
+
+/// Routes of a gracefully restarting peer, kept until it refreshes them.
+#[derive(Default)]
+struct Stale {
+    prefixes: HashSet<IpNet>,
+    /// Tells an old timer from the current one.
+    epoch: u64,
+}
+
 struct Speaker {
     rib: LocRib,
     listener: Option<Listener>,
+    stale: HashMap<String, Stale>,
+    internal_tx: mpsc::Sender<Internal>,
     neighbors: HashMap<String, (Neighbor, PeerHandle)>,
     up: HashSet<String>,
     /// Peers stopped for exceeding their prefix limit (until restarted).
@@ -137,11 +153,14 @@ pub fn spawn(
     let listener = listen.map(Listener::bind).transpose()?;
     let (commands, mut commands_rx) = mpsc::channel(BUFFER);
     let (events_tx, mut events_rx) = mpsc::channel(BUFFER);
+    let (internal_tx, mut internal_rx) = mpsc::channel(BUFFER);
     let statuses = Arc::new(Mutex::new(HashMap::new()));
     let stats = Arc::new(SpeakerStats::default());
     let mut speaker = Speaker {
         rib: LocRib::new(max_paths),
         listener,
+        stale: HashMap::new(),
+        internal_tx,
         neighbors: HashMap::new(),
         up: HashSet::new(),
         over_limit: HashSet::new(),
@@ -159,6 +178,12 @@ pub fn spawn(
                     None => return,
                 },
                 Some(event) = events_rx.recv() => speaker.peer_event(event).await,
+                Some(Internal::StaleTimeout { peer, epoch }) = internal_rx.recv() => {
+                    if speaker.stale.get(&peer).is_some_and(|s| s.epoch == epoch) {
+                        tracing::info!(peer, "graceful restart time over: stale routes removed");
+                        speaker.sweep_stale(&peer).await;
+                    }
+                }
             }
         }
     });
@@ -229,8 +254,27 @@ impl Speaker {
                 self.up.insert(peer.clone());
                 self.send_table(&peer, false).await;
             }
+            PeerEvent::Down { peer, graceful: Some(restart_time), .. } => {
+                // RFC 4724 §4.2: keep the routes, stale, while the peer restarts.
+                self.up.remove(&peer);
+                let stale = self.stale.entry(peer.clone()).or_default();
+                stale.prefixes = self.rib.prefixes_from(&key(&peer)).into_iter().collect();
+                stale.epoch += 1;
+                tracing::info!(
+                    peer,
+                    routes = stale.prefixes.len(),
+                    ?restart_time,
+                    "peer restarting: its routes are kept as stale"
+                );
+                let (tx, epoch) = (self.internal_tx.clone(), stale.epoch);
+                tokio::spawn(async move {
+                    tokio::time::sleep(restart_time).await;
+                    let _ = tx.send(Internal::StaleTimeout { peer, epoch }).await;
+                });
+            }
             PeerEvent::Down { peer, .. } => {
                 self.up.remove(&peer);
+                self.stale.remove(&peer);
                 let changes = self.rib.peer_down(&key(&peer));
                 self.propagate(changes).await;
             }
@@ -238,8 +282,18 @@ impl Speaker {
                 if self.over_limit.contains(&peer) {
                     return;
                 }
+                let end_of_rib = update.end_of_rib_family() == Some(Family::IPV4_UNICAST);
+                if let Some(stale) = self.stale.get_mut(&peer) {
+                    for n in update.withdrawn.iter().chain(&update.nlri) {
+                        stale.prefixes.remove(&n.prefix);
+                    }
+                }
                 let changes = self.learn(&peer, *update);
                 self.propagate(changes).await;
+                if end_of_rib && self.stale.contains_key(&peer) {
+                    // RFC 4724 §4.2: what the peer did not re-announce by End-of-RIB is gone.
+                    self.sweep_stale(&peer).await;
+                }
                 self.check_limit(&peer).await;
             }
             PeerEvent::RouteRefresh { peer, .. } => self.send_table(&peer, false).await,
@@ -280,6 +334,14 @@ impl Speaker {
             }
         }
         changes
+    }
+
+    /// Removes a restarting peer's routes it did not refresh.
+    async fn sweep_stale(&mut self, peer: &str) {
+        let Some(stale) = self.stale.remove(peer) else { return };
+        let from = key(peer);
+        let changes: Vec<BestChange> = stale.prefixes.into_iter().filter_map(|p| self.rib.withdraw(&from, p)).collect();
+        self.propagate(changes).await;
     }
 
     /// RFC 4486: past its prefix limit a peer is stopped (Cease 6/1), its

@@ -322,3 +322,72 @@ fn an_update_group_gets_each_update_encoded_once() {
     let after = (encoded.load(Ordering::Relaxed), sent.load(Ordering::Relaxed));
     assert_eq!((after.0 - before.0, after.1 - before.1), (1, 3), "one encoding, three copies");
 }
+
+fn bird_gr_config(routes: &[&str]) -> String {
+    let statics: String = routes.iter().map(|r| format!("route {r} blackhole; ")).collect();
+    format!(
+        "router id 192.0.2.2;\nprotocol device {{ }}\nprotocol static announce4 {{ ipv4; {statics}}}\n\
+         protocol bgp tortie {{\n  local as 65002; neighbor 192.0.2.1 as 65001;\n  ipv4 {{ import all; export where source = RTS_STATIC; }};\n  \
+         connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 9; keepalive time 3;\n  graceful restart on;\n}}\n"
+    )
+}
+
+#[test]
+fn a_restarting_peer_keeps_its_routes_until_end_of_rib_then_the_rest_is_swept() {
+    use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
+    let lab = Lab::new("graceful").unwrap();
+    let (a, b, c) = (lab.netns("a").unwrap(), lab.netns("b").unwrap(), lab.netns("c").unwrap());
+    veth((&a, "to-b"), (&b, "eth0")).unwrap();
+    veth((&a, "to-c"), (&c, "eth0")).unwrap();
+    a.add_addr("to-b", net("192.0.2.1/24")).unwrap();
+    b.add_addr("eth0", net("192.0.2.2/24")).unwrap();
+    a.add_addr("to-c", net("198.51.100.1/24")).unwrap();
+    c.add_addr("eth0", net("198.51.100.2/24")).unwrap();
+    let frr = Frr::start(
+        &c,
+        &Speaker {
+            router_id: "198.51.100.2".parse().unwrap(),
+            asn: 65003,
+            announce: vec![],
+            neighbors: vec![LabNeighbor::new("tortie", ip("198.51.100.1"), 65001).local_address(ip("198.51.100.2"))],
+        },
+    )
+    .unwrap();
+    let bird = Bird::start_with_config(&b, "bird", &bird_gr_config(&["198.18.10.0/24", "198.18.11.0/24"])).unwrap();
+    // tortie advertises graceful restart (as a receiving speaker).
+    let mut to_bird = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
+    to_bird.session.local.graceful_restart = Some(GracefulRestart {
+        restarted: false,
+        notification: false,
+        restart_time: 120,
+        families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: false }],
+    });
+    let _tortie = Tortie::start(&a, vec![to_bird, neighbor("frr", "198.51.100.2", "198.51.100.1", 65003)], vec![]);
+    frr.wait_route(net("198.18.10.0/24"), UP).unwrap();
+    frr.wait_route(net("198.18.11.0/24"), UP).unwrap();
+
+    // BIRD dies without a NOTIFICATION: tortie keeps both routes (stale); FRR never loses them.
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(bird.daemon().pid() as i32, libc::SIGKILL) }, 0);
+    let held_since = std::time::Instant::now();
+    while held_since.elapsed() < Duration::from_secs(4) {
+        let routes = frr.routes().unwrap();
+        for p in ["198.18.10.0/24", "198.18.11.0/24"] {
+            assert!(routes.iter().any(|r| r.prefix == net(p)), "{p} lost while its peer restarts");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(bird);
+    // BIRD comes back with only one of the two: after its End-of-RIB the other is swept.
+    let _bird = Bird::start_with_config(&b, "bird2", &bird_gr_config(&["198.18.10.0/24"])).unwrap();
+    wait_for("the unrefreshed route to be swept", UP, || {
+        let routes = frr.routes()?;
+        let has = |p: &str| routes.iter().any(|r| r.prefix == net(p));
+        Ok(if has("198.18.10.0/24") && !has("198.18.11.0/24") {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{routes:?}"))
+        })
+    })
+    .unwrap();
+}

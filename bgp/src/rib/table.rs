@@ -139,9 +139,7 @@ impl LocRib {
 
     /// Removes every path from `peer` (its session went down).
     pub fn peer_down(&mut self, peer: &PeerKey) -> Vec<BestChange> {
-        let Some(&index) = self.peer_index.get(peer) else { return Vec::new() };
-        let prefixes: Vec<IpNet> =
-            self.entries.iter().filter(|(_, e)| e.paths.iter().any(|s| s.peer == index)).map(|(k, _)| *k).collect();
+        let prefixes = self.prefixes_from(peer);
         let changes = prefixes.into_iter().filter_map(|prefix| self.withdraw(peer, prefix)).collect();
         self.interner.collect_garbage();
         changes
@@ -157,6 +155,12 @@ impl LocRib {
     /// Every prefix with a best path, and that path.
     pub fn best_paths(&self) -> impl Iterator<Item = (IpNet, (PeerKey, Path))> + '_ {
         self.entries.iter().filter(|(_, e)| e.chosen > 0).map(|(prefix, e)| (*prefix, self.path(&e.paths[0])))
+    }
+
+    /// The prefixes `peer` has a path to.
+    pub fn prefixes_from(&self, peer: &PeerKey) -> Vec<IpNet> {
+        let Some(&index) = self.peer_index.get(peer) else { return Vec::new() };
+        self.entries.iter().filter(|(_, e)| e.paths.iter().any(|s| s.peer == index)).map(|(k, _)| *k).collect()
     }
 
     /// How many paths `peer` has in the RIB.

@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use super::fsm::{Action, Event, Fsm, FsmConfig, State, Timer, collision_winner, notification_words};
+use super::fsm::{Action, Event, Fsm, FsmConfig, Reason, State, Timer, collision_winner, notification_words};
 use super::negotiate::{LocalConfig, Negotiated};
 use super::socket::{self, SocketError, SocketOptions};
 use crate::packet::{BgpCodec, CodecError, Message, RouteRefresh, Update};
@@ -75,6 +75,9 @@ pub enum PeerEvent {
         peer: String,
         /// Why, in words.
         reason: String,
+        /// RFC 4724: the connection just dropped (no NOTIFICATION) and the
+        /// peer can restart gracefully: keep its routes, stale, this long.
+        graceful: Option<Duration>,
     },
     /// An UPDATE from an established session.
     Update {
@@ -470,15 +473,19 @@ impl Runner {
                         let words = reason.to_string();
                         tracing::info!(peer = %self.config.name, reason = %words, "session down");
                         let was_up = before == State::Established;
+                        // RFC 4724 §4.2: graceful only when the connection dropped without a NOTIFICATION.
+                        let graceful = self.status.borrow().negotiated.as_ref().and_then(|n| {
+                            let gr = n.peer_graceful_restart.as_ref()?;
+                            (matches!(reason, Reason::ConnectionLost) && gr.restart_time > 0)
+                                .then(|| Duration::from_secs(gr.restart_time.into()))
+                        });
                         self.status.send_modify(|s| {
                             s.negotiated = None;
                             s.last_error = Some(words.clone());
                         });
                         if was_up {
-                            let _ = self
-                                .events
-                                .send(PeerEvent::Down { peer: self.config.name.clone(), reason: words })
-                                .await;
+                            let peer = self.config.name.clone();
+                            let _ = self.events.send(PeerEvent::Down { peer, reason: words, graceful }).await;
                         }
                     }
                 }
