@@ -296,7 +296,18 @@ impl Speaker {
                 }
                 self.check_limit(&peer).await;
             }
-            PeerEvent::RouteRefresh { peer, .. } => self.send_table(&peer, false).await,
+            PeerEvent::RouteRefresh { peer, refresh } => match refresh.subtype {
+                RefreshSubtype::Request => self.answer_refresh(&peer).await,
+                // RFC 7313 §4: the peer resends everything between BoRR and EoRR;
+                // what it did not resend by EoRR is gone (the same sweep as graceful restart).
+                RefreshSubtype::BeginningOfRefresh => {
+                    let stale = self.stale.entry(peer.clone()).or_default();
+                    stale.prefixes = self.rib.prefixes_from(&key(&peer)).into_iter().collect();
+                    stale.epoch += 1;
+                }
+                RefreshSubtype::EndOfRefresh => self.sweep_stale(&peer).await,
+                RefreshSubtype::Reserved(_) => {}
+            },
         }
     }
 
@@ -366,6 +377,23 @@ impl Speaker {
             tokio::time::sleep(limit.restart_after).await;
             let _ = commands.send(PeerCommand::AutoStart).await;
         });
+    }
+
+    /// RFC 2918 / RFC 7313: the whole table again, framed by BoRR and EoRR
+    /// when enhanced route refresh was negotiated.
+    async fn answer_refresh(&mut self, peer: &str) {
+        let Some((_, handle)) = self.neighbors.get(peer) else { return };
+        let enhanced = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.enhanced_route_refresh);
+        let commands = handle.commands.clone();
+        let marker =
+            |subtype| PeerCommand::Send(Message::RouteRefresh(RouteRefresh { family: Family::IPV4_UNICAST, subtype }));
+        if enhanced {
+            let _ = commands.send(marker(RefreshSubtype::BeginningOfRefresh)).await;
+        }
+        self.send_table(peer, false).await;
+        if enhanced {
+            let _ = commands.send(marker(RefreshSubtype::EndOfRefresh)).await;
+        }
     }
 
     /// Sends `peer` every best path it may have, then End-of-RIB; with
