@@ -136,18 +136,18 @@ struct Speaker {
     /// Peers stopped for exceeding their prefix limit (until restarted).
     over_limit: HashSet<String>,
     events_tx: mpsc::Sender<PeerEvent>,
-    best_tx: mpsc::Sender<BestChange>,
+    best_tx: mpsc::Sender<Vec<BestChange>>,
     statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
     stats: Arc<SpeakerStats>,
     router_id: Ipv4Addr,
 }
 
 /// Starts the speaker, listening on `listen` for peers that dial in;
-/// best-path changes go to `best` (felix installs them).
+/// best-path changes go to `best` in batches (felix installs them).
 pub fn spawn(
     router_id: Ipv4Addr,
     max_paths: usize,
-    best: mpsc::Sender<BestChange>,
+    best: mpsc::Sender<Vec<BestChange>>,
     listen: Option<SocketAddr>,
 ) -> Result<SpeakerHandle, SocketError> {
     let listener = listen.map(Listener::bind).transpose()?;
@@ -492,9 +492,8 @@ impl Speaker {
                 self.send(&name, Update::announce(attrs, nlri)).await;
             }
         }
-        for c in changes {
-            let _ = self.best_tx.send(c).await;
-        }
+        // One message per batch: a full table is a million changes.
+        let _ = self.best_tx.send(changes).await;
     }
 
     async fn send(&self, peer: &str, update: Update) {
