@@ -5,9 +5,10 @@
 //! Kept compact for full tables: a stored path is an interned attribute
 //! set, a small peer index and two flags (16 octets); the peers' addresses
 //! and identifiers live once in a peer table; the chosen paths are kept at
-//! the front of each prefix's list instead of in a second list.
+//! the front of each prefix's list instead of in a second list; prefixes
+//! live in a B-tree.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -47,11 +48,79 @@ struct PeerInfo {
     paths: usize,
 }
 
+/// The paths to one prefix, without a heap allocation for the usual one.
+#[derive(Debug, Default)]
+enum Paths {
+    #[default]
+    None,
+    One(Stored),
+    Many(Vec<Stored>),
+}
+
+impl std::ops::Deref for Paths {
+    type Target = [Stored];
+
+    fn deref(&self) -> &[Stored] {
+        match self {
+            Paths::None => &[],
+            Paths::One(s) => std::slice::from_ref(s),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Paths {
+    fn deref_mut(&mut self) -> &mut [Stored] {
+        match self {
+            Paths::None => &mut [],
+            Paths::One(s) => std::slice::from_mut(s),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
+impl Paths {
+    fn push(&mut self, s: Stored) {
+        *self = match std::mem::take(self) {
+            Paths::None => Paths::One(s),
+            Paths::One(a) => Paths::Many(vec![a, s]),
+            Paths::Many(mut v) => {
+                v.push(s);
+                Paths::Many(v)
+            }
+        };
+    }
+
+    fn remove(&mut self, at: usize) {
+        let mut v = std::mem::take(self).into_vec();
+        if at < v.len() {
+            v.remove(at);
+        }
+        *self = Paths::from_vec(v);
+    }
+
+    fn from_vec(mut v: Vec<Stored>) -> Paths {
+        match v.len() {
+            0 => Paths::None,
+            1 => v.pop().map_or(Paths::None, Paths::One),
+            _ => Paths::Many(v),
+        }
+    }
+
+    fn into_vec(self) -> Vec<Stored> {
+        match self {
+            Paths::None => Vec::new(),
+            Paths::One(s) => vec![s],
+            Paths::Many(v) => v,
+        }
+    }
+}
+
 /// The paths to one prefix; the first `chosen` of them are the best and the
 /// rest of the multipath set, in order.
 #[derive(Debug, Default)]
 struct Entry {
-    paths: Vec<Stored>,
+    paths: Paths,
     chosen: u8,
 }
 
@@ -64,7 +133,9 @@ impl Entry {
 /// The Loc-RIB.
 #[derive(Debug, Default)]
 pub struct LocRib {
-    entries: HashMap<IpNet, Entry>,
+    /// A B-tree, not a hash table: no doubling (and copying) of a full
+    /// table's worth of buckets as it grows, and prefixes come out in order.
+    entries: BTreeMap<IpNet, Entry>,
     interner: AttrInterner,
     max_paths: usize,
     peers: Vec<PeerInfo>,
@@ -198,14 +269,14 @@ impl LocRib {
         let order = select(&candidates, self.max_paths).map(|s| s.multipath).unwrap_or_default();
         let entry = self.entries.get_mut(&prefix)?;
         // Chosen paths first, in order; the others after, in their old order.
-        let mut paths = std::mem::take(&mut entry.paths);
+        let mut paths = std::mem::take(&mut entry.paths).into_vec();
         let mut reordered: Vec<Stored> = order.iter().map(|&i| paths[i].clone()).collect();
         let mut chosen_flags = vec![false; paths.len()];
         for &i in &order {
             chosen_flags[i] = true;
         }
         reordered.extend(paths.drain(..).zip(chosen_flags).filter(|(_, c)| !c).map(|(s, _)| s));
-        entry.paths = reordered;
+        entry.paths = Paths::from_vec(reordered);
         entry.chosen = order.len() as u8;
         let changed = entry.paths[..order.len()] != before[..];
         if entry.paths.is_empty() {
