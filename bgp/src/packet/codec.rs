@@ -21,6 +21,9 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
+/// How much room to make for the next read when a message is incomplete.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// The session framing; update [`BgpCodec::context`] once OPENs are exchanged.
 #[derive(Debug, Clone, Default)]
 pub struct BgpCodec {
@@ -49,8 +52,9 @@ impl Decoder for BgpCodec {
                 Ok(Some(message))
             }
             None => {
-                // Room for the rest of the message, once its length is known.
-                src.reserve(super::HEADER_LEN);
+                // Read in large chunks: a full table arrives as a stream of
+                // back-to-back messages, and small reads cost a syscall each.
+                src.reserve(READ_CHUNK);
                 Ok(None)
             }
         }

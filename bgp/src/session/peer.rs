@@ -254,7 +254,17 @@ impl Runner {
         loop {
             let (which, input) = tokio::select! {
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => { self.command(cmd).await; continue; }
+                    Some(cmd) => {
+                        self.command(cmd).await;
+                        // Speaker UPDATEs are fed, not flushed one by one: flush once the queue is drained.
+                        if self.commands.is_empty()
+                            && let Some(framed) = self.main.framed.as_mut()
+                            && let Err(e) = SinkExt::<bytes::Bytes>::flush(framed).await
+                        {
+                            tracing::warn!(peer = %self.config.name, error = %e, "flush failed");
+                        }
+                        continue;
+                    }
                     None => return,
                 },
                 input = self.main.next() => (Which::Main, input),
@@ -320,7 +330,7 @@ impl Runner {
                 else {
                     return;
                 };
-                match framed.send(bytes).await {
+                match framed.feed(bytes).await {
                     Ok(()) => self.status.send_modify(|s| {
                         s.messages_out += 1;
                         s.updates_out += 1;
