@@ -11,17 +11,12 @@
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
-use tortie_bgp::rib::policy::Policy;
-use tortie_bgp::session::peer::PeerConfig;
-use tortie_bgp::session::socket::SocketOptions;
-use tortie_bgp::session::{FsmConfig, LocalConfig};
-use tortie_bgp::speaker::{self, Neighbor, SpeakerCommand};
+use tortie_bgp::speaker::{self, SpeakerCommand};
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, Netns, veth, wait_for};
+use tortie_proto_tests::tortie_neighbor;
 
 const TIMERS: &str = "connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off;";
 
@@ -70,32 +65,6 @@ fn kib(pid: &str, field: &str) -> u64 {
     status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
-fn tortie_neighbor(name: &str, remote: &str, local: &str, peer_as: u32) -> Neighbor {
-    let mut l = LocalConfig::new(65001, "192.0.2.1".parse().unwrap(), peer_as);
-    l.hold_time = 90;
-    Neighbor {
-        session: PeerConfig {
-            name: name.into(),
-            remote: SocketAddr::new(remote.parse().unwrap(), 179),
-            local_addr: Some(local.parse().unwrap()),
-            local: l,
-            fsm: FsmConfig { connect_retry: Duration::from_secs(1), ..FsmConfig::default() },
-            socket: SocketOptions::default(),
-        },
-        export: ExportPeer {
-            local_as: 65001,
-            peer_as,
-            local_addr: local.parse().unwrap(),
-            next_hop: NextHopMode::Auto,
-            prepend: 0,
-            reflect_to: false,
-        },
-        import_policy: Some(Policy::accept_all()),
-        export_policy: Some(Policy::accept_all()),
-        max_prefix: None,
-    }
-}
-
 /// Runs tortie's speaker in `ns` until `stop` fires.
 fn run_tortie(ns: &Netns, stop: std::sync::mpsc::Receiver<()>) -> std::thread::JoinHandle<()> {
     let ns = ns.clone();
@@ -108,8 +77,8 @@ fn run_tortie(ns: &Netns, stop: std::sync::mpsc::Receiver<()>) -> std::thread::J
                 let s = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx, Some("0.0.0.0:179".parse().unwrap()))
                     .unwrap();
                 for n in [
-                    tortie_neighbor("inj", "192.0.2.2", "192.0.2.1", 65002),
-                    tortie_neighbor("mon", "198.51.100.2", "198.51.100.1", 65003),
+                    tortie_neighbor("inj", "192.0.2.2", "192.0.2.1", 65002, 90),
+                    tortie_neighbor("mon", "198.51.100.2", "198.51.100.1", 65003, 90),
                 ] {
                     s.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await.unwrap();
                 }

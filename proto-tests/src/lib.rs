@@ -50,3 +50,48 @@ pub fn ip(s: &str) -> IpAddr {
 pub fn net(s: &str) -> IpNet {
     s.parse().unwrap_or_else(|e| panic!("bad prefix literal {s}: {e}"))
 }
+
+/// A neighbour of tortie (AS 65001, router id 192.0.2.1) as the interop tests
+/// and benches configure it: `hold_time` seconds, 2 s connect retry, and
+/// accept-all import and export policies (RFC 8212 wants explicit ones).
+pub fn tortie_neighbor(
+    name: &str,
+    remote: &str,
+    local: &str,
+    peer_as: u32,
+    hold_time: u16,
+) -> tortie_bgp::speaker::Neighbor {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
+    use tortie_bgp::rib::policy::Policy;
+    use tortie_bgp::session::peer::PeerConfig;
+    use tortie_bgp::session::socket::SocketOptions;
+    use tortie_bgp::session::{FsmConfig, LocalConfig};
+
+    let mut session_local =
+        LocalConfig::new(65001, "192.0.2.1".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST), peer_as);
+    session_local.hold_time = hold_time;
+    tortie_bgp::speaker::Neighbor {
+        session: PeerConfig {
+            name: name.into(),
+            remote: SocketAddr::new(ip(remote), 179),
+            local_addr: Some(ip(local)),
+            local: session_local,
+            fsm: FsmConfig { connect_retry: Duration::from_secs(2), ..FsmConfig::default() },
+            socket: SocketOptions::default(),
+        },
+        export: ExportPeer {
+            local_as: 65001,
+            peer_as,
+            local_addr: ip(local),
+            next_hop: NextHopMode::Auto,
+            prepend: 0,
+            reflect_to: false,
+        },
+        import_policy: Some(Policy::accept_all()),
+        export_policy: Some(Policy::accept_all()),
+        max_prefix: None,
+    }
+}

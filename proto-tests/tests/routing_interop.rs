@@ -6,48 +6,22 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tortie_bgp::packet::{Community, PathAttrs};
-use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
 use tortie_bgp::rib::policy::{MatchOperator, Policy, Rule, Verdict};
 use tortie_bgp::session::State;
-use tortie_bgp::session::peer::{PeerConfig, PeerStatus};
-use tortie_bgp::session::socket::SocketOptions;
-use tortie_bgp::session::{FsmConfig, LocalConfig};
+use tortie_bgp::session::peer::PeerStatus;
 use tortie_bgp::speaker::{self, MaxPrefix, Neighbor, SpeakerCommand, SpeakerStats};
 use tortie_lab::peers::{BgpPeer, Bird, ExaBgp, Frr, Neighbor as LabNeighbor, Speaker};
 use tortie_lab::{Check, Lab, Netns, veth, wait_for};
-use tortie_proto_tests::{ip, net};
+use tortie_proto_tests::{ip, net, tortie_neighbor};
 
 const UP: Duration = Duration::from_secs(40);
 
 fn neighbor(name: &str, remote: &str, local: &str, peer_as: u32) -> Neighbor {
-    let mut session_local = LocalConfig::new(65001, "192.0.2.1".parse().unwrap(), peer_as);
-    session_local.hold_time = 9;
-    Neighbor {
-        session: PeerConfig {
-            name: name.into(),
-            remote: SocketAddr::new(ip(remote), 179),
-            local_addr: Some(ip(local)),
-            local: session_local,
-            fsm: FsmConfig { connect_retry: Duration::from_secs(2), ..FsmConfig::default() },
-            socket: SocketOptions::default(),
-        },
-        export: ExportPeer {
-            local_as: 65001,
-            peer_as,
-            local_addr: ip(local),
-            next_hop: NextHopMode::Auto,
-            prepend: 0,
-            reflect_to: false,
-        },
-        import_policy: Some(Policy::accept_all()),
-        export_policy: Some(Policy::accept_all()),
-        max_prefix: None,
-    }
+    tortie_neighbor(name, remote, local, peer_as, 9)
 }
 
 /// tortie's speaker in `ns`, until dropped; commands and peer status reach it from the test thread.
