@@ -96,9 +96,8 @@ protocol bgp tortie {
 }
 ";
 
-#[test]
-fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
-    let lab = Lab::new("routing").unwrap();
+/// b (192.0.2.2) —— a, tortie (192.0.2.1 | 198.51.100.1) —— c (198.51.100.2).
+fn line_of_three(lab: &Lab) -> (Netns, Netns, Netns) {
     let (a, b, c) = (lab.netns("a").unwrap(), lab.netns("b").unwrap(), lab.netns("c").unwrap());
     veth((&a, "to-b"), (&b, "eth0")).unwrap();
     veth((&a, "to-c"), (&c, "eth0")).unwrap();
@@ -106,6 +105,13 @@ fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
     b.add_addr("eth0", net("192.0.2.2/24")).unwrap();
     a.add_addr("to-c", net("198.51.100.1/24")).unwrap();
     c.add_addr("eth0", net("198.51.100.2/24")).unwrap();
+    (a, b, c)
+}
+
+#[test]
+fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
+    let lab = Lab::new("routing").unwrap();
+    let (a, b, c) = line_of_three(&lab);
 
     let bird = Bird::start_with_config(&b, "bird", BIRD).unwrap();
     let frr = Frr::start(
@@ -310,13 +316,7 @@ fn bird_gr_config(routes: &[&str]) -> String {
 fn a_restarting_peer_keeps_its_routes_until_end_of_rib_then_the_rest_is_swept() {
     use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
     let lab = Lab::new("graceful").unwrap();
-    let (a, b, c) = (lab.netns("a").unwrap(), lab.netns("b").unwrap(), lab.netns("c").unwrap());
-    veth((&a, "to-b"), (&b, "eth0")).unwrap();
-    veth((&a, "to-c"), (&c, "eth0")).unwrap();
-    a.add_addr("to-b", net("192.0.2.1/24")).unwrap();
-    b.add_addr("eth0", net("192.0.2.2/24")).unwrap();
-    a.add_addr("to-c", net("198.51.100.1/24")).unwrap();
-    c.add_addr("eth0", net("198.51.100.2/24")).unwrap();
+    let (a, b, c) = line_of_three(&lab);
     let frr = Frr::start(
         &c,
         &Speaker {
