@@ -108,14 +108,10 @@ fn line_of_three(lab: &Lab) -> (Netns, Netns, Netns) {
     (a, b, c)
 }
 
-#[test]
-fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
-    let lab = Lab::new("routing").unwrap();
-    let (a, b, c) = line_of_three(&lab);
-
-    let bird = Bird::start_with_config(&b, "bird", BIRD).unwrap();
-    let frr = Frr::start(
-        &c,
+/// FRR (AS 65003) in `c`, peering with tortie at 198.51.100.1, announcing nothing.
+fn frr_monitor(c: &Netns) -> Frr {
+    Frr::start(
+        c,
         &Speaker {
             router_id: "198.51.100.2".parse().unwrap(),
             asn: 65003,
@@ -123,7 +119,16 @@ fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
             neighbors: vec![LabNeighbor::new("tortie", ip("198.51.100.1"), 65001).local_address(ip("198.51.100.2"))],
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
+    let lab = Lab::new("routing").unwrap();
+    let (a, b, c) = line_of_three(&lab);
+
+    let bird = Bird::start_with_config(&b, "bird", BIRD).unwrap();
+    let frr = frr_monitor(&c);
     let own = PathAttrs { communities: vec![Community::new(65001, 1)], ..PathAttrs::default() };
     // Towards FRR, an export filter rejects 198.18.3.0/24 (and, with no other match, accepts the rest).
     let mut to_frr = neighbor("frr", "198.51.100.2", "198.51.100.1", 65003);
@@ -317,16 +322,7 @@ fn a_restarting_peer_keeps_its_routes_until_end_of_rib_then_the_rest_is_swept() 
     use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
     let lab = Lab::new("graceful").unwrap();
     let (a, b, c) = line_of_three(&lab);
-    let frr = Frr::start(
-        &c,
-        &Speaker {
-            router_id: "198.51.100.2".parse().unwrap(),
-            asn: 65003,
-            announce: vec![],
-            neighbors: vec![LabNeighbor::new("tortie", ip("198.51.100.1"), 65001).local_address(ip("198.51.100.2"))],
-        },
-    )
-    .unwrap();
+    let frr = frr_monitor(&c);
     let bird = Bird::start_with_config(&b, "bird", &bird_gr_config(&["198.18.10.0/24", "198.18.11.0/24"])).unwrap();
     // tortie advertises graceful restart (as a receiving speaker).
     let mut to_bird = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
