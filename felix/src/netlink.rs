@@ -1,0 +1,380 @@
+//! The kernel side of the route reconciler: a blocking rtnetlink socket
+//! that dumps links and tortie's routes, and applies route changes in
+//! batches — many requests in one `sendmsg`, one ACK each — which is what
+//! lets it keep pace with (and beat) `ip -batch`, which waits for every
+//! ACK before sending the next request.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop, RouteNextHopFlags,
+    RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::route::{Change, NextHop, ROUTE_PROTOCOL, Routes, Target};
+
+/// Bytes of requests per `sendmsg` (well under the default socket send
+/// buffer, so the kernel takes the whole batch; the ACKs fit the receive buffer).
+const BATCH_BYTES: usize = 64 * 1024;
+/// Receive buffer for one `recv` (a dump part or a run of ACKs).
+const RECV_BYTES: usize = 256 * 1024;
+/// A dump the kernel marks as interrupted by a concurrent change is redone.
+const DUMP_ATTEMPTS: usize = 5;
+
+/// rtnetlink multicast groups (linux/rtnetlink.h `RTNLGRP_*`).
+const RTNLGRP_LINK: u32 = 1;
+const RTNLGRP_IPV4_ROUTE: u32 = 7;
+const RTNLGRP_IPV6_ROUTE: u32 = 11;
+
+/// A netlink failure.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The socket failed.
+    #[error("netlink {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+    /// The kernel sent something unparseable.
+    #[error("netlink {what}: undecodable message: {why}")]
+    Decode {
+        /// What was being done.
+        what: &'static str,
+        /// The decoder's complaint.
+        why: String,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
+    move |source| NetlinkError::Io { what, source }
+}
+
+/// A change the kernel refused, with its reason.
+#[derive(Debug)]
+pub struct Refused {
+    /// The change.
+    pub change: Change,
+    /// The kernel's errno.
+    pub error: io::Error,
+}
+
+/// A blocking rtnetlink socket in the calling thread's network namespace.
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+    rx: Vec<u8>,
+}
+
+impl Netlink {
+    /// Opens a socket.
+    pub fn open() -> Result<Netlink, NetlinkError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io_err("socket"))?;
+        socket.bind_auto().map_err(io_err("bind"))?;
+        // ACKs for failed requests carry only the request's header.
+        socket.set_cap_ack(true).map_err(io_err("NETLINK_CAP_ACK"))?;
+        Ok(Netlink { socket, seq: 0, rx: Vec::with_capacity(RECV_BYTES) })
+    }
+
+    /// A socket that wakes up on every link and route change (for the
+    /// reconciler's event-driven resync).
+    pub fn subscribe() -> Result<Socket, NetlinkError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io_err("socket"))?;
+        socket.bind(&SocketAddr::new(0, 0)).map_err(io_err("bind"))?;
+        for group in [RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
+            socket.add_membership(group).map_err(io_err("join multicast group"))?;
+        }
+        Ok(socket)
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Interface name → index.
+    pub fn links(&mut self) -> Result<HashMap<String, u32>, NetlinkError> {
+        let mut links = HashMap::new();
+        self.dump("link dump", RouteNetlinkMessage::GetLink(LinkMessage::default()), |msg| {
+            if let RouteNetlinkMessage::NewLink(link) = msg {
+                for attr in link.attributes {
+                    if let LinkAttribute::IfName(name) = attr {
+                        links.insert(name, link.header.index);
+                    }
+                }
+            }
+        })?;
+        Ok(links)
+    }
+
+    /// tortie's routes in the main table (both families).
+    pub fn routes(&mut self) -> Result<Routes<u32>, NetlinkError> {
+        let mut routes = Routes::new();
+        self.dump("route dump", RouteNetlinkMessage::GetRoute(RouteMessage::default()), |msg| {
+            if let RouteNetlinkMessage::NewRoute(route) = msg
+                && let Some((dst, target)) = ours(&route)
+            {
+                routes.insert(dst, target);
+            }
+        })?;
+        Ok(routes)
+    }
+
+    /// Runs a dump, redoing it when the kernel says a change interrupted it.
+    fn dump(
+        &mut self,
+        what: &'static str,
+        request: RouteNetlinkMessage,
+        mut each: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), NetlinkError> {
+        let mut items = Vec::new();
+        for _ in 0..DUMP_ATTEMPTS {
+            items.clear();
+            let seq = self.next_seq();
+            let mut buf = Vec::new();
+            push(&mut buf, request.clone(), NLM_F_REQUEST | NLM_F_DUMP, seq);
+            self.socket.send(&buf, 0).map_err(io_err(what))?;
+            let mut interrupted = false;
+            let mut done = false;
+            while !done {
+                self.recv(what, |header, payload| {
+                    if header.sequence_number != seq {
+                        return Ok(());
+                    }
+                    interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
+                    match payload {
+                        NetlinkPayload::InnerMessage(msg) => items.push(msg),
+                        NetlinkPayload::Done(_) => done = true,
+                        NetlinkPayload::Error(e) => return Err(NetlinkError::Io { what, source: e.to_io() }),
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+            }
+            if !interrupted {
+                items.drain(..).for_each(&mut each);
+                return Ok(());
+            }
+        }
+        Err(NetlinkError::Io { what, source: io::Error::other("dump interrupted by changes every time") })
+    }
+
+    /// Receives one datagram and hands each message in it to `each`.
+    fn recv(
+        &mut self,
+        what: &'static str,
+        mut each: impl FnMut(NetlinkHeader, NetlinkPayload<RouteNetlinkMessage>) -> Result<(), NetlinkError>,
+    ) -> Result<(), NetlinkError> {
+        self.rx.clear();
+        self.socket.recv(&mut self.rx, 0).map_err(io_err(what))?;
+        let mut offset = 0;
+        while offset < self.rx.len() {
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.rx[offset..])
+                .map_err(|e| NetlinkError::Decode { what, why: e.to_string() })?;
+            let len = msg.header.length as usize;
+            if len == 0 {
+                break;
+            }
+            offset += (len + 3) & !3;
+            let (header, payload) = msg.into_parts();
+            each(header, payload)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` in batches; returns the ones the kernel refused
+    /// (the rest are applied: the kernel handles each request on its own).
+    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Refused>, NetlinkError> {
+        let mut refused = Vec::new();
+        let mut buf = Vec::with_capacity(BATCH_BYTES + 1024);
+        let mut pending: HashMap<u32, Change> = HashMap::new();
+        let mut changes = changes.into_iter().peekable();
+        while changes.peek().is_some() {
+            buf.clear();
+            while buf.len() < BATCH_BYTES
+                && let Some(change) = changes.next()
+            {
+                let seq = self.next_seq();
+                let (msg, flags) = request(&change);
+                push(&mut buf, msg, NLM_F_REQUEST | NLM_F_ACK | flags, seq);
+                pending.insert(seq, change);
+            }
+            self.socket.send(&buf, 0).map_err(io_err("route change"))?;
+            while !pending.is_empty() {
+                self.recv("route change", |header, payload| {
+                    if let NetlinkPayload::Error(e) = payload
+                        && let Some(change) = pending.remove(&header.sequence_number)
+                        && e.code.is_some()
+                    {
+                        refused.push(Refused { change, error: e.to_io() });
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(refused)
+    }
+}
+
+/// Appends one request to `buf`.
+fn push(buf: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16, seq: u32) {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = seq;
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+    msg.finalize();
+    let start = buf.len();
+    buf.resize(start + msg.buffer_len(), 0);
+    msg.serialize(&mut buf[start..]);
+}
+
+fn family(dst: &IpNet) -> AddressFamily {
+    match dst {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn kind(target: &Target<u32>) -> RouteType {
+    match target {
+        Target::Blackhole => RouteType::BlackHole,
+        _ => RouteType::Unicast,
+    }
+}
+
+/// The request for one change and its `NLM_F_*` flags.
+fn request(change: &Change) -> (RouteNetlinkMessage, u16) {
+    match change {
+        // EXCL: never overwrite a route another owner installed for the same destination.
+        Change::Add(dst, t) => (RouteNetlinkMessage::NewRoute(route_message(dst, t)), NLM_F_CREATE | NLM_F_EXCL),
+        Change::Replace(dst, t) => (RouteNetlinkMessage::NewRoute(route_message(dst, t)), NLM_F_CREATE | NLM_F_REPLACE),
+        Change::Delete(dst, t) => {
+            // Match on destination, type and our protocol only (scope "nowhere" = any).
+            let mut msg = header_only(dst, kind(t));
+            msg.header.scope = RouteScope::NoWhere;
+            (RouteNetlinkMessage::DelRoute(msg), 0)
+        }
+    }
+}
+
+fn header_only(dst: &IpNet, kind: RouteType) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = family(dst);
+    msg.header.destination_prefix_length = dst.prefix_len();
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+    msg.header.kind = kind;
+    msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst.network())));
+    msg
+}
+
+fn route_message(dst: &IpNet, target: &Target<u32>) -> RouteMessage {
+    let mut msg = header_only(dst, kind(target));
+    match target {
+        Target::Device(index) => {
+            msg.header.scope = RouteScope::Link;
+            msg.attributes.push(RouteAttribute::Oif(*index));
+        }
+        Target::Blackhole => {}
+        Target::Gateways(hops) if hops.len() == 1 => {
+            let hop = &hops[0];
+            msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(hop.gateway)));
+            if let Some(index) = hop.device {
+                msg.attributes.push(RouteAttribute::Oif(index));
+            }
+            if hop.onlink {
+                msg.header.flags |= RouteFlags::Onlink;
+            }
+        }
+        Target::Gateways(hops) => {
+            let hops = hops
+                .iter()
+                .map(|hop| {
+                    let mut nh = RouteNextHop::default();
+                    nh.interface_index = hop.device.unwrap_or(0);
+                    if hop.onlink {
+                        nh.flags |= RouteNextHopFlags::Onlink;
+                    }
+                    nh.attributes.push(RouteAttribute::Gateway(RouteAddress::from(hop.gateway)));
+                    nh
+                })
+                .collect();
+            msg.attributes.push(RouteAttribute::MultiPath(hops));
+        }
+    }
+    msg
+}
+
+fn address(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+/// A route from a dump, if it is one of ours in the main table and of a
+/// shape felix installs.
+fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
+    let h = &route.header;
+    if u8::from(h.protocol) != ROUTE_PROTOCOL {
+        return None;
+    }
+    let mut table = u32::from(h.table);
+    let (mut dst, mut gateway, mut oif, mut multipath) = (None, None, None, None);
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(a) => dst = address(a),
+            RouteAttribute::Gateway(a) => gateway = address(a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::MultiPath(hops) => multipath = Some(hops),
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let dst = match (dst, h.address_family) {
+        (Some(a), _) => a,
+        (None, AddressFamily::Inet) => IpAddr::from([0u8; 4]),
+        (None, AddressFamily::Inet6) => IpAddr::from([0u16; 8]),
+        _ => return None,
+    };
+    let dst = IpNet::new(dst, h.destination_prefix_length).ok()?;
+    let target = match (h.kind, gateway, oif, multipath) {
+        (RouteType::BlackHole, ..) => Target::Blackhole,
+        (RouteType::Unicast, _, _, Some(hops)) => {
+            let mut hops: Vec<NextHop<u32>> = hops
+                .iter()
+                .filter_map(|nh| {
+                    let gateway = nh.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Gateway(g) => address(g),
+                        _ => None,
+                    })?;
+                    let onlink = nh.flags.contains(RouteNextHopFlags::Onlink);
+                    Some(NextHop { gateway, device: Some(nh.interface_index), onlink })
+                })
+                .collect();
+            hops.sort();
+            Target::Gateways(hops)
+        }
+        (RouteType::Unicast, Some(gateway), oif, None) => {
+            Target::Gateways(vec![NextHop { gateway, device: oif, onlink: h.flags.contains(RouteFlags::Onlink) }])
+        }
+        (RouteType::Unicast, None, Some(oif), None) => Target::Device(oif),
+        _ => return None,
+    };
+    Some((dst, target))
+}

@@ -1,0 +1,170 @@
+//! Kernel routes as felix thinks of them, and the pure diff between the
+//! routes a node should have and the routes it has.
+//!
+//! A route is a destination and a [`Target`]. Targets name interfaces by a
+//! type parameter: the calculation speaks of interface names (`Target<String>`),
+//! the kernel of interface indexes (`Target<u32>`); [`Target::resolve`] turns
+//! one into the other just before reconciling.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// tortie's route protocol number (`rtm_protocol`). Every route felix
+/// installs carries it; routes with any other number are never touched.
+/// 217 is unassigned in iproute2's `rt_protos` (BIRD is 12, bgp 186).
+pub const ROUTE_PROTOCOL: u8 = 217;
+
+/// One next hop of a gateway route.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NextHop<I> {
+    /// The gateway (another node's address).
+    pub gateway: IpAddr,
+    /// The device to leave by, when it must be pinned (the IPIP tunnel).
+    pub device: Option<I>,
+    /// `onlink`: the gateway is reachable on `device` even though no
+    /// address of the device covers it (tunnel next hops).
+    pub onlink: bool,
+}
+
+/// Where a destination goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target<I> {
+    /// `dev IF scope link`: a local pod behind its host veth.
+    Device(I),
+    /// `blackhole`: an affine block's unallocated addresses are dropped here
+    /// rather than leaking to the default route.
+    Blackhole,
+    /// `via GW [dev IF] [onlink]`, several for an ECMP set (kept sorted).
+    Gateways(Vec<NextHop<I>>),
+}
+
+impl<I: Clone> Target<I> {
+    /// Maps interface names to indexes (or back); `None` if an interface is
+    /// missing (the route waits for it).
+    pub fn resolve<J>(&self, mut index: impl FnMut(&I) -> Option<J>) -> Option<Target<J>> {
+        Some(match self {
+            Target::Device(i) => Target::Device(index(i)?),
+            Target::Blackhole => Target::Blackhole,
+            Target::Gateways(hops) => Target::Gateways(
+                hops.iter()
+                    .map(|h| {
+                        let device = match &h.device {
+                            Some(d) => Some(index(d)?),
+                            None => None,
+                        };
+                        Some(NextHop { gateway: h.gateway, device, onlink: h.onlink })
+                    })
+                    .collect::<Option<_>>()?,
+            ),
+        })
+    }
+}
+
+impl Target<u32> {
+    /// Whether the kernel's `actual` route does what `self` asks. A next hop
+    /// without a pinned device accepts whatever device the kernel chose.
+    pub fn satisfied_by(&self, actual: &Target<u32>) -> bool {
+        match (self, actual) {
+            (Target::Gateways(want), Target::Gateways(have)) => {
+                want.len() == have.len()
+                    && want.iter().zip(have).all(|(w, h)| {
+                        w.gateway == h.gateway && w.onlink == h.onlink && (w.device.is_none() || w.device == h.device)
+                    })
+            }
+            _ => self == actual,
+        }
+    }
+}
+
+/// Routes by destination (one per destination in the main table).
+pub type Routes<I> = BTreeMap<IpNet, Target<I>>;
+
+/// One change to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new route (fails rather than replace a route someone else owns).
+    Add(IpNet, Target<u32>),
+    /// Replace our route with a different target.
+    Replace(IpNet, Target<u32>),
+    /// Remove our route.
+    Delete(IpNet, Target<u32>),
+}
+
+/// What turns `actual` (our routes in the kernel) into `desired`: deletes
+/// first, so that a destination moving between targets never briefly has two.
+pub fn diff(desired: &Routes<u32>, actual: &Routes<u32>) -> Vec<Change> {
+    let deletes =
+        actual.iter().filter(|(dst, _)| !desired.contains_key(dst)).map(|(dst, t)| Change::Delete(*dst, t.clone()));
+    let upserts = desired.iter().filter_map(|(dst, want)| match actual.get(dst) {
+        None => Some(Change::Add(*dst, want.clone())),
+        Some(have) if !want.satisfied_by(have) => Some(Change::Replace(*dst, want.clone())),
+        Some(_) => None,
+    });
+    deletes.chain(upserts).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn via(gw: &str, dev: Option<u32>) -> NextHop<u32> {
+        NextHop { gateway: gw.parse().unwrap(), device: dev, onlink: dev.is_some() }
+    }
+
+    #[test]
+    fn diff_adds_missing_replaces_changed_deletes_unwanted_and_keeps_the_rest() {
+        let desired: Routes<u32> = [
+            (net("198.18.0.1/32"), Target::Device(7)),
+            (net("198.18.0.0/26"), Target::Blackhole),
+            (net("198.18.1.0/26"), Target::Gateways(vec![via("192.0.2.2", None)])),
+        ]
+        .into();
+        let actual: Routes<u32> = [
+            (net("198.18.0.1/32"), Target::Device(7)),
+            (net("198.18.0.0/26"), Target::Device(3)),
+            (net("198.18.9.0/26"), Target::Blackhole),
+        ]
+        .into();
+        assert_eq!(
+            diff(&desired, &actual),
+            vec![
+                Change::Delete(net("198.18.9.0/26"), Target::Blackhole),
+                Change::Replace(net("198.18.0.0/26"), Target::Blackhole),
+                Change::Add(net("198.18.1.0/26"), Target::Gateways(vec![via("192.0.2.2", None)])),
+            ]
+        );
+        assert!(diff(&desired, &desired).is_empty());
+    }
+
+    #[test]
+    fn a_gateway_without_a_pinned_device_accepts_the_kernels_choice() {
+        let want = Target::Gateways(vec![via("192.0.2.2", None)]);
+        let chosen =
+            Target::Gateways(vec![NextHop { gateway: "192.0.2.2".parse().unwrap(), device: Some(4), onlink: false }]);
+        assert!(want.satisfied_by(&chosen));
+        let pinned = Target::Gateways(vec![via("192.0.2.2", Some(9))]);
+        assert!(!pinned.satisfied_by(&chosen), "a tunnel route must leave by the tunnel");
+        let ecmp = Target::Gateways(vec![via("192.0.2.2", None), via("192.0.2.3", None)]);
+        assert!(!ecmp.satisfied_by(&chosen));
+    }
+
+    #[test]
+    fn resolve_waits_for_missing_interfaces() {
+        let t: Target<String> = Target::Device("tortie1".into());
+        assert_eq!(t.resolve(|n| (n == "tortie1").then_some(5)), Some(Target::Device(5)));
+        assert_eq!(t.resolve(|_| None::<u32>), None);
+        let gw: Target<String> = Target::Gateways(vec![NextHop {
+            gateway: "192.0.2.2".parse().unwrap(),
+            device: Some("tunl0".into()),
+            onlink: true,
+        }]);
+        assert_eq!(gw.resolve(|_| None::<u32>), None);
+        assert_eq!(Target::<String>::Blackhole.resolve(|_| None::<u32>), Some(Target::Blackhole));
+    }
+}

@@ -1,0 +1,76 @@
+#![allow(clippy::unwrap_used)]
+//! The netlink layer against a real kernel, in a namespace of its own.
+
+use tortie_felix::netlink::Netlink;
+use tortie_felix::route::{Change, NextHop, Routes, Target, diff};
+use tortie_lab::Lab;
+
+fn net(s: &str) -> ipnet::IpNet {
+    s.parse().unwrap()
+}
+
+#[test]
+fn routes_of_every_shape_round_trip_through_the_kernel_and_foreign_ones_are_invisible() {
+    let lab = Lab::new("felix-nl").unwrap();
+    let node = lab.netns("node").unwrap();
+    let peer = lab.netns("peer").unwrap();
+    tortie_lab::veth((&node, "eth0"), (&peer, "eth0")).unwrap();
+    node.add_addr("eth0", net("192.0.2.1/24")).unwrap();
+    node.ip(&["link", "add", "vpod", "type", "veth", "peer", "name", "vpodp"]).unwrap();
+    node.link_up("vpod").unwrap();
+    node.add_route("198.18.7.0/24 via 192.0.2.9 dev eth0 proto static").unwrap();
+
+    let (links, after) = node
+        .enter(|| {
+            let mut nl = Netlink::open().unwrap();
+            let links = nl.links().unwrap();
+            let (eth0, vpod) = (links["eth0"], links["vpod"]);
+            let desired: Routes<u32> = [
+                (net("198.18.0.5/32"), Target::Device(vpod)),
+                (net("198.18.0.0/26"), Target::Blackhole),
+                (
+                    net("198.18.1.0/26"),
+                    Target::Gateways(vec![NextHop {
+                        gateway: "192.0.2.2".parse().unwrap(),
+                        device: None,
+                        onlink: false,
+                    }]),
+                ),
+                (
+                    net("198.18.2.0/26"),
+                    Target::Gateways(vec![
+                        NextHop { gateway: "192.0.2.2".parse().unwrap(), device: Some(eth0), onlink: false },
+                        NextHop { gateway: "192.0.2.3".parse().unwrap(), device: Some(eth0), onlink: false },
+                    ]),
+                ),
+                (
+                    net("198.18.3.0/26"),
+                    Target::Gateways(vec![NextHop {
+                        gateway: "203.0.113.9".parse().unwrap(),
+                        device: Some(eth0),
+                        onlink: true,
+                    }]),
+                ),
+            ]
+            .into();
+            assert!(nl.routes().unwrap().is_empty(), "the static route is not ours");
+            let refused = nl.apply(diff(&desired, &Routes::new())).unwrap();
+            assert!(refused.is_empty(), "{refused:?}");
+            let actual = nl.routes().unwrap();
+            assert!(diff(&desired, &actual).is_empty(), "kernel has {actual:?}");
+            // Adding over a foreign route is refused, not done by replacing it.
+            let foreign = Change::Add(net("198.18.7.0/24"), Target::Blackhole);
+            let refused = nl.apply(vec![foreign]).unwrap();
+            assert_eq!(refused.len(), 1);
+            assert_eq!(refused[0].error.kind(), std::io::ErrorKind::AlreadyExists);
+            // Removing everything of ours leaves the foreign route.
+            assert!(nl.apply(diff(&Routes::new(), &actual)).unwrap().is_empty());
+            (links, nl.routes().unwrap())
+        })
+        .unwrap();
+    assert!(links.contains_key("lo"));
+    assert!(after.is_empty());
+    let table = node.ip(&["route", "show"]).unwrap();
+    assert!(table.contains("198.18.7.0/24 via 192.0.2.9 dev eth0 proto static"), "{table}");
+    assert!(!table.contains("198.18.0"), "{table}");
+}
