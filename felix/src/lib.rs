@@ -9,5 +9,9 @@
 //!
 //! Must not: speak BGP or parse packets.
 
+pub mod agent;
+pub mod calc;
 pub mod netlink;
+pub mod reconcile;
 pub mod route;
+pub mod sysctl;

@@ -13,6 +13,7 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
 };
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop, RouteNextHopFlags,
@@ -116,6 +117,27 @@ impl Netlink {
             }
         })?;
         Ok(links)
+    }
+
+    /// Global-scope IPv4 addresses with their prefix lengths, in interface order.
+    pub fn ipv4_addresses(&mut self) -> Result<Vec<IpNet>, NetlinkError> {
+        let mut found = Vec::new();
+        self.dump("address dump", RouteNetlinkMessage::GetAddress(AddressMessage::default()), |msg| {
+            if let RouteNetlinkMessage::NewAddress(a) = msg
+                && a.header.family == AddressFamily::Inet
+                && a.header.scope == AddressScope::Universe
+            {
+                for attr in a.attributes {
+                    if let AddressAttribute::Local(ip) = attr
+                        && let Ok(net) = IpNet::new(ip, a.header.prefix_len)
+                    {
+                        found.push((a.header.index, net));
+                    }
+                }
+            }
+        })?;
+        found.sort_by_key(|(index, _)| *index);
+        Ok(found.into_iter().map(|(_, net)| net).collect())
     }
 
     /// tortie's routes in the main table (both families).

@@ -6,3 +6,7 @@
 //! not.
 //!
 //! Must not: decide routes beyond "this next hop needs encapsulation".
+
+mod mode;
+
+pub use mode::encapsulate;

@@ -108,6 +108,15 @@ impl Daemon {
         }
     }
 
+    /// SIGKILLs the daemon's process group at once (a crash, for restart
+    /// tests) and reaps it.
+    pub fn kill_now(&self) {
+        let mut child = self.lock();
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Child> {
         // A poisoned lock only means another thread panicked holding it; the Child is intact.
         self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

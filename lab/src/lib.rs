@@ -22,10 +22,12 @@ mod lab;
 pub mod leftovers;
 mod netns;
 pub mod peers;
+pub mod pod;
 mod wait;
 
 pub use daemon::Daemon;
 pub use error::{LabError, Result};
 pub use lab::Lab;
 pub use netns::{Bridge, Netns, veth};
+pub use pod::Pod;
 pub use wait::{Check, wait_for};

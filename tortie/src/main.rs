@@ -8,6 +8,7 @@
 //! crates (`tortie-bgp`, `tortie-felix`, `tortie-ipip`, `tortie-store`…).
 
 mod cli;
+mod node;
 
 use std::process::ExitCode;
 

@@ -2,6 +2,8 @@
 
 mod resources;
 
+use crate::node;
+
 use clap::{Parser, Subcommand};
 use tortie_store::{DEFAULT_URL, Datastore};
 
@@ -24,6 +26,15 @@ enum Command {
     Get(resources::GetArgs),
     /// Delete one resource.
     Delete(resources::DeleteArgs),
+    /// The node daemon.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Run the node daemon: felix, the BGP speaker and their peers.
+    Run(node::RunArgs),
 }
 
 /// Runs the chosen command.
@@ -35,5 +46,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => resources::apply(&open().await?, args).await,
         Command::Get(args) => resources::get(&open().await?, args).await,
         Command::Delete(args) => resources::delete(&open().await?, args).await,
+        Command::Node(NodeCommand::Run(args)) => node::run(open().await?, args).await,
     }
 }

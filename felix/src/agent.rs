@@ -1,0 +1,216 @@
+//! The agent: watches the datastore, keeps the calculation's inputs, and
+//! publishes the desired state to the route reconciler and the prefixes to
+//! originate to whoever speaks BGP (the `tortie node run` composition root
+//! bridges them to the speaker; felix itself never speaks BGP).
+//!
+//! ```text
+//!  datastore watch ──▶ ┌ agent task ┐ ──watch<Desired>──▶ reconciler ──▶ kernel
+//!  Learned (from BGP) ─▶ │ Snapshot + │ ──watch<originate>──▶ speaker bridge
+//!                      └ learned map┘
+//! ```
+//!
+//! Restart safety: the reconciler starts only once the first snapshot is
+//! in, and until BGP says it has relearned (or `relearn_limit` passes) the
+//! gateway routes already in the kernel are kept, so a restarting agent
+//! never interrupts traffic to other nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::sync::{mpsc, watch};
+use tortie_store::Datastore;
+use tortie_store::ipam::{IPAM_PREFIX, IpamBlock};
+use tortie_store::kv::Kv;
+use tortie_store::resources::{KEY_PREFIX, Kind, Resource};
+
+use crate::calc::{self, Remote, Snapshot};
+use crate::reconcile::{self, Desired, ReconcileStats, ReconcilerConfig};
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name (its Node resource).
+    pub node: String,
+    /// The route reconciler's timing.
+    pub reconciler: ReconcilerConfig,
+    /// The IPIP tunnel device, when one is up.
+    pub tunnel: Option<String>,
+    /// Longest wait for BGP to relearn after a start before routes it did
+    /// not relearn are removed.
+    pub relearn_limit: Duration,
+}
+
+/// News from BGP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// The best next hops for a prefix; empty when it is gone.
+    Route(IpNet, Vec<IpAddr>),
+    /// Every peer has sent its table: routes not relearned may go.
+    Converged,
+}
+
+/// A felix failure.
+#[derive(Debug, thiserror::Error)]
+pub enum FelixError {
+    /// The datastore failed.
+    #[error("datastore: {0}")]
+    Store(#[from] tortie_store::StoreError),
+    /// A stored record is unreadable.
+    #[error("datastore record {key}: {why}")]
+    Record {
+        /// Its key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+    /// netlink failed.
+    #[error(transparent)]
+    Netlink(#[from] crate::netlink::NetlinkError),
+}
+
+/// A running agent.
+pub struct Agent {
+    /// Prefixes to originate (latest set).
+    pub originate: watch::Receiver<BTreeSet<IpNet>>,
+    /// Where BGP's news goes (bounded).
+    pub learned: mpsc::Sender<Learned>,
+    /// The reconciler's counters.
+    pub stats: Arc<ReconcileStats>,
+    /// The agent task (ends on a datastore failure it cannot recover from).
+    pub task: tokio::task::JoinHandle<Result<(), FelixError>>,
+}
+
+/// Reads everything the calculation needs.
+pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixError> {
+    let mut s = Snapshot { node: node.to_string(), ..Snapshot::default() };
+    let everything = kv.range("/calico/").await?;
+    for item in &everything.kvs {
+        let bad = |why: String| FelixError::Record { key: item.key.clone(), why };
+        if item.key.starts_with(&format!("{IPAM_PREFIX}assignment/")) {
+            s.blocks.push(serde_json::from_slice::<IpamBlock>(&item.value).map_err(|e| bad(e.to_string()))?);
+            continue;
+        }
+        let kind = [Kind::Node, Kind::IpPool, Kind::WorkloadEndpoint]
+            .into_iter()
+            .find(|k| item.key.starts_with(&k.prefix(None)));
+        let Some(kind) = kind else { continue };
+        match Resource::from_stored(kind, &item.value, item.mod_revision).map_err(|e| bad(e.to_string()))? {
+            Resource::Node(n) if n.metadata.name == node => {
+                s.node_address = n.spec.bgp.and_then(|b| b.ipv4_address);
+            }
+            Resource::IpPool(p) => s.pools.push(p.spec),
+            Resource::WorkloadEndpoint(w) => s.endpoints.push(w.spec),
+            _ => {}
+        }
+    }
+    Ok((s, everything.revision))
+}
+
+struct State {
+    config: AgentConfig,
+    snapshot: Snapshot,
+    learned: BTreeMap<IpNet, Vec<IpAddr>>,
+    keep_learned: bool,
+}
+
+impl State {
+    fn learn(&mut self, news: Learned) {
+        match news {
+            Learned::Route(prefix, hops) if hops.is_empty() => {
+                self.learned.remove(&prefix);
+            }
+            Learned::Route(prefix, hops) => {
+                self.learned.insert(prefix, hops);
+            }
+            Learned::Converged if self.keep_learned => {
+                tracing::info!(routes = self.learned.len(), "BGP converged; routes not relearned may now go");
+                self.keep_learned = false;
+            }
+            Learned::Converged => {}
+        }
+    }
+
+    fn desired(&self) -> (Desired, BTreeSet<IpNet>) {
+        let local = calc::local(&self.snapshot);
+        let remote = calc::remote(
+            &self.learned,
+            &Remote {
+                node_address: self.snapshot.node_address,
+                pools: &self.snapshot.pools,
+                tunnel: self.config.tunnel.as_deref(),
+            },
+        );
+        let mut routes = remote;
+        // Local knowledge wins over what BGP says of the same prefix.
+        routes.extend(local.routes);
+        (Desired { routes, interfaces: local.interfaces, keep_learned: self.keep_learned }, local.originate)
+    }
+}
+
+/// Loads the first snapshot, starts the reconciler and the agent task.
+pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixError> {
+    let (snapshot, revision) = load(&kv, &config.node).await?;
+    let mut state = State { config, snapshot, learned: BTreeMap::new(), keep_learned: true };
+    let (desired, originate) = state.desired();
+    let (desired_tx, desired_rx) = watch::channel(Arc::new(desired));
+    let (originate_tx, originate_rx) = watch::channel(originate);
+    let reconciler = reconcile::spawn(desired_rx, state.config.reconciler)?;
+    let (learned_tx, mut learned_rx) = mpsc::channel(1024);
+    let task = tokio::spawn(async move {
+        let mut watch = kv.watch("/calico/", revision + 1).await?;
+        let relearned = tokio::time::sleep(state.config.relearn_limit);
+        tokio::pin!(relearned);
+        loop {
+            tokio::select! {
+                events = watch.next() => match events {
+                    Some(Ok(events)) => {
+                        let relevant = events.iter().any(|e| e.kv.key.starts_with(IPAM_PREFIX) || e.kv.key.starts_with(KEY_PREFIX));
+                        if !relevant { continue }
+                        let (snapshot, rev) = load(&kv, &state.config.node).await?;
+                        state.snapshot = snapshot;
+                        tracing::debug!(revision = rev, "datastore changed; recalculated");
+                    }
+                    Some(Err(e)) => {
+                        // A compacted or broken watch: start again from a fresh snapshot.
+                        tracing::warn!(error = %e, "datastore watch lost; reloading");
+                        let (snapshot, rev) = load(&kv, &state.config.node).await?;
+                        state.snapshot = snapshot;
+                        watch = kv.watch("/calico/", rev + 1).await?;
+                    }
+                    None => return Ok(()),
+                },
+                news = learned_rx.recv() => match news {
+                    Some(news) => state.learn(news),
+                    None => return Ok(()),
+                },
+                () = &mut relearned, if state.keep_learned => {
+                    tracing::warn!(limit = ?state.config.relearn_limit, "BGP did not converge in time; removing routes not relearned");
+                    state.keep_learned = false;
+                }
+            }
+            // Batch what is already queued before recalculating.
+            while let Ok(news) = learned_rx.try_recv() {
+                state.learn(news);
+            }
+            let (desired, originate) = state.desired();
+            desired_tx.send_if_modified(|d| {
+                let changed = **d != desired;
+                if changed {
+                    *d = Arc::new(desired);
+                }
+                changed
+            });
+            originate_tx.send_if_modified(|o| {
+                let changed = *o != originate;
+                if changed {
+                    *o = originate;
+                }
+                changed
+            });
+        }
+    });
+    Ok(Agent { originate: originate_rx, learned: learned_tx, stats: reconciler.stats, task })
+}

@@ -1,0 +1,47 @@
+//! When traffic to a next hop is wrapped in IP-in-IP.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use tortie_store::resources::EncapMode;
+
+/// Whether traffic for a pool in `mode`, sent to the node at `next_hop`,
+/// must be encapsulated. `local` is this node's address with its subnet
+/// length (`spec.bgp.ipv4Address`): `CrossSubnet` encapsulates only when the
+/// next hop lies outside that subnet (and, not knowing the subnet, assumes
+/// it does — the safe choice across an unknown fabric). IPIP carries IPv4 only.
+pub fn encapsulate(mode: EncapMode, local: Option<IpNet>, next_hop: IpAddr) -> bool {
+    if !next_hop.is_ipv4() {
+        return false;
+    }
+    match mode {
+        EncapMode::Never => false,
+        EncapMode::Always => true,
+        EncapMode::CrossSubnet => !local.is_some_and(|l| l.trunc().contains(&next_hop)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_decide_per_next_hop() {
+        let local = Some("192.0.2.1/24".parse().unwrap());
+        let same: IpAddr = "192.0.2.77".parse().unwrap();
+        let other: IpAddr = "198.51.100.2".parse().unwrap();
+        let table = [
+            (EncapMode::Never, same, false),
+            (EncapMode::Never, other, false),
+            (EncapMode::Always, same, true),
+            (EncapMode::Always, other, true),
+            (EncapMode::CrossSubnet, same, false),
+            (EncapMode::CrossSubnet, other, true),
+        ];
+        for (mode, nh, want) in table {
+            assert_eq!(encapsulate(mode, local, nh), want, "{mode:?} to {nh}");
+        }
+        assert!(encapsulate(EncapMode::CrossSubnet, None, same), "unknown subnet: encapsulate");
+        assert!(!encapsulate(EncapMode::Always, local, "2001:db8::1".parse().unwrap()), "IPv6 is never IPIP");
+    }
+}

@@ -1,0 +1,204 @@
+//! `tortie node run`: the node daemon. It registers the Node, then runs
+//! felix (datastore → kernel), the BGP speaker with the peers the
+//! datastore asks for, and the bridges between them, until SIGTERM/SIGINT.
+//! Kernel routes stay when it stops (like BIRD's `persist`): the next start
+//! adopts them, so pods keep their connectivity across restarts.
+
+mod bridge;
+mod peers;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ipnet::{IpNet, Ipv4Net};
+use tokio::sync::{mpsc, watch};
+use tortie_bgp::speaker::{self, SpeakerCommand};
+use tortie_felix::agent::{self, AgentConfig};
+use tortie_felix::reconcile::ReconcilerConfig;
+use tortie_store::Datastore;
+use tortie_store::api::{self, ApiError};
+use tortie_store::kv::Kv;
+use tortie_store::resources::{
+    API_VERSION, BgpConfigurationSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource,
+};
+
+use peers::{Me, PlannedPeer};
+
+/// ECMP paths installed per prefix at most.
+const MAX_PATHS: usize = 8;
+
+/// `tortie node run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// This node's name (its Node resource).
+    #[arg(long)]
+    name: String,
+    /// This node's address with its subnet length (default: the first global IPv4 address).
+    #[arg(long)]
+    ip: Option<Ipv4Net>,
+    /// Where the daemon keeps its API socket and state.
+    #[arg(long, default_value = "/var/run/tortie")]
+    run_dir: PathBuf,
+    /// Full route resync interval, seconds.
+    #[arg(long, default_value_t = 90)]
+    route_resync: u64,
+    /// Longest wait for BGP to relearn routes after a start, seconds.
+    #[arg(long, default_value_t = 120)]
+    relearn_limit: u64,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TORTIE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { logs.json().init() } else { logs.init() }
+}
+
+/// The first global IPv4 address of this host.
+async fn discover_address() -> anyhow::Result<Ipv4Net> {
+    let found = tokio::task::spawn_blocking(|| tortie_felix::netlink::Netlink::open()?.ipv4_addresses()).await??;
+    found
+        .into_iter()
+        .find_map(|a| match a {
+            IpNet::V4(v4) => Some(v4),
+            IpNet::V6(_) => None,
+        })
+        .context("no global IPv4 address on this host; pass --ip ADDR/LEN")
+}
+
+/// Creates or updates this node's Node resource with its address.
+async fn register(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Result<Object<NodeSpec>> {
+    let mut node = match api::get(kv, Kind::Node, None, name).await {
+        Ok(Resource::Node(n)) => n,
+        Ok(_) | Err(ApiError::NotFound { .. }) => Object {
+            api_version: API_VERSION.into(),
+            kind: "Node".into(),
+            metadata: Metadata { name: name.into(), ..Metadata::default() },
+            spec: NodeSpec::default(),
+        },
+        Err(e) => return Err(e).context("reading this node's Node resource"),
+    };
+    node.metadata.resource_version = None;
+    node.spec.bgp.get_or_insert_with(NodeBgp::default).ipv4_address = Some(IpNet::V4(address));
+    api::apply(kv, &[Resource::Node(node.clone())]).await.context("registering the Node")?;
+    tracing::info!(node = name, %address, "node registered");
+    Ok(node)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
+    init_logs(args.log_json);
+    std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating run dir {}", args.run_dir.display()))?;
+    let address = match args.ip {
+        Some(a) => a,
+        None => discover_address().await?,
+    };
+    register(&kv, &args.name, address).await?;
+
+    let felix = agent::start(
+        kv.clone(),
+        AgentConfig {
+            node: args.name.clone(),
+            reconciler: ReconcilerConfig {
+                resync: Duration::from_secs(args.route_resync),
+                ..ReconcilerConfig::default()
+            },
+            tunnel: None,
+            relearn_limit: Duration::from_secs(args.relearn_limit),
+        },
+    )
+    .await
+    .context("starting felix")?;
+
+    let (best_tx, best_rx) = mpsc::channel(1024);
+    let listen = SocketAddr::new(IpAddr::V4(address.addr()), 179);
+    let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, Some(listen))
+        .with_context(|| format!("starting the BGP speaker on {listen}"))?;
+    let (planned_tx, planned_rx) = watch::channel(None);
+    tokio::spawn(bridge::originate(felix.originate.clone(), speaker.commands.clone()));
+    tokio::spawn(bridge::learned(best_rx, felix.learned.clone()));
+    let mut peer_task =
+        tokio::spawn(manage_peers(kv.clone(), args.name.clone(), address, speaker.commands.clone(), planned_tx));
+    tokio::spawn(bridge::converged(planned_rx, speaker.peers.clone(), felix.learned.clone()));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut felix_task = felix.task;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; kernel routes stay"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping; kernel routes stay"),
+        r = &mut felix_task => return Err(anyhow::anyhow!("felix stopped: {:?}", r?.err())),
+        r = &mut peer_task => return Err(anyhow::anyhow!("peer manager stopped: {:?}", r?.err())),
+    }
+    Ok(())
+}
+
+/// Everything the peer plan reads.
+async fn plan_peers(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Result<(Me, Vec<PlannedPeer>)> {
+    let config = match api::get(kv, Kind::BgpConfiguration, None, "default").await {
+        Ok(Resource::BgpConfiguration(c)) => c.spec,
+        _ => BgpConfigurationSpec::default(),
+    };
+    let nodes: Vec<Object<NodeSpec>> = api::list(kv, Kind::Node, None)
+        .await?
+        .into_iter()
+        .filter_map(|r| if let Resource::Node(n) = r { Some(n) } else { None })
+        .collect();
+    let bgp_peers: Vec<_> = api::list(kv, Kind::BgpPeer, None)
+        .await?
+        .into_iter()
+        .filter_map(|r| if let Resource::BgpPeer(p) = r { Some(p) } else { None })
+        .collect();
+    let mine = nodes.iter().find(|n| n.metadata.name == name);
+    let labels = mine.map(|n| n.metadata.labels.clone()).unwrap_or_default();
+    let asn = mine.and_then(|n| n.spec.bgp.as_ref()?.as_number).or(config.as_number).unwrap_or(peers::DEFAULT_AS);
+    let me = Me { name: name.to_string(), address: address.addr(), asn, labels };
+    let plan = peers::plan(&me, &config, &nodes, &bgp_peers);
+    Ok((me, plan))
+}
+
+/// Follows resource changes from now on.
+async fn watch_resources(kv: &Datastore) -> anyhow::Result<tortie_store::kv::Watch> {
+    let now = kv.range(&Kind::BgpConfiguration.prefix(None)).await?.revision;
+    Ok(kv.watch(KEY_PREFIX, now + 1).await?)
+}
+
+/// Keeps the speaker's neighbours in line with the datastore.
+async fn manage_peers(
+    kv: Datastore,
+    name: String,
+    address: Ipv4Net,
+    speaker: mpsc::Sender<SpeakerCommand>,
+    planned: watch::Sender<Option<Vec<String>>>,
+) -> anyhow::Result<()> {
+    let mut started: HashSet<String> = HashSet::new();
+    let mut watch = watch_resources(&kv).await?;
+    loop {
+        let (me, plan) = plan_peers(&kv, &name, address).await?;
+        for p in &plan {
+            if started.insert(p.name.clone()) {
+                tracing::info!(peer = p.name, remote = %p.remote, asn = p.asn, kind = ?p.kind, passive = p.passive, "adding BGP peer");
+                speaker.send(SpeakerCommand::AddNeighbor(Box::new(peers::neighbor(&me, p)))).await?;
+            }
+        }
+        for gone in started.iter().filter(|s| !plan.iter().any(|p| &p.name == *s)) {
+            tracing::warn!(peer = gone, "peer no longer configured; it stays up until the daemon restarts");
+        }
+        planned.send_replace(Some(plan.into_iter().map(|p| p.name).collect()));
+        match watch.next().await {
+            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "peer watch lost; reloading");
+                watch = watch_resources(&kv).await?;
+            }
+            None => return Ok(()),
+        }
+        // Drain what arrived meanwhile: one re-plan covers it.
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::ZERO, watch.next()).await {}
+    }
+}

@@ -1,0 +1,260 @@
+//! Which BGP sessions a node runs, decided from the datastore the way
+//! Calico decides it: the node-to-node mesh (every other node, unless
+//! `nodeToNodeMeshEnabled: false`), global BGPPeers, BGPPeers for this
+//! node by name or `nodeSelector`, and `peerSelector` peers (the nodes a
+//! selector matches). Pure: resources in, a plan out.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
+use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
+use tortie_bgp::rib::policy::Policy;
+use tortie_bgp::session::peer::PeerConfig;
+use tortie_bgp::session::socket::SocketOptions;
+use tortie_bgp::session::{FsmConfig, LocalConfig};
+use tortie_bgp::speaker::Neighbor;
+use tortie_store::resources::{BgpConfigurationSpec, BgpPeerSpec, NodeSpec, Object};
+use tortie_store::selector::Selector;
+
+/// Calico's default AS.
+pub const DEFAULT_AS: u32 = 64512;
+/// Graceful restart time we advertise (RFC 4724 §3), Calico's default.
+const RESTART_TIME: u16 = 120;
+
+/// How a peer came to be (the `PEER TYPE` column of `tortie status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PeerType {
+    /// Another node, through the full mesh.
+    Mesh,
+    /// A BGPPeer for every node.
+    Global,
+    /// A BGPPeer for this node (by name or selector).
+    NodeSpecific,
+}
+
+/// One planned session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPeer {
+    /// Session name (Calico's BIRD protocol naming: `Mesh_192_0_2_2`).
+    pub name: String,
+    /// How it came to be.
+    pub kind: PeerType,
+    /// Where.
+    pub remote: SocketAddr,
+    /// Its AS.
+    pub asn: u32,
+    /// Wait for it to dial (mesh: the side with the higher address listens).
+    pub passive: bool,
+    /// Keep the next hop when exporting to it.
+    pub keep_next_hop: bool,
+    /// GTSM hops.
+    pub ttl_security: Option<u8>,
+}
+
+/// This node, as the plan sees it.
+#[derive(Debug, Clone)]
+pub struct Me {
+    /// Node name.
+    pub name: String,
+    /// Node address.
+    pub address: Ipv4Addr,
+    /// Node AS.
+    pub asn: u32,
+    /// Node labels (for `nodeSelector`).
+    pub labels: BTreeMap<String, String>,
+}
+
+fn session_name(prefix: &str, addr: IpAddr) -> String {
+    format!("{prefix}_{}", addr.to_string().replace(['.', ':'], "_"))
+}
+
+fn node_address(n: &Object<NodeSpec>) -> Option<Ipv4Addr> {
+    match n.spec.bgp.as_ref()?.ipv4_address? {
+        ipnet::IpNet::V4(a) => Some(a.addr()),
+        ipnet::IpNet::V6(_) => None,
+    }
+}
+
+fn selects(selector: Option<&str>, labels: &BTreeMap<String, String>) -> bool {
+    selector.is_none_or(|s| Selector::parse(s).is_ok_and(|sel| sel.matches(labels)))
+}
+
+/// The sessions this node should run.
+pub fn plan(
+    me: &Me,
+    config: &BgpConfigurationSpec,
+    nodes: &[Object<NodeSpec>],
+    bgp_peers: &[Object<BgpPeerSpec>],
+) -> Vec<PlannedPeer> {
+    let default_as = config.as_number.unwrap_or(DEFAULT_AS);
+    let node_as = |n: &Object<NodeSpec>| n.spec.bgp.as_ref().and_then(|b| b.as_number).unwrap_or(default_as);
+    let mut out: BTreeMap<IpAddr, PlannedPeer> = BTreeMap::new();
+    let mut add = |p: PlannedPeer| {
+        // One session per address: the first reason wins (mesh, then peers by name).
+        out.entry(p.remote.ip()).or_insert(p);
+    };
+    if config.node_to_node_mesh_enabled.unwrap_or(true) {
+        for n in nodes.iter().filter(|n| n.metadata.name != me.name) {
+            let Some(addr) = node_address(n) else { continue };
+            add(PlannedPeer {
+                name: session_name("Mesh", addr.into()),
+                kind: PeerType::Mesh,
+                remote: SocketAddr::new(addr.into(), 179),
+                asn: node_as(n),
+                passive: me.address > addr,
+                keep_next_hop: false,
+                ttl_security: None,
+            });
+        }
+    }
+    for p in bgp_peers {
+        let s = &p.spec;
+        let kind = match (&s.node, &s.node_selector) {
+            (Some(node), _) if *node == me.name => PeerType::NodeSpecific,
+            (Some(_), _) => continue,
+            (None, Some(sel)) if selects(Some(sel), &me.labels) => PeerType::NodeSpecific,
+            (None, Some(_)) => continue,
+            (None, None) => PeerType::Global,
+        };
+        let base = |name: String, remote: SocketAddr, asn: u32| PlannedPeer {
+            name,
+            kind,
+            remote,
+            asn,
+            passive: false,
+            keep_next_hop: s.keep_original_next_hop,
+            ttl_security: s.ttl_security,
+        };
+        let prefix = if kind == PeerType::Global { "Global" } else { "Node" };
+        if let Some(ip) = s.peer_ip.as_deref() {
+            let remote =
+                ip.parse::<SocketAddr>().ok().or_else(|| ip.parse::<IpAddr>().ok().map(|a| SocketAddr::new(a, 179)));
+            if let Some(remote) = remote
+                && remote.ip() != IpAddr::from(me.address)
+            {
+                add(base(session_name(prefix, remote.ip()), remote, s.as_number.unwrap_or(me.asn)));
+            }
+        } else if let Some(sel) = s.peer_selector.as_deref() {
+            for n in nodes.iter().filter(|n| n.metadata.name != me.name && selects(Some(sel), &n.metadata.labels)) {
+                let Some(addr) = node_address(n) else { continue };
+                add(base(session_name(prefix, addr.into()), SocketAddr::new(addr.into(), 179), node_as(n)));
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+/// The speaker's configuration for a planned session.
+pub fn neighbor(me: &Me, p: &PlannedPeer) -> Neighbor {
+    let mut local = LocalConfig::new(me.asn, me.address, p.asn);
+    // Our kernel routes survive a restart of the daemon: peers may keep forwarding to us.
+    local.graceful_restart = Some(GracefulRestart {
+        restarted: false,
+        notification: false,
+        restart_time: RESTART_TIME,
+        families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: true }],
+    });
+    let local_addr = IpAddr::from(me.address);
+    Neighbor {
+        session: PeerConfig {
+            name: p.name.clone(),
+            remote: p.remote,
+            local_addr: Some(local_addr),
+            local,
+            fsm: FsmConfig { connect_retry: Duration::from_secs(5), passive: p.passive, ..FsmConfig::default() },
+            socket: SocketOptions { ttl_security: p.ttl_security, ..SocketOptions::default() },
+        },
+        export: ExportPeer {
+            local_as: me.asn,
+            peer_as: p.asn,
+            local_addr,
+            next_hop: if p.keep_next_hop { NextHopMode::Keep } else { NextHopMode::Auto },
+            prepend: 0,
+            reflect_to: false,
+        },
+        // Calico's default: every peer learns the pod blocks and we learn theirs.
+        import_policy: Some(Policy::accept_all()),
+        export_policy: Some(Policy::accept_all()),
+        max_prefix: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tortie_store::resources::{Metadata, NodeBgp};
+
+    fn node(name: &str, addr: &str, labels: &[(&str, &str)]) -> Object<NodeSpec> {
+        Object {
+            api_version: String::new(),
+            kind: "Node".into(),
+            metadata: Metadata {
+                name: name.into(),
+                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Metadata::default()
+            },
+            spec: NodeSpec {
+                bgp: Some(NodeBgp { ipv4_address: Some(addr.parse().unwrap()), ..NodeBgp::default() }),
+                ..NodeSpec::default()
+            },
+        }
+    }
+
+    fn peer(name: &str, spec: BgpPeerSpec) -> Object<BgpPeerSpec> {
+        Object {
+            api_version: String::new(),
+            kind: "BGPPeer".into(),
+            metadata: Metadata { name: name.into(), ..Metadata::default() },
+            spec,
+        }
+    }
+
+    #[test]
+    fn mesh_peers_every_other_node_and_the_higher_address_listens() {
+        let me = Me { name: "b".into(), address: "192.0.2.2".parse().unwrap(), asn: 64512, labels: BTreeMap::new() };
+        let nodes = [node("a", "192.0.2.1/24", &[]), node("b", "192.0.2.2/24", &[]), node("c", "192.0.2.3/24", &[])];
+        let plan = plan(&me, &BgpConfigurationSpec::default(), &nodes, &[]);
+        let got: Vec<(&str, bool)> = plan.iter().map(|p| (p.name.as_str(), p.passive)).collect();
+        assert_eq!(got, [("Mesh_192_0_2_1", true), ("Mesh_192_0_2_3", false)]);
+        let off = BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..BgpConfigurationSpec::default() };
+        assert!(super::plan(&me, &off, &nodes, &[]).is_empty());
+    }
+
+    #[test]
+    fn bgp_peers_apply_globally_by_name_by_node_selector_and_by_peer_selector() {
+        let labels: BTreeMap<String, String> = [("rack".to_string(), "r1".to_string())].into();
+        let me = Me { name: "a".into(), address: "192.0.2.1".parse().unwrap(), asn: 64512, labels };
+        let nodes = [node("a", "192.0.2.1/24", &[("rack", "r1")]), node("rr", "192.0.2.9/24", &[("rr", "yes")])];
+        let tor = |node: Option<&str>, sel: Option<&str>, ip: &str| BgpPeerSpec {
+            node: node.map(String::from),
+            node_selector: sel.map(String::from),
+            peer_ip: Some(ip.into()),
+            as_number: Some(65000),
+            ..BgpPeerSpec::default()
+        };
+        let peers = [
+            peer("global", tor(None, None, "203.0.113.1")),
+            peer("mine", tor(Some("a"), None, "203.0.113.2")),
+            peer("theirs", tor(Some("b"), None, "203.0.113.3")),
+            peer("rack", tor(None, Some("rack == 'r1'"), "203.0.113.4:1179")),
+            peer("other-rack", tor(None, Some("rack == 'r2'"), "203.0.113.5")),
+            peer("rrs", BgpPeerSpec { peer_selector: Some("has(rr)".into()), ..BgpPeerSpec::default() }),
+        ];
+        let off = BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..BgpConfigurationSpec::default() };
+        let got: Vec<(String, PeerType, String, u32)> = plan(&me, &off, &nodes, &peers)
+            .into_iter()
+            .map(|p| (p.name, p.kind, p.remote.to_string(), p.asn))
+            .collect();
+        let want = [
+            ("Global_192_0_2_9", PeerType::Global, "192.0.2.9:179", 64512),
+            ("Global_203_0_113_1", PeerType::Global, "203.0.113.1:179", 65000),
+            ("Node_203_0_113_2", PeerType::NodeSpecific, "203.0.113.2:179", 65000),
+            ("Node_203_0_113_4", PeerType::NodeSpecific, "203.0.113.4:1179", 65000),
+        ];
+        let want: Vec<(String, PeerType, String, u32)> =
+            want.iter().map(|(n, k, a, s)| (n.to_string(), *k, a.to_string(), *s)).collect();
+        assert_eq!(got, want);
+    }
+}

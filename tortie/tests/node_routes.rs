@@ -1,0 +1,215 @@
+//! `tortie node run` on lab nodes: felix turns the datastore into kernel
+//! routes, the embedded speakers exchange the nodes' blocks, and pods on
+//! different nodes reach each other — also while a daemon is SIGKILLed and
+//! restarted.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tortie_lab::{Check, Daemon, Lab, Netns, Pod, wait_for};
+use tortie_store::Datastore;
+use tortie_store::ipam::IpamBlock;
+use tortie_store::kv::Kv;
+
+const POOL: &str = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 198.18.0.0/16, blockSize: 26, ipipMode: Never}
+";
+
+struct Cluster {
+    lab: Lab,
+    _switch: tortie_lab::Bridge,
+    url: String,
+    nodes: Vec<Netns>,
+}
+
+impl Cluster {
+    /// `n` nodes on one link, 192.0.2.(i+1)/24, each with a /26 block
+    /// 198.18.0.(64·i)/26, and the default pool.
+    fn new(purpose: &str, n: usize) -> Cluster {
+        let lab = Lab::new(purpose).unwrap();
+        let url = format!("sqlite://{}/store.db", lab.dir().display());
+        let switch = lab.bridge("sw").unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let node = lab.netns(&format!("n{}", i + 1)).unwrap();
+            switch.attach(&node, "eth0").unwrap();
+            node.add_addr("eth0", format!("192.0.2.{}/24", i + 1).parse().unwrap()).unwrap();
+            // Proxy ARP answers for the pods' gateway 169.254.1.1 only when the
+            // node has a route to it: as on real hosts, a default route (to nowhere here).
+            node.add_route("default via 192.0.2.254").unwrap();
+            nodes.push(node);
+        }
+        let c = Cluster { lab, url, nodes, _switch: switch };
+        c.apply(POOL);
+        block_on(async {
+            let kv = Datastore::open(&c.url).await.unwrap();
+            for i in 0..n {
+                let block = IpamBlock::new(format!("198.18.0.{}/26", 64 * i).parse().unwrap(), &format!("n{}", i + 1));
+                kv.put(&block.key(), serde_json::to_vec(&block).unwrap()).await.unwrap();
+            }
+        });
+        c
+    }
+
+    fn tortie(&self, args: &[&str], stdin: &str) -> String {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tortie"))
+            .args(args)
+            .env("TORTIE_DATASTORE", &self.url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "tortie {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.tortie(&["apply", "-f", "-"], yaml);
+    }
+
+    /// Pod `name` on node `i` (0-based) at `addr`, with its WorkloadEndpoint.
+    fn pod(&self, i: usize, name: &str, addr: &str) -> Pod {
+        let host_if = format!("tortie{name}");
+        let pod = self.lab.pod(&self.nodes[i], name, &host_if, addr.parse().unwrap()).unwrap();
+        self.apply(&format!(
+            "apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {{name: {name}, namespace: default}}
+spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetworks: [{addr}/32]}}
+",
+            i + 1
+        ));
+        pod
+    }
+
+    fn start(&self, i: usize) -> Daemon {
+        let node = &self.nodes[i];
+        let name = format!("n{}", i + 1);
+        let ip = format!("192.0.2.{}/24", i + 1);
+        let run_dir = node.dir().join("run");
+        let bin = env!("CARGO_BIN_EXE_tortie");
+        let args = ["node", "run", "--name", &name, "--ip", &ip, "--run-dir", run_dir.to_str().unwrap()];
+        node.spawn(&format!("tortie-{name}"), bin, &args, &[("TORTIE_DATASTORE", &self.url), ("TORTIE_LOG", "info")])
+            .unwrap()
+    }
+}
+
+fn block_on<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// tortie's routes on a node, one normalised `ip route` line each.
+fn our_routes(node: &Netns) -> BTreeSet<String> {
+    node.ip(&["route", "show", "proto", "217"])
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn wait_routes(node: &Netns, want: &[&str], daemon: &Daemon) {
+    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    wait_for(&format!("tortie routes on {}", node.name()), Duration::from_secs(20), || {
+        daemon.check_running()?;
+        let have = our_routes(node);
+        Ok(if have == want { Check::Done(()) } else { Check::Pending(format!("want {want:?}, have {have:?}")) })
+    })
+    .unwrap();
+}
+
+fn addr(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn routes_follow_the_datastore_and_pods_reach_pods_on_other_nodes() {
+    let c = Cluster::new("node-routes", 2);
+    let a = [c.pod(0, "a1", "198.18.0.1"), c.pod(0, "a2", "198.18.0.2"), c.pod(0, "a3", "198.18.0.3")];
+    let b = c.pod(1, "b1", "198.18.0.65");
+    c.nodes[0].add_route("198.18.200.0/24 via 192.0.2.9 proto static").unwrap();
+    let d1 = c.start(0);
+    let d2 = c.start(1);
+    wait_routes(
+        &c.nodes[0],
+        &[
+            "198.18.0.1 dev tortiea1 scope link",
+            "198.18.0.2 dev tortiea2 scope link",
+            "198.18.0.3 dev tortiea3 scope link",
+            "blackhole 198.18.0.0/26",
+            "198.18.0.64/26 via 192.0.2.2 dev eth0",
+        ],
+        &d1,
+    );
+    wait_routes(
+        &c.nodes[1],
+        &["198.18.0.65 dev tortieb1 scope link", "blackhole 198.18.0.64/26", "198.18.0.0/26 via 192.0.2.1 dev eth0"],
+        &d2,
+    );
+    for pod in &a {
+        let out = pod.ping(b.addr, 3, "0.2").unwrap();
+        assert!(out.contains(" 0% packet loss"), "{out}");
+    }
+    let proxy_arp = c.nodes[0].exec("cat", &["/proc/sys/net/ipv4/conf/tortiea1/proxy_arp"]).unwrap();
+    assert_eq!(proxy_arp.trim(), "1");
+
+    // A deleted pod's route goes; a stray route with our protocol goes; a foreign one stays.
+    c.tortie(&["delete", "workloadendpoint", "a3"], "");
+    c.nodes[0].add_route("198.18.100.0/24 dev eth0 proto 217").unwrap();
+    wait_routes(
+        &c.nodes[0],
+        &[
+            "198.18.0.1 dev tortiea1 scope link",
+            "198.18.0.2 dev tortiea2 scope link",
+            "blackhole 198.18.0.0/26",
+            "198.18.0.64/26 via 192.0.2.2 dev eth0",
+        ],
+        &d1,
+    );
+    let all = c.nodes[0].ip(&["route", "show"]).unwrap();
+    assert!(all.contains("198.18.200.0/24 via 192.0.2.9 dev eth0 proto static"), "{all}");
+    // The deleted pod's address now falls into the blackhole, not the default route.
+    let out = a[0].netns.exec("ping", &["-n", "-c", "1", "-W", "1", "198.18.0.3"]);
+    assert!(out.is_err(), "a deleted pod's address must not answer");
+}
+
+#[test]
+fn a_daemon_killed_and_restarted_under_a_running_ping_loses_no_packet() {
+    let c = Cluster::new("node-restart", 2);
+    let a = c.pod(0, "a1", "198.18.0.1");
+    let b = c.pod(1, "b1", "198.18.0.65");
+    let d1 = c.start(0);
+    let d2 = c.start(1);
+    let all_a =
+        ["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"];
+    wait_routes(&c.nodes[0], &all_a, &d1);
+    wait_routes(
+        &c.nodes[1],
+        &["198.18.0.65 dev tortieb1 scope link", "blackhole 198.18.0.64/26", "198.18.0.0/26 via 192.0.2.1 dev eth0"],
+        &d2,
+    );
+    std::thread::scope(|s| {
+        // 8 s of pings, 50 per second, both ways through both nodes' routes.
+        let ping = s.spawn(|| a.ping(addr("198.18.0.65"), 400, "0.02"));
+        std::thread::sleep(Duration::from_secs(1));
+        d1.kill_now();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(our_routes(&c.nodes[0]).len(), 3, "routes stay while the daemon is down");
+        let d1 = c.start(0);
+        std::thread::sleep(Duration::from_secs(1));
+        d1.check_running().unwrap();
+        let out = ping.join().unwrap().unwrap();
+        assert!(out.contains("400 received") && out.contains(" 0% packet loss"), "{out}");
+        wait_routes(&c.nodes[0], &all_a, &d1);
+        assert!(b.ping(addr("198.18.0.1"), 2, "0.2").unwrap().contains(" 0% packet loss"));
+    });
+}
