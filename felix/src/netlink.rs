@@ -24,9 +24,11 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::route::{Change, NextHop, ROUTE_PROTOCOL, Routes, Target};
 
-/// Bytes of requests per `sendmsg` (well under the default socket send
-/// buffer, so the kernel takes the whole batch; the ACKs fit the receive buffer).
-const BATCH_BYTES: usize = 64 * 1024;
+/// Requests per `sendmsg`. Only the last asks for an ACK (the kernel
+/// handles a batch in order, so its ACK means the batch is done); failures
+/// are reported whatever the flags. Each reply costs ~1 KiB of receive
+/// buffer (skb truesize), so a batch of failures must fit the default 208 KiB.
+const BATCH_REQUESTS: usize = 128;
 /// Receive buffer for one `recv` (a dump part or a run of ACKs).
 const RECV_BYTES: usize = 256 * 1024;
 /// A dump the kernel marks as interrupted by a concurrent change is redone.
@@ -219,27 +221,32 @@ impl Netlink {
     /// (the rest are applied: the kernel handles each request on its own).
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Refused>, NetlinkError> {
         let mut refused = Vec::new();
-        let mut buf = Vec::with_capacity(BATCH_BYTES + 1024);
-        let mut pending: HashMap<u32, Change> = HashMap::new();
+        let mut buf = Vec::with_capacity(BATCH_REQUESTS * 64);
         let mut changes = changes.into_iter().peekable();
         while changes.peek().is_some() {
             buf.clear();
-            while buf.len() < BATCH_BYTES
+            let mut pending: HashMap<u32, Change> = HashMap::new();
+            let mut last = 0;
+            while pending.len() < BATCH_REQUESTS
                 && let Some(change) = changes.next()
             {
-                let seq = self.next_seq();
+                last = self.next_seq();
                 let (msg, flags) = request(&change);
-                push(&mut buf, msg, NLM_F_REQUEST | NLM_F_ACK | flags, seq);
-                pending.insert(seq, change);
+                let ack = if pending.len() + 1 == BATCH_REQUESTS || changes.peek().is_none() { NLM_F_ACK } else { 0 };
+                push(&mut buf, msg, NLM_F_REQUEST | ack | flags, last);
+                pending.insert(last, change);
             }
             self.socket.send(&buf, 0).map_err(io_err("route change"))?;
-            while !pending.is_empty() {
+            let mut done = false;
+            while !done {
                 self.recv("route change", |header, payload| {
                     if let NetlinkPayload::Error(e) = payload
                         && let Some(change) = pending.remove(&header.sequence_number)
-                        && e.code.is_some()
                     {
-                        refused.push(Refused { change, error: e.to_io() });
+                        done |= header.sequence_number == last;
+                        if e.code.is_some() {
+                            refused.push(Refused { change, error: e.to_io() });
+                        }
                     }
                     Ok(())
                 })?;
