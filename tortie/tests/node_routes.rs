@@ -180,6 +180,24 @@ fn routes_follow_the_datastore_and_pods_reach_pods_on_other_nodes() {
     // The deleted pod's address now falls into the blackhole, not the default route.
     let out = a[0].netns.exec("ping", &["-n", "-c", "1", "-W", "1", "198.18.0.3"]);
     assert!(out.is_err(), "a deleted pod's address must not answer");
+
+    // n2 loses its block: it withdraws it and n1 removes the learned route; n2's
+    // pod keeps its address, now outside any of n2's blocks, so n2 announces its /32.
+    block_on(async {
+        let kv = Datastore::open(&c.url).await.unwrap();
+        kv.delete(&IpamBlock::new("198.18.0.64/26".parse().unwrap(), "n2").key()).await.unwrap();
+    });
+    wait_routes(
+        &c.nodes[0],
+        &[
+            "198.18.0.1 dev tortiea1 scope link",
+            "198.18.0.2 dev tortiea2 scope link",
+            "blackhole 198.18.0.0/26",
+            "198.18.0.65 via 192.0.2.2 dev eth0",
+        ],
+        &d1,
+    );
+    assert!(a[0].ping(b.addr, 2, "0.2").unwrap().contains(" 0% packet loss"));
 }
 
 #[test]
