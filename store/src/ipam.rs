@@ -17,7 +17,7 @@ fn family(cidr: IpNet) -> &'static str {
 }
 
 /// `198.18.0.0/26` → `198.18.0.0-26` (Calico's key form of a CIDR).
-fn cidr_key(cidr: IpNet) -> String {
+pub fn cidr_key(cidr: IpNet) -> String {
     cidr.to_string().replace('/', "-")
 }
 

@@ -1,0 +1,332 @@
+//! Block IPAM with node affinity, the Calico way: a node claims whole
+//! blocks of a pool (`blockSize`) and hands out their addresses, so the
+//! cluster routes a few blocks per node instead of one route per pod.
+//!
+//! Every change is one compare-and-swap transaction over the records it
+//! read (the block, the handle, the affinity), retried on conflict — so
+//! any number of CNI processes on any number of nodes can allocate at once
+//! without a lock and without handing out an address twice. A handle
+//! (`<network>.<containerID>`) names what an ADD took, so DEL releases
+//! exactly that.
+
+pub mod block;
+pub mod usage;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tortie_store::api;
+use tortie_store::ipam::{
+    AffinityState, AllocationAttribute, BlockAffinity, IPAM_PREFIX, IpamBlock, IpamHandle, cidr_key,
+};
+use tortie_store::kv::{Compare, Kv, Op, Txn};
+use tortie_store::resources::{IpPoolSpec, IpamConfigSpec, Kind, Resource};
+use tortie_store::selector::Selector;
+use tortie_store::{StoreError, resources::Spec};
+
+/// Attempts of one operation that keeps losing compare-and-swap races.
+const ATTEMPTS: usize = 100;
+/// Secondary attribute naming the node an address was given to.
+pub const ATTR_NODE: &str = "node";
+
+/// Why an IPAM operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    /// The datastore failed.
+    #[error("datastore: {0}")]
+    Store(#[from] StoreError),
+    /// Reading resources failed.
+    #[error("datastore: {0}")]
+    Api(#[from] api::ApiError),
+    /// A record could not be read.
+    #[error("IPAM record {key}: {why}")]
+    Record {
+        /// Key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+    /// No address is left for this node.
+    #[error("no free IPv4 address for node {node}: {why}")]
+    Exhausted {
+        /// The node.
+        node: String,
+        /// What is full or forbidden.
+        why: String,
+    },
+    /// Too many concurrent writers won every race.
+    #[error("the IPAM records kept changing during {ATTEMPTS} attempts; try again")]
+    Contended,
+}
+
+/// A block as read, with the revision its write must compare against.
+#[derive(Debug, Clone)]
+pub struct StoredBlock {
+    /// The record.
+    pub block: IpamBlock,
+    /// Its `mod_revision`.
+    pub revision: i64,
+}
+
+fn record_error(key: &str, e: impl std::fmt::Display) -> IpamError {
+    IpamError::Record { key: key.into(), why: e.to_string() }
+}
+
+fn put<T: serde::Serialize>(key: String, value: &T) -> Op {
+    Op::Put { key, value: serde_json::to_vec(value).unwrap_or_default(), lease: None }
+}
+
+/// Every IPv4 block.
+pub async fn blocks<K: Kv>(kv: &K) -> Result<Vec<StoredBlock>, IpamError> {
+    let range = kv.range(&format!("{IPAM_PREFIX}assignment/ipv4/block/")).await?;
+    range
+        .kvs
+        .iter()
+        .map(|item| {
+            let block = serde_json::from_slice(&item.value).map_err(|e| record_error(&item.key, e))?;
+            Ok(StoredBlock { block, revision: item.mod_revision })
+        })
+        .collect()
+}
+
+/// Pools a node may take workload addresses from (IPv4, enabled, `Workload`
+/// use, `nodeSelector` matching the node's labels).
+pub async fn pools_for<K: Kv>(kv: &K, node: &str) -> Result<Vec<IpPoolSpec>, IpamError> {
+    let labels = match api::get(kv, Kind::Node, None, node).await {
+        Ok(Resource::Node(n)) => n.metadata.labels,
+        _ => BTreeMap::new(),
+    };
+    let mut pools = Vec::new();
+    for r in api::list(kv, Kind::IpPool, None).await? {
+        let Resource::IpPool(p) = r else { continue };
+        let s = p.spec;
+        let usable = matches!(s.cidr, Some(IpNet::V4(_)))
+            && !s.disabled
+            && s.allowed_uses.iter().any(|u| u == "Workload")
+            && s.node_selector.as_deref().is_none_or(|sel| Selector::parse(sel).is_ok_and(|sel| sel.matches(&labels)));
+        if usable {
+            pools.push(s);
+        }
+    }
+    Ok(pools)
+}
+
+async fn ipam_config<K: Kv>(kv: &K) -> Result<IpamConfigSpec, IpamError> {
+    Ok(match api::get(kv, Kind::IpamConfig, None, "default").await {
+        Ok(Resource::IpamConfig(c)) => c.spec,
+        Ok(_) | Err(api::ApiError::NotFound { .. }) => {
+            let mut c = IpamConfigSpec::default();
+            c.apply_defaults();
+            c
+        }
+        Err(e) => return Err(e.into()),
+    })
+}
+
+/// What an address is for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The node asking.
+    pub node: String,
+    /// The handle (`<network>.<containerID>`).
+    pub handle: String,
+    /// Extra attributes (namespace, pod); the node is added.
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// The handle record and its revision (0: absent).
+async fn handle<K: Kv>(kv: &K, id: &str) -> Result<(IpamHandle, i64), IpamError> {
+    let key = IpamHandle { handle_id: id.into(), block: BTreeMap::new() }.key();
+    match kv.get(&key).await? {
+        Some(item) => Ok((serde_json::from_slice(&item.value).map_err(|e| record_error(&key, e))?, item.mod_revision)),
+        None => Ok((IpamHandle { handle_id: id.into(), block: BTreeMap::new() }, 0)),
+    }
+}
+
+fn in_pool(pools: &[IpPoolSpec], cidr: IpNet) -> Option<&IpPoolSpec> {
+    pools.iter().find(|p| p.cidr.is_some_and(|c| c.contains(&cidr)))
+}
+
+/// Assigns one IPv4 address: from the node's blocks; else from a newly
+/// claimed block (up to `maxBlocksPerHost`); else, unless `strictAffinity`,
+/// borrowed from another node's block.
+pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
+    let pools = pools_for(kv, &req.node).await?;
+    if pools.is_empty() {
+        return Err(IpamError::Exhausted {
+            node: req.node.clone(),
+            why: "no enabled IPv4 IPPool for workloads selects this node".into(),
+        });
+    }
+    let config = ipam_config(kv).await?;
+    let mut secondary = req.attrs.clone();
+    secondary.insert(ATTR_NODE.into(), req.node.clone());
+    let attr = AllocationAttribute { handle_id: Some(req.handle.clone()), secondary };
+    let affinity = format!("host:{}", req.node);
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            // Spread racing writers apart (pseudo-random from the handle and the attempt).
+            let spread = (req.handle.bytes().map(u64::from).sum::<u64>() * 7 + attempt as u64 * 13) % 20;
+            tokio::time::sleep(Duration::from_millis(1 + spread)).await;
+        }
+        let (mut handle, handle_rev) = handle(kv, &req.handle).await?;
+        let all = blocks(kv).await?;
+        let mine: Vec<&StoredBlock> = all
+            .iter()
+            .filter(|b| {
+                b.block.affinity.as_deref() == Some(affinity.as_str()) && in_pool(&pools, b.block.cidr).is_some()
+            })
+            .collect();
+        // 1. A free address in one of the node's blocks; 3. else one borrowed from another node's block.
+        let candidate = mine.iter().copied().find(|b| !b.block.deleted && !b.block.unallocated.is_empty());
+        let may_claim = config.auto_allocate_blocks.unwrap_or(true)
+            && (config.max_blocks_per_host == 0 || mine.len() < config.max_blocks_per_host as usize);
+        let borrowable = || {
+            all.iter().find(|b| {
+                !b.block.deleted && !b.block.unallocated.is_empty() && in_pool(&pools, b.block.cidr).is_some()
+            })
+        };
+        let (mut block, block_rev, claimed) = match candidate {
+            Some(b) => (b.block.clone(), b.revision, false),
+            None => {
+                // 2. Claim the next unclaimed block of the first pool that has one.
+                let taken: Vec<IpNet> = all.iter().map(|b| b.block.cidr).collect();
+                let fresh =
+                    pools.iter().find_map(|p| block::next_free_block(p.cidr?, p.block_size.unwrap_or(26), &taken));
+                match (fresh, may_claim) {
+                    (Some(cidr), true) => (IpamBlock::new(cidr, &req.node), 0, true),
+                    _ => match borrowable().filter(|_| !config.strict_affinity) {
+                        Some(b) => (b.block.clone(), b.revision, false),
+                        None => return Err(exhausted(req, &config, mine.len(), fresh.is_some())),
+                    },
+                }
+            }
+        };
+        let Some(ip) = block::allocate(&mut block, attr.clone()) else { continue };
+        *handle.block.entry(cidr_key(block.cidr)).or_insert(0) += 1;
+        let mut ops = vec![put(block.key(), &block), put(handle.key(), &handle)];
+        if claimed {
+            let aff = BlockAffinity { node: req.node.clone(), cidr: block.cidr, state: AffinityState::Confirmed };
+            ops.push(put(aff.key(), &aff));
+            tracing::info!(node = req.node, block = %block.cidr, "claimed an IPAM block");
+        }
+        let txn = Txn {
+            compares: vec![
+                Compare::ModRevision(block.key(), block_rev),
+                Compare::ModRevision(handle.key(), handle_rev),
+            ],
+            success: ops,
+            failure: Vec::new(),
+        };
+        if kv.txn(txn).await?.succeeded {
+            return Ok(IpNet::from(ip));
+        }
+    }
+    Err(IpamError::Contended)
+}
+
+fn exhausted(req: &Request, config: &IpamConfigSpec, blocks: usize, pool_has_room: bool) -> IpamError {
+    let mut why = format!("its {blocks} block(s) are full");
+    if !pool_has_room {
+        why.push_str(", the pools have no unclaimed block left");
+    } else if config.max_blocks_per_host > 0 {
+        why.push_str(&format!(", maxBlocksPerHost is {}", config.max_blocks_per_host));
+    }
+    if config.strict_affinity {
+        why.push_str(", and strictAffinity forbids borrowing from other nodes' blocks");
+    } else {
+        why.push_str(", and no other node's block has a free address");
+    }
+    IpamError::Exhausted { node: req.node.clone(), why }
+}
+
+/// Releases every address of `handle_id`; returns them (none if the handle
+/// is unknown: releasing twice is fine).
+pub async fn release_handle<K: Kv>(kv: &K, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
+    let mut freed = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let (mut handle, handle_rev) = handle(kv, handle_id).await?;
+        let Some(block_key) = handle.block.keys().next().cloned() else {
+            if handle_rev != 0 {
+                let txn = Txn {
+                    compares: vec![Compare::ModRevision(handle.key(), handle_rev)],
+                    success: vec![Op::Delete { key: handle.key() }],
+                    failure: Vec::new(),
+                };
+                kv.txn(txn).await?;
+            }
+            return Ok(freed);
+        };
+        handle.block.remove(&block_key);
+        let key = format!("{IPAM_PREFIX}assignment/ipv4/block/{block_key}");
+        let mut compares = vec![Compare::ModRevision(handle.key(), handle_rev)];
+        let mut ops =
+            vec![if handle.block.is_empty() { Op::Delete { key: handle.key() } } else { put(handle.key(), &handle) }];
+        let mut released = Vec::new();
+        if let Some(item) = kv.get(&key).await? {
+            let mut block: IpamBlock = serde_json::from_slice(&item.value).map_err(|e| record_error(&key, e))?;
+            released = block::release_where(&mut block, |a| a.handle_id.as_deref() == Some(handle_id));
+            compares.push(Compare::ModRevision(key.clone(), item.mod_revision));
+            ops.push(put(key, &block));
+        }
+        if kv.txn(Txn { compares, success: ops, failure: Vec::new() }).await?.succeeded {
+            freed.extend(released);
+        }
+    }
+    Err(IpamError::Contended)
+}
+
+/// Releases one address whatever holds it; returns its attribute if it
+/// was allocated.
+pub async fn release_ip<K: Kv>(kv: &K, ip: IpAddr) -> Result<Option<AllocationAttribute>, IpamError> {
+    for _ in 0..ATTEMPTS {
+        let Some(stored) = blocks(kv).await?.into_iter().find(|b| b.block.cidr.contains(&ip)) else { return Ok(None) };
+        let mut block = stored.block;
+        let Some(attr) = block::release_ip(&mut block, ip) else { return Ok(None) };
+        let mut compares = vec![Compare::ModRevision(block.key(), stored.revision)];
+        let mut ops = vec![put(block.key(), &block)];
+        if let Some(id) = &attr.handle_id {
+            let (mut handle, rev) = handle(kv, id).await?;
+            let key = cidr_key(block.cidr);
+            if let Some(n) = handle.block.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    handle.block.remove(&key);
+                }
+            }
+            compares.push(Compare::ModRevision(handle.key(), rev));
+            ops.push(if handle.block.is_empty() {
+                Op::Delete { key: handle.key() }
+            } else {
+                put(handle.key(), &handle)
+            });
+        }
+        if kv.txn(Txn { compares, success: ops, failure: Vec::new() }).await?.succeeded {
+            return Ok(Some(attr));
+        }
+    }
+    Err(IpamError::Contended)
+}
+
+/// Handles of `node` under `network.` whose container is not in `valid`
+/// (CNI GC): their addresses are released; returns the handles.
+pub async fn gc<K: Kv>(kv: &K, node: &str, network: &str, valid: &HashSet<String>) -> Result<Vec<String>, IpamError> {
+    let prefix = format!("{network}.");
+    let mut stale: Vec<String> = Vec::new();
+    for b in blocks(kv).await? {
+        for (_, attr) in block::allocated(&b.block) {
+            let Some(id) = attr.handle_id.as_deref() else { continue };
+            let ours = attr.secondary.get(ATTR_NODE).is_some_and(|n| n == node) && id.starts_with(&prefix);
+            if ours && !valid.contains(id) && !stale.iter().any(|s| s == id) {
+                stale.push(id.to_string());
+            }
+        }
+    }
+    for id in &stale {
+        let freed = release_handle(kv, id).await?;
+        tracing::info!(handle = id, addresses = ?freed, "garbage-collected an allocation whose container is gone");
+    }
+    Ok(stale)
+}

@@ -1,0 +1,315 @@
+//! The commands: ADD (address from IPAM → veth plumbing → WorkloadEndpoint,
+//! undone in reverse on failure), DEL (idempotent, tolerates a missing
+//! namespace), CHECK (against `prevResult`), STATUS, GC (release what no
+//! valid attachment holds) and VERSION.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use tortie_store::api::{self, ApiError};
+use tortie_store::resources::{API_VERSION, Kind, Metadata, Object, Resource, WorkloadEndpointSpec};
+use tortie_store::{Datastore, StoreError};
+
+use crate::ipam::{self, IpamError};
+use crate::plumb::{self, POD_GATEWAY, PlumbError, PodLink};
+use crate::spec::{
+    AddResult, CNI_VERSION, CniError, Env, Interface, IpConfig, NetConf, RouteConfig, SUPPORTED_VERSIONS, code,
+};
+
+/// Default pod MTU.
+const DEFAULT_MTU: u32 = 1500;
+/// Secondary IPAM attribute: the interface (GC needs it to find the veth).
+const ATTR_IFNAME: &str = "ifname";
+
+fn store_error(e: StoreError) -> CniError {
+    let code = match e {
+        StoreError::Unreachable { .. } => code::TRY_AGAIN,
+        _ => code::DATASTORE,
+    };
+    CniError::new(code, format!("datastore: {e}"))
+}
+
+fn api_error(e: ApiError) -> CniError {
+    match e {
+        ApiError::Store(s) => store_error(s),
+        other => CniError::new(code::DATASTORE, format!("datastore: {other}")),
+    }
+}
+
+fn ipam_error(e: IpamError) -> CniError {
+    match e {
+        IpamError::Store(s) => store_error(s),
+        IpamError::Api(a) => api_error(a),
+        IpamError::Exhausted { .. } => CniError::new(code::IPAM_EXHAUSTED, e.to_string()),
+        IpamError::Contended => CniError::new(code::TRY_AGAIN, e.to_string()),
+        IpamError::Record { .. } => CniError::new(code::DATASTORE, e.to_string()),
+    }
+}
+
+fn plumb_error(e: PlumbError) -> CniError {
+    match e {
+        PlumbError::Netns { .. } => CniError::new(code::INVALID_ENV, format!("CNI_NETNS: {e}")),
+        other => CniError::new(code::PLUMBING, other.to_string()),
+    }
+}
+
+/// Who this invocation is about.
+struct Context {
+    conf: NetConf,
+    env: Env,
+    node: String,
+    handle: String,
+    host_if: String,
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most `len` bytes into our buffer.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() }
+}
+
+impl Context {
+    fn new(conf: NetConf, env: Env) -> Result<Context, CniError> {
+        let node = conf.nodename.clone().or_else(|| std::env::var("TORTIE_NODENAME").ok()).unwrap_or_else(hostname);
+        if node.is_empty() {
+            return Err(CniError::new(code::INVALID_CONFIG, "no node name: set `nodename` or TORTIE_NODENAME"));
+        }
+        let handle = format!("{}.{}", conf.name, env.container_id);
+        let prefix = conf.interface_prefix.as_deref().unwrap_or(plumb::DEFAULT_PREFIX);
+        let host_if = plumb::host_ifname(prefix, &env.container_id, &env.ifname);
+        Ok(Context { conf, env, node, handle, host_if })
+    }
+
+    async fn datastore(&self) -> Result<Datastore, CniError> {
+        let url = self
+            .conf
+            .datastore
+            .clone()
+            .or_else(|| std::env::var("TORTIE_DATASTORE").ok())
+            .unwrap_or_else(|| tortie_store::DEFAULT_URL.into());
+        Datastore::open(&url).await.map_err(store_error)
+    }
+
+    fn pod_name(&self) -> Option<&str> {
+        self.env.args.get("K8S_POD_NAME").map(String::as_str)
+    }
+
+    fn namespace(&self) -> String {
+        self.env.args.get("K8S_POD_NAMESPACE").cloned().unwrap_or_else(|| "default".into())
+    }
+
+    /// Calico's WorkloadEndpoint name: `<node>-k8s-<pod>-<if>` or
+    /// `<node>-cni-<container>-<if>`, with `-` inside a part doubled.
+    fn endpoint_name(&self) -> String {
+        let esc = |s: &str| s.replace('-', "--");
+        let (orchestrator, workload) = match self.pod_name() {
+            Some(pod) => ("k8s", pod.to_string()),
+            None => ("cni", self.env.container_id.clone()),
+        };
+        format!("{}-{orchestrator}-{}-{}", esc(&self.node), esc(&workload), esc(&self.env.ifname)).to_lowercase()
+    }
+}
+
+/// Runs one invocation; `Ok(Some(json))` is printed on stdout.
+pub async fn run(env: Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    if env.command == "VERSION" {
+        let version = serde_json::from_slice::<Value>(stdin)
+            .ok()
+            .and_then(|v| v["cniVersion"].as_str().map(String::from))
+            .unwrap_or_else(|| CNI_VERSION.into());
+        return Ok(Some(json!({ "cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS })));
+    }
+    let conf = NetConf::parse(stdin)?;
+    let cx = Context::new(conf, env)?;
+    match cx.env.command.as_str() {
+        "ADD" => add(&cx).await.map(Some),
+        "DEL" => del(&cx).await.map(|()| None),
+        "CHECK" => check(&cx).await.map(|()| None),
+        "STATUS" => status(&cx).await.map(|()| None),
+        "GC" => gc(&cx).await.map(|()| None),
+        other => Err(CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, STATUS, GC, VERSION"),
+        )),
+    }
+}
+
+async fn add(cx: &Context) -> Result<Value, CniError> {
+    let kv = cx.datastore().await?;
+    // A repeated ADD for the same container starts over rather than taking a second address.
+    ipam::release_handle(&kv, &cx.handle).await.map_err(ipam_error)?;
+    let mut attrs = BTreeMap::from([(ATTR_IFNAME.to_string(), cx.env.ifname.clone())]);
+    if let Some(pod) = cx.pod_name() {
+        attrs.insert("pod".into(), pod.into());
+        attrs.insert("namespace".into(), cx.namespace());
+    }
+    let request = ipam::Request { node: cx.node.clone(), handle: cx.handle.clone(), attrs };
+    let address = ipam::assign(&kv, &request).await.map_err(ipam_error)?;
+    let IpAddr::V4(v4) = address.addr() else {
+        ipam::release_handle(&kv, &cx.handle).await.ok();
+        return Err(CniError::new(code::IPAM_EXHAUSTED, "only IPv4 pools are supported"));
+    };
+    let netns = cx.env.netns.clone().unwrap_or_default();
+    let link = PodLink {
+        host_if: cx.host_if.clone(),
+        pod_if: cx.env.ifname.clone(),
+        netns: netns.clone(),
+        address: v4,
+        mtu: cx.conf.mtu.unwrap_or(DEFAULT_MTU),
+    };
+    let plumbed = match plumb::add(&link).await {
+        Ok(p) => p,
+        Err(e) => {
+            ipam::release_handle(&kv, &cx.handle).await.ok();
+            return Err(plumb_error(e));
+        }
+    };
+    let endpoint = Resource::WorkloadEndpoint(Object {
+        api_version: API_VERSION.into(),
+        kind: "WorkloadEndpoint".into(),
+        metadata: Metadata { name: cx.endpoint_name(), namespace: Some(cx.namespace()), ..Metadata::default() },
+        spec: WorkloadEndpointSpec {
+            orchestrator: if cx.pod_name().is_some() { "k8s" } else { "cni" }.into(),
+            node: cx.node.clone(),
+            container_id: cx.env.container_id.clone(),
+            pod: cx.pod_name().unwrap_or_default().into(),
+            endpoint: cx.env.ifname.clone(),
+            ip_networks: vec![address],
+            profiles: if cx.pod_name().is_some() { vec![format!("kns.{}", cx.namespace())] } else { Vec::new() },
+            interface_name: cx.host_if.clone(),
+            mac: plumbed.pod_mac.clone(),
+            ..WorkloadEndpointSpec::default()
+        },
+    });
+    if let Err(e) = api::apply(&kv, &[endpoint]).await {
+        plumb::del(&cx.host_if).await.ok();
+        ipam::release_handle(&kv, &cx.handle).await.ok();
+        return Err(api_error(e));
+    }
+    let result = AddResult {
+        cni_version: cx.conf.cni_version.clone(),
+        interfaces: vec![
+            Interface { name: cx.host_if.clone(), mac: plumbed.host_mac, sandbox: None },
+            Interface { name: cx.env.ifname.clone(), mac: plumbed.pod_mac, sandbox: Some(netns) },
+        ],
+        ips: vec![IpConfig { address: address.to_string(), gateway: Some(POD_GATEWAY.to_string()), interface: 1 }],
+        routes: vec![RouteConfig { dst: "0.0.0.0/0".into(), gw: Some(POD_GATEWAY.to_string()) }],
+        dns: json!({}),
+    };
+    serde_json::to_value(result).map_err(|e| CniError::new(code::DATASTORE, e.to_string()))
+}
+
+async fn delete_endpoint(kv: &Datastore, cx: &Context) -> Result<(), CniError> {
+    match api::delete(kv, Kind::WorkloadEndpoint, Some(&cx.namespace()), &cx.endpoint_name()).await {
+        Ok(()) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(api_error(e)),
+    }
+}
+
+async fn del(cx: &Context) -> Result<(), CniError> {
+    let kv = cx.datastore().await?;
+    // Removing the host end removes the pod end; a namespace already gone took both with it.
+    plumb::del(&cx.host_if).await.map_err(plumb_error)?;
+    ipam::release_handle(&kv, &cx.handle).await.map_err(ipam_error)?;
+    delete_endpoint(&kv, cx).await
+}
+
+async fn check(cx: &Context) -> Result<(), CniError> {
+    let prev: AddResult = cx
+        .conf
+        .prev_result
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs the ADD result as `prevResult`"))?;
+    let address: IpNet = prev
+        .ips
+        .first()
+        .and_then(|ip| ip.address.parse().ok())
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "prevResult has no address"))?;
+    let IpAddr::V4(v4) = address.addr() else {
+        return Err(CniError::new(code::INVALID_CONFIG, "prevResult's address is not IPv4"));
+    };
+    let link = PodLink {
+        host_if: cx.host_if.clone(),
+        pod_if: cx.env.ifname.clone(),
+        netns: cx.env.netns.clone().unwrap_or_default(),
+        address: v4,
+        mtu: cx.conf.mtu.unwrap_or(DEFAULT_MTU),
+    };
+    let mut problems = plumb::check(&link).await.map_err(plumb_error)?;
+    let kv = cx.datastore().await?;
+    let held = ipam::blocks(&kv).await.map_err(ipam_error)?.iter().any(|b| {
+        ipam::block::allocated(&b.block)
+            .any(|(ip, a)| ip == address.addr() && a.handle_id.as_deref() == Some(&cx.handle))
+    });
+    if !held {
+        problems.push(format!("IPAM does not hold {address} for {}", cx.handle));
+    }
+    if api::get(&kv, Kind::WorkloadEndpoint, Some(&cx.namespace()), &cx.endpoint_name()).await.is_err() {
+        problems.push(format!("WorkloadEndpoint {} is missing", cx.endpoint_name()));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CniError {
+        code: code::CHECK_FAILED,
+        msg: "the pod's network is not as ADD left it".into(),
+        details: problems.join("; "),
+    })
+}
+
+async fn status(cx: &Context) -> Result<(), CniError> {
+    let not_ready = |why: String| CniError::new(code::NOT_AVAILABLE, why);
+    let kv = cx.datastore().await.map_err(|e| not_ready(e.msg))?;
+    let pools = ipam::pools_for(&kv, &cx.node).await.map_err(|e| not_ready(e.to_string()))?;
+    if pools.is_empty() {
+        return Err(not_ready(format!("no enabled IPv4 IPPool for workloads selects node {}", cx.node)));
+    }
+    Ok(())
+}
+
+async fn gc(cx: &Context) -> Result<(), CniError> {
+    let valid: HashSet<String> = cx
+        .conf
+        .valid_attachments
+        .as_ref()
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "GC needs `cni.dev/valid-attachments`"))?
+        .iter()
+        .map(|a| format!("{}.{}", cx.conf.name, a.container_id))
+        .collect();
+    let kv = cx.datastore().await?;
+    // Interfaces of the stale allocations, read before they are released.
+    let mut stale_ifs: BTreeMap<String, String> = BTreeMap::new();
+    for b in ipam::blocks(&kv).await.map_err(ipam_error)? {
+        for (_, a) in ipam::block::allocated(&b.block) {
+            if let (Some(h), Some(i)) = (a.handle_id.as_ref(), a.secondary.get(ATTR_IFNAME)) {
+                stale_ifs.insert(h.clone(), i.clone());
+            }
+        }
+    }
+    let released = ipam::gc(&kv, &cx.node, &cx.conf.name, &valid).await.map_err(ipam_error)?;
+    let prefix = cx.conf.interface_prefix.as_deref().unwrap_or(plumb::DEFAULT_PREFIX);
+    for handle in &released {
+        let container = handle.strip_prefix(&format!("{}.", cx.conf.name)).unwrap_or(handle);
+        if let Some(ifname) = stale_ifs.get(handle) {
+            plumb::del(&plumb::host_ifname(prefix, container, ifname)).await.map_err(plumb_error)?;
+        }
+    }
+    // Endpoints of this node whose container is no longer valid.
+    for r in api::list(&kv, Kind::WorkloadEndpoint, None).await.map_err(api_error)? {
+        let Resource::WorkloadEndpoint(w) = r else { continue };
+        let handle = format!("{}.{}", cx.conf.name, w.spec.container_id);
+        if w.spec.node == cx.node && released.contains(&handle) {
+            let ns = w.metadata.namespace.as_deref();
+            match api::delete(&kv, Kind::WorkloadEndpoint, ns, &w.metadata.name).await {
+                Ok(()) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(api_error(e)),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! Pod plumbing the Calico way, over rtnetlink: a veth pair whose host end
+//! (`tortie` + a hash of the container id and interface, MAC
+//! `ee:ee:ee:ee:ee:ee`) stays on the node and whose other end becomes the
+//! pod's `eth0` with the pod address as a /32, a link-scope route to
+//! 169.254.1.1 and the default route through it. The host end answers ARP
+//! for 169.254.1.1 by proxy (felix sets `proxy_arp` on it), so the pod
+//! needs no subnet and no gateway that really exists.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteProtocol, RouteScope};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// The pods' gateway: an address that exists nowhere, answered by proxy ARP.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The host end's MAC (Calico's): the pod always sends to it.
+pub const HOST_MAC: [u8; 6] = [0xee; 6];
+/// Default host interface prefix.
+pub const DEFAULT_PREFIX: &str = "tortie";
+/// Linux interface names: at most 15 bytes (IFNAMSIZ − 1).
+const IFNAME_MAX: usize = 15;
+
+/// Why plumbing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlumbError {
+    /// The pod's namespace cannot be opened or entered.
+    #[error("network namespace {path}: {why}")]
+    Netns {
+        /// `CNI_NETNS`.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// The kernel refused a request.
+    #[error("{what}: {source}")]
+    Netlink {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: rtnetlink::Error,
+    },
+    /// An I/O failure around netlink.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The host-side interface name for a container's interface:
+/// `prefix` + hex of a stable 64-bit FNV-1a hash of `container_id.ifname`,
+/// 15 bytes in all.
+pub fn host_ifname(prefix: &str, container_id: &str, ifname: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container_id.bytes().chain(std::iter::once(b'.')).chain(ifname.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let keep = IFNAME_MAX.saturating_sub(prefix.len()).max(4);
+    let prefix = &prefix[..prefix.len().min(IFNAME_MAX - keep)];
+    format!("{prefix}{}", &format!("{hash:016x}")[..keep])
+}
+
+/// What to plumb.
+#[derive(Debug, Clone)]
+pub struct PodLink {
+    /// Host-side name.
+    pub host_if: String,
+    /// Name inside the pod (`CNI_IFNAME`).
+    pub pod_if: String,
+    /// `CNI_NETNS`.
+    pub netns: String,
+    /// The pod's address.
+    pub address: Ipv4Addr,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// What was plumbed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plumbed {
+    /// Host-side MAC.
+    pub host_mac: String,
+    /// Pod-side MAC.
+    pub pod_mac: String,
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> PlumbError {
+    let what = what.into();
+    move |source| PlumbError::Netlink { what, source }
+}
+
+fn mac_string(mac: &[u8]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// A netlink handle in the caller's namespace, its connection driven on this runtime.
+fn connect() -> Result<Handle, PlumbError> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|source| PlumbError::Io { what: "netlink socket", source })?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, PlumbError> {
+    match handle.link().get().match_name(name.to_string()).execute().try_next().await {
+        Ok(link) => Ok(link),
+        // ENODEV: no such interface.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(nl(format!("looking up {name}"))(e)),
+    }
+}
+
+fn mac_of(link: &LinkMessage) -> String {
+    link.attributes
+        .iter()
+        .find_map(|a| if let LinkAttribute::Address(m) = a { Some(mac_string(m)) } else { None })
+        .unwrap_or_default()
+}
+
+fn open_netns(path: &str) -> Result<File, PlumbError> {
+    File::open(path).map_err(|e| PlumbError::Netns { path: path.into(), why: e.to_string() })
+}
+
+/// Runs `f` on a thread inside the namespace at `path`, with its own runtime.
+fn in_netns<T: Send>(path: &str, f: impl AsyncFnOnce(Handle) -> Result<T, PlumbError> + Send) -> Result<T, PlumbError> {
+    let file = open_netns(path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on an open namespace fd; only this thread moves.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                let why = std::io::Error::last_os_error().to_string();
+                return Err(PlumbError::Netns { path: path.into(), why });
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| PlumbError::Io { what: "runtime", source })?;
+            rt.block_on(async { f(connect()?).await })
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Creates the veth pair (a leftover host end of a retried ADD is replaced)
+/// and configures both ends. On failure nothing is left behind.
+pub async fn add(p: &PodLink) -> Result<Plumbed, PlumbError> {
+    let handle = connect()?;
+    if let Some(old) = link(&handle, &p.host_if).await? {
+        handle.link().del(old.header.index).execute().await.map_err(nl(format!("removing stale {}", p.host_if)))?;
+    }
+    let netns = open_netns(&p.netns)?;
+    let mut msg = LinkVeth::new(&p.host_if, &p.pod_if).mtu(p.mtu).build();
+    // The peer is born inside the pod's namespace, already named CNI_IFNAME.
+    for attr in &mut msg.attributes {
+        if let LinkAttribute::LinkInfo(infos) = attr {
+            for info in infos {
+                if let rtnetlink::packet_route::link::LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
+                    peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+                    peer.attributes.push(LinkAttribute::Mtu(p.mtu));
+                }
+            }
+        }
+    }
+    handle.link().add(msg).execute().await.map_err(nl(format!("creating veth {} / {}", p.host_if, p.pod_if)))?;
+    let result = configure(&handle, p).await;
+    if result.is_err() {
+        del(&p.host_if).await.ok();
+    }
+    result
+}
+
+async fn configure(handle: &Handle, p: &PodLink) -> Result<Plumbed, PlumbError> {
+    let host = link(handle, &p.host_if).await?.ok_or_else(|| PlumbError::Io {
+        what: "host veth vanished",
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    let set = LinkUnspec::new_with_index(host.header.index).address(HOST_MAC.to_vec()).up().build();
+    handle.link().set(set).execute().await.map_err(nl(format!("bringing up {}", p.host_if)))?;
+    let pod_if = p.pod_if.clone();
+    let address = p.address;
+    let pod_mac = in_netns(&p.netns, async move |h: Handle| {
+        let eth = link(&h, &pod_if).await?.ok_or_else(|| PlumbError::Io {
+            what: "pod interface missing after creation",
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        let index = eth.header.index;
+        h.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("bringing up {pod_if}")))?;
+        if let Some(lo) = link(&h, "lo").await? {
+            h.link()
+                .set(LinkUnspec::new_with_index(lo.header.index).up().build())
+                .execute()
+                .await
+                .map_err(nl("bringing up lo"))?;
+        }
+        h.address().add(index, IpAddr::V4(address), 32).execute().await.map_err(nl(format!("adding {address}/32")))?;
+        let gw = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(POD_GATEWAY, 32)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::Boot)
+            .build();
+        h.route().add(gw).execute().await.map_err(nl(format!("adding route {POD_GATEWAY} dev {pod_if}")))?;
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(POD_GATEWAY)
+            .output_interface(index)
+            .protocol(RouteProtocol::Boot)
+            .build();
+        h.route().add(default).execute().await.map_err(nl("adding the default route"))?;
+        Ok(mac_of(&eth))
+    })?;
+    Ok(Plumbed { host_mac: mac_string(&HOST_MAC), pod_mac })
+}
+
+/// Removes the host end (and with it the pod end); fine if it is gone.
+pub async fn del(host_if: &str) -> Result<bool, PlumbError> {
+    let handle = connect()?;
+    match link(&handle, host_if).await? {
+        Some(l) => match handle.link().del(l.header.index).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(false),
+            Err(e) => Err(nl(format!("removing {host_if}"))(e)),
+        },
+        None => Ok(false),
+    }
+}
+
+/// What CHECK verifies: the host end exists and is up; in the pod, the
+/// interface has `address`/32 and the default route via 169.254.1.1.
+pub async fn check(p: &PodLink) -> Result<Vec<String>, PlumbError> {
+    let mut problems = Vec::new();
+    let handle = connect()?;
+    if link(&handle, &p.host_if).await?.is_none() {
+        problems.push(format!("host interface {} is missing", p.host_if));
+    }
+    let (pod_if, address) = (
+        p.pod_if.clone(),
+        Ipv4Net::new(p.address, 32)
+            .map_err(|e| PlumbError::Io { what: "address", source: std::io::Error::other(e.to_string()) })?,
+    );
+    let in_pod = in_netns(&p.netns, async move |h: Handle| {
+        let mut problems = Vec::new();
+        let Some(eth) = link(&h, &pod_if).await? else {
+            return Ok(vec![format!("{pod_if} is missing in the pod")]);
+        };
+        let addrs: Vec<_> = h
+            .address()
+            .get()
+            .set_link_index_filter(eth.header.index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("listing pod addresses"))?;
+        let has = addrs.iter().any(|a| {
+            a.header.prefix_len == 32
+                && a.attributes.iter().any(|x| {
+                    matches!(x, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(v)) if *v == address.addr())
+                })
+        });
+        if !has {
+            problems.push(format!("{pod_if} lacks {address}"));
+        }
+        let routes: Vec<_> = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("listing pod routes"))?;
+        let default = routes.iter().any(|r| {
+            r.header.destination_prefix_length == 0
+                && r.attributes.iter().any(|a| {
+                    matches!(a, RouteAttribute::Gateway(rtnetlink::packet_route::route::RouteAddress::Inet(g)) if *g == POD_GATEWAY)
+                })
+        });
+        if !default {
+            problems.push(format!("no default route via {POD_GATEWAY} in the pod"));
+        }
+        Ok(problems)
+    })?;
+    problems.extend(in_pod);
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_stable_15_bytes_and_differ_per_container_and_interface() {
+        let a = host_ifname(DEFAULT_PREFIX, "abc123", "eth0");
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with("tortie"));
+        assert_eq!(a, host_ifname(DEFAULT_PREFIX, "abc123", "eth0"));
+        assert_ne!(a, host_ifname(DEFAULT_PREFIX, "abc124", "eth0"));
+        assert_ne!(a, host_ifname(DEFAULT_PREFIX, "abc123", "eth1"));
+        assert_eq!(host_ifname("cali", "x", "eth0").len(), 15);
+        assert_eq!(host_ifname("a-very-long-prefix", "x", "eth0").len(), 15);
+    }
+}
