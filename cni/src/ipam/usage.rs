@@ -88,6 +88,69 @@ pub fn borrowed(blocks: &[IpamBlock]) -> Vec<Borrowed> {
     out
 }
 
+/// A disagreement between IPAM and the WorkloadEndpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// An address allocated to a handle that no endpoint uses (a leak:
+    /// `tortie ipam release --ip` or CNI GC frees it).
+    Leaked {
+        /// The address.
+        ip: IpAddr,
+        /// Its handle.
+        handle: String,
+    },
+    /// An endpoint's address that IPAM does not hold (it could be handed out twice).
+    Unallocated {
+        /// The address.
+        ip: IpAddr,
+        /// The endpoint (`namespace/name`).
+        endpoint: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Leaked { ip, handle } => {
+                write!(f, "{ip} is allocated to {handle} but no WorkloadEndpoint uses it")
+            }
+            Problem::Unallocated { ip, endpoint } => {
+                write!(f, "{ip} is used by WorkloadEndpoint {endpoint} but IPAM does not hold it")
+            }
+        }
+    }
+}
+
+/// An endpoint as the check sees it.
+#[derive(Debug, Clone)]
+pub struct EndpointAddrs {
+    /// `namespace/name`.
+    pub name: String,
+    /// Its addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Compares allocations with the endpoints that should hold them.
+pub fn check(blocks: &[IpamBlock], endpoints: &[EndpointAddrs]) -> Vec<Problem> {
+    let used: std::collections::HashSet<IpAddr> = endpoints.iter().flat_map(|e| e.addresses.iter().copied()).collect();
+    let mut held = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    for b in blocks {
+        for (ip, attr) in block::allocated(b) {
+            held.insert(ip);
+            if !used.contains(&ip) {
+                problems.push(Problem::Leaked { ip, handle: attr.handle_id.clone().unwrap_or_default() });
+            }
+        }
+    }
+    for e in endpoints {
+        for ip in e.addresses.iter().filter(|ip| !held.contains(ip)) {
+            problems.push(Problem::Unallocated { ip: *ip, endpoint: e.name.clone() });
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +175,24 @@ mod tests {
         let lent = borrowed(&all);
         assert_eq!(lent.len(), 1);
         assert_eq!((lent[0].ip.to_string(), lent[0].node.as_str()), ("198.18.0.1".into(), "n2"));
+    }
+
+    #[test]
+    fn check_finds_leaks_and_unallocated_endpoint_addresses() {
+        let mut a = IpamBlock::new("198.18.0.0/26".parse().unwrap(), "n1");
+        block::allocate(&mut a, attr("n1"));
+        block::allocate(&mut a, attr("n1"));
+        let eps = [
+            EndpointAddrs { name: "default/p0".into(), addresses: vec!["198.18.0.0".parse().unwrap()] },
+            EndpointAddrs { name: "default/p9".into(), addresses: vec!["198.18.0.9".parse().unwrap()] },
+        ];
+        let found: Vec<String> = check(&[a], &eps).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found,
+            [
+                "198.18.0.1 is allocated to h but no WorkloadEndpoint uses it",
+                "198.18.0.9 is used by WorkloadEndpoint default/p9 but IPAM does not hold it"
+            ]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: global options and the subcommands.
 
+mod ipam;
 mod resources;
 
 use crate::node;
@@ -29,6 +30,9 @@ enum Command {
     /// The node daemon.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// IP address management: usage, consistency, release.
+    #[command(subcommand)]
+    Ipam(ipam::IpamCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,5 +51,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => resources::get(&open().await?, args).await,
         Command::Delete(args) => resources::delete(&open().await?, args).await,
         Command::Node(NodeCommand::Run(args)) => node::run(open().await?, args).await,
+        Command::Ipam(cmd) => ipam::run(&open().await?, cmd).await,
     }
 }

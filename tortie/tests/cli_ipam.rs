@@ -1,0 +1,112 @@
+//! `tortie ipam show / check / release` over allocations made by the IPAM
+//! library (as the CNI plugin makes them): block claims, `maxBlocksPerHost`,
+//! borrowing, `strictAffinity`, leaks and their release.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use tortie_cni::ipam::{self, IpamError, Request};
+use tortie_store::Datastore;
+use tortie_store::api;
+use tortie_store::resources::parse_documents;
+
+fn block_on<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn tortie(url: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tortie")).args(args).env("TORTIE_DATASTORE", url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn row_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no row with {needle}:\n{text}"))
+}
+
+#[test]
+fn show_check_and_release_follow_claims_borrowing_and_leaks() {
+    let lab = tortie_lab::Lab::new("cli-ipam").unwrap();
+    let url = format!("sqlite://{}/store.db", lab.dir().display());
+    let setup = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: tiny}
+spec: {cidr: 198.18.0.0/30, blockSize: 31}
+---
+apiVersion: projectcalico.org/v3
+kind: IPAMConfig
+metadata: {name: default}
+spec: {maxBlocksPerHost: 1}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: p1, namespace: default}
+spec: {node: n1, interfaceName: tortiep1, ipNetworks: [198.18.0.0/32]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: p2, namespace: default}
+spec: {node: n2, interfaceName: tortiep2, ipNetworks: [198.18.0.2/32]}
+";
+    let assigned = block_on(async {
+        let kv = Datastore::open(&url).await.unwrap();
+        api::apply(&kv, &parse_documents(setup).unwrap()).await.unwrap();
+        let req =
+            |node: &str, handle: &str| Request { node: node.into(), handle: handle.into(), attrs: BTreeMap::new() };
+        let mut got = Vec::new();
+        for (node, handle) in [("n1", "net.p1"), ("n2", "net.p2"), ("n2", "net.p3"), ("n2", "net.p4")] {
+            got.push(ipam::assign(&kv, &req(node, handle)).await.unwrap().to_string());
+        }
+        // Every address is taken now.
+        let full = ipam::assign(&kv, &req("n1", "net.p5")).await.unwrap_err();
+        assert!(matches!(full, IpamError::Exhausted { .. }), "{full}");
+        got
+    });
+    // n1 claims the first block; n2 the second (its only one: maxBlocksPerHost 1),
+    // then borrows n1's spare address.
+    assert_eq!(assigned, ["198.18.0.0/32", "198.18.0.2/32", "198.18.0.3/32", "198.18.0.1/32"]);
+
+    let (ok, show) = tortie(&url, &["ipam", "show", "--show-blocks"]);
+    assert!(ok, "{show}");
+    let pool = row_with(&show, "198.18.0.0/30");
+    assert!(pool.contains("IP Pool") && pool.contains("| 4 ") && pool.contains("4 (100%)"), "{show}");
+    let block = row_with(&show, "198.18.0.2/31");
+    assert!(block.contains("Block") && block.contains("2 (100%)"), "{show}");
+    let (_, borrowed) = tortie(&url, &["ipam", "show", "--show-borrowed"]);
+    let row = row_with(&borrowed, "198.18.0.1 ");
+    assert!(row.contains("n2") && row.contains("198.18.0.0/31") && row.contains("n1"), "{borrowed}");
+
+    // p3 and p4 have addresses but no endpoint: two leaks.
+    let (ok, check) = tortie(&url, &["ipam", "check"]);
+    assert!(!ok, "{check}");
+    assert!(
+        check.contains("198.18.0.3 is allocated to net.p3") && check.contains("198.18.0.1 is allocated to net.p4"),
+        "{check}"
+    );
+    for ip in ["198.18.0.3", "198.18.0.1"] {
+        let (ok, out) = tortie(&url, &["ipam", "release", "--ip", ip]);
+        assert!(ok && out.contains("released"), "{out}");
+    }
+    let (ok, out) = tortie(&url, &["ipam", "release", "--ip", "198.18.0.1"]);
+    assert!(!ok && out.contains("not allocated"), "{out}");
+    let (ok, check) = tortie(&url, &["ipam", "check"]);
+    assert!(ok && check.contains("consistent"), "{check}");
+
+    // strictAffinity: n1's block is full and it may not borrow from n2's, which has a free address.
+    block_on(async {
+        let kv = Datastore::open(&url).await.unwrap();
+        let strict = "apiVersion: projectcalico.org/v3
+kind: IPAMConfig
+metadata: {name: default}
+spec: {maxBlocksPerHost: 1, strictAffinity: true}
+";
+        api::apply(&kv, &parse_documents(strict).unwrap()).await.unwrap();
+        let req = Request { node: "n1".into(), handle: "net.p6".into(), attrs: BTreeMap::new() };
+        ipam::assign(&kv, &req).await.unwrap();
+        let req = Request { node: "n1".into(), handle: "net.p7".into(), attrs: BTreeMap::new() };
+        let e = ipam::assign(&kv, &req).await.unwrap_err().to_string();
+        assert!(e.contains("strictAffinity"), "{e}");
+    });
+}
