@@ -103,14 +103,62 @@ impl Context {
     }
 
     /// Calico's WorkloadEndpoint name: `<node>-k8s-<pod>-<if>` or
-    /// `<node>-cni-<container>-<if>`, with `-` inside a part doubled.
+    /// `<node>-cni-<container>-<if>`, with `-` inside a part doubled and
+    /// anything a resource name cannot hold (`_`, capitals…) made `.`-safe.
     fn endpoint_name(&self) -> String {
-        let esc = |s: &str| s.replace('-', "--");
+        let esc =
+            |s: &str| {
+                s.to_lowercase()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' {
+                            c.to_string()
+                        } else {
+                            "--".into()
+                        }
+                    })
+                    .collect::<String>()
+            };
         let (orchestrator, workload) = match self.pod_name() {
             Some(pod) => ("k8s", pod.to_string()),
             None => ("cni", self.env.container_id.clone()),
         };
-        format!("{}-{orchestrator}-{}-{}", esc(&self.node), esc(&workload), esc(&self.env.ifname)).to_lowercase()
+        format!("{}-{orchestrator}-{}-{}", esc(&self.node), esc(&workload), esc(&self.env.ifname))
+    }
+}
+
+/// The whole plugin process: reads `CNI_*` and stdin, runs the command,
+/// prints the result or the error as JSON on stdout, and returns the exit
+/// status (0, or 1 with an error). Logs go to stderr. Both `tortie-cni`
+/// and `tortie` invoked as `tortie-cni` (a symlink) end up here.
+pub fn invoke() -> i32 {
+    use std::io::Read;
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").try_init();
+    let mut stdin = Vec::new();
+    let outcome = match std::io::stdin().read_to_end(&mut stdin) {
+        Err(e) => Err(CniError::new(code::INVALID_CONFIG, format!("cannot read stdin: {e}"))),
+        Ok(_) => Env::read(|k| std::env::var(k).ok()).and_then(|env| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CniError::new(code::TRY_AGAIN, format!("cannot start a runtime: {e}")))?
+                .block_on(run(env, &stdin))
+        }),
+    };
+    let version = serde_json::from_slice::<Value>(&stdin)
+        .ok()
+        .and_then(|v| v["cniVersion"].as_str().map(String::from))
+        .unwrap_or_else(|| CNI_VERSION.into());
+    match outcome {
+        Ok(Some(result)) => {
+            println!("{result}");
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            println!("{}", e.to_json(&version));
+            1
+        }
     }
 }
 
@@ -312,4 +360,21 @@ async fn gc(cx: &Context) -> Result<(), CniError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_names_are_valid_resource_names_whatever_the_runtime_calls_the_pod() {
+        let conf = NetConf { name: "net".into(), nodename: Some("node-1".into()), ..NetConf::default() };
+        let mut env = Env { container_id: "C0FFEE".into(), ifname: "eth0".into(), ..Env::default() };
+        let cx = Context::new(conf.clone(), env.clone()).unwrap();
+        assert_eq!(cx.endpoint_name(), "node--1-cni-c0ffee-eth0");
+        env.args.insert("K8S_POD_NAME".into(), "Musing_Lamarr".into());
+        let cx = Context::new(conf, env).unwrap();
+        assert_eq!(cx.endpoint_name(), "node--1-k8s-musing--lamarr-eth0");
+        assert_eq!(cx.handle, "net.C0FFEE");
+    }
 }

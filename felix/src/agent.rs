@@ -88,22 +88,27 @@ pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixEr
     let mut s = Snapshot { node: node.to_string(), ..Snapshot::default() };
     let everything = kv.range("/calico/").await?;
     for item in &everything.kvs {
-        let bad = |why: String| FelixError::Record { key: item.key.clone(), why };
+        // One unreadable record must not stop the node: it is skipped, loudly.
+        let skip = |why: String| tracing::warn!(key = item.key, why, "skipping an unreadable datastore record");
         if item.key.starts_with(&format!("{IPAM_PREFIX}assignment/")) {
-            s.blocks.push(serde_json::from_slice::<IpamBlock>(&item.value).map_err(|e| bad(e.to_string()))?);
+            match serde_json::from_slice::<IpamBlock>(&item.value) {
+                Ok(block) => s.blocks.push(block),
+                Err(e) => skip(e.to_string()),
+            }
             continue;
         }
         let kind = [Kind::Node, Kind::IpPool, Kind::WorkloadEndpoint]
             .into_iter()
             .find(|k| item.key.starts_with(&k.prefix(None)));
         let Some(kind) = kind else { continue };
-        match Resource::from_stored(kind, &item.value, item.mod_revision).map_err(|e| bad(e.to_string()))? {
-            Resource::Node(n) if n.metadata.name == node => {
+        match Resource::from_stored(kind, &item.value, item.mod_revision) {
+            Ok(Resource::Node(n)) if n.metadata.name == node => {
                 s.node_address = n.spec.bgp.and_then(|b| b.ipv4_address);
             }
-            Resource::IpPool(p) => s.pools.push(p.spec),
-            Resource::WorkloadEndpoint(w) => s.endpoints.push(w.spec),
-            _ => {}
+            Ok(Resource::IpPool(p)) => s.pools.push(p.spec),
+            Ok(Resource::WorkloadEndpoint(w)) => s.endpoints.push(w.spec),
+            Ok(_) => {}
+            Err(e) => skip(e.to_string()),
         }
     }
     Ok((s, everything.revision))

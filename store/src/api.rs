@@ -58,6 +58,8 @@ fn display_name(r: &Resource) -> String {
 /// written in one compare-and-swap transaction, retried if another writer
 /// got in between.
 pub async fn apply<K: Kv>(kv: &K, resources: &[Resource]) -> Result<Vec<Applied>, ApiError> {
+    // Whoever built them, nothing invalid reaches the store.
+    let resources = &resources.iter().enumerate().map(|(i, r)| r.checked(i + 1)).collect::<Result<Vec<_>, _>>()?;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, r) in resources.iter().enumerate() {
         if let Some(first) = seen.insert(r.key(), i) {

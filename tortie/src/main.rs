@@ -1,8 +1,9 @@
 //! # tortie — the binary
 //!
-//! The composition root: the command-line interface (clap), and later the
-//! node daemon (`tortie node run`), the local API over a Unix socket and
-//! `tortie lab`. It wires the parts together.
+//! The composition root: the command-line interface (clap), the node
+//! daemon (`tortie node run`) and the IPAM commands; invoked under the name
+//! `tortie-cni` (a symlink), it is the CNI plugin — one binary for a node.
+//! It wires the parts together.
 //!
 //! Must not: hold protocol or dataplane logic; that lives in the library
 //! crates (`tortie-bgp`, `tortie-felix`, `tortie-ipip`, `tortie-store`…).
@@ -14,7 +15,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The CNI plugin's name: `tortie` linked or copied under it acts as the plugin.
+const CNI_PLUGIN_NAME: &str = "tortie-cni";
+
 fn main() -> ExitCode {
+    let invoked_as = std::env::args_os().next().map(std::path::PathBuf::from);
+    if invoked_as.as_deref().and_then(|p| p.file_name()).is_some_and(|n| n == CNI_PLUGIN_NAME) {
+        return ExitCode::from(tortie_cni::plugin::invoke() as u8);
+    }
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

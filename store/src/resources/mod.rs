@@ -185,6 +185,17 @@ impl Resource {
         with_object!(self, o => serde_json::to_value(o)).unwrap_or_default()
     }
 
+    /// Defaults and validates a resource built in code, exactly as a
+    /// document is (`n`: its position, for the error).
+    pub fn checked(&self, n: usize) -> Result<Resource, DocumentError> {
+        let value = serde_yaml_ng::to_value(self.to_value()).map_err(|e| DocumentError {
+            document: n,
+            name: format!(" ({} {})", self.kind().info().name, self.metadata().name),
+            message: e.to_string(),
+        })?;
+        decode(self.kind(), value, n)
+    }
+
     /// Reads a stored resource, setting `resourceVersion` to `revision`.
     pub fn from_stored(kind: Kind, bytes: &[u8], revision: i64) -> Result<Resource, DocumentError> {
         let value: serde_yaml_ng::Value = serde_json::from_slice(bytes).map_err(|e| DocumentError {

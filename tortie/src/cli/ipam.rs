@@ -39,7 +39,7 @@ pub struct ReleaseArgs {
 }
 
 fn percent(part: u128, total: u128) -> String {
-    format!("{part} ({}%)", if total == 0 { 0 } else { part * 100 / total })
+    format!("{part} ({}%)", (part * 100).checked_div(total).unwrap_or(0))
 }
 
 pub async fn run(store: &Datastore, command: IpamCommand) -> anyhow::Result<()> {
