@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use tortie_store::api::{self, ApiError};
+use tortie_store::kv::Op;
 use tortie_store::resources::{API_VERSION, Kind, Metadata, Object, Resource, WorkloadEndpointSpec};
 use tortie_store::{Datastore, StoreError};
 
@@ -186,37 +187,13 @@ pub async fn run(env: Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
     }
 }
 
-async fn add(cx: &Context) -> Result<Value, CniError> {
-    let kv = cx.datastore().await?;
-    // A repeated ADD for the same container starts over rather than taking a second address.
-    ipam::release_handle(&kv, &cx.handle).await.map_err(ipam_error)?;
-    let mut attrs = BTreeMap::from([(ATTR_IFNAME.to_string(), cx.env.ifname.clone())]);
-    if let Some(pod) = cx.pod_name() {
-        attrs.insert("pod".into(), pod.into());
-        attrs.insert("namespace".into(), cx.namespace());
-    }
-    let request = ipam::Request { node: cx.node.clone(), handle: cx.handle.clone(), attrs };
-    let address = ipam::assign(&kv, &request).await.map_err(ipam_error)?;
-    let IpAddr::V4(v4) = address.addr() else {
-        ipam::release_handle(&kv, &cx.handle).await.ok();
-        return Err(CniError::new(code::IPAM_EXHAUSTED, "only IPv4 pools are supported"));
+/// The WorkloadEndpoint of this attachment, for `address`.
+fn endpoint(cx: &Context, address: IpNet) -> Resource {
+    let mac = match address.addr() {
+        IpAddr::V4(v4) => plumb::mac_string(&plumb::pod_mac(v4)),
+        IpAddr::V6(_) => String::new(),
     };
-    let netns = cx.env.netns.clone().unwrap_or_default();
-    let link = PodLink {
-        host_if: cx.host_if.clone(),
-        pod_if: cx.env.ifname.clone(),
-        netns: netns.clone(),
-        address: v4,
-        mtu: cx.conf.mtu.unwrap_or(DEFAULT_MTU),
-    };
-    let plumbed = match plumb::add(&link).await {
-        Ok(p) => p,
-        Err(e) => {
-            ipam::release_handle(&kv, &cx.handle).await.ok();
-            return Err(plumb_error(e));
-        }
-    };
-    let endpoint = Resource::WorkloadEndpoint(Object {
+    Resource::WorkloadEndpoint(Object {
         api_version: API_VERSION.into(),
         kind: "WorkloadEndpoint".into(),
         metadata: Metadata { name: cx.endpoint_name(), namespace: Some(cx.namespace()), ..Metadata::default() },
@@ -229,20 +206,63 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
             ip_networks: vec![address],
             profiles: if cx.pod_name().is_some() { vec![format!("kns.{}", cx.namespace())] } else { Vec::new() },
             interface_name: cx.host_if.clone(),
-            mac: plumbed.pod_mac.clone(),
+            mac,
             ..WorkloadEndpointSpec::default()
         },
-    });
-    if let Err(e) = api::apply(&kv, &[endpoint]).await {
-        plumb::del(&cx.host_if).await.ok();
+    })
+}
+
+/// ADD: one transaction takes the address and writes the WorkloadEndpoint
+/// (felix routes to the interface as soon as it appears); then the veth is
+/// plumbed. A failure undoes both; a crash in between is GC's to collect.
+async fn add(cx: &Context) -> Result<Value, CniError> {
+    // Refuse a name or namespace the datastore would not take before writing anything.
+    endpoint(cx, IpNet::from(IpAddr::from([0, 0, 0, 0])))
+        .checked(1)
+        .map_err(|e| CniError::new(code::INVALID_ENV, e.to_string()))?;
+    let kv = cx.datastore().await?;
+    // A repeated ADD for the same container starts over rather than taking a second address.
+    ipam::release_handle(&kv, &cx.handle).await.map_err(ipam_error)?;
+    let mut attrs = BTreeMap::from([(ATTR_IFNAME.to_string(), cx.env.ifname.clone())]);
+    if let Some(pod) = cx.pod_name() {
+        attrs.insert("pod".into(), pod.into());
+        attrs.insert("namespace".into(), cx.namespace());
+    }
+    let request = ipam::Request { node: cx.node.clone(), handle: cx.handle.clone(), attrs };
+    let write_endpoint = |address: IpNet| {
+        let r = endpoint(cx, address);
+        vec![Op::Put { key: r.key(), value: r.to_json(), lease: None }]
+    };
+    let address = ipam::assign_with(&kv, &request, write_endpoint).await.map_err(ipam_error)?;
+    let undo = async || {
         ipam::release_handle(&kv, &cx.handle).await.ok();
-        return Err(api_error(e));
+        delete_endpoint(&kv, cx).await.ok();
+    };
+    let IpAddr::V4(v4) = address.addr() else {
+        undo().await;
+        return Err(CniError::new(code::IPAM_EXHAUSTED, "only IPv4 pools are supported"));
+    };
+    let netns = cx.env.netns.clone().unwrap_or_default();
+    let link = PodLink {
+        host_if: cx.host_if.clone(),
+        pod_if: cx.env.ifname.clone(),
+        netns: netns.clone(),
+        address: v4,
+        mtu: cx.conf.mtu.unwrap_or(DEFAULT_MTU),
+    };
+    if let Err(e) = plumb::add(&link).await {
+        undo().await;
+        return Err(plumb_error(e));
     }
     let result = AddResult {
         cni_version: cx.conf.cni_version.clone(),
         interfaces: vec![
-            Interface { name: cx.host_if.clone(), mac: plumbed.host_mac, sandbox: None },
-            Interface { name: cx.env.ifname.clone(), mac: plumbed.pod_mac, sandbox: Some(netns) },
+            Interface { name: cx.host_if.clone(), mac: plumb::mac_string(&plumb::HOST_MAC), sandbox: None },
+            Interface {
+                name: cx.env.ifname.clone(),
+                mac: plumb::mac_string(&plumb::pod_mac(v4)),
+                sandbox: Some(netns),
+            },
         ],
         ips: vec![IpConfig { address: address.to_string(), gateway: Some(POD_GATEWAY.to_string()), interface: 1 }],
         routes: vec![RouteConfig { dst: "0.0.0.0/0".into(), gw: Some(POD_GATEWAY.to_string()) }],
@@ -351,7 +371,8 @@ async fn gc(cx: &Context) -> Result<(), CniError> {
     for r in api::list(&kv, Kind::WorkloadEndpoint, None).await.map_err(api_error)? {
         let Resource::WorkloadEndpoint(w) = r else { continue };
         let handle = format!("{}.{}", cx.conf.name, w.spec.container_id);
-        if w.spec.node == cx.node && released.contains(&handle) {
+        // Also an endpoint whose allocation is already gone (a crash between the two).
+        if w.spec.node == cx.node && (released.contains(&handle) || !valid.contains(&handle)) {
             let ns = w.metadata.namespace.as_deref();
             match api::delete(&kv, Kind::WorkloadEndpoint, ns, &w.metadata.name).await {
                 Ok(()) | Err(ApiError::NotFound { .. }) => {}

@@ -68,6 +68,19 @@ pub fn host_ifname(prefix: &str, container_id: &str, ifname: &str) -> String {
     format!("{prefix}{}", &format!("{hash:016x}")[..keep])
 }
 
+/// The pod end's MAC, derived from its address as Kubernetes does
+/// (`0a:58:` + the IPv4 address; locally administered, unicast), so it is
+/// known before the interface exists.
+pub fn pod_mac(address: Ipv4Addr) -> [u8; 6] {
+    let o = address.octets();
+    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
+}
+
+/// The usual `aa:bb:…` form.
+pub fn mac_string(mac: &[u8]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// What to plumb.
 #[derive(Debug, Clone)]
 pub struct PodLink {
@@ -83,22 +96,9 @@ pub struct PodLink {
     pub mtu: u32,
 }
 
-/// What was plumbed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plumbed {
-    /// Host-side MAC.
-    pub host_mac: String,
-    /// Pod-side MAC.
-    pub pod_mac: String,
-}
-
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> PlumbError {
     let what = what.into();
     move |source| PlumbError::Netlink { what, source }
-}
-
-fn mac_string(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// A netlink handle in the caller's namespace, its connection driven on this runtime.
@@ -116,13 +116,6 @@ async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, PlumbE
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
         Err(e) => Err(nl(format!("looking up {name}"))(e)),
     }
-}
-
-fn mac_of(link: &LinkMessage) -> String {
-    link.attributes
-        .iter()
-        .find_map(|a| if let LinkAttribute::Address(m) = a { Some(mac_string(m)) } else { None })
-        .unwrap_or_default()
 }
 
 fn open_netns(path: &str) -> Result<File, PlumbError> {
@@ -152,7 +145,7 @@ fn in_netns<T: Send>(path: &str, f: impl AsyncFnOnce(Handle) -> Result<T, PlumbE
 
 /// Creates the veth pair (a leftover host end of a retried ADD is replaced)
 /// and configures both ends. On failure nothing is left behind.
-pub async fn add(p: &PodLink) -> Result<Plumbed, PlumbError> {
+pub async fn add(p: &PodLink) -> Result<(), PlumbError> {
     let handle = connect()?;
     if let Some(old) = link(&handle, &p.host_if).await? {
         handle.link().del(old.header.index).execute().await.map_err(nl(format!("removing stale {}", p.host_if)))?;
@@ -166,6 +159,7 @@ pub async fn add(p: &PodLink) -> Result<Plumbed, PlumbError> {
                 if let rtnetlink::packet_route::link::LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
                     peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
                     peer.attributes.push(LinkAttribute::Mtu(p.mtu));
+                    peer.attributes.push(LinkAttribute::Address(pod_mac(p.address).to_vec()));
                 }
             }
         }
@@ -178,7 +172,7 @@ pub async fn add(p: &PodLink) -> Result<Plumbed, PlumbError> {
     result
 }
 
-async fn configure(handle: &Handle, p: &PodLink) -> Result<Plumbed, PlumbError> {
+async fn configure(handle: &Handle, p: &PodLink) -> Result<(), PlumbError> {
     let host = link(handle, &p.host_if).await?.ok_or_else(|| PlumbError::Io {
         what: "host veth vanished",
         source: std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -187,7 +181,7 @@ async fn configure(handle: &Handle, p: &PodLink) -> Result<Plumbed, PlumbError> 
     handle.link().set(set).execute().await.map_err(nl(format!("bringing up {}", p.host_if)))?;
     let pod_if = p.pod_if.clone();
     let address = p.address;
-    let pod_mac = in_netns(&p.netns, async move |h: Handle| {
+    in_netns(&p.netns, async move |h: Handle| {
         let eth = link(&h, &pod_if).await?.ok_or_else(|| PlumbError::Io {
             what: "pod interface missing after creation",
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -218,10 +212,8 @@ async fn configure(handle: &Handle, p: &PodLink) -> Result<Plumbed, PlumbError> 
             .output_interface(index)
             .protocol(RouteProtocol::Boot)
             .build();
-        h.route().add(default).execute().await.map_err(nl("adding the default route"))?;
-        Ok(mac_of(&eth))
-    })?;
-    Ok(Plumbed { host_mac: mac_string(&HOST_MAC), pod_mac })
+        h.route().add(default).execute().await.map_err(nl("adding the default route"))
+    })
 }
 
 /// Removes the host end (and with it the pod end); fine if it is gone.

@@ -153,6 +153,12 @@ fn in_pool(pools: &[IpPoolSpec], cidr: IpNet) -> Option<&IpPoolSpec> {
 /// claimed block (up to `maxBlocksPerHost`); else, unless `strictAffinity`,
 /// borrowed from another node's block.
 pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
+    assign_with(kv, req, |_| Vec::new()).await
+}
+
+/// [`assign`], writing `also(address)` in the same transaction (the CNI
+/// plugin's WorkloadEndpoint: the address and its user appear together).
+pub async fn assign_with<K: Kv>(kv: &K, req: &Request, also: impl Fn(IpNet) -> Vec<Op>) -> Result<IpNet, IpamError> {
     let pools = pools_for(kv, &req.node).await?;
     if pools.is_empty() {
         return Err(IpamError::Exhausted {
@@ -207,6 +213,7 @@ pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
         let Some(ip) = block::allocate(&mut block, attr.clone()) else { continue };
         *handle.block.entry(cidr_key(block.cidr)).or_insert(0) += 1;
         let mut ops = vec![put(block.key(), &block), put(handle.key(), &handle)];
+        ops.extend(also(IpNet::from(ip)));
         if claimed {
             let aff = BlockAffinity { node: req.node.clone(), cidr: block.cidr, state: AffinityState::Confirmed };
             ops.push(put(aff.key(), &aff));

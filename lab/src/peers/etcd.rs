@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::{Check, Daemon, Lab, LabError, Result, cmd, wait_for};
+use crate::{Check, Daemon, Lab, LabError, Netns, Result, cmd, wait_for};
 
 /// How long etcd gets to report healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -18,11 +18,13 @@ const PORT_ATTEMPTS: usize = 3;
 /// The user authentication is enabled for (etcd requires `root`).
 const ROOT: &str = "root";
 
-/// A running single-member etcd cluster on 127.0.0.1.
+/// A running single-member etcd cluster on 127.0.0.1 (of the host or of a lab namespace).
 pub struct Etcd {
     daemon: Daemon,
     client: SocketAddr,
     security: Security,
+    /// The namespace it runs in (`None`: the host's).
+    netns: Option<Netns>,
 }
 
 /// How clients must authenticate to an [`Etcd`].
@@ -52,6 +54,12 @@ impl Etcd {
         Etcd::start_secured(lab, false, None)
     }
 
+    /// Like [`Etcd::start`], inside `netns` (its loopback), for clients that
+    /// run there (a node's CNI plugin and daemon).
+    pub fn start_in(lab: &Lab, netns: &Netns) -> Result<Etcd> {
+        Etcd::try_start(lab, 0, Security::default(), Some(netns))
+    }
+
     /// Like [`Etcd::start`], requiring TLS client certificates when `tls`
     /// and turning authentication on for user `root` when `password` is given.
     pub fn start_secured(lab: &Lab, tls: bool, password: Option<&str>) -> Result<Etcd> {
@@ -60,7 +68,7 @@ impl Etcd {
         let tls = if tls { Some(make_certificates(&lab.dir().join("etcd-pki"))?) } else { None };
         let mut last = None;
         for attempt in 0..PORT_ATTEMPTS {
-            match Etcd::try_start(lab, attempt, Security { tls: tls.clone(), password: None }) {
+            match Etcd::try_start(lab, attempt, Security { tls: tls.clone(), password: None }, None) {
                 Ok(mut etcd) => {
                     if let Some(password) = password {
                         etcd.etcdctl(&["user", "add", &format!("{ROOT}:{password}")])?;
@@ -78,7 +86,7 @@ impl Etcd {
         Err(last.unwrap_or_else(|| LabError::parse("etcd start", "etcd", "no attempt made", "")))
     }
 
-    fn try_start(lab: &Lab, attempt: usize, security: Security) -> Result<Etcd> {
+    fn try_start(lab: &Lab, attempt: usize, security: Security, netns: Option<&Netns>) -> Result<Etcd> {
         let (client, peer) = (free_port()?, free_port()?);
         let name = format!("etcd-{}", client.port());
         let data = lab.dir().join(format!("{name}-data"));
@@ -116,8 +124,11 @@ impl Etcd {
                     .map(String::from),
             );
         }
-        let daemon = lab.spawn_host(&format!("{name}-try{attempt}"), "etcd", &args, &[])?;
-        let etcd = Etcd { daemon, client, security };
+        let daemon = match netns {
+            Some(ns) => ns.spawn(&format!("{name}-try{attempt}"), "etcd", &args, &[])?,
+            None => lab.spawn_host(&format!("{name}-try{attempt}"), "etcd", &args, &[])?,
+        };
+        let etcd = Etcd { daemon, client, security, netns: netns.cloned() };
         wait_for(&format!("{name} to be healthy"), START_TIMEOUT, || {
             etcd.daemon.check_running()?;
             etcd.etcdctl(&["endpoint", "health"]).map(Check::Done)
@@ -154,7 +165,14 @@ impl Etcd {
             full.push(format!("--user={ROOT}:{password}"));
         }
         full.extend(args.iter().map(|a| a.to_string()));
-        cmd::run_with_env("etcdctl", &full, &[("ETCDCTL_API", "3")])
+        match &self.netns {
+            Some(ns) => {
+                let mut inside = vec!["netns".to_string(), "exec".into(), ns.name().into(), "etcdctl".into()];
+                inside.extend(full);
+                cmd::run_with_env("ip", &inside, &[("ETCDCTL_API", "3")])
+            }
+            None => cmd::run_with_env("etcdctl", &full, &[("ETCDCTL_API", "3")]),
+        }
     }
 
     /// Stores `value` under `key`.

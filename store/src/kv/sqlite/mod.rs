@@ -109,9 +109,16 @@ impl SqliteStore {
         }
         let mut conn = connect(path)?;
         let sql = |e: rusqlite::Error| StoreError::Sqlite { path: path.display().to_string(), message: e.to_string() };
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-        tx.execute_batch(SCHEMA).map_err(sql)?;
-        tx.commit().map_err(sql)?;
+        // The write lock only when the schema is missing: processes that open a
+        // ready store (every CNI invocation) do not queue behind writers.
+        let ready: bool = conn
+            .query_row("SELECT count(*) = 3 FROM sqlite_master WHERE name IN ('meta', 'kv', 'log')", [], |r| r.get(0))
+            .map_err(sql)?;
+        if !ready {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+            tx.execute_batch(SCHEMA).map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
         let inner = Arc::new(Inner { path: path.to_path_buf(), conn: Mutex::new(conn) });
         lease::start_reaper(Arc::downgrade(&inner));
         Ok(SqliteStore { inner })
