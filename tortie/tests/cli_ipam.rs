@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use tortie_cni::ipam::{self, IpamError, Request};
+use tortie_cni::ipam::{self, IpamError, Purpose, Request};
 use tortie_store::Datastore;
 use tortie_store::api;
 use tortie_store::resources::parse_documents;
@@ -53,8 +53,12 @@ spec: {node: n2, interfaceName: tortiep2, ipNetworks: [198.18.0.2/32]}
     let assigned = block_on(async {
         let kv = Datastore::open(&url).await.unwrap();
         api::apply(&kv, &parse_documents(setup).unwrap()).await.unwrap();
-        let req =
-            |node: &str, handle: &str| Request { node: node.into(), handle: handle.into(), attrs: BTreeMap::new() };
+        let req = |node: &str, handle: &str| Request {
+            node: node.into(),
+            handle: handle.into(),
+            purpose: Purpose::Workload,
+            attrs: BTreeMap::new(),
+        };
         let mut got = Vec::new();
         for (node, handle) in [("n1", "net.p1"), ("n2", "net.p2"), ("n2", "net.p3"), ("n2", "net.p4")] {
             got.push(ipam::assign(&kv, &req(node, handle)).await.unwrap().to_string());
@@ -103,9 +107,11 @@ metadata: {name: default}
 spec: {maxBlocksPerHost: 1, strictAffinity: true}
 ";
         api::apply(&kv, &parse_documents(strict).unwrap()).await.unwrap();
-        let req = Request { node: "n1".into(), handle: "net.p6".into(), attrs: BTreeMap::new() };
+        let req =
+            Request { node: "n1".into(), handle: "net.p6".into(), purpose: Purpose::Workload, attrs: BTreeMap::new() };
         ipam::assign(&kv, &req).await.unwrap();
-        let req = Request { node: "n1".into(), handle: "net.p7".into(), attrs: BTreeMap::new() };
+        let req =
+            Request { node: "n1".into(), handle: "net.p7".into(), purpose: Purpose::Workload, attrs: BTreeMap::new() };
         let e = ipam::assign(&kv, &req).await.unwrap_err().to_string();
         assert!(e.contains("strictAffinity"), "{e}");
     });

@@ -114,3 +114,37 @@ fn a_daemon_killed_and_restarted_under_a_running_ping_loses_no_packet() {
         assert!(b.ping(addr("198.18.0.1"), 2, "0.2").unwrap().contains(" 0% packet loss"));
     });
 }
+
+#[test]
+fn a_node_holds_a_tunnel_address_from_the_pool_while_the_pool_uses_ipip() {
+    let c = Cluster::new("node-tunnel", 1);
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 198.18.0.0/16, blockSize: 26, ipipMode: CrossSubnet}
+",
+    );
+    let tunnel_addr = || {
+        let node = c.tortie(&["get", "node", "n1", "-o", "json"], "");
+        let v: serde_json::Value = serde_json::from_str(&node).unwrap();
+        v["spec"]["bgp"]["ipv4IPIPTunnelAddr"].as_str().map(String::from)
+    };
+    let d = c.start(0);
+    wait_routes(&c.nodes[0], &["blackhole 198.18.0.0/26"], &d);
+    // From the node's own block, held under the tunnel handle.
+    assert_eq!(tunnel_addr().as_deref(), Some("198.18.0.0"));
+    drop(d);
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 198.18.0.0/16, blockSize: 26, ipipMode: Never}
+",
+    );
+    let d = c.start(0);
+    wait_routes(&c.nodes[0], &["blackhole 198.18.0.0/26"], &d);
+    common::wait_until("the tunnel address to be released", || tunnel_addr().is_none());
+    let ipam = c.tortie(&["ipam", "show"], "");
+    assert!(ipam.lines().any(|l| l.contains("198.18.0.0/16") && l.contains("| 0 (0%)")), "{ipam}");
+}

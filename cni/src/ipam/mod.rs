@@ -91,9 +91,27 @@ pub async fn blocks<K: Kv>(kv: &K) -> Result<Vec<StoredBlock>, IpamError> {
         .collect()
 }
 
-/// Pools a node may take workload addresses from (IPv4, enabled, `Workload`
-/// use, `nodeSelector` matching the node's labels).
-pub async fn pools_for<K: Kv>(kv: &K, node: &str) -> Result<Vec<IpPoolSpec>, IpamError> {
+/// What an address is used for (IPPool `allowedUses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A pod's interface.
+    Workload,
+    /// The node's tunnel device.
+    Tunnel,
+}
+
+impl Purpose {
+    fn allowed_use(self) -> &'static str {
+        match self {
+            Purpose::Workload => "Workload",
+            Purpose::Tunnel => "Tunnel",
+        }
+    }
+}
+
+/// Pools a node may take addresses from for `purpose` (IPv4, enabled,
+/// allowed for that use, `nodeSelector` matching the node's labels).
+pub async fn pools_for<K: Kv>(kv: &K, node: &str, purpose: Purpose) -> Result<Vec<IpPoolSpec>, IpamError> {
     let labels = match api::get(kv, Kind::Node, None, node).await {
         Ok(Resource::Node(n)) => n.metadata.labels,
         _ => BTreeMap::new(),
@@ -104,7 +122,7 @@ pub async fn pools_for<K: Kv>(kv: &K, node: &str) -> Result<Vec<IpPoolSpec>, Ipa
         let s = p.spec;
         let usable = matches!(s.cidr, Some(IpNet::V4(_)))
             && !s.disabled
-            && s.allowed_uses.iter().any(|u| u == "Workload")
+            && s.allowed_uses.iter().any(|u| u == purpose.allowed_use())
             && s.node_selector.as_deref().is_none_or(|sel| Selector::parse(sel).is_ok_and(|sel| sel.matches(&labels)));
         if usable {
             pools.push(s);
@@ -132,6 +150,8 @@ pub struct Request {
     pub node: String,
     /// The handle (`<network>.<containerID>`).
     pub handle: String,
+    /// What the address is for.
+    pub purpose: Purpose,
     /// Extra attributes (namespace, pod); the node is added.
     pub attrs: BTreeMap<String, String>,
 }
@@ -159,11 +179,11 @@ pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
 /// [`assign`], writing `also(address)` in the same transaction (the CNI
 /// plugin's WorkloadEndpoint: the address and its user appear together).
 pub async fn assign_with<K: Kv>(kv: &K, req: &Request, also: impl Fn(IpNet) -> Vec<Op>) -> Result<IpNet, IpamError> {
-    let pools = pools_for(kv, &req.node).await?;
+    let pools = pools_for(kv, &req.node, req.purpose).await?;
     if pools.is_empty() {
         return Err(IpamError::Exhausted {
             node: req.node.clone(),
-            why: "no enabled IPv4 IPPool for workloads selects this node".into(),
+            why: format!("no enabled IPv4 IPPool allowed for {} use selects this node", req.purpose.allowed_use()),
         });
     }
     let config = ipam_config(kv).await?;

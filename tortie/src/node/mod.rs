@@ -6,6 +6,7 @@
 
 mod bridge;
 mod peers;
+mod tunnel;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -100,6 +101,7 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
         None => discover_address().await?,
     };
     register(&kv, &args.name, address).await?;
+    tunnel::ensure(&kv, &args.name).await?;
 
     let felix = agent::start(
         kv.clone(),

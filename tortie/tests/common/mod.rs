@@ -129,3 +129,11 @@ pub fn wait_routes(node: &Netns, want: &[&str], daemon: &Daemon) {
 pub fn addr(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
+
+/// Waits up to 20 s for `done`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(20), || {
+        Ok(if done() { Check::Done(()) } else { Check::Pending(String::new()) })
+    })
+    .unwrap();
+}
