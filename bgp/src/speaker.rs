@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::packet::{
     Context, Family, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode,
@@ -75,10 +75,44 @@ pub enum SpeakerCommand {
         /// New export policy.
         export: Option<Policy>,
     },
+    /// Close a neighbour's session (Cease / Administrative Shutdown, RFC
+    /// 4486) and forget it and its routes.
+    RemoveNeighbor(String),
+    /// Read-only views for status tools.
+    Query(Query),
     /// Originate a prefix (ORIGIN and AS_PATH are filled in when absent).
     Originate(IpNet, PathAttrs),
     /// Stop originating a prefix.
     Withdraw(IpNet),
+}
+
+/// A question for the speaker; the answer comes back on the channel.
+#[derive(Debug)]
+pub enum Query {
+    /// Prefix counts per neighbour.
+    Peers(oneshot::Sender<Vec<PeerCounts>>),
+    /// The Loc-RIB's best paths (for one prefix, or all).
+    Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
+}
+
+/// A neighbour's prefix counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Peer name.
+    pub name: String,
+    /// Paths received from it (after import policy).
+    pub received: usize,
+    /// Prefixes it is sent (export rules and policy applied); 0 while down.
+    pub advertised: usize,
+}
+
+/// One prefix of the Loc-RIB with its multipath set, best first.
+#[derive(Debug, Clone)]
+pub struct RouteView {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// (peer name or `None` for our own, path).
+    pub paths: Vec<(Option<String>, Path)>,
 }
 
 /// Handles to a running speaker.
@@ -226,6 +260,45 @@ impl Speaker {
                 if export_changed && self.up.contains(&peer) {
                     self.send_table(&peer, true).await;
                 }
+            }
+            SpeakerCommand::RemoveNeighbor(name) => {
+                let Some((neighbor, handle)) = self.neighbors.remove(&name) else { return };
+                if let Some(listener) = &self.listener
+                    && let Err(e) = listener.remove_peer(neighbor.session.remote.ip())
+                {
+                    tracing::warn!(peer = name, error = %e, "removing the peer from the listener");
+                }
+                let _ = handle
+                    .commands
+                    .send(PeerCommand::Stop { message: "peer removed from the configuration".into() })
+                    .await;
+                self.statuses.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                self.up.remove(&name);
+                self.stale.remove(&name);
+                self.over_limit.remove(&name);
+                tracing::info!(peer = name, "neighbour removed");
+                let changes = self.rib.peer_down(&key(&name));
+                self.propagate(changes).await;
+            }
+            SpeakerCommand::Query(Query::Peers(reply)) => {
+                let counts = self.neighbors.keys().map(|name| self.counts(name)).collect();
+                let _ = reply.send(counts);
+            }
+            SpeakerCommand::Query(Query::Routes(prefix, reply)) => {
+                let view = |prefix: IpNet| RouteView {
+                    prefix,
+                    paths: self
+                        .rib
+                        .best(&prefix)
+                        .into_iter()
+                        .map(|(peer, path)| (peer.map(|p| p.to_string()), path))
+                        .collect(),
+                };
+                let routes = match prefix {
+                    Some(p) => vec![view(p)].into_iter().filter(|r| !r.paths.is_empty()).collect(),
+                    None => self.rib.best_paths().map(|(p, _)| view(p)).collect(),
+                };
+                let _ = reply.send(routes);
             }
             SpeakerCommand::Originate(prefix, mut attrs) => {
                 attrs.origin.get_or_insert(Origin::Igp);
@@ -398,6 +471,17 @@ impl Speaker {
 
     /// Sends `peer` every best path it may have, then End-of-RIB; with
     /// `withdraw_rest`, withdraws the prefixes it may no longer have.
+    fn counts(&self, name: &str) -> PeerCounts {
+        let advertised = if self.up.contains(name) {
+            let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
+            let (_, groups) = self.exports(name, all.iter().map(|(p, best)| (*p, Some(best))));
+            groups.values().map(Vec::len).sum()
+        } else {
+            0
+        };
+        PeerCounts { name: name.to_string(), received: self.rib.paths_from(&key(name)), advertised }
+    }
+
     async fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
         let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
         let items = all.iter().map(|(prefix, best)| (*prefix, Some(best)));

@@ -313,3 +313,35 @@ impl Capability {
         }
     }
 }
+
+/// How operators read capabilities (`birdc show protocols all` style).
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capability::Multiprotocol(family) => write!(f, "multiprotocol {family}"),
+            Capability::RouteRefresh => f.write_str("route-refresh"),
+            Capability::EnhancedRouteRefresh => f.write_str("enhanced-route-refresh"),
+            Capability::FourOctetAs(asn) => write!(f, "4-octet-as {asn}"),
+            Capability::GracefulRestart(gr) => {
+                write!(f, "graceful-restart {}s", gr.restart_time)?;
+                if gr.restarted {
+                    f.write_str(" restarted")?;
+                }
+                for fam in &gr.families {
+                    write!(f, " {}{}", fam.family, if fam.forwarding_preserved { "(F)" } else { "" })?;
+                }
+                Ok(())
+            }
+            Capability::AddPath(families) => {
+                f.write_str("add-path")?;
+                families.iter().try_for_each(|a| write!(f, " {} {:?}", a.family, a.mode))
+            }
+            Capability::ExtendedNextHop(list) => {
+                f.write_str("extended-next-hop")?;
+                list.iter().try_for_each(|e| write!(f, " {:?}/{} via {:?}", e.nlri_afi, e.nlri_safi, e.next_hop_afi))
+            }
+            Capability::ExtendedMessage => f.write_str("extended-message"),
+            Capability::Unknown { code, value } => write!(f, "capability {code} ({} bytes)", value.len()),
+        }
+    }
+}

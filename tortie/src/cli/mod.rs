@@ -2,6 +2,7 @@
 
 mod ipam;
 mod resources;
+mod status;
 
 use crate::node;
 
@@ -33,12 +34,27 @@ enum Command {
     /// IP address management: usage, consistency, release.
     #[command(subcommand)]
     Ipam(ipam::IpamCommand),
+    /// This node's BGP sessions, as `calicoctl node status` shows them.
+    Status(status::StatusArgs),
+    /// BGP in depth: peers and routes.
+    #[command(subcommand)]
+    Bgp(BgpCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BgpCommand {
+    /// Peers in depth: capabilities, timers, counters, last error.
+    Peers(status::PeersArgs),
+    /// The Loc-RIB: best paths and their attributes.
+    Routes(status::RoutesArgs),
 }
 
 #[derive(Subcommand, Debug)]
 enum NodeCommand {
     /// Run the node daemon: felix, the BGP speaker and their peers.
     Run(node::RunArgs),
+    /// This node's BGP sessions (same as `tortie status`).
+    Status(status::StatusArgs),
 }
 
 /// Runs the chosen command.
@@ -52,5 +68,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => resources::delete(&open().await?, args).await,
         Command::Node(NodeCommand::Run(args)) => node::run(open().await?, args).await,
         Command::Ipam(cmd) => ipam::run(&open().await?, cmd).await,
+        Command::Status(args) | Command::Node(NodeCommand::Status(args)) => status::status(args, open).await,
+        Command::Bgp(BgpCommand::Peers(args)) => status::peers(args).await,
+        Command::Bgp(BgpCommand::Routes(args)) => status::routes(args).await,
     }
 }

@@ -5,12 +5,15 @@
 //! adopts them, so pods keep their connectivity across restarts.
 
 mod bridge;
+pub mod local_api;
 mod peers;
+pub mod summary;
 mod tunnel;
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -125,9 +128,27 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
     let (planned_tx, planned_rx) = watch::channel(None);
     tokio::spawn(bridge::originate(felix.originate.clone(), speaker.commands.clone()));
     tokio::spawn(bridge::learned(best_rx, felix.learned.clone()));
-    let mut peer_task =
-        tokio::spawn(manage_peers(kv.clone(), args.name.clone(), address, speaker.commands.clone(), planned_tx));
+    let plan = Arc::new(Mutex::new((peers::DEFAULT_AS, BTreeMap::new())));
+    let manager = PeerManager {
+        kv: kv.clone(),
+        name: args.name.clone(),
+        address,
+        speaker: speaker.commands.clone(),
+        planned: planned_tx,
+        plan: plan.clone(),
+    };
+    let mut peer_task = tokio::spawn(manager.run());
     tokio::spawn(bridge::converged(planned_rx, speaker.peers.clone(), felix.learned.clone()));
+    let api_state = local_api::ApiState {
+        node: args.name.clone(),
+        router_id: address.addr(),
+        speaker: speaker.commands.clone(),
+        statuses: speaker.peers.clone(),
+        plan,
+    };
+    tokio::spawn(summary::publish(kv.clone(), api_state.clone()));
+    let run_dir = args.run_dir.clone();
+    let mut api_task = tokio::spawn(async move { local_api::serve(&run_dir, api_state).await });
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut felix_task = felix.task;
@@ -136,6 +157,7 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
         _ = term.recv() => tracing::info!("SIGTERM: stopping; kernel routes stay"),
         r = &mut felix_task => return Err(anyhow::anyhow!("felix stopped: {:?}", r?.err())),
         r = &mut peer_task => return Err(anyhow::anyhow!("peer manager stopped: {:?}", r?.err())),
+        r = &mut api_task => return Err(anyhow::anyhow!("local API stopped: {:?}", r?.err())),
     }
     Ok(())
 }
@@ -170,37 +192,50 @@ async fn watch_resources(kv: &Datastore) -> anyhow::Result<tortie_store::kv::Wat
     Ok(kv.watch(KEY_PREFIX, now + 1).await?)
 }
 
-/// Keeps the speaker's neighbours in line with the datastore.
-async fn manage_peers(
+/// Keeps the speaker's neighbours in line with the datastore: new peers
+/// are added, removed ones closed (Cease / Administrative Shutdown),
+/// changed ones replaced; the others are not touched.
+struct PeerManager {
     kv: Datastore,
     name: String,
     address: Ipv4Net,
     speaker: mpsc::Sender<SpeakerCommand>,
     planned: watch::Sender<Option<Vec<String>>>,
-) -> anyhow::Result<()> {
-    let mut started: HashSet<String> = HashSet::new();
-    let mut watch = watch_resources(&kv).await?;
-    loop {
-        let (me, plan) = plan_peers(&kv, &name, address).await?;
-        for p in &plan {
-            if started.insert(p.name.clone()) {
-                tracing::info!(peer = p.name, remote = %p.remote, asn = p.asn, kind = ?p.kind, passive = p.passive, "adding BGP peer");
-                speaker.send(SpeakerCommand::AddNeighbor(Box::new(peers::neighbor(&me, p)))).await?;
+    plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
+}
+
+impl PeerManager {
+    async fn run(self) -> anyhow::Result<()> {
+        let mut running: BTreeMap<String, PlannedPeer> = BTreeMap::new();
+        let mut watch = watch_resources(&self.kv).await?;
+        loop {
+            let (me, plan) = plan_peers(&self.kv, &self.name, self.address).await?;
+            let wanted: BTreeMap<String, PlannedPeer> = plan.into_iter().map(|p| (p.name.clone(), p)).collect();
+            for (name, old) in &running {
+                if wanted.get(name) != Some(old) {
+                    tracing::info!(peer = name, "removing BGP peer");
+                    self.speaker.send(SpeakerCommand::RemoveNeighbor(name.clone())).await?;
+                }
             }
-        }
-        for gone in started.iter().filter(|s| !plan.iter().any(|p| &p.name == *s)) {
-            tracing::warn!(peer = gone, "peer no longer configured; it stays up until the daemon restarts");
-        }
-        planned.send_replace(Some(plan.into_iter().map(|p| p.name).collect()));
-        match watch.next().await {
-            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "peer watch lost; reloading");
-                watch = watch_resources(&kv).await?;
+            for (name, p) in &wanted {
+                if running.get(name) != Some(p) {
+                    tracing::info!(peer = name, remote = %p.remote, asn = p.asn, kind = ?p.kind, passive = p.passive, "adding BGP peer");
+                    self.speaker.send(SpeakerCommand::AddNeighbor(Box::new(peers::neighbor(&me, p)))).await?;
+                }
             }
-            None => return Ok(()),
+            running = wanted;
+            *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = (me.asn, running.clone());
+            self.planned.send_replace(Some(running.keys().cloned().collect()));
+            match watch.next().await {
+                Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "peer watch lost; reloading");
+                    watch = watch_resources(&self.kv).await?;
+                }
+                None => return Ok(()),
+            }
+            // Drain what arrived meanwhile: one re-plan covers it.
+            while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::ZERO, watch.next()).await {}
         }
-        // Drain what arrived meanwhile: one re-plan covers it.
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::ZERO, watch.next()).await {}
     }
 }

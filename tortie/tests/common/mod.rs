@@ -23,7 +23,7 @@ spec: {cidr: 198.18.0.0/16, blockSize: 26, ipipMode: Never}
 
 pub struct Cluster {
     pub lab: Lab,
-    _switch: tortie_lab::Bridge,
+    pub switch: tortie_lab::Bridge,
     pub url: String,
     pub nodes: Vec<Netns>,
 }
@@ -45,7 +45,7 @@ impl Cluster {
             node.add_route("default via 192.0.2.254").unwrap();
             nodes.push(node);
         }
-        let c = Cluster { lab, url, nodes, _switch: switch };
+        let c = Cluster { lab, url, nodes, switch };
         c.apply(POOL);
         block_on(async {
             let kv = Datastore::open(&c.url).await.unwrap();

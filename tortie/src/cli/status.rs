@@ -1,0 +1,333 @@
+//! `tortie status` (alias `tortie node status`) in the layout of
+//! `calicoctl node status`, `tortie bgp peers` and `tortie bgp routes`
+//! (the depth of `birdc show protocols all` / `show route all`), read from
+//! the daemon's local API; `tortie status --all-nodes` reads the summaries
+//! every daemon publishes to the datastore.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tortie_store::Datastore;
+
+use crate::node::local_api::{PeerDetail, Route, Status, socket_path};
+use crate::node::summary::{self, Published};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// calicoctl's tables.
+    Table,
+    /// The same facts as JSON.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The daemon's run directory (where its API socket is).
+    #[arg(long, default_value = "/var/run/tortie")]
+    run_dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Every node's sessions, from the summaries in the datastore.
+    #[arg(long)]
+    all_nodes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PeersArgs {
+    /// One peer (by address); all when absent.
+    address: Option<std::net::IpAddr>,
+    /// The daemon's run directory.
+    #[arg(long, default_value = "/var/run/tortie")]
+    run_dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct RoutesArgs {
+    /// One prefix; all when absent.
+    prefix: Option<IpNet>,
+    /// The daemon's run directory.
+    #[arg(long, default_value = "/var/run/tortie")]
+    run_dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// GETs `path` from the daemon's socket; the body of a 200 answer.
+async fn get(run_dir: &Path, path: &str) -> anyhow::Result<String> {
+    let socket = socket_path(run_dir);
+    let mut stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .with_context(|| format!("tortie process is not running (cannot connect to {})", socket.display()))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: tortie\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    let reply = String::from_utf8_lossy(&reply);
+    let (head, body) = reply.split_once("\r\n\r\n").context("malformed answer from the daemon")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("the daemon answered: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
+
+/// `HH:MM:SS` for today (UTC), else `YYYY-MM-DD`, as BIRD shows it.
+pub fn since(secs: u64, now: u64) -> String {
+    if secs == 0 {
+        return "-".into();
+    }
+    let (day, now_day) = (secs / 86_400, now / 86_400);
+    if day == now_day {
+        let s = secs % 86_400;
+        return format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60);
+    }
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = day as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn family_table(title: &str, peers: &[&crate::node::local_api::PeerSummary], now: u64) -> String {
+    let mut out = format!("{title}\n");
+    if peers.is_empty() {
+        out.push_str(&format!("No {} peers found.\n", if title.starts_with("IPv4") { "IPv4" } else { "IPv6" }));
+        return out;
+    }
+    let rows: Vec<[String; 5]> = peers
+        .iter()
+        .map(|p| [p.address.to_string(), p.peer_type.clone(), p.state.clone(), since(p.since, now), p.info.clone()])
+        .collect();
+    out.push_str(&ascii_table(["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"], &rows));
+    out
+}
+
+/// The table calicoctl prints (Go's tablewriter): `+---+` rules, centred
+/// headers (the spare space on the right), left-aligned cells.
+fn ascii_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let rule = widths.iter().fold("+".to_string(), |acc, w| acc + &"-".repeat(w + 2) + "+") + "\n";
+    let line = |cells: Vec<String>| cells.iter().fold("|".to_string(), |acc, c| acc + " " + c + " |") + "\n";
+    let centred = header
+        .iter()
+        .zip(widths)
+        .map(|(h, w)| {
+            let pad = w - h.chars().count();
+            format!("{}{h}{}", " ".repeat(pad / 2), " ".repeat(pad - pad / 2))
+        })
+        .collect();
+    let mut out = rule.clone() + &line(centred) + &rule;
+    for row in rows {
+        out += &line(row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect());
+    }
+    out + &rule
+}
+
+/// The `calicoctl node status` layout.
+pub fn render(status: &Status, now: u64) -> String {
+    let v4: Vec<_> = status.peers.iter().filter(|p| p.address.is_ipv4()).collect();
+    let v6: Vec<_> = status.peers.iter().filter(|p| p.address.is_ipv6()).collect();
+    format!(
+        "tortie process is running.\n\n{}\n{}",
+        family_table("IPv4 BGP status", &v4, now),
+        family_table("IPv6 BGP status", &v6, now)
+    )
+}
+
+fn render_all(nodes: &[Published], now: u64) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        let age = now.saturating_sub(n.published_at);
+        let stale = if age > summary::STALE_AFTER.as_secs() {
+            format!("  (STALE: last summary {age} s ago — is the daemon running?)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "Node {} (AS {}, router id {}){stale}", n.status.node, n.status.asn, n.status.router_id);
+        let peers: Vec<_> = n.status.peers.iter().collect();
+        out.push_str(&family_table("IPv4 BGP status", &peers, now));
+        out.push('\n');
+    }
+    out
+}
+
+pub async fn status(args: StatusArgs, open: impl AsyncFnOnce() -> anyhow::Result<Datastore>) -> anyhow::Result<()> {
+    if args.all_nodes {
+        let nodes = summary::read_all(&open().await?).await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
+            Output::Table => print!("{}", render_all(&nodes, now())),
+        }
+        return Ok(());
+    }
+    let body = get(&args.run_dir, "/status").await?;
+    let status: Status = serde_json::from_str(&body).context("decoding the daemon's status")?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Table => print!("{}", render(&status, now())),
+    }
+    Ok(())
+}
+
+fn render_peer(p: &PeerDetail, now: u64) -> String {
+    let s = &p.summary;
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let mut out = format!("{:<20} BGP  {:<6} {:<10} {}\n", s.name, s.state, since(s.since, now), s.info);
+    let rows = [
+        ("Peer type", s.peer_type.clone()),
+        ("Neighbor address", s.address.to_string()),
+        ("Neighbor AS", s.asn.to_string()),
+        ("Neighbor ID", opt(p.neighbor_id.map(|i| i.to_string()))),
+        ("FSM state", p.fsm_state.clone()),
+        ("Passive", p.passive.to_string()),
+        ("Hold timer", opt(p.hold_time.map(|h| format!("{h} s (keepalive {} s)", p.keepalive.unwrap_or(0))))),
+        ("Capabilities", if p.capabilities.is_empty() { "-".into() } else { p.capabilities.join(", ") }),
+        ("Routes", format!("{} imported, {} exported", s.prefixes_received, s.prefixes_advertised)),
+        ("Messages", format!("{} received, {} sent", p.messages[0], p.messages[1])),
+        ("Updates", format!("{} received, {} sent", p.messages[2], p.messages[3])),
+        ("Last error", opt(p.last_error.clone())),
+        ("Last notification sent", opt(p.last_notification_sent.clone())),
+        ("Last notification received", opt(p.last_notification_received.clone())),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(out, "  {:<28} {v}", format!("{k}:"));
+    }
+    out
+}
+
+pub async fn peers(args: PeersArgs) -> anyhow::Result<()> {
+    let body = get(&args.run_dir, "/peers").await?;
+    let mut peers: Vec<PeerDetail> = serde_json::from_str(&body).context("decoding the daemon's peers")?;
+    if let Some(addr) = args.address {
+        peers.retain(|p| p.summary.address == addr);
+        if peers.is_empty() {
+            bail!("no BGP peer with address {addr}");
+        }
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&peers)?),
+        Output::Table => peers.iter().for_each(|p| println!("{}", render_peer(p, now()))),
+    }
+    Ok(())
+}
+
+fn render_routes(routes: &[Route]) -> String {
+    let mut out = String::new();
+    for r in routes {
+        for (i, p) in r.paths.iter().enumerate() {
+            let prefix = if i == 0 { r.prefix.to_string() } else { String::new() };
+            let via = p.next_hop.map_or("-".into(), |n| n.to_string());
+            let from = p.from.clone().unwrap_or_else(|| "local".into());
+            let mark = if i == 0 { "* (best)" } else { "  (multipath)" };
+            let _ = writeln!(out, "{prefix:<20} via {via:<15} from {from:<20} [{}] {mark}", p.source);
+            let lp = p.local_pref.map_or("-".into(), |v| v.to_string());
+            let med = p.med.map_or("-".into(), |v| v.to_string());
+            let _ = writeln!(
+                out,
+                "{:<20} AS_PATH: {}  ORIGIN: {}  LOCAL_PREF: {lp}  MED: {med}{}",
+                "",
+                if p.as_path.is_empty() { "(empty)" } else { &p.as_path },
+                p.origin,
+                if p.communities.is_empty() {
+                    String::new()
+                } else {
+                    format!("  COMMUNITIES: {}", p.communities.join(" "))
+                }
+            );
+        }
+    }
+    out
+}
+
+pub async fn routes(args: RoutesArgs) -> anyhow::Result<()> {
+    let path = match args.prefix {
+        Some(p) => format!("/routes?prefix={}", p.to_string().replace('/', "%2F")),
+        None => "/routes".into(),
+    };
+    let routes: Vec<Route> = serde_json::from_str(&get(&args.run_dir, &path).await?).context("decoding the routes")?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&routes)?),
+        Output::Table => print!("{}", render_routes(&routes)),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::local_api::PeerSummary;
+
+    fn peer(addr: &str, kind: &str, state: &str, since: u64, info: &str) -> PeerSummary {
+        PeerSummary {
+            name: String::new(),
+            address: addr.parse().unwrap(),
+            asn: 64512,
+            peer_type: kind.into(),
+            state: state.into(),
+            since,
+            info: info.into(),
+            prefixes_received: 0,
+            prefixes_advertised: 0,
+        }
+    }
+
+    #[test]
+    fn status_matches_the_calicoctl_layout() {
+        let now = 1_764_100_000; // 2025-11-25 19:46:40 UTC
+        let status = Status {
+            node: "n1".into(),
+            asn: 64512,
+            router_id: "192.0.2.1".parse().unwrap(),
+            peers: vec![
+                peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established"),
+                peer("203.0.113.1", "global", "start", now - 90_000, "Active Socket: Connection refused"),
+            ],
+        };
+        let golden = "\
+tortie process is running.
+
+IPv4 BGP status
++--------------+-------------------+-------+------------+-----------------------------------+
+| PEER ADDRESS |     PEER TYPE     | STATE |   SINCE    |               INFO                |
++--------------+-------------------+-------+------------+-----------------------------------+
+| 192.0.2.2    | node-to-node mesh | up    | 19:45:00   | Established                       |
+| 203.0.113.1  | global            | start | 2025-11-24 | Active Socket: Connection refused |
++--------------+-------------------+-------+------------+-----------------------------------+
+
+IPv6 BGP status
+No IPv6 peers found.
+";
+        assert_eq!(render(&status, now), golden);
+    }
+
+    #[test]
+    fn since_shows_the_time_today_and_the_date_before() {
+        assert_eq!(since(0, 10), "-");
+        assert_eq!(since(86_400 * 20_000 + 3_661, 86_400 * 20_000 + 4_000), "01:01:01");
+        assert_eq!(since(951_782_400, 1_000_000_000), "2000-02-29");
+    }
+}

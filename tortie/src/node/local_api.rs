@@ -1,0 +1,297 @@
+//! The daemon's local API: HTTP/1.1 + JSON over a Unix socket in the run
+//! directory, mode 0600 (root only). `tortie status`, `tortie bgp peers`
+//! and `tortie bgp routes` read it. The types here are the wire format of
+//! both sides.
+//!
+//! ```text
+//!  GET /status          node, AS, router id, one summary per peer
+//!  GET /peers           one detail per peer (capabilities, timers, counters, errors)
+//!  GET /routes[?prefix] the Loc-RIB's best paths
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use axum::extract::{Query as QueryParams, State as Shared};
+use axum::routing::get;
+use axum::{Json, Router};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tortie_bgp::session::State;
+use tortie_bgp::session::peer::PeerStatus;
+use tortie_bgp::speaker::{PeerCounts, Query, RouteView, SpeakerCommand};
+
+use super::peers::{PeerType, PlannedPeer};
+
+/// The socket's file name in the run directory.
+pub const SOCKET: &str = "tortie.sock";
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Node name.
+    pub node: String,
+    /// Node AS.
+    pub asn: u32,
+    /// BGP router id.
+    pub router_id: Ipv4Addr,
+    /// One per configured peer.
+    pub peers: Vec<PeerSummary>,
+}
+
+/// A row of `tortie status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    /// Session name (`Mesh_192_0_2_2`).
+    pub name: String,
+    /// Peer address.
+    pub address: IpAddr,
+    /// Peer AS.
+    pub asn: u32,
+    /// `node-to-node mesh`, `global`, `node specific`, `route reflector`.
+    pub peer_type: String,
+    /// `up` when Established, else `start` (BIRD's protocol states).
+    pub state: String,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+    /// `Established`, or the FSM state and the last error.
+    pub info: String,
+    /// Paths received.
+    pub prefixes_received: usize,
+    /// Prefixes advertised.
+    pub prefixes_advertised: usize,
+}
+
+/// One peer in depth (`GET /peers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: PeerSummary,
+    /// FSM state.
+    pub fsm_state: String,
+    /// Waits for the peer to dial.
+    pub passive: bool,
+    /// The peer's BGP identifier, once known.
+    pub neighbor_id: Option<Ipv4Addr>,
+    /// Negotiated hold time and keepalive, seconds.
+    pub hold_time: Option<u16>,
+    /// Keepalive interval.
+    pub keepalive: Option<u16>,
+    /// The peer's capabilities.
+    pub capabilities: Vec<String>,
+    /// Messages received / sent, UPDATEs received / sent.
+    pub messages: [u64; 4],
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Last NOTIFICATION sent.
+    pub last_notification_sent: Option<String>,
+    /// Last NOTIFICATION received.
+    pub last_notification_received: Option<String>,
+}
+
+/// One path of a route (`GET /routes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutePath {
+    /// The peer it came from; `None` for our own.
+    pub from: Option<String>,
+    /// Next hop.
+    pub next_hop: Option<Ipv4Addr>,
+    /// AS path as text.
+    pub as_path: String,
+    /// ORIGIN.
+    pub origin: String,
+    /// LOCAL_PREF.
+    pub local_pref: Option<u32>,
+    /// MED.
+    pub med: Option<u32>,
+    /// Communities, large communities.
+    pub communities: Vec<String>,
+    /// iBGP, eBGP or local.
+    pub source: String,
+}
+
+/// One prefix, best path first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// Its multipath set, best first.
+    pub paths: Vec<RoutePath>,
+}
+
+/// What the API reads.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Node name.
+    pub node: String,
+    /// Router id.
+    pub router_id: Ipv4Addr,
+    /// The speaker.
+    pub speaker: mpsc::Sender<SpeakerCommand>,
+    /// Session states by peer name.
+    pub statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
+    /// The planned peers (and our AS), kept by the peer manager.
+    pub plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
+}
+
+fn peer_type(kind: PeerType) -> &'static str {
+    match kind {
+        PeerType::Mesh => "node-to-node mesh",
+        PeerType::Global => "global",
+        PeerType::NodeSpecific => "node specific",
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl ApiState {
+    async fn ask<T>(&self, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.speaker.send(SpeakerCommand::Query(query(tx))).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Every planned peer in detail.
+    async fn details(&self) -> (u32, Vec<PeerDetail>) {
+        let counts: HashMap<String, PeerCounts> =
+            self.ask(Query::Peers).await.unwrap_or_default().into_iter().map(|c| (c.name.clone(), c)).collect();
+        let (asn, plan) = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let peers = plan
+            .values()
+            .map(|p| {
+                let status = statuses.get(&p.name).map(|s| s.borrow().clone());
+                let established = status.as_ref().is_some_and(|s| s.state == State::Established);
+                let fsm_state = status.as_ref().map_or("Idle".to_string(), |s| format!("{:?}", s.state));
+                let error = status.as_ref().and_then(|s| s.last_error.clone());
+                let info = match (&error, established) {
+                    (_, true) => "Established".to_string(),
+                    (Some(e), false) => format!("{fsm_state} {e}"),
+                    (None, false) => fsm_state.clone(),
+                };
+                let negotiated = status.as_ref().and_then(|s| s.negotiated.clone());
+                let c = counts.get(&p.name);
+                PeerDetail {
+                    summary: PeerSummary {
+                        name: p.name.clone(),
+                        address: p.remote.ip(),
+                        asn: p.asn,
+                        peer_type: peer_type(p.kind).into(),
+                        state: if established { "up" } else { "start" }.into(),
+                        since: status.as_ref().map_or(0, |s| unix(s.since)),
+                        info,
+                        prefixes_received: c.map_or(0, |c| c.received),
+                        prefixes_advertised: c.map_or(0, |c| c.advertised),
+                    },
+                    fsm_state,
+                    passive: p.passive,
+                    neighbor_id: negotiated.as_ref().map(|n| n.peer_id),
+                    hold_time: negotiated.as_ref().map(|n| n.hold_time),
+                    keepalive: negotiated.as_ref().map(|n| n.keepalive),
+                    capabilities: negotiated
+                        .as_ref()
+                        .map(|n| n.peer_capabilities.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
+                    messages: status
+                        .as_ref()
+                        .map_or([0; 4], |s| [s.messages_in, s.messages_out, s.updates_in, s.updates_out]),
+                    last_error: error,
+                    last_notification_sent: status.as_ref().and_then(|s| s.last_notification_sent.clone()),
+                    last_notification_received: status.as_ref().and_then(|s| s.last_notification_received.clone()),
+                }
+            })
+            .collect();
+        (asn, peers)
+    }
+}
+
+fn route(r: RouteView) -> Route {
+    let paths = r
+        .paths
+        .into_iter()
+        .map(|(from, p)| {
+            let a = &p.attrs;
+            let communities = a
+                .communities
+                .iter()
+                .map(ToString::to_string)
+                .chain(a.large_communities.iter().map(ToString::to_string));
+            RoutePath {
+                from,
+                next_hop: a.next_hop,
+                as_path: a.as_path.as_ref().map(ToString::to_string).unwrap_or_default(),
+                origin: a.origin.map(|o| format!("{o:?}").to_uppercase()).unwrap_or_default(),
+                local_pref: a.local_pref,
+                med: a.med,
+                communities: communities.collect(),
+                source: format!("{:?}", p.origination),
+            }
+        })
+        .collect();
+    Route { prefix: r.prefix, paths }
+}
+
+impl ApiState {
+    /// The node's session summary.
+    pub async fn status(&self) -> Status {
+        let (asn, details) = self.details().await;
+        Status {
+            node: self.node.clone(),
+            asn,
+            router_id: self.router_id,
+            peers: details.into_iter().map(|d| d.summary).collect(),
+        }
+    }
+}
+
+async fn status(Shared(s): Shared<ApiState>) -> Json<Status> {
+    Json(s.status().await)
+}
+
+async fn peers(Shared(s): Shared<ApiState>) -> Json<Vec<PeerDetail>> {
+    Json(s.details().await.1)
+}
+
+#[derive(Deserialize)]
+struct RoutesParams {
+    prefix: Option<IpNet>,
+}
+
+async fn routes(Shared(s): Shared<ApiState>, QueryParams(p): QueryParams<RoutesParams>) -> Json<Vec<Route>> {
+    let views = s.ask(|tx| Query::Routes(p.prefix, tx)).await.unwrap_or_default();
+    Json(views.into_iter().map(route).collect())
+}
+
+/// The socket path in `run_dir`.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(SOCKET)
+}
+
+/// Serves the API on `<run_dir>/tortie.sock` (replacing a stale socket).
+pub async fn serve(run_dir: &Path, state: ApiState) -> anyhow::Result<()> {
+    let path = socket_path(run_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale socket {}", path.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    tracing::info!(socket = %path.display(), "local API listening");
+    let app = Router::new()
+        .route("/status", get(status))
+        .route("/peers", get(peers))
+        .route("/routes", get(routes))
+        .with_state(state);
+    axum::serve(listener, app).await.context("serving the local API")
+}
