@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
+use tortie_ipip::EncapTable;
 use tortie_store::Datastore;
 use tortie_store::ipam::{IPAM_PREFIX, IpamBlock};
 use tortie_store::kv::Kv;
@@ -41,6 +42,9 @@ pub struct AgentConfig {
     /// Longest wait for BGP to relearn after a start before routes it did
     /// not relearn are removed.
     pub relearn_limit: Duration,
+    /// Where the userspace IPIP data plane learns which prefixes it carries
+    /// to which node (when it runs).
+    pub encap: Option<watch::Sender<Arc<EncapTable>>>,
 }
 
 /// News from BGP.
@@ -102,8 +106,14 @@ pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixEr
             .find(|k| item.key.starts_with(&k.prefix(None)));
         let Some(kind) = kind else { continue };
         match Resource::from_stored(kind, &item.value, item.mod_revision) {
-            Ok(Resource::Node(n)) if n.metadata.name == node => {
-                s.node_address = n.spec.bgp.and_then(|b| b.ipv4_address);
+            Ok(Resource::Node(n)) => {
+                let address = n.spec.bgp.and_then(|b| b.ipv4_address);
+                if let Some(IpNet::V4(a)) = address {
+                    s.nodes.push(a.addr());
+                }
+                if n.metadata.name == node {
+                    s.node_address = address;
+                }
             }
             Ok(Resource::IpPool(p)) => s.pools.push(p.spec),
             Ok(Resource::WorkloadEndpoint(w)) => s.endpoints.push(w.spec),
@@ -148,6 +158,16 @@ impl State {
                 tunnel: self.config.tunnel.as_deref(),
             },
         );
+        if let (Some(tx), Some(dev)) = (&self.config.encap, &self.config.tunnel) {
+            let table = EncapTable::new(calc::tunnelled(&remote, dev), self.snapshot.nodes.iter().copied());
+            tx.send_if_modified(|t| {
+                let changed = **t != table;
+                if changed {
+                    *t = Arc::new(table);
+                }
+                changed
+            });
+        }
         let mut routes = remote;
         // Local knowledge wins over what BGP says of the same prefix.
         routes.extend(local.routes);

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub blocks: Vec<IpamBlock>,
     /// IP pools.
     pub pools: Vec<IpPoolSpec>,
+    /// Every node's IPv4 address (the IPIP data plane accepts only these).
+    pub nodes: Vec<std::net::Ipv4Addr>,
 }
 
 /// This node's desired local state.
@@ -88,6 +90,22 @@ pub struct Remote<'a> {
     pub pools: &'a [IpPoolSpec],
     /// The IPIP tunnel device, when one is up.
     pub tunnel: Option<&'a str>,
+}
+
+/// The prefixes routed through the tunnel device and the node behind each
+/// (the first of an ECMP set), for the userspace IPIP data plane.
+pub fn tunnelled(routes: &Routes<String>, tunnel: &str) -> Vec<(ipnet::Ipv4Net, std::net::Ipv4Addr)> {
+    routes
+        .iter()
+        .filter_map(|(prefix, target)| {
+            let (IpNet::V4(p), Target::Gateways(hops)) = (prefix, target) else { return None };
+            let hop = hops.iter().find(|h| h.device.as_deref() == Some(tunnel))?;
+            match hop.gateway {
+                IpAddr::V4(g) => Some((*p, g)),
+                IpAddr::V6(_) => None,
+            }
+        })
+        .collect()
 }
 
 /// Kernel routes for what BGP learned: prefix → next hops (the ECMP set).
@@ -161,6 +179,7 @@ mod tests {
                 IpamBlock::new(net("198.19.0.0/26"), "n1"),
             ],
             pools: vec![pool("198.18.0.0/16", EncapMode::Never, true), pool("198.19.0.0/16", EncapMode::Never, false)],
+            nodes: Vec::new(),
         }
     }
 
@@ -216,6 +235,13 @@ mod tests {
         ]
         .into();
         assert_eq!(routes, want, "sorted ECMP set; no route via ourselves");
+        assert_eq!(
+            tunnelled(&routes, "tunl0"),
+            [
+                ("198.18.2.0/26".parse().unwrap(), "198.51.100.2".parse().unwrap()),
+                ("198.19.1.0/26".parse().unwrap(), "192.0.2.2".parse().unwrap())
+            ]
+        );
         let no_tunnel = Remote { tunnel: None, ..r };
         let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &no_tunnel);
         assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(vec![native("192.0.2.2")]));

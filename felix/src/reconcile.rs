@@ -101,9 +101,21 @@ pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkEr
             Change::Delete(..) => report.deleted += 1,
         }
     }
+    let mut stale = Vec::new();
     for r in nl.apply(changes)? {
         report.refused += 1;
         tracing::warn!(change = ?r.change, error = %r.error, "kernel refused a route change");
+        // The old route must not outlive the decision to change it (e.g. a next hop
+        // that left the tunnel but is not reachable natively): remove it.
+        if let Change::Replace(dst, _) = r.change
+            && let Some(old) = actual.get(&dst)
+        {
+            stale.push(Change::Delete(dst, old.clone()));
+        }
+    }
+    report.deleted += stale.len();
+    for r in nl.apply(stale)? {
+        tracing::warn!(change = ?r.change, error = %r.error, "kernel refused to remove a stale route");
     }
     let interfaces = desired.interfaces.iter().filter(|i| links.contains_key(*i));
     for s in sysctl::node().iter().chain(interfaces.flat_map(|i| sysctl::pod_interface(i)).collect::<Vec<_>>().iter()) {

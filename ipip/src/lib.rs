@@ -7,6 +7,88 @@
 //!
 //! Must not: decide routes beyond "this next hop needs encapsulation".
 
+pub mod kernel;
 mod mode;
+pub mod packet;
+pub mod userspace;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 pub use mode::encapsulate;
+use tokio::sync::watch;
+pub use userspace::EncapTable;
+
+/// The userspace data plane's device name.
+pub const USERSPACE_DEVICE: &str = "tortie-ipip";
+
+/// Why the tunnel could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The kernel has no ipip support (no module).
+    #[error("the kernel has no IPIP support (no ipip module)")]
+    Unsupported,
+    /// The kernel refused a request.
+    #[error("{what}: {why}")]
+    Kernel {
+        /// What was being done.
+        what: &'static str,
+        /// The kernel's answer.
+        why: String,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl TunnelError {
+    fn io(what: String, source: std::io::Error) -> TunnelError {
+        TunnelError::Io { what, source }
+    }
+}
+
+/// A running tunnel.
+pub enum Tunnel {
+    /// The kernel's `tunl0`.
+    Kernel,
+    /// The userspace data plane.
+    Userspace(userspace::Userspace),
+}
+
+impl Tunnel {
+    /// The device routes go through.
+    pub fn device(&self) -> &'static str {
+        match self {
+            Tunnel::Kernel => kernel::DEVICE,
+            Tunnel::Userspace(_) => USERSPACE_DEVICE,
+        }
+    }
+}
+
+/// Brings IPIP up: the kernel's `tunl0` where it exists, else (saying so
+/// once) the userspace data plane. `table` feeds the userspace plane.
+pub async fn start(
+    local: Ipv4Addr,
+    tunnel_address: Option<Ipv4Addr>,
+    underlay_mtu: u16,
+    table: watch::Receiver<Arc<EncapTable>>,
+) -> Result<Tunnel, TunnelError> {
+    let mtu = u32::from(underlay_mtu.saturating_sub(packet::OUTER_LEN as u16));
+    match kernel::setup(tunnel_address, mtu).await {
+        Ok(()) => {
+            tracing::info!(device = kernel::DEVICE, "kernel IPIP tunnel up");
+            Ok(Tunnel::Kernel)
+        }
+        Err(TunnelError::Unsupported) => {
+            tracing::info!("kernel has no ipip module: using tortie's userspace IPIP data plane (TUN + raw socket)");
+            let config = userspace::Config { device: USERSPACE_DEVICE.into(), local, tunnel_address, underlay_mtu };
+            userspace::start(&config, table).map(Tunnel::Userspace)
+        }
+        Err(e) => Err(e),
+    }
+}

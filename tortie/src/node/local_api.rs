@@ -7,6 +7,7 @@
 //!  GET /status          node, AS, router id, one summary per peer
 //!  GET /peers           one detail per peer (capabilities, timers, counters, errors)
 //!  GET /routes[?prefix] the Loc-RIB's best paths
+//!  GET /metrics         Prometheus metrics
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -161,7 +162,7 @@ impl ApiState {
     }
 
     /// Every planned peer in detail.
-    async fn details(&self) -> (u32, Vec<PeerDetail>) {
+    pub(crate) async fn details(&self) -> (u32, Vec<PeerDetail>) {
         let counts: HashMap<String, PeerCounts> =
             self.ask(Query::Peers).await.unwrap_or_default().into_iter().map(|c| (c.name.clone(), c)).collect();
         let (asn, plan) = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -277,7 +278,7 @@ pub fn socket_path(run_dir: &Path) -> PathBuf {
 }
 
 /// Serves the API on `<run_dir>/tortie.sock` (replacing a stale socket).
-pub async fn serve(run_dir: &Path, state: ApiState) -> anyhow::Result<()> {
+pub async fn serve(run_dir: &Path, state: ApiState, metrics: super::metrics::MetricsState) -> anyhow::Result<()> {
     let path = socket_path(run_dir);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -288,10 +289,21 @@ pub async fn serve(run_dir: &Path, state: ApiState) -> anyhow::Result<()> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
     tracing::info!(socket = %path.display(), "local API listening");
-    let app = Router::new()
-        .route("/status", get(status))
-        .route("/peers", get(peers))
-        .route("/routes", get(routes))
-        .with_state(state);
+    let app =
+        Router::new()
+            .route("/status", get(status))
+            .route("/peers", get(peers))
+            .route("/routes", get(routes))
+            .with_state(state)
+            .merge(
+                Router::new()
+                    .route(
+                        "/metrics",
+                        get(|Shared(m): Shared<super::metrics::MetricsState>| async move {
+                            super::metrics::render(&m).await
+                        }),
+                    )
+                    .with_state(metrics),
+            );
     axum::serve(listener, app).await.context("serving the local API")
 }

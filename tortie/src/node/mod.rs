@@ -6,6 +6,7 @@
 
 mod bridge;
 pub mod local_api;
+mod metrics;
 mod peers;
 pub mod summary;
 mod tunnel;
@@ -55,6 +56,12 @@ pub struct RunArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:9091).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// MTU of the node's network; tunnelled pods get 20 bytes less.
+    #[arg(long, default_value_t = 1500)]
+    underlay_mtu: u16,
 }
 
 fn init_logs(json: bool) {
@@ -104,7 +111,17 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
         None => discover_address().await?,
     };
     register(&kv, &args.name, address).await?;
-    tunnel::ensure(&kv, &args.name).await?;
+    let tunnel_address = tunnel::ensure(&kv, &args.name).await?;
+    let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
+    // IPIP runs while a pool asks for it (the node then holds a tunnel address).
+    let ipip = match tunnel_address {
+        Some(addr) => Some(
+            tortie_ipip::start(address.addr(), Some(addr), args.underlay_mtu, encap_rx)
+                .await
+                .context("starting the IPIP tunnel")?,
+        ),
+        None => None,
+    };
 
     let felix = agent::start(
         kv.clone(),
@@ -114,8 +131,9 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
                 resync: Duration::from_secs(args.route_resync),
                 ..ReconcilerConfig::default()
             },
-            tunnel: None,
+            tunnel: ipip.as_ref().map(|t| t.device().to_string()),
             relearn_limit: Duration::from_secs(args.relearn_limit),
+            encap: ipip.is_some().then_some(encap_tx),
         },
     )
     .await
@@ -147,8 +165,24 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
         plan,
     };
     tokio::spawn(summary::publish(kv.clone(), api_state.clone()));
+    let metrics_state = metrics::MetricsState {
+        api: api_state.clone(),
+        reconcile: felix.stats.clone(),
+        ipip: match &ipip {
+            Some(tortie_ipip::Tunnel::Userspace(u)) => Some(u.counters.clone()),
+            _ => None,
+        },
+    };
+    if let Some(listen) = args.metrics_listen {
+        let m = metrics_state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve_tcp(listen, m).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
     let run_dir = args.run_dir.clone();
-    let mut api_task = tokio::spawn(async move { local_api::serve(&run_dir, api_state).await });
+    let mut api_task = tokio::spawn(async move { local_api::serve(&run_dir, api_state, metrics_state).await });
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut felix_task = felix.task;
@@ -159,6 +193,7 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
         r = &mut peer_task => return Err(anyhow::anyhow!("peer manager stopped: {:?}", r?.err())),
         r = &mut api_task => return Err(anyhow::anyhow!("local API stopped: {:?}", r?.err())),
     }
+    drop(ipip);
     Ok(())
 }
 

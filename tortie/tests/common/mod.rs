@@ -23,33 +23,64 @@ spec: {cidr: 198.18.0.0/16, blockSize: 26, ipipMode: Never}
 
 pub struct Cluster {
     pub lab: Lab,
+    /// The switch of the first subnet (192.0.2.0/24).
     pub switch: tortie_lab::Bridge,
+    /// The second subnet's switch and the router between the two, if any.
+    pub routed: Option<(tortie_lab::Bridge, Netns)>,
     pub url: String,
     pub nodes: Vec<Netns>,
+    /// Each node's address with its subnet length.
+    pub addrs: Vec<String>,
 }
 
 impl Cluster {
     /// `n` nodes on one link, 192.0.2.(i+1)/24, each with a /26 block
     /// 198.18.0.(64·i)/26, and the default pool.
     pub fn new(purpose: &str, n: usize) -> Cluster {
+        let addrs: Vec<String> = (0..n).map(|i| format!("192.0.2.{}/24", i + 1)).collect();
+        Cluster::build(purpose, &addrs, false)
+    }
+
+    /// n1 and n2 in 192.0.2.0/24, n3 in 198.51.100.0/24, a router (.254 in
+    /// both) between them that knows no pod routes.
+    pub fn two_subnets(purpose: &str) -> Cluster {
+        let addrs = ["192.0.2.1/24", "192.0.2.2/24", "198.51.100.3/24"].map(String::from);
+        Cluster::build(purpose, &addrs, true)
+    }
+
+    fn build(purpose: &str, addrs: &[String], routed: bool) -> Cluster {
         let lab = Lab::new(purpose).unwrap();
         let url = format!("sqlite://{}/store.db", lab.dir().display());
         let switch = lab.bridge("sw").unwrap();
+        let routed = routed.then(|| {
+            let (b, rtr) = (lab.bridge("swb").unwrap(), lab.netns("rtr").unwrap());
+            switch.attach(&rtr, "eth0").unwrap();
+            b.attach(&rtr, "eth1").unwrap();
+            rtr.add_addr("eth0", "192.0.2.254/24".parse().unwrap()).unwrap();
+            rtr.add_addr("eth1", "198.51.100.254/24".parse().unwrap()).unwrap();
+            rtr.enable_forwarding().unwrap();
+            (b, rtr)
+        });
         let mut nodes = Vec::new();
-        for i in 0..n {
+        for (i, addr) in addrs.iter().enumerate() {
             let node = lab.netns(&format!("n{}", i + 1)).unwrap();
-            switch.attach(&node, "eth0").unwrap();
-            node.add_addr("eth0", format!("192.0.2.{}/24", i + 1).parse().unwrap()).unwrap();
-            // Proxy ARP answers for the pods' gateway 169.254.1.1 only when the
-            // node has a route to it: as on real hosts, a default route (to nowhere here).
-            node.add_route("default via 192.0.2.254").unwrap();
+            let second = addr.starts_with("198.51.100.");
+            match (&routed, second) {
+                (Some((b, _)), true) => b.attach(&node, "eth0").unwrap(),
+                _ => switch.attach(&node, "eth0").unwrap(),
+            }
+            node.add_addr("eth0", addr.parse().unwrap()).unwrap();
+            // Proxy ARP answers for the pods' gateway 169.254.1.1 only when the node
+            // has a route to it: as on real hosts, a default route (here the router,
+            // or nowhere).
+            node.add_route(if second { "default via 198.51.100.254" } else { "default via 192.0.2.254" }).unwrap();
             nodes.push(node);
         }
-        let c = Cluster { lab, url, nodes, switch };
+        let c = Cluster { lab, switch, routed, url, nodes, addrs: addrs.to_vec() };
         c.apply(POOL);
         block_on(async {
             let kv = Datastore::open(&c.url).await.unwrap();
-            for i in 0..n {
+            for i in 0..addrs.len() {
                 let block = IpamBlock::new(format!("198.18.0.{}/26", 64 * i).parse().unwrap(), &format!("n{}", i + 1));
                 kv.put(&block.key(), serde_json::to_vec(&block).unwrap()).await.unwrap();
             }
@@ -91,13 +122,25 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
         pod
     }
 
+    /// Starts `tortie node run` on node `i` (0-based), with metrics on 127.0.0.1:9091 there.
     pub fn start(&self, i: usize) -> Daemon {
         let node = &self.nodes[i];
         let name = format!("n{}", i + 1);
-        let ip = format!("192.0.2.{}/24", i + 1);
+        let ip = self.addrs[i].clone();
         let run_dir = node.dir().join("run");
         let bin = env!("CARGO_BIN_EXE_tortie");
-        let args = ["node", "run", "--name", &name, "--ip", &ip, "--run-dir", run_dir.to_str().unwrap()];
+        let args = [
+            "node",
+            "run",
+            "--name",
+            &name,
+            "--ip",
+            &ip,
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+            "--metrics-listen",
+            "127.0.0.1:9091",
+        ];
         node.spawn(&format!("tortie-{name}"), bin, &args, &[("TORTIE_DATASTORE", &self.url), ("TORTIE_LOG", "info")])
             .unwrap()
     }
@@ -136,4 +179,26 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         Ok(if done() { Check::Done(()) } else { Check::Pending(String::new()) })
     })
     .unwrap();
+}
+
+/// The metrics text of node `node`'s daemon.
+pub fn metrics(node: &Netns) -> String {
+    use std::io::Read;
+    node.enter(|| {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9091").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+/// A metric's value (first sample whose line starts with `name`).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }

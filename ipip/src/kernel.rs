@@ -1,0 +1,62 @@
+//! The kernel tunnel, where the kernel has the ipip module: tortie owns
+//! `tunl0` (the module's catch-all device, remote any), gives it the node's
+//! tunnel address and the MTU, and brings it up. Routes through it
+//! (`via <node> dev tunl0 onlink`) make the kernel encapsulate towards the
+//! gateway.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use rtnetlink::{LinkIpIp, LinkUnspec};
+
+use crate::TunnelError;
+
+/// The kernel's IPIP device.
+pub const DEVICE: &str = "tunl0";
+
+fn unsupported(e: &rtnetlink::Error) -> bool {
+    // No ipip module: EOPNOTSUPP ("Unknown device type" from ip(8)).
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EOPNOTSUPP)
+}
+
+/// Sets up `tunl0`; [`TunnelError::Unsupported`] when the kernel has no
+/// ipip support.
+pub async fn setup(tunnel_address: Option<Ipv4Addr>, mtu: u32) -> Result<(), TunnelError> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|e| TunnelError::io("netlink socket".into(), e))?;
+    tokio::spawn(connection);
+    let nl = |what: &'static str| move |e: rtnetlink::Error| TunnelError::Kernel { what, why: e.to_string() };
+    let find = || async {
+        match handle.link().get().match_name(DEVICE.to_string()).execute().try_next().await {
+            Ok(link) => Ok(link),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(nl("looking up tunl0")(e)),
+        }
+    };
+    let link = match find().await? {
+        Some(l) => l,
+        None => {
+            if let Err(e) = handle.link().add(LinkIpIp::new(DEVICE).build()).execute().await {
+                return Err(if unsupported(&e) { TunnelError::Unsupported } else { nl("creating tunl0")(e) });
+            }
+            find()
+                .await?
+                .ok_or(TunnelError::Kernel { what: "creating tunl0", why: "not there after creation".into() })?
+        }
+    };
+    let index = link.header.index;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+        .execute()
+        .await
+        .map_err(nl("bringing up tunl0"))?;
+    if let Some(addr) = tunnel_address {
+        match handle.address().add(index, IpAddr::V4(addr), 32).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
+            Err(e) => return Err(nl("addressing tunl0")(e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! IP-in-IP encapsulation (RFC 2003) as pure functions over bytes: build
+//! the outer header for an inner IPv4 packet, and take an outer packet
+//! apart. The data plane feeds them and writes the results.
+//!
+//! ```text
+//!   outer IPv4 header (20 bytes, protocol 4)  |  inner IPv4 packet, unchanged
+//! ```
+
+use std::net::Ipv4Addr;
+
+/// IP protocol number of IP-in-IP (RFC 2003 §3).
+pub const IPPROTO_IPIP: u8 = 4;
+/// Outer header length (no options).
+pub const OUTER_LEN: usize = 20;
+/// TTL of the outer header: "appropriate for delivering to the tunnel
+/// exit point" (RFC 2003 §3.1) — the underlay's default.
+const OUTER_TTL: u8 = 64;
+/// The Don't Fragment bit in the flags/fragment-offset word.
+const DF: u16 = 0x4000;
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Discard {
+    /// Too short or lengths disagree.
+    Malformed,
+    /// Not IPv4 (IPIP carries IPv4 only).
+    NotIpv4,
+    /// The outer packet is not protocol 4.
+    NotIpip,
+    /// A fragment of an outer packet (the kernel reassembles before a raw socket; seen only when forged).
+    Fragment,
+}
+
+fn checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The inner packet's destination, if it is a well-formed IPv4 packet.
+pub fn inner_destination(inner: &[u8]) -> Result<Ipv4Addr, Discard> {
+    if inner.len() < 20 {
+        return Err(Discard::Malformed);
+    }
+    if inner[0] >> 4 != 4 {
+        return Err(Discard::NotIpv4);
+    }
+    Ok(Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]))
+}
+
+/// Writes the outer header for `inner` from `src` to `dst` into `out`
+/// (then the inner packet): TOS copied from the inner header and DF copied
+/// too (RFC 2003 §3.1), TTL 64, identification 0 (the kernel fills it in).
+pub fn encapsulate(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr, out: &mut Vec<u8>) -> Result<(), Discard> {
+    inner_destination(inner)?;
+    let total = OUTER_LEN + inner.len();
+    let total16 = u16::try_from(total).map_err(|_| Discard::Malformed)?;
+    let inner_df = u16::from_be_bytes([inner[6], inner[7]]) & DF;
+    out.clear();
+    out.extend_from_slice(&[0x45, inner[1]]);
+    out.extend_from_slice(&total16.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&inner_df.to_be_bytes());
+    out.extend_from_slice(&[OUTER_TTL, IPPROTO_IPIP, 0, 0]);
+    out.extend_from_slice(&src.octets());
+    out.extend_from_slice(&dst.octets());
+    let sum = checksum(&out[..OUTER_LEN]);
+    out[10..12].copy_from_slice(&sum.to_be_bytes());
+    out.extend_from_slice(inner);
+    Ok(())
+}
+
+/// Takes a received outer packet apart: its source and the inner packet.
+pub fn decapsulate(packet: &[u8]) -> Result<(Ipv4Addr, &[u8]), Discard> {
+    if packet.len() < OUTER_LEN {
+        return Err(Discard::Malformed);
+    }
+    if packet[0] >> 4 != 4 {
+        return Err(Discard::NotIpv4);
+    }
+    let ihl = usize::from(packet[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    if ihl < OUTER_LEN || total < ihl || total > packet.len() {
+        return Err(Discard::Malformed);
+    }
+    if packet[9] != IPPROTO_IPIP {
+        return Err(Discard::NotIpip);
+    }
+    let frag = u16::from_be_bytes([packet[6], packet[7]]);
+    if frag & 0x3fff != 0 {
+        return Err(Discard::Fragment);
+    }
+    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let inner = &packet[ihl..total];
+    inner_destination(inner)?;
+    Ok((src, inner))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ICMP echo from 198.18.0.1 to 198.18.0.65, TOS 0x10, DF set.
+    fn inner() -> Vec<u8> {
+        let mut p =
+            vec![0x45, 0x10, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 198, 18, 0, 1, 198, 18, 0, 65];
+        let sum = checksum(&p);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p.extend_from_slice(&[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn encapsulation_follows_rfc_2003_and_round_trips() {
+        let inner = inner();
+        let mut out = Vec::new();
+        encapsulate(&inner, Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 2), &mut out).unwrap();
+        assert_eq!(out.len(), 20 + inner.len());
+        assert_eq!(out[0], 0x45);
+        assert_eq!(out[1], 0x10, "TOS copied");
+        assert_eq!(u16::from_be_bytes([out[2], out[3]]) as usize, out.len());
+        assert_eq!(u16::from_be_bytes([out[6], out[7]]), DF, "DF copied");
+        assert_eq!((out[8], out[9]), (64, 4));
+        assert_eq!(checksum(&out[..20]), 0, "a valid header sums to zero");
+        let (src, back) = decapsulate(&out).unwrap();
+        assert_eq!(src, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(back, &inner[..]);
+    }
+
+    #[test]
+    fn bad_packets_are_dropped_with_a_reason() {
+        let mut out = Vec::new();
+        assert_eq!(encapsulate(&[0x60; 40], Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, &mut out), Err(Discard::NotIpv4));
+        assert_eq!(decapsulate(&[0x45; 10]), Err(Discard::Malformed));
+        encapsulate(&inner(), Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, &mut out).unwrap();
+        let mut udp = out.clone();
+        udp[9] = 17;
+        assert_eq!(decapsulate(&udp), Err(Discard::NotIpip));
+        let mut frag = out.clone();
+        frag[7] = 1;
+        assert_eq!(decapsulate(&frag), Err(Discard::Fragment));
+        let mut short = out.clone();
+        short[3] = 200;
+        assert_eq!(decapsulate(&short), Err(Discard::Malformed));
+    }
+}

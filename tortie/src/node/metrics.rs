@@ -1,0 +1,117 @@
+//! Prometheus metrics (text format 0.0.4 / OpenMetrics), computed at each
+//! scrape from the daemon's live state: BGP sessions and prefixes per
+//! peer, UPDATEs in/out, route reconcile passes, changes, errors and the
+//! last pass's duration, and the IPIP data plane's counters. Served on the
+//! local API socket (`/metrics`) and, with `--metrics-listen`, over TCP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tortie_felix::reconcile::ReconcileStats;
+use tortie_ipip::userspace::Counters;
+
+use super::local_api::ApiState;
+
+/// What the metrics read.
+#[derive(Clone)]
+pub struct MetricsState {
+    /// Sessions and prefixes.
+    pub api: ApiState,
+    /// The route reconciler.
+    pub reconcile: Arc<ReconcileStats>,
+    /// The userspace IPIP data plane, when it runs.
+    pub ipip: Option<Arc<Counters>>,
+}
+
+type Labels = Vec<(String, String)>;
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: &AtomicU64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value.load(Ordering::Relaxed));
+    registry.register(name, help, c);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+/// The metrics text of this moment.
+pub async fn render(state: &MetricsState) -> String {
+    let mut r = Registry::with_prefix("tortie");
+    let (_, peers) = state.api.details().await;
+    let established = Family::<Labels, Gauge>::default();
+    let received = Family::<Labels, Gauge>::default();
+    let advertised = Family::<Labels, Gauge>::default();
+    let updates_in = Family::<Labels, Counter>::default();
+    let updates_out = Family::<Labels, Counter>::default();
+    for p in &peers {
+        let labels = vec![
+            ("peer".to_string(), p.summary.name.clone()),
+            ("address".to_string(), p.summary.address.to_string()),
+            ("type".to_string(), p.summary.peer_type.clone()),
+        ];
+        established.get_or_create(&labels).set(i64::from(p.summary.state == "up"));
+        received.get_or_create(&labels).set(p.summary.prefixes_received as i64);
+        advertised.get_or_create(&labels).set(p.summary.prefixes_advertised as i64);
+        updates_in.get_or_create(&labels).inc_by(p.messages[2]);
+        updates_out.get_or_create(&labels).inc_by(p.messages[3]);
+    }
+    r.register("bgp_session_established", "1 when the BGP session is Established", established);
+    r.register("bgp_prefixes_received", "Paths received from the peer (after import policy)", received);
+    r.register("bgp_prefixes_advertised", "Prefixes advertised to the peer", advertised);
+    r.register("bgp_updates_received", "UPDATE messages received", updates_in);
+    r.register("bgp_updates_sent", "UPDATE messages sent", updates_out);
+    let s = &state.reconcile;
+    counter(&mut r, "route_reconcile_passes", "Route reconcile passes", &s.passes);
+    counter(&mut r, "route_changes", "Kernel route changes applied", &s.changes);
+    counter(&mut r, "route_reconcile_errors", "Route changes refused and failed passes", &s.errors);
+    gauge(
+        &mut r,
+        "route_reconcile_last_pass_microseconds",
+        "Duration of the last reconcile pass",
+        s.last_pass_us.load(Ordering::Relaxed) as i64,
+    );
+    if let Some(c) = &state.ipip {
+        counter(&mut r, "ipip_encap_packets", "Packets encapsulated and sent", &c.encap_packets);
+        counter(&mut r, "ipip_encap_bytes", "Inner bytes encapsulated and sent", &c.encap_bytes);
+        counter(&mut r, "ipip_decap_packets", "Packets decapsulated and delivered", &c.decap_packets);
+        counter(&mut r, "ipip_decap_bytes", "Inner bytes decapsulated and delivered", &c.decap_bytes);
+        let drops = Family::<Labels, Counter>::default();
+        for (reason, v) in [
+            ("no_route", &c.drop_no_route),
+            ("unknown_source", &c.drop_unknown_source),
+            ("malformed", &c.drop_malformed),
+            ("io", &c.drop_io),
+        ] {
+            drops.get_or_create(&vec![("reason".to_string(), reason.to_string())]).inc_by(v.load(Ordering::Relaxed));
+        }
+        r.register("ipip_dropped_packets", "Packets the IPIP data plane dropped, by reason", drops);
+    }
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &r) {
+        tracing::warn!(error = %e, "encoding metrics");
+    }
+    out
+}
+
+/// Serves `/metrics` over TCP on `listen`.
+pub async fn serve_tcp(listen: std::net::SocketAddr, state: MetricsState) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding metrics listener {listen}"))?;
+    tracing::info!(%listen, "metrics listening");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(
+            |axum::extract::State(s): axum::extract::State<MetricsState>| async move { render(&s).await },
+        ),
+    );
+    axum::serve(listener, app.with_state(state)).await.context("serving metrics")
+}

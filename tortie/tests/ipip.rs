@@ -1,0 +1,177 @@
+//! IPIP across subnets with the userspace data plane (this kernel has no
+//! ipip module): n1 and n2 share a subnet, n3 sits behind a router that
+//! knows no pod routes. With `CrossSubnet`, n1↔n2 pod traffic is native and
+//! n1↔n3 is encapsulated (tshark sees IPv4-in-IPv4 on the router); a
+//! protocol-4 packet from a non-node is dropped and counted; switching the
+//! pool to `Always` and back to `Never` moves the routes while a ping runs.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Cluster, addr, metric, metrics, wait_routes, wait_until};
+use tortie_lab::Netns;
+
+fn pool(mode: &str) -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: {mode}}}\n"
+    )
+}
+
+/// Captures IPIP packets on `ns`:`ifname` while `during` runs; returns tshark's lines.
+fn capture_ipip(ns: &Netns, ifname: &str, during: impl FnOnce()) -> String {
+    let file = ns.dir().join(format!("{ifname}.pcap"));
+    let cap = ns
+        .spawn(
+            &format!("dumpcap-{ifname}"),
+            "dumpcap",
+            &["-q", "-i", ifname, "-f", "ip proto 4", "-w", file.to_str().unwrap()],
+            &[],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    during();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(cap);
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            file.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ip.proto",
+            "-e",
+            "icmp.type",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_natively() {
+    let c = Cluster::two_subnets("ipip");
+    c.apply(&pool("CrossSubnet"));
+    let a = c.pod(0, "a1", "198.18.0.1");
+    let b = c.pod(1, "b1", "198.18.0.65");
+    let z = c.pod(2, "c1", "198.18.0.129");
+    let d: Vec<_> = (0..3).map(|i| c.start(i)).collect();
+    // Tunnel addresses come first out of each node's block (.0, .64, .128).
+    wait_routes(
+        &c.nodes[0],
+        &[
+            "198.18.0.1 dev tortiea1 scope link",
+            "blackhole 198.18.0.0/26",
+            "198.18.0.64/26 via 192.0.2.2 dev eth0",
+            "198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink",
+        ],
+        &d[0],
+    );
+    wait_routes(
+        &c.nodes[2],
+        &[
+            "198.18.0.129 dev tortiec1 scope link",
+            "blackhole 198.18.0.128/26",
+            "198.18.0.0/26 via 192.0.2.1 dev tortie-ipip onlink",
+            "198.18.0.64/26 via 192.0.2.2 dev tortie-ipip onlink",
+        ],
+        &d[2],
+    );
+    let mtu = c.nodes[0].ip(&["link", "show", "tortie-ipip"]).unwrap();
+    assert!(mtu.contains("mtu 1480"), "underlay 1500 − 20: {mtu}");
+
+    let (_, rtr) = c.routed.as_ref().unwrap();
+    let seen = capture_ipip(rtr, "eth1", || {
+        let out = a.ping(z.addr, 3, "0.2").unwrap();
+        assert!(out.contains(" 0% packet loss"), "{out}");
+    });
+    assert!(
+        seen.lines().any(|l| l.starts_with("192.0.2.1,198.18.0.1\t198.51.100.3,198.18.0.129\t4,1\t8")),
+        "IPv4-in-IPv4 echo request:\n{seen}"
+    );
+    assert!(
+        seen.lines().any(|l| l.starts_with("198.51.100.3,198.18.0.129\t192.0.2.1,198.18.0.1\t4,1\t0")),
+        "and its reply:\n{seen}"
+    );
+    let native = capture_ipip(&c.nodes[1], "eth0", || {
+        let out = a.ping(b.addr, 3, "0.2").unwrap();
+        assert!(out.contains(" 0% packet loss"), "{out}");
+    });
+    assert!(native.trim().is_empty(), "same-subnet traffic is not encapsulated:\n{native}");
+
+    // A TCP transfer through the tunnel.
+    let server = z.netns.spawn("iperf3-server", "iperf3", &["-s", "-1", "-B", "198.18.0.129"], &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = a.netns.exec("iperf3", &["-c", "198.18.0.129", "-n", "20M", "-J"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["end"]["sum_sent"]["bytes"].as_f64().unwrap() as u64, 20 * 1024 * 1024, "{out}");
+    // The receiver's tally is taken when the sender stops; most of it has arrived by then.
+    assert!(v["end"]["sum_received"]["bytes"].as_f64().unwrap() > 0.8 * 20.0 * 1024.0 * 1024.0, "{out}");
+    drop(server);
+    let m = metrics(&c.nodes[2]);
+    assert!(metric(&m, "tortie_ipip_decap_packets_total") > 1000.0, "{m}");
+
+    // Protocol 4 from an address that is no cluster node: dropped and counted.
+    let before = metric(&metrics(&c.nodes[2]), "tortie_ipip_dropped_packets_total{reason=\"unknown_source\"}");
+    let spoof = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)\ninner = bytes([0x45,0,0,28,0,0,0,0,64,1,0,0,203,0,113,9,198,18,0,129]) + bytes([8,0,0xf7,0xff,0,0,0,0])\nfor _ in range(5): s.sendto(inner, ('198.51.100.3', 0))\n";
+    rtr.exec("python3", &["-c", spoof]).unwrap();
+    wait_until("the spoofed packets to be counted", || {
+        metric(&metrics(&c.nodes[2]), "tortie_ipip_dropped_packets_total{reason=\"unknown_source\"}") >= before + 5.0
+    });
+
+    // Always, then Never: n1↔n2 moves into the tunnel and back, under a running ping.
+    std::thread::scope(|s| {
+        let ping = s.spawn(|| a.ping(addr("198.18.0.65"), 150, "0.02"));
+        std::thread::sleep(Duration::from_millis(500));
+        c.apply(&pool("Always"));
+        wait_routes(
+            &c.nodes[0],
+            &[
+                "198.18.0.1 dev tortiea1 scope link",
+                "blackhole 198.18.0.0/26",
+                "198.18.0.64/26 via 192.0.2.2 dev tortie-ipip onlink",
+                "198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink",
+            ],
+            &d[0],
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        c.apply(&pool("Never"));
+        wait_routes(
+            &c.nodes[0],
+            &["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"],
+            &d[0],
+        );
+        let out = ping.join().unwrap().unwrap();
+        assert!(out.contains(" 0% packet loss"), "{out}");
+    });
+    let dropped_route = c.nodes[0].ip(&["route", "show", "198.18.0.128/26"]).unwrap();
+    assert!(
+        dropped_route.trim().is_empty(),
+        "n3's block cannot be reached natively across the router: {dropped_route}"
+    );
+}
+
+#[test]
+fn the_kernel_ipip_tunnel_is_cleanly_unsupported_here() {
+    let lab = tortie_lab::Lab::new("ipip-kernel").unwrap();
+    let ns = lab.netns("node").unwrap();
+    let result = ns
+        .enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(tortie_ipip::kernel::setup(None, 1480))
+        })
+        .unwrap();
+    assert!(matches!(result, Err(tortie_ipip::TunnelError::Unsupported)), "{result:?}");
+    assert!(ns.ip(&["link", "show", "tunl0"]).is_err(), "nothing left behind");
+}
