@@ -37,6 +37,28 @@ impl Lab {
         RunDir::create(&dir).map(|dir| Lab { prefix, dir: Arc::new(dir) })
     }
 
+    /// A lab meant to outlive this process (`tortie lab up`): namespaces
+    /// `<prefix><name>`, run directory `<run root>/<prefix>lab`. Refuses
+    /// when namespaces with that prefix exist (one such lab at a time). The
+    /// caller keeps it alive with `std::mem::forget` once it is complete;
+    /// [`crate::leftovers::remove`] takes it down.
+    pub fn persistent(prefix: &str) -> Result<Lab> {
+        cmd::require("ip", "iproute2")?;
+        let existing = crate::leftovers::find(prefix)?;
+        if !existing.namespaces.is_empty() {
+            return Err(LabError::InvalidName {
+                what: "lab",
+                value: prefix.into(),
+                why: "a lab with this prefix is already up",
+            });
+        }
+        let dir = run_root().join(format!("{prefix}lab"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| LabError::io("removing stale", &dir, e))?;
+        }
+        RunDir::create(&dir).map(|dir| Lab { prefix: prefix.into(), dir: Arc::new(dir) })
+    }
+
     /// The prefix of every namespace name in this lab.
     pub fn prefix(&self) -> &str {
         &self.prefix

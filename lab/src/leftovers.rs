@@ -6,6 +6,9 @@ use std::collections::BTreeSet;
 use crate::lab::run_root;
 use crate::{Result, cmd, netns};
 
+/// How long processes get after SIGTERM before SIGKILL.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What is left of labs whose names start with a prefix.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Leftovers {
@@ -48,4 +51,36 @@ pub fn find(prefix: &str) -> Result<Leftovers> {
         }
     }
     Ok(Leftovers { namespaces, processes })
+}
+
+/// Removes what [`find`] finds for `prefix`: processes (SIGTERM, then
+/// SIGKILL), namespaces, and run directories `<run root>/<prefix>…`.
+/// Returns what was there.
+pub fn remove(prefix: &str) -> Result<Leftovers> {
+    let found = find(prefix)?;
+    for (pid, _) in &found.processes {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+    }
+    let deadline = std::time::Instant::now() + GRACE;
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    while found.processes.iter().any(|(p, _)| alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for (pid, _) in &found.processes {
+        // SAFETY: as above.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    for ns in &found.namespaces {
+        netns::destroy(ns)?;
+    }
+    let root = run_root();
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                std::fs::remove_dir_all(e.path()).map_err(|err| crate::LabError::io("removing", &e.path(), err))?;
+            }
+        }
+    }
+    Ok(found)
 }

@@ -9,6 +9,7 @@
 //! crates (`tortie-bgp`, `tortie-felix`, `tortie-ipip`, `tortie-store`…).
 
 mod cli;
+mod lab;
 mod node;
 
 use std::process::ExitCode;

@@ -2,7 +2,7 @@
 
 mod ipam;
 mod resources;
-mod status;
+pub mod status;
 
 use crate::node;
 
@@ -39,6 +39,17 @@ enum Command {
     /// BGP in depth: peers and routes.
     #[command(subcommand)]
     Bgp(BgpCommand),
+    /// A whole cluster in network namespaces on this machine.
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum LabCommand {
+    /// Build and start the lab: nodes in two subnets, a ToR, pods; show status and reachability.
+    Up(crate::lab::UpArgs),
+    /// Remove every namespace, process and file of the lab.
+    Down,
 }
 
 #[derive(Subcommand, Debug)]
@@ -71,5 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) | Command::Node(NodeCommand::Status(args)) => status::status(args, open).await,
         Command::Bgp(BgpCommand::Peers(args)) => status::peers(args).await,
         Command::Bgp(BgpCommand::Routes(args)) => status::routes(args).await,
+        Command::Lab(LabCommand::Up(args)) => crate::lab::up(args).await,
+        Command::Lab(LabCommand::Down) => crate::lab::down().await,
     }
 }

@@ -62,6 +62,11 @@ pub struct RoutesArgs {
     output: Output,
 }
 
+/// A daemon's status, from its API socket in `run_dir`.
+pub async fn fetch(run_dir: &Path) -> anyhow::Result<Status> {
+    serde_json::from_str(&get(run_dir, "/status").await?).context("decoding the daemon's status")
+}
+
 /// GETs `path` from the daemon's socket; the body of a 200 answer.
 async fn get(run_dir: &Path, path: &str) -> anyhow::Result<String> {
     let socket = socket_path(run_dir);
@@ -184,8 +189,7 @@ pub async fn status(args: StatusArgs, open: impl AsyncFnOnce() -> anyhow::Result
         }
         return Ok(());
     }
-    let body = get(&args.run_dir, "/status").await?;
-    let status: Status = serde_json::from_str(&body).context("decoding the daemon's status")?;
+    let status = fetch(&args.run_dir).await?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Table => print!("{}", render(&status, now())),

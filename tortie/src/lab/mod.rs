@@ -1,0 +1,437 @@
+//! `tortie lab up` and `tortie lab down`: a whole cluster on one machine.
+//!
+//! `up` builds node namespaces in two subnets behind a ToR namespace
+//! running FRR (or BIRD) that peers with every node, the embedded SQLite
+//! datastore with a default CrossSubnet pool, starts `tortie node run` on
+//! every node, plumbs two pods per node through `tortie-cni`, waits (with
+//! progress) for every session to be Established and the ToR to hold every
+//! node's blocks, then prints each node's `tortie status` and a pod-to-pod
+//! reachability matrix. Everything lives in namespaces named `tlab-…` and
+//! one run directory; nothing touches the host's own network. `down`
+//! removes every namespace, process and file of it.
+
+mod topology;
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use tokio::runtime::Handle;
+use tortie_lab::peers::{BgpPeer, Bird, Frr, Neighbor, Speaker};
+use tortie_lab::{Bridge, Daemon, Lab, Netns};
+use tortie_store::Datastore;
+use tortie_store::api;
+use tortie_store::resources::parse_documents;
+
+use crate::cli::status;
+use topology::{LabNode, SUBNETS, TOR_AS};
+
+/// Every lab namespace's name starts with this.
+pub const PREFIX: &str = "tlab-";
+/// Pods per node.
+const PODS_PER_NODE: usize = 2;
+/// Longest wait for sessions, routes and reachability.
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// The ToR's routing daemon.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TorKind {
+    /// FRR 8 (bgpd + zebra).
+    Frr,
+    /// BIRD 2.
+    Bird,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Number of nodes (2–20), alternating between the two subnets.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=20))]
+    nodes: u8,
+    /// The ToR's routing daemon.
+    #[arg(long, value_enum, default_value_t = TorKind::Frr)]
+    tor: TorKind,
+    /// Install missing Debian packages (apt-get) instead of stopping.
+    #[arg(long)]
+    install: bool,
+}
+
+/// The ToR as it runs.
+enum Tor {
+    Frr(Frr),
+    Bird(Bird),
+}
+
+impl Tor {
+    fn routes(&self) -> anyhow::Result<Vec<tortie_lab::peers::Route>> {
+        Ok(match self {
+            Tor::Frr(f) => f.routes()?,
+            Tor::Bird(b) => b.routes()?,
+        })
+    }
+}
+
+/// A pod the lab plumbed.
+struct LabPod {
+    name: String,
+    netns: Netns,
+    address: Ipv4Addr,
+}
+
+/// Everything the lab is made of. Dropped on a failure (which removes it
+/// all); forgotten once the lab is up, so it outlives this process.
+struct Built {
+    lab: Lab,
+    _switches: Vec<Bridge>,
+    _tor_ns: Netns,
+    tor: Tor,
+    nodes: Vec<(LabNode, Netns)>,
+    _daemons: Vec<Daemon>,
+    pods: Vec<LabPod>,
+}
+
+fn on_path(tool: &str) -> bool {
+    Path::new(tool).is_absolute() && Path::new(tool).exists()
+        || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(tool).exists())
+}
+
+/// Checks the tools the lab runs; installs the missing ones when allowed.
+fn tools(tor: TorKind, install: bool) -> anyhow::Result<()> {
+    let mut need = vec![("ip", "iproute2"), ("ping", "iputils-ping")];
+    need.extend(match tor {
+        TorKind::Frr => [("vtysh", "frr"), ("/usr/lib/frr/bgpd", "frr")],
+        TorKind::Bird => [("bird", "bird2"), ("birdc", "bird2")],
+    });
+    let missing: Vec<(&str, &str)> = need.into_iter().filter(|(t, _)| !on_path(t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    packages.dedup();
+    let names: Vec<String> = missing.iter().map(|(t, p)| format!("{t} (Debian package {p})")).collect();
+    if !install {
+        bail!("missing {}: install them or rerun with --install", names.join(", "));
+    }
+    eprintln!("installing {}", packages.join(" "));
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get")?
+        .success();
+    if !ok {
+        bail!("apt-get install {} failed", packages.join(" "));
+    }
+    Ok(())
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("tortie lab needs root: it creates network namespaces, veths and routes (run it with sudo)");
+    }
+    tools(args.tor, args.install)?;
+    let rt = Handle::current();
+    tokio::task::spawn_blocking(move || up_blocking(&args, &rt)).await?
+}
+
+fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let lab = Lab::persistent(PREFIX).map_err(|e| anyhow::anyhow!("{e}; run `tortie lab down` first"))?;
+    let url = format!("sqlite://{}/store.db", lab.dir().display());
+    let plan = topology::nodes(usize::from(args.nodes));
+    eprintln!("building {} nodes in two subnets behind a ToR ({:?}) in {}", plan.len(), args.tor, lab.dir().display());
+
+    let switches = vec![lab.bridge("swa")?, lab.bridge("swb")?];
+    let tor_ns = lab.netns("tor")?;
+    for (i, (sw, subnet)) in switches.iter().zip(SUBNETS).enumerate() {
+        let ifname = format!("eth{i}");
+        sw.attach(&tor_ns, &ifname)?;
+        tor_ns.add_addr(&ifname, format!("{}/24", subnet.tor()).parse()?)?;
+    }
+    tor_ns.enable_forwarding()?;
+
+    let mut nodes = Vec::new();
+    for n in &plan {
+        let ns = lab.netns(&n.name)?;
+        let sw = if n.subnet == SUBNETS[0] { &switches[0] } else { &switches[1] };
+        sw.attach(&ns, "eth0")?;
+        ns.add_addr("eth0", format!("{}/24", n.address).parse()?)?;
+        ns.add_route(&format!("default via {}", n.subnet.tor()))?;
+        nodes.push((n.clone(), ns));
+    }
+
+    rt.block_on(async {
+        let kv = Datastore::open(&url).await?;
+        api::apply(&kv, &parse_documents(&topology::resources(&plan))?).await?;
+        anyhow::Ok(())
+    })
+    .context("writing the lab's resources")?;
+
+    let speaker = Speaker {
+        router_id: SUBNETS[0].tor(),
+        asn: TOR_AS,
+        announce: Vec::new(),
+        neighbors: plan.iter().map(|n| Neighbor::new(&n.name, IpAddr::V4(n.address), topology::NODE_AS)).collect(),
+    };
+    let tor = match args.tor {
+        TorKind::Frr => Tor::Frr(Frr::start(&tor_ns, &speaker)?),
+        TorKind::Bird => Tor::Bird(Bird::start(&tor_ns, &speaker)?),
+    };
+
+    let exe = std::env::current_exe().context("locating the tortie binary")?;
+    let mut daemons = Vec::new();
+    for (n, ns) in &nodes {
+        let run_dir = run_dir(ns);
+        let ip = format!("{}/24", n.address);
+        let args = ["node", "run", "--name", &n.name, "--ip", &ip, "--run-dir", path_str(&run_dir)?];
+        daemons.push(ns.spawn(&format!("tortie-{}", n.name), path_str(&exe)?, &args, &[("TORTIE_DATASTORE", &url)])?);
+    }
+
+    let cni = lab.dir().join("bin/tortie-cni");
+    std::fs::create_dir_all(lab.dir().join("bin"))?;
+    std::os::unix::fs::symlink(&exe, &cni).context("linking tortie-cni")?;
+    let mut pods = Vec::new();
+    for (n, ns) in &nodes {
+        for p in 1..=PODS_PER_NODE {
+            let name = format!("{}-pod{p}", n.name);
+            let pod_ns = lab.netns(&name)?;
+            let address = cni_add(&cni, ns, &pod_ns, &n.name, &name, &url)?;
+            pods.push(LabPod { name, netns: pod_ns, address });
+        }
+    }
+    let built = Built { lab, _switches: switches, _tor_ns: tor_ns, tor, nodes, _daemons: daemons, pods };
+
+    wait_sessions(&built, rt)?;
+    let tor_routes = wait_tor_routes(&built, &url, rt)?;
+    let matrix = wait_matrix(&built.pods);
+    for (n, ns) in &built.nodes {
+        let s = rt.block_on(status::fetch(&run_dir(ns)))?;
+        println!("=== {} ({}) — tortie status --run-dir {}", n.name, n.address, run_dir(ns).display());
+        print!("{}", status::render(&s, now()));
+        println!();
+    }
+    println!("=== ToR ({:?}, AS {TOR_AS}) routes to the pods", args.tor);
+    for r in &tor_routes {
+        println!("  {r}");
+    }
+    println!();
+    println!("=== Pod-to-pod reachability (ping, one probe each)");
+    print!("{}", render_matrix(&built.pods, &matrix));
+    let failed = matrix.iter().flatten().filter(|c| **c == Some(false)).count();
+    println!();
+    println!(
+        "Lab up in {:.1} s: {} nodes, {} pods, datastore {url}",
+        started.elapsed().as_secs_f64(),
+        built.nodes.len(),
+        built.pods.len()
+    );
+    println!("  status of a node:   tortie status --run-dir {}", run_dir(&built.nodes[0].1).display());
+    println!("  resources:          TORTIE_DATASTORE={url} tortie get nodes");
+    println!("  a shell in a pod:   ip netns exec {} sh", built.pods[0].netns.name());
+    println!("  remove everything:  tortie lab down");
+    if failed > 0 {
+        // Leave it up for debugging, but say so and fail.
+        std::mem::forget(built);
+        bail!("{failed} pod pairs cannot reach each other (see the matrix); the lab stays up for debugging");
+    }
+    std::mem::forget(built);
+    Ok(())
+}
+
+pub async fn down() -> anyhow::Result<()> {
+    let removed = tokio::task::spawn_blocking(|| tortie_lab::leftovers::remove(PREFIX)).await??;
+    if removed.is_empty() {
+        println!("no lab is up");
+    } else {
+        println!(
+            "lab removed: {} namespaces, {} processes, its run directory",
+            removed.namespaces.len(),
+            removed.processes.len()
+        );
+    }
+    Ok(())
+}
+
+fn run_dir(ns: &Netns) -> PathBuf {
+    ns.dir().join("run")
+}
+
+fn path_str(p: &Path) -> anyhow::Result<&str> {
+    p.to_str().with_context(|| format!("path {} is not UTF-8", p.display()))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Runs CNI ADD for a pod, in its node's namespace, as a runtime would.
+fn cni_add(
+    cni: &Path,
+    node: &Netns,
+    pod: &Netns,
+    node_name: &str,
+    container: &str,
+    url: &str,
+) -> anyhow::Result<Ipv4Addr> {
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "tortie-lab", "type": "tortie-cni", "datastore": url, "nodename": node_name
+    });
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node.name(), path_str(cni)?])
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", format!("/run/netns/{}", pod.name()))
+        .env("CNI_ARGS", format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={container}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running tortie-cni")?;
+    child.stdin.take().context("stdin")?.write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("tortie-cni ADD {container}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    if !out.status.success() {
+        bail!("tortie-cni ADD {container} failed: {result}");
+    }
+    let address = result["ips"][0]["address"].as_str().context("no address in the CNI result")?;
+    Ok(address.trim_end_matches("/32").parse()?)
+}
+
+/// Waits for every node's sessions (the mesh and the ToR) to be Established.
+fn wait_sessions(built: &Built, rt: &Handle) -> anyhow::Result<()> {
+    let per_node = built.nodes.len(); // n − 1 mesh peers + the ToR
+    let total = (per_node * built.nodes.len()) as u64;
+    let bar = indicatif::ProgressBar::new(total).with_message("BGP sessions Established");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let mut up = 0;
+        let mut waiting = Vec::new();
+        for (n, ns) in &built.nodes {
+            match rt.block_on(status::fetch(&run_dir(ns))) {
+                Ok(s) => {
+                    up += s.peers.iter().filter(|p| p.state == "up").count();
+                    waiting.extend(
+                        s.peers
+                            .iter()
+                            .filter(|p| p.state != "up")
+                            .map(|p| format!("{} → {} ({})", n.name, p.address, p.info)),
+                    );
+                }
+                Err(_) => waiting.push(format!("{}: daemon not answering yet", n.name)),
+            }
+        }
+        bar.set_position(up as u64);
+        if up as u64 >= total {
+            bar.finish();
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bar.abandon();
+            bail!(
+                "sessions not Established after {SETTLE:?}: {}; logs in {}",
+                waiting.join(", "),
+                built.lab.dir().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until the ToR holds every node's blocks; returns its pod routes.
+fn wait_tor_routes(built: &Built, url: &str, rt: &Handle) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let blocks = rt.block_on(async {
+            let kv = Datastore::open(url).await?;
+            anyhow::Ok(tortie_cni::ipam::blocks(&kv).await?)
+        })?;
+        let routes = built.tor.routes()?;
+        let have: Vec<String> = routes
+            .iter()
+            .filter(|r| r.best)
+            .map(|r| format!("{} via {}", r.prefix, r.next_hop.map_or("-".into(), |h| h.to_string())))
+            .collect();
+        let missing: Vec<String> = blocks
+            .iter()
+            .map(|b| b.block.cidr.to_string())
+            .filter(|c| !routes.iter().any(|r| r.prefix.to_string() == *c))
+            .collect();
+        if missing.is_empty() {
+            return Ok(have);
+        }
+        if Instant::now() > deadline {
+            bail!("the ToR lacks the blocks {}", missing.join(", "));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Pings every pod from every pod (in parallel); `None` on the diagonal.
+fn matrix(pods: &[LabPod]) -> Vec<Vec<Option<bool>>> {
+    std::thread::scope(|s| {
+        let rows: Vec<_> = pods
+            .iter()
+            .map(|from| {
+                s.spawn(move || {
+                    pods.iter()
+                        .map(|to| {
+                            (from.address != to.address).then(|| {
+                                from.netns
+                                    .exec("ping", &["-n", "-q", "-c", "1", "-W", "1", &to.address.to_string()])
+                                    .is_ok()
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        rows.into_iter().map(|r| r.join().unwrap_or_default()).collect()
+    })
+}
+
+/// The matrix once every pair answers (routes take a moment to spread), or
+/// the last attempt.
+fn wait_matrix(pods: &[LabPod]) -> Vec<Vec<Option<bool>>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = matrix(pods);
+        if m.iter().flatten().all(|c| *c != Some(false)) || Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn render_matrix(pods: &[LabPod], m: &[Vec<Option<bool>>]) -> String {
+    let width = pods.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{:<w$} {:<15}", "from \\ to", "", w = width);
+    for p in pods {
+        out += &format!(" {:>w$}", p.name, w = width);
+    }
+    out.push('\n');
+    for (p, row) in pods.iter().zip(m) {
+        out += &format!("{:<w$} {:<15}", p.name, p.address.to_string(), w = width);
+        for cell in row {
+            let mark = match cell {
+                None => "-",
+                Some(true) => "ok",
+                Some(false) => "FAIL",
+            };
+            out += &format!(" {mark:>w$}", w = width);
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,113 @@
+//! The lab's shape, decided before anything is built (pure): which node
+//! sits in which subnet with which address, and the resources the
+//! datastore starts with.
+
+use std::net::Ipv4Addr;
+
+/// The ToR's AS.
+pub const TOR_AS: u32 = 65000;
+/// The nodes' AS (Calico's default).
+pub const NODE_AS: u32 = 64512;
+
+/// One of the two subnets behind the ToR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    /// `a` or `b` (the nodes' `subnet` label).
+    pub label: &'static str,
+    /// First three octets.
+    pub base: [u8; 3],
+}
+
+/// 192.0.2.0/24 and 198.51.100.0/24 (test ranges), the ToR at .254 in both.
+pub const SUBNETS: [Subnet; 2] =
+    [Subnet { label: "a", base: [192, 0, 2] }, Subnet { label: "b", base: [198, 51, 100] }];
+
+impl Subnet {
+    /// The host `.n` of this subnet.
+    pub fn host(self, n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(self.base[0], self.base[1], self.base[2], n)
+    }
+
+    /// The ToR's address here.
+    pub fn tor(self) -> Ipv4Addr {
+        self.host(254)
+    }
+}
+
+/// One lab node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabNode {
+    /// `n1`, `n2`…
+    pub name: String,
+    /// Its subnet.
+    pub subnet: Subnet,
+    /// Its address (/24).
+    pub address: Ipv4Addr,
+}
+
+/// Nodes alternate between the two subnets: n1 in a, n2 in b, n3 in a…
+pub fn nodes(count: usize) -> Vec<LabNode> {
+    (0..count)
+        .map(|i| {
+            let subnet = SUBNETS[i % 2];
+            LabNode { name: format!("n{}", i + 1), subnet, address: subnet.host(11 + i as u8) }
+        })
+        .collect()
+}
+
+/// The resources the lab starts with: the BGP configuration, the default
+/// pool (CrossSubnet IPIP), the nodes with their subnet label, and one
+/// BGPPeer per subnet towards the ToR.
+pub fn resources(nodes: &[LabNode]) -> String {
+    let mut yaml = format!(
+        "apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {{name: default}}
+spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {{name: default-ipv4-ippool}}
+spec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: CrossSubnet, natOutgoing: false}}
+"
+    );
+    for n in nodes {
+        yaml += &format!(
+            "---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {{name: {}, labels: {{subnet: {}}}}}
+spec: {{bgp: {{ipv4Address: {}/24}}}}
+",
+            n.name, n.subnet.label, n.address
+        );
+    }
+    for s in SUBNETS {
+        yaml += &format!(
+            "---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: tor-{}}}
+spec: {{nodeSelector: \"subnet == '{}'\", peerIP: {}, asNumber: {TOR_AS}}}
+",
+            s.label,
+            s.label,
+            s.tor()
+        );
+    }
+    yaml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_alternate_subnets_and_the_resources_parse() {
+        let n = nodes(3);
+        let got: Vec<String> = n.iter().map(|n| format!("{} {} {}", n.name, n.subnet.label, n.address)).collect();
+        assert_eq!(got, ["n1 a 192.0.2.11", "n2 b 198.51.100.12", "n3 a 192.0.2.13"]);
+        let docs = tortie_store::resources::parse_documents(&resources(&n)).unwrap();
+        assert_eq!(docs.len(), 2 + 3 + 2);
+    }
+}

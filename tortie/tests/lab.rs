@@ -1,0 +1,62 @@
+//! `tortie lab up` and `tortie lab down` as a newcomer runs them: the lab
+//! comes up with every session Established, the ToR holding every node's
+//! blocks and every pod reaching every other pod; `down` leaves nothing.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::process::Command;
+
+/// Takes the lab down even when an assertion fails.
+struct Down;
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_tortie")).args(["lab", "down"]).output();
+    }
+}
+
+fn tortie(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tortie")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+fn check_up(out: &str, nodes: usize) {
+    // Every node: n − 1 mesh sessions and the ToR, all up.
+    assert_eq!(out.matches("tortie process is running.").count(), nodes, "{out}");
+    assert_eq!(out.matches("| node-to-node mesh | up ").count(), nodes * (nodes - 1), "{out}");
+    assert_eq!(out.matches("| node specific     | up ").count(), nodes, "{out}");
+    assert!(!out.contains("| start "), "{out}");
+    // The ToR has one block per node.
+    let tor_routes = out.lines().filter(|l| l.starts_with("  198.18.0.") && l.contains("/26 via ")).count();
+    assert_eq!(tor_routes, nodes, "{out}");
+    // Every pair answered.
+    let pods = 2 * nodes;
+    assert_eq!(out.matches(" ok").count(), pods * (pods - 1), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
+fn check_down() {
+    let (ok, out) = tortie(&["lab", "down"]);
+    assert!(ok && out.contains("lab removed"), "{out}");
+    let left = tortie_lab::leftovers::find("tlab-").unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(!std::env::temp_dir().join("tortie-lab/tlab-lab").exists());
+}
+
+#[test]
+fn lab_up_builds_a_working_cluster_and_lab_down_leaves_nothing() {
+    let _guard = Down;
+    let (ok, out) = tortie(&["lab", "up", "--nodes", "3"]);
+    assert!(ok, "{out}");
+    check_up(&out, 3);
+    let (ok, again) = tortie(&["lab", "up"]);
+    assert!(!ok && again.contains("tortie lab down"), "a second lab is refused: {again}");
+    check_down();
+
+    let (ok, out) = tortie(&["lab", "up", "--nodes", "2", "--tor", "bird"]);
+    assert!(ok, "{out}");
+    check_up(&out, 2);
+    check_down();
+    let (ok, out) = tortie(&["lab", "down"]);
+    assert!(ok && out.contains("no lab is up"), "{out}");
+}
