@@ -21,8 +21,12 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
-/// How much room to make for the next read when a message is incomplete.
+/// How much room to make for the next read in the middle of a stream of
+/// messages (a full table arriving back to back: large reads, few syscalls).
 const READ_CHUNK: usize = 64 * 1024;
+/// How much when the buffer is empty (an idle session between KEEPALIVEs:
+/// one standard-size message; a hundred idle peers then hold 400 KiB, not 6 MiB).
+const IDLE_CHUNK: usize = 4 * 1024;
 
 /// The session framing; update [`BgpCodec::context`] once OPENs are exchanged.
 #[derive(Debug, Clone, Default)]
@@ -52,9 +56,9 @@ impl Decoder for BgpCodec {
                 Ok(Some(message))
             }
             None => {
-                // Read in large chunks: a full table arrives as a stream of
-                // back-to-back messages, and small reads cost a syscall each.
-                src.reserve(READ_CHUNK);
+                // Read in large chunks once a stream is flowing: a full table arrives
+                // as back-to-back messages, and small reads cost a syscall each.
+                src.reserve(if src.is_empty() { IDLE_CHUNK } else { READ_CHUNK });
                 Ok(None)
             }
         }

@@ -184,6 +184,7 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
     let run_dir = args.run_dir.clone();
     let mut api_task = tokio::spawn(async move { local_api::serve(&run_dir, api_state, metrics_state).await });
 
+    tokio::spawn(trim_heap());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut felix_task = felix.task;
     tokio::select! {
@@ -195,6 +196,18 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
     }
     drop(ipip);
     Ok(())
+}
+
+/// Gives freed heap memory back to the kernel now and then: a node daemon
+/// is long-lived and mostly idle, and the bursts (a full table, a resync of
+/// every pod) leave freed pages that glibc would otherwise keep.
+async fn trim_heap() {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        // SAFETY: malloc_trim(3) only releases free memory; no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    }
 }
 
 /// Everything the peer plan reads.
