@@ -87,6 +87,10 @@ fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_nati
     );
     let mtu = c.nodes[0].ip(&["link", "show", "tortie-ipip"]).unwrap();
     assert!(mtu.contains("mtu 1480"), "underlay 1500 − 20: {mtu}");
+    // A packet with DF that does not fit the tunnel gets ICMP "fragmentation needed" (mtu 1480).
+    let big = a.netns.exec("ping", &["-n", "-c", "1", "-W", "1", "-M", "do", "-s", "1460", "198.18.0.129"]);
+    let text = format!("{big:?}");
+    assert!(big.is_err() && text.contains("mtu = 1480"), "{text}");
 
     let (_, rtr) = c.routed.as_ref().unwrap();
     let seen = capture_ipip(rtr, "eth1", || {

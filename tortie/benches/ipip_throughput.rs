@@ -1,0 +1,110 @@
+//! TCP throughput between two pods on two nodes through tortie's userspace
+//! IPIP data plane against the same pods over a native route, in the same
+//! run (iperf3, 5 s each), and the daemons' CPU seconds per GB tunnelled.
+//!
+//! Run: `cargo bench -p tortie --bench ipip_throughput` (root).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tortie_lab::{Check, Daemon, Lab, Netns, wait_for};
+use tortie_store::Datastore;
+use tortie_store::ipam::IpamBlock;
+use tortie_store::kv::Kv;
+
+fn pool(mode: &str) -> String {
+    format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: {mode}}}\n")
+}
+
+fn apply(url: &str, yaml: &str) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tortie"))
+        .args(["apply", "-f", "-"])
+        .env("TORTIE_DATASTORE", url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success());
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn wait_route(node: &Netns, want: &str) {
+    wait_for(want, Duration::from_secs(30), || {
+        let r = node.ip(&["route", "show", "198.18.0.64/26"])?;
+        Ok(if r.contains(want) { Check::Done(()) } else { Check::Pending(r) })
+    })
+    .unwrap();
+}
+
+/// iperf3 from pod a to pod b for 5 s: (bits/s received, bytes).
+fn iperf(a: &Netns, b: &Netns) -> (f64, f64) {
+    let server = b.spawn("iperf3-s", "iperf3", &["-s", "-1", "-B", "198.18.0.65"], &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = a.exec("iperf3", &["-c", "198.18.0.65", "-t", "5", "-J"]).unwrap();
+    drop(server);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = &v["end"]["sum_received"];
+    (r["bits_per_second"].as_f64().unwrap(), r["bytes"].as_f64().unwrap())
+}
+
+fn main() {
+    let lab = Lab::new("bench-ipip").unwrap();
+    let url = format!("sqlite://{}/store.db", lab.dir().display());
+    let sw = lab.bridge("sw").unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let n = lab.netns(&format!("n{}", i + 1)).unwrap();
+        sw.attach(&n, "eth0").unwrap();
+        n.add_addr("eth0", format!("192.0.2.{}/24", i + 1).parse().unwrap()).unwrap();
+        n.add_route("default via 192.0.2.254").unwrap();
+        nodes.push(n);
+    }
+    // CrossSubnet at start: both daemons bring up the tunnel; same-subnet traffic stays native.
+    apply(&url, &pool("CrossSubnet"));
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let kv = Datastore::open(&url).await.unwrap();
+        for i in 0..2 {
+            let b = IpamBlock::new(format!("198.18.0.{}/26", 64 * i).parse().unwrap(), &format!("n{}", i + 1));
+            kv.put(&b.key(), serde_json::to_vec(&b).unwrap()).await.unwrap();
+        }
+    });
+    let a = lab.pod(&nodes[0], "a", "tortiea", "198.18.0.1".parse().unwrap()).unwrap();
+    let b = lab.pod(&nodes[1], "b", "tortieb", "198.18.0.65".parse().unwrap()).unwrap();
+    for (i, (pod, ifname, addr)) in [("a", "tortiea", "198.18.0.1"), ("b", "tortieb", "198.18.0.65")].iter().enumerate() {
+        apply(&url, &format!("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {pod}, namespace: default}}\nspec: {{node: n{}, interfaceName: {ifname}, ipNetworks: [{addr}/32]}}\n", i + 1));
+    }
+    let daemons: Vec<Daemon> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let run = n.dir().join("run");
+            let (name, ip) = (format!("n{}", i + 1), format!("192.0.2.{}/24", i + 1));
+            let args = ["node", "run", "--name", &name, "--ip", &ip, "--run-dir", run.to_str().unwrap()];
+            n.spawn("tortie", env!("CARGO_BIN_EXE_tortie"), &args, &[("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")])
+                .unwrap()
+        })
+        .collect();
+    wait_route(&nodes[0], "via 192.0.2.2 dev eth0");
+    let (native_bps, _) = iperf(&a.netns, &b.netns);
+    apply(&url, &pool("Always"));
+    wait_route(&nodes[0], "dev tortie-ipip");
+    let before: u64 = daemons.iter().map(|d| cpu_ticks(d.pid())).sum();
+    let (tunnel_bps, bytes) = iperf(&a.netns, &b.netns);
+    let ticks = daemons.iter().map(|d| cpu_ticks(d.pid())).sum::<u64>() - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu_per_gb = ticks as f64 / hz / (bytes / 1e9);
+    println!("iperf3 TCP, pod to pod on two nodes, 5 s each");
+    println!("  native route         {:>8.0} Mbit/s", native_bps / 1e6);
+    println!("  userspace IPIP       {:>8.0} Mbit/s  ({:.2}x native)", tunnel_bps / 1e6, tunnel_bps / native_bps);
+    println!("  tortie CPU (both ends) {cpu_per_gb:.1} s per GB tunnelled");
+}
