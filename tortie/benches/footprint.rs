@@ -142,6 +142,8 @@ fn main() {
     let threads = proc_field(pid, "status", "Threads:");
     println!("tortie node run, {PEERS} eBGP peers ({} learned paths), {PODS} local pods", PEERS * PREFIXES_PER_PEER);
     println!("  all sessions up and pod routes in:  {:.1} s", converged.as_secs_f64());
-    println!("  idle RSS:                           {rss:.1} MiB (peak {hwm:.1} MiB): {anon:.1} MiB heap and stacks, {file:.1} MiB binary and libraries; {threads} threads");
+    println!(
+        "  idle RSS:                           {rss:.1} MiB (peak {hwm:.1} MiB): {anon:.1} MiB heap and stacks, {file:.1} MiB binary and libraries; {threads} threads"
+    );
     println!("  idle CPU:                           {cpu:.2} % of one core (over 20 s)");
 }

@@ -16,7 +16,9 @@ use tortie_store::ipam::IpamBlock;
 use tortie_store::kv::Kv;
 
 fn pool(mode: &str) -> String {
-    format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: {mode}}}\n")
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: {mode}}}\n"
+    )
 }
 
 fn apply(url: &str, yaml: &str) {
@@ -79,8 +81,15 @@ fn main() {
     });
     let a = lab.pod(&nodes[0], "a", "tortiea", "198.18.0.1".parse().unwrap()).unwrap();
     let b = lab.pod(&nodes[1], "b", "tortieb", "198.18.0.65".parse().unwrap()).unwrap();
-    for (i, (pod, ifname, addr)) in [("a", "tortiea", "198.18.0.1"), ("b", "tortieb", "198.18.0.65")].iter().enumerate() {
-        apply(&url, &format!("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {pod}, namespace: default}}\nspec: {{node: n{}, interfaceName: {ifname}, ipNetworks: [{addr}/32]}}\n", i + 1));
+    for (i, (pod, ifname, addr)) in [("a", "tortiea", "198.18.0.1"), ("b", "tortieb", "198.18.0.65")].iter().enumerate()
+    {
+        apply(
+            &url,
+            &format!(
+                "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {pod}, namespace: default}}\nspec: {{node: n{}, interfaceName: {ifname}, ipNetworks: [{addr}/32]}}\n",
+                i + 1
+            ),
+        );
     }
     let daemons: Vec<Daemon> = nodes
         .iter()
@@ -89,8 +98,13 @@ fn main() {
             let run = n.dir().join("run");
             let (name, ip) = (format!("n{}", i + 1), format!("192.0.2.{}/24", i + 1));
             let args = ["node", "run", "--name", &name, "--ip", &ip, "--run-dir", run.to_str().unwrap()];
-            n.spawn("tortie", env!("CARGO_BIN_EXE_tortie"), &args, &[("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")])
-                .unwrap()
+            n.spawn(
+                "tortie",
+                env!("CARGO_BIN_EXE_tortie"),
+                &args,
+                &[("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")],
+            )
+            .unwrap()
         })
         .collect();
     wait_route(&nodes[0], "via 192.0.2.2 dev eth0");

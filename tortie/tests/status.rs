@@ -106,6 +106,39 @@ spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000}
     });
     assert_eq!(peer(&status_json(&c, 0), "192.0.2.2").unwrap()["since"], mesh_since, "the mesh session was not reset");
 
+    // A BGPFilter on the ToR peer: its route goes, without a session reset; and comes back.
+    let tor_route =
+        || c.tortie(&["bgp", "routes", "203.0.113.0/24", "--run-dir", &run_dir(&c, 0)], "").contains("via 192.0.2.100");
+    wait_until("n1 to learn the ToR's route", tor_route);
+    let tor_since = peer(&status_json(&c, 0), "192.0.2.100").unwrap()["since"].clone();
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: no-tor-routes}
+spec:
+  importV4: [{action: Reject, matchOperator: In, cidr: 203.0.113.0/24}]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, filters: [no-tor-routes]}
+",
+    );
+    wait_until("the filter to drop the ToR's route", || !tor_route());
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000}
+",
+    );
+    wait_until("the route to return once the filter is gone", tor_route);
+    assert_eq!(
+        peer(&status_json(&c, 0), "192.0.2.100").unwrap()["since"],
+        tor_since,
+        "filters never reset the session"
+    );
+
     // Removed: the ToR hears Cease / Administrative Shutdown.
     c.tortie(&["delete", "bgppeer", "tor"], "");
     let mut seen = String::new();

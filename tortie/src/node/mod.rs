@@ -5,6 +5,7 @@
 //! adopts them, so pods keep their connectivity across restarts.
 
 mod bridge;
+mod filters;
 pub mod local_api;
 mod metrics;
 mod peers;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ipnet::{IpNet, Ipv4Net};
 use tokio::sync::{mpsc, watch};
+use tortie_bgp::rib::policy::Policy;
 use tortie_bgp::speaker::{self, SpeakerCommand};
 use tortie_felix::agent::{self, AgentConfig};
 use tortie_felix::reconcile::ReconcilerConfig;
@@ -27,7 +29,7 @@ use tortie_store::Datastore;
 use tortie_store::api::{self, ApiError};
 use tortie_store::kv::Kv;
 use tortie_store::resources::{
-    API_VERSION, BgpConfigurationSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource,
+    API_VERSION, BgpConfigurationSpec, BgpFilterSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource,
 };
 
 use peers::{Me, PlannedPeer};
@@ -211,7 +213,10 @@ async fn trim_heap() {
 }
 
 /// Everything the peer plan reads.
-async fn plan_peers(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Result<(Me, Vec<PlannedPeer>)> {
+/// A planned session with the policies its BGPPeer's filters give.
+type Planned = (Me, Vec<(PlannedPeer, (Policy, Policy))>);
+
+async fn plan_peers(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Result<Planned> {
     let config = match api::get(kv, Kind::BgpConfiguration, None, "default").await {
         Ok(Resource::BgpConfiguration(c)) => c.spec,
         _ => BgpConfigurationSpec::default(),
@@ -230,7 +235,28 @@ async fn plan_peers(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Res
     let labels = mine.map(|n| n.metadata.labels.clone()).unwrap_or_default();
     let asn = mine.and_then(|n| n.spec.bgp.as_ref()?.as_number).or(config.as_number).unwrap_or(peers::DEFAULT_AS);
     let me = Me { name: name.to_string(), address: address.addr(), asn, labels };
-    let plan = peers::plan(&me, &config, &nodes, &bgp_peers);
+    let filters: BTreeMap<String, BgpFilterSpec> = api::list(kv, Kind::BgpFilter, None)
+        .await?
+        .into_iter()
+        .filter_map(|r| if let Resource::BgpFilter(f) = r { Some((f.metadata.name, f.spec)) } else { None })
+        .collect();
+    let plan = peers::plan(&me, &config, &nodes, &bgp_peers)
+        .into_iter()
+        .map(|p| {
+            let names = p
+                .bgp_peer
+                .as_ref()
+                .and_then(|n| bgp_peers.iter().find(|b| &b.metadata.name == n))
+                .map(|b| b.spec.filters.clone())
+                .unwrap_or_default();
+            let policies = if names.is_empty() {
+                (Policy::accept_all(), Policy::accept_all())
+            } else {
+                filters::policies(&names, &filters)
+            };
+            (p, policies)
+        })
+        .collect();
     Ok((me, plan))
 }
 
@@ -254,25 +280,45 @@ struct PeerManager {
 
 impl PeerManager {
     async fn run(self) -> anyhow::Result<()> {
-        let mut running: BTreeMap<String, PlannedPeer> = BTreeMap::new();
+        let mut running: BTreeMap<String, (PlannedPeer, (Policy, Policy))> = BTreeMap::new();
         let mut watch = watch_resources(&self.kv).await?;
         loop {
             let (me, plan) = plan_peers(&self.kv, &self.name, self.address).await?;
-            let wanted: BTreeMap<String, PlannedPeer> = plan.into_iter().map(|p| (p.name.clone(), p)).collect();
-            for (name, old) in &running {
-                if wanted.get(name) != Some(old) {
+            let wanted: BTreeMap<String, (PlannedPeer, (Policy, Policy))> =
+                plan.into_iter().map(|(p, pol)| (p.name.clone(), (p, pol))).collect();
+            for (name, (old, _)) in &running {
+                if wanted.get(name).map(|(p, _)| p) != Some(old) {
                     tracing::info!(peer = name, "removing BGP peer");
                     self.speaker.send(SpeakerCommand::RemoveNeighbor(name.clone())).await?;
                 }
             }
-            for (name, p) in &wanted {
-                if running.get(name) != Some(p) {
-                    tracing::info!(peer = name, remote = %p.remote, asn = p.asn, kind = ?p.kind, passive = p.passive, "adding BGP peer");
-                    self.speaker.send(SpeakerCommand::AddNeighbor(Box::new(peers::neighbor(&me, p)))).await?;
+            for (name, (p, policies)) in &wanted {
+                match running.get(name) {
+                    Some((old, _)) if old == p => {}
+                    _ => {
+                        tracing::info!(peer = name, remote = %p.remote, asn = p.asn, kind = ?p.kind, passive = p.passive, "adding BGP peer");
+                        let n = peers::neighbor(&me, p, policies.clone());
+                        self.speaker.send(SpeakerCommand::AddNeighbor(Box::new(n))).await?;
+                        continue;
+                    }
+                }
+                if running.get(name).map(|(_, pol)| pol) != Some(policies) {
+                    // A filter changed: new policies, the session stays up.
+                    tracing::info!(peer = name, "BGP filters changed; applying without a session reset");
+                    let (import, export) = policies.clone();
+                    self.speaker
+                        .send(SpeakerCommand::SetPolicies {
+                            peer: name.clone(),
+                            import: Some(import),
+                            export: Some(export),
+                        })
+                        .await?;
                 }
             }
             running = wanted;
-            *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = (me.asn, running.clone());
+            let planned: BTreeMap<String, PlannedPeer> =
+                running.iter().map(|(n, (p, _))| (n.clone(), p.clone())).collect();
+            *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = (me.asn, planned);
             self.planned.send_replace(Some(running.keys().cloned().collect()));
             match watch.next().await {
                 Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(100)).await,

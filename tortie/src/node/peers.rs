@@ -51,6 +51,8 @@ pub struct PlannedPeer {
     pub keep_next_hop: bool,
     /// GTSM hops.
     pub ttl_security: Option<u8>,
+    /// The BGPPeer it comes from (its `filters` give the policies).
+    pub bgp_peer: Option<String>,
 }
 
 /// This node, as the plan sees it.
@@ -106,6 +108,7 @@ pub fn plan(
                 passive: me.address > addr,
                 keep_next_hop: false,
                 ttl_security: None,
+                bgp_peer: None,
             });
         }
     }
@@ -126,6 +129,7 @@ pub fn plan(
             passive: false,
             keep_next_hop: s.keep_original_next_hop,
             ttl_security: s.ttl_security,
+            bgp_peer: Some(p.metadata.name.clone()),
         };
         let prefix = if kind == PeerType::Global { "Global" } else { "Node" };
         if let Some(ip) = s.peer_ip.as_deref() {
@@ -146,8 +150,9 @@ pub fn plan(
     out.into_values().collect()
 }
 
-/// The speaker's configuration for a planned session.
-pub fn neighbor(me: &Me, p: &PlannedPeer) -> Neighbor {
+/// The speaker's configuration for a planned session, with its (import,
+/// export) policies.
+pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbor {
     let mut local = LocalConfig::new(me.asn, me.address, p.asn);
     // Our kernel routes survive a restart of the daemon: peers may keep forwarding to us.
     local.graceful_restart = Some(GracefulRestart {
@@ -174,9 +179,9 @@ pub fn neighbor(me: &Me, p: &PlannedPeer) -> Neighbor {
             prepend: 0,
             reflect_to: false,
         },
-        // Calico's default: every peer learns the pod blocks and we learn theirs.
-        import_policy: Some(Policy::accept_all()),
-        export_policy: Some(Policy::accept_all()),
+        // Explicit policies (RFC 8212); without filters they accept everything, as Calico does.
+        import_policy: Some(policies.0),
+        export_policy: Some(policies.1),
         max_prefix: None,
     }
 }

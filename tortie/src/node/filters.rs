@@ -1,0 +1,77 @@
+//! Calico BGPFilters → the speaker's policies. A BGPPeer's `filters` are
+//! applied in order, their rules concatenated: the first rule that matches
+//! decides; a route no rule matches is accepted (Calico's default).
+
+use std::collections::BTreeMap;
+
+use tortie_bgp::rib::policy::{self, Policy, Rule, Verdict};
+use tortie_store::resources::{BgpFilterRule, BgpFilterSpec, FilterAction, MatchOperator};
+
+fn operator(op: MatchOperator) -> policy::MatchOperator {
+    match op {
+        MatchOperator::Equal => policy::MatchOperator::Equal,
+        MatchOperator::NotEqual => policy::MatchOperator::NotEqual,
+        MatchOperator::In => policy::MatchOperator::In,
+        MatchOperator::NotIn => policy::MatchOperator::NotIn,
+    }
+}
+
+fn rule(filter: &str, r: &BgpFilterRule) -> Option<Rule> {
+    if r.source.is_some() {
+        // `source: RemotePeers` needs a learned-vs-local match the speaker's rules lack.
+        tracing::warn!(filter, "BGPFilter rules with `source` are not supported yet; rule skipped");
+        return None;
+    }
+    let verdict = match r.action {
+        FilterAction::Accept => Verdict::Accept,
+        FilterAction::Reject => Verdict::Reject,
+    };
+    let mut out = Rule::any(verdict);
+    out.cidr = r.cidr.zip(r.match_operator).map(|(cidr, op)| (operator(op), cidr));
+    out.prefix_length = r.prefix_length.map(|l| {
+        let lo = l.min.unwrap_or_else(|| r.cidr.map_or(0, |c| c.prefix_len()));
+        (lo, l.max.unwrap_or(32))
+    });
+    Some(out)
+}
+
+/// (import, export) policies from the filters named, in order; missing
+/// filters are reported and skipped.
+pub fn policies(names: &[String], filters: &BTreeMap<String, BgpFilterSpec>) -> (Policy, Policy) {
+    let (mut import, mut export) = (Vec::new(), Vec::new());
+    for name in names {
+        let Some(f) = filters.get(name) else {
+            tracing::warn!(filter = name, "BGPPeer names a BGPFilter that does not exist; skipped");
+            continue;
+        };
+        import.extend(f.import_v4.iter().filter_map(|r| rule(name, r)));
+        export.extend(f.export_v4.iter().filter_map(|r| rule(name, r)));
+    }
+    (Policy { rules: import }, Policy { rules: export })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tortie_store::resources::PrefixLength;
+
+    #[test]
+    fn filters_become_ordered_rules_and_missing_ones_are_skipped() {
+        let reject = BgpFilterRule {
+            action: FilterAction::Reject,
+            cidr: Some("203.0.113.0/24".parse().unwrap()),
+            match_operator: Some(MatchOperator::In),
+            prefix_length: Some(PrefixLength { min: None, max: Some(28) }),
+            source: None,
+        };
+        let spec = BgpFilterSpec { import_v4: vec![reject], ..BgpFilterSpec::default() };
+        let filters = BTreeMap::from([("f".to_string(), spec)]);
+        let (import, export) = policies(&["missing".into(), "f".into()], &filters);
+        assert!(export.rules.is_empty());
+        assert_eq!(import.rules.len(), 1);
+        let r = &import.rules[0];
+        assert_eq!(r.verdict, Verdict::Reject);
+        assert_eq!(r.cidr, Some((policy::MatchOperator::In, "203.0.113.0/24".parse().unwrap())));
+        assert_eq!(r.prefix_length, Some((24, 28)));
+    }
+}
