@@ -15,4 +15,5 @@
 pub mod ipam;
 pub mod plugin;
 pub mod plumb;
+pub mod report;
 pub mod spec;

@@ -175,8 +175,8 @@ pub async fn run(env: Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
     let conf = NetConf::parse(stdin)?;
     let cx = Context::new(conf, env)?;
     match cx.env.command.as_str() {
-        "ADD" => add(&cx).await.map(Some),
-        "DEL" => del(&cx).await.map(|()| None),
+        "ADD" => reported(&cx, add(&cx)).await.map(Some),
+        "DEL" => reported(&cx, del(&cx)).await.map(|()| None),
         "CHECK" => check(&cx).await.map(|()| None),
         "STATUS" => status(&cx).await.map(|()| None),
         "GC" => gc(&cx).await.map(|()| None),
@@ -185,6 +185,20 @@ pub async fn run(env: Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
             format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, STATUS, GC, VERSION"),
         )),
     }
+}
+
+/// Runs ADD or DEL and reports its outcome and duration to the node daemon.
+async fn reported<T>(cx: &Context, work: impl Future<Output = Result<T, CniError>>) -> Result<T, CniError> {
+    let started = std::time::Instant::now();
+    let result = work.await;
+    let event = crate::report::CniEvent {
+        command: cx.env.command.clone(),
+        ok: result.is_ok(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let run_dir = cx.conf.run_dir.clone().unwrap_or_else(|| crate::report::DEFAULT_RUN_DIR.into());
+    crate::report::send(&run_dir, &event);
+    result
 }
 
 /// The WorkloadEndpoint of this attachment, for `address`.

@@ -97,6 +97,9 @@ pub struct NetConf {
     /// Prefix of host-side interface names.
     #[serde(default)]
     pub interface_prefix: Option<String>,
+    /// The node daemon's run directory (its API socket; default /var/run/tortie).
+    #[serde(default)]
+    pub run_dir: Option<std::path::PathBuf>,
     /// The result of ADD (CHECK, DEL).
     #[serde(default, rename = "prevResult")]
     pub prev_result: Option<Value>,

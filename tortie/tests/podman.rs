@@ -60,7 +60,8 @@ fn a_podman_container_on_tortie_cni_reaches_a_pod_on_another_node() {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tortie"), dir.join("cni/bin/tortie-cni")).unwrap();
     let conflist = serde_json::json!({
         "cniVersion": "1.0.0", "name": "tortie-net",
-        "plugins": [{"type": "tortie-cni", "datastore": c.url, "nodename": "n1", "mtu": 1450}]
+        "plugins": [{"type": "tortie-cni", "datastore": c.url, "nodename": "n1", "mtu": 1450,
+                     "run_dir": c.nodes[0].dir().join("run")}]
     });
     std::fs::write(dir.join("cni/net.d/tortie.conflist"), conflist.to_string()).unwrap();
     std::fs::write(dir.join("containers.conf"), containers_conf(&dir)).unwrap();
@@ -82,6 +83,12 @@ fn a_podman_container_on_tortie_cni_reaches_a_pod_on_another_node() {
     assert!(out.contains("inet 198.18.0.0/32"), "the container got n1's first address:\n{out}");
     assert!(out.contains("mtu 1450"), "{out}");
     assert!(out.contains("3 packets received"), "{out}");
+
+    // The plugin reported both commands to n1's daemon.
+    let m = common::metrics(&c.nodes[0]);
+    assert!(m.contains("tortie_cni_requests_total{command=\"ADD\",result=\"ok\"} 1"), "{m}");
+    assert!(m.contains("tortie_cni_requests_total{command=\"DEL\",result=\"ok\"} 1"), "{m}");
+    assert!(m.contains("tortie_cni_duration_seconds_count{command=\"ADD\"} 1"), "{m}");
 
     // The container is gone (--rm): its endpoint and address went with it.
     block_on(async {

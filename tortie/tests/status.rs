@@ -16,6 +16,16 @@ fn run_dir(c: &Cluster, i: usize) -> String {
     c.nodes[i].dir().join("run").display().to_string()
 }
 
+/// The body of a GET on a daemon's API socket.
+fn raw_get(run_dir: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(format!("{run_dir}/tortie.sock")).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
 fn status_json(c: &Cluster, i: usize) -> Value {
     serde_json::from_str(&c.tortie(&["status", "--run-dir", &run_dir(c, i), "-o", "json"], "")).unwrap()
 }
@@ -68,6 +78,12 @@ fn status_shows_sessions_and_peers_come_and_go_without_touching_the_others() {
         all.matches("| node-to-node mesh | up").count() == 2
     });
     assert!(all.contains("Node n1 (AS 64512") && all.contains("Node n2") && !all.contains("STALE"), "{all}");
+
+    // The API's IPAM summary: the pool and n1's block (the test's pod took no IPAM address).
+    let ipam = raw_get(&run_dir(&c, 0), "/ipam");
+    let v: Value = serde_json::from_str(&ipam).unwrap();
+    assert_eq!(v["pools"][0], serde_json::json!(["198.18.0.0/16", 65536, 0]), "{ipam}");
+    assert_eq!(v["blocks"][0], serde_json::json!(["198.18.0.0/26", 64, 0]), "{ipam}");
 
     // Only root may use the API.
     let out = Command::new("setpriv")

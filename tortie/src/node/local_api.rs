@@ -7,7 +7,9 @@
 //!  GET /status          node, AS, router id, one summary per peer
 //!  GET /peers           one detail per peer (capabilities, timers, counters, errors)
 //!  GET /routes[?prefix] the Loc-RIB's best paths
+//!  GET /ipam            address usage: the pools, this node's blocks
 //!  GET /metrics         Prometheus metrics
+//!  POST /cni            the CNI plugin reports an ADD/DEL (outcome, duration)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -140,6 +142,17 @@ pub struct ApiState {
     pub statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
     /// The planned peers (and our AS), kept by the peer manager.
     pub plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
+    /// The datastore (for the IPAM summary).
+    pub kv: tortie_store::Datastore,
+}
+
+/// `GET /ipam`: address usage of the pools, and of this node's blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamSummary {
+    /// Per pool: CIDR, addresses, in use.
+    pub pools: Vec<(IpNet, u128, u128)>,
+    /// Per block affine to this node: CIDR, addresses, in use.
+    pub blocks: Vec<(IpNet, u128, u128)>,
 }
 
 fn peer_type(kind: PeerType) -> &'static str {
@@ -262,6 +275,26 @@ async fn peers(Shared(s): Shared<ApiState>) -> Json<Vec<PeerDetail>> {
     Json(s.details().await.1)
 }
 
+async fn ipam(Shared(s): Shared<ApiState>) -> Result<Json<IpamSummary>, (axum::http::StatusCode, String)> {
+    let fail = |e: String| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e);
+    let blocks: Vec<_> =
+        tortie_cni::ipam::blocks(&s.kv).await.map_err(|e| fail(e.to_string()))?.into_iter().map(|b| b.block).collect();
+    let pools: Vec<IpNet> = tortie_store::api::list(&s.kv, tortie_store::resources::Kind::IpPool, None)
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .into_iter()
+        .filter_map(|r| if let tortie_store::resources::Resource::IpPool(p) = r { p.spec.cidr } else { None })
+        .collect();
+    let usage =
+        tortie_cni::ipam::usage::pools(&pools, &blocks).into_iter().map(|u| (u.cidr, u.total, u.in_use)).collect();
+    let mine = tortie_cni::ipam::usage::blocks(&blocks)
+        .into_iter()
+        .filter(|u| u.node.as_deref() == Some(s.node.as_str()))
+        .map(|u| (u.cidr, u.total, u.in_use))
+        .collect();
+    Ok(Json(IpamSummary { pools: usage, blocks: mine }))
+}
+
 #[derive(Deserialize)]
 struct RoutesParams {
     prefix: Option<IpNet>,
@@ -294,6 +327,7 @@ pub async fn serve(run_dir: &Path, state: ApiState, metrics: super::metrics::Met
             .route("/status", get(status))
             .route("/peers", get(peers))
             .route("/routes", get(routes))
+            .route("/ipam", get(ipam))
             .with_state(state)
             .merge(
                 Router::new()
@@ -302,6 +336,15 @@ pub async fn serve(run_dir: &Path, state: ApiState, metrics: super::metrics::Met
                         get(|Shared(m): Shared<super::metrics::MetricsState>| async move {
                             super::metrics::render(&m).await
                         }),
+                    )
+                    .route(
+                        "/cni",
+                        axum::routing::post(
+                            |Shared(m): Shared<super::metrics::MetricsState>,
+                             Json(e): Json<tortie_cni::report::CniEvent>| async move {
+                                m.cni.record(&e)
+                            },
+                        ),
                     )
                     .with_state(metrics),
             );

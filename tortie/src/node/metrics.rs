@@ -11,15 +11,45 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tortie_felix::reconcile::ReconcileStats;
 use tortie_ipip::userspace::Counters;
 
 use super::local_api::ApiState;
 
+/// CNI ADD/DEL outcomes and latencies, as the plugin reports them.
+#[derive(Debug, Clone)]
+pub struct CniMetrics {
+    requests: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+fn cni_buckets() -> Histogram {
+    Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0])
+}
+
+impl Default for CniMetrics {
+    fn default() -> Self {
+        CniMetrics { requests: Family::default(), duration: Family::new_with_constructor(cni_buckets) }
+    }
+}
+
+impl CniMetrics {
+    /// Records one command.
+    pub fn record(&self, e: &tortie_cni::report::CniEvent) {
+        let result = if e.ok { "ok" } else { "error" };
+        let labels = vec![("command".to_string(), e.command.clone()), ("result".to_string(), result.to_string())];
+        self.requests.get_or_create(&labels).inc();
+        self.duration.get_or_create(&vec![("command".to_string(), e.command.clone())]).observe(e.seconds);
+    }
+}
+
 /// What the metrics read.
 #[derive(Clone)]
 pub struct MetricsState {
+    /// CNI commands reported by the plugin.
+    pub cni: Arc<CniMetrics>,
     /// Sessions and prefixes.
     pub api: ApiState,
     /// The route reconciler.
@@ -78,6 +108,8 @@ pub async fn render(state: &MetricsState) -> String {
         "Duration of the last reconcile pass",
         s.last_pass_us.load(Ordering::Relaxed) as i64,
     );
+    r.register("cni_requests", "CNI commands by outcome", state.cni.requests.clone());
+    r.register("cni_duration_seconds", "CNI command latency", state.cni.duration.clone());
     if let Some(c) = &state.ipip {
         counter(&mut r, "ipip_encap_packets", "Packets encapsulated and sent", &c.encap_packets);
         counter(&mut r, "ipip_encap_bytes", "Inner bytes encapsulated and sent", &c.encap_bytes);

@@ -165,9 +165,11 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
         speaker: speaker.commands.clone(),
         statuses: speaker.peers.clone(),
         plan,
+        kv: kv.clone(),
     };
     tokio::spawn(summary::publish(kv.clone(), api_state.clone()));
     let metrics_state = metrics::MetricsState {
+        cni: Arc::default(),
         api: api_state.clone(),
         reconcile: felix.stats.clone(),
         ipip: match &ipip {
