@@ -26,7 +26,7 @@ use crate::packet::{
     Context, Family, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode,
 };
 use crate::rib::decision::{Origination, Path};
-use crate::rib::export::{ExportPeer, export};
+use crate::rib::export::{ExportPeer, Reflection, Reflector, export};
 use crate::rib::policy::{PeerType, Policy};
 use crate::rib::table::{BestChange, LocRib, PeerKey};
 use crate::session::listener::Listener;
@@ -78,6 +78,9 @@ pub enum SpeakerCommand {
     /// Close a neighbour's session (Cease / Administrative Shutdown, RFC
     /// 4486) and forget it and its routes.
     RemoveNeighbor(String),
+    /// Take on (or give up) the route-reflector role (RFC 4456); every up
+    /// peer gets the table again under the new rules.
+    SetReflector(Option<Arc<dyn Reflector>>),
     /// Read-only views for status tools.
     Query(Query),
     /// Originate a prefix (ORIGIN and AS_PATH are filled in when absent).
@@ -174,6 +177,7 @@ struct Speaker {
     statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
     stats: Arc<SpeakerStats>,
     router_id: Ipv4Addr,
+    reflector: Option<Arc<dyn Reflector>>,
 }
 
 /// Starts the speaker, listening on `listen` for peers that dial in;
@@ -203,6 +207,7 @@ pub fn spawn(
         statuses: statuses.clone(),
         stats: stats.clone(),
         router_id,
+        reflector: None,
     };
     tokio::spawn(async move {
         loop {
@@ -258,6 +263,14 @@ impl Speaker {
                     let _ = handle.commands.send(PeerCommand::Send(Message::RouteRefresh(ask))).await;
                 }
                 if export_changed && self.up.contains(&peer) {
+                    self.send_table(&peer, true).await;
+                }
+            }
+            SpeakerCommand::SetReflector(reflector) => {
+                tracing::info!(reflector = ?reflector, "route-reflector role changed");
+                self.reflector = reflector;
+                let up: Vec<String> = self.up.iter().cloned().collect();
+                for peer in up {
                     self.send_table(&peer, true).await;
                 }
             }
@@ -399,8 +412,12 @@ impl Speaker {
             changes.extend(self.rib.withdraw(&from, n.prefix));
         }
         let Some(attrs) = update.attrs else { return changes };
-        // RFC 4271 §9.1.2: a path through our own AS is a loop, as good as withdrawn.
-        let looped = attrs.as_path.as_ref().is_some_and(|p| p.asns().any(|a| a == local_as));
+        // RFC 4271 §9.1.2: a path through our own AS is a loop, as good as withdrawn;
+        // RFC 4456 §8: so is one that names us as ORIGINATOR_ID or (for a
+        // reflector) carries our CLUSTER_ID.
+        let looped = attrs.as_path.as_ref().is_some_and(|p| p.asns().any(|a| a == local_as))
+            || attrs.originator_id == Some(self.router_id)
+            || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
         for n in &update.nlri {
             let accepted = match &policy {
                 _ if looped => None,
@@ -511,7 +528,14 @@ impl Speaker {
                 if from.as_deref() == Some(peer) {
                     None
                 } else {
-                    export(&prefix, path, &neighbor.export, neighbor.export_policy.as_ref()).ok()
+                    let reflection = self.reflector.as_deref().map(|reflector| Reflection {
+                        reflector,
+                        from_client: from
+                            .as_deref()
+                            .and_then(|f| self.neighbors.get(f))
+                            .is_some_and(|(n, _)| n.export.rr_client),
+                    });
+                    export(&prefix, path, &neighbor.export, neighbor.export_policy.as_ref(), reflection).ok()
                 }
             });
             match exported {

@@ -88,7 +88,7 @@ pub fn tortie_neighbor(
             local_addr: ip(local),
             next_hop: NextHopMode::Auto,
             prepend: 0,
-            reflect_to: false,
+            rr_client: false,
         },
         import_policy: Some(Policy::accept_all()),
         export_policy: Some(Policy::accept_all()),

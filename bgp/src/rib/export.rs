@@ -9,6 +9,30 @@ use crate::packet::{AsPath, PathAttrs, Segment, SegmentType};
 use crate::rib::decision::{DEFAULT_LOCAL_PREF, Origination, Path};
 use crate::rib::policy::{PeerType, Policy};
 
+/// The route-reflector role (RFC 4456), decided outside the speaker (the
+/// `tortie-reflector` crate implements it): which iBGP-learned paths may be
+/// reflected to which iBGP peers, what a reflected path carries, and which
+/// received paths have looped.
+pub trait Reflector: Send + Sync + std::fmt::Debug {
+    /// Whether a path learned from an iBGP peer (a client or not) may go to
+    /// another iBGP peer (a client or not).
+    fn reflects(&self, from_client: bool, to_client: bool) -> bool;
+    /// Stamps a reflected path: ORIGINATOR_ID (the peer it came from, when
+    /// absent) and this reflector's CLUSTER_ID in front of CLUSTER_LIST.
+    fn stamp(&self, attrs: &mut PathAttrs, originator: std::net::Ipv4Addr);
+    /// Whether a received path came back through this reflector (to drop).
+    fn looped(&self, attrs: &PathAttrs) -> bool;
+}
+
+/// Where an iBGP-learned path comes from, for reflection.
+#[derive(Debug, Clone, Copy)]
+pub struct Reflection<'a> {
+    /// The reflector role.
+    pub reflector: &'a dyn Reflector,
+    /// Whether the path came from one of our clients.
+    pub from_client: bool,
+}
+
 /// Next-hop handling towards a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NextHopMode {
@@ -33,8 +57,8 @@ pub struct ExportPeer {
     pub next_hop: NextHopMode,
     /// Extra prepends of our AS towards this eBGP peer.
     pub prepend: u8,
-    /// Reflection hook (RFC 4456): iBGP-learned paths may go to this iBGP peer.
-    pub reflect_to: bool,
+    /// This iBGP peer is a route-reflector client of ours (RFC 4456 §6).
+    pub rr_client: bool,
 }
 
 impl ExportPeer {
@@ -58,11 +82,22 @@ pub enum Withheld {
 }
 
 /// The attributes to send `path` to `prefix` with to `to` under its export
-/// `policy`, or why it is withheld.
-pub fn export(prefix: &IpNet, path: &Path, to: &ExportPeer, policy: Option<&Policy>) -> Result<PathAttrs, Withheld> {
+/// `policy`, or why it is withheld. With a `reflection` role, iBGP-learned
+/// paths may be reflected to iBGP peers (RFC 4456 §8).
+pub fn export(
+    prefix: &IpNet,
+    path: &Path,
+    to: &ExportPeer,
+    policy: Option<&Policy>,
+    reflection: Option<Reflection<'_>>,
+) -> Result<PathAttrs, Withheld> {
     let ibgp = to.is_ibgp();
-    if ibgp && path.origination == Origination::Ibgp && !to.reflect_to {
-        return Err(Withheld::SplitHorizon);
+    let mut reflected = None;
+    if ibgp && path.origination == Origination::Ibgp {
+        match reflection {
+            Some(r) if r.reflector.reflects(r.from_client, to.rr_client) => reflected = Some(r.reflector),
+            _ => return Err(Withheld::SplitHorizon),
+        }
     }
     if !ibgp && policy.is_none() {
         return Err(Withheld::NoExportPolicy);
@@ -75,6 +110,9 @@ pub fn export(prefix: &IpNet, path: &Path, to: &ExportPeer, policy: Option<&Poli
     if ibgp {
         attrs.as_path = Some(as_path);
         attrs.local_pref.get_or_insert(DEFAULT_LOCAL_PREF);
+        if let Some(r) = reflected {
+            r.stamp(&mut attrs, path.peer_id);
+        }
     } else {
         attrs.as_path = Some(prepend(&as_path, to.local_as, 1 + usize::from(to.prepend)));
         // LOCAL_PREF is internal (RFC 4271 §5.1.5); a neighbour AS's MED stops here (§5.1.4);
@@ -142,7 +180,7 @@ mod tests {
     }
 
     fn out(path: &Path, to: &ExportPeer) -> Result<PathAttrs, Withheld> {
-        export(&"198.18.2.0/24".parse().unwrap(), path, to, Some(&Policy::accept_all()))
+        export(&"198.18.2.0/24".parse().unwrap(), path, to, Some(&Policy::accept_all()), None)
     }
 
     fn peer(peer_as: u32) -> ExportPeer {
@@ -152,7 +190,7 @@ mod tests {
             local_addr: "198.51.100.1".parse().unwrap(),
             next_hop: NextHopMode::Auto,
             prepend: 0,
-            reflect_to: false,
+            rr_client: false,
         }
     }
 
@@ -179,11 +217,21 @@ mod tests {
     #[test]
     fn split_horizon_rfc8212_and_loops_withhold() {
         assert_eq!(out(&learned(Origination::Ibgp), &peer(65001)), Err(Withheld::SplitHorizon));
-        assert!(out(&learned(Origination::Ibgp), &ExportPeer { reflect_to: true, ..peer(65001) }).is_ok());
+        assert_eq!(
+            out(&learned(Origination::Ibgp), &ExportPeer { rr_client: true, ..peer(65001) }),
+            Err(Withheld::SplitHorizon),
+            "no reflector role: split horizon"
+        );
         let prefix = "198.18.2.0/24".parse().unwrap();
-        assert_eq!(export(&prefix, &learned(Origination::Ebgp), &peer(65003), None), Err(Withheld::NoExportPolicy));
+        assert_eq!(
+            export(&prefix, &learned(Origination::Ebgp), &peer(65003), None, None),
+            Err(Withheld::NoExportPolicy)
+        );
         let reject = Policy { rules: vec![crate::rib::policy::Rule::any(crate::rib::policy::Verdict::Reject)] };
-        assert_eq!(export(&prefix, &learned(Origination::Ebgp), &peer(65003), Some(&reject)), Err(Withheld::Policy));
+        assert_eq!(
+            export(&prefix, &learned(Origination::Ebgp), &peer(65003), Some(&reject), None),
+            Err(Withheld::Policy)
+        );
         assert_eq!(out(&learned(Origination::Ebgp), &peer(65002)), Err(Withheld::AsPathLoop));
     }
 }

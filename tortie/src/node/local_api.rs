@@ -118,6 +118,10 @@ pub struct RoutePath {
     pub communities: Vec<String>,
     /// iBGP, eBGP or local.
     pub source: String,
+    /// ORIGINATOR_ID (RFC 4456), on reflected routes.
+    pub originator_id: Option<Ipv4Addr>,
+    /// CLUSTER_LIST (RFC 4456), nearest cluster first.
+    pub cluster_list: Vec<Ipv4Addr>,
 }
 
 /// One prefix, best path first.
@@ -160,6 +164,7 @@ fn peer_type(kind: PeerType) -> &'static str {
         PeerType::Mesh => "node-to-node mesh",
         PeerType::Global => "global",
         PeerType::NodeSpecific => "node specific",
+        PeerType::RouteReflector => "route reflector",
     }
 }
 
@@ -248,6 +253,8 @@ fn route(r: RouteView) -> Route {
                 med: a.med,
                 communities: communities.collect(),
                 source: format!("{:?}", p.origination),
+                originator_id: a.originator_id,
+                cluster_list: a.cluster_list.clone(),
             }
         })
         .collect();

@@ -236,7 +236,8 @@ async fn plan_peers(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Res
     let mine = nodes.iter().find(|n| n.metadata.name == name);
     let labels = mine.map(|n| n.metadata.labels.clone()).unwrap_or_default();
     let asn = mine.and_then(|n| n.spec.bgp.as_ref()?.as_number).or(config.as_number).unwrap_or(peers::DEFAULT_AS);
-    let me = Me { name: name.to_string(), address: address.addr(), asn, labels };
+    let cluster_id = mine.and_then(|n| n.spec.bgp.as_ref()?.route_reflector_cluster_id);
+    let me = Me { name: name.to_string(), address: address.addr(), asn, labels, cluster_id };
     let filters: BTreeMap<String, BgpFilterSpec> = api::list(kv, Kind::BgpFilter, None)
         .await?
         .into_iter()
@@ -283,11 +284,22 @@ struct PeerManager {
 impl PeerManager {
     async fn run(self) -> anyhow::Result<()> {
         let mut running: BTreeMap<String, (PlannedPeer, (Policy, Policy))> = BTreeMap::new();
+        let mut cluster_id = None;
         let mut watch = watch_resources(&self.kv).await?;
         loop {
             let (me, plan) = plan_peers(&self.kv, &self.name, self.address).await?;
             let wanted: BTreeMap<String, (PlannedPeer, (Policy, Policy))> =
                 plan.into_iter().map(|(p, pol)| (p.name.clone(), (p, pol))).collect();
+            if me.cluster_id != cluster_id {
+                // The Node's routeReflectorClusterID makes this node a route reflector (RFC 4456).
+                cluster_id = me.cluster_id;
+                let role = cluster_id.map(|id| {
+                    Arc::new(tortie_reflector::RouteReflector { cluster_id: id })
+                        as Arc<dyn tortie_reflector::Reflector>
+                });
+                tracing::info!(cluster_id = ?cluster_id, "route-reflector role");
+                self.speaker.send(SpeakerCommand::SetReflector(role)).await?;
+            }
             for (name, (old, _)) in &running {
                 if wanted.get(name).map(|(p, _)| p) != Some(old) {
                     tracing::info!(peer = name, "removing BGP peer");

@@ -32,6 +32,8 @@ pub enum PeerType {
     Global,
     /// A BGPPeer for this node (by name or selector).
     NodeSpecific,
+    /// A route reflector (a node with `routeReflectorClusterID`) chosen by a BGPPeer.
+    RouteReflector,
 }
 
 /// One planned session.
@@ -53,6 +55,8 @@ pub struct PlannedPeer {
     pub ttl_security: Option<u8>,
     /// The BGPPeer it comes from (its `filters` give the policies).
     pub bgp_peer: Option<String>,
+    /// We reflect to it: we are a route reflector and it is a node that is not.
+    pub rr_client: bool,
 }
 
 /// This node, as the plan sees it.
@@ -66,6 +70,8 @@ pub struct Me {
     pub asn: u32,
     /// Node labels (for `nodeSelector`).
     pub labels: BTreeMap<String, String>,
+    /// This node's `routeReflectorClusterID`: it is a route reflector.
+    pub cluster_id: Option<Ipv4Addr>,
 }
 
 fn session_name(prefix: &str, addr: IpAddr) -> String {
@@ -77,6 +83,10 @@ fn node_address(n: &Object<NodeSpec>) -> Option<Ipv4Addr> {
         ipnet::IpNet::V4(a) => Some(a.addr()),
         ipnet::IpNet::V6(_) => None,
     }
+}
+
+fn cluster_id(n: &Object<NodeSpec>) -> Option<Ipv4Addr> {
+    n.spec.bgp.as_ref()?.route_reflector_cluster_id
 }
 
 fn selects(selector: Option<&str>, labels: &BTreeMap<String, String>) -> bool {
@@ -109,18 +119,20 @@ pub fn plan(
                 keep_next_hop: false,
                 ttl_security: None,
                 bgp_peer: None,
+                rr_client: me.cluster_id.is_some() && cluster_id(n).is_none(),
             });
         }
     }
     for p in bgp_peers {
         let s = &p.spec;
-        let kind = match (&s.node, &s.node_selector) {
-            (Some(node), _) if *node == me.name => PeerType::NodeSpecific,
-            (Some(_), _) => continue,
-            (None, Some(sel)) if selects(Some(sel), &me.labels) => PeerType::NodeSpecific,
-            (None, Some(_)) => continue,
-            (None, None) => PeerType::Global,
+        // Which nodes the BGPPeer applies to (`node`, `nodeSelector`, or all).
+        let applies_to = |name: &str, labels: &BTreeMap<String, String>| match (&s.node, &s.node_selector) {
+            (Some(node), _) => node == name,
+            (None, Some(sel)) => selects(Some(sel), labels),
+            (None, None) => true,
         };
+        let kind =
+            if s.node.is_none() && s.node_selector.is_none() { PeerType::Global } else { PeerType::NodeSpecific };
         let base = |name: String, remote: SocketAddr, asn: u32| PlannedPeer {
             name,
             kind,
@@ -130,21 +142,50 @@ pub fn plan(
             keep_next_hop: s.keep_original_next_hop,
             ttl_security: s.ttl_security,
             bgp_peer: Some(p.metadata.name.clone()),
+            rr_client: false,
         };
         let prefix = if kind == PeerType::Global { "Global" } else { "Node" };
-        if let Some(ip) = s.peer_ip.as_deref() {
-            let remote =
-                ip.parse::<SocketAddr>().ok().or_else(|| ip.parse::<IpAddr>().ok().map(|a| SocketAddr::new(a, 179)));
-            if let Some(remote) = remote
-                && remote.ip() != IpAddr::from(me.address)
-            {
-                add(base(session_name(prefix, remote.ip()), remote, s.as_number.unwrap_or(me.asn)));
+        let node_peer = |n: &Object<NodeSpec>| {
+            let addr = node_address(n)?;
+            let mut peer = base(session_name(prefix, addr.into()), SocketAddr::new(addr.into(), 179), node_as(n));
+            // Calico: a reflector's non-reflector node peers are its clients.
+            peer.rr_client = me.cluster_id.is_some() && cluster_id(n).is_none();
+            if cluster_id(n).is_some() {
+                peer.kind = PeerType::RouteReflector;
             }
-        } else if let Some(sel) = s.peer_selector.as_deref() {
-            for n in nodes.iter().filter(|n| n.metadata.name != me.name && selects(Some(sel), &n.metadata.labels)) {
-                let Some(addr) = node_address(n) else { continue };
-                add(base(session_name(prefix, addr.into()), SocketAddr::new(addr.into(), 179), node_as(n)));
+            Some(peer)
+        };
+        let others = || nodes.iter().filter(|n| n.metadata.name != me.name);
+        match (s.peer_ip.as_deref(), s.peer_selector.as_deref()) {
+            (Some(ip), _) if applies_to(&me.name, &me.labels) => {
+                let remote = ip
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .or_else(|| ip.parse::<IpAddr>().ok().map(|a| SocketAddr::new(a, 179)));
+                if let Some(remote) = remote
+                    && remote.ip() != IpAddr::from(me.address)
+                {
+                    add(base(session_name(prefix, remote.ip()), remote, s.as_number.unwrap_or(me.asn)));
+                }
             }
+            (None, Some(sel)) => {
+                // Node-to-node peerings are symmetric, as in Calico: the nodes the
+                // BGPPeer applies to peer with the nodes its peerSelector selects,
+                // and those with them.
+                if applies_to(&me.name, &me.labels) {
+                    others()
+                        .filter(|n| selects(Some(sel), &n.metadata.labels))
+                        .filter_map(node_peer)
+                        .for_each(&mut add);
+                }
+                if selects(Some(sel), &me.labels) {
+                    others()
+                        .filter(|n| applies_to(&n.metadata.name, &n.metadata.labels))
+                        .filter_map(node_peer)
+                        .for_each(&mut add);
+                }
+            }
+            _ => {}
         }
     }
     out.into_values().collect()
@@ -177,7 +218,7 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
             local_addr,
             next_hop: if p.keep_next_hop { NextHopMode::Keep } else { NextHopMode::Auto },
             prepend: 0,
-            reflect_to: false,
+            rr_client: p.rr_client,
         },
         // Explicit policies (RFC 8212); without filters they accept everything, as Calico does.
         import_policy: Some(policies.0),
@@ -218,7 +259,13 @@ mod tests {
 
     #[test]
     fn mesh_peers_every_other_node_and_the_higher_address_listens() {
-        let me = Me { name: "b".into(), address: "192.0.2.2".parse().unwrap(), asn: 64512, labels: BTreeMap::new() };
+        let me = Me {
+            name: "b".into(),
+            address: "192.0.2.2".parse().unwrap(),
+            asn: 64512,
+            labels: BTreeMap::new(),
+            cluster_id: None,
+        };
         let nodes = [node("a", "192.0.2.1/24", &[]), node("b", "192.0.2.2/24", &[]), node("c", "192.0.2.3/24", &[])];
         let plan = plan(&me, &BgpConfigurationSpec::default(), &nodes, &[]);
         let got: Vec<(&str, bool)> = plan.iter().map(|p| (p.name.as_str(), p.passive)).collect();
@@ -230,7 +277,7 @@ mod tests {
     #[test]
     fn bgp_peers_apply_globally_by_name_by_node_selector_and_by_peer_selector() {
         let labels: BTreeMap<String, String> = [("rack".to_string(), "r1".to_string())].into();
-        let me = Me { name: "a".into(), address: "192.0.2.1".parse().unwrap(), asn: 64512, labels };
+        let me = Me { name: "a".into(), address: "192.0.2.1".parse().unwrap(), asn: 64512, labels, cluster_id: None };
         let nodes = [node("a", "192.0.2.1/24", &[("rack", "r1")]), node("rr", "192.0.2.9/24", &[("rr", "yes")])];
         let tor = |node: Option<&str>, sel: Option<&str>, ip: &str| BgpPeerSpec {
             node: node.map(String::from),
@@ -261,5 +308,43 @@ mod tests {
         let want: Vec<(String, PeerType, String, u32)> =
             want.iter().map(|(n, k, a, s)| (n.to_string(), *k, a.to_string(), *s)).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_reflector_peers_back_with_every_node_that_selects_it_and_treats_them_as_clients() {
+        let mut rr = node("rr", "192.0.2.9/24", &[("rr", "yes")]);
+        if let Some(b) = rr.spec.bgp.as_mut() {
+            b.route_reflector_cluster_id = Some("203.0.113.250".parse().unwrap());
+        }
+        let nodes = [rr, node("a", "192.0.2.1/24", &[]), node("b", "192.0.2.2/24", &[])];
+        let peers = [peer(
+            "to-rr",
+            BgpPeerSpec {
+                node_selector: Some("all()".into()),
+                peer_selector: Some("has(rr)".into()),
+                ..BgpPeerSpec::default()
+            },
+        )];
+        let off = BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..BgpConfigurationSpec::default() };
+        let me_rr = Me {
+            name: "rr".into(),
+            address: "192.0.2.9".parse().unwrap(),
+            asn: 64512,
+            labels: [("rr".to_string(), "yes".to_string())].into(),
+            cluster_id: Some("203.0.113.250".parse().unwrap()),
+        };
+        let got: Vec<(String, bool)> =
+            plan(&me_rr, &off, &nodes, &peers).into_iter().map(|p| (p.name, p.rr_client)).collect();
+        assert_eq!(got, [("Node_192_0_2_1".to_string(), true), ("Node_192_0_2_2".to_string(), true)]);
+        let me_a = Me {
+            name: "a".into(),
+            address: "192.0.2.1".parse().unwrap(),
+            asn: 64512,
+            labels: BTreeMap::new(),
+            cluster_id: None,
+        };
+        let got = plan(&me_a, &off, &nodes, &peers);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].kind, got[0].rr_client), (PeerType::RouteReflector, false));
     }
 }

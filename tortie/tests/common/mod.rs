@@ -81,7 +81,7 @@ impl Cluster {
         block_on(async {
             let kv = Datastore::open(&c.url).await.unwrap();
             for i in 0..addrs.len() {
-                let block = IpamBlock::new(format!("198.18.0.{}/26", 64 * i).parse().unwrap(), &format!("n{}", i + 1));
+                let block = IpamBlock::new(block(i).parse().unwrap(), &format!("n{}", i + 1));
                 kv.put(&block.key(), serde_json::to_vec(&block).unwrap()).await.unwrap();
             }
         });
@@ -144,6 +144,12 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
         node.spawn(&format!("tortie-{name}"), bin, &args, &[("TORTIE_DATASTORE", &self.url), ("TORTIE_LOG", "info")])
             .unwrap()
     }
+}
+
+/// Node `i`'s /26 block (0-based): 198.18.0.0/26, 198.18.0.64/26, …
+pub fn block(i: usize) -> String {
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + 64 * i as u32;
+    format!("{}/26", Ipv4Addr::from(base))
 }
 
 pub fn block_on<T>(f: impl Future<Output = T>) -> T {
