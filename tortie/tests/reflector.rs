@@ -100,3 +100,44 @@ spec: {nodeSelector: all(), peerSelector: has(route-reflector)}
     }
     assert!(b.ping(addr("198.18.0.129"), 3, "0.2").unwrap().contains(" 0% packet loss"));
 }
+
+#[test]
+fn a_dedicated_reflector_process_serves_nodes_and_installs_nothing() {
+    let c = Cluster::new("reflector-run", 4);
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: to-reflectors}
+spec: {nodeSelector: all(), peerSelector: has(route-reflector)}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: n4, labels: {route-reflector: \"true\"}}
+spec: {bgp: {ipv4Address: 192.0.2.4/24}}
+",
+    );
+    let rr_dir = c.nodes[3].dir().join("run");
+    let args = ["reflector", "run", "--name", "n4", "--ip", "192.0.2.4/24", "--cluster-id", CLUSTER_ID, "--run-dir"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.push(rr_dir.to_str().unwrap());
+    let rr =
+        c.nodes[3].spawn("tortie-rr", env!("CARGO_BIN_EXE_tortie"), &args, &[("TORTIE_DATASTORE", &c.url)]).unwrap();
+    let clients: Vec<_> = (0..3).map(|i| c.start(i)).collect();
+    for (i, d) in clients.iter().enumerate() {
+        let mut want: Vec<String> =
+            (0..3).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
+        want.push(format!("blackhole {}", block(i)));
+        wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), d);
+    }
+    rr.check_running().unwrap();
+    assert!(common::our_routes(&c.nodes[3]).is_empty(), "a dedicated reflector installs no routes");
+    let status = c.tortie(&["status", "--run-dir", rr_dir.to_str().unwrap()], "");
+    assert_eq!(status.matches("| node specific | up ").count(), 3, "{status}");
+    let node = c.tortie(&["get", "node", "n4", "-o", "json"], "");
+    assert!(node.contains(CLUSTER_ID), "the reflector's Node carries its cluster id: {node}");
+}

@@ -42,6 +42,15 @@ enum Command {
     /// A whole cluster in network namespaces on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// A dedicated route reflector.
+    #[command(subcommand)]
+    Reflector(ReflectorCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ReflectorCommand {
+    /// Run a route reflector with no data plane (peers from the datastore).
+    Run(node::ReflectorArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,5 +93,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bgp(BgpCommand::Routes(args)) => status::routes(args).await,
         Command::Lab(LabCommand::Up(args)) => crate::lab::up(args).await,
         Command::Lab(LabCommand::Down) => crate::lab::down().await,
+        Command::Reflector(ReflectorCommand::Run(args)) => node::run_reflector(open().await?, args).await,
     }
 }

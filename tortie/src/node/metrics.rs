@@ -52,8 +52,8 @@ pub struct MetricsState {
     pub cni: Arc<CniMetrics>,
     /// Sessions and prefixes.
     pub api: ApiState,
-    /// The route reconciler.
-    pub reconcile: Arc<ReconcileStats>,
+    /// The route reconciler (absent on a dedicated reflector).
+    pub reconcile: Option<Arc<ReconcileStats>>,
     /// The userspace IPIP data plane, when it runs.
     pub ipip: Option<Arc<Counters>>,
 }
@@ -98,16 +98,13 @@ pub async fn render(state: &MetricsState) -> String {
     r.register("bgp_prefixes_advertised", "Prefixes advertised to the peer", advertised);
     r.register("bgp_updates_received", "UPDATE messages received", updates_in);
     r.register("bgp_updates_sent", "UPDATE messages sent", updates_out);
-    let s = &state.reconcile;
-    counter(&mut r, "route_reconcile_passes", "Route reconcile passes", &s.passes);
-    counter(&mut r, "route_changes", "Kernel route changes applied", &s.changes);
-    counter(&mut r, "route_reconcile_errors", "Route changes refused and failed passes", &s.errors);
-    gauge(
-        &mut r,
-        "route_reconcile_last_pass_microseconds",
-        "Duration of the last reconcile pass",
-        s.last_pass_us.load(Ordering::Relaxed) as i64,
-    );
+    if let Some(s) = &state.reconcile {
+        counter(&mut r, "route_reconcile_passes", "Route reconcile passes", &s.passes);
+        counter(&mut r, "route_changes", "Kernel route changes applied", &s.changes);
+        counter(&mut r, "route_reconcile_errors", "Route changes refused and failed passes", &s.errors);
+        let last = s.last_pass_us.load(Ordering::Relaxed) as i64;
+        gauge(&mut r, "route_reconcile_last_pass_microseconds", "Duration of the last reconcile pass", last);
+    }
     r.register("cni_requests", "CNI commands by outcome", state.cni.requests.clone());
     r.register("cni_duration_seconds", "CNI command latency", state.cni.duration.clone());
     if let Some(c) = &state.ipip {

@@ -37,9 +37,9 @@ use peers::{Me, PlannedPeer};
 /// ECMP paths installed per prefix at most.
 const MAX_PATHS: usize = 8;
 
-/// `tortie node run`.
+/// What `tortie node run` and `tortie reflector run` share.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub struct CommonArgs {
     /// This node's name (its Node resource).
     #[arg(long)]
     name: String,
@@ -49,21 +49,39 @@ pub struct RunArgs {
     /// Where the daemon keeps its API socket and state.
     #[arg(long, default_value = "/var/run/tortie")]
     run_dir: PathBuf,
-    /// Full route resync interval, seconds.
-    #[arg(long, default_value_t = 90)]
-    route_resync: u64,
-    /// Longest wait for BGP to relearn routes after a start, seconds.
-    #[arg(long, default_value_t = 120)]
-    relearn_limit: u64,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
     /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:9091).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+}
+
+/// `tortie node run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Full route resync interval, seconds.
+    #[arg(long, default_value_t = 90)]
+    route_resync: u64,
+    /// Longest wait for BGP to relearn routes after a start, seconds.
+    #[arg(long, default_value_t = 120)]
+    relearn_limit: u64,
     /// MTU of the node's network; tunnelled pods get 20 bytes less.
     #[arg(long, default_value_t = 1500)]
     underlay_mtu: u16,
+}
+
+/// `tortie reflector run`: a dedicated route reflector, no data plane.
+#[derive(clap::Args, Debug)]
+pub struct ReflectorArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The cluster's CLUSTER_ID (RFC 4456), written to the Node as
+    /// `routeReflectorClusterID`; redundant reflectors share it.
+    #[arg(long)]
+    cluster_id: std::net::Ipv4Addr,
 }
 
 fn init_logs(json: bool) {
@@ -85,8 +103,14 @@ async fn discover_address() -> anyhow::Result<Ipv4Net> {
         .context("no global IPv4 address on this host; pass --ip ADDR/LEN")
 }
 
-/// Creates or updates this node's Node resource with its address.
-async fn register(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Result<Object<NodeSpec>> {
+/// Creates or updates this node's Node resource with its address (and,
+/// for a dedicated reflector, its cluster id).
+async fn register(
+    kv: &Datastore,
+    name: &str,
+    address: Ipv4Net,
+    cluster_id: Option<std::net::Ipv4Addr>,
+) -> anyhow::Result<Object<NodeSpec>> {
     let mut node = match api::get(kv, Kind::Node, None, name).await {
         Ok(Resource::Node(n)) => n,
         Ok(_) | Err(ApiError::NotFound { .. }) => Object {
@@ -98,56 +122,80 @@ async fn register(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Resul
         Err(e) => return Err(e).context("reading this node's Node resource"),
     };
     node.metadata.resource_version = None;
-    node.spec.bgp.get_or_insert_with(NodeBgp::default).ipv4_address = Some(IpNet::V4(address));
+    let bgp = node.spec.bgp.get_or_insert_with(NodeBgp::default);
+    bgp.ipv4_address = Some(IpNet::V4(address));
+    if cluster_id.is_some() {
+        bgp.route_reflector_cluster_id = cluster_id;
+    }
     api::apply(kv, &[Resource::Node(node.clone())]).await.context("registering the Node")?;
     tracing::info!(node = name, %address, "node registered");
     Ok(node)
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the node daemon until SIGTERM or SIGINT.
 pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
+    serve(kv, args.common, Some((args.route_resync, args.relearn_limit, args.underlay_mtu)), None).await
+}
+
+/// Runs a dedicated route reflector until SIGTERM or SIGINT: the speaker,
+/// its peers from the datastore and the API; no routes, pods or tunnels.
+pub async fn run_reflector(kv: Datastore, args: ReflectorArgs) -> anyhow::Result<()> {
+    serve(kv, args.common, None, Some(args.cluster_id)).await
+}
+
+/// The daemon: `dataplane` (resync, relearn limit, underlay MTU) for a node,
+/// none for a dedicated reflector with `cluster_id`.
+async fn serve(
+    kv: Datastore,
+    args: CommonArgs,
+    dataplane: Option<(u64, u64, u16)>,
+    cluster_id: Option<std::net::Ipv4Addr>,
+) -> anyhow::Result<()> {
     init_logs(args.log_json);
     std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating run dir {}", args.run_dir.display()))?;
     let address = match args.ip {
         Some(a) => a,
         None => discover_address().await?,
     };
-    register(&kv, &args.name, address).await?;
-    let tunnel_address = tunnel::ensure(&kv, &args.name).await?;
-    let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
-    // IPIP runs while a pool asks for it (the node then holds a tunnel address).
-    let ipip = match tunnel_address {
-        Some(addr) => Some(
-            tortie_ipip::start(address.addr(), Some(addr), args.underlay_mtu, encap_rx)
+    register(&kv, &args.name, address, cluster_id).await?;
+    let (mut ipip, mut felix) = (None, None);
+    if let Some((resync, relearn, underlay_mtu)) = dataplane {
+        let tunnel_address = tunnel::ensure(&kv, &args.name).await?;
+        let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
+        // IPIP runs while a pool asks for it (the node then holds a tunnel address).
+        if let Some(addr) = tunnel_address {
+            let t = tortie_ipip::start(address.addr(), Some(addr), underlay_mtu, encap_rx)
                 .await
-                .context("starting the IPIP tunnel")?,
-        ),
-        None => None,
-    };
-
-    let felix = agent::start(
-        kv.clone(),
-        AgentConfig {
+                .context("starting the IPIP tunnel")?;
+            ipip = Some(t);
+        }
+        let config = AgentConfig {
             node: args.name.clone(),
-            reconciler: ReconcilerConfig {
-                resync: Duration::from_secs(args.route_resync),
-                ..ReconcilerConfig::default()
-            },
+            reconciler: ReconcilerConfig { resync: Duration::from_secs(resync), ..ReconcilerConfig::default() },
             tunnel: ipip.as_ref().map(|t| t.device().to_string()),
-            relearn_limit: Duration::from_secs(args.relearn_limit),
+            relearn_limit: Duration::from_secs(relearn),
             encap: ipip.is_some().then_some(encap_tx),
-        },
-    )
-    .await
-    .context("starting felix")?;
+        };
+        felix = Some(agent::start(kv.clone(), config).await.context("starting felix")?);
+    }
 
     let (best_tx, best_rx) = mpsc::channel(1024);
     let listen = SocketAddr::new(IpAddr::V4(address.addr()), 179);
     let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, Some(listen))
         .with_context(|| format!("starting the BGP speaker on {listen}"))?;
     let (planned_tx, planned_rx) = watch::channel(None);
-    tokio::spawn(bridge::originate(felix.originate.clone(), speaker.commands.clone()));
-    tokio::spawn(bridge::learned(best_rx, felix.learned.clone()));
+    match &felix {
+        Some(f) => {
+            tokio::spawn(bridge::originate(f.originate.clone(), speaker.commands.clone()));
+            tokio::spawn(bridge::learned(best_rx, f.learned.clone()));
+            tokio::spawn(bridge::converged(planned_rx, speaker.peers.clone(), f.learned.clone()));
+        }
+        // A dedicated reflector installs nothing: best paths are only counted out.
+        None => drop(tokio::spawn(async move {
+            let mut best_rx = best_rx;
+            while best_rx.recv().await.is_some() {}
+        })),
+    }
     let plan = Arc::new(Mutex::new((peers::DEFAULT_AS, BTreeMap::new())));
     let manager = PeerManager {
         kv: kv.clone(),
@@ -158,7 +206,6 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
         plan: plan.clone(),
     };
     let mut peer_task = tokio::spawn(manager.run());
-    tokio::spawn(bridge::converged(planned_rx, speaker.peers.clone(), felix.learned.clone()));
     let api_state = local_api::ApiState {
         node: args.name.clone(),
         router_id: address.addr(),
@@ -171,7 +218,7 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
     let metrics_state = metrics::MetricsState {
         cni: Arc::default(),
         api: api_state.clone(),
-        reconcile: felix.stats.clone(),
+        reconcile: felix.as_ref().map(|f| f.stats.clone()),
         ipip: match &ipip {
             Some(tortie_ipip::Tunnel::Userspace(u)) => Some(u.counters.clone()),
             _ => None,
@@ -190,7 +237,13 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
 
     tokio::spawn(trim_heap());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut felix_task = felix.task;
+    let felix_task = async {
+        match felix {
+            Some(f) => f.task.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(felix_task);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; kernel routes stay"),
         _ = term.recv() => tracing::info!("SIGTERM: stopping; kernel routes stay"),
