@@ -81,12 +81,26 @@ pub enum SpeakerCommand {
     /// Take on (or give up) the route-reflector role (RFC 4456); every up
     /// peer gets the table again under the new rules.
     SetReflector(Option<Arc<dyn Reflector>>),
+    /// Accept sessions from any address in a range, each peer made from a
+    /// template (dynamic neighbours: no per-client configuration).
+    AddRange(Box<DynamicRange>),
     /// Read-only views for status tools.
     Query(Query),
     /// Originate a prefix (ORIGIN and AS_PATH are filled in when absent).
     Originate(IpNet, PathAttrs),
     /// Stop originating a prefix.
     Withdraw(IpNet),
+}
+
+/// A dynamic-neighbour range: a peer connecting from inside it gets the
+/// template's configuration with its own address, waits passively, and is
+/// forgotten when its session ends (unless it restarts gracefully).
+#[derive(Debug, Clone)]
+pub struct DynamicRange {
+    /// Where peers may connect from.
+    pub range: IpNet,
+    /// Their configuration (name and address are filled in per peer).
+    pub template: Neighbor,
 }
 
 /// A question for the speaker; the answer comes back on the channel.
@@ -103,6 +117,12 @@ pub enum Query {
 pub struct PeerCounts {
     /// Peer name.
     pub name: String,
+    /// Its address.
+    pub remote: SocketAddr,
+    /// Its AS.
+    pub asn: u32,
+    /// Made from a dynamic-neighbour range.
+    pub dynamic: bool,
     /// Paths received from it (after import policy).
     pub received: usize,
     /// Prefixes it is sent (export rules and policy applied); 0 while down.
@@ -178,6 +198,10 @@ struct Speaker {
     stats: Arc<SpeakerStats>,
     router_id: Ipv4Addr,
     reflector: Option<Arc<dyn Reflector>>,
+    ranges: Vec<DynamicRange>,
+    /// Peers made from ranges.
+    dynamic: HashSet<String>,
+    dynamic_tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
 }
 
 /// Starts the speaker, listening on `listen` for peers that dial in;
@@ -192,6 +216,7 @@ pub fn spawn(
     let (commands, mut commands_rx) = mpsc::channel(BUFFER);
     let (events_tx, mut events_rx) = mpsc::channel(BUFFER);
     let (internal_tx, mut internal_rx) = mpsc::channel(BUFFER);
+    let (dynamic_tx, mut dynamic_rx) = mpsc::channel(BUFFER);
     let statuses = Arc::new(Mutex::new(HashMap::new()));
     let stats = Arc::new(SpeakerStats::default());
     let mut speaker = Speaker {
@@ -208,6 +233,9 @@ pub fn spawn(
         stats: stats.clone(),
         router_id,
         reflector: None,
+        ranges: Vec::new(),
+        dynamic: HashSet::new(),
+        dynamic_tx,
     };
     tokio::spawn(async move {
         loop {
@@ -217,6 +245,7 @@ pub fn spawn(
                     None => return,
                 },
                 Some(event) = events_rx.recv() => speaker.peer_event(event).await,
+                Some((stream, from)) = dynamic_rx.recv() => speaker.dynamic_peer(stream, from).await,
                 Some(Internal::StaleTimeout { peer, epoch }) = internal_rx.recv() => {
                     if speaker.stale.get(&peer).is_some_and(|s| s.epoch == epoch) {
                         tracing::info!(peer, "graceful restart time over: stale routes removed");
@@ -236,19 +265,16 @@ fn key(peer: &str) -> PeerKey {
 impl Speaker {
     async fn command(&mut self, cmd: SpeakerCommand) {
         match cmd {
-            SpeakerCommand::AddNeighbor(n) => {
-                let handle = peer::spawn(n.session.clone(), self.events_tx.clone());
-                if let Some(listener) = &self.listener
-                    && let Err(e) = listener.add_peer(n.session.remote.ip(), &n.session.socket, handle.commands.clone())
-                {
-                    tracing::error!(peer = %n.session.name, error = %e, "cannot accept connections from this peer");
+            SpeakerCommand::AddNeighbor(n) => self.add_neighbor(*n).await,
+            SpeakerCommand::AddRange(r) => {
+                match &self.listener {
+                    Some(listener) => {
+                        tracing::info!(range = %r.range, "accepting dynamic neighbours");
+                        listener.add_range(r.range, self.dynamic_tx.clone());
+                    }
+                    None => tracing::warn!(range = %r.range, "dynamic neighbours need a listener; range ignored"),
                 }
-                let _ = handle.commands.send(PeerCommand::Start).await;
-                self.statuses
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(n.session.name.clone(), handle.status.clone());
-                self.neighbors.insert(n.session.name.clone(), (*n, handle));
+                self.ranges.push(*r);
             }
             SpeakerCommand::SetPolicies { peer, import, export } => {
                 let Some((neighbor, handle)) = self.neighbors.get_mut(&peer) else { return };
@@ -274,25 +300,7 @@ impl Speaker {
                     self.send_table(&peer, true).await;
                 }
             }
-            SpeakerCommand::RemoveNeighbor(name) => {
-                let Some((neighbor, handle)) = self.neighbors.remove(&name) else { return };
-                if let Some(listener) = &self.listener
-                    && let Err(e) = listener.remove_peer(neighbor.session.remote.ip())
-                {
-                    tracing::warn!(peer = name, error = %e, "removing the peer from the listener");
-                }
-                let _ = handle
-                    .commands
-                    .send(PeerCommand::Stop { message: "peer removed from the configuration".into() })
-                    .await;
-                self.statuses.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
-                self.up.remove(&name);
-                self.stale.remove(&name);
-                self.over_limit.remove(&name);
-                tracing::info!(peer = name, "neighbour removed");
-                let changes = self.rib.peer_down(&key(&name));
-                self.propagate(changes).await;
-            }
+            SpeakerCommand::RemoveNeighbor(name) => self.remove_neighbor(&name).await,
             SpeakerCommand::Query(Query::Peers(reply)) => {
                 let counts = self.neighbors.keys().map(|name| self.counts(name)).collect();
                 let _ = reply.send(counts);
@@ -357,6 +365,11 @@ impl Speaker {
                     tokio::time::sleep(restart_time).await;
                     let _ = tx.send(Internal::StaleTimeout { peer, epoch }).await;
                 });
+            }
+            PeerEvent::Down { peer, .. } if self.dynamic.contains(&peer) => {
+                // A dynamic neighbour exists while its session does.
+                tracing::info!(peer, "dynamic neighbour gone");
+                self.remove_neighbor(&peer).await;
             }
             PeerEvent::Down { peer, .. } => {
                 self.up.remove(&peer);
@@ -488,6 +501,54 @@ impl Speaker {
 
     /// Sends `peer` every best path it may have, then End-of-RIB; with
     /// `withdraw_rest`, withdraws the prefixes it may no longer have.
+    async fn add_neighbor(&mut self, n: Neighbor) {
+        let handle = peer::spawn(n.session.clone(), self.events_tx.clone());
+        if let Some(listener) = &self.listener
+            && let Err(e) = listener.add_peer(n.session.remote.ip(), &n.session.socket, handle.commands.clone())
+        {
+            tracing::error!(peer = %n.session.name, error = %e, "cannot accept connections from this peer");
+        }
+        let _ = handle.commands.send(PeerCommand::Start).await;
+        self.statuses.lock().unwrap_or_else(|p| p.into_inner()).insert(n.session.name.clone(), handle.status.clone());
+        self.neighbors.insert(n.session.name.clone(), (n, handle));
+    }
+
+    async fn remove_neighbor(&mut self, name: &str) {
+        let name = name.to_string();
+        let Some((neighbor, handle)) = self.neighbors.remove(&name) else { return };
+        if let Some(listener) = &self.listener
+            && let Err(e) = listener.remove_peer(neighbor.session.remote.ip())
+        {
+            tracing::warn!(peer = name, error = %e, "removing the peer from the listener");
+        }
+        let _ = handle.commands.send(PeerCommand::Stop { message: "peer removed from the configuration".into() }).await;
+        self.statuses.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+        self.up.remove(&name);
+        self.stale.remove(&name);
+        self.over_limit.remove(&name);
+        tracing::info!(peer = name, "neighbour removed");
+        let changes = self.rib.peer_down(&key(&name));
+        self.propagate(changes).await;
+        self.dynamic.remove(&name);
+    }
+
+    /// A connection from inside a dynamic-neighbour range: a peer for it,
+    /// from the range's template, then the connection.
+    async fn dynamic_peer(&mut self, stream: tokio::net::TcpStream, from: SocketAddr) {
+        let Some(range) = self.ranges.iter().find(|r| r.range.contains(&from.ip())) else { return };
+        let mut n = range.template.clone();
+        let name = format!("Dynamic_{}", from.ip().to_string().replace(['.', ':'], "_"));
+        n.session.name = name.clone();
+        n.session.remote = SocketAddr::new(from.ip(), 179);
+        n.session.fsm.passive = true;
+        tracing::info!(peer = name, from = %from.ip(), range = %range.range, "dynamic neighbour");
+        self.add_neighbor(n).await;
+        self.dynamic.insert(name.clone());
+        if let Some((_, handle)) = self.neighbors.get(&name) {
+            let _ = handle.commands.send(PeerCommand::Incoming(stream)).await;
+        }
+    }
+
     fn counts(&self, name: &str) -> PeerCounts {
         let advertised = if self.up.contains(name) {
             let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
@@ -496,7 +557,18 @@ impl Speaker {
         } else {
             0
         };
-        PeerCounts { name: name.to_string(), received: self.rib.paths_from(&key(name)), advertised }
+        let (remote, asn) = self
+            .neighbors
+            .get(name)
+            .map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0), |(n, _)| (n.session.remote, n.session.local.peer_asn));
+        PeerCounts {
+            name: name.to_string(),
+            remote,
+            asn,
+            dynamic: self.dynamic.contains(name),
+            received: self.rib.paths_from(&key(name)),
+            advertised,
+        }
     }
 
     async fn send_table(&mut self, peer: &str, withdraw_rest: bool) {

@@ -141,3 +141,41 @@ spec: {bgp: {ipv4Address: 192.0.2.4/24}}
     let node = c.tortie(&["get", "node", "n4", "-o", "json"], "");
     assert!(node.contains(CLUSTER_ID), "the reflector's Node carries its cluster id: {node}");
 }
+
+#[test]
+fn a_reflector_with_a_listen_range_needs_no_configuration_per_client() {
+    let c = Cluster::new("reflector-range", 4);
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: to-reflector}
+spec: {nodeSelector: \"!has(route-reflector)\", peerIP: 192.0.2.4, asNumber: 64512}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: n4, labels: {route-reflector: \"true\"}}
+spec: {bgp: {ipv4Address: 192.0.2.4/24}}
+",
+    );
+    let rr_dir = c.nodes[3].dir().join("run");
+    let rr_dir_s = rr_dir.to_str().unwrap();
+    let args = ["reflector", "run", "--name", "n4", "--ip", "192.0.2.4/24", "--cluster-id", CLUSTER_ID];
+    let args = [&args[..], &["--listen-range", "192.0.2.0/24", "--run-dir", rr_dir_s]].concat();
+    let rr =
+        c.nodes[3].spawn("tortie-rr", env!("CARGO_BIN_EXE_tortie"), &args, &[("TORTIE_DATASTORE", &c.url)]).unwrap();
+    let clients: Vec<_> = (0..3).map(|i| c.start(i)).collect();
+    for (i, d) in clients.iter().enumerate() {
+        let mut want: Vec<String> =
+            (0..3).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
+        want.push(format!("blackhole {}", block(i)));
+        wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), d);
+    }
+    rr.check_running().unwrap();
+    let status = c.tortie(&["status", "--run-dir", rr_dir_s], "");
+    assert_eq!(status.matches("| dynamic   | up ").count(), 3, "{status}");
+}

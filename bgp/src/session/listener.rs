@@ -1,6 +1,8 @@
 //! The speaker's BGP listener: accepts connections on one address and hands
-//! each to the peer task of its source address. Connections from addresses
-//! that are not configured peers are closed at once. Each peer's MD5 key is
+//! each to the peer task of its source address. A connection from an
+//! address inside a dynamic-neighbour range (BIRD's `neighbor range`, FRR's
+//! `bgp listen range`) goes to the speaker, which makes a peer for it;
+//! connections from anywhere else are closed at once. Each peer's MD5 key is
 //! installed on the listening socket, so unsigned or wrongly signed SYNs
 //! never complete the handshake (RFC 2385).
 
@@ -8,7 +10,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::peer::PeerCommand;
@@ -17,10 +20,18 @@ use super::socket::{self, SocketError, SocketOptions};
 /// Registered peers: source address → the peer task's commands.
 type Peers = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<PeerCommand>>>>;
 
+/// Dynamic-neighbour ranges and where their connections go.
+#[derive(Default)]
+struct Dynamic {
+    ranges: Vec<IpNet>,
+    to: Option<mpsc::Sender<(TcpStream, SocketAddr)>>,
+}
+
 /// A running listener. Dropping it stops accepting.
 pub struct Listener {
     socket: Arc<TcpListener>,
     peers: Peers,
+    dynamic: Arc<Mutex<Dynamic>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -29,8 +40,9 @@ impl Listener {
     pub fn bind(addr: SocketAddr) -> Result<Listener, SocketError> {
         let socket = Arc::new(socket::listen(addr)?);
         let peers: Peers = Arc::default();
-        let task = tokio::spawn(accept_loop(socket.clone(), peers.clone()));
-        Ok(Listener { socket, peers, task })
+        let dynamic: Arc<Mutex<Dynamic>> = Arc::default();
+        let task = tokio::spawn(accept_loop(socket.clone(), peers.clone(), dynamic.clone()));
+        Ok(Listener { socket, peers, dynamic, task })
     }
 
     /// The bound address.
@@ -52,6 +64,14 @@ impl Listener {
         Ok(())
     }
 
+    /// Accepts connections from any address in `range` that is not a
+    /// configured peer, handing them to `to` (the speaker makes the peer).
+    pub fn add_range(&self, range: IpNet, to: mpsc::Sender<(TcpStream, SocketAddr)>) {
+        let mut d = self.dynamic.lock().unwrap_or_else(|p| p.into_inner());
+        d.ranges.push(range);
+        d.to = Some(to);
+    }
+
     /// Stops routing connections from `peer` and removes its MD5 key.
     pub fn remove_peer(&self, peer: IpAddr) -> Result<(), SocketError> {
         self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
@@ -69,7 +89,7 @@ impl Drop for Listener {
     }
 }
 
-async fn accept_loop(socket: Arc<TcpListener>, peers: Peers) {
+async fn accept_loop(socket: Arc<TcpListener>, peers: Peers, dynamic: Arc<Mutex<Dynamic>>) {
     loop {
         let (stream, from) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -87,7 +107,20 @@ async fn accept_loop(socket: Arc<TcpListener>, peers: Peers) {
                     tracing::info!(peer = %from.ip(), "connection for a peer that is being removed; closed");
                 }
             }
-            None => tracing::info!(from = %from, "connection from an address that is not a configured peer; closed"),
+            None => {
+                let to = {
+                    let d = dynamic.lock().unwrap_or_else(|p| p.into_inner());
+                    d.ranges.iter().any(|r| r.contains(&from.ip())).then(|| d.to.clone()).flatten()
+                };
+                match to {
+                    Some(to) => {
+                        let _ = to.send((stream, from)).await;
+                    }
+                    None => {
+                        tracing::info!(from = %from, "connection from an address that is not a configured peer; closed")
+                    }
+                }
+            }
         }
     }
 }

@@ -165,6 +165,7 @@ fn peer_type(kind: PeerType) -> &'static str {
         PeerType::Global => "global",
         PeerType::NodeSpecific => "node specific",
         PeerType::RouteReflector => "route reflector",
+        PeerType::Dynamic => "dynamic",
     }
 }
 
@@ -183,7 +184,21 @@ impl ApiState {
     pub(crate) async fn details(&self) -> (u32, Vec<PeerDetail>) {
         let counts: HashMap<String, PeerCounts> =
             self.ask(Query::Peers).await.unwrap_or_default().into_iter().map(|c| (c.name.clone(), c)).collect();
-        let (asn, plan) = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (asn, mut plan) = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Peers that connected from a dynamic-neighbour range are in no plan: the speaker knows them.
+        for c in counts.values().filter(|c| c.dynamic) {
+            plan.entry(c.name.clone()).or_insert_with(|| PlannedPeer {
+                name: c.name.clone(),
+                kind: PeerType::Dynamic,
+                remote: c.remote,
+                asn: c.asn,
+                passive: true,
+                keep_next_hop: false,
+                ttl_security: None,
+                bgp_peer: None,
+                rr_client: false,
+            });
+        }
         let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let peers = plan
             .values()

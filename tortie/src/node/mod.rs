@@ -82,6 +82,10 @@ pub struct ReflectorArgs {
     /// `routeReflectorClusterID`; redundant reflectors share it.
     #[arg(long)]
     cluster_id: std::net::Ipv4Addr,
+    /// Accept iBGP clients from any address in this range, with no
+    /// configuration per client (repeatable).
+    #[arg(long)]
+    listen_range: Vec<IpNet>,
 }
 
 fn init_logs(json: bool) {
@@ -134,13 +138,13 @@ async fn register(
 
 /// Runs the node daemon until SIGTERM or SIGINT.
 pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
-    serve(kv, args.common, Some((args.route_resync, args.relearn_limit, args.underlay_mtu)), None).await
+    serve(kv, args.common, Some((args.route_resync, args.relearn_limit, args.underlay_mtu)), None, Vec::new()).await
 }
 
 /// Runs a dedicated route reflector until SIGTERM or SIGINT: the speaker,
 /// its peers from the datastore and the API; no routes, pods or tunnels.
 pub async fn run_reflector(kv: Datastore, args: ReflectorArgs) -> anyhow::Result<()> {
-    serve(kv, args.common, None, Some(args.cluster_id)).await
+    serve(kv, args.common, None, Some(args.cluster_id), args.listen_range).await
 }
 
 /// The daemon: `dataplane` (resync, relearn limit, underlay MTU) for a node,
@@ -150,6 +154,7 @@ async fn serve(
     args: CommonArgs,
     dataplane: Option<(u64, u64, u16)>,
     cluster_id: Option<std::net::Ipv4Addr>,
+    listen_ranges: Vec<IpNet>,
 ) -> anyhow::Result<()> {
     init_logs(args.log_json);
     std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating run dir {}", args.run_dir.display()))?;
@@ -204,6 +209,7 @@ async fn serve(
         speaker: speaker.commands.clone(),
         planned: planned_tx,
         plan: plan.clone(),
+        listen_ranges,
     };
     let mut peer_task = tokio::spawn(manager.run());
     let api_state = local_api::ApiState {
@@ -332,12 +338,14 @@ struct PeerManager {
     speaker: mpsc::Sender<SpeakerCommand>,
     planned: watch::Sender<Option<Vec<String>>>,
     plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
+    listen_ranges: Vec<IpNet>,
 }
 
 impl PeerManager {
     async fn run(self) -> anyhow::Result<()> {
         let mut running: BTreeMap<String, (PlannedPeer, (Policy, Policy))> = BTreeMap::new();
         let mut cluster_id = None;
+        let mut ranges_added = false;
         let mut watch = watch_resources(&self.kv).await?;
         loop {
             let (me, plan) = plan_peers(&self.kv, &self.name, self.address).await?;
@@ -352,6 +360,13 @@ impl PeerManager {
                 });
                 tracing::info!(cluster_id = ?cluster_id, "route-reflector role");
                 self.speaker.send(SpeakerCommand::SetReflector(role)).await?;
+            }
+            if !ranges_added {
+                ranges_added = true;
+                for range in &self.listen_ranges {
+                    let r = tortie_bgp::speaker::DynamicRange { range: *range, template: peers::dynamic_template(&me) };
+                    self.speaker.send(SpeakerCommand::AddRange(Box::new(r))).await?;
+                }
             }
             for (name, (old, _)) in &running {
                 if wanted.get(name).map(|(p, _)| p) != Some(old) {

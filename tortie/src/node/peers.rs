@@ -34,6 +34,8 @@ pub enum PeerType {
     NodeSpecific,
     /// A route reflector (a node with `routeReflectorClusterID`) chosen by a BGPPeer.
     RouteReflector,
+    /// A peer that connected from a dynamic-neighbour range.
+    Dynamic,
 }
 
 /// One planned session.
@@ -189,6 +191,23 @@ pub fn plan(
         }
     }
     out.into_values().collect()
+}
+
+/// The template of a dynamic-neighbour range: iBGP peers of our AS that
+/// dial us, reflected to as clients when we are a reflector.
+pub fn dynamic_template(me: &Me) -> Neighbor {
+    let template = PlannedPeer {
+        name: "Dynamic".into(),
+        kind: PeerType::Dynamic,
+        remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 179),
+        asn: me.asn,
+        passive: true,
+        keep_next_hop: false,
+        ttl_security: None,
+        bgp_peer: None,
+        rr_client: me.cluster_id.is_some(),
+    };
+    neighbor(me, &template, (Policy::accept_all(), Policy::accept_all()))
 }
 
 /// The speaker's configuration for a planned session, with its (import,
