@@ -1,8 +1,10 @@
 //! Route reflection, Calico's way: two nodes with the same
 //! `routeReflectorClusterID`, the mesh off, a BGPPeer that peers every node
-//! with the reflectors. Every client learns every other client's block with
-//! ORIGINATOR_ID and CLUSTER_LIST; the two reflectors do not loop; with one
-//! reflector gone, the routes stay and pods still reach each other.
+//! with the reflectors, a BIRD client and an FRR outside the AS. Every
+//! client learns every other client's block with ORIGINATOR_ID and
+//! CLUSTER_LIST (checked in tortie, BIRD and FRR); the two reflectors do not
+//! loop; with one reflector gone, the routes stay and pods still reach each
+//! other. Also: a dedicated reflector process, and dynamic neighbours.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -10,6 +12,7 @@ mod common;
 
 use common::{Cluster, addr, block, wait_routes, wait_until};
 use serde_json::Value;
+use tortie_lab::peers::{BgpPeer, Bird, Frr, Neighbor, Speaker};
 
 const CLUSTER_ID: &str = "203.0.113.250";
 const NODES: usize = 6;
@@ -25,11 +28,13 @@ fn node_yaml(i: usize) -> String {
     )
 }
 
-/// Node `i`'s routes to every other node's block, plus its own blackhole and `local`.
+/// Node `i`'s routes to every other node's block and the BIRD client's
+/// prefix, plus its own blackhole and `local`.
 fn routes(i: usize, local: &[&str]) -> Vec<String> {
     let mut want: Vec<String> =
         (0..NODES).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
     want.push(format!("blackhole {}", block(i)));
+    want.push("203.0.113.0/24 via 192.0.2.100 dev eth0".into());
     want.extend(local.iter().map(|s| s.to_string()));
     want
 }
@@ -47,9 +52,43 @@ apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: to-reflectors}
 spec: {nodeSelector: all(), peerSelector: has(route-reflector)}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: bird-client}
+spec: {nodeSelector: has(route-reflector), peerIP: 192.0.2.100, asNumber: 64512}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: frr-ebgp}
+spec: {nodeSelector: has(route-reflector), peerIP: 192.0.2.101, asNumber: 65000}
 ",
     );
     (0..NODES).for_each(|i| yaml += &node_yaml(i));
+    // A BIRD client (iBGP, announcing 203.0.113.0/24) and an FRR outside the AS (eBGP).
+    let bird_ns = c.lab.netns("bird").unwrap();
+    c.switch.attach(&bird_ns, "eth0").unwrap();
+    bird_ns.add_addr("eth0", "192.0.2.100/24".parse().unwrap()).unwrap();
+    let bird_conf = "router id 192.0.2.100;
+protocol device { }
+protocol static announced { ipv4; route 203.0.113.0/24 blackhole; }
+protocol bgp rr1 { local 192.0.2.100 as 64512; neighbor 192.0.2.1 as 64512; direct; ipv4 { import all; export where source = RTS_STATIC; }; graceful restart off; }
+protocol bgp rr2 { local 192.0.2.100 as 64512; neighbor 192.0.2.2 as 64512; direct; ipv4 { import all; export where source = RTS_STATIC; }; graceful restart off; }
+";
+    let bird = Bird::start_with_config(&bird_ns, "bird-client", bird_conf).unwrap();
+    let frr_ns = c.lab.netns("frr").unwrap();
+    c.switch.attach(&frr_ns, "eth0").unwrap();
+    frr_ns.add_addr("eth0", "192.0.2.101/24".parse().unwrap()).unwrap();
+    let frr = Frr::start(
+        &frr_ns,
+        &Speaker {
+            router_id: "192.0.2.101".parse().unwrap(),
+            asn: 65000,
+            announce: Vec::new(),
+            neighbors: ["192.0.2.1", "192.0.2.2"].map(|a| Neighbor::new("rr", a.parse().unwrap(), 64512)).to_vec(),
+        },
+    )
+    .unwrap();
     c.apply(&yaml);
     // Pods on two clients: n3 (198.18.0.128/26) and n6 (198.18.1.64/26).
     let a = c.pod(2, "a3", "198.18.0.129");
@@ -87,6 +126,26 @@ spec: {nodeSelector: all(), peerSelector: has(route-reflector)}
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v[0]["paths"].as_array().unwrap().len(), 1, "{json}");
     assert!(a.ping(addr("198.18.1.65"), 3, "0.2").unwrap().contains(" 0% packet loss"));
+
+    // The BIRD client learns every node's block, stamped by the reflectors.
+    wait_until("BIRD to learn every block", || {
+        bird.birdc(&["show", "route", "count"]).is_ok_and(|r| r.contains(&format!("{} of", 2 * NODES + 1)))
+    });
+    let shown = bird.birdc(&["show", "route", "all", &block(2)]).unwrap();
+    assert!(
+        shown.contains("BGP.originator_id: 192.0.2.3") && shown.contains(&format!("BGP.cluster_list: {CLUSTER_ID}")),
+        "{shown}"
+    );
+    // …and the clients learn the BIRD client's route through the reflectors.
+    let json = c.tortie(&["bgp", "routes", "203.0.113.0/24", "--run-dir", run_dir.to_str().unwrap(), "-o", "json"], "");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["paths"][0]["originator_id"], "192.0.2.100", "{json}");
+    // The eBGP FRR gets every block and the BIRD route, with no RFC 4456 attributes (non-transitive).
+    wait_until("FRR to learn every block", || {
+        frr.routes().is_ok_and(|r| (0..NODES).all(|i| r.iter().any(|x| x.prefix.to_string() == block(i))))
+    });
+    let frr_json = frr.vtysh(&format!("show bgp ipv4 unicast {} json", block(2))).unwrap();
+    assert!(!frr_json.contains("originatorId") && !frr_json.contains("clusterList"), "{frr_json}");
 
     // One reflector goes: every route stays, through the other.
     daemons.remove(0).kill_now();
@@ -178,4 +237,76 @@ spec: {bgp: {ipv4Address: 192.0.2.4/24}}
     rr.check_running().unwrap();
     let status = c.tortie(&["status", "--run-dir", rr_dir_s], "");
     assert_eq!(status.matches("| dynamic   | up ").count(), 3, "{status}");
+}
+
+#[test]
+fn a_two_level_reflector_hierarchy_carries_routes_both_ways() {
+    let c = Cluster::new("reflector-tiers", 5);
+    let upper = "203.0.113.251";
+    c.apply(&format!(
+        "apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {{name: default}}
+spec: {{nodeToNodeMeshEnabled: false}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: lower}}
+spec: {{nodeSelector: \"group == 'low'\", peerSelector: \"tier == 'low'\"}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: upper}}
+spec: {{nodeSelector: \"group == 'top' || tier == 'low'\", peerSelector: \"tier == 'top'\"}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {{name: n1, labels: {{tier: top}}}}
+spec: {{bgp: {{ipv4Address: 192.0.2.1/24, routeReflectorClusterID: {upper}}}}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {{name: n2, labels: {{tier: low}}}}
+spec: {{bgp: {{ipv4Address: 192.0.2.2/24, routeReflectorClusterID: {CLUSTER_ID}}}}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {{name: n3, labels: {{group: low}}}}
+spec: {{bgp: {{ipv4Address: 192.0.2.3/24}}}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {{name: n4, labels: {{group: low}}}}
+spec: {{bgp: {{ipv4Address: 192.0.2.4/24}}}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {{name: n5, labels: {{group: top}}}}
+spec: {{bgp: {{ipv4Address: 192.0.2.5/24}}}}
+"
+    ));
+    let daemons: Vec<_> = (0..5).map(|i| c.start(i)).collect();
+    for (i, d) in daemons.iter().enumerate() {
+        let mut want: Vec<String> =
+            (0..5).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
+        want.push(format!("blackhole {}", block(i)));
+        wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), d);
+    }
+    let path = |node: usize, of: usize| {
+        let dir = c.nodes[node].dir().join("run");
+        let json = c.tortie(&["bgp", "routes", &block(of), "--run-dir", dir.to_str().unwrap(), "-o", "json"], "");
+        let v: Value = serde_json::from_str(&json).unwrap();
+        v[0]["paths"][0].clone()
+    };
+    // Up: n3 → lower (n2) → upper (n1) → n5; down: n5 → upper → lower → n3.
+    let up = path(4, 2);
+    assert_eq!(
+        (up["originator_id"].clone(), up["cluster_list"].clone()),
+        ("192.0.2.3".into(), serde_json::json!([upper, CLUSTER_ID]))
+    );
+    let down = path(2, 4);
+    assert_eq!(
+        (down["originator_id"].clone(), down["cluster_list"].clone()),
+        ("192.0.2.5".into(), serde_json::json!([CLUSTER_ID, upper]))
+    );
 }

@@ -57,7 +57,8 @@ pub struct PlannedPeer {
     pub ttl_security: Option<u8>,
     /// The BGPPeer it comes from (its `filters` give the policies).
     pub bgp_peer: Option<String>,
-    /// We reflect to it: we are a route reflector and it is a node that is not.
+    /// It is our route-reflector client (Calico's rule: we are a reflector,
+    /// it is in our AS, and it is not a reflector of our own cluster).
     pub rr_client: bool,
 }
 
@@ -91,6 +92,13 @@ fn cluster_id(n: &Object<NodeSpec>) -> Option<Ipv4Addr> {
     n.spec.bgp.as_ref()?.route_reflector_cluster_id
 }
 
+/// Calico's rule for a reflector's peers: an iBGP peer is a client unless
+/// it is a reflector of the same cluster (a different cluster's reflector is
+/// a client too: that makes hierarchies).
+fn is_client(me: &Me, peer_as: u32, peer_cluster: Option<Ipv4Addr>) -> bool {
+    me.cluster_id.is_some() && peer_as == me.asn && peer_cluster != me.cluster_id
+}
+
 fn selects(selector: Option<&str>, labels: &BTreeMap<String, String>) -> bool {
     selector.is_none_or(|s| Selector::parse(s).is_ok_and(|sel| sel.matches(labels)))
 }
@@ -121,7 +129,7 @@ pub fn plan(
                 keep_next_hop: false,
                 ttl_security: None,
                 bgp_peer: None,
-                rr_client: me.cluster_id.is_some() && cluster_id(n).is_none(),
+                rr_client: is_client(me, node_as(n), cluster_id(n)),
             });
         }
     }
@@ -150,8 +158,7 @@ pub fn plan(
         let node_peer = |n: &Object<NodeSpec>| {
             let addr = node_address(n)?;
             let mut peer = base(session_name(prefix, addr.into()), SocketAddr::new(addr.into(), 179), node_as(n));
-            // Calico: a reflector's non-reflector node peers are its clients.
-            peer.rr_client = me.cluster_id.is_some() && cluster_id(n).is_none();
+            peer.rr_client = is_client(me, node_as(n), cluster_id(n));
             if cluster_id(n).is_some() {
                 peer.kind = PeerType::RouteReflector;
             }
@@ -167,7 +174,10 @@ pub fn plan(
                 if let Some(remote) = remote
                     && remote.ip() != IpAddr::from(me.address)
                 {
-                    add(base(session_name(prefix, remote.ip()), remote, s.as_number.unwrap_or(me.asn)));
+                    let asn = s.as_number.unwrap_or(me.asn);
+                    let mut peer = base(session_name(prefix, remote.ip()), remote, asn);
+                    peer.rr_client = is_client(me, asn, None);
+                    add(peer);
                 }
             }
             (None, Some(sel)) => {
