@@ -286,7 +286,7 @@ impl Speaker {
                 if import_changed && refresh {
                     // RFC 2918: the peer resends its routes; the new import policy judges them.
                     let ask = RouteRefresh { family: Family::IPV4_UNICAST, subtype: RefreshSubtype::Request };
-                    let _ = handle.commands.send(PeerCommand::Send(Message::RouteRefresh(ask))).await;
+                    let _ = handle.commands.send(PeerCommand::Send(Box::new(Message::RouteRefresh(ask)))).await;
                 }
                 if export_changed && self.up.contains(&peer) {
                     self.send_table(&peer, true).await;
@@ -488,8 +488,9 @@ impl Speaker {
         let Some((_, handle)) = self.neighbors.get(peer) else { return };
         let enhanced = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.enhanced_route_refresh);
         let commands = handle.commands.clone();
-        let marker =
-            |subtype| PeerCommand::Send(Message::RouteRefresh(RouteRefresh { family: Family::IPV4_UNICAST, subtype }));
+        let marker = |subtype| {
+            PeerCommand::Send(Box::new(Message::RouteRefresh(RouteRefresh { family: Family::IPV4_UNICAST, subtype })))
+        };
         if enhanced {
             let _ = commands.send(marker(RefreshSubtype::BeginningOfRefresh)).await;
         }
@@ -678,7 +679,7 @@ impl Speaker {
 
     async fn send(&self, peer: &str, update: Update) {
         if let Some((_, handle)) = self.neighbors.get(peer) {
-            let _ = handle.commands.send(PeerCommand::Send(Message::Update(update))).await;
+            let _ = handle.commands.send(PeerCommand::Send(Box::new(Message::Update(update)))).await;
         }
     }
 }

@@ -16,6 +16,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// A reflector or a node with many peers needs a socket each: lift the
+/// soft open-files limit to the hard one (as BIRD's packagers do).
+fn raise_open_files() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a valid struct; failure leaves the limit as it was.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// The CNI plugin's name: `tortie` linked or copied under it acts as the plugin.
 const CNI_PLUGIN_NAME: &str = "tortie-cni";
 
@@ -28,6 +41,7 @@ fn main() -> ExitCode {
     // (8 per core) holds freed memory in each and inflates a daemon's RSS.
     // SAFETY: mallopt(3) only tunes the allocator; called before any thread starts.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    raise_open_files();
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

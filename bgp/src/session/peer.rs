@@ -54,7 +54,7 @@ pub enum PeerCommand {
     /// A connection the speaker's listener accepted from this peer.
     Incoming(TcpStream),
     /// Send a message.
-    Send(Message),
+    Send(Box<Message>),
     /// Send UPDATE bytes encoded once for the peer's update group.
     SendEncoded(bytes::Bytes),
 }
@@ -166,6 +166,9 @@ pub struct PeerHandle {
 
 /// Commands buffered per peer.
 const COMMAND_BUFFER: usize = 64;
+/// Initial read buffer of a session: one standard-size message (it grows for
+/// a stream of UPDATEs); a reflector with a thousand idle clients keeps it small.
+const READ_BUFFER: usize = 4096;
 
 /// Starts the task of one peer. It begins Idle: send [`PeerCommand::Start`].
 pub fn spawn(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> PeerHandle {
@@ -272,7 +275,7 @@ impl Runner {
             };
             let event = match input {
                 LinkInput::Connected(Ok(stream)) => {
-                    self.link(which).framed = Some(Framed::new(stream, BgpCodec::default()));
+                    self.link(which).framed = Some(Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER));
                     Event::TcpConnected
                 }
                 LinkInput::Connected(Err(e)) => {
@@ -322,7 +325,7 @@ impl Runner {
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
             PeerCommand::Send(message) => {
                 if self.main.fsm.state() == State::Established {
-                    self.send(Which::Main, message).await;
+                    self.send(Which::Main, *message).await;
                 }
             }
             PeerCommand::SendEncoded(bytes) => {
@@ -353,13 +356,13 @@ impl Runner {
             State::Connect | State::Active => {
                 // Our dial (if any) is abandoned: the peer's connection is up already.
                 self.main.connecting = None;
-                self.main.framed = Some(Framed::new(stream, BgpCodec::default()));
+                self.main.framed = Some(Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER));
                 self.main.outgoing = false;
                 self.handle(Which::Main, Event::TcpConnected).await;
             }
             State::OpenSent | State::OpenConfirm if self.second.is_none() => {
                 let mut link = Link::new(&self.config, false);
-                link.framed = Some(Framed::new(stream, BgpCodec::default()));
+                link.framed = Some(Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER));
                 self.second = Some(link);
                 self.handle(Which::Second, Event::ManualStart).await;
                 self.handle(Which::Second, Event::TcpConnected).await;
