@@ -62,7 +62,7 @@ pub struct ReconcileStats {
 }
 
 /// What one pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
     /// Routes added, replaced, deleted.
     pub added: usize,
@@ -70,8 +70,8 @@ pub struct PassReport {
     pub replaced: usize,
     /// Routes deleted.
     pub deleted: usize,
-    /// Changes the kernel refused.
-    pub refused: usize,
+    /// Changes the kernel refused, each with its error.
+    pub refused: Vec<String>,
     /// Desired routes waiting for their interface.
     pub waiting: usize,
 }
@@ -103,8 +103,7 @@ pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkEr
     }
     let mut stale = Vec::new();
     for r in nl.apply(changes)? {
-        report.refused += 1;
-        tracing::warn!(change = ?r.change, error = %r.error, "kernel refused a route change");
+        report.refused.push(format!("{:?}: {}", r.change, r.error));
         // The old route must not outlive the decision to change it (e.g. a next hop
         // that left the tunnel but is not reachable natively): remove it.
         if let Change::Replace(dst, _) = r.change
@@ -162,6 +161,7 @@ pub fn spawn(
     let counters = stats.clone();
     let task = tokio::spawn(async move {
         let mut next_resync = tokio::time::Instant::now();
+        let mut refused_before: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
             tokio::select! {
                 changed = desired.changed() => if changed.is_err() { return },
@@ -194,13 +194,20 @@ pub fn spawn(
                 Ok(r) => {
                     let applied = r.added + r.replaced + r.deleted;
                     counters.changes.fetch_add(applied as u64, Ordering::Relaxed);
-                    counters.errors.fetch_add(r.refused as u64, Ordering::Relaxed);
-                    if applied > 0 || r.refused > 0 {
+                    counters.errors.fetch_add(r.refused.len() as u64, Ordering::Relaxed);
+                    // A refusal is logged when it first happens, not again at every pass it persists.
+                    for refusal in r.refused.iter().filter(|x| !refused_before.contains(*x)) {
+                        tracing::warn!(refusal, "kernel refused a route change (retried at every pass)");
+                    }
+                    let refused_now: std::collections::HashSet<String> = r.refused.iter().cloned().collect();
+                    let refusals_changed = refused_now != refused_before;
+                    refused_before = refused_now;
+                    if applied > 0 || refusals_changed {
                         tracing::info!(
                             added = r.added,
                             replaced = r.replaced,
                             deleted = r.deleted,
-                            refused = r.refused,
+                            refused = r.refused.len(),
                             waiting_for_interface = r.waiting,
                             ms = took.as_millis() as u64,
                             "routes reconciled"
