@@ -329,6 +329,25 @@ No IPv6 peers found.
     }
 
     #[test]
+    fn all_nodes_flags_a_node_whose_summary_is_stale() {
+        let now = 1_764_100_000;
+        let node = |name: &str, age: u64| Published {
+            published_at: now - age,
+            status: Status {
+                node: name.into(),
+                asn: 64512,
+                router_id: "192.0.2.1".parse().unwrap(),
+                peers: vec![peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established")],
+            },
+        };
+        let out = render_all(&[node("fresh", 5), node("gone", 45)], now);
+        let fresh = out.lines().find(|l| l.starts_with("Node fresh")).unwrap();
+        let gone = out.lines().find(|l| l.starts_with("Node gone")).unwrap();
+        assert!(!fresh.contains("STALE"), "{out}");
+        assert!(gone.contains("STALE: last summary 45 s ago"), "{out}");
+    }
+
+    #[test]
     fn since_shows_the_time_today_and_the_date_before() {
         assert_eq!(since(0, 10), "-");
         assert_eq!(since(86_400 * 20_000 + 3_661, 86_400 * 20_000 + 4_000), "01:01:01");
