@@ -124,11 +124,19 @@ pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixEr
     Ok((s, everything.revision))
 }
 
+/// How long a prefix that left the tunnel stays in the IPIP table: the
+/// table changes before the reconciler moves the kernel route, and packets
+/// the old route still sends into the tunnel must find their node.
+const ENCAP_GRACE: Duration = Duration::from_secs(10);
+
 struct State {
     config: AgentConfig,
     snapshot: Snapshot,
     learned: BTreeMap<IpNet, Vec<IpAddr>>,
     keep_learned: bool,
+    /// Prefixes that left the tunnel: their node and when they left.
+    encap_retired: BTreeMap<ipnet::Ipv4Net, (std::net::Ipv4Addr, std::time::Instant)>,
+    encap_current: BTreeMap<ipnet::Ipv4Net, std::net::Ipv4Addr>,
 }
 
 impl State {
@@ -148,7 +156,7 @@ impl State {
         }
     }
 
-    fn desired(&self) -> (Desired, BTreeSet<IpNet>) {
+    fn desired(&mut self) -> (Desired, BTreeSet<IpNet>) {
         let local = calc::local(&self.snapshot);
         let remote = calc::remote(
             &self.learned,
@@ -159,7 +167,19 @@ impl State {
             },
         );
         if let (Some(tx), Some(dev)) = (&self.config.encap, &self.config.tunnel) {
-            let table = EncapTable::new(calc::tunnelled(&remote, dev), self.snapshot.nodes.iter().copied());
+            let now = std::time::Instant::now();
+            let current: BTreeMap<_, _> = calc::tunnelled(&remote, dev).into_iter().collect();
+            for (net, node) in &self.encap_current {
+                if !current.contains_key(net) {
+                    self.encap_retired.insert(*net, (*node, now));
+                }
+            }
+            self.encap_retired
+                .retain(|net, (_, at)| !current.contains_key(net) && now.duration_since(*at) < ENCAP_GRACE);
+            self.encap_current = current;
+            let entries = self.encap_current.iter().map(|(n, a)| (*n, *a));
+            let retired = self.encap_retired.iter().map(|(n, (a, _))| (*n, *a));
+            let table = EncapTable::new(entries.chain(retired), self.snapshot.nodes.iter().copied());
             tx.send_if_modified(|t| {
                 let changed = **t != table;
                 if changed {
@@ -178,7 +198,14 @@ impl State {
 /// Loads the first snapshot, starts the reconciler and the agent task.
 pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixError> {
     let (snapshot, revision) = load(&kv, &config.node).await?;
-    let mut state = State { config, snapshot, learned: BTreeMap::new(), keep_learned: true };
+    let mut state = State {
+        config,
+        snapshot,
+        learned: BTreeMap::new(),
+        keep_learned: true,
+        encap_retired: BTreeMap::new(),
+        encap_current: BTreeMap::new(),
+    };
     let (desired, originate) = state.desired();
     let (desired_tx, desired_rx) = watch::channel(Arc::new(desired));
     let (originate_tx, originate_rx) = watch::channel(originate);

@@ -7,6 +7,7 @@
 //!
 //! Must not: decide routes beyond "this next hop needs encapsulation".
 
+mod batch;
 pub mod kernel;
 mod mode;
 pub mod packet;

@@ -50,24 +50,32 @@ pub fn inner_destination(inner: &[u8]) -> Result<Ipv4Addr, Discard> {
     Ok(Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]))
 }
 
-/// Writes the outer header for `inner` from `src` to `dst` into `out`
-/// (then the inner packet): TOS copied from the inner header and DF copied
-/// too (RFC 2003 §3.1), TTL 64, identification 0 (the kernel fills it in).
-pub fn encapsulate(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr, out: &mut Vec<u8>) -> Result<(), Discard> {
+/// The outer header for `inner` from `src` to `dst`: TOS copied from the
+/// inner header and DF copied too (RFC 2003 §3.1), TTL 64, identification 0
+/// (the kernel fills it in).
+pub fn outer_header(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<[u8; OUTER_LEN], Discard> {
     inner_destination(inner)?;
-    let total = OUTER_LEN + inner.len();
-    let total16 = u16::try_from(total).map_err(|_| Discard::Malformed)?;
+    let total = u16::try_from(OUTER_LEN + inner.len()).map_err(|_| Discard::Malformed)?;
     let inner_df = u16::from_be_bytes([inner[6], inner[7]]) & DF;
+    let mut h = [0u8; OUTER_LEN];
+    h[0] = 0x45;
+    h[1] = inner[1];
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[6..8].copy_from_slice(&inner_df.to_be_bytes());
+    h[8] = OUTER_TTL;
+    h[9] = IPPROTO_IPIP;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum(&h);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    Ok(h)
+}
+
+/// The whole outer packet (header, then `inner`) in `out`.
+pub fn encapsulate(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr, out: &mut Vec<u8>) -> Result<(), Discard> {
+    let header = outer_header(inner, src, dst)?;
     out.clear();
-    out.extend_from_slice(&[0x45, inner[1]]);
-    out.extend_from_slice(&total16.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&inner_df.to_be_bytes());
-    out.extend_from_slice(&[OUTER_TTL, IPPROTO_IPIP, 0, 0]);
-    out.extend_from_slice(&src.octets());
-    out.extend_from_slice(&dst.octets());
-    let sum = checksum(&out[..OUTER_LEN]);
-    out[10..12].copy_from_slice(&sum.to_be_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(inner);
     Ok(())
 }

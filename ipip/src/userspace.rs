@@ -10,20 +10,29 @@
 //!  kernel route ─▶ TUN ─▶ encap task (lookup inner dst → node) ─▶ raw socket (proto 4) ─▶ underlay
 //!  underlay ─▶ raw socket ─▶ decap task (known node?) ─▶ TUN ─▶ kernel
 //! ```
+//!
+//! Both directions move batches: the TUN runs with offload (virtio-net
+//! header), so the kernel hands over 64 KiB TCP super-packets that are cut
+//! into MTU-sized segments in place (the outer header written in front of
+//! each) and sent with one `sendmmsg`; received packets come in with one
+//! `recvmmsg` and go to the TUN coalesced again (GRO).
 
 use std::collections::HashSet;
-use std::io::Read as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::Ipv4Net;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use crate::TunnelError;
 use crate::packet::{self, Discard, IPPROTO_IPIP, OUTER_LEN};
+use crate::{TunnelError, batch};
+
+/// Room in front of a received packet: the virtio-net header the TUN wants
+/// before the inner packet, which starts after the outer IPv4 header.
+const RX_HEAD: usize = 16;
 
 /// Where each tunnelled prefix goes, and who may send to us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +84,10 @@ pub struct Counters {
     pub drop_malformed: AtomicU64,
     /// Dropped: a send or write failed.
     pub drop_io: AtomicU64,
+    /// TUN reads (each may carry a GSO super-packet cut into many segments).
+    pub encap_batches: AtomicU64,
+    /// `recvmmsg` calls that returned packets.
+    pub decap_batches: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -116,7 +129,7 @@ fn count_drop(c: &Counters, why: Discard) {
 /// Opens the TUN device and the raw socket and starts both directions.
 pub fn start(config: &Config, table: watch::Receiver<Arc<EncapTable>>) -> Result<Userspace, TunnelError> {
     let mtu = config.underlay_mtu.saturating_sub(OUTER_LEN as u16);
-    let mut builder = tun_rs::DeviceBuilder::new().name(&config.device).mtu(mtu);
+    let mut builder = tun_rs::DeviceBuilder::new().name(&config.device).mtu(mtu).offload(true);
     if let Some(addr) = config.tunnel_address {
         builder = builder.ipv4(addr, 32u8, None);
     }
@@ -134,8 +147,8 @@ pub fn start(config: &Config, table: watch::Receiver<Arc<EncapTable>>) -> Result
     let raw = Arc::new(raw);
     let counters = Arc::new(Counters::default());
     tracing::info!(device = config.device, mtu, local = %config.local, "userspace IPIP data plane up");
-    let encap = tokio::spawn(encap_loop(tun.clone(), raw.clone(), config.local, table.clone(), counters.clone()));
-    let decap = tokio::spawn(decap_loop(tun, raw, table, counters.clone()));
+    let encap = tokio::spawn(encap_loop(tun.clone(), raw.clone(), config.local, mtu, table.clone(), counters.clone()));
+    let decap = tokio::spawn(decap_loop(tun, raw, mtu, table, counters.clone()));
     Ok(Userspace { counters, tasks: vec![encap, decap] })
 }
 
@@ -143,48 +156,60 @@ async fn encap_loop(
     tun: Arc<tun_rs::AsyncDevice>,
     raw: Arc<AsyncFd<Socket>>,
     local: Ipv4Addr,
+    mtu: u16,
     table: watch::Receiver<Arc<EncapTable>>,
     c: Arc<Counters>,
 ) {
-    let mut buf = vec![0u8; 65_536];
-    let mut out = Vec::with_capacity(65_536 + OUTER_LEN);
+    use std::os::fd::AsRawFd;
+    let mut original = vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + 65_535];
+    // Segments land after OUTER_LEN bytes: the outer header is written in front, in place.
+    let mut bufs = vec![vec![0u8; OUTER_LEN + usize::from(mtu) + 64]; tun_rs::IDEAL_BATCH_SIZE];
+    let mut sizes = vec![0usize; tun_rs::IDEAL_BATCH_SIZE];
     loop {
-        let n = match tun.recv(&mut buf).await {
+        let n = match tun.recv_multiple(&mut original, &mut bufs, &mut sizes, OUTER_LEN).await {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the TUN device failed; IPIP send side stopped");
-                return;
-            }
-        };
-        let inner = &buf[..n];
-        let dst = match packet::inner_destination(inner) {
-            Ok(dst) => dst,
-            Err(why) => {
-                count_drop(&c, why);
+                tracing::debug!(error = %e, "TUN read");
+                bump(&c.drop_malformed);
                 continue;
             }
         };
-        let Some(node) = table.borrow().lookup(dst) else {
-            bump(&c.drop_no_route);
-            continue;
-        };
-        if let Err(why) = packet::encapsulate(inner, local, node, &mut out) {
-            count_drop(&c, why);
-            continue;
+        bump(&c.encap_batches);
+        let routes = table.borrow().clone();
+        let mut out: Vec<(usize, Ipv4Addr)> = Vec::with_capacity(n);
+        for (i, (buf, size)) in bufs.iter_mut().zip(&sizes).take(n).enumerate() {
+            let inner = &buf[OUTER_LEN..OUTER_LEN + size];
+            let header = packet::inner_destination(inner).and_then(|dst| match routes.lookup(dst) {
+                Some(node) => packet::outer_header(inner, local, node).map(|h| (h, node)),
+                None => Err(Discard::NotIpip),
+            });
+            match header {
+                Ok((h, node)) => {
+                    buf[..OUTER_LEN].copy_from_slice(&h);
+                    out.push((i, node));
+                }
+                Err(Discard::NotIpip) => bump(&c.drop_no_route),
+                Err(why) => count_drop(&c, why),
+            }
         }
-        let to = SockAddr::from(SocketAddrV4::new(node, 0));
-        let sent = loop {
-            let Ok(mut guard) = raw.writable().await else { break false };
-            match guard.try_io(|s| s.get_ref().send_to(&out, &to)) {
-                Ok(result) => break result.is_ok(),
+        let packets: Vec<(&[u8], Ipv4Addr)> =
+            out.iter().map(|(i, node)| (&bufs[*i][..OUTER_LEN + sizes[*i]], *node)).collect();
+        let mut sent = 0;
+        while sent < packets.len() {
+            let Ok(mut guard) = raw.writable().await else { return };
+            match guard.try_io(|s| batch::send(s.get_ref().as_raw_fd(), &packets[sent..])) {
+                Ok(Ok(k)) => sent += k,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "raw socket send");
+                    c.drop_io.fetch_add((packets.len() - sent) as u64, Ordering::Relaxed);
+                    break;
+                }
                 Err(_would_block) => continue,
             }
-        };
-        if sent {
+        }
+        for (p, _) in &packets[..sent] {
             bump(&c.encap_packets);
-            c.encap_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        } else {
-            bump(&c.drop_io);
+            c.encap_bytes.fetch_add((p.len() - OUTER_LEN) as u64, Ordering::Relaxed);
         }
     }
 }
@@ -192,41 +217,66 @@ async fn encap_loop(
 async fn decap_loop(
     tun: Arc<tun_rs::AsyncDevice>,
     raw: Arc<AsyncFd<Socket>>,
+    mtu: u16,
     table: watch::Receiver<Arc<EncapTable>>,
     c: Arc<Counters>,
 ) {
-    let mut buf = vec![0u8; 65_536];
+    use std::os::fd::AsRawFd;
+    let size = RX_HEAD + OUTER_LEN + usize::from(mtu) + 64;
+    let mut bufs = vec![vec![0u8; size]; tun_rs::IDEAL_BATCH_SIZE];
+    let mut lens = vec![0usize; tun_rs::IDEAL_BATCH_SIZE];
+    let mut gro = tun_rs::GROTable::default();
     loop {
         let Ok(mut guard) = raw.readable().await else { return };
-        // Drain everything that is queued before waiting again (batched).
-        loop {
-            let n = match guard.try_io(|s| (&mut s.get_ref()).read(&mut buf)) {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "raw socket read");
-                    bump(&c.drop_io);
-                    break;
-                }
-                Err(_would_block) => break,
-            };
-            let (src, inner) = match packet::decapsulate(&buf[..n]) {
-                Ok(x) => x,
+        let n = match guard.try_io(|s| batch::recv(s.get_ref().as_raw_fd(), &mut bufs, RX_HEAD, &mut lens)) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "raw socket read");
+                bump(&c.drop_io);
+                continue;
+            }
+            Err(_would_block) => continue,
+        };
+        bump(&c.decap_batches);
+        let routes = table.borrow().clone();
+        // Every inner packet is moved to start at RX_HEAD + OUTER_LEN, where the TUN wants it.
+        let start = RX_HEAD + OUTER_LEN;
+        let mut keep = [false; tun_rs::IDEAL_BATCH_SIZE];
+        let mut bytes = 0u64;
+        for (i, (buf, len)) in bufs.iter_mut().zip(&lens).take(n).enumerate() {
+            let (src, inner_at, inner_len) = match packet::decapsulate(&buf[RX_HEAD..RX_HEAD + len]) {
+                Ok((src, inner)) => (src, inner.as_ptr() as usize - buf.as_ptr() as usize, inner.len()),
                 Err(why) => {
                     count_drop(&c, why);
                     continue;
                 }
             };
-            if !table.borrow().is_node(src) {
+            if !routes.is_node(src) {
                 bump(&c.drop_unknown_source);
                 continue;
             }
-            match tun.send(inner).await {
-                Ok(_) => {
-                    bump(&c.decap_packets);
-                    c.decap_bytes.fetch_add(inner.len() as u64, Ordering::Relaxed);
-                }
-                Err(_) => bump(&c.drop_io),
+            if inner_at != start {
+                buf.copy_within(inner_at..inner_at + inner_len, start);
             }
+            buf.truncate(start + inner_len);
+            bytes += inner_len as u64;
+            keep[i] = true;
+        }
+        let mut deliver: Vec<&mut Vec<u8>> = bufs.iter_mut().zip(keep).filter_map(|(b, k)| k.then_some(b)).collect();
+        let count = deliver.len() as u64;
+        match tun.send_multiple(&mut gro, &mut deliver, start).await {
+            Ok(_) => {
+                c.decap_packets.fetch_add(count, Ordering::Relaxed);
+                c.decap_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TUN write");
+                c.drop_io.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+        // Only the delivered buffers were cut short.
+        for (buf, _) in bufs.iter_mut().zip(keep).filter(|(_, k)| *k) {
+            buf.resize(size, 0);
         }
     }
 }

@@ -117,7 +117,21 @@ fn main() {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu_per_gb = ticks as f64 / hz / (bytes / 1e9);
+    let metric = |node: &Netns, name: &str| -> f64 {
+        use std::io::{Read, Write};
+        let sock = node.dir().join("run/tortie.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    };
+    let per_read = metric(&nodes[0], "tortie_ipip_encap_packets_total")
+        / metric(&nodes[0], "tortie_ipip_encap_batches_total").max(1.0);
+    let per_recv = metric(&nodes[1], "tortie_ipip_decap_packets_total")
+        / metric(&nodes[1], "tortie_ipip_decap_batches_total").max(1.0);
     println!("iperf3 TCP, pod to pod on two nodes, 5 s each");
+    println!("  packets per TUN read {per_read:.1}, per recvmmsg {per_recv:.1}");
     println!("  native route         {:>8.0} Mbit/s", native_bps / 1e6);
     println!("  userspace IPIP       {:>8.0} Mbit/s  ({:.2}x native)", tunnel_bps / 1e6, tunnel_bps / native_bps);
     println!("  tortie CPU (both ends) {cpu_per_gb:.1} s per GB tunnelled");

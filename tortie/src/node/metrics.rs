@@ -112,6 +112,13 @@ pub async fn render(state: &MetricsState) -> String {
         counter(&mut r, "ipip_encap_bytes", "Inner bytes encapsulated and sent", &c.encap_bytes);
         counter(&mut r, "ipip_decap_packets", "Packets decapsulated and delivered", &c.decap_packets);
         counter(&mut r, "ipip_decap_bytes", "Inner bytes decapsulated and delivered", &c.decap_bytes);
+        counter(
+            &mut r,
+            "ipip_encap_batches",
+            "TUN reads (a GSO super-packet is cut into many packets)",
+            &c.encap_batches,
+        );
+        counter(&mut r, "ipip_decap_batches", "recvmmsg batches received", &c.decap_batches);
         let drops = Family::<Labels, Counter>::default();
         for (reason, v) in [
             ("no_route", &c.drop_no_route),
