@@ -196,6 +196,7 @@ impl ApiState {
                 keep_next_hop: false,
                 ttl_security: None,
                 bgp_peer: None,
+                password: None,
                 rr_client: false,
             });
         }

@@ -55,6 +55,10 @@ pub struct CommonArgs {
     /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:9091).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Where BGPPeer password secrets live: `<dir>/<secret name>/<key>`
+    /// (the layout of a mounted Kubernetes secret).
+    #[arg(long, default_value = "/etc/tortie/secrets")]
+    secrets_dir: PathBuf,
 }
 
 /// `tortie node run`.
@@ -210,6 +214,7 @@ async fn serve(
         planned: planned_tx,
         plan: plan.clone(),
         listen_ranges,
+        secrets_dir: args.secrets_dir.clone(),
     };
     let mut peer_task = tokio::spawn(manager.run());
     let api_state = local_api::ApiState {
@@ -277,7 +282,24 @@ async fn trim_heap() {
 /// A planned session with the policies its BGPPeer's filters give.
 type Planned = (Me, Vec<(PlannedPeer, (Policy, Policy))>);
 
-async fn plan_peers(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Result<Planned> {
+/// A BGPPeer's password from `<secrets_dir>/<secret name>/<key>`.
+fn read_secret(secrets_dir: &std::path::Path, peer: &str, r: &tortie_store::resources::SecretKeyRef) -> Option<String> {
+    let path = secrets_dir.join(&r.name).join(&r.key);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_string()),
+        Err(e) => {
+            tracing::error!(peer, secret = %path.display(), error = %e, "BGPPeer password secret unreadable: not peering");
+            None
+        }
+    }
+}
+
+async fn plan_peers(
+    kv: &Datastore,
+    name: &str,
+    address: Ipv4Net,
+    secrets_dir: &std::path::Path,
+) -> anyhow::Result<Planned> {
     let config = match api::get(kv, Kind::BgpConfiguration, None, "default").await {
         Ok(Resource::BgpConfiguration(c)) => c.spec,
         _ => BgpConfigurationSpec::default(),
@@ -304,6 +326,17 @@ async fn plan_peers(kv: &Datastore, name: &str, address: Ipv4Net) -> anyhow::Res
         .collect();
     let plan = peers::plan(&me, &config, &nodes, &bgp_peers)
         .into_iter()
+        .filter_map(|mut p| {
+            // RFC 2385: a peer with a password gets it as its TCP MD5 key; without a readable one, no session.
+            let secret =
+                p.bgp_peer.as_ref().and_then(|n| bgp_peers.iter().find(|b| &b.metadata.name == n)).and_then(|b| {
+                    b.spec.password.as_ref().map(|pw| (b.metadata.name.clone(), pw.secret_key_ref.clone()))
+                });
+            if let Some((peer, r)) = secret {
+                p.password = Some(read_secret(secrets_dir, &peer, &r)?);
+            }
+            Some(p)
+        })
         .map(|p| {
             let names = p
                 .bgp_peer
@@ -339,6 +372,7 @@ struct PeerManager {
     planned: watch::Sender<Option<Vec<String>>>,
     plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
     listen_ranges: Vec<IpNet>,
+    secrets_dir: PathBuf,
 }
 
 impl PeerManager {
@@ -348,7 +382,7 @@ impl PeerManager {
         let mut ranges_added = false;
         let mut watch = watch_resources(&self.kv).await?;
         loop {
-            let (me, plan) = plan_peers(&self.kv, &self.name, self.address).await?;
+            let (me, plan) = plan_peers(&self.kv, &self.name, self.address, &self.secrets_dir).await?;
             let wanted: BTreeMap<String, (PlannedPeer, (Policy, Policy))> =
                 plan.into_iter().map(|(p, pol)| (p.name.clone(), (p, pol))).collect();
             if me.cluster_id != cluster_id {

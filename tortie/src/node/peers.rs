@@ -57,6 +57,8 @@ pub struct PlannedPeer {
     pub ttl_security: Option<u8>,
     /// The BGPPeer it comes from (its `filters` give the policies).
     pub bgp_peer: Option<String>,
+    /// TCP MD5 key (RFC 2385), from the BGPPeer's password secret.
+    pub password: Option<String>,
     /// It is our route-reflector client (Calico's rule: we are a reflector,
     /// it is in our AS, and it is not a reflector of our own cluster).
     pub rr_client: bool,
@@ -129,6 +131,7 @@ pub fn plan(
                 keep_next_hop: false,
                 ttl_security: None,
                 bgp_peer: None,
+                password: None,
                 rr_client: is_client(me, node_as(n), cluster_id(n)),
             });
         }
@@ -152,6 +155,7 @@ pub fn plan(
             keep_next_hop: s.keep_original_next_hop,
             ttl_security: s.ttl_security,
             bgp_peer: Some(p.metadata.name.clone()),
+            password: None,
             rr_client: false,
         };
         let prefix = if kind == PeerType::Global { "Global" } else { "Node" };
@@ -215,6 +219,7 @@ pub fn dynamic_template(me: &Me) -> Neighbor {
         keep_next_hop: false,
         ttl_security: None,
         bgp_peer: None,
+        password: None,
         rr_client: me.cluster_id.is_some(),
     };
     neighbor(me, &template, (Policy::accept_all(), Policy::accept_all()))
@@ -239,7 +244,11 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
             local_addr: Some(local_addr),
             local,
             fsm: FsmConfig { connect_retry: Duration::from_secs(5), passive: p.passive, ..FsmConfig::default() },
-            socket: SocketOptions { ttl_security: p.ttl_security, ..SocketOptions::default() },
+            socket: SocketOptions {
+                ttl_security: p.ttl_security,
+                md5_key: p.password.clone(),
+                ..SocketOptions::default()
+            },
         },
         export: ExportPeer {
             local_as: me.asn,

@@ -122,13 +122,15 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
         pod
     }
 
-    /// Starts `tortie node run` on node `i` (0-based), with metrics on 127.0.0.1:9091 there.
+    /// Starts `tortie node run` on node `i` (0-based), with metrics on
+    /// 127.0.0.1:9091 there and secrets under `<lab dir>/secrets`.
     pub fn start(&self, i: usize) -> Daemon {
         let node = &self.nodes[i];
         let name = format!("n{}", i + 1);
         let ip = self.addrs[i].clone();
         let run_dir = node.dir().join("run");
         let bin = env!("CARGO_BIN_EXE_tortie");
+        let secrets = self.lab.dir().join("secrets");
         let args = [
             "node",
             "run",
@@ -140,6 +142,8 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
             run_dir.to_str().unwrap(),
             "--metrics-listen",
             "127.0.0.1:9091",
+            "--secrets-dir",
+            secrets.to_str().unwrap(),
         ];
         node.spawn(&format!("tortie-{name}"), bin, &args, &[("TORTIE_DATASTORE", &self.url), ("TORTIE_LOG", "info")])
             .unwrap()
