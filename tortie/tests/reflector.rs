@@ -28,16 +28,18 @@ fn node_yaml(i: usize) -> String {
     )
 }
 
-/// Node `i`'s routes to every other node's block and the BIRD client's
-/// prefix, plus its own blackhole and `local`.
-fn routes(i: usize, local: &[&str]) -> Vec<String> {
+/// Waits until node `i` of `nodes` has a route to every other node's block,
+/// its own blackhole, and `extra`.
+fn wait_blocks(c: &Cluster, i: usize, nodes: usize, extra: &[&str], daemon: &tortie_lab::Daemon) {
     let mut want: Vec<String> =
-        (0..NODES).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
+        (0..nodes).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
     want.push(format!("blackhole {}", block(i)));
-    want.push("203.0.113.0/24 via 192.0.2.100 dev eth0".into());
-    want.extend(local.iter().map(|s| s.to_string()));
-    want
+    want.extend(extra.iter().map(|s| s.to_string()));
+    wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), daemon);
 }
+
+/// The BIRD client's prefix, which every node of the first test learns.
+const BIRD_ROUTE: &str = "203.0.113.0/24 via 192.0.2.100 dev eth0";
 
 #[test]
 fn two_reflectors_in_one_cluster_serve_four_clients_without_loops_and_survive_one_loss() {
@@ -102,8 +104,7 @@ protocol bgp rr2 { local 192.0.2.100 as 64512; neighbor 192.0.2.2 as 64512; dire
         }
     };
     for (i, d) in daemons.iter().enumerate() {
-        let want = routes(i, local(i));
-        wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), d);
+        wait_blocks(&c, i, NODES, &[&[BIRD_ROUTE][..], local(i)].concat(), d);
     }
 
     // On a client, n3's block came through both reflectors, stamped by them.
@@ -154,8 +155,7 @@ protocol bgp rr2 { local 192.0.2.100 as 64512; neighbor 192.0.2.2 as 64512; dire
         s.matches("| route reflector | up ").count() == 1
     });
     for (i, d) in daemons.iter().enumerate().map(|(k, d)| (k + 1, d)) {
-        let want = routes(i, local(i));
-        wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), d);
+        wait_blocks(&c, i, NODES, &[&[BIRD_ROUTE][..], local(i)].concat(), d);
     }
     assert!(b.ping(addr("198.18.0.129"), 3, "0.2").unwrap().contains(" 0% packet loss"));
 }
@@ -188,10 +188,7 @@ spec: {bgp: {ipv4Address: 192.0.2.4/24}}
         c.nodes[3].spawn("tortie-rr", env!("CARGO_BIN_EXE_tortie"), &args, &[("TORTIE_DATASTORE", &c.url)]).unwrap();
     let clients: Vec<_> = (0..3).map(|i| c.start(i)).collect();
     for (i, d) in clients.iter().enumerate() {
-        let mut want: Vec<String> =
-            (0..3).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
-        want.push(format!("blackhole {}", block(i)));
-        wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), d);
+        wait_blocks(&c, i, 3, &[], d);
     }
     rr.check_running().unwrap();
     assert!(common::our_routes(&c.nodes[3]).is_empty(), "a dedicated reflector installs no routes");
@@ -229,10 +226,7 @@ spec: {bgp: {ipv4Address: 192.0.2.4/24}}
         c.nodes[3].spawn("tortie-rr", env!("CARGO_BIN_EXE_tortie"), &args, &[("TORTIE_DATASTORE", &c.url)]).unwrap();
     let clients: Vec<_> = (0..3).map(|i| c.start(i)).collect();
     for (i, d) in clients.iter().enumerate() {
-        let mut want: Vec<String> =
-            (0..3).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
-        want.push(format!("blackhole {}", block(i)));
-        wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), d);
+        wait_blocks(&c, i, 3, &[], d);
     }
     rr.check_running().unwrap();
     let status = c.tortie(&["status", "--run-dir", rr_dir_s], "");
@@ -287,10 +281,7 @@ spec: {{bgp: {{ipv4Address: 192.0.2.5/24}}}}
     ));
     let daemons: Vec<_> = (0..5).map(|i| c.start(i)).collect();
     for (i, d) in daemons.iter().enumerate() {
-        let mut want: Vec<String> =
-            (0..5).filter(|j| *j != i).map(|j| format!("{} via 192.0.2.{} dev eth0", block(j), j + 1)).collect();
-        want.push(format!("blackhole {}", block(i)));
-        wait_routes(&c.nodes[i], &want.iter().map(String::as_str).collect::<Vec<_>>(), d);
+        wait_blocks(&c, i, 5, &[], d);
     }
     let path = |node: usize, of: usize| {
         let dir = c.nodes[node].dir().join("run");
