@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod calc;
 pub mod netlink;
+pub mod policy;
 pub mod reconcile;
 pub mod route;
 pub mod sysctl;

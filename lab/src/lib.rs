@@ -23,6 +23,7 @@ pub mod leftovers;
 mod netns;
 pub mod peers;
 pub mod pod;
+pub mod tcp;
 mod wait;
 
 pub use daemon::Daemon;

@@ -24,6 +24,10 @@ pub enum Kind {
     NetworkPolicy,
     /// GlobalNetworkPolicy
     GlobalNetworkPolicy,
+    /// HostEndpoint
+    HostEndpoint,
+    /// Profile
+    Profile,
 }
 
 /// What the CLI and the datastore need to know about a kind.
@@ -39,7 +43,7 @@ pub struct KindInfo {
     pub namespaced: bool,
 }
 
-const KINDS: [(Kind, KindInfo); 9] = [
+const KINDS: [(Kind, KindInfo); 11] = [
     (
         Kind::BgpConfiguration,
         KindInfo { name: "BGPConfiguration", plural: "bgpconfigurations", short: &["bgpconfig"], namespaced: false },
@@ -64,6 +68,11 @@ const KINDS: [(Kind, KindInfo); 9] = [
         Kind::GlobalNetworkPolicy,
         KindInfo { name: "GlobalNetworkPolicy", plural: "globalnetworkpolicies", short: &["gnp"], namespaced: false },
     ),
+    (
+        Kind::HostEndpoint,
+        KindInfo { name: "HostEndpoint", plural: "hostendpoints", short: &["hep"], namespaced: false },
+    ),
+    (Kind::Profile, KindInfo { name: "Profile", plural: "profiles", short: &["pro"], namespaced: false }),
 ];
 
 impl Kind {

@@ -29,7 +29,7 @@ pub use policy::{
 };
 pub use pool::{EncapMode, IpPoolSpec, IpamConfigSpec};
 pub use validate::Invalid;
-pub use workload::{EndpointPort, WorkloadEndpointSpec};
+pub use workload::{EndpointPort, HostEndpointSpec, ProfileSpec, WorkloadEndpointSpec};
 
 /// The only API version.
 pub const API_VERSION: &str = "projectcalico.org/v3";
@@ -106,6 +106,10 @@ pub enum Resource {
     NetworkPolicy(Object<NetworkPolicySpec>),
     /// GlobalNetworkPolicy.
     GlobalNetworkPolicy(Object<GlobalNetworkPolicySpec>),
+    /// HostEndpoint.
+    HostEndpoint(Object<HostEndpointSpec>),
+    /// Profile.
+    Profile(Object<ProfileSpec>),
 }
 
 /// Runs `$body` with `$o` bound to the typed object, whatever the kind.
@@ -121,6 +125,8 @@ macro_rules! with_object {
             Resource::WorkloadEndpoint($o) => $body,
             Resource::NetworkPolicy($o) => $body,
             Resource::GlobalNetworkPolicy($o) => $body,
+            Resource::HostEndpoint($o) => $body,
+            Resource::Profile($o) => $body,
         }
     };
 }
@@ -150,6 +156,8 @@ impl Resource {
             Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
             Resource::NetworkPolicy(_) => Kind::NetworkPolicy,
             Resource::GlobalNetworkPolicy(_) => Kind::GlobalNetworkPolicy,
+            Resource::HostEndpoint(_) => Kind::HostEndpoint,
+            Resource::Profile(_) => Kind::Profile,
         }
     }
 
@@ -276,5 +284,7 @@ fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize) -> Result<Resource,
         Kind::WorkloadEndpoint => typed(kind, value, n, Resource::WorkloadEndpoint),
         Kind::NetworkPolicy => typed(kind, value, n, Resource::NetworkPolicy),
         Kind::GlobalNetworkPolicy => typed(kind, value, n, Resource::GlobalNetworkPolicy),
+        Kind::HostEndpoint => typed(kind, value, n, Resource::HostEndpoint),
+        Kind::Profile => typed(kind, value, n, Resource::Profile),
     }
 }

@@ -76,3 +76,58 @@ impl Spec for WorkloadEndpointSpec {
         Ok(())
     }
 }
+
+/// HostEndpoint spec: one of the node's own interfaces (or all of them,
+/// `interfaceName: "*"`) under policy. Its labels (in the metadata) are what
+/// GlobalNetworkPolicy selectors match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostEndpointSpec {
+    /// The node it belongs to.
+    pub node: String,
+    /// The interface, or `*` for every interface of the node.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interface_name: String,
+    /// The addresses the endpoint has (used when rule selectors match it).
+    #[serde(default, rename = "expectedIPs", skip_serializing_if = "Vec::is_empty")]
+    pub expected_ips: Vec<std::net::IpAddr>,
+    /// Profiles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    /// Named ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<EndpointPort>,
+}
+
+impl Spec for HostEndpointSpec {
+    fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
+        if self.node.is_empty() {
+            return Err(Invalid::new("node", "", "required"));
+        }
+        if self.interface_name.is_empty() && self.expected_ips.is_empty() {
+            return Err(Invalid::new("interfaceName", "", "an interface name, `*`, or expectedIPs"));
+        }
+        if self.interface_name.len() > 15 {
+            return Err(Invalid::new("interfaceName", &self.interface_name, "at most 15 characters (IFNAMSIZ)"));
+        }
+        Ok(())
+    }
+}
+
+/// Profile spec. tortie uses profiles for namespace labels: Calico's
+/// Kubernetes controllers write one profile `kns.<namespace>` per namespace
+/// whose `labelsToApply` are the namespace's labels, which policies'
+/// `namespaceSelector`s match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileSpec {
+    /// Labels given to the endpoints (for `kns.` profiles: of the namespace).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels_to_apply: std::collections::BTreeMap<String, String>,
+}
+
+impl Spec for ProfileSpec {
+    fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
+        Ok(())
+    }
+}

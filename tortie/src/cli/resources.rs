@@ -143,7 +143,8 @@ fn columns(kind: Kind) -> &'static [(&'static str, &'static str, bool)] {
         Kind::NetworkPolicy | Kind::GlobalNetworkPolicy => {
             &[("ORDER", "/spec/order", true), ("SELECTOR", "/spec/selector", true)]
         }
-        Kind::BgpFilter | Kind::IpamConfig => &[],
+        Kind::HostEndpoint => &[("NODE", "/spec/node", false), ("INTERFACE", "/spec/interfaceName", false)],
+        Kind::BgpFilter | Kind::IpamConfig | Kind::Profile => &[],
     }
 }
 

@@ -1,0 +1,238 @@
+//! Puts the compiled table into the kernel through `nft -j -f -` (one
+//! atomic transaction each time), incrementally when the kernel has the
+//! previous version, and checks periodically that nobody changed it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::nft;
+use super::ruleset::{Ruleset, TABLE};
+
+/// `nft` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// It could not be run.
+    #[error("cannot run nft (install the nftables package): {0}")]
+    Spawn(#[from] std::io::Error),
+    /// It refused the input.
+    #[error("nft {args}: {stderr}")]
+    Refused {
+        /// The arguments.
+        args: String,
+        /// What nft said.
+        stderr: String,
+    },
+    /// Its output was not the JSON expected.
+    #[error("nft printed unreadable JSON: {0}")]
+    Output(#[from] serde_json::Error),
+}
+
+/// Runs `nft ARGS` with `input` on stdin; returns stdout.
+async fn nft(args: &[&str], input: Option<&str>) -> Result<String, NftError> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if input.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(NftError::Refused { args: args.join(" "), stderr });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Applies one transaction atomically.
+pub async fn apply(tx: &nft::Transaction) -> Result<(), NftError> {
+    nft(&["-j", "-f", "-"], Some(&nft::document(tx))).await.map(drop)
+}
+
+/// tortie's table as nft lists it (`None` when it does not exist).
+pub async fn list() -> Result<Option<Value>, NftError> {
+    match nft(&["-j", "list", "table", "inet", TABLE], None).await {
+        Ok(out) => Ok(Some(serde_json::from_str(&out)?)),
+        Err(NftError::Refused { stderr, .. }) if stderr.contains("No such file or directory") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes tortie's table (nothing else), if it exists.
+pub async fn remove() -> Result<(), NftError> {
+    match nft(&["delete", "table", "inet", TABLE], None).await {
+        Err(NftError::Refused { stderr, .. }) if stderr.contains("No such file or directory") => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// A listing without what changes by itself (handles, counters), to tell
+/// whether someone else changed the table.
+fn fingerprint(mut listing: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("handle");
+                m.remove("metainfo");
+                if let Some(Value::Object(c)) = m.get_mut("counter") {
+                    c.remove("packets");
+                    c.remove("bytes");
+                }
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => {
+                a.retain(|item| item.get("metainfo").is_none());
+                a.iter_mut().for_each(strip);
+            }
+            _ => {}
+        }
+    }
+    strip(&mut listing);
+    listing
+}
+
+/// One rule's counters, with the comment that says where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleCounter {
+    /// The chain.
+    pub chain: String,
+    /// The rule's comment.
+    pub comment: String,
+    /// Packets matched.
+    pub packets: u64,
+    /// Bytes matched.
+    pub bytes: u64,
+}
+
+/// The counters of every commented, counted rule in a listing.
+pub fn counters(listing: &Value) -> Vec<RuleCounter> {
+    let objects = listing.get("nftables").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    objects
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter_map(|r| {
+            let comment = r.get("comment")?.as_str()?.to_string();
+            let chain = r.get("chain")?.as_str()?.to_string();
+            let counter = r.get("expr")?.as_array()?.iter().find_map(|e| e.get("counter"))?;
+            let n = |k: &str| counter.get(k).and_then(Value::as_u64).unwrap_or(0);
+            Some(RuleCounter { chain, comment, packets: n("packets"), bytes: n("bytes") })
+        })
+        .collect()
+}
+
+/// What the policy data plane has done.
+#[derive(Debug, Default)]
+pub struct PolicyStats {
+    /// Whole-table transactions.
+    pub full: AtomicU64,
+    /// Incremental transactions.
+    pub incremental: AtomicU64,
+    /// Transactions that changed only set/map elements.
+    pub elements_only: AtomicU64,
+    /// Repairs after the table was changed outside tortie.
+    pub repairs: AtomicU64,
+    /// Failed transactions.
+    pub failures: AtomicU64,
+    /// Duration of the last transaction, in microseconds.
+    pub last_apply_us: AtomicU64,
+}
+
+/// Keeps the kernel's table equal to the latest compiled one: applies each
+/// change (incrementally from what was applied last), and every
+/// `check_every` compares the kernel's table with what was applied,
+/// rebuilding it if it differs.
+pub fn spawn(
+    mut desired: watch::Receiver<Arc<Ruleset>>,
+    check_every: Duration,
+) -> (tokio::task::JoinHandle<()>, Arc<PolicyStats>) {
+    let stats = Arc::new(PolicyStats::default());
+    let st = stats.clone();
+    let task = tokio::spawn(async move {
+        // What the kernel has (None: unknown, rebuild) and its fingerprint.
+        let mut applied: Option<(Arc<Ruleset>, Value)> = None;
+        let mut tick = tokio::time::interval(check_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let want = desired.borrow_and_update().clone();
+            let same = applied.as_ref().is_some_and(|(have, _)| Arc::ptr_eq(have, &want) || **have == *want);
+            if !same {
+                applied = sync(applied.map(|(have, _)| have), want, &st).await;
+            }
+            tokio::select! {
+                changed = desired.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {
+                    let Some((have, print)) = &applied else { continue };
+                    match list().await {
+                        Ok(Some(now)) if fingerprint(now.clone()) == *print => {}
+                        Ok(_) => {
+                            tracing::warn!(table = TABLE, "nftables table was changed outside tortie; rebuilding it");
+                            st.repairs.fetch_add(1, Ordering::Relaxed);
+                            let have = have.clone();
+                            applied = sync(None, have, &st).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot list tortie's nftables table"),
+                    }
+                }
+            }
+        }
+    });
+    (task, stats)
+}
+
+/// Moves the kernel from `have` (None: unknown) to `want`; returns what the
+/// kernel then has, or None when it failed (the next change rebuilds).
+async fn sync(have: Option<Arc<Ruleset>>, want: Arc<Ruleset>, st: &PolicyStats) -> Option<(Arc<Ruleset>, Value)> {
+    let started = Instant::now();
+    let incremental = have.as_ref().map(|h| nft::incremental(h, &want));
+    let result = match &incremental {
+        Some(tx) if tx.is_empty() => Ok(()),
+        Some(tx) => match apply(tx).await {
+            Ok(()) => {
+                st.incremental.fetch_add(1, Ordering::Relaxed);
+                if nft::elements_only(tx) {
+                    st.elements_only.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "incremental nftables update failed; rebuilding the table");
+                full(&want, st).await
+            }
+        },
+        None => full(&want, st).await,
+    };
+    st.last_apply_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            tracing::debug!(chains = want.chains.len(), sets = want.sets.len(), took = ?started.elapsed(), "policy applied");
+            match list().await {
+                Ok(Some(listing)) => Some((want, fingerprint(listing))),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list tortie's nftables table");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            st.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "cannot apply policy to nftables; the previous table stays in force");
+            None
+        }
+    }
+}
+
+async fn full(want: &Ruleset, st: &PolicyStats) -> Result<(), NftError> {
+    apply(&nft::full(want)).await?;
+    st.full.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! Policies + endpoints → tortie's nftables table, as a pure function.
+//!
+//! ```text
+//!  forward  prio 0: established → accept; invalid → drop; iifname vmap @workload-from
+//!  forward  prio 1: established → accept;                 oifname vmap @workload-to
+//!  input    prio 0: established → accept; iifname vmap @workload-from; pod → host accept;
+//!                   lo; failsafe in; iifname vmap @host-in; jump host-in-<* endpoint>
+//!  output   prio 0: established → accept; oifname vmap @workload-to; host → pod accept;
+//!                   lo; failsafe out; oifname vmap @host-out; jump host-out-<* endpoint>
+//!
+//!  endpoint chain (wl-in-IFACE …): clear pass mark; jump pol-in-P1; passed? → profile;
+//!                                  jump pol-in-P2; …; drop (selected, nothing allowed)
+//!  policy chain (pol-in-NAME):     one rule per rule (per address family), counted;
+//!                                  Allow accept, Deny drop, Log log, Pass mark + return
+//! ```
+//!
+//! Egress (`workload-from`) and ingress (`workload-to`) run in two base
+//! chains, so a pod's egress `accept` still leaves the receiving pod's
+//! ingress to decide. Rule selectors become named address sets holding every
+//! matching endpoint's addresses cluster-wide, so a label change that only
+//! moves an endpoint in or out of a selector is a set-element update.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use tortie_store::resources::Action;
+
+use super::model::{Direction, Endpoint, EndpointKind, EndpointSet, Entity, Policy, PolicyRule};
+use super::ruleset::{
+    AddrMatch, Chain, Cond, EndpointPolicies, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset, SetKind, Side, Verdict,
+};
+
+/// The mark bit a Pass rule sets for its endpoint chain to see (Calico
+/// reserves the upper 16 mark bits for policy the same way).
+pub const PASS_MARK: u32 = 0x0001_0000;
+/// Failsafe: TCP ports the host always accepts (SSH, BGP, etcd, kube-apiserver).
+pub const FAILSAFE_IN_TCP: &[u16] = &[22, 179, 2379, 2380, 6443];
+/// Failsafe: UDP ports the host may always send to (DNS, DHCP).
+pub const FAILSAFE_OUT_UDP: &[u16] = &[53, 67];
+/// Failsafe: TCP ports the host may always connect to (BGP, etcd, kube-apiserver).
+pub const FAILSAFE_OUT_TCP: &[u16] = &[179, 2379, 2380, 6443];
+
+/// Map: pod interface → the pod's egress chain.
+pub const MAP_WORKLOAD_FROM: &str = "workload-from";
+/// Map: pod interface → the pod's ingress chain.
+pub const MAP_WORKLOAD_TO: &str = "workload-to";
+/// Map: host interface → the host endpoint's ingress chain.
+pub const MAP_HOST_IN: &str = "host-in";
+/// Map: host interface → the host endpoint's egress chain.
+pub const MAP_HOST_OUT: &str = "host-out";
+/// Set: every local pod interface.
+pub const SET_WORKLOAD_IFACES: &str = "workload-ifaces";
+
+const ESTABLISHED: &[&str] = &["established", "related"];
+const INVALID: &[&str] = &["invalid"];
+
+/// Compiles what applies on `node`. Policies apply in `order` (absent:
+/// last), then by name, as Calico orders them.
+pub fn compile(node: &str, endpoints: &[Endpoint], policies: &[Policy]) -> Ruleset {
+    let mut ordered: Vec<&Policy> = policies.iter().collect();
+    ordered.sort_by(|a, b| {
+        let key = |p: &Policy| p.order.unwrap_or(f64::INFINITY);
+        key(a).total_cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
+    });
+    let mut c = Compiler { rs: Ruleset::default(), sets: BTreeMap::new() };
+    for name in [MAP_WORKLOAD_FROM, MAP_WORKLOAD_TO, MAP_HOST_IN, MAP_HOST_OUT] {
+        c.rs.maps.insert(name.into(), BTreeMap::new());
+    }
+    let mut ifaces = NamedSet { kind: SetKind::Ifname, elements: Default::default(), comment: "local pods".into() };
+    let mut wildcard = Vec::new();
+    let local = endpoints.iter().filter(|e| e.node == node && !e.interface.is_empty());
+    for ep in local {
+        if ep.kind == EndpointKind::Workload {
+            ifaces.elements.insert(ep.interface.clone());
+        }
+        let mut shown = EndpointPolicies {
+            endpoint: ep.name.clone(),
+            interface: ep.interface.clone(),
+            ingress: vec![],
+            egress: vec![],
+        };
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let applied: Vec<&Policy> =
+                ordered.iter().copied().filter(|p| p.rules(dir).is_some() && p.selects(ep)).collect();
+            // A pod no policy selects is allowed (no chain); a host endpoint
+            // is default-deny from the moment it exists.
+            if ep.kind == EndpointKind::Workload && applied.is_empty() {
+                continue;
+            }
+            let chain = c.endpoint_chain(ep, dir, &applied);
+            let names = applied.iter().map(|p| p.name.to_string()).collect();
+            match dir {
+                Direction::Ingress => shown.ingress = names,
+                Direction::Egress => shown.egress = names,
+            }
+            let map = match (ep.kind, dir) {
+                (EndpointKind::Workload, Direction::Ingress) => MAP_WORKLOAD_TO,
+                (EndpointKind::Workload, Direction::Egress) => MAP_WORKLOAD_FROM,
+                (EndpointKind::Host, Direction::Ingress) => MAP_HOST_IN,
+                (EndpointKind::Host, Direction::Egress) => MAP_HOST_OUT,
+            };
+            if ep.interface == "*" {
+                wildcard.push((dir, chain));
+            } else if let Some(m) = c.rs.maps.get_mut(map) {
+                m.insert(ep.interface.clone(), chain);
+            }
+        }
+        c.rs.endpoints.push(shown);
+    }
+    c.rs.sets.insert(SET_WORKLOAD_IFACES.into(), ifaces);
+    c.fill_sets(endpoints);
+    c.base_chains(&wildcard);
+    c.rs
+}
+
+struct Compiler {
+    rs: Ruleset,
+    /// Address sets the rules use: name → (endpoints, family).
+    sets: BTreeMap<String, (EndpointSet, Family)>,
+}
+
+impl Compiler {
+    /// The endpoint's chain for `dir`: its policies in order, then the
+    /// default. Returns the chain's name.
+    fn endpoint_chain(&mut self, ep: &Endpoint, dir: Direction, applied: &[&Policy]) -> String {
+        let kind = if ep.kind == EndpointKind::Workload { "wl" } else { "host" };
+        let name = format!("{kind}-{}-{}", short(dir), if ep.interface == "*" { &ep.name } else { &ep.interface });
+        let profile = if ep.profile_allows { Verdict::Accept } else { Verdict::Drop };
+        let mut rules = Vec::new();
+        if !applied.is_empty() {
+            rules.push(NftRule { mark: Some(MarkOp::Clear(PASS_MARK)), ..NftRule::default() });
+        }
+        for p in applied {
+            let chain = self.policy_chain(p, dir);
+            rules.push(NftRule { verdict: Some(Verdict::Jump(chain)), ..NftRule::default() });
+            rules.push(NftRule {
+                conds: vec![Cond::MarkSet(PASS_MARK)],
+                mark: Some(MarkOp::Clear(PASS_MARK)),
+                verdict: Some(profile.clone()),
+                comment: Some(format!("{}: passed by {}", ep.name, p.name)),
+                ..NftRule::default()
+            });
+        }
+        // Selected by a policy and allowed by none: denied. A host endpoint
+        // no policy selects falls to its profile.
+        let last = if applied.is_empty() { profile } else { Verdict::Drop };
+        let why = if applied.is_empty() { "profile" } else { "default deny" };
+        rules.push(NftRule {
+            counter: true,
+            verdict: Some(last),
+            comment: Some(format!("{} {} {why}", ep.name, dir.as_str())),
+            ..NftRule::default()
+        });
+        self.rs.chains.insert(name.clone(), Chain { hook: None, rules });
+        name
+    }
+
+    /// The policy's chain for `dir` (compiled once, shared by endpoints).
+    fn policy_chain(&mut self, p: &Policy, dir: Direction) -> String {
+        let name = format!("pol-{}-{}", short(dir), p.name);
+        if self.rs.chains.contains_key(&name) {
+            return name;
+        }
+        let mut rules = Vec::new();
+        for (i, r) in p.rules(dir).unwrap_or_default().iter().enumerate() {
+            let comment = format!("{} {}[{i}]", p.name, dir.as_str());
+            for family in families(r) {
+                let mut conds = self.conds(r, family);
+                let (mark, verdict, log) = match r.action {
+                    Action::Allow => (None, Some(Verdict::Accept), None),
+                    Action::Deny => (None, Some(Verdict::Drop), None),
+                    Action::Pass => (Some(MarkOp::Set(PASS_MARK)), Some(Verdict::Return), None),
+                    Action::Log => (None, None, Some(format!("tortie {comment}: "))),
+                };
+                conds.shrink_to_fit();
+                rules.push(NftRule { conds, counter: true, log, mark, verdict, comment: Some(comment.clone()) });
+            }
+        }
+        self.rs.chains.insert(name.clone(), Chain { hook: None, rules });
+        name
+    }
+
+    fn conds(&mut self, r: &PolicyRule, family: Option<Family>) -> Vec<Cond> {
+        let mut conds = Vec::new();
+        if let Some(proto) = r.protocol {
+            conds.push(Cond::L4Proto { proto, negate: false });
+        }
+        if let Some(proto) = r.not_protocol {
+            conds.push(Cond::L4Proto { proto, negate: true });
+        }
+        let icmp_family = family.unwrap_or(if r.protocol == Some(58) { Family::V6 } else { Family::V4 });
+        for (m, negate) in [(r.icmp, false), (r.not_icmp, true)] {
+            if let Some(m) = m {
+                conds.push(Cond::Icmp { family: icmp_family, icmp_type: m.icmp_type, code: m.code, negate });
+            }
+        }
+        for (side, e) in [(Side::Source, &r.source), (Side::Destination, &r.destination)] {
+            if let Some(f) = family {
+                self.addr_conds(&mut conds, side, e, f);
+            }
+            for (ranges, negate) in [(&e.ports, false), (&e.not_ports, true)] {
+                if !ranges.is_empty() {
+                    conds.push(Cond::Ports { side, ranges: ranges.clone(), negate });
+                }
+            }
+        }
+        if let Some(f) = family
+            && !conds.iter().any(|c| matches!(c, Cond::Addr { .. } | Cond::Icmp { .. }))
+        {
+            conds.push(Cond::NfProto(f));
+        }
+        conds
+    }
+
+    fn addr_conds(&mut self, conds: &mut Vec<Cond>, side: Side, e: &Entity, family: Family) {
+        for (nets, negate) in [(&e.nets, false), (&e.not_nets, true)] {
+            let of_family: Vec<IpNet> = nets.iter().copied().filter(|n| net_family(n) == family).collect();
+            if !of_family.is_empty() {
+                conds.push(Cond::Addr { family, side, target: AddrMatch::Nets(of_family), negate });
+            }
+        }
+        for (set, negate) in [(&e.selector, false), (&e.not_selector, true)] {
+            if let Some(set) = set {
+                let name = self.address_set(set, family);
+                conds.push(Cond::Addr { family, side, target: AddrMatch::Set(name), negate });
+            }
+        }
+    }
+
+    fn address_set(&mut self, set: &EndpointSet, family: Family) -> String {
+        let fam = if family == Family::V4 { 4 } else { 6 };
+        let name = format!("sel{fam}-{:016x}", fnv1a(set.to_string().as_bytes()));
+        self.sets.entry(name.clone()).or_insert_with(|| (set.clone(), family));
+        name
+    }
+
+    fn fill_sets(&mut self, endpoints: &[Endpoint]) {
+        for (name, (set, family)) in &self.sets {
+            let elements = endpoints
+                .iter()
+                .filter(|ep| set.contains(ep))
+                .flat_map(|ep| ep.addrs.iter())
+                .filter(|a| addr_family(a) == *family)
+                .map(IpAddr::to_string)
+                .collect();
+            let kind = if *family == Family::V4 { SetKind::Ipv4 } else { SetKind::Ipv6 };
+            let mut comment = set.to_string();
+            truncate(&mut comment, 120);
+            self.rs.sets.insert(name.clone(), NamedSet { kind, elements, comment });
+        }
+    }
+
+    fn base_chains(&mut self, wildcard: &[(Direction, String)]) {
+        let rule = |conds: Vec<Cond>, verdict: Verdict| NftRule { conds, verdict: Some(verdict), ..NftRule::default() };
+        let established = || rule(vec![Cond::CtState(ESTABLISHED)], Verdict::Accept);
+        let vmap = |side: Side, map: &str| rule(vec![], Verdict::Vmap { side, map: map.into() });
+        let iface = |side: Side, name: &str| Cond::Ifname { side, name: name.into(), negate: false };
+        let pods = |side: Side| Cond::IfnameInSet { side, set: SET_WORKLOAD_IFACES.into() };
+        let failsafe = |proto: u8, ports: &'static [u16], comment: &str| NftRule {
+            conds: vec![Cond::DportIn { proto, ports }],
+            counter: true,
+            verdict: Some(Verdict::Accept),
+            comment: Some(comment.into()),
+            ..NftRule::default()
+        };
+        let jumps = |dir: Direction| {
+            wildcard.iter().filter(move |(d, _)| *d == dir).map(|(_, chain)| rule(vec![], Verdict::Jump(chain.clone())))
+        };
+        let chains = [
+            (
+                "forward-from-workload",
+                Hook::Forward,
+                0,
+                vec![
+                    established(),
+                    rule(vec![Cond::CtState(INVALID)], Verdict::Drop),
+                    vmap(Side::Source, MAP_WORKLOAD_FROM),
+                ],
+            ),
+            ("forward-to-workload", Hook::Forward, 1, vec![established(), vmap(Side::Destination, MAP_WORKLOAD_TO)]),
+            (
+                "input",
+                Hook::Input,
+                0,
+                [
+                    established(),
+                    vmap(Side::Source, MAP_WORKLOAD_FROM),
+                    rule(vec![pods(Side::Source)], Verdict::Accept),
+                    rule(vec![iface(Side::Source, "lo")], Verdict::Accept),
+                    failsafe(6, FAILSAFE_IN_TCP, "failsafe in tcp"),
+                    vmap(Side::Source, MAP_HOST_IN),
+                ]
+                .into_iter()
+                .chain(jumps(Direction::Ingress))
+                .collect(),
+            ),
+            (
+                "output",
+                Hook::Output,
+                0,
+                [
+                    established(),
+                    vmap(Side::Destination, MAP_WORKLOAD_TO),
+                    rule(vec![pods(Side::Destination)], Verdict::Accept),
+                    rule(vec![iface(Side::Destination, "lo")], Verdict::Accept),
+                    failsafe(17, FAILSAFE_OUT_UDP, "failsafe out udp"),
+                    failsafe(6, FAILSAFE_OUT_TCP, "failsafe out tcp"),
+                    vmap(Side::Destination, MAP_HOST_OUT),
+                ]
+                .into_iter()
+                .chain(jumps(Direction::Egress))
+                .collect(),
+            ),
+        ];
+        for (name, hook, prio, rules) in chains {
+            self.rs.chains.insert(name.into(), Chain { hook: Some((hook, prio)), rules });
+        }
+    }
+}
+
+/// The address families a rule needs a variant for; `None`: one rule that
+/// matches no address. Empty when the rule can match nothing.
+fn families(r: &PolicyRule) -> Vec<Option<Family>> {
+    let sides = [&r.source, &r.destination];
+    let addressed = sides
+        .iter()
+        .any(|e| !e.nets.is_empty() || !e.not_nets.is_empty() || e.selector.is_some() || e.not_selector.is_some());
+    let mut fams = match r.ip_version {
+        Some(4) => vec![Family::V4],
+        Some(6) => vec![Family::V6],
+        _ => vec![Family::V4, Family::V6],
+    };
+    if r.icmp.is_some() || r.not_icmp.is_some() {
+        fams.retain(|f| *f == if r.protocol == Some(58) { Family::V6 } else { Family::V4 });
+    }
+    // `nets` of one family only: the other family's packets never match.
+    fams.retain(|f| sides.iter().all(|e| e.nets.is_empty() || e.nets.iter().any(|n| net_family(n) == *f)));
+    if !addressed && r.ip_version.is_none() && !fams.is_empty() {
+        return vec![None];
+    }
+    fams.into_iter().map(Some).collect()
+}
+
+fn short(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Ingress => "in",
+        Direction::Egress => "out",
+    }
+}
+
+fn net_family(n: &IpNet) -> Family {
+    if matches!(n, IpNet::V4(_)) { Family::V4 } else { Family::V6 }
+}
+
+fn addr_family(a: &IpAddr) -> Family {
+    if a.is_ipv4() { Family::V4 } else { Family::V6 }
+}
+
+/// FNV-1a, 64 bits: a stable short name for a selector's set.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}

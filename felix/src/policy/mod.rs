@@ -1,0 +1,19 @@
+//! Network policy: Calico's NetworkPolicy and GlobalNetworkPolicy, compiled
+//! (purely) into tortie's own nftables table `inet tortie` and applied in
+//! atomic transactions.
+//!
+//! ```text
+//!  resources ──parse──▶ model (Endpoint, Policy) ──compile──▶ Ruleset ──nft──▶ JSON ──apply──▶ kernel
+//!                                                              │ diff with the last one
+//!                                                              └─▶ incremental transaction
+//! ```
+
+pub mod apply;
+pub mod compile;
+pub mod model;
+pub mod nft;
+pub mod ruleset;
+
+pub use compile::compile;
+pub use model::{Endpoint, Policy, PolicyError};
+pub use ruleset::Ruleset;

@@ -1,0 +1,314 @@
+#![allow(clippy::unwrap_used)]
+//! Policy compiled and applied to a real kernel: pods in namespaces behind a
+//! node namespace, real TCP handshakes and pings decide what passes.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tortie_felix::policy::{Endpoint, Policy, Ruleset, apply, compile, nft};
+use tortie_lab::tcp::{connects, listen};
+use tortie_lab::{Lab, Netns, Pod};
+use tortie_store::resources::{Resource, WorkloadEndpointSpec, parse_documents};
+
+/// A node namespace with pods `a`…: 198.18.0.2, .3, … behind `pa`, `pb`, ….
+struct Bed {
+    lab: Lab,
+    node: Netns,
+    peer: Netns,
+    pods: Vec<Pod>,
+}
+
+impl Bed {
+    fn new(purpose: &str, pods: usize) -> Bed {
+        let lab = Lab::new(purpose).unwrap();
+        let node = lab.netns("node").unwrap();
+        let peer = lab.netns("peer").unwrap();
+        tortie_lab::veth((&node, "eth0"), (&peer, "eth0")).unwrap();
+        node.add_addr("eth0", "192.0.2.1/24".parse().unwrap()).unwrap();
+        peer.add_addr("eth0", "192.0.2.2/24".parse().unwrap()).unwrap();
+        // Proxy ARP answers for 169.254.1.1 only with a default route.
+        node.add_route("default via 192.0.2.2").unwrap();
+        node.enable_forwarding().unwrap();
+        let mut all = vec![];
+        for i in 0..pods {
+            let name = ((b'a' + i as u8) as char).to_string();
+            let addr = Ipv4Addr::new(198, 18, 0, 2 + i as u8);
+            let pod = lab.pod(&node, &name, &format!("p{name}"), addr).unwrap();
+            node.sysctl(&format!("net.ipv4.conf.p{name}.proxy_arp"), "1").unwrap();
+            node.sysctl(&format!("net.ipv4.neigh.p{name}.proxy_delay"), "0").unwrap();
+            node.add_route(&format!("{addr}/32 dev p{name}")).unwrap();
+            all.push(pod);
+        }
+        Bed { lab, node, peer, pods: all }
+    }
+
+    /// The pods as endpoints, labelled `role=<name>` plus `extra`.
+    fn endpoints(&self, extra: &[(&str, &str, &str)]) -> Vec<Endpoint> {
+        self.pods
+            .iter()
+            .map(|p| {
+                let name = p.netns.name().rsplit('-').next().unwrap().to_string();
+                let mut labels = BTreeMap::from([("role".to_string(), name.clone())]);
+                for (who, k, v) in extra {
+                    if *who == name {
+                        labels.insert(k.to_string(), v.to_string());
+                    }
+                }
+                let spec = WorkloadEndpointSpec {
+                    node: "node".into(),
+                    interface_name: p.host_if.clone(),
+                    ip_networks: vec![format!("{}/32", p.addr).parse().unwrap()],
+                    ..Default::default()
+                };
+                Endpoint::workload("default", &name, &labels, &spec, &BTreeMap::new())
+            })
+            .collect()
+    }
+
+    fn apply(&self, tx: nft::Transaction) {
+        self.in_node(|| apply::apply(&tx)).unwrap();
+    }
+
+    fn in_node<T: Send>(&self, f: impl AsyncFnOnce() -> T + Send) -> T {
+        self.node
+            .enter(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f()))
+            .unwrap()
+    }
+
+    /// The table as `nft list` prints it (for failure messages).
+    fn dump(&self) -> String {
+        self.node.exec("nft", &["list", "table", "inet", "tortie"]).unwrap_or_else(|e| e.to_string())
+    }
+
+    fn tcp(&self, from: usize, to: usize, port: u16) -> bool {
+        let to = SocketAddr::from((self.pods[to].addr, port));
+        connects(&self.pods[from].netns, to, Duration::from_millis(700)).unwrap()
+    }
+
+    fn listen_all(&self, ports: &[u16]) -> Vec<tortie_lab::tcp::Listener> {
+        let mut all = vec![];
+        for p in &self.pods {
+            for port in ports {
+                all.push(listen(&p.netns, SocketAddr::from((p.addr, *port))).unwrap());
+            }
+        }
+        all
+    }
+}
+
+fn policies(yaml: &str) -> Vec<Policy> {
+    parse_documents(yaml)
+        .unwrap()
+        .into_iter()
+        .map(|r| match r {
+            Resource::NetworkPolicy(o) => {
+                Policy::namespaced(o.metadata.namespace.as_deref().unwrap_or("default"), &o.metadata.name, &o.spec)
+            }
+            Resource::GlobalNetworkPolicy(o) => Policy::global(&o.metadata.name, &o.spec),
+            other => panic!("not a policy: {other:?}"),
+        })
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+const ORDERED: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: pass-a}
+spec:
+  order: 5
+  selector: role == 'b'
+  ingress: [{action: Pass, source: {selector: role == 'a'}}]
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: deny-c, namespace: default}
+spec:
+  order: 10
+  selector: role == 'b'
+  ingress: [{action: Deny, source: {selector: role == 'c'}}]
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: deny-a, namespace: default}
+spec:
+  order: 15
+  selector: role == 'b'
+  ingress: [{action: Deny, source: {selector: role == 'a'}}]
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-8080, namespace: default}
+spec:
+  order: 20
+  selector: role == 'b'
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [8080]}}]
+"#;
+
+#[test]
+fn order_deny_allow_and_pass_decide_real_traffic() {
+    let bed = Bed::new("pol-order", 4);
+    let _listeners = bed.listen_all(&[8080, 9090]);
+    let (a, b, c, d) = (0, 1, 2, 3);
+    assert!(bed.tcp(c, b, 9090), "before any policy everything connects");
+    let rs = compile("node", &bed.endpoints(&[]), &policies(ORDERED));
+    bed.apply(nft::full(&rs));
+
+    assert!(bed.tcp(d, b, 8080), "allow-8080 admits d");
+    assert!(!bed.tcp(d, b, 9090), "b is selected: what no rule allows is denied");
+    assert!(!bed.tcp(c, b, 8080), "deny-c (order 10) comes before allow-8080 (order 20)");
+    assert!(bed.tcp(a, b, 9090), "pass-a skips deny-a and the default deny:\n{}", bed.dump());
+    assert!(bed.tcp(b, a, 9090), "a is selected by no policy; b has no egress policy");
+    assert!(bed.pods[a].ping(bed.pods[b].addr, 1, "0.2").is_ok(), "ping from a is passed too");
+    assert!(bed.pods[d].ping(bed.pods[b].addr, 1, "0.2").is_err(), "ping from d is denied");
+
+    let listing = bed.in_node(apply::list).unwrap().unwrap();
+    let counters = apply::counters(&listing);
+    let hits = |comment: &str| counters.iter().find(|c| c.comment == comment).map(|c| c.packets).unwrap();
+    assert!(hits("default/deny-c ingress[0]") >= 1, "{counters:?}");
+    assert!(hits("pass-a ingress[0]") >= 2, "{counters:?}");
+    assert_eq!(hits("default/deny-a ingress[0]"), 0, "passed traffic never reaches deny-a: {counters:?}");
+}
+
+const FRONT_ONLY: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: front-only, namespace: default}
+spec:
+  selector: role == 'b'
+  ingress: [{action: Allow, protocol: TCP, source: {selector: tier == 'front'}, destination: {ports: ["8000:8100"]}}]
+"#;
+
+#[test]
+fn a_label_change_moves_only_set_elements_and_the_rule_follows_the_pod() {
+    let bed = Bed::new("pol-label", 2);
+    let _listeners = bed.listen_all(&[8080]);
+    let pols = policies(FRONT_ONLY);
+    let before = compile("node", &bed.endpoints(&[]), &pols);
+    bed.apply(nft::full(&before));
+    assert!(!bed.tcp(0, 1, 8080), "a is not tier=front yet");
+    let handles = |bed: &Bed| {
+        let listing = bed.in_node(apply::list).unwrap().unwrap();
+        let rules: Vec<_> = listing["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.get("rule"))
+            .map(|r| (r["chain"].to_string(), r["handle"].as_u64().unwrap()))
+            .collect();
+        rules
+    };
+    let rules_before = handles(&bed);
+
+    let after = compile("node", &bed.endpoints(&[("a", "tier", "front")]), &pols);
+    let tx = nft::incremental(&before, &after);
+    assert!(nft::elements_only(&tx), "only set elements change: {tx:?}");
+    assert_eq!(tx.len(), 1, "one element added: {tx:?}");
+    bed.apply(tx);
+    assert!(bed.tcp(0, 1, 8080), "a is tier=front now");
+    assert_eq!(handles(&bed), rules_before, "no rule was rebuilt");
+}
+
+#[test]
+fn default_deny_starts_the_moment_a_policy_selects_a_pod_and_ends_with_it() {
+    let bed = Bed::new("pol-default", 2);
+    let _listeners = bed.listen_all(&[8080]);
+    let none = compile("node", &bed.endpoints(&[]), &[]);
+    bed.apply(nft::full(&none));
+    assert!(bed.tcp(0, 1, 8080));
+    let selected = policies(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: quiet, namespace: default}\nspec: {selector: role == 'b'}\n",
+    );
+    let some = compile("node", &bed.endpoints(&[]), &selected);
+    bed.apply(nft::incremental(&none, &some));
+    assert!(!bed.tcp(0, 1, 8080), "selected with no ingress rule: denied");
+    assert!(bed.tcp(1, 0, 8080), "the policy has no Egress type: b still connects out");
+    bed.apply(nft::incremental(&some, &none));
+    assert!(bed.tcp(0, 1, 8080), "policy gone: allowed again");
+    let listing = bed.in_node(apply::list).unwrap().unwrap();
+    assert!(!listing.to_string().contains("pol-in-default/quiet"), "its chain is gone");
+}
+
+const EGRESS: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: out, namespace: default}
+spec:
+  selector: role == 'b'
+  types: [Egress]
+  egress:
+  - {action: Allow, protocol: TCP, destination: {nets: [198.18.0.0/24], notNets: [198.18.0.4/32], notPorts: [9090]}}
+  - {action: Allow, protocol: ICMP, icmp: {type: 8}}
+"#;
+
+#[test]
+fn egress_rules_match_nets_not_nets_ports_and_icmp() {
+    let bed = Bed::new("pol-egress", 3);
+    let _listeners = bed.listen_all(&[8080, 9090]);
+    bed.apply(nft::full(&compile("node", &bed.endpoints(&[]), &policies(EGRESS))));
+    assert!(bed.tcp(1, 0, 8080), "to a: in nets, not in notNets:\n{}", bed.dump());
+    assert!(!bed.tcp(1, 0, 9090), "notPorts");
+    assert!(!bed.tcp(1, 2, 8080), "c is in notNets");
+    assert!(bed.pods[1].ping(bed.pods[2].addr, 1, "0.2").is_ok(), "echo request allowed");
+    assert!(bed.tcp(0, 1, 8080), "ingress to b is not selected");
+}
+
+const HOST_DENY_ALL: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: host-deny-all}
+spec:
+  selector: has(host-endpoint)
+  types: [Ingress, Egress]
+"#;
+
+#[test]
+fn failsafe_ports_stay_open_under_a_deny_all_host_policy() {
+    let bed = Bed::new("pol-failsafe", 1);
+    let node_addr = |port| SocketAddr::from(([192, 0, 2, 1], port));
+    let _l: Vec<_> = [22, 179, 8080].iter().map(|p| listen(&bed.node, node_addr(*p)).unwrap()).collect();
+    let hep = parse_documents(
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: node-all, labels: {host-endpoint: ''}}\nspec: {node: node, interfaceName: '*'}\n",
+    )
+    .unwrap();
+    let Resource::HostEndpoint(h) = &hep[0] else { panic!() };
+    let mut endpoints = bed.endpoints(&[]);
+    endpoints.push(Endpoint::host(&h.metadata.name, &h.metadata.labels, &h.spec));
+    bed.apply(nft::full(&compile("node", &endpoints, &policies(HOST_DENY_ALL))));
+    let t = Duration::from_millis(700);
+    assert!(connects(&bed.peer, node_addr(22), t).unwrap(), "SSH is failsafe");
+    assert!(connects(&bed.peer, node_addr(179), t).unwrap(), "BGP is failsafe");
+    assert!(!connects(&bed.peer, node_addr(8080), t).unwrap(), "everything else is denied");
+    assert!(bed.peer.exec("ping", &["-c", "1", "-W", "1", "192.0.2.1"]).is_err(), "ping is denied");
+    let _peer_listener = listen(&bed.peer, SocketAddr::from(([192, 0, 2, 2], 179))).unwrap();
+    assert!(connects(&bed.node, SocketAddr::from(([192, 0, 2, 2], 179)), t).unwrap(), "outbound BGP is failsafe");
+    assert!(bed.pods[0].ping(Ipv4Addr::new(192, 0, 2, 1), 1, "0.2").is_ok(), "pods still reach the host");
+}
+
+#[test]
+fn a_table_changed_behind_tortie_is_rebuilt() {
+    let bed = Bed::new("pol-repair", 2);
+    let _listeners = bed.listen_all(&[8080]);
+    let rs: Ruleset = compile("node", &bed.endpoints(&[]), &policies(FRONT_ONLY));
+    let stats = bed.in_node(async || {
+        let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(rs));
+        let (task, stats) = apply::spawn(rx, Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Someone flushes our endpoint chain: b's default deny is gone.
+        let out = tokio::process::Command::new("nft")
+            .args(["flush", "chain", "inet", "tortie", "wl-in-pb"])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        task.abort();
+        drop(tx);
+        stats
+    });
+    assert_eq!(stats.repairs.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(stats.full.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(!bed.tcp(0, 1, 8080), "default deny is back");
+    drop(bed.lab);
+}
