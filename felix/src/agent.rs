@@ -28,6 +28,8 @@ use tortie_store::kv::Kv;
 use tortie_store::resources::{KEY_PREFIX, Kind, Resource};
 
 use crate::calc::{self, Remote, Snapshot};
+use crate::policy::model::{NAMESPACE_PROFILE_PREFIX, PolicyName};
+use crate::policy::{Endpoint, Policy, Ruleset, apply as policy_apply};
 use crate::reconcile::{self, Desired, ReconcileStats, ReconcilerConfig};
 
 /// Agent settings.
@@ -45,6 +47,8 @@ pub struct AgentConfig {
     /// Where the userspace IPIP data plane learns which prefixes it carries
     /// to which node (when it runs).
     pub encap: Option<watch::Sender<Arc<EncapTable>>>,
+    /// How often the nftables table is compared with what was applied.
+    pub policy_check: Duration,
 }
 
 /// News from BGP.
@@ -83,6 +87,10 @@ pub struct Agent {
     pub learned: mpsc::Sender<Learned>,
     /// The reconciler's counters.
     pub stats: Arc<ReconcileStats>,
+    /// The policy table in force (latest compiled).
+    pub ruleset: watch::Receiver<Arc<Ruleset>>,
+    /// The policy data plane's counters.
+    pub policy_stats: Arc<policy_apply::PolicyStats>,
     /// The agent task (ends on a datastore failure it cannot recover from).
     pub task: tokio::task::JoinHandle<Result<(), FelixError>>,
 }
@@ -101,10 +109,19 @@ pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixEr
             }
             continue;
         }
-        let kind = [Kind::Node, Kind::IpPool, Kind::WorkloadEndpoint]
-            .into_iter()
-            .find(|k| item.key.starts_with(&k.prefix(None)));
+        let kind = [
+            Kind::Node,
+            Kind::IpPool,
+            Kind::WorkloadEndpoint,
+            Kind::NetworkPolicy,
+            Kind::GlobalNetworkPolicy,
+            Kind::HostEndpoint,
+            Kind::Profile,
+        ]
+        .into_iter()
+        .find(|k| item.key.starts_with(&k.prefix(None)));
         let Some(kind) = kind else { continue };
+        let policy = &mut s.policy;
         match Resource::from_stored(kind, &item.value, item.mod_revision) {
             Ok(Resource::Node(n)) => {
                 let address = n.spec.bgp.and_then(|b| b.ipv4_address);
@@ -116,7 +133,24 @@ pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixEr
                 }
             }
             Ok(Resource::IpPool(p)) => s.pools.push(p.spec),
-            Ok(Resource::WorkloadEndpoint(w)) => s.endpoints.push(w.spec),
+            Ok(Resource::WorkloadEndpoint(w)) => {
+                let ns = w.metadata.namespace.unwrap_or_default();
+                policy.workloads.push((ns, w.metadata.name, w.metadata.labels, w.spec.clone()));
+                s.endpoints.push(w.spec);
+            }
+            Ok(Resource::HostEndpoint(h)) => {
+                policy.hosts.push(Endpoint::host(&h.metadata.name, &h.metadata.labels, &h.spec))
+            }
+            Ok(Resource::Profile(p)) => {
+                if let Some(ns) = p.metadata.name.strip_prefix(NAMESPACE_PROFILE_PREFIX) {
+                    policy.namespaces.insert(ns.to_string(), p.spec.labels_to_apply);
+                }
+            }
+            Ok(Resource::NetworkPolicy(p)) => {
+                let ns = p.metadata.namespace.unwrap_or_default();
+                policy.policies.push(Policy::namespaced(&ns, &p.metadata.name, &p.spec));
+            }
+            Ok(Resource::GlobalNetworkPolicy(p)) => policy.policies.push(Policy::global(&p.metadata.name, &p.spec)),
             Ok(_) => {}
             Err(e) => skip(e.to_string()),
         }
@@ -137,6 +171,11 @@ struct State {
     /// Prefixes that left the tunnel: their node and when they left.
     encap_retired: BTreeMap<ipnet::Ipv4Net, (std::net::Ipv4Addr, std::time::Instant)>,
     encap_current: BTreeMap<ipnet::Ipv4Net, std::net::Ipv4Addr>,
+    /// The policies in force: a policy that stops parsing keeps its last
+    /// good version, so nothing already enforced is disturbed.
+    enforced: BTreeMap<PolicyName, Policy>,
+    /// Policy errors last reported (each is logged once).
+    policy_errors: Vec<String>,
 }
 
 impl State {
@@ -154,6 +193,31 @@ impl State {
             }
             Learned::Converged => {}
         }
+    }
+
+    fn ruleset(&mut self) -> Ruleset {
+        let mut current = BTreeMap::new();
+        let mut errors = Vec::new();
+        for parsed in &self.snapshot.policy.policies {
+            match parsed {
+                Ok(p) => {
+                    current.insert(p.name.clone(), p.clone());
+                }
+                Err(e) => {
+                    if let Some(old) = self.enforced.get(&e.policy) {
+                        current.insert(e.policy.clone(), old.clone());
+                    }
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        for e in errors.iter().filter(|e| !self.policy_errors.contains(e)) {
+            tracing::error!(error = %e, "policy cannot be enforced; its previous version (if any) stays in force");
+        }
+        self.policy_errors = errors;
+        self.enforced = current;
+        let policies: Vec<Policy> = self.enforced.values().cloned().collect();
+        crate::policy::compile(&self.config.node, &self.snapshot.policy.endpoints(), &policies)
     }
 
     fn desired(&mut self) -> (Desired, BTreeSet<IpNet>) {
@@ -205,7 +269,11 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
         keep_learned: true,
         encap_retired: BTreeMap::new(),
         encap_current: BTreeMap::new(),
+        enforced: BTreeMap::new(),
+        policy_errors: Vec::new(),
     };
+    let (ruleset_tx, ruleset_rx) = watch::channel(Arc::new(state.ruleset()));
+    let (_policy_task, policy_stats) = policy_apply::spawn(ruleset_rx.clone(), state.config.policy_check);
     let (desired, originate) = state.desired();
     let (desired_tx, desired_rx) = watch::channel(Arc::new(desired));
     let (originate_tx, originate_rx) = watch::channel(originate);
@@ -215,6 +283,7 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
         let mut watch = kv.watch("/calico/", revision + 1).await?;
         let relearned = tokio::time::sleep(state.config.relearn_limit);
         tokio::pin!(relearned);
+        let mut policy_dirty = false;
         loop {
             tokio::select! {
                 events = watch.next() => match events {
@@ -223,6 +292,7 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                         if !relevant { continue }
                         let (snapshot, rev) = load(&kv, &state.config.node).await?;
                         state.snapshot = snapshot;
+                        policy_dirty = true;
                         tracing::debug!(revision = rev, "datastore changed; recalculated");
                     }
                     Some(Err(e)) => {
@@ -230,6 +300,7 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                         tracing::warn!(error = %e, "datastore watch lost; reloading");
                         let (snapshot, rev) = load(&kv, &state.config.node).await?;
                         state.snapshot = snapshot;
+                        policy_dirty = true;
                         watch = kv.watch("/calico/", rev + 1).await?;
                     }
                     None => return Ok(()),
@@ -246,6 +317,16 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
             // Batch what is already queued before recalculating.
             while let Ok(news) = learned_rx.try_recv() {
                 state.learn(news);
+            }
+            if std::mem::take(&mut policy_dirty) {
+                let ruleset = state.ruleset();
+                ruleset_tx.send_if_modified(|r| {
+                    let changed = **r != ruleset;
+                    if changed {
+                        *r = Arc::new(ruleset);
+                    }
+                    changed
+                });
             }
             let (desired, originate) = state.desired();
             desired_tx.send_if_modified(|d| {
@@ -264,5 +345,12 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
             });
         }
     });
-    Ok(Agent { originate: originate_rx, learned: learned_tx, stats: reconciler.stats, task })
+    Ok(Agent {
+        originate: originate_rx,
+        learned: learned_tx,
+        stats: reconciler.stats,
+        ruleset: ruleset_rx,
+        policy_stats,
+        task,
+    })
 }

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub pools: Vec<IpPoolSpec>,
     /// Every node's IPv4 address (the IPIP data plane accepts only these).
     pub nodes: Vec<std::net::Ipv4Addr>,
+    /// What network policy reads.
+    pub policy: crate::policy::model::Records,
 }
 
 /// This node's desired local state.
@@ -180,6 +182,7 @@ mod tests {
             ],
             pools: vec![pool("198.18.0.0/16", EncapMode::Never, true), pool("198.19.0.0/16", EncapMode::Never, false)],
             nodes: Vec::new(),
+            policy: Default::default(),
         }
     }
 

@@ -28,7 +28,8 @@ use tortie_store::resources::Action;
 
 use super::model::{Direction, Endpoint, EndpointKind, EndpointSet, Entity, Policy, PolicyRule};
 use super::ruleset::{
-    AddrMatch, Chain, Cond, EndpointPolicies, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset, SetKind, Side, Verdict,
+    AddrMatch, Applied, Chain, Cond, EndpointPolicies, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset, SetKind, Side,
+    Verdict,
 };
 
 /// The mark bit a Pass rule sets for its endpoint chain to see (Calico
@@ -77,8 +78,8 @@ pub fn compile(node: &str, endpoints: &[Endpoint], policies: &[Policy]) -> Rules
         let mut shown = EndpointPolicies {
             endpoint: ep.name.clone(),
             interface: ep.interface.clone(),
-            ingress: vec![],
-            egress: vec![],
+            ingress: None,
+            egress: None,
         };
         for dir in [Direction::Ingress, Direction::Egress] {
             let applied: Vec<&Policy> =
@@ -89,10 +90,11 @@ pub fn compile(node: &str, endpoints: &[Endpoint], policies: &[Policy]) -> Rules
                 continue;
             }
             let chain = c.endpoint_chain(ep, dir, &applied);
-            let names = applied.iter().map(|p| p.name.to_string()).collect();
+            let policies = applied.iter().map(|p| p.name.to_string()).collect();
+            let view = Some(Applied { chain: chain.clone(), policies });
             match dir {
-                Direction::Ingress => shown.ingress = names,
-                Direction::Egress => shown.egress = names,
+                Direction::Ingress => shown.ingress = view,
+                Direction::Egress => shown.egress = view,
             }
             let map = match (ep.kind, dir) {
                 (EndpointKind::Workload, Direction::Ingress) => MAP_WORKLOAD_TO,
@@ -158,7 +160,7 @@ impl Compiler {
 
     /// The policy's chain for `dir` (compiled once, shared by endpoints).
     fn policy_chain(&mut self, p: &Policy, dir: Direction) -> String {
-        let name = format!("pol-{}-{}", short(dir), p.name);
+        let name = policy_chain_name(dir, &p.name);
         if self.rs.chains.contains_key(&name) {
             return name;
         }
@@ -340,6 +342,11 @@ fn families(r: &PolicyRule) -> Vec<Option<Family>> {
         return vec![None];
     }
     fams.into_iter().map(Some).collect()
+}
+
+/// The chain of a policy's rules for one direction.
+pub fn policy_chain_name(dir: Direction, policy: &impl std::fmt::Display) -> String {
+    format!("pol-{}-{policy}", short(dir))
 }
 
 fn short(dir: Direction) -> &'static str {

@@ -13,6 +13,7 @@ pub mod compile;
 pub mod model;
 pub mod nft;
 pub mod ruleset;
+pub mod show;
 
 pub use compile::compile;
 pub use model::{Endpoint, Policy, PolicyError};

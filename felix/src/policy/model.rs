@@ -263,7 +263,7 @@ pub struct Policy {
 #[error("policy {policy}: {field}: {why}")]
 pub struct PolicyError {
     /// The policy.
-    pub policy: String,
+    pub policy: PolicyName,
     /// The field path.
     pub field: String,
     /// What is wrong.
@@ -333,7 +333,7 @@ struct Parse<'a> {
 
 impl Parse<'_> {
     fn error(&self, field: &str, why: impl fmt::Display) -> PolicyError {
-        PolicyError { policy: self.policy.to_string(), field: field.into(), why: why.to_string() }
+        PolicyError { policy: self.policy.clone(), field: field.into(), why: why.to_string() }
     }
 
     fn selector(&self, field: &str, text: Option<&str>) -> Result<Selector, PolicyError> {
@@ -441,5 +441,33 @@ fn protocol_number(p: &Protocol) -> Option<u8> {
             "UDPLite" => Some(136),
             _ => None,
         },
+    }
+}
+
+/// Policy inputs as read from the datastore, before endpoints get their
+/// namespace labels.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Records {
+    /// Workload endpoints: namespace, name, labels, spec.
+    pub workloads: Vec<(String, String, Labels, WorkloadEndpointSpec)>,
+    /// Host endpoints.
+    pub hosts: Vec<Endpoint>,
+    /// Namespace labels, from the `kns.<namespace>` profiles.
+    pub namespaces: BTreeMap<String, Labels>,
+    /// Policies, each parsed or the reason it cannot be enforced.
+    pub policies: Vec<Result<Policy, PolicyError>>,
+}
+
+/// The profile name prefix Calico uses for a namespace's labels.
+pub const NAMESPACE_PROFILE_PREFIX: &str = "kns.";
+
+impl Records {
+    /// Every endpoint, workloads with their namespace's labels.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let none = Labels::new();
+        let workloads = self.workloads.iter().map(|(ns, name, labels, spec)| {
+            Endpoint::workload(ns, name, labels, spec, self.namespaces.get(ns).unwrap_or(&none))
+        });
+        workloads.chain(self.hosts.iter().cloned()).collect()
     }
 }

@@ -196,6 +196,15 @@ pub struct Chain {
     pub rules: Vec<NftRule>,
 }
 
+/// The chain and policies that apply to an endpoint in one direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The endpoint's chain.
+    pub chain: String,
+    /// Policies, in order.
+    pub policies: Vec<String>,
+}
+
 /// What applies to one local endpoint (for `tortie policy show`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointPolicies {
@@ -203,10 +212,10 @@ pub struct EndpointPolicies {
     pub endpoint: String,
     /// Its interface.
     pub interface: String,
-    /// Policies for ingress, in order (empty: not selected, all allowed).
-    pub ingress: Vec<String>,
-    /// Policies for egress, in order.
-    pub egress: Vec<String>,
+    /// Ingress (`None`: no policy selects it, all allowed).
+    pub ingress: Option<Applied>,
+    /// Egress.
+    pub egress: Option<Applied>,
 }
 
 /// The whole table.

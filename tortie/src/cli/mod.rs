@@ -1,6 +1,7 @@
 //! The command line: global options and the subcommands.
 
 mod ipam;
+mod policy;
 mod resources;
 pub mod status;
 
@@ -45,6 +46,15 @@ enum Command {
     /// A dedicated route reflector.
     #[command(subcommand)]
     Reflector(ReflectorCommand),
+    /// Network policy on this node.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// What applies to this node's endpoints, rule by rule, with packet counters.
+    Show(policy::ShowArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,5 +104,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lab(LabCommand::Up(args)) => crate::lab::up(args).await,
         Command::Lab(LabCommand::Down) => crate::lab::down().await,
         Command::Reflector(ReflectorCommand::Run(args)) => node::run_reflector(open().await?, args).await,
+        Command::Policy(PolicyCommand::Show(args)) => policy::show(args).await,
     }
 }

@@ -68,7 +68,7 @@ pub async fn fetch(run_dir: &Path) -> anyhow::Result<Status> {
 }
 
 /// GETs `path` from the daemon's socket; the body of a 200 answer.
-async fn get(run_dir: &Path, path: &str) -> anyhow::Result<String> {
+pub(crate) async fn get(run_dir: &Path, path: &str) -> anyhow::Result<String> {
     let socket = socket_path(run_dir);
     let mut stream = tokio::net::UnixStream::connect(&socket)
         .await

@@ -148,6 +148,8 @@ pub struct ApiState {
     pub plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
     /// The datastore (for the IPAM summary).
     pub kv: tortie_store::Datastore,
+    /// The policy table in force (nodes only; a reflector has none).
+    pub ruleset: Option<watch::Receiver<Arc<tortie_felix::policy::Ruleset>>>,
 }
 
 /// `GET /ipam`: address usage of the pools, and of this node's blocks.
@@ -328,6 +330,26 @@ async fn routes(Shared(s): Shared<ApiState>, QueryParams(p): QueryParams<RoutesP
     Json(views.into_iter().map(route).collect())
 }
 
+#[derive(Deserialize)]
+struct PolicyParams {
+    endpoint: Option<String>,
+}
+
+/// `GET /policy[?endpoint=E]`: what applies to the local endpoints, with counters.
+async fn policy(
+    Shared(s): Shared<ApiState>,
+    QueryParams(p): QueryParams<PolicyParams>,
+) -> Result<Json<Vec<tortie_felix::policy::show::EndpointView>>, (axum::http::StatusCode, String)> {
+    use tortie_felix::policy::{apply, show};
+    let Some(ruleset) = &s.ruleset else {
+        return Err((axum::http::StatusCode::NOT_FOUND, "this daemon has no data plane (a route reflector)".into()));
+    };
+    let ruleset = ruleset.borrow().clone();
+    let listing = apply::list().await.map_err(|e| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let counters = listing.as_ref().map(apply::counters).unwrap_or_default();
+    Ok(Json(show::views(&ruleset, &counters, p.endpoint.as_deref())))
+}
+
 /// The socket path in `run_dir`.
 pub fn socket_path(run_dir: &Path) -> PathBuf {
     run_dir.join(SOCKET)
@@ -351,6 +373,7 @@ pub async fn serve(run_dir: &Path, state: ApiState, metrics: super::metrics::Met
             .route("/peers", get(peers))
             .route("/routes", get(routes))
             .route("/ipam", get(ipam))
+            .route("/policy", get(policy))
             .with_state(state)
             .merge(
                 Router::new()

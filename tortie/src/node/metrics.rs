@@ -54,6 +54,8 @@ pub struct MetricsState {
     pub api: ApiState,
     /// The route reconciler (absent on a dedicated reflector).
     pub reconcile: Option<Arc<ReconcileStats>>,
+    /// The policy data plane (absent on a dedicated reflector).
+    pub policy: Option<Arc<tortie_felix::policy::apply::PolicyStats>>,
     /// The userspace IPIP data plane, when it runs.
     pub ipip: Option<Arc<Counters>>,
 }
@@ -98,6 +100,20 @@ pub async fn render(state: &MetricsState) -> String {
     r.register("bgp_prefixes_advertised", "Prefixes advertised to the peer", advertised);
     r.register("bgp_updates_received", "UPDATE messages received", updates_in);
     r.register("bgp_updates_sent", "UPDATE messages sent", updates_out);
+    if let Some(s) = &state.policy {
+        counter(&mut r, "policy_full_applies", "Whole-table nftables transactions", &s.full);
+        counter(&mut r, "policy_incremental_applies", "Incremental nftables transactions", &s.incremental);
+        counter(
+            &mut r,
+            "policy_element_only_applies",
+            "Transactions that changed only set/map elements",
+            &s.elements_only,
+        );
+        counter(&mut r, "policy_repairs", "Rebuilds after the table was changed outside tortie", &s.repairs);
+        counter(&mut r, "policy_apply_failures", "nftables transactions that failed", &s.failures);
+        let last = s.last_apply_us.load(Ordering::Relaxed) as i64;
+        gauge(&mut r, "policy_last_apply_microseconds", "Duration of the last nftables transaction", last);
+    }
     if let Some(s) = &state.reconcile {
         counter(&mut r, "route_reconcile_passes", "Route reconcile passes", &s.passes);
         counter(&mut r, "route_changes", "Kernel route changes applied", &s.changes);

@@ -75,6 +75,18 @@ pub struct RunArgs {
     /// MTU of the node's network; tunnelled pods get 20 bytes less.
     #[arg(long, default_value_t = 1500)]
     underlay_mtu: u16,
+    /// How often the policy table in nftables is checked (and repaired if
+    /// someone changed it), seconds.
+    #[arg(long, default_value_t = 30)]
+    policy_check: u64,
+}
+
+/// The data plane settings of `tortie node run`.
+struct Dataplane {
+    resync: u64,
+    relearn: u64,
+    underlay_mtu: u16,
+    policy_check: u64,
 }
 
 /// `tortie reflector run`: a dedicated route reflector, no data plane.
@@ -142,7 +154,13 @@ async fn register(
 
 /// Runs the node daemon until SIGTERM or SIGINT.
 pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
-    serve(kv, args.common, Some((args.route_resync, args.relearn_limit, args.underlay_mtu)), None, Vec::new()).await
+    let dataplane = Dataplane {
+        resync: args.route_resync,
+        relearn: args.relearn_limit,
+        underlay_mtu: args.underlay_mtu,
+        policy_check: args.policy_check,
+    };
+    serve(kv, args.common, Some(dataplane), None, Vec::new()).await
 }
 
 /// Runs a dedicated route reflector until SIGTERM or SIGINT: the speaker,
@@ -151,12 +169,12 @@ pub async fn run_reflector(kv: Datastore, args: ReflectorArgs) -> anyhow::Result
     serve(kv, args.common, None, Some(args.cluster_id), args.listen_range).await
 }
 
-/// The daemon: `dataplane` (resync, relearn limit, underlay MTU) for a node,
+/// The daemon: `dataplane` settings for a node,
 /// none for a dedicated reflector with `cluster_id`.
 async fn serve(
     kv: Datastore,
     args: CommonArgs,
-    dataplane: Option<(u64, u64, u16)>,
+    dataplane: Option<Dataplane>,
     cluster_id: Option<std::net::Ipv4Addr>,
     listen_ranges: Vec<IpNet>,
 ) -> anyhow::Result<()> {
@@ -168,7 +186,7 @@ async fn serve(
     };
     register(&kv, &args.name, address, cluster_id).await?;
     let (mut ipip, mut felix) = (None, None);
-    if let Some((resync, relearn, underlay_mtu)) = dataplane {
+    if let Some(Dataplane { resync, relearn, underlay_mtu, policy_check }) = dataplane {
         let tunnel_address = tunnel::ensure(&kv, &args.name).await?;
         let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
         // IPIP runs while a pool asks for it (the node then holds a tunnel address).
@@ -184,6 +202,7 @@ async fn serve(
             tunnel: ipip.as_ref().map(|t| t.device().to_string()),
             relearn_limit: Duration::from_secs(relearn),
             encap: ipip.is_some().then_some(encap_tx),
+            policy_check: Duration::from_secs(policy_check.max(1)),
         };
         felix = Some(agent::start(kv.clone(), config).await.context("starting felix")?);
     }
@@ -224,12 +243,14 @@ async fn serve(
         statuses: speaker.peers.clone(),
         plan,
         kv: kv.clone(),
+        ruleset: felix.as_ref().map(|f| f.ruleset.clone()),
     };
     tokio::spawn(summary::publish(kv.clone(), api_state.clone()));
     let metrics_state = metrics::MetricsState {
         cni: Arc::default(),
         api: api_state.clone(),
         reconcile: felix.as_ref().map(|f| f.stats.clone()),
+        policy: felix.as_ref().map(|f| f.policy_stats.clone()),
         ipip: match &ipip {
             Some(tortie_ipip::Tunnel::Userspace(u)) => Some(u.counters.clone()),
             _ => None,
