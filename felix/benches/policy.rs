@@ -20,7 +20,8 @@ const POLICIES: usize = 200;
 
 /// Endpoint `i`: labels app=app{i%50}, role=r{i%20}; the first two are the real pods.
 fn endpoint(i: usize, iface: &str, addr: Ipv4Addr, role: usize) -> Endpoint {
-    let labels = BTreeMap::from([("app".to_string(), format!("app{}", i % 50)), ("role".to_string(), format!("r{role}"))]);
+    let labels =
+        BTreeMap::from([("app".to_string(), format!("app{}", i % 50)), ("role".to_string(), format!("r{role}"))]);
     let spec = WorkloadEndpointSpec {
         node: "node".into(),
         interface_name: iface.into(),
@@ -36,7 +37,12 @@ fn endpoints(n: usize, pods: &[Pod]) -> Vec<Endpoint> {
     (0..n)
         .map(|i| match pods.get(i) {
             Some(p) => endpoint(0, &p.host_if, p.addr, 0),
-            None => endpoint(i, &format!("cali{i:08x}"), Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 16, 0)) + i as u32), i % 20),
+            None => endpoint(
+                i,
+                &format!("cali{i:08x}"),
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 16, 0)) + i as u32),
+                i % 20,
+            ),
         })
         .collect()
 }
@@ -123,7 +129,11 @@ fn main() {
     let incremental = t.elapsed();
     assert!(nft::elements_only(&inc), "a label change is a set-element update");
 
-    println!("policy at scale: 1000 endpoints x {POLICIES} policies ({} chains, {rules} rules, {} sets)", rs.chains.len(), rs.sets.len());
+    println!(
+        "policy at scale: 1000 endpoints x {POLICIES} policies ({} chains, {rules} rules, {} sets)",
+        rs.chains.len(),
+        rs.sets.len()
+    );
     println!("  compile                          {:>8.1} ms", compile_time.as_secs_f64() * 1e3);
     println!("  first full apply (nft -j -f -)   {:>8.1} ms", full_apply.as_secs_f64() * 1e3);
     println!(
@@ -140,16 +150,14 @@ fn main() {
         if n == 0 {
             in_ns(&node, apply::remove).unwrap();
         } else {
-            in_ns(&node, async || apply::apply(&nft::full(&compile("node", &endpoints(n, &pods), &pols))).await.unwrap());
+            in_ns(&node, async || {
+                apply::apply(&nft::full(&compile("node", &endpoints(n, &pods), &pols))).await.unwrap()
+            });
         }
         let (p, g) = (ping_us(&pods[0], &pods[1]), iperf_gbps(&pods[0], &pods[1]));
         let label = if n == 0 { "no table".to_string() } else { n.to_string() };
         println!("  {label:<22} {p:>12.1} {g:>14.2}");
         rows.push((p, g));
     }
-    println!(
-        "  1000 vs 10: ping {:.2}x, throughput {:.2}x",
-        rows[2].0 / rows[1].0,
-        rows[2].1 / rows[1].1
-    );
+    println!("  1000 vs 10: ping {:.2}x, throughput {:.2}x", rows[2].0 / rows[1].0, rows[2].1 / rows[1].1);
 }

@@ -379,3 +379,149 @@ pub(crate) fn truncate(s: &mut String, max: usize) {
         s.truncate(end);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tortie_store::resources::{GlobalNetworkPolicySpec, NetworkPolicySpec, WorkloadEndpointSpec, parse_documents};
+
+    use super::*;
+    use crate::policy::model::{Endpoint, Policy};
+
+    fn pod(
+        ns: &str,
+        name: &str,
+        node: &str,
+        ip: &str,
+        labels: &[(&str, &str)],
+        ns_labels: &[(&str, &str)],
+    ) -> Endpoint {
+        let map =
+            |l: &[(&str, &str)]| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let spec = WorkloadEndpointSpec {
+            node: node.into(),
+            interface_name: format!("cali{name}"),
+            ip_networks: vec![format!("{ip}/32").parse().unwrap()],
+            ..Default::default()
+        };
+        Endpoint::workload(ns, name, &map(labels), &spec, &map(ns_labels))
+    }
+
+    fn parse(yaml: &str) -> Vec<Policy> {
+        parse_documents(yaml)
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                tortie_store::resources::Resource::NetworkPolicy(o) => {
+                    Policy::namespaced(o.metadata.namespace.as_deref().unwrap(), &o.metadata.name, &o.spec).unwrap()
+                }
+                tortie_store::resources::Resource::GlobalNetworkPolicy(o) => {
+                    Policy::global(&o.metadata.name, &o.spec).unwrap()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn jumps(rs: &Ruleset, chain: &str) -> Vec<String> {
+        rs.chains[chain]
+            .rules
+            .iter()
+            .filter_map(|r| match &r.verdict {
+                Some(Verdict::Jump(c)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn policies_apply_in_order_then_name_and_absent_order_is_last() {
+        let p = |name: &str, order: Option<f64>| Policy {
+            order,
+            ..Policy::namespaced("default", name, &NetworkPolicySpec { types: vec![], ..Default::default() }).unwrap()
+        };
+        let mut policies = vec![p("z", None), p("b", Some(10.0)), p("a", Some(10.0)), p("c", Some(1.5))];
+        for x in &mut policies {
+            x.ingress = Some(vec![]);
+        }
+        let rs = compile("n1", &[pod("default", "web", "n1", "198.18.0.1", &[], &[])], &policies);
+        assert_eq!(
+            jumps(&rs, "wl-in-caliweb"),
+            ["pol-in-default/c", "pol-in-default/a", "pol-in-default/b", "pol-in-default/z"]
+        );
+        assert_eq!(rs.maps[MAP_WORKLOAD_TO]["caliweb"], "wl-in-caliweb");
+        assert!(rs.maps[MAP_WORKLOAD_FROM].is_empty(), "no Egress type: no egress chain");
+    }
+
+    #[test]
+    fn only_this_nodes_endpoints_get_chains_but_sets_hold_every_nodes_addresses() {
+        let policies = parse(
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\nspec:\n  selector: all()\n  ingress: [{action: Allow, source: {selector: role == 'x'}}]\n",
+        );
+        let eps = [
+            pod("default", "a", "n1", "198.18.0.1", &[("role", "x")], &[]),
+            pod("default", "b", "n2", "198.18.0.65", &[("role", "x")], &[]),
+            pod("other", "c", "n2", "198.18.0.66", &[("role", "x")], &[]),
+        ];
+        let rs = compile("n1", &eps, &policies);
+        assert!(rs.chains.contains_key("wl-in-calia") && !rs.chains.contains_key("wl-in-calib"));
+        let v4: Vec<_> = rs.sets.values().filter(|s| s.kind == SetKind::Ipv4).collect();
+        assert_eq!(v4.len(), 1);
+        let want: Vec<String> = vec!["198.18.0.1".into(), "198.18.0.65".into()];
+        assert_eq!(
+            v4[0].elements.iter().cloned().collect::<Vec<_>>(),
+            want,
+            "a NetworkPolicy's selector stays in its namespace"
+        );
+    }
+
+    #[test]
+    fn namespace_selectors_match_the_namespace_profile_labels() {
+        let policies = parse(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec:\n  namespaceSelector: team == 'blue'\n  ingress: [{action: Allow, source: {namespaceSelector: projectcalico.org/name == 'ops'}}]\n",
+        );
+        let eps = [
+            pod("blue-ns", "a", "n1", "198.18.0.1", &[], &[("team", "blue")]),
+            pod("red-ns", "b", "n1", "198.18.0.2", &[], &[("team", "red")]),
+            pod("ops", "c", "n2", "198.18.0.65", &[], &[]),
+        ];
+        let rs = compile("n1", &eps, &policies);
+        assert!(rs.maps[MAP_WORKLOAD_TO].contains_key("calia") && !rs.maps[MAP_WORKLOAD_TO].contains_key("calib"));
+        let members: Vec<_> =
+            rs.sets.values().filter(|s| s.kind == SetKind::Ipv4).flat_map(|s| s.elements.iter()).collect();
+        assert_eq!(members, ["198.18.0.65"]);
+    }
+
+    #[test]
+    fn rules_split_by_address_family_only_when_they_match_addresses() {
+        let rule = |yaml: &str| {
+            let spec: GlobalNetworkPolicySpec = gnp_spec(yaml);
+            let p = Policy::global("g", &spec).unwrap();
+            families(&p.ingress.unwrap()[0])
+        };
+        assert_eq!(rule("{ingress: [{action: Allow, protocol: TCP}]}"), [None]);
+        assert_eq!(rule("{ingress: [{action: Allow, source: {nets: [198.18.0.0/16]}}]}"), [Some(Family::V4)]);
+        assert_eq!(
+            rule("{ingress: [{action: Allow, source: {selector: all()}}]}"),
+            [Some(Family::V4), Some(Family::V6)]
+        );
+        // ICMPv6 with no address: one rule; `icmpv6 type` itself implies IPv6.
+        assert_eq!(rule("{ingress: [{action: Allow, protocol: ICMPv6, icmp: {type: 128}}]}"), [None]);
+        assert_eq!(
+            rule("{ingress: [{action: Allow, ipVersion: 6, source: {nets: [198.18.0.0/16]}}]}"),
+            Vec::<Option<Family>>::new()
+        );
+    }
+
+    /// A GlobalNetworkPolicy spec from YAML flow text, with Calico's defaults.
+    fn gnp_spec(spec: &str) -> GlobalNetworkPolicySpec {
+        let doc = format!(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec: {spec}\n"
+        );
+        match parse_documents(&doc).unwrap().remove(0) {
+            tortie_store::resources::Resource::GlobalNetworkPolicy(o) => o.spec,
+            _ => unreachable!(),
+        }
+    }
+}
