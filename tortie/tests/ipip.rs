@@ -116,7 +116,8 @@ fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_nati
     std::thread::sleep(Duration::from_millis(500));
     let out = a.netns.exec("iperf3", &["-c", "198.18.0.129", "-n", "20M", "-J"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["end"]["sum_sent"]["bytes"].as_f64().unwrap() as u64, 20 * 1024 * 1024, "{out}");
+    // iperf3 stops at the first whole buffer past `-n`: at least 20 MiB.
+    assert!(v["end"]["sum_sent"]["bytes"].as_f64().unwrap() as u64 >= 20 * 1024 * 1024, "{out}");
     // The receiver's tally is taken when the sender stops; most of it has arrived by then.
     assert!(v["end"]["sum_received"]["bytes"].as_f64().unwrap() > 0.8 * 20.0 * 1024.0 * 1024.0, "{out}");
     drop(server);

@@ -77,30 +77,34 @@ fn policy_follows_labels_across_nodes_is_shown_and_a_bad_policy_changes_nothing(
     let table = c.tortie(&["policy", "show", "--run-dir", run_dir], "");
     assert!(table.contains("default/db (tortiedb)") && table.contains("egress: no policy selects it"), "{table}");
 
-    // A bad port range is refused with the policy and field named; what is
-    // enforced stays as it was.
+    // A bad port range or selector is refused with the policy and field
+    // named; what is enforced stays as it was.
     let before = c.nodes[0].exec("nft", &["-j", "list", "table", "inet", "tortie"]).unwrap();
-    let bad = DB_POLICY.replace("ports: [5432]", "ports: ['6000:5000']");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tortie"))
-        .args(["apply", "-f", "-"])
-        .env("TORTIE_DATASTORE", &c.url)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(bad.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let refused = |yaml: String| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tortie"))
+            .args(["apply", "-f", "-"])
+            .env("TORTIE_DATASTORE", &c.url)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(yaml.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(DB_POLICY.replace("ports: [5432]", "ports: ['6000:5000']"));
     assert!(
         err.contains("NetworkPolicy db")
             && err.contains("ingress[0].destination.ports[0]")
             && err.contains("6000:5000"),
         "{err}"
     );
+    let err = refused(DB_POLICY.replace("selector: app == 'db'", "selector: app == "));
+    assert!(err.contains("NetworkPolicy db") && err.contains("selector"), "{err}");
     std::thread::sleep(Duration::from_secs(1));
     let after = c.nodes[0].exec("nft", &["-j", "list", "table", "inet", "tortie"]).unwrap();
     let strip =

@@ -168,14 +168,13 @@ impl Compiler {
         for (i, r) in p.rules(dir).unwrap_or_default().iter().enumerate() {
             let comment = format!("{} {}[{i}]", p.name, dir.as_str());
             for family in families(r) {
-                let mut conds = self.conds(r, family);
+                let conds = self.conds(r, family);
                 let (mark, verdict, log) = match r.action {
                     Action::Allow => (None, Some(Verdict::Accept), None),
                     Action::Deny => (None, Some(Verdict::Drop), None),
                     Action::Pass => (Some(MarkOp::Set(PASS_MARK)), Some(Verdict::Return), None),
                     Action::Log => (None, None, Some(format!("tortie {comment}: "))),
                 };
-                conds.shrink_to_fit();
                 rules.push(NftRule { conds, counter: true, log, mark, verdict, comment: Some(comment.clone()) });
             }
         }
@@ -257,7 +256,7 @@ impl Compiler {
         let rule = |conds: Vec<Cond>, verdict: Verdict| NftRule { conds, verdict: Some(verdict), ..NftRule::default() };
         let established = || rule(vec![Cond::CtState(ESTABLISHED)], Verdict::Accept);
         let vmap = |side: Side, map: &str| rule(vec![], Verdict::Vmap { side, map: map.into() });
-        let iface = |side: Side, name: &str| Cond::Ifname { side, name: name.into(), negate: false };
+        let iface = |side: Side, name: &str| Cond::Ifname { side, name: name.into() };
         let pods = |side: Side| Cond::IfnameInSet { side, set: SET_WORKLOAD_IFACES.into() };
         let failsafe = |proto: u8, ports: &'static [u16], comment: &str| NftRule {
             conds: vec![Cond::DportIn { proto, ports }],

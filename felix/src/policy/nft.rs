@@ -256,7 +256,7 @@ fn cond(c: &Cond) -> Statement<'static> {
             Expression::Named(NamedExpression::CT(expr::CT { key: Cow::Borrowed("state"), family: None, dir: None })),
             Expression::List(states.iter().map(|s| Expression::String(Cow::Borrowed(*s))).collect()),
         ),
-        Cond::Ifname { side, name, negate } => m(meta(ifname(*side)), str_expr(name), *negate),
+        Cond::Ifname { side, name } => m(meta(ifname(*side)), str_expr(name), false),
         Cond::IfnameInSet { side, set } => m(meta(ifname(*side)), str_expr(&format!("@{set}")), false),
         Cond::Addr { family, side, target, negate } => {
             let proto = if *family == Family::V4 { "ip" } else { "ip6" };

@@ -63,14 +63,12 @@ pub enum AddrMatch {
 pub enum Cond {
     /// `ct state { … }`.
     CtState(&'static [&'static str]),
-    /// `iifname`/`oifname` `==` (or `!=`) a name.
+    /// `iifname`/`oifname` `==` a name.
     Ifname {
         /// Which interface.
         side: Side,
         /// The name.
         name: String,
-        /// `!=`.
-        negate: bool,
     },
     /// `iifname`/`oifname` in a named set.
     IfnameInSet {
