@@ -9,6 +9,7 @@
 //! Must not: know about pods, netlink or the datastore. Callers hand it
 //! prefixes to originate and read best paths back.
 
+mod graceful;
 pub mod packet;
 pub mod rib;
 pub mod session;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::graceful::{Deferral, PeerState, Stale, forwarding_preserved};
 use crate::packet::{
     Context, Family, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode,
 };
@@ -90,6 +91,14 @@ pub enum SpeakerCommand {
     Originate(IpNet, PathAttrs),
     /// Stop originating a prefix.
     Withdraw(IpNet),
+    /// This speaker restarted with its forwarding state preserved (RFC 4724
+    /// §4.1): sessions it opens set the Restart State bit, and nothing is
+    /// advertised until every peer has sent End-of-RIB or `deferral` ends;
+    /// then each peer gets the table and End-of-RIB.
+    Restarted {
+        /// The selection deferral limit.
+        deferral: Duration,
+    },
 }
 
 /// A dynamic-neighbour range: a peer connecting from inside it gets the
@@ -155,6 +164,11 @@ pub struct SpeakerStats {
     pub group_updates_encoded: AtomicU64,
     /// Copies of them written to group members.
     pub group_updates_sent: AtomicU64,
+    /// Restarted peers whose stale routes went at once: their new OPEN did
+    /// not say forwarding state was preserved (RFC 4724 §4.2).
+    pub stale_flushed_without_forwarding: AtomicU64,
+    /// Route-selection deferrals ended (RFC 4724 §4.1), by End-of-RIB or timer.
+    pub deferrals_ended: AtomicU64,
 }
 
 /// Peers that get identical UPDATEs: same export rules and policy, same
@@ -173,20 +187,16 @@ const BUFFER: usize = 1024;
 enum Internal {
     /// A gracefully restarting peer's stale routes are due (RFC 4724 §4.2).
     StaleTimeout { peer: String, epoch: u64 },
-}
-
-/// Routes of a gracefully restarting peer, kept until it refreshes them.
-#[derive(Default)]
-struct Stale {
-    prefixes: HashSet<IpNet>,
-    /// Tells an old timer from the current one.
-    epoch: u64,
+    /// The selection deferral limit (RFC 4724 §4.1).
+    DeferralOver,
 }
 
 struct Speaker {
     rib: LocRib,
     listener: Option<Listener>,
     stale: HashMap<String, Stale>,
+    /// While this speaker restarts: advertising waits (RFC 4724 §4.1).
+    deferral: Option<Deferral>,
     internal_tx: mpsc::Sender<Internal>,
     neighbors: HashMap<String, (Neighbor, PeerHandle)>,
     up: HashSet<String>,
@@ -223,6 +233,7 @@ pub fn spawn(
         rib: LocRib::new(max_paths),
         listener,
         stale: HashMap::new(),
+        deferral: None,
         internal_tx,
         neighbors: HashMap::new(),
         up: HashSet::new(),
@@ -246,12 +257,15 @@ pub fn spawn(
                 },
                 Some(event) = events_rx.recv() => speaker.peer_event(event).await,
                 Some((stream, from)) = dynamic_rx.recv() => speaker.dynamic_peer(stream, from).await,
-                Some(Internal::StaleTimeout { peer, epoch }) = internal_rx.recv() => {
-                    if speaker.stale.get(&peer).is_some_and(|s| s.epoch == epoch) {
-                        tracing::info!(peer, "graceful restart time over: stale routes removed");
-                        speaker.sweep_stale(&peer).await;
+                Some(internal) = internal_rx.recv() => match internal {
+                    Internal::StaleTimeout { peer, epoch } => {
+                        if speaker.stale.get(&peer).is_some_and(|s| s.epoch == epoch) {
+                            tracing::info!(peer, "graceful restart time over: stale routes removed");
+                            speaker.sweep_stale(&peer).await;
+                        }
                     }
-                }
+                    Internal::DeferralOver => speaker.end_deferral("the selection deferral limit passed").await,
+                },
             }
         }
     });
@@ -338,15 +352,62 @@ impl Speaker {
                 let change = self.rib.withdraw(&None, prefix);
                 self.propagate(change.into_iter().collect()).await;
             }
+            SpeakerCommand::Restarted { deferral } => {
+                tracing::info!(
+                    ?deferral,
+                    "restarted with forwarding state preserved: advertising waits for the peers' End-of-RIB"
+                );
+                self.deferral = Some(Deferral::default());
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(deferral).await;
+                    let _ = tx.send(Internal::DeferralOver).await;
+                });
+            }
+        }
+    }
+
+    /// Ends the selection deferral when every peer is in (or `why` says the
+    /// wait is over anyway): each up peer gets the table and End-of-RIB.
+    async fn check_deferral(&mut self) {
+        let Some(deferral) = &self.deferral else { return };
+        let peers = self.neighbors.iter().filter(|(name, _)| !self.dynamic.contains(*name)).map(|(name, (_, h))| {
+            let graceful = h.status.borrow().negotiated.as_ref().is_some_and(|n| n.peer_graceful_restart.is_some());
+            PeerState { name, up: self.up.contains(name), graceful }
+        });
+        if deferral.done(peers) {
+            self.end_deferral("every peer sent End-of-RIB").await;
+        }
+    }
+
+    async fn end_deferral(&mut self, why: &str) {
+        if self.deferral.take().is_none() {
+            return;
+        }
+        self.stats.deferrals_ended.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(why, routes = self.rib.best_paths().count(), "route selection deferral over: advertising");
+        let up: Vec<String> = self.up.iter().cloned().collect();
+        for peer in up {
+            self.send_table(&peer, false).await;
         }
     }
 
     async fn peer_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Up { peer, .. } => {
+            PeerEvent::Up { peer, negotiated } => {
                 self.over_limit.remove(&peer);
                 self.up.insert(peer.clone());
-                self.send_table(&peer, false).await;
+                if self.stale.contains_key(&peer) && !forwarding_preserved(negotiated.peer_graceful_restart.as_ref()) {
+                    // RFC 4724 §4.2: the peer lost its forwarding state; its stale routes are void.
+                    tracing::info!(peer, "peer restarted without its forwarding state: stale routes removed");
+                    self.stats.stale_flushed_without_forwarding.fetch_add(1, Ordering::Relaxed);
+                    self.sweep_stale(&peer).await;
+                }
+                if self.deferral.is_some() {
+                    self.check_deferral().await;
+                } else {
+                    self.send_table(&peer, false).await;
+                }
             }
             PeerEvent::Down { peer, graceful: Some(restart_time), .. } => {
                 // RFC 4724 §4.2: keep the routes, stale, while the peer restarts.
@@ -392,6 +453,10 @@ impl Speaker {
                 if end_of_rib && self.stale.contains_key(&peer) {
                     // RFC 4724 §4.2: what the peer did not re-announce by End-of-RIB is gone.
                     self.sweep_stale(&peer).await;
+                }
+                if end_of_rib && let Some(d) = &mut self.deferral {
+                    d.end_of_rib.insert(peer.clone());
+                    self.check_deferral().await;
                 }
                 self.check_limit(&peer).await;
             }
@@ -502,7 +567,13 @@ impl Speaker {
 
     /// Sends `peer` every best path it may have, then End-of-RIB; with
     /// `withdraw_rest`, withdraws the prefixes it may no longer have.
-    async fn add_neighbor(&mut self, n: Neighbor) {
+    async fn add_neighbor(&mut self, mut n: Neighbor) {
+        if self.deferral.is_some()
+            && let Some(gr) = &mut n.session.local.graceful_restart
+        {
+            // RFC 4724 §3: the Restart State bit, while this speaker restarts.
+            gr.restarted = true;
+        }
         let handle = peer::spawn(n.session.clone(), self.events_tx.clone());
         if let Some(listener) = &self.listener
             && let Err(e) = listener.add_peer(n.session.remote.ip(), &n.session.socket, handle.commands.clone())
@@ -630,7 +701,9 @@ impl Speaker {
         let sources: HashSet<&str> = changes.iter().filter_map(|c| c.paths.first()?.0.as_deref()).collect();
         let mut groups: HashMap<GroupKey, Vec<String>> = HashMap::new();
         let mut alone = Vec::new();
-        for name in &self.up {
+        // While selection is deferred, peers get the whole table at its end.
+        let deferring = self.deferral.is_some();
+        for name in self.up.iter().filter(|_| !deferring) {
             let Some((neighbor, handle)) = self.neighbors.get(name) else { continue };
             let tx = handle.status.borrow().negotiated.as_ref().map(|n| n.tx());
             match tx {

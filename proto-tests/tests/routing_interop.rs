@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,25 @@ struct Tortie {
 
 impl Tortie {
     fn start(ns: &Netns, neighbors: Vec<Neighbor>, originate: Vec<(ipnet::IpNet, PathAttrs)>) -> Tortie {
+        Tortie::start_with(ns, neighbors, originate, None)
+    }
+
+    /// A speaker that restarted with its forwarding state (RFC 4724 §4.1).
+    fn start_restarted(
+        ns: &Netns,
+        neighbors: Vec<Neighbor>,
+        originate: Vec<(ipnet::IpNet, PathAttrs)>,
+        deferral: Duration,
+    ) -> Tortie {
+        Tortie::start_with(ns, neighbors, originate, Some(deferral))
+    }
+
+    fn start_with(
+        ns: &Netns,
+        neighbors: Vec<Neighbor>,
+        originate: Vec<(ipnet::IpNet, PathAttrs)>,
+        deferral: Option<Duration>,
+    ) -> Tortie {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (handles_tx, handles_rx) = std::sync::mpsc::channel();
         let ns = ns.clone();
@@ -46,6 +66,9 @@ impl Tortie {
                     tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
                     let listen = Some("0.0.0.0:179".parse().unwrap());
                     let speaker = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx, listen).unwrap();
+                    if let Some(deferral) = deferral {
+                        speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.unwrap();
+                    }
                     for (prefix, attrs) in originate {
                         speaker.commands.send(SpeakerCommand::Originate(prefix, attrs)).await.unwrap();
                     }
@@ -261,7 +284,6 @@ fn a_peer_past_its_prefix_limit_is_stopped_with_cease_6_1_and_restarted() {
 
 #[test]
 fn an_update_group_gets_each_update_encoded_once() {
-    use std::sync::atomic::Ordering;
     // tortie and three BIRDs of AS 65003 on one switch: same export rules, one update group.
     let lab = Lab::new("update_group").unwrap();
     let sw = lab.bridge("sw").unwrap();
@@ -311,20 +333,21 @@ fn an_update_group_gets_each_update_encoded_once() {
 fn bird_gr_config(routes: &[&str]) -> String {
     let statics: String = routes.iter().map(|r| format!("route {r} blackhole; ")).collect();
     format!(
-        "router id 192.0.2.2;\nprotocol device {{ }}\nprotocol static announce4 {{ ipv4; {statics}}}\n\
+        "router id 192.0.2.2;\ngraceful restart wait 10;\nprotocol device {{ }}\nprotocol static announce4 {{ ipv4; {statics}}}\n\
          protocol bgp tortie {{\n  local as 65002; neighbor 192.0.2.1 as 65001;\n  ipv4 {{ import all; export where source = RTS_STATIC; }};\n  \
          connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 9; keepalive time 3;\n  graceful restart on;\n}}\n"
     )
 }
 
-#[test]
-fn a_restarting_peer_keeps_its_routes_until_end_of_rib_then_the_rest_is_swept() {
+/// tortie (receiving speaker, GR capable) between BIRD (GR on, routes
+/// `198.18.10.0/24` and `198.18.11.0/24`) and FRR; BIRD is SIGKILLed while
+/// FRR is polled, then `restart` brings BIRD back with only the first route.
+fn bird_restarts(restart: impl FnOnce(&Netns, &str) -> Bird) -> (Arc<SpeakerStats>, Vec<String>) {
     use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
     let lab = Lab::new("graceful").unwrap();
     let (a, b, c) = line_of_three(&lab);
     let frr = frr_monitor(&c);
     let bird = Bird::start_with_config(&b, "bird", &bird_gr_config(&["198.18.10.0/24", "198.18.11.0/24"])).unwrap();
-    // tortie advertises graceful restart (as a receiving speaker).
     let mut to_bird = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
     to_bird.session.local.graceful_restart = Some(GracefulRestart {
         restarted: false,
@@ -332,7 +355,7 @@ fn a_restarting_peer_keeps_its_routes_until_end_of_rib_then_the_rest_is_swept() 
         restart_time: 120,
         families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: false }],
     });
-    let _tortie = Tortie::start(&a, vec![to_bird, neighbor("frr", "198.51.100.2", "198.51.100.1", 65003)], vec![]);
+    let tortie = Tortie::start(&a, vec![to_bird, neighbor("frr", "198.51.100.2", "198.51.100.1", 65003)], vec![]);
     frr.wait_route(net("198.18.10.0/24"), UP).unwrap();
     frr.wait_route(net("198.18.11.0/24"), UP).unwrap();
 
@@ -348,11 +371,15 @@ fn a_restarting_peer_keeps_its_routes_until_end_of_rib_then_the_rest_is_swept() 
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(bird);
-    // BIRD comes back with only one of the two: after its End-of-RIB the other is swept.
-    let _bird = Bird::start_with_config(&b, "bird2", &bird_gr_config(&["198.18.10.0/24"])).unwrap();
+    let _bird = restart(&b, &bird_gr_config(&["198.18.10.0/24"]));
+    // Until the unrefreshed route is swept, note every time FRR lacked the refreshed one.
+    let mut gaps = Vec::new();
     wait_for("the unrefreshed route to be swept", UP, || {
         let routes = frr.routes()?;
         let has = |p: &str| routes.iter().any(|r| r.prefix == net(p));
+        if !has("198.18.10.0/24") {
+            gaps.push(format!("{routes:?}"));
+        }
         Ok(if has("198.18.10.0/24") && !has("198.18.11.0/24") {
             Check::Done(())
         } else {
@@ -360,4 +387,57 @@ fn a_restarting_peer_keeps_its_routes_until_end_of_rib_then_the_rest_is_swept() 
         })
     })
     .unwrap();
+    (tortie.stats.clone(), gaps)
+}
+
+#[test]
+fn a_restarting_peer_keeps_its_routes_until_end_of_rib_then_the_rest_is_swept() {
+    // `bird -R`: BIRD's new OPEN sets the F bit (forwarding state kept).
+    let (stats, gaps) = bird_restarts(|ns, config| Bird::start_recovering(ns, "bird2", config).unwrap());
+    assert_eq!(stats.stale_flushed_without_forwarding.load(Ordering::Relaxed), 0);
+    assert!(gaps.is_empty(), "the re-announced route never left FRR: {gaps:?}");
+}
+
+#[test]
+fn a_peer_back_without_its_forwarding_state_loses_its_stale_routes_at_once() {
+    // A plain start: BIRD's new OPEN has the F bit clear (RFC 4724 §4.2).
+    let (stats, _) = bird_restarts(|ns, config| Bird::start_with_config(ns, "bird2", config).unwrap());
+    assert_eq!(stats.stale_flushed_without_forwarding.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_restarted_speaker_advertises_only_after_its_peers_end_of_rib_or_the_deferral_limit() {
+    let lab = Lab::new("deferral").unwrap();
+    let (a, b, _c) = line_of_three(&lab);
+    let bird = Bird::start_with_config(&b, "bird", &bird_gr_config(&["198.18.10.0/24"])).unwrap();
+    let mine = (net("198.18.20.0/24"), PathAttrs::default());
+    // Two configured peers, one of which never comes up: the deferral runs to its limit.
+    let down = neighbor("absent", "198.51.100.9", "198.51.100.1", 65009);
+    let tortie = Tortie::start_restarted(
+        &a,
+        vec![neighbor("bird", "192.0.2.2", "192.0.2.1", 65002), down],
+        vec![mine.clone()],
+        Duration::from_secs(6),
+    );
+    let started = std::time::Instant::now();
+    bird.wait_route(net("198.18.20.0/24"), UP).unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "advertised before the deferral ended: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(tortie.stats.deferrals_ended.load(Ordering::Relaxed), 1);
+    drop(tortie);
+    drop(bird);
+
+    // Every peer up and its End-of-RIB in: no need to wait for the limit.
+    let bird = Bird::start_with_config(&b, "bird-b", &bird_gr_config(&["198.18.10.0/24"])).unwrap();
+    let tortie = Tortie::start_restarted(
+        &a,
+        vec![neighbor("bird", "192.0.2.2", "192.0.2.1", 65002)],
+        vec![mine],
+        Duration::from_secs(300),
+    );
+    bird.wait_route(net("198.18.20.0/24"), UP).unwrap();
+    assert_eq!(tortie.stats.deferrals_ended.load(Ordering::Relaxed), 1);
 }

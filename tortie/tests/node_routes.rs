@@ -112,6 +112,10 @@ fn a_daemon_killed_and_restarted_under_a_running_ping_loses_no_packet() {
         assert!(out.contains("400 received") && out.contains(" 0% packet loss"), "{out}");
         wait_routes(&c.nodes[0], &all_a, &d1);
         assert!(b.ping(addr("198.18.0.1"), 2, "0.2").unwrap().contains(" 0% packet loss"));
+        // RFC 4724 §4.1: it knew it restarted and waited for its peer's End-of-RIB.
+        let log = d1.log();
+        assert!(log.contains("graceful restart") && log.contains("route selection deferral over"), "{log}");
+        assert!(log.contains("every peer sent End-of-RIB"), "{log}");
     });
 }
 

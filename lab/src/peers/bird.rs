@@ -53,13 +53,26 @@ impl Bird {
     /// Starts BIRD in `ns` with the config text the test wrote; `name`
     /// names its directory, socket and log.
     pub fn start_with_config(ns: &Netns, name: &str, config: &str) -> Result<Bird> {
+        Bird::spawn(ns, name, config, &[])
+    }
+
+    /// Like `start_with_config`, in graceful-restart recovery (`bird -R`):
+    /// BIRD's OPENs then say it restarted with its forwarding state kept.
+    pub fn start_recovering(ns: &Netns, name: &str, config: &str) -> Result<Bird> {
+        Bird::spawn(ns, name, config, &["-R"])
+    }
+
+    fn spawn(ns: &Netns, name: &str, config: &str, extra: &[&str]) -> Result<Bird> {
         cmd::require("bird", "bird2")?;
         let conf = ns.dir().join(format!("{name}.conf"));
         let ctl = ns.dir().join(format!("{name}.ctl"));
         write_config(&conf, config)?;
         let conf_arg = conf.display().to_string();
         cmd::run("bird", &["-p", "-c", &conf_arg])?;
-        let daemon = ns.spawn(name, "bird", &["-f", "-c", &conf_arg, "-s", &ctl.display().to_string()], &[])?;
+        let ctl_arg = ctl.display().to_string();
+        let args: Vec<&str> =
+            ["-f", "-c", &conf_arg, "-s", &ctl_arg].into_iter().chain(extra.iter().copied()).collect();
+        let daemon = ns.spawn(name, "bird", &args, &[])?;
         let bird = Bird { daemon, ctl };
         wait_for(&format!("{name} control socket"), START_TIMEOUT, || {
             let status = bird.birdc(&["show", "status"])?;

@@ -186,7 +186,19 @@ async fn serve(
     };
     register(&kv, &args.name, address, cluster_id).await?;
     let (mut ipip, mut felix) = (None, None);
+    // RFC 4724 §4.1: routes of ours already in the kernel mean this daemon
+    // restarted with its forwarding state preserved.
+    let mut restarted = None;
     if let Some(Dataplane { resync, relearn, underlay_mtu, policy_check }) = dataplane {
+        let kept = tortie_felix::netlink::Netlink::open().and_then(|mut nl| nl.routes()).map(|r| r.len());
+        match kept {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(routes = n, "restarting with routes in the kernel: graceful restart");
+                restarted = Some(Duration::from_secs(relearn));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the kernel's routes; starting as new"),
+        }
         let tunnel_address = tunnel::ensure(&kv, &args.name).await?;
         let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
         // IPIP runs while a pool asks for it (the node then holds a tunnel address).
@@ -211,6 +223,9 @@ async fn serve(
     let listen = SocketAddr::new(IpAddr::V4(address.addr()), 179);
     let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, Some(listen))
         .with_context(|| format!("starting the BGP speaker on {listen}"))?;
+    if let Some(deferral) = restarted {
+        speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
+    }
     let (planned_tx, planned_rx) = watch::channel(None);
     match &felix {
         Some(f) => {
