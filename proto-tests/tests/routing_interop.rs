@@ -441,3 +441,48 @@ fn a_restarted_speaker_advertises_only_after_its_peers_end_of_rib_or_the_deferra
     bird.wait_route(net("198.18.20.0/24"), UP).unwrap();
     assert_eq!(tortie.stats.deferrals_ended.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn bird_keeps_a_restarting_tortie_s_routes_the_whole_time() {
+    use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
+    let lab = Lab::new("gr-tortie").unwrap();
+    let (a, b, _c) = line_of_three(&lab);
+    let bird = Bird::start_with_config(&b, "bird", &bird_gr_config(&[])).unwrap();
+    // tortie restarts with its kernel routes kept: the F bit is set.
+    let to_bird = || {
+        let mut n = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
+        n.session.local.graceful_restart = Some(GracefulRestart {
+            restarted: false,
+            notification: false,
+            restart_time: 120,
+            families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: true }],
+        });
+        n
+    };
+    let mine = (net("198.18.30.0/24"), PathAttrs::default());
+    let tortie = Tortie::start(&a, vec![to_bird()], vec![mine.clone()]);
+    bird.wait_route(net("198.18.30.0/24"), UP).unwrap();
+    let present = || bird.routes().unwrap().iter().any(|r| r.prefix == net("198.18.30.0/24"));
+
+    // Killed: its sockets close with no NOTIFICATION.
+    drop(tortie);
+    for _ in 0..10 {
+        assert!(present(), "BIRD dropped the route of a gracefully restarting peer");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tortie = Tortie::start_restarted(&a, vec![to_bird()], vec![mine], Duration::from_secs(60));
+    wait_for("the restarted speaker to finish its deferral", UP, || {
+        assert!(present(), "the route left BIRD during the restart");
+        Ok(if tortie.stats.deferrals_ended.load(Ordering::Relaxed) == 1 {
+            Check::Done(())
+        } else {
+            Check::Pending("deferring".into())
+        })
+    })
+    .unwrap();
+    for _ in 0..10 {
+        assert!(present(), "BIRD dropped the route after tortie's End-of-RIB");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(tortie.status("bird").state, State::Established);
+}
