@@ -58,6 +58,11 @@ pub struct Neighbor {
     pub export_policy: Option<Policy>,
     /// Prefix limit.
     pub max_prefix: Option<MaxPrefix>,
+    /// Soft reconfiguration inbound: keep the routes as received (before
+    /// the import policy) so a new import policy is applied to them at once,
+    /// without asking the peer to resend (needed for peers without route
+    /// refresh; costs the memory of the pre-policy view).
+    pub soft_reconfiguration_inbound: bool,
 }
 
 /// What the speaker is told to do.
@@ -197,6 +202,8 @@ struct Speaker {
     stale: HashMap<String, Stale>,
     /// While this speaker restarts: advertising waits (RFC 4724 §4.1).
     deferral: Option<Deferral>,
+    /// Pre-policy Adj-RIB-In of peers with soft reconfiguration inbound.
+    received: HashMap<String, HashMap<IpNet, Arc<PathAttrs>>>,
     internal_tx: mpsc::Sender<Internal>,
     neighbors: HashMap<String, (Neighbor, PeerHandle)>,
     up: HashSet<String>,
@@ -234,6 +241,7 @@ pub fn spawn(
         listener,
         stale: HashMap::new(),
         deferral: None,
+        received: HashMap::new(),
         internal_tx,
         neighbors: HashMap::new(),
         up: HashSet::new(),
@@ -297,7 +305,13 @@ impl Speaker {
                 neighbor.import_policy = import;
                 neighbor.export_policy = export;
                 let refresh = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.route_refresh);
-                if import_changed && refresh {
+                if import_changed && neighbor.soft_reconfiguration_inbound {
+                    // The routes as received, judged again by the new import policy.
+                    let kept = self.received.get(&peer).cloned().unwrap_or_default();
+                    tracing::info!(peer, routes = kept.len(), "import policy changed: re-importing the stored routes");
+                    let changes = self.import(&peer, kept.into_iter().map(|(prefix, attrs)| (prefix, Some(attrs))));
+                    self.propagate(changes).await;
+                } else if import_changed && refresh {
                     // RFC 2918: the peer resends its routes; the new import policy judges them.
                     let ask = RouteRefresh { family: Family::IPV4_UNICAST, subtype: RefreshSubtype::Request };
                     let _ = handle.commands.send(PeerCommand::Send(Box::new(Message::RouteRefresh(ask)))).await;
@@ -435,6 +449,7 @@ impl Speaker {
             PeerEvent::Down { peer, .. } => {
                 self.up.remove(&peer);
                 self.stale.remove(&peer);
+                self.received.remove(&peer);
                 let changes = self.rib.peer_down(&key(&peer));
                 self.propagate(changes).await;
             }
@@ -475,8 +490,32 @@ impl Speaker {
         }
     }
 
-    /// Applies an UPDATE from `peer` to the RIB.
+    /// Applies an UPDATE from `peer` to the RIB (keeping it as received
+    /// first, with soft reconfiguration inbound).
     fn learn(&mut self, peer: &str, update: Update) -> Vec<BestChange> {
+        let Some((neighbor, _)) = self.neighbors.get(peer) else { return Vec::new() };
+        let attrs = update.attrs;
+        if neighbor.soft_reconfiguration_inbound {
+            let kept = self.received.entry(peer.to_string()).or_default();
+            for n in &update.withdrawn {
+                kept.remove(&n.prefix);
+            }
+            for n in &update.nlri {
+                match &attrs {
+                    Some(a) => kept.insert(n.prefix, a.clone()),
+                    None => kept.remove(&n.prefix),
+                };
+            }
+        }
+        let withdrawn = update.withdrawn.iter().map(|n| (n.prefix, None));
+        // Without attributes (treat-as-withdraw) the NLRI count for nothing.
+        let announced = update.nlri.iter().filter(|_| attrs.is_some()).map(|n| (n.prefix, attrs.clone()));
+        self.import(peer, withdrawn.chain(announced).collect::<Vec<_>>().into_iter())
+    }
+
+    /// Puts routes from `peer` (attributes, or `None` for a withdrawal)
+    /// through loop detection and the import policy into the RIB.
+    fn import(&mut self, peer: &str, routes: impl Iterator<Item = (IpNet, Option<Arc<PathAttrs>>)>) -> Vec<BestChange> {
         let Some((neighbor, handle)) = self.neighbors.get(peer) else { return Vec::new() };
         let from = key(peer);
         let ibgp = neighbor.export.is_ibgp();
@@ -486,30 +525,30 @@ impl Speaker {
         let (peer_addr, local_as, policy) =
             (neighbor.session.remote.ip(), neighbor.export.local_as, neighbor.import_policy.clone());
         let mut changes = Vec::new();
-        for n in &update.withdrawn {
-            changes.extend(self.rib.withdraw(&from, n.prefix));
-        }
-        let Some(attrs) = update.attrs else { return changes };
-        // RFC 4271 §9.1.2: a path through our own AS is a loop, as good as withdrawn;
-        // RFC 4456 §8: so is one that names us as ORIGINATOR_ID or (for a
-        // reflector) carries our CLUSTER_ID.
-        let looped = attrs.as_path.as_ref().is_some_and(|p| p.asns().any(|a| a == local_as))
-            || attrs.originator_id == Some(self.router_id)
-            || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
-        for n in &update.nlri {
+        for (prefix, attrs) in routes {
+            let Some(attrs) = attrs else {
+                changes.extend(self.rib.withdraw(&from, prefix));
+                continue;
+            };
+            // RFC 4271 §9.1.2: a path through our own AS is a loop, as good as withdrawn;
+            // RFC 4456 §8: so is one that names us as ORIGINATOR_ID or (for a
+            // reflector) carries our CLUSTER_ID.
+            let looped = attrs.as_path.as_ref().is_some_and(|p| p.asns().any(|a| a == local_as))
+                || attrs.originator_id == Some(self.router_id)
+                || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
             let accepted = match &policy {
                 _ if looped => None,
-                Some(p) => p.apply(&n.prefix, &attrs, peer_type).map(Arc::new),
+                Some(p) => p.apply(&prefix, &attrs, peer_type).map(Arc::new),
                 // RFC 8212: nothing from an eBGP peer without an import policy.
-                None if ibgp => Some(attrs.clone()),
+                None if ibgp => Some(attrs),
                 None => None,
             };
             match accepted {
                 Some(attrs) => {
                     let path = Path { attrs, origination, peer_addr, peer_id, reachable: true };
-                    changes.extend(self.rib.announce(&from, n.prefix, path));
+                    changes.extend(self.rib.announce(&from, prefix, path));
                 }
-                None => changes.extend(self.rib.withdraw(&from, n.prefix)),
+                None => changes.extend(self.rib.withdraw(&from, prefix)),
             }
         }
         changes
@@ -518,6 +557,9 @@ impl Speaker {
     /// Removes a restarting peer's routes it did not refresh.
     async fn sweep_stale(&mut self, peer: &str) {
         let Some(stale) = self.stale.remove(peer) else { return };
+        if let Some(kept) = self.received.get_mut(peer) {
+            kept.retain(|p, _| !stale.prefixes.contains(p));
+        }
         let from = key(peer);
         let changes: Vec<BestChange> = stale.prefixes.into_iter().filter_map(|p| self.rib.withdraw(&from, p)).collect();
         self.propagate(changes).await;
@@ -597,6 +639,7 @@ impl Speaker {
         self.statuses.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
         self.up.remove(&name);
         self.stale.remove(&name);
+        self.received.remove(&name);
         self.over_limit.remove(&name);
         tracing::info!(peer = name, "neighbour removed");
         let changes = self.rib.peer_down(&key(&name));

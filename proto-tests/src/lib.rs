@@ -93,5 +93,6 @@ pub fn tortie_neighbor(
         import_policy: Some(Policy::accept_all()),
         export_policy: Some(Policy::accept_all()),
         max_prefix: None,
+        soft_reconfiguration_inbound: false,
     }
 }

@@ -486,3 +486,35 @@ fn bird_keeps_a_restarting_tortie_s_routes_the_whole_time() {
     }
     assert_eq!(tortie.status("bird").state, State::Established);
 }
+
+#[test]
+fn soft_reconfiguration_inbound_applies_a_new_import_policy_to_a_peer_that_cannot_refresh() {
+    let lab = Lab::new("soft-in").unwrap();
+    let (a, b, c) = line_of_three(&lab);
+    let frr = frr_monitor(&c);
+    let config = bird_gr_config(&["198.18.10.0/24", "198.18.11.0/24"])
+        .replace("graceful restart on;", "graceful restart off; enable route refresh off;");
+    let bird = Bird::start_with_config(&b, "bird", &config).unwrap();
+    let mut to_bird = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
+    to_bird.soft_reconfiguration_inbound = true;
+    let reject_11 = Policy {
+        rules: vec![Rule { cidr: Some((MatchOperator::Equal, net("198.18.11.0/24"))), ..Rule::any(Verdict::Reject) }],
+    };
+    to_bird.import_policy = Some(reject_11);
+    let tortie = Tortie::start(&a, vec![to_bird, neighbor("frr", "198.51.100.2", "198.51.100.1", 65003)], vec![]);
+    frr.wait_route(net("198.18.10.0/24"), UP).unwrap();
+    assert!(!frr.routes().unwrap().iter().any(|r| r.prefix == net("198.18.11.0/24")), "rejected on import");
+    let negotiated = tortie.status("bird").negotiated.unwrap();
+    assert!(!negotiated.route_refresh, "BIRD was told not to offer route refresh");
+    let up_since = tortie.status("bird").since;
+
+    tortie.command(SpeakerCommand::SetPolicies {
+        peer: "bird".into(),
+        import: Some(Policy::accept_all()),
+        export: Some(Policy::accept_all()),
+    });
+    frr.wait_route(net("198.18.11.0/24"), UP).unwrap();
+    let now = tortie.status("bird");
+    assert_eq!((now.state, now.since), (State::Established, up_since), "the session was not reset");
+    assert!(bird.protocol("tortie").unwrap().info.contains("Established"));
+}
