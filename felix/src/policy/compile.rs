@@ -127,7 +127,8 @@ impl Compiler {
     /// default. Returns the chain's name.
     fn endpoint_chain(&mut self, ep: &Endpoint, dir: Direction, applied: &[&Policy]) -> String {
         let kind = if ep.kind == EndpointKind::Workload { "wl" } else { "host" };
-        let name = format!("{kind}-{}-{}", short(dir), if ep.interface == "*" { &ep.name } else { &ep.interface });
+        let name =
+            bounded(format!("{kind}-{}-{}", short(dir), if ep.interface == "*" { &ep.name } else { &ep.interface }));
         let profile = if ep.profile_allows { Verdict::Accept } else { Verdict::Drop };
         let mut rules = Vec::new();
         if !applied.is_empty() {
@@ -140,7 +141,7 @@ impl Compiler {
                 conds: vec![Cond::MarkSet(PASS_MARK)],
                 mark: Some(MarkOp::Clear(PASS_MARK)),
                 verdict: Some(profile.clone()),
-                comment: Some(format!("{}: passed by {}", ep.name, p.name)),
+                comment: Some(comment(format!("{}: passed by {}", ep.name, p.name))),
                 ..NftRule::default()
             });
         }
@@ -151,7 +152,7 @@ impl Compiler {
         rules.push(NftRule {
             counter: true,
             verdict: Some(last),
-            comment: Some(format!("{} {} {why}", ep.name, dir.as_str())),
+            comment: Some(comment(format!("{} {} {why}", ep.name, dir.as_str()))),
             ..NftRule::default()
         });
         self.rs.chains.insert(name.clone(), Chain { hook: None, rules });
@@ -166,14 +167,19 @@ impl Compiler {
         }
         let mut rules = Vec::new();
         for (i, r) in p.rules(dir).unwrap_or_default().iter().enumerate() {
-            let comment = format!("{} {}[{i}]", p.name, dir.as_str());
+            let comment = comment(format!("{} {}[{i}]", p.name, dir.as_str()));
             for family in families(r) {
                 let conds = self.conds(r, family);
                 let (mark, verdict, log) = match r.action {
                     Action::Allow => (None, Some(Verdict::Accept), None),
                     Action::Deny => (None, Some(Verdict::Drop), None),
                     Action::Pass => (Some(MarkOp::Set(PASS_MARK)), Some(Verdict::Return), None),
-                    Action::Log => (None, None, Some(format!("tortie {comment}: "))),
+                    Action::Log => {
+                        // The kernel keeps 127 octets of a log prefix.
+                        let mut prefix = format!("tortie {comment}: ");
+                        truncate(&mut prefix, 127);
+                        (None, None, Some(prefix))
+                    }
                 };
                 rules.push(NftRule { conds, counter: true, log, mark, verdict, comment: Some(comment.clone()) });
             }
@@ -345,7 +351,30 @@ fn families(r: &PolicyRule) -> Vec<Option<Family>> {
 
 /// The chain of a policy's rules for one direction.
 pub fn policy_chain_name(dir: Direction, policy: &impl std::fmt::Display) -> String {
-    format!("pol-{}-{policy}", short(dir))
+    bounded(format!("pol-{}-{policy}", short(dir)))
+}
+
+/// nft keeps at most 128 octets of a comment: longer ones are cut here, so
+/// the compiled comment is the one the kernel lists.
+const COMMENT_MAX: usize = 128;
+/// Chain names are kept well inside the kernel's 256-octet limit.
+const NAME_MAX: usize = 200;
+
+fn comment(mut s: String) -> String {
+    truncate(&mut s, COMMENT_MAX);
+    s
+}
+
+/// A chain name that fits: a long one keeps its start and gets a hash of
+/// the whole so two long names never collide.
+fn bounded(name: String) -> String {
+    if name.len() <= NAME_MAX {
+        return name;
+    }
+    let hash = fnv1a(name.as_bytes());
+    let mut head = name;
+    truncate(&mut head, NAME_MAX - 17);
+    format!("{head}-{hash:016x}")
 }
 
 fn short(dir: Direction) -> &'static str {
@@ -511,6 +540,19 @@ mod tests {
             rule("{ingress: [{action: Allow, ipVersion: 6, source: {nets: [198.18.0.0/16]}}]}"),
             Vec::<Option<Family>>::new()
         );
+    }
+
+    #[test]
+    fn long_names_fit_the_kernels_limits_and_stay_distinct() {
+        let long = |c: char| format!("{}", c.to_string().repeat(240));
+        let (a, b) = (
+            policy_chain_name(Direction::Ingress, &long('a')),
+            policy_chain_name(Direction::Ingress, &format!("{}b", long('a'))),
+        );
+        assert!(a.len() <= NAME_MAX && b.len() <= NAME_MAX);
+        assert_ne!(a, b);
+        assert_eq!(policy_chain_name(Direction::Egress, &"ns/p"), "pol-out-ns/p", "short names stay readable");
+        assert_eq!(comment("x".repeat(300)).len(), COMMENT_MAX);
     }
 
     /// A GlobalNetworkPolicy spec from YAML flow text, with Calico's defaults.
