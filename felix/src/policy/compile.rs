@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn long_names_fit_the_kernels_limits_and_stay_distinct() {
-        let long = |c: char| format!("{}", c.to_string().repeat(240));
+        let long = |c: char| c.to_string().repeat(240);
         let (a, b) = (
             policy_chain_name(Direction::Ingress, &long('a')),
             policy_chain_name(Direction::Ingress, &format!("{}b", long('a'))),
