@@ -33,8 +33,8 @@ use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tortie_bgp::packet::{
-    AsPath, Community, Context, ExtCommunity, Family, FamilySet, LargeCommunity, Message, MpNextHop, MpReach, Nlri,
-    Origin, PathAttrs, Update,
+    AsPath, Community, Context, ExtCommunity, Family, FamilySet, Ipv4Nlri, LargeCommunity, Message, MpNextHop, MpReach,
+    Nlri, Origin, PathAttrs, Update,
 };
 
 /// The session both ends negotiated: 4-octet AS, no extended messages, no add-path.
@@ -167,9 +167,9 @@ fn as_path(i: usize) -> AsPath {
 }
 
 /// The n-th /24 of 240.0.0.0/4.
-fn v4_24(n: usize) -> Nlri {
+fn v4_24(n: usize) -> Ipv4Nlri {
     let addr = Ipv4Addr::from(0xF000_0000u32 + ((n as u32) << 8));
-    Nlri::new(IpNet::V4(Ipv4Net::new(addr, 24).unwrap()))
+    Nlri::new(Ipv4Net::new(addr, 24).unwrap())
 }
 
 fn ipv4_corpus() -> Corpus {
@@ -267,7 +267,7 @@ mod tortie {
 
     pub fn walk(u: &Update, t: &mut Tally) {
         for n in u.withdrawn.iter().chain(&u.nlri) {
-            t.net(n.prefix);
+            t.v4(n.prefix.network(), n.prefix.prefix_len());
         }
         if let Some(r) = &u.mp_reach {
             match r.next_hop {

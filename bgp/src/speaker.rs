@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::graceful::{Deferral, PeerState, Stale, forwarding_preserved};
 use crate::packet::{
-    Context, Family, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode,
+    Context, Family, Ipv4Nlri, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode,
 };
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, Reflection, Reflector, export};
@@ -460,7 +460,7 @@ impl Speaker {
                 let end_of_rib = update.end_of_rib_family() == Some(Family::IPV4_UNICAST);
                 if let Some(stale) = self.stale.get_mut(&peer) {
                     for n in update.withdrawn.iter().chain(&update.nlri) {
-                        stale.prefixes.remove(&n.prefix);
+                        stale.prefixes.remove(&IpNet::V4(n.prefix));
                     }
                 }
                 let changes = self.learn(&peer, *update);
@@ -498,18 +498,18 @@ impl Speaker {
         if neighbor.soft_reconfiguration_inbound {
             let kept = self.received.entry(peer.to_string()).or_default();
             for n in &update.withdrawn {
-                kept.remove(&n.prefix);
+                kept.remove(&IpNet::V4(n.prefix));
             }
             for n in &update.nlri {
                 match &attrs {
-                    Some(a) => kept.insert(n.prefix, a.clone()),
-                    None => kept.remove(&n.prefix),
+                    Some(a) => kept.insert(IpNet::V4(n.prefix), a.clone()),
+                    None => kept.remove(&IpNet::V4(n.prefix)),
                 };
             }
         }
-        let withdrawn = update.withdrawn.iter().map(|n| (n.prefix, None));
+        let withdrawn = update.withdrawn.iter().map(|n| (IpNet::V4(n.prefix), None));
         // Without attributes (treat-as-withdraw) the NLRI count for nothing.
-        let announced = update.nlri.iter().filter(|_| attrs.is_some()).map(|n| (n.prefix, attrs.clone()));
+        let announced = update.nlri.iter().filter(|_| attrs.is_some()).map(|n| (IpNet::V4(n.prefix), attrs.clone()));
         self.import(peer, withdrawn.chain(announced).collect::<Vec<_>>().into_iter())
     }
 
@@ -706,10 +706,14 @@ impl Speaker {
         &self,
         peer: &str,
         items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>)>,
-    ) -> (Vec<Nlri>, HashMap<Arc<PathAttrs>, Vec<Nlri>>) {
-        let (mut withdrawn, mut groups) = (Vec::new(), HashMap::<Arc<PathAttrs>, Vec<Nlri>>::new());
+    ) -> (Vec<Ipv4Nlri>, HashMap<Arc<PathAttrs>, Vec<Ipv4Nlri>>) {
+        let (mut withdrawn, mut groups) = (Vec::new(), HashMap::<Arc<PathAttrs>, Vec<Ipv4Nlri>>::new());
         let Some((neighbor, _)) = self.neighbors.get(peer) else { return (withdrawn, groups) };
         for (prefix, best) in items {
+            // The UPDATE's own NLRI and Withdrawn Routes fields carry IPv4
+            // alone (RFC 4271 §4.3); an IPv6 prefix would need MP_REACH_NLRI
+            // (RFC 4760 §3), which the speaker does not send: it stays out.
+            let IpNet::V4(v4) = prefix else { continue };
             let exported = best.and_then(|(from, path)| {
                 // Never back to the peer it came from.
                 if from.as_deref() == Some(peer) {
@@ -726,8 +730,8 @@ impl Speaker {
                 }
             });
             match exported {
-                Some(attrs) => groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(prefix)),
-                None => withdrawn.push(Nlri::new(prefix)),
+                Some(attrs) => groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(v4)),
+                None => withdrawn.push(Nlri::new(v4)),
             }
         }
         (withdrawn, groups)

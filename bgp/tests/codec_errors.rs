@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{decode, encode, hex, net};
+use common::{decode, encode, hex, net, v4_net};
 use tortie_bgp::packet::*;
 
 const FOUR: Context = Context { four_octet_as: true, extended_message: false, add_path: FamilySet::NONE };
@@ -113,7 +113,7 @@ fn treat_as_withdraw_turns_announcements_into_withdrawals() {
         let u = repaired(&update("18 c61209", attrs, NLRI));
         assert_eq!(u.nlri, vec![], "{name}");
         assert_eq!(u.attrs, None, "{name}");
-        assert_eq!(u.withdrawn, vec![Nlri::new(net("198.18.9.0/24")), Nlri::new(net("198.18.1.0/24"))], "{name}");
+        assert_eq!(u.withdrawn, vec![Nlri::new(v4_net("198.18.9.0/24")), Nlri::new(v4_net("198.18.1.0/24"))], "{name}");
         let e = u.errors.iter().find(|e| e.action == ErrorAction::TreatAsWithdraw).expect(name);
         assert_eq!(e.subcode, subcode, "{name}: {e}");
     }
@@ -137,7 +137,7 @@ fn attribute_discard_keeps_the_route() {
     ];
     for (name, attrs) in cases {
         let u = repaired(&update("", &attrs, NLRI));
-        assert_eq!(u.nlri, vec![Nlri::new(net("198.18.1.0/24"))], "{name}");
+        assert_eq!(u.nlri, vec![Nlri::new(v4_net("198.18.1.0/24"))], "{name}");
         let attrs = u.attrs.as_ref().expect(name);
         assert!(!attrs.atomic_aggregate && attrs.aggregator.is_none(), "{name}");
         assert!(u.errors.iter().all(|e| e.action == ErrorAction::AttributeDiscard), "{name}: {:?}", u.errors);
@@ -172,7 +172,7 @@ fn two_octet_peers_get_as_trans_and_as4_path_and_we_merge_it_back() {
         aggregator: Some(Aggregator { asn: 4_200_000_000, address: "192.0.2.9".parse().unwrap() }),
         ..PathAttrs::default()
     };
-    let msg = Message::Update(Update::announce(attrs.clone().into_shared(), vec![Nlri::new(net("198.18.1.0/24"))]));
+    let msg = Message::Update(Update::announce(attrs.clone().into_shared(), vec![Nlri::new(v4_net("198.18.1.0/24"))]));
     let wire = encode(&msg, &two);
     // AS_PATH with AS_TRANS (5ba0) in 2-octet form, AGGREGATOR with AS_TRANS, then AS4_PATH and AS4_AGGREGATOR.
     for piece in ["40 02 08 02 03 fde9 5ba0 5ba0", "c0 07 06 5ba0 c0000209", "c0 11", "c0 12 08 fa56ea00 c0000209"] {

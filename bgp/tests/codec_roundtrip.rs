@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use common::{decode, decode_all, encode, net};
+use common::{decode, decode_all, encode, v4_net};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -30,6 +30,13 @@ fn nlri(afi: Afi, add_path: bool) -> impl Strategy<Value = Nlri> {
             .prop_map(|(a, l)| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc()))
             .boxed(),
     };
+    let id = if add_path { any::<u32>().prop_map(Some).boxed() } else { Just(None).boxed() };
+    (prefix, id).prop_map(|(prefix, path_id)| Nlri { prefix, path_id })
+}
+
+/// An NLRI of the UPDATE's own IPv4 fields.
+fn ipv4_nlri(add_path: bool) -> impl Strategy<Value = Ipv4Nlri> {
+    let prefix = (any::<u32>(), 0u8..=32).prop_map(|(a, l)| Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc());
     let id = if add_path { any::<u32>().prop_map(Some).boxed() } else { Just(None).boxed() };
     (prefix, id).prop_map(|(prefix, path_id)| Nlri { prefix, path_id })
 }
@@ -95,8 +102,8 @@ fn next_hop(family: Family) -> BoxedStrategy<MpNextHop> {
 /// Updates that fit one message under `cxt` and survive decoding unchanged.
 fn update(cxt: Context) -> impl Strategy<Value = Update> {
     let v4 = cxt.add_path.contains(Family::IPV4_UNICAST);
-    let withdraw_only = (vec(nlri(Afi::Ipv4, v4), 0..20), proptest::option::of(family())).prop_flat_map(
-        move |(withdrawn, mp_family)| {
+    let withdraw_only =
+        (vec(ipv4_nlri(v4), 0..20), proptest::option::of(family())).prop_flat_map(move |(withdrawn, mp_family)| {
             let unreach: BoxedStrategy<Option<MpUnreach>> = match mp_family {
                 None => Just(None).boxed(),
                 Some(family) => vec(nlri(family.afi, cxt.add_path.contains(family)), 0..20)
@@ -104,9 +111,8 @@ fn update(cxt: Context) -> impl Strategy<Value = Update> {
                     .boxed(),
             };
             unreach.prop_map(move |mp_unreach| Update { withdrawn: withdrawn.clone(), mp_unreach, ..Update::default() })
-        },
-    );
-    let announce = (attrs(), vec(nlri(Afi::Ipv4, v4), 0..20), family()).prop_flat_map(move |(attrs, nlri_v4, fam)| {
+        });
+    let announce = (attrs(), vec(ipv4_nlri(v4), 0..20), family()).prop_flat_map(move |(attrs, nlri_v4, fam)| {
         let reach = (next_hop(fam), vec(nlri(fam.afi, cxt.add_path.contains(fam)), 1..20))
             .prop_map(move |(next_hop, list)| MpReach { family: fam, next_hop, nlri: list });
         (proptest::option::of(reach), Just(attrs), Just(nlri_v4)).prop_map(|(mp_reach, attrs, nlri)| Update {
@@ -225,8 +231,8 @@ fn sample_attrs() -> Arc<PathAttrs> {
     })
 }
 
-fn v4_prefixes(n: u32) -> Vec<Nlri> {
-    (0..n).map(|i| Nlri::new(IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0xc612_0000 + (i << 8)), 24).unwrap()))).collect()
+fn v4_prefixes(n: u32) -> Vec<Ipv4Nlri> {
+    (0..n).map(|i| Nlri::new(Ipv4Net::new(Ipv4Addr::from(0xc612_0000 + (i << 8)), 24).unwrap())).collect()
 }
 
 #[test]
@@ -341,5 +347,5 @@ fn interner_stores_each_distinct_attribute_set_once() {
 
 #[test]
 fn prefix_helper_is_sane() {
-    assert_eq!(v4_prefixes(2)[1].prefix, net("198.18.1.0/24"));
+    assert_eq!(v4_prefixes(2)[1].prefix, v4_net("198.18.1.0/24"));
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{decode, encode, hex, net};
+use common::{decode, encode, hex, net, v4_net};
 use tortie_bgp::packet::*;
 
 fn v4(s: &str) -> std::net::Ipv4Addr {
@@ -72,7 +72,7 @@ fn vectors() -> Vec<(&'static str, String, Context, Message)> {
                 .into(),
             four,
             Message::Update(Update {
-                withdrawn: vec![Nlri::new(net("198.18.9.0/24"))],
+                withdrawn: vec![Nlri::new(v4_net("198.18.9.0/24"))],
                 attrs: Some(Arc::new(PathAttrs {
                     origin: Some(Origin::Igp),
                     as_path: Some(AsPath::from_sequence(&[65001])),
@@ -82,7 +82,7 @@ fn vectors() -> Vec<(&'static str, String, Context, Message)> {
                     communities: vec![Community::new(65001, 100), Community::NO_EXPORT],
                     ..PathAttrs::default()
                 })),
-                nlri: vec![Nlri::new(net("198.18.1.0/24")), Nlri::new(net("198.18.2.0/25"))],
+                nlri: vec![Nlri::new(v4_net("198.18.1.0/24")), Nlri::new(v4_net("198.18.2.0/25"))],
                 ..Update::default()
             }),
         ),
@@ -171,7 +171,7 @@ fn end_of_rib_is_recognised() {
         };
         assert_eq!(u.end_of_rib_family(), Some(family));
     }
-    assert_eq!(Update::withdraw(vec![Nlri::new(net("198.18.0.0/24"))]).end_of_rib_family(), None);
+    assert_eq!(Update::withdraw(vec![Nlri::new(v4_net("198.18.0.0/24"))]).end_of_rib_family(), None);
 }
 
 #[test]

@@ -130,7 +130,7 @@ fn updates_captured_from_bird_and_gobgp_decode_cleanly() {
             if let Message::Update(u) = m {
                 assert!(u.errors.is_empty(), "RFC 7606 repairs on a real UPDATE: {:?}", u.errors);
                 for n in &u.nlri {
-                    announced.push((n.prefix, u.attrs.clone().unwrap()));
+                    announced.push((ipnet::IpNet::V4(n.prefix), u.attrs.clone().unwrap()));
                 }
             }
         }

@@ -10,7 +10,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ipnet::IpNet;
 use tortie_bgp::packet::*;
 use tortie_proto_tests::net;
 
@@ -37,10 +36,8 @@ fn attrs() -> PathAttrs {
     }
 }
 
-fn prefixes(n: u32) -> Vec<Nlri> {
-    (0..n)
-        .map(|i| Nlri::new(IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0xc612_0000 + (i << 8)), 24).unwrap())))
-        .collect()
+fn prefixes(n: u32) -> Vec<Ipv4Nlri> {
+    (0..n).map(|i| Nlri::new(ipnet::Ipv4Net::new(Ipv4Addr::from(0xc612_0000 + (i << 8)), 24).unwrap())).collect()
 }
 
 /// Every message we write, as (context, message).

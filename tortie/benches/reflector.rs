@@ -19,9 +19,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
+use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
-use tortie_bgp::packet::{Message, Nlri, Origin, PathAttrs, Update};
+use tortie_bgp::packet::{Ipv4Nlri, Message, Nlri, Origin, PathAttrs, Update};
 use tortie_bgp::session::peer::{self, PeerCommand, PeerConfig, PeerEvent};
 use tortie_bgp::session::socket::SocketOptions;
 use tortie_bgp::session::{FsmConfig, LocalConfig};
@@ -38,10 +38,10 @@ fn client_addr(i: usize) -> Ipv4Addr {
 }
 
 /// Client `i`'s routes: its /26 and three /32s in it (198.18.0.0/15).
-fn client_routes(i: usize) -> Vec<Nlri> {
+fn client_routes(i: usize) -> Vec<Ipv4Nlri> {
     let base = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + 64 * i as u32;
-    let mut v = vec![Nlri::new(IpNet::new(IpAddr::V4(Ipv4Addr::from(base)), 26).unwrap())];
-    v.extend((1..=3).map(|k| Nlri::new(IpNet::new(IpAddr::V4(Ipv4Addr::from(base + k)), 32).unwrap())));
+    let mut v = vec![Nlri::new(Ipv4Net::new(Ipv4Addr::from(base), 26).unwrap())];
+    v.extend((1..=3).map(|k| Nlri::new(Ipv4Net::new(Ipv4Addr::from(base + k), 32).unwrap())));
     v
 }
 
@@ -79,7 +79,7 @@ async fn clients(n: usize) -> Duration {
         handles.push(h);
     }
     let want = 4 * (n - 1);
-    let mut held: Vec<HashSet<IpNet>> = vec![HashSet::new(); n];
+    let mut held: Vec<HashSet<Ipv4Net>> = vec![HashSet::new(); n];
     let mut full = 0;
     while full < n {
         let Some(event) = rx.recv().await else { break };

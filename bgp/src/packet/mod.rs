@@ -32,7 +32,7 @@ pub use cxt::{Afi, Context, Family, FamilySet, MAX_EXTENDED_MESSAGE_LEN, MAX_MES
 pub use error::{DecodeError, ErrorAction};
 pub use header::{HEADER_LEN, MessageType};
 pub use intern::AttrInterner;
-pub use nlri::Nlri;
+pub use nlri::{Ipv4Nlri, Nlri, NlriPrefix};
 pub use notification::{
     ErrorCode, MAX_SHUTDOWN_MESSAGE_LEN, Notification, cease_subcode, header_subcode, open_subcode, update_subcode,
 };

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use super::attr::{self, MpReach, MpUnreach, PathAttrs, code};
-use super::cxt::{Afi, Context, Family};
+use super::cxt::{Context, Family};
 use super::error::DecodeError;
 use super::header::{self, HEADER_LEN, MessageType};
-use super::nlri::{self, Nlri};
+use super::nlri::{self, Ipv4Nlri, Nlri, NlriPrefix};
 use super::notification::{ErrorCode, update_subcode};
 use super::wire::{be_u16, bytes};
 
@@ -31,12 +31,12 @@ use super::wire::{be_u16, bytes};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Update {
     /// IPv4 routes withdrawn (the Withdrawn Routes field).
-    pub withdrawn: Vec<Nlri>,
+    pub withdrawn: Vec<Ipv4Nlri>,
     /// Path attributes of the announced routes; `None` when the UPDATE has
     /// none besides MP_REACH/MP_UNREACH (or after treat-as-withdraw).
     pub attrs: Option<Arc<PathAttrs>>,
     /// IPv4 routes announced (the NLRI field).
-    pub nlri: Vec<Nlri>,
+    pub nlri: Vec<Ipv4Nlri>,
     /// MP_REACH_NLRI: announced routes of another family.
     pub mp_reach: Option<MpReach>,
     /// MP_UNREACH_NLRI: withdrawn routes of another family.
@@ -69,12 +69,12 @@ const MP_HEADER_LEN: usize = 4;
 
 impl Update {
     /// Announces `nlri` (IPv4, NLRI field) with `attrs`.
-    pub fn announce(attrs: Arc<PathAttrs>, nlri: Vec<Nlri>) -> Update {
+    pub fn announce(attrs: Arc<PathAttrs>, nlri: Vec<Ipv4Nlri>) -> Update {
         Update { attrs: Some(attrs), nlri, ..Update::default() }
     }
 
     /// Withdraws IPv4 `nlri`.
-    pub fn withdraw(withdrawn: Vec<Nlri>) -> Update {
+    pub fn withdraw(withdrawn: Vec<Ipv4Nlri>) -> Update {
         Update { withdrawn, ..Update::default() }
     }
 
@@ -116,11 +116,9 @@ impl Update {
             DecodeError::reset(ErrorCode::Update, update_subcode::INVALID_NETWORK_FIELD, &[], format!("{what}: {e}"))
         };
         let v4_add_path = cxt.add_path.contains(Family::IPV4_UNICAST);
-        let mut withdrawn = Vec::new();
-        nlri::decode_all(withdrawn_raw, Afi::Ipv4, v4_add_path, &mut withdrawn)
-            .map_err(|e| network_error("withdrawn routes", e))?;
-        let mut nlri = Vec::with_capacity(nlri_raw.len() / 4);
-        nlri::decode_all(nlri_raw, Afi::Ipv4, v4_add_path, &mut nlri).map_err(|e| network_error("NLRI", e))?;
+        let withdrawn =
+            nlri::decode_ipv4(withdrawn_raw, v4_add_path).map_err(|e| network_error("withdrawn routes", e))?;
+        let nlri = nlri::decode_ipv4(nlri_raw, v4_add_path).map_err(|e| network_error("NLRI", e))?;
         let section = attr::decode_section(attrs_raw, cxt, !nlri.is_empty())?;
         let mut update = Update {
             withdrawn,
@@ -171,7 +169,6 @@ impl Update {
             attrs.encode_low(cxt, &mut low);
             attrs.encode_high(cxt, &mut high);
         }
-        let nlri_len = |list: &[Nlri], add_path: bool| list.iter().map(|n| n.encoded_len(add_path)).sum::<usize>();
         let unreach_len = self.mp_unreach.as_ref().map_or(0, |u| {
             let len = 3 + nlri_len(&u.withdrawn, cxt.add_path.contains(u.family));
             attr::header_len(len) + len
@@ -241,9 +238,14 @@ impl Update {
     }
 }
 
+/// Octets of the encoded `list`.
+fn nlri_len<P: NlriPrefix>(list: &[Nlri<P>], add_path: bool) -> usize {
+    list.iter().map(|n| n.encoded_len(add_path)).sum()
+}
+
 /// Slices of `list` whose encodings each fit `room` octets (at least one
 /// NLRI per slice; `room` is never below [`MAX_NLRI_LEN`] here).
-fn chunks(list: &[Nlri], add_path: bool, room: usize) -> impl Iterator<Item = &[Nlri]> {
+fn chunks<P: NlriPrefix>(list: &[Nlri<P>], add_path: bool, room: usize) -> impl Iterator<Item = &[Nlri<P>]> {
     let mut rest = list;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -281,9 +283,9 @@ fn put_mp_unreach(u: &MpUnreach, withdrawn: &[Nlri], cxt: &Context, dst: &mut By
 /// Writes one UPDATE message; `attrs` writes the path attribute section.
 fn write_message(
     dst: &mut BytesMut,
-    withdrawn: &[Nlri],
+    withdrawn: &[Ipv4Nlri],
     add_path: bool,
-    nlri: &[Nlri],
+    nlri: &[Ipv4Nlri],
     attrs: impl FnOnce(&mut BytesMut),
 ) {
     let start = header::begin(dst, MessageType::Update);

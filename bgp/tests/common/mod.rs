@@ -41,3 +41,8 @@ pub fn decode_all(mut bytes: &[u8], cxt: &Context) -> Vec<Message> {
 pub fn net(s: &str) -> ipnet::IpNet {
     s.parse().unwrap()
 }
+
+/// An IPv4 prefix, as the UPDATE's own NLRI and Withdrawn Routes fields hold them.
+pub fn v4_net(s: &str) -> ipnet::Ipv4Net {
+    s.parse().unwrap()
+}
