@@ -122,7 +122,7 @@ impl Update {
         let section = attr::decode_section(attrs_raw, cxt, !nlri.is_empty())?;
         let mut update = Update {
             withdrawn,
-            attrs: (!section.attrs.is_empty()).then(|| Arc::new(section.attrs)),
+            attrs: section.attrs,
             nlri,
             mp_reach: section.mp_reach,
             mp_unreach: section.mp_unreach,

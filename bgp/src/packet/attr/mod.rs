@@ -216,7 +216,8 @@ fn descriptor(code: u8) -> Option<&'static Descriptor> {
 /// The decoded path attribute section of an UPDATE.
 #[derive(Debug, Default)]
 pub(crate) struct Section {
-    pub attrs: PathAttrs,
+    /// `None` when no attribute went into the set.
+    pub attrs: Option<Arc<PathAttrs>>,
     pub mp_reach: Option<MpReach>,
     pub mp_unreach: Option<MpUnreach>,
     /// Errors handled by treat-as-withdraw or attribute discard.
@@ -249,6 +250,8 @@ fn u32_value(name: &str, value: &[u8]) -> Result<u32, Malformed> {
 /// Attributes decoded so far, plus the AS4 ones waiting to be merged.
 #[derive(Default)]
 struct Decoding {
+    /// The attributes, moved into their `Arc` once complete.
+    attrs: PathAttrs,
     section: Section,
     as4_path: Option<AsPath>,
     as4_aggregator: Option<Aggregator>,
@@ -280,7 +283,11 @@ pub(crate) fn decode_section(mut input: &[u8], cxt: &Context, has_nlri: bool) ->
         input = rest;
         decode_attr(&mut st, raw.flags, raw.code, raw.value, raw.whole, cxt)?;
     }
-    finish(st, cxt, has_nlri)
+    finish(&mut st, cxt, has_nlri)?;
+    // Only the shared attributes and the MP attributes leave: the ~300
+    // octets of the decoding state are not moved around.
+    st.section.attrs = (!st.attrs.is_empty()).then(|| Arc::new(std::mem::take(&mut st.attrs)));
+    Ok(std::mem::take(&mut st.section))
 }
 
 /// One attribute as found in the section.
@@ -373,13 +380,13 @@ fn unknown_attr(st: &mut Decoding, flags: u8, code: u8, value: &[u8], whole: &[u
     }
     if flags & flag::TRANSITIVE != 0 {
         let flags = flags & !flag::EXTENDED_LENGTH;
-        st.section.attrs.unknown.push(RawAttr { flags, code, value: Bytes::copy_from_slice(value) });
+        st.attrs.unknown.push(RawAttr { flags, code, value: Bytes::copy_from_slice(value) });
     }
     Ok(())
 }
 
 fn decode_known(st: &mut Decoding, code: u8, name: &str, value: &[u8], cxt: &Context) -> Result<(), Malformed> {
-    let attrs = &mut st.section.attrs;
+    let attrs = &mut st.attrs;
     match code {
         code::ORIGIN => {
             attrs.origin = Some(match value {
@@ -509,8 +516,8 @@ fn unsupported_family(name: &str, family: super::cxt::Family) -> DecodeError {
 }
 
 /// Applies the AS4 merge and the missing-attribute checks.
-fn finish(mut st: Decoding, cxt: &Context, has_nlri: bool) -> Result<Section, DecodeError> {
-    let attrs = &mut st.section.attrs;
+fn finish(st: &mut Decoding, cxt: &Context, has_nlri: bool) -> Result<(), DecodeError> {
+    let attrs = &mut st.attrs;
     // RFC 6793 §4.1: AS4_PATH / AS4_AGGREGATOR between two 4-octet speakers are ignored.
     if !cxt.four_octet_as {
         let aggregator_is_trans = attrs.aggregator.is_none_or(|a| a.asn == u32::from(AS_TRANS));
@@ -549,7 +556,7 @@ fn finish(mut st: Decoding, cxt: &Context, has_nlri: bool) -> Result<Section, De
             });
         }
     }
-    Ok(st.section)
+    Ok(())
 }
 
 /// Writes an attribute header for a value of `len` octets.
