@@ -23,11 +23,10 @@ use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::graceful::{Deferral, PeerState, Stale, forwarding_preserved};
-use crate::packet::{
-    Context, Family, Ipv4Nlri, Message, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode,
-};
+use crate::packet::{Context, Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, Reflection, Reflector, export};
+use crate::rib::outbound::Outbound;
 use crate::rib::policy::{PeerType, Policy};
 use crate::rib::table::{BestChange, LocRib, PeerKey};
 use crate::session::listener::Listener;
@@ -183,6 +182,7 @@ struct GroupKey {
     export: ExportPeer,
     policy: Option<Policy>,
     tx: Context,
+    families: Vec<Family>,
 }
 
 /// Channel sizes: commands, peer events.
@@ -457,19 +457,27 @@ impl Speaker {
                 if self.over_limit.contains(&peer) {
                     return;
                 }
-                let end_of_rib = update.end_of_rib_family() == Some(Family::IPV4_UNICAST);
+                let end_of_rib = update.end_of_rib_family();
                 if let Some(stale) = self.stale.get_mut(&peer) {
                     for n in update.withdrawn.iter().chain(&update.nlri) {
                         stale.prefixes.remove(&IpNet::V4(n.prefix));
                     }
+                    let mp = update.mp_reach.iter().flat_map(|r| &r.nlri);
+                    for n in mp.chain(update.mp_unreach.iter().flat_map(|u| &u.withdrawn)) {
+                        stale.prefixes.remove(&n.prefix);
+                    }
                 }
                 let changes = self.learn(&peer, *update);
                 self.propagate(changes).await;
-                if end_of_rib && self.stale.contains_key(&peer) {
+                if let Some(family) = end_of_rib
+                    && self.stale.contains_key(&peer)
+                {
                     // RFC 4724 §4.2: what the peer did not re-announce by End-of-RIB is gone.
-                    self.sweep_stale(&peer).await;
+                    self.sweep_stale_family(&peer, family).await;
                 }
-                if end_of_rib && let Some(d) = &mut self.deferral {
+                if end_of_rib == Some(Family::IPV4_UNICAST)
+                    && let Some(d) = &mut self.deferral
+                {
                     d.end_of_rib.insert(peer.clone());
                     self.check_deferral().await;
                 }
@@ -510,7 +518,25 @@ impl Speaker {
         let withdrawn = update.withdrawn.iter().map(|n| (IpNet::V4(n.prefix), None));
         // Without attributes (treat-as-withdraw) the NLRI count for nothing.
         let announced = update.nlri.iter().filter(|_| attrs.is_some()).map(|n| (IpNet::V4(n.prefix), attrs.clone()));
-        self.import(peer, withdrawn.chain(announced).collect::<Vec<_>>().into_iter())
+        let mut routes: Vec<(IpNet, Option<Arc<PathAttrs>>)> = withdrawn.chain(announced).collect();
+        // IPv6 unicast (RFC 4760): its next hop is kept with the attributes.
+        if let Some(u) = update.mp_unreach.as_ref().filter(|u| u.family == Family::IPV6_UNICAST) {
+            routes.extend(u.withdrawn.iter().map(|n| (n.prefix, None)));
+        }
+        if let Some(r) = update.mp_reach.as_ref().filter(|r| r.family == Family::IPV6_UNICAST) {
+            let v6 = attrs.as_ref().map(|a| Arc::new(PathAttrs { mp_next_hop: Some(r.next_hop), ..(**a).clone() }));
+            routes.extend(r.nlri.iter().map(|n| (n.prefix, v6.clone())));
+        }
+        if neighbor.soft_reconfiguration_inbound {
+            let kept = self.received.entry(peer.to_string()).or_default();
+            for (prefix, attrs) in routes.iter().filter(|(p, _)| p.addr().is_ipv6()) {
+                match attrs {
+                    Some(a) => kept.insert(*prefix, a.clone()),
+                    None => kept.remove(prefix),
+                };
+            }
+        }
+        self.import(peer, routes.into_iter())
     }
 
     /// Puts routes from `peer` (attributes, or `None` for a withdrawal)
@@ -554,14 +580,32 @@ impl Speaker {
         changes
     }
 
+    /// Removes a restarting peer's routes of `family` it did not refresh
+    /// (its End-of-RIB for that family came); the rest stay stale.
+    async fn sweep_stale_family(&mut self, peer: &str, family: Family) {
+        let Some(stale) = self.stale.get_mut(peer) else { return };
+        let v4 = family == Family::IPV4_UNICAST;
+        let (swept, rest): (HashSet<IpNet>, HashSet<IpNet>) =
+            std::mem::take(&mut stale.prefixes).into_iter().partition(|p| p.addr().is_ipv4() == v4);
+        stale.prefixes = rest;
+        if stale.prefixes.is_empty() {
+            self.stale.remove(peer);
+        }
+        self.withdraw_stale(peer, swept).await;
+    }
+
     /// Removes a restarting peer's routes it did not refresh.
     async fn sweep_stale(&mut self, peer: &str) {
         let Some(stale) = self.stale.remove(peer) else { return };
+        self.withdraw_stale(peer, stale.prefixes).await;
+    }
+
+    async fn withdraw_stale(&mut self, peer: &str, prefixes: HashSet<IpNet>) {
         if let Some(kept) = self.received.get_mut(peer) {
-            kept.retain(|p, _| !stale.prefixes.contains(p));
+            kept.retain(|p, _| !prefixes.contains(p));
         }
         let from = key(peer);
-        let changes: Vec<BestChange> = stale.prefixes.into_iter().filter_map(|p| self.rib.withdraw(&from, p)).collect();
+        let changes: Vec<BestChange> = prefixes.into_iter().filter_map(|p| self.rib.withdraw(&from, p)).collect();
         self.propagate(changes).await;
     }
 
@@ -667,8 +711,7 @@ impl Speaker {
     fn counts(&self, name: &str) -> PeerCounts {
         let advertised = if self.up.contains(name) {
             let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
-            let (_, groups) = self.exports(name, all.iter().map(|(p, best)| (*p, Some(best))));
-            groups.values().map(Vec::len).sum()
+            self.exports(name, all.iter().map(|(p, best)| (*p, Some(best)))).announced()
         } else {
             0
         };
@@ -689,31 +732,28 @@ impl Speaker {
     async fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
         let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
         let items = all.iter().map(|(prefix, best)| (*prefix, Some(best)));
-        let (withdrawn, groups) = self.exports(peer, items);
-        if withdraw_rest && !withdrawn.is_empty() {
-            self.send(peer, Update::withdraw(withdrawn)).await;
+        for update in self.exports(peer, items).updates(!withdraw_rest) {
+            self.send(peer, update).await;
         }
-        for (attrs, nlri) in groups {
-            self.send(peer, Update::announce(attrs, nlri)).await;
+        // RFC 4724 §2: End-of-RIB for every family the session carries.
+        let families =
+            self.neighbors.get(peer).and_then(|(_, h)| Some(h.status.borrow().negotiated.as_ref()?.families.clone()));
+        for family in families.unwrap_or_else(|| vec![Family::IPV4_UNICAST]) {
+            self.send(peer, Update::end_of_rib(family)).await;
         }
-        // RFC 4724 §2.
-        self.send(peer, Update::end_of_rib(Family::IPV4_UNICAST)).await;
     }
 
     /// What `peer` gets for each (prefix, best path or none): withdrawals,
-    /// and announcements grouped by attribute set.
-    fn exports<'a>(
-        &self,
-        peer: &str,
-        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>)>,
-    ) -> (Vec<Ipv4Nlri>, HashMap<Arc<PathAttrs>, Vec<Ipv4Nlri>>) {
-        let (mut withdrawn, mut groups) = (Vec::new(), HashMap::<Arc<PathAttrs>, Vec<Ipv4Nlri>>::new());
-        let Some((neighbor, _)) = self.neighbors.get(peer) else { return (withdrawn, groups) };
+    /// and announcements grouped by attribute set, per family. IPv6 goes
+    /// only to a peer that negotiated it (RFC 4760 §8).
+    fn exports<'a>(&self, peer: &str, items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>)>) -> Outbound {
+        let mut out = Outbound::default();
+        let Some((neighbor, handle)) = self.neighbors.get(peer) else { return out };
+        let v6 = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
         for (prefix, best) in items {
-            // The UPDATE's own NLRI and Withdrawn Routes fields carry IPv4
-            // alone (RFC 4271 §4.3); an IPv6 prefix would need MP_REACH_NLRI
-            // (RFC 4760 §3), which the speaker does not send: it stays out.
-            let IpNet::V4(v4) = prefix else { continue };
+            if prefix.addr().is_ipv6() && !v6 {
+                continue;
+            }
             let exported = best.and_then(|(from, path)| {
                 // Never back to the peer it came from.
                 if from.as_deref() == Some(peer) {
@@ -730,11 +770,11 @@ impl Speaker {
                 }
             });
             match exported {
-                Some(attrs) => groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(v4)),
-                None => withdrawn.push(Nlri::new(v4)),
+                Some(attrs) => out.announce(prefix, attrs),
+                None => out.withdraw(prefix),
             }
         }
-        (withdrawn, groups)
+        out
     }
 
     /// Sends every up peer the effect of `changes`, and felix the changes.
@@ -752,22 +792,18 @@ impl Speaker {
         let deferring = self.deferral.is_some();
         for name in self.up.iter().filter(|_| !deferring) {
             let Some((neighbor, handle)) = self.neighbors.get(name) else { continue };
-            let tx = handle.status.borrow().negotiated.as_ref().map(|n| n.tx());
-            match tx {
-                Some(tx) if !sources.contains(name.as_str()) => {
-                    let key = GroupKey { export: neighbor.export.clone(), policy: neighbor.export_policy.clone(), tx };
+            let terms = handle.status.borrow().negotiated.as_ref().map(|n| (n.tx(), n.families.clone()));
+            match terms {
+                Some((tx, families)) if !sources.contains(name.as_str()) => {
+                    let (export, policy) = (neighbor.export.clone(), neighbor.export_policy.clone());
+                    let key = GroupKey { export, policy, tx, families };
                     groups.entry(key).or_default().push(name.clone());
                 }
                 _ => alone.push(name.clone()),
             }
         }
         for (key, members) in groups {
-            let (withdrawn, announced) = self.exports(&members[0], changes.iter().map(|c| (c.prefix, c.paths.first())));
-            let mut updates: Vec<Update> =
-                announced.into_iter().map(|(attrs, nlri)| Update::announce(attrs, nlri)).collect();
-            if !withdrawn.is_empty() {
-                updates.insert(0, Update::withdraw(withdrawn));
-            }
+            let updates = self.exports(&members[0], changes.iter().map(|c| (c.prefix, c.paths.first()))).updates(false);
             for update in updates {
                 let mut buf = bytes::BytesMut::new();
                 if let Err(e) = Message::Update(update).encode(&key.tx, &mut buf) {
@@ -785,12 +821,8 @@ impl Speaker {
             }
         }
         for name in alone {
-            let (withdrawn, groups) = self.exports(&name, changes.iter().map(|c| (c.prefix, c.paths.first())));
-            if !withdrawn.is_empty() {
-                self.send(&name, Update::withdraw(withdrawn)).await;
-            }
-            for (attrs, nlri) in groups {
-                self.send(&name, Update::announce(attrs, nlri)).await;
+            for update in self.exports(&name, changes.iter().map(|c| (c.prefix, c.paths.first()))).updates(false) {
+                self.send(&name, update).await;
             }
         }
         // One message per batch: a full table is a million changes.

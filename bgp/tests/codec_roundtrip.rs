@@ -86,6 +86,8 @@ fn attrs() -> impl Strategy<Value = PathAttrs> {
                 ext_communities: ext.into_iter().map(ExtCommunity).collect(),
                 large_communities: large,
                 unknown,
+                // Carried in MP_REACH_NLRI, not among the attributes.
+                mp_next_hop: None,
             },
         )
 }

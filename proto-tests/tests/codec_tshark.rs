@@ -33,6 +33,7 @@ fn attrs() -> PathAttrs {
         ext_communities: vec![ExtCommunity::route_target(65001, 7)],
         large_communities: vec![LargeCommunity { global_admin: 4_200_000_000, local_data_1: 1, local_data_2: 2 }],
         unknown: vec![RawAttr { flags: 0xc0, code: 0xf0, value: Bytes::from_static(b"\x01\x02") }],
+        mp_next_hop: None,
     }
 }
 

@@ -518,3 +518,72 @@ fn soft_reconfiguration_inbound_applies_a_new_import_policy_to_a_peer_that_canno
     assert_eq!((now.state, now.since), (State::Established, up_since), "the session was not reset");
     assert!(bird.protocol("tortie").unwrap().info.contains("Established"));
 }
+
+/// A BIRD config for an IPv6 session from `local` (AS `asn`) to tortie at
+/// `tortie`, announcing `routes` (IPv6 documentation prefixes, RFC 3849).
+fn bird_v6_config(router_id: &str, asn: u32, local: &str, tortie: &str, routes: &[&str]) -> String {
+    let statics: String = routes.iter().map(|r| format!("route {r} blackhole; ")).collect();
+    format!(
+        "router id {router_id};\nprotocol device {{ }}\nprotocol static announce6 {{ ipv6; {statics}}}\n\
+         protocol bgp tortie {{\n  local {local} as {asn}; neighbor {tortie} as 65001;\n  \
+         ipv6 {{ import all; export where source ~ [ RTS_STATIC, RTS_BGP ]; }};\n  \
+         connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 9; keepalive time 3;\n  \
+         graceful restart off;\n}}\n"
+    )
+}
+
+#[test]
+fn ipv6_routes_flow_bird_to_tortie_to_bird_in_mp_reach_with_next_hop_self_and_withdraw() {
+    use tortie_bgp::packet::Family;
+    let lab = Lab::new("ipv6").unwrap();
+    let (a, b, c) = line_of_three(&lab);
+    // IPv6 documentation addresses (RFC 3849) on the same links, no DAD wait.
+    for (ns, dev, addr) in [
+        (&a, "to-b", "2001:db8:1::1/64"),
+        (&b, "eth0", "2001:db8:1::2/64"),
+        (&a, "to-c", "2001:db8:2::1/64"),
+        (&c, "eth0", "2001:db8:2::2/64"),
+    ] {
+        ns.ip(&["addr", "add", addr, "dev", dev, "nodad"]).unwrap();
+    }
+    let injector = Bird::start_with_config(
+        &b,
+        "bird-b",
+        &bird_v6_config("192.0.2.2", 65002, "2001:db8:1::2", "2001:db8:1::1", &["2001:db8:100::/48"]),
+    )
+    .unwrap();
+    let monitor = Bird::start_with_config(
+        &c,
+        "bird-c",
+        &bird_v6_config("198.51.100.2", 65003, "2001:db8:2::2", "2001:db8:2::1", &[]),
+    )
+    .unwrap();
+    let v6 = |mut n: Neighbor| {
+        n.session.local.families = vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST];
+        n
+    };
+    let tortie = Tortie::start(
+        &a,
+        vec![
+            v6(neighbor("b", "2001:db8:1::2", "2001:db8:1::1", 65002)),
+            v6(neighbor("c", "2001:db8:2::2", "2001:db8:2::1", 65003)),
+        ],
+        vec![(net("2001:db8:200::/48"), PathAttrs::default())],
+    );
+    let learned = monitor.wait_route(net("2001:db8:100::/48"), UP).unwrap();
+    assert_eq!(learned.as_path, vec![65001, 65002]);
+    assert_eq!(learned.next_hop, Some(ip("2001:db8:2::1")), "next hop self, the global address");
+    let ours = injector.wait_route(net("2001:db8:200::/48"), UP).unwrap();
+    assert_eq!((ours.as_path, ours.next_hop), (vec![65001], Some(ip("2001:db8:1::1"))));
+    let negotiated = tortie.status("c").negotiated.unwrap();
+    assert!(negotiated.families.contains(&Family::IPV6_UNICAST));
+
+    // BIRD withdraws: MP_UNREACH_NLRI carries it through.
+    injector.birdc(&["disable", "announce6"]).unwrap();
+    wait_for("the monitor to lose 2001:db8:100::/48", UP, || {
+        let gone = !monitor.routes()?.iter().any(|r| r.prefix == net("2001:db8:100::/48"));
+        Ok(if gone { Check::Done(()) } else { Check::Pending("still there".into()) })
+    })
+    .unwrap();
+    assert!(monitor.routes().unwrap().iter().any(|r| r.prefix == net("2001:db8:200::/48")), "ours stays");
+}

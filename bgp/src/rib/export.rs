@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::packet::{AsPath, PathAttrs, Segment, SegmentType};
+use crate::packet::{AsPath, MpNextHop, PathAttrs, Segment, SegmentType};
 use crate::rib::decision::{DEFAULT_LOCAL_PREF, Origination, Path};
 use crate::rib::policy::{PeerType, Policy};
 
@@ -79,6 +79,9 @@ pub enum Withheld {
     AsPathLoop,
     /// The export policy rejected it.
     Policy,
+    /// An IPv6 route needs an IPv6 next hop, and the session gives none
+    /// to set it to (next hop self over IPv4 transport).
+    NoNextHop,
 }
 
 /// The attributes to send `path` to `prefix` with to `to` under its export
@@ -124,13 +127,30 @@ pub fn export(
         attrs.originator_id = None;
         attrs.cluster_list.clear();
     }
+    let has_next_hop = if prefix.addr().is_ipv4() { attrs.next_hop.is_some() } else { attrs.mp_next_hop.is_some() };
     let next_hop_self = match to.next_hop {
         NextHopMode::SelfAddr => true,
         NextHopMode::Keep => false,
-        NextHopMode::Auto => !ibgp || path.origination == Origination::Local || attrs.next_hop.is_none(),
+        NextHopMode::Auto => !ibgp || path.origination == Origination::Local || !has_next_hop,
     };
-    if next_hop_self && let IpAddr::V4(v4) = to.local_addr {
-        attrs.next_hop = Some(v4);
+    match prefix {
+        IpNet::V4(_) => {
+            attrs.mp_next_hop = None;
+            if next_hop_self && let IpAddr::V4(v4) = to.local_addr {
+                attrs.next_hop = Some(v4);
+            }
+        }
+        // RFC 4760 §3 / RFC 2545 §3: the next hop rides in MP_REACH_NLRI; a
+        // link-local one means something only on its own link, so only the
+        // global address is passed on.
+        IpNet::V6(_) => {
+            attrs.next_hop = None;
+            attrs.mp_next_hop = match (next_hop_self, to.local_addr, attrs.mp_next_hop) {
+                (true, IpAddr::V6(global), _) => Some(MpNextHop::Ipv6 { global, link_local: None }),
+                (false, _, Some(MpNextHop::Ipv6 { global, .. })) => Some(MpNextHop::Ipv6 { global, link_local: None }),
+                _ => return Err(Withheld::NoNextHop),
+            };
+        }
     }
     match policy {
         Some(policy) => {
@@ -203,6 +223,35 @@ mod tests {
         assert!(a.cluster_list.is_empty());
         let twice = out(&learned(Origination::Ebgp), &ExportPeer { prepend: 2, ..peer(65003) }).unwrap();
         assert_eq!(twice.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65001, 65001, 65001, 65002]);
+    }
+
+    #[test]
+    fn ipv6_routes_carry_a_global_next_hop_in_mp_reach_and_never_a_link_local_one() {
+        let hop =
+            MpNextHop::Ipv6 { global: "2001:db8::2".parse().unwrap(), link_local: Some("fe80::2".parse().unwrap()) };
+        let v6 = Path {
+            attrs: Arc::new(PathAttrs {
+                next_hop: None,
+                mp_next_hop: Some(hop),
+                ..(*learned(Origination::Ebgp).attrs).clone()
+            }),
+            ..learned(Origination::Ebgp)
+        };
+        let prefix: IpNet = "2001:db8:100::/48".parse().unwrap();
+        let to = |peer_as, local: &str| ExportPeer { local_addr: local.parse().unwrap(), ..peer(peer_as) };
+        let send = |to: &ExportPeer| export(&prefix, &v6, to, Some(&Policy::accept_all()), None);
+        let ebgp = send(&to(65003, "2001:db8::1")).unwrap();
+        assert_eq!(
+            ebgp.mp_next_hop,
+            Some(MpNextHop::Ipv6 { global: "2001:db8::1".parse().unwrap(), link_local: None })
+        );
+        assert_eq!(ebgp.next_hop, None, "no IPv4 NEXT_HOP for IPv6 routes");
+        let ibgp = send(&to(65001, "192.0.2.1")).unwrap();
+        assert_eq!(
+            ibgp.mp_next_hop,
+            Some(MpNextHop::Ipv6 { global: "2001:db8::2".parse().unwrap(), link_local: None })
+        );
+        assert_eq!(send(&to(65003, "192.0.2.1")), Err(Withheld::NoNextHop), "next hop self needs an IPv6 session");
     }
 
     #[test]

@@ -2,5 +2,6 @@
 
 pub mod decision;
 pub mod export;
+pub mod outbound;
 pub mod policy;
 pub mod table;

@@ -148,6 +148,11 @@ pub struct PathAttrs {
     pub large_communities: Vec<LargeCommunity>,
     /// Unrecognised optional transitive attributes.
     pub unknown: Vec<RawAttr>,
+    /// The next hop of the MP_REACH_NLRI routes that came (or go) with
+    /// these attributes (RFC 4760 §3). It travels inside MP_REACH_NLRI, so
+    /// the codec neither writes nor reads it here; the RIB keeps it with
+    /// the attributes so an IPv6 route's next hop is shared like the rest.
+    pub mp_next_hop: Option<MpNextHop>,
 }
 
 /// What RFC 7606 does with a malformed attribute of a type.

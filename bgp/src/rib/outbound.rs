@@ -1,0 +1,98 @@
+//! What one peer is sent for a batch of best-path changes: withdrawals and
+//! announcements grouped by attribute set (so prefixes sharing attributes
+//! go out together, as BIRD's buckets do), per family — IPv4 in the
+//! UPDATE's own fields (RFC 4271 §4.3), IPv6 in MP_REACH_NLRI and
+//! MP_UNREACH_NLRI (RFC 4760 §3–4) with its next hop taken from the
+//! attributes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::packet::{Family, Ipv4Nlri, MpReach, MpUnreach, Nlri, PathAttrs, Update};
+
+/// The UPDATEs for one peer, being collected.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    v4_withdrawn: Vec<Ipv4Nlri>,
+    v4: HashMap<Arc<PathAttrs>, Vec<Ipv4Nlri>>,
+    v6_withdrawn: Vec<Nlri>,
+    v6: HashMap<Arc<PathAttrs>, Vec<Nlri>>,
+}
+
+impl Outbound {
+    /// `prefix` goes out with `attrs` (for IPv6, `attrs.mp_next_hop` is its next hop).
+    pub fn announce(&mut self, prefix: IpNet, attrs: PathAttrs) {
+        match prefix {
+            IpNet::V4(p) => self.v4.entry(Arc::new(attrs)).or_default().push(Nlri::new(p)),
+            IpNet::V6(_) => self.v6.entry(Arc::new(attrs)).or_default().push(Nlri::new(prefix)),
+        }
+    }
+
+    /// `prefix` is withdrawn.
+    pub fn withdraw(&mut self, prefix: IpNet) {
+        match prefix {
+            IpNet::V4(p) => self.v4_withdrawn.push(Nlri::new(p)),
+            IpNet::V6(_) => self.v6_withdrawn.push(Nlri::new(prefix)),
+        }
+    }
+
+    /// How many prefixes are announced.
+    pub fn announced(&self) -> usize {
+        self.v4.values().map(Vec::len).sum::<usize>() + self.v6.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// The UPDATEs: withdrawals first (unless `announcements_only`), then
+    /// one UPDATE per attribute set and family. The encoder splits any that
+    /// do not fit one message.
+    pub fn updates(self, announcements_only: bool) -> Vec<Update> {
+        let mut out = Vec::new();
+        if !announcements_only {
+            if !self.v4_withdrawn.is_empty() {
+                out.push(Update::withdraw(self.v4_withdrawn));
+            }
+            if !self.v6_withdrawn.is_empty() {
+                let mp_unreach = MpUnreach { family: Family::IPV6_UNICAST, withdrawn: self.v6_withdrawn };
+                out.push(Update { mp_unreach: Some(mp_unreach), ..Update::default() });
+            }
+        }
+        out.extend(self.v4.into_iter().map(|(attrs, nlri)| Update::announce(attrs, nlri)));
+        for (attrs, nlri) in self.v6 {
+            // Export gives every IPv6 route a next hop; one without is not sent.
+            let Some(next_hop) = attrs.mp_next_hop else { continue };
+            let mp_reach = MpReach { family: Family::IPV6_UNICAST, next_hop, nlri };
+            out.push(Update { attrs: Some(attrs), mp_reach: Some(mp_reach), ..Update::default() });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+    use crate::packet::MpNextHop;
+
+    #[test]
+    fn families_go_in_their_own_fields_and_shared_attributes_share_an_update() {
+        let hop = MpNextHop::Ipv6 { global: "2001:db8::1".parse::<Ipv6Addr>().unwrap(), link_local: None };
+        let v6 = PathAttrs { mp_next_hop: Some(hop), ..PathAttrs::default() };
+        let v4 = PathAttrs { next_hop: Some("192.0.2.1".parse().unwrap()), ..PathAttrs::default() };
+        let mut out = Outbound::default();
+        out.announce("2001:db8:1::/48".parse().unwrap(), v6.clone());
+        out.announce("2001:db8:2::/48".parse().unwrap(), v6);
+        out.announce("198.18.0.0/24".parse().unwrap(), v4);
+        out.withdraw("2001:db8:3::/48".parse().unwrap());
+        out.withdraw("198.18.1.0/24".parse().unwrap());
+        let updates = out.updates(false);
+        assert_eq!(updates.len(), 4);
+        assert_eq!(updates[0].withdrawn.len(), 1);
+        assert_eq!(updates[1].mp_unreach.as_ref().map(|u| u.withdrawn.len()), Some(1));
+        let reach = updates.iter().find_map(|u| u.mp_reach.as_ref()).unwrap();
+        assert_eq!((reach.family, reach.next_hop, reach.nlri.len()), (Family::IPV6_UNICAST, hop, 2));
+        assert!(updates.iter().any(|u| u.nlri.len() == 1 && u.mp_reach.is_none()));
+        assert_eq!(Outbound::default().updates(false).len(), 0);
+    }
+}
