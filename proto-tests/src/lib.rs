@@ -7,6 +7,8 @@
 //! Must not: skip a test because a peer is missing. The harness fails with
 //! the package to install; `scripts/test` installs them all.
 
+pub mod bench;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;

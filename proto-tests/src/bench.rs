@@ -1,0 +1,41 @@
+//! What the side-by-side propagation benchmarks share: the injected tables,
+//! BIRD's route count, and peak memory from `/proc`.
+
+use std::io::Write;
+use std::path::Path;
+
+use tortie_lab::peers::Bird;
+
+/// BIRD timers for benchmark sessions (long hold times: nothing should flap under load).
+pub const BENCH_TIMERS: &str = "connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off;";
+
+/// Writes a BIRD static-protocol include of `count` consecutive /24s of
+/// 240.0.0.0/4 starting at the `first`-th (routes only, never traffic),
+/// cycling through 300 attribute sets (MED and a community).
+pub fn write_table(path: &Path, first: usize, count: usize) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for i in first..first + count {
+        let net = 0xf000_0000u32 + ((i as u32) << 8);
+        let set = i % 300;
+        writeln!(
+            out,
+            "route {}.{}.{}.0/24 blackhole {{ bgp_med = {set}; bgp_community.add((65002, {set})); }};",
+            net >> 24,
+            (net >> 16) & 0xff,
+            (net >> 8) & 0xff
+        )?;
+    }
+    out.flush()
+}
+
+/// The number of routes in BIRD's tables (0 when it cannot say).
+pub fn route_count(bird: &Bird) -> usize {
+    let out = bird.birdc(&["show", "route", "count"]).unwrap_or_default();
+    out.lines().find_map(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`); `pid` may be `self`.
+pub fn kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
