@@ -185,6 +185,34 @@ struct GroupKey {
     tx: Context,
 }
 
+/// What exporting a path depends on besides its prefix: its attribute set
+/// (the very allocation: the RIB shares equal sets), source and peer.
+struct ExportRun {
+    attrs: Arc<PathAttrs>,
+    from: PeerKey,
+    origination: Origination,
+    peer_id: Ipv4Addr,
+}
+
+impl ExportRun {
+    fn of((from, path): &(PeerKey, Path)) -> ExportRun {
+        ExportRun {
+            attrs: path.attrs.clone(),
+            from: from.clone(),
+            origination: path.origination,
+            peer_id: path.peer_id,
+        }
+    }
+
+    /// Whether `best` exports as the path this run started with.
+    fn holds(&self, (from, path): &(PeerKey, Path)) -> bool {
+        Arc::ptr_eq(&self.attrs, &path.attrs)
+            && self.from == *from
+            && self.origination == path.origination
+            && self.peer_id == path.peer_id
+    }
+}
+
 /// Channel sizes: commands, peer events.
 const BUFFER: usize = 1024;
 
@@ -538,7 +566,7 @@ impl Speaker {
                 || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
             let accepted = match &policy {
                 _ if looped => None,
-                Some(p) => p.apply(&prefix, &attrs, peer_type).map(Arc::new),
+                Some(p) => p.apply_shared(&prefix, &attrs, peer_type),
                 // RFC 8212: nothing from an eBGP peer without an import policy.
                 None if ibgp => Some(attrs),
                 None => None,
@@ -709,11 +737,27 @@ impl Speaker {
     ) -> (Vec<Ipv4Nlri>, HashMap<Arc<PathAttrs>, Vec<Ipv4Nlri>>) {
         let (mut withdrawn, mut groups) = (Vec::new(), HashMap::<Arc<PathAttrs>, Vec<Ipv4Nlri>>::new());
         let Some((neighbor, _)) = self.neighbors.get(peer) else { return (withdrawn, groups) };
+        // Unless the policy looks at the prefix, a path's outcome is the same for every
+        // prefix: a run of prefixes sharing one (a full table's usual order) is exported once.
+        let per_prefix = neighbor.export_policy.as_ref().is_some_and(Policy::depends_on_prefix);
+        let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<Ipv4Nlri>)> = None;
         for (prefix, best) in items {
             // The UPDATE's own NLRI and Withdrawn Routes fields carry IPv4
             // alone (RFC 4271 §4.3); an IPv6 prefix would need MP_REACH_NLRI
             // (RFC 4760 §3), which the speaker does not send: it stays out.
             let IpNet::V4(v4) = prefix else { continue };
+            if let (Some(best), Some((key, outcome, nlri))) = (best, &mut run)
+                && key.holds(best)
+            {
+                match outcome {
+                    Some(_) => nlri.push(Nlri::new(v4)),
+                    None => withdrawn.push(Nlri::new(v4)),
+                }
+                continue;
+            }
+            if let Some((_, Some(attrs), nlri)) = run.take() {
+                groups.entry(attrs).or_default().extend(nlri);
+            }
             let exported = best.and_then(|(from, path)| {
                 // Never back to the peer it came from.
                 if from.as_deref() == Some(peer) {
@@ -729,10 +773,19 @@ impl Speaker {
                     export(&prefix, path, &neighbor.export, neighbor.export_policy.as_ref(), reflection).ok()
                 }
             });
-            match exported {
-                Some(attrs) => groups.entry(Arc::new(attrs)).or_default().push(Nlri::new(v4)),
-                None => withdrawn.push(Nlri::new(v4)),
+            let exported = exported.map(Arc::new);
+            match (&exported, best.filter(|_| !per_prefix)) {
+                (Some(_), Some(best)) => run = Some((ExportRun::of(best), exported, vec![Nlri::new(v4)])),
+                (None, Some(best)) => {
+                    withdrawn.push(Nlri::new(v4));
+                    run = Some((ExportRun::of(best), None, Vec::new()));
+                }
+                (Some(attrs), None) => groups.entry(attrs.clone()).or_default().push(Nlri::new(v4)),
+                (None, None) => withdrawn.push(Nlri::new(v4)),
             }
+        }
+        if let Some((_, Some(attrs), nlri)) = run {
+            groups.entry(attrs).or_default().extend(nlri);
         }
         (withdrawn, groups)
     }

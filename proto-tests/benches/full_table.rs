@@ -137,8 +137,10 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let include = dir.join("table.inc");
     write_table(&include, n);
+    // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
+    let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let mut rows = Vec::new();
-    for sut in ["bird", "tortie"] {
+    for sut in ["bird", "tortie"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)) {
         let (t, rss) = run(sut, n, &include);
         rows.push((sut, t, rss));
     }
@@ -147,7 +149,7 @@ fn main() {
     for (sut, t, rss) in &rows {
         println!("| {sut} | {n} | {:.2} s | {:.0} MiB |", t.as_secs_f64(), *rss as f64 / 1024.0);
     }
-    let (bird, tortie) = (&rows[0], &rows[1]);
+    let [bird, tortie] = &rows[..] else { return };
     println!(
         "\ntortie/BIRD: time {:.2}x, memory {:.2}x",
         tortie.1.as_secs_f64() / bird.1.as_secs_f64(),
