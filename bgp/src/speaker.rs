@@ -838,7 +838,10 @@ impl Speaker {
             }
         }
         for name in alone {
-            let (withdrawn, groups) = self.exports(&name, changes.iter().map(|c| (c.prefix, c.paths.first())));
+            // A prefix new to the RIB went to no one: its source needs no withdrawal of it.
+            let from_name = |c: &&BestChange| c.paths.first().and_then(|(from, _)| from.as_deref()) == Some(&name);
+            let items = changes.iter().filter(|c| c.was_reachable || !from_name(c));
+            let (withdrawn, groups) = self.exports(&name, items.map(|c| (c.prefix, c.paths.first())));
             if !withdrawn.is_empty() {
                 self.send(&name, Update::withdraw(withdrawn)).await;
             }

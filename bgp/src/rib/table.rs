@@ -29,6 +29,9 @@ pub struct BestChange {
     /// The new best path first, then the rest of the multipath set; empty
     /// when the prefix is now unreachable.
     pub paths: Vec<(PeerKey, Path)>,
+    /// Whether the prefix had a best path before; if not, no peer was sent
+    /// it, so none needs it withdrawn.
+    pub was_reachable: bool,
 }
 
 /// A path as stored.
@@ -142,11 +145,14 @@ fn path(peers: &[PeerInfo], s: &Stored) -> (PeerKey, Path) {
     (info.key.clone(), path)
 }
 
+/// A prefix's new chosen paths, and whether it had any before.
+type Changed = (Vec<(PeerKey, Path)>, bool);
+
 /// What changed for a prefix: its chosen paths now, when they differ from
 /// `before`.
-fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Option<Vec<(PeerKey, Path)>> {
+fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Option<Changed> {
     let now = entry.map_or(&[][..], Entry::chosen);
-    (now != before).then(|| now.iter().map(|s| path(peers, s)).collect())
+    (now != before).then(|| (now.iter().map(|s| path(peers, s)).collect(), !before.is_empty()))
 }
 
 /// Adds or replaces `stored`'s peer's path in `map` at `key`; the new
@@ -159,7 +165,7 @@ fn announce_in<K: Ord>(
     peers: &[PeerInfo],
     max_paths: usize,
     added: &mut bool,
-) -> Option<Vec<(PeerKey, Path)>> {
+) -> Option<Changed> {
     use std::collections::btree_map::Entry as Slot;
     match map.entry(key) {
         Slot::Vacant(slot) => {
@@ -205,7 +211,7 @@ fn withdraw_in<K: Ord>(
     peer: u32,
     peers: &[PeerInfo],
     max_paths: usize,
-) -> Option<Option<Vec<(PeerKey, Path)>>> {
+) -> Option<Option<Changed>> {
     let entry = map.get_mut(key)?;
     let at = entry.paths().iter().position(|s| s.peer == peer)?;
     let before = entry.chosen().to_vec();
@@ -277,7 +283,7 @@ impl LocRib {
         if added {
             self.peers[index as usize].paths += 1;
         }
-        changed.map(|paths| BestChange { prefix, paths })
+        changed.map(|(paths, was_reachable)| BestChange { prefix, paths, was_reachable })
     }
 
     /// Removes `peer`'s path to `prefix`, if it had one.
@@ -289,7 +295,7 @@ impl LocRib {
             IpNet::V6(net) => withdraw_in(&mut self.v6, &net, index, peers, max_paths),
         }?;
         self.peers[index as usize].paths -= 1;
-        changed.map(|paths| BestChange { prefix, paths })
+        changed.map(|(paths, was_reachable)| BestChange { prefix, paths, was_reachable })
     }
 
     /// Removes every path from `peer` (its session went down).
@@ -366,10 +372,11 @@ mod tests {
         let mut rib = LocRib::new(1);
         let p: IpNet = "198.18.1.0/24".parse().unwrap();
         let c = rib.announce(&key("a"), p, path(1, 100)).unwrap();
-        assert_eq!(c.paths[0].0, key("a"));
+        assert_eq!((&c.paths[0].0, c.was_reachable), (&key("a"), false));
         assert_eq!(rib.paths_from(&key("a")), 1);
         // A better path takes over; a worse one changes nothing.
-        assert_eq!(rib.announce(&key("b"), p, path(2, 200)).unwrap().paths[0].0, key("b"));
+        let c = rib.announce(&key("b"), p, path(2, 200)).unwrap();
+        assert_eq!((&c.paths[0].0, c.was_reachable), (&key("b"), true));
         assert_eq!(rib.announce(&key("c"), p, path(3, 50)), None);
         // Replacing b's path with a worse one hands the prefix back to a.
         assert_eq!(rib.announce(&key("b"), p, path(2, 10)).unwrap().paths[0].0, key("a"));
