@@ -185,6 +185,38 @@ struct GroupKey {
     families: Vec<Family>,
 }
 
+/// What exporting a path depends on besides its prefix: its attribute set
+/// (the very allocation: the RIB shares equal sets), source and peer.
+struct ExportRun {
+    attrs: Arc<PathAttrs>,
+    from: PeerKey,
+    origination: Origination,
+    peer_id: Ipv4Addr,
+    /// The family: the next hop is exported differently for each.
+    ipv4: bool,
+}
+
+impl ExportRun {
+    fn of(prefix: &IpNet, (from, path): &(PeerKey, Path)) -> ExportRun {
+        ExportRun {
+            attrs: path.attrs.clone(),
+            from: from.clone(),
+            origination: path.origination,
+            peer_id: path.peer_id,
+            ipv4: prefix.addr().is_ipv4(),
+        }
+    }
+
+    /// Whether `best` for `prefix` exports as the path this run started with.
+    fn holds(&self, prefix: &IpNet, (from, path): &(PeerKey, Path)) -> bool {
+        Arc::ptr_eq(&self.attrs, &path.attrs)
+            && self.from == *from
+            && self.origination == path.origination
+            && self.peer_id == path.peer_id
+            && self.ipv4 == prefix.addr().is_ipv4()
+    }
+}
+
 /// Channel sizes: commands, peer events.
 const BUFFER: usize = 1024;
 
@@ -564,7 +596,7 @@ impl Speaker {
                 || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
             let accepted = match &policy {
                 _ if looped => None,
-                Some(p) => p.apply(&prefix, &attrs, peer_type).map(Arc::new),
+                Some(p) => p.apply_shared(&prefix, &attrs, peer_type),
                 // RFC 8212: nothing from an eBGP peer without an import policy.
                 None if ibgp => Some(attrs),
                 None => None,
@@ -750,9 +782,25 @@ impl Speaker {
         let mut out = Outbound::default();
         let Some((neighbor, handle)) = self.neighbors.get(peer) else { return out };
         let v6 = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
+        // Unless the policy looks at the prefix, a path's outcome is the same for every
+        // prefix: a run of prefixes sharing one (a full table's usual order) is exported once.
+        let per_prefix = neighbor.export_policy.as_ref().is_some_and(Policy::depends_on_prefix);
+        let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<IpNet>)> = None;
         for (prefix, best) in items {
             if prefix.addr().is_ipv6() && !v6 {
                 continue;
+            }
+            if let (Some(best), Some((key, outcome, prefixes))) = (best, &mut run)
+                && key.holds(&prefix, best)
+            {
+                match outcome {
+                    Some(_) => prefixes.push(prefix),
+                    None => out.withdraw(prefix),
+                }
+                continue;
+            }
+            if let Some((_, Some(attrs), prefixes)) = run.take() {
+                out.announce(attrs, prefixes);
             }
             let exported = best.and_then(|(from, path)| {
                 // Never back to the peer it came from.
@@ -769,10 +817,19 @@ impl Speaker {
                     export(&prefix, path, &neighbor.export, neighbor.export_policy.as_ref(), reflection).ok()
                 }
             });
-            match exported {
-                Some(attrs) => out.announce(prefix, attrs),
-                None => out.withdraw(prefix),
+            let exported = exported.map(Arc::new);
+            match (&exported, best.filter(|_| !per_prefix)) {
+                (Some(_), Some(best)) => run = Some((ExportRun::of(&prefix, best), exported, vec![prefix])),
+                (None, Some(best)) => {
+                    out.withdraw(prefix);
+                    run = Some((ExportRun::of(&prefix, best), None, Vec::new()));
+                }
+                (Some(attrs), None) => out.announce(attrs.clone(), vec![prefix]),
+                (None, None) => out.withdraw(prefix),
             }
+        }
+        if let Some((_, Some(attrs), prefixes)) = run {
+            out.announce(attrs, prefixes);
         }
         out
     }
@@ -821,7 +878,10 @@ impl Speaker {
             }
         }
         for name in alone {
-            for update in self.exports(&name, changes.iter().map(|c| (c.prefix, c.paths.first()))).updates(false) {
+            // A prefix new to the RIB went to no one: its source needs no withdrawal of it.
+            let from_name = |c: &&BestChange| c.paths.first().and_then(|(from, _)| from.as_deref()) == Some(&name);
+            let items = changes.iter().filter(|c| c.was_reachable || !from_name(c));
+            for update in self.exports(&name, items.map(|c| (c.prefix, c.paths.first()))).updates(false) {
                 self.send(&name, update).await;
             }
         }

@@ -6,7 +6,9 @@
 //! Run once with BIRD 2 and once with tortie as the system under test.
 //!
 //! Run (as root): `cargo bench -p tortie-proto-tests --bench full_table`
-//! (`TORTIE_BENCH_PREFIXES`, default 1000000).
+//! (`TORTIE_BENCH_PREFIXES`, default 1000000; `TORTIE_BENCH_SUT=tortie` or
+//! `bird` runs one side alone). tortie runs in this process with one malloc
+//! arena, as the daemon sets it.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
@@ -55,9 +57,11 @@ fn write_table(path: &std::path::Path, n: usize) {
     }
 }
 
+/// Routes the monitor holds from the system under test: its session's
+/// import counter (`show route count` would walk the whole table on every
+/// poll, taking the monitor's CPU from the import being timed).
 fn route_count(bird: &Bird) -> usize {
-    let out = bird.birdc(&["show", "route", "count"]).unwrap_or_default();
-    out.lines().find_map(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    bird.protocol("sut").map_or(0, |p| p.imported as usize)
 }
 
 fn kib(pid: &str, field: &str) -> u64 {
@@ -115,6 +119,10 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, u64) {
         // LAB.md: poking the injector avoids BIRD 2.0.12 holding its last routes back.
         let _ = injector.birdc(&["show", "status"]);
         let count = route_count(&monitor);
+        eprintln!(
+            "TRACE count {:?} {count}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap()
+        );
         Ok(if count >= n { Check::Done(()) } else { Check::Pending(format!("{count} of {n}")) })
     })
     .unwrap();
@@ -131,23 +139,29 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, u64) {
 }
 
 fn main() {
+    // The speaker runs as the daemon runs it (tortie/src/main.rs): one malloc
+    // arena for the runtime's threads, not glibc's eight per core.
+    // SAFETY: mallopt(3) only tunes the allocator; called before any thread starts.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // criterion-style arguments (`--bench`) are accepted and ignored.
     let n: usize = std::env::var("TORTIE_BENCH_PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("tortie-full-table-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let include = dir.join("table.inc");
     write_table(&include, n);
+    // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
+    let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let mut rows = Vec::new();
-    for sut in ["bird", "tortie"] {
+    for sut in ["bird", "tortie"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)) {
         let (t, rss) = run(sut, n, &include);
         rows.push((sut, t, rss));
     }
     std::fs::remove_dir_all(&dir).unwrap();
-    println!("\n| system under test | prefixes | first UPDATE → monitor has all | peak RSS |\n|---|---:|---:|---:|");
+    println!("\n| system under test | prefixes | enable → monitor has all | peak RSS |\n|---|---:|---:|---:|");
     for (sut, t, rss) in &rows {
         println!("| {sut} | {n} | {:.2} s | {:.0} MiB |", t.as_secs_f64(), *rss as f64 / 1024.0);
     }
-    let (bird, tortie) = (&rows[0], &rows[1]);
+    let [bird, tortie] = &rows[..] else { return };
     println!(
         "\ntortie/BIRD: time {:.2}x, memory {:.2}x",
         tortie.1.as_secs_f64() / bird.1.as_secs_f64(),

@@ -12,20 +12,34 @@ use super::PathAttrs;
 #[derive(Debug, Default)]
 pub struct AttrInterner {
     sets: HashSet<Arc<PathAttrs>>,
+    /// The last set asked for and its shared copy: the prefixes of one
+    /// UPDATE arrive with one `Arc`, which then costs no hashing.
+    last: Option<(Arc<PathAttrs>, Arc<PathAttrs>)>,
 }
 
 impl AttrInterner {
     /// The shared copy of `attrs`: the one already held when equal, else `attrs` itself.
     pub fn intern(&mut self, attrs: Arc<PathAttrs>) -> Arc<PathAttrs> {
-        if let Some(existing) = self.sets.get(&attrs) {
-            return existing.clone();
+        // The same allocation (held here, so unchanged): the same answer.
+        if let Some((asked, shared)) = &self.last
+            && Arc::ptr_eq(asked, &attrs)
+        {
+            return shared.clone();
         }
-        self.sets.insert(attrs.clone());
-        attrs
+        let shared = match self.sets.get(&attrs) {
+            Some(existing) => existing.clone(),
+            None => {
+                self.sets.insert(attrs.clone());
+                attrs.clone()
+            }
+        };
+        self.last = Some((attrs, shared.clone()));
+        shared
     }
 
     /// Drops sets no route uses any more (only the interner holds them).
     pub fn collect_garbage(&mut self) {
+        self.last = None;
         self.sets.retain(|a| Arc::strong_count(a) > 1);
     }
 
@@ -37,5 +51,28 @@ impl AttrInterner {
     /// Whether no set is held.
     pub fn is_empty(&self) -> bool {
         self.sets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(med: u32) -> Arc<PathAttrs> {
+        Arc::new(PathAttrs { med: Some(med), ..PathAttrs::default() })
+    }
+
+    #[test]
+    fn equal_sets_share_one_copy_and_unused_ones_are_collected() {
+        let mut interner = AttrInterner::default();
+        let first = interner.intern(set(1));
+        let asked = set(1);
+        assert!(Arc::ptr_eq(&interner.intern(asked.clone()), &first), "equal content: the held copy");
+        assert!(Arc::ptr_eq(&interner.intern(asked), &first), "asked again with the same allocation");
+        let other = interner.intern(set(2));
+        assert_eq!(interner.len(), 2);
+        drop((first, other));
+        interner.collect_garbage();
+        assert!(interner.is_empty(), "nothing uses them any more");
     }
 }

@@ -22,11 +22,20 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// `prefix` goes out with `attrs` (for IPv6, `attrs.mp_next_hop` is its next hop).
-    pub fn announce(&mut self, prefix: IpNet, attrs: PathAttrs) {
-        match prefix {
-            IpNet::V4(p) => self.v4.entry(Arc::new(attrs)).or_default().push(Nlri::new(p)),
-            IpNet::V6(_) => self.v6.entry(Arc::new(attrs)).or_default().push(Nlri::new(prefix)),
+    /// `prefixes` go out with `attrs` (for IPv6, `attrs.mp_next_hop` is their next hop).
+    pub fn announce(&mut self, attrs: Arc<PathAttrs>, prefixes: Vec<IpNet>) {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for prefix in prefixes {
+            match prefix {
+                IpNet::V4(p) => v4.push(Nlri::new(p)),
+                IpNet::V6(_) => v6.push(Nlri::new(prefix)),
+            }
+        }
+        if !v4.is_empty() {
+            self.v4.entry(attrs.clone()).or_default().extend(v4);
+        }
+        if !v6.is_empty() {
+            self.v6.entry(attrs).or_default().extend(v6);
         }
     }
 
@@ -81,9 +90,10 @@ mod tests {
         let v6 = PathAttrs { mp_next_hop: Some(hop), ..PathAttrs::default() };
         let v4 = PathAttrs { next_hop: Some("192.0.2.1".parse().unwrap()), ..PathAttrs::default() };
         let mut out = Outbound::default();
-        out.announce("2001:db8:1::/48".parse().unwrap(), v6.clone());
-        out.announce("2001:db8:2::/48".parse().unwrap(), v6);
-        out.announce("198.18.0.0/24".parse().unwrap(), v4);
+        let v6 = Arc::new(v6);
+        out.announce(v6.clone(), vec!["2001:db8:1::/48".parse().unwrap()]);
+        out.announce(v6, vec!["2001:db8:2::/48".parse().unwrap()]);
+        out.announce(Arc::new(v4), vec!["198.18.0.0/24".parse().unwrap()]);
         out.withdraw("2001:db8:3::/48".parse().unwrap());
         out.withdraw("198.18.1.0/24".parse().unwrap());
         let updates = out.updates(false);

@@ -2,6 +2,8 @@
 //! first that matches decides (Accept or Reject) and may change the route;
 //! a route no rule matches is accepted.
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 
 use crate::packet::{AsPath, Community, PathAttrs, Segment, SegmentType};
@@ -142,6 +144,24 @@ impl Policy {
         }
         Some(out)
     }
+
+    /// [`Policy::apply`] to a shared attribute set: the same `Arc` back when
+    /// the policy accepts the route unchanged (the usual import of a full
+    /// table: no copy per prefix, and consecutive prefixes keep sharing one set).
+    pub fn apply_shared(&self, prefix: &IpNet, attrs: &Arc<PathAttrs>, peer: PeerType) -> Option<Arc<PathAttrs>> {
+        match self.rules.iter().find(|r| r.matches(prefix, attrs, peer)) {
+            None => Some(attrs.clone()),
+            Some(rule) if rule.verdict == Verdict::Accept && rule.operations.is_empty() => Some(attrs.clone()),
+            Some(_) => self.apply(prefix, attrs, peer).map(Arc::new),
+        }
+    }
+
+    /// Whether the outcome can depend on the prefix (a rule has a CIDR or
+    /// prefix-length condition); when not, one outcome serves every prefix
+    /// with the same attributes.
+    pub fn depends_on_prefix(&self) -> bool {
+        self.rules.iter().any(|r| r.cidr.is_some() || r.prefix_length.is_some())
+    }
 }
 
 #[cfg(test)]
@@ -240,5 +260,27 @@ mod tests {
             Some(attrs()),
             "no match: accepted unchanged"
         );
+    }
+
+    #[test]
+    fn an_unchanged_route_keeps_its_shared_attribute_set() {
+        let shared = Arc::new(attrs());
+        let prefix = p("198.18.1.0/24");
+        let accept = Policy::accept_all();
+        let kept = accept.apply_shared(&prefix, &shared, PeerType::Ebgp).unwrap();
+        assert!(Arc::ptr_eq(&kept, &shared), "accepted unchanged: no copy");
+        let tag = Community::new(65001, 1);
+        let add = Policy {
+            rules: vec![rule(|r| (r.verdict, r.operations) = (Verdict::Accept, vec![Operation::AddCommunity(tag)]))],
+        };
+        let changed = add.apply_shared(&prefix, &shared, PeerType::Ebgp).unwrap();
+        assert_eq!(*changed, add.apply(&prefix, &shared, PeerType::Ebgp).unwrap());
+        assert!(changed.communities.contains(&tag));
+        assert_eq!(
+            Policy { rules: vec![Rule::any(Verdict::Reject)] }.apply_shared(&prefix, &shared, PeerType::Ebgp),
+            None
+        );
+        assert!(!add.depends_on_prefix());
+        assert!(Policy { rules: vec![rule(|r| r.prefix_length = Some((24, 24)))] }.depends_on_prefix());
     }
 }

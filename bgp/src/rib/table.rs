@@ -4,15 +4,16 @@
 //!
 //! Kept compact for full tables: a stored path is an interned attribute
 //! set, a small peer index and two flags (16 octets); the peers' addresses
-//! and identifiers live once in a peer table; the chosen paths are kept at
-//! the front of each prefix's list instead of in a second list; prefixes
-//! live in a B-tree.
+//! and identifiers live once in a peer table; the usual single path sits
+//! inline in its entry (16 octets in all), two or more on the heap with the
+//! chosen ones in front; prefixes live in B-trees, IPv4 keyed by one
+//! 8-octet integer rather than an 18-octet `IpNet`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::decision::{Origination, Path, select};
 use crate::packet::{AttrInterner, PathAttrs};
@@ -28,6 +29,9 @@ pub struct BestChange {
     /// The new best path first, then the rest of the multipath set; empty
     /// when the prefix is now unreachable.
     pub paths: Vec<(PeerKey, Path)>,
+    /// Whether the prefix had a best path before; if not, no peer was sent
+    /// it, so none needs it withdrawn.
+    pub was_reachable: bool,
 }
 
 /// A path as stored.
@@ -48,98 +52,181 @@ struct PeerInfo {
     paths: usize,
 }
 
-/// The paths to one prefix, without a heap allocation for the usual one.
-#[derive(Debug, Default)]
-enum Paths {
-    #[default]
-    None,
+/// The paths to one prefix (a prefix without paths has no entry).
+#[derive(Debug)]
+enum Entry {
+    /// The usual case in a full table: one path, chosen when reachable.
     One(Stored),
-    Many(Vec<Stored>),
+    /// Two or more paths.
+    Many(Box<ManyPaths>),
 }
 
-impl std::ops::Deref for Paths {
-    type Target = [Stored];
-
-    fn deref(&self) -> &[Stored] {
-        match self {
-            Paths::None => &[],
-            Paths::One(s) => std::slice::from_ref(s),
-            Paths::Many(v) => v,
-        }
-    }
-}
-
-impl std::ops::DerefMut for Paths {
-    fn deref_mut(&mut self) -> &mut [Stored] {
-        match self {
-            Paths::None => &mut [],
-            Paths::One(s) => std::slice::from_mut(s),
-            Paths::Many(v) => v,
-        }
-    }
-}
-
-impl Paths {
-    fn push(&mut self, s: Stored) {
-        *self = match std::mem::take(self) {
-            Paths::None => Paths::One(s),
-            Paths::One(a) => Paths::Many(vec![a, s]),
-            Paths::Many(mut v) => {
-                v.push(s);
-                Paths::Many(v)
-            }
-        };
-    }
-
-    fn remove(&mut self, at: usize) {
-        let mut v = std::mem::take(self).into_vec();
-        if at < v.len() {
-            v.remove(at);
-        }
-        *self = Paths::from_vec(v);
-    }
-
-    fn from_vec(mut v: Vec<Stored>) -> Paths {
-        match v.len() {
-            0 => Paths::None,
-            1 => v.pop().map_or(Paths::None, Paths::One),
-            _ => Paths::Many(v),
-        }
-    }
-
-    fn into_vec(self) -> Vec<Stored> {
-        match self {
-            Paths::None => Vec::new(),
-            Paths::One(s) => vec![s],
-            Paths::Many(v) => v,
-        }
-    }
-}
-
-/// The paths to one prefix; the first `chosen` of them are the best and the
-/// rest of the multipath set, in order.
-#[derive(Debug, Default)]
-struct Entry {
-    paths: Paths,
+/// Two or more paths to a prefix; the first `chosen` of them are the best
+/// and the rest of the multipath set, in order.
+#[derive(Debug)]
+struct ManyPaths {
+    paths: Vec<Stored>,
     chosen: u8,
 }
 
 impl Entry {
-    fn chosen_paths(&self) -> Vec<Stored> {
-        self.paths[..usize::from(self.chosen)].to_vec()
+    fn paths(&self) -> &[Stored] {
+        match self {
+            Entry::One(s) => std::slice::from_ref(s),
+            Entry::Many(m) => &m.paths,
+        }
     }
+
+    fn chosen(&self) -> &[Stored] {
+        match self {
+            Entry::One(s) if s.reachable => std::slice::from_ref(s),
+            Entry::One(_) => &[],
+            Entry::Many(m) => &m.paths[..usize::from(m.chosen)],
+        }
+    }
+}
+
+/// An IPv4 prefix as a B-tree key: address and length in one integer,
+/// ordered as `Ipv4Net` orders them (address, then length).
+fn v4_key(net: &Ipv4Net) -> u64 {
+    (u64::from(u32::from(net.addr())) << 8) | u64::from(net.prefix_len())
+}
+
+fn v4_net(key: u64) -> IpNet {
+    // The key came from a valid prefix: its length is at most 32.
+    let len = (key & 0xff) as u8;
+    IpNet::V4(Ipv4Net::new(Ipv4Addr::from((key >> 8) as u32), len).unwrap_or_default())
 }
 
 /// The Loc-RIB.
 #[derive(Debug, Default)]
 pub struct LocRib {
-    /// A B-tree, not a hash table: no doubling (and copying) of a full
+    /// B-trees, not hash tables: no doubling (and copying) of a full
     /// table's worth of buckets as it grows, and prefixes come out in order.
-    entries: BTreeMap<IpNet, Entry>,
+    v4: BTreeMap<u64, Entry>,
+    v6: BTreeMap<Ipv6Net, Entry>,
     interner: AttrInterner,
     max_paths: usize,
     peers: Vec<PeerInfo>,
     peer_index: HashMap<PeerKey, u32>,
+    /// The peer of the last announcement: an UPDATE's prefixes come from one.
+    last_peer: Option<(PeerKey, u32)>,
+}
+
+/// The decision for a prefix's `paths`: its entry with the chosen paths in
+/// front (`None` when no path is left).
+fn settle(mut paths: Vec<Stored>, peers: &[PeerInfo], max_paths: usize) -> Option<Entry> {
+    match paths.len() {
+        0 => return None,
+        1 => return paths.pop().map(Entry::One),
+        _ => {}
+    }
+    let candidates: Vec<Path> = paths.iter().map(|s| path(peers, s).1).collect();
+    let order = select(&candidates, max_paths).map(|s| s.multipath).unwrap_or_default();
+    // Chosen paths first, in order; the others after, in their old order.
+    let mut chosen_flags = vec![false; paths.len()];
+    for &i in &order {
+        chosen_flags[i] = true;
+    }
+    let mut reordered: Vec<Stored> = order.iter().map(|&i| paths[i].clone()).collect();
+    reordered.extend(paths.drain(..).zip(chosen_flags).filter(|(_, c)| !c).map(|(s, _)| s));
+    Some(Entry::Many(Box::new(ManyPaths { paths: reordered, chosen: order.len() as u8 })))
+}
+
+fn path(peers: &[PeerInfo], s: &Stored) -> (PeerKey, Path) {
+    let info = &peers[s.peer as usize];
+    let path = Path {
+        attrs: s.attrs.clone(),
+        origination: s.origination,
+        peer_addr: info.addr,
+        peer_id: info.id,
+        reachable: s.reachable,
+    };
+    (info.key.clone(), path)
+}
+
+/// A prefix's new chosen paths, and whether it had any before.
+type Changed = (Vec<(PeerKey, Path)>, bool);
+
+/// What changed for a prefix: its chosen paths now, when they differ from
+/// `before`.
+fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Option<Changed> {
+    let now = entry.map_or(&[][..], Entry::chosen);
+    (now != before).then(|| (now.iter().map(|s| path(peers, s)).collect(), !before.is_empty()))
+}
+
+/// Adds or replaces `stored`'s peer's path in `map` at `key`; the new
+/// chosen paths if they changed. `added` tells whether the peer had no
+/// path there before.
+fn announce_in<K: Ord>(
+    map: &mut BTreeMap<K, Entry>,
+    key: K,
+    stored: Stored,
+    peers: &[PeerInfo],
+    max_paths: usize,
+    added: &mut bool,
+) -> Option<Changed> {
+    use std::collections::btree_map::Entry as Slot;
+    match map.entry(key) {
+        Slot::Vacant(slot) => {
+            *added = true;
+            let entry = slot.insert(Entry::One(stored));
+            change(Some(entry), &[], peers)
+        }
+        Slot::Occupied(mut slot) => {
+            let entry = slot.get_mut();
+            // The usual replacement: the one path, by the same peer.
+            if let Entry::One(s) = entry
+                && s.peer == stored.peer
+            {
+                let before = s.reachable.then(|| s.clone());
+                *s = stored;
+                return change(Some(entry), before.as_slice(), peers);
+            }
+            let before = entry.chosen().to_vec();
+            let mut paths = match std::mem::replace(entry, Entry::One(stored.clone())) {
+                Entry::One(s) => vec![s],
+                Entry::Many(m) => m.paths,
+            };
+            match paths.iter_mut().find(|s| s.peer == stored.peer) {
+                Some(slot) => *slot = stored,
+                None => {
+                    *added = true;
+                    paths.push(stored);
+                }
+            }
+            if let Some(settled) = settle(paths, peers, max_paths) {
+                *entry = settled;
+            }
+            change(Some(slot.get()), &before, peers)
+        }
+    }
+}
+
+/// Removes `peer`'s path from `map` at `key`; `None` when it had none
+/// there, else the new chosen paths if they changed.
+fn withdraw_in<K: Ord>(
+    map: &mut BTreeMap<K, Entry>,
+    key: &K,
+    peer: u32,
+    peers: &[PeerInfo],
+    max_paths: usize,
+) -> Option<Option<Changed>> {
+    let entry = map.get_mut(key)?;
+    let at = entry.paths().iter().position(|s| s.peer == peer)?;
+    let before = entry.chosen().to_vec();
+    let mut paths = match std::mem::replace(entry, Entry::Many(Box::new(ManyPaths { paths: Vec::new(), chosen: 0 }))) {
+        Entry::One(s) => vec![s],
+        Entry::Many(m) => m.paths,
+    };
+    paths.remove(at);
+    match settle(paths, peers, max_paths) {
+        Some(settled) => *entry = settled,
+        None => {
+            map.remove(key);
+        }
+    }
+    Some(change(map.get(key), &before, peers))
 }
 
 impl LocRib {
@@ -150,7 +237,12 @@ impl LocRib {
 
     /// The index of `peer`, registered (or refreshed) with the path's peer details.
     fn peer(&mut self, key: &PeerKey, path: &Path) -> u32 {
-        if let Some(&i) = self.peer_index.get(key) {
+        let known = match &self.last_peer {
+            Some((last, i)) if last == key => Some(*i),
+            _ => self.peer_index.get(key).copied(),
+        };
+        if let Some(i) = known {
+            self.last_peer = Some((key.clone(), i));
             let info = &mut self.peers[i as usize];
             (info.addr, info.id) = (path.peer_addr, path.peer_id);
             return i;
@@ -161,16 +253,17 @@ impl LocRib {
         i
     }
 
-    fn path(&self, s: &Stored) -> (PeerKey, Path) {
-        let info = &self.peers[s.peer as usize];
-        let path = Path {
-            attrs: s.attrs.clone(),
-            origination: s.origination,
-            peer_addr: info.addr,
-            peer_id: info.id,
-            reachable: s.reachable,
-        };
-        (info.key.clone(), path)
+    fn entry(&self, prefix: &IpNet) -> Option<&Entry> {
+        match prefix {
+            IpNet::V4(net) => self.v4.get(&v4_key(net)),
+            IpNet::V6(net) => self.v6.get(net),
+        }
+    }
+
+    /// Every prefix and its entry, IPv4 first, each family in order.
+    fn entries(&self) -> impl Iterator<Item = (IpNet, &Entry)> + '_ {
+        let v4 = self.v4.iter().map(|(k, e)| (v4_net(*k), e));
+        v4.chain(self.v6.iter().map(|(k, e)| (IpNet::V6(*k), e)))
     }
 
     /// Adds or replaces `peer`'s path to `prefix`.
@@ -182,30 +275,27 @@ impl LocRib {
             origination: path.origination,
             reachable: path.reachable,
         };
-        let entry = self.entries.entry(prefix).or_default();
-        let before = entry.chosen_paths();
-        match entry.paths.iter_mut().find(|s| s.peer == index) {
-            Some(slot) => *slot = stored,
-            None => {
-                entry.paths.push(stored);
-                self.peers[index as usize].paths += 1;
-            }
+        let (peers, max_paths, mut added) = (&self.peers, self.max_paths, false);
+        let changed = match prefix {
+            IpNet::V4(net) => announce_in(&mut self.v4, v4_key(&net), stored, peers, max_paths, &mut added),
+            IpNet::V6(net) => announce_in(&mut self.v6, net, stored, peers, max_paths, &mut added),
+        };
+        if added {
+            self.peers[index as usize].paths += 1;
         }
-        self.reselect(prefix, before)
+        changed.map(|(paths, was_reachable)| BestChange { prefix, paths, was_reachable })
     }
 
     /// Removes `peer`'s path to `prefix`, if it had one.
     pub fn withdraw(&mut self, peer: &PeerKey, prefix: IpNet) -> Option<BestChange> {
         let &index = self.peer_index.get(peer)?;
-        let entry = self.entries.get_mut(&prefix)?;
-        let at = entry.paths.iter().position(|s| s.peer == index)?;
-        let before = entry.chosen_paths();
-        entry.paths.remove(at);
-        if at < usize::from(entry.chosen) {
-            entry.chosen -= 1;
-        }
+        let (peers, max_paths) = (&self.peers, self.max_paths);
+        let changed = match prefix {
+            IpNet::V4(net) => withdraw_in(&mut self.v4, &v4_key(&net), index, peers, max_paths),
+            IpNet::V6(net) => withdraw_in(&mut self.v6, &net, index, peers, max_paths),
+        }?;
         self.peers[index as usize].paths -= 1;
-        self.reselect(prefix, before)
+        changed.map(|(paths, was_reachable)| BestChange { prefix, paths, was_reachable })
     }
 
     /// Removes every path from `peer` (its session went down).
@@ -218,20 +308,18 @@ impl LocRib {
 
     /// The best path first, then the rest of the multipath set.
     pub fn best(&self, prefix: &IpNet) -> Vec<(PeerKey, Path)> {
-        self.entries
-            .get(prefix)
-            .map_or_else(Vec::new, |e| e.paths[..usize::from(e.chosen)].iter().map(|s| self.path(s)).collect())
+        self.entry(prefix).map_or_else(Vec::new, |e| e.chosen().iter().map(|s| path(&self.peers, s)).collect())
     }
 
     /// Every prefix with a best path, and that path.
     pub fn best_paths(&self) -> impl Iterator<Item = (IpNet, (PeerKey, Path))> + '_ {
-        self.entries.iter().filter(|(_, e)| e.chosen > 0).map(|(prefix, e)| (*prefix, self.path(&e.paths[0])))
+        self.entries().filter_map(|(prefix, e)| Some((prefix, path(&self.peers, e.chosen().first()?))))
     }
 
     /// The prefixes `peer` has a path to.
     pub fn prefixes_from(&self, peer: &PeerKey) -> Vec<IpNet> {
         let Some(&index) = self.peer_index.get(peer) else { return Vec::new() };
-        self.entries.iter().filter(|(_, e)| e.paths.iter().any(|s| s.peer == index)).map(|(k, _)| *k).collect()
+        self.entries().filter(|(_, e)| e.paths().iter().any(|s| s.peer == index)).map(|(k, _)| k).collect()
     }
 
     /// How many paths `peer` has in the RIB.
@@ -241,48 +329,17 @@ impl LocRib {
 
     /// How many prefixes have at least one path.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.v4.len() + self.v6.len()
     }
 
     /// Whether the RIB holds no path.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.v4.is_empty() && self.v6.is_empty()
     }
 
     /// Distinct attribute sets held.
     pub fn attribute_sets(&self) -> usize {
         self.interner.len()
-    }
-
-    /// Re-runs the decision for `prefix`, moving the chosen paths to the
-    /// front; reports a change from the chosen paths `before`.
-    fn reselect(&mut self, prefix: IpNet, before: Vec<Stored>) -> Option<BestChange> {
-        let entry = self.entries.get_mut(&prefix)?;
-        // The common case in a full table: one path, nothing to compare.
-        if entry.paths.len() == 1 {
-            entry.chosen = u8::from(entry.paths[0].reachable);
-            let changed = entry.paths[..usize::from(entry.chosen)] != before[..];
-            return changed.then(|| BestChange { prefix, paths: self.best(&prefix) });
-        }
-        let entry = self.entries.get(&prefix)?;
-        let candidates: Vec<Path> = entry.paths.iter().map(|s| self.path(s).1).collect();
-        let order = select(&candidates, self.max_paths).map(|s| s.multipath).unwrap_or_default();
-        let entry = self.entries.get_mut(&prefix)?;
-        // Chosen paths first, in order; the others after, in their old order.
-        let mut paths = std::mem::take(&mut entry.paths).into_vec();
-        let mut reordered: Vec<Stored> = order.iter().map(|&i| paths[i].clone()).collect();
-        let mut chosen_flags = vec![false; paths.len()];
-        for &i in &order {
-            chosen_flags[i] = true;
-        }
-        reordered.extend(paths.drain(..).zip(chosen_flags).filter(|(_, c)| !c).map(|(s, _)| s));
-        entry.paths = Paths::from_vec(reordered);
-        entry.chosen = order.len() as u8;
-        let changed = entry.paths[..order.len()] != before[..];
-        if entry.paths.is_empty() {
-            self.entries.remove(&prefix);
-        }
-        changed.then(|| BestChange { prefix, paths: self.best(&prefix) })
     }
 }
 
@@ -315,10 +372,11 @@ mod tests {
         let mut rib = LocRib::new(1);
         let p: IpNet = "198.18.1.0/24".parse().unwrap();
         let c = rib.announce(&key("a"), p, path(1, 100)).unwrap();
-        assert_eq!(c.paths[0].0, key("a"));
+        assert_eq!((&c.paths[0].0, c.was_reachable), (&key("a"), false));
         assert_eq!(rib.paths_from(&key("a")), 1);
         // A better path takes over; a worse one changes nothing.
-        assert_eq!(rib.announce(&key("b"), p, path(2, 200)).unwrap().paths[0].0, key("b"));
+        let c = rib.announce(&key("b"), p, path(2, 200)).unwrap();
+        assert_eq!((&c.paths[0].0, c.was_reachable), (&key("b"), true));
         assert_eq!(rib.announce(&key("c"), p, path(3, 50)), None);
         // Replacing b's path with a worse one hands the prefix back to a.
         assert_eq!(rib.announce(&key("b"), p, path(2, 10)).unwrap().paths[0].0, key("a"));
@@ -355,5 +413,34 @@ mod tests {
         let best: Vec<PeerKey> = rib.best(&p).into_iter().map(|(k, _)| k).collect();
         assert_eq!(best, vec![key("1"), key("2"), key("3")], "equal paths, lowest router id first");
         assert_eq!(rib.withdraw(&key("2"), p).unwrap().paths.len(), 2);
+    }
+
+    #[test]
+    fn an_entry_with_one_path_takes_16_octets() {
+        assert_eq!(std::mem::size_of::<Stored>(), 16);
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+    }
+
+    #[test]
+    fn unreachable_paths_are_kept_but_not_chosen() {
+        let mut rib = LocRib::new(1);
+        let p: IpNet = "198.18.1.0/24".parse().unwrap();
+        assert_eq!(rib.announce(&key("a"), p, Path { reachable: false, ..path(1, 100) }), None);
+        assert_eq!((rib.len(), rib.best(&p).len()), (1, 0));
+        assert_eq!(rib.announce(&key("a"), p, path(1, 100)).unwrap().paths.len(), 1);
+        assert!(rib.announce(&key("a"), p, Path { reachable: false, ..path(1, 100) }).unwrap().paths.is_empty());
+        assert_eq!(rib.withdraw(&key("a"), p), None, "it was not chosen: nothing changes");
+        assert!(rib.is_empty());
+    }
+
+    #[test]
+    fn prefixes_of_both_families_come_out_in_order() {
+        let mut rib = LocRib::new(1);
+        for p in ["2001:db8::/32", "198.18.2.0/24", "198.18.1.0/25", "198.18.1.0/24", "10.0.0.0/8"] {
+            rib.announce(&key("a"), p.parse().unwrap(), path(1, 100));
+        }
+        let order: Vec<String> = rib.best_paths().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(order, ["10.0.0.0/8", "198.18.1.0/24", "198.18.1.0/25", "198.18.2.0/24", "2001:db8::/32"]);
+        assert_eq!(rib.prefixes_from(&key("a")).len(), 5);
     }
 }
