@@ -12,20 +12,18 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use tortie_bgp::speaker::{self, SpeakerCommand};
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, Netns, veth, wait_for};
+use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, route_count, write_table};
 use tortie_proto_tests::tortie_neighbor;
-
-const TIMERS: &str = "connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off;";
 
 fn injector_config(include: &str) -> String {
     format!(
         "router id 192.0.2.2;\nprotocol device {{ }}\nprotocol static gen {{\n  ipv4;\n  disabled;\ninclude \"{include}\";\n}}\n\
-         protocol bgp sut {{ local as 65002; neighbor 192.0.2.1 as 65001; ipv4 {{ import none; export all; }}; {TIMERS} }}\n"
+         protocol bgp sut {{ local as 65002; neighbor 192.0.2.1 as 65001; ipv4 {{ import none; export all; }}; {BENCH_TIMERS} }}\n"
     )
 }
 
@@ -35,38 +33,9 @@ const MONITOR: &str = "router id 198.51.100.2;\nprotocol device { }\n\
 fn bird_sut_config() -> String {
     format!(
         "router id 192.0.2.1;\nprotocol device {{ }}\n\
-         protocol bgp inj {{ local as 65001; neighbor 192.0.2.2 as 65002; ipv4 {{ import all; export none; }}; {TIMERS} }}\n\
-         protocol bgp mon {{ local as 65001; neighbor 198.51.100.2 as 65003; ipv4 {{ import none; export all; }}; {TIMERS} }}\n"
+         protocol bgp inj {{ local as 65001; neighbor 192.0.2.2 as 65002; ipv4 {{ import all; export none; }}; {BENCH_TIMERS} }}\n\
+         protocol bgp mon {{ local as 65001; neighbor 198.51.100.2 as 65003; ipv4 {{ import none; export all; }}; {BENCH_TIMERS} }}\n"
     )
-}
-
-/// `n` consecutive /24s of 240.0.0.0/4 (routes only, never traffic), 300 attribute sets.
-fn write_table(path: &std::path::Path, n: usize) {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    for i in 0..n {
-        let net = 0xf000_0000u32 + ((i as u32) << 8);
-        let set = i % 300;
-        writeln!(
-            out,
-            "route {}.{}.{}.0/24 blackhole {{ bgp_med = {set}; bgp_community.add((65002, {set})); }};",
-            net >> 24,
-            (net >> 16) & 0xff,
-            (net >> 8) & 0xff
-        )
-        .unwrap();
-    }
-}
-
-/// Routes the monitor holds from the system under test: its session's
-/// import counter (`show route count` would walk the whole table on every
-/// poll, taking the monitor's CPU from the import being timed).
-fn route_count(bird: &Bird) -> usize {
-    bird.protocol("sut").map_or(0, |p| p.imported as usize)
-}
-
-fn kib(pid: &str, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
 /// Runs tortie's speaker in `ns` until `stop` fires.
@@ -119,10 +88,6 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, u64) {
         // LAB.md: poking the injector avoids BIRD 2.0.12 holding its last routes back.
         let _ = injector.birdc(&["show", "status"]);
         let count = route_count(&monitor);
-        eprintln!(
-            "TRACE count {:?} {count}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap()
-        );
         Ok(if count >= n { Check::Done(()) } else { Check::Pending(format!("{count} of {n}")) })
     })
     .unwrap();
@@ -139,16 +104,13 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, u64) {
 }
 
 fn main() {
-    // The speaker runs as the daemon runs it (tortie/src/main.rs): one malloc
-    // arena for the runtime's threads, not glibc's eight per core.
-    // SAFETY: mallopt(3) only tunes the allocator; called before any thread starts.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    one_malloc_arena();
     // criterion-style arguments (`--bench`) are accepted and ignored.
     let n: usize = std::env::var("TORTIE_BENCH_PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("tortie-full-table-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let include = dir.join("table.inc");
-    write_table(&include, n);
+    write_table(&include, 0, n).unwrap();
     // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let mut rows = Vec::new();

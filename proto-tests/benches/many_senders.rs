@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tortie_bgp::speaker::{self, SpeakerCommand};
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, Netns, veth, wait_for};
-use tortie_proto_tests::bench::{BENCH_TIMERS, kib, route_count, write_table};
+use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, route_count, write_table};
 use tortie_proto_tests::tortie_neighbor;
 
 /// Sender `i`: 192.0.2.(10+i), AS 65100+i.
@@ -130,6 +130,7 @@ fn run(sut: &str, senders: usize, per_sender: usize, includes: &[String]) -> (Du
 }
 
 fn main() {
+    one_malloc_arena();
     // criterion-style arguments (`--bench`) are accepted and ignored.
     let env = |k: &str, default: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (senders, per_sender) = (env("TORTIE_BENCH_SENDERS", 100).min(240), env("TORTIE_BENCH_PER_SENDER", 10_000));

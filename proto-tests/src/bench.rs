@@ -28,10 +28,19 @@ pub fn write_table(path: &Path, first: usize, count: usize) -> std::io::Result<(
     out.flush()
 }
 
-/// The number of routes in BIRD's tables (0 when it cannot say).
+/// Routes a BIRD monitor holds from the system under test: the import
+/// counter of its protocol `sut` (`show route count` would walk the whole
+/// table on every poll, taking the monitor's CPU from the import being timed).
 pub fn route_count(bird: &Bird) -> usize {
-    let out = bird.birdc(&["show", "route", "count"]).unwrap_or_default();
-    out.lines().find_map(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    bird.protocol("sut").map_or(0, |p| p.imported as usize)
+}
+
+/// Makes malloc use one arena, as the daemon does (tortie/src/main.rs):
+/// the in-process speaker is then measured as it runs in production.
+/// Call before any thread starts.
+pub fn one_malloc_arena() {
+    // SAFETY: mallopt(3) only tunes the allocator; called before other threads exist.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`); `pid` may be `self`.
