@@ -743,7 +743,7 @@ impl Speaker {
     fn counts(&self, name: &str) -> PeerCounts {
         let advertised = if self.up.contains(name) {
             let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
-            self.exports(name, all.iter().map(|(p, best)| (*p, Some(best)))).announced()
+            self.exports(name, all.iter().map(|(p, best)| (*p, Some(best), false))).announced()
         } else {
             0
         };
@@ -763,7 +763,7 @@ impl Speaker {
 
     async fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
         let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
-        let items = all.iter().map(|(prefix, best)| (*prefix, Some(best)));
+        let items = all.iter().map(|(prefix, best)| (*prefix, Some(best), false));
         for update in self.exports(peer, items).updates(!withdraw_rest) {
             self.send(peer, update).await;
         }
@@ -778,7 +778,13 @@ impl Speaker {
     /// What `peer` gets for each (prefix, best path or none): withdrawals,
     /// and announcements grouped by attribute set, per family. IPv6 goes
     /// only to a peer that negotiated it (RFC 4760 §8).
-    fn exports<'a>(&self, peer: &str, items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>)>) -> Outbound {
+    /// An item marked fresh had no best path before: no peer was sent it,
+    /// so withholding it needs no withdrawal.
+    fn exports<'a>(
+        &self,
+        peer: &str,
+        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, bool)>,
+    ) -> Outbound {
         let mut out = Outbound::default();
         let Some((neighbor, handle)) = self.neighbors.get(peer) else { return out };
         let v6 = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
@@ -786,7 +792,7 @@ impl Speaker {
         // prefix: a run of prefixes sharing one (a full table's usual order) is exported once.
         let per_prefix = neighbor.export_policy.as_ref().is_some_and(Policy::depends_on_prefix);
         let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<IpNet>)> = None;
-        for (prefix, best) in items {
+        for (prefix, best, fresh) in items {
             if prefix.addr().is_ipv6() && !v6 {
                 continue;
             }
@@ -795,6 +801,7 @@ impl Speaker {
             {
                 match outcome {
                     Some(_) => prefixes.push(prefix),
+                    None if fresh => {}
                     None => out.withdraw(prefix),
                 }
                 continue;
@@ -821,10 +828,13 @@ impl Speaker {
             match (&exported, best.filter(|_| !per_prefix)) {
                 (Some(_), Some(best)) => run = Some((ExportRun::of(&prefix, best), exported, vec![prefix])),
                 (None, Some(best)) => {
-                    out.withdraw(prefix);
+                    if !fresh {
+                        out.withdraw(prefix);
+                    }
                     run = Some((ExportRun::of(&prefix, best), None, Vec::new()));
                 }
                 (Some(attrs), None) => out.announce(attrs.clone(), vec![prefix]),
+                (None, None) if fresh => {}
                 (None, None) => out.withdraw(prefix),
             }
         }
@@ -849,6 +859,11 @@ impl Speaker {
         let deferring = self.deferral.is_some();
         for name in self.up.iter().filter(|_| !deferring) {
             let Some((neighbor, handle)) = self.neighbors.get(name) else { continue };
+            // A peer whose export policy rejects everything was never sent
+            // anything (a policy change resends the table): nothing to do.
+            if neighbor.export_policy.as_ref().is_some_and(Policy::rejects_everything) {
+                continue;
+            }
             let terms = handle.status.borrow().negotiated.as_ref().map(|n| (n.tx(), n.families.clone()));
             match terms {
                 Some((tx, families)) if !sources.contains(name.as_str()) => {
@@ -860,7 +875,8 @@ impl Speaker {
             }
         }
         for (key, members) in groups {
-            let updates = self.exports(&members[0], changes.iter().map(|c| (c.prefix, c.paths.first()))).updates(false);
+            let items = changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
+            let updates = self.exports(&members[0], items).updates(false);
             for update in updates {
                 let mut buf = bytes::BytesMut::new();
                 if let Err(e) = Message::Update(update).encode(&key.tx, &mut buf) {
@@ -878,10 +894,8 @@ impl Speaker {
             }
         }
         for name in alone {
-            // A prefix new to the RIB went to no one: its source needs no withdrawal of it.
-            let from_name = |c: &&BestChange| c.paths.first().and_then(|(from, _)| from.as_deref()) == Some(&name);
-            let items = changes.iter().filter(|c| c.was_reachable || !from_name(c));
-            for update in self.exports(&name, items.map(|c| (c.prefix, c.paths.first()))).updates(false) {
+            let items = changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
+            for update in self.exports(&name, items).updates(false) {
                 self.send(&name, update).await;
             }
         }

@@ -13,6 +13,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use tortie_bgp::rib::policy::{Policy, Rule, Verdict};
 use tortie_bgp::speaker::{self, SpeakerCommand};
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, Netns, veth, wait_for};
@@ -64,7 +65,9 @@ fn run_tortie(ns: &Netns, senders: usize, stop: std::sync::mpsc::Receiver<()>) -
                 s.commands.send(SpeakerCommand::AddNeighbor(Box::new(mon))).await.unwrap();
                 for i in 0..senders {
                     let (addr, asn) = sender(i);
-                    let n = tortie_neighbor(&format!("inj{i}"), &addr.to_string(), "192.0.2.1", asn, 90);
+                    let mut n = tortie_neighbor(&format!("inj{i}"), &addr.to_string(), "192.0.2.1", asn, 90);
+                    // As the BIRD under test (`export none`): senders get nothing back.
+                    n.export_policy = Some(Policy { rules: vec![Rule::any(Verdict::Reject)] });
                     s.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await.unwrap();
                 }
                 tokio::task::spawn_blocking(move || stop.recv()).await.unwrap().ok();

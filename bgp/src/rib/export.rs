@@ -105,6 +105,9 @@ pub fn export(
     if !ibgp && policy.is_none() {
         return Err(Withheld::NoExportPolicy);
     }
+    if policy.is_some_and(Policy::rejects_everything) {
+        return Err(Withheld::Policy);
+    }
     let mut attrs = (*path.attrs).clone();
     let as_path = attrs.as_path.take().unwrap_or_default();
     if !ibgp && as_path.asns().any(|a| a == to.peer_as) {

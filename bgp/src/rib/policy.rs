@@ -156,6 +156,13 @@ impl Policy {
         }
     }
 
+    /// Whether the policy rejects every route whatever it is (its first
+    /// rule matches anything and rejects): export can skip building the
+    /// attributes it would reject.
+    pub fn rejects_everything(&self) -> bool {
+        self.rules.first().is_some_and(|r| *r == Rule::any(Verdict::Reject))
+    }
+
     /// Whether the outcome can depend on the prefix (a rule has a CIDR or
     /// prefix-length condition); when not, one outcome serves every prefix
     /// with the same attributes.

@@ -14,6 +14,7 @@
 //!               └───────────────────────────────────┘
 //! ```
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -175,7 +176,8 @@ pub fn spawn(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> PeerHandle 
     let (commands, rx) = mpsc::channel(COMMAND_BUFFER);
     let (status_tx, status) = watch::channel(PeerStatus::default());
     let main = Link::new(&config, true);
-    let runner = Runner { config, main, second: None, events, status: status_tx, commands: rx };
+    let runner =
+        Runner { config, main, second: None, events, status: status_tx, commands: rx, deferred: VecDeque::new() };
     PeerHandle { commands, status, task: tokio::spawn(runner.run()) }
 }
 
@@ -243,6 +245,8 @@ struct Runner {
     events: mpsc::Sender<PeerEvent>,
     status: watch::Sender<PeerStatus>,
     commands: mpsc::Receiver<PeerCommand>,
+    /// Commands taken while an event waited for room (see `report`), in order.
+    deferred: VecDeque<PeerCommand>,
 }
 
 /// Which link an event belongs to.
@@ -255,17 +259,15 @@ enum Which {
 impl Runner {
     async fn run(mut self) {
         loop {
+            if let Some(cmd) = self.deferred.pop_front() {
+                self.command(cmd).await;
+                continue;
+            }
             let (which, input) = tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => {
                         self.command(cmd).await;
-                        // Speaker UPDATEs are fed, not flushed one by one: flush once the queue is drained.
-                        if self.commands.is_empty()
-                            && let Some(framed) = self.main.framed.as_mut()
-                            && let Err(e) = SinkExt::<bytes::Bytes>::flush(framed).await
-                        {
-                            tracing::warn!(peer = %self.config.name, error = %e, "flush failed");
-                        }
+                        self.flush_when_idle().await;
                         continue;
                     }
                     None => return,
@@ -374,6 +376,44 @@ impl Runner {
         }
     }
 
+    /// Hands `event` to the speaker. While the speaker's queue is full this
+    /// peer goes on writing the UPDATEs the speaker gives it: a speaker
+    /// waiting to hand this peer an UPDATE and this peer waiting to hand the
+    /// speaker one would otherwise wait for each other for ever (as 100
+    /// senders each also receiving the others' routes showed). Any other
+    /// command waits, in order, until the event is handed over.
+    async fn report(&mut self, event: PeerEvent) {
+        let events = self.events.clone();
+        loop {
+            tokio::select! {
+                permit = events.reserve() => {
+                    if let Ok(permit) = permit {
+                        permit.send(event);
+                    }
+                    return;
+                }
+                Some(cmd) = self.commands.recv(), if self.deferred.is_empty() => match cmd {
+                    PeerCommand::Send(_) | PeerCommand::SendEncoded(_) => {
+                        self.command(cmd).await;
+                        self.flush_when_idle().await;
+                    }
+                    other => self.deferred.push_back(other),
+                },
+            }
+        }
+    }
+
+    /// Speaker UPDATEs are fed, not flushed one by one: flush once the
+    /// command queue is drained.
+    async fn flush_when_idle(&mut self) {
+        if self.commands.is_empty()
+            && let Some(framed) = self.main.framed.as_mut()
+            && let Err(e) = SinkExt::<bytes::Bytes>::flush(framed).await
+        {
+            tracing::warn!(peer = %self.config.name, error = %e, "flush failed");
+        }
+    }
+
     /// Bookkeeping for a received message; returns its FSM event.
     async fn received(&mut self, which: Which, message: Message) -> Option<Event> {
         let name = self.config.name.clone();
@@ -395,13 +435,13 @@ impl Runner {
             Message::Update(update) => {
                 self.status.send_modify(|s| s.updates_in += 1);
                 if self.link(which).fsm.state() == State::Established {
-                    let _ = self.events.send(PeerEvent::Update { peer: name, update: Box::new(update) }).await;
+                    self.report(PeerEvent::Update { peer: name, update: Box::new(update) }).await;
                 }
                 Event::UpdateReceived
             }
             Message::RouteRefresh(refresh) => {
                 if self.link(which).fsm.state() == State::Established {
-                    let _ = self.events.send(PeerEvent::RouteRefresh { peer: name, refresh }).await;
+                    self.report(PeerEvent::RouteRefresh { peer: name, refresh }).await;
                 }
                 Event::UpdateReceived
             }
