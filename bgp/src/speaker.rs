@@ -793,7 +793,10 @@ impl Speaker {
         let per_prefix = neighbor.export_policy.as_ref().is_some_and(Policy::depends_on_prefix);
         let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<IpNet>)> = None;
         for (prefix, best, fresh) in items {
-            if prefix.addr().is_ipv6() && !v6 {
+            // Never back to its source, which was never sent it either.
+            if (prefix.addr().is_ipv6() && !v6)
+                || (fresh && best.is_some_and(|(from, _)| from.as_deref() == Some(peer)))
+            {
                 continue;
             }
             if let (Some(best), Some((key, outcome, prefixes))) = (best, &mut run)
