@@ -57,6 +57,9 @@ pub struct Neighbor {
     pub export_policy: Option<Policy>,
     /// Prefix limit.
     pub max_prefix: Option<MaxPrefix>,
+    /// How many times our own AS may appear in a received AS_PATH before
+    /// the route counts as a loop (`allow local as`; 0: never, RFC 4271 §9.1.2).
+    pub allow_local_as: u8,
     /// Soft reconfiguration inbound: keep the routes as received (before
     /// the import policy) so a new import policy is applied to them at once,
     /// without asking the peer to resend (needed for peers without route
@@ -582,16 +585,18 @@ impl Speaker {
         let peer_id = handle.status.borrow().negotiated.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |n| n.peer_id);
         let (peer_addr, local_as, policy) =
             (neighbor.session.remote.ip(), neighbor.export.local_as, neighbor.import_policy.clone());
+        let allowed = usize::from(neighbor.allow_local_as);
         let mut changes = Vec::new();
         for (prefix, attrs) in routes {
             let Some(attrs) = attrs else {
                 changes.extend(self.rib.withdraw(&from, prefix));
                 continue;
             };
-            // RFC 4271 §9.1.2: a path through our own AS is a loop, as good as withdrawn;
+            // RFC 4271 §9.1.2: a path through our own AS (more often than
+            // `allow_local_as` permits) is a loop, as good as withdrawn;
             // RFC 4456 §8: so is one that names us as ORIGINATOR_ID or (for a
             // reflector) carries our CLUSTER_ID.
-            let looped = attrs.as_path.as_ref().is_some_and(|p| p.asns().any(|a| a == local_as))
+            let looped = attrs.as_path.as_ref().is_some_and(|p| p.occurrences(local_as) > allowed)
                 || attrs.originator_id == Some(self.router_id)
                 || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
             let accepted = match &policy {

@@ -95,6 +95,7 @@ pub fn tortie_neighbor(
         import_policy: Some(Policy::accept_all()),
         export_policy: Some(Policy::accept_all()),
         max_prefix: None,
+        allow_local_as: 0,
         soft_reconfiguration_inbound: false,
     }
 }

@@ -587,3 +587,30 @@ fn ipv6_routes_flow_bird_to_tortie_to_bird_in_mp_reach_with_next_hop_self_and_wi
     .unwrap();
     assert!(monitor.routes().unwrap().iter().any(|r| r.prefix == net("2001:db8:200::/48")), "ours stays");
 }
+
+#[test]
+fn our_own_as_in_a_received_path_is_a_loop_unless_allow_local_as_permits_it() {
+    let lab = Lab::new("allowas").unwrap();
+    let (a, b, c) = line_of_three(&lab);
+    let frr = frr_monitor(&c);
+    // 198.18.50.0/24 arrives with AS_PATH 65002 65001 (ours), 198.18.51.0/24 with 65002.
+    let config = "router id 192.0.2.2;\nprotocol device { }\n\
+        protocol static announce4 { ipv4; route 198.18.50.0/24 blackhole; route 198.18.51.0/24 blackhole; }\n\
+        protocol bgp tortie {\n  local as 65002; neighbor 192.0.2.1 as 65001;\n  \
+        ipv4 { import none; export filter { if net = 198.18.50.0/24 then bgp_path.prepend(65001); accept; }; };\n  \
+        connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 9; keepalive time 3;\n  graceful restart off;\n}\n";
+    let _bird = Bird::start_with_config(&b, "bird", config).unwrap();
+    let with_allowance = |allowed: u8| {
+        let mut n = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
+        n.allow_local_as = allowed;
+        Tortie::start(&a, vec![n, neighbor("frr", "198.51.100.2", "198.51.100.1", 65003)], vec![])
+    };
+    let tortie = with_allowance(0);
+    frr.wait_route(net("198.18.51.0/24"), UP).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!frr.routes().unwrap().iter().any(|r| r.prefix == net("198.18.50.0/24")), "a loop: dropped");
+    drop(tortie);
+    let _tortie = with_allowance(1);
+    let r = frr.wait_route(net("198.18.50.0/24"), UP).unwrap();
+    assert_eq!(r.as_path, vec![65001, 65002, 65001], "accepted with one occurrence allowed");
+}

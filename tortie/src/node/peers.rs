@@ -262,6 +262,7 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
         import_policy: Some(policies.0),
         export_policy: Some(policies.1),
         max_prefix: None,
+        allow_local_as: 0,
         // A BGPFilter change reaches the routes of a ToR or other external
         // peer even when it cannot refresh; tortie nodes always can.
         soft_reconfiguration_inbound: p.bgp_peer.is_some(),

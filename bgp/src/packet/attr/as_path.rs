@@ -104,6 +104,11 @@ impl AsPath {
         self.segments.iter().flat_map(|s| s.asns.iter().copied())
     }
 
+    /// How many times `asn` appears (in sequences and sets alike).
+    pub fn occurrences(&self, asn: u32) -> usize {
+        self.asns().filter(|a| *a == asn).count()
+    }
+
     /// Whether any AS number needs 4 octets.
     pub(crate) fn has_four_octet_as(&self) -> bool {
         self.asns().any(|a| a > u32::from(u16::MAX))
@@ -227,6 +232,14 @@ mod tests {
 
     fn seq(asns: &[u32]) -> Segment {
         Segment { kind: SegmentType::Sequence, asns: asns.to_vec() }
+    }
+
+    #[test]
+    fn occurrences_count_sequences_and_sets() {
+        let path = AsPath {
+            segments: vec![seq(&[65001, 65002, 65001]), Segment { kind: SegmentType::Set, asns: vec![65001] }],
+        };
+        assert_eq!((path.occurrences(65001), path.occurrences(65002), path.occurrences(1)), (3, 1, 0));
     }
 
     #[test]
