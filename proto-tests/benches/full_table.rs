@@ -62,7 +62,7 @@ fn run_tortie(ns: &Netns, stop: std::sync::mpsc::Receiver<()>) -> std::thread::J
     })
 }
 
-/// (enable → monitor has all, first UPDATE → monitor has all, peak RSS KiB).
+/// (enable → monitor has all, first UPDATE on the wire → monitor has all, peak RSS KiB).
 fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u64) {
     let lab = Lab::new(&format!("full_table_{sut}")).unwrap();
     let (inj, mid, mon) = (lab.netns("inj").unwrap(), lab.netns("sut").unwrap(), lab.netns("mon").unwrap());
@@ -83,17 +83,35 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u
     let injector = Bird::start_with_config(&inj, "injector", &injector_config(&include.display().to_string())).unwrap();
     injector.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
     monitor.wait_established("198.51.100.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
-    let start = Instant::now();
-    injector.birdc(&["enable", "gen"]).unwrap();
-    // The first UPDATE: the injector's session starts exporting once BIRD has
-    // built its static table (about a second for a million routes).
-    wait_for("the injector's first UPDATE", Duration::from_secs(120), || {
-        let exported = injector.protocol("sut").map_or(0, |p| p.exported);
-        std::thread::sleep(Duration::from_millis(2));
-        Ok(if exported > 0 { Check::Done(()) } else { Check::Pending("nothing exported yet".into()) })
+    // The first UPDATE on the wire: a capture on the injector's link that
+    // stops at the first injector packet bigger than an OPEN or KEEPALIVE.
+    let capture = inj
+        .spawn(
+            "first-update",
+            "tshark",
+            &[
+                "-i",
+                "eth0",
+                "-n",
+                "-l",
+                "-c",
+                "1",
+                "-f",
+                "src host 192.0.2.2 and greater 300",
+                "-T",
+                "fields",
+                "-e",
+                "frame.time_epoch",
+            ],
+            &[],
+        )
+        .unwrap();
+    wait_for("the capture to start", Duration::from_secs(30), || {
+        Ok(if capture.log().contains("Capturing on") { Check::Done(()) } else { Check::Pending(capture.log()) })
     })
     .unwrap();
-    let first_update = start.elapsed();
+    let start = Instant::now();
+    injector.birdc(&["enable", "gen"]).unwrap();
     wait_for("the monitor to hold every prefix", Duration::from_secs(600), || {
         // LAB.md: poking the injector avoids BIRD 2.0.12 holding its last routes back.
         let _ = injector.birdc(&["show", "status"]);
@@ -102,6 +120,9 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u
     })
     .unwrap();
     let elapsed = start.elapsed();
+    let done = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let first_update: f64 = capture.log().lines().find_map(|l| l.trim().parse().ok()).unwrap();
+    let from_first = Duration::from_secs_f64((done - first_update).max(0.0));
     let rss_kib = match &bird_sut {
         Some(b) => kib(&b.daemon().pid().to_string(), "VmHWM:"),
         None => kib("self", "VmHWM:").saturating_sub(baseline),
@@ -110,7 +131,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u
     if let Some(t) = tortie {
         t.join().unwrap();
     }
-    (elapsed, elapsed.saturating_sub(first_update), rss_kib)
+    (elapsed, from_first, rss_kib)
 }
 
 fn main() {
