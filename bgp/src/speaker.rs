@@ -538,21 +538,9 @@ impl Speaker {
     fn learn(&mut self, peer: &str, update: Update) -> Vec<BestChange> {
         let Some((neighbor, _)) = self.neighbors.get(peer) else { return Vec::new() };
         let attrs = update.attrs;
-        if neighbor.soft_reconfiguration_inbound {
-            let kept = self.received.entry(peer.to_string()).or_default();
-            for n in &update.withdrawn {
-                kept.remove(&IpNet::V4(n.prefix));
-            }
-            for n in &update.nlri {
-                match &attrs {
-                    Some(a) => kept.insert(IpNet::V4(n.prefix), a.clone()),
-                    None => kept.remove(&IpNet::V4(n.prefix)),
-                };
-            }
-        }
         let withdrawn = update.withdrawn.iter().map(|n| (IpNet::V4(n.prefix), None));
-        // Without attributes (treat-as-withdraw) the NLRI count for nothing.
-        let announced = update.nlri.iter().filter(|_| attrs.is_some()).map(|n| (IpNet::V4(n.prefix), attrs.clone()));
+        // NLRI without attributes (RFC 7606 treat-as-withdraw) are withdrawals.
+        let announced = update.nlri.iter().map(|n| (IpNet::V4(n.prefix), attrs.clone()));
         let mut routes: Vec<(IpNet, Option<Arc<PathAttrs>>)> = withdrawn.chain(announced).collect();
         // IPv6 unicast (RFC 4760): its next hop is kept with the attributes.
         if let Some(u) = update.mp_unreach.as_ref().filter(|u| u.family == Family::IPV6_UNICAST) {
@@ -564,7 +552,7 @@ impl Speaker {
         }
         if neighbor.soft_reconfiguration_inbound {
             let kept = self.received.entry(peer.to_string()).or_default();
-            for (prefix, attrs) in routes.iter().filter(|(p, _)| p.addr().is_ipv6()) {
+            for (prefix, attrs) in &routes {
                 match attrs {
                     Some(a) => kept.insert(*prefix, a.clone()),
                     None => kept.remove(prefix),
