@@ -3,6 +3,8 @@
 //! endpoint's own default. Policy chains are shared by the endpoints they
 //! select, so a policy rule's counters are that rule's total on this node.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::apply::RuleCounter;
@@ -41,12 +43,13 @@ pub struct EndpointView {
 /// Views of every local endpoint (or the one named `only`: endpoint or
 /// interface name).
 pub fn views(rs: &Ruleset, counters: &[RuleCounter], only: Option<&str>) -> Vec<EndpointView> {
-    let count = |chain: &str, comment: &str| {
-        counters
-            .iter()
-            .filter(|c| c.chain == chain && c.comment == comment)
-            .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
-    };
+    // (chain, comment) → totals; a rule's address-family copies add up.
+    let mut totals: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
+    for c in counters {
+        let t = totals.entry((c.chain.as_str(), c.comment.as_str())).or_default();
+        *t = (t.0 + c.packets, t.1 + c.bytes);
+    }
+    let count = |chain: &str, comment: &str| totals.get(&(chain, comment)).copied().unwrap_or_default();
     let direction = |applied: &Option<Applied>, dir: Direction| {
         let Some(applied) = applied else { return vec![] };
         let mut rows = Vec::new();
