@@ -14,10 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use tortie_bgp::speaker::{self, SpeakerCommand};
 use tortie_lab::peers::{BgpPeer, Bird};
-use tortie_lab::{Check, Lab, Netns, veth, wait_for};
-use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, route_count, write_table};
+use tortie_lab::{Check, Lab, veth, wait_for};
+use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, route_count, run_speaker, write_table};
 use tortie_proto_tests::tortie_neighbor;
 
 fn injector_config(include: &str) -> String {
@@ -38,30 +37,6 @@ fn bird_sut_config() -> String {
     )
 }
 
-/// Runs tortie's speaker in `ns` until `stop` fires.
-fn run_tortie(ns: &Netns, stop: std::sync::mpsc::Receiver<()>) -> std::thread::JoinHandle<()> {
-    let ns = ns.clone();
-    std::thread::spawn(move || {
-        ns.enter(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let (best_tx, mut best_rx) = tokio::sync::mpsc::channel(4096);
-                tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
-                let s = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx, Some("0.0.0.0:179".parse().unwrap()))
-                    .unwrap();
-                for n in [
-                    tortie_neighbor("inj", "192.0.2.2", "192.0.2.1", 65002, 90),
-                    tortie_neighbor("mon", "198.51.100.2", "198.51.100.1", 65003, 90),
-                ] {
-                    s.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await.unwrap();
-                }
-                tokio::task::spawn_blocking(move || stop.recv()).await.unwrap().ok();
-            });
-        })
-        .unwrap();
-    })
-}
-
 /// (enable → monitor has all, first UPDATE on the wire → monitor has all, peak RSS KiB).
 fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u64) {
     let lab = Lab::new(&format!("full_table_{sut}")).unwrap();
@@ -77,7 +52,11 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u
     let (bird_sut, tortie) = if sut == "bird" {
         (Some(Bird::start_with_config(&mid, "sut", &bird_sut_config()).unwrap()), None)
     } else {
-        (None, Some(run_tortie(&mid, stop_rx)))
+        let neighbors = vec![
+            tortie_neighbor("inj", "192.0.2.2", "192.0.2.1", 65002, 90),
+            tortie_neighbor("mon", "198.51.100.2", "198.51.100.1", 65003, 90),
+        ];
+        (None, Some(run_speaker(&mid, neighbors, stop_rx)))
     };
     let monitor = Bird::start_with_config(&mon, "monitor", MONITOR).unwrap();
     let injector = Bird::start_with_config(&inj, "injector", &injector_config(&include.display().to_string())).unwrap();

@@ -14,10 +14,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use tortie_bgp::rib::policy::{Policy, Rule, Verdict};
-use tortie_bgp::speaker::{self, SpeakerCommand};
+use tortie_bgp::speaker::Neighbor;
 use tortie_lab::peers::{BgpPeer, Bird};
-use tortie_lab::{Check, Lab, Netns, veth, wait_for};
-use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, route_count, write_table};
+use tortie_lab::{Check, Lab, veth, wait_for};
+use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, route_count, run_speaker, write_table};
 use tortie_proto_tests::tortie_neighbor;
 
 /// Sender `i`: 192.0.2.(10+i), AS 65100+i.
@@ -50,31 +50,17 @@ fn bird_sut_config(senders: usize) -> String {
     c
 }
 
-/// Runs tortie's speaker in `ns` (two runtime threads, as the daemon) until `stop` fires.
-fn run_tortie(ns: &Netns, senders: usize, stop: std::sync::mpsc::Receiver<()>) -> std::thread::JoinHandle<()> {
-    let ns = ns.clone();
-    std::thread::spawn(move || {
-        ns.enter(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let (best_tx, mut best_rx) = tokio::sync::mpsc::channel(4096);
-                tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
-                let s = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx, Some("0.0.0.0:179".parse().unwrap()))
-                    .unwrap();
-                let mon = tortie_neighbor("mon", "198.51.100.2", "198.51.100.1", 65003, 90);
-                s.commands.send(SpeakerCommand::AddNeighbor(Box::new(mon))).await.unwrap();
-                for i in 0..senders {
-                    let (addr, asn) = sender(i);
-                    let mut n = tortie_neighbor(&format!("inj{i}"), &addr.to_string(), "192.0.2.1", asn, 90);
-                    // As the BIRD under test (`export none`): senders get nothing back.
-                    n.export_policy = Some(Policy { rules: vec![Rule::any(Verdict::Reject)] });
-                    s.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await.unwrap();
-                }
-                tokio::task::spawn_blocking(move || stop.recv()).await.unwrap().ok();
-            });
-        })
-        .unwrap();
-    })
+/// tortie's neighbours: the monitor, and every sender with an export policy
+/// that sends it nothing (as the BIRD under test's `export none`).
+fn tortie_neighbors(senders: usize) -> Vec<Neighbor> {
+    let mut all = vec![tortie_neighbor("mon", "198.51.100.2", "198.51.100.1", 65003, 90)];
+    for i in 0..senders {
+        let (addr, asn) = sender(i);
+        let mut n = tortie_neighbor(&format!("inj{i}"), &addr.to_string(), "192.0.2.1", asn, 90);
+        n.export_policy = Some(Policy { rules: vec![Rule::any(Verdict::Reject)] });
+        all.push(n);
+    }
+    all
 }
 
 fn run(sut: &str, senders: usize, per_sender: usize, includes: &[String]) -> (Duration, u64) {
@@ -91,7 +77,7 @@ fn run(sut: &str, senders: usize, per_sender: usize, includes: &[String]) -> (Du
     let (bird_sut, tortie) = if sut == "bird" {
         (Some(Bird::start_with_config(&mid, "sut", &bird_sut_config(senders)).unwrap()), None)
     } else {
-        (None, Some(run_tortie(&mid, senders, stop_rx)))
+        (None, Some(run_speaker(&mid, tortie_neighbors(senders), stop_rx)))
     };
     let monitor = Bird::start_with_config(&mon, "monitor", MONITOR).unwrap();
     let mut injectors = Vec::new();

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use tortie_lab::Netns;
 use tortie_lab::peers::Bird;
 
 /// BIRD timers for benchmark sessions (long hold times: nothing should flap under load).
@@ -47,4 +48,35 @@ pub fn one_malloc_arena() {
 pub fn kib(pid: &str, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+/// Runs tortie's speaker in `ns` with `neighbors` (two runtime threads, as
+/// the daemon; best-path changes drained) until `stop` fires.
+pub fn run_speaker(
+    ns: &Netns,
+    neighbors: Vec<tortie_bgp::speaker::Neighbor>,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<()> {
+    use tortie_bgp::speaker::{self, SpeakerCommand};
+    let ns = ns.clone();
+    std::thread::spawn(move || {
+        let run = move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async move {
+                let (best_tx, mut best_rx) = tokio::sync::mpsc::channel(4096);
+                tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
+                let listen = std::net::SocketAddr::from(([0, 0, 0, 0], 179));
+                let s = speaker::spawn(std::net::Ipv4Addr::new(192, 0, 2, 1), 1, best_tx, Some(listen))
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                for n in neighbors {
+                    let _ = s.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await;
+                }
+                let _ = tokio::task::spawn_blocking(move || stop.recv()).await;
+                Ok::<(), std::io::Error>(())
+            })
+        };
+        if let Err(e) = ns.enter(run).map(|r| r.map_err(|e| e.to_string())) {
+            panic!("the speaker under test failed: {e}");
+        }
+    })
 }
