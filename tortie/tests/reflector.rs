@@ -41,21 +41,29 @@ fn wait_blocks(c: &Cluster, i: usize, nodes: usize, extra: &[&str], daemon: &tor
 /// The BIRD client's prefix, which every node of the first test learns.
 const BIRD_ROUTE: &str = "203.0.113.0/24 via 192.0.2.100 dev eth0";
 
-#[test]
-fn two_reflectors_in_one_cluster_serve_four_clients_without_loops_and_survive_one_loss() {
-    let c = Cluster::new("reflector", NODES);
-    let mut yaml = String::from(
-        "apiVersion: projectcalico.org/v3
+/// No node-to-node mesh: sessions come from BGPPeers alone.
+const MESH_OFF: &str = "apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {name: default}
 spec: {nodeToNodeMeshEnabled: false}
 ---
-apiVersion: projectcalico.org/v3
+";
+
+/// Every node peers with every node labelled `route-reflector`.
+const TO_REFLECTORS: &str = "apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: to-reflectors}
 spec: {nodeSelector: all(), peerSelector: has(route-reflector)}
 ---
-apiVersion: projectcalico.org/v3
+";
+
+#[test]
+fn two_reflectors_in_one_cluster_serve_four_clients_without_loops_and_survive_one_loss() {
+    let c = Cluster::new("reflector", NODES);
+    let mut yaml = [
+        MESH_OFF,
+        TO_REFLECTORS,
+        "apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: bird-client}
 spec: {nodeSelector: has(route-reflector), peerIP: 192.0.2.100, asNumber: 64512}
@@ -65,7 +73,8 @@ kind: BGPPeer
 metadata: {name: frr-ebgp}
 spec: {nodeSelector: has(route-reflector), peerIP: 192.0.2.101, asNumber: 65000}
 ",
-    );
+    ]
+    .concat();
     (0..NODES).for_each(|i| yaml += &node_yaml(i));
     // A BIRD client (iBGP, announcing 203.0.113.0/24) and an FRR outside the AS (eBGP).
     let bird_ns = c.lab.netns("bird").unwrap();
@@ -164,21 +173,16 @@ protocol bgp rr2 { local 192.0.2.100 as 64512; neighbor 192.0.2.2 as 64512; dire
 fn a_dedicated_reflector_process_serves_nodes_and_installs_nothing() {
     let c = Cluster::new("reflector-run", 4);
     c.apply(
-        "apiVersion: projectcalico.org/v3
-kind: BGPConfiguration
-metadata: {name: default}
-spec: {nodeToNodeMeshEnabled: false}
----
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: to-reflectors}
-spec: {nodeSelector: all(), peerSelector: has(route-reflector)}
----
-apiVersion: projectcalico.org/v3
+        &[
+            MESH_OFF,
+            TO_REFLECTORS,
+            "apiVersion: projectcalico.org/v3
 kind: Node
 metadata: {name: n4, labels: {route-reflector: \"true\"}}
 spec: {bgp: {ipv4Address: 192.0.2.4/24}}
 ",
+        ]
+        .concat(),
     );
     let rr_dir = c.nodes[3].dir().join("run");
     let args = ["reflector", "run", "--name", "n4", "--ip", "192.0.2.4/24", "--cluster-id", CLUSTER_ID, "--run-dir"];
@@ -202,12 +206,9 @@ spec: {bgp: {ipv4Address: 192.0.2.4/24}}
 fn a_reflector_with_a_listen_range_needs_no_configuration_per_client() {
     let c = Cluster::new("reflector-range", 4);
     c.apply(
-        "apiVersion: projectcalico.org/v3
-kind: BGPConfiguration
-metadata: {name: default}
-spec: {nodeToNodeMeshEnabled: false}
----
-apiVersion: projectcalico.org/v3
+        &[
+            MESH_OFF,
+            "apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: to-reflector}
 spec: {nodeSelector: \"!has(route-reflector)\", peerIP: 192.0.2.4, asNumber: 64512}
@@ -217,6 +218,8 @@ kind: Node
 metadata: {name: n4, labels: {route-reflector: \"true\"}}
 spec: {bgp: {ipv4Address: 192.0.2.4/24}}
 ",
+        ]
+        .concat(),
     );
     let rr_dir = c.nodes[3].dir().join("run");
     let rr_dir_s = rr_dir.to_str().unwrap();
