@@ -128,6 +128,9 @@ fn main() {
     in_ns(&node, async || apply::apply(&inc).await.unwrap());
     let incremental = t.elapsed();
     assert!(nft::elements_only(&inc), "a label change is a set-element update");
+    let t = Instant::now();
+    in_ns(&node, async || apply::list().await.unwrap());
+    let listing = t.elapsed();
 
     println!(
         "policy at scale: 1000 endpoints x {POLICIES} policies ({} chains, {rules} rules, {} sets)",
@@ -141,6 +144,8 @@ fn main() {
         incremental.as_secs_f64() * 1e3,
         inc.len()
     );
+
+    println!("  list the table (the repair check's fingerprint) {:>8.1} ms", listing.as_secs_f64() * 1e3);
 
     // Per-packet cost between the two real pods.
     println!("per-packet cost, pod a -> pod b on one node (both selected by 4 policies):");

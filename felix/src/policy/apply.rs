@@ -2,6 +2,7 @@
 //! atomic transaction each time), incrementally when the kernel has the
 //! previous version, and checks periodically that nobody changed it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -75,29 +76,52 @@ pub async fn remove() -> Result<(), NftError> {
     }
 }
 
-/// A listing without what changes by itself (handles, counters), to tell
-/// whether someone else changed the table.
-fn fingerprint(mut listing: Value) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("handle");
-                m.remove("metainfo");
-                if let Some(Value::Object(c)) = m.get_mut("counter") {
-                    c.remove("packets");
-                    c.remove("bytes");
-                }
-                m.values_mut().for_each(strip);
+/// Whether a listing of the table still has what `rs` put there: the same
+/// chains with the same rules (counted, with their comments, in order), the
+/// same set elements and the same map entries. Cheap to evaluate, and the
+/// listing is taken only at the periodic check, never after an apply.
+fn matches(listing: &Value, rs: &Ruleset) -> bool {
+    let objects = listing.get("nftables").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let mut chains: BTreeMap<&str, Vec<Option<&str>>> = BTreeMap::new();
+    let (mut sets, mut maps) = (0, 0);
+    for o in objects {
+        if let Some(c) = o.get("chain").and_then(|c| c.get("name")).and_then(Value::as_str) {
+            chains.entry(c).or_default();
+        } else if let Some(r) = o.get("rule") {
+            let Some(chain) = r.get("chain").and_then(Value::as_str) else { return false };
+            chains.entry(chain).or_default().push(r.get("comment").and_then(Value::as_str));
+        } else if let Some(set) = o.get("set") {
+            let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
+            let listed: BTreeSet<String> = elements(set).filter_map(|e| e.as_str().map(str::to_string)).collect();
+            if rs.sets.get(name).is_none_or(|want| want.elements != listed) {
+                return false;
             }
-            Value::Array(a) => {
-                a.retain(|item| item.get("metainfo").is_none());
-                a.iter_mut().for_each(strip);
+            sets += 1;
+        } else if let Some(map) = o.get("map") {
+            let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
+            let listed: BTreeMap<String, String> = elements(map)
+                .filter_map(|e| {
+                    let key = e.get(0)?.as_str()?.to_string();
+                    Some((key, e.get(1)?.get("jump")?.get("target")?.as_str()?.to_string()))
+                })
+                .collect();
+            if rs.maps.get(name).is_none_or(|want| *want != listed) {
+                return false;
             }
-            _ => {}
+            maps += 1;
         }
     }
-    strip(&mut listing);
-    listing
+    let same_rules = rs.chains.iter().all(|(name, chain)| {
+        chains.get(name.as_str()).is_some_and(|got| {
+            got.len() == chain.rules.len() && got.iter().zip(&chain.rules).all(|(c, r)| *c == r.comment.as_deref())
+        })
+    });
+    same_rules && chains.len() == rs.chains.len() && sets == rs.sets.len() && maps == rs.maps.len()
+}
+
+/// The `elem` list of a listed set or map (absent when empty).
+fn elements(object: &Value) -> impl Iterator<Item = &Value> {
+    object.get("elem").and_then(Value::as_array).into_iter().flatten()
 }
 
 /// One rule's counters, with the comment that says where it comes from.
@@ -157,22 +181,22 @@ pub fn spawn(
     let stats = Arc::new(PolicyStats::default());
     let st = stats.clone();
     let task = tokio::spawn(async move {
-        // What the kernel has (None: unknown, rebuild) and its fingerprint.
-        let mut applied: Option<(Arc<Ruleset>, Value)> = None;
+        // What the kernel has (None: unknown, rebuild).
+        let mut applied: Option<Arc<Ruleset>> = None;
         let mut tick = tokio::time::interval(check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let want = desired.borrow_and_update().clone();
-            let same = applied.as_ref().is_some_and(|(have, _)| Arc::ptr_eq(have, &want) || **have == *want);
+            let same = applied.as_ref().is_some_and(|have| Arc::ptr_eq(have, &want) || **have == *want);
             if !same {
-                applied = sync(applied.map(|(have, _)| have), want, &st).await;
+                applied = sync(applied, want, &st).await;
             }
             tokio::select! {
                 changed = desired.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {
-                    let Some((have, print)) = &applied else { continue };
+                    let Some(have) = &applied else { continue };
                     match list().await {
-                        Ok(Some(now)) if fingerprint(now.clone()) == *print => {}
+                        Ok(Some(now)) if matches(&now, have) => {}
                         Ok(_) => {
                             tracing::warn!(table = TABLE, "nftables table was changed outside tortie; rebuilding it");
                             st.repairs.fetch_add(1, Ordering::Relaxed);
@@ -190,7 +214,7 @@ pub fn spawn(
 
 /// Moves the kernel from `have` (None: unknown) to `want`; returns what the
 /// kernel then has, or None when it failed (the next change rebuilds).
-async fn sync(have: Option<Arc<Ruleset>>, want: Arc<Ruleset>, st: &PolicyStats) -> Option<(Arc<Ruleset>, Value)> {
+async fn sync(have: Option<Arc<Ruleset>>, want: Arc<Ruleset>, st: &PolicyStats) -> Option<Arc<Ruleset>> {
     let started = Instant::now();
     let incremental = have.as_ref().map(|h| nft::incremental(h, &want));
     let result = match &incremental {
@@ -214,14 +238,7 @@ async fn sync(have: Option<Arc<Ruleset>>, want: Arc<Ruleset>, st: &PolicyStats) 
     match result {
         Ok(()) => {
             tracing::debug!(chains = want.chains.len(), sets = want.sets.len(), took = ?started.elapsed(), "policy applied");
-            match list().await {
-                Ok(Some(listing)) => Some((want, fingerprint(listing))),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list tortie's nftables table");
-                    None
-                }
-            }
+            Some(want)
         }
         Err(e) => {
             st.failures.fetch_add(1, Ordering::Relaxed);
