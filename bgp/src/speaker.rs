@@ -848,7 +848,14 @@ impl Speaker {
         if changes.is_empty() {
             return;
         }
-        let sources: HashSet<&str> = changes.iter().filter_map(|c| c.paths.first()?.0.as_deref()).collect();
+        // The peers whose paths are among the changes: consecutive changes
+        // mostly share one (an UPDATE's prefixes), so no hashing per prefix.
+        let mut sources: Vec<&str> = Vec::new();
+        for source in changes.iter().filter_map(|c| c.paths.first()?.0.as_deref()) {
+            if sources.last() != Some(&source) && !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
         let mut groups: HashMap<GroupKey, Vec<String>> = HashMap::new();
         let mut alone = Vec::new();
         // While selection is deferred, peers get the whole table at its end.
@@ -862,7 +869,7 @@ impl Speaker {
             }
             let terms = handle.status.borrow().negotiated.as_ref().map(|n| (n.tx(), n.families.clone()));
             match terms {
-                Some((tx, families)) if !sources.contains(name.as_str()) => {
+                Some((tx, families)) if !sources.contains(&name.as_str()) => {
                     let (export, policy) = (neighbor.export.clone(), neighbor.export_policy.clone());
                     let key = GroupKey { export, policy, tx, families };
                     groups.entry(key).or_default().push(name.clone());

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, veth, wait_for};
-use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, route_count, run_speaker, write_table};
+use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, run_speaker, wait_for_prefixes, write_table};
 use tortie_proto_tests::tortie_neighbor;
 
 fn injector_config(include: &str) -> String {
@@ -91,15 +91,10 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u
     .unwrap();
     let start = Instant::now();
     injector.birdc(&["enable", "gen"]).unwrap();
-    wait_for("the monitor to hold every prefix", Duration::from_secs(600), || {
-        // LAB.md: poking the injector avoids BIRD 2.0.12 holding its last routes back.
-        let _ = injector.birdc(&["show", "status"]);
-        let count = route_count(&monitor);
-        Ok(if count >= n { Check::Done(()) } else { Check::Pending(format!("{count} of {n}")) })
-    })
-    .unwrap();
-    let elapsed = start.elapsed();
-    let done = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let done_at = wait_for_prefixes(&monitor, &[&injector], n as u64, Duration::from_secs(600));
+    let elapsed = done_at - start;
+    let done =
+        (std::time::SystemTime::now() - done_at.elapsed()).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let first_update: f64 = capture.log().lines().find_map(|l| l.trim().parse().ok()).unwrap();
     let from_first = Duration::from_secs_f64((done - first_update).max(0.0));
     let rss_kib = match &bird_sut {

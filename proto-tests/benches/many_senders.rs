@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tortie_bgp::rib::policy::{Policy, Rule, Verdict};
 use tortie_bgp::speaker::Neighbor;
 use tortie_lab::peers::{BgpPeer, Bird};
-use tortie_lab::{Check, Lab, veth, wait_for};
-use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, route_count, run_speaker, write_table};
+use tortie_lab::{Lab, veth};
+use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, run_speaker, wait_for_prefixes, write_table};
 use tortie_proto_tests::tortie_neighbor;
 
 /// Sender `i`: 192.0.2.(10+i), AS 65100+i.
@@ -97,16 +97,8 @@ fn run(sut: &str, senders: usize, per_sender: usize, includes: &[String]) -> (Du
     for inj in &injectors {
         inj.birdc(&["enable", "gen"]).unwrap();
     }
-    wait_for("the monitor to hold every prefix", Duration::from_secs(900), || {
-        // LAB.md: poking the injectors avoids BIRD 2.0.12 holding its last routes back.
-        for inj in &injectors {
-            let _ = inj.birdc(&["show", "status"]);
-        }
-        let count = route_count(&monitor);
-        Ok(if count >= n { Check::Done(()) } else { Check::Pending(format!("{count} of {n}")) })
-    })
-    .unwrap();
-    let elapsed = start.elapsed();
+    let injectors: Vec<&Bird> = injectors.iter().collect();
+    let elapsed = wait_for_prefixes(&monitor, &injectors, n as u64, Duration::from_secs(900)) - start;
     let rss_kib = match &bird_sut {
         Some(b) => kib(&b.daemon().pid().to_string(), "VmHWM:"),
         None => kib("self", "VmHWM:").saturating_sub(baseline),

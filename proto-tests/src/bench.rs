@@ -4,8 +4,10 @@
 use std::io::Write;
 use std::path::Path;
 
+use std::time::{Duration, Instant};
+
 use tortie_lab::Netns;
-use tortie_lab::peers::Bird;
+use tortie_lab::peers::{Bird, BirdControl};
 
 /// BIRD timers for benchmark sessions (long hold times: nothing should flap under load).
 pub const BENCH_TIMERS: &str = "connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off;";
@@ -29,12 +31,37 @@ pub fn write_table(path: &Path, first: usize, count: usize) -> std::io::Result<(
     out.flush()
 }
 
-/// Routes a BIRD monitor holds from the system under test: the import
-/// counter of its protocol `sut` (`show route count` would walk the whole
-/// table on every poll, taking the monitor's CPU from the import being timed).
-pub fn route_count(bird: &Bird) -> usize {
-    bird.protocol("sut").map_or(0, |p| p.imported as usize)
+/// Waits until a BIRD monitor holds `n` routes from the system under test
+/// and returns when it did. Polls every 10 ms over control connections
+/// (a `birdc` process per poll would cost the monitor more than the poll
+/// saves) the import counter of the monitor's protocol `sut` (`show route
+/// count` would walk the whole table, taking the monitor's CPU from the
+/// import being timed); every 0.1 s it pokes the injectors, which keeps
+/// BIRD 2.0.12 from holding its last routes back (LAB.md).
+pub fn wait_for_prefixes(monitor: &Bird, injectors: &[&Bird], n: u64, timeout: Duration) -> Instant {
+    let start = Instant::now();
+    let mut monitor = monitor.control().unwrap_or_else(|e| panic!("the monitor's control socket: {e}"));
+    let mut injectors: Vec<BirdControl> =
+        injectors.iter().map(|b| b.control().unwrap_or_else(|e| panic!("an injector's control socket: {e}"))).collect();
+    let mut poll = 0u64;
+    loop {
+        if poll.is_multiple_of(10) {
+            for injector in &mut injectors {
+                let _ = injector.command("show status");
+            }
+        }
+        let count = monitor.protocol("sut").map_or(0, |p| p.imported);
+        if count >= n {
+            return Instant::now();
+        }
+        assert!(start.elapsed() < timeout, "the monitor holds {count} of {n} prefixes after {timeout:?}");
+        std::thread::sleep(POLL);
+        poll += 1;
+    }
 }
+
+/// How often `wait_for_prefixes` asks the monitor.
+const POLL: Duration = Duration::from_millis(10);
 
 /// Makes malloc use one arena, as the daemon does (tortie/src/main.rs):
 /// the in-process speaker is then measured as it runs in production.

@@ -75,6 +75,12 @@ fn bird_and_exabgp_exchange_prefixes_and_withdraw() {
     // The API pipe: a route announced at run time arrives, then leaves on withdraw.
     exa.announce(net("198.18.5.0/24")).unwrap();
     bird.wait_route(net("198.18.5.0/24"), UP).unwrap();
+    // The control connection the benches poll answers as birdc does.
+    let mut control = bird.control().unwrap();
+    let birdc = bird.birdc(&["show", "protocols", "all", "exa_b"]).unwrap();
+    let direct = control.command("show protocols all exa_b").unwrap();
+    assert!(direct.contains("Established") && birdc.ends_with(&direct), "birdc:\n{birdc}\ndirect:\n{direct}");
+    assert_eq!(control.protocol("exa_b").unwrap().imported, 2);
     exa.withdraw(net("198.18.5.0/24")).unwrap();
     tortie_lab::wait_for("BIRD to drop 198.18.5.0/24", UP, || {
         let gone = !bird.routes()?.iter().any(|r| r.prefix == net("198.18.5.0/24"));

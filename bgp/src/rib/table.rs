@@ -14,12 +14,18 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use smallvec::SmallVec;
 
 use super::decision::{Origination, Path, select};
 use crate::packet::{AttrInterner, PathAttrs};
 
 /// Who a path came from: a peer's name, or `None` for locally originated paths.
 pub type PeerKey = Option<Arc<str>>;
+
+/// The chosen paths of a prefix: the best first, then the rest of the
+/// multipath set. One path (the usual case) sits inline: a full table's
+/// million changes cost no allocation each.
+pub type ChosenPaths = SmallVec<[(PeerKey, Path); 1]>;
 
 /// A change of best path (or multipath set) for a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +34,7 @@ pub struct BestChange {
     pub prefix: IpNet,
     /// The new best path first, then the rest of the multipath set; empty
     /// when the prefix is now unreachable.
-    pub paths: Vec<(PeerKey, Path)>,
+    pub paths: ChosenPaths,
     /// Whether the prefix had a best path before; if not, no peer was sent
     /// it, so none needs it withdrawn.
     pub was_reachable: bool,
@@ -146,7 +152,7 @@ fn path(peers: &[PeerInfo], s: &Stored) -> (PeerKey, Path) {
 }
 
 /// A prefix's new chosen paths, and whether it had any before.
-type Changed = (Vec<(PeerKey, Path)>, bool);
+type Changed = (ChosenPaths, bool);
 
 /// What changed for a prefix: its chosen paths now, when they differ from
 /// `before`.

@@ -95,6 +95,17 @@ impl Bird {
         cmd::run("birdc", &full)
     }
 
+    /// A connection to BIRD's control socket, for polling often: no
+    /// `birdc` process per question.
+    pub fn control(&self) -> Result<BirdControl> {
+        let stream = std::os::unix::net::UnixStream::connect(&self.ctl)
+            .map_err(|e| LabError::io("connecting to", &self.ctl, e))?;
+        let reader = std::io::BufReader::new(stream);
+        let mut control = BirdControl { reader, ctl: self.ctl.clone(), name: self.daemon.name().to_string() };
+        control.reply()?; // the greeting: "0001 BIRD … ready."
+        Ok(control)
+    }
+
     /// Every protocol, from `show protocols all`.
     pub fn protocols(&self) -> Result<Vec<BirdProtocol>> {
         let out = self.birdc(&["show", "protocols", "all"])?;
@@ -109,6 +120,61 @@ impl Bird {
         match found.len() {
             1 => Ok(found.remove(0)),
             n => Err(LabError::parse("protocol", self.daemon.name(), format!("{n} protocols named {name}"), &out)),
+        }
+    }
+}
+
+/// An open BIRD control connection (the protocol `birdc` speaks: each
+/// reply line starts with a 4-digit code, `-` when more lines follow, or
+/// a space continuing the previous line's code; code 0000 ends a reply).
+pub struct BirdControl {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    ctl: PathBuf,
+    name: String,
+}
+
+impl BirdControl {
+    /// Sends `command` (`show protocols all sut`) and returns the reply as
+    /// `birdc` prints it.
+    pub fn command(&mut self, command: &str) -> Result<String> {
+        use std::io::Write as _;
+        writeln!(self.reader.get_mut(), "{command}").map_err(|e| LabError::io("writing to", &self.ctl, e))?;
+        self.reply()
+    }
+
+    /// The protocol `name`, from `show protocols all NAME`.
+    pub fn protocol(&mut self, name: &str) -> Result<BirdProtocol> {
+        let out = self.command(&format!("show protocols all {name}"))?;
+        let found = parse_protocols(&out).map_err(|why| LabError::parse("protocol", &self.name, why, &out))?;
+        found.into_iter().next().ok_or_else(|| LabError::parse("protocol", &self.name, format!("no {name}"), &out))
+    }
+
+    fn reply(&mut self) -> Result<String> {
+        use std::io::BufRead as _;
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            let read = self.reader.read_line(&mut line).map_err(|e| LabError::io("reading", &self.ctl, e))?;
+            if read == 0 {
+                return Err(LabError::parse("control reply", &self.name, "the connection closed", &text));
+            }
+            let line = line.trim_end_matches('\n');
+            // As birdc (client/client.c): a numbered line with a space after
+            // the code ends the reply; code 0000 carries no text.
+            let (last, text_part) = match line.as_bytes() {
+                [b' ', ..] => (false, &line[1..]),
+                [a, b, c, d, sep @ (b'-' | b' '), ..] if [a, b, c, d].iter().all(|x| x.is_ascii_digit()) => {
+                    (*sep == b' ', if &line[..4] == "0000" { "" } else { &line[5..] })
+                }
+                _ => return Err(LabError::parse("control reply", &self.name, format!("odd line {line:?}"), &text)),
+            };
+            if !text_part.is_empty() || !last {
+                text.push_str(text_part);
+                text.push('\n');
+            }
+            if last {
+                return Ok(text);
+            }
         }
     }
 }
