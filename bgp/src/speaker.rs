@@ -589,7 +589,7 @@ impl Speaker {
                 || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
             let accepted = match &policy {
                 _ if looped => None,
-                Some(p) => p.apply_shared(&prefix, &attrs, peer_type),
+                Some(p) => p.apply_shared(&prefix, attrs, peer_type),
                 // RFC 8212: nothing from an eBGP peer without an import policy.
                 None if ibgp => Some(attrs),
                 None => None,

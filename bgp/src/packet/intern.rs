@@ -24,7 +24,8 @@ impl AttrInterner {
         if let Some((asked, shared)) = &self.last
             && Arc::ptr_eq(asked, &attrs)
         {
-            return shared.clone();
+            // Usually the very set held: hand it back without touching its count.
+            return if Arc::ptr_eq(shared, &attrs) { attrs } else { shared.clone() };
         }
         let shared = match self.sets.get(&attrs) {
             Some(existing) => existing.clone(),

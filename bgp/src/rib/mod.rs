@@ -5,3 +5,4 @@ pub mod export;
 pub mod outbound;
 pub mod policy;
 pub mod table;
+mod v4_index;

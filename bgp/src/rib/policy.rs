@@ -148,11 +148,11 @@ impl Policy {
     /// [`Policy::apply`] to a shared attribute set: the same `Arc` back when
     /// the policy accepts the route unchanged (the usual import of a full
     /// table: no copy per prefix, and consecutive prefixes keep sharing one set).
-    pub fn apply_shared(&self, prefix: &IpNet, attrs: &Arc<PathAttrs>, peer: PeerType) -> Option<Arc<PathAttrs>> {
-        match self.rules.iter().find(|r| r.matches(prefix, attrs, peer)) {
-            None => Some(attrs.clone()),
-            Some(rule) if rule.verdict == Verdict::Accept && rule.operations.is_empty() => Some(attrs.clone()),
-            Some(_) => self.apply(prefix, attrs, peer).map(Arc::new),
+    pub fn apply_shared(&self, prefix: &IpNet, attrs: Arc<PathAttrs>, peer: PeerType) -> Option<Arc<PathAttrs>> {
+        match self.rules.iter().find(|r| r.matches(prefix, &attrs, peer)) {
+            None => Some(attrs),
+            Some(rule) if rule.verdict == Verdict::Accept && rule.operations.is_empty() => Some(attrs),
+            Some(_) => self.apply(prefix, &attrs, peer).map(Arc::new),
         }
     }
 
@@ -274,17 +274,17 @@ mod tests {
         let shared = Arc::new(attrs());
         let prefix = p("198.18.1.0/24");
         let accept = Policy::accept_all();
-        let kept = accept.apply_shared(&prefix, &shared, PeerType::Ebgp).unwrap();
+        let kept = accept.apply_shared(&prefix, shared.clone(), PeerType::Ebgp).unwrap();
         assert!(Arc::ptr_eq(&kept, &shared), "accepted unchanged: no copy");
         let tag = Community::new(65001, 1);
         let add = Policy {
             rules: vec![rule(|r| (r.verdict, r.operations) = (Verdict::Accept, vec![Operation::AddCommunity(tag)]))],
         };
-        let changed = add.apply_shared(&prefix, &shared, PeerType::Ebgp).unwrap();
+        let changed = add.apply_shared(&prefix, shared.clone(), PeerType::Ebgp).unwrap();
         assert_eq!(*changed, add.apply(&prefix, &shared, PeerType::Ebgp).unwrap());
         assert!(changed.communities.contains(&tag));
         assert_eq!(
-            Policy { rules: vec![Rule::any(Verdict::Reject)] }.apply_shared(&prefix, &shared, PeerType::Ebgp),
+            Policy { rules: vec![Rule::any(Verdict::Reject)] }.apply_shared(&prefix, shared.clone(), PeerType::Ebgp),
             None
         );
         assert!(!add.depends_on_prefix());

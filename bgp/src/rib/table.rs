@@ -7,7 +7,7 @@
 //! and identifiers live once in a peer table; the usual single path sits
 //! inline in its entry (16 octets in all), two or more on the heap with the
 //! chosen ones in front; prefixes live in B-trees, IPv4 keyed by one
-//! 8-octet integer rather than an 18-octet `IpNet`.
+//! 8-octet integer rather than an 18-octet `IpNet`, one tree per /16.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,6 +17,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
 use super::decision::{Origination, Path, select};
+use super::v4_index::{V4Index, V4Key};
 use crate::packet::{AttrInterner, PathAttrs};
 
 /// Who a path came from: a peer's name, or `None` for locally originated paths.
@@ -94,11 +95,11 @@ impl Entry {
 
 /// An IPv4 prefix as a B-tree key: address and length in one integer,
 /// ordered as `Ipv4Net` orders them (address, then length).
-fn v4_key(net: &Ipv4Net) -> u64 {
+fn v4_key(net: &Ipv4Net) -> V4Key {
     (u64::from(u32::from(net.addr())) << 8) | u64::from(net.prefix_len())
 }
 
-fn v4_net(key: u64) -> IpNet {
+fn v4_net(key: V4Key) -> IpNet {
     // The key came from a valid prefix: its length is at most 32.
     let len = (key & 0xff) as u8;
     IpNet::V4(Ipv4Net::new(Ipv4Addr::from((key >> 8) as u32), len).unwrap_or_default())
@@ -109,7 +110,7 @@ fn v4_net(key: u64) -> IpNet {
 pub struct LocRib {
     /// B-trees, not hash tables: no doubling (and copying) of a full
     /// table's worth of buckets as it grows, and prefixes come out in order.
-    v4: BTreeMap<u64, Entry>,
+    v4: V4Index<Entry>,
     v6: BTreeMap<Ipv6Net, Entry>,
     interner: AttrInterner,
     max_paths: usize,
@@ -244,11 +245,11 @@ impl LocRib {
     /// The index of `peer`, registered (or refreshed) with the path's peer details.
     fn peer(&mut self, key: &PeerKey, path: &Path) -> u32 {
         let known = match &self.last_peer {
-            Some((last, i)) if last == key => Some(*i),
-            _ => self.peer_index.get(key).copied(),
+            // The same allocation (or both local): no string compared, no count touched.
+            Some((last, i)) if last.as_ref().map(Arc::as_ptr) == key.as_ref().map(Arc::as_ptr) => Some(*i),
+            _ => self.peer_index.get(key).copied().inspect(|&i| self.last_peer = Some((key.clone(), i))),
         };
         if let Some(i) = known {
-            self.last_peer = Some((key.clone(), i));
             let info = &mut self.peers[i as usize];
             (info.addr, info.id) = (path.peer_addr, path.peer_id);
             return i;
@@ -261,14 +262,14 @@ impl LocRib {
 
     fn entry(&self, prefix: &IpNet) -> Option<&Entry> {
         match prefix {
-            IpNet::V4(net) => self.v4.get(&v4_key(net)),
+            IpNet::V4(net) => self.v4.get(v4_key(net)),
             IpNet::V6(net) => self.v6.get(net),
         }
     }
 
     /// Every prefix and its entry, IPv4 first, each family in order.
     fn entries(&self) -> impl Iterator<Item = (IpNet, &Entry)> + '_ {
-        let v4 = self.v4.iter().map(|(k, e)| (v4_net(*k), e));
+        let v4 = self.v4.iter().map(|(k, e)| (v4_net(k), e));
         v4.chain(self.v6.iter().map(|(k, e)| (IpNet::V6(*k), e)))
     }
 
@@ -283,7 +284,10 @@ impl LocRib {
         };
         let (peers, max_paths, mut added) = (&self.peers, self.max_paths, false);
         let changed = match prefix {
-            IpNet::V4(net) => announce_in(&mut self.v4, v4_key(&net), stored, peers, max_paths, &mut added),
+            IpNet::V4(net) => {
+                let key = v4_key(&net);
+                self.v4.with_bucket(key, |map| announce_in(map, key, stored, peers, max_paths, &mut added))
+            }
             IpNet::V6(net) => announce_in(&mut self.v6, net, stored, peers, max_paths, &mut added),
         };
         if added {
@@ -297,7 +301,10 @@ impl LocRib {
         let &index = self.peer_index.get(peer)?;
         let (peers, max_paths) = (&self.peers, self.max_paths);
         let changed = match prefix {
-            IpNet::V4(net) => withdraw_in(&mut self.v4, &v4_key(&net), index, peers, max_paths),
+            IpNet::V4(net) => {
+                let key = v4_key(&net);
+                self.v4.with_bucket(key, |map| withdraw_in(map, &key, index, peers, max_paths))
+            }
             IpNet::V6(net) => withdraw_in(&mut self.v6, &net, index, peers, max_paths),
         }?;
         self.peers[index as usize].paths -= 1;
