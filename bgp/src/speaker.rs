@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::graceful::{Deferral, PeerState, Stale, forwarding_preserved};
-use crate::packet::{Context, Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode};
+use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, Reflection, Reflector, export};
 use crate::rib::outbound::Outbound;
@@ -32,6 +32,9 @@ use crate::rib::table::{BestChange, LocRib, PeerKey};
 use crate::session::listener::Listener;
 use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerHandle, PeerStatus};
 use crate::session::socket::SocketError;
+
+mod groups;
+use groups::UpdateGroups;
 
 /// A prefix limit (RFC 4486 §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,16 +181,6 @@ pub struct SpeakerStats {
     pub deferrals_ended: AtomicU64,
 }
 
-/// Peers that get identical UPDATEs: same export rules and policy, same
-/// negotiated send context. Each change is encoded once per group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct GroupKey {
-    export: ExportPeer,
-    policy: Option<Policy>,
-    tx: Context,
-    families: Vec<Family>,
-}
-
 /// What exporting a path depends on besides its prefix: its attribute set
 /// (the very allocation: the RIB shares equal sets), source and peer.
 struct ExportRun {
@@ -242,6 +235,9 @@ struct Speaker {
     internal_tx: mpsc::Sender<Internal>,
     neighbors: HashMap<String, (Neighbor, PeerHandle)>,
     up: HashSet<String>,
+    /// The up peers grouped for export; `None` after a change to `up` or
+    /// to a neighbour's configuration, planned again when next needed.
+    update_groups: Option<Arc<UpdateGroups>>,
     /// Peers stopped for exceeding their prefix limit (until restarted).
     over_limit: HashSet<String>,
     events_tx: mpsc::Sender<PeerEvent>,
@@ -280,6 +276,7 @@ pub fn spawn(
         internal_tx,
         neighbors: HashMap::new(),
         up: HashSet::new(),
+        update_groups: None,
         over_limit: HashSet::new(),
         events_tx,
         best_tx: best,
@@ -339,6 +336,7 @@ impl Speaker {
                     (neighbor.import_policy != import, neighbor.export_policy != export);
                 neighbor.import_policy = import;
                 neighbor.export_policy = export;
+                self.update_groups = None;
                 let refresh = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.route_refresh);
                 if import_changed && neighbor.soft_reconfiguration_inbound {
                     // The routes as received, judged again by the new import policy.
@@ -445,7 +443,7 @@ impl Speaker {
         match event {
             PeerEvent::Up { peer, negotiated } => {
                 self.over_limit.remove(&peer);
-                self.up.insert(peer.clone());
+                self.set_up(&peer, true);
                 if self.stale.contains_key(&peer) && !forwarding_preserved(negotiated.peer_graceful_restart.as_ref()) {
                     // RFC 4724 §4.2: the peer lost its forwarding state; its stale routes are void.
                     tracing::info!(peer, "peer restarted without its forwarding state: stale routes removed");
@@ -460,7 +458,7 @@ impl Speaker {
             }
             PeerEvent::Down { peer, graceful: Some(restart_time), .. } => {
                 // RFC 4724 §4.2: keep the routes, stale, while the peer restarts.
-                self.up.remove(&peer);
+                self.set_up(&peer, false);
                 let stale = self.stale.entry(peer.clone()).or_default();
                 stale.prefixes = self.rib.prefixes_from(&key(&peer)).into_iter().collect();
                 stale.epoch += 1;
@@ -482,7 +480,7 @@ impl Speaker {
                 self.remove_neighbor(&peer).await;
             }
             PeerEvent::Down { peer, .. } => {
-                self.up.remove(&peer);
+                self.set_up(&peer, false);
                 self.stale.remove(&peer);
                 self.received.remove(&peer);
                 let changes = self.rib.peer_down(&key(&peer));
@@ -694,6 +692,7 @@ impl Speaker {
         let _ = handle.commands.send(PeerCommand::Start).await;
         self.statuses.lock().unwrap_or_else(|p| p.into_inner()).insert(n.session.name.clone(), handle.status.clone());
         self.neighbors.insert(n.session.name.clone(), (n, handle));
+        self.update_groups = None;
     }
 
     async fn remove_neighbor(&mut self, name: &str) {
@@ -706,7 +705,7 @@ impl Speaker {
         }
         let _ = handle.commands.send(PeerCommand::Stop { message: "peer removed from the configuration".into() }).await;
         self.statuses.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
-        self.up.remove(&name);
+        self.set_up(&name, false);
         self.stale.remove(&name);
         self.received.remove(&name);
         self.over_limit.remove(&name);
@@ -840,12 +839,34 @@ impl Speaker {
         out
     }
 
+    /// Marks `peer` up or down; the update groups are planned again.
+    fn set_up(&mut self, peer: &str, up: bool) {
+        if up {
+            self.up.insert(peer.to_string());
+        } else {
+            self.up.remove(peer);
+        }
+        self.update_groups = None;
+    }
+
+    /// The up peers grouped for export, planned if anything changed since.
+    fn update_groups(&mut self) -> Arc<UpdateGroups> {
+        let neighbors = &self.neighbors;
+        let up = &self.up;
+        self.update_groups.get_or_insert_with(|| Arc::new(UpdateGroups::plan(neighbors, up))).clone()
+    }
+
     /// Sends every up peer the effect of `changes`, and felix the changes.
     /// Peers of one update group get the same bytes, encoded once; a member
     /// whose own path is among the changes gets its own computation (a path
     /// never goes back to the peer it came from).
     async fn propagate(&mut self, changes: Vec<BestChange>) {
         if changes.is_empty() {
+            return;
+        }
+        // While selection is deferred, peers get the whole table at its end.
+        if self.deferral.is_some() {
+            let _ = self.best_tx.send(changes).await;
             return;
         }
         // The peers whose paths are among the changes: consecutive changes
@@ -856,30 +877,16 @@ impl Speaker {
                 sources.push(source);
             }
         }
-        let mut groups: HashMap<GroupKey, Vec<String>> = HashMap::new();
-        let mut alone = Vec::new();
-        // While selection is deferred, peers get the whole table at its end.
-        let deferring = self.deferral.is_some();
-        for name in self.up.iter().filter(|_| !deferring) {
-            let Some((neighbor, handle)) = self.neighbors.get(name) else { continue };
-            // A peer whose export policy rejects everything was never sent
-            // anything (a policy change resends the table): nothing to do.
-            if neighbor.export_policy.as_ref().is_some_and(Policy::rejects_everything) {
-                continue;
-            }
-            let terms = handle.status.borrow().negotiated.as_ref().map(|n| (n.tx(), n.families.clone()));
-            match terms {
-                Some((tx, families)) if !sources.contains(&name.as_str()) => {
-                    let (export, policy) = (neighbor.export.clone(), neighbor.export_policy.clone());
-                    let key = GroupKey { export, policy, tx, families };
-                    groups.entry(key).or_default().push(name.clone());
-                }
-                _ => alone.push(name.clone()),
-            }
-        }
-        for (key, members) in groups {
+        let plan = self.update_groups();
+        let mut alone: Vec<&str> = plan.ungrouped.iter().map(String::as_str).collect();
+        for (key, members) in &plan.groups {
+            // A member whose own path is among the changes gets its own computation.
+            let (sources_here, members): (Vec<&String>, Vec<&String>) =
+                members.iter().partition(|m| sources.contains(&m.as_str()));
+            alone.extend(sources_here.into_iter().map(String::as_str));
+            let Some(first) = members.first() else { continue };
             let items = changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
-            let updates = self.exports(&members[0], items).updates(false);
+            let updates = self.exports(first, items).updates(false);
             for update in updates {
                 let mut buf = bytes::BytesMut::new();
                 if let Err(e) = Message::Update(update).encode(&key.tx, &mut buf) {
@@ -889,7 +896,7 @@ impl Speaker {
                 let bytes = buf.freeze();
                 self.stats.group_updates_encoded.fetch_add(1, Ordering::Relaxed);
                 for member in &members {
-                    if let Some((_, handle)) = self.neighbors.get(member) {
+                    if let Some((_, handle)) = self.neighbors.get(member.as_str()) {
                         let _ = handle.commands.send(PeerCommand::SendEncoded(bytes.clone())).await;
                         self.stats.group_updates_sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -898,8 +905,8 @@ impl Speaker {
         }
         for name in alone {
             let items = changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
-            for update in self.exports(&name, items).updates(false) {
-                self.send(&name, update).await;
+            for update in self.exports(name, items).updates(false) {
+                self.send(name, update).await;
             }
         }
         // One message per batch: a full table is a million changes.
