@@ -1,13 +1,15 @@
 //! Full-table propagation, side by side (the method of the public bgperf
 //! benchmarks): a BIRD injector announces N IPv4 prefixes (300 distinct
 //! attribute sets) to the system under test, which re-advertises them to a
-//! BIRD monitor. Measured: the time from enabling the injector's table until
-//! the monitor holds every prefix, and the system under test's peak RSS.
-//! Run once with BIRD 2 and once with tortie as the system under test.
+//! BIRD monitor. Measured: the time from the injector's first UPDATE on the
+//! wire (and from enabling its table) until the monitor holds every prefix,
+//! and the system under test's peak RSS; BIRD 2 and tortie take turns as the
+//! system under test.
 //!
 //! Run (as root): `cargo bench -p tortie-proto-tests --bench full_table`
-//! (`TORTIE_BENCH_PREFIXES`, default 1000000; `TORTIE_BENCH_SUT=tortie` or
-//! `bird` runs one side alone). tortie runs in this process with one malloc
+//! (`TORTIE_BENCH_PREFIXES`, default 1000000; `TORTIE_BENCH_ROUNDS`, default
+//! 3 alternating rounds compared by their medians; `TORTIE_BENCH_SUT=tortie`
+//! or `bird` runs one side alone). tortie runs in this process with one malloc
 //! arena, as the daemon sets it.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
@@ -16,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, veth, wait_for};
-use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, run_speaker, wait_for_prefixes, write_table};
+use tortie_proto_tests::bench::{
+    BENCH_TIMERS, cpu_seconds, kib, one_malloc_arena, run_speaker, wait_for_prefixes, write_table,
+};
 use tortie_proto_tests::tortie_neighbor;
 
 fn injector_config(include: &str) -> String {
@@ -38,7 +42,19 @@ fn bird_sut_config() -> String {
 }
 
 /// (enable → monitor has all, first UPDATE on the wire → monitor has all, peak RSS KiB).
-fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u64) {
+/// One run's measures.
+struct Measured {
+    /// From `enable` of the injector's table until the monitor holds every prefix.
+    from_enable: Duration,
+    /// From the injector's first UPDATE on the wire until then.
+    from_first: Duration,
+    /// The system under test's peak RSS, KiB.
+    rss_kib: u64,
+    /// The system under test's CPU seconds over the run.
+    cpu: f64,
+}
+
+fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
     let lab = Lab::new(&format!("full_table_{sut}")).unwrap();
     let (inj, mid, mon) = (lab.netns("inj").unwrap(), lab.netns("sut").unwrap(), lab.netns("mon").unwrap());
     veth((&inj, "eth0"), (&mid, "to-inj")).unwrap();
@@ -47,6 +63,11 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u
     mid.add_addr("to-inj", "192.0.2.1/24".parse().unwrap()).unwrap();
     mon.add_addr("eth0", "198.51.100.2/24".parse().unwrap()).unwrap();
     mid.add_addr("to-mon", "198.51.100.1/24".parse().unwrap()).unwrap();
+    // The peak from now (clear_refs 5 resets VmHWM) above what is resident
+    // now, with what an earlier round freed handed back to the kernel.
+    // SAFETY: malloc_trim(3) only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let baseline = kib("self", "VmRSS:");
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     let (bird_sut, tortie) = if sut == "bird" {
@@ -89,10 +110,16 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u
         Ok(if capture.log().contains("Capturing on") { Check::Done(()) } else { Check::Pending(capture.log()) })
     })
     .unwrap();
+    let sut_cpu = || match &bird_sut {
+        Some(b) => cpu_seconds(&b.daemon().pid().to_string(), None),
+        None => cpu_seconds("self", Some("tokio-rt-worker")),
+    };
+    let cpu_before = sut_cpu();
     let start = Instant::now();
     injector.birdc(&["enable", "gen"]).unwrap();
     let done_at = wait_for_prefixes(&monitor, &[&injector], n as u64, Duration::from_secs(600));
     let elapsed = done_at - start;
+    let cpu = sut_cpu() - cpu_before;
     let done =
         (std::time::SystemTime::now() - done_at.elapsed()).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let first_update: f64 = capture.log().lines().find_map(|l| l.trim().parse().ok()).unwrap();
@@ -105,7 +132,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> (Duration, Duration, u
     if let Some(t) = tortie {
         t.join().unwrap();
     }
-    (elapsed, from_first, rss_kib)
+    Measured { from_enable: elapsed, from_first, rss_kib, cpu }
 }
 
 fn main() {
@@ -118,28 +145,53 @@ fn main() {
     write_table(&include, 0, n).unwrap();
     // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
+    // Alternating rounds, medians compared: one run swings ±15 % on a shared 2-core machine.
+    let rounds: usize = std::env::var("TORTIE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let suts: Vec<&str> = ["bird", "tortie"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)).collect();
     let mut rows = Vec::new();
-    for sut in ["bird", "tortie"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)) {
-        let (t, from_first, rss) = run(sut, n, &include);
-        rows.push((sut, t, from_first, rss));
+    for round in 1..=rounds {
+        for &sut in &suts {
+            rows.push((sut, round, run(sut, n, &include)));
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
     println!(
-        "\n| system under test | prefixes | enable → monitor has all | first UPDATE → monitor has all | peak RSS |\n|---|---:|---:|---:|---:|"
+        "\n| system under test | round | prefixes | enable → monitor has all | first UPDATE → monitor has all | peak RSS | CPU |\n|---|---:|---:|---:|---:|---:|---:|"
     );
-    for (sut, t, from_first, rss) in &rows {
+    for (sut, round, m) in &rows {
         println!(
-            "| {sut} | {n} | {:.2} s | {:.2} s | {:.0} MiB |",
-            t.as_secs_f64(),
-            from_first.as_secs_f64(),
-            *rss as f64 / 1024.0
+            "| {sut} | {round} | {n} | {:.2} s | {:.2} s | {:.0} MiB | {:.2} s |",
+            m.from_enable.as_secs_f64(),
+            m.from_first.as_secs_f64(),
+            m.rss_kib as f64 / 1024.0,
+            m.cpu
         );
     }
-    let [bird, tortie] = &rows[..] else { return };
+    let median = |sut: &str| {
+        let of = |f: fn(&Measured) -> f64| {
+            let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == sut).map(|r| f(&r.2)).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        [
+            of(|m| m.from_enable.as_secs_f64()),
+            of(|m| m.from_first.as_secs_f64()),
+            of(|m| m.rss_kib as f64),
+            of(|m| m.cpu),
+        ]
+    };
+    for &sut in &suts {
+        let [t, f, m, c] = median(sut);
+        println!("| {sut} | median | {n} | {t:.2} s | {f:.2} s | {:.0} MiB | {c:.2} s |", m / 1024.0);
+    }
+    if suts.len() < 2 {
+        return;
+    }
+    let ([bt, bf, bm, _], [tt, tf, tm, _]) = (median("bird"), median("tortie"));
     println!(
-        "\ntortie/BIRD: time {:.2}x (from the first UPDATE {:.2}x), memory {:.2}x",
-        tortie.1.as_secs_f64() / bird.1.as_secs_f64(),
-        tortie.2.as_secs_f64() / bird.2.as_secs_f64(),
-        tortie.3 as f64 / bird.3.max(1) as f64
+        "\ntortie/BIRD, medians of {rounds}: time {:.2}x (from the first UPDATE {:.2}x), memory {:.2}x",
+        tt / bt,
+        tf / bf,
+        tm / bm.max(1.0)
     );
 }
