@@ -159,7 +159,14 @@ type Changed = (ChosenPaths, bool);
 /// `before`.
 fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Option<Changed> {
     let now = entry.map_or(&[][..], Entry::chosen);
-    (now != before).then(|| (now.iter().map(|s| path(peers, s)).collect(), !before.is_empty()))
+    (now != before).then(|| {
+        let paths = match now {
+            // The usual single path, built in place.
+            [one] => ChosenPaths::from_buf([path(peers, one)]),
+            _ => now.iter().map(|s| path(peers, s)).collect(),
+        };
+        (paths, !before.is_empty())
+    })
 }
 
 /// Adds or replaces `stored`'s peer's path in `map` at `key`; the new
