@@ -8,7 +8,7 @@
 //!
 //! Run (as root): `cargo bench -p tortie-proto-tests --bench full_table`
 //! (`TORTIE_BENCH_PREFIXES`, default 1000000; `TORTIE_BENCH_ROUNDS`, default
-//! 3 alternating rounds compared by their medians; `TORTIE_BENCH_SUT=tortie`
+//! 5 alternating rounds compared by their medians; `TORTIE_BENCH_SUT=tortie`
 //! or `bird` runs one side alone). tortie runs in this process with one malloc
 //! arena, as the daemon sets it.
 
@@ -146,7 +146,7 @@ fn main() {
     // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
     // Alternating rounds, medians compared: one run swings ±15 % on a shared 2-core machine.
-    let rounds: usize = std::env::var("TORTIE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rounds: usize = std::env::var("TORTIE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let suts: Vec<&str> = ["bird", "tortie"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)).collect();
     let mut rows = Vec::new();
     for round in 1..=rounds {
