@@ -433,6 +433,11 @@ impl Speaker {
         }
         self.stats.deferrals_ended.fetch_add(1, Ordering::Relaxed);
         tracing::info!(why, routes = self.rib.best_paths().count(), "route selection deferral over: advertising");
+        // The restart is over: a session that comes up later is a normal one.
+        for (neighbor, handle) in self.neighbors.values_mut() {
+            neighbor.session.local.end_restart();
+            let _ = handle.commands.send(PeerCommand::EndRestart).await;
+        }
         let up: Vec<String> = self.up.iter().cloned().collect();
         for peer in up {
             self.send_table(&peer, false).await;

@@ -379,3 +379,28 @@ fn reasons_read_like_bird() {
     let shut = Notification::cease_with_message(2, "upgrading");
     assert_eq!(Reason::Received(shut).to_string(), "Received: Administrative shutdown: \"upgrading\"");
 }
+
+#[test]
+fn the_restart_state_bit_goes_out_only_until_the_restart_is_over() {
+    use tortie_bgp::packet::{Capability, GracefulRestart};
+    let mut restarting = local();
+    restarting.graceful_restart =
+        Some(GracefulRestart { restarted: true, notification: false, restart_time: 120, families: vec![] });
+    let mut f = Fsm::new(config(false, false), restarting);
+    // The R bit in the OPEN a connection gets, if it gets one.
+    let r_bit = |actions: Vec<Action>| {
+        actions.into_iter().find_map(|a| match a {
+            Action::Send(Message::Open(open)) => open.capabilities.into_iter().find_map(|c| match c {
+                Capability::GracefulRestart(gr) => Some(gr.restarted),
+                _ => None,
+            }),
+            _ => None,
+        })
+    };
+    f.handle(Event::ManualStart);
+    assert_eq!(r_bit(f.handle(Event::TcpConnected)), Some(true), "while restarting (RFC 4724 §4.1)");
+    f.handle(Event::TcpConnectionFails);
+    f.end_restart();
+    f.handle(Event::TimerExpired(Timer::ConnectRetry));
+    assert_eq!(r_bit(f.handle(Event::TcpConnected)), Some(false), "after the restart: a normal OPEN");
+}

@@ -279,6 +279,11 @@ impl Fsm {
         self.negotiated.as_ref()
     }
 
+    /// The restart is over: later OPENs carry no R bit (RFC 4724 §4.1).
+    pub fn end_restart(&mut self) {
+        self.local.end_restart();
+    }
+
     /// Our BGP identifier (for collision resolution).
     pub fn local_id(&self) -> Ipv4Addr {
         self.local.bgp_id

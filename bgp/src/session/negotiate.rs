@@ -75,6 +75,15 @@ impl LocalConfig {
         }
     }
 
+    /// Clears the Restart State (R) bit: RFC 4724 §4.1 sets it only in the
+    /// OPENs of a speaker that is still restarting, so once its deferral is
+    /// over a new session must not claim a restart.
+    pub fn end_restart(&mut self) {
+        if let Some(gr) = &mut self.graceful_restart {
+            gr.restarted = false;
+        }
+    }
+
     /// The OPEN we send.
     pub fn open(&self) -> Open {
         let mut caps: Vec<Capability> = self.families.iter().map(|f| Capability::Multiprotocol(*f)).collect();

@@ -58,6 +58,9 @@ pub enum PeerCommand {
     Send(Box<Message>),
     /// Send UPDATE bytes encoded once for the peer's update group.
     SendEncoded(bytes::Bytes),
+    /// The speaker's graceful restart is over: OPENs from now on carry no
+    /// Restart State bit (RFC 4724 §4.1).
+    EndRestart,
 }
 
 /// What a peer reports to the rest of the speaker.
@@ -324,6 +327,13 @@ impl Runner {
             PeerCommand::Reset { message } => self.handle(Which::Main, Event::ManualReset { message }).await,
             PeerCommand::AutoStop { subcode } => self.handle(Which::Main, Event::AutomaticStop { subcode }).await,
             PeerCommand::AutoStart => self.handle(Which::Main, Event::AutomaticStart).await,
+            PeerCommand::EndRestart => {
+                self.config.local.end_restart();
+                self.main.fsm.end_restart();
+                if let Some(second) = &mut self.second {
+                    second.fsm.end_restart();
+                }
+            }
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
             PeerCommand::Send(message) => {
                 if self.main.fsm.state() == State::Established {
