@@ -530,7 +530,8 @@ impl Runner {
                         }
                         tracing::info!(peer = %self.config.name, asn = n.peer_asn, id = %n.peer_id, hold = n.hold_time, "session established");
                         self.status.send_modify(|s| s.negotiated = Some((*n).clone()));
-                        let _ = self.events.send(PeerEvent::Up { peer: self.config.name.clone(), negotiated: n }).await;
+                        // Boxed: `report` may carry out a command, which may come back here.
+                        Box::pin(self.report(PeerEvent::Up { peer: self.config.name.clone(), negotiated: n })).await;
                     }
                     Action::Down(reason) => {
                         let words = reason.to_string();
@@ -548,7 +549,7 @@ impl Runner {
                         });
                         if was_up {
                             let peer = self.config.name.clone();
-                            let _ = self.events.send(PeerEvent::Down { peer, reason: words, graceful }).await;
+                            Box::pin(self.report(PeerEvent::Down { peer, reason: words, graceful })).await;
                         }
                     }
                 }
