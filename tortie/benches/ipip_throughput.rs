@@ -2,7 +2,10 @@
 //! IPIP data plane against the same pods over a native route, in the same
 //! run (iperf3, 5 s each), and the daemons' CPU seconds per GB tunnelled.
 //!
-//! Run: `cargo bench -p tortie --bench ipip_throughput` (root).
+//! Run: `cargo bench -p tortie --bench ipip_throughput` (root;
+//! `TORTIE_BENCH_MTU`, default 1500, is the underlay MTU: the nodes' links
+//! get it, the pods 20 octets less, as Calico sizes pods for IPIP, and the
+//! daemons are told with `--underlay-mtu`).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
@@ -59,6 +62,7 @@ fn iperf(a: &Netns, b: &Netns) -> (f64, f64) {
 }
 
 fn main() {
+    let mtu: u16 = std::env::var("TORTIE_BENCH_MTU").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
     let lab = Lab::new("bench-ipip").unwrap();
     let url = format!("sqlite://{}/store.db", lab.dir().display());
     let sw = lab.bridge("sw").unwrap();
@@ -66,6 +70,9 @@ fn main() {
     for i in 0..2 {
         let n = lab.netns(&format!("n{}", i + 1)).unwrap();
         sw.attach(&n, "eth0").unwrap();
+        // Both ends of the link (the bridge follows its ports).
+        n.ip(&["link", "set", "eth0", "mtu", &mtu.to_string()]).unwrap();
+        sw.netns().ip(&["link", "set", &format!("port{i}"), "mtu", &mtu.to_string()]).unwrap();
         n.add_addr("eth0", format!("192.0.2.{}/24", i + 1).parse().unwrap()).unwrap();
         n.add_route("default via 192.0.2.254").unwrap();
         nodes.push(n);
@@ -91,13 +98,30 @@ fn main() {
             ),
         );
     }
+    let pod_mtu = (mtu - 20).to_string();
+    for (pod, node, host_if) in [(&a, &nodes[0], "tortiea"), (&b, &nodes[1], "tortieb")] {
+        pod.netns.ip(&["link", "set", "eth0", "mtu", &pod_mtu]).unwrap();
+        node.ip(&["link", "set", host_if, "mtu", &pod_mtu]).unwrap();
+    }
     let daemons: Vec<Daemon> = nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
             let run = n.dir().join("run");
             let (name, ip) = (format!("n{}", i + 1), format!("192.0.2.{}/24", i + 1));
-            let args = ["node", "run", "--name", &name, "--ip", &ip, "--run-dir", run.to_str().unwrap()];
+            let underlay = mtu.to_string();
+            let args = [
+                "node",
+                "run",
+                "--name",
+                &name,
+                "--ip",
+                &ip,
+                "--run-dir",
+                run.to_str().unwrap(),
+                "--underlay-mtu",
+                &underlay,
+            ];
             n.spawn(
                 "tortie",
                 env!("CARGO_BIN_EXE_tortie"),
@@ -130,7 +154,7 @@ fn main() {
         / metric(&nodes[0], "tortie_ipip_encap_batches_total").max(1.0);
     let per_recv = metric(&nodes[1], "tortie_ipip_decap_packets_total")
         / metric(&nodes[1], "tortie_ipip_decap_batches_total").max(1.0);
-    println!("iperf3 TCP, pod to pod on two nodes, 5 s each");
+    println!("iperf3 TCP, pod to pod on two nodes, 5 s each, underlay MTU {mtu}, pods {pod_mtu}");
     println!("  packets per TUN read {per_read:.1}, per recvmmsg {per_recv:.1}");
     println!("  native route         {:>8.0} Mbit/s", native_bps / 1e6);
     println!("  userspace IPIP       {:>8.0} Mbit/s  ({:.2}x native)", tunnel_bps / 1e6, tunnel_bps / native_bps);
