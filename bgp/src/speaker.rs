@@ -27,7 +27,7 @@ use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRef
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, Reflection, Reflector, export};
 use crate::rib::outbound::Outbound;
-use crate::rib::policy::{PeerType, Policy};
+use crate::rib::policy::{PeerType, Policy, Source};
 use crate::rib::table::{BestChange, LocRib, PeerKey};
 use crate::session::listener::Listener;
 use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerHandle, PeerStatus};
@@ -592,7 +592,7 @@ impl Speaker {
                 || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
             let accepted = match &policy {
                 _ if looped => None,
-                Some(p) => p.apply_shared(&prefix, attrs, peer_type),
+                Some(p) => p.apply_shared(&prefix, attrs, peer_type, Source::RemotePeers),
                 // RFC 8212: nothing from an eBGP peer without an import policy.
                 None if ibgp => Some(attrs),
                 None => None,

@@ -149,6 +149,25 @@ spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000}
 ",
     );
     wait_until("the route to return once the filter is gone", tor_route);
+    // An export filter on `source: RemotePeers`: the ToR keeps n1's own
+    // block and no longer gets the one n1 learned from n2.
+    let tor_has = |prefix: &str| bird.birdc(&["show", "route", prefix]).is_ok_and(|r| r.contains(prefix));
+    wait_until("the ToR to learn n2's block through n1", || tor_has("198.18.0.64/26"));
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: own-blocks-only}
+spec:
+  exportV4: [{action: Reject, source: RemotePeers}]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, filters: [own-blocks-only]}
+",
+    );
+    wait_until("the filter to withhold n2's block from the ToR", || !tor_has("198.18.0.64/26"));
+    assert!(tor_has("198.18.0.0/26"), "n1's own block still goes to the ToR");
     assert_eq!(
         peer(&status_json(&c, 0), "192.0.2.100").unwrap()["since"],
         tor_since,

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use crate::packet::{AsPath, MpNextHop, PathAttrs, Segment, SegmentType};
 use crate::rib::decision::{DEFAULT_LOCAL_PREF, Origination, Path};
-use crate::rib::policy::{PeerType, Policy};
+use crate::rib::policy::{PeerType, Policy, Source};
 
 /// The route-reflector role (RFC 4456), decided outside the speaker (the
 /// `tortie-reflector` crate implements it): which iBGP-learned paths may be
@@ -157,7 +157,9 @@ pub fn export(
     }
     match policy {
         Some(policy) => {
-            policy.apply(prefix, &attrs, if ibgp { PeerType::Ibgp } else { PeerType::Ebgp }).ok_or(Withheld::Policy)
+            let peer = if ibgp { PeerType::Ibgp } else { PeerType::Ebgp };
+            let source = if path.origination == Origination::Local { Source::Local } else { Source::RemotePeers };
+            policy.apply(prefix, &attrs, peer, source).ok_or(Withheld::Policy)
         }
         None => Ok(attrs),
     }

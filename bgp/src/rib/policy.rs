@@ -30,6 +30,16 @@ pub enum PeerType {
     Ibgp,
 }
 
+/// Where a route comes from, as a rule's `source` condition sees it
+/// (Calico's BGPFilter `source: RemotePeers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Originated by this node (its blocks, felix's prefixes).
+    Local,
+    /// Learned from a BGP peer.
+    RemotePeers,
+}
+
 /// Accept or reject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
@@ -63,6 +73,8 @@ pub struct Rule {
     pub as_path_prefix: Vec<u32>,
     /// The peer is of this type.
     pub peer_type: Option<PeerType>,
+    /// The route comes from here.
+    pub source: Option<Source>,
     /// The decision.
     pub verdict: Verdict,
     /// Changes applied when accepted.
@@ -78,12 +90,13 @@ impl Rule {
             community: None,
             as_path_prefix: Vec::new(),
             peer_type: None,
+            source: None,
             verdict,
             operations: Vec::new(),
         }
     }
 
-    fn matches(&self, prefix: &IpNet, attrs: &PathAttrs, peer: PeerType) -> bool {
+    fn matches(&self, prefix: &IpNet, attrs: &PathAttrs, peer: PeerType, source: Source) -> bool {
         let cidr_ok = self.cidr.is_none_or(|(op, cidr)| {
             let same_family = matches!((prefix, cidr), (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_)));
             match op {
@@ -101,7 +114,8 @@ impl Rule {
             asns == self.as_path_prefix
         };
         let peer_ok = self.peer_type.is_none_or(|t| t == peer);
-        cidr_ok && len_ok && community_ok && path_ok && peer_ok
+        let source_ok = self.source.is_none_or(|s| s == source);
+        cidr_ok && len_ok && community_ok && path_ok && peer_ok && source_ok
     }
 }
 
@@ -119,8 +133,8 @@ impl Policy {
     }
 
     /// The route's attributes after the policy, or `None` when rejected.
-    pub fn apply(&self, prefix: &IpNet, attrs: &PathAttrs, peer: PeerType) -> Option<PathAttrs> {
-        let Some(rule) = self.rules.iter().find(|r| r.matches(prefix, attrs, peer)) else {
+    pub fn apply(&self, prefix: &IpNet, attrs: &PathAttrs, peer: PeerType, source: Source) -> Option<PathAttrs> {
+        let Some(rule) = self.rules.iter().find(|r| r.matches(prefix, attrs, peer, source)) else {
             return Some(attrs.clone());
         };
         if rule.verdict == Verdict::Reject {
@@ -148,11 +162,17 @@ impl Policy {
     /// [`Policy::apply`] to a shared attribute set: the same `Arc` back when
     /// the policy accepts the route unchanged (the usual import of a full
     /// table: no copy per prefix, and consecutive prefixes keep sharing one set).
-    pub fn apply_shared(&self, prefix: &IpNet, attrs: Arc<PathAttrs>, peer: PeerType) -> Option<Arc<PathAttrs>> {
-        match self.rules.iter().find(|r| r.matches(prefix, &attrs, peer)) {
+    pub fn apply_shared(
+        &self,
+        prefix: &IpNet,
+        attrs: Arc<PathAttrs>,
+        peer: PeerType,
+        source: Source,
+    ) -> Option<Arc<PathAttrs>> {
+        match self.rules.iter().find(|r| r.matches(prefix, &attrs, peer, source)) {
             None => Some(attrs),
             Some(rule) if rule.verdict == Verdict::Accept && rule.operations.is_empty() => Some(attrs),
-            Some(_) => self.apply(prefix, &attrs, peer).map(Arc::new),
+            Some(_) => self.apply(prefix, &attrs, peer, source).map(Arc::new),
         }
     }
 
@@ -233,8 +253,12 @@ mod tests {
             (rule(|r| r.peer_type = Some(PeerType::Ibgp)), "198.18.1.0/24", PeerType::Ebgp, false),
         ];
         for (r, prefix, peer, want) in cases {
-            assert_eq!(r.matches(&p(prefix), &attrs(), peer), want, "{r:?} on {prefix}");
+            assert_eq!(r.matches(&p(prefix), &attrs(), peer, Source::RemotePeers), want, "{r:?} on {prefix}");
         }
+        // Calico's `source: RemotePeers`: learned routes only, not this node's own.
+        let learned_only = rule(|r| r.source = Some(Source::RemotePeers));
+        assert!(learned_only.matches(&p("198.18.1.0/24"), &attrs(), PeerType::Ebgp, Source::RemotePeers));
+        assert!(!learned_only.matches(&p("198.18.1.0/24"), &attrs(), PeerType::Ebgp, Source::Local));
     }
 
     #[test]
@@ -256,14 +280,22 @@ mod tests {
                 rule(|r| r.cidr = Some((MatchOperator::In, p("198.18.0.0/15")))),
             ],
         };
-        assert_eq!(policy.apply(&p("198.18.9.0/24"), &attrs(), PeerType::Ebgp), None, "rejected by the first rule");
-        let changed = policy.apply(&p("198.18.1.0/24"), &attrs(), PeerType::Ebgp).unwrap();
+        assert_eq!(
+            policy.apply(&p("198.18.9.0/24"), &attrs(), PeerType::Ebgp, Source::RemotePeers),
+            None,
+            "rejected by the first rule"
+        );
+        let changed = policy.apply(&p("198.18.1.0/24"), &attrs(), PeerType::Ebgp, Source::RemotePeers).unwrap();
         assert_eq!(changed.communities, vec![Community::new(65002, 100), Community::NO_EXPORT]);
         assert_eq!(changed.local_pref, Some(300));
         assert_eq!(changed.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65001, 65001, 65002, 65010]);
-        assert_eq!(policy.apply(&p("198.19.1.0/24"), &attrs(), PeerType::Ebgp), None, "third rule");
         assert_eq!(
-            policy.apply(&p("203.0.113.0/24"), &attrs(), PeerType::Ebgp),
+            policy.apply(&p("198.19.1.0/24"), &attrs(), PeerType::Ebgp, Source::RemotePeers),
+            None,
+            "third rule"
+        );
+        assert_eq!(
+            policy.apply(&p("203.0.113.0/24"), &attrs(), PeerType::Ebgp, Source::RemotePeers),
             Some(attrs()),
             "no match: accepted unchanged"
         );
@@ -274,17 +306,22 @@ mod tests {
         let shared = Arc::new(attrs());
         let prefix = p("198.18.1.0/24");
         let accept = Policy::accept_all();
-        let kept = accept.apply_shared(&prefix, shared.clone(), PeerType::Ebgp).unwrap();
+        let kept = accept.apply_shared(&prefix, shared.clone(), PeerType::Ebgp, Source::RemotePeers).unwrap();
         assert!(Arc::ptr_eq(&kept, &shared), "accepted unchanged: no copy");
         let tag = Community::new(65001, 1);
         let add = Policy {
             rules: vec![rule(|r| (r.verdict, r.operations) = (Verdict::Accept, vec![Operation::AddCommunity(tag)]))],
         };
-        let changed = add.apply_shared(&prefix, shared.clone(), PeerType::Ebgp).unwrap();
-        assert_eq!(*changed, add.apply(&prefix, &shared, PeerType::Ebgp).unwrap());
+        let changed = add.apply_shared(&prefix, shared.clone(), PeerType::Ebgp, Source::RemotePeers).unwrap();
+        assert_eq!(*changed, add.apply(&prefix, &shared, PeerType::Ebgp, Source::RemotePeers).unwrap());
         assert!(changed.communities.contains(&tag));
         assert_eq!(
-            Policy { rules: vec![Rule::any(Verdict::Reject)] }.apply_shared(&prefix, shared.clone(), PeerType::Ebgp),
+            Policy { rules: vec![Rule::any(Verdict::Reject)] }.apply_shared(
+                &prefix,
+                shared.clone(),
+                PeerType::Ebgp,
+                Source::RemotePeers
+            ),
             None
         );
         assert!(!add.depends_on_prefix());

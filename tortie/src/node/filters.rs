@@ -16,12 +16,7 @@ fn operator(op: MatchOperator) -> policy::MatchOperator {
     }
 }
 
-fn rule(filter: &str, r: &BgpFilterRule) -> Option<Rule> {
-    if r.source.is_some() {
-        // `source: RemotePeers` needs a learned-vs-local match the speaker's rules lack.
-        tracing::warn!(filter, "BGPFilter rules with `source` are not supported yet; rule skipped");
-        return None;
-    }
+fn rule(r: &BgpFilterRule) -> Rule {
     let verdict = match r.action {
         FilterAction::Accept => Verdict::Accept,
         FilterAction::Reject => Verdict::Reject,
@@ -32,7 +27,9 @@ fn rule(filter: &str, r: &BgpFilterRule) -> Option<Rule> {
         let lo = l.min.unwrap_or_else(|| r.cidr.map_or(0, |c| c.prefix_len()));
         (lo, l.max.unwrap_or(32))
     });
-    Some(out)
+    // The store accepts only `RemotePeers`: routes learned from BGP peers.
+    out.source = r.source.as_ref().map(|_| policy::Source::RemotePeers);
+    out
 }
 
 /// (import, export) policies from the filters named, in order; missing
@@ -44,8 +41,8 @@ pub fn policies(names: &[String], filters: &BTreeMap<String, BgpFilterSpec>) -> 
             tracing::warn!(filter = name, "BGPPeer names a BGPFilter that does not exist; skipped");
             continue;
         };
-        import.extend(f.import_v4.iter().filter_map(|r| rule(name, r)));
-        export.extend(f.export_v4.iter().filter_map(|r| rule(name, r)));
+        import.extend(f.import_v4.iter().map(rule));
+        export.extend(f.export_v4.iter().map(rule));
     }
     (Policy { rules: import }, Policy { rules: export })
 }
@@ -56,7 +53,7 @@ mod tests {
     use tortie_store::resources::PrefixLength;
 
     #[test]
-    fn filters_become_ordered_rules_and_missing_ones_are_skipped() {
+    fn filters_become_ordered_rules_with_their_source_and_missing_ones_are_skipped() {
         let reject = BgpFilterRule {
             action: FilterAction::Reject,
             cidr: Some("203.0.113.0/24".parse().unwrap()),
@@ -64,11 +61,20 @@ mod tests {
             prefix_length: Some(PrefixLength { min: None, max: Some(28) }),
             source: None,
         };
-        let spec = BgpFilterSpec { import_v4: vec![reject], ..BgpFilterSpec::default() };
+        let learned = BgpFilterRule {
+            action: FilterAction::Reject,
+            cidr: None,
+            match_operator: None,
+            prefix_length: None,
+            source: Some("RemotePeers".into()),
+        };
+        let spec = BgpFilterSpec { import_v4: vec![reject], export_v4: vec![learned], ..BgpFilterSpec::default() };
         let filters = BTreeMap::from([("f".to_string(), spec)]);
         let (import, export) = policies(&["missing".into(), "f".into()], &filters);
-        assert!(export.rules.is_empty());
         assert_eq!(import.rules.len(), 1);
+        let not_learned =
+            Rule { verdict: Verdict::Reject, source: Some(policy::Source::RemotePeers), ..Rule::any(Verdict::Reject) };
+        assert_eq!(export.rules, vec![not_learned], "`source: RemotePeers` kept, not skipped");
         let r = &import.rules[0];
         assert_eq!(r.verdict, Verdict::Reject);
         assert_eq!(r.cidr, Some((policy::MatchOperator::In, "203.0.113.0/24".parse().unwrap())));
