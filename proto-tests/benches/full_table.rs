@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, veth, wait_for};
 use tortie_proto_tests::bench::{
-    BENCH_TIMERS, cpu_seconds, kib, one_malloc_arena, run_speaker, wait_for_prefixes, write_table,
+    BENCH_TIMERS, PeakRss, cpu_seconds, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes, write_table,
 };
 use tortie_proto_tests::tortie_neighbor;
 
@@ -63,12 +63,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
     mid.add_addr("to-inj", "192.0.2.1/24".parse().unwrap()).unwrap();
     mon.add_addr("eth0", "198.51.100.2/24".parse().unwrap()).unwrap();
     mid.add_addr("to-mon", "198.51.100.1/24".parse().unwrap()).unwrap();
-    // The peak from now (clear_refs 5 resets VmHWM) above what is resident
-    // now, with what an earlier round freed handed back to the kernel.
-    // SAFETY: malloc_trim(3) only releases free memory.
-    unsafe { libc::malloc_trim(0) };
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let baseline = kib("self", "VmRSS:");
+    let peak = PeakRss::start();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     let (bird_sut, tortie) = if sut == "bird" {
         (Some(Bird::start_with_config(&mid, "sut", &bird_sut_config()).unwrap()), None)
@@ -124,10 +119,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
         (std::time::SystemTime::now() - done_at.elapsed()).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let first_update: f64 = capture.log().lines().find_map(|l| l.trim().parse().ok()).unwrap();
     let from_first = Duration::from_secs_f64((done - first_update).max(0.0));
-    let rss_kib = match &bird_sut {
-        Some(b) => kib(&b.daemon().pid().to_string(), "VmHWM:"),
-        None => kib("self", "VmHWM:").saturating_sub(baseline),
-    };
+    let rss_kib = peak.kib(bird_sut.as_ref());
     drop(stop_tx);
     if let Some(t) = tortie {
         t.join().unwrap();
@@ -145,8 +137,7 @@ fn main() {
     write_table(&include, 0, n).unwrap();
     // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
-    // Alternating rounds, medians compared: one run swings ±15 % on a shared 2-core machine.
-    let rounds: usize = std::env::var("TORTIE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let rounds = rounds(5);
     let suts: Vec<&str> = ["bird", "tortie"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)).collect();
     let mut rows = Vec::new();
     for round in 1..=rounds {
@@ -168,11 +159,7 @@ fn main() {
         );
     }
     let median = |sut: &str| {
-        let of = |f: fn(&Measured) -> f64| {
-            let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == sut).map(|r| f(&r.2)).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let of = |f: fn(&Measured) -> f64| median(rows.iter().filter(|r| r.0 == sut).map(|r| f(&r.2)).collect());
         [
             of(|m| m.from_enable.as_secs_f64()),
             of(|m| m.from_first.as_secs_f64()),

@@ -2,11 +2,12 @@
 //! each, on one bridge) announce 10,000 distinct IPv4 /24s each to the
 //! system under test, which re-advertises all 1,000,000 to a BIRD monitor.
 //! Measured: the time from enabling the injectors' tables until the monitor
-//! holds every prefix, and the system under test's peak RSS. Run once with
-//! BIRD 2 and once with tortie as the system under test.
+//! holds every prefix, and the system under test's peak RSS; BIRD 2 and
+//! tortie take turns as the system under test.
 //!
 //! Run (as root): `cargo bench -p tortie-proto-tests --bench many_senders`
-//! (`TORTIE_BENCH_SENDERS`, default 100; `TORTIE_BENCH_PER_SENDER`, default 10000).
+//! (`TORTIE_BENCH_SENDERS`, default 100; `TORTIE_BENCH_PER_SENDER`, default 10000;
+//! `TORTIE_BENCH_ROUNDS`, default 3 alternating rounds compared by their medians).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
@@ -17,7 +18,9 @@ use tortie_bgp::rib::policy::{Policy, Rule, Verdict};
 use tortie_bgp::speaker::Neighbor;
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Lab, veth};
-use tortie_proto_tests::bench::{BENCH_TIMERS, kib, one_malloc_arena, run_speaker, wait_for_prefixes, write_table};
+use tortie_proto_tests::bench::{
+    BENCH_TIMERS, PeakRss, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes, write_table,
+};
 use tortie_proto_tests::tortie_neighbor;
 
 /// Sender `i`: 192.0.2.(10+i), AS 65100+i.
@@ -72,7 +75,7 @@ fn run(sut: &str, senders: usize, per_sender: usize, includes: &[String]) -> (Du
     veth((&mon, "eth0"), (&mid, "to-mon")).unwrap();
     mon.add_addr("eth0", "198.51.100.2/24".parse().unwrap()).unwrap();
     mid.add_addr("to-mon", "198.51.100.1/24".parse().unwrap()).unwrap();
-    let baseline = kib("self", "VmRSS:");
+    let peak = PeakRss::start();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     let (bird_sut, tortie) = if sut == "bird" {
         (Some(Bird::start_with_config(&mid, "sut", &bird_sut_config(senders)).unwrap()), None)
@@ -99,10 +102,7 @@ fn run(sut: &str, senders: usize, per_sender: usize, includes: &[String]) -> (Du
     }
     let injectors: Vec<&Bird> = injectors.iter().collect();
     let elapsed = wait_for_prefixes(&monitor, &injectors, n as u64, Duration::from_secs(900)) - start;
-    let rss_kib = match &bird_sut {
-        Some(b) => kib(&b.daemon().pid().to_string(), "VmHWM:"),
-        None => kib("self", "VmHWM:").saturating_sub(baseline),
-    };
+    let rss_kib = peak.kib(bird_sut.as_ref());
     drop(stop_tx);
     if let Some(t) = tortie {
         t.join().unwrap();
@@ -124,27 +124,28 @@ fn main() {
             path.display().to_string()
         })
         .collect();
+    let rounds = rounds(3);
     let mut rows = Vec::new();
-    for sut in ["bird", "tortie"] {
-        let (t, rss) = run(sut, senders, per_sender, &includes);
-        rows.push((sut, t, rss));
+    for round in 1..=rounds {
+        for sut in ["bird", "tortie"] {
+            let (t, rss) = run(sut, senders, per_sender, &includes);
+            rows.push((sut, round, t.as_secs_f64(), rss as f64 / 1024.0));
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
     let n = senders * per_sender;
     println!(
-        "\n| system under test | senders × prefixes | enable → monitor has all | peak RSS |\n|---|---:|---:|---:|"
+        "\n| system under test | round | senders × prefixes | enable → monitor has all | peak RSS |\n|---|---:|---:|---:|---:|"
     );
-    for (sut, t, rss) in &rows {
-        println!(
-            "| {sut} | {senders} × {per_sender} = {n} | {:.2} s | {:.0} MiB |",
-            t.as_secs_f64(),
-            *rss as f64 / 1024.0
-        );
+    for (sut, round, t, mib) in &rows {
+        println!("| {sut} | {round} | {senders} × {per_sender} = {n} | {t:.2} s | {mib:.0} MiB |");
     }
-    let (bird, tortie) = (&rows[0], &rows[1]);
-    println!(
-        "\ntortie/BIRD: time {:.2}x, memory {:.2}x",
-        tortie.1.as_secs_f64() / bird.1.as_secs_f64(),
-        tortie.2 as f64 / bird.2.max(1) as f64
-    );
+    let medians = |sut: &str| {
+        let of = |f: fn(&(&str, usize, f64, f64)) -> f64| median(rows.iter().filter(|r| r.0 == sut).map(f).collect());
+        (of(|r| r.2), of(|r| r.3))
+    };
+    let ((bt, bm), (tt, tm)) = (medians("bird"), medians("tortie"));
+    println!("| bird | median | {senders} × {per_sender} = {n} | {bt:.2} s | {bm:.0} MiB |");
+    println!("| tortie | median | {senders} × {per_sender} = {n} | {tt:.2} s | {tm:.0} MiB |");
+    println!("\ntortie/BIRD, medians of {rounds}: time {:.2}x, memory {:.2}x", tt / bt, tm / bm.max(1.0));
 }

@@ -71,6 +71,44 @@ pub fn one_malloc_arena() {
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
 }
 
+/// The system under test's peak memory: BIRD's own peak RSS, or for the
+/// in-process tortie this process's peak above what was resident at
+/// `start` (taken before tortie starts).
+pub struct PeakRss {
+    baseline_kib: u64,
+}
+
+impl PeakRss {
+    /// Starts measuring: what an earlier round freed goes back to the
+    /// kernel, and the process's peak (VmHWM) is reset (`clear_refs` 5).
+    pub fn start() -> PeakRss {
+        // SAFETY: malloc_trim(3) only releases free memory.
+        unsafe { libc::malloc_trim(0) };
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        PeakRss { baseline_kib: kib("self", "VmRSS:") }
+    }
+
+    /// The peak in KiB: of `bird` when BIRD is the system under test, else tortie's.
+    pub fn kib(&self, bird: Option<&Bird>) -> u64 {
+        match bird {
+            Some(b) => kib(&b.daemon().pid().to_string(), "VmHWM:"),
+            None => kib("self", "VmHWM:").saturating_sub(self.baseline_kib),
+        }
+    }
+}
+
+/// How many alternating rounds a side-by-side bench runs
+/// (`TORTIE_BENCH_ROUNDS`): one run swings ±15 % on a shared 2-core machine.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("TORTIE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|&r| r > 0).unwrap_or(default)
+}
+
+/// The median of `values` (the upper one of an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// CPU seconds (user + system) used so far by the threads of process `pid`
 /// (`self` allowed) whose name is `thread`, or by all its threads.
 pub fn cpu_seconds(pid: &str, thread: Option<&str>) -> f64 {
@@ -93,7 +131,7 @@ pub fn cpu_seconds(pid: &str, thread: Option<&str>) -> f64 {
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`); `pid` may be `self`.
-pub fn kib(pid: &str, field: &str) -> u64 {
+fn kib(pid: &str, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
