@@ -498,6 +498,8 @@ impl Runner {
     /// Runs an event through the link's FSM and carries out the actions.
     async fn handle(&mut self, which: Which, event: Event) {
         let mut queue = vec![event];
+        // Up and Down go to the speaker once every action is carried out.
+        let mut reports = Vec::new();
         while let Some(event) = queue.pop() {
             let before = self.link(which).fsm.state();
             let actions = self.link(which).fsm.handle(event);
@@ -530,8 +532,7 @@ impl Runner {
                         }
                         tracing::info!(peer = %self.config.name, asn = n.peer_asn, id = %n.peer_id, hold = n.hold_time, "session established");
                         self.status.send_modify(|s| s.negotiated = Some((*n).clone()));
-                        // Boxed: `report` may carry out a command, which may come back here.
-                        Box::pin(self.report(PeerEvent::Up { peer: self.config.name.clone(), negotiated: n })).await;
+                        reports.push(PeerEvent::Up { peer: self.config.name.clone(), negotiated: n });
                     }
                     Action::Down(reason) => {
                         let words = reason.to_string();
@@ -549,7 +550,7 @@ impl Runner {
                         });
                         if was_up {
                             let peer = self.config.name.clone();
-                            Box::pin(self.report(PeerEvent::Down { peer, reason: words, graceful })).await;
+                            reports.push(PeerEvent::Down { peer, reason: words, graceful });
                         }
                     }
                 }
@@ -561,6 +562,10 @@ impl Runner {
                     s.since = SystemTime::now();
                 });
             }
+        }
+        for event in reports {
+            // Boxed: `report` may carry out a command, which may come back here.
+            Box::pin(self.report(event)).await;
         }
     }
 }
