@@ -274,3 +274,20 @@ fn cli_kind_names() {
     }
     assert_eq!(Kind::from_cli("pods"), None);
 }
+
+#[test]
+fn the_example_files_parse_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let docs = parse_documents(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            kinds.extend(docs.iter().map(Resource::kind));
+        }
+    }
+    for kind in [Kind::IpPool, Kind::BgpConfiguration, Kind::BgpPeer, Kind::BgpFilter] {
+        assert!(kinds.contains(&kind), "{kind:?} in the examples: {kinds:?}");
+    }
+}
