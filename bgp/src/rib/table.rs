@@ -310,7 +310,7 @@ impl LocRib {
         let changed = match prefix {
             IpNet::V4(net) => {
                 let key = v4_key(&net);
-                self.v4.with_bucket(key, |map| withdraw_in(map, &key, index, peers, max_paths))
+                self.v4.with_existing_bucket(key, |map| withdraw_in(map, &key, index, peers, max_paths)).flatten()
             }
             IpNet::V6(net) => withdraw_in(&mut self.v6, &net, index, peers, max_paths),
         }?;

@@ -34,6 +34,19 @@ fn bucket(key: V4Key) -> usize {
     ((key >> 24) & 0xffff) as usize
 }
 
+/// Runs `f` on `tree` with the index's count following; also tells
+/// whether `f` left the tree empty (to be freed).
+fn counted<V, T>(
+    tree: &mut BTreeMap<V4Key, V>,
+    len: &mut usize,
+    f: impl FnOnce(&mut BTreeMap<V4Key, V>) -> T,
+) -> (T, bool) {
+    let before = tree.len();
+    let out = f(tree);
+    *len = *len + tree.len() - before;
+    (out, tree.is_empty())
+}
+
 impl<V> V4Index<V> {
     /// The value at `key`.
     pub(super) fn get(&self, key: V4Key) -> Option<&V> {
@@ -47,15 +60,26 @@ impl<V> V4Index<V> {
             self.buckets.resize_with(1 << 16, || None);
         }
         let slot = &mut self.buckets[bucket(key)];
-        let tree = slot.get_or_insert_with(Box::default);
-        let before = tree.len();
-        let out = f(tree);
-        let after = tree.len();
-        self.len = self.len + after - before;
-        if after == 0 {
+        let (out, empty) = counted(slot.get_or_insert_with(Box::default), &mut self.len, f);
+        if empty {
             *slot = None;
         }
         out
+    }
+
+    /// Like `with_bucket`, but only when the bucket of `key` holds
+    /// something (a withdrawal has nothing to do elsewhere).
+    pub(super) fn with_existing_bucket<T>(
+        &mut self,
+        key: V4Key,
+        f: impl FnOnce(&mut BTreeMap<V4Key, V>) -> T,
+    ) -> Option<T> {
+        let slot = self.buckets.get_mut(bucket(key))?;
+        let (out, empty) = counted(slot.as_mut()?, &mut self.len, f);
+        if empty {
+            *slot = None;
+        }
+        Some(out)
     }
 
     /// Every key and value, in key order.
@@ -92,6 +116,9 @@ mod tests {
         assert_eq!(index.get(keys[1]), Some(&keys[1]));
         index.with_bucket(keys[0], |tree| tree.remove(&keys[0]));
         assert_eq!((index.len(), index.get(keys[0])), (3, None));
+        let elsewhere = (0xc000_0200 << 8) | 24;
+        assert_eq!(index.with_existing_bucket(elsewhere, |tree| tree.remove(&elsewhere)), None, "no bucket, no call");
+        assert!(index.buckets[bucket(elsewhere)].is_none(), "and none made");
         assert!(index.buckets[bucket(keys[0])].is_none(), "an emptied bucket is freed");
         index.with_bucket(keys[1], |tree| tree.remove(&keys[1]));
         index.with_bucket(keys[2], |tree| tree.remove(&keys[2]));

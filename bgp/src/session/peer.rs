@@ -264,6 +264,10 @@ impl Runner {
         loop {
             if let Some(cmd) = self.deferred.pop_front() {
                 self.command(cmd).await;
+                if self.deferred.is_empty() {
+                    // Deferred UPDATEs may have been fed, not flushed.
+                    self.flush_when_idle().await;
+                }
                 continue;
             }
             let (which, input) = tokio::select! {
@@ -391,7 +395,9 @@ impl Runner {
     /// waiting to hand this peer an UPDATE and this peer waiting to hand the
     /// speaker one would otherwise wait for each other for ever (as 100
     /// senders each also receiving the others' routes showed). Any other
-    /// command waits, in order, until the event is handed over.
+    /// command waits, in order with everything after it, until the event
+    /// is handed over; the command queue is drained all the same, so the
+    /// speaker never waits on this peer while this peer waits on it.
     async fn report(&mut self, event: PeerEvent) {
         let events = self.events.clone();
         loop {
@@ -402,8 +408,10 @@ impl Runner {
                     }
                     return;
                 }
-                Some(cmd) = self.commands.recv(), if self.deferred.is_empty() => match cmd {
-                    PeerCommand::Send(_) | PeerCommand::SendEncoded(_) => {
+                Some(cmd) = self.commands.recv() => match cmd {
+                    PeerCommand::Send(_) | PeerCommand::SendEncoded(_) | PeerCommand::EndRestart
+                        if self.deferred.is_empty() =>
+                    {
                         self.command(cmd).await;
                         self.flush_when_idle().await;
                     }

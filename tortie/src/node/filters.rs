@@ -16,7 +16,16 @@ fn operator(op: MatchOperator) -> policy::MatchOperator {
     }
 }
 
-fn rule(r: &BgpFilterRule) -> Rule {
+fn rule(filter: &str, r: &BgpFilterRule) -> Option<Rule> {
+    let source = match r.source.as_deref() {
+        None => None,
+        Some("RemotePeers") => Some(policy::Source::RemotePeers),
+        // The store refuses other values; one that got in some other way is not guessed at.
+        Some(other) => {
+            tracing::warn!(filter, source = other, "BGPFilter rule with an unknown `source`; rule skipped");
+            return None;
+        }
+    };
     let verdict = match r.action {
         FilterAction::Accept => Verdict::Accept,
         FilterAction::Reject => Verdict::Reject,
@@ -27,9 +36,8 @@ fn rule(r: &BgpFilterRule) -> Rule {
         let lo = l.min.unwrap_or_else(|| r.cidr.map_or(0, |c| c.prefix_len()));
         (lo, l.max.unwrap_or(32))
     });
-    // The store accepts only `RemotePeers`: routes learned from BGP peers.
-    out.source = r.source.as_ref().map(|_| policy::Source::RemotePeers);
-    out
+    out.source = source;
+    Some(out)
 }
 
 /// (import, export) policies from the filters named, in order; missing
@@ -41,8 +49,8 @@ pub fn policies(names: &[String], filters: &BTreeMap<String, BgpFilterSpec>) -> 
             tracing::warn!(filter = name, "BGPPeer names a BGPFilter that does not exist; skipped");
             continue;
         };
-        import.extend(f.import_v4.iter().map(rule));
-        export.extend(f.export_v4.iter().map(rule));
+        import.extend(f.import_v4.iter().filter_map(|r| rule(name, r)));
+        export.extend(f.export_v4.iter().filter_map(|r| rule(name, r)));
     }
     (Policy { rules: import }, Policy { rules: export })
 }
