@@ -1,6 +1,7 @@
 //! tortie's BGP sessions against real BIRD, FRR, GoBGP and ExaBGP in lab
 //! namespaces: Established active and passive, MD5, hold timer expiry on a
-//! frozen peer and recovery.
+//! frozen peer and recovery; a peer task whose speaker is busy keeps taking
+//! its commands.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -428,4 +429,47 @@ fn matrix_gobgp() {
 #[test]
 fn matrix_exabgp() {
     matrix("exabgp");
+}
+
+#[test]
+fn a_peer_waiting_on_a_full_speaker_queue_keeps_taking_its_commands() {
+    let lab = Lab::new("sess_drain").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let mut speaker = speaker_b(&pair, 65002, None);
+    speaker.announce = vec!["198.18.1.0/24".parse().unwrap(), "198.18.2.0/24".parse().unwrap()];
+    let _bird = Bird::start(&pair.b, &speaker).unwrap();
+    let config = config(&pair, 65002, None, false);
+    let (all_taken, established) = pair
+        .a
+        .enter(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                // Room for one event and nobody reading it, as a busy speaker:
+                // the session's Up fills it and BIRD's first UPDATE waits.
+                let (events, mut events_rx) = tokio::sync::mpsc::channel(1);
+                let handle = peer::spawn(config, events);
+                handle.commands.send(PeerCommand::Start).await.unwrap();
+                let mut status = handle.status.clone();
+                let received = status.wait_for(|s| s.state == State::Established && s.updates_in >= 1);
+                tokio::time::timeout(UP, received).await.unwrap().unwrap();
+                // A command that is not an UPDATE (the end of a restart), then
+                // more UPDATE sends than the command queue holds: the speaker
+                // must never wait on a peer that waits on the speaker.
+                let commands = async {
+                    handle.commands.send(PeerCommand::EndRestart).await.unwrap();
+                    for _ in 0..200 {
+                        handle.commands.send(PeerCommand::Send(Box::new(Message::Keepalive))).await.unwrap();
+                    }
+                };
+                let all_taken = tokio::time::timeout(Duration::from_secs(10), commands).await.is_ok();
+                tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let established = handle.status.borrow().state == State::Established;
+                let _ = handle.commands.send(PeerCommand::Stop { message: "test over".into() }).await;
+                (all_taken, established)
+            })
+        })
+        .unwrap();
+    assert!(all_taken, "the peer stopped taking commands while its event waited");
+    assert!(established, "the session survived");
 }
