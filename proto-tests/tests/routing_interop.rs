@@ -25,6 +25,20 @@ fn neighbor(name: &str, remote: &str, local: &str, peer_as: u32) -> Neighbor {
     tortie_neighbor(name, remote, local, peer_as, 9)
 }
 
+/// The BIRD neighbour of the graceful-restart tests, offering RFC 4724
+/// graceful restart (120 s) with the F bit as given.
+fn gr_neighbor_bird(forwarding_preserved: bool) -> Neighbor {
+    use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
+    let mut n = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
+    n.session.local.graceful_restart = Some(GracefulRestart {
+        restarted: false,
+        notification: false,
+        restart_time: 120,
+        families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved }],
+    });
+    n
+}
+
 /// tortie's speaker in `ns`, until dropped; commands and peer status reach it from the test thread.
 struct Tortie {
     commands: tokio::sync::mpsc::Sender<SpeakerCommand>,
@@ -343,18 +357,11 @@ fn bird_gr_config(routes: &[&str]) -> String {
 /// `198.18.10.0/24` and `198.18.11.0/24`) and FRR; BIRD is SIGKILLed while
 /// FRR is polled, then `restart` brings BIRD back with only the first route.
 fn bird_restarts(restart: impl FnOnce(&Netns, &str) -> Bird) -> (Arc<SpeakerStats>, Vec<String>) {
-    use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
     let lab = Lab::new("graceful").unwrap();
     let (a, b, c) = line_of_three(&lab);
     let frr = frr_monitor(&c);
     let bird = Bird::start_with_config(&b, "bird", &bird_gr_config(&["198.18.10.0/24", "198.18.11.0/24"])).unwrap();
-    let mut to_bird = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
-    to_bird.session.local.graceful_restart = Some(GracefulRestart {
-        restarted: false,
-        notification: false,
-        restart_time: 120,
-        families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: false }],
-    });
+    let to_bird = gr_neighbor_bird(false);
     let tortie = Tortie::start(&a, vec![to_bird, neighbor("frr", "198.51.100.2", "198.51.100.1", 65003)], vec![]);
     frr.wait_route(net("198.18.10.0/24"), UP).unwrap();
     frr.wait_route(net("198.18.11.0/24"), UP).unwrap();
@@ -444,21 +451,11 @@ fn a_restarted_speaker_advertises_only_after_its_peers_end_of_rib_or_the_deferra
 
 #[test]
 fn bird_keeps_a_restarting_tortie_s_routes_the_whole_time() {
-    use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
     let lab = Lab::new("gr-tortie").unwrap();
     let (a, b, _c) = line_of_three(&lab);
     let bird = Bird::start_with_config(&b, "bird", &bird_gr_config(&[])).unwrap();
     // tortie restarts with its kernel routes kept: the F bit is set.
-    let to_bird = || {
-        let mut n = neighbor("bird", "192.0.2.2", "192.0.2.1", 65002);
-        n.session.local.graceful_restart = Some(GracefulRestart {
-            restarted: false,
-            notification: false,
-            restart_time: 120,
-            families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: true }],
-        });
-        n
-    };
+    let to_bird = || gr_neighbor_bird(true);
     let mine = (net("198.18.30.0/24"), PathAttrs::default());
     let tortie = Tortie::start(&a, vec![to_bird()], vec![mine.clone()]);
     bird.wait_route(net("198.18.30.0/24"), UP).unwrap();
