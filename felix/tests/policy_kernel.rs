@@ -294,15 +294,27 @@ fn a_table_changed_behind_tortie_is_rebuilt() {
     let stats = bed.in_node(async || {
         let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(rs));
         let (task, stats) = apply::spawn(rx, Duration::from_millis(200));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Each apply, check and repair runs an `nft` process: on a loaded
+        // machine they take their time, so wait for each step's counter.
+        let counted = async |what: &str, counter: &std::sync::atomic::AtomicU64, at_least: u64| {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while counter.load(std::sync::atomic::Ordering::Relaxed) < at_least {
+                assert!(tokio::time::Instant::now() < deadline, "no {what} within 20 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        counted("first full apply", &stats.full, 1).await;
         // Someone flushes our endpoint chain: b's default deny is gone.
         let out = tokio::process::Command::new("nft")
             .args(["flush", "chain", "inet", "tortie", "wl-in-pb"])
             .output()
             .await
             .unwrap();
-        assert!(out.status.success());
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(out.status.success(), "nft flush: {}", String::from_utf8_lossy(&out.stderr));
+        counted("repair", &stats.repairs, 1).await;
+        counted("rebuild", &stats.full, 2).await;
+        // Another check or two: the repaired table is not repaired again.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         task.abort();
         drop(tx);
         stats

@@ -52,6 +52,9 @@ struct Measured {
     rss_kib: u64,
     /// The system under test's CPU seconds over the run.
     cpu: f64,
+    /// The monitor's CPU seconds over the run: the work the system under
+    /// test's UPDATEs cause downstream.
+    monitor_cpu: f64,
 }
 
 fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
@@ -109,12 +112,13 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
         Some(b) => cpu_seconds(&b.daemon().pid().to_string(), None),
         None => cpu_seconds("self", Some("tokio-rt-worker")),
     };
-    let cpu_before = sut_cpu();
+    let monitor_cpu = || cpu_seconds(&monitor.daemon().pid().to_string(), None);
+    let (cpu_before, monitor_before) = (sut_cpu(), monitor_cpu());
     let start = Instant::now();
     injector.birdc(&["enable", "gen"]).unwrap();
     let done_at = wait_for_prefixes(&monitor, &[&injector], n as u64, Duration::from_secs(600));
     let elapsed = done_at - start;
-    let cpu = sut_cpu() - cpu_before;
+    let (cpu, monitor_cpu) = (sut_cpu() - cpu_before, monitor_cpu() - monitor_before);
     let done =
         (std::time::SystemTime::now() - done_at.elapsed()).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let first_update: f64 = capture.log().lines().find_map(|l| l.trim().parse().ok()).unwrap();
@@ -124,7 +128,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
     if let Some(t) = tortie {
         t.join().unwrap();
     }
-    Measured { from_enable: elapsed, from_first, rss_kib, cpu }
+    Measured { from_enable: elapsed, from_first, rss_kib, cpu, monitor_cpu }
 }
 
 fn main() {
@@ -147,15 +151,16 @@ fn main() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
     println!(
-        "\n| system under test | round | prefixes | enable → monitor has all | first UPDATE → monitor has all | peak RSS | CPU |\n|---|---:|---:|---:|---:|---:|---:|"
+        "\n| system under test | round | prefixes | enable → monitor has all | first UPDATE → monitor has all | peak RSS | CPU | monitor CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (sut, round, m) in &rows {
         println!(
-            "| {sut} | {round} | {n} | {:.2} s | {:.2} s | {:.0} MiB | {:.2} s |",
+            "| {sut} | {round} | {n} | {:.2} s | {:.2} s | {:.0} MiB | {:.2} s | {:.2} s |",
             m.from_enable.as_secs_f64(),
             m.from_first.as_secs_f64(),
             m.rss_kib as f64 / 1024.0,
-            m.cpu
+            m.cpu,
+            m.monitor_cpu
         );
     }
     let median = |sut: &str| {
@@ -165,16 +170,17 @@ fn main() {
             of(|m| m.from_first.as_secs_f64()),
             of(|m| m.rss_kib as f64),
             of(|m| m.cpu),
+            of(|m| m.monitor_cpu),
         ]
     };
     for &sut in &suts {
-        let [t, f, m, c] = median(sut);
-        println!("| {sut} | median | {n} | {t:.2} s | {f:.2} s | {:.0} MiB | {c:.2} s |", m / 1024.0);
+        let [t, f, m, c, mc] = median(sut);
+        println!("| {sut} | median | {n} | {t:.2} s | {f:.2} s | {:.0} MiB | {c:.2} s | {mc:.2} s |", m / 1024.0);
     }
     if suts.len() < 2 {
         return;
     }
-    let ([bt, bf, bm, _], [tt, tf, tm, _]) = (median("bird"), median("tortie"));
+    let ([bt, bf, bm, ..], [tt, tf, tm, ..]) = (median("bird"), median("tortie"));
     println!(
         "\ntortie/BIRD, medians of {rounds}: time {:.2}x (from the first UPDATE {:.2}x), memory {:.2}x",
         tt / bt,

@@ -333,6 +333,12 @@ fn an_update_group_gets_each_update_encoded_once() {
         })
         .unwrap();
     }
+    // A BIRD's status shows Established a moment before the speaker hears
+    // of it: once each holds a first prefix, the speaker knows all three.
+    tortie.command(SpeakerCommand::Originate(net("198.18.6.0/24"), PathAttrs::default()));
+    for bird in &birds {
+        bird.wait_route(net("198.18.6.0/24"), UP).unwrap();
+    }
     let (encoded, sent) = (&tortie.stats.group_updates_encoded, &tortie.stats.group_updates_sent);
     let before = (encoded.load(Ordering::Relaxed), sent.load(Ordering::Relaxed));
     tortie.command(SpeakerCommand::Originate(net("198.18.7.0/24"), PathAttrs::default()));

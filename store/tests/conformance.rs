@@ -260,6 +260,8 @@ async fn expired_lease_deletes_its_keys_and_a_kept_one_survives(url: &str) {
     let s = open(url).await;
     // etcd's minimum TTL is about 2 s; use it for both engines.
     let ttl = Duration::from_secs(2);
+    // Timed from before the grant: the lease cannot expire sooner than its TTL after this.
+    let start = Instant::now();
     let (doomed, kept) = (s.grant_lease(ttl).await.unwrap(), s.grant_lease(ttl).await.unwrap());
     let put = |key: &str, lease| Op::Put { key: key.into(), value: b"alive".to_vec(), lease: Some(lease) };
     let rev = s
@@ -268,7 +270,6 @@ async fn expired_lease_deletes_its_keys_and_a_kept_one_survives(url: &str) {
         .unwrap()
         .revision;
     let mut w = s.watch("/l/", rev + 1).await.unwrap();
-    let start = Instant::now();
     let deleted = loop {
         s.keep_alive(kept).await.unwrap();
         match tokio::time::timeout(Duration::from_millis(500), w.next()).await {

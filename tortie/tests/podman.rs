@@ -84,10 +84,13 @@ fn a_podman_container_on_tortie_cni_reaches_a_pod_on_another_node() {
     assert!(out.contains("mtu 1450"), "{out}");
     assert!(out.contains("3 packets received"), "{out}");
 
-    // The plugin reported both commands to n1's daemon.
+    // The plugin reported both commands to n1's daemon (it does not wait
+    // for the count after DEL, so the daemon may count it a moment later).
+    let del_ok = "tortie_cni_requests_total{command=\"DEL\",result=\"ok\"} 1";
+    common::wait_until("the DEL to be counted", || common::metrics(&c.nodes[0]).contains(del_ok));
     let m = common::metrics(&c.nodes[0]);
     assert!(m.contains("tortie_cni_requests_total{command=\"ADD\",result=\"ok\"} 1"), "{m}");
-    assert!(m.contains("tortie_cni_requests_total{command=\"DEL\",result=\"ok\"} 1"), "{m}");
+    assert!(m.contains(del_ok), "{m}");
     assert!(m.contains("tortie_cni_duration_seconds_count{command=\"ADD\"} 1"), "{m}");
 
     // The container is gone (--rm): its endpoint and address went with it.

@@ -56,6 +56,9 @@ fn policy_follows_labels_across_nodes_is_shown_and_a_bad_policy_changes_nothing(
 
     label(&c, 1, "app", "198.18.0.65", "role: client");
     wait_until("app (now role=client, on the other node) reaches db", reach);
+    // Counted once the `nft` process is reaped, which may be just after the rule works.
+    let element_applies = || metric(&metrics(&c.nodes[0]), "tortie_policy_element_only_applies_total");
+    wait_until("the element-only apply to be counted", || element_applies() > elements_before);
     let m = metrics(&c.nodes[0]);
     assert_eq!(
         metric(&m, "tortie_policy_element_only_applies_total"),

@@ -118,7 +118,15 @@ protocol bgp rr2 { local 192.0.2.100 as 64512; neighbor 192.0.2.2 as 64512; dire
 
     // On a client, n3's block came through both reflectors, stamped by them.
     let run_dir = c.nodes[3].dir().join("run");
-    let json = c.tortie(&["bgp", "routes", &block(2), "--run-dir", run_dir.to_str().unwrap(), "-o", "json"], "");
+    let routes = || c.tortie(&["bgp", "routes", &block(2), "--run-dir", run_dir.to_str().unwrap(), "-o", "json"], "");
+    let status = || c.tortie(&["status", "--run-dir", run_dir.to_str().unwrap()], "");
+    // Both paths install the same kernel route, so the wait above passes with
+    // one: wait for the second reflector's sessions and path too.
+    wait_until("both reflectors up on n4", || status().matches("| route reflector | up ").count() == 2);
+    wait_until("both reflected paths on n4", || {
+        serde_json::from_str::<Value>(&routes()).is_ok_and(|v| v[0]["paths"].as_array().is_some_and(|p| p.len() == 2))
+    });
+    let json = routes();
     let v: Value = serde_json::from_str(&json).unwrap();
     let paths = v[0]["paths"].as_array().unwrap();
     assert_eq!(paths.len(), 2, "one path per reflector: {json}");
@@ -127,7 +135,7 @@ protocol bgp rr2 { local 192.0.2.100 as 64512; neighbor 192.0.2.2 as 64512; dire
         assert_eq!(p["originator_id"], "192.0.2.3", "{json}");
         assert_eq!(p["cluster_list"], serde_json::json!([CLUSTER_ID]), "{json}");
     }
-    let status = c.tortie(&["status", "--run-dir", run_dir.to_str().unwrap()], "");
+    let status = status();
     assert_eq!(status.matches("| route reflector | up ").count(), 2, "{status}");
     // The reflectors see each other's reflections and drop them (same cluster): no loop,
     // n1 holds n3's block once, straight from n3.
