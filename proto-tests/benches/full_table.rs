@@ -1,6 +1,7 @@
 //! Full-table propagation, side by side (the method of the public bgperf
 //! benchmarks): a BIRD injector announces N IPv4 prefixes (300 distinct
-//! attribute sets) to the system under test, which re-advertises them to a
+//! attribute sets, lengths /16–/24 in the Internet table's shape) to the system
+//! under test, which re-advertises them to a
 //! BIRD monitor. Measured: the time from the injector's first UPDATE on the
 //! wire (and from enabling its table) until the monitor holds every prefix,
 //! and the system under test's peak RSS; BIRD 2 and tortie take turns as the
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, veth, wait_for};
 use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, cpu_seconds, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes, write_table,
+    BENCH_TIMERS, PeakRss, cpu_seconds, describe_lengths, median, one_malloc_arena, rounds, run_speaker,
+    wait_for_prefixes, write_table,
 };
 use tortie_proto_tests::tortie_neighbor;
 
@@ -138,7 +140,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("tortie-full-table-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let include = dir.join("table.inc");
-    write_table(&include, 0, n).unwrap();
+    println!("{}", describe_lengths(&write_table(&include, 0, n).unwrap()));
     // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let rounds = rounds(5);

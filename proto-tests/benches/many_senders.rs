@@ -19,7 +19,8 @@ use tortie_bgp::speaker::Neighbor;
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Lab, veth};
 use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes, write_table,
+    BENCH_TIMERS, PeakRss, describe_lengths, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes,
+    write_table,
 };
 use tortie_proto_tests::tortie_neighbor;
 
@@ -117,13 +118,17 @@ fn main() {
     let (senders, per_sender) = (env("TORTIE_BENCH_SENDERS", 100).min(240), env("TORTIE_BENCH_PER_SENDER", 10_000));
     let dir = std::env::temp_dir().join(format!("tortie-many-senders-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let mut lengths = std::collections::BTreeMap::new();
     let includes: Vec<String> = (0..senders)
         .map(|i| {
             let path = dir.join(format!("table{i}.inc"));
-            write_table(&path, i * per_sender, per_sender).unwrap();
+            for (len, n) in write_table(&path, i * per_sender, per_sender).unwrap() {
+                *lengths.entry(len).or_default() += n;
+            }
             path.display().to_string()
         })
         .collect();
+    println!("{}", describe_lengths(&lengths));
     let rounds = rounds(3);
     let mut rows = Vec::new();
     for round in 1..=rounds {
