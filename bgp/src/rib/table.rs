@@ -169,64 +169,89 @@ fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Optio
     })
 }
 
+/// What `announce_in` and `withdraw_in` need of a family's prefix map.
+trait Entries<K> {
+    fn entry_mut(&mut self, key: &K) -> Option<&mut Entry>;
+    fn insert_new(&mut self, key: K, entry: Entry) -> &Entry;
+    fn remove(&mut self, key: &K);
+}
+
+impl Entries<V4Key> for V4Index<Entry> {
+    fn entry_mut(&mut self, key: &V4Key) -> Option<&mut Entry> {
+        self.get_mut(*key)
+    }
+    fn insert_new(&mut self, key: V4Key, entry: Entry) -> &Entry {
+        V4Index::insert_new(self, key, entry)
+    }
+    fn remove(&mut self, key: &V4Key) {
+        V4Index::remove(self, *key);
+    }
+}
+
+impl Entries<Ipv6Net> for BTreeMap<Ipv6Net, Entry> {
+    fn entry_mut(&mut self, key: &Ipv6Net) -> Option<&mut Entry> {
+        self.get_mut(key)
+    }
+    fn insert_new(&mut self, key: Ipv6Net, entry: Entry) -> &Entry {
+        self.entry(key).or_insert(entry)
+    }
+    fn remove(&mut self, key: &Ipv6Net) {
+        BTreeMap::remove(self, key);
+    }
+}
+
 /// Adds or replaces `stored`'s peer's path in `map` at `key`; the new
 /// chosen paths if they changed. `added` tells whether the peer had no
 /// path there before.
-fn announce_in<K: Ord>(
-    map: &mut BTreeMap<K, Entry>,
+fn announce_in<K>(
+    map: &mut impl Entries<K>,
     key: K,
     stored: Stored,
     peers: &[PeerInfo],
     max_paths: usize,
     added: &mut bool,
 ) -> Option<Changed> {
-    use std::collections::btree_map::Entry as Slot;
-    match map.entry(key) {
-        Slot::Vacant(slot) => {
+    let Some(entry) = map.entry_mut(&key) else {
+        *added = true;
+        let entry = map.insert_new(key, Entry::One(stored));
+        return change(Some(entry), &[], peers);
+    };
+    // The usual replacement: the one path, by the same peer.
+    if let Entry::One(s) = entry
+        && s.peer == stored.peer
+    {
+        let before = s.reachable.then(|| s.clone());
+        *s = stored;
+        return change(Some(entry), before.as_slice(), peers);
+    }
+    let before = entry.chosen().to_vec();
+    let mut paths = match std::mem::replace(entry, Entry::One(stored.clone())) {
+        Entry::One(s) => vec![s],
+        Entry::Many(m) => m.paths,
+    };
+    match paths.iter_mut().find(|s| s.peer == stored.peer) {
+        Some(slot) => *slot = stored,
+        None => {
             *added = true;
-            let entry = slot.insert(Entry::One(stored));
-            change(Some(entry), &[], peers)
-        }
-        Slot::Occupied(mut slot) => {
-            let entry = slot.get_mut();
-            // The usual replacement: the one path, by the same peer.
-            if let Entry::One(s) = entry
-                && s.peer == stored.peer
-            {
-                let before = s.reachable.then(|| s.clone());
-                *s = stored;
-                return change(Some(entry), before.as_slice(), peers);
-            }
-            let before = entry.chosen().to_vec();
-            let mut paths = match std::mem::replace(entry, Entry::One(stored.clone())) {
-                Entry::One(s) => vec![s],
-                Entry::Many(m) => m.paths,
-            };
-            match paths.iter_mut().find(|s| s.peer == stored.peer) {
-                Some(slot) => *slot = stored,
-                None => {
-                    *added = true;
-                    paths.push(stored);
-                }
-            }
-            if let Some(settled) = settle(paths, peers, max_paths) {
-                *entry = settled;
-            }
-            change(Some(slot.get()), &before, peers)
+            paths.push(stored);
         }
     }
+    if let Some(settled) = settle(paths, peers, max_paths) {
+        *entry = settled;
+    }
+    change(Some(entry), &before, peers)
 }
 
 /// Removes `peer`'s path from `map` at `key`; `None` when it had none
 /// there, else the new chosen paths if they changed.
-fn withdraw_in<K: Ord>(
-    map: &mut BTreeMap<K, Entry>,
+fn withdraw_in<K>(
+    map: &mut impl Entries<K>,
     key: &K,
     peer: u32,
     peers: &[PeerInfo],
     max_paths: usize,
 ) -> Option<Option<Changed>> {
-    let entry = map.get_mut(key)?;
+    let entry = map.entry_mut(key)?;
     let at = entry.paths().iter().position(|s| s.peer == peer)?;
     let before = entry.chosen().to_vec();
     let mut paths = match std::mem::replace(entry, Entry::Many(Box::new(ManyPaths { paths: Vec::new(), chosen: 0 }))) {
@@ -235,12 +260,15 @@ fn withdraw_in<K: Ord>(
     };
     paths.remove(at);
     match settle(paths, peers, max_paths) {
-        Some(settled) => *entry = settled,
+        Some(settled) => {
+            *entry = settled;
+            Some(change(Some(entry), &before, peers))
+        }
         None => {
             map.remove(key);
+            Some(change(None, &before, peers))
         }
     }
-    Some(change(map.get(key), &before, peers))
 }
 
 impl LocRib {
@@ -291,10 +319,7 @@ impl LocRib {
         };
         let (peers, max_paths, mut added) = (&self.peers, self.max_paths, false);
         let changed = match prefix {
-            IpNet::V4(net) => {
-                let key = v4_key(&net);
-                self.v4.with_bucket(key, |map| announce_in(map, key, stored, peers, max_paths, &mut added))
-            }
+            IpNet::V4(net) => announce_in(&mut self.v4, v4_key(&net), stored, peers, max_paths, &mut added),
             IpNet::V6(net) => announce_in(&mut self.v6, net, stored, peers, max_paths, &mut added),
         };
         if added {
@@ -303,15 +328,21 @@ impl LocRib {
         changed.map(|(paths, was_reachable)| BestChange { prefix, paths, was_reachable })
     }
 
+    /// Has the place of `prefix` fetched into the cache: a caller going
+    /// through many prefixes calls this a few ahead of the one it
+    /// announces or withdraws, so the memory access overlaps with work.
+    pub fn prefetch(&self, prefix: &IpNet) {
+        if let IpNet::V4(net) = prefix {
+            self.v4.prefetch(v4_key(net));
+        }
+    }
+
     /// Removes `peer`'s path to `prefix`, if it had one.
     pub fn withdraw(&mut self, peer: &PeerKey, prefix: IpNet) -> Option<BestChange> {
         let &index = self.peer_index.get(peer)?;
         let (peers, max_paths) = (&self.peers, self.max_paths);
         let changed = match prefix {
-            IpNet::V4(net) => {
-                let key = v4_key(&net);
-                self.v4.with_existing_bucket(key, |map| withdraw_in(map, &key, index, peers, max_paths)).flatten()
-            }
+            IpNet::V4(net) => withdraw_in(&mut self.v4, &v4_key(&net), index, peers, max_paths),
             IpNet::V6(net) => withdraw_in(&mut self.v6, &net, index, peers, max_paths),
         }?;
         self.peers[index as usize].paths -= 1;

@@ -1,25 +1,150 @@
-//! The Loc-RIB's IPv4 prefixes: a B-tree per /16 of address space,
-//! reached by indexing an array with the address's top 16 bits.
+//! The Loc-RIB's IPv4 prefixes: a small open-addressing hash table per /16
+//! of address space, reached by indexing an array with the address's top
+//! 16 bits.
 //!
-//! One B-tree of a million prefixes costs an eight-level descent per
-//! announcement; a /16 holds at most a few hundred prefixes of a real
-//! table, so its tree is two or three levels deep and the array step is
-//! one load. The array (64 Ki pointers, 512 KiB) is allocated when the
-//! first IPv4 prefix arrives. Prefixes still come out in order: the buckets are in address
-//! order, and within one the keys are.
-
-use std::collections::BTreeMap;
+//! Why not a tree: a full table's UPDATE carries prefixes scattered over
+//! the address space (a sender groups prefixes by attribute set), so every
+//! insert in a tree is a chain of dependent cache misses, root to leaf.
+//! Here the slot a prefix lands in follows from the prefix alone, so the
+//! speaker asks for the slots of the next prefixes of an UPDATE to be
+//! fetched (`prefetch`) while it works on the current one. Linear probing
+//! with backward-shift deletion (no tombstones); a table doubles at 7/8
+//! full and halves below 1/8. Prefixes still come out in order: the /16s
+//! are walked in address order and each one's prefixes sorted.
 
 /// An IPv4 prefix as a key: address and length in one integer, ordered as
 /// `Ipv4Net` orders them (address, then length).
 pub(super) type V4Key = u64;
 
+/// A prefix within its /16: the address's low 16 bits, then the length
+/// (six bits); ordered as the keys are.
+type SubKey = u32;
+
+/// The smallest table a /16 with prefixes gets.
+const MIN_SLOTS: usize = 8;
+
+/// The prefixes of one /16.
+#[derive(Debug)]
+struct Bucket<V> {
+    /// A power of two of slots, or none while the /16 is empty.
+    slots: Box<[Option<(SubKey, V)>]>,
+    len: usize,
+}
+
+impl<V> Default for Bucket<V> {
+    fn default() -> Self {
+        Bucket { slots: Box::default(), len: 0 }
+    }
+}
+
+/// The bucket of `key`: the top 16 bits of its address.
+fn bucket(key: V4Key) -> usize {
+    ((key >> 24) & 0xffff) as usize
+}
+
+fn sub_key(key: V4Key) -> SubKey {
+    ((((key >> 8) & 0xffff) << 6) | (key & 0x3f)) as SubKey
+}
+
+fn full_key(bucket: usize, sub: SubKey) -> V4Key {
+    ((bucket as u64) << 24) | (u64::from(sub >> 6) << 8) | u64::from(sub & 0x3f)
+}
+
+/// Asks the CPU to fetch the cache line at `at` (a hint: no effect on
+/// what the program computes).
+fn prefetch<T>(at: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints the cache; `at` is a valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((at as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
+impl<V> Bucket<V> {
+    /// Where `sub`'s probe starts: Fibonacci hashing onto the table's size.
+    fn home(&self, sub: SubKey) -> usize {
+        let bits = self.slots.len().trailing_zeros();
+        (sub.wrapping_mul(0x9e37_79b9) >> (32 - bits)) as usize
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot holding `sub`.
+    fn find(&self, sub: SubKey) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut i = self.home(sub);
+        loop {
+            match &self.slots[i] {
+                None => return None,
+                Some((k, _)) if *k == sub => return Some(i),
+                Some(_) => i = (i + 1) & self.mask(),
+            }
+        }
+    }
+
+    /// Puts `sub` (not held) in; the slot it went to.
+    fn insert_new(&mut self, sub: SubKey, value: V) -> usize {
+        if (self.len + 1) * 8 > self.slots.len() * 7 {
+            self.resize((self.slots.len() * 2).max(MIN_SLOTS));
+        }
+        let mut i = self.home(sub);
+        while self.slots[i].is_some() {
+            i = (i + 1) & self.mask();
+        }
+        self.slots[i] = Some((sub, value));
+        self.len += 1;
+        i
+    }
+
+    /// Takes the value at slot `at` out, closing the gap behind it.
+    fn remove_at(&mut self, at: usize) -> Option<V> {
+        let (_, value) = self.slots[at].take()?;
+        self.len -= 1;
+        // Backward-shift deletion: a later entry of the same run moves
+        // into the hole unless that would put it before its home slot.
+        let (mut hole, mut j) = (at, (at + 1) & self.mask());
+        while let Some((k, _)) = &self.slots[j] {
+            let home = self.home(*k);
+            if (j.wrapping_sub(home) & self.mask()) >= (j.wrapping_sub(hole) & self.mask()) {
+                self.slots.swap(hole, j);
+                hole = j;
+            }
+            j = (j + 1) & self.mask();
+        }
+        if self.len == 0 {
+            self.slots = Box::default();
+        } else if self.len * 8 < self.slots.len() && self.slots.len() > MIN_SLOTS {
+            self.resize(self.slots.len() / 2);
+        }
+        Some(value)
+    }
+
+    fn resize(&mut self, slots: usize) {
+        let old = std::mem::replace(&mut self.slots, (0..slots).map(|_| None).collect());
+        self.len = 0;
+        for (sub, value) in old.into_vec().into_iter().flatten() {
+            self.insert_new(sub, value);
+        }
+    }
+
+    /// The prefixes held, sorted.
+    fn sorted(&self) -> Vec<(SubKey, &V)> {
+        let mut held: Vec<(SubKey, &V)> = self.slots.iter().flatten().map(|(k, v)| (*k, v)).collect();
+        held.sort_unstable_by_key(|(k, _)| *k);
+        held
+    }
+}
+
 /// A map from IPv4 prefix keys to `V`, bucketed by /16.
 #[derive(Debug)]
 pub(super) struct V4Index<V> {
-    // Boxed: an 8-octet slot (a bare map is 24), so the array is 512 KiB.
-    #[allow(clippy::box_collection)]
-    buckets: Vec<Option<Box<BTreeMap<V4Key, V>>>>,
+    buckets: Vec<Bucket<V>>,
     len: usize,
 }
 
@@ -29,62 +154,62 @@ impl<V> Default for V4Index<V> {
     }
 }
 
-/// The bucket of `key`: the top 16 bits of its address.
-fn bucket(key: V4Key) -> usize {
-    ((key >> 24) & 0xffff) as usize
-}
-
-/// Runs `f` on `tree` with the index's count following; also tells
-/// whether `f` left the tree empty (to be freed).
-fn counted<V, T>(
-    tree: &mut BTreeMap<V4Key, V>,
-    len: &mut usize,
-    f: impl FnOnce(&mut BTreeMap<V4Key, V>) -> T,
-) -> (T, bool) {
-    let before = tree.len();
-    let out = f(tree);
-    *len = *len + tree.len() - before;
-    (out, tree.is_empty())
-}
-
 impl<V> V4Index<V> {
     /// The value at `key`.
     pub(super) fn get(&self, key: V4Key) -> Option<&V> {
-        self.buckets.get(bucket(key))?.as_ref()?.get(&key)
+        let b = self.buckets.get(bucket(key))?;
+        let (_, value) = b.slots[b.find(sub_key(key))?].as_ref()?;
+        Some(value)
     }
 
-    /// Runs `f` on the B-tree that holds (or will hold) `key`, keeping the
-    /// count right and dropping the tree if `f` leaves it empty.
-    pub(super) fn with_bucket<T>(&mut self, key: V4Key, f: impl FnOnce(&mut BTreeMap<V4Key, V>) -> T) -> T {
+    /// The value at `key`, to change in place.
+    pub(super) fn get_mut(&mut self, key: V4Key) -> Option<&mut V> {
+        let b = self.buckets.get_mut(bucket(key))?;
+        let at = b.find(sub_key(key))?;
+        let (_, value) = b.slots[at].as_mut()?;
+        Some(value)
+    }
+
+    /// Puts `value` at `key`, which holds nothing yet (the caller looked).
+    pub(super) fn insert_new(&mut self, key: V4Key, value: V) -> &mut V {
         if self.buckets.is_empty() {
-            self.buckets.resize_with(1 << 16, || None);
+            // 64 Ki buckets of 24 octets, made when the first IPv4 prefix comes.
+            self.buckets.resize_with(1 << 16, Bucket::default);
         }
-        let slot = &mut self.buckets[bucket(key)];
-        let (out, empty) = counted(slot.get_or_insert_with(Box::default), &mut self.len, f);
-        if empty {
-            *slot = None;
+        self.len += 1;
+        let b = &mut self.buckets[bucket(key)];
+        let at = b.insert_new(sub_key(key), value);
+        match &mut b.slots[at] {
+            Some((_, value)) => value,
+            None => unreachable!("insert_new filled this slot"),
         }
-        out
     }
 
-    /// Like `with_bucket`, but only when the bucket of `key` holds
-    /// something (a withdrawal has nothing to do elsewhere).
-    pub(super) fn with_existing_bucket<T>(
-        &mut self,
-        key: V4Key,
-        f: impl FnOnce(&mut BTreeMap<V4Key, V>) -> T,
-    ) -> Option<T> {
-        let slot = self.buckets.get_mut(bucket(key))?;
-        let (out, empty) = counted(slot.as_mut()?, &mut self.len, f);
-        if empty {
-            *slot = None;
+    /// Takes the value at `key` out.
+    pub(super) fn remove(&mut self, key: V4Key) -> Option<V> {
+        let b = self.buckets.get_mut(bucket(key))?;
+        let value = b.remove_at(b.find(sub_key(key))?)?;
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Has the slot where `key` would be looked for fetched into the cache
+    /// (the speaker calls it a few prefixes ahead of the one it works on).
+    pub(super) fn prefetch(&self, key: V4Key) {
+        if let Some(b) = self.buckets.get(bucket(key))
+            && !b.slots.is_empty()
+        {
+            prefetch(&b.slots[b.home(sub_key(key))]);
         }
-        Some(out)
     }
 
     /// Every key and value, in key order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (V4Key, &V)> {
-        self.buckets.iter().flatten().flat_map(|tree| tree.iter().map(|(k, v)| (*k, v)))
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len > 0)
+            .flat_map(|(i, b)| b.sorted().into_iter().map(move |(sub, v)| (full_key(i, sub), v)))
     }
 
     /// How many keys are held.
@@ -100,29 +225,68 @@ impl<V> V4Index<V> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
 
+    fn key(addr: u32, len: u8) -> V4Key {
+        (u64::from(addr) << 8) | u64::from(len)
+    }
+
     #[test]
-    fn keys_come_out_in_order_across_buckets_and_empty_buckets_go() {
+    fn keys_come_out_in_order_across_buckets_and_emptied_buckets_free_their_table() {
         let mut index = V4Index::default();
-        let keys: [V4Key; 4] = [(0xf001_0000 << 8) | 24, (0x0a00_0000 << 8) | 8, (0x0a00_0000 << 8) | 16, 0];
-        for key in keys {
-            index.with_bucket(key, |tree| tree.insert(key, key));
+        let keys = [key(0xf001_0000, 24), key(0x0a00_0000, 8), key(0x0a00_0000, 16), key(0, 0), key(0x0a00_0100, 24)];
+        for k in keys {
+            index.insert_new(k, k);
         }
-        assert_eq!(index.len(), 4);
+        assert_eq!(index.len(), 5);
         let mut sorted = keys;
         sorted.sort_unstable();
         assert_eq!(index.iter().map(|(k, _)| k).collect::<Vec<_>>(), sorted);
         assert_eq!(index.get(keys[1]), Some(&keys[1]));
-        index.with_bucket(keys[0], |tree| tree.remove(&keys[0]));
-        assert_eq!((index.len(), index.get(keys[0])), (3, None));
-        let elsewhere = (0xc000_0200 << 8) | 24;
-        assert_eq!(index.with_existing_bucket(elsewhere, |tree| tree.remove(&elsewhere)), None, "no bucket, no call");
-        assert!(index.buckets[bucket(elsewhere)].is_none(), "and none made");
-        assert!(index.buckets[bucket(keys[0])].is_none(), "an emptied bucket is freed");
-        index.with_bucket(keys[1], |tree| tree.remove(&keys[1]));
-        index.with_bucket(keys[2], |tree| tree.remove(&keys[2]));
-        index.with_bucket(keys[3], |tree| tree.remove(&keys[3]));
+        assert_eq!(index.remove(keys[0]), Some(keys[0]));
+        assert_eq!((index.len(), index.get(keys[0])), (4, None));
+        assert_eq!(index.remove(keys[0]), None);
+        assert!(index.buckets[bucket(keys[0])].slots.is_empty(), "an emptied /16 holds no table");
+        let elsewhere = key(0xc000_0200, 24);
+        assert_eq!(index.remove(elsewhere), None);
+        *index.get_mut(keys[4]).unwrap() = 7;
+        assert_eq!(index.get(keys[4]), Some(&7));
+        for k in &keys[1..] {
+            index.remove(*k);
+        }
         assert!(index.is_empty());
+    }
+
+    proptest! {
+        /// Any run of inserts and removals (many prefixes in few /16s:
+        /// long probe runs, growing and shrinking tables) leaves the index
+        /// holding what an ordered map holds, in the same order.
+        #[test]
+        fn the_index_holds_what_an_ordered_map_holds(
+            ops in proptest::collection::vec((any::<bool>(), 0u32..2, 0u32..600, 16u8..=32), 1..600)
+        ) {
+            let (mut index, mut model) = (V4Index::default(), BTreeMap::new());
+            for (insert, net16, low, len) in ops {
+                let k = key((0xc612_0000 + (net16 << 16)) | (low << 4), len);
+                if insert {
+                    let value = u64::from(low);
+                    match index.get_mut(k) {
+                        Some(v) => *v = value,
+                        None => { index.insert_new(k, value); }
+                    }
+                    model.insert(k, value);
+                } else {
+                    prop_assert_eq!(index.remove(k), model.remove(&k));
+                }
+                prop_assert_eq!(index.len(), model.len());
+            }
+            let held: Vec<(V4Key, u64)> = index.iter().map(|(k, v)| (k, *v)).collect();
+            let want: Vec<(V4Key, u64)> = model.into_iter().collect();
+            prop_assert_eq!(held, want);
+        }
     }
 }
