@@ -1,5 +1,5 @@
 //! Many senders, side by side: 100 BIRD injectors (one namespace and AS
-//! each, on one bridge) announce 10,000 distinct IPv4 /24s each to the
+//! each, on one bridge) announce 10,000 distinct IPv4 prefixes (/16–/24) each to the
 //! system under test, which re-advertises all 1,000,000 to a BIRD monitor.
 //! Measured: the time from enabling the injectors' tables until the monitor
 //! holds every prefix, and the system under test's peak RSS; BIRD 2 and
