@@ -43,6 +43,7 @@ fn drawn_length(i: usize) -> u8 {
 /// community). Tables of disjoint slot ranges share no prefix. Returns how
 /// many prefixes of each length it wrote, by length.
 pub fn write_table(path: &Path, first: usize, count: usize) -> std::io::Result<std::collections::BTreeMap<u8, usize>> {
+    assert!(first + count <= 1 << 20, "240.0.0.0/4 holds 2^20 /24 slots, not {}", first + count);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut lengths = std::collections::BTreeMap::new();
     // The block each length last covered: slots are walked in order, so a

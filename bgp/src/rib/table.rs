@@ -6,8 +6,9 @@
 //! set, a small peer index and two flags (16 octets); the peers' addresses
 //! and identifiers live once in a peer table; the usual single path sits
 //! inline in its entry (16 octets in all), two or more on the heap with the
-//! chosen ones in front; prefixes live in B-trees, IPv4 keyed by one
-//! 8-octet integer rather than an 18-octet `IpNet`, one tree per /16.
+//! chosen ones in front; IPv4 prefixes are keyed by one 8-octet integer
+//! rather than an 18-octet `IpNet`, in a small hash table per /16
+//! (`v4_index`); IPv6 ones in a B-tree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -93,7 +94,7 @@ impl Entry {
     }
 }
 
-/// An IPv4 prefix as a B-tree key: address and length in one integer,
+/// An IPv4 prefix as a key: address and length in one integer,
 /// ordered as `Ipv4Net` orders them (address, then length).
 fn v4_key(net: &Ipv4Net) -> V4Key {
     (u64::from(u32::from(net.addr())) << 8) | u64::from(net.prefix_len())
@@ -108,8 +109,8 @@ fn v4_net(key: V4Key) -> IpNet {
 /// The Loc-RIB.
 #[derive(Debug, Default)]
 pub struct LocRib {
-    /// B-trees, not hash tables: no doubling (and copying) of a full
-    /// table's worth of buckets as it grows, and prefixes come out in order.
+    /// A table per /16: no doubling (and copying) of a full table's worth
+    /// of slots as it grows, only of one /16's; prefixes come out in order.
     v4: V4Index<Entry>,
     v6: BTreeMap<Ipv6Net, Entry>,
     interner: AttrInterner,
