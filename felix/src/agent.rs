@@ -39,8 +39,9 @@ pub struct AgentConfig {
     pub node: String,
     /// The route reconciler's timing.
     pub reconciler: ReconcilerConfig,
-    /// The IPIP tunnel device, when one is up.
-    pub tunnel: Option<String>,
+    /// The IPIP tunnel device, once one is up (it may come up while the
+    /// agent runs: a pool turned to IPIP; routes then move onto it).
+    pub tunnel: watch::Receiver<Option<String>>,
     /// Longest wait for BGP to relearn after a start before routes it did
     /// not relearn are removed.
     pub relearn_limit: Duration,
@@ -222,15 +223,16 @@ impl State {
 
     fn desired(&mut self) -> (Desired, BTreeSet<IpNet>) {
         let local = calc::local(&self.snapshot);
+        let tunnel = self.config.tunnel.borrow().clone();
         let remote = calc::remote(
             &self.learned,
             &Remote {
                 node_address: self.snapshot.node_address,
                 pools: &self.snapshot.pools,
-                tunnel: self.config.tunnel.as_deref(),
+                tunnel: tunnel.as_deref(),
             },
         );
-        if let (Some(tx), Some(dev)) = (&self.config.encap, &self.config.tunnel) {
+        if let (Some(tx), Some(dev)) = (&self.config.encap, &tunnel) {
             let now = std::time::Instant::now();
             let current: BTreeMap<_, _> = calc::tunnelled(&remote, dev).into_iter().collect();
             for (net, node) in &self.encap_current {
@@ -284,6 +286,7 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
         let relearned = tokio::time::sleep(state.config.relearn_limit);
         tokio::pin!(relearned);
         let mut policy_dirty = false;
+        let (mut tunnel, mut tunnel_open) = (state.config.tunnel.clone(), true);
         loop {
             tokio::select! {
                 events = watch.next() => match events {
@@ -309,6 +312,10 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                     Some(news) => state.learn(news),
                     None => return Ok(()),
                 },
+                open = tunnel.changed(), if tunnel_open => {
+                    // The tunnel came up: routes that want it move onto it.
+                    tunnel_open = open.is_ok();
+                }
                 () = &mut relearned, if state.keep_learned => {
                     tracing::warn!(limit = ?state.config.relearn_limit, "BGP did not converge in time; removing routes not relearned");
                     state.keep_learned = false;

@@ -3,7 +3,8 @@
 //! knows no pod routes. With `CrossSubnet`, n1↔n2 pod traffic is native and
 //! n1↔n3 is encapsulated (tshark sees IPv4-in-IPv4 on the router); a
 //! protocol-4 packet from a non-node is dropped and counted; switching the
-//! pool to `Always` and back to `Never` moves the routes while a ping runs.
+//! pool to `Always` and back to `Never` moves the routes while a ping runs;
+//! a pool that turns to IPIP after the daemons started brings the tunnel up.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -164,6 +165,40 @@ fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_nati
         dropped_route.trim().is_empty(),
         "n3's block cannot be reached natively across the router: {dropped_route}"
     );
+}
+
+#[test]
+fn a_pool_turned_to_ipip_after_the_start_brings_the_tunnel_up() {
+    let c = Cluster::two_subnets("ipip-late");
+    c.apply(&pool("Never"));
+    let a = c.pod(0, "a1", "198.18.0.1");
+    let z = c.pod(2, "c1", "198.18.0.129");
+    let d: Vec<_> = (0..3).map(|i| c.start(i)).collect();
+    // No pool uses IPIP: no tunnel, and n3's block cannot be reached natively across the router.
+    wait_routes(
+        &c.nodes[0],
+        &["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"],
+        &d[0],
+    );
+    assert!(c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err(), "no tunnel device yet");
+
+    c.apply(&pool("Always"));
+    wait_until("n1's tunnel to come up", || d[0].log().contains("an IP pool now uses IPIP: tunnel up"));
+    wait_routes(
+        &c.nodes[0],
+        &[
+            "198.18.0.1 dev tortiea1 scope link",
+            "blackhole 198.18.0.0/26",
+            "198.18.0.64/26 via 192.0.2.2 dev tortie-ipip onlink",
+            "198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink",
+        ],
+        &d[0],
+    );
+    wait_until("pods on n1 and n3 to reach each other through the tunnel", || {
+        a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
+    });
+    let m = metrics(&c.nodes[2]);
+    assert!(metric(&m, "tortie_ipip_decap_packets_total") > 0.0, "the tunnel's counters are exported:\n{m}");
 }
 
 #[test]

@@ -56,8 +56,9 @@ pub struct MetricsState {
     pub reconcile: Option<Arc<ReconcileStats>>,
     /// The policy data plane (absent on a dedicated reflector).
     pub policy: Option<Arc<tortie_felix::policy::apply::PolicyStats>>,
-    /// The userspace IPIP data plane, when it runs.
-    pub ipip: Option<Arc<Counters>>,
+    /// The userspace IPIP data plane, once it runs (absent on a dedicated
+    /// reflector).
+    pub ipip: Option<Arc<std::sync::OnceLock<Arc<Counters>>>>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -123,7 +124,7 @@ pub async fn render(state: &MetricsState) -> String {
     }
     r.register("cni_requests", "CNI commands by outcome", state.cni.requests.clone());
     r.register("cni_duration_seconds", "CNI command latency", state.cni.duration.clone());
-    if let Some(c) = &state.ipip {
+    if let Some(c) = state.ipip.as_ref().and_then(|c| c.get()) {
         counter(&mut r, "ipip_encap_packets", "Packets encapsulated and sent", &c.encap_packets);
         counter(&mut r, "ipip_encap_bytes", "Inner bytes encapsulated and sent", &c.encap_bytes);
         counter(&mut r, "ipip_decap_packets", "Packets decapsulated and delivered", &c.decap_packets);

@@ -199,24 +199,19 @@ async fn serve(
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the kernel's routes; starting as new"),
         }
-        let tunnel_address = tunnel::ensure(&kv, &args.name).await?;
         let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
-        // IPIP runs while a pool asks for it (the node then holds a tunnel address).
-        if let Some(addr) = tunnel_address {
-            let t = tortie_ipip::start(address.addr(), Some(addr), underlay_mtu, encap_rx)
-                .await
-                .context("starting the IPIP tunnel")?;
-            ipip = Some(t);
-        }
+        // IPIP runs once a pool asks for it (the node then holds a tunnel address).
+        let t = tunnel::start(kv.clone(), &args.name, address.addr(), underlay_mtu, encap_rx).await?;
         let config = AgentConfig {
             node: args.name.clone(),
             reconciler: ReconcilerConfig { resync: Duration::from_secs(resync), ..ReconcilerConfig::default() },
-            tunnel: ipip.as_ref().map(|t| t.device().to_string()),
+            tunnel: t.device.clone(),
             relearn_limit: Duration::from_secs(relearn),
-            encap: ipip.is_some().then_some(encap_tx),
+            encap: Some(encap_tx),
             policy_check: Duration::from_secs(policy_check.max(1)),
         };
         felix = Some(agent::start(kv.clone(), config).await.context("starting felix")?);
+        ipip = Some(t);
     }
 
     let (best_tx, best_rx) = mpsc::channel(1024);
@@ -266,10 +261,7 @@ async fn serve(
         api: api_state.clone(),
         reconcile: felix.as_ref().map(|f| f.stats.clone()),
         policy: felix.as_ref().map(|f| f.policy_stats.clone()),
-        ipip: match &ipip {
-            Some(tortie_ipip::Tunnel::Userspace(u)) => Some(u.counters.clone()),
-            _ => None,
-        },
+        ipip: ipip.as_ref().map(|t| t.counters.clone()),
     };
     if let Some(listen) = args.metrics_listen {
         let m = metrics_state.clone();
