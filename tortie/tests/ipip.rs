@@ -16,6 +16,18 @@ use std::time::Duration;
 use common::{Cluster, addr, metric, metrics, wait_routes, wait_until};
 use tortie_lab::Netns;
 
+/// n1's routes with both other blocks in the tunnel.
+const N1_TUNNELLED: [&str; 4] = [
+    "198.18.0.1 dev tortiea1 scope link",
+    "blackhole 198.18.0.0/26",
+    "198.18.0.64/26 via 192.0.2.2 dev tortie-ipip onlink",
+    "198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink",
+];
+
+/// n1's routes with no tunnel: n2's block native, n3's (behind the router) absent.
+const N1_NATIVE: [&str; 3] =
+    ["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"];
+
 fn pool(mode: &str) -> String {
     format!(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: {mode}}}\n"
@@ -140,23 +152,10 @@ fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_nati
         let ping = s.spawn(|| a.ping(addr("198.18.0.65"), 150, "0.02"));
         std::thread::sleep(Duration::from_millis(500));
         c.apply(&pool("Always"));
-        wait_routes(
-            &c.nodes[0],
-            &[
-                "198.18.0.1 dev tortiea1 scope link",
-                "blackhole 198.18.0.0/26",
-                "198.18.0.64/26 via 192.0.2.2 dev tortie-ipip onlink",
-                "198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink",
-            ],
-            &d[0],
-        );
+        wait_routes(&c.nodes[0], &N1_TUNNELLED, &d[0]);
         std::thread::sleep(Duration::from_millis(500));
         c.apply(&pool("Never"));
-        wait_routes(
-            &c.nodes[0],
-            &["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"],
-            &d[0],
-        );
+        wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
         let out = ping.join().unwrap().unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
     });
@@ -175,25 +174,12 @@ fn a_pool_turned_to_ipip_after_the_start_brings_the_tunnel_up() {
     let z = c.pod(2, "c1", "198.18.0.129");
     let d: Vec<_> = (0..3).map(|i| c.start(i)).collect();
     // No pool uses IPIP: no tunnel, and n3's block cannot be reached natively across the router.
-    wait_routes(
-        &c.nodes[0],
-        &["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"],
-        &d[0],
-    );
+    wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
     assert!(c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err(), "no tunnel device yet");
 
     c.apply(&pool("Always"));
     wait_until("n1's tunnel to come up", || d[0].log().contains("an IP pool now uses IPIP: tunnel up"));
-    wait_routes(
-        &c.nodes[0],
-        &[
-            "198.18.0.1 dev tortiea1 scope link",
-            "blackhole 198.18.0.0/26",
-            "198.18.0.64/26 via 192.0.2.2 dev tortie-ipip onlink",
-            "198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink",
-        ],
-        &d[0],
-    );
+    wait_routes(&c.nodes[0], &N1_TUNNELLED, &d[0]);
     wait_until("pods on n1 and n3 to reach each other through the tunnel", || {
         a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
     });
