@@ -17,7 +17,7 @@
 //! each) and sent with one `sendmmsg`; received packets come in with one
 //! `recvmmsg` and go to the TUN coalesced again (GRO).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +37,10 @@ const RX_HEAD: usize = 16;
 /// Where each tunnelled prefix goes, and who may send to us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncapTable {
-    /// (prefix, node), longest prefix first.
-    routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// Per prefix length, longest first: network address → node. A
+    /// cluster's blocks share one or two lengths, so a lookup (one per
+    /// packet) is a hash probe or two whatever the number of blocks.
+    routes: Vec<(u8, HashMap<u32, Ipv4Addr>)>,
     /// Cluster nodes: the only accepted outer sources.
     nodes: HashSet<Ipv4Addr>,
 }
@@ -49,14 +51,20 @@ impl EncapTable {
         routes: impl IntoIterator<Item = (Ipv4Net, Ipv4Addr)>,
         nodes: impl IntoIterator<Item = Ipv4Addr>,
     ) -> Self {
-        let mut routes: Vec<_> = routes.into_iter().collect();
-        routes.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
-        EncapTable { routes, nodes: nodes.into_iter().collect() }
+        let mut by_len: BTreeMap<u8, HashMap<u32, Ipv4Addr>> = BTreeMap::new();
+        for (net, node) in routes {
+            by_len.entry(net.prefix_len()).or_default().entry(u32::from(net.network())).or_insert(node);
+        }
+        EncapTable { routes: by_len.into_iter().rev().collect(), nodes: nodes.into_iter().collect() }
     }
 
     /// The node behind `dst` (longest match).
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.routes.iter().find(|(net, _)| net.contains(&dst)).map(|(_, node)| *node)
+        let dst = u32::from(dst);
+        self.routes.iter().find_map(|(len, nets)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
+            nets.get(&(dst & mask)).copied()
+        })
     }
 
     /// Whether `src` is a cluster node.
@@ -296,6 +304,10 @@ mod tests {
         assert_eq!(t.lookup(Ipv4Addr::new(198, 18, 0, 70)), Some(n2));
         assert_eq!(t.lookup(Ipv4Addr::new(198, 18, 1, 1)), Some(n1));
         assert_eq!(t.lookup(Ipv4Addr::new(203, 0, 113, 1)), None);
+        let everything =
+            EncapTable::new([("0.0.0.0/0".parse().unwrap(), n1), ("198.18.0.7/32".parse().unwrap(), n2)], []);
+        assert_eq!(everything.lookup(Ipv4Addr::new(203, 0, 113, 1)), Some(n1), "a /0 matches all");
+        assert_eq!(everything.lookup(Ipv4Addr::new(198, 18, 0, 7)), Some(n2), "a /32 only itself");
         assert!(t.is_node(n2) && !t.is_node(Ipv4Addr::new(203, 0, 113, 9)));
     }
 }
