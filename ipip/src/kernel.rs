@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{LinkIpIp, LinkUnspec};
 
 use crate::TunnelError;
@@ -19,27 +20,47 @@ fn unsupported(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EOPNOTSUPP)
 }
 
-/// Sets up `tunl0`; [`TunnelError::Unsupported`] when the kernel has no
-/// ipip support.
-pub async fn setup(tunnel_address: Option<Ipv4Addr>, mtu: u32) -> Result<(), TunnelError> {
+fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> TunnelError {
+    move |e| TunnelError::Kernel { what, why: e.to_string() }
+}
+
+fn connect() -> Result<rtnetlink::Handle, TunnelError> {
     let (connection, handle, _) =
         rtnetlink::new_connection().map_err(|e| TunnelError::io("netlink socket".into(), e))?;
     tokio::spawn(connection);
-    let nl = |what: &'static str| move |e: rtnetlink::Error| TunnelError::Kernel { what, why: e.to_string() };
-    let find = || async {
-        match handle.link().get().match_name(DEVICE.to_string()).execute().try_next().await {
-            Ok(link) => Ok(link),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
-            Err(e) => Err(nl("looking up tunl0")(e)),
-        }
-    };
-    let link = match find().await? {
+    Ok(handle)
+}
+
+/// The link called `name`, if there is one.
+async fn find(handle: &rtnetlink::Handle, name: &str) -> Result<Option<LinkMessage>, TunnelError> {
+    match handle.link().get().match_name(name.to_string()).execute().try_next().await {
+        Ok(link) => Ok(link),
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(TunnelError::Kernel { what: "looking up a link", why: format!("{name}: {e}") }),
+    }
+}
+
+/// Deletes the link called `name`; whether there was one.
+pub(crate) async fn delete(name: &str) -> Result<bool, TunnelError> {
+    let handle = connect()?;
+    let Some(link) = find(&handle, name).await? else { return Ok(false) };
+    let index = link.header.index;
+    let failed = |e: rtnetlink::Error| TunnelError::Kernel { what: "deleting a link", why: format!("{name}: {e}") };
+    handle.link().del(index).execute().await.map_err(failed)?;
+    Ok(true)
+}
+
+/// Sets up `tunl0`; [`TunnelError::Unsupported`] when the kernel has no
+/// ipip support.
+pub async fn setup(tunnel_address: Option<Ipv4Addr>, mtu: u32) -> Result<(), TunnelError> {
+    let handle = connect()?;
+    let link = match find(&handle, DEVICE).await? {
         Some(l) => l,
         None => {
             if let Err(e) = handle.link().add(LinkIpIp::new(DEVICE).build()).execute().await {
                 return Err(if unsupported(&e) { TunnelError::Unsupported } else { nl("creating tunl0")(e) });
             }
-            find()
+            find(&handle, DEVICE)
                 .await?
                 .ok_or(TunnelError::Kernel { what: "creating tunl0", why: "not there after creation".into() })?
         }

@@ -71,6 +71,15 @@ impl Tunnel {
     }
 }
 
+/// Deletes the userspace data plane's device kept (persistent) from an
+/// earlier run, once no pool asks for IPIP; whether there was one.
+pub async fn remove_kept_device() -> Result<bool, TunnelError> {
+    if !userspace::exists(USERSPACE_DEVICE) {
+        return Ok(false);
+    }
+    kernel::delete(USERSPACE_DEVICE).await
+}
+
 /// Brings IPIP up: the kernel's `tunl0` where it exists, else (saying so
 /// once) the userspace data plane. `table` feeds the userspace plane.
 pub async fn start(

@@ -128,6 +128,13 @@ impl Drop for Userspace {
     }
 }
 
+/// Whether this namespace has a device called `name`.
+pub(crate) fn exists(name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: if_nametoindex(3) reads a NUL-terminated string that lives through the call.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+}
+
 fn count_drop(c: &Counters, why: Discard) {
     match why {
         Discard::Malformed | Discard::NotIpv4 | Discard::NotIpip | Discard::Fragment => bump(&c.drop_malformed),
@@ -141,9 +148,17 @@ pub fn start(config: &Config, table: watch::Receiver<Arc<EncapTable>>) -> Result
     if let Some(addr) = config.tunnel_address {
         builder = builder.ipv4(addr, 32u8, None);
     }
+    let kept = exists(&config.device);
     let tun = Arc::new(
         builder.build_async().map_err(|e| TunnelError::io(format!("creating TUN device {}", config.device), e))?,
     );
+    // Persistent, as `tunl0` is: the device, and the kernel routes through
+    // it, outlive a daemon restart (packets meanwhile are dropped, not
+    // misrouted), and the next daemon attaches to it again.
+    tun.persist().map_err(|e| TunnelError::io(format!("making TUN device {} persistent", config.device), e))?;
+    if kept {
+        tracing::info!(device = config.device, "attached to the TUN device kept from before the restart");
+    }
     let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_IPIP))))
         .map_err(|e| TunnelError::io("opening a raw socket for IP protocol 4".into(), e))?;
     // We write the outer header ourselves (RFC 2003 TOS and DF copies).

@@ -4,7 +4,8 @@
 //! n1↔n3 is encapsulated (tshark sees IPv4-in-IPv4 on the router); a
 //! protocol-4 packet from a non-node is dropped and counted; switching the
 //! pool to `Always` and back to `Never` moves the routes while a ping runs;
-//! a pool that turns to IPIP after the daemons started brings the tunnel up.
+//! a pool that turns to IPIP after the daemons started brings the tunnel up,
+//! and the tunnel device outlives a daemon restart.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -167,12 +168,12 @@ fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_nati
 }
 
 #[test]
-fn a_pool_turned_to_ipip_after_the_start_brings_the_tunnel_up() {
+fn the_tunnel_comes_up_when_a_pool_turns_to_ipip_and_outlives_a_daemon_restart() {
     let c = Cluster::two_subnets("ipip-late");
     c.apply(&pool("Never"));
     let a = c.pod(0, "a1", "198.18.0.1");
     let z = c.pod(2, "c1", "198.18.0.129");
-    let d: Vec<_> = (0..3).map(|i| c.start(i)).collect();
+    let mut d: Vec<_> = (0..3).map(|i| c.start(i)).collect();
     // No pool uses IPIP: no tunnel, and n3's block cannot be reached natively across the router.
     wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
     assert!(c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err(), "no tunnel device yet");
@@ -185,6 +186,26 @@ fn a_pool_turned_to_ipip_after_the_start_brings_the_tunnel_up() {
     });
     let m = metrics(&c.nodes[2]);
     assert!(metric(&m, "tortie_ipip_decap_packets_total") > 0.0, "the tunnel's counters are exported:\n{m}");
+
+    // n1's daemon dies: the (persistent) device and the routes through it stay.
+    d[0].kill_now();
+    let kept = c.nodes[0].ip(&["route", "show", "198.18.0.128/26"]).unwrap();
+    assert!(kept.contains("dev tortie-ipip"), "the route through the tunnel stays while the daemon is down: {kept}");
+    d[0] = c.start(0);
+    wait_until("n1's new daemon to attach to the kept device", || {
+        d[0].log().contains("attached to the TUN device kept from before the restart")
+    });
+    wait_until("pods on n1 and n3 to reach each other again", || {
+        a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
+    });
+
+    // Back to Never, and a restart: the kept device goes.
+    c.apply(&pool("Never"));
+    wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
+    d[0].kill_now();
+    d[0] = c.start(0);
+    wait_until("n1's device to go", || c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err());
+    wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
 }
 
 #[test]

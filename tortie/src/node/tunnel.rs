@@ -114,8 +114,16 @@ pub async fn start(
     let (device_tx, device) = watch::channel(None);
     let counters = Arc::new(OnceLock::new());
     let now = setup.bring_up().await?;
-    if let Some(t) = &now {
-        publish(t, &device_tx, &counters);
+    match &now {
+        Some(t) => publish(t, &device_tx, &counters),
+        // No pool asks for IPIP: a device kept from an earlier run goes, and its routes with it.
+        None => match tortie_ipip::remove_kept_device().await {
+            Ok(true) => {
+                tracing::info!(device = tortie_ipip::USERSPACE_DEVICE, "no pool uses IPIP: removed the kept TUN device")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot remove the kept TUN device"),
+        },
     }
     let slot = counters.clone();
     let task = tokio::spawn(async move {
