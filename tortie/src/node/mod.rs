@@ -431,14 +431,14 @@ impl PeerManager {
                 }
             }
             for (name, (old, _)) in &running {
-                if wanted.get(name).map(|(p, _)| p) != Some(old) {
+                if !wanted.get(name).is_some_and(|(p, _)| p.same_session(old)) {
                     tracing::info!(peer = name, "removing BGP peer");
                     self.speaker.send(SpeakerCommand::RemoveNeighbor(name.clone())).await?;
                 }
             }
             for (name, (p, policies)) in &wanted {
                 match running.get(name) {
-                    Some((old, _)) if old == p => {}
+                    Some((old, _)) if old.same_session(p) => {}
                     _ => {
                         tracing::info!(peer = name, remote = %p.remote, asn = p.asn, kind = ?p.kind, passive = p.passive, "adding BGP peer");
                         let n = peers::neighbor(&me, p, policies.clone());

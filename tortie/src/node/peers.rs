@@ -64,6 +64,15 @@ pub struct PlannedPeer {
     pub rr_client: bool,
 }
 
+impl PlannedPeer {
+    /// Whether `other` is the same session: everything but `kind`, which
+    /// only names the peer in `tortie status` (a node becoming a reflector
+    /// must not reset its sessions).
+    pub fn same_session(&self, other: &PlannedPeer) -> bool {
+        *self == PlannedPeer { kind: self.kind, ..other.clone() }
+    }
+}
+
 /// This node, as the plan sees it.
 #[derive(Debug, Clone)]
 pub struct Me {
@@ -388,5 +397,8 @@ mod tests {
         let got = plan(&me_a, &off, &nodes, &peers);
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].kind, got[0].rr_client), (PeerType::RouteReflector, false));
+        let before_its_cluster_id = PlannedPeer { kind: PeerType::NodeSpecific, ..got[0].clone() };
+        assert!(got[0].same_session(&before_its_cluster_id), "the peer type alone keeps the session");
+        assert!(!got[0].same_session(&PlannedPeer { asn: 1, ..got[0].clone() }), "another AS does not");
     }
 }
