@@ -101,6 +101,24 @@ impl Netns {
         Daemon::spawn(Some(self), self.0.run_dir.clone(), self.dir(), name, program, args, env)
     }
 
+    /// Starts a tortie node daemon here (`BIN node run --name NAME --ip IP
+    /// --run-dir <this namespace's dir>/run EXTRA…`), as process `name`;
+    /// its datastore and log level come from `env`.
+    pub fn spawn_tortie_node(
+        &self,
+        name: &str,
+        bin: &str,
+        node: &str,
+        ip: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
+        let run_dir = self.dir().join("run").display().to_string();
+        let mut args = vec!["node", "run", "--name", node, "--ip", ip, "--run-dir", &run_dir];
+        args.extend_from_slice(extra);
+        self.spawn(name, bin, &args, env)
+    }
+
     /// Runs `f` on a new thread that has joined this namespace (sockets it
     /// opens live here), and returns its result. The caller's thread stays
     /// where it was.

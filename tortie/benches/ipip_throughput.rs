@@ -107,28 +107,11 @@ fn main() {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let run = n.dir().join("run");
             let (name, ip) = (format!("n{}", i + 1), format!("192.0.2.{}/24", i + 1));
             let underlay = mtu.to_string();
-            let args = [
-                "node",
-                "run",
-                "--name",
-                &name,
-                "--ip",
-                &ip,
-                "--run-dir",
-                run.to_str().unwrap(),
-                "--underlay-mtu",
-                &underlay,
-            ];
-            n.spawn(
-                "tortie",
-                env!("CARGO_BIN_EXE_tortie"),
-                &args,
-                &[("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")],
-            )
-            .unwrap()
+            let env = [("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")];
+            let bin = env!("CARGO_BIN_EXE_tortie");
+            n.spawn_tortie_node("tortie", bin, &name, &ip, &["--underlay-mtu", &underlay], &env).unwrap()
         })
         .collect();
     wait_route(&nodes[0], "via 192.0.2.2 dev eth0");

@@ -127,26 +127,11 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
     pub fn start(&self, i: usize) -> Daemon {
         let node = &self.nodes[i];
         let name = format!("n{}", i + 1);
-        let ip = self.addrs[i].clone();
-        let run_dir = node.dir().join("run");
         let bin = env!("CARGO_BIN_EXE_tortie");
-        let secrets = self.lab.dir().join("secrets");
-        let args = [
-            "node",
-            "run",
-            "--name",
-            &name,
-            "--ip",
-            &ip,
-            "--run-dir",
-            run_dir.to_str().unwrap(),
-            "--metrics-listen",
-            "127.0.0.1:9091",
-            "--secrets-dir",
-            secrets.to_str().unwrap(),
-        ];
-        node.spawn(&format!("tortie-{name}"), bin, &args, &[("TORTIE_DATASTORE", &self.url), ("TORTIE_LOG", "info")])
-            .unwrap()
+        let secrets = self.lab.dir().join("secrets").display().to_string();
+        let extra = ["--metrics-listen", "127.0.0.1:9091", "--secrets-dir", &secrets];
+        let env = [("TORTIE_DATASTORE", self.url.as_str()), ("TORTIE_LOG", "info")];
+        node.spawn_tortie_node(&format!("tortie-{name}"), bin, &name, &self.addrs[i], &extra, &env).unwrap()
     }
 }
 
