@@ -31,12 +31,60 @@ pub enum Discard {
     Fragment,
 }
 
-fn checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
+/// The ones'-complement sum of `bytes` as 16-bit words (RFC 1071), folded.
+fn sum16(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    sum as u16
+}
+
+fn checksum(header: &[u8]) -> u16 {
+    !sum16(header)
+}
+
+/// IP protocol number of TCP.
+const IPPROTO_TCP: u8 = 6;
+/// Offset of the checksum in the TCP header (RFC 9293 §3.1).
+pub const TCP_CHECKSUM_OFFSET: usize = 16;
+
+/// Where a TCP/IPv4 packet's headers end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpHeaders {
+    /// The IPv4 header's length: where the TCP header starts.
+    pub ip_len: usize,
+    /// The IPv4 and TCP headers' length: where the payload starts.
+    pub len: usize,
+}
+
+/// Readies a TCP/IPv4 packet for the kernel to checksum and, if it must,
+/// cut into segments again (a TUN's offload): its TCP checksum becomes the
+/// sum of the pseudo-header (RFC 9293 §3.1) over its whole length, which
+/// the kernel completes for each segment. This is the form the kernel's
+/// GRO leaves a merged packet in; writing it here does not depend on that.
+/// `None` for anything else, or a fragment.
+pub fn offload_tcp(inner: &mut [u8]) -> Option<TcpHeaders> {
+    if inner.len() < 20 || inner[0] >> 4 != 4 || inner[9] != IPPROTO_TCP {
+        return None;
+    }
+    let ip_len = usize::from(inner[0] & 0x0f) * 4;
+    let frag = u16::from_be_bytes([inner[6], inner[7]]);
+    let tcp_len = u16::try_from(inner.len().checked_sub(ip_len)?).ok()?;
+    if ip_len < 20 || frag & 0x3fff != 0 || usize::from(u16::from_be_bytes([inner[2], inner[3]])) != inner.len() {
+        return None;
+    }
+    let len = ip_len + usize::from(*inner.get(ip_len + 12)? >> 4) * 4;
+    if len < ip_len + 20 || len > inner.len() {
+        return None;
+    }
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&inner[12..20]);
+    pseudo[9] = IPPROTO_TCP;
+    pseudo[10..].copy_from_slice(&tcp_len.to_be_bytes());
+    let at = ip_len + TCP_CHECKSUM_OFFSET;
+    inner[at..at + 2].copy_from_slice(&sum16(&pseudo).to_be_bytes());
+    Some(TcpHeaders { ip_len, len })
 }
 
 /// The inner packet's destination, if it is a well-formed IPv4 packet.
@@ -135,6 +183,46 @@ mod tests {
         let (src, back) = decapsulate(&out).unwrap();
         assert_eq!(src, Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(back, &inner[..]);
+    }
+
+    /// A TCP segment from 198.18.0.1:5000 to 198.18.0.65:80 with a 12-byte
+    /// option block and `payload` bytes of data, its checksum complete.
+    fn tcp(payload: usize) -> Vec<u8> {
+        let total = (20 + 32 + payload) as u16;
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 65];
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0x13, 0x88, 0, 80, 0, 0, 0, 1, 0, 0, 0, 1, 0x80, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        p.extend((0..payload).map(|i| i as u8));
+        let mut pseudo = vec![198, 18, 0, 1, 198, 18, 0, 65, 0, 6];
+        pseudo.extend_from_slice(&(total - 20).to_be_bytes());
+        pseudo.extend_from_slice(&p[20..]);
+        let sum = checksum(&pseudo);
+        p[36..38].copy_from_slice(&sum.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn offloaded_tcp_carries_the_pseudo_header_sum_that_completes_to_the_checksum() {
+        let whole = tcp(60_000);
+        let mut offloaded = whole.clone();
+        assert_eq!(offload_tcp(&mut offloaded), Some(TcpHeaders { ip_len: 20, len: 52 }));
+        // What the kernel does with it: sum the TCP segment from the
+        // pseudo-header sum in the checksum field, complement, store.
+        let at = 20 + TCP_CHECKSUM_OFFSET;
+        let completed = checksum(&offloaded[20..]);
+        offloaded[at..at + 2].copy_from_slice(&completed.to_be_bytes());
+        assert_eq!(offloaded, whole);
+        assert_eq!(offload_tcp(&mut inner()), None, "ICMP");
+        let mut cut = tcp(100);
+        cut.truncate(120);
+        assert_eq!(offload_tcp(&mut cut), None, "length disagrees with the header");
+        let mut frag = tcp(100);
+        frag[6] = 0x20;
+        assert_eq!(offload_tcp(&mut frag), None, "a fragment");
+        let mut short_offset = tcp(100);
+        short_offset[32] = 0x40;
+        assert_eq!(offload_tcp(&mut short_offset), None, "TCP header shorter than 20 octets");
     }
 
     #[test]

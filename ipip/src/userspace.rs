@@ -27,12 +27,18 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use crate::packet::{self, Discard, IPPROTO_IPIP, OUTER_LEN};
+use crate::packet::{self, Discard, IPPROTO_IPIP, OUTER_LEN, TcpHeaders};
 use crate::{TunnelError, batch};
 
 /// Room in front of a received packet: the virtio-net header the TUN wants
 /// before the inner packet, which starts after the outer IPv4 header.
 const RX_HEAD: usize = 16;
+/// Room for a received packet: IPv4's largest (RFC 791), which the
+/// underlay's GRO builds from a flow's segments.
+const RX_MAX: usize = 65_535;
+/// The virtio-net header flag asking the kernel to complete the checksum
+/// from `csum_start` (linux/virtio_net.h).
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 
 /// Where each tunnelled prefix goes, and who may send to us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,6 +102,9 @@ pub struct Counters {
     pub encap_batches: AtomicU64,
     /// `recvmmsg` calls that returned packets.
     pub decap_batches: AtomicU64,
+    /// Delivered packets the underlay's GRO had merged from a TCP flow's
+    /// segments (each also counts as one in `decap_packets`).
+    pub decap_merged: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -237,6 +246,20 @@ async fn encap_loop(
     }
 }
 
+/// What becomes of a received packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Dropped (counted).
+    Dropped,
+    /// Unwrapped; it goes to the TUN with its neighbours, coalesced (GRO).
+    Packet,
+    /// Unwrapped TCP that the underlay's GRO had merged from a flow's
+    /// segments (the kernel does IPIP GRO on any interface with GRO on):
+    /// longer than the tunnel's MTU, it goes to the TUN whole, marked for
+    /// segmentation should the kernel need to cut it again.
+    Merged(TcpHeaders),
+}
+
 async fn decap_loop(
     tun: Arc<tun_rs::AsyncDevice>,
     raw: Arc<AsyncFd<Socket>>,
@@ -245,10 +268,13 @@ async fn decap_loop(
     c: Arc<Counters>,
 ) {
     use std::os::fd::AsRawFd;
-    let size = RX_HEAD + OUTER_LEN + usize::from(mtu) + 64;
-    let mut bufs = vec![vec![0u8; size]; tun_rs::IDEAL_BATCH_SIZE];
+    let size = RX_HEAD + OUTER_LEN + RX_MAX;
+    // One by one: each is zero pages until a packet lands in it.
+    let mut bufs: Vec<Vec<u8>> = (0..tun_rs::IDEAL_BATCH_SIZE).map(|_| vec![0u8; size]).collect();
     let mut lens = vec![0usize; tun_rs::IDEAL_BATCH_SIZE];
     let mut gro = tun_rs::GROTable::default();
+    // Every inner packet is moved to start at RX_HEAD + OUTER_LEN, where the TUN wants it.
+    let start = RX_HEAD + OUTER_LEN;
     loop {
         let Ok(mut guard) = raw.readable().await else { return };
         let n = match guard.try_io(|s| batch::recv(s.get_ref().as_raw_fd(), &mut bufs, RX_HEAD, &mut lens)) {
@@ -262,11 +288,8 @@ async fn decap_loop(
         };
         bump(&c.decap_batches);
         let routes = table.borrow().clone();
-        // Every inner packet is moved to start at RX_HEAD + OUTER_LEN, where the TUN wants it.
-        let start = RX_HEAD + OUTER_LEN;
-        let mut keep = [false; tun_rs::IDEAL_BATCH_SIZE];
-        let mut bytes = 0u64;
-        for (i, (buf, len)) in bufs.iter_mut().zip(&lens).take(n).enumerate() {
+        let mut deliveries = [Delivery::Dropped; tun_rs::IDEAL_BATCH_SIZE];
+        for ((buf, len), delivery) in bufs.iter_mut().zip(&lens).zip(&mut deliveries).take(n) {
             let (src, inner_at, inner_len) = match packet::decapsulate(&buf[RX_HEAD..RX_HEAD + len]) {
                 Ok((src, inner)) => (src, inner.as_ptr() as usize - buf.as_ptr() as usize, inner.len()),
                 Err(why) => {
@@ -282,24 +305,92 @@ async fn decap_loop(
                 buf.copy_within(inner_at..inner_at + inner_len, start);
             }
             buf.truncate(start + inner_len);
-            bytes += inner_len as u64;
-            keep[i] = true;
+            *delivery = match inner_len > usize::from(mtu) {
+                true => match packet::offload_tcp(&mut buf[start..]) {
+                    Some(headers) => Delivery::Merged(headers),
+                    // Only TCP is merged; anything else this long is the kernel's to refuse.
+                    None => Delivery::Packet,
+                },
+                false => Delivery::Packet,
+            };
         }
-        let mut deliver: Vec<&mut Vec<u8>> = bufs.iter_mut().zip(keep).filter_map(|(b, k)| k.then_some(b)).collect();
-        let count = deliver.len() as u64;
-        match tun.send_multiple(&mut gro, &mut deliver, start).await {
-            Ok(_) => {
-                c.decap_packets.fetch_add(count, Ordering::Relaxed);
-                c.decap_bytes.fetch_add(bytes, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "TUN write");
-                c.drop_io.fetch_add(count, Ordering::Relaxed);
+        // In arrival order: runs of packets through the GRO table, merged ones alone.
+        let mut run: Vec<&mut Vec<u8>> = Vec::with_capacity(n);
+        for (buf, delivery) in bufs.iter_mut().zip(deliveries).take(n) {
+            match delivery {
+                Delivery::Dropped => {}
+                Delivery::Packet => run.push(buf),
+                Delivery::Merged(headers) => {
+                    deliver_run(&tun, &mut gro, &mut run, start, &c).await;
+                    deliver_merged(&tun, &mut buf[start - tun_rs::VIRTIO_NET_HDR_LEN..], headers, mtu, &c).await;
+                }
             }
         }
+        deliver_run(&tun, &mut gro, &mut run, start, &c).await;
+        drop(run);
         // Only the delivered buffers were cut short.
-        for (buf, _) in bufs.iter_mut().zip(keep).filter(|(_, k)| *k) {
-            buf.resize(size, 0);
+        for (buf, _) in bufs.iter_mut().zip(deliveries).filter(|(_, d)| *d != Delivery::Dropped) {
+            // SAFETY: every byte up to `size` was initialised when the buffer was made;
+            // truncating kept them. (A resize would write a 64 KiB buffer per packet.)
+            unsafe { buf.set_len(size) };
+        }
+    }
+}
+
+/// Writes unwrapped packets (each at `start` in its buffer) to the TUN,
+/// coalescing each flow's consecutive segments; empties `run`.
+async fn deliver_run(
+    tun: &tun_rs::AsyncDevice,
+    gro: &mut tun_rs::GROTable,
+    run: &mut Vec<&mut Vec<u8>>,
+    start: usize,
+    c: &Counters,
+) {
+    if run.is_empty() {
+        return;
+    }
+    let (count, bytes) = (run.len() as u64, run.iter().map(|b| (b.len() - start) as u64).sum::<u64>());
+    match tun.send_multiple(gro, run, start).await {
+        Ok(_) => {
+            c.decap_packets.fetch_add(count, Ordering::Relaxed);
+            c.decap_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN write");
+            c.drop_io.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+    run.clear();
+}
+
+/// Writes a merged TCP packet (after room for the virtio-net header in
+/// `frame`) to the TUN as one GSO frame of segments no longer than the
+/// tunnel's MTU allows.
+async fn deliver_merged(tun: &tun_rs::AsyncDevice, frame: &mut [u8], headers: TcpHeaders, mtu: u16, c: &Counters) {
+    let (hdr_len, inner) = (tun_rs::VIRTIO_NET_HDR_LEN, (frame.len() - tun_rs::VIRTIO_NET_HDR_LEN) as u64);
+    let gso_size = usize::from(mtu).saturating_sub(headers.len);
+    let header = tun_rs::VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: tun_rs::VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: headers.len as u16,
+        gso_size: gso_size as u16,
+        csum_start: headers.ip_len as u16,
+        csum_offset: packet::TCP_CHECKSUM_OFFSET as u16,
+    };
+    let written = match (gso_size, header.encode(&mut frame[..hdr_len])) {
+        (0, _) => Err(std::io::Error::other("TCP headers fill the tunnel MTU")),
+        (_, Err(e)) => Err(e),
+        (_, Ok(())) => tun.send(frame).await,
+    };
+    match written {
+        Ok(_) => {
+            bump(&c.decap_packets);
+            bump(&c.decap_merged);
+            c.decap_bytes.fetch_add(inner, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN write of a merged packet");
+            bump(&c.drop_io);
         }
     }
 }

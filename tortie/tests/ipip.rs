@@ -5,7 +5,8 @@
 //! protocol-4 packet from a non-node is dropped and counted; switching the
 //! pool to `Always` and back to `Never` moves the routes while a ping runs;
 //! a pool that turns to IPIP after the daemons started brings the tunnel up,
-//! and the tunnel device outlives a daemon restart.
+//! and the tunnel device outlives a daemon restart; segments the receiving
+//! node's GRO merged arrive whole and intact.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -206,6 +207,64 @@ fn the_tunnel_comes_up_when_a_pool_turns_to_ipip_and_outlives_a_daemon_restart()
     d[0] = c.start(0);
     wait_until("n1's device to go", || c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err());
     wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
+}
+
+/// Receives one TCP connection on 198.18.0.129:5001; prints its length and SHA-256.
+const SINK: &str = "import hashlib, socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('198.18.0.129', 5001))
+s.listen(1)
+print('listening', flush=True)
+c, _ = s.accept()
+h, n = hashlib.sha256(), 0
+while b := c.recv(1 << 20):
+    h.update(b)
+    n += len(b)
+print('received', n, h.hexdigest(), flush=True)
+";
+
+/// Sends 32 MiB of pseudo-random data to the sink; prints its length and SHA-256.
+const SOURCE: &str = "import hashlib, random, socket
+data = random.Random(2003).randbytes(32 << 20)
+c = socket.create_connection(('198.18.0.129', 5001))
+c.sendall(data)
+c.close()
+print('received', len(data), hashlib.sha256(data).hexdigest())
+";
+
+#[test]
+fn segments_the_underlays_gro_merged_arrive_whole_and_intact() {
+    let c = Cluster::two_subnets("ipip-gro");
+    c.apply(&pool("CrossSubnet"));
+    let a = c.pod(0, "a1", "198.18.0.1");
+    let z = c.pod(2, "c1", "198.18.0.129");
+    let _daemons: Vec<_> = (0..3).map(|i| c.start(i)).collect();
+    // n3's link as a NIC on a wire: frames of at most the MTU arrive (the
+    // switch port does no TSO), and GRO merges them (NAPI in its own thread
+    // lets them queue up, as interrupt coalescing does).
+    let (swb, _) = c.routed.as_ref().unwrap();
+    swb.netns().exec("ethtool", &["-K", "port1", "tso", "off"]).unwrap();
+    c.nodes[2].exec("ethtool", &["-K", "eth0", "gro", "on"]).unwrap();
+    c.nodes[2].exec("sh", &["-c", "echo 1 > /sys/class/net/eth0/threaded"]).unwrap();
+    wait_until("pods on n1 and n3 to reach each other through the tunnel", || {
+        a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
+    });
+
+    let malformed = || metric(&metrics(&c.nodes[2]), "tortie_ipip_dropped_packets_total{reason=\"malformed\"}");
+    let malformed_before = malformed();
+    let sink = z.netns.spawn("sink", "python3", &["-c", SINK], &[]).unwrap();
+    wait_until("the sink to listen", || sink.log().contains("listening"));
+    let sent = a.netns.exec("python3", &["-c", SOURCE]).unwrap();
+    let sent = sent.lines().find(|l| l.starts_with("received")).unwrap().to_string();
+    wait_until("the sink to have it all", || sink.log().lines().any(|l| l == sent));
+    let m = metrics(&c.nodes[2]);
+    assert!(
+        metric(&m, "tortie_ipip_decap_merged_total") > 0.0,
+        "merged packets arrived:
+{m}"
+    );
+    assert_eq!(malformed(), malformed_before, "none cut short as malformed:\n{m}");
 }
 
 #[test]

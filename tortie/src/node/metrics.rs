@@ -136,6 +136,12 @@ pub async fn render(state: &MetricsState) -> String {
             &c.encap_batches,
         );
         counter(&mut r, "ipip_decap_batches", "recvmmsg batches received", &c.decap_batches);
+        counter(
+            &mut r,
+            "ipip_decap_merged",
+            "Delivered packets the underlay's GRO had merged from a TCP flow's segments",
+            &c.decap_merged,
+        );
         let drops = Family::<Labels, Counter>::default();
         for (reason, v) in [
             ("no_route", &c.drop_no_route),
