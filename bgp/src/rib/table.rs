@@ -174,7 +174,7 @@ fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Optio
 trait Entries<K> {
     fn entry_mut(&mut self, key: &K) -> Option<&mut Entry>;
     fn insert_new(&mut self, key: K, entry: Entry) -> &Entry;
-    fn remove(&mut self, key: &K);
+    fn remove(&mut self, key: &K) -> Option<Entry>;
 }
 
 impl Entries<V4Key> for V4Index<Entry> {
@@ -184,8 +184,8 @@ impl Entries<V4Key> for V4Index<Entry> {
     fn insert_new(&mut self, key: V4Key, entry: Entry) -> &Entry {
         V4Index::insert_new(self, key, entry)
     }
-    fn remove(&mut self, key: &V4Key) {
-        V4Index::remove(self, *key);
+    fn remove(&mut self, key: &V4Key) -> Option<Entry> {
+        V4Index::remove(self, *key)
     }
 }
 
@@ -196,8 +196,8 @@ impl Entries<Ipv6Net> for BTreeMap<Ipv6Net, Entry> {
     fn insert_new(&mut self, key: Ipv6Net, entry: Entry) -> &Entry {
         self.entry(key).or_insert(entry)
     }
-    fn remove(&mut self, key: &Ipv6Net) {
-        BTreeMap::remove(self, key);
+    fn remove(&mut self, key: &Ipv6Net) -> Option<Entry> {
+        BTreeMap::remove(self, key)
     }
 }
 
@@ -254,6 +254,14 @@ fn withdraw_in<K>(
 ) -> Option<Option<Changed>> {
     let entry = map.entry_mut(key)?;
     let at = entry.paths().iter().position(|s| s.peer == peer)?;
+    // The usual withdrawal: the prefix's one path goes, and the prefix with it.
+    if let Entry::One(_) = entry {
+        let before = match map.remove(key) {
+            Some(Entry::One(s)) if s.reachable => vec![s],
+            _ => Vec::new(),
+        };
+        return Some(change(None, &before, peers));
+    }
     let before = entry.chosen().to_vec();
     let mut paths = match std::mem::replace(entry, Entry::Many(Box::new(ManyPaths { paths: Vec::new(), chosen: 0 }))) {
         Entry::One(s) => vec![s],
@@ -280,12 +288,7 @@ impl LocRib {
 
     /// The index of `peer`, registered (or refreshed) with the path's peer details.
     fn peer(&mut self, key: &PeerKey, path: &Path) -> u32 {
-        let known = match &self.last_peer {
-            // The same allocation (or both local): no string compared, no count touched.
-            Some((last, i)) if last.as_ref().map(Arc::as_ptr) == key.as_ref().map(Arc::as_ptr) => Some(*i),
-            _ => self.peer_index.get(key).copied().inspect(|&i| self.last_peer = Some((key.clone(), i))),
-        };
-        if let Some(i) = known {
+        if let Some(i) = self.known_peer(key) {
             let info = &mut self.peers[i as usize];
             (info.addr, info.id) = (path.peer_addr, path.peer_id);
             return i;
@@ -294,6 +297,16 @@ impl LocRib {
         self.peers.push(PeerInfo { key: key.clone(), addr: path.peer_addr, id: path.peer_id, paths: 0 });
         self.peer_index.insert(key.clone(), i);
         i
+    }
+
+    /// The index of `peer` if it is registered. An UPDATE's prefixes come
+    /// from one peer: the last one asked for is recognised by its allocation
+    /// (or both local), with no string hashed and no count touched.
+    fn known_peer(&mut self, key: &PeerKey) -> Option<u32> {
+        match &self.last_peer {
+            Some((last, i)) if last.as_ref().map(Arc::as_ptr) == key.as_ref().map(Arc::as_ptr) => Some(*i),
+            _ => self.peer_index.get(key).copied().inspect(|&i| self.last_peer = Some((key.clone(), i))),
+        }
     }
 
     fn entry(&self, prefix: &IpNet) -> Option<&Entry> {
@@ -340,7 +353,7 @@ impl LocRib {
 
     /// Removes `peer`'s path to `prefix`, if it had one.
     pub fn withdraw(&mut self, peer: &PeerKey, prefix: IpNet) -> Option<BestChange> {
-        let &index = self.peer_index.get(peer)?;
+        let index = self.known_peer(peer)?;
         let (peers, max_paths) = (&self.peers, self.max_paths);
         let changed = match prefix {
             IpNet::V4(net) => withdraw_in(&mut self.v4, &v4_key(&net), index, peers, max_paths),
