@@ -451,8 +451,8 @@ mod tests {
         assert_eq!(changes[0].paths[0].0, key("c"));
         rib.withdraw(&key("c"), p);
         let last = rib.withdraw(&key("b"), p).unwrap();
-        assert!(last.paths.is_empty(), "unreachable now");
-        assert!(rib.is_empty());
+        assert!(last.paths.is_empty() && last.was_reachable, "unreachable now, reachable before");
+        assert_eq!((rib.is_empty(), rib.paths_from(&key("b"))), (true, 0));
         assert_eq!(rib.withdraw(&key("b"), p), None, "withdrawing nothing changes nothing");
     }
 
