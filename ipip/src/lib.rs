@@ -55,8 +55,8 @@ impl TunnelError {
 
 /// A running tunnel.
 pub enum Tunnel {
-    /// The kernel's `tunl0`.
-    Kernel,
+    /// The kernel's `tunl0`, with the tunnel address given to it.
+    Kernel(Option<Ipv4Addr>),
     /// The userspace data plane.
     Userspace(userspace::Userspace),
 }
@@ -65,8 +65,22 @@ impl Tunnel {
     /// The device routes go through.
     pub fn device(&self) -> &'static str {
         match self {
-            Tunnel::Kernel => kernel::DEVICE,
+            Tunnel::Kernel(_) => kernel::DEVICE,
             Tunnel::Userspace(_) => USERSPACE_DEVICE,
+        }
+    }
+
+    /// Takes the tunnel down (no pool asks for IPIP any more): the
+    /// userspace plane stops and its device goes, and the kernel routes
+    /// through it with it; `tunl0`, which belongs to the ipip module,
+    /// gives back the tunnel address and goes down.
+    pub async fn stop(self) -> Result<(), TunnelError> {
+        match self {
+            Tunnel::Kernel(address) => kernel::teardown(address).await,
+            Tunnel::Userspace(plane) => {
+                drop(plane);
+                kernel::delete(USERSPACE_DEVICE).await.map(|_| ())
+            }
         }
     }
 }
@@ -80,24 +94,26 @@ pub async fn remove_kept_device() -> Result<bool, TunnelError> {
     kernel::delete(USERSPACE_DEVICE).await
 }
 
-/// Brings IPIP up: the kernel's `tunl0` where it exists, else (saying so
-/// once) the userspace data plane. `table` feeds the userspace plane.
+/// Brings IPIP up: the kernel's `tunl0` where it exists, else (saying so)
+/// the userspace data plane, which `table` feeds and which counts into
+/// `counters`.
 pub async fn start(
     local: Ipv4Addr,
     tunnel_address: Option<Ipv4Addr>,
     underlay_mtu: u16,
     table: watch::Receiver<Arc<EncapTable>>,
+    counters: Arc<userspace::Counters>,
 ) -> Result<Tunnel, TunnelError> {
     let mtu = u32::from(underlay_mtu.saturating_sub(packet::OUTER_LEN as u16));
     match kernel::setup(tunnel_address, mtu).await {
         Ok(()) => {
             tracing::info!(device = kernel::DEVICE, "kernel IPIP tunnel up");
-            Ok(Tunnel::Kernel)
+            Ok(Tunnel::Kernel(tunnel_address))
         }
         Err(TunnelError::Unsupported) => {
             tracing::info!("kernel has no ipip module: using tortie's userspace IPIP data plane (TUN + raw socket)");
             let config = userspace::Config { device: USERSPACE_DEVICE.into(), local, tunnel_address, underlay_mtu };
-            userspace::start(&config, table).map(Tunnel::Userspace)
+            userspace::start(&config, table, counters).map(Tunnel::Userspace)
         }
         Err(e) => Err(e),
     }

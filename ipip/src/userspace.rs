@@ -124,10 +124,9 @@ pub struct Config {
     pub underlay_mtu: u16,
 }
 
-/// A running data plane; dropping it stops it and removes the device.
+/// A running data plane; dropping it stops it (the device, persistent,
+/// stays until deleted).
 pub struct Userspace {
-    /// Counters.
-    pub counters: Arc<Counters>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -150,8 +149,13 @@ fn count_drop(c: &Counters, why: Discard) {
     }
 }
 
-/// Opens the TUN device and the raw socket and starts both directions.
-pub fn start(config: &Config, table: watch::Receiver<Arc<EncapTable>>) -> Result<Userspace, TunnelError> {
+/// Opens the TUN device and the raw socket and starts both directions,
+/// counting into `counters`.
+pub fn start(
+    config: &Config,
+    table: watch::Receiver<Arc<EncapTable>>,
+    counters: Arc<Counters>,
+) -> Result<Userspace, TunnelError> {
     let mtu = config.underlay_mtu.saturating_sub(OUTER_LEN as u16);
     let mut builder = tun_rs::DeviceBuilder::new().name(&config.device).mtu(mtu).offload(true);
     if let Some(addr) = config.tunnel_address {
@@ -177,11 +181,10 @@ pub fn start(config: &Config, table: watch::Receiver<Arc<EncapTable>>) -> Result
     let raw = unsafe { AsyncFd::register(raw) }
         .map_err(|e| TunnelError::io("registering the raw socket".into(), std::io::Error::other(e.to_string())))?;
     let raw = Arc::new(raw);
-    let counters = Arc::new(Counters::default());
     tracing::info!(device = config.device, mtu, local = %config.local, "userspace IPIP data plane up");
     let encap = tokio::spawn(encap_loop(tun.clone(), raw.clone(), config.local, mtu, table.clone(), counters.clone()));
-    let decap = tokio::spawn(decap_loop(tun, raw, mtu, table, counters.clone()));
-    Ok(Userspace { counters, tasks: vec![encap, decap] })
+    let decap = tokio::spawn(decap_loop(tun, raw, mtu, table, counters));
+    Ok(Userspace { tasks: vec![encap, decap] })
 }
 
 async fn encap_loop(

@@ -4,8 +4,9 @@
 //! n1↔n3 is encapsulated (tshark sees IPv4-in-IPv4 on the router); a
 //! protocol-4 packet from a non-node is dropped and counted; switching the
 //! pool to `Always` and back to `Never` moves the routes while a ping runs;
-//! a pool that turns to IPIP after the daemons started brings the tunnel up,
-//! and the tunnel device outlives a daemon restart; segments the receiving
+//! a pool that turns to IPIP after the daemons started brings the tunnel up
+//! and one turning back to `Never` takes it down and gives its address
+//! back; the tunnel device outlives a daemon restart; segments the receiving
 //! node's GRO merged arrive whole and intact.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -18,17 +19,25 @@ use std::time::Duration;
 use common::{Cluster, addr, metric, metrics, wait_routes, wait_until};
 use tortie_lab::Netns;
 
-/// n1's routes with both other blocks in the tunnel.
-const N1_TUNNELLED: [&str; 4] = [
-    "198.18.0.1 dev tortiea1 scope link",
-    "blackhole 198.18.0.0/26",
-    "198.18.0.64/26 via 192.0.2.2 dev tortie-ipip onlink",
-    "198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink",
-];
+/// n1's routes, its pod `a1` at `pod`, with both other blocks in the tunnel.
+fn n1_tunnelled(pod: &str) -> [String; 4] {
+    [
+        format!("{pod} dev tortiea1 scope link"),
+        "blackhole 198.18.0.0/26".into(),
+        "198.18.0.64/26 via 192.0.2.2 dev tortie-ipip onlink".into(),
+        "198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink".into(),
+    ]
+}
 
-/// n1's routes with no tunnel: n2's block native, n3's (behind the router) absent.
-const N1_NATIVE: [&str; 3] =
-    ["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"];
+/// n1's routes, its pod `a1` at `pod`, with no tunnel: n2's block native,
+/// n3's (behind the router) absent.
+fn n1_native(pod: &str) -> [String; 3] {
+    [
+        format!("{pod} dev tortiea1 scope link"),
+        "blackhole 198.18.0.0/26".into(),
+        "198.18.0.64/26 via 192.0.2.2 dev eth0".into(),
+    ]
+}
 
 fn pool(mode: &str) -> String {
     format!(
@@ -154,10 +163,10 @@ fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_nati
         let ping = s.spawn(|| a.ping(addr("198.18.0.65"), 150, "0.02"));
         std::thread::sleep(Duration::from_millis(500));
         c.apply(&pool("Always"));
-        wait_routes(&c.nodes[0], &N1_TUNNELLED, &d[0]);
+        wait_routes(&c.nodes[0], &n1_tunnelled("198.18.0.1"), &d[0]);
         std::thread::sleep(Duration::from_millis(500));
         c.apply(&pool("Never"));
-        wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
+        wait_routes(&c.nodes[0], &n1_native("198.18.0.1"), &d[0]);
         let out = ping.join().unwrap().unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
     });
@@ -169,19 +178,21 @@ fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_nati
 }
 
 #[test]
-fn the_tunnel_comes_up_when_a_pool_turns_to_ipip_and_outlives_a_daemon_restart() {
+fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     let c = Cluster::two_subnets("ipip-late");
     c.apply(&pool("Never"));
-    let a = c.pod(0, "a1", "198.18.0.1");
-    let z = c.pod(2, "c1", "198.18.0.129");
+    // The pods' addresses come from outside IPAM here: the top of each
+    // block, which the tunnel addresses (allocated from the bottom) never reach.
+    let a = c.pod(0, "a1", "198.18.0.62");
+    let z = c.pod(2, "c1", "198.18.0.190");
     let mut d: Vec<_> = (0..3).map(|i| c.start(i)).collect();
     // No pool uses IPIP: no tunnel, and n3's block cannot be reached natively across the router.
-    wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
+    wait_routes(&c.nodes[0], &n1_native("198.18.0.62"), &d[0]);
     assert!(c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err(), "no tunnel device yet");
 
     c.apply(&pool("Always"));
     wait_until("n1's tunnel to come up", || d[0].log().contains("an IP pool now uses IPIP: tunnel up"));
-    wait_routes(&c.nodes[0], &N1_TUNNELLED, &d[0]);
+    wait_routes(&c.nodes[0], &n1_tunnelled("198.18.0.62"), &d[0]);
     wait_until("pods on n1 and n3 to reach each other through the tunnel", || {
         a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
     });
@@ -200,13 +211,41 @@ fn the_tunnel_comes_up_when_a_pool_turns_to_ipip_and_outlives_a_daemon_restart()
         a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
     });
 
-    // Back to Never, and a restart: the kept device goes.
+    // Back to Never while the daemon runs: the routes go native, the device
+    // goes, and the tunnel address goes back to the pool.
     c.apply(&pool("Never"));
-    wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
+    wait_until("n1's tunnel to go down", || d[0].log().contains("no IP pool uses IPIP any more: tunnel down"));
+    wait_routes(&c.nodes[0], &n1_native("198.18.0.62"), &d[0]);
+    assert!(c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err(), "the device is gone");
+    wait_until("the tunnel addresses to be released", || {
+        ["n1", "n2", "n3"].iter().all(|n| tunnel_addr(&c, n).is_none())
+    });
+    let ipam = c.tortie(&["ipam", "show"], "");
+    assert!(
+        ipam.lines().any(|l| l.contains("198.18.0.0/16") && l.contains("| 0 (0%)")),
+        "no address in use (the lab's pods have theirs from outside IPAM):\n{ipam}"
+    );
+
+    // And IPIP again: the tunnel comes back up, with an address again.
+    c.apply(&pool("Always"));
+    wait_routes(&c.nodes[0], &n1_tunnelled("198.18.0.62"), &d[0]);
+    wait_until("pods on n1 and n3 to reach each other through the tunnel again", || {
+        a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
+    });
+    assert!(tunnel_addr(&c, "n1").is_some());
+
+    // Never while the daemon is down: the next daemon removes the kept device.
     d[0].kill_now();
+    c.apply(&pool("Never"));
     d[0] = c.start(0);
     wait_until("n1's device to go", || c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err());
-    wait_routes(&c.nodes[0], &N1_NATIVE, &d[0]);
+    wait_routes(&c.nodes[0], &n1_native("198.18.0.62"), &d[0]);
+}
+
+/// The tunnel address `node` publishes.
+fn tunnel_addr(c: &Cluster, node: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(&c.tortie(&["get", "node", node, "-o", "json"], "")).unwrap();
+    v["spec"]["bgp"]["ipv4IPIPTunnelAddr"].as_str().map(String::from)
 }
 
 /// Receives one TCP connection on 198.18.0.129:5001; prints its length and SHA-256.

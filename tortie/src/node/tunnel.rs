@@ -1,11 +1,10 @@
 //! The node's IPIP tunnel and its address, as Calico allocates it: while
 //! any pool this node may use for tunnels has `ipipMode` other than
 //! `Never`, the node holds one address from IPAM (handle
-//! `ipip-tunnel-addr-<node>`) and publishes it as
-//! `spec.bgp.ipv4IPIPTunnelAddr`; at start without such a pool it gives it
-//! back. The tunnel comes up at start when a pool asks for IPIP, or later,
-//! when one first does; once up it stays up (its address is on the device,
-//! so it is not given back while the daemon runs).
+//! `ipip-tunnel-addr-<node>`), publishes it as
+//! `spec.bgp.ipv4IPIPTunnelAddr` and runs the tunnel; when none has, the
+//! tunnel goes down and the address goes back. This is checked at start
+//! and at every change of an IP pool.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,10 +24,15 @@ fn handle(node: &str) -> String {
     format!("ipip-tunnel-addr-{node}")
 }
 
-/// Allocates or releases the tunnel address; returns it.
-pub async fn ensure(kv: &Datastore, node: &str) -> anyhow::Result<Option<std::net::Ipv4Addr>> {
+/// Whether a pool this node may use for tunnels asks for IPIP.
+async fn wanted(kv: &Datastore, node: &str) -> anyhow::Result<bool> {
     let pools = ipam::pools_for(kv, node, Purpose::Tunnel).await?;
-    let wanted = pools.iter().any(|p| p.ipip_mode.is_some_and(|m| m != EncapMode::Never));
+    Ok(pools.iter().any(|p| p.ipip_mode.is_some_and(|m| m != EncapMode::Never)))
+}
+
+/// Allocates the tunnel address (`wanted`) or gives it back, and publishes
+/// it on the Node; returns it.
+async fn address(kv: &Datastore, node: &str, wanted: bool) -> anyhow::Result<Option<Ipv4Addr>> {
     let Resource::Node(mut n) = api::get(kv, Kind::Node, None, node).await? else {
         anyhow::bail!("Node {node} is not a Node");
     };
@@ -58,33 +62,79 @@ pub async fn ensure(kv: &Datastore, node: &str) -> anyhow::Result<Option<std::ne
     Ok(next)
 }
 
-/// What brings a tunnel up.
+/// What brings a tunnel up and takes it down.
 struct Setup {
     kv: Datastore,
     node: String,
     local: Ipv4Addr,
     underlay_mtu: u16,
     encap: watch::Receiver<Arc<EncapTable>>,
+    /// Where the device routes go through is published (felix follows it).
+    device: watch::Sender<Option<String>>,
+    /// The userspace data plane's counters, one set across its runs.
+    counters: Arc<Counters>,
+    /// Set once the userspace plane first runs (metrics show it from then).
+    counting: Arc<OnceLock<Arc<Counters>>>,
 }
 
 impl Setup {
-    /// The tunnel, if a pool asks for one now.
-    async fn bring_up(&self) -> anyhow::Result<Option<tortie_ipip::Tunnel>> {
-        let Some(address) = ensure(&self.kv, &self.node).await? else { return Ok(None) };
-        let tunnel = tortie_ipip::start(self.local, Some(address), self.underlay_mtu, self.encap.clone())
-            .await
-            .context("starting the IPIP tunnel")?;
-        Ok(Some(tunnel))
+    /// The tunnel as the IP pools want it now, from `tunnel` as it is:
+    /// brought up (its address allocated first), kept, or taken down (its
+    /// address given back once the device is gone).
+    async fn reconcile(&self, tunnel: Option<tortie_ipip::Tunnel>) -> anyhow::Result<Option<tortie_ipip::Tunnel>> {
+        let wanted = wanted(&self.kv, &self.node).await?;
+        match (wanted, tunnel) {
+            (true, Some(t)) => Ok(Some(t)),
+            (true, None) => {
+                let address = address(&self.kv, &self.node, true).await?;
+                let t = tortie_ipip::start(
+                    self.local,
+                    address,
+                    self.underlay_mtu,
+                    self.encap.clone(),
+                    self.counters.clone(),
+                )
+                .await
+                .context("starting the IPIP tunnel")?;
+                if let tortie_ipip::Tunnel::Userspace(_) = t {
+                    let _ = self.counting.set(self.counters.clone());
+                }
+                self.device.send_replace(Some(t.device().to_string()));
+                Ok(Some(t))
+            }
+            (false, Some(t)) => {
+                let device = t.device();
+                // Routes leave the device first; then it goes, then its address.
+                self.device.send_replace(None);
+                t.stop().await.with_context(|| format!("taking the IPIP tunnel {device} down"))?;
+                tracing::info!(device, "no IP pool uses IPIP any more: tunnel down");
+                address(&self.kv, &self.node, false).await?;
+                Ok(None)
+            }
+            (false, None) => {
+                // At start: a device kept from an earlier run goes, and its routes with it.
+                match tortie_ipip::remove_kept_device().await {
+                    Ok(true) => tracing::info!(
+                        device = tortie_ipip::USERSPACE_DEVICE,
+                        "no pool uses IPIP: removed the kept TUN device"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot remove the kept TUN device"),
+                }
+                address(&self.kv, &self.node, false).await?;
+                Ok(None)
+            }
+        }
     }
 }
 
-/// The node's IPIP tunnel, up or waiting for a pool to ask for it.
+/// The node's IPIP tunnel, up or down as the IP pools ask.
 pub struct NodeTunnel {
-    /// The device routes go through, once up.
+    /// The device routes go through, while the tunnel is up.
     pub device: watch::Receiver<Option<String>>,
-    /// The userspace data plane's counters, once it runs.
+    /// The userspace data plane's counters, once it has run.
     pub counters: Arc<OnceLock<Arc<Counters>>>,
-    /// Holds the tunnel (dropping it takes the userspace plane down).
+    /// Holds the tunnel and follows the pools.
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -94,15 +144,9 @@ impl Drop for NodeTunnel {
     }
 }
 
-fn publish(tunnel: &tortie_ipip::Tunnel, device: &watch::Sender<Option<String>>, counters: &OnceLock<Arc<Counters>>) {
-    if let tortie_ipip::Tunnel::Userspace(u) = tunnel {
-        let _ = counters.set(u.counters.clone());
-    }
-    device.send_replace(Some(tunnel.device().to_string()));
-}
-
-/// Brings the tunnel up now if a pool asks for it (a failure here stops
-/// the start), else follows the IP pools and brings it up when one does.
+/// Sets the tunnel up or down as the IP pools ask now (a failure here
+/// stops the start), then follows them: a pool turning to IPIP brings it
+/// up, the last one turning to `Never` takes it down.
 pub async fn start(
     kv: Datastore,
     node: &str,
@@ -110,43 +154,26 @@ pub async fn start(
     underlay_mtu: u16,
     encap: watch::Receiver<Arc<EncapTable>>,
 ) -> anyhow::Result<NodeTunnel> {
-    let setup = Setup { kv, node: node.to_string(), local, underlay_mtu, encap };
     let (device_tx, device) = watch::channel(None);
-    let counters = Arc::new(OnceLock::new());
-    let now = setup.bring_up().await?;
-    match &now {
-        Some(t) => publish(t, &device_tx, &counters),
-        // No pool asks for IPIP: a device kept from an earlier run goes, and its routes with it.
-        None => match tortie_ipip::remove_kept_device().await {
-            Ok(true) => {
-                tracing::info!(device = tortie_ipip::USERSPACE_DEVICE, "no pool uses IPIP: removed the kept TUN device")
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot remove the kept TUN device"),
-        },
-    }
-    let slot = counters.clone();
-    let task = tokio::spawn(async move {
-        // The tunnel lives as long as this task: until the daemon stops.
-        let _tunnel = match now {
-            Some(t) => t,
-            None => match wait_for_a_pool(&setup, &device_tx, &slot).await {
-                Some(t) => t,
-                None => return,
-            },
-        };
-        std::future::pending::<()>().await;
-    });
-    Ok(NodeTunnel { device, counters, task })
+    let counting = Arc::new(OnceLock::new());
+    let setup = Setup {
+        kv,
+        node: node.to_string(),
+        local,
+        underlay_mtu,
+        encap,
+        device: device_tx,
+        counters: Arc::new(Counters::default()),
+        counting: counting.clone(),
+    };
+    let tunnel = setup.reconcile(None).await?;
+    let task = tokio::spawn(follow_pools(setup, tunnel));
+    Ok(NodeTunnel { device, counters: counting, task })
 }
 
-/// Follows the IP pools until one asks for IPIP and the tunnel is up;
-/// `None` if the datastore watch ends first.
-async fn wait_for_a_pool(
-    setup: &Setup,
-    device: &watch::Sender<Option<String>>,
-    counters: &OnceLock<Arc<Counters>>,
-) -> Option<tortie_ipip::Tunnel> {
+/// Follows the IP pools, setting the tunnel up or down at each change,
+/// until the datastore watch ends.
+async fn follow_pools(setup: Setup, mut tunnel: Option<tortie_ipip::Tunnel>) {
     let prefix = Kind::IpPool.prefix(None);
     loop {
         let from = match setup.kv.range(&prefix).await {
@@ -167,18 +194,19 @@ async fn wait_for_a_pool(
         };
         loop {
             match watch.next().await {
-                None => return None,
+                None => return,
                 Some(Err(_)) => break, // compacted or broken: watch again from now
                 Some(Ok(_)) => {}
             }
-            match setup.bring_up().await {
-                Ok(Some(t)) => {
-                    tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
-                    publish(&t, device, counters);
-                    return Some(t);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = format!("{e:#}"), "an IP pool uses IPIP but the tunnel cannot start"),
+            let was_up = tunnel.is_some();
+            // A failure leaves the tunnel as it was: up, or down (a failed stop is down).
+            let result = setup.reconcile(tunnel.take()).await;
+            match result {
+                Ok(t) => tunnel = t,
+                Err(e) => tracing::error!(error = format!("{e:#}"), "the IPIP tunnel cannot follow the IP pools"),
+            }
+            if !was_up && let Some(t) = &tunnel {
+                tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
             }
         }
     }

@@ -154,8 +154,8 @@ pub fn our_routes(node: &Netns) -> BTreeSet<String> {
         .collect()
 }
 
-pub fn wait_routes(node: &Netns, want: &[&str], daemon: &Daemon) {
-    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+pub fn wait_routes<S: AsRef<str>>(node: &Netns, want: &[S], daemon: &Daemon) {
+    let want: BTreeSet<String> = want.iter().map(|s| s.as_ref().to_string()).collect();
     wait_for(&format!("tortie routes on {}", node.name()), Duration::from_secs(20), || {
         daemon.check_running()?;
         let have = our_routes(node);
