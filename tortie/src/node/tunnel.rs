@@ -78,13 +78,14 @@ struct Setup {
 }
 
 impl Setup {
-    /// The tunnel as the IP pools want it now, from `tunnel` as it is:
-    /// brought up (its address allocated first), kept, or taken down (its
-    /// address given back once the device is gone).
-    async fn reconcile(&self, tunnel: Option<tortie_ipip::Tunnel>) -> anyhow::Result<Option<tortie_ipip::Tunnel>> {
+    /// Makes `tunnel` what the IP pools want now: brought up (its address
+    /// allocated first), kept, or taken down (its address given back once
+    /// the device is gone). On an error it stays as it was, except that a
+    /// tunnel failing to stop is down.
+    async fn reconcile(&self, tunnel: &mut Option<tortie_ipip::Tunnel>) -> anyhow::Result<()> {
         let wanted = wanted(&self.kv, &self.node).await?;
-        match (wanted, tunnel) {
-            (true, Some(t)) => Ok(Some(t)),
+        match (wanted, tunnel.take()) {
+            (true, Some(t)) => *tunnel = Some(t),
             (true, None) => {
                 let address = address(&self.kv, &self.node, true).await?;
                 let t = tortie_ipip::start(
@@ -100,7 +101,7 @@ impl Setup {
                     let _ = self.counting.set(self.counters.clone());
                 }
                 self.device.send_replace(Some(t.device().to_string()));
-                Ok(Some(t))
+                *tunnel = Some(t);
             }
             (false, Some(t)) => {
                 let device = t.device();
@@ -109,10 +110,10 @@ impl Setup {
                 t.stop().await.with_context(|| format!("taking the IPIP tunnel {device} down"))?;
                 tracing::info!(device, "no IP pool uses IPIP any more: tunnel down");
                 address(&self.kv, &self.node, false).await?;
-                Ok(None)
             }
             (false, None) => {
-                // At start: a device kept from an earlier run goes, and its routes with it.
+                // A device kept from an earlier run (or left by a failed stop)
+                // goes, and its routes with it.
                 match tortie_ipip::remove_kept_device().await {
                     Ok(true) => tracing::info!(
                         device = tortie_ipip::USERSPACE_DEVICE,
@@ -122,9 +123,9 @@ impl Setup {
                     Err(e) => tracing::warn!(error = %e, "cannot remove the kept TUN device"),
                 }
                 address(&self.kv, &self.node, false).await?;
-                Ok(None)
             }
         }
+        Ok(())
     }
 }
 
@@ -166,7 +167,8 @@ pub async fn start(
         counters: Arc::new(Counters::default()),
         counting: counting.clone(),
     };
-    let tunnel = setup.reconcile(None).await?;
+    let mut tunnel = None;
+    setup.reconcile(&mut tunnel).await?;
     let task = tokio::spawn(follow_pools(setup, tunnel));
     Ok(NodeTunnel { device, counters: counting, task })
 }
@@ -192,21 +194,20 @@ async fn follow_pools(setup: Setup, mut tunnel: Option<tortie_ipip::Tunnel>) {
                 continue;
             }
         };
+        // At each change, and once as the watch (re)starts: a change just
+        // before it began is not in it.
         loop {
+            let was_up = tunnel.is_some();
+            if let Err(e) = setup.reconcile(&mut tunnel).await {
+                tracing::error!(error = format!("{e:#}"), "the IPIP tunnel cannot follow the IP pools");
+            }
+            if !was_up && let Some(t) = &tunnel {
+                tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
+            }
             match watch.next().await {
                 None => return,
                 Some(Err(_)) => break, // compacted or broken: watch again from now
                 Some(Ok(_)) => {}
-            }
-            let was_up = tunnel.is_some();
-            // A failure leaves the tunnel as it was: up, or down (a failed stop is down).
-            let result = setup.reconcile(tunnel.take()).await;
-            match result {
-                Ok(t) => tunnel = t,
-                Err(e) => tracing::error!(error = format!("{e:#}"), "the IPIP tunnel cannot follow the IP pools"),
-            }
-            if !was_up && let Some(t) = &tunnel {
-                tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
             }
         }
     }
