@@ -83,26 +83,31 @@ pub async fn setup(tunnel_address: Option<Ipv4Addr>, mtu: u32) -> Result<(), Tun
 }
 
 /// Takes `tunnel_address` off `tunl0` and brings it down (the device
-/// itself belongs to the ipip module and stays).
-pub async fn teardown(tunnel_address: Option<Ipv4Addr>) -> Result<(), TunnelError> {
+/// itself belongs to the ipip module and stays); whether `tunl0` had it.
+pub async fn teardown(tunnel_address: Ipv4Addr) -> Result<bool, TunnelError> {
     let handle = connect()?;
-    let Some(link) = find(&handle, DEVICE).await? else { return Ok(()) };
+    let Some(link) = find(&handle, DEVICE).await? else { return Ok(false) };
     let index = link.header.index;
-    if let Some(addr) = tunnel_address {
-        let mut addresses = handle.address().get().set_link_index_filter(index).execute();
-        while let Some(msg) = addresses.try_next().await.map_err(nl("listing tunl0's addresses"))? {
-            let ours = msg.attributes.iter().any(|a| {
-                matches!(a, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(a)) if *a == addr)
-            });
-            if ours {
-                handle.address().del(msg).execute().await.map_err(nl("taking the tunnel address off tunl0"))?;
-            }
-        }
-    }
+    let addresses: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("listing tunl0's addresses"))?;
+    let ours = addresses.into_iter().find(|msg| {
+        msg.attributes.iter().any(|a| {
+            matches!(a, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(a)) if *a == tunnel_address)
+        })
+    });
+    let Some(ours) = ours else { return Ok(false) };
+    handle.address().del(ours).execute().await.map_err(nl("taking the tunnel address off tunl0"))?;
     handle
         .link()
         .set(LinkUnspec::new_with_index(index).down().build())
         .execute()
         .await
-        .map_err(nl("bringing down tunl0"))
+        .map_err(nl("bringing down tunl0"))?;
+    Ok(true)
 }

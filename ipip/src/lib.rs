@@ -76,7 +76,8 @@ impl Tunnel {
     /// gives back the tunnel address and goes down.
     pub async fn stop(self) -> Result<(), TunnelError> {
         match self {
-            Tunnel::Kernel(address) => kernel::teardown(address).await,
+            Tunnel::Kernel(Some(address)) => kernel::teardown(address).await.map(|_| ()),
+            Tunnel::Kernel(None) => Ok(()),
             Tunnel::Userspace(plane) => {
                 drop(plane);
                 kernel::delete(USERSPACE_DEVICE).await.map(|_| ())
@@ -85,13 +86,16 @@ impl Tunnel {
     }
 }
 
-/// Deletes the userspace data plane's device kept (persistent) from an
-/// earlier run, once no pool asks for IPIP; whether there was one.
-pub async fn remove_kept_device() -> Result<bool, TunnelError> {
-    if !userspace::exists(USERSPACE_DEVICE) {
-        return Ok(false);
-    }
-    kernel::delete(USERSPACE_DEVICE).await
+/// Removes a tunnel kept from an earlier run once no pool asks for IPIP:
+/// the userspace data plane's (persistent) device, and `tunnel_address`
+/// (the one the node published) on `tunl0`; whether there was either.
+pub async fn remove_kept(tunnel_address: Option<Ipv4Addr>) -> Result<bool, TunnelError> {
+    let device = userspace::exists(USERSPACE_DEVICE) && kernel::delete(USERSPACE_DEVICE).await?;
+    let address = match tunnel_address {
+        Some(a) => kernel::teardown(a).await?,
+        None => false,
+    };
+    Ok(device || address)
 }
 
 /// Brings IPIP up: the kernel's `tunl0` where it exists, else (saying so)

@@ -58,13 +58,14 @@ pub struct TcpHeaders {
     pub len: usize,
 }
 
-/// Readies a TCP/IPv4 packet for the kernel to checksum and, if it must,
-/// cut into segments again (a TUN's offload): its TCP checksum becomes the
-/// sum of the pseudo-header (RFC 9293 §3.1) over its whole length, which
-/// the kernel completes for each segment. This is the form the kernel's
-/// GRO leaves a merged packet in; writing it here does not depend on that.
-/// `None` for anything else, or a fragment.
-pub fn offload_tcp(inner: &mut [u8]) -> Option<TcpHeaders> {
+/// The headers of a TCP/IPv4 packet in the form the kernel's GRO leaves a
+/// merged packet in: its TCP checksum field holds the sum of the
+/// pseudo-header (RFC 9293 §3.1) over its whole length, for the kernel to
+/// complete per segment (it checked every segment's checksum as it merged
+/// them). `None` for anything else — a fragment, another protocol, or a
+/// long packet with a whole checksum, which nobody vouched for and which
+/// must not be handed on as verified.
+pub fn merged_tcp(inner: &[u8]) -> Option<TcpHeaders> {
     if inner.len() < 20 || inner[0] >> 4 != 4 || inner[9] != IPPROTO_TCP {
         return None;
     }
@@ -83,8 +84,10 @@ pub fn offload_tcp(inner: &mut [u8]) -> Option<TcpHeaders> {
     pseudo[9] = IPPROTO_TCP;
     pseudo[10..].copy_from_slice(&tcp_len.to_be_bytes());
     let at = ip_len + TCP_CHECKSUM_OFFSET;
-    inner[at..at + 2].copy_from_slice(&sum16(&pseudo).to_be_bytes());
-    Some(TcpHeaders { ip_len, len })
+    let field = u16::from_be_bytes([inner[at], inner[at + 1]]);
+    // Ones' complement: 0x0000 and 0xffff are both zero.
+    let zero = |v: u16| if v == 0xffff { 0 } else { v };
+    (zero(field) == zero(sum16(&pseudo))).then_some(TcpHeaders { ip_len, len })
 }
 
 /// The inner packet's destination, if it is a well-formed IPv4 packet.
@@ -203,26 +206,29 @@ mod tests {
     }
 
     #[test]
-    fn offloaded_tcp_carries_the_pseudo_header_sum_that_completes_to_the_checksum() {
+    fn only_tcp_in_the_form_gro_leaves_counts_as_merged() {
         let whole = tcp(60_000);
-        let mut offloaded = whole.clone();
-        assert_eq!(offload_tcp(&mut offloaded), Some(TcpHeaders { ip_len: 20, len: 52 }));
-        // What the kernel does with it: sum the TCP segment from the
-        // pseudo-header sum in the checksum field, complement, store.
+        assert_eq!(merged_tcp(&whole), None, "a whole checksum: nobody merged it");
+        // What GRO leaves: the pseudo-header sum over the merged length,
+        // which completes to the whole checksum over the data.
+        let mut merged = whole.clone();
         let at = 20 + TCP_CHECKSUM_OFFSET;
-        let completed = checksum(&offloaded[20..]);
-        offloaded[at..at + 2].copy_from_slice(&completed.to_be_bytes());
-        assert_eq!(offloaded, whole);
-        assert_eq!(offload_tcp(&mut inner()), None, "ICMP");
-        let mut cut = tcp(100);
-        cut.truncate(120);
-        assert_eq!(offload_tcp(&mut cut), None, "length disagrees with the header");
-        let mut frag = tcp(100);
+        let mut pseudo = vec![198, 18, 0, 1, 198, 18, 0, 65, 0, 6];
+        pseudo.extend_from_slice(&((whole.len() - 20) as u16).to_be_bytes());
+        merged[at..at + 2].copy_from_slice(&sum16(&pseudo).to_be_bytes());
+        assert_eq!(merged_tcp(&merged), Some(TcpHeaders { ip_len: 20, len: 52 }));
+        let mut completed = merged.clone();
+        let sum = checksum(&completed[20..]);
+        completed[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(completed, whole, "the kernel's completion gives the whole checksum back");
+        assert_eq!(merged_tcp(&inner()), None, "ICMP");
+        assert_eq!(merged_tcp(&merged[..120]), None, "length disagrees with the header");
+        let mut frag = merged.clone();
         frag[6] = 0x20;
-        assert_eq!(offload_tcp(&mut frag), None, "a fragment");
-        let mut short_offset = tcp(100);
+        assert_eq!(merged_tcp(&frag), None, "a fragment");
+        let mut short_offset = merged.clone();
         short_offset[32] = 0x40;
-        assert_eq!(offload_tcp(&mut short_offset), None, "TCP header shorter than 20 octets");
+        assert_eq!(merged_tcp(&short_offset), None, "TCP header shorter than 20 octets");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -276,6 +277,7 @@ async fn decap_loop(
     let mut bufs: Vec<Vec<u8>> = (0..tun_rs::IDEAL_BATCH_SIZE).map(|_| vec![0u8; size]).collect();
     let mut lens = vec![0usize; tun_rs::IDEAL_BATCH_SIZE];
     let mut gro = tun_rs::GROTable::default();
+    let mut mtus = PathMtus::default();
     // Every inner packet is moved to start at RX_HEAD + OUTER_LEN, where the TUN wants it.
     let start = RX_HEAD + OUTER_LEN;
     loop {
@@ -308,13 +310,11 @@ async fn decap_loop(
                 buf.copy_within(inner_at..inner_at + inner_len, start);
             }
             buf.truncate(start + inner_len);
-            *delivery = match inner_len > usize::from(mtu) {
-                true => match packet::offload_tcp(&mut buf[start..]) {
-                    Some(headers) => Delivery::Merged(headers),
-                    // Only TCP is merged; anything else this long is the kernel's to refuse.
-                    None => Delivery::Packet,
-                },
-                false => Delivery::Packet,
+            // Only TCP is merged; anything else this long is the kernel's to refuse.
+            let merged = (inner_len > usize::from(mtu)).then(|| packet::merged_tcp(&buf[start..])).flatten();
+            *delivery = match merged {
+                Some(headers) => Delivery::Merged(headers),
+                None => Delivery::Packet,
             };
         }
         // In arrival order: runs of packets through the GRO table, merged ones alone.
@@ -325,7 +325,9 @@ async fn decap_loop(
                 Delivery::Packet => run.push(buf),
                 Delivery::Merged(headers) => {
                     deliver_run(&tun, &mut gro, &mut run, start, &c).await;
-                    deliver_merged(&tun, &mut buf[start - tun_rs::VIRTIO_NET_HDR_LEN..], headers, mtu, &c).await;
+                    let dst = packet::inner_destination(&buf[start..]).unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    let segment = mtus.towards(dst).min(mtu);
+                    deliver_merged(&tun, &mut buf[start - tun_rs::VIRTIO_NET_HDR_LEN..], headers, segment, &c).await;
                 }
             }
         }
@@ -333,6 +335,7 @@ async fn decap_loop(
         drop(run);
         // Only the delivered buffers were cut short.
         for (buf, _) in bufs.iter_mut().zip(deliveries).filter(|(_, d)| *d != Delivery::Dropped) {
+            debug_assert!(buf.capacity() >= size, "the GRO table grows packets only within their buffer");
             // SAFETY: every byte up to `size` was initialised when the buffer was made;
             // truncating kept them. (A resize would write a 64 KiB buffer per packet.)
             unsafe { buf.set_len(size) };
@@ -366,9 +369,63 @@ async fn deliver_run(
     run.clear();
 }
 
+/// How long the MTU towards a destination is taken as known.
+const PATH_MTU_KEPT: Duration = Duration::from_secs(10);
+/// At most this many destinations are remembered (a node's pods).
+const PATH_MTU_ENTRIES: usize = 4096;
+
+/// The MTU towards the destinations merged packets go to. The original
+/// segments' size is lost in the merge, and the kernel must be able to
+/// cut the packet back into segments that fit where it goes next: a pod's
+/// interface may be narrower than the tunnel.
+#[derive(Default)]
+struct PathMtus {
+    known: HashMap<Ipv4Addr, (u16, Instant)>,
+}
+
+impl PathMtus {
+    /// The MTU of the kernel's route towards `dst` (`u16::MAX` when the
+    /// kernel cannot say: the tunnel's MTU then bounds it).
+    fn towards(&mut self, dst: Ipv4Addr) -> u16 {
+        let now = Instant::now();
+        if let Some((mtu, at)) = self.known.get(&dst)
+            && now.duration_since(*at) < PATH_MTU_KEPT
+        {
+            return *mtu;
+        }
+        if self.known.len() >= PATH_MTU_ENTRIES {
+            self.known.clear();
+        }
+        let mtu = route_mtu(dst).unwrap_or_else(|e| {
+            tracing::debug!(%dst, error = %e, "no route MTU towards a merged packet's destination");
+            u16::MAX
+        });
+        self.known.insert(dst, (mtu, now));
+        mtu
+    }
+}
+
+/// The MTU of the route towards `dst`, as a UDP socket connected there
+/// sees it (`IP_MTU`, ip(7)); no packet is sent.
+fn route_mtu(dst: Ipv4Addr) -> std::io::Result<u16> {
+    use std::os::fd::AsRawFd;
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    socket.connect(&std::net::SocketAddrV4::new(dst, 9).into())?;
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `mtu`, which lives through the call.
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU, (&raw mut mtu).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    u16::try_from(mtu).map_err(|_| std::io::Error::other(format!("route MTU {mtu} out of range")))
+}
+
 /// Writes a merged TCP packet (after room for the virtio-net header in
-/// `frame`) to the TUN as one GSO frame of segments no longer than the
-/// tunnel's MTU allows.
+/// `frame`) to the TUN as one GSO frame whose segments, if the kernel must
+/// cut it, fit an MTU of `mtu`.
 async fn deliver_merged(tun: &tun_rs::AsyncDevice, frame: &mut [u8], headers: TcpHeaders, mtu: u16, c: &Counters) {
     let (hdr_len, inner) = (tun_rs::VIRTIO_NET_HDR_LEN, (frame.len() - tun_rs::VIRTIO_NET_HDR_LEN) as u64);
     let gso_size = usize::from(mtu).saturating_sub(headers.len);
@@ -381,7 +438,7 @@ async fn deliver_merged(tun: &tun_rs::AsyncDevice, frame: &mut [u8], headers: Tc
         csum_offset: packet::TCP_CHECKSUM_OFFSET as u16,
     };
     let written = match (gso_size, header.encode(&mut frame[..hdr_len])) {
-        (0, _) => Err(std::io::Error::other("TCP headers fill the tunnel MTU")),
+        (0, _) => Err(std::io::Error::other("the TCP headers fill the MTU towards the destination")),
         (_, Err(e)) => Err(e),
         (_, Ok(())) => tun.send(frame).await,
     };

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -18,7 +19,7 @@ use tortie_ipip::userspace::Counters;
 use tortie_store::Datastore;
 use tortie_store::api;
 use tortie_store::kv::Kv;
-use tortie_store::resources::{EncapMode, Kind, NodeBgp, Resource};
+use tortie_store::resources::{EncapMode, Kind, NodeBgp, NodeSpec, Object, Resource};
 
 fn handle(node: &str) -> String {
     format!("ipip-tunnel-addr-{node}")
@@ -30,12 +31,30 @@ async fn wanted(kv: &Datastore, node: &str) -> anyhow::Result<bool> {
     Ok(pools.iter().any(|p| p.ipip_mode.is_some_and(|m| m != EncapMode::Never)))
 }
 
+/// How long a tunnel no pool wants any more stays up: felix moves the
+/// routes off it, and packets already in it (ours and the other nodes',
+/// which move theirs at the same time) still arrive.
+const DOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How soon a failed change of the tunnel is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+
+async fn node_resource(kv: &Datastore, node: &str) -> anyhow::Result<Object<NodeSpec>> {
+    match api::get(kv, Kind::Node, None, node).await? {
+        Resource::Node(n) => Ok(n),
+        _ => anyhow::bail!("Node {node} is not a Node"),
+    }
+}
+
+/// The tunnel address the Node publishes.
+async fn published_address(kv: &Datastore, node: &str) -> anyhow::Result<Option<Ipv4Addr>> {
+    Ok(node_resource(kv, node).await?.spec.bgp.and_then(|b| b.ipv4_ipip_tunnel_addr))
+}
+
 /// Allocates the tunnel address (`wanted`) or gives it back, and publishes
 /// it on the Node; returns it.
 async fn address(kv: &Datastore, node: &str, wanted: bool) -> anyhow::Result<Option<Ipv4Addr>> {
-    let Resource::Node(mut n) = api::get(kv, Kind::Node, None, node).await? else {
-        anyhow::bail!("Node {node} is not a Node");
-    };
+    let mut n = node_resource(kv, node).await?;
     let current = n.spec.bgp.as_ref().and_then(|b| b.ipv4_ipip_tunnel_addr);
     let next = match (wanted, current) {
         (true, Some(a)) => Some(a),
@@ -105,22 +124,22 @@ impl Setup {
             }
             (false, Some(t)) => {
                 let device = t.device();
-                // Routes leave the device first; then it goes, then its address.
+                // Routes leave the device first, and what is already in the
+                // tunnel (ours and the other nodes') arrives; then the device
+                // goes, then its address.
                 self.device.send_replace(None);
+                tracing::info!(device, grace = ?DOWN_GRACE, "no IP pool uses IPIP any more: routes leave the tunnel");
+                tokio::time::sleep(DOWN_GRACE).await;
                 t.stop().await.with_context(|| format!("taking the IPIP tunnel {device} down"))?;
                 tracing::info!(device, "no IP pool uses IPIP any more: tunnel down");
                 address(&self.kv, &self.node, false).await?;
             }
             (false, None) => {
-                // A device kept from an earlier run (or left by a failed stop)
-                // goes, and its routes with it.
-                match tortie_ipip::remove_kept_device().await {
-                    Ok(true) => tracing::info!(
-                        device = tortie_ipip::USERSPACE_DEVICE,
-                        "no pool uses IPIP: removed the kept TUN device"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot remove the kept TUN device"),
+                // A tunnel kept from an earlier run (or left by a failed stop)
+                // goes, and its routes with it; then its address.
+                let published = published_address(&self.kv, &self.node).await?;
+                if tortie_ipip::remove_kept(published).await.context("removing the kept IPIP tunnel")? {
+                    tracing::info!(address = ?published, "no pool uses IPIP: removed the tunnel kept from before");
                 }
                 address(&self.kv, &self.node, false).await?;
             }
@@ -182,7 +201,7 @@ async fn follow_pools(setup: Setup, mut tunnel: Option<tortie_ipip::Tunnel>) {
             Ok(r) => r.revision + 1,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read IP pools; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -190,7 +209,7 @@ async fn follow_pools(setup: Setup, mut tunnel: Option<tortie_ipip::Tunnel>) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch IP pools; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -198,16 +217,30 @@ async fn follow_pools(setup: Setup, mut tunnel: Option<tortie_ipip::Tunnel>) {
         // before it began is not in it.
         loop {
             let was_up = tunnel.is_some();
-            if let Err(e) = setup.reconcile(&mut tunnel).await {
-                tracing::error!(error = format!("{e:#}"), "the IPIP tunnel cannot follow the IP pools");
-            }
+            let failed = match setup.reconcile(&mut tunnel).await {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), retry = ?RETRY, "the IPIP tunnel cannot follow the IP pools");
+                    true
+                }
+            };
             if !was_up && let Some(t) = &tunnel {
                 tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
             }
-            match watch.next().await {
-                None => return,
-                Some(Err(_)) => break, // compacted or broken: watch again from now
-                Some(Ok(_)) => {}
+            // The next change, or (after a failure) the retry, whichever comes first.
+            let retry = async {
+                match failed {
+                    true => tokio::time::sleep(RETRY).await,
+                    false => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = watch.next() => match event {
+                    None => return,
+                    Some(Err(_)) => break, // compacted or broken: watch again from now
+                    Some(Ok(_)) => {}
+                },
+                () = retry => {}
             }
         }
     }
