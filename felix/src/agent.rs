@@ -170,8 +170,8 @@ struct State {
     learned: BTreeMap<IpNet, Vec<IpAddr>>,
     keep_learned: bool,
     /// Prefixes that left the tunnel: their node and when they left.
-    encap_retired: BTreeMap<ipnet::Ipv4Net, (std::net::Ipv4Addr, std::time::Instant)>,
-    encap_current: BTreeMap<ipnet::Ipv4Net, std::net::Ipv4Addr>,
+    encap_retired: BTreeMap<ipnet::Ipv4Net, (Vec<std::net::Ipv4Addr>, std::time::Instant)>,
+    encap_current: BTreeMap<ipnet::Ipv4Net, Vec<std::net::Ipv4Addr>>,
     /// The policies in force: a policy that stops parsing keeps its last
     /// good version, so nothing already enforced is disturbed.
     enforced: BTreeMap<PolicyName, Policy>,
@@ -235,16 +235,16 @@ impl State {
         if let (Some(tx), Some(dev)) = (&self.config.encap, &tunnel) {
             let now = std::time::Instant::now();
             let current: BTreeMap<_, _> = calc::tunnelled(&remote, dev).into_iter().collect();
-            for (net, node) in &self.encap_current {
+            for (net, nodes) in &self.encap_current {
                 if !current.contains_key(net) {
-                    self.encap_retired.insert(*net, (*node, now));
+                    self.encap_retired.insert(*net, (nodes.clone(), now));
                 }
             }
             self.encap_retired
                 .retain(|net, (_, at)| !current.contains_key(net) && now.duration_since(*at) < ENCAP_GRACE);
             self.encap_current = current;
-            let entries = self.encap_current.iter().map(|(n, a)| (*n, *a));
-            let retired = self.encap_retired.iter().map(|(n, (a, _))| (*n, *a));
+            let entries = self.encap_current.iter().map(|(n, a)| (*n, a.clone()));
+            let retired = self.encap_retired.iter().map(|(n, (a, _))| (*n, a.clone()));
             let table = EncapTable::new(entries.chain(retired), self.snapshot.nodes.iter().copied());
             tx.send_if_modified(|t| {
                 let changed = **t != table;

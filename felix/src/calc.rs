@@ -94,18 +94,22 @@ pub struct Remote<'a> {
     pub tunnel: Option<&'a str>,
 }
 
-/// The prefixes routed through the tunnel device and the node behind each
-/// (the first of an ECMP set), for the userspace IPIP data plane.
-pub fn tunnelled(routes: &Routes<String>, tunnel: &str) -> Vec<(ipnet::Ipv4Net, std::net::Ipv4Addr)> {
+/// The prefixes routed through the tunnel device and the nodes behind each
+/// (its ECMP set), for the userspace IPIP data plane.
+pub fn tunnelled(routes: &Routes<String>, tunnel: &str) -> Vec<(ipnet::Ipv4Net, Vec<std::net::Ipv4Addr>)> {
     routes
         .iter()
         .filter_map(|(prefix, target)| {
             let (IpNet::V4(p), Target::Gateways(hops)) = (prefix, target) else { return None };
-            let hop = hops.iter().find(|h| h.device.as_deref() == Some(tunnel))?;
-            match hop.gateway {
-                IpAddr::V4(g) => Some((*p, g)),
-                IpAddr::V6(_) => None,
-            }
+            let nodes: Vec<_> = hops
+                .iter()
+                .filter(|h| h.device.as_deref() == Some(tunnel))
+                .filter_map(|h| match h.gateway {
+                    IpAddr::V4(g) => Some(g),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            (!nodes.is_empty()).then_some((*p, nodes))
         })
         .collect()
 }
@@ -225,6 +229,7 @@ mod tests {
                 ("198.19.1.0/26", &["192.0.2.2"]),
                 ("198.18.3.0/26", &["192.0.2.3", "192.0.2.2"]),
                 ("198.18.4.0/26", &["192.0.2.1"]),
+                ("198.18.5.0/26", &["198.51.100.3", "198.51.100.2"]),
             ]),
             &r,
         );
@@ -235,15 +240,21 @@ mod tests {
             (net("198.18.2.0/26"), Target::Gateways(vec![tunnel("198.51.100.2")])),
             (net("198.19.1.0/26"), Target::Gateways(vec![tunnel("192.0.2.2")])),
             (net("198.18.3.0/26"), Target::Gateways(vec![native("192.0.2.2"), native("192.0.2.3")])),
+            (net("198.18.5.0/26"), Target::Gateways(vec![tunnel("198.51.100.2"), tunnel("198.51.100.3")])),
         ]
         .into();
         assert_eq!(routes, want, "sorted ECMP set; no route via ourselves");
         assert_eq!(
             tunnelled(&routes, "tunl0"),
             [
-                ("198.18.2.0/26".parse().unwrap(), "198.51.100.2".parse().unwrap()),
-                ("198.19.1.0/26".parse().unwrap(), "192.0.2.2".parse().unwrap())
-            ]
+                ("198.18.2.0/26".parse().unwrap(), vec!["198.51.100.2".parse().unwrap()]),
+                (
+                    "198.18.5.0/26".parse().unwrap(),
+                    vec!["198.51.100.2".parse().unwrap(), "198.51.100.3".parse().unwrap()]
+                ),
+                ("198.19.1.0/26".parse().unwrap(), vec!["192.0.2.2".parse().unwrap()])
+            ],
+            "every node of an ECMP set through the tunnel"
         );
         let no_tunnel = Remote { tunnel: None, ..r };
         let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &no_tunnel);

@@ -90,15 +90,23 @@ pub fn merged_tcp(inner: &[u8]) -> Option<TcpHeaders> {
     (zero(field) == zero(sum16(&pseudo))).then_some(TcpHeaders { ip_len, len })
 }
 
-/// The inner packet's destination, if it is a well-formed IPv4 packet.
-pub fn inner_destination(inner: &[u8]) -> Result<Ipv4Addr, Discard> {
+/// The inner packet's source and destination, if it is a well-formed IPv4 packet.
+pub fn inner_addresses(inner: &[u8]) -> Result<(Ipv4Addr, Ipv4Addr), Discard> {
     if inner.len() < 20 {
         return Err(Discard::Malformed);
     }
     if inner[0] >> 4 != 4 {
         return Err(Discard::NotIpv4);
     }
-    Ok(Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]))
+    Ok((
+        Ipv4Addr::new(inner[12], inner[13], inner[14], inner[15]),
+        Ipv4Addr::new(inner[16], inner[17], inner[18], inner[19]),
+    ))
+}
+
+/// The inner packet's destination, if it is a well-formed IPv4 packet.
+pub fn inner_destination(inner: &[u8]) -> Result<Ipv4Addr, Discard> {
+    inner_addresses(inner).map(|(_, dst)| dst)
 }
 
 /// The outer header for `inner` from `src` to `dst`: TOS copied from the

@@ -41,43 +41,65 @@ const RX_MAX: usize = 65_535;
 /// from `csum_start` (linux/virtio_net.h).
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 
+/// The routes of one prefix length: network address → the nodes of its
+/// route (an ECMP set, usually one).
+type RoutesOfLength = HashMap<u32, Box<[Ipv4Addr]>>;
+
 /// Where each tunnelled prefix goes, and who may send to us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncapTable {
-    /// Per prefix length, longest first: network address → node. A
-    /// cluster's blocks share one or two lengths, so a lookup (one per
-    /// packet) is a hash probe or two whatever the number of blocks.
-    routes: Vec<(u8, HashMap<u32, Ipv4Addr>)>,
+    /// Per prefix length, longest first: network address → the nodes of
+    /// its route (an ECMP set, usually one). A cluster's blocks share one
+    /// or two lengths, so a lookup (one per packet) is a hash probe or two
+    /// whatever the number of blocks.
+    routes: Vec<(u8, RoutesOfLength)>,
     /// Cluster nodes: the only accepted outer sources.
     nodes: HashSet<Ipv4Addr>,
 }
 
 impl EncapTable {
-    /// A table from tunnelled prefixes and the cluster's node addresses.
+    /// A table from tunnelled prefixes with their nodes, and the cluster's
+    /// node addresses.
     pub fn new(
-        routes: impl IntoIterator<Item = (Ipv4Net, Ipv4Addr)>,
+        routes: impl IntoIterator<Item = (Ipv4Net, Vec<Ipv4Addr>)>,
         nodes: impl IntoIterator<Item = Ipv4Addr>,
     ) -> Self {
-        let mut by_len: BTreeMap<u8, HashMap<u32, Ipv4Addr>> = BTreeMap::new();
-        for (net, node) in routes {
-            by_len.entry(net.prefix_len()).or_default().entry(u32::from(net.network())).or_insert(node);
+        let mut by_len: BTreeMap<u8, RoutesOfLength> = BTreeMap::new();
+        for (net, hops) in routes.into_iter().filter(|(_, hops)| !hops.is_empty()) {
+            by_len.entry(net.prefix_len()).or_default().entry(u32::from(net.network())).or_insert(hops.into());
         }
         EncapTable { routes: by_len.into_iter().rev().collect(), nodes: nodes.into_iter().collect() }
     }
 
-    /// The node behind `dst` (longest match).
-    pub fn lookup(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        let dst = u32::from(dst);
-        self.routes.iter().find_map(|(len, nets)| {
+    /// The node a packet from `src` to `dst` goes to (longest match). Of
+    /// an ECMP set, one per flow, as the kernel's multipath hash over the
+    /// addresses picks one per flow for `tunl0`: the packets of a flow stay
+    /// in order, the flows spread over the set.
+    pub fn lookup(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let key = u32::from(dst);
+        let hops = self.routes.iter().find_map(|(len, nets)| {
             let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
-            nets.get(&(dst & mask)).copied()
-        })
+            nets.get(&(key & mask))
+        })?;
+        match hops.len() {
+            1 => hops.first().copied(),
+            n => hops.get((flow_hash(src, dst) % n as u64) as usize).copied(),
+        }
     }
 
     /// Whether `src` is a cluster node.
     pub fn is_node(&self, src: Ipv4Addr) -> bool {
         self.nodes.contains(&src)
     }
+}
+
+/// A flow's hash over its addresses (splitmix64's finalizer, which spreads
+/// every input bit over the output).
+fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr) -> u64 {
+    let mut x = (u64::from(u32::from(src)) << 32) | u64::from(u32::from(dst));
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Data-plane counters (exported as metrics).
@@ -215,7 +237,7 @@ async fn encap_loop(
         let mut out: Vec<(usize, Ipv4Addr)> = Vec::with_capacity(n);
         for (i, (buf, size)) in bufs.iter_mut().zip(&sizes).take(n).enumerate() {
             let inner = &buf[OUTER_LEN..OUTER_LEN + size];
-            let header = packet::inner_destination(inner).and_then(|dst| match routes.lookup(dst) {
+            let header = packet::inner_addresses(inner).and_then(|(src, dst)| match routes.lookup(src, dst) {
                 Some(node) => packet::outer_header(inner, local, node).map(|h| (h, node)),
                 None => Err(Discard::NotIpip),
             });
@@ -463,17 +485,38 @@ mod tests {
     fn lookup_takes_the_longest_match_and_sources_must_be_nodes() {
         let n1 = Ipv4Addr::new(192, 0, 2, 1);
         let n2 = Ipv4Addr::new(198, 51, 100, 2);
+        let pod = Ipv4Addr::new(198, 18, 9, 1);
         let t = EncapTable::new(
-            [("198.18.0.0/16".parse().unwrap(), n1), ("198.18.0.64/26".parse().unwrap(), n2)],
+            [("198.18.0.0/16".parse().unwrap(), vec![n1]), ("198.18.0.64/26".parse().unwrap(), vec![n2])],
             [n1, n2],
         );
-        assert_eq!(t.lookup(Ipv4Addr::new(198, 18, 0, 70)), Some(n2));
-        assert_eq!(t.lookup(Ipv4Addr::new(198, 18, 1, 1)), Some(n1));
-        assert_eq!(t.lookup(Ipv4Addr::new(203, 0, 113, 1)), None);
-        let everything =
-            EncapTable::new([("0.0.0.0/0".parse().unwrap(), n1), ("198.18.0.7/32".parse().unwrap(), n2)], []);
-        assert_eq!(everything.lookup(Ipv4Addr::new(203, 0, 113, 1)), Some(n1), "a /0 matches all");
-        assert_eq!(everything.lookup(Ipv4Addr::new(198, 18, 0, 7)), Some(n2), "a /32 only itself");
+        assert_eq!(t.lookup(pod, Ipv4Addr::new(198, 18, 0, 70)), Some(n2));
+        assert_eq!(t.lookup(pod, Ipv4Addr::new(198, 18, 1, 1)), Some(n1));
+        assert_eq!(t.lookup(pod, Ipv4Addr::new(203, 0, 113, 1)), None);
+        let everything = EncapTable::new(
+            [("0.0.0.0/0".parse().unwrap(), vec![n1]), ("198.18.0.7/32".parse().unwrap(), vec![n2])],
+            [],
+        );
+        assert_eq!(everything.lookup(pod, Ipv4Addr::new(203, 0, 113, 1)), Some(n1), "a /0 matches all");
+        assert_eq!(everything.lookup(pod, Ipv4Addr::new(198, 18, 0, 7)), Some(n2), "a /32 only itself");
         assert!(t.is_node(n2) && !t.is_node(Ipv4Addr::new(203, 0, 113, 9)));
+        let none = EncapTable::new([("198.18.0.0/16".parse().unwrap(), vec![])], []);
+        assert_eq!(none.lookup(pod, Ipv4Addr::new(198, 18, 0, 1)), None, "a route without nodes is no route");
+    }
+
+    #[test]
+    fn an_ecmp_set_keeps_each_flow_on_one_node_and_spreads_the_flows() {
+        let set = vec![Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3), Ipv4Addr::new(198, 51, 100, 3)];
+        let t = EncapTable::new([("198.18.1.0/26".parse().unwrap(), set.clone())], []);
+        let mut per_node = HashMap::new();
+        for i in 0..240u32 {
+            let (src, dst) = (Ipv4Addr::from(0xc612_0000 + i), Ipv4Addr::new(198, 18, 1, (i % 60) as u8));
+            let node = t.lookup(src, dst).unwrap();
+            assert!(set.contains(&node));
+            assert_eq!(t.lookup(src, dst), Some(node), "a flow stays on its node");
+            *per_node.entry(node).or_insert(0) += 1;
+        }
+        assert_eq!(per_node.len(), 3, "every node of the set carries flows: {per_node:?}");
+        assert!(per_node.values().all(|&n| n >= 40), "roughly evenly: {per_node:?}");
     }
 }
