@@ -459,10 +459,12 @@ async fn deliver_merged(tun: &tun_rs::AsyncDevice, frame: &mut [u8], headers: Tc
         csum_start: headers.ip_len as u16,
         csum_offset: packet::TCP_CHECKSUM_OFFSET as u16,
     };
-    let written = match (gso_size, header.encode(&mut frame[..hdr_len])) {
-        (0, _) => Err(std::io::Error::other("the TCP headers fill the MTU towards the destination")),
-        (_, Err(e)) => Err(e),
-        (_, Ok(())) => tun.send(frame).await,
+    let written = match gso_size {
+        0 => Err(std::io::Error::other("the TCP headers fill the MTU towards the destination")),
+        _ => match header.encode(&mut frame[..hdr_len]) {
+            Ok(()) => tun.send(frame).await,
+            Err(e) => Err(e),
+        },
     };
     match written {
         Ok(_) => {

@@ -220,4 +220,16 @@ impl Bridge {
         veth((node, ifname), (&self.ns, &port))?;
         self.ns.ip(&["link", "set", &port, "master", Self::DEVICE]).map(drop)
     }
+
+    /// Makes the link to `node`'s `ifname` (port `port` of the bridge,
+    /// numbered in attach order) carry frames as a NIC on a wire does: the
+    /// port cuts GSO packets into frames of the MTU (no TSO), and the node
+    /// merges frames as they arrive (GRO, its NAPI in a thread of its own
+    /// so that frames queue up, as a NIC's interrupt coalescing lets them).
+    /// Needs `ethtool`.
+    pub fn wire_like(&self, port: usize, node: &Netns, ifname: &str) -> Result<()> {
+        self.ns.exec("ethtool", &["-K", &format!("port{port}"), "tso", "off"])?;
+        node.exec("ethtool", &["-K", ifname, "gro", "on"])?;
+        node.exec("sh", &["-c", &format!("echo 1 > /sys/class/net/{ifname}/threaded")]).map(drop)
+    }
 }

@@ -77,12 +77,7 @@ fn main() {
         n.ip(&["link", "set", "eth0", "mtu", &mtu.to_string()]).unwrap();
         sw.netns().ip(&["link", "set", &format!("port{i}"), "mtu", &mtu.to_string()]).unwrap();
         if wire {
-            // Frames of at most the MTU reach the node (the switch port does no
-            // TSO) and the node's GRO merges them, its NAPI in a thread of its
-            // own letting them queue up as a NIC's interrupt coalescing does.
-            sw.netns().exec("ethtool", &["-K", &format!("port{i}"), "tso", "off"]).unwrap();
-            n.exec("ethtool", &["-K", "eth0", "gro", "on"]).unwrap();
-            n.exec("sh", &["-c", "echo 1 > /sys/class/net/eth0/threaded"]).unwrap();
+            sw.wire_like(i, &n, "eth0").unwrap();
         }
         n.add_addr("eth0", format!("192.0.2.{}/24", i + 1).parse().unwrap()).unwrap();
         n.add_route("default via 192.0.2.254").unwrap();

@@ -279,17 +279,13 @@ fn segments_the_underlays_gro_merged_arrive_whole_and_intact() {
     let a = c.pod(0, "a1", "198.18.0.1");
     let z = c.pod(2, "c1", "198.18.0.129");
     let _daemons: Vec<_> = (0..3).map(|i| c.start(i)).collect();
-    // n3's link as a NIC on a wire: frames of at most the MTU arrive (the
-    // switch port does no TSO), and GRO merges them (NAPI in its own thread
-    // lets them queue up, as interrupt coalescing does).
+    // n3's link as a NIC on a wire: frames of the MTU arrive, and GRO merges them.
     let (swb, _) = c.routed.as_ref().unwrap();
-    swb.netns().exec("ethtool", &["-K", "port1", "tso", "off"]).unwrap();
+    swb.wire_like(1, &c.nodes[2], "eth0").unwrap();
     // And the receiving pod's link narrower than the tunnel (1480): merged
     // packets must be cut to fit it, not the tunnel, if cut at all.
     z.netns.ip(&["link", "set", "eth0", "mtu", "1400"]).unwrap();
     c.nodes[2].ip(&["link", "set", "tortiec1", "mtu", "1400"]).unwrap();
-    c.nodes[2].exec("ethtool", &["-K", "eth0", "gro", "on"]).unwrap();
-    c.nodes[2].exec("sh", &["-c", "echo 1 > /sys/class/net/eth0/threaded"]).unwrap();
     wait_until("pods on n1 and n3 to reach each other through the tunnel", || {
         a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
     });
