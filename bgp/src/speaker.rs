@@ -25,15 +25,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::graceful::{Deferral, PeerState, Stale, forwarding_preserved};
 use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode};
 use crate::rib::decision::{Origination, Path};
-use crate::rib::export::{ExportPeer, Reflection, Reflector, export};
-use crate::rib::outbound::Outbound;
+use crate::rib::export::{ExportPeer, Reflector};
 use crate::rib::policy::{PeerType, Policy, Source};
 use crate::rib::table::{BestChange, LocRib, PeerKey};
 use crate::session::listener::Listener;
 use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerHandle, PeerStatus};
 use crate::session::socket::SocketError;
 
+mod backlog;
 mod groups;
+mod send;
+use backlog::Backlog;
 use groups::UpdateGroups;
 
 /// A prefix limit (RFC 4486 §4).
@@ -181,38 +183,6 @@ pub struct SpeakerStats {
     pub deferrals_ended: AtomicU64,
 }
 
-/// What exporting a path depends on besides its prefix: its attribute set
-/// (the very allocation: the RIB shares equal sets), source and peer.
-struct ExportRun {
-    attrs: Arc<PathAttrs>,
-    from: PeerKey,
-    origination: Origination,
-    peer_id: Ipv4Addr,
-    /// The family: the next hop is exported differently for each.
-    ipv4: bool,
-}
-
-impl ExportRun {
-    fn of(prefix: &IpNet, (from, path): &(PeerKey, Path)) -> ExportRun {
-        ExportRun {
-            attrs: path.attrs.clone(),
-            from: from.clone(),
-            origination: path.origination,
-            peer_id: path.peer_id,
-            ipv4: prefix.addr().is_ipv4(),
-        }
-    }
-
-    /// Whether `best` for `prefix` exports as the path this run started with.
-    fn holds(&self, prefix: &IpNet, (from, path): &(PeerKey, Path)) -> bool {
-        Arc::ptr_eq(&self.attrs, &path.attrs)
-            && self.from == *from
-            && self.origination == path.origination
-            && self.peer_id == path.peer_id
-            && self.ipv4 == prefix.addr().is_ipv4()
-    }
-}
-
 /// Channel sizes: commands, peer events.
 const BUFFER: usize = 1024;
 
@@ -243,6 +213,8 @@ struct Speaker {
     /// The up peers grouped for export; `None` after a change to `up` or
     /// to a neighbour's configuration, planned again when next needed.
     update_groups: Option<Arc<UpdateGroups>>,
+    /// What each peer whose outbox refused (or may refuse) is still owed.
+    backlogs: HashMap<String, Backlog>,
     /// Peers stopped for exceeding their prefix limit (until restarted).
     over_limit: HashSet<String>,
     events_tx: mpsc::Sender<PeerEvent>,
@@ -282,6 +254,7 @@ pub fn spawn(
         neighbors: HashMap::new(),
         up: HashSet::new(),
         update_groups: None,
+        backlogs: HashMap::new(),
         over_limit: HashSet::new(),
         events_tx,
         best_tx: best,
@@ -356,7 +329,7 @@ impl Speaker {
                     let _ = handle.commands.send(PeerCommand::Send(Box::new(Message::RouteRefresh(ask)))).await;
                 }
                 if export_changed && self.up.contains(&peer) {
-                    self.send_table(&peer, true).await;
+                    self.send_table(&peer, true);
                 }
             }
             SpeakerCommand::SetReflector(reflector) => {
@@ -364,7 +337,7 @@ impl Speaker {
                 self.reflector = reflector;
                 let up: Vec<String> = self.up.iter().cloned().collect();
                 for peer in up {
-                    self.send_table(&peer, true).await;
+                    self.send_table(&peer, true);
                 }
             }
             SpeakerCommand::RemoveNeighbor(name) => self.remove_neighbor(&name).await,
@@ -446,7 +419,7 @@ impl Speaker {
         }
         let up: Vec<String> = self.up.iter().cloned().collect();
         for peer in up {
-            self.send_table(&peer, false).await;
+            self.send_table(&peer, false);
         }
     }
 
@@ -455,6 +428,10 @@ impl Speaker {
             PeerEvent::Up { peer, negotiated } => {
                 self.over_limit.remove(&peer);
                 self.set_up(&peer, true);
+                self.backlogs.remove(&peer);
+                if let Some((_, handle)) = self.neighbors.get(&peer) {
+                    handle.outbox.open();
+                }
                 if self.stale.contains_key(&peer) && !forwarding_preserved(negotiated.peer_graceful_restart.as_ref()) {
                     // RFC 4724 §4.2: the peer lost its forwarding state; its stale routes are void.
                     tracing::info!(peer, "peer restarted without its forwarding state: stale routes removed");
@@ -464,9 +441,10 @@ impl Speaker {
                 if self.deferral.is_some() {
                     self.check_deferral().await;
                 } else {
-                    self.send_table(&peer, false).await;
+                    self.send_table(&peer, false);
                 }
             }
+            PeerEvent::Drained { peer } => self.drain(&peer),
             PeerEvent::Down { peer, graceful: Some(restart_time), .. } => {
                 // RFC 4724 §4.2: keep the routes, stale, while the peer restarts.
                 self.set_up(&peer, false);
@@ -528,7 +506,7 @@ impl Speaker {
                 self.check_limit(&peer).await;
             }
             PeerEvent::RouteRefresh { peer, refresh } => match refresh.subtype {
-                RefreshSubtype::Request => self.answer_refresh(&peer).await,
+                RefreshSubtype::Request => self.answer_refresh(&peer),
                 // RFC 7313 §4: the peer resends everything between BoRR and EoRR;
                 // what it did not resend by EoRR is gone (the same sweep as graceful restart).
                 RefreshSubtype::BeginningOfRefresh => {
@@ -673,24 +651,19 @@ impl Speaker {
 
     /// RFC 2918 / RFC 7313: the whole table again, framed by BoRR and EoRR
     /// when enhanced route refresh was negotiated.
-    async fn answer_refresh(&mut self, peer: &str) {
+    fn answer_refresh(&mut self, peer: &str) {
         let Some((_, handle)) = self.neighbors.get(peer) else { return };
         let enhanced = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.enhanced_route_refresh);
-        let commands = handle.commands.clone();
-        let marker = |subtype| {
-            PeerCommand::Send(Box::new(Message::RouteRefresh(RouteRefresh { family: Family::IPV4_UNICAST, subtype })))
-        };
+        let marker = |subtype| Message::RouteRefresh(RouteRefresh { family: Family::IPV4_UNICAST, subtype });
         if enhanced {
-            let _ = commands.send(marker(RefreshSubtype::BeginningOfRefresh)).await;
+            self.send_message(peer, marker(RefreshSubtype::BeginningOfRefresh));
         }
-        self.send_table(peer, false).await;
+        self.send_table(peer, false);
         if enhanced {
-            let _ = commands.send(marker(RefreshSubtype::EndOfRefresh)).await;
+            self.send_message(peer, marker(RefreshSubtype::EndOfRefresh));
         }
     }
 
-    /// Sends `peer` every best path it may have, then End-of-RIB; with
-    /// `withdraw_rest`, withdraws the prefixes it may no longer have.
     async fn add_neighbor(&mut self, mut n: Neighbor) {
         if self.deferral.is_some()
             && let Some(gr) = &mut n.session.local.graceful_restart
@@ -768,98 +741,13 @@ impl Speaker {
         }
     }
 
-    async fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
-        let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
-        let items = all.iter().map(|(prefix, best)| (*prefix, Some(best), false));
-        for update in self.exports(peer, items).updates(!withdraw_rest) {
-            self.send(peer, update).await;
-        }
-        // RFC 4724 §2: End-of-RIB for every family the session carries.
-        let families =
-            self.neighbors.get(peer).and_then(|(_, h)| Some(h.status.borrow().negotiated.as_ref()?.families.clone()));
-        for family in families.unwrap_or_else(|| vec![Family::IPV4_UNICAST]) {
-            self.send(peer, Update::end_of_rib(family)).await;
-        }
-    }
-
-    /// What `peer` gets for each (prefix, best path or none): withdrawals,
-    /// and announcements grouped by attribute set, per family. IPv6 goes
-    /// only to a peer that negotiated it (RFC 4760 §8).
-    /// An item marked fresh had no best path before: no peer was sent it,
-    /// so withholding it needs no withdrawal.
-    fn exports<'a>(
-        &self,
-        peer: &str,
-        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, bool)>,
-    ) -> Outbound {
-        let mut out = Outbound::default();
-        let Some((neighbor, handle)) = self.neighbors.get(peer) else { return out };
-        let v6 = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
-        // Unless the policy looks at the prefix, a path's outcome is the same for every
-        // prefix: a run of prefixes sharing one (a full table's usual order) is exported once.
-        let per_prefix = neighbor.export_policy.as_ref().is_some_and(Policy::depends_on_prefix);
-        let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<IpNet>)> = None;
-        for (prefix, best, fresh) in items {
-            // Never back to its source, which was never sent it either.
-            if (prefix.addr().is_ipv6() && !v6)
-                || (fresh && best.is_some_and(|(from, _)| from.as_deref() == Some(peer)))
-            {
-                continue;
-            }
-            if let (Some(best), Some((key, outcome, prefixes))) = (best, &mut run)
-                && key.holds(&prefix, best)
-            {
-                match outcome {
-                    Some(_) => prefixes.push(prefix),
-                    None if fresh => {}
-                    None => out.withdraw(prefix),
-                }
-                continue;
-            }
-            if let Some((_, Some(attrs), prefixes)) = run.take() {
-                out.announce(attrs, prefixes);
-            }
-            let exported = best.and_then(|(from, path)| {
-                // Never back to the peer it came from.
-                if from.as_deref() == Some(peer) {
-                    None
-                } else {
-                    let reflection = self.reflector.as_deref().map(|reflector| Reflection {
-                        reflector,
-                        from_client: from
-                            .as_deref()
-                            .and_then(|f| self.neighbors.get(f))
-                            .is_some_and(|(n, _)| n.export.rr_client),
-                    });
-                    export(&prefix, path, &neighbor.export, neighbor.export_policy.as_ref(), reflection).ok()
-                }
-            });
-            let exported = exported.map(Arc::new);
-            match (&exported, best.filter(|_| !per_prefix)) {
-                (Some(_), Some(best)) => run = Some((ExportRun::of(&prefix, best), exported, vec![prefix])),
-                (None, Some(best)) => {
-                    if !fresh {
-                        out.withdraw(prefix);
-                    }
-                    run = Some((ExportRun::of(&prefix, best), None, Vec::new()));
-                }
-                (Some(attrs), None) => out.announce(attrs.clone(), vec![prefix]),
-                (None, None) if fresh => {}
-                (None, None) => out.withdraw(prefix),
-            }
-        }
-        if let Some((_, Some(attrs), prefixes)) = run {
-            out.announce(attrs, prefixes);
-        }
-        out
-    }
-
     /// Marks `peer` up or down; the update groups are planned again.
     fn set_up(&mut self, peer: &str, up: bool) {
         if up {
             self.up.insert(peer.to_string());
         } else {
             self.up.remove(peer);
+            self.backlogs.remove(peer);
         }
         self.update_groups = None;
     }
@@ -869,68 +757,5 @@ impl Speaker {
         let neighbors = &self.neighbors;
         let up = &self.up;
         self.update_groups.get_or_insert_with(|| Arc::new(UpdateGroups::plan(neighbors, up))).clone()
-    }
-
-    /// Sends every up peer the effect of `changes`, and felix the changes.
-    /// Peers of one update group get the same bytes, encoded once; a member
-    /// whose own path is among the changes gets its own computation (a path
-    /// never goes back to the peer it came from).
-    async fn propagate(&mut self, changes: Vec<BestChange>) {
-        if changes.is_empty() {
-            return;
-        }
-        // While selection is deferred, peers get the whole table at its end.
-        if self.deferral.is_some() {
-            let _ = self.best_tx.send(changes).await;
-            return;
-        }
-        // The peers whose paths are among the changes: consecutive changes
-        // mostly share one (an UPDATE's prefixes), so no hashing per prefix.
-        let mut sources: Vec<&str> = Vec::new();
-        for source in changes.iter().filter_map(|c| c.paths.first()?.0.as_deref()) {
-            if sources.last() != Some(&source) && !sources.contains(&source) {
-                sources.push(source);
-            }
-        }
-        let plan = self.update_groups();
-        let mut alone: Vec<&str> = plan.ungrouped.iter().map(String::as_str).collect();
-        for (key, members) in &plan.groups {
-            // A member whose own path is among the changes gets its own computation.
-            let (sources_here, members): (Vec<&String>, Vec<&String>) =
-                members.iter().partition(|m| sources.contains(&m.as_str()));
-            alone.extend(sources_here.into_iter().map(String::as_str));
-            let Some(first) = members.first() else { continue };
-            let items = changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
-            let updates = self.exports(first, items).updates(false);
-            for update in updates {
-                let mut buf = bytes::BytesMut::new();
-                if let Err(e) = Message::Update(update).encode(&key.tx, &mut buf) {
-                    tracing::error!(error = %e, "cannot encode an UPDATE for an update group");
-                    continue;
-                }
-                let bytes = buf.freeze();
-                self.stats.group_updates_encoded.fetch_add(1, Ordering::Relaxed);
-                for member in &members {
-                    if let Some((_, handle)) = self.neighbors.get(member.as_str()) {
-                        let _ = handle.commands.send(PeerCommand::SendEncoded(bytes.clone())).await;
-                        self.stats.group_updates_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-        for name in alone {
-            let items = changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
-            for update in self.exports(name, items).updates(false) {
-                self.send(name, update).await;
-            }
-        }
-        // One message per batch: a full table is a million changes.
-        let _ = self.best_tx.send(changes).await;
-    }
-
-    async fn send(&self, peer: &str, update: Update) {
-        if let Some((_, handle)) = self.neighbors.get(peer) {
-            let _ = handle.commands.send(PeerCommand::Send(Box::new(Message::Update(update)))).await;
-        }
     }
 }

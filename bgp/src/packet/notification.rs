@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::DecodeError;
 
-/// NOTIFICATION error codes (RFC 4271 §4.5, RFC 7313 §5).
+/// NOTIFICATION error codes (RFC 4271 §4.5, RFC 7313 §5, RFC 9687 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// 1: Message Header Error.
@@ -21,6 +21,8 @@ pub enum ErrorCode {
     Cease,
     /// 7: ROUTE-REFRESH Message Error (RFC 7313).
     RouteRefresh,
+    /// 8: Send Hold Timer Expired (RFC 9687).
+    SendHoldTimerExpired,
     /// Any other code, kept as received.
     Other(u8),
 }
@@ -36,6 +38,7 @@ impl ErrorCode {
             5 => ErrorCode::Fsm,
             6 => ErrorCode::Cease,
             7 => ErrorCode::RouteRefresh,
+            8 => ErrorCode::SendHoldTimerExpired,
             v => ErrorCode::Other(v),
         }
     }
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::Fsm => 5,
             ErrorCode::Cease => 6,
             ErrorCode::RouteRefresh => 7,
+            ErrorCode::SendHoldTimerExpired => 8,
             ErrorCode::Other(v) => v,
         }
     }

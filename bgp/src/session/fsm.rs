@@ -90,6 +90,9 @@ pub enum Event {
     NotificationReceived(Notification),
     /// Event 26.
     KeepaliveReceived,
+    /// RFC 9687 §3: what we have to send has made no progress for the
+    /// send hold time (the peer stopped reading).
+    SendHoldTimerExpired,
     /// Event 27 (and ROUTE-REFRESH, which also proves the peer alive).
     UpdateReceived,
 }
@@ -131,6 +134,8 @@ pub enum Reason {
     ConnectionLost,
     /// Hold timer expired.
     HoldTimerExpired,
+    /// The peer took nothing we sent for the send hold time (RFC 9687).
+    SendHoldTimerExpired,
     /// Lost the collision with the other connection.
     Collision,
     /// An event the state does not expect.
@@ -147,6 +152,7 @@ impl std::fmt::Display for Reason {
             Reason::Received(n) => write!(f, "Received: {}", notification_words(n)),
             Reason::ConnectionLost => f.write_str("Socket: Connection closed"),
             Reason::HoldTimerExpired => f.write_str("Error: Hold timer expired"),
+            Reason::SendHoldTimerExpired => f.write_str("Error: Send hold timer expired"),
             Reason::Collision => f.write_str("Connection collision"),
             Reason::Unexpected(state) => write!(f, "Error: unexpected event in {state:?}"),
         }
@@ -177,6 +183,7 @@ pub fn notification_words(n: &Notification) -> String {
         (ErrorCode::Cease, 8) => "Out of resources",
         (ErrorCode::Cease, _) => "Cease",
         (ErrorCode::RouteRefresh, _) => "ROUTE-REFRESH message error",
+        (ErrorCode::SendHoldTimerExpired, _) => "Send hold timer expired",
         (ErrorCode::Other(_), _) => "Unknown error",
     };
     match n.shutdown_message() {
@@ -202,6 +209,10 @@ pub struct FsmConfig {
     pub damp_peer_oscillations: bool,
     /// …up to this; a session up this long forgets earlier failures.
     pub idle_hold_max: Duration,
+    /// SendHoldTime (RFC 9687): how long what we have to send may make no
+    /// progress before the session is closed; `None`: the RFC's default,
+    /// the larger of 8 minutes and twice the negotiated hold time.
+    pub send_hold: Option<Duration>,
 }
 
 impl Default for FsmConfig {
@@ -214,6 +225,7 @@ impl Default for FsmConfig {
             idle_hold: Duration::from_secs(1),
             damp_peer_oscillations: true,
             idle_hold_max: Duration::from_secs(120),
+            send_hold: None,
         }
     }
 }
@@ -277,6 +289,13 @@ impl Fsm {
     /// The terms of the session, from OpenConfirm on.
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
+    }
+
+    /// SendHoldTime (RFC 9687 §3): as configured, or the larger of 8
+    /// minutes and twice the negotiated hold time.
+    pub fn send_hold(&self) -> Duration {
+        let hold = self.negotiated.as_ref().map_or(0, |n| u64::from(n.hold_time));
+        self.config.send_hold.unwrap_or(Duration::from_secs((2 * hold).max(480)))
     }
 
     /// The restart is over: later OPENs carry no R bit (RFC 4724 §4.1).
@@ -478,6 +497,7 @@ impl Fsm {
             Event::ManualReset { message } => self.reset_by_operator(&message, a),
             Event::AutomaticStop { subcode } => self.stop_automatically(subcode, a),
             Event::TimerExpired(Timer::Hold) => self.hold_expired(a),
+            Event::SendHoldTimerExpired => self.send_hold_expired(a),
             // Only started from OpenConfirm on.
             Event::TimerExpired(Timer::Keepalive) => self.send_keepalive(a),
             Event::NotificationReceived(n) => self.fail(Reason::Received(n), a),
@@ -598,6 +618,14 @@ impl Fsm {
         let n = Notification { code: ErrorCode::HoldTimerExpired, subcode: 0, data: Default::default() };
         a.push(Action::Send(Message::Notification(n)));
         self.fail(Reason::HoldTimerExpired, a);
+    }
+
+    /// RFC 9687 §3: NOTIFICATION 8 (it may not get through: the peer is
+    /// not reading), then the connection is closed as for any error.
+    fn send_hold_expired(&mut self, a: &mut Vec<Action>) {
+        let n = Notification { code: ErrorCode::SendHoldTimerExpired, subcode: 0, data: Default::default() };
+        a.push(Action::Send(Message::Notification(n)));
+        self.fail(Reason::SendHoldTimerExpired, a);
     }
 
     fn lose_collision(&mut self, a: &mut Vec<Action>) {

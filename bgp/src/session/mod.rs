@@ -5,6 +5,7 @@
 pub mod fsm;
 pub mod listener;
 pub mod negotiate;
+pub mod outbox;
 pub mod peer;
 pub mod socket;
 

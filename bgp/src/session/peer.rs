@@ -7,17 +7,26 @@
 //! own FSM; when an OPEN arrives while both exist, [`collision_winner`]
 //! decides and the loser is sent Cease 6/7.
 //!
+//! The speaker's UPDATEs come through the peer's [`Outbox`], which the
+//! task drains at the socket's pace while it goes on reading, so the
+//! speaker never waits on this peer and a peer that stops reading stalls
+//! only its own session, until the send hold timer closes it (RFC 9687).
+//!
 //! ```text
-//!  commands ──▶ ┌──────────── peer task ────────────┐ ──▶ events (Up, Down, Update)
+//!  commands ──▶ ┌──────────── peer task ────────────┐ ──▶ events (Up, Down, Update, Drained)
 //!  (start, stop,│ Link{FSM, socket, timers} (main)  │
 //!   incoming)   │ Link{FSM, socket, timers} (second)│ ──▶ status (watch)
-//!               └───────────────────────────────────┘
+//!  Outbox ────▶ └───────────────────────────────────┘
 //! ```
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -27,6 +36,7 @@ use tokio_util::codec::Framed;
 
 use super::fsm::{Action, Event, Fsm, FsmConfig, Reason, State, Timer, collision_winner, notification_words};
 use super::negotiate::{LocalConfig, Negotiated};
+use super::outbox::{CHUNK, Outbox, Taken};
 use super::socket::{self, SocketError, SocketOptions};
 use crate::packet::{BgpCodec, CodecError, Message, RouteRefresh, Update};
 
@@ -54,10 +64,8 @@ pub enum PeerCommand {
     AutoStart,
     /// A connection the speaker's listener accepted from this peer.
     Incoming(TcpStream),
-    /// Send a message.
+    /// Send a message now, ahead of what waits in the outbox.
     Send(Box<Message>),
-    /// Send UPDATE bytes encoded once for the peer's update group.
-    SendEncoded(bytes::Bytes),
     /// The speaker's graceful restart is over: OPENs from now on carry no
     /// Restart State bit (RFC 4724 §4.1).
     EndRestart,
@@ -96,6 +104,12 @@ pub enum PeerEvent {
         peer: String,
         /// What it asked for.
         refresh: RouteRefresh,
+    },
+    /// The outbox emptied after refusing the speaker's pushes: what the
+    /// speaker kept back for this peer may go now.
+    Drained {
+        /// Peer name.
+        peer: String,
     },
 }
 
@@ -164,6 +178,8 @@ pub struct PeerHandle {
     pub commands: mpsc::Sender<PeerCommand>,
     /// The latest status.
     pub status: watch::Receiver<PeerStatus>,
+    /// Where the speaker's UPDATEs wait for the socket.
+    pub outbox: Arc<Outbox>,
     /// The task; it ends when `commands` is dropped.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -179,9 +195,18 @@ pub fn spawn(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> PeerHandle 
     let (commands, rx) = mpsc::channel(COMMAND_BUFFER);
     let (status_tx, status) = watch::channel(PeerStatus::default());
     let main = Link::new(&config, true);
-    let runner =
-        Runner { config, main, second: None, events, status: status_tx, commands: rx, deferred: VecDeque::new() };
-    PeerHandle { commands, status, task: tokio::spawn(runner.run()) }
+    let outbox = Arc::new(Outbox::default());
+    let runner = Runner {
+        config,
+        main,
+        second: None,
+        events,
+        status: status_tx,
+        commands: rx,
+        deferred: VecDeque::new(),
+        outbox: outbox.clone(),
+    };
+    PeerHandle { commands, status, outbox, task: tokio::spawn(runner.run()) }
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<TcpStream, SocketError>> + Send>>;
@@ -194,6 +219,8 @@ struct Link {
     timers: [Option<Instant>; 6],
     /// We dialled it (true) or the peer did.
     outgoing: bool,
+    /// Since when what we have to send made no progress (RFC 9687).
+    stalled_since: Option<Instant>,
 }
 
 const TIMERS: [Timer; 6] =
@@ -204,6 +231,57 @@ enum LinkInput {
     Connected(Result<TcpStream, SocketError>),
     Received(Option<Result<Message, CodecError>>),
     Timer(Timer),
+    /// Messages from the outbox went into the write buffer.
+    Sent(usize),
+    /// The outbox emptied after refusing pushes.
+    Drained(usize),
+    /// The outbox got something to write.
+    Queued,
+    /// Writing failed.
+    WriteFailed(CodecError),
+    /// Nothing we had to send moved for the send hold time (RFC 9687).
+    SendHoldExpired,
+}
+
+/// How long a closing connection may take to deliver what it was last
+/// given (a NOTIFICATION): the peer may not be reading at all.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+/// One step of a connection's I/O: whole messages from the outbox (if
+/// given) into the write buffer while it is short, as much of it as the
+/// socket takes, then a read. Cancel-safe: its state is the buffers.
+fn poll_io(
+    framed: &mut Framed<TcpStream, BgpCodec>,
+    outbox: Option<&Outbox>,
+    stalled_since: &mut Option<Instant>,
+    cx: &mut Context<'_>,
+) -> Poll<LinkInput> {
+    let mut moved = (0, Taken::More);
+    if let Some(out) = outbox
+        && framed.write_buffer().len() < CHUNK
+    {
+        moved = out.take(framed.write_buffer_mut());
+    }
+    let before = framed.write_buffer().len();
+    if before == 0 {
+        *stalled_since = None;
+    } else {
+        match SinkExt::<Bytes>::poll_flush_unpin(framed, cx) {
+            Poll::Ready(Ok(())) => *stalled_since = None,
+            Poll::Ready(Err(e)) => return Poll::Ready(LinkInput::WriteFailed(e)),
+            // RFC 9687: the send hold timer runs from the last progress.
+            Poll::Pending if framed.write_buffer().len() < before || stalled_since.is_none() => {
+                *stalled_since = Some(Instant::now())
+            }
+            Poll::Pending => {}
+        }
+    }
+    match moved {
+        (n, Taken::Drained) => return Poll::Ready(LinkInput::Drained(n)),
+        (n, Taken::More) if n > 0 => return Poll::Ready(LinkInput::Sent(n)),
+        _ => {}
+    }
+    framed.poll_next_unpin(cx).map(LinkInput::Received)
 }
 
 impl Link {
@@ -214,6 +292,7 @@ impl Link {
             connecting: None,
             timers: [None; 6],
             outgoing,
+            stalled_since: None,
         }
     }
 
@@ -221,20 +300,25 @@ impl Link {
         TIMERS.iter().zip(self.timers).filter_map(|(t, at)| at.map(|at| (*t, at))).min_by_key(|(_, at)| *at)
     }
 
-    /// Waits for the next thing to happen on this link (cancel-safe).
-    async fn next(&mut self) -> LinkInput {
+    /// Waits for the next thing to happen on this link (cancel-safe);
+    /// `outbox` is drained into the socket when given (the main link, Established).
+    async fn next(&mut self, outbox: Option<&Outbox>) -> LinkInput {
         let timer = self.next_timer();
+        let send_hold = self.stalled_since.map(|at| at + self.fsm.send_hold());
+        let Link { framed, connecting, timers, stalled_since, .. } = self;
         tokio::select! {
-            result = async { self.connecting.as_mut().expect("guarded").await }, if self.connecting.is_some() => {
-                self.connecting = None;
+            result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                *connecting = None;
                 LinkInput::Connected(result)
             }
-            msg = async { self.framed.as_mut().expect("guarded").next().await }, if self.framed.is_some() => LinkInput::Received(msg),
+            input = std::future::poll_fn(|cx| poll_io(framed.as_mut().expect("guarded"), outbox, stalled_since, cx)), if framed.is_some() => input,
             () = async { tokio::time::sleep_until(timer.map_or_else(Instant::now, |(_, at)| at)).await }, if timer.is_some() => {
                 let t = timer.map_or(Timer::Hold, |(t, _)| t);
-                self.timers[t as usize] = None;
+                timers[t as usize] = None;
                 LinkInput::Timer(t)
             }
+            () = async { tokio::time::sleep_until(send_hold.unwrap_or_else(Instant::now)).await }, if send_hold.is_some() => LinkInput::SendHoldExpired,
+            () = async { outbox.expect("guarded").queued.notified().await }, if outbox.is_some() => LinkInput::Queued,
             // Idle with nothing running: nothing can happen on this link until a command arrives.
             else => std::future::pending().await,
         }
@@ -250,6 +334,8 @@ struct Runner {
     commands: mpsc::Receiver<PeerCommand>,
     /// Commands taken while an event waited for room (see `report`), in order.
     deferred: VecDeque<PeerCommand>,
+    /// The speaker's UPDATEs for this peer.
+    outbox: Arc<Outbox>,
 }
 
 /// Which link an event belongs to.
@@ -264,23 +350,19 @@ impl Runner {
         loop {
             if let Some(cmd) = self.deferred.pop_front() {
                 self.command(cmd).await;
-                if self.deferred.is_empty() {
-                    // Deferred UPDATEs may have been fed, not flushed.
-                    self.flush_when_idle().await;
-                }
                 continue;
             }
+            let outbox = (self.main.fsm.state() == State::Established).then_some(&*self.outbox);
             let (which, input) = tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => {
                         self.command(cmd).await;
-                        self.flush_when_idle().await;
                         continue;
                     }
                     None => return,
                 },
-                input = self.main.next() => (Which::Main, input),
-                input = async { self.second.as_mut().expect("guarded").next().await }, if self.second.is_some() => (Which::Second, input),
+                input = self.main.next(outbox) => (Which::Main, input),
+                input = async { self.second.as_mut().expect("guarded").next(None).await }, if self.second.is_some() => (Which::Second, input),
             };
             let event = match input {
                 LinkInput::Connected(Ok(stream)) => {
@@ -292,6 +374,25 @@ impl Runner {
                     Event::TcpConnectionFails
                 }
                 LinkInput::Timer(t) => Event::TimerExpired(t),
+                LinkInput::Queued => continue,
+                LinkInput::Sent(n) => {
+                    self.count_sent(n);
+                    continue;
+                }
+                LinkInput::Drained(n) => {
+                    self.count_sent(n);
+                    self.report(PeerEvent::Drained { peer: self.config.name.clone() }).await;
+                    continue;
+                }
+                LinkInput::WriteFailed(e) => {
+                    self.note_error(format!("Socket: {e}"));
+                    Event::TcpConnectionFails
+                }
+                LinkInput::SendHoldExpired => {
+                    let send_hold = self.link(which).fsm.send_hold();
+                    tracing::warn!(peer = %self.config.name, ?send_hold, queued = self.outbox.queued_bytes(), "the peer took nothing we sent for the send hold time: closing (RFC 9687)");
+                    Event::SendHoldTimerExpired
+                }
                 LinkInput::Received(None) => Event::TcpConnectionFails,
                 LinkInput::Received(Some(Err(CodecError::Decode(e)))) => Event::MessageError(e),
                 LinkInput::Received(Some(Err(e))) => {
@@ -312,6 +413,15 @@ impl Runner {
             (Which::Second, Some(l)) => l,
             _ => &mut self.main,
         }
+    }
+
+    /// Messages from the outbox are UPDATEs but for the rare End-of-RIB
+    /// framing (ROUTE-REFRESH markers), counted as UPDATEs too.
+    fn count_sent(&mut self, n: usize) {
+        self.status.send_modify(|s| {
+            s.messages_out += n as u64;
+            s.updates_out += n as u64;
+        });
     }
 
     fn note_error(&mut self, error: String) {
@@ -341,20 +451,7 @@ impl Runner {
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
             PeerCommand::Send(message) => {
                 if self.main.fsm.state() == State::Established {
-                    self.send(Which::Main, *message).await;
-                }
-            }
-            PeerCommand::SendEncoded(bytes) => {
-                let Some(framed) = self.main.framed.as_mut().filter(|_| self.main.fsm.state() == State::Established)
-                else {
-                    return;
-                };
-                match framed.feed(bytes).await {
-                    Ok(()) => self.status.send_modify(|s| {
-                        s.messages_out += 1;
-                        s.updates_out += 1;
-                    }),
-                    Err(e) => tracing::warn!(peer = %self.config.name, error = %e, "send failed"),
+                    self.send(Which::Main, *message);
                 }
             }
         }
@@ -409,26 +506,12 @@ impl Runner {
                     return;
                 }
                 Some(cmd) = self.commands.recv() => match cmd {
-                    PeerCommand::Send(_) | PeerCommand::SendEncoded(_) | PeerCommand::EndRestart
-                        if self.deferred.is_empty() =>
-                    {
+                    PeerCommand::Send(_) | PeerCommand::EndRestart if self.deferred.is_empty() => {
                         self.command(cmd).await;
-                        self.flush_when_idle().await;
                     }
                     other => self.deferred.push_back(other),
                 },
             }
-        }
-    }
-
-    /// Speaker UPDATEs are fed, not flushed one by one: flush once the
-    /// command queue is drained.
-    async fn flush_when_idle(&mut self) {
-        if self.commands.is_empty()
-            && let Some(framed) = self.main.framed.as_mut()
-            && let Err(e) = SinkExt::<bytes::Bytes>::flush(framed).await
-        {
-            tracing::warn!(peer = %self.config.name, error = %e, "flush failed");
         }
     }
 
@@ -490,16 +573,18 @@ impl Runner {
         main_survives == (which == Which::Main)
     }
 
-    async fn send(&mut self, which: Which, message: Message) {
+    /// Puts `message` in the link's write buffer (the link's I/O writes it).
+    fn send(&mut self, which: Which, message: Message) {
         let Some(framed) = self.link(which).framed.as_mut() else { return };
-        let result = framed.send(&message).await;
+        let tx = framed.codec().tx;
+        let result = message.encode(&tx, framed.write_buffer_mut());
         let is_update = matches!(message, Message::Update(_));
         match result {
             Ok(()) => self.status.send_modify(|s| {
                 s.messages_out += 1;
                 s.updates_out += u64::from(is_update);
             }),
-            Err(e) => tracing::warn!(peer = %self.config.name, error = %e, "send failed"),
+            Err(e) => tracing::warn!(peer = %self.config.name, error = %e, "cannot encode a message"),
         }
     }
 
@@ -524,15 +609,20 @@ impl Runner {
                     }
                     Action::Disconnect => {
                         let link = self.link(which);
-                        link.framed = None;
                         link.connecting = None;
+                        link.stalled_since = None;
+                        if let Some(mut framed) = link.framed.take() {
+                            // What it was last given (a NOTIFICATION) goes out if the peer takes it.
+                            let _ =
+                                tokio::time::timeout(CLOSE_FLUSH, SinkExt::<Bytes>::flush(&mut framed)).await;
+                        }
                     }
                     Action::Send(message) => {
                         if let Message::Notification(n) = &message {
                             let words = notification_words(n);
                             self.status.send_modify(|s| s.last_notification_sent = Some(words));
                         }
-                        self.send(which, message).await;
+                        self.send(which, message);
                     }
                     Action::Up(n) => {
                         if let Some(framed) = self.link(which).framed.as_mut() {
@@ -556,6 +646,10 @@ impl Runner {
                             s.negotiated = None;
                             s.last_error = Some(words.clone());
                         });
+                        if which == Which::Main {
+                            // Nothing queued for this session may reach the next.
+                            self.outbox.close();
+                        }
                         if was_up {
                             let peer = self.config.name.clone();
                             reports.push(PeerEvent::Down { peer, reason: words, graceful });

@@ -1,0 +1,310 @@
+//! Sending: what each up peer is owed for a batch of best-path changes,
+//! a whole table, or a message, handed to its outbox without waiting. An
+//! update group's UPDATEs are encoded once for all its members; a member
+//! whose outbox refuses (it is behind) keeps a [`Backlog`] of which
+//! prefixes changed, sent from the Loc-RIB as it is then once the outbox
+//! has drained (`PeerEvent::Drained`).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use ipnet::IpNet;
+
+use super::Speaker;
+use super::backlog::{Owed, prefixes_of};
+use crate::packet::{Context, Family, Message, PathAttrs, Update};
+use crate::rib::decision::{Origination, Path};
+use crate::rib::export::{Reflection, export};
+use crate::rib::outbound::Outbound;
+use crate::rib::policy::Policy;
+use crate::rib::table::{BestChange, PeerKey};
+
+/// Prefixes a behind peer's backlog is worked through at a time: small
+/// enough that a drained outbox (empty, so it takes at least
+/// `HIGH_WATER`) always takes a chunk's worth.
+const DRAIN_CHUNK: usize = 4096;
+
+/// What exporting a path depends on besides its prefix: its attribute set
+/// (the very allocation: the RIB shares equal sets), source and peer.
+struct ExportRun {
+    attrs: Arc<PathAttrs>,
+    from: PeerKey,
+    origination: Origination,
+    peer_id: Ipv4Addr,
+    /// The family: the next hop is exported differently for each.
+    ipv4: bool,
+}
+
+impl ExportRun {
+    fn of(prefix: &IpNet, (from, path): &(PeerKey, Path)) -> ExportRun {
+        ExportRun {
+            attrs: path.attrs.clone(),
+            from: from.clone(),
+            origination: path.origination,
+            peer_id: path.peer_id,
+            ipv4: prefix.addr().is_ipv4(),
+        }
+    }
+
+    /// Whether `best` for `prefix` exports as the path this run started with.
+    fn holds(&self, prefix: &IpNet, (from, path): &(PeerKey, Path)) -> bool {
+        Arc::ptr_eq(&self.attrs, &path.attrs)
+            && self.from == *from
+            && self.origination == path.origination
+            && self.peer_id == path.peer_id
+            && self.ipv4 == prefix.addr().is_ipv4()
+    }
+}
+
+
+impl Speaker {
+    /// Sends every up peer the effect of `changes`, and felix the changes.
+    /// Peers of one update group get the same bytes, encoded once; a member
+    /// whose own path is among the changes gets its own computation (a path
+    /// never goes back to the peer it came from).
+    pub(super) async fn propagate(&mut self, changes: Vec<BestChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        // While selection is deferred, peers get the whole table at its end.
+        if self.deferral.is_none() {
+            self.export_changes(&changes);
+        }
+        // One message per batch: a full table is a million changes.
+        let _ = self.best_tx.send(changes).await;
+    }
+
+    fn export_changes(&mut self, changes: &[BestChange]) {
+        // The peers whose paths are among the changes: consecutive changes
+        // mostly share one (an UPDATE's prefixes), so no hashing per prefix.
+        let mut sources: Vec<&str> = Vec::new();
+        for source in changes.iter().filter_map(|c| c.paths.first()?.0.as_deref()) {
+            if sources.last() != Some(&source) && !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+        let items = || changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
+        let plan = self.update_groups();
+        let mut alone: Vec<String> = plan.ungrouped.clone();
+        for (key, members) in &plan.groups {
+            // A member whose own path is among the changes gets its own computation.
+            let (sources_here, members): (Vec<&String>, Vec<&String>) =
+                members.iter().partition(|m| sources.contains(&m.as_str()));
+            alone.extend(sources_here.into_iter().cloned());
+            let Some(first) = members.first() else { continue };
+            let updates = self.exports(first, items()).updates(false);
+            let encoded: Vec<(Bytes, &Update)> = updates
+                .iter()
+                .filter_map(|u| encode(&Message::Update(u.clone()), &key.tx).map(|b| (b, u)))
+                .collect();
+            self.stats.group_updates_encoded.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+            for member in members {
+                let Some((_, handle)) = self.neighbors.get(member.as_str()) else { continue };
+                let backlog = self.backlogs.entry(member.clone()).or_default();
+                let refused = if backlog.is_empty() {
+                    encoded.iter().position(|(bytes, _)| !handle.outbox.push(bytes.clone()))
+                } else {
+                    Some(0)
+                };
+                let pushed = refused.unwrap_or(encoded.len());
+                self.stats.group_updates_sent.fetch_add(pushed as u64, Ordering::Relaxed);
+                if let Some(i) = refused {
+                    backlog.prefixes(encoded[i..].iter().flat_map(|(_, u)| prefixes_of(u)));
+                }
+            }
+        }
+        for name in alone {
+            let updates = self.exports(&name, items()).updates(false);
+            self.send_updates(&name, updates);
+        }
+    }
+
+    /// Sends `peer` every best path it may have, then End-of-RIB; with
+    /// `withdraw_rest`, withdraws the prefixes it may no longer have.
+    pub(super) fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
+        let backlog = self.backlogs.entry(peer.to_string()).or_default();
+        backlog.table(withdraw_rest);
+        // RFC 4724 §2: End-of-RIB for every family the session carries.
+        let families =
+            self.neighbors.get(peer).and_then(|(_, h)| Some(h.status.borrow().negotiated.as_ref()?.families.clone()));
+        for family in families.unwrap_or_else(|| vec![Family::IPV4_UNICAST]) {
+            backlog.message(Message::Update(Update::end_of_rib(family)));
+        }
+        self.drain(peer);
+    }
+
+    /// Queues `updates` for `peer`, behind its backlog if it has one.
+    fn send_updates(&mut self, peer: &str, updates: Vec<Update>) {
+        let backlog = self.backlogs.entry(peer.to_string()).or_default();
+        if !backlog.is_empty() {
+            backlog.prefixes(updates.iter().flat_map(prefixes_of));
+            return;
+        }
+        let refused = self.push_updates(peer, &updates);
+        if let Some(i) = refused {
+            self.backlogs.entry(peer.to_string()).or_default().prefixes(updates[i..].iter().flat_map(prefixes_of));
+        }
+    }
+
+    /// Queues a message for `peer` after everything owed to it already.
+    pub(super) fn send_message(&mut self, peer: &str, message: Message) {
+        let backlog = self.backlogs.entry(peer.to_string()).or_default();
+        let waiting = !backlog.is_empty();
+        backlog.message(message);
+        if !waiting {
+            self.drain(peer);
+        }
+    }
+
+    /// Encodes `updates` for `peer` and hands them to its outbox; returns
+    /// the index of the first one refused (that one and the rest are not queued).
+    fn push_updates(&self, peer: &str, updates: &[Update]) -> Option<usize> {
+        let (_, handle) = self.neighbors.get(peer)?;
+        let tx = handle.status.borrow().negotiated.as_ref().map(|n| n.tx())?;
+        updates.iter().position(|u| encode(&Message::Update(u.clone()), &tx).is_some_and(|b| !handle.outbox.push(b)))
+    }
+
+    /// Works through what `peer` is owed until its outbox refuses more (the
+    /// rest waits for `PeerEvent::Drained`) or nothing is owed.
+    pub(super) fn drain(&mut self, peer: &str) {
+        if !self.up.contains(peer) || self.deferral.is_some() {
+            return;
+        }
+        let Some(mut backlog) = self.backlogs.remove(peer) else { return };
+        while let Some(owed) = backlog.front_mut() {
+            let done = match owed {
+                Owed::Prefixes(set) => {
+                    let chunk: Vec<IpNet> = set.iter().take(DRAIN_CHUNK).copied().collect();
+                    for p in &chunk {
+                        set.remove(p);
+                    }
+                    let emptied = set.is_empty();
+                    let current: Vec<(IpNet, Vec<(PeerKey, Path)>)> =
+                        chunk.iter().map(|p| (*p, self.rib.best(p))).collect();
+                    let items = current.iter().map(|(p, best)| (*p, best.first(), false));
+                    let updates = self.exports(peer, items).updates(false);
+                    if let Some(i) = self.push_updates(peer, &updates) {
+                        backlog.requeue(updates[i..].iter().flat_map(prefixes_of).collect());
+                        break;
+                    }
+                    emptied
+                }
+                Owed::Table { after, withdraw_rest } => {
+                    let from = *after;
+                    let rest = self.rib.best_paths().filter(|(p, _)| from.is_none_or(|f| *p > f));
+                    let chunk: Vec<(IpNet, (PeerKey, Path))> = rest.take(DRAIN_CHUNK).collect();
+                    let emptied = chunk.len() < DRAIN_CHUNK;
+                    *after = chunk.last().map(|(p, _)| *p).or(from);
+                    let withdraw_rest = *withdraw_rest;
+                    let items = chunk.iter().map(|(p, best)| (*p, Some(best), false));
+                    let updates = self.exports(peer, items).updates(!withdraw_rest);
+                    if let Some(i) = self.push_updates(peer, &updates) {
+                        backlog.requeue(updates[i..].iter().flat_map(prefixes_of).collect());
+                        break;
+                    }
+                    emptied
+                }
+                Owed::Message(message) => {
+                    let Some((_, handle)) = self.neighbors.get(peer) else { break };
+                    let tx = handle.status.borrow().negotiated.as_ref().map(|n| n.tx()).unwrap_or_default();
+                    if encode(message, &tx).is_some_and(|bytes| !handle.outbox.push_control(bytes)) {
+                        break;
+                    }
+                    true
+                }
+            };
+            if done {
+                backlog.pop();
+            }
+        }
+        if !backlog.is_empty() {
+            self.backlogs.insert(peer.to_string(), backlog);
+        }
+    }
+
+    /// What `peer` gets for each (prefix, best path or none): withdrawals,
+    /// and announcements grouped by attribute set, per family. IPv6 goes
+    /// only to a peer that negotiated it (RFC 4760 §8).
+    /// An item marked fresh had no best path before: no peer was sent it,
+    /// so withholding it needs no withdrawal.
+    pub(super) fn exports<'a>(
+        &self,
+        peer: &str,
+        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, bool)>,
+    ) -> Outbound {
+        let mut out = Outbound::default();
+        let Some((neighbor, handle)) = self.neighbors.get(peer) else { return out };
+        let v6 = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
+        // Unless the policy looks at the prefix, a path's outcome is the same for every
+        // prefix: a run of prefixes sharing one (a full table's usual order) is exported once.
+        let per_prefix = neighbor.export_policy.as_ref().is_some_and(Policy::depends_on_prefix);
+        let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<IpNet>)> = None;
+        for (prefix, best, fresh) in items {
+            // Never back to its source, which was never sent it either.
+            if (prefix.addr().is_ipv6() && !v6)
+                || (fresh && best.is_some_and(|(from, _)| from.as_deref() == Some(peer)))
+            {
+                continue;
+            }
+            if let (Some(best), Some((key, outcome, prefixes))) = (best, &mut run)
+                && key.holds(&prefix, best)
+            {
+                match outcome {
+                    Some(_) => prefixes.push(prefix),
+                    None if fresh => {}
+                    None => out.withdraw(prefix),
+                }
+                continue;
+            }
+            if let Some((_, Some(attrs), prefixes)) = run.take() {
+                out.announce(attrs, prefixes);
+            }
+            let exported = best.and_then(|(from, path)| {
+                // Never back to the peer it came from.
+                if from.as_deref() == Some(peer) {
+                    None
+                } else {
+                    let reflection = self.reflector.as_deref().map(|reflector| Reflection {
+                        reflector,
+                        from_client: from
+                            .as_deref()
+                            .and_then(|f| self.neighbors.get(f))
+                            .is_some_and(|(n, _)| n.export.rr_client),
+                    });
+                    export(&prefix, path, &neighbor.export, neighbor.export_policy.as_ref(), reflection).ok()
+                }
+            });
+            let exported = exported.map(Arc::new);
+            match (&exported, best.filter(|_| !per_prefix)) {
+                (Some(_), Some(best)) => run = Some((ExportRun::of(&prefix, best), exported, vec![prefix])),
+                (None, Some(best)) => {
+                    if !fresh {
+                        out.withdraw(prefix);
+                    }
+                    run = Some((ExportRun::of(&prefix, best), None, Vec::new()));
+                }
+                (Some(attrs), None) => out.announce(attrs.clone(), vec![prefix]),
+                (None, None) if fresh => {}
+                (None, None) => out.withdraw(prefix),
+            }
+        }
+        if let Some((_, Some(attrs), prefixes)) = run {
+            out.announce(attrs, prefixes);
+        }
+        out
+    }
+}
+
+/// One message in its wire form, or `None` (logged) if it cannot be encoded.
+fn encode(message: &Message, tx: &Context) -> Option<Bytes> {
+    let mut buf = BytesMut::new();
+    match message.encode(tx, &mut buf) {
+        Ok(()) => Some(buf.freeze()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a message for a peer");
+            None
+        }
+    }
+}
