@@ -55,6 +55,11 @@ pub struct CommonArgs {
     /// Also serve Prometheus metrics over TCP here (e.g. 0.0.0.0:9091).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// BGP send hold time, seconds (RFC 9687): a peer that takes nothing
+    /// we send for this long is reset (default: the larger of 480 and
+    /// twice the session's hold time).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    send_hold_time: Option<u64>,
     /// Where BGPPeer password secrets live: `<dir>/<secret name>/<key>`
     /// (the layout of a mounted Kubernetes secret).
     #[arg(long, default_value = "/etc/tortie/secrets")]
@@ -244,6 +249,7 @@ async fn serve(
         plan: plan.clone(),
         listen_ranges,
         secrets_dir: args.secrets_dir.clone(),
+        send_hold: args.send_hold_time.map(Duration::from_secs),
     };
     let mut peer_task = tokio::spawn(manager.run());
     let api_state = local_api::ApiState {
@@ -327,6 +333,7 @@ async fn plan_peers(
     name: &str,
     address: Ipv4Net,
     secrets_dir: &std::path::Path,
+    send_hold: Option<Duration>,
 ) -> anyhow::Result<Planned> {
     let config = match api::get(kv, Kind::BgpConfiguration, None, "default").await {
         Ok(Resource::BgpConfiguration(c)) => c.spec,
@@ -346,7 +353,7 @@ async fn plan_peers(
     let labels = mine.map(|n| n.metadata.labels.clone()).unwrap_or_default();
     let asn = mine.and_then(|n| n.spec.bgp.as_ref()?.as_number).or(config.as_number).unwrap_or(peers::DEFAULT_AS);
     let cluster_id = mine.and_then(|n| n.spec.bgp.as_ref()?.route_reflector_cluster_id);
-    let me = Me { name: name.to_string(), address: address.addr(), asn, labels, cluster_id };
+    let me = Me { name: name.to_string(), address: address.addr(), asn, labels, cluster_id, send_hold };
     let filters: BTreeMap<String, BgpFilterSpec> = api::list(kv, Kind::BgpFilter, None)
         .await?
         .into_iter()
@@ -401,6 +408,7 @@ struct PeerManager {
     plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
     listen_ranges: Vec<IpNet>,
     secrets_dir: PathBuf,
+    send_hold: Option<Duration>,
 }
 
 impl PeerManager {
@@ -410,7 +418,7 @@ impl PeerManager {
         let mut ranges_added = false;
         let mut watch = watch_resources(&self.kv).await?;
         loop {
-            let (me, plan) = plan_peers(&self.kv, &self.name, self.address, &self.secrets_dir).await?;
+            let (me, plan) = plan_peers(&self.kv, &self.name, self.address, &self.secrets_dir, self.send_hold).await?;
             let wanted: BTreeMap<String, (PlannedPeer, (Policy, Policy))> =
                 plan.into_iter().map(|(p, pol)| (p.name.clone(), (p, pol))).collect();
             if me.cluster_id != cluster_id {

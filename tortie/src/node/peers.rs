@@ -86,6 +86,8 @@ pub struct Me {
     pub labels: BTreeMap<String, String>,
     /// This node's `routeReflectorClusterID`: it is a route reflector.
     pub cluster_id: Option<Ipv4Addr>,
+    /// The send hold time of its sessions (RFC 9687; `None`: the RFC's default).
+    pub send_hold: Option<Duration>,
 }
 
 fn session_name(prefix: &str, addr: IpAddr) -> String {
@@ -252,7 +254,12 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
             remote: p.remote,
             local_addr: Some(local_addr),
             local,
-            fsm: FsmConfig { connect_retry: Duration::from_secs(5), passive: p.passive, ..FsmConfig::default() },
+            fsm: FsmConfig {
+                connect_retry: Duration::from_secs(5),
+                passive: p.passive,
+                send_hold: me.send_hold,
+                ..FsmConfig::default()
+            },
             socket: SocketOptions {
                 ttl_security: p.ttl_security,
                 md5_key: p.password.clone(),
@@ -316,6 +323,7 @@ mod tests {
             asn: 64512,
             labels: BTreeMap::new(),
             cluster_id: None,
+            send_hold: None,
         };
         let nodes = [node("a", "192.0.2.1/24", &[]), node("b", "192.0.2.2/24", &[]), node("c", "192.0.2.3/24", &[])];
         let plan = plan(&me, &BgpConfigurationSpec::default(), &nodes, &[]);
@@ -328,7 +336,7 @@ mod tests {
     #[test]
     fn bgp_peers_apply_globally_by_name_by_node_selector_and_by_peer_selector() {
         let labels: BTreeMap<String, String> = [("rack".to_string(), "r1".to_string())].into();
-        let me = Me { name: "a".into(), address: "192.0.2.1".parse().unwrap(), asn: 64512, labels, cluster_id: None };
+        let me = Me { name: "a".into(), address: "192.0.2.1".parse().unwrap(), asn: 64512, labels, cluster_id: None, send_hold: None };
         let nodes = [node("a", "192.0.2.1/24", &[("rack", "r1")]), node("rr", "192.0.2.9/24", &[("rr", "yes")])];
         let tor = |node: Option<&str>, sel: Option<&str>, ip: &str| BgpPeerSpec {
             node: node.map(String::from),
@@ -383,6 +391,7 @@ mod tests {
             asn: 64512,
             labels: [("rr".to_string(), "yes".to_string())].into(),
             cluster_id: Some("203.0.113.250".parse().unwrap()),
+            send_hold: None,
         };
         let got: Vec<(String, bool)> =
             plan(&me_rr, &off, &nodes, &peers).into_iter().map(|p| (p.name, p.rr_client)).collect();
@@ -393,6 +402,7 @@ mod tests {
             asn: 64512,
             labels: BTreeMap::new(),
             cluster_id: None,
+            send_hold: None,
         };
         let got = plan(&me_a, &off, &nodes, &peers);
         assert_eq!(got.len(), 1);

@@ -125,11 +125,17 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
     /// Starts `tortie node run` on node `i` (0-based), with metrics on
     /// 127.0.0.1:9091 there and secrets under `<lab dir>/secrets`.
     pub fn start(&self, i: usize) -> Daemon {
+        self.start_with(i, &[])
+    }
+
+    /// `start` with more `node run` arguments.
+    pub fn start_with(&self, i: usize, more: &[&str]) -> Daemon {
         let node = &self.nodes[i];
         let name = format!("n{}", i + 1);
         let bin = env!("CARGO_BIN_EXE_tortie");
         let secrets = self.lab.dir().join("secrets").display().to_string();
-        let extra = ["--metrics-listen", "127.0.0.1:9091", "--secrets-dir", &secrets];
+        let mut extra = vec!["--metrics-listen", "127.0.0.1:9091", "--secrets-dir", &secrets];
+        extra.extend_from_slice(more);
         let env = [("TORTIE_DATASTORE", self.url.as_str()), ("TORTIE_LOG", "info")];
         node.spawn_tortie_node(&format!("tortie-{name}"), bin, &name, &self.addrs[i], &extra, &env).unwrap()
     }
