@@ -55,8 +55,9 @@ pub struct AgentConfig {
 /// News from BGP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Learned {
-    /// The best next hops for a prefix; empty when it is gone.
-    Route(IpNet, Vec<IpAddr>),
+    /// The best next hops for each prefix of a batch of changes; empty
+    /// when it is gone.
+    Routes(Vec<(IpNet, Vec<IpAddr>)>),
     /// Every peer has sent its table: routes not relearned may go.
     Converged,
 }
@@ -159,6 +160,12 @@ pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixEr
     Ok((s, everything.revision))
 }
 
+/// While BGP news keep coming (a table arriving), the desired state is
+/// recalculated at most this often: each recalculation covers every
+/// learned route, so doing it per batch would cost the table's size per
+/// UPDATE.
+const RECALC_EVERY: Duration = Duration::from_millis(100);
+
 /// How long a prefix that left the tunnel stays in the IPIP table: the
 /// table changes before the reconciler moves the kernel route, and packets
 /// the old route still sends into the tunnel must find their node.
@@ -182,11 +189,14 @@ struct State {
 impl State {
     fn learn(&mut self, news: Learned) {
         match news {
-            Learned::Route(prefix, hops) if hops.is_empty() => {
-                self.learned.remove(&prefix);
-            }
-            Learned::Route(prefix, hops) => {
-                self.learned.insert(prefix, hops);
+            Learned::Routes(routes) => {
+                for (prefix, hops) in routes {
+                    if hops.is_empty() {
+                        self.learned.remove(&prefix);
+                    } else {
+                        self.learned.insert(prefix, hops);
+                    }
+                }
             }
             Learned::Converged if self.keep_learned => {
                 tracing::info!(routes = self.learned.len(), "BGP converged; routes not relearned may now go");
@@ -286,6 +296,7 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
         let relearned = tokio::time::sleep(state.config.relearn_limit);
         tokio::pin!(relearned);
         let mut policy_dirty = false;
+        let mut last_recalc = tokio::time::Instant::now().checked_sub(RECALC_EVERY).unwrap_or_else(tokio::time::Instant::now);
         let (mut tunnel, mut tunnel_open) = (state.config.tunnel.clone(), true);
         loop {
             tokio::select! {
@@ -321,10 +332,22 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                     state.keep_learned = false;
                 }
             }
-            // Batch what is already queued before recalculating.
-            while let Ok(news) = learned_rx.try_recv() {
-                state.learn(news);
+            // Batch what is already queued before recalculating, and, if the
+            // last recalculation was less than RECALC_EVERY ago, what comes
+            // until then.
+            let until = last_recalc + RECALC_EVERY;
+            loop {
+                match learned_rx.try_recv() {
+                    Ok(news) => state.learn(news),
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                    Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(until, learned_rx.recv()).await {
+                        Ok(Some(news)) => state.learn(news),
+                        Ok(None) => return Ok(()),
+                        Err(_) => break,
+                    },
+                }
             }
+            last_recalc = tokio::time::Instant::now();
             if std::mem::take(&mut policy_dirty) {
                 let ruleset = state.ruleset();
                 ruleset_tx.send_if_modified(|r| {

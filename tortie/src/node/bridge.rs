@@ -53,13 +53,12 @@ fn next_hops(change: &BestChange) -> Vec<IpAddr> {
         .collect()
 }
 
-/// Hands the speaker's best paths to felix.
+/// Hands the speaker's best paths to felix, a batch at a time.
 pub async fn learned(mut best: mpsc::Receiver<Vec<BestChange>>, felix: mpsc::Sender<Learned>) {
     while let Some(changes) = best.recv().await {
-        for change in changes {
-            if felix.send(Learned::Route(change.prefix, next_hops(&change))).await.is_err() {
-                return;
-            }
+        let routes = changes.iter().map(|c| (c.prefix, next_hops(c))).collect();
+        if felix.send(Learned::Routes(routes)).await.is_err() {
+            return;
         }
     }
 }

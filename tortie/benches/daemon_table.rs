@@ -1,0 +1,168 @@
+//! The node daemon end to end, side by side with BIRD: a BIRD feeder
+//! announces N prefixes, one per UPDATE (each its own MED, so its own
+//! attribute set), to the system under test, which installs every route
+//! in its kernel and re-advertises them to a BIRD receiver. The system
+//! under test is `tortie node run` (felix installing the learned routes)
+//! or BIRD 2 with `protocol kernel { ipv4 { export all; }; }`. Measured:
+//! from enabling the feeder's table until the receiver holds every prefix,
+//! and until the node's kernel does; the system under test's peak RSS.
+//!
+//! Run (as root): `cargo bench -p tortie --bench daemon_table`
+//! (`TORTIE_BENCH_PREFIXES`, default 200000; `TORTIE_BENCH_ROUNDS`,
+//! default 3 alternating rounds, medians compared).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use tortie_lab::peers::{BgpPeer, Bird};
+use tortie_lab::{Check, Lab, Netns, wait_for};
+use tortie_store::Datastore;
+use tortie_store::api;
+use tortie_store::resources::parse_documents;
+
+const TIMERS: &str = "connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off;";
+
+fn feeder_config(n: usize) -> String {
+    let mut c = String::from("router id 192.0.2.10;\nprotocol device { }\nprotocol static gen { ipv4; disabled;\n");
+    for i in 0..n {
+        // 240.0.0.0/4: routes only, never traffic (DESIGN.md).
+        let a = 240 * (1 << 24) + (i as u32) * 256;
+        writeln!(c, "route {}/24 blackhole {{ bgp_med = {i}; }};", std::net::Ipv4Addr::from(a)).unwrap();
+    }
+    write!(c, "}}\nprotocol bgp sut {{ local as 65010; neighbor 192.0.2.1 as 64512; ipv4 {{ import none; export all; }}; {TIMERS} }}\n").unwrap();
+    c
+}
+
+fn receiver_config() -> String {
+    format!(
+        "router id 192.0.2.11;\nprotocol device {{ }}\n\
+         protocol bgp sut {{ local as 65011; neighbor 192.0.2.1 as 64512; ipv4 {{ import all; export none; }}; {TIMERS} }}\n"
+    )
+}
+
+fn bird_sut_config() -> String {
+    format!(
+        "router id 192.0.2.1;\nprotocol device {{ }}\nprotocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
+         protocol bgp feed {{ local as 64512; neighbor 192.0.2.10 as 65010; ipv4 {{ import all; export none; }}; {TIMERS} }}\n\
+         protocol bgp recv {{ local as 64512; neighbor 192.0.2.11 as 65011; ipv4 {{ import none; export all; }}; {TIMERS} }}\n"
+    )
+}
+
+const TORTIE_RESOURCES: &str = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 198.18.0.0/16, blockSize: 26, ipipMode: Never}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: feeder}
+spec: {node: sut, peerIP: 192.0.2.10, asNumber: 65010}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: receiver}
+spec: {node: sut, peerIP: 192.0.2.11, asNumber: 65011}
+";
+
+/// Routes in the 240/4 bench range in `ns`'s main table.
+fn kernel_routes(ns: &Netns) -> usize {
+    let out = ns.ip(&["-4", "route", "show", "root", "240.0.0.0/4"]).unwrap_or_default();
+    out.lines().count()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = text.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+struct Measured {
+    receiver: Duration,
+    kernel: Duration,
+    rss_kib: u64,
+}
+
+fn run(sut: &str, n: usize) -> Measured {
+    let lab = Lab::new(&format!("daemon_table_{sut}")).unwrap();
+    let switch = lab.bridge("sw").unwrap();
+    let mut ns = Vec::new();
+    for (name, addr) in [("sut", "192.0.2.1/24"), ("feed", "192.0.2.10/24"), ("recv", "192.0.2.11/24")] {
+        let node = lab.netns(name).unwrap();
+        switch.attach(&node, "eth0").unwrap();
+        node.add_addr("eth0", addr.parse().unwrap()).unwrap();
+        ns.push(node);
+    }
+    let (bird_sut, tortie) = if sut == "bird" {
+        (Some(Bird::start_with_config(&ns[0], "sut", &bird_sut_config()).unwrap()), None)
+    } else {
+        let url = format!("sqlite://{}/store.db", lab.dir().display());
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let kv = Datastore::open(&url).await.unwrap();
+            api::apply(&kv, &parse_documents(TORTIE_RESOURCES).unwrap()).await.unwrap();
+        });
+        let bin = env!("CARGO_BIN_EXE_tortie");
+        let env = [("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")];
+        (None, Some(ns[0].spawn_tortie_node("tortie-sut", bin, "sut", "192.0.2.1/24", &[], &env).unwrap()))
+    };
+    let pid = bird_sut.as_ref().map_or_else(|| tortie.as_ref().unwrap().pid(), |b| b.daemon().pid());
+    let receiver = Bird::start_with_config(&ns[2], "receiver", &receiver_config()).unwrap();
+    let feeder = Bird::start_with_config(&ns[1], "feeder", &feeder_config(n)).unwrap();
+    feeder.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
+    receiver.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
+    let start = Instant::now();
+    feeder.birdc(&["enable", "gen"]).unwrap();
+    let (mut at_receiver, mut in_kernel) = (None, None);
+    wait_for("the receiver and the kernel to hold the table", Duration::from_secs(900), || {
+        if at_receiver.is_none() && receiver.protocol("sut").map(|p| p.imported as usize).unwrap_or(0) >= n {
+            at_receiver = Some(start.elapsed());
+        }
+        if in_kernel.is_none() && kernel_routes(&ns[0]) >= n {
+            in_kernel = Some(start.elapsed());
+        }
+        Ok(match (at_receiver, in_kernel) {
+            (Some(r), Some(k)) => Check::Done((r, k)),
+            _ => {
+                std::thread::sleep(Duration::from_millis(50));
+                Check::Pending(format!("receiver {at_receiver:?}, kernel {in_kernel:?}"))
+            }
+        })
+    })
+    .unwrap();
+    Measured { receiver: at_receiver.unwrap(), kernel: in_kernel.unwrap(), rss_kib: peak_rss_kib(pid) }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let n: usize = std::env::var("TORTIE_BENCH_PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let rounds: usize = std::env::var("TORTIE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    println!("daemon end to end: {n} prefixes, one per UPDATE, {rounds} rounds each");
+    let mut results: Vec<(&str, Vec<Measured>)> = vec![("bird", Vec::new()), ("tortie", Vec::new())];
+    for round in 0..rounds {
+        for (sut, runs) in &mut results {
+            let m = run(sut, n);
+            println!(
+                "round {round} {sut:6}: receiver {:7.2} s, kernel {:7.2} s, peak RSS {:6} MiB",
+                m.receiver.as_secs_f64(),
+                m.kernel.as_secs_f64(),
+                m.rss_kib / 1024
+            );
+            runs.push(m);
+        }
+    }
+    let med = |runs: &[Measured], f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
+    let (bird, tortie) = (&results[0].1, &results[1].1);
+    for (what, f) in [
+        ("receiver holds all, s", (|m: &Measured| m.receiver.as_secs_f64()) as fn(&Measured) -> f64),
+        ("kernel holds all, s", |m: &Measured| m.kernel.as_secs_f64()),
+        ("peak RSS, MiB", |m: &Measured| m.rss_kib as f64 / 1024.0),
+    ] {
+        let (b, t) = (med(bird, f), med(tortie, f));
+        println!("median {what:24} BIRD {b:8.2}  tortie {t:8.2}  ratio {:.2}x", t / b);
+    }
+}
