@@ -161,10 +161,12 @@ pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixEr
 }
 
 /// While BGP news keep coming (a table arriving), the desired state is
-/// recalculated at most this often: each recalculation covers every
-/// learned route, so doing it per batch would cost the table's size per
-/// UPDATE.
+/// recalculated at most this often, and at most a fifth of the time: each
+/// recalculation covers every learned route, so doing it per batch would
+/// cost the table's size per UPDATE.
 const RECALC_EVERY: Duration = Duration::from_millis(100);
+/// The wait between recalculations, as a multiple of what the last one cost.
+const RECALC_SHARE: u32 = 4;
 
 /// How long a prefix that left the tunnel stays in the IPIP table: the
 /// table changes before the reconciler moves the kernel route, and packets
@@ -296,7 +298,9 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
         let relearned = tokio::time::sleep(state.config.relearn_limit);
         tokio::pin!(relearned);
         let mut policy_dirty = false;
-        let mut last_recalc = tokio::time::Instant::now().checked_sub(RECALC_EVERY).unwrap_or_else(tokio::time::Instant::now);
+        let mut last_recalc =
+            tokio::time::Instant::now().checked_sub(RECALC_EVERY).unwrap_or_else(tokio::time::Instant::now);
+        let mut recalc_cost = Duration::ZERO;
         let (mut tunnel, mut tunnel_open) = (state.config.tunnel.clone(), true);
         loop {
             tokio::select! {
@@ -335,16 +339,18 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
             // Batch what is already queued before recalculating, and, if the
             // last recalculation was less than RECALC_EVERY ago, what comes
             // until then.
-            let until = last_recalc + RECALC_EVERY;
+            let until = last_recalc + RECALC_EVERY.max(recalc_cost * RECALC_SHARE);
             loop {
                 match learned_rx.try_recv() {
                     Ok(news) => state.learn(news),
                     Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
-                    Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(until, learned_rx.recv()).await {
-                        Ok(Some(news)) => state.learn(news),
-                        Ok(None) => return Ok(()),
-                        Err(_) => break,
-                    },
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(until, learned_rx.recv()).await {
+                            Ok(Some(news)) => state.learn(news),
+                            Ok(None) => return Ok(()),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             last_recalc = tokio::time::Instant::now();
@@ -366,6 +372,7 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                 }
                 changed
             });
+            recalc_cost = last_recalc.elapsed();
             originate_tx.send_if_modified(|o| {
                 let changed = *o != originate;
                 if changed {

@@ -135,7 +135,6 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.lock().messages.is_empty()
     }
-
 }
 
 /// What [`Outbox::take`] saw.

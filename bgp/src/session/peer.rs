@@ -613,8 +613,7 @@ impl Runner {
                         link.stalled_since = None;
                         if let Some(mut framed) = link.framed.take() {
                             // What it was last given (a NOTIFICATION) goes out if the peer takes it.
-                            let _ =
-                                tokio::time::timeout(CLOSE_FLUSH, SinkExt::<Bytes>::flush(&mut framed)).await;
+                            let _ = tokio::time::timeout(CLOSE_FLUSH, SinkExt::<Bytes>::flush(&mut framed)).await;
                         }
                     }
                     Action::Send(message) => {

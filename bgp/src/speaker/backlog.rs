@@ -137,8 +137,10 @@ mod tests {
     fn an_update_names_every_prefix_it_touches() {
         let mut u = Update::withdraw(vec![Nlri::new("198.18.0.0/24".parse().unwrap())]);
         u.nlri.push(Nlri::new("198.18.1.0/24".parse().unwrap()));
-        u.mp_unreach =
-            Some(crate::packet::MpUnreach { family: Family::IPV6_UNICAST, withdrawn: vec![Nlri::new(net("2001:db8:100::/64"))] });
+        u.mp_unreach = Some(crate::packet::MpUnreach {
+            family: Family::IPV6_UNICAST,
+            withdrawn: vec![Nlri::new(net("2001:db8:100::/64"))],
+        });
         let all: Vec<IpNet> = prefixes_of(&u).collect();
         assert_eq!(all, vec![net("198.18.0.0/24"), net("198.18.1.0/24"), net("2001:db8:100::/64")]);
     }

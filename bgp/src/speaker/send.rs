@@ -58,7 +58,6 @@ impl ExportRun {
     }
 }
 
-
 impl Speaker {
     /// Sends every up peer the effect of `changes`, and felix the changes.
     /// Peers of one update group get the same bytes, encoded once; a member
@@ -95,10 +94,8 @@ impl Speaker {
             alone.extend(sources_here.into_iter().cloned());
             let Some(first) = members.first() else { continue };
             let updates = self.exports(first, items()).updates(false);
-            let encoded: Vec<(Bytes, &Update)> = updates
-                .iter()
-                .filter_map(|u| encode(&Message::Update(u.clone()), &key.tx).map(|b| (b, u)))
-                .collect();
+            let encoded: Vec<(Bytes, &Update)> =
+                updates.iter().filter_map(|u| encode(&Message::Update(u.clone()), &key.tx).map(|b| (b, u))).collect();
             self.stats.group_updates_encoded.fetch_add(encoded.len() as u64, Ordering::Relaxed);
             for member in members {
                 let Some((_, handle)) = self.neighbors.get(member.as_str()) else { continue };

@@ -336,7 +336,14 @@ mod tests {
     #[test]
     fn bgp_peers_apply_globally_by_name_by_node_selector_and_by_peer_selector() {
         let labels: BTreeMap<String, String> = [("rack".to_string(), "r1".to_string())].into();
-        let me = Me { name: "a".into(), address: "192.0.2.1".parse().unwrap(), asn: 64512, labels, cluster_id: None, send_hold: None };
+        let me = Me {
+            name: "a".into(),
+            address: "192.0.2.1".parse().unwrap(),
+            asn: 64512,
+            labels,
+            cluster_id: None,
+            send_hold: None,
+        };
         let nodes = [node("a", "192.0.2.1/24", &[("rack", "r1")]), node("rr", "192.0.2.9/24", &[("rr", "yes")])];
         let tor = |node: Option<&str>, sel: Option<&str>, ip: &str| BgpPeerSpec {
             node: node.map(String::from),
