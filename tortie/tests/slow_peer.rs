@@ -66,8 +66,16 @@ spec: {node: n1, peerIP: 192.0.2.12, asNumber: 65012}
 /// The stalled peer: takes tortie's connection on a listener with a tiny
 /// receive buffer, answers its OPEN, reads up to the KEEPALIVE that
 /// establishes the session, then only writes a KEEPALIVE every 3 s (hold
-/// time 9) until the connection fails. Returns when it failed.
-fn stalled_peer(ns: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Option<Instant>> {
+/// time 9). When `resume` is set it reads again until it holds `TABLE`
+/// prefixes of 240.0.0.0/4 (what tortie kept back for it while it was
+/// behind), reports that on `caught_up` and stops reading for good, until
+/// the connection fails. Returns when it failed.
+fn stalled_peer(
+    ns: &Netns,
+    stop: Arc<AtomicBool>,
+    resume: Arc<AtomicBool>,
+    caught_up: std::sync::mpsc::Sender<usize>,
+) -> std::thread::JoinHandle<Option<Instant>> {
     let listener = ns
         .enter(|| {
             let l = TcpListener::bind("192.0.2.12:179").unwrap();
@@ -105,15 +113,55 @@ fn stalled_peer(ns: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Op
         }
         let mut keepalive = BytesMut::new();
         Message::Keepalive.encode(&Context::default(), &mut keepalive).unwrap();
-        // From here on nothing is read.
+        // Nothing is read until `resume`, and nothing after catching up.
+        let mut resumed = false;
         while !stop.load(Ordering::Relaxed) {
             if s.write_all(&keepalive).is_err() {
                 return Some(Instant::now());
+            }
+            if !resumed && resume.load(Ordering::Relaxed) {
+                resumed = true;
+                let _ = caught_up.send(catch_up(&mut s, &keepalive));
             }
             std::thread::sleep(Duration::from_secs(3));
         }
         None
     })
+}
+
+/// Reads UPDATEs (writing KEEPALIVEs meanwhile) until `TABLE` prefixes of
+/// 240.0.0.0/4 are announced, or 60 s pass; returns how many are.
+fn catch_up(s: &mut std::net::TcpStream, keepalive: &[u8]) -> usize {
+    let cxt = Context { four_octet_as: true, extended_message: true, ..Context::default() };
+    let bench: ipnet::Ipv4Net = "240.0.0.0/4".parse().unwrap();
+    let mut held = std::collections::HashSet::new();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let (started, mut last_keepalive) = (Instant::now(), Instant::now());
+    while held.len() < TABLE && started.elapsed() < Duration::from_secs(60) {
+        if last_keepalive.elapsed() > Duration::from_secs(2) {
+            s.write_all(keepalive).unwrap();
+            last_keepalive = Instant::now();
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => continue,
+        }
+        let mut at = 0;
+        while let Ok(Some((message, len))) = Message::decode(&buf[at..], &cxt) {
+            at += len;
+            if let Message::Update(u) = message {
+                for n in &u.withdrawn {
+                    held.remove(&n.prefix);
+                }
+                held.extend(u.nlri.iter().map(|n| n.prefix).filter(|p| bench.contains(p)));
+            }
+        }
+        buf.drain(..at);
+    }
+    held.len()
 }
 
 fn ends_with_keepalive(b: &[u8]) -> bool {
@@ -147,8 +195,9 @@ fn a_peer_that_stops_reading_stalls_nobody_else_and_is_reset_at_its_send_hold_ti
         n.add_addr("eth0", addr.parse().unwrap()).unwrap();
         ns.push(n);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let stalled = stalled_peer(&ns[2], stop.clone());
+    let (stop, resume) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (caught_up_tx, caught_up) = std::sync::mpsc::channel();
+    let stalled = stalled_peer(&ns[2], stop.clone(), resume.clone(), caught_up_tx);
     let receiver = Bird::start_with_config(&ns[1], "receiver", RECEIVER).unwrap();
     let feeder = Bird::start_with_config(&ns[0], "feeder", &feeder_config()).unwrap();
     c.apply(PEERS);
@@ -174,7 +223,6 @@ fn a_peer_that_stops_reading_stalls_nobody_else_and_is_reset_at_its_send_hold_ti
     })
     .unwrap();
     let table_time = started.elapsed();
-    let stall_began = Instant::now();
     // It really is stalled: its receive queue is full and tortie still has more for it.
     let queues = ns[2].exec("ss", &["-tnH", "state", "established", "sport", "= :179"]).unwrap();
     let recv_q: u64 = queues.split_whitespace().next().and_then(|q| q.parse().ok()).unwrap_or(0);
@@ -198,6 +246,19 @@ fn a_peer_that_stops_reading_stalls_nobody_else_and_is_reset_at_its_send_hold_ti
     }
     let feed = feeder.protocol("n1").unwrap();
     assert!(feed.info.contains("Established") && feed.last_error.is_none(), "{feed:?}");
+
+    // Once the stalled peer reads again it gets the whole table (what was
+    // kept back for it, sent from the Loc-RIB), and then falls behind again
+    // when the feeder withdraws and announces it all again.
+    resume.store(true, Ordering::Relaxed);
+    let held = caught_up.recv_timeout(Duration::from_secs(90)).unwrap();
+    assert_eq!(held, TABLE, "the stalled peer caught up on the table once it read again");
+    assert!(peer_info(&status(&c), "192.0.2.12").starts_with("Established"));
+    feeder.birdc(&["disable", "gen"]).unwrap();
+    wait_until("the withdrawals at the receiver", || imported(&receiver) + TABLE as u64 == before);
+    let stall_began = Instant::now();
+    feeder.birdc(&["enable", "gen"]).unwrap();
+    wait_until("the table again at the receiver", || imported(&receiver) == before);
 
     // The stalled peer is reset at its send hold time.
     wait_for("the stalled peer's reset", Duration::from_secs(SEND_HOLD + 30), || {

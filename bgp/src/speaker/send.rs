@@ -171,37 +171,37 @@ impl Speaker {
         }
         let Some(mut backlog) = self.backlogs.remove(peer) else { return };
         while let Some(owed) = backlog.front_mut() {
-            let done = match owed {
+            // What the outbox refused (to go again first), or `None` when `owed` is paid.
+            let refused: Option<Vec<IpNet>> = match owed {
                 Owed::Prefixes(set) => {
                     let chunk: Vec<IpNet> = set.iter().take(DRAIN_CHUNK).copied().collect();
                     for p in &chunk {
                         set.remove(p);
                     }
-                    let emptied = set.is_empty();
                     let current: Vec<(IpNet, Vec<(PeerKey, Path)>)> =
                         chunk.iter().map(|p| (*p, self.rib.best(p))).collect();
                     let items = current.iter().map(|(p, best)| (*p, best.first(), false));
                     let updates = self.exports(peer, items).updates(false);
-                    if let Some(i) = self.push_updates(peer, &updates) {
-                        backlog.requeue(updates[i..].iter().flat_map(prefixes_of).collect());
-                        break;
+                    match self.push_updates(peer, &updates) {
+                        Some(i) => Some(updates[i..].iter().flat_map(prefixes_of).collect()),
+                        None if set.is_empty() => None,
+                        None => continue,
                     }
-                    emptied
                 }
                 Owed::Table { after, withdraw_rest } => {
-                    let from = *after;
-                    let rest = self.rib.best_paths().filter(|(p, _)| from.is_none_or(|f| *p > f));
-                    let chunk: Vec<(IpNet, (PeerKey, Path))> = rest.take(DRAIN_CHUNK).collect();
-                    let emptied = chunk.len() < DRAIN_CHUNK;
-                    *after = chunk.last().map(|(p, _)| *p).or(from);
-                    let withdraw_rest = *withdraw_rest;
-                    let items = chunk.iter().map(|(p, best)| (*p, Some(best), false));
-                    let updates = self.exports(peer, items).updates(!withdraw_rest);
-                    if let Some(i) = self.push_updates(peer, &updates) {
-                        backlog.requeue(updates[i..].iter().flat_map(prefixes_of).collect());
-                        break;
+                    // One walk of the Loc-RIB (in prefix order) for as long as the outbox takes it.
+                    let (from, withdraw_rest) = (*after, *withdraw_rest);
+                    let mut rest = self.rib.best_paths().filter(|(p, _)| from.is_none_or(|f| *p > f));
+                    loop {
+                        let chunk: Vec<(IpNet, (PeerKey, Path))> = rest.by_ref().take(DRAIN_CHUNK).collect();
+                        let Some((last, _)) = chunk.last() else { break None };
+                        *after = Some(*last);
+                        let items = chunk.iter().map(|(p, best)| (*p, Some(best), false));
+                        let updates = self.exports(peer, items).updates(!withdraw_rest);
+                        if let Some(i) = self.push_updates(peer, &updates) {
+                            break Some(updates[i..].iter().flat_map(prefixes_of).collect());
+                        }
                     }
-                    emptied
                 }
                 Owed::Message(message) => {
                     let Some((_, handle)) = self.neighbors.get(peer) else { break };
@@ -209,11 +209,15 @@ impl Speaker {
                     if encode(message, &tx).is_some_and(|bytes| !handle.outbox.push_control(bytes)) {
                         break;
                     }
-                    true
+                    None
                 }
             };
-            if done {
-                backlog.pop();
+            match refused {
+                Some(prefixes) => {
+                    backlog.requeue(prefixes);
+                    break;
+                }
+                None => backlog.pop(),
             }
         }
         if !backlog.is_empty() {
