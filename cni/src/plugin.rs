@@ -134,7 +134,8 @@ impl Context {
 /// and `tortie` invoked as `tortie-cni` (a symlink) end up here.
 pub fn invoke() -> i32 {
     use std::io::Read;
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_env_filter("warn").try_init();
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
         Err(e) => Err(CniError::new(code::INVALID_CONFIG, format!("cannot read stdin: {e}"))),

@@ -120,7 +120,11 @@ pub fn remote(learned: &BTreeMap<IpNet, Vec<IpAddr>>, r: &Remote<'_>) -> Routes<
     let own = r.node_address.map(|a| a.addr());
     let mut routes = Routes::new();
     for (prefix, next_hops) in learned {
-        let mode = pool_of(r.pools, prefix).and_then(|p| p.ipip_mode).unwrap_or(EncapMode::Never);
+        let mode = match pool_of(r.pools, prefix).and_then(|p| p.ipip_mode) {
+            Some(EncapMode::Always) => tortie_ipip::EncapMode::Always,
+            Some(EncapMode::CrossSubnet) => tortie_ipip::EncapMode::CrossSubnet,
+            Some(EncapMode::Never) | None => tortie_ipip::EncapMode::Never,
+        };
         let mut hops: Vec<NextHop<String>> = next_hops
             .iter()
             .filter(|nh| Some(**nh) != own)

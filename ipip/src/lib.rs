@@ -16,7 +16,7 @@ pub mod userspace;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-pub use mode::encapsulate;
+pub use mode::{EncapMode, encapsulate};
 use tokio::sync::watch;
 pub use userspace::EncapTable;
 

@@ -3,7 +3,18 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use tortie_store::resources::EncapMode;
+
+/// When to encapsulate traffic to a pool's pods (Calico's `ipipMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EncapMode {
+    /// Never: routes are native.
+    #[default]
+    Never,
+    /// Always.
+    Always,
+    /// Only to nodes in another subnet.
+    CrossSubnet,
+}
 
 /// Whether traffic for a pool in `mode`, sent to the node at `next_hop`,
 /// must be encapsulated. `local` is this node's address with its subnet

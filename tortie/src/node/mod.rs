@@ -112,7 +112,9 @@ pub struct ReflectorArgs {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TORTIE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in a log file or journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json { logs.json().init() } else { logs.init() }
 }
 
