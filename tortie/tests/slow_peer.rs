@@ -272,6 +272,7 @@ fn a_peer_that_stops_reading_stalls_nobody_else_and_is_reset_at_its_send_hold_ti
     stop.store(true, Ordering::Relaxed);
     let closed = stalled.join().unwrap();
     assert!(closed.is_some(), "the stalled peer saw its connection closed");
+    assert!(!daemon.log().contains('\x1b'), "a log file gets no terminal colours");
     assert!(daemon.log().contains("send hold time"), "the reset is logged with its reason:\n{}", daemon.log_tail());
     println!(
         "table of {TABLE} at the receiver in {table_time:?}; a change in {change_time:?}; stalled peer reset {reset_after:?} after the table (send hold {SEND_HOLD} s)"
