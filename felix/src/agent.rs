@@ -4,7 +4,7 @@
 //! bridges them to the speaker; felix itself never speaks BGP).
 //!
 //! ```text
-//!  datastore watch ──▶ ┌ agent task ┐ ──watch<Desired>──▶ reconciler ──▶ kernel
+//!  datastore watch ──▶ ┌ agent task ┐ ──DesiredCell──▶ reconciler ──▶ kernel
 //!  Learned (from BGP) ─▶ │ Snapshot + │ ──watch<originate>──▶ speaker bridge
 //!                      └ learned map┘
 //! ```
@@ -30,7 +30,7 @@ use tortie_store::resources::{KEY_PREFIX, Kind, Resource};
 use crate::calc::{self, Remote, Snapshot};
 use crate::policy::model::{NAMESPACE_PROFILE_PREFIX, PolicyName};
 use crate::policy::{Endpoint, Policy, Ruleset, apply as policy_apply};
-use crate::reconcile::{self, Desired, ReconcileStats, ReconcilerConfig};
+use crate::reconcile::{self, Desired, DesiredCell, ReconcileStats, ReconcilerConfig};
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -160,14 +160,6 @@ pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixEr
     Ok((s, everything.revision))
 }
 
-/// While BGP news keep coming (a table arriving), the desired state is
-/// recalculated at most this often, and at most a fifth of the time: each
-/// recalculation covers every learned route, so doing it per batch would
-/// cost the table's size per UPDATE.
-const RECALC_EVERY: Duration = Duration::from_millis(100);
-/// The wait between recalculations, as a multiple of what the last one cost.
-const RECALC_SHARE: u32 = 4;
-
 /// How long a prefix that left the tunnel stays in the IPIP table: the
 /// table changes before the reconciler moves the kernel route, and packets
 /// the old route still sends into the tunnel must find their node.
@@ -177,6 +169,15 @@ struct State {
     config: AgentConfig,
     snapshot: Snapshot,
     learned: BTreeMap<IpNet, Vec<IpAddr>>,
+    /// Learned prefixes changed since the last recalculation.
+    changed: BTreeSet<IpNet>,
+    /// The next recalculation covers everything (the datastore, the
+    /// tunnel or the relearning state changed).
+    full: bool,
+    /// This node's own routes, as last calculated (they win over learned ones).
+    local: calc::Local,
+    /// Where the desired state goes (the reconciler reads it).
+    cell: Arc<DesiredCell>,
     keep_learned: bool,
     /// Prefixes that left the tunnel: their node and when they left.
     encap_retired: BTreeMap<ipnet::Ipv4Net, (Vec<std::net::Ipv4Addr>, std::time::Instant)>,
@@ -198,11 +199,13 @@ impl State {
                     } else {
                         self.learned.insert(prefix, hops);
                     }
+                    self.changed.insert(prefix);
                 }
             }
             Learned::Converged if self.keep_learned => {
                 tracing::info!(routes = self.learned.len(), "BGP converged; routes not relearned may now go");
                 self.keep_learned = false;
+                self.full = true;
             }
             Learned::Converged => {}
         }
@@ -233,43 +236,83 @@ impl State {
         crate::policy::compile(&self.config.node, &self.snapshot.policy.endpoints(), &policies)
     }
 
-    fn desired(&mut self) -> (Desired, BTreeSet<IpNet>) {
-        let local = calc::local(&self.snapshot);
+    /// Brings the desired state up to date: everything after a full-scale
+    /// change (returning the prefixes to originate), or else only the
+    /// learned routes that changed — work in proportion to the change.
+    fn recalc(&mut self) -> Option<BTreeSet<IpNet>> {
         let tunnel = self.config.tunnel.borrow().clone();
-        let remote = calc::remote(
-            &self.learned,
-            &Remote {
-                node_address: self.snapshot.node_address,
-                pools: &self.snapshot.pools,
-                tunnel: tunnel.as_deref(),
-            },
-        );
-        if let (Some(tx), Some(dev)) = (&self.config.encap, &tunnel) {
-            let now = std::time::Instant::now();
-            let current: BTreeMap<_, _> = calc::tunnelled(&remote, dev).into_iter().collect();
-            for (net, nodes) in &self.encap_current {
-                if !current.contains_key(net) {
-                    self.encap_retired.insert(*net, (nodes.clone(), now));
+        let snapshot = &self.snapshot;
+        let ctx = Remote { node_address: snapshot.node_address, pools: &snapshot.pools, tunnel: tunnel.as_deref() };
+        if std::mem::take(&mut self.full) {
+            self.changed.clear();
+            self.local = calc::local(snapshot);
+            let mut routes = calc::remote(&self.learned, &ctx);
+            // Local knowledge wins over what BGP says of the same prefix.
+            routes.extend(self.local.routes.clone());
+            let encap: Vec<_> = match &tunnel {
+                Some(dev) => calc::tunnelled(&routes, dev),
+                None => Vec::new(),
+            };
+            let desired =
+                Desired { routes, interfaces: self.local.interfaces.clone(), keep_learned: self.keep_learned };
+            self.cell.edit(|e| e.replace(desired));
+            // Prefixes no longer through the tunnel leave its table; the rest are set anew.
+            let tunnelled: BTreeSet<_> = encap.iter().map(|(n, _)| *n).collect();
+            let left: Vec<_> =
+                self.encap_current.keys().filter(|n| !tunnelled.contains(n)).map(|n| (*n, None)).collect();
+            let updates = encap.into_iter().map(|(n, nodes)| (n, Some(nodes))).chain(left);
+            self.set_encap(updates.collect());
+            return Some(self.local.originate.clone());
+        }
+        let changed = std::mem::take(&mut self.changed);
+        let mut encap = Vec::new();
+        let (learned, local) = (&self.learned, &self.local.routes);
+        self.cell.edit(|e| {
+            for prefix in changed.iter().filter(|p| !local.contains_key(p)) {
+                let target = learned.get(prefix).and_then(|hops| calc::remote_route(prefix, hops, &ctx));
+                if let (Some(dev), IpNet::V4(net)) = (&tunnel, prefix) {
+                    encap
+                        .push((*net, target.as_ref().and_then(|t| calc::tunnel_nodes(prefix, t, dev)).map(|(_, n)| n)));
+                }
+                e.route(*prefix, target);
+            }
+        });
+        if !encap.is_empty() {
+            self.set_encap(encap);
+        }
+        None
+    }
+
+    /// Updates the userspace IPIP data plane's table (when it runs): each
+    /// prefix's nodes behind the tunnel, or `None` when it left the tunnel
+    /// (it stays for `ENCAP_GRACE`, for packets still in flight).
+    fn set_encap(&mut self, updates: Vec<(ipnet::Ipv4Net, Option<Vec<std::net::Ipv4Addr>>)>) {
+        let Some(tx) = &self.config.encap else { return };
+        let now = std::time::Instant::now();
+        for (net, nodes) in updates {
+            match nodes {
+                Some(nodes) => {
+                    self.encap_retired.remove(&net);
+                    self.encap_current.insert(net, nodes);
+                }
+                None => {
+                    if let Some(nodes) = self.encap_current.remove(&net) {
+                        self.encap_retired.insert(net, (nodes, now));
+                    }
                 }
             }
-            self.encap_retired
-                .retain(|net, (_, at)| !current.contains_key(net) && now.duration_since(*at) < ENCAP_GRACE);
-            self.encap_current = current;
-            let entries = self.encap_current.iter().map(|(n, a)| (*n, a.clone()));
-            let retired = self.encap_retired.iter().map(|(n, (a, _))| (*n, a.clone()));
-            let table = EncapTable::new(entries.chain(retired), self.snapshot.nodes.iter().copied());
-            tx.send_if_modified(|t| {
-                let changed = **t != table;
-                if changed {
-                    *t = Arc::new(table);
-                }
-                changed
-            });
         }
-        let mut routes = remote;
-        // Local knowledge wins over what BGP says of the same prefix.
-        routes.extend(local.routes);
-        (Desired { routes, interfaces: local.interfaces, keep_learned: self.keep_learned }, local.originate)
+        self.encap_retired.retain(|_, (_, at)| now.duration_since(*at) < ENCAP_GRACE);
+        let entries = self.encap_current.iter().map(|(n, a)| (*n, a.clone()));
+        let retired = self.encap_retired.iter().map(|(n, (a, _))| (*n, a.clone()));
+        let table = EncapTable::new(entries.chain(retired), self.snapshot.nodes.iter().copied());
+        tx.send_if_modified(|t| {
+            let changed = **t != table;
+            if changed {
+                *t = Arc::new(table);
+            }
+            changed
+        });
     }
 }
 
@@ -280,6 +323,10 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
         config,
         snapshot,
         learned: BTreeMap::new(),
+        changed: BTreeSet::new(),
+        full: true,
+        local: calc::Local::default(),
+        cell: DesiredCell::new(Desired::default()),
         keep_learned: true,
         encap_retired: BTreeMap::new(),
         encap_current: BTreeMap::new(),
@@ -288,19 +335,15 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
     };
     let (ruleset_tx, ruleset_rx) = watch::channel(Arc::new(state.ruleset()));
     let (_policy_task, policy_stats) = policy_apply::spawn(ruleset_rx.clone(), state.config.policy_check);
-    let (desired, originate) = state.desired();
-    let (desired_tx, desired_rx) = watch::channel(Arc::new(desired));
+    let originate = state.recalc().unwrap_or_default();
     let (originate_tx, originate_rx) = watch::channel(originate);
-    let reconciler = reconcile::spawn(desired_rx, state.config.reconciler)?;
+    let reconciler = reconcile::spawn(state.cell.clone(), state.config.reconciler)?;
     let (learned_tx, mut learned_rx) = mpsc::channel(1024);
     let task = tokio::spawn(async move {
         let mut watch = kv.watch("/calico/", revision + 1).await?;
         let relearned = tokio::time::sleep(state.config.relearn_limit);
         tokio::pin!(relearned);
         let mut policy_dirty = false;
-        let mut last_recalc =
-            tokio::time::Instant::now().checked_sub(RECALC_EVERY).unwrap_or_else(tokio::time::Instant::now);
-        let mut recalc_cost = Duration::ZERO;
         let (mut tunnel, mut tunnel_open) = (state.config.tunnel.clone(), true);
         loop {
             tokio::select! {
@@ -310,6 +353,7 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                         if !relevant { continue }
                         let (snapshot, rev) = load(&kv, &state.config.node).await?;
                         state.snapshot = snapshot;
+                        state.full = true;
                         policy_dirty = true;
                         tracing::debug!(revision = rev, "datastore changed; recalculated");
                     }
@@ -318,6 +362,7 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                         tracing::warn!(error = %e, "datastore watch lost; reloading");
                         let (snapshot, rev) = load(&kv, &state.config.node).await?;
                         state.snapshot = snapshot;
+                        state.full = true;
                         policy_dirty = true;
                         watch = kv.watch("/calico/", rev + 1).await?;
                     }
@@ -330,30 +375,18 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                 open = tunnel.changed(), if tunnel_open => {
                     // The tunnel came up: routes that want it move onto it.
                     tunnel_open = open.is_ok();
+                    state.full = true;
                 }
                 () = &mut relearned, if state.keep_learned => {
                     tracing::warn!(limit = ?state.config.relearn_limit, "BGP did not converge in time; removing routes not relearned");
                     state.keep_learned = false;
+                    state.full = true;
                 }
             }
-            // Batch what is already queued before recalculating, and, if the
-            // last recalculation was less than RECALC_EVERY ago, what comes
-            // until then.
-            let until = last_recalc + RECALC_EVERY.max(recalc_cost * RECALC_SHARE);
-            loop {
-                match learned_rx.try_recv() {
-                    Ok(news) => state.learn(news),
-                    Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(until, learned_rx.recv()).await {
-                            Ok(Some(news)) => state.learn(news),
-                            Ok(None) => return Ok(()),
-                            Err(_) => break,
-                        }
-                    }
-                }
+            // Batch what is already queued before recalculating.
+            while let Ok(news) = learned_rx.try_recv() {
+                state.learn(news);
             }
-            last_recalc = tokio::time::Instant::now();
             if std::mem::take(&mut policy_dirty) {
                 let ruleset = state.ruleset();
                 ruleset_tx.send_if_modified(|r| {
@@ -364,22 +397,15 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
                     changed
                 });
             }
-            let (desired, originate) = state.desired();
-            desired_tx.send_if_modified(|d| {
-                let changed = **d != desired;
-                if changed {
-                    *d = Arc::new(desired);
-                }
-                changed
-            });
-            recalc_cost = last_recalc.elapsed();
-            originate_tx.send_if_modified(|o| {
-                let changed = *o != originate;
-                if changed {
-                    *o = originate;
-                }
-                changed
-            });
+            if let Some(originate) = state.recalc() {
+                originate_tx.send_if_modified(|o| {
+                    let changed = *o != originate;
+                    if changed {
+                        *o = originate;
+                    }
+                    changed
+                });
+            }
         }
     });
     Ok(Agent {

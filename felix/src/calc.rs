@@ -97,52 +97,58 @@ pub struct Remote<'a> {
 /// The prefixes routed through the tunnel device and the nodes behind each
 /// (its ECMP set), for the userspace IPIP data plane.
 pub fn tunnelled(routes: &Routes<String>, tunnel: &str) -> Vec<(ipnet::Ipv4Net, Vec<std::net::Ipv4Addr>)> {
-    routes
+    routes.iter().filter_map(|(prefix, target)| tunnel_nodes(prefix, target, tunnel)).collect()
+}
+
+/// The nodes behind the tunnel device of one route, if it goes through it.
+pub fn tunnel_nodes(
+    prefix: &IpNet,
+    target: &Target<String>,
+    tunnel: &str,
+) -> Option<(ipnet::Ipv4Net, Vec<std::net::Ipv4Addr>)> {
+    let (IpNet::V4(p), Target::Gateways(hops)) = (prefix, target) else { return None };
+    let nodes: Vec<_> = hops
         .iter()
-        .filter_map(|(prefix, target)| {
-            let (IpNet::V4(p), Target::Gateways(hops)) = (prefix, target) else { return None };
-            let nodes: Vec<_> = hops
-                .iter()
-                .filter(|h| h.device.as_deref() == Some(tunnel))
-                .filter_map(|h| match h.gateway {
-                    IpAddr::V4(g) => Some(g),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
-            (!nodes.is_empty()).then_some((*p, nodes))
+        .filter(|h| h.device.as_deref() == Some(tunnel))
+        .filter_map(|h| match h.gateway {
+            IpAddr::V4(g) => Some(g),
+            IpAddr::V6(_) => None,
         })
-        .collect()
+        .collect();
+    (!nodes.is_empty()).then_some((*p, nodes))
 }
 
 /// Kernel routes for what BGP learned: prefix → next hops (the ECMP set).
-/// A next hop that is this node is skipped (a route back to ourselves).
 pub fn remote(learned: &BTreeMap<IpNet, Vec<IpAddr>>, r: &Remote<'_>) -> Routes<String> {
+    learned.iter().filter_map(|(prefix, next_hops)| Some((*prefix, remote_route(prefix, next_hops, r)?))).collect()
+}
+
+/// The kernel route for one learned prefix: via its next hops natively, or
+/// through the tunnel as its pool's `ipipMode` says. A next hop that is
+/// this node is skipped (a route back to ourselves); `None` when none is left.
+pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote<'_>) -> Option<Target<String>> {
     let own = r.node_address.map(|a| a.addr());
-    let mut routes = Routes::new();
-    for (prefix, next_hops) in learned {
-        let mode = match pool_of(r.pools, prefix).and_then(|p| p.ipip_mode) {
-            Some(EncapMode::Always) => tortie_ipip::EncapMode::Always,
-            Some(EncapMode::CrossSubnet) => tortie_ipip::EncapMode::CrossSubnet,
-            Some(EncapMode::Never) | None => tortie_ipip::EncapMode::Never,
-        };
-        let mut hops: Vec<NextHop<String>> = next_hops
-            .iter()
-            .filter(|nh| Some(**nh) != own)
-            .map(|nh| match r.tunnel {
-                Some(dev) if tortie_ipip::encapsulate(mode, r.node_address, *nh) => {
-                    NextHop { gateway: *nh, device: Some(dev.to_string()), onlink: true }
-                }
-                _ => NextHop { gateway: *nh, device: None, onlink: false },
-            })
-            .collect();
-        if hops.is_empty() {
-            continue;
-        }
-        hops.sort();
-        hops.dedup();
-        routes.insert(*prefix, Target::Gateways(hops));
+    let mode = match pool_of(r.pools, prefix).and_then(|p| p.ipip_mode) {
+        Some(EncapMode::Always) => tortie_ipip::EncapMode::Always,
+        Some(EncapMode::CrossSubnet) => tortie_ipip::EncapMode::CrossSubnet,
+        Some(EncapMode::Never) | None => tortie_ipip::EncapMode::Never,
+    };
+    let mut hops: Vec<NextHop<String>> = next_hops
+        .iter()
+        .filter(|nh| Some(**nh) != own)
+        .map(|nh| match r.tunnel {
+            Some(dev) if tortie_ipip::encapsulate(mode, r.node_address, *nh) => {
+                NextHop { gateway: *nh, device: Some(dev.to_string()), onlink: true }
+            }
+            _ => NextHop { gateway: *nh, device: None, onlink: false },
+        })
+        .collect();
+    if hops.is_empty() {
+        return None;
     }
-    routes
+    hops.sort();
+    hops.dedup();
+    Some(Target::Gateways(hops))
 }
 
 #[cfg(test)]

@@ -256,6 +256,44 @@ impl Netlink {
     }
 }
 
+/// What one kernel notification means to the reconciler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteEvent {
+    /// One of our routes was added or replaced: our own doing as a rule.
+    Ours,
+    /// One of our routes was deleted (by us, or by someone else).
+    OursDeleted(IpNet),
+    /// A link, another owner's route, or a message that does not parse:
+    /// the reconciler looks at everything again.
+    Other,
+}
+
+/// The notifications in one datagram of the event socket.
+pub fn route_events(datagram: &[u8]) -> Vec<RouteEvent> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < datagram.len() {
+        let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..]) else {
+            out.push(RouteEvent::Other);
+            break;
+        };
+        let len = msg.header.length as usize;
+        if len == 0 {
+            break;
+        }
+        offset += (len + 3) & !3;
+        out.push(match msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) if ours(&r).is_some() => RouteEvent::Ours,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) => match ours(&r) {
+                Some((dst, _)) => RouteEvent::OursDeleted(dst),
+                None => RouteEvent::Other,
+            },
+            _ => RouteEvent::Other,
+        });
+    }
+    out
+}
+
 /// Appends one request to `buf`.
 fn push(buf: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16, seq: u32) {
     let mut header = NetlinkHeader::default();

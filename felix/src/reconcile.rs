@@ -1,23 +1,29 @@
-//! The route reconciler: one task owns tortie's kernel routes. Each pass
+//! The route reconciler: one task owns tortie's kernel routes. A full pass
 //! dumps links and our routes, diffs them against the desired state and
-//! applies the difference in batches. Passes run when the desired state
-//! changes, when the kernel reports a link or route change (debounced), and
+//! applies the difference in batches; it runs at start, when the kernel
+//! reports a link change or someone else's route change (debounced), and
 //! every `resync` interval — so a restart, a missed event or a meddled-with
-//! kernel converges the same way.
+//! kernel converges the same way. Between full passes the reconciler
+//! applies only the routes the agent changed ([`DesiredCell`] keeps which,
+//! with what each was before), so one learned route costs one kernel write,
+//! not a dump of the whole table; the kernel's echo of our own changes
+//! wakes nothing, and a route of ours someone else deleted is put back.
 //!
 //! ```text
-//!  watch<Desired> ──▶ ┌ reconciler task ┐ ──spawn_blocking──▶ Netlink (dump, diff, batch apply)
-//!  netlink events ──▶ └─────────────────┘
+//!  DesiredCell (routes + what changed) ──▶ ┌ reconciler task ┐ ──spawn_blocking──▶ Netlink
+//!  netlink events (links, others' routes, ──▶ └─────────────────┘     (changed routes, or dump + diff)
+//!                  our routes deleted)
 //! ```
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use ipnet::IpNet;
+use tokio::sync::Notify;
 
-use crate::netlink::{Netlink, NetlinkError};
+use crate::netlink::{Netlink, NetlinkError, RouteEvent, route_events};
 use crate::route::{Change, Routes, Target, diff};
 use crate::sysctl;
 
@@ -31,6 +37,136 @@ pub struct Desired {
     /// Keep our gateway routes that are not (yet) desired: set while BGP is
     /// still relearning after a restart, so adopted routes keep forwarding.
     pub keep_learned: bool,
+}
+
+/// The desired state, shared by the agent (which edits it) and the
+/// reconciler (which is told what changed since it last looked).
+#[derive(Debug, Default)]
+pub struct DesiredCell {
+    shared: Mutex<Shared>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    desired: Desired,
+    /// Routes changed since the reconciler last took them, each with its
+    /// target before the first change (what the kernel should still have).
+    dirty: BTreeMap<IpNet, Option<Target<String>>>,
+    /// Interfaces or `keep_learned` changed: the next pass is a full one.
+    full: bool,
+}
+
+/// Edits of the desired state (see [`DesiredCell::edit`]).
+pub struct Editor<'a>(&'a mut Shared);
+
+impl Editor<'_> {
+    /// Sets (or with `None`, removes) one route.
+    pub fn route(&mut self, prefix: IpNet, target: Option<Target<String>>) {
+        let routes = &mut self.0.desired.routes;
+        let old = match &target {
+            Some(t) if routes.get(&prefix) == Some(t) => return,
+            Some(t) => routes.insert(prefix, t.clone()),
+            None => match routes.remove(&prefix) {
+                Some(old) => Some(old),
+                None => return,
+            },
+        };
+        self.0.dirty.entry(prefix).or_insert(old);
+    }
+
+    /// Replaces the whole desired state; only the routes that differ are
+    /// marked changed.
+    pub fn replace(&mut self, desired: Desired) {
+        let current = std::mem::take(&mut self.0.desired.routes);
+        let mut routes = desired.routes;
+        for (prefix, old) in &current {
+            if routes.get(prefix) != Some(old) {
+                self.0.dirty.entry(*prefix).or_insert_with(|| Some(old.clone()));
+            }
+        }
+        for prefix in routes.keys() {
+            if !current.contains_key(prefix) {
+                self.0.dirty.entry(*prefix).or_insert(None);
+            }
+        }
+        std::mem::swap(&mut self.0.desired.routes, &mut routes);
+        let d = &mut self.0.desired;
+        if d.interfaces != desired.interfaces || d.keep_learned != desired.keep_learned {
+            self.0.full = true;
+        }
+        d.interfaces = desired.interfaces;
+        d.keep_learned = desired.keep_learned;
+    }
+
+    /// The routes as they stand.
+    pub fn routes(&self) -> &Routes<String> {
+        &self.0.desired.routes
+    }
+}
+
+/// What the reconciler takes from the cell for one pass.
+enum Work {
+    /// Everything: dump the kernel and diff.
+    Full(Desired),
+    /// These routes changed: (prefix, target now, target before).
+    Routes(Vec<(IpNet, Option<Target<String>>, Option<Target<String>>)>, bool),
+}
+
+impl DesiredCell {
+    /// A cell holding `desired`, its first pass a full one.
+    pub fn new(desired: Desired) -> Arc<DesiredCell> {
+        Arc::new(DesiredCell {
+            shared: Mutex::new(Shared { desired, dirty: BTreeMap::new(), full: true }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Edits the desired state; the reconciler wakes when something changed.
+    pub fn edit<T>(&self, f: impl FnOnce(&mut Editor<'_>) -> T) -> T {
+        let mut shared = self.lock();
+        let out = f(&mut Editor(&mut shared));
+        let changed = shared.full || !shared.dirty.is_empty();
+        drop(shared);
+        if changed {
+            self.changed.notify_one();
+        }
+        out
+    }
+
+    /// A copy of the whole desired state.
+    pub fn snapshot(&self) -> Desired {
+        self.lock().desired.clone()
+    }
+
+    /// Routes of ours the kernel lost (someone deleted them): put back
+    /// what is still desired.
+    fn lost(&self, prefixes: impl IntoIterator<Item = IpNet>) {
+        let mut shared = self.lock();
+        for p in prefixes {
+            shared.dirty.insert(p, None);
+        }
+    }
+
+    fn take(&self, full: bool) -> Option<Work> {
+        let mut shared = self.lock();
+        if full || shared.full {
+            shared.full = false;
+            shared.dirty.clear();
+            return Some(Work::Full(shared.desired.clone()));
+        }
+        if shared.dirty.is_empty() {
+            return None;
+        }
+        let dirty = std::mem::take(&mut shared.dirty);
+        let routes = &shared.desired.routes;
+        let changes = dirty.into_iter().map(|(p, before)| (p, routes.get(&p).cloned(), before)).collect();
+        Some(Work::Routes(changes, shared.desired.keep_learned))
+    }
 }
 
 /// Reconciler settings.
@@ -127,6 +263,55 @@ pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkEr
     Ok(report)
 }
 
+/// Applies the routes that changed (blocking): each desired one is
+/// written (replacing what is there), each one no longer desired is deleted
+/// — unless it is a learned route kept while BGP relearns. A route whose
+/// interface is missing waits for the next full pass (a link event).
+fn apply_changed(
+    nl: &mut Netlink,
+    changes: Vec<(IpNet, Option<Target<String>>, Option<Target<String>>)>,
+    keep_learned: bool,
+) -> Result<PassReport, NetlinkError> {
+    let links = nl.links()?;
+    let mut report = PassReport::default();
+    let mut writes = Vec::new();
+    for (prefix, now, before) in changes {
+        match (now, before) {
+            (Some(now), before) if before.as_ref() == Some(&now) => {}
+            (Some(now), before) => match now.resolve(|name| links.get(name).copied()) {
+                Some(t) => {
+                    if before.is_some() {
+                        report.replaced += 1;
+                    } else {
+                        report.added += 1;
+                    }
+                    writes.push(Change::Replace(prefix, t));
+                }
+                None => report.waiting += 1,
+            },
+            (None, Some(Target::Gateways(_))) if keep_learned => {}
+            (None, Some(before)) => {
+                // The kind is all a delete needs of the old route.
+                let kind = before.resolve(|_| Some(0u32)).unwrap_or(Target::Blackhole);
+                report.deleted += 1;
+                writes.push(Change::Delete(prefix, kind));
+            }
+            (None, None) => {}
+        }
+    }
+    for r in nl.apply(writes)? {
+        // A delete of a route already gone is no failure.
+        if matches!(r.change, Change::Delete(..)) && r.error.raw_os_error() == Some(ESRCH) {
+            continue;
+        }
+        report.refused.push(format!("{:?}: {}", r.change, r.error));
+    }
+    Ok(report)
+}
+
+/// "No such process": the kernel's answer to deleting a route that is not there.
+const ESRCH: i32 = 3;
+
 /// A running reconciler.
 pub struct ReconcilerHandle {
     /// Counters.
@@ -136,22 +321,39 @@ pub struct ReconcilerHandle {
 }
 
 /// Starts the reconciler in this process's network namespace.
-pub fn spawn(
-    mut desired: watch::Receiver<Arc<Desired>>,
-    config: ReconcilerConfig,
-) -> Result<ReconcilerHandle, NetlinkError> {
+pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<ReconcilerHandle, NetlinkError> {
     let mut nl = Netlink::open()?;
     let events = Netlink::subscribe()?;
-    let (kick_tx, mut kick_rx) = mpsc::channel::<()>(1);
+    let (kick_tx, mut kick_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let lost_to = cell.clone();
     std::thread::Builder::new()
         .name("netlink-events".into())
         .spawn(move || {
             let mut buf = Vec::with_capacity(64 * 1024);
             loop {
                 buf.clear();
-                // An overrun (ENOBUFS) means events were lost: resync all the same.
-                let _ = events.recv(&mut buf, 0);
-                if kick_tx.try_send(()).is_err() && kick_tx.is_closed() {
+                // An overrun (ENOBUFS) means events were lost: a full pass all the same.
+                let events = match events.recv(&mut buf, 0) {
+                    Ok(_) => route_events(&buf),
+                    Err(_) => vec![RouteEvent::Other],
+                };
+                let mut lost = Vec::new();
+                let mut full = false;
+                for e in events {
+                    match e {
+                        RouteEvent::Ours => {}
+                        RouteEvent::OursDeleted(p) => lost.push(p),
+                        RouteEvent::Other => full = true,
+                    }
+                }
+                if !lost.is_empty() {
+                    lost_to.lost(lost);
+                    lost_to.changed.notify_one();
+                }
+                if full {
+                    let _ = kick_tx.try_send(());
+                }
+                if kick_tx.is_closed() {
                     return;
                 }
             }
@@ -162,20 +364,30 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let mut next_resync = tokio::time::Instant::now();
         let mut refused_before: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut full = true;
         loop {
-            tokio::select! {
-                changed = desired.changed() => if changed.is_err() { return },
-                Some(()) = kick_rx.recv() => {
-                    tokio::time::sleep(config.debounce).await;
-                    while kick_rx.try_recv().is_ok() {}
+            let Some(work) = cell.take(std::mem::take(&mut full)) else {
+                tokio::select! {
+                    () = cell.changed.notified() => {}
+                    Some(()) = kick_rx.recv() => {
+                        tokio::time::sleep(config.debounce).await;
+                        while kick_rx.try_recv().is_ok() {}
+                        full = true;
+                    }
+                    () = tokio::time::sleep_until(next_resync) => full = true,
                 }
-                () = tokio::time::sleep_until(next_resync) => {}
+                continue;
+            };
+            let is_full = matches!(work, Work::Full(_));
+            if is_full {
+                next_resync = tokio::time::Instant::now() + config.resync;
             }
-            next_resync = tokio::time::Instant::now() + config.resync;
-            let want = desired.borrow_and_update().clone();
             let started = Instant::now();
             let (back, result) = match tokio::task::spawn_blocking(move || {
-                let r = pass(&mut nl, &want);
+                let r = match work {
+                    Work::Full(want) => pass(&mut nl, &want),
+                    Work::Routes(changes, keep_learned) => apply_changed(&mut nl, changes, keep_learned),
+                };
                 (nl, r)
             })
             .await
@@ -197,12 +409,17 @@ pub fn spawn(
                     counters.errors.fetch_add(r.refused.len() as u64, Ordering::Relaxed);
                     // A refusal is logged when it first happens, not again at every pass it persists.
                     for refusal in r.refused.iter().filter(|x| !refused_before.contains(*x)) {
-                        tracing::warn!(refusal, "kernel refused a route change (retried at every pass)");
+                        tracing::warn!(refusal, "kernel refused a route change (retried at every full pass)");
                     }
-                    let refused_now: std::collections::HashSet<String> = r.refused.iter().cloned().collect();
-                    let refusals_changed = refused_now != refused_before;
-                    refused_before = refused_now;
-                    if applied > 0 || refusals_changed {
+                    if is_full {
+                        let refused_now: std::collections::HashSet<String> = r.refused.iter().cloned().collect();
+                        refused_before = refused_now;
+                    } else if !r.refused.is_empty() {
+                        // A refused change is tried again, and its old route cleared, by a full pass.
+                        refused_before.extend(r.refused.iter().cloned());
+                        full = true;
+                    }
+                    if is_full && (applied > 0 || !r.refused.is_empty()) {
                         tracing::info!(
                             added = r.added,
                             replaced = r.replaced,
@@ -217,9 +434,97 @@ pub fn spawn(
                 Err(e) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "route reconcile pass failed; retrying at the next event or resync");
+                    full = true;
+                    tokio::time::sleep(config.debounce).await;
                 }
             }
         }
     });
     Ok(ReconcilerHandle { stats, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::NextHop;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn via(gw: &str) -> Target<String> {
+        Target::Gateways(vec![NextHop { gateway: gw.parse().unwrap(), device: None, onlink: false }])
+    }
+
+    fn changes(cell: &DesiredCell) -> Vec<(IpNet, Option<Target<String>>, Option<Target<String>>)> {
+        match cell.take(false) {
+            Some(Work::Routes(c, _)) => c,
+            Some(Work::Full(_)) => panic!("a full pass"),
+            None => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_changed_route_is_one_change_with_what_it_replaces() {
+        let mut desired = Desired::default();
+        for i in 0..20_000u32 {
+            let block = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + 64 * i);
+            desired.routes.insert(IpNet::new(block.into(), 26).unwrap(), via("192.0.2.2"));
+        }
+        let cell = DesiredCell::new(desired);
+        assert!(matches!(cell.take(false), Some(Work::Full(d)) if d.routes.len() == 20_000), "the first pass is full");
+        assert!(cell.take(false).is_none(), "nothing changed since");
+        let block = net("198.18.0.64/26");
+        cell.edit(|e| e.route(block, Some(via("192.0.2.3"))));
+        assert_eq!(changes(&cell), vec![(block, Some(via("192.0.2.3")), Some(via("192.0.2.2")))]);
+        // Setting what is there already is no change; a change and its undo leave a no-op to skip.
+        cell.edit(|e| e.route(block, Some(via("192.0.2.3"))));
+        assert!(changes(&cell).is_empty());
+        cell.edit(|e| {
+            e.route(block, Some(via("192.0.2.4")));
+            e.route(block, Some(via("192.0.2.3")));
+        });
+        assert_eq!(changes(&cell), vec![(block, Some(via("192.0.2.3")), Some(via("192.0.2.3")))]);
+        // Removing reports what was there (a delete needs its kind); removing nothing is nothing.
+        cell.edit(|e| e.route(block, None));
+        cell.edit(|e| e.route(net("203.0.113.0/24"), None));
+        assert_eq!(changes(&cell), vec![(block, None, Some(via("192.0.2.3")))]);
+    }
+
+    #[test]
+    fn a_whole_new_state_marks_only_what_differs_and_interfaces_make_a_full_pass() {
+        let cell = DesiredCell::new(Desired::default());
+        cell.take(false);
+        let mut d = Desired::default();
+        d.routes.insert(net("198.18.0.0/26"), Target::Blackhole);
+        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
+        cell.edit(|e| e.replace(d.clone()));
+        assert_eq!(changes(&cell).len(), 2);
+        d.routes.remove(&net("198.18.0.0/26"));
+        d.routes.insert(net("198.18.0.128/26"), via("192.0.2.3"));
+        cell.edit(|e| e.replace(d.clone()));
+        assert_eq!(
+            changes(&cell),
+            vec![
+                (net("198.18.0.0/26"), None, Some(Target::Blackhole)),
+                (net("198.18.0.128/26"), Some(via("192.0.2.3")), None)
+            ]
+        );
+        d.interfaces.insert("tortie0".into());
+        cell.edit(|e| e.replace(d));
+        assert!(matches!(cell.take(false), Some(Work::Full(_))));
+    }
+
+    #[test]
+    fn a_route_someone_else_deleted_is_written_again() {
+        let mut d = Desired::default();
+        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
+        let cell = DesiredCell::new(d);
+        cell.take(false);
+        cell.lost([net("198.18.0.64/26"), net("203.0.113.0/24")]);
+        assert_eq!(
+            changes(&cell),
+            vec![(net("198.18.0.64/26"), Some(via("192.0.2.2")), None), (net("203.0.113.0/24"), None, None)]
+        );
+    }
 }
