@@ -186,6 +186,11 @@ pub struct SpeakerStats {
 /// Channel sizes: commands, peer events.
 const BUFFER: usize = 1024;
 
+/// Peer events taken into one batch of best-path changes at most…
+const BATCH_EVENTS: usize = 256;
+/// …and changes (past this, the batch goes out).
+const BATCH_CHANGES: usize = 16 * 1024;
+
 /// How many prefixes of an UPDATE ahead of the one it imports the speaker
 /// has the RIB fetch into the cache: far enough for the memory access to
 /// finish while it works on the ones between.
@@ -213,6 +218,11 @@ struct Speaker {
     /// The up peers grouped for export; `None` after a change to `up` or
     /// to a neighbour's configuration, planned again when next needed.
     update_groups: Option<Arc<UpdateGroups>>,
+    /// Best-path changes not yet sent to peers and felix (see `flush`), and
+    /// whether they came in more than one piece (a prefix may then change
+    /// twice).
+    pending: Vec<BestChange>,
+    pending_pieces: usize,
     /// What each peer whose outbox refused (or may refuse) is still owed.
     backlogs: HashMap<String, Backlog>,
     /// Peers stopped for exceeding their prefix limit (until restarted).
@@ -254,6 +264,8 @@ pub fn spawn(
         neighbors: HashMap::new(),
         up: HashSet::new(),
         update_groups: None,
+        pending: Vec::new(),
+        pending_pieces: 0,
         backlogs: HashMap::new(),
         over_limit: HashSet::new(),
         events_tx,
@@ -285,6 +297,18 @@ pub fn spawn(
                     Internal::DeferralOver => speaker.end_deferral("the selection deferral limit passed").await,
                 },
             }
+            // What the peers have sent meanwhile joins this batch: one
+            // export, one encoding per update group and one hand-off to felix
+            // for many UPDATEs (a table mostly arrives one prefix per UPDATE).
+            let mut budget = BATCH_EVENTS;
+            while budget > 0
+                && speaker.pending.len() < BATCH_CHANGES
+                && let Ok(event) = events_rx.try_recv()
+            {
+                speaker.peer_event(event).await;
+                budget -= 1;
+            }
+            speaker.flush().await;
         }
     });
     Ok(SpeakerHandle { commands, peers: statuses, stats })
@@ -322,7 +346,7 @@ impl Speaker {
                     tracing::info!(peer, routes = kept.len(), "import policy changed: re-importing the stored routes");
                     let changes =
                         self.import(&peer, kept.into_iter().map(|(prefix, attrs)| (prefix, Some(attrs))).collect());
-                    self.propagate(changes).await;
+                    self.changed(changes);
                 } else if import_changed && refresh {
                     // RFC 2918: the peer resends its routes; the new import policy judges them.
                     let ask = RouteRefresh { family: Family::IPV4_UNICAST, subtype: RefreshSubtype::Request };
@@ -372,11 +396,11 @@ impl Speaker {
                     reachable: true,
                 };
                 let change = self.rib.announce(&None, prefix, path);
-                self.propagate(change.into_iter().collect()).await;
+                self.changed(change.into_iter().collect());
             }
             SpeakerCommand::Withdraw(prefix) => {
                 let change = self.rib.withdraw(&None, prefix);
-                self.propagate(change.into_iter().collect()).await;
+                self.changed(change.into_iter().collect());
             }
             SpeakerCommand::Restarted { deferral } => {
                 tracing::info!(
@@ -473,7 +497,7 @@ impl Speaker {
                 self.stale.remove(&peer);
                 self.received.remove(&peer);
                 let changes = self.rib.peer_down(&key(&peer));
-                self.propagate(changes).await;
+                self.changed(changes);
             }
             PeerEvent::Update { peer, update } => {
                 if self.over_limit.contains(&peer) {
@@ -490,7 +514,7 @@ impl Speaker {
                     }
                 }
                 let changes = self.learn(&peer, *update);
-                self.propagate(changes).await;
+                self.changed(changes);
                 if let Some(family) = end_of_rib
                     && self.stale.contains_key(&peer)
                 {
@@ -622,7 +646,7 @@ impl Speaker {
         }
         let from = key(peer);
         let changes: Vec<BestChange> = prefixes.into_iter().filter_map(|p| self.rib.withdraw(&from, p)).collect();
-        self.propagate(changes).await;
+        self.changed(changes);
     }
 
     /// RFC 4486: past its prefix limit a peer is stopped (Cease 6/1), its
@@ -642,7 +666,7 @@ impl Speaker {
         let commands = handle.commands.clone();
         let _ = commands.send(PeerCommand::AutoStop { subcode: cease_subcode::MAXIMUM_PREFIXES_REACHED }).await;
         let changes = self.rib.peer_down(&key(peer));
-        self.propagate(changes).await;
+        self.changed(changes);
         tokio::spawn(async move {
             tokio::time::sleep(limit.restart_after).await;
             let _ = commands.send(PeerCommand::AutoStart).await;
@@ -699,7 +723,7 @@ impl Speaker {
         self.over_limit.remove(&name);
         tracing::info!(peer = name, "neighbour removed");
         let changes = self.rib.peer_down(&key(&name));
-        self.propagate(changes).await;
+        self.changed(changes);
         self.dynamic.remove(&name);
     }
 

@@ -34,6 +34,9 @@ const RECV_BYTES: usize = 256 * 1024;
 /// A dump the kernel marks as interrupted by a concurrent change is redone.
 const DUMP_ATTEMPTS: usize = 5;
 
+/// Receive buffer of the event socket, bytes.
+const EVENT_BUFFER: libc::c_int = 16 << 20;
+
 /// rtnetlink multicast groups (linux/rtnetlink.h `RTNLGRP_*`).
 const RTNLGRP_LINK: u32 = 1;
 const RTNLGRP_IPV4_ROUTE: u32 = 7;
@@ -97,6 +100,23 @@ impl Netlink {
         socket.bind(&SocketAddr::new(0, 0)).map_err(io_err("bind"))?;
         for group in [RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
             socket.add_membership(group).map_err(io_err("join multicast group"))?;
+        }
+        // A table arriving is a notification per route: room for a burst, past
+        // `rmem_max` where allowed (root), so an overrun (and the full pass it
+        // costs) is rare.
+        let size: libc::c_int = EVENT_BUFFER;
+        // SAFETY: a valid socket and a c_int option of the right size.
+        let forced = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if forced != 0 {
+            socket.set_rx_buf_sz(EVENT_BUFFER).map_err(io_err("event socket buffer"))?;
         }
         Ok(socket)
     }

@@ -195,6 +195,10 @@ pub struct ReconcileStats {
     pub errors: AtomicU64,
     /// Duration of the last pass, µs.
     pub last_pass_us: AtomicU64,
+    /// Full passes (a dump of the kernel's table), among `passes`.
+    pub full_passes: AtomicU64,
+    /// Kernel notifications lost to a full event socket (each costs a full pass).
+    pub event_overruns: AtomicU64,
 }
 
 /// What one pass did.
@@ -326,6 +330,8 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
     let events = Netlink::subscribe()?;
     let (kick_tx, mut kick_rx) = tokio::sync::mpsc::channel::<()>(1);
     let lost_to = cell.clone();
+    let stats = Arc::new(ReconcileStats::default());
+    let overruns = stats.clone();
     std::thread::Builder::new()
         .name("netlink-events".into())
         .spawn(move || {
@@ -335,7 +341,10 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                 // An overrun (ENOBUFS) means events were lost: a full pass all the same.
                 let events = match events.recv(&mut buf, 0) {
                     Ok(_) => route_events(&buf),
-                    Err(_) => vec![RouteEvent::Other],
+                    Err(_) => {
+                        overruns.event_overruns.fetch_add(1, Ordering::Relaxed);
+                        vec![RouteEvent::Other]
+                    }
                 };
                 let mut lost = Vec::new();
                 let mut full = false;
@@ -359,7 +368,6 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
             }
         })
         .map_err(|source| NetlinkError::Io { what: "event thread", source })?;
-    let stats = Arc::new(ReconcileStats::default());
     let counters = stats.clone();
     let task = tokio::spawn(async move {
         let mut next_resync = tokio::time::Instant::now();
@@ -401,6 +409,7 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
             nl = back;
             let took = started.elapsed();
             counters.passes.fetch_add(1, Ordering::Relaxed);
+            counters.full_passes.fetch_add(u64::from(is_full), Ordering::Relaxed);
             counters.last_pass_us.store(took.as_micros() as u64, Ordering::Relaxed);
             match result {
                 Ok(r) => {

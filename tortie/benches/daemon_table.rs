@@ -9,7 +9,8 @@
 //!
 //! Run (as root): `cargo bench -p tortie --bench daemon_table`
 //! (`TORTIE_BENCH_PREFIXES`, default 200000; `TORTIE_BENCH_ROUNDS`,
-//! default 3 alternating rounds, medians compared).
+//! default 3 alternating rounds, medians compared; `TORTIE_BENCH_SUT=tortie`
+//! or `bird` runs one side alone).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
@@ -78,10 +79,34 @@ fn peak_rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// utime + stime of `pid`, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) as f64 / hz
+}
+
+/// The node daemon's metrics text.
+fn metrics(ns: &Netns) -> String {
+    use std::io::{Read, Write};
+    ns.enter(|| {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9091").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
 struct Measured {
     receiver: Duration,
     kernel: Duration,
     rss_kib: u64,
+    cpu: f64,
 }
 
 fn run(sut: &str, n: usize) -> Measured {
@@ -104,13 +129,15 @@ fn run(sut: &str, n: usize) -> Measured {
         });
         let bin = env!("CARGO_BIN_EXE_tortie");
         let env = [("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")];
-        (None, Some(ns[0].spawn_tortie_node("tortie-sut", bin, "sut", "192.0.2.1/24", &[], &env).unwrap()))
+        let extra = ["--metrics-listen", "127.0.0.1:9091"];
+        (None, Some(ns[0].spawn_tortie_node("tortie-sut", bin, "sut", "192.0.2.1/24", &extra, &env).unwrap()))
     };
     let pid = bird_sut.as_ref().map_or_else(|| tortie.as_ref().unwrap().pid(), |b| b.daemon().pid());
     let receiver = Bird::start_with_config(&ns[2], "receiver", &receiver_config()).unwrap();
     let feeder = Bird::start_with_config(&ns[1], "feeder", &feeder_config(n)).unwrap();
     feeder.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
     receiver.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
+    let cpu_before = cpu_seconds(pid);
     let start = Instant::now();
     feeder.birdc(&["enable", "gen"]).unwrap();
     let (mut at_receiver, mut in_kernel) = (None, None);
@@ -130,7 +157,18 @@ fn run(sut: &str, n: usize) -> Measured {
         })
     })
     .unwrap();
-    Measured { receiver: at_receiver.unwrap(), kernel: in_kernel.unwrap(), rss_kib: peak_rss_kib(pid) }
+    let cpu = cpu_seconds(pid) - cpu_before;
+    if tortie.is_some() {
+        let m = metrics(&ns[0]);
+        let full = [
+            "tortie_route_reconcile_passes_total",
+            "tortie_route_reconcile_full_passes_total",
+            "tortie_route_event_overruns_total",
+        ]
+        .map(|name| m.lines().find(|l| l.starts_with(name)).unwrap_or(name).to_string());
+        println!("  {}", full.join(", "));
+    }
+    Measured { receiver: at_receiver.unwrap(), kernel: in_kernel.unwrap(), rss_kib: peak_rss_kib(pid), cpu }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -142,25 +180,31 @@ fn main() {
     let n: usize = std::env::var("TORTIE_BENCH_PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let rounds: usize = std::env::var("TORTIE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     println!("daemon end to end: {n} prefixes, one per UPDATE, {rounds} rounds each");
+    let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let mut results: Vec<(&str, Vec<Measured>)> = vec![("bird", Vec::new()), ("tortie", Vec::new())];
     for round in 0..rounds {
-        for (sut, runs) in &mut results {
+        for (sut, runs) in results.iter_mut().filter(|(sut, _)| only.as_deref().is_none_or(|o| o == *sut)) {
             let m = run(sut, n);
             println!(
-                "round {round} {sut:6}: receiver {:7.2} s, kernel {:7.2} s, peak RSS {:6} MiB",
+                "round {round} {sut:6}: receiver {:7.2} s, kernel {:7.2} s, peak RSS {:6} MiB, CPU {:6.2} s",
                 m.receiver.as_secs_f64(),
                 m.kernel.as_secs_f64(),
-                m.rss_kib / 1024
+                m.rss_kib / 1024,
+                m.cpu
             );
             runs.push(m);
         }
     }
     let med = |runs: &[Measured], f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
     let (bird, tortie) = (&results[0].1, &results[1].1);
+    if bird.is_empty() || tortie.is_empty() {
+        return;
+    }
     for (what, f) in [
         ("receiver holds all, s", (|m: &Measured| m.receiver.as_secs_f64()) as fn(&Measured) -> f64),
         ("kernel holds all, s", |m: &Measured| m.kernel.as_secs_f64()),
         ("peak RSS, MiB", |m: &Measured| m.rss_kib as f64 / 1024.0),
+        ("CPU, s", |m: &Measured| m.cpu),
     ] {
         let (b, t) = (med(bird, f), med(tortie, f));
         println!("median {what:24} BIRD {b:8.2}  tortie {t:8.2}  ratio {:.2}x", t / b);

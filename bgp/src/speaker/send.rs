@@ -5,6 +5,7 @@
 //! prefixes changed, sent from the Loc-RIB as it is then once the outbox
 //! has drained (`PeerEvent::Drained`).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -59,13 +60,25 @@ impl ExportRun {
 }
 
 impl Speaker {
-    /// Sends every up peer the effect of `changes`, and felix the changes.
-    /// Peers of one update group get the same bytes, encoded once; a member
-    /// whose own path is among the changes gets its own computation (a path
-    /// never goes back to the peer it came from).
-    pub(super) async fn propagate(&mut self, changes: Vec<BestChange>) {
-        if changes.is_empty() {
+    /// Best-path changes for the batch under way (sent by `flush`).
+    pub(super) fn changed(&mut self, changes: Vec<BestChange>) {
+        if !changes.is_empty() {
+            self.pending.extend(changes);
+            self.pending_pieces += 1;
+        }
+    }
+
+    /// Sends every up peer the effect of the batch's changes, and felix the
+    /// changes. Peers of one update group get the same bytes, encoded once;
+    /// a member whose own path is among the changes gets its own
+    /// computation (a path never goes back to the peer it came from).
+    pub(super) async fn flush(&mut self) {
+        if self.pending.is_empty() {
             return;
+        }
+        let mut changes = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.pending_pieces) > 1 {
+            changes = coalesce(changes);
         }
         // While selection is deferred, peers get the whole table at its end.
         if self.deferral.is_none() {
@@ -298,6 +311,28 @@ impl Speaker {
     }
 }
 
+/// One change per prefix: its last state, with whether it was reachable
+/// before the first (a prefix that came and went within the batch is no
+/// change at all).
+fn coalesce(changes: Vec<BestChange>) -> Vec<BestChange> {
+    let mut at: HashMap<IpNet, usize> = HashMap::with_capacity(changes.len());
+    let mut out: Vec<BestChange> = Vec::with_capacity(changes.len());
+    for c in changes {
+        match at.get(&c.prefix) {
+            Some(&i) => {
+                let was_reachable = out[i].was_reachable;
+                out[i] = BestChange { was_reachable, ..c };
+            }
+            None => {
+                at.insert(c.prefix, out.len());
+                out.push(c);
+            }
+        }
+    }
+    out.retain(|c| c.was_reachable || !c.paths.is_empty());
+    out
+}
+
 /// One message in its wire form, or `None` (logged) if it cannot be encoded.
 fn encode(message: &Message, tx: &Context) -> Option<Bytes> {
     let mut buf = BytesMut::new();
@@ -307,5 +342,58 @@ fn encode(message: &Message, tx: &Context) -> Option<Bytes> {
             tracing::error!(error = %e, "cannot encode a message for a peer");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rib::table::ChosenPaths;
+
+    fn change(prefix: &str, via: Option<&str>, was_reachable: bool) -> BestChange {
+        let paths: ChosenPaths = via
+            .map(|peer| {
+                let path = Path {
+                    attrs: Arc::new(PathAttrs::default()),
+                    origination: Origination::Ebgp,
+                    peer_addr: "192.0.2.10".parse().unwrap(),
+                    peer_id: "192.0.2.10".parse().unwrap(),
+                    reachable: true,
+                };
+                (Some(Arc::from(peer)), path)
+            })
+            .into_iter()
+            .collect();
+        BestChange { prefix: prefix.parse().unwrap(), paths, was_reachable }
+    }
+
+    #[test]
+    fn a_batch_keeps_each_prefix_s_last_state_and_whether_it_was_reachable_at_the_start() {
+        let batch = vec![
+            change("240.0.0.0/24", Some("a"), false),
+            change("240.0.1.0/24", Some("a"), true),
+            change("240.0.0.0/24", Some("b"), true),
+            // Came and went within the batch: nobody was sent it, nobody needs a withdrawal.
+            change("240.0.2.0/24", Some("a"), false),
+            change("240.0.2.0/24", None, true),
+            // Went and came back.
+            change("240.0.1.0/24", None, true),
+            change("240.0.1.0/24", Some("b"), false),
+        ];
+        let out = coalesce(batch);
+        let summary: Vec<(String, Option<String>, bool)> = out
+            .iter()
+            .map(|c| {
+                (
+                    c.prefix.to_string(),
+                    c.paths.first().and_then(|(p, _)| p.as_deref().map(String::from)),
+                    c.was_reachable,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![("240.0.0.0/24".into(), Some("b".into()), false), ("240.0.1.0/24".into(), Some("b".into()), true)]
+        );
     }
 }

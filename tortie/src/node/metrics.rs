@@ -117,6 +117,13 @@ pub async fn render(state: &MetricsState) -> String {
     }
     if let Some(s) = &state.reconcile {
         counter(&mut r, "route_reconcile_passes", "Route reconcile passes", &s.passes);
+        counter(
+            &mut r,
+            "route_reconcile_full_passes",
+            "Route reconcile passes that dumped the kernel's table",
+            &s.full_passes,
+        );
+        counter(&mut r, "route_event_overruns", "Kernel route notifications lost to a full socket", &s.event_overruns);
         counter(&mut r, "route_changes", "Kernel route changes applied", &s.changes);
         counter(&mut r, "route_reconcile_errors", "Route changes refused and failed passes", &s.errors);
         let last = s.last_pass_us.load(Ordering::Relaxed) as i64;
