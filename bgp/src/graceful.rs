@@ -25,7 +25,7 @@ pub(crate) fn forwarding_preserved(gr: Option<&GracefulRestart>) -> bool {
     gr.is_some_and(|gr| gr.families.iter().any(|f| f.family == Family::IPV4_UNICAST && f.forwarding_preserved))
 }
 
-/// One configured peer, as the deferral sees it.
+/// One configured peer, as the deferral and convergence see it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerState<'a> {
     /// Its name.
@@ -36,21 +36,13 @@ pub(crate) struct PeerState<'a> {
     pub graceful: bool,
 }
 
-/// RFC 4724 §4.1: after a restart, route selection (here: advertising to
-/// peers) waits until every peer has sent End-of-RIB, or a timer ends.
-#[derive(Debug, Default)]
-pub(crate) struct Deferral {
-    /// Peers whose End-of-RIB arrived.
-    pub end_of_rib: HashSet<String>,
-}
-
-impl Deferral {
-    /// Whether the wait is over: every configured peer is up, and each that
-    /// speaks graceful restart has sent End-of-RIB (the others are not
-    /// waited for, §4.1).
-    pub fn done<'a>(&self, mut peers: impl Iterator<Item = PeerState<'a>>) -> bool {
-        peers.all(|p| p.up && (!p.graceful || self.end_of_rib.contains(p.name)))
-    }
+/// Whether every one of `peers` has given us its table: it is up, and if
+/// it speaks graceful restart its End-of-RIB arrived (`end_of_rib`); one
+/// that does not is not waited for. RFC 4724 §4.1 ends the route-selection
+/// deferral of a restarted speaker on this, or on a timer; the node takes
+/// BGP as converged on it.
+pub(crate) fn tables_in<'a>(mut peers: impl Iterator<Item = PeerState<'a>>, end_of_rib: &HashSet<String>) -> bool {
+    peers.all(|p| p.up && (!p.graceful || end_of_rib.contains(p.name)))
 }
 
 #[cfg(test)]
@@ -78,13 +70,13 @@ mod tests {
     }
 
     #[test]
-    fn deferral_waits_for_every_peer_and_every_graceful_peers_end_of_rib() {
+    fn tables_are_in_when_every_peer_is_up_and_every_graceful_peer_sent_end_of_rib() {
         let p = |name, up, graceful| PeerState { name, up, graceful };
-        let mut d = Deferral::default();
-        assert!(!d.done([p("a", true, true), p("b", true, false)].into_iter()), "a has not sent End-of-RIB");
-        d.end_of_rib.insert("a".into());
-        assert!(d.done([p("a", true, true), p("b", true, false)].into_iter()), "b has no GR: not waited for");
-        assert!(!d.done([p("a", true, true), p("c", false, true)].into_iter()), "c is down: wait (the timer ends it)");
-        assert!(d.done(std::iter::empty()), "no peers: nothing to wait for");
+        let mut eor = HashSet::new();
+        assert!(!tables_in([p("a", true, true), p("b", true, false)].into_iter(), &eor), "a has not sent End-of-RIB");
+        eor.insert("a".to_string());
+        assert!(tables_in([p("a", true, true), p("b", true, false)].into_iter(), &eor), "b has no GR: not waited for");
+        assert!(!tables_in([p("a", true, true), p("c", false, true)].into_iter(), &eor), "c is down: wait (the timer ends it)");
+        assert!(tables_in(std::iter::empty(), &eor), "no peers: nothing to wait for");
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::graceful::{Deferral, PeerState, Stale, forwarding_preserved};
+use crate::graceful::{PeerState, Stale, forwarding_preserved, tables_in};
 use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, Reflector};
@@ -103,6 +103,10 @@ pub enum SpeakerCommand {
     Originate(IpNet, PathAttrs),
     /// Stop originating a prefix.
     Withdraw(IpNet),
+    /// The peers whose tables make BGP converged for this node (its
+    /// configured sessions): once each is up and has sent End-of-RIB (if it
+    /// speaks graceful restart), [`SpeakerEvent::Converged`] goes out, once.
+    Planned(Vec<String>),
     /// This speaker restarted with its forwarding state preserved (RFC 4724
     /// §4.1): sessions it opens set the Restart State bit, and nothing is
     /// advertised until every peer has sent End-of-RIB or `deferral` ends;
@@ -159,6 +163,15 @@ pub struct RouteView {
     pub paths: Vec<(Option<String>, Path)>,
 }
 
+/// What the speaker tells its user (felix, through the node).
+#[derive(Debug)]
+pub enum SpeakerEvent {
+    /// A batch of best-path changes.
+    Best(Vec<BestChange>),
+    /// Every planned peer has given us its table (see [`SpeakerCommand::Planned`]).
+    Converged,
+}
+
 /// Handles to a running speaker.
 pub struct SpeakerHandle {
     /// Commands (bounded).
@@ -209,7 +222,13 @@ struct Speaker {
     listener: Option<Listener>,
     stale: HashMap<String, Stale>,
     /// While this speaker restarts: advertising waits (RFC 4724 §4.1).
-    deferral: Option<Deferral>,
+    deferral: bool,
+    /// Peers whose IPv4 End-of-RIB arrived in their current session.
+    end_of_rib: HashSet<String>,
+    /// The peers convergence waits for, once the node has said.
+    planned: Option<HashSet<String>>,
+    /// Convergence was announced.
+    converged: bool,
     /// Pre-policy Adj-RIB-In of peers with soft reconfiguration inbound.
     received: HashMap<String, HashMap<IpNet, Arc<PathAttrs>>>,
     internal_tx: mpsc::Sender<Internal>,
@@ -228,7 +247,7 @@ struct Speaker {
     /// Peers stopped for exceeding their prefix limit (until restarted).
     over_limit: HashSet<String>,
     events_tx: mpsc::Sender<PeerEvent>,
-    best_tx: mpsc::Sender<Vec<BestChange>>,
+    best_tx: mpsc::Sender<SpeakerEvent>,
     statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
     stats: Arc<SpeakerStats>,
     router_id: Ipv4Addr,
@@ -244,7 +263,7 @@ struct Speaker {
 pub fn spawn(
     router_id: Ipv4Addr,
     max_paths: usize,
-    best: mpsc::Sender<Vec<BestChange>>,
+    best: mpsc::Sender<SpeakerEvent>,
     listen: Option<SocketAddr>,
 ) -> Result<SpeakerHandle, SocketError> {
     let listener = listen.map(Listener::bind).transpose()?;
@@ -258,7 +277,10 @@ pub fn spawn(
         rib: LocRib::new(max_paths),
         listener,
         stale: HashMap::new(),
-        deferral: None,
+        deferral: false,
+        end_of_rib: HashSet::new(),
+        planned: None,
+        converged: false,
         received: HashMap::new(),
         internal_tx,
         neighbors: HashMap::new(),
@@ -309,6 +331,7 @@ pub fn spawn(
                 budget -= 1;
             }
             speaker.flush().await;
+            speaker.check_converged().await;
         }
     });
     Ok(SpeakerHandle { commands, peers: statuses, stats })
@@ -402,12 +425,13 @@ impl Speaker {
                 let change = self.rib.withdraw(&None, prefix);
                 self.changed(change.into_iter().collect());
             }
+            SpeakerCommand::Planned(peers) => self.planned = Some(peers.into_iter().collect()),
             SpeakerCommand::Restarted { deferral } => {
                 tracing::info!(
                     ?deferral,
                     "restarted with forwarding state preserved: advertising waits for the peers' End-of-RIB"
                 );
-                self.deferral = Some(Deferral::default());
+                self.deferral = true;
                 let tx = self.internal_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(deferral).await;
@@ -420,18 +444,38 @@ impl Speaker {
     /// Ends the selection deferral when every peer is in (or `why` says the
     /// wait is over anyway): each up peer gets the table and End-of-RIB.
     async fn check_deferral(&mut self) {
-        let Some(deferral) = &self.deferral else { return };
-        let peers = self.neighbors.iter().filter(|(name, _)| !self.dynamic.contains(*name)).map(|(name, (_, h))| {
-            let graceful = h.status.borrow().negotiated.as_ref().is_some_and(|n| n.peer_graceful_restart.is_some());
-            PeerState { name, up: self.up.contains(name), graceful }
-        });
-        if deferral.done(peers) {
+        if !self.deferral {
+            return;
+        }
+        let peers = self.neighbors.keys().filter(|name| !self.dynamic.contains(*name));
+        if tables_in(peers.map(|name| self.peer_state(name)), &self.end_of_rib) {
             self.end_deferral("every peer sent End-of-RIB").await;
         }
     }
 
+    /// Announces convergence once every planned peer has given its table.
+    async fn check_converged(&mut self) {
+        if self.converged {
+            return;
+        }
+        let Some(planned) = &self.planned else { return };
+        if tables_in(planned.iter().map(|name| self.peer_state(name)), &self.end_of_rib) {
+            self.converged = true;
+            tracing::info!(peers = planned.len(), routes = self.rib.len(), "BGP converged: every planned peer sent its table");
+            let _ = self.best_tx.send(SpeakerEvent::Converged).await;
+        }
+    }
+
+    /// A configured peer as the End-of-RIB rules see it.
+    fn peer_state<'a>(&self, name: &'a str) -> PeerState<'a> {
+        let graceful = self.neighbors.get(name).is_some_and(|(_, h)| {
+            h.status.borrow().negotiated.as_ref().is_some_and(|n| n.peer_graceful_restart.is_some())
+        });
+        PeerState { name, up: self.up.contains(name), graceful }
+    }
+
     async fn end_deferral(&mut self, why: &str) {
-        if self.deferral.take().is_none() {
+        if !std::mem::take(&mut self.deferral) {
             return;
         }
         self.stats.deferrals_ended.fetch_add(1, Ordering::Relaxed);
@@ -462,7 +506,7 @@ impl Speaker {
                     self.stats.stale_flushed_without_forwarding.fetch_add(1, Ordering::Relaxed);
                     self.sweep_stale(&peer).await;
                 }
-                if self.deferral.is_some() {
+                if self.deferral {
                     self.check_deferral().await;
                 } else {
                     self.send_table(&peer, false);
@@ -521,10 +565,8 @@ impl Speaker {
                     // RFC 4724 §4.2: what the peer did not re-announce by End-of-RIB is gone.
                     self.sweep_stale_family(&peer, family).await;
                 }
-                if end_of_rib == Some(Family::IPV4_UNICAST)
-                    && let Some(d) = &mut self.deferral
-                {
-                    d.end_of_rib.insert(peer.clone());
+                if end_of_rib == Some(Family::IPV4_UNICAST) {
+                    self.end_of_rib.insert(peer.clone());
                     self.check_deferral().await;
                 }
                 self.check_limit(&peer).await;
@@ -689,7 +731,7 @@ impl Speaker {
     }
 
     async fn add_neighbor(&mut self, mut n: Neighbor) {
-        if self.deferral.is_some()
+        if self.deferral
             && let Some(gr) = &mut n.session.local.graceful_restart
         {
             // RFC 4724 §3: the Restart State bit, while this speaker restarts.
@@ -772,6 +814,7 @@ impl Speaker {
         } else {
             self.up.remove(peer);
             self.backlogs.remove(peer);
+            self.end_of_rib.remove(peer);
         }
         self.update_groups = None;
     }

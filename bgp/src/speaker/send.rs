@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
 
-use super::Speaker;
+use super::{Speaker, SpeakerEvent};
 use super::backlog::{Owed, prefixes_of};
 use crate::packet::{Context, Family, Message, PathAttrs, Update};
 use crate::rib::decision::{Origination, Path};
@@ -81,11 +81,11 @@ impl Speaker {
             changes = coalesce(changes);
         }
         // While selection is deferred, peers get the whole table at its end.
-        if self.deferral.is_none() {
+        if !self.deferral {
             self.export_changes(&changes);
         }
         // One message per batch: a full table is a million changes.
-        let _ = self.best_tx.send(changes).await;
+        let _ = self.best_tx.send(SpeakerEvent::Best(changes)).await;
     }
 
     fn export_changes(&mut self, changes: &[BestChange]) {
@@ -179,7 +179,7 @@ impl Speaker {
     /// Works through what `peer` is owed until its outbox refuses more (the
     /// rest waits for `PeerEvent::Drained`) or nothing is owed.
     pub(super) fn drain(&mut self, peer: &str) {
-        if !self.up.contains(peer) || self.deferral.is_some() {
+        if !self.up.contains(peer) || self.deferral {
             return;
         }
         let Some(mut backlog) = self.backlogs.remove(peer) else { return };

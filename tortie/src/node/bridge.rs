@@ -1,25 +1,18 @@
 //! Between felix and the speaker: felix's prefixes to originate become
 //! speaker commands; the speaker's best paths become felix's learned
-//! routes; and once every session has come up and had time to send its
-//! table, felix hears that BGP has converged.
+//! routes, a batch at a time; and when the speaker says every planned peer
+//! has sent its table, felix hears that BGP has converged.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
 use tortie_bgp::packet::PathAttrs;
 use tortie_bgp::rib::decision::Origination;
 use tortie_bgp::rib::table::BestChange;
-use tortie_bgp::session::State;
-use tortie_bgp::session::peer::PeerStatus;
-use tortie_bgp::speaker::SpeakerCommand;
+use tortie_bgp::speaker::{SpeakerCommand, SpeakerEvent};
 use tortie_felix::agent::Learned;
-
-/// How long after the last session came up the tables are taken as sent.
-const SETTLE: Duration = Duration::from_secs(3);
 
 /// Originates what felix asks for, and withdraws what it no longer does.
 pub async fn originate(mut wanted: watch::Receiver<BTreeSet<IpNet>>, speaker: mpsc::Sender<SpeakerCommand>) {
@@ -53,36 +46,17 @@ fn next_hops(change: &BestChange) -> Vec<IpAddr> {
         .collect()
 }
 
-/// Hands the speaker's best paths to felix, a batch at a time.
-pub async fn learned(mut best: mpsc::Receiver<Vec<BestChange>>, felix: mpsc::Sender<Learned>) {
-    while let Some(changes) = best.recv().await {
-        let routes = changes.iter().map(|c| (c.prefix, next_hops(c))).collect();
-        if felix.send(Learned::Routes(routes)).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Tells felix BGP has converged: the peers planned (`None` until the
-/// first plan) all Established, or none planned, and `SETTLE` passed since.
-pub async fn converged(
-    planned: watch::Receiver<Option<Vec<String>>>,
-    statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
-    felix: mpsc::Sender<Learned>,
-) {
-    loop {
-        let all_up = {
-            let names = planned.borrow().clone();
-            let statuses = statuses.lock().unwrap_or_else(|e| e.into_inner());
-            names.is_some_and(|names| {
-                names.iter().all(|n| statuses.get(n).is_some_and(|s| s.borrow().state == State::Established))
-            })
+/// Hands the speaker's news to felix: each batch of best-path changes as
+/// one batch of learned routes, and convergence (every planned peer sent
+/// its table: the speaker's End-of-RIB rule) as it comes.
+pub async fn learned(mut events: mpsc::Receiver<SpeakerEvent>, felix: mpsc::Sender<Learned>) {
+    while let Some(event) = events.recv().await {
+        let news = match event {
+            SpeakerEvent::Best(changes) => Learned::Routes(changes.iter().map(|c| (c.prefix, next_hops(c))).collect()),
+            SpeakerEvent::Converged => Learned::Converged,
         };
-        if all_up {
-            tokio::time::sleep(SETTLE).await;
-            let _ = felix.send(Learned::Converged).await;
+        if felix.send(news).await.is_err() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

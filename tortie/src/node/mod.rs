@@ -228,12 +228,10 @@ async fn serve(
     if let Some(deferral) = restarted {
         speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
     }
-    let (planned_tx, planned_rx) = watch::channel(None);
     match &felix {
         Some(f) => {
             tokio::spawn(bridge::originate(f.originate.clone(), speaker.commands.clone()));
             tokio::spawn(bridge::learned(best_rx, f.learned.clone()));
-            tokio::spawn(bridge::converged(planned_rx, speaker.peers.clone(), f.learned.clone()));
         }
         // A dedicated reflector installs nothing: best paths are only counted out.
         None => drop(tokio::spawn(async move {
@@ -247,7 +245,6 @@ async fn serve(
         name: args.name.clone(),
         address,
         speaker: speaker.commands.clone(),
-        planned: planned_tx,
         plan: plan.clone(),
         listen_ranges,
         secrets_dir: args.secrets_dir.clone(),
@@ -406,7 +403,6 @@ struct PeerManager {
     name: String,
     address: Ipv4Net,
     speaker: mpsc::Sender<SpeakerCommand>,
-    planned: watch::Sender<Option<Vec<String>>>,
     plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
     listen_ranges: Vec<IpNet>,
     secrets_dir: PathBuf,
@@ -473,7 +469,7 @@ impl PeerManager {
             let planned: BTreeMap<String, PlannedPeer> =
                 running.iter().map(|(n, (p, _))| (n.clone(), p.clone())).collect();
             *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = (me.asn, planned);
-            self.planned.send_replace(Some(running.keys().cloned().collect()));
+            self.speaker.send(SpeakerCommand::Planned(running.keys().cloned().collect())).await?;
             match watch.next().await {
                 Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Some(Err(e)) => {
