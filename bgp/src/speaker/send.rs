@@ -112,15 +112,15 @@ impl Speaker {
             self.stats.group_updates_encoded.fetch_add(encoded.len() as u64, Ordering::Relaxed);
             for member in members {
                 let Some((_, handle)) = self.neighbors.get(member.as_str()) else { continue };
-                let backlog = self.backlogs.entry(member.clone()).or_default();
-                let refused = if backlog.is_empty() {
-                    encoded.iter().position(|(bytes, _)| !handle.outbox.push(bytes.clone()))
-                } else {
+                let refused = if self.owes(member) {
                     Some(0)
+                } else {
+                    encoded.iter().position(|(bytes, _)| !handle.outbox.push(bytes.clone()))
                 };
                 let pushed = refused.unwrap_or(encoded.len());
                 self.stats.group_updates_sent.fetch_add(pushed as u64, Ordering::Relaxed);
                 if let Some(i) = refused {
+                    let backlog = self.backlogs.entry(member.clone()).or_default();
                     backlog.prefixes(encoded[i..].iter().flat_map(|(_, u)| prefixes_of(u)));
                 }
             }
@@ -145,14 +145,14 @@ impl Speaker {
         self.drain(peer);
     }
 
+    /// Whether `peer` is owed something already (new changes wait behind it).
+    fn owes(&self, peer: &str) -> bool {
+        self.backlogs.get(peer).is_some_and(|b| !b.is_empty())
+    }
+
     /// Queues `updates` for `peer`, behind its backlog if it has one.
     fn send_updates(&mut self, peer: &str, updates: Vec<Update>) {
-        let backlog = self.backlogs.entry(peer.to_string()).or_default();
-        if !backlog.is_empty() {
-            backlog.prefixes(updates.iter().flat_map(prefixes_of));
-            return;
-        }
-        let refused = self.push_updates(peer, &updates);
+        let refused = if self.owes(peer) { Some(0) } else { self.push_updates(peer, &updates) };
         if let Some(i) = refused {
             self.backlogs.entry(peer.to_string()).or_default().prefixes(updates[i..].iter().flat_map(prefixes_of));
         }
