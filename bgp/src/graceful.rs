@@ -76,7 +76,10 @@ mod tests {
         assert!(!tables_in([p("a", true, true), p("b", true, false)].into_iter(), &eor), "a has not sent End-of-RIB");
         eor.insert("a".to_string());
         assert!(tables_in([p("a", true, true), p("b", true, false)].into_iter(), &eor), "b has no GR: not waited for");
-        assert!(!tables_in([p("a", true, true), p("c", false, true)].into_iter(), &eor), "c is down: wait (the timer ends it)");
+        assert!(
+            !tables_in([p("a", true, true), p("c", false, true)].into_iter(), &eor),
+            "c is down: wait (the timer ends it)"
+        );
         assert!(tables_in(std::iter::empty(), &eor), "no peers: nothing to wait for");
     }
 }

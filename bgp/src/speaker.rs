@@ -461,7 +461,11 @@ impl Speaker {
         let Some(planned) = &self.planned else { return };
         if tables_in(planned.iter().map(|name| self.peer_state(name)), &self.end_of_rib) {
             self.converged = true;
-            tracing::info!(peers = planned.len(), routes = self.rib.len(), "BGP converged: every planned peer sent its table");
+            tracing::info!(
+                peers = planned.len(),
+                routes = self.rib.len(),
+                "BGP converged: every planned peer sent its table"
+            );
             let _ = self.best_tx.send(SpeakerEvent::Converged).await;
         }
     }

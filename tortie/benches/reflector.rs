@@ -9,7 +9,8 @@
 //! the bottleneck.
 //!
 //! Run: `cargo bench -p tortie --bench reflector` (root;
-//! `TORTIE_BENCH_CLIENTS=100,500,1000` by default).
+//! `TORTIE_BENCH_CLIENTS=100,500,1000` by default; `TORTIE_BENCH_SUT=tortie`
+//! or `bird` runs one side alone).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
@@ -165,14 +166,16 @@ fn main() {
         .map(|s| s.trim().parse().unwrap())
         .collect();
     println!("route reflector, N clients × (one /26 + three /32s), every client learns every other's routes");
+    let only = std::env::var("TORTIE_BENCH_SUT").ok();
+    let runs = |sut: &str| only.as_deref().is_none_or(|o| o == sut);
     for n in sizes {
-        {
+        if runs("bird") {
             let lab = Lab::new("bench-rr-bird").unwrap();
             let ns = lab.netns("rr").unwrap();
             let bird = Bird::start_with_config(&ns, "bird-rr", &bird_config(n)).unwrap();
             measure("BIRD", n, bird.daemon(), &ns);
         }
-        {
+        if runs("tortie") {
             let lab = Lab::new("bench-rr-tortie").unwrap();
             let ns = lab.netns("rr").unwrap();
             let url = format!("sqlite://{}/store.db", lab.dir().display());

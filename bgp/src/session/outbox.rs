@@ -6,8 +6,11 @@
 //! buckets and FRR's update-group queues do) and sends them once the
 //! writer has emptied the queue and says so.
 //!
+//! The writer sends the queued messages straight from the queue (vectored
+//! writes of the very bytes an update group shares): no copy per peer.
+//!
 //! ```text
-//!  speaker ──push(bytes)──▶ Outbox ──take()──▶ peer task ──▶ socket
+//!  speaker ──push(bytes)──▶ Outbox ──peek()/consume(n)──▶ peer task ──▶ socket
 //!     ▲                                           │ queue empty after being behind
 //!     └───────────── drained (peer name) ◀────────┘
 //! ```
@@ -15,19 +18,24 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 /// Bytes queued past which a push is refused (the peer is behind).
 pub const HIGH_WATER: usize = 1 << 20;
 
-/// Bytes the writer takes from the queue at a time.
-pub const CHUNK: usize = 64 * 1024;
+/// Queue slots an empty queue keeps.
+const KEEP_SLOTS: usize = 64;
+
+/// Messages the writer hands the socket in one vectored write at most.
+pub const WRITE_SLICES: usize = 64;
 
 #[derive(Debug, Default)]
 struct Queue {
     messages: VecDeque<Bytes>,
     bytes: usize,
+    /// Octets of the first message already written.
+    offset: usize,
     /// A push was refused since the queue last emptied.
     behind: bool,
     /// A session is up and the speaker knows it: between the session's
@@ -96,28 +104,51 @@ impl Outbox {
         self.lock().bytes
     }
 
-    /// Moves whole messages, about [`CHUNK`] bytes, into `buf`; returns how
-    /// many, and whether the queue went empty while the peer was behind
-    /// (the speaker must then be told: it has a backlog for this peer).
-    pub fn take(&self, buf: &mut BytesMut) -> (usize, Taken) {
+    /// The next messages to write (the first without what is written of
+    /// it already), at most [`WRITE_SLICES`]: shared bytes, no copy.
+    pub fn peek(&self) -> Vec<Bytes> {
+        let q = self.lock();
+        let mut out: Vec<Bytes> = q.messages.iter().take(WRITE_SLICES).cloned().collect();
+        if let Some(first) = out.first_mut() {
+            *first = first.slice(q.offset..);
+        }
+        out
+    }
+
+    /// `n` octets were written; returns how many messages that completed,
+    /// and whether the queue went empty while the peer was behind (the
+    /// speaker must then be told: it has a backlog for this peer).
+    pub fn consume(&self, mut n: usize) -> (usize, Taken) {
         let mut q = self.lock();
-        let start = buf.len();
-        let mut taken = 0;
-        while let Some(m) = q.messages.front() {
-            if buf.len() > start && buf.len() - start + m.len() > CHUNK {
+        let mut done = 0;
+        q.bytes = q.bytes.saturating_sub(n);
+        while let Some(front) = q.messages.front() {
+            let rest = front.len() - q.offset;
+            if n < rest {
+                q.offset += n;
                 break;
             }
-            buf.extend_from_slice(m);
-            q.bytes -= m.len();
+            n -= rest;
+            q.offset = 0;
             q.messages.pop_front();
-            taken += 1;
+            done += 1;
+        }
+        if q.messages.is_empty() && q.messages.capacity() > KEEP_SLOTS {
+            // A burst's queue is not kept: a reflector has thousands of these.
+            q.messages = VecDeque::new();
         }
         if q.messages.is_empty() && q.behind {
             q.behind = false;
-            (taken, Taken::Drained)
+            (done, Taken::Drained)
         } else {
-            (taken, Taken::More)
+            (done, Taken::More)
         }
+    }
+
+    /// Whether a message is partly written: nothing else may go on the
+    /// wire before its rest.
+    pub fn mid_message(&self) -> bool {
+        self.lock().offset > 0
     }
 
     /// The speaker has seen the session come up: pushes are queued.
@@ -147,6 +178,31 @@ pub enum Taken {
     Drained,
 }
 
+/// Writes what `outbox` holds as a socket would take `budget` octets per
+/// write (tests).
+#[cfg(test)]
+fn write_all(outbox: &Outbox, budget: usize) -> (Vec<u8>, usize) {
+    let (mut wire, mut drained) = (Vec::new(), 0);
+    loop {
+        let slices = outbox.peek();
+        if slices.is_empty() {
+            return (wire, drained);
+        }
+        let mut n = 0;
+        for s in &slices {
+            let take = s.len().min(budget - n);
+            wire.extend_from_slice(&s[..take]);
+            n += take;
+            if n == budget {
+                break;
+            }
+        }
+        if outbox.consume(n).1 == Taken::Drained {
+            drained += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,41 +220,38 @@ mod tests {
         assert!(out.is_behind());
         // Control messages wait for the backlog too, once behind.
         assert!(!out.push_control(Bytes::from_static(b"eor")));
-        let mut buf = BytesMut::new();
-        let mut drained = 0;
-        loop {
-            buf.clear();
-            let (_, taken) = out.take(&mut buf);
-            assert!(buf.len() <= CHUNK);
-            if taken == Taken::Drained {
-                drained += 1;
-            }
-            if out.is_empty() {
-                break;
-            }
-        }
-        assert_eq!(drained, 1);
+        let (wire, drained) = write_all(&out, 10_000);
+        assert_eq!((wire.len(), drained), (HIGH_WATER, 1));
         assert!(!out.is_behind());
-        assert_eq!(out.take(&mut buf), (0, Taken::More));
         assert!(out.push(msg));
     }
 
     #[test]
-    fn messages_leave_whole_and_in_order() {
+    fn messages_leave_whole_and_in_order_whatever_the_socket_takes_per_write() {
+        for budget in [1, 7, 999, 1000, 1001, 65_536] {
+            let out = Outbox::default();
+            out.open();
+            for i in 0..100u8 {
+                assert!(out.push(Bytes::from(vec![i; 1000])));
+            }
+            let (wire, _) = write_all(&out, budget);
+            assert_eq!(wire.len(), 100_000);
+            assert!(wire.chunks(1000).enumerate().all(|(i, c)| c.iter().all(|b| usize::from(*b) == i)), "{budget}");
+            assert_eq!(out.queued_bytes(), 0);
+            assert!(!out.mid_message());
+        }
+    }
+
+    #[test]
+    fn a_message_partly_written_is_known_as_such() {
         let out = Outbox::default();
         out.open();
-        for i in 0..100u8 {
-            assert!(out.push(Bytes::from(vec![i; 1000])));
-        }
-        let mut all = BytesMut::new();
-        while !out.is_empty() {
-            let mut buf = BytesMut::new();
-            out.take(&mut buf);
-            assert_eq!(buf.len() % 1000, 0, "only whole messages");
-            all.extend_from_slice(&buf);
-        }
-        assert!(all.chunks(1000).enumerate().all(|(i, c)| c.iter().all(|b| usize::from(*b) == i)));
-        assert_eq!(out.queued_bytes(), 0);
+        assert!(out.push(Bytes::from_static(b"0123456789")));
+        assert_eq!(out.consume(4), (0, Taken::More));
+        assert!(out.mid_message());
+        assert_eq!(out.peek(), vec![Bytes::from_static(b"456789")]);
+        assert_eq!(out.consume(6), (1, Taken::More));
+        assert!(!out.mid_message() && out.is_empty());
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -36,7 +37,7 @@ use tokio_util::codec::Framed;
 
 use super::fsm::{Action, Event, Fsm, FsmConfig, Reason, State, Timer, collision_winner, notification_words};
 use super::negotiate::{LocalConfig, Negotiated};
-use super::outbox::{CHUNK, Outbox, Taken};
+use super::outbox::{Outbox, Taken};
 use super::socket::{self, SocketError, SocketOptions};
 use crate::packet::{BgpCodec, CodecError, Message, RouteRefresh, Update};
 
@@ -247,39 +248,64 @@ enum LinkInput {
 /// given (a NOTIFICATION): the peer may not be reading at all.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
-/// One step of a connection's I/O: whole messages from the outbox (if
-/// given) into the write buffer while it is short, as much of it as the
-/// socket takes, then a read. Cancel-safe: its state is the buffers.
+/// One step of a connection's I/O: what the socket takes of our own
+/// messages (the write buffer) and of the outbox (if given: written from
+/// the queue itself, vectored, no copy), then a read. A message partly
+/// written goes on before anything else. Cancel-safe: its state is the
+/// buffers and the queue.
 fn poll_io(
     framed: &mut Framed<TcpStream, BgpCodec>,
     outbox: Option<&Outbox>,
     stalled_since: &mut Option<Instant>,
     cx: &mut Context<'_>,
 ) -> Poll<LinkInput> {
-    let mut moved = (0, Taken::More);
-    if let Some(out) = outbox
-        && framed.write_buffer().len() < CHUNK
-    {
-        moved = out.take(framed.write_buffer_mut());
-    }
-    let before = framed.write_buffer().len();
-    if before == 0 {
-        *stalled_since = None;
-    } else {
-        match SinkExt::<Bytes>::poll_flush_unpin(framed, cx) {
-            Poll::Ready(Ok(())) => *stalled_since = None,
-            Poll::Ready(Err(e)) => return Poll::Ready(LinkInput::WriteFailed(e)),
-            // RFC 9687: the send hold timer runs from the last progress.
-            Poll::Pending if framed.write_buffer().len() < before || stalled_since.is_none() => {
-                *stalled_since = Some(Instant::now())
+    let (mut sent, mut drained, mut progress, mut blocked) = (0, false, false, false);
+    loop {
+        let queued = outbox.filter(|o| !o.is_empty());
+        if !framed.write_buffer().is_empty() && !queued.is_some_and(Outbox::mid_message) {
+            let before = framed.write_buffer().len();
+            match SinkExt::<Bytes>::poll_flush_unpin(framed, cx) {
+                Poll::Ready(Ok(())) => progress = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(LinkInput::WriteFailed(e)),
+                Poll::Pending => {
+                    progress |= framed.write_buffer().len() < before;
+                    blocked = true;
+                    break;
+                }
             }
-            Poll::Pending => {}
+            continue;
+        }
+        let Some(out) = queued else { break };
+        let messages = out.peek();
+        let slices: Vec<std::io::IoSlice<'_>> = messages.iter().map(|m| std::io::IoSlice::new(m)).collect();
+        match Pin::new(framed.get_mut()).poll_write_vectored(cx, &slices) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(LinkInput::WriteFailed(std::io::Error::from(std::io::ErrorKind::WriteZero).into()));
+            }
+            Poll::Ready(Ok(n)) => {
+                let (done, taken) = out.consume(n);
+                sent += done;
+                drained |= taken == Taken::Drained;
+                progress = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(LinkInput::WriteFailed(e.into())),
+            Poll::Pending => {
+                blocked = true;
+                break;
+            }
         }
     }
-    match moved {
-        (n, Taken::Drained) => return Poll::Ready(LinkInput::Drained(n)),
-        (n, Taken::More) if n > 0 => return Poll::Ready(LinkInput::Sent(n)),
-        _ => {}
+    // RFC 9687: the send hold timer runs from the last progress while something waits.
+    if !blocked {
+        *stalled_since = None;
+    } else if progress || stalled_since.is_none() {
+        *stalled_since = Some(Instant::now());
+    }
+    if drained {
+        return Poll::Ready(LinkInput::Drained(sent));
+    }
+    if sent > 0 {
+        return Poll::Ready(LinkInput::Sent(sent));
     }
     framed.poll_next_unpin(cx).map(LinkInput::Received)
 }
@@ -608,10 +634,14 @@ impl Runner {
                         link.connecting = Some(Box::pin(async move { socket::connect(remote, local, &opts).await }));
                     }
                     Action::Disconnect => {
+                        // Behind an UPDATE cut short, a NOTIFICATION would only be garbage to the peer.
+                        let cut_short = which == Which::Main && self.outbox.mid_message();
                         let link = self.link(which);
                         link.connecting = None;
                         link.stalled_since = None;
-                        if let Some(mut framed) = link.framed.take() {
+                        if let Some(mut framed) = link.framed.take()
+                            && !cut_short
+                        {
                             // What it was last given (a NOTIFICATION) goes out if the peer takes it.
                             let _ = tokio::time::timeout(CLOSE_FLUSH, SinkExt::<Bytes>::flush(&mut framed)).await;
                         }

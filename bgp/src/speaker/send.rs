@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
 
-use super::{Speaker, SpeakerEvent};
 use super::backlog::{Owed, prefixes_of};
+use super::{Speaker, SpeakerEvent};
 use crate::packet::{Context, Family, Message, PathAttrs, Update};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{Reflection, export};
