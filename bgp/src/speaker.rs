@@ -236,7 +236,7 @@ struct Speaker {
     up: HashSet<String>,
     /// The up peers grouped for export; `None` after a change to `up` or
     /// to a neighbour's configuration, planned again when next needed.
-    update_groups: Option<Arc<UpdateGroups>>,
+    update_groups: Arc<UpdateGroups>,
     /// Best-path changes not yet sent to peers and felix (see `flush`), and
     /// whether they came in more than one piece (a prefix may then change
     /// twice).
@@ -285,7 +285,7 @@ pub fn spawn(
         internal_tx,
         neighbors: HashMap::new(),
         up: HashSet::new(),
-        update_groups: None,
+        update_groups: Arc::default(),
         pending: Vec::new(),
         pending_pieces: 0,
         backlogs: HashMap::new(),
@@ -361,7 +361,9 @@ impl Speaker {
                     (neighbor.import_policy != import, neighbor.export_policy != export);
                 neighbor.import_policy = import;
                 neighbor.export_policy = export;
-                self.update_groups = None;
+                if self.up.contains(&peer) {
+                    Arc::make_mut(&mut self.update_groups).join(&peer, neighbor, handle);
+                }
                 let refresh = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.route_refresh);
                 if import_changed && neighbor.soft_reconfiguration_inbound {
                     // The routes as received, judged again by the new import policy.
@@ -750,7 +752,6 @@ impl Speaker {
         let _ = handle.commands.send(PeerCommand::Start).await;
         self.statuses.lock().unwrap_or_else(|p| p.into_inner()).insert(n.session.name.clone(), handle.status.clone());
         self.neighbors.insert(n.session.name.clone(), (n, handle));
-        self.update_groups = None;
     }
 
     async fn remove_neighbor(&mut self, name: &str) {
@@ -811,22 +812,24 @@ impl Speaker {
         }
     }
 
-    /// Marks `peer` up or down; the update groups are planned again.
+    /// Marks `peer` up (it joins its update group) or down (it leaves it).
     fn set_up(&mut self, peer: &str, up: bool) {
+        let groups = Arc::make_mut(&mut self.update_groups);
         if up {
             self.up.insert(peer.to_string());
+            if let Some((neighbor, handle)) = self.neighbors.get(peer) {
+                groups.join(peer, neighbor, handle);
+            }
         } else {
             self.up.remove(peer);
+            groups.leave(peer);
             self.backlogs.remove(peer);
             self.end_of_rib.remove(peer);
         }
-        self.update_groups = None;
     }
 
-    /// The up peers grouped for export, planned if anything changed since.
-    fn update_groups(&mut self) -> Arc<UpdateGroups> {
-        let neighbors = &self.neighbors;
-        let up = &self.up;
-        self.update_groups.get_or_insert_with(|| Arc::new(UpdateGroups::plan(neighbors, up))).clone()
+    /// The up peers grouped for export.
+    fn update_groups(&self) -> Arc<UpdateGroups> {
+        self.update_groups.clone()
     }
 }

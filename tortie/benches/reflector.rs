@@ -14,7 +14,6 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -44,6 +43,37 @@ fn client_routes(i: usize) -> Vec<Ipv4Nlri> {
     let mut v = vec![Nlri::new(Ipv4Net::new(Ipv4Addr::from(base), 26).unwrap())];
     v.extend((1..=3).map(|k| Nlri::new(Ipv4Net::new(Ipv4Addr::from(base + k), 32).unwrap())));
     v
+}
+
+/// The routes one client holds, a bit per route of the 4·n clients send.
+struct Routes {
+    bits: Vec<u64>,
+    count: usize,
+}
+
+impl Routes {
+    fn new(n: usize) -> Routes {
+        Routes { bits: vec![0; (4 * n).div_ceil(64)], count: 0 }
+    }
+
+    /// Client `i`'s /26 is route 4·i, its /32s 4·i+1..=3 (see `client_routes`).
+    fn set(&mut self, prefix: &Ipv4Net, on: bool) {
+        let offset = u32::from(prefix.addr()).wrapping_sub(u32::from(Ipv4Addr::new(198, 18, 0, 0))) as usize;
+        let slot = if prefix.prefix_len() == 26 { 0 } else { offset % 64 };
+        let index = 4 * (offset / 64) + slot;
+        let Some(word) = self.bits.get_mut(index / 64) else { return };
+        let bit = 1u64 << (index % 64);
+        match (on, *word & bit != 0) {
+            (true, false) => self.count += 1,
+            (false, true) => self.count -= 1,
+            _ => {}
+        }
+        if on {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+    }
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -80,7 +110,9 @@ async fn clients(n: usize) -> Duration {
         handles.push(h);
     }
     let want = 4 * (n - 1);
-    let mut held: Vec<HashSet<Ipv4Net>> = vec![HashSet::new(); n];
+    // Which of the 4·n routes each client holds: a bit each (5,000 clients
+    // hold 100 million routes between them).
+    let mut held: Vec<Routes> = (0..n).map(|_| Routes::new(n)).collect();
     let mut full = 0;
     while full < n {
         let Some(event) = rx.recv().await else { break };
@@ -95,12 +127,14 @@ async fn clients(n: usize) -> Duration {
             }
             PeerEvent::Update { peer, update } => {
                 let i: usize = peer.parse().unwrap();
-                let before = held[i].len();
+                let before = held[i].count;
                 for w in &update.withdrawn {
-                    held[i].remove(&w.prefix);
+                    held[i].set(&w.prefix, false);
                 }
-                held[i].extend(update.nlri.iter().map(|n| n.prefix));
-                if before < want && held[i].len() >= want {
+                for a in &update.nlri {
+                    held[i].set(&a.prefix, true);
+                }
+                if before < want && held[i].count >= want {
                     full += 1;
                 }
             }

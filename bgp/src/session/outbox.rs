@@ -61,19 +61,34 @@ impl Outbox {
     /// mark; `false` means refused, and the peer is behind until the writer
     /// has emptied the queue.
     pub fn push(&self, message: Bytes) -> bool {
+        self.push_all([&message]) == 1
+    }
+
+    /// Queues messages in order until one is refused (see [`Outbox::push`]);
+    /// returns how many were queued (all of them while no session is open:
+    /// they are dropped).
+    pub fn push_all<'a>(&self, messages: impl IntoIterator<Item = &'a Bytes>) -> usize {
         let mut q = self.lock();
-        if !q.open {
-            return true;
+        let mut queued = 0;
+        for message in messages {
+            if !q.open {
+                queued += 1;
+                continue;
+            }
+            if q.behind || q.bytes >= HIGH_WATER {
+                q.behind = true;
+                break;
+            }
+            q.bytes += message.len();
+            q.messages.push_back(message.clone());
+            queued += 1;
         }
-        if q.behind || q.bytes >= HIGH_WATER {
-            q.behind = true;
-            return false;
-        }
-        q.bytes += message.len();
-        q.messages.push_back(message);
+        let open = q.open;
         drop(q);
-        self.queued.notify_one();
-        true
+        if open && queued > 0 {
+            self.queued.notify_one();
+        }
+        queued
     }
 
     /// Queues one message whatever the mark (small control messages that

@@ -2,12 +2,12 @@
 //! same export rules and policy, same negotiated send context — so each
 //! change is exported and encoded once per group.
 //!
-//! The grouping is planned once and kept until a peer goes up or down or a
-//! neighbour's configuration changes; a full table from many senders is
-//! tens of thousands of small UPDATEs, and looking at every peer's terms
-//! for each of them was most of the work.
+//! A peer joins its group when it comes up (or its export policy changes)
+//! and leaves it when it goes down: a full table from many senders is tens
+//! of thousands of small UPDATEs, and a reflector's clients arrive by the
+//! thousand, so nothing looks at every peer's terms per UPDATE or per arrival.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::Neighbor;
 use crate::packet::{Context, Family};
@@ -25,44 +25,50 @@ pub(super) struct GroupKey {
     families: Vec<Family>,
 }
 
-/// The up peers to send changes to, grouped.
-#[derive(Debug, Default)]
+/// The up peers to send changes to, grouped; kept up to date as peers
+/// come and go (a reflector's thousands of clients each join once, not a
+/// plan of every peer per arrival).
+#[derive(Debug, Default, Clone)]
 pub(super) struct UpdateGroups {
-    /// Groups with their members, by name (in name order).
+    /// Groups with their members (a group may be empty).
     pub(super) groups: Vec<(GroupKey, Vec<String>)>,
     /// Up peers whose negotiated terms are not known yet: each on its own.
     pub(super) ungrouped: Vec<String>,
+    index: HashMap<GroupKey, usize>,
 }
 
 impl UpdateGroups {
-    /// Groups the `up` peers among `neighbors`. A peer whose export policy
-    /// rejects everything is left out: it was never sent anything (a policy
-    /// change resends the table).
-    pub(super) fn plan(neighbors: &HashMap<String, (Neighbor, PeerHandle)>, up: &HashSet<String>) -> UpdateGroups {
-        let mut names: Vec<&String> = up.iter().collect();
-        names.sort();
-        let mut plan = UpdateGroups::default();
-        let mut index: HashMap<GroupKey, usize> = HashMap::new();
-        for name in names {
-            let Some((neighbor, handle)) = neighbors.get(name) else { continue };
-            if neighbor.export_policy.as_ref().is_some_and(Policy::rejects_everything) {
-                continue;
-            }
-            let terms = handle.status.borrow().negotiated.as_ref().map(|n| (n.tx(), n.families.clone()));
-            let Some((tx, families)) = terms else {
-                plan.ungrouped.push(name.clone());
-                continue;
-            };
-            let key =
-                GroupKey { export: neighbor.export.clone(), policy: neighbor.export_policy.clone(), tx, families };
-            match index.get(&key) {
-                Some(&i) => plan.groups[i].1.push(name.clone()),
-                None => {
-                    index.insert(key.clone(), plan.groups.len());
-                    plan.groups.push((key, vec![name.clone()]));
-                }
+    /// An up peer joins the group of peers with its terms. A peer whose
+    /// export policy rejects everything is left out: it was never sent
+    /// anything (a policy change resends the table).
+    pub(super) fn join(&mut self, name: &str, neighbor: &Neighbor, handle: &PeerHandle) {
+        self.leave(name);
+        if neighbor.export_policy.as_ref().is_some_and(Policy::rejects_everything) {
+            return;
+        }
+        let terms = handle.status.borrow().negotiated.as_ref().map(|n| (n.tx(), n.families.clone()));
+        let Some((tx, families)) = terms else {
+            self.ungrouped.push(name.to_string());
+            return;
+        };
+        let key = GroupKey { export: neighbor.export.clone(), policy: neighbor.export_policy.clone(), tx, families };
+        match self.index.get(&key) {
+            Some(&i) => self.groups[i].1.push(name.to_string()),
+            None => {
+                self.index.insert(key.clone(), self.groups.len());
+                self.groups.push((key, vec![name.to_string()]));
             }
         }
-        plan
+    }
+
+    /// A peer that went down (or whose terms change) leaves its group.
+    pub(super) fn leave(&mut self, name: &str) {
+        self.ungrouped.retain(|n| n != name);
+        for (_, members) in &mut self.groups {
+            if let Some(at) = members.iter().position(|m| m == name) {
+                members.swap_remove(at);
+                return;
+            }
+        }
     }
 }

@@ -89,45 +89,51 @@ impl Speaker {
     }
 
     fn export_changes(&mut self, changes: &[BestChange]) {
-        // The peers whose paths are among the changes: consecutive changes
-        // mostly share one (an UPDATE's prefixes), so no hashing per prefix.
-        let mut sources: Vec<&str> = Vec::new();
-        for source in changes.iter().filter_map(|c| c.paths.first()?.0.as_deref()) {
-            if sources.last() != Some(&source) && !sources.contains(&source) {
-                sources.push(source);
-            }
-        }
         let items = || changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
         let plan = self.update_groups();
-        let mut alone: Vec<String> = plan.ungrouped.clone();
+        for name in &plan.ungrouped {
+            let updates = self.exports(name, items()).updates(false);
+            self.send_updates(name, updates);
+        }
+        // The peer each changed path came from: its own paths never go back to it.
+        let source_of: HashMap<IpNet, &str> =
+            changes.iter().filter_map(|c| Some((c.prefix, c.paths.first()?.0.as_deref()?))).collect();
         for (key, members) in &plan.groups {
-            // A member whose own path is among the changes gets its own computation.
-            let (sources_here, members): (Vec<&String>, Vec<&String>) =
-                members.iter().partition(|m| sources.contains(&m.as_str()));
-            alone.extend(sources_here.into_iter().cloned());
             let Some(first) = members.first() else { continue };
-            let updates = self.exports(first, items()).updates(false);
-            let encoded: Vec<(Bytes, &Update)> =
-                updates.iter().filter_map(|u| encode(&Message::Update(u.clone()), &key.tx).map(|b| (b, u))).collect();
+            // The group's UPDATEs, as a member that sent none of these paths gets them.
+            let updates = self.exports_as(first, None, items()).updates(false);
+            // Which members' paths each UPDATE carries (mostly one: an UPDATE is one attribute set).
+            let mut carries: HashMap<&str, Vec<usize>> = HashMap::new();
+            for (i, u) in updates.iter().enumerate() {
+                for source in prefixes_of(u).filter_map(|p| source_of.get(&p).copied()) {
+                    let at = carries.entry(source).or_default();
+                    if at.last() != Some(&i) {
+                        at.push(i);
+                    }
+                }
+            }
+            let encoded: Vec<(usize, Bytes)> =
+                updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode_update(u, &key.tx)?))).collect();
             self.stats.group_updates_encoded.fetch_add(encoded.len() as u64, Ordering::Relaxed);
             for member in members {
                 let Some((_, handle)) = self.neighbors.get(member.as_str()) else { continue };
-                let refused = if self.owes(member) {
-                    Some(0)
-                } else {
-                    encoded.iter().position(|(bytes, _)| !handle.outbox.push(bytes.clone()))
-                };
-                let pushed = refused.unwrap_or(encoded.len());
+                let own: &[usize] = carries.get(member.as_str()).map_or(&[], Vec::as_slice);
+                let theirs: Vec<&(usize, Bytes)> = encoded.iter().filter(|(i, _)| !own.contains(i)).collect();
+                let pushed = if self.owes(member) { 0 } else { handle.outbox.push_all(theirs.iter().map(|(_, b)| b)) };
                 self.stats.group_updates_sent.fetch_add(pushed as u64, Ordering::Relaxed);
-                if let Some(i) = refused {
-                    let backlog = self.backlogs.entry(member.clone()).or_default();
-                    backlog.prefixes(encoded[i..].iter().flat_map(|(_, u)| prefixes_of(u)));
+                if pushed < theirs.len() {
+                    let rest = theirs[pushed..].iter().flat_map(|(i, _)| prefixes_of(&updates[*i]));
+                    self.backlogs.entry(member.clone()).or_default().prefixes(rest);
+                }
+                if !own.is_empty() {
+                    // The UPDATEs with its own paths, made for it alone.
+                    let mine: std::collections::HashSet<IpNet> =
+                        own.iter().flat_map(|&i| prefixes_of(&updates[i])).collect();
+                    let its = changes.iter().filter(|c| mine.contains(&c.prefix));
+                    let its = self.exports(member, its.map(|c| (c.prefix, c.paths.first(), !c.was_reachable)));
+                    self.send_updates(member, its.updates(false));
                 }
             }
-        }
-        for name in alone {
-            let updates = self.exports(&name, items()).updates(false);
-            self.send_updates(&name, updates);
         }
     }
 
@@ -173,7 +179,10 @@ impl Speaker {
     fn push_updates(&self, peer: &str, updates: &[Update]) -> Option<usize> {
         let (_, handle) = self.neighbors.get(peer)?;
         let tx = handle.status.borrow().negotiated.as_ref().map(|n| n.tx())?;
-        updates.iter().position(|u| encode(&Message::Update(u.clone()), &tx).is_some_and(|b| !handle.outbox.push(b)))
+        let encoded: Vec<(usize, Bytes)> =
+            updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode_update(u, &tx)?))).collect();
+        let pushed = handle.outbox.push_all(encoded.iter().map(|(_, b)| b));
+        encoded.get(pushed).map(|(i, _)| *i)
     }
 
     /// Works through what `peer` is owed until its outbox refuses more (the
@@ -248,6 +257,17 @@ impl Speaker {
         peer: &str,
         items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, bool)>,
     ) -> Outbound {
+        self.exports_as(peer, Some(peer), items)
+    }
+
+    /// `exports` under `peer`'s export configuration, holding back the
+    /// paths that came from `own` (none: as for a peer that sent none of them).
+    fn exports_as<'a>(
+        &self,
+        peer: &str,
+        own: Option<&str>,
+        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, bool)>,
+    ) -> Outbound {
         let mut out = Outbound::default();
         let Some((neighbor, handle)) = self.neighbors.get(peer) else { return out };
         let v6 = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
@@ -258,7 +278,7 @@ impl Speaker {
         for (prefix, best, fresh) in items {
             // Never back to its source, which was never sent it either.
             if (prefix.addr().is_ipv6() && !v6)
-                || (fresh && best.is_some_and(|(from, _)| from.as_deref() == Some(peer)))
+                || (fresh && own.is_some() && best.is_some_and(|(from, _)| from.as_deref() == own))
             {
                 continue;
             }
@@ -277,7 +297,7 @@ impl Speaker {
             }
             let exported = best.and_then(|(from, path)| {
                 // Never back to the peer it came from.
-                if from.as_deref() == Some(peer) {
+                if own.is_some() && from.as_deref() == own {
                     None
                 } else {
                     let reflection = self.reflector.as_deref().map(|reflector| Reflection {
@@ -335,8 +355,17 @@ fn coalesce(changes: Vec<BestChange>) -> Vec<BestChange> {
 
 /// One message in its wire form, or `None` (logged) if it cannot be encoded.
 fn encode(message: &Message, tx: &Context) -> Option<Bytes> {
+    wire(|buf| message.encode(tx, buf))
+}
+
+/// An UPDATE in its wire form (several messages if it does not fit one).
+fn encode_update(update: &Update, tx: &Context) -> Option<Bytes> {
+    wire(|buf| update.encode(tx, buf).map(drop))
+}
+
+fn wire(write: impl FnOnce(&mut BytesMut) -> Result<(), crate::packet::EncodeError>) -> Option<Bytes> {
     let mut buf = BytesMut::new();
-    match message.encode(tx, &mut buf) {
+    match write(&mut buf) {
         Ok(()) => Some(buf.freeze()),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode a message for a peer");
