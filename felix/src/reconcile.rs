@@ -105,12 +105,16 @@ impl Editor<'_> {
     }
 }
 
+/// One changed route: its prefix, its target now and its target before
+/// (what the kernel should still have); `None`: no route.
+type Changed = (IpNet, Option<Target<String>>, Option<Target<String>>);
+
 /// What the reconciler takes from the cell for one pass.
 enum Work {
     /// Everything: dump the kernel and diff.
     Full(Desired),
     /// These routes changed: (prefix, target now, target before).
-    Routes(Vec<(IpNet, Option<Target<String>>, Option<Target<String>>)>, bool),
+    Routes(Vec<Changed>, bool),
 }
 
 impl DesiredCell {
@@ -271,11 +275,7 @@ pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkEr
 /// written (replacing what is there), each one no longer desired is deleted
 /// — unless it is a learned route kept while BGP relearns. A route whose
 /// interface is missing waits for the next full pass (a link event).
-fn apply_changed(
-    nl: &mut Netlink,
-    changes: Vec<(IpNet, Option<Target<String>>, Option<Target<String>>)>,
-    keep_learned: bool,
-) -> Result<PassReport, NetlinkError> {
+fn apply_changed(nl: &mut Netlink, changes: Vec<Changed>, keep_learned: bool) -> Result<PassReport, NetlinkError> {
     let links = nl.links()?;
     let mut report = PassReport::default();
     let mut writes = Vec::new();
@@ -465,7 +465,7 @@ mod tests {
         Target::Gateways(vec![NextHop { gateway: gw.parse().unwrap(), device: None, onlink: false }])
     }
 
-    fn changes(cell: &DesiredCell) -> Vec<(IpNet, Option<Target<String>>, Option<Target<String>>)> {
+    fn changes(cell: &DesiredCell) -> Vec<Changed> {
         match cell.take(false) {
             Some(Work::Routes(c, _)) => c,
             Some(Work::Full(_)) => panic!("a full pass"),
