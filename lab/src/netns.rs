@@ -140,6 +140,21 @@ impl Netns {
         })
     }
 
+    /// The whole response (headers and body) to `GET path` on `addr`
+    /// from inside this namespace (a daemon's metrics endpoint).
+    pub fn http_get(&self, addr: std::net::SocketAddr, path: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        let io = |e| LabError::io("HTTP GET", std::path::Path::new(path), e);
+        self.enter(|| {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })?
+        .map_err(io)
+    }
+
     /// PIDs of every process whose network namespace is this one.
     pub fn pids(&self) -> Result<Vec<i32>> {
         pids_in(self.name())

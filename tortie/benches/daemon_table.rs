@@ -89,19 +89,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) as f64 / hz
 }
 
-/// The node daemon's metrics text.
-fn metrics(ns: &Netns) -> String {
-    use std::io::{Read, Write};
-    ns.enter(|| {
-        let mut s = std::net::TcpStream::connect("127.0.0.1:9091").unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
-}
-
 struct Measured {
     receiver: Duration,
     kernel: Duration,
@@ -159,7 +146,7 @@ fn run(sut: &str, n: usize) -> Measured {
     .unwrap();
     let cpu = cpu_seconds(pid) - cpu_before;
     if tortie.is_some() {
-        let m = metrics(&ns[0]);
+        let m = ns[0].http_get("127.0.0.1:9091".parse().unwrap(), "/metrics").unwrap();
         let full = [
             "tortie_route_reconcile_passes_total",
             "tortie_route_reconcile_full_passes_total",

@@ -184,15 +184,7 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// The metrics text of node `node`'s daemon.
 pub fn metrics(node: &Netns) -> String {
-    use std::io::Read;
-    node.enter(|| {
-        let mut s = std::net::TcpStream::connect("127.0.0.1:9091").unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
+    node.http_get("127.0.0.1:9091".parse().unwrap(), "/metrics").unwrap()
 }
 
 /// A metric's value (first sample whose line starts with `name`).
