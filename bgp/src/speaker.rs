@@ -22,7 +22,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::graceful::{PeerState, Stale, forwarding_preserved, tables_in};
+use crate::graceful::{Stale, forwarding_preserved};
 use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update, cease_subcode};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{ExportPeer, Reflector};
@@ -33,6 +33,7 @@ use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerHandle,
 use crate::session::socket::SocketError;
 
 mod backlog;
+mod converge;
 mod groups;
 mod send;
 use backlog::Backlog;
@@ -440,60 +441,6 @@ impl Speaker {
                     let _ = tx.send(Internal::DeferralOver).await;
                 });
             }
-        }
-    }
-
-    /// Ends the selection deferral when every peer is in (or `why` says the
-    /// wait is over anyway): each up peer gets the table and End-of-RIB.
-    async fn check_deferral(&mut self) {
-        if !self.deferral {
-            return;
-        }
-        let peers = self.neighbors.keys().filter(|name| !self.dynamic.contains(*name));
-        if tables_in(peers.map(|name| self.peer_state(name)), &self.end_of_rib) {
-            self.end_deferral("every peer sent End-of-RIB").await;
-        }
-    }
-
-    /// Announces convergence once every planned peer has given its table.
-    async fn check_converged(&mut self) {
-        if self.converged {
-            return;
-        }
-        let Some(planned) = &self.planned else { return };
-        if tables_in(planned.iter().map(|name| self.peer_state(name)), &self.end_of_rib) {
-            self.converged = true;
-            tracing::info!(
-                peers = planned.len(),
-                routes = self.rib.len(),
-                "BGP converged: every planned peer sent its table"
-            );
-            let _ = self.best_tx.send(SpeakerEvent::Converged).await;
-        }
-    }
-
-    /// A configured peer as the End-of-RIB rules see it.
-    fn peer_state<'a>(&self, name: &'a str) -> PeerState<'a> {
-        let graceful = self.neighbors.get(name).is_some_and(|(_, h)| {
-            h.status.borrow().negotiated.as_ref().is_some_and(|n| n.peer_graceful_restart.is_some())
-        });
-        PeerState { name, up: self.up.contains(name), graceful }
-    }
-
-    async fn end_deferral(&mut self, why: &str) {
-        if !std::mem::take(&mut self.deferral) {
-            return;
-        }
-        self.stats.deferrals_ended.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(why, routes = self.rib.best_paths().count(), "route selection deferral over: advertising");
-        // The restart is over: a session that comes up later is a normal one.
-        for (neighbor, handle) in self.neighbors.values_mut() {
-            neighbor.session.local.end_restart();
-            let _ = handle.commands.send(PeerCommand::EndRestart).await;
-        }
-        let up: Vec<String> = self.up.iter().cloned().collect();
-        for peer in up {
-            self.send_table(&peer, false);
         }
     }
 
