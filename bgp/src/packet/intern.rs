@@ -7,14 +7,24 @@ use std::sync::Arc;
 
 use super::PathAttrs;
 
+/// Sets held below which no collection is made.
+const COLLECT_FROM: usize = 1024;
+
 /// A set of shared attribute sets. Owned by whoever owns the table (one
 /// RIB task); not a global.
+///
+/// A set no route uses any more (only the interner holds it) is dropped at
+/// the next collection, which comes when the sets held have doubled since
+/// the last one: a peer replacing its paths' attributes over and over holds
+/// at most twice its live sets, at an amortised constant cost per set.
 #[derive(Debug, Default)]
 pub struct AttrInterner {
     sets: HashSet<Arc<PathAttrs>>,
     /// The last set asked for and its shared copy: the prefixes of one
     /// UPDATE arrive with one `Arc`, which then costs no hashing.
     last: Option<(Arc<PathAttrs>, Arc<PathAttrs>)>,
+    /// Sets held when the next collection is due.
+    collect_at: usize,
 }
 
 impl AttrInterner {
@@ -30,6 +40,9 @@ impl AttrInterner {
         let shared = match self.sets.get(&attrs) {
             Some(existing) => existing.clone(),
             None => {
+                if self.sets.len() >= self.collect_at.max(COLLECT_FROM) {
+                    self.collect_garbage();
+                }
                 self.sets.insert(attrs.clone());
                 attrs.clone()
             }
@@ -42,6 +55,7 @@ impl AttrInterner {
     pub fn collect_garbage(&mut self) {
         self.last = None;
         self.sets.retain(|a| Arc::strong_count(a) > 1);
+        self.collect_at = 2 * self.sets.len();
     }
 
     /// How many distinct sets are held.
@@ -75,5 +89,18 @@ mod tests {
         drop((first, other));
         interner.collect_garbage();
         assert!(interner.is_empty(), "nothing uses them any more");
+    }
+
+    #[test]
+    fn sets_replaced_over_and_over_are_collected_on_the_way() {
+        let mut interner = AttrInterner::default();
+        // 500 routes in use, each replaced by a new set 100 times.
+        let mut live: Vec<Arc<PathAttrs>> = (0..500).map(|i| interner.intern(set(i))).collect();
+        for round in 1..=100 {
+            for (i, slot) in live.iter_mut().enumerate() {
+                *slot = interner.intern(set(round * 1000 + i as u32));
+            }
+        }
+        assert!(interner.len() <= 2 * COLLECT_FROM, "{} sets held for 500 in use", interner.len());
     }
 }

@@ -84,6 +84,16 @@ pub enum Withheld {
     NoNextHop,
 }
 
+/// Why nothing at all may go to `to` under its export `policy`, if so:
+/// such a peer is sent no path, so it needs no withdrawal either.
+pub fn withholds_everything(to: &ExportPeer, policy: Option<&Policy>) -> Option<Withheld> {
+    match policy {
+        None if !to.is_ibgp() => Some(Withheld::NoExportPolicy),
+        Some(p) if p.rejects_everything() => Some(Withheld::Policy),
+        _ => None,
+    }
+}
+
 /// The attributes to send `path` to `prefix` with to `to` under its export
 /// `policy`, or why it is withheld. With a `reflection` role, iBGP-learned
 /// paths may be reflected to iBGP peers (RFC 4456 §8).
@@ -102,11 +112,8 @@ pub fn export(
             _ => return Err(Withheld::SplitHorizon),
         }
     }
-    if !ibgp && policy.is_none() {
-        return Err(Withheld::NoExportPolicy);
-    }
-    if policy.is_some_and(Policy::rejects_everything) {
-        return Err(Withheld::Policy);
+    if let Some(why) = withholds_everything(to, policy) {
+        return Err(why);
     }
     let mut attrs = (*path.attrs).clone();
     let as_path = attrs.as_path.take().unwrap_or_default();

@@ -16,9 +16,45 @@ use crate::packet::{Family, Ipv4Nlri, MpReach, MpUnreach, Nlri, PathAttrs, Updat
 #[derive(Debug, Default)]
 pub struct Outbound {
     v4_withdrawn: Vec<Ipv4Nlri>,
-    v4: HashMap<Arc<PathAttrs>, Vec<Ipv4Nlri>>,
+    v4: Buckets<Ipv4Nlri>,
     v6_withdrawn: Vec<Nlri>,
-    v6: HashMap<Arc<PathAttrs>, Vec<Nlri>>,
+    v6: Buckets<Nlri>,
+}
+
+/// Prefixes by attribute set, the sets in the order they first came (so
+/// what goes out follows the order of the changes, the same every time).
+#[derive(Debug)]
+struct Buckets<N> {
+    sets: Vec<(Arc<PathAttrs>, Vec<N>)>,
+    index: HashMap<Arc<PathAttrs>, usize>,
+}
+
+impl<N> Default for Buckets<N> {
+    fn default() -> Self {
+        Buckets { sets: Vec::new(), index: HashMap::new() }
+    }
+}
+
+impl<N> Buckets<N> {
+    fn add(&mut self, attrs: Arc<PathAttrs>, nlri: Vec<N>) {
+        let at = match self.sets.last() {
+            // The usual case: the same set as the prefixes before (no hashing).
+            Some((last, _)) if Arc::ptr_eq(last, &attrs) => self.sets.len() - 1,
+            _ => match self.index.get(&attrs) {
+                Some(&at) => at,
+                None => {
+                    self.index.insert(attrs.clone(), self.sets.len());
+                    self.sets.push((attrs, Vec::new()));
+                    self.sets.len() - 1
+                }
+            },
+        };
+        self.sets[at].1.extend(nlri);
+    }
+
+    fn len(&self) -> usize {
+        self.sets.iter().map(|(_, nlri)| nlri.len()).sum()
+    }
 }
 
 impl Outbound {
@@ -32,10 +68,10 @@ impl Outbound {
             }
         }
         if !v4.is_empty() {
-            self.v4.entry(attrs.clone()).or_default().extend(v4);
+            self.v4.add(attrs.clone(), v4);
         }
         if !v6.is_empty() {
-            self.v6.entry(attrs).or_default().extend(v6);
+            self.v6.add(attrs, v6);
         }
     }
 
@@ -49,11 +85,11 @@ impl Outbound {
 
     /// How many prefixes are announced.
     pub fn announced(&self) -> usize {
-        self.v4.values().map(Vec::len).sum::<usize>() + self.v6.values().map(Vec::len).sum::<usize>()
+        self.v4.len() + self.v6.len()
     }
 
     /// The UPDATEs: withdrawals first (unless `announcements_only`), then
-    /// one UPDATE per attribute set and family. The encoder splits any that
+    /// one UPDATE per attribute set and family, in the order the sets came. The encoder splits any that
     /// do not fit one message.
     pub fn updates(self, announcements_only: bool) -> Vec<Update> {
         let mut out = Vec::new();
@@ -66,8 +102,8 @@ impl Outbound {
                 out.push(Update { mp_unreach: Some(mp_unreach), ..Update::default() });
             }
         }
-        out.extend(self.v4.into_iter().map(|(attrs, nlri)| Update::announce(attrs, nlri)));
-        for (attrs, nlri) in self.v6 {
+        out.extend(self.v4.sets.into_iter().map(|(attrs, nlri)| Update::announce(attrs, nlri)));
+        for (attrs, nlri) in self.v6.sets {
             // Export gives every IPv6 route a next hop; one without is not sent.
             let Some(next_hop) = attrs.mp_next_hop else { continue };
             let mp_reach = MpReach { family: Family::IPV6_UNICAST, next_hop, nlri };

@@ -37,9 +37,10 @@ pub struct BestChange {
     /// The new best path first, then the rest of the multipath set; empty
     /// when the prefix is now unreachable.
     pub paths: ChosenPaths,
-    /// Whether the prefix had a best path before; if not, no peer was sent
-    /// it, so none needs it withdrawn.
-    pub was_reachable: bool,
+    /// The prefix's best path before, or `None` when it had none: a peer
+    /// needs a withdrawal only if it was sent that path (not its source,
+    /// not one the export rules withheld it from).
+    pub was: Option<(PeerKey, Path)>,
 }
 
 /// A path as stored.
@@ -153,8 +154,8 @@ fn path(peers: &[PeerInfo], s: &Stored) -> (PeerKey, Path) {
     (info.key.clone(), path)
 }
 
-/// A prefix's new chosen paths, and whether it had any before.
-type Changed = (ChosenPaths, bool);
+/// A prefix's new chosen paths, and its best before (if it had one).
+type Changed = (ChosenPaths, Option<(PeerKey, Path)>);
 
 /// What changed for a prefix: its chosen paths now, when they differ from
 /// `before`.
@@ -166,7 +167,7 @@ fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Optio
             [one] => ChosenPaths::from_buf([path(peers, one)]),
             _ => now.iter().map(|s| path(peers, s)).collect(),
         };
-        (paths, !before.is_empty())
+        (paths, before.first().map(|s| path(peers, s)))
     })
 }
 
@@ -339,7 +340,7 @@ impl LocRib {
         if added {
             self.peers[index as usize].paths += 1;
         }
-        changed.map(|(paths, was_reachable)| BestChange { prefix, paths, was_reachable })
+        changed.map(|(paths, was)| BestChange { prefix, paths, was })
     }
 
     /// Has the place of `prefix` fetched into the cache: a caller going
@@ -360,15 +361,13 @@ impl LocRib {
             IpNet::V6(net) => withdraw_in(&mut self.v6, &net, index, peers, max_paths),
         }?;
         self.peers[index as usize].paths -= 1;
-        changed.map(|(paths, was_reachable)| BestChange { prefix, paths, was_reachable })
+        changed.map(|(paths, was)| BestChange { prefix, paths, was })
     }
 
     /// Removes every path from `peer` (its session went down).
     pub fn peer_down(&mut self, peer: &PeerKey) -> Vec<BestChange> {
         let prefixes = self.prefixes_from(peer);
-        let changes = prefixes.into_iter().filter_map(|prefix| self.withdraw(peer, prefix)).collect();
-        self.interner.collect_garbage();
-        changes
+        prefixes.into_iter().filter_map(|prefix| self.withdraw(peer, prefix)).collect()
     }
 
     /// The best path first, then the rest of the multipath set.
@@ -437,11 +436,11 @@ mod tests {
         let mut rib = LocRib::new(1);
         let p: IpNet = "198.18.1.0/24".parse().unwrap();
         let c = rib.announce(&key("a"), p, path(1, 100)).unwrap();
-        assert_eq!((&c.paths[0].0, c.was_reachable), (&key("a"), false));
+        assert_eq!((&c.paths[0].0, c.was.is_none()), (&key("a"), true));
         assert_eq!(rib.paths_from(&key("a")), 1);
         // A better path takes over; a worse one changes nothing.
         let c = rib.announce(&key("b"), p, path(2, 200)).unwrap();
-        assert_eq!((&c.paths[0].0, c.was_reachable), (&key("b"), true));
+        assert_eq!((&c.paths[0].0, c.was.map(|w| w.0)), (&key("b"), Some(key("a"))), "a's was the best before");
         assert_eq!(rib.announce(&key("c"), p, path(3, 50)), None);
         // Replacing b's path with a worse one hands the prefix back to a.
         assert_eq!(rib.announce(&key("b"), p, path(2, 10)).unwrap().paths[0].0, key("a"));
@@ -451,7 +450,7 @@ mod tests {
         assert_eq!(changes[0].paths[0].0, key("c"));
         rib.withdraw(&key("c"), p);
         let last = rib.withdraw(&key("b"), p).unwrap();
-        assert!(last.paths.is_empty() && last.was_reachable, "unreachable now, reachable before");
+        assert!(last.paths.is_empty() && last.was.is_some_and(|w| w.0 == key("b")), "unreachable now, b's before");
         assert_eq!((rib.is_empty(), rib.paths_from(&key("b"))), (true, 0));
         assert_eq!(rib.withdraw(&key("b"), p), None, "withdrawing nothing changes nothing");
     }
@@ -464,8 +463,8 @@ mod tests {
             rib.announce(&key("a"), prefix, path(1, 100 + i % 3));
         }
         assert_eq!((rib.len(), rib.attribute_sets(), rib.paths_from(&key("a"))), (1000, 3, 1000));
-        rib.peer_down(&key("a"));
-        assert_eq!((rib.len(), rib.attribute_sets(), rib.paths_from(&key("a"))), (0, 0, 0));
+        let changes = rib.peer_down(&key("a"));
+        assert_eq!((changes.len(), rib.len(), rib.paths_from(&key("a"))), (1000, 0, 0));
     }
 
     #[test]

@@ -193,10 +193,14 @@ const READ_BUFFER: usize = 4096;
 
 /// Starts the task of one peer. It begins Idle: send [`PeerCommand::Start`].
 pub fn spawn(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> PeerHandle {
+    spawn_with(config, events, Arc::default())
+}
+
+/// [`spawn`], writing the UPDATEs the speaker queues in `outbox`.
+pub fn spawn_with(config: PeerConfig, events: mpsc::Sender<PeerEvent>, outbox: Arc<Outbox>) -> PeerHandle {
     let (commands, rx) = mpsc::channel(COMMAND_BUFFER);
     let (status_tx, status) = watch::channel(PeerStatus::default());
     let main = Link::new(&config, true);
-    let outbox = Arc::new(Outbox::default());
     let runner = Runner {
         config,
         main,

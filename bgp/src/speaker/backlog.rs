@@ -6,7 +6,7 @@
 //! update-group queues coalesce the same way). Messages that must follow
 //! what came before them (End-of-RIB, refresh markers) keep their place.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use ipnet::IpNet;
 
@@ -15,9 +15,9 @@ use crate::packet::{Message, Update};
 /// One thing owed, in order.
 #[derive(Debug)]
 pub(super) enum Owed {
-    /// These prefixes' current state: the exported best path, or a
+    /// These prefixes' current state (sent in prefix order): the exported best path, or a
     /// withdrawal when there is none to export.
-    Prefixes(HashSet<IpNet>),
+    Prefixes(BTreeSet<IpNet>),
     /// Every best path after `after` (in the Loc-RIB's order): the rest of
     /// a table; with `withdraw_rest`, withdrawals for those it may no
     /// longer have.
@@ -49,7 +49,7 @@ impl Backlog {
             set.extend(prefixes);
             return;
         }
-        let set: HashSet<IpNet> = prefixes.into_iter().collect();
+        let set: BTreeSet<IpNet> = prefixes.into_iter().collect();
         if !set.is_empty() {
             self.owed.push_back(Owed::Prefixes(set));
         }

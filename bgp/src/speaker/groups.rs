@@ -9,11 +9,10 @@
 
 use std::collections::HashMap;
 
-use super::Neighbor;
+use super::core::Session;
 use crate::packet::{Context, Family};
-use crate::rib::export::ExportPeer;
+use crate::rib::export::{ExportPeer, withholds_everything};
 use crate::rib::policy::Policy;
-use crate::session::peer::PeerHandle;
 
 /// What makes two peers' UPDATEs identical.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,25 +31,22 @@ pub(super) struct GroupKey {
 pub(super) struct UpdateGroups {
     /// Groups with their members (a group may be empty).
     pub(super) groups: Vec<(GroupKey, Vec<String>)>,
-    /// Up peers whose negotiated terms are not known yet: each on its own.
-    pub(super) ungrouped: Vec<String>,
     index: HashMap<GroupKey, usize>,
 }
 
 impl UpdateGroups {
-    /// An up peer joins the group of peers with its terms. A peer whose
-    /// export policy rejects everything is left out: it was never sent
-    /// anything (a policy change resends the table).
-    pub(super) fn join(&mut self, name: &str, neighbor: &Neighbor, handle: &PeerHandle) {
+    /// An up peer joins the group of peers with its terms. A peer that may
+    /// be sent nothing (RFC 8212, or a policy that rejects everything) is
+    /// left out: it was never sent anything (a policy change resends the table).
+    pub(super) fn join(&mut self, name: &str, session: &Session) {
         self.leave(name);
-        if neighbor.export_policy.as_ref().is_some_and(Policy::rejects_everything) {
+        let neighbor = &session.neighbor;
+        if withholds_everything(&neighbor.export, neighbor.export_policy.as_ref()).is_some() {
             return;
         }
-        let terms = handle.status.borrow().negotiated.as_ref().map(|n| (n.tx(), n.families.clone()));
-        let Some((tx, families)) = terms else {
-            self.ungrouped.push(name.to_string());
-            return;
-        };
+        // Only an up peer (its terms known) is in a group.
+        let Some(negotiated) = &session.negotiated else { return };
+        let (tx, families) = (negotiated.tx(), negotiated.families.clone());
         let key = GroupKey { export: neighbor.export.clone(), policy: neighbor.export_policy.clone(), tx, families };
         match self.index.get(&key) {
             Some(&i) => self.groups[i].1.push(name.to_string()),
@@ -63,7 +59,6 @@ impl UpdateGroups {
 
     /// A peer that went down (or whose terms change) leaves its group.
     pub(super) fn leave(&mut self, name: &str) {
-        self.ungrouped.retain(|n| n != name);
         for (_, members) in &mut self.groups {
             if let Some(at) = members.iter().position(|m| m == name) {
                 members.swap_remove(at);

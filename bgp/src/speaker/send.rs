@@ -5,7 +5,7 @@
 //! prefixes changed, sent from the Loc-RIB as it is then once the outbox
 //! has drained (`PeerEvent::Drained`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,8 +13,9 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
 
+use super::SpeakerEvent;
 use super::backlog::{Owed, prefixes_of};
-use super::{Speaker, SpeakerEvent};
+use super::core::{Output, SpeakerCore};
 use crate::packet::{Context, Family, Message, PathAttrs, Update};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{Reflection, export};
@@ -59,7 +60,7 @@ impl ExportRun {
     }
 }
 
-impl Speaker {
+impl SpeakerCore {
     /// Best-path changes for the batch under way (sent by `flush`).
     pub(super) fn changed(&mut self, changes: Vec<BestChange>) {
         if !changes.is_empty() {
@@ -72,7 +73,7 @@ impl Speaker {
     /// changes. Peers of one update group get the same bytes, encoded once;
     /// a member whose own path is among the changes gets its own
     /// computation (a path never goes back to the peer it came from).
-    pub(super) async fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -85,27 +86,33 @@ impl Speaker {
             self.export_changes(&changes);
         }
         // One message per batch: a full table is a million changes.
-        let _ = self.best_tx.send(SpeakerEvent::Best(changes)).await;
+        self.emit(Output::Event(SpeakerEvent::Best(changes)));
     }
 
     fn export_changes(&mut self, changes: &[BestChange]) {
-        let items = || changes.iter().map(|c| (c.prefix, c.paths.first(), !c.was_reachable));
-        let plan = self.update_groups();
-        for name in &plan.ungrouped {
-            let updates = self.exports(name, items()).updates(false);
-            self.send_updates(name, updates);
+        // A member's own UPDATEs below do not change the groups.
+        let plan = std::mem::take(&mut self.update_groups);
+        // The peers each change involves: where its new and its old best path
+        // came from. Neither gets the group's UPDATE for it: its own path never
+        // goes back to it, and it was never sent the old one.
+        let mut involves: HashMap<IpNet, Vec<&str>> = HashMap::new();
+        for c in changes {
+            let sources = [c.paths.first(), c.was.as_ref()].map(|p| p.and_then(|(from, _)| from.as_deref()));
+            for source in sources.into_iter().flatten() {
+                let at = involves.entry(c.prefix).or_default();
+                if !at.contains(&source) {
+                    at.push(source);
+                }
+            }
         }
-        // The peer each changed path came from: its own paths never go back to it.
-        let source_of: HashMap<IpNet, &str> =
-            changes.iter().filter_map(|c| Some((c.prefix, c.paths.first()?.0.as_deref()?))).collect();
         for (key, members) in &plan.groups {
             let Some(first) = members.first() else { continue };
-            // The group's UPDATEs, as a member that sent none of these paths gets them.
-            let updates = self.exports_as(first, None, items()).updates(false);
-            // Which members' paths each UPDATE carries (mostly one: an UPDATE is one attribute set).
+            // The group's UPDATEs, as a member no change involves gets them.
+            let updates = self.exports_as(first, None, items(changes)).updates(false);
+            // Which UPDATEs involve which members (mostly none or one: an UPDATE is one attribute set).
             let mut carries: HashMap<&str, Vec<usize>> = HashMap::new();
             for (i, u) in updates.iter().enumerate() {
-                for source in prefixes_of(u).filter_map(|p| source_of.get(&p).copied()) {
+                for source in prefixes_of(u).filter_map(|p| involves.get(&p)).flatten() {
                     let at = carries.entry(source).or_default();
                     if at.last() != Some(&i) {
                         at.push(i);
@@ -116,35 +123,34 @@ impl Speaker {
                 updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode_update(u, &key.tx)?))).collect();
             self.stats.group_updates_encoded.fetch_add(encoded.len() as u64, Ordering::Relaxed);
             for member in members {
-                let Some((_, handle)) = self.neighbors.get(member.as_str()) else { continue };
+                let Some(session) = self.neighbors.get(member.as_str()) else { continue };
                 let own: &[usize] = carries.get(member.as_str()).map_or(&[], Vec::as_slice);
                 let theirs: Vec<&(usize, Bytes)> = encoded.iter().filter(|(i, _)| !own.contains(i)).collect();
-                let pushed = if self.owes(member) { 0 } else { handle.outbox.push_all(theirs.iter().map(|(_, b)| b)) };
+                let pushed = if self.owes(member) { 0 } else { session.outbox.push_all(theirs.iter().map(|(_, b)| b)) };
                 self.stats.group_updates_sent.fetch_add(pushed as u64, Ordering::Relaxed);
                 if pushed < theirs.len() {
                     let rest = theirs[pushed..].iter().flat_map(|(i, _)| prefixes_of(&updates[*i]));
                     self.backlogs.entry(member.clone()).or_default().prefixes(rest);
                 }
                 if !own.is_empty() {
-                    // The UPDATEs with its own paths, made for it alone.
-                    let mine: std::collections::HashSet<IpNet> =
-                        own.iter().flat_map(|&i| prefixes_of(&updates[i])).collect();
-                    let its = changes.iter().filter(|c| mine.contains(&c.prefix));
-                    let its = self.exports(member, its.map(|c| (c.prefix, c.paths.first(), !c.was_reachable)));
+                    // The UPDATEs that involve it, made for it alone.
+                    let mine: HashSet<IpNet> = own.iter().flat_map(|&i| prefixes_of(&updates[i])).collect();
+                    let its: Vec<BestChange> = changes.iter().filter(|c| mine.contains(&c.prefix)).cloned().collect();
+                    let its = self.exports(member, items(&its));
                     self.send_updates(member, its.updates(false));
                 }
             }
         }
+        self.update_groups = plan;
     }
 
     /// Sends `peer` every best path it may have, then End-of-RIB; with
     /// `withdraw_rest`, withdraws the prefixes it may no longer have.
     pub(super) fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
+        // RFC 4724 §2: End-of-RIB for every family the session carries.
+        let families = self.negotiated(peer).map(|n| n.families.clone());
         let backlog = self.backlogs.entry(peer.to_string()).or_default();
         backlog.table(withdraw_rest);
-        // RFC 4724 §2: End-of-RIB for every family the session carries.
-        let families =
-            self.neighbors.get(peer).and_then(|(_, h)| Some(h.status.borrow().negotiated.as_ref()?.families.clone()));
         for family in families.unwrap_or_else(|| vec![Family::IPV4_UNICAST]) {
             backlog.message(Message::Update(Update::end_of_rib(family)));
         }
@@ -177,11 +183,11 @@ impl Speaker {
     /// Encodes `updates` for `peer` and hands them to its outbox; returns
     /// the index of the first one refused (that one and the rest are not queued).
     fn push_updates(&self, peer: &str, updates: &[Update]) -> Option<usize> {
-        let (_, handle) = self.neighbors.get(peer)?;
-        let tx = handle.status.borrow().negotiated.as_ref().map(|n| n.tx())?;
+        let session = self.neighbors.get(peer)?;
+        let tx = session.negotiated.as_ref().map(|n| n.tx())?;
         let encoded: Vec<(usize, Bytes)> =
             updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode_update(u, &tx)?))).collect();
-        let pushed = handle.outbox.push_all(encoded.iter().map(|(_, b)| b));
+        let pushed = session.outbox.push_all(encoded.iter().map(|(_, b)| b));
         encoded.get(pushed).map(|(i, _)| *i)
     }
 
@@ -196,13 +202,10 @@ impl Speaker {
             // What the outbox refused (to go again first), or `None` when `owed` is paid.
             let refused: Option<Vec<IpNet>> = match owed {
                 Owed::Prefixes(set) => {
-                    let chunk: Vec<IpNet> = set.iter().take(DRAIN_CHUNK).copied().collect();
-                    for p in &chunk {
-                        set.remove(p);
-                    }
+                    let chunk: Vec<IpNet> = std::iter::from_fn(|| set.pop_first()).take(DRAIN_CHUNK).collect();
                     let current: Vec<(IpNet, Vec<(PeerKey, Path)>)> =
                         chunk.iter().map(|p| (*p, self.rib.best(p))).collect();
-                    let items = current.iter().map(|(p, best)| (*p, best.first(), false));
+                    let items = current.iter().map(|(p, best)| (*p, best.first(), Before::Unknown));
                     let updates = self.exports(peer, items).updates(false);
                     match self.push_updates(peer, &updates) {
                         Some(i) => Some(updates[i..].iter().flat_map(prefixes_of).collect()),
@@ -218,7 +221,7 @@ impl Speaker {
                         let chunk: Vec<(IpNet, (PeerKey, Path))> = rest.by_ref().take(DRAIN_CHUNK).collect();
                         let Some((last, _)) = chunk.last() else { break None };
                         *after = Some(*last);
-                        let items = chunk.iter().map(|(p, best)| (*p, Some(best), false));
+                        let items = chunk.iter().map(|(p, best)| (*p, Some(best), Before::Unknown));
                         let updates = self.exports(peer, items).updates(!withdraw_rest);
                         if let Some(i) = self.push_updates(peer, &updates) {
                             break Some(updates[i..].iter().flat_map(prefixes_of).collect());
@@ -226,9 +229,9 @@ impl Speaker {
                     }
                 }
                 Owed::Message(message) => {
-                    let Some((_, handle)) = self.neighbors.get(peer) else { break };
-                    let tx = handle.status.borrow().negotiated.as_ref().map(|n| n.tx()).unwrap_or_default();
-                    if encode(message, &tx).is_some_and(|bytes| !handle.outbox.push_control(bytes)) {
+                    let Some(session) = self.neighbors.get(peer) else { break };
+                    let tx = session.negotiated.as_ref().map(|n| n.tx()).unwrap_or_default();
+                    if encode(message, &tx).is_some_and(|bytes| !session.outbox.push_control(bytes)) {
                         break;
                     }
                     None
@@ -247,15 +250,14 @@ impl Speaker {
         }
     }
 
-    /// What `peer` gets for each (prefix, best path or none): withdrawals,
-    /// and announcements grouped by attribute set, per family. IPv6 goes
-    /// only to a peer that negotiated it (RFC 4760 §8).
-    /// An item marked fresh had no best path before: no peer was sent it,
-    /// so withholding it needs no withdrawal.
+    /// What `peer` gets for each (prefix, best path or none, what it may
+    /// hold from before): withdrawals, and announcements grouped by
+    /// attribute set, per family. IPv6 goes only to a peer that negotiated
+    /// it (RFC 4760 §8).
     pub(super) fn exports<'a>(
         &self,
         peer: &str,
-        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, bool)>,
+        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, Before<'a>)>,
     ) -> Outbound {
         self.exports_as(peer, Some(peer), items)
     }
@@ -266,20 +268,47 @@ impl Speaker {
         &self,
         peer: &str,
         own: Option<&str>,
-        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, bool)>,
+        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, Before<'a>)>,
     ) -> Outbound {
         let mut out = Outbound::default();
-        let Some((neighbor, handle)) = self.neighbors.get(peer) else { return out };
-        let v6 = handle.status.borrow().negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
+        let Some(session) = self.neighbors.get(peer) else { return out };
+        let neighbor = &session.neighbor;
+        let v6 = session.negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
+        let export_to = |prefix: &IpNet, (from, path): &(PeerKey, Path)| {
+            // Never back to the peer it came from.
+            if own.is_some() && from.as_deref() == own {
+                return None;
+            }
+            let reflection = self.reflector.as_deref().map(|reflector| Reflection {
+                reflector,
+                from_client: from
+                    .as_deref()
+                    .and_then(|f| self.neighbors.get(f))
+                    .is_some_and(|s| s.neighbor.export.rr_client),
+            });
+            export(prefix, path, &neighbor.export, neighbor.export_policy.as_ref(), reflection).ok()
+        };
         // Unless the policy looks at the prefix, a path's outcome is the same for every
-        // prefix: a run of prefixes sharing one (a full table's usual order) is exported once.
+        // prefix: a run of prefixes sharing one (a full table's usual order) is exported
+        // once, and so is a run of the paths they had before.
         let per_prefix = neighbor.export_policy.as_ref().is_some_and(Policy::depends_on_prefix);
         let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<IpNet>)> = None;
-        for (prefix, best, fresh) in items {
-            // Never back to its source, which was never sent it either.
-            if (prefix.addr().is_ipv6() && !v6)
-                || (fresh && own.is_some() && best.is_some_and(|(from, _)| from.as_deref() == own))
-            {
+        let mut before_run: Option<(ExportRun, bool)> = None;
+        // Whether the peer holds something from us for `prefix`: a withdrawal is due.
+        let mut held = |prefix: &IpNet, before: Before| match before {
+            Before::Nothing => false,
+            Before::Unknown => true,
+            Before::Was(old) => match &before_run {
+                Some((key, held)) if !per_prefix && key.holds(prefix, old) => *held,
+                _ => {
+                    let held = export_to(prefix, old).is_some();
+                    before_run = Some((ExportRun::of(prefix, old), held));
+                    held
+                }
+            },
+        };
+        for (prefix, best, before) in items {
+            if prefix.addr().is_ipv6() && !v6 {
                 continue;
             }
             if let (Some(best), Some((key, outcome, prefixes))) = (best, &mut run)
@@ -287,41 +316,29 @@ impl Speaker {
             {
                 match outcome {
                     Some(_) => prefixes.push(prefix),
-                    None if fresh => {}
-                    None => out.withdraw(prefix),
+                    None if held(&prefix, before) => out.withdraw(prefix),
+                    None => {}
                 }
                 continue;
             }
             if let Some((_, Some(attrs), prefixes)) = run.take() {
                 out.announce(attrs, prefixes);
             }
-            let exported = best.and_then(|(from, path)| {
-                // Never back to the peer it came from.
-                if own.is_some() && from.as_deref() == own {
-                    None
-                } else {
-                    let reflection = self.reflector.as_deref().map(|reflector| Reflection {
-                        reflector,
-                        from_client: from
-                            .as_deref()
-                            .and_then(|f| self.neighbors.get(f))
-                            .is_some_and(|(n, _)| n.export.rr_client),
-                    });
-                    export(&prefix, path, &neighbor.export, neighbor.export_policy.as_ref(), reflection).ok()
-                }
-            });
-            let exported = exported.map(Arc::new);
+            let exported = best.and_then(|best| export_to(&prefix, best)).map(Arc::new);
             match (&exported, best.filter(|_| !per_prefix)) {
                 (Some(_), Some(best)) => run = Some((ExportRun::of(&prefix, best), exported, vec![prefix])),
                 (None, Some(best)) => {
-                    if !fresh {
+                    if held(&prefix, before) {
                         out.withdraw(prefix);
                     }
                     run = Some((ExportRun::of(&prefix, best), None, Vec::new()));
                 }
                 (Some(attrs), None) => out.announce(attrs.clone(), vec![prefix]),
-                (None, None) if fresh => {}
-                (None, None) => out.withdraw(prefix),
+                (None, None) => {
+                    if held(&prefix, before) {
+                        out.withdraw(prefix);
+                    }
+                }
             }
         }
         if let Some((_, Some(attrs), prefixes)) = run {
@@ -331,17 +348,33 @@ impl Speaker {
     }
 }
 
-/// One change per prefix: its last state, with whether it was reachable
-/// before the first (a prefix that came and went within the batch is no
-/// change at all).
+/// What a peer may hold from us for a prefix, before a change.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Before<'a> {
+    /// The prefix had no best path: nobody was sent it.
+    Nothing,
+    /// This best path: the peer holds it if the export let it through.
+    Was(&'a (PeerKey, Path)),
+    /// Not known (what a backlog or a table sends): a withdrawal may be due.
+    Unknown,
+}
+
+/// The export items of `changes`: each prefix with its best path now and before.
+fn items(changes: &[BestChange]) -> impl Iterator<Item = (IpNet, Option<&(PeerKey, Path)>, Before<'_>)> {
+    changes.iter().map(|c| (c.prefix, c.paths.first(), c.was.as_ref().map_or(Before::Nothing, Before::Was)))
+}
+
+/// One change per prefix: its last state, with where its best path came
+/// from before the first (a prefix that came and went within the batch is
+/// no change at all).
 fn coalesce(changes: Vec<BestChange>) -> Vec<BestChange> {
     let mut at: HashMap<IpNet, usize> = HashMap::with_capacity(changes.len());
     let mut out: Vec<BestChange> = Vec::with_capacity(changes.len());
     for c in changes {
         match at.get(&c.prefix) {
             Some(&i) => {
-                let was_reachable = out[i].was_reachable;
-                out[i] = BestChange { was_reachable, ..c };
+                let was = out[i].was.take();
+                out[i] = BestChange { was, ..c };
             }
             None => {
                 at.insert(c.prefix, out.len());
@@ -349,7 +382,7 @@ fn coalesce(changes: Vec<BestChange>) -> Vec<BestChange> {
             }
         }
     }
-    out.retain(|c| c.was_reachable || !c.paths.is_empty());
+    out.retain(|c| c.was.is_some() || !c.paths.is_empty());
     out
 }
 
@@ -379,7 +412,7 @@ mod tests {
     use super::*;
     use crate::rib::table::ChosenPaths;
 
-    fn change(prefix: &str, via: Option<&str>, was_reachable: bool) -> BestChange {
+    fn change(prefix: &str, via: Option<&str>, was: Option<&str>) -> BestChange {
         let paths: ChosenPaths = via
             .map(|peer| {
                 let path = Path {
@@ -393,36 +426,38 @@ mod tests {
             })
             .into_iter()
             .collect();
-        BestChange { prefix: prefix.parse().unwrap(), paths, was_reachable }
+        let was = was.and_then(|w| change(prefix, Some(w), None).paths.first().cloned());
+        BestChange { prefix: prefix.parse().unwrap(), paths, was }
     }
 
     #[test]
-    fn a_batch_keeps_each_prefix_s_last_state_and_whether_it_was_reachable_at_the_start() {
+    fn a_batch_keeps_each_prefix_s_last_state_and_where_its_best_came_from_at_the_start() {
         let batch = vec![
-            change("240.0.0.0/24", Some("a"), false),
-            change("240.0.1.0/24", Some("a"), true),
-            change("240.0.0.0/24", Some("b"), true),
+            change("240.0.0.0/24", Some("a"), None),
+            change("240.0.1.0/24", Some("a"), Some("c")),
+            change("240.0.0.0/24", Some("b"), Some("a")),
             // Came and went within the batch: nobody was sent it, nobody needs a withdrawal.
-            change("240.0.2.0/24", Some("a"), false),
-            change("240.0.2.0/24", None, true),
+            change("240.0.2.0/24", Some("a"), None),
+            change("240.0.2.0/24", None, Some("a")),
             // Went and came back.
-            change("240.0.1.0/24", None, true),
-            change("240.0.1.0/24", Some("b"), false),
+            change("240.0.1.0/24", None, Some("a")),
+            change("240.0.1.0/24", Some("b"), None),
         ];
         let out = coalesce(batch);
-        let summary: Vec<(String, Option<String>, bool)> = out
+        let name = |k: &PeerKey| k.as_deref().map(String::from);
+        let summary: Vec<(String, Option<String>, Option<String>)> = out
             .iter()
             .map(|c| {
-                (
-                    c.prefix.to_string(),
-                    c.paths.first().and_then(|(p, _)| p.as_deref().map(String::from)),
-                    c.was_reachable,
-                )
+                let was = c.was.as_ref().and_then(|(p, _)| name(p));
+                (c.prefix.to_string(), c.paths.first().and_then(|(p, _)| name(p)), was)
             })
             .collect();
         assert_eq!(
             summary,
-            vec![("240.0.0.0/24".into(), Some("b".into()), false), ("240.0.1.0/24".into(), Some("b".into()), true)]
+            vec![
+                ("240.0.0.0/24".into(), Some("b".into()), None),
+                ("240.0.1.0/24".into(), Some("b".into()), Some("c".into()))
+            ]
         );
     }
 }

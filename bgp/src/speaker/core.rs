@@ -1,0 +1,448 @@
+//! The speaker's core, without I/O: it owns the Loc-RIB, the neighbours'
+//! configuration and their outboxes, and turns each [`Input`] (a command,
+//! a peer's event, one of its own timers, the end of a batch) into
+//! [`Output`]s (start or stop a session, set a timer, tell felix) that the
+//! task in `speaker.rs` carries out. UPDATEs go straight into the peers'
+//! outboxes, which are queues, not sockets: the peer tasks write them.
+//! Tested by replaying input streams (`replay.rs`).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::backlog::Backlog;
+use super::groups::UpdateGroups;
+use super::send::Before;
+use super::{DynamicRange, Neighbor, PeerCounts, Query, RouteView, SpeakerCommand, SpeakerEvent, SpeakerStats};
+use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh};
+use crate::rib::decision::{Origination, Path};
+use crate::rib::export::Reflector;
+use crate::rib::table::{BestChange, LocRib, PeerKey};
+use crate::session::negotiate::Negotiated;
+use crate::session::outbox::Outbox;
+use crate::session::peer::{PeerCommand, PeerConfig, PeerEvent};
+
+/// What the core is given.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// From the node.
+    Command(SpeakerCommand),
+    /// From a peer's session task.
+    Peer(PeerEvent),
+    /// One of the timers it asked for is due.
+    Timer(Timer),
+    /// A connection from `from`, inside a dynamic-neighbour range.
+    Accepted(SocketAddr),
+    /// The inputs of one batch are in: the changes go out.
+    EndOfBatch,
+}
+
+/// What the core asks its task to do, in order.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// Run a session task for a new neighbour, writing from `outbox`.
+    Spawn {
+        /// Its configuration.
+        config: Box<PeerConfig>,
+        /// Where the core queues its UPDATEs.
+        outbox: Arc<Outbox>,
+    },
+    /// A command for a neighbour's session task.
+    Peer(String, PeerCommand),
+    /// The connection just accepted (see [`Input::Accepted`]) belongs to this peer.
+    Accept(String),
+    /// The neighbour is gone: stop accepting its connections from `remote`.
+    Forget {
+        /// Its name.
+        peer: String,
+        /// Its address.
+        remote: IpAddr,
+    },
+    /// Accept connections from a dynamic-neighbour range.
+    Listen(IpNet),
+    /// Give the core `timer` back after `after`.
+    Timer {
+        /// How long from now.
+        after: Duration,
+        /// Which.
+        timer: Timer,
+    },
+    /// For the node (felix).
+    Event(SpeakerEvent),
+}
+
+/// The core's own timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// A gracefully restarting peer's stale routes are due (RFC 4724 §4.2).
+    StaleTimeout {
+        /// The peer.
+        peer: String,
+        /// Which restart (an older timer is void).
+        epoch: u64,
+    },
+    /// The selection deferral limit (RFC 4724 §4.1).
+    DeferralOver,
+    /// A peer stopped at its prefix limit may start again (RFC 4486).
+    LimitOver {
+        /// The peer.
+        peer: String,
+    },
+}
+
+/// A neighbour as the core keeps it.
+#[derive(Debug)]
+pub(super) struct Session {
+    /// Its configuration.
+    pub(super) neighbor: Neighbor,
+    /// Where its UPDATEs wait for its session task.
+    pub(super) outbox: Arc<Outbox>,
+    /// The terms of its session, while it is up.
+    pub(super) negotiated: Option<Box<Negotiated>>,
+}
+
+/// The speaker's state and rules (see the module documentation).
+pub(crate) struct SpeakerCore {
+    pub(super) rib: LocRib,
+    pub(super) stale: HashMap<String, crate::graceful::Stale>,
+    /// Stale epochs handed out so far.
+    pub(super) stale_epochs: u64,
+    /// While this speaker restarts: advertising waits (RFC 4724 §4.1).
+    pub(super) deferral: bool,
+    /// Peers whose IPv4 End-of-RIB arrived in their current session.
+    pub(super) end_of_rib: HashSet<String>,
+    /// The peers convergence waits for, once the node has said.
+    pub(super) planned: Option<HashSet<String>>,
+    /// Convergence was announced.
+    pub(super) converged: bool,
+    /// Pre-policy Adj-RIB-In of peers with soft reconfiguration inbound.
+    pub(super) received: HashMap<String, HashMap<IpNet, Arc<PathAttrs>>>,
+    pub(super) neighbors: HashMap<String, Session>,
+    pub(super) up: HashSet<String>,
+    /// The up peers grouped for export.
+    pub(super) update_groups: UpdateGroups,
+    /// Best-path changes not yet sent to peers and felix (see `flush`), and
+    /// whether they came in more than one piece (a prefix may then change
+    /// twice).
+    pub(super) pending: Vec<BestChange>,
+    pub(super) pending_pieces: usize,
+    /// What each peer whose outbox refused (or may refuse) is still owed.
+    pub(super) backlogs: HashMap<String, Backlog>,
+    /// Peers stopped for exceeding their prefix limit (until restarted).
+    pub(super) over_limit: HashSet<String>,
+    pub(super) stats: Arc<SpeakerStats>,
+    pub(super) router_id: Ipv4Addr,
+    pub(super) reflector: Option<Arc<dyn Reflector>>,
+    pub(super) ranges: Vec<DynamicRange>,
+    /// Peers made from ranges.
+    pub(super) dynamic: HashSet<String>,
+    out: Vec<Output>,
+}
+
+pub(super) fn key(peer: &str) -> PeerKey {
+    Some(Arc::from(peer))
+}
+
+impl SpeakerCore {
+    /// A speaker with BGP identifier `router_id` keeping up to `max_paths`
+    /// equal-cost paths per prefix.
+    pub(crate) fn new(router_id: Ipv4Addr, max_paths: usize, stats: Arc<SpeakerStats>) -> SpeakerCore {
+        SpeakerCore {
+            rib: LocRib::new(max_paths),
+            stale: HashMap::new(),
+            stale_epochs: 0,
+            deferral: false,
+            end_of_rib: HashSet::new(),
+            planned: None,
+            converged: false,
+            received: HashMap::new(),
+            neighbors: HashMap::new(),
+            up: HashSet::new(),
+            update_groups: UpdateGroups::default(),
+            pending: Vec::new(),
+            pending_pieces: 0,
+            backlogs: HashMap::new(),
+            over_limit: HashSet::new(),
+            stats,
+            router_id,
+            reflector: None,
+            ranges: Vec::new(),
+            dynamic: HashSet::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Takes one input; returns what to do about it, in order.
+    pub(crate) fn handle(&mut self, input: Input) -> Vec<Output> {
+        match input {
+            Input::Command(cmd) => self.command(cmd),
+            Input::Peer(event) => self.peer_event(event),
+            Input::Timer(timer) => self.timer(timer),
+            Input::Accepted(from) => self.accepted(from),
+            Input::EndOfBatch => {
+                self.flush();
+                self.check_converged();
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The batch under way holds this many changes.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(super) fn emit(&mut self, output: Output) {
+        self.out.push(output);
+    }
+
+    /// A command for `peer`'s session task.
+    pub(super) fn tell(&mut self, peer: &str, command: PeerCommand) {
+        self.emit(Output::Peer(peer.to_string(), command));
+    }
+
+    /// The terms of `peer`'s session, while it is up.
+    pub(super) fn negotiated(&self, peer: &str) -> Option<&Negotiated> {
+        self.neighbors.get(peer)?.negotiated.as_deref()
+    }
+
+    fn command(&mut self, cmd: SpeakerCommand) {
+        match cmd {
+            SpeakerCommand::AddNeighbor(n) => self.add_neighbor(*n),
+            SpeakerCommand::AddRange(r) => {
+                self.emit(Output::Listen(r.range));
+                self.ranges.push(*r);
+            }
+            SpeakerCommand::SetPolicies { peer, import, export } => self.set_policies(&peer, import, export),
+            SpeakerCommand::SetReflector(reflector) => {
+                tracing::info!(reflector = ?reflector, "route-reflector role changed");
+                self.reflector = reflector;
+                let up: Vec<String> = self.up.iter().cloned().collect();
+                for peer in up {
+                    self.send_table(&peer, true);
+                }
+            }
+            SpeakerCommand::RemoveNeighbor(name) => self.remove_neighbor(&name),
+            SpeakerCommand::Query(Query::Peers(reply)) => {
+                let counts = self.neighbors.keys().map(|name| self.counts(name)).collect();
+                let _ = reply.send(counts);
+            }
+            SpeakerCommand::Query(Query::Routes(prefix, reply)) => {
+                let _ = reply.send(self.routes(prefix));
+            }
+            SpeakerCommand::Originate(prefix, mut attrs) => {
+                attrs.origin.get_or_insert(Origin::Igp);
+                attrs.as_path.get_or_insert_with(Default::default);
+                let path = Path {
+                    attrs: Arc::new(attrs),
+                    origination: Origination::Local,
+                    peer_addr: IpAddr::from([0, 0, 0, 0]),
+                    peer_id: self.router_id,
+                    reachable: true,
+                };
+                let change = self.rib.announce(&None, prefix, path);
+                self.changed(change.into_iter().collect());
+            }
+            SpeakerCommand::Withdraw(prefix) => {
+                let change = self.rib.withdraw(&None, prefix);
+                self.changed(change.into_iter().collect());
+            }
+            SpeakerCommand::Planned(peers) => self.planned = Some(peers.into_iter().collect()),
+            SpeakerCommand::Restarted { deferral } => {
+                tracing::info!(
+                    ?deferral,
+                    "restarted with forwarding state preserved: advertising waits for the peers' End-of-RIB"
+                );
+                self.deferral = true;
+                self.emit(Output::Timer { after: deferral, timer: Timer::DeferralOver });
+            }
+        }
+    }
+
+    fn timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::StaleTimeout { peer, epoch } => {
+                if self.stale.get(&peer).is_some_and(|s| s.epoch == epoch) {
+                    tracing::info!(peer, "graceful restart time over: stale routes removed");
+                    self.sweep_stale(&peer);
+                }
+            }
+            Timer::DeferralOver => self.end_deferral("the selection deferral limit passed"),
+            Timer::LimitOver { peer } => {
+                if self.over_limit.contains(&peer) {
+                    self.tell(&peer, PeerCommand::AutoStart);
+                }
+            }
+        }
+    }
+
+    /// New policies for `peer`, without resetting its session: the peer is
+    /// asked to resend (ROUTE-REFRESH) for a new import policy, and gets
+    /// the table again for a new export policy.
+    fn set_policies(
+        &mut self,
+        peer: &str,
+        import: Option<crate::rib::policy::Policy>,
+        export: Option<crate::rib::policy::Policy>,
+    ) {
+        let Some(session) = self.neighbors.get_mut(peer) else { return };
+        let neighbor = &mut session.neighbor;
+        let (import_changed, export_changed) = (neighbor.import_policy != import, neighbor.export_policy != export);
+        neighbor.import_policy = import;
+        neighbor.export_policy = export;
+        let soft = neighbor.soft_reconfiguration_inbound;
+        let refresh = session.negotiated.as_ref().is_some_and(|n| n.route_refresh);
+        if self.up.contains(peer) {
+            self.update_groups.join(peer, session);
+        }
+        if import_changed && soft {
+            // The routes as received, judged again by the new import policy.
+            let kept = self.received.get(peer).cloned().unwrap_or_default();
+            tracing::info!(peer, routes = kept.len(), "import policy changed: re-importing the stored routes");
+            let changes = self.import(peer, kept.into_iter().map(|(prefix, attrs)| (prefix, Some(attrs))).collect());
+            self.changed(changes);
+        } else if import_changed && refresh {
+            // RFC 2918: the peer resends its routes; the new import policy judges them.
+            let ask = RouteRefresh { family: Family::IPV4_UNICAST, subtype: RefreshSubtype::Request };
+            self.tell(peer, PeerCommand::Send(Box::new(Message::RouteRefresh(ask))));
+        }
+        if export_changed && self.up.contains(peer) {
+            self.send_table(peer, true);
+        }
+    }
+
+    fn peer_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Up { peer, negotiated } => self.peer_up(&peer, negotiated),
+            PeerEvent::Drained { peer } => self.drain(&peer),
+            PeerEvent::Down { peer, graceful: Some(restart_time), .. } => self.peer_restarting(&peer, restart_time),
+            PeerEvent::Down { peer, .. } if self.dynamic.contains(&peer) => {
+                // A dynamic neighbour exists while its session does.
+                tracing::info!(peer, "dynamic neighbour gone");
+                self.remove_neighbor(&peer);
+            }
+            PeerEvent::Down { peer, .. } => {
+                self.set_down(&peer);
+                self.stale.remove(&peer);
+                self.received.remove(&peer);
+                let changes = self.rib.peer_down(&key(&peer));
+                self.changed(changes);
+            }
+            PeerEvent::Update { peer, update } => self.update(&peer, *update),
+            PeerEvent::RouteRefresh { peer, refresh } => self.route_refresh(&peer, refresh.subtype),
+        }
+    }
+
+    fn peer_up(&mut self, peer: &str, negotiated: Box<Negotiated>) {
+        let Some(session) = self.neighbors.get_mut(peer) else { return };
+        let preserved = crate::graceful::forwarding_preserved(negotiated.peer_graceful_restart.as_ref());
+        session.negotiated = Some(negotiated);
+        session.outbox.open();
+        self.over_limit.remove(peer);
+        self.backlogs.remove(peer);
+        self.up.insert(peer.to_string());
+        if let Some(session) = self.neighbors.get(peer) {
+            self.update_groups.join(peer, session);
+        }
+        if self.stale.contains_key(peer) && !preserved {
+            // RFC 4724 §4.2: the peer lost its forwarding state; its stale routes are void.
+            tracing::info!(peer, "peer restarted without its forwarding state: stale routes removed");
+            self.stats.stale_flushed_without_forwarding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.sweep_stale(peer);
+        }
+        if self.deferral {
+            self.check_deferral();
+        } else {
+            self.send_table(peer, false);
+        }
+    }
+
+    /// Marks `peer` down: it leaves its update group and is owed nothing.
+    pub(super) fn set_down(&mut self, peer: &str) {
+        self.up.remove(peer);
+        self.update_groups.leave(peer);
+        self.backlogs.remove(peer);
+        self.end_of_rib.remove(peer);
+        if let Some(session) = self.neighbors.get_mut(peer) {
+            session.negotiated = None;
+        }
+    }
+
+    fn add_neighbor(&mut self, mut n: Neighbor) {
+        if self.deferral
+            && let Some(gr) = &mut n.session.local.graceful_restart
+        {
+            // RFC 4724 §3: the Restart State bit, while this speaker restarts.
+            gr.restarted = true;
+        }
+        let name = n.session.name.clone();
+        let outbox = Arc::new(Outbox::default());
+        self.emit(Output::Spawn { config: Box::new(n.session.clone()), outbox: outbox.clone() });
+        self.tell(&name, PeerCommand::Start);
+        self.neighbors.insert(name, Session { neighbor: n, outbox, negotiated: None });
+    }
+
+    pub(super) fn remove_neighbor(&mut self, name: &str) {
+        let Some(session) = self.neighbors.remove(name) else { return };
+        self.tell(name, PeerCommand::Stop { message: "peer removed from the configuration".into() });
+        self.emit(Output::Forget { peer: name.to_string(), remote: session.neighbor.session.remote.ip() });
+        self.set_down(name);
+        self.stale.remove(name);
+        self.received.remove(name);
+        self.over_limit.remove(name);
+        self.dynamic.remove(name);
+        tracing::info!(peer = name, "neighbour removed");
+        let changes = self.rib.peer_down(&key(name));
+        self.changed(changes);
+    }
+
+    /// A connection from inside a dynamic-neighbour range: a peer for it,
+    /// from the range's template, then the connection.
+    fn accepted(&mut self, from: SocketAddr) {
+        let Some(range) = self.ranges.iter().find(|r| r.range.contains(&from.ip())) else { return };
+        let mut n = range.template.clone();
+        let name = format!("Dynamic_{}", from.ip().to_string().replace(['.', ':'], "_"));
+        n.session.name = name.clone();
+        n.session.remote = SocketAddr::new(from.ip(), 179);
+        n.session.fsm.passive = true;
+        tracing::info!(peer = name, from = %from.ip(), range = %range.range, "dynamic neighbour");
+        self.add_neighbor(n);
+        self.dynamic.insert(name.clone());
+        self.emit(Output::Accept(name));
+    }
+
+    fn counts(&self, name: &str) -> PeerCounts {
+        let advertised = if self.up.contains(name) {
+            let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
+            self.exports(name, all.iter().map(|(p, best)| (*p, Some(best), Before::Nothing))).announced()
+        } else {
+            0
+        };
+        let (remote, asn) = self.neighbors.get(name).map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0), |s| {
+            (s.neighbor.session.remote, s.neighbor.session.local.peer_asn)
+        });
+        PeerCounts {
+            name: name.to_string(),
+            remote,
+            asn,
+            dynamic: self.dynamic.contains(name),
+            received: self.rib.paths_from(&key(name)),
+            advertised,
+        }
+    }
+
+    /// The Loc-RIB's best paths, for one prefix or all.
+    fn routes(&self, prefix: Option<IpNet>) -> Vec<RouteView> {
+        let view = |prefix: IpNet| RouteView {
+            prefix,
+            paths: self.rib.best(&prefix).into_iter().map(|(peer, path)| (peer.map(|p| p.to_string()), path)).collect(),
+        };
+        match prefix {
+            Some(p) => vec![view(p)].into_iter().filter(|r| !r.paths.is_empty()).collect(),
+            None => self.rib.best_paths().map(|(p, _)| view(p)).collect(),
+        }
+    }
+}

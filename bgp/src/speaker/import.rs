@@ -1,0 +1,150 @@
+//! Import: an UPDATE from a peer through loop detection (RFC 4271 §9.1.2,
+//! RFC 4456 §8) and the import policy into the Loc-RIB, kept as received
+//! first for soft reconfiguration inbound; End-of-RIB (RFC 4724) and the
+//! prefix limit (RFC 4486).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::core::{Output, SpeakerCore, Timer, key};
+use crate::packet::{Family, PathAttrs, Update, cease_subcode};
+use crate::rib::decision::{Origination, Path};
+use crate::rib::policy::{PeerType, Source};
+use crate::rib::table::BestChange;
+use crate::session::peer::PeerCommand;
+
+/// How many prefixes of an UPDATE ahead of the one it imports the speaker
+/// has the RIB fetch into the cache: far enough for the memory access to
+/// finish while it works on the ones between.
+const PREFETCH_AHEAD: usize = 8;
+
+impl SpeakerCore {
+    /// An UPDATE from `peer`: its routes into the RIB, then what its
+    /// End-of-RIB ends and whether it passed its prefix limit.
+    pub(super) fn update(&mut self, peer: &str, update: Update) {
+        if self.over_limit.contains(peer) {
+            return;
+        }
+        let end_of_rib = update.end_of_rib_family();
+        if let Some(stale) = self.stale.get_mut(peer) {
+            for n in update.withdrawn.iter().chain(&update.nlri) {
+                stale.prefixes.remove(&IpNet::V4(n.prefix));
+            }
+            let mp = update.mp_reach.iter().flat_map(|r| &r.nlri);
+            for n in mp.chain(update.mp_unreach.iter().flat_map(|u| &u.withdrawn)) {
+                stale.prefixes.remove(&n.prefix);
+            }
+        }
+        let changes = self.learn(peer, update);
+        self.changed(changes);
+        if let Some(family) = end_of_rib
+            && self.stale.contains_key(peer)
+        {
+            // RFC 4724 §4.2: what the peer did not re-announce by End-of-RIB is gone.
+            self.sweep_stale_family(peer, family);
+        }
+        if end_of_rib == Some(Family::IPV4_UNICAST) {
+            self.end_of_rib.insert(peer.to_string());
+            self.check_deferral();
+        }
+        self.check_limit(peer);
+    }
+
+    /// Applies an UPDATE from `peer` to the RIB (keeping it as received
+    /// first, with soft reconfiguration inbound).
+    fn learn(&mut self, peer: &str, update: Update) -> Vec<BestChange> {
+        let Some(session) = self.neighbors.get(peer) else { return Vec::new() };
+        let attrs = update.attrs;
+        let withdrawn = update.withdrawn.iter().map(|n| (IpNet::V4(n.prefix), None));
+        // NLRI without attributes (RFC 7606 treat-as-withdraw) are withdrawals.
+        let announced = update.nlri.iter().map(|n| (IpNet::V4(n.prefix), attrs.clone()));
+        let mut routes: Vec<(IpNet, Option<Arc<PathAttrs>>)> = withdrawn.chain(announced).collect();
+        // IPv6 unicast (RFC 4760): its next hop is kept with the attributes.
+        if let Some(u) = update.mp_unreach.as_ref().filter(|u| u.family == Family::IPV6_UNICAST) {
+            routes.extend(u.withdrawn.iter().map(|n| (n.prefix, None)));
+        }
+        if let Some(r) = update.mp_reach.as_ref().filter(|r| r.family == Family::IPV6_UNICAST) {
+            let v6 = attrs.as_ref().map(|a| Arc::new(PathAttrs { mp_next_hop: Some(r.next_hop), ..(**a).clone() }));
+            routes.extend(r.nlri.iter().map(|n| (n.prefix, v6.clone())));
+        }
+        if session.neighbor.soft_reconfiguration_inbound {
+            let kept = self.received.entry(peer.to_string()).or_default();
+            for (prefix, attrs) in &routes {
+                match attrs {
+                    Some(a) => kept.insert(*prefix, a.clone()),
+                    None => kept.remove(prefix),
+                };
+            }
+        }
+        self.import(peer, routes)
+    }
+
+    /// Puts routes from `peer` (attributes, or `None` for a withdrawal)
+    /// through loop detection and the import policy into the RIB.
+    pub(super) fn import(&mut self, peer: &str, mut routes: Vec<(IpNet, Option<Arc<PathAttrs>>)>) -> Vec<BestChange> {
+        let Some(session) = self.neighbors.get(peer) else { return Vec::new() };
+        let neighbor = &session.neighbor;
+        let from = key(peer);
+        let ibgp = neighbor.export.is_ibgp();
+        let (origination, peer_type) =
+            if ibgp { (Origination::Ibgp, PeerType::Ibgp) } else { (Origination::Ebgp, PeerType::Ebgp) };
+        let peer_id = session.negotiated.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |n| n.peer_id);
+        let (peer_addr, local_as, policy): (IpAddr, u32, _) =
+            (neighbor.session.remote.ip(), neighbor.export.local_as, neighbor.import_policy.clone());
+        let allowed = usize::from(neighbor.allow_local_as);
+        let mut changes = Vec::new();
+        for i in 0..routes.len() {
+            if let Some((ahead, _)) = routes.get(i + PREFETCH_AHEAD) {
+                self.rib.prefetch(ahead);
+            }
+            let (prefix, attrs) = (routes[i].0, routes[i].1.take());
+            let Some(attrs) = attrs else {
+                changes.extend(self.rib.withdraw(&from, prefix));
+                continue;
+            };
+            // RFC 4271 §9.1.2: a path through our own AS (more often than
+            // `allow_local_as` permits) is a loop, as good as withdrawn;
+            // RFC 4456 §8: so is one that names us as ORIGINATOR_ID or (for a
+            // reflector) carries our CLUSTER_ID.
+            let looped = attrs.as_path.as_ref().is_some_and(|p| p.occurrences(local_as) > allowed)
+                || attrs.originator_id == Some(self.router_id)
+                || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
+            let accepted = match &policy {
+                _ if looped => None,
+                Some(p) => p.apply_shared(&prefix, attrs, peer_type, Source::RemotePeers),
+                // RFC 8212: nothing from an eBGP peer without an import policy.
+                None if ibgp => Some(attrs),
+                None => None,
+            };
+            match accepted {
+                Some(attrs) => {
+                    let path = Path { attrs, origination, peer_addr, peer_id, reachable: true };
+                    changes.extend(self.rib.announce(&from, prefix, path));
+                }
+                None => changes.extend(self.rib.withdraw(&from, prefix)),
+            }
+        }
+        changes
+    }
+
+    /// RFC 4486: past its prefix limit a peer is stopped (Cease 6/1), its
+    /// routes dropped, and restarted after `restart_after`.
+    fn check_limit(&mut self, peer: &str) {
+        let Some(limit) = self.neighbors.get(peer).and_then(|s| s.neighbor.max_prefix) else { return };
+        let count = self.rib.paths_from(&key(peer));
+        if count >= limit.warn_at && count <= limit.limit {
+            tracing::warn!(peer, count, limit = limit.limit, "peer is close to its prefix limit");
+        }
+        if count <= limit.limit {
+            return;
+        }
+        tracing::warn!(peer, count, limit = limit.limit, "prefix limit exceeded: stopping the session");
+        self.over_limit.insert(peer.to_string());
+        self.tell(peer, PeerCommand::AutoStop { subcode: cease_subcode::MAXIMUM_PREFIXES_REACHED });
+        let changes = self.rib.peer_down(&key(peer));
+        self.changed(changes);
+        self.emit(Output::Timer { after: limit.restart_after, timer: Timer::LimitOver { peer: peer.to_string() } });
+    }
+}

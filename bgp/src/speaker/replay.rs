@@ -1,0 +1,517 @@
+//! Replay tests of the speaker core: each script in `replay/` is a stream
+//! of inputs, each followed by the outputs it must produce, exactly and in
+//! order (`>` lines): the core's outputs first, then the messages each
+//! peer's outbox holds, decoded, peers in name order. No sockets, no
+//! tasks, no clock: a script runs in microseconds.
+//!
+//! Inputs (our AS is 65000, our identifier and session address 192.0.2.254):
+//!
+//! ```text
+//! peer NAME AS ADDR [rr-client] [soft] [gr] [limit N] [policy] [import-none]
+//! up NAME [gr] [gr-lost] [enhanced] [v6]      down NAME [graceful SECS]
+//! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N]
+//! update NAME - PREFIX…                        eor NAME
+//! refresh NAME request|borr|eorr               remove NAME
+//! originate PREFIX                             withdraw PREFIX
+//! restarted SECS    planned NAME…    export-none NAME    import-all NAME
+//! timer stale NAME EPOCH | timer deferral | timer limit NAME
+//! range PREFIX AS (dynamic neighbours)       accept ADDR (a connection from it)
+//! stats          (UPDATEs encoded for update groups, and copies sent)
+//! stall NAME     (its outbox stops being read: fills to the high-water mark)
+//! resume NAME    (its writer empties the outbox, reporting Drained if due)
+//! batch          (the end of a batch: changes go to peers and felix)
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipnet::IpNet;
+
+use super::core::{Input, Output, SpeakerCore, Timer};
+use super::{DynamicRange, MaxPrefix, Neighbor, SpeakerCommand, SpeakerEvent};
+use crate::packet::{
+    AsPath, Context, Family, GracefulRestart, GracefulRestartFamily, Message, MpNextHop, Nlri, Origin, PathAttrs,
+    RefreshSubtype, RouteRefresh, Update,
+};
+use crate::rib::export::{ExportPeer, NextHopMode};
+use crate::rib::policy::{Policy, Rule, Verdict};
+use crate::session::negotiate::{LocalConfig, Negotiated};
+use crate::session::outbox::{HIGH_WATER, Taken};
+use crate::session::peer::{PeerCommand, PeerConfig, PeerEvent};
+
+const LOCAL_AS: u32 = 65000;
+const ROUTER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+
+struct Replay {
+    core: SpeakerCore,
+    /// The send context of each up peer (to decode what it is sent).
+    tx: HashMap<String, Context>,
+    /// Peers whose outbox is not being read.
+    stalled: HashSet<String>,
+}
+
+/// Runs the script `name`, panicking at the first input whose outputs
+/// differ from the ones written under it.
+fn run(name: &str, script: &str) {
+    let mut replay =
+        Replay { core: SpeakerCore::new(ROUTER_ID, 1, Arc::default()), tx: HashMap::new(), stalled: HashSet::new() };
+    let mut lines = script.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'));
+    let mut next = lines.next();
+    while let Some((at, line)) = next {
+        let mut expected = Vec::new();
+        next = lines.next();
+        while let Some((_, l)) = next.filter(|(_, l)| l.trim_start().starts_with('>')) {
+            expected.push(l.trim_start()[1..].trim().to_string());
+            next = lines.next();
+        }
+        let actual = replay.step(line.trim()).unwrap_or_else(|e| panic!("{name}:{}: {line}: {e}", at + 1));
+        if actual != expected {
+            panic!(
+                "{name}:{}: {line}\n  expected:\n{}\n  got:\n{}",
+                at + 1,
+                expected.iter().map(|l| format!("    > {l}\n")).collect::<String>(),
+                actual.iter().map(|l| format!("    > {l}\n")).collect::<String>()
+            );
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn parse<T: std::str::FromStr>(word: Option<&str>, what: &str) -> Result<T> {
+    word.ok_or_else(|| format!("{what} missing"))?.parse().map_err(|_| format!("bad {what}: {word:?}"))
+}
+
+impl Replay {
+    /// One input line: its outputs, rendered.
+    fn step(&mut self, line: &str) -> Result<Vec<String>> {
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or_default();
+        let rest: Vec<&str> = words.collect();
+        let name = rest.first().map(|n| n.to_string()).unwrap_or_default();
+        let input = match verb {
+            "peer" => Input::Command(SpeakerCommand::AddNeighbor(Box::new(self.neighbor(&rest)?))),
+            "up" => Input::Peer(PeerEvent::Up { negotiated: Box::new(self.negotiated(&rest)?), peer: name }),
+            "down" => {
+                let graceful = match rest.get(1) {
+                    Some(&"graceful") => Some(Duration::from_secs(parse(rest.get(2).copied(), "seconds")?)),
+                    _ => None,
+                };
+                self.tx.remove(&name);
+                Input::Peer(PeerEvent::Down { peer: name, reason: "replay".into(), graceful })
+            }
+            "update" => Input::Peer(PeerEvent::Update { update: Box::new(self.update(&rest)?), peer: name }),
+            "eor" => Input::Peer(PeerEvent::Update {
+                peer: name,
+                update: Box::new(Update::end_of_rib(Family::IPV4_UNICAST)),
+            }),
+            "refresh" => {
+                let subtype = match rest.get(1).copied() {
+                    Some("request") => RefreshSubtype::Request,
+                    Some("borr") => RefreshSubtype::BeginningOfRefresh,
+                    Some("eorr") => RefreshSubtype::EndOfRefresh,
+                    other => return Err(format!("bad refresh {other:?}")),
+                };
+                let refresh = RouteRefresh { family: Family::IPV4_UNICAST, subtype };
+                Input::Peer(PeerEvent::RouteRefresh { peer: name, refresh })
+            }
+            "remove" => Input::Command(SpeakerCommand::RemoveNeighbor(name)),
+            "range" => {
+                let range: IpNet = parse(rest.first().copied(), "range")?;
+                let words = ["template", rest.get(1).copied().unwrap_or_default(), "0.0.0.0"];
+                Input::Command(SpeakerCommand::AddRange(Box::new(DynamicRange {
+                    range,
+                    template: self.neighbor(&words)?,
+                })))
+            }
+            "accept" => Input::Accepted(SocketAddr::new(parse(rest.first().copied(), "address")?, 40000)),
+            "originate" => {
+                Input::Command(SpeakerCommand::Originate(parse(rest.first().copied(), "prefix")?, PathAttrs::default()))
+            }
+            "withdraw" => Input::Command(SpeakerCommand::Withdraw(parse(rest.first().copied(), "prefix")?)),
+            "restarted" => {
+                let deferral = Duration::from_secs(parse(rest.first().copied(), "seconds")?);
+                Input::Command(SpeakerCommand::Restarted { deferral })
+            }
+            "planned" => Input::Command(SpeakerCommand::Planned(rest.iter().map(|n| n.to_string()).collect())),
+            "export-none" | "import-all" => {
+                let reject = Policy { rules: vec![Rule::any(Verdict::Reject)] };
+                let (import, export) =
+                    if verb == "export-none" { (None, Some(reject)) } else { (Some(Policy::accept_all()), None) };
+                Input::Command(SpeakerCommand::SetPolicies { peer: name, import, export })
+            }
+            "timer" => Input::Timer(match rest.first().copied() {
+                Some("stale") => Timer::StaleTimeout {
+                    peer: rest.get(1).ok_or("peer missing")?.to_string(),
+                    epoch: parse(rest.get(2).copied(), "epoch")?,
+                },
+                Some("deferral") => Timer::DeferralOver,
+                Some("limit") => Timer::LimitOver { peer: rest.get(1).ok_or("peer missing")?.to_string() },
+                other => return Err(format!("bad timer {other:?}")),
+            }),
+            "stall" => {
+                let session = self.core.neighbors.get(&name).ok_or("no such peer")?;
+                // As a socket that stopped taking data: the queue is at its mark.
+                session.outbox.push(Bytes::from(vec![0; HIGH_WATER]));
+                self.stalled.insert(name);
+                return Ok(Vec::new());
+            }
+            "resume" => {
+                self.stalled.remove(&name);
+                return Ok(self.wire());
+            }
+            "batch" => Input::EndOfBatch,
+            "stats" => {
+                let stats = &self.core.stats;
+                let (encoded, sent) =
+                    (stats.group_updates_encoded.load(Relaxed), stats.group_updates_sent.load(Relaxed));
+                return Ok(vec![format!("encoded {encoded} sent {sent}")]);
+            }
+            other => return Err(format!("unknown input {other:?}")),
+        };
+        let outputs = self.core.handle(input);
+        let mut out: Vec<String> = outputs.iter().flat_map(render).collect();
+        out.extend(self.wire());
+        Ok(out)
+    }
+
+    /// A configured peer's address and AS.
+    fn peer(&self, name: &str) -> Result<(Ipv4Addr, u32)> {
+        let n = &self.core.neighbors.get(name).ok_or("no such peer")?.neighbor;
+        match n.session.remote.ip() {
+            IpAddr::V4(addr) => Ok((addr, n.session.local.peer_asn)),
+            IpAddr::V6(_) => Err("an IPv4 peer only".into()),
+        }
+    }
+
+    fn neighbor(&mut self, words: &[&str]) -> Result<Neighbor> {
+        let name = words.first().ok_or("name missing")?.to_string();
+        let asn: u32 = parse(words.get(1).copied(), "AS")?;
+        let addr: Ipv4Addr = parse(words.get(2).copied(), "address")?;
+        let flag = |f: &str| words.contains(&f);
+        let mut local = LocalConfig::new(LOCAL_AS, ROUTER_ID, asn);
+        if flag("gr") {
+            local.graceful_restart = Some(graceful(false, true));
+        }
+        let limit = match words.iter().position(|w| *w == "limit") {
+            Some(i) => {
+                let limit = parse(words.get(i + 1).copied(), "limit")?;
+                Some(MaxPrefix { limit, warn_at: limit, restart_after: Duration::from_secs(60) })
+            }
+            None => None,
+        };
+        let policy = flag("policy").then(Policy::accept_all);
+        Ok(Neighbor {
+            session: PeerConfig {
+                name,
+                remote: SocketAddr::new(IpAddr::V4(addr), 179),
+                local_addr: None,
+                local,
+                fsm: Default::default(),
+                socket: Default::default(),
+            },
+            export: ExportPeer {
+                local_as: LOCAL_AS,
+                peer_as: asn,
+                local_addr: IpAddr::V4(ROUTER_ID),
+                next_hop: NextHopMode::Auto,
+                prepend: 0,
+                rr_client: flag("rr-client"),
+            },
+            import_policy: policy.clone(),
+            export_policy: policy,
+            max_prefix: limit,
+            allow_local_as: 0,
+            soft_reconfiguration_inbound: flag("soft"),
+        })
+    }
+
+    fn negotiated(&mut self, words: &[&str]) -> Result<Negotiated> {
+        let name = words.first().ok_or("name missing")?;
+        let (addr, asn) = self.peer(name)?;
+        let flag = |f: &str| words.contains(&f);
+        let mut families = vec![Family::IPV4_UNICAST];
+        if flag("v6") {
+            families.push(Family::IPV6_UNICAST);
+        }
+        let peer_graceful_restart = (flag("gr") || flag("gr-lost")).then(|| graceful(true, flag("gr")));
+        let n = Negotiated {
+            peer_asn: asn,
+            peer_id: addr,
+            hold_time: 90,
+            keepalive: 30,
+            families,
+            four_octet_as: true,
+            route_refresh: true,
+            enhanced_route_refresh: flag("enhanced"),
+            extended_message: false,
+            add_path_rx: Default::default(),
+            add_path_tx: Default::default(),
+            peer_graceful_restart,
+            peer_capabilities: Vec::new(),
+        };
+        self.tx.insert(name.to_string(), n.tx());
+        Ok(n)
+    }
+
+    fn update(&self, words: &[&str]) -> Result<Update> {
+        let name = words.first().ok_or("name missing")?;
+        let (addr, _) = self.peer(name)?;
+        let sign = *words.get(1).ok_or("+ or - missing")?;
+        let (mut prefixes, mut v6_prefixes) = (Vec::new(), Vec::new());
+        let mut v6_hop: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST);
+        let mut attrs = PathAttrs {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::default()),
+            next_hop: Some(addr),
+            ..Default::default()
+        };
+        let mut i = 2;
+        while let Some(&w) = words.get(i) {
+            i += 1;
+            match w {
+                "nh" => attrs.next_hop = Some(parse(words.get(i).copied(), "next hop")?),
+                "lp" => attrs.local_pref = Some(parse(words.get(i).copied(), "local pref")?),
+                "med" => attrs.med = Some(parse(words.get(i).copied(), "MED")?),
+                "path" => {
+                    let mut asns = Vec::new();
+                    while let Some(asn) = words.get(i).and_then(|w| w.parse::<u32>().ok()) {
+                        asns.push(asn);
+                        i += 1;
+                    }
+                    attrs.as_path = Some(AsPath::from_sequence(&asns));
+                    continue;
+                }
+                "nh6" => v6_hop = parse(words.get(i).copied(), "IPv6 next hop")?,
+                prefix => {
+                    match parse::<IpNet>(Some(prefix), "prefix")? {
+                        IpNet::V4(p) => prefixes.push(Nlri::new(p)),
+                        v6 => v6_prefixes.push(Nlri::new(v6)),
+                    }
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        let family = Family::IPV6_UNICAST;
+        Ok(match sign {
+            "+" => Update {
+                mp_reach: (!v6_prefixes.is_empty()).then(|| crate::packet::MpReach {
+                    family,
+                    next_hop: MpNextHop::Ipv6 { global: v6_hop, link_local: None },
+                    nlri: v6_prefixes,
+                }),
+                ..Update::announce(Arc::new(attrs), prefixes)
+            },
+            "-" => Update {
+                mp_unreach: (!v6_prefixes.is_empty())
+                    .then(|| crate::packet::MpUnreach { family, withdrawn: v6_prefixes }),
+                ..Update::withdraw(prefixes)
+            },
+            other => return Err(format!("bad sign {other:?}")),
+        })
+    }
+
+    /// What the peers' outboxes hold, decoded (and taken: the writer sent
+    /// it), with what the core does when a writer reports its outbox drained.
+    fn wire(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut drained = Vec::new();
+        let names: BTreeMap<&String, _> = self.core.neighbors.iter().collect();
+        for (name, session) in names {
+            if self.stalled.contains(name) {
+                continue;
+            }
+            let cxt = self.tx.get(name).copied().unwrap_or_default();
+            loop {
+                let queued = session.outbox.peek();
+                if queued.is_empty() {
+                    break;
+                }
+                let mut written = 0;
+                for bytes in &queued {
+                    written += bytes.len();
+                    if bytes.len() == HIGH_WATER && bytes.iter().all(|b| *b == 0) {
+                        continue; // what `stall` put there
+                    }
+                    let mut at = 0;
+                    while at < bytes.len() {
+                        match Message::decode(&bytes[at..], &cxt) {
+                            Ok(Some((message, len))) => {
+                                out.push(format!("{name} <- {}", message_text(&message)));
+                                at += len;
+                            }
+                            other => panic!("{name}: undecodable bytes in the outbox: {other:?}"),
+                        }
+                    }
+                }
+                if session.outbox.consume(written).1 == Taken::Drained {
+                    drained.push(name.clone());
+                }
+            }
+        }
+        for peer in drained {
+            let outputs = self.core.handle(Input::Peer(PeerEvent::Drained { peer }));
+            out.extend(outputs.iter().flat_map(render));
+            out.extend(self.wire());
+        }
+        out
+    }
+}
+
+fn graceful(restarted: bool, forwarding_preserved: bool) -> GracefulRestart {
+    GracefulRestart {
+        restarted,
+        notification: false,
+        restart_time: 120,
+        families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved }],
+    }
+}
+
+/// One output as a script line (or lines: a batch is one per prefix).
+fn render(output: &Output) -> Vec<String> {
+    let one = match output {
+        Output::Spawn { config, .. } => format!("spawn {}", config.name),
+        Output::Peer(name, command) => format!("{name}: {}", command_text(command)),
+        Output::Accept(name) => format!("accept {name}"),
+        Output::Forget { peer, .. } => format!("forget {peer}"),
+        Output::Listen(range) => format!("listen {range}"),
+        Output::Timer { after, timer } => match timer {
+            Timer::StaleTimeout { peer, epoch } => format!("timer {}s stale {peer} {epoch}", after.as_secs()),
+            Timer::DeferralOver => format!("timer {}s deferral", after.as_secs()),
+            Timer::LimitOver { peer } => format!("timer {}s limit {peer}", after.as_secs()),
+        },
+        Output::Event(SpeakerEvent::Converged) => "converged".into(),
+        Output::Event(SpeakerEvent::Best(changes)) => {
+            return changes
+                .iter()
+                .map(|c| {
+                    let via: Vec<String> =
+                        c.paths.iter().map(|(peer, _)| peer.as_deref().unwrap_or("local").to_string()).collect();
+                    let via = if via.is_empty() { "-".to_string() } else { via.join(" ") };
+                    format!("best {} {via}", c.prefix)
+                })
+                .collect();
+        }
+    };
+    vec![one]
+}
+
+fn command_text(command: &PeerCommand) -> String {
+    match command {
+        PeerCommand::Start => "start".into(),
+        PeerCommand::Stop { .. } => "stop".into(),
+        PeerCommand::Reset { .. } => "reset".into(),
+        PeerCommand::AutoStop { subcode } => format!("auto-stop {subcode}"),
+        PeerCommand::AutoStart => "auto-start".into(),
+        PeerCommand::Incoming(_) => "incoming".into(),
+        PeerCommand::Send(message) => format!("send {}", message_text(message)),
+        PeerCommand::EndRestart => "end-restart".into(),
+    }
+}
+
+fn message_text(message: &Message) -> String {
+    match message {
+        Message::Update(u) => update_text(u),
+        Message::RouteRefresh(r) => match r.subtype {
+            RefreshSubtype::Request => "refresh request".into(),
+            RefreshSubtype::BeginningOfRefresh => "borr".into(),
+            RefreshSubtype::EndOfRefresh => "eorr".into(),
+            RefreshSubtype::Reserved(n) => format!("refresh {n}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+fn update_text(u: &Update) -> String {
+    if let Some(family) = u.end_of_rib_family() {
+        return if family == Family::IPV4_UNICAST { "eor".into() } else { "eor ipv6".into() };
+    }
+    let mut text = String::new();
+    let withdrawn: Vec<IpNet> = u
+        .withdrawn
+        .iter()
+        .map(|n| IpNet::V4(n.prefix))
+        .chain(u.mp_unreach.iter().flat_map(|m| m.withdrawn.iter().map(|n| n.prefix)))
+        .collect();
+    let announced: Vec<IpNet> = u
+        .nlri
+        .iter()
+        .map(|n| IpNet::V4(n.prefix))
+        .chain(u.mp_reach.iter().flat_map(|m| m.nlri.iter().map(|n| n.prefix)))
+        .collect();
+    if !withdrawn.is_empty() {
+        let _ = write!(text, "- {}", words(&withdrawn));
+    }
+    if !announced.is_empty() {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        let _ = write!(text, "+ {}", words(&announced));
+        if let Some(a) = &u.attrs {
+            text.push_str(&attrs_text(a, u.mp_reach.as_ref().map(|m| m.next_hop)));
+        }
+    }
+    text
+}
+
+fn words<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+}
+
+fn attrs_text(a: &PathAttrs, mp: Option<MpNextHop>) -> String {
+    let mut t = String::new();
+    match (a.next_hop, mp) {
+        (_, Some(MpNextHop::Ipv6 { global, .. })) => {
+            let _ = write!(t, " nh {global}");
+        }
+        (Some(nh), _) => {
+            let _ = write!(t, " nh {nh}");
+        }
+        _ => {}
+    }
+    let path: Vec<u32> = a.as_path.iter().flat_map(|p| p.asns()).collect();
+    let _ = write!(t, " path {}", if path.is_empty() { "-".into() } else { words(&path) });
+    if let Some(lp) = a.local_pref {
+        let _ = write!(t, " lp {lp}");
+    }
+    if let Some(med) = a.med {
+        let _ = write!(t, " med {med}");
+    }
+    if let Some(o) = a.originator_id {
+        let _ = write!(t, " originator {o}");
+    }
+    if !a.cluster_list.is_empty() {
+        let _ = write!(t, " cluster {}", words(&a.cluster_list));
+    }
+    t
+}
+
+macro_rules! replay {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                run(stringify!($name), include_str!(concat!("replay/", stringify!($name), ".replay")));
+            }
+        )*
+    };
+}
+
+replay!(
+    propagation,
+    graceful_restart,
+    deferral,
+    deferral_limit,
+    route_refresh,
+    prefix_limit,
+    slow_peer,
+    policies,
+    dynamic,
+    groups_and_families,
+);
