@@ -301,7 +301,7 @@ impl Replay {
         let family = Family::IPV6_UNICAST;
         Ok(match sign {
             "+" => Update {
-                mp_reach: (!v6_prefixes.is_empty()).then(|| crate::packet::MpReach {
+                mp_reach: (!v6_prefixes.is_empty()).then_some(crate::packet::MpReach {
                     family,
                     next_hop: MpNextHop::Ipv6 { global: v6_hop, link_local: None },
                     nlri: v6_prefixes,
@@ -310,7 +310,7 @@ impl Replay {
             },
             "-" => Update {
                 mp_unreach: (!v6_prefixes.is_empty())
-                    .then(|| crate::packet::MpUnreach { family, withdrawn: v6_prefixes }),
+                    .then_some(crate::packet::MpUnreach { family, withdrawn: v6_prefixes }),
                 ..Update::withdraw(prefixes)
             },
             other => return Err(format!("bad sign {other:?}")),
