@@ -13,11 +13,11 @@ use tortie_store::kv::Op;
 use tortie_store::resources::{API_VERSION, Kind, Metadata, Object, Resource, WorkloadEndpointSpec};
 use tortie_store::{Datastore, StoreError};
 
-use crate::ipam::{self, IpamError};
 use crate::plumb::{self, POD_GATEWAY, PlumbError, PodLink};
 use crate::spec::{
     AddResult, CNI_VERSION, CniError, Env, Interface, IpConfig, NetConf, RouteConfig, SUPPORTED_VERSIONS, code,
 };
+use tortie_ipam::{self as ipam, IpamError};
 
 /// Default pod MTU.
 const DEFAULT_MTU: u32 = 1500;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tortie_cni::ipam;
+use tortie_ipam as ipam;
 use tortie_lab::{Lab, Netns};
 use tortie_store::Datastore;
 use tortie_store::api;

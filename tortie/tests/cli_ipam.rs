@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use tortie_cni::ipam::{self, IpamError, Purpose, Request};
+use tortie_ipam::{self as ipam, IpamError, Purpose, Request};
 use tortie_store::Datastore;
 use tortie_store::api;
 use tortie_store::resources::parse_documents;

@@ -98,7 +98,7 @@ fn a_podman_container_on_tortie_cni_reaches_a_pod_on_another_node() {
         let kv = Datastore::open(&c.url).await.unwrap();
         let eps = api::list(&kv, Kind::WorkloadEndpoint, None).await.unwrap();
         assert_eq!(eps.len(), 1, "only the lab pod's endpoint is left: {eps:?}");
-        let blocks = tortie_cni::ipam::blocks(&kv).await.unwrap();
-        assert!(blocks.iter().all(|b| tortie_cni::ipam::block::allocated(&b.block).next().is_none()));
+        let blocks = tortie_ipam::blocks(&kv).await.unwrap();
+        assert!(blocks.iter().all(|b| tortie_ipam::block::allocated(&b.block).next().is_none()));
     });
 }

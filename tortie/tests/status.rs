@@ -39,7 +39,8 @@ fn status_shows_sessions_and_peers_come_and_go_without_touching_the_others() {
     let c = Cluster::new("status", 2);
     let _a = c.pod(0, "a1", "198.18.0.1");
     let d1 = c.start(0);
-    let _d2 = c.start(1);
+    // n2 logs in JSON (one object per line, for a log collector).
+    let d2 = c.start_with(1, &["--log-json"]);
     wait_routes(
         &c.nodes[0],
         &["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"],
@@ -185,4 +186,12 @@ spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, filters: [own-blocks-only
     });
     assert!(peer(&status_json(&c, 0), "192.0.2.100").is_none(), "{seen}");
     assert_eq!(peer(&status_json(&c, 0), "192.0.2.2").unwrap()["since"], mesh_since);
+
+    let log = d2.log();
+    let lines: Vec<Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["message"].as_str().is_some_and(|m| !m.is_empty())),
+        "{log}"
+    );
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
 use ipnet::IpNet;
-use tortie_cni::ipam::{self, usage};
+use tortie_ipam::{self as ipam, usage};
 use tortie_store::Datastore;
 use tortie_store::api;
 use tortie_store::resources::{Kind, Resource};

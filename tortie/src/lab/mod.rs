@@ -355,7 +355,7 @@ fn wait_tor_routes(built: &Built, url: &str, rt: &Handle) -> anyhow::Result<Vec<
     loop {
         let blocks = rt.block_on(async {
             let kv = Datastore::open(url).await?;
-            anyhow::Ok(tortie_cni::ipam::blocks(&kv).await?)
+            anyhow::Ok(tortie_ipam::blocks(&kv).await?)
         })?;
         let routes = built.tor.routes()?;
         let have: Vec<String> = routes

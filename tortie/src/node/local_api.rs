@@ -303,16 +303,15 @@ async fn peers(Shared(s): Shared<ApiState>) -> Json<Vec<PeerDetail>> {
 async fn ipam(Shared(s): Shared<ApiState>) -> Result<Json<IpamSummary>, (axum::http::StatusCode, String)> {
     let fail = |e: String| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e);
     let blocks: Vec<_> =
-        tortie_cni::ipam::blocks(&s.kv).await.map_err(|e| fail(e.to_string()))?.into_iter().map(|b| b.block).collect();
+        tortie_ipam::blocks(&s.kv).await.map_err(|e| fail(e.to_string()))?.into_iter().map(|b| b.block).collect();
     let pools: Vec<IpNet> = tortie_store::api::list(&s.kv, tortie_store::resources::Kind::IpPool, None)
         .await
         .map_err(|e| fail(e.to_string()))?
         .into_iter()
         .filter_map(|r| if let tortie_store::resources::Resource::IpPool(p) = r { p.spec.cidr } else { None })
         .collect();
-    let usage =
-        tortie_cni::ipam::usage::pools(&pools, &blocks).into_iter().map(|u| (u.cidr, u.total, u.in_use)).collect();
-    let mine = tortie_cni::ipam::usage::blocks(&blocks)
+    let usage = tortie_ipam::usage::pools(&pools, &blocks).into_iter().map(|u| (u.cidr, u.total, u.in_use)).collect();
+    let mine = tortie_ipam::usage::blocks(&blocks)
         .into_iter()
         .filter(|u| u.node.as_deref() == Some(s.node.as_str()))
         .map(|u| (u.cidr, u.total, u.in_use))

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
-use tortie_cni::ipam::{self, Purpose, Request};
+use tortie_ipam::{self as ipam, Purpose, Request};
 use tortie_ipip::EncapTable;
 use tortie_ipip::userspace::Counters;
 use tortie_store::Datastore;

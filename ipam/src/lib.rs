@@ -1,3 +1,8 @@
+//! # tortie-ipam — block IPAM with node affinity, the Calico way
+//!
+//! Used by the CNI plugin (pod addresses) and the node (tunnel addresses,
+//! the API's usage summary); the records are Calico's, in the datastore.
+//!
 //! Block IPAM with node affinity, the Calico way: a node claims whole
 //! blocks of a pool (`blockSize`) and hands out their addresses, so the
 //! cluster routes a few blocks per node instead of one route per pod.
