@@ -22,10 +22,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
 use tortie_ipip::EncapTable;
-use tortie_store::Datastore;
 use tortie_store::ipam::{IPAM_PREFIX, IpamBlock};
 use tortie_store::kv::Kv;
 use tortie_store::resources::{KEY_PREFIX, Kind, Resource};
+use tortie_store::syncer::Syncer;
 
 use crate::calc::{self, Remote, Snapshot};
 use crate::policy::model::{NAMESPACE_PROFILE_PREFIX, PolicyName};
@@ -98,7 +98,7 @@ pub struct Agent {
 }
 
 /// Reads everything the calculation needs.
-pub async fn load(kv: &Datastore, node: &str) -> Result<(Snapshot, i64), FelixError> {
+pub async fn load(kv: &impl Kv, node: &str) -> Result<(Snapshot, i64), FelixError> {
     let mut s = Snapshot { node: node.to_string(), ..Snapshot::default() };
     let everything = kv.range("/calico/").await?;
     for item in &everything.kvs {
@@ -317,8 +317,11 @@ impl State {
 }
 
 /// Loads the first snapshot, starts the reconciler and the agent task.
-pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixError> {
-    let (snapshot, revision) = load(&kv, &config.node).await?;
+pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError> {
+    // What the calculation reads: resources and IPAM blocks (not, e.g., the
+    // nodes' status). Asked before the first load: no change falls between.
+    let mut changes = kv.changes(&[KEY_PREFIX, IPAM_PREFIX]);
+    let (snapshot, _) = load(&kv, &config.node).await?;
     let mut state = State {
         config,
         snapshot,
@@ -340,34 +343,23 @@ pub async fn start(kv: Datastore, config: AgentConfig) -> Result<Agent, FelixErr
     let reconciler = reconcile::spawn(state.cell.clone(), state.config.reconciler)?;
     let (learned_tx, mut learned_rx) = mpsc::channel(1024);
     let task = tokio::spawn(async move {
-        let mut watch = kv.watch("/calico/", revision + 1).await?;
         let relearned = tokio::time::sleep(state.config.relearn_limit);
         tokio::pin!(relearned);
         let mut policy_dirty = false;
         let (mut tunnel, mut tunnel_open) = (state.config.tunnel.clone(), true);
         loop {
             tokio::select! {
-                events = watch.next() => match events {
-                    Some(Ok(events)) => {
-                        let relevant = events.iter().any(|e| e.kv.key.starts_with(IPAM_PREFIX) || e.kv.key.starts_with(KEY_PREFIX));
-                        if !relevant { continue }
-                        let (snapshot, rev) = load(&kv, &state.config.node).await?;
-                        state.snapshot = snapshot;
-                        state.full = true;
-                        policy_dirty = true;
-                        tracing::debug!(revision = rev, "datastore changed; recalculated");
+                running = changes.changed() => {
+                    if !running {
+                        return Ok(());
                     }
-                    Some(Err(e)) => {
-                        // A compacted or broken watch: start again from a fresh snapshot.
-                        tracing::warn!(error = %e, "datastore watch lost; reloading");
-                        let (snapshot, rev) = load(&kv, &state.config.node).await?;
-                        state.snapshot = snapshot;
-                        state.full = true;
-                        policy_dirty = true;
-                        watch = kv.watch("/calico/", rev + 1).await?;
-                    }
-                    None => return Ok(()),
-                },
+                    // From the syncer's memory: no datastore round trip.
+                    let (snapshot, rev) = load(&kv, &state.config.node).await?;
+                    state.snapshot = snapshot;
+                    state.full = true;
+                    policy_dirty = true;
+                    tracing::debug!(revision = rev, "datastore changed; recalculated");
+                }
                 news = learned_rx.recv() => match news {
                     Some(news) => state.learn(news),
                     None => return Ok(()),

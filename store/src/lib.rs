@@ -15,6 +15,7 @@ pub mod ipam;
 pub mod kv;
 pub mod resources;
 pub mod selector;
+pub mod syncer;
 
 pub use datastore::{DEFAULT_URL, Datastore};
 pub use error::StoreError;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tortie_store::kv::{Compare, EventKind, Kv, Op, Txn};
+use tortie_store::syncer::Syncer;
 use tortie_store::{Datastore, StoreError};
 
 const PROCESS_ENV: &str = "TORTIE_CONFORMANCE_CHILD";
@@ -65,6 +66,8 @@ conformance!(
     watch_delivers_in_order_and_resumes_from_a_revision,
     compaction_tells_the_watcher_to_resync,
     expired_lease_deletes_its_keys_and_a_kept_one_survives,
+    syncer_serves_reads_from_memory_and_tells_only_the_parts_concerned,
+    syncer_cache_equals_the_store_under_concurrent_writers,
 );
 
 async fn open(url: &str) -> Datastore {
@@ -317,4 +320,68 @@ async fn unusable_sqlite_path_names_the_file() {
     let err = Datastore::open("sqlite:///proc/tortie-cannot-exist/store.db").await.err().expect("must fail");
     let text = err.to_string();
     assert!(matches!(err, StoreError::Sqlite { .. }) && text.contains("/proc/tortie-cannot-exist"), "{text}");
+}
+
+/// Waits for a notice (at most 10 s).
+async fn told(changes: &mut tortie_store::syncer::Changes) {
+    let told = tokio::time::timeout(Duration::from_secs(10), changes.changed()).await;
+    assert!(told.is_ok_and(|running| running), "no notice within 10 s");
+}
+
+async fn syncer_serves_reads_from_memory_and_tells_only_the_parts_concerned(url: &str) {
+    let store = open(url).await;
+    store.put("/s/a/1", b"1".to_vec()).await.unwrap();
+    let syncer = Syncer::start(store.clone(), "/s/").await.unwrap();
+    let (mut a, mut b) = (syncer.changes(&["/s/a/"]), syncer.changes(&["/s/b/", "/s/c/"]));
+    assert_eq!(syncer.range("/s/a/").await.unwrap().kvs, store.range("/s/a/").await.unwrap().kvs);
+
+    // Another client writes under /s/a/: that part is told, the other is not.
+    let rev = store.put("/s/a/2", b"2".to_vec()).await.unwrap();
+    told(&mut a).await;
+    assert!(tokio::time::timeout(Duration::from_millis(300), b.changed()).await.is_err(), "b reads none of it");
+    let cached = syncer.get("/s/a/2").await.unwrap().unwrap();
+    assert_eq!((cached.value.as_slice(), cached.mod_revision), (&b"2"[..], rev));
+    store.delete("/s/a/1").await.unwrap();
+    told(&mut a).await;
+    assert_eq!(syncer.get("/s/a/1").await.unwrap(), None);
+    assert_eq!(syncer.range("/s/a/").await.unwrap().kvs.len(), 1);
+
+    // A write through the syncer is read back at once, and the part that reads it is told.
+    let rev = syncer.put("/s/c/x", b"x".to_vec()).await.unwrap();
+    assert_eq!(syncer.get("/s/c/x").await.unwrap().map(|kv| kv.mod_revision), Some(rev));
+    assert!(syncer.revision() >= rev);
+    told(&mut b).await;
+
+    // Outside its prefix the syncer reads the store.
+    store.put("/elsewhere/k", b"k".to_vec()).await.unwrap();
+    assert!(syncer.get("/elsewhere/k").await.unwrap().is_some());
+    assert_eq!(syncer.range("/elsewhere/").await.unwrap().kvs.len(), 1);
+}
+
+async fn syncer_cache_equals_the_store_under_concurrent_writers(url: &str) {
+    let store = open(url).await;
+    let syncer = Syncer::start(store.clone(), "/w/").await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50u8 {
+                let key = format!("/w/{}", (t * 7 + usize::from(i)) % 20);
+                match i % 3 {
+                    0 => s.delete(&key).await.unwrap(),
+                    _ => s.put(&key, vec![t as u8, i]).await.unwrap(),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let last = store.put("/w/last", b"end".to_vec()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while syncer.revision() < last {
+        assert!(Instant::now() < deadline, "the syncer never caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(syncer.range("/w/").await.unwrap().kvs, store.range("/w/").await.unwrap().kvs);
 }

@@ -27,10 +27,10 @@ use tortie_felix::agent::{self, AgentConfig};
 use tortie_felix::reconcile::ReconcilerConfig;
 use tortie_store::Datastore;
 use tortie_store::api::{self, ApiError};
-use tortie_store::kv::Kv;
 use tortie_store::resources::{
     API_VERSION, BgpConfigurationSpec, BgpFilterSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource,
 };
+use tortie_store::syncer::Syncer;
 
 use peers::{Me, PlannedPeer};
 
@@ -192,6 +192,8 @@ async fn serve(
         None => discover_address().await?,
     };
     register(&kv, &args.name, address, cluster_id).await?;
+    // One watch of the datastore, in memory, for felix, the tunnel and the peers.
+    let synced = Syncer::start(kv.clone(), "/calico/").await.context("reading the datastore")?;
     let (mut ipip, mut felix) = (None, None);
     // RFC 4724 §4.1: routes of ours already in the kernel mean this daemon
     // restarted with its forwarding state preserved.
@@ -208,7 +210,7 @@ async fn serve(
         }
         let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
         // IPIP runs once a pool asks for it (the node then holds a tunnel address).
-        let t = tunnel::start(kv.clone(), &args.name, address.addr(), underlay_mtu, encap_rx).await?;
+        let t = tunnel::start(synced.clone(), &args.name, address.addr(), underlay_mtu, encap_rx).await?;
         let config = AgentConfig {
             node: args.name.clone(),
             reconciler: ReconcilerConfig { resync: Duration::from_secs(resync), ..ReconcilerConfig::default() },
@@ -217,7 +219,7 @@ async fn serve(
             encap: Some(encap_tx),
             policy_check: Duration::from_secs(policy_check.max(1)),
         };
-        felix = Some(agent::start(kv.clone(), config).await.context("starting felix")?);
+        felix = Some(agent::start(synced.clone(), config).await.context("starting felix")?);
         ipip = Some(t);
     }
 
@@ -241,7 +243,7 @@ async fn serve(
     }
     let plan = Arc::new(Mutex::new((peers::DEFAULT_AS, BTreeMap::new())));
     let manager = PeerManager {
-        kv: kv.clone(),
+        kv: synced,
         name: args.name.clone(),
         address,
         speaker: speaker.commands.clone(),
@@ -328,7 +330,7 @@ fn read_secret(secrets_dir: &std::path::Path, peer: &str, r: &tortie_store::reso
 }
 
 async fn plan_peers(
-    kv: &Datastore,
+    kv: &Syncer,
     name: &str,
     address: Ipv4Net,
     secrets_dir: &std::path::Path,
@@ -389,17 +391,11 @@ async fn plan_peers(
     Ok((me, plan))
 }
 
-/// Follows resource changes from now on.
-async fn watch_resources(kv: &Datastore) -> anyhow::Result<tortie_store::kv::Watch> {
-    let now = kv.range(&Kind::BgpConfiguration.prefix(None)).await?.revision;
-    Ok(kv.watch(KEY_PREFIX, now + 1).await?)
-}
-
 /// Keeps the speaker's neighbours in line with the datastore: new peers
 /// are added, removed ones closed (Cease / Administrative Shutdown),
 /// changed ones replaced; the others are not touched.
 struct PeerManager {
-    kv: Datastore,
+    kv: Syncer,
     name: String,
     address: Ipv4Net,
     speaker: mpsc::Sender<SpeakerCommand>,
@@ -414,7 +410,8 @@ impl PeerManager {
         let mut running: BTreeMap<String, (PlannedPeer, (Policy, Policy))> = BTreeMap::new();
         let mut cluster_id = None;
         let mut ranges_added = false;
-        let mut watch = watch_resources(&self.kv).await?;
+        // Peers come from resources only (not IPAM, not the nodes' status).
+        let mut changes = self.kv.changes(&[KEY_PREFIX]);
         loop {
             let (me, plan) = plan_peers(&self.kv, &self.name, self.address, &self.secrets_dir, self.send_hold).await?;
             let wanted: BTreeMap<String, (PlannedPeer, (Policy, Policy))> =
@@ -470,16 +467,11 @@ impl PeerManager {
                 running.iter().map(|(n, (p, _))| (n.clone(), p.clone())).collect();
             *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = (me.asn, planned);
             self.speaker.send(SpeakerCommand::Planned(running.keys().cloned().collect())).await?;
-            match watch.next().await {
-                Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "peer watch lost; reloading");
-                    watch = watch_resources(&self.kv).await?;
-                }
-                None => return Ok(()),
+            if !changes.changed().await {
+                return Ok(());
             }
-            // Drain what arrived meanwhile: one re-plan covers it.
-            while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::ZERO, watch.next()).await {}
+            // A burst of changes (an `apply` of many resources) is one re-plan.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

@@ -16,17 +16,16 @@ use tokio::sync::watch;
 use tortie_ipam::{self as ipam, Purpose, Request};
 use tortie_ipip::EncapTable;
 use tortie_ipip::userspace::Counters;
-use tortie_store::Datastore;
 use tortie_store::api;
-use tortie_store::kv::Kv;
 use tortie_store::resources::{EncapMode, Kind, NodeBgp, NodeSpec, Object, Resource};
+use tortie_store::syncer::Syncer;
 
 fn handle(node: &str) -> String {
     format!("ipip-tunnel-addr-{node}")
 }
 
 /// Whether a pool this node may use for tunnels asks for IPIP.
-async fn wanted(kv: &Datastore, node: &str) -> anyhow::Result<bool> {
+async fn wanted(kv: &Syncer, node: &str) -> anyhow::Result<bool> {
     let pools = ipam::pools_for(kv, node, Purpose::Tunnel).await?;
     Ok(pools.iter().any(|p| p.ipip_mode.is_some_and(|m| m != EncapMode::Never)))
 }
@@ -39,7 +38,7 @@ const DOWN_GRACE: Duration = Duration::from_secs(2);
 /// How soon a failed change of the tunnel is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 
-async fn node_resource(kv: &Datastore, node: &str) -> anyhow::Result<Object<NodeSpec>> {
+async fn node_resource(kv: &Syncer, node: &str) -> anyhow::Result<Object<NodeSpec>> {
     match api::get(kv, Kind::Node, None, node).await? {
         Resource::Node(n) => Ok(n),
         _ => anyhow::bail!("Node {node} is not a Node"),
@@ -47,13 +46,13 @@ async fn node_resource(kv: &Datastore, node: &str) -> anyhow::Result<Object<Node
 }
 
 /// The tunnel address the Node publishes.
-async fn published_address(kv: &Datastore, node: &str) -> anyhow::Result<Option<Ipv4Addr>> {
+async fn published_address(kv: &Syncer, node: &str) -> anyhow::Result<Option<Ipv4Addr>> {
     Ok(node_resource(kv, node).await?.spec.bgp.and_then(|b| b.ipv4_ipip_tunnel_addr))
 }
 
 /// Allocates the tunnel address (`wanted`) or gives it back, and publishes
 /// it on the Node; returns it.
-async fn address(kv: &Datastore, node: &str, wanted: bool) -> anyhow::Result<Option<Ipv4Addr>> {
+async fn address(kv: &Syncer, node: &str, wanted: bool) -> anyhow::Result<Option<Ipv4Addr>> {
     let mut n = node_resource(kv, node).await?;
     let current = n.spec.bgp.as_ref().and_then(|b| b.ipv4_ipip_tunnel_addr);
     let next = match (wanted, current) {
@@ -83,7 +82,7 @@ async fn address(kv: &Datastore, node: &str, wanted: bool) -> anyhow::Result<Opt
 
 /// What brings a tunnel up and takes it down.
 struct Setup {
-    kv: Datastore,
+    kv: Syncer,
     node: String,
     local: Ipv4Addr,
     underlay_mtu: u16,
@@ -168,7 +167,7 @@ impl Drop for NodeTunnel {
 /// stops the start), then follows them: a pool turning to IPIP brings it
 /// up, the last one turning to `Never` takes it down.
 pub async fn start(
-    kv: Datastore,
+    kv: Syncer,
     node: &str,
     local: Ipv4Addr,
     underlay_mtu: u16,
@@ -193,55 +192,32 @@ pub async fn start(
 }
 
 /// Follows the IP pools, setting the tunnel up or down at each change,
-/// until the datastore watch ends.
+/// until the syncer stops.
 async fn follow_pools(setup: Setup, mut tunnel: Option<tortie_ipip::Tunnel>) {
     let prefix = Kind::IpPool.prefix(None);
+    let mut changes = setup.kv.changes(&[&prefix]);
     loop {
-        let from = match setup.kv.range(&prefix).await {
-            Ok(r) => r.revision + 1,
+        let was_up = tunnel.is_some();
+        let failed = match setup.reconcile(&mut tunnel).await {
+            Ok(()) => false,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read IP pools; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                tracing::error!(error = format!("{e:#}"), retry = ?RETRY, "the IPIP tunnel cannot follow the IP pools");
+                true
             }
         };
-        let mut watch = match setup.kv.watch(&prefix, from).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch IP pools; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        if !was_up && let Some(t) = &tunnel {
+            tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
+        }
+        // The next change, or (after a failure) the retry, whichever comes first.
+        let retry = async {
+            match failed {
+                true => tokio::time::sleep(RETRY).await,
+                false => std::future::pending().await,
             }
         };
-        // At each change, and once as the watch (re)starts: a change just
-        // before it began is not in it.
-        loop {
-            let was_up = tunnel.is_some();
-            let failed = match setup.reconcile(&mut tunnel).await {
-                Ok(()) => false,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), retry = ?RETRY, "the IPIP tunnel cannot follow the IP pools");
-                    true
-                }
-            };
-            if !was_up && let Some(t) = &tunnel {
-                tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
-            }
-            // The next change, or (after a failure) the retry, whichever comes first.
-            let retry = async {
-                match failed {
-                    true => tokio::time::sleep(RETRY).await,
-                    false => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                event = watch.next() => match event {
-                    None => return,
-                    Some(Err(_)) => break, // compacted or broken: watch again from now
-                    Some(Ok(_)) => {}
-                },
-                () = retry => {}
-            }
+        tokio::select! {
+            running = changes.changed() => if !running { return },
+            () = retry => {}
         }
     }
 }
