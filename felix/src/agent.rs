@@ -15,7 +15,6 @@
 //! never interrupts traffic to other nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use crate::calc::{self, Remote, Snapshot};
 use crate::policy::model::{NAMESPACE_PROFILE_PREFIX, PolicyName};
 use crate::policy::{Endpoint, Policy, Ruleset, apply as policy_apply};
 use crate::reconcile::{self, Desired, DesiredCell, ReconcileStats, ReconcilerConfig};
+use crate::route::LearnedHops;
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub struct AgentConfig {
 pub enum Learned {
     /// The best next hops for each prefix of a batch of changes; empty
     /// when it is gone.
-    Routes(Vec<(IpNet, Vec<IpAddr>)>),
+    Routes(Vec<(IpNet, LearnedHops)>),
     /// Every peer has sent its table: routes not relearned may go.
     Converged,
 }
@@ -168,7 +168,7 @@ const ENCAP_GRACE: Duration = Duration::from_secs(10);
 struct State {
     config: AgentConfig,
     snapshot: Snapshot,
-    learned: BTreeMap<IpNet, Vec<IpAddr>>,
+    learned: BTreeMap<IpNet, LearnedHops>,
     /// Learned prefixes changed since the last recalculation.
     changed: BTreeSet<IpNet>,
     /// The next recalculation covers everything (the datastore, the

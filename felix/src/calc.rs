@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use tortie_store::ipam::IpamBlock;
 use tortie_store::resources::{EncapMode, IpPoolSpec, WorkloadEndpointSpec};
 
-use crate::route::{NextHop, Routes, Target};
+use crate::route::{LearnedHops, NextHop, Routes, Target};
 
 /// What the calculation reads.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -119,7 +119,7 @@ pub fn tunnel_nodes(
 }
 
 /// Kernel routes for what BGP learned: prefix → next hops (the ECMP set).
-pub fn remote(learned: &BTreeMap<IpNet, Vec<IpAddr>>, r: &Remote<'_>) -> Routes<String> {
+pub fn remote(learned: &BTreeMap<IpNet, LearnedHops>, r: &Remote<'_>) -> Routes<String> {
     learned.iter().filter_map(|(prefix, next_hops)| Some((*prefix, remote_route(prefix, next_hops, r)?))).collect()
 }
 
@@ -133,7 +133,7 @@ pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote<'_>) -> Opt
         Some(EncapMode::CrossSubnet) => tortie_ipip::EncapMode::CrossSubnet,
         Some(EncapMode::Never) | None => tortie_ipip::EncapMode::Never,
     };
-    let mut hops: Vec<NextHop<String>> = next_hops
+    let mut hops: crate::route::Hops<String> = next_hops
         .iter()
         .filter(|nh| Some(**nh) != own)
         .map(|nh| match r.tunnel {
@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(out.originate, [net("198.18.0.0/26"), net("198.18.0.70/32")].into());
     }
 
-    fn learned(entries: &[(&str, &[&str])]) -> BTreeMap<IpNet, Vec<IpAddr>> {
+    fn learned(entries: &[(&str, &[&str])]) -> BTreeMap<IpNet, LearnedHops> {
         entries.iter().map(|(p, nhs)| (net(p), nhs.iter().map(|n| n.parse().unwrap()).collect())).collect()
     }
 
@@ -246,11 +246,14 @@ mod tests {
         let native = |g: &str| NextHop { gateway: g.parse().unwrap(), device: None, onlink: false };
         let tunnel = |g: &str| NextHop { gateway: g.parse().unwrap(), device: Some("tunl0".to_string()), onlink: true };
         let want: Routes<String> = [
-            (net("198.18.1.0/26"), Target::Gateways(vec![native("192.0.2.2")])),
-            (net("198.18.2.0/26"), Target::Gateways(vec![tunnel("198.51.100.2")])),
-            (net("198.19.1.0/26"), Target::Gateways(vec![tunnel("192.0.2.2")])),
-            (net("198.18.3.0/26"), Target::Gateways(vec![native("192.0.2.2"), native("192.0.2.3")])),
-            (net("198.18.5.0/26"), Target::Gateways(vec![tunnel("198.51.100.2"), tunnel("198.51.100.3")])),
+            (net("198.18.1.0/26"), Target::Gateways(smallvec::smallvec![native("192.0.2.2")])),
+            (net("198.18.2.0/26"), Target::Gateways(smallvec::smallvec![tunnel("198.51.100.2")])),
+            (net("198.19.1.0/26"), Target::Gateways(smallvec::smallvec![tunnel("192.0.2.2")])),
+            (net("198.18.3.0/26"), Target::Gateways(smallvec::smallvec![native("192.0.2.2"), native("192.0.2.3")])),
+            (
+                net("198.18.5.0/26"),
+                Target::Gateways(smallvec::smallvec![tunnel("198.51.100.2"), tunnel("198.51.100.3")]),
+            ),
         ]
         .into();
         assert_eq!(routes, want, "sorted ECMP set; no route via ourselves");
@@ -268,6 +271,6 @@ mod tests {
         );
         let no_tunnel = Remote { tunnel: None, ..r };
         let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &no_tunnel);
-        assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(vec![native("192.0.2.2")]));
+        assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(smallvec::smallvec![native("192.0.2.2")]));
     }
 }

@@ -443,7 +443,7 @@ fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
     let target = match (h.kind, gateway, oif, multipath) {
         (RouteType::BlackHole, ..) => Target::Blackhole,
         (RouteType::Unicast, _, _, Some(hops)) => {
-            let mut hops: Vec<NextHop<u32>> = hops
+            let mut hops: crate::route::Hops<u32> = hops
                 .iter()
                 .filter_map(|nh| {
                     let gateway = nh.attributes.iter().find_map(|a| match a {
@@ -457,9 +457,11 @@ fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
             hops.sort();
             Target::Gateways(hops)
         }
-        (RouteType::Unicast, Some(gateway), oif, None) => {
-            Target::Gateways(vec![NextHop { gateway, device: oif, onlink: h.flags.contains(RouteFlags::Onlink) }])
-        }
+        (RouteType::Unicast, Some(gateway), oif, None) => Target::Gateways(smallvec::smallvec![NextHop {
+            gateway,
+            device: oif,
+            onlink: h.flags.contains(RouteFlags::Onlink)
+        }]),
         (RouteType::Unicast, None, Some(oif), None) => Target::Device(oif),
         _ => return None,
     };

@@ -462,7 +462,7 @@ mod tests {
     }
 
     fn via(gw: &str) -> Target<String> {
-        Target::Gateways(vec![NextHop { gateway: gw.parse().unwrap(), device: None, onlink: false }])
+        Target::Gateways(smallvec::smallvec![NextHop { gateway: gw.parse().unwrap(), device: None, onlink: false }])
     }
 
     fn changes(cell: &DesiredCell) -> Vec<Changed> {

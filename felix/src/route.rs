@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 /// tortie's route protocol number (`rtm_protocol`). Every route felix
 /// installs carries it; routes with any other number are never touched.
@@ -28,6 +29,13 @@ pub struct NextHop<I> {
     pub onlink: bool,
 }
 
+/// The next hops BGP chose for a prefix (one, or an ECMP set), inline when one.
+pub type LearnedHops = SmallVec<[IpAddr; 1]>;
+
+/// The next hops of a gateway route: one (the usual case) sits inline,
+/// so a table of learned routes costs no allocation per route for them.
+pub type Hops<I> = SmallVec<[NextHop<I>; 1]>;
+
 /// Where a destination goes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target<I> {
@@ -37,7 +45,7 @@ pub enum Target<I> {
     /// rather than leaking to the default route.
     Blackhole,
     /// `via GW [dev IF] [onlink]`, several for an ECMP set (kept sorted).
-    Gateways(Vec<NextHop<I>>),
+    Gateways(Hops<I>),
 }
 
 impl<I: Clone> Target<I> {
@@ -122,7 +130,7 @@ mod tests {
         let desired: Routes<u32> = [
             (net("198.18.0.1/32"), Target::Device(7)),
             (net("198.18.0.0/26"), Target::Blackhole),
-            (net("198.18.1.0/26"), Target::Gateways(vec![via("192.0.2.2", None)])),
+            (net("198.18.1.0/26"), Target::Gateways(smallvec::smallvec![via("192.0.2.2", None)])),
         ]
         .into();
         let actual: Routes<u32> = [
@@ -136,7 +144,7 @@ mod tests {
             vec![
                 Change::Delete(net("198.18.9.0/26"), Target::Blackhole),
                 Change::Replace(net("198.18.0.0/26"), Target::Blackhole),
-                Change::Add(net("198.18.1.0/26"), Target::Gateways(vec![via("192.0.2.2", None)])),
+                Change::Add(net("198.18.1.0/26"), Target::Gateways(smallvec::smallvec![via("192.0.2.2", None)])),
             ]
         );
         assert!(diff(&desired, &desired).is_empty());
@@ -144,13 +152,16 @@ mod tests {
 
     #[test]
     fn a_gateway_without_a_pinned_device_accepts_the_kernels_choice() {
-        let want = Target::Gateways(vec![via("192.0.2.2", None)]);
-        let chosen =
-            Target::Gateways(vec![NextHop { gateway: "192.0.2.2".parse().unwrap(), device: Some(4), onlink: false }]);
+        let want = Target::Gateways(smallvec::smallvec![via("192.0.2.2", None)]);
+        let chosen = Target::Gateways(smallvec::smallvec![NextHop {
+            gateway: "192.0.2.2".parse().unwrap(),
+            device: Some(4),
+            onlink: false
+        }]);
         assert!(want.satisfied_by(&chosen));
-        let pinned = Target::Gateways(vec![via("192.0.2.2", Some(9))]);
+        let pinned = Target::Gateways(smallvec::smallvec![via("192.0.2.2", Some(9))]);
         assert!(!pinned.satisfied_by(&chosen), "a tunnel route must leave by the tunnel");
-        let ecmp = Target::Gateways(vec![via("192.0.2.2", None), via("192.0.2.3", None)]);
+        let ecmp = Target::Gateways(smallvec::smallvec![via("192.0.2.2", None), via("192.0.2.3", None)]);
         assert!(!ecmp.satisfied_by(&chosen));
     }
 
@@ -159,7 +170,7 @@ mod tests {
         let t: Target<String> = Target::Device("tortie1".into());
         assert_eq!(t.resolve(|n| (n == "tortie1").then_some(5)), Some(Target::Device(5)));
         assert_eq!(t.resolve(|_| None::<u32>), None);
-        let gw: Target<String> = Target::Gateways(vec![NextHop {
+        let gw: Target<String> = Target::Gateways(smallvec::smallvec![NextHop {
             gateway: "192.0.2.2".parse().unwrap(),
             device: Some("tunl0".into()),
             onlink: true,

@@ -30,7 +30,7 @@ fn routes_of_every_shape_round_trip_through_the_kernel_and_foreign_ones_are_invi
                 (net("198.18.0.0/26"), Target::Blackhole),
                 (
                     net("198.18.1.0/26"),
-                    Target::Gateways(vec![NextHop {
+                    Target::Gateways(smallvec::smallvec![NextHop {
                         gateway: "192.0.2.2".parse().unwrap(),
                         device: None,
                         onlink: false,
@@ -38,14 +38,14 @@ fn routes_of_every_shape_round_trip_through_the_kernel_and_foreign_ones_are_invi
                 ),
                 (
                     net("198.18.2.0/26"),
-                    Target::Gateways(vec![
+                    Target::Gateways(smallvec::smallvec![
                         NextHop { gateway: "192.0.2.2".parse().unwrap(), device: Some(eth0), onlink: false },
                         NextHop { gateway: "192.0.2.3".parse().unwrap(), device: Some(eth0), onlink: false },
                     ]),
                 ),
                 (
                     net("198.18.3.0/26"),
-                    Target::Gateways(vec![NextHop {
+                    Target::Gateways(smallvec::smallvec![NextHop {
                         gateway: "203.0.113.9".parse().unwrap(),
                         device: Some(eth0),
                         onlink: true,

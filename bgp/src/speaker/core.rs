@@ -142,6 +142,9 @@ pub(crate) struct SpeakerCore {
     out: Vec<Output>,
 }
 
+/// Best paths a prefix count looks at a time.
+const COUNT_CHUNK: usize = 4096;
+
 pub(super) fn key(peer: &str) -> PeerKey {
     Some(Arc::from(peer))
 }
@@ -415,12 +418,19 @@ impl SpeakerCore {
     }
 
     fn counts(&self, name: &str) -> PeerCounts {
-        let advertised = if self.up.contains(name) {
-            let all: Vec<(IpNet, (PeerKey, Path))> = self.rib.best_paths().collect();
-            self.exports(name, all.iter().map(|(p, best)| (*p, Some(best), Before::Nothing))).announced()
-        } else {
-            0
-        };
+        let mut advertised = 0;
+        if self.up.contains(name) {
+            // In chunks: a status query must not copy a full table.
+            let mut all = self.rib.best_paths();
+            loop {
+                let chunk: Vec<(IpNet, (PeerKey, Path))> = all.by_ref().take(COUNT_CHUNK).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                advertised +=
+                    self.exports(name, chunk.iter().map(|(p, best)| (*p, Some(best), Before::Nothing))).announced();
+            }
+        }
         let (remote, asn) = self.neighbors.get(name).map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0), |s| {
             (s.neighbor.session.remote, s.neighbor.session.local.peer_asn)
         });

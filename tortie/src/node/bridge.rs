@@ -13,6 +13,7 @@ use tortie_bgp::rib::decision::Origination;
 use tortie_bgp::rib::table::BestChange;
 use tortie_bgp::speaker::{SpeakerCommand, SpeakerEvent};
 use tortie_felix::agent::Learned;
+use tortie_felix::route::LearnedHops;
 
 /// Originates what felix asks for, and withdraws what it no longer does.
 pub async fn originate(mut wanted: watch::Receiver<BTreeSet<IpNet>>, speaker: mpsc::Sender<SpeakerCommand>) {
@@ -37,7 +38,7 @@ pub async fn originate(mut wanted: watch::Receiver<BTreeSet<IpNet>>, speaker: mp
 }
 
 /// The learned next hops of a best-path change (local paths are felix's own).
-fn next_hops(change: &BestChange) -> Vec<IpAddr> {
+fn next_hops(change: &BestChange) -> LearnedHops {
     change
         .paths
         .iter()
