@@ -148,11 +148,18 @@ impl DesiredCell {
     }
 
     /// Routes of ours the kernel lost (someone deleted them): put back
-    /// what is still desired.
+    /// what is still desired. A prefix with a change pending already may
+    /// be the late echo of our own delete, or a real loss: which one, only
+    /// the kernel's table tells, so a full pass settles it.
     fn lost(&self, prefixes: impl IntoIterator<Item = IpNet>) {
         let mut shared = self.lock();
         for p in prefixes {
-            shared.dirty.insert(p, None);
+            match shared.dirty.entry(p) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(None);
+                }
+                std::collections::btree_map::Entry::Occupied(_) => shared.full = true,
+            }
         }
     }
 
@@ -272,7 +279,8 @@ pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkEr
 }
 
 /// Applies the routes that changed (blocking): each desired one is
-/// written (replacing what is there), each one no longer desired is deleted
+/// written (replacing ours; added, never over a route someone else owns,
+/// when we had none there), each one no longer desired is deleted
 /// — unless it is a learned route kept while BGP relearns. A route whose
 /// interface is missing waits for the next full pass (a link event).
 fn apply_changed(nl: &mut Netlink, changes: Vec<Changed>, keep_learned: bool) -> Result<PassReport, NetlinkError> {
@@ -283,13 +291,14 @@ fn apply_changed(nl: &mut Netlink, changes: Vec<Changed>, keep_learned: bool) ->
         match (now, before) {
             (Some(now), before) if before.as_ref() == Some(&now) => {}
             (Some(now), before) => match now.resolve(|name| links.get(name).copied()) {
-                Some(t) => {
-                    if before.is_some() {
-                        report.replaced += 1;
-                    } else {
-                        report.added += 1;
-                    }
+                Some(t) if before.is_some() => {
+                    report.replaced += 1;
                     writes.push(Change::Replace(prefix, t));
+                }
+                // A refusal (another owner's route is there) brings a full pass.
+                Some(t) => {
+                    report.added += 1;
+                    writes.push(Change::Add(prefix, t));
                 }
                 None => report.waiting += 1,
             },
@@ -535,5 +544,18 @@ mod tests {
             changes(&cell),
             vec![(net("198.18.0.64/26"), Some(via("192.0.2.2")), None), (net("203.0.113.0/24"), None, None)]
         );
+    }
+
+    #[test]
+    fn a_loss_reported_while_a_change_is_pending_is_settled_by_a_full_pass() {
+        let mut d = Desired::default();
+        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
+        let cell = DesiredCell::new(d);
+        cell.take(false);
+        // The route goes (a delete is pending), then the late echo of an
+        // earlier delete of ours arrives: the pending delete must not be lost.
+        cell.edit(|e| e.route(net("198.18.0.64/26"), None));
+        cell.lost([net("198.18.0.64/26")]);
+        assert!(matches!(cell.take(false), Some(Work::Full(d)) if d.routes.is_empty()));
     }
 }

@@ -38,10 +38,11 @@ struct Queue {
     offset: usize,
     /// A push was refused since the queue last emptied.
     behind: bool,
-    /// A session is up and the speaker knows it: between the session's
-    /// end and the speaker's next Up, pushes are dropped, so nothing meant
-    /// for one session reaches the next.
-    open: bool,
+    /// The session the queue is for (its number, from 1), or 0 between
+    /// sessions. A push names the session it is meant for and is dropped
+    /// unless that one is open: a speaker that has not yet seen a session
+    /// end never reaches the next one.
+    session: u64,
 }
 
 /// One peer's outbound queue (shared by the speaker and the peer task).
@@ -60,18 +61,19 @@ impl Outbox {
     /// Queues one encoded message unless the queue is past its high-water
     /// mark; `false` means refused, and the peer is behind until the writer
     /// has emptied the queue.
-    pub fn push(&self, message: Bytes) -> bool {
-        self.push_all([&message]) == 1
+    pub fn push(&self, session: u64, message: Bytes) -> bool {
+        self.push_all(session, [&message]) == 1
     }
 
-    /// Queues messages in order until one is refused (see [`Outbox::push`]);
-    /// returns how many were queued (all of them while no session is open:
-    /// they are dropped).
-    pub fn push_all<'a>(&self, messages: impl IntoIterator<Item = &'a Bytes>) -> usize {
+    /// Queues messages for `session` in order until one is refused (see
+    /// [`Outbox::push`]); returns how many were queued (all of them unless
+    /// `session` is the open one: they are dropped).
+    pub fn push_all<'a>(&self, session: u64, messages: impl IntoIterator<Item = &'a Bytes>) -> usize {
         let mut q = self.lock();
+        let open = q.session != 0 && q.session == session;
         let mut queued = 0;
         for message in messages {
-            if !q.open {
+            if !open {
                 queued += 1;
                 continue;
             }
@@ -83,7 +85,6 @@ impl Outbox {
             q.messages.push_back(message.clone());
             queued += 1;
         }
-        let open = q.open;
         drop(q);
         if open && queued > 0 {
             self.queued.notify_one();
@@ -94,9 +95,9 @@ impl Outbox {
     /// Queues one message whatever the mark (small control messages that
     /// must keep their place, e.g. End-of-RIB); `false` if the peer is
     /// behind (the message must then wait for the backlog).
-    pub fn push_control(&self, message: Bytes) -> bool {
+    pub fn push_control(&self, session: u64, message: Bytes) -> bool {
         let mut q = self.lock();
-        if !q.open {
+        if q.session == 0 || q.session != session {
             return true;
         }
         if q.behind {
@@ -166,13 +167,14 @@ impl Outbox {
         self.lock().offset > 0
     }
 
-    /// The speaker has seen the session come up: pushes are queued.
-    pub fn open(&self) {
-        *self.lock() = Queue { open: true, ..Queue::default() };
+    /// Session number `session` (from 1) came up: pushes for it are
+    /// queued. Called by the peer's own task, which also writes the queue.
+    pub fn open(&self, session: u64) {
+        *self.lock() = Queue { session, ..Queue::default() };
     }
 
-    /// The session ended: everything queued is dropped, and pushes are
-    /// until the speaker sees the next session up.
+    /// The session ended: everything queued is dropped, and so are pushes
+    /// until the next session is open (called by the peer's own task).
     pub fn close(&self) {
         *self.lock() = Queue::default();
     }
@@ -225,29 +227,29 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_until_the_writer_empties_it_and_then_says_so_once() {
         let out = Outbox::default();
-        out.open();
+        out.open(1);
         let msg = Bytes::from(vec![0u8; 4096]);
         let mut pushed = 0;
-        while out.push(msg.clone()) {
+        while out.push(1, msg.clone()) {
             pushed += 1;
         }
         assert_eq!(pushed * 4096, HIGH_WATER);
         assert!(out.is_behind());
         // Control messages wait for the backlog too, once behind.
-        assert!(!out.push_control(Bytes::from_static(b"eor")));
+        assert!(!out.push_control(1, Bytes::from_static(b"eor")));
         let (wire, drained) = write_all(&out, 10_000);
         assert_eq!((wire.len(), drained), (HIGH_WATER, 1));
         assert!(!out.is_behind());
-        assert!(out.push(msg));
+        assert!(out.push(1, msg));
     }
 
     #[test]
     fn messages_leave_whole_and_in_order_whatever_the_socket_takes_per_write() {
         for budget in [1, 7, 999, 1000, 1001, 65_536] {
             let out = Outbox::default();
-            out.open();
+            out.open(1);
             for i in 0..100u8 {
-                assert!(out.push(Bytes::from(vec![i; 1000])));
+                assert!(out.push(1, Bytes::from(vec![i; 1000])));
             }
             let (wire, _) = write_all(&out, budget);
             assert_eq!(wire.len(), 100_000);
@@ -260,8 +262,8 @@ mod tests {
     #[test]
     fn a_message_partly_written_is_known_as_such() {
         let out = Outbox::default();
-        out.open();
-        assert!(out.push(Bytes::from_static(b"0123456789")));
+        out.open(1);
+        assert!(out.push(1, Bytes::from_static(b"0123456789")));
         assert_eq!(out.consume(4), (0, Taken::More));
         assert!(out.mid_message());
         assert_eq!(out.peek(), vec![Bytes::from_static(b"456789")]);
@@ -270,15 +272,21 @@ mod tests {
     }
 
     #[test]
-    fn nothing_pushed_between_sessions_reaches_the_next() {
+    fn nothing_pushed_for_one_session_reaches_another() {
         let out = Outbox::default();
-        assert!(out.push(Bytes::from_static(b"before any session")));
+        assert!(out.push(1, Bytes::from_static(b"before any session")));
         assert!(out.is_empty());
-        out.open();
-        assert!(out.push(Bytes::from_static(b"old session")));
+        out.open(1);
+        assert!(out.push(1, Bytes::from_static(b"old session")));
         out.close();
-        assert!(out.push(Bytes::from_static(b"sent after the end")));
-        out.open();
+        assert!(out.push(1, Bytes::from_static(b"sent after the end")));
+        out.open(2);
         assert!(out.is_empty());
+        // A speaker that has not seen session 1 end yet pushes for it: dropped.
+        assert!(out.push(1, Bytes::from_static(b"late, for the old session")));
+        assert!(out.push_control(1, Bytes::from_static(b"late marker")));
+        assert!(out.is_empty());
+        assert!(out.push(2, Bytes::from_static(b"for this one")));
+        assert_eq!(out.queued_bytes(), 12);
     }
 }

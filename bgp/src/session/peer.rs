@@ -81,6 +81,8 @@ pub enum PeerEvent {
         peer: String,
         /// The terms.
         negotiated: Box<Negotiated>,
+        /// Its number: what the speaker pushes to the outbox names it.
+        session: u64,
     },
     /// The session went down (its routes are gone).
     Down {
@@ -210,6 +212,7 @@ pub fn spawn_with(config: PeerConfig, events: mpsc::Sender<PeerEvent>, outbox: A
         commands: rx,
         deferred: VecDeque::new(),
         outbox: outbox.clone(),
+        sessions: 0,
     };
     PeerHandle { commands, status, outbox, task: tokio::spawn(runner.run()) }
 }
@@ -224,8 +227,41 @@ struct Link {
     timers: [Option<Instant>; 6],
     /// We dialled it (true) or the peer did.
     outgoing: bool,
-    /// Since when what we have to send made no progress (RFC 9687).
-    stalled_since: Option<Instant>,
+    /// RFC 9687: what we have to send must move.
+    send_hold: SendHold,
+}
+
+/// The send hold timer (RFC 9687): it runs from the last progress while
+/// something we have to send waits for the socket, and is polled with the
+/// socket itself, so it runs out whether or not anything else happens.
+struct SendHold {
+    since: Option<Instant>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl SendHold {
+    fn new() -> SendHold {
+        SendHold { since: None, timer: Box::pin(tokio::time::sleep(Duration::ZERO)) }
+    }
+
+    /// Takes one I/O step's outcome: `blocked` (something waits for the
+    /// socket), `progress` (some of it went); `true` when the timer ran out.
+    fn step(&mut self, blocked: bool, progress: bool, hold: Duration, cx: &mut Context<'_>) -> bool {
+        if !blocked {
+            self.since = None;
+            return false;
+        }
+        if progress || self.since.is_none() {
+            let now = Instant::now();
+            self.since = Some(now);
+            self.timer.as_mut().reset(now + hold);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    fn clear(&mut self) {
+        self.since = None;
+    }
 }
 
 const TIMERS: [Timer; 6] =
@@ -260,7 +296,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 fn poll_io(
     framed: &mut Framed<TcpStream, BgpCodec>,
     outbox: Option<&Outbox>,
-    stalled_since: &mut Option<Instant>,
+    send_hold: (&mut SendHold, Duration),
     cx: &mut Context<'_>,
 ) -> Poll<LinkInput> {
     let (mut sent, mut drained, mut progress, mut blocked) = (0, false, false, false);
@@ -300,10 +336,9 @@ fn poll_io(
         }
     }
     // RFC 9687: the send hold timer runs from the last progress while something waits.
-    if !blocked {
-        *stalled_since = None;
-    } else if progress || stalled_since.is_none() {
-        *stalled_since = Some(Instant::now());
+    let (timer, hold) = send_hold;
+    if timer.step(blocked, progress, hold, cx) {
+        return Poll::Ready(LinkInput::SendHoldExpired);
     }
     if drained {
         return Poll::Ready(LinkInput::Drained(sent));
@@ -322,7 +357,7 @@ impl Link {
             connecting: None,
             timers: [None; 6],
             outgoing,
-            stalled_since: None,
+            send_hold: SendHold::new(),
         }
     }
 
@@ -334,20 +369,19 @@ impl Link {
     /// `outbox` is drained into the socket when given (the main link, Established).
     async fn next(&mut self, outbox: Option<&Outbox>) -> LinkInput {
         let timer = self.next_timer();
-        let send_hold = self.stalled_since.map(|at| at + self.fsm.send_hold());
-        let Link { framed, connecting, timers, stalled_since, .. } = self;
+        let hold = self.fsm.send_hold();
+        let Link { framed, connecting, timers, send_hold, .. } = self;
         tokio::select! {
             result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                 *connecting = None;
                 LinkInput::Connected(result)
             }
-            input = std::future::poll_fn(|cx| poll_io(framed.as_mut().expect("guarded"), outbox, stalled_since, cx)), if framed.is_some() => input,
+            input = std::future::poll_fn(|cx| poll_io(framed.as_mut().expect("guarded"), outbox, (&mut *send_hold, hold), cx)), if framed.is_some() => input,
             () = async { tokio::time::sleep_until(timer.map_or_else(Instant::now, |(_, at)| at)).await }, if timer.is_some() => {
                 let t = timer.map_or(Timer::Hold, |(t, _)| t);
                 timers[t as usize] = None;
                 LinkInput::Timer(t)
             }
-            () = async { tokio::time::sleep_until(send_hold.unwrap_or_else(Instant::now)).await }, if send_hold.is_some() => LinkInput::SendHoldExpired,
             () = async { outbox.expect("guarded").queued.notified().await }, if outbox.is_some() => LinkInput::Queued,
             // Idle with nothing running: nothing can happen on this link until a command arrives.
             else => std::future::pending().await,
@@ -366,6 +400,8 @@ struct Runner {
     deferred: VecDeque<PeerCommand>,
     /// The speaker's UPDATEs for this peer.
     outbox: Arc<Outbox>,
+    /// Sessions established so far (each one's number opens the outbox).
+    sessions: u64,
 }
 
 /// Which link an event belongs to.
@@ -642,7 +678,7 @@ impl Runner {
                         let cut_short = which == Which::Main && self.outbox.mid_message();
                         let link = self.link(which);
                         link.connecting = None;
-                        link.stalled_since = None;
+                        link.send_hold.clear();
                         if let Some(mut framed) = link.framed.take()
                             && !cut_short
                         {
@@ -663,7 +699,11 @@ impl Runner {
                         }
                         tracing::info!(peer = %self.config.name, asn = n.peer_asn, id = %n.peer_id, hold = n.hold_time, "session established");
                         self.status.send_modify(|s| s.negotiated = Some((*n).clone()));
-                        reports.push(PeerEvent::Up { peer: self.config.name.clone(), negotiated: n });
+                        // The outbox takes what the speaker queues for this session only.
+                        self.sessions += 1;
+                        self.outbox.open(self.sessions);
+                        let (peer, session) = (self.config.name.clone(), self.sessions);
+                        reports.push(PeerEvent::Up { peer, negotiated: n, session });
                     }
                     Action::Down(reason) => {
                         let words = reason.to_string();

@@ -67,6 +67,11 @@ impl Backlog {
         }
     }
 
+    /// Whether (the rest of) a table is owed already.
+    pub(super) fn owes_table(&self) -> bool {
+        self.owed.iter().any(|o| matches!(o, Owed::Table { .. }))
+    }
+
     /// The whole table is owed.
     pub(super) fn table(&mut self, withdraw_rest: bool) {
         self.owed.push_back(Owed::Table { after: None, withdraw_rest });

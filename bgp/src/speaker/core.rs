@@ -102,6 +102,8 @@ pub(super) struct Session {
     pub(super) outbox: Arc<Outbox>,
     /// The terms of its session, while it is up.
     pub(super) negotiated: Option<Box<Negotiated>>,
+    /// The number of that session (what pushes to the outbox name).
+    pub(super) session: u64,
 }
 
 /// The speaker's state and rules (see the module documentation).
@@ -319,7 +321,7 @@ impl SpeakerCore {
 
     fn peer_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Up { peer, negotiated } => self.peer_up(&peer, negotiated),
+            PeerEvent::Up { peer, negotiated, session } => self.peer_up(&peer, negotiated, session),
             PeerEvent::Drained { peer } => self.drain(&peer),
             PeerEvent::Down { peer, graceful: Some(restart_time), .. } => self.peer_restarting(&peer, restart_time),
             PeerEvent::Down { peer, .. } if self.dynamic.contains(&peer) => {
@@ -339,11 +341,11 @@ impl SpeakerCore {
         }
     }
 
-    fn peer_up(&mut self, peer: &str, negotiated: Box<Negotiated>) {
+    fn peer_up(&mut self, peer: &str, negotiated: Box<Negotiated>, number: u64) {
         let Some(session) = self.neighbors.get_mut(peer) else { return };
         let preserved = crate::graceful::forwarding_preserved(negotiated.peer_graceful_restart.as_ref());
         session.negotiated = Some(negotiated);
-        session.outbox.open();
+        session.session = number;
         self.over_limit.remove(peer);
         self.backlogs.remove(peer);
         self.up.insert(peer.to_string());
@@ -385,7 +387,7 @@ impl SpeakerCore {
         let outbox = Arc::new(Outbox::default());
         self.emit(Output::Spawn { config: Box::new(n.session.clone()), outbox: outbox.clone() });
         self.tell(&name, PeerCommand::Start);
-        self.neighbors.insert(name, Session { neighbor: n, outbox, negotiated: None });
+        self.neighbors.insert(name, Session { neighbor: n, outbox, negotiated: None, session: 0 });
     }
 
     pub(super) fn remove_neighbor(&mut self, name: &str) {

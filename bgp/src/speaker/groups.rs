@@ -29,7 +29,7 @@ pub(super) struct GroupKey {
 /// plan of every peer per arrival).
 #[derive(Debug, Default, Clone)]
 pub(super) struct UpdateGroups {
-    /// Groups with their members (a group may be empty).
+    /// Groups with their members.
     pub(super) groups: Vec<(GroupKey, Vec<String>)>,
     index: HashMap<GroupKey, usize>,
 }
@@ -57,13 +57,19 @@ impl UpdateGroups {
         }
     }
 
-    /// A peer that went down (or whose terms change) leaves its group.
+    /// A peer that went down (or whose terms change) leaves its group; a
+    /// group left empty goes (dynamic neighbours of many kinds come and go).
     pub(super) fn leave(&mut self, name: &str) {
-        for (_, members) in &mut self.groups {
-            if let Some(at) = members.iter().position(|m| m == name) {
-                members.swap_remove(at);
-                return;
-            }
+        let Some(g) = self.groups.iter().position(|(_, members)| members.iter().any(|m| m == name)) else { return };
+        let members = &mut self.groups[g].1;
+        members.retain(|m| m != name);
+        if !members.is_empty() {
+            return;
+        }
+        let (key, _) = self.groups.swap_remove(g);
+        self.index.remove(&key);
+        if let Some((moved, _)) = self.groups.get(g) {
+            self.index.insert(moved.clone(), g);
         }
     }
 }

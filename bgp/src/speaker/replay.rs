@@ -17,6 +17,7 @@
 //! timer stale NAME EPOCH | timer deferral | timer limit NAME
 //! range PREFIX AS (dynamic neighbours)       accept ADDR (a connection from it)
 //! stats          (UPDATEs encoded for update groups, and copies sent)
+//! groups         (the update groups' sizes)
 //! stall NAME     (its outbox stops being read: fills to the high-water mark)
 //! resume NAME    (its writer empties the outbox, reporting Drained if due)
 //! batch          (the end of a batch: changes go to peers and felix)
@@ -53,13 +54,19 @@ struct Replay {
     tx: HashMap<String, Context>,
     /// Peers whose outbox is not being read.
     stalled: HashSet<String>,
+    /// Sessions established so far (their numbers).
+    sessions: u64,
 }
 
 /// Runs the script `name`, panicking at the first input whose outputs
 /// differ from the ones written under it.
 fn run(name: &str, script: &str) {
-    let mut replay =
-        Replay { core: SpeakerCore::new(ROUTER_ID, 1, Arc::default()), tx: HashMap::new(), stalled: HashSet::new() };
+    let mut replay = Replay {
+        core: SpeakerCore::new(ROUTER_ID, 1, Arc::default()),
+        tx: HashMap::new(),
+        stalled: HashSet::new(),
+        sessions: 0,
+    };
     let mut lines = script.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'));
     let mut next = lines.next();
     while let Some((at, line)) = next {
@@ -96,13 +103,22 @@ impl Replay {
         let name = rest.first().map(|n| n.to_string()).unwrap_or_default();
         let input = match verb {
             "peer" => Input::Command(SpeakerCommand::AddNeighbor(Box::new(self.neighbor(&rest)?))),
-            "up" => Input::Peer(PeerEvent::Up { negotiated: Box::new(self.negotiated(&rest)?), peer: name }),
+            "up" => {
+                // As the peer's task does: a new session number opens its outbox.
+                let negotiated = Box::new(self.negotiated(&rest)?);
+                self.sessions += 1;
+                self.core.neighbors.get(&name).ok_or("no such peer")?.outbox.open(self.sessions);
+                Input::Peer(PeerEvent::Up { negotiated, peer: name, session: self.sessions })
+            }
             "down" => {
                 let graceful = match rest.get(1) {
                     Some(&"graceful") => Some(Duration::from_secs(parse(rest.get(2).copied(), "seconds")?)),
                     _ => None,
                 };
                 self.tx.remove(&name);
+                if let Some(session) = self.core.neighbors.get(&name) {
+                    session.outbox.close();
+                }
                 Input::Peer(PeerEvent::Down { peer: name, reason: "replay".into(), graceful })
             }
             "update" => Input::Peer(PeerEvent::Update { update: Box::new(self.update(&rest)?), peer: name }),
@@ -157,7 +173,7 @@ impl Replay {
             "stall" => {
                 let session = self.core.neighbors.get(&name).ok_or("no such peer")?;
                 // As a socket that stopped taking data: the queue is at its mark.
-                session.outbox.push(Bytes::from(vec![0; HIGH_WATER]));
+                session.outbox.push(session.session, Bytes::from(vec![0; HIGH_WATER]));
                 self.stalled.insert(name);
                 return Ok(Vec::new());
             }
@@ -166,6 +182,11 @@ impl Replay {
                 return Ok(self.wire());
             }
             "batch" => Input::EndOfBatch,
+            "groups" => {
+                let mut sizes: Vec<usize> = self.core.update_groups.groups.iter().map(|(_, m)| m.len()).collect();
+                sizes.sort_unstable();
+                return Ok(vec![format!("groups {sizes:?}")]);
+            }
             "stats" => {
                 let stats = &self.core.stats;
                 let (encoded, sent) =

@@ -126,7 +126,11 @@ impl SpeakerCore {
                 let Some(session) = self.neighbors.get(member.as_str()) else { continue };
                 let own: &[usize] = carries.get(member.as_str()).map_or(&[], Vec::as_slice);
                 let theirs: Vec<&(usize, Bytes)> = encoded.iter().filter(|(i, _)| !own.contains(i)).collect();
-                let pushed = if self.owes(member) { 0 } else { session.outbox.push_all(theirs.iter().map(|(_, b)| b)) };
+                let pushed = if self.owes(member) {
+                    0
+                } else {
+                    session.outbox.push_all(session.session, theirs.iter().map(|(_, b)| b))
+                };
                 self.stats.group_updates_sent.fetch_add(pushed as u64, Ordering::Relaxed);
                 if pushed < theirs.len() {
                     let rest = theirs[pushed..].iter().flat_map(|(i, _)| prefixes_of(&updates[*i]));
@@ -187,7 +191,7 @@ impl SpeakerCore {
         let tx = session.negotiated.as_ref().map(|n| n.tx())?;
         let encoded: Vec<(usize, Bytes)> =
             updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode_update(u, &tx)?))).collect();
-        let pushed = session.outbox.push_all(encoded.iter().map(|(_, b)| b));
+        let pushed = session.outbox.push_all(session.session, encoded.iter().map(|(_, b)| b));
         encoded.get(pushed).map(|(i, _)| *i)
     }
 
@@ -231,7 +235,7 @@ impl SpeakerCore {
                 Owed::Message(message) => {
                     let Some(session) = self.neighbors.get(peer) else { break };
                     let tx = session.negotiated.as_ref().map(|n| n.tx()).unwrap_or_default();
-                    if encode(message, &tx).is_some_and(|bytes| !session.outbox.push_control(bytes)) {
+                    if encode(message, &tx).is_some_and(|bytes| !session.outbox.push_control(session.session, bytes)) {
                         break;
                     }
                     None

@@ -50,6 +50,12 @@ impl SpeakerCore {
     /// RFC 2918 / RFC 7313: the whole table again, framed by BoRR and EoRR
     /// when enhanced route refresh was negotiated.
     fn answer_refresh(&mut self, peer: &str) {
+        // A table still on its way answers this request too: it ends with
+        // every prefix as it stands (a peer asking in a loop while it does
+        // not read cannot pile tables up).
+        if self.backlogs.get(peer).is_some_and(|b| b.owes_table()) {
+            return;
+        }
         let enhanced = self.negotiated(peer).is_some_and(|n| n.enhanced_route_refresh);
         let marker = |subtype| Message::RouteRefresh(RouteRefresh { family: Family::IPV4_UNICAST, subtype });
         if enhanced {
