@@ -312,7 +312,10 @@ fn an_operator_stop_reaches_frr_with_its_shutdown_message() {
 /// product): it completes the OPEN exchange with tortie, then sends `bad`
 /// and returns every message tortie sends back until it closes, and how many
 /// times tortie connected.
-fn scripted_peer(ns: &Netns, bad: Vec<u8>, window: Duration) -> (Vec<Message>, usize) {
+/// A peer that sends `bad` once tortie's first KEEPALIVE is in, then waits
+/// `pause` before reading on (tortie has closed by then: what it sent must
+/// still arrive); returns what it read and how many connections tortie made.
+fn scripted_peer(ns: &Netns, bad: Vec<u8>, pause: Duration, window: Duration) -> (Vec<Message>, usize) {
     use futures::{SinkExt, StreamExt};
     use tokio::io::AsyncWriteExt;
     use tokio_util::codec::Framed;
@@ -337,7 +340,9 @@ fn scripted_peer(ns: &Netns, bad: Vec<u8>, window: Duration) -> (Vec<Message>, u
                         let keepalive = m == Message::Keepalive;
                         received.push(m);
                         if keepalive {
-                            framed.get_mut().write_all(&bad).await.unwrap();
+                            // tortie may close before it has all of it: no error here.
+                            let _ = framed.get_mut().write_all(&bad).await;
+                            tokio::time::sleep(pause).await;
                         }
                     }
                 }
@@ -360,7 +365,7 @@ fn malformed_input_gets_its_notification_and_the_session_task_survives() {
     // An UPDATE whose Withdrawn Routes Length (9) runs past the message: RFC 4271 §6.3, 3/1.
     let mut bad = vec![0xff; 16];
     bad.extend([0x00, 0x17, 0x02, 0x00, 0x09, 0x00, 0x00]);
-    let (received, connections) = scripted_peer(&pair.b, bad, Duration::from_secs(8));
+    let (received, connections) = scripted_peer(&pair.b, bad, Duration::ZERO, Duration::from_secs(8));
     let notification = received.iter().find_map(|m| match m {
         Message::Notification(n) => Some(n.clone()),
         _ => None,
@@ -370,6 +375,33 @@ fn malformed_input_gets_its_notification_and_the_session_task_survives() {
     assert!(connections >= 2, "tortie did not come back after the error ({connections} connection)");
     let status = tortie.status();
     assert_eq!(status.last_notification_sent.as_deref(), Some("UPDATE message error"), "{status:?}");
+}
+
+#[test]
+fn a_bad_message_length_gets_notification_1_2_on_the_wire_not_a_reset() {
+    use tortie_bgp::packet::ErrorCode;
+    let lab = Lab::new("sess_overlong").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let mut cfg = config(&pair, 65002, None, false);
+    cfg.fsm.idle_hold = Duration::from_millis(500);
+    let _tortie = Tortie::start(&pair.a, cfg, None);
+    // A header saying 18 octets (less than a header), then 256 KiB more:
+    // RFC 4271 §6.1, 1/2 with the length as data. tortie stops reading at
+    // the header, so the rest is still unread in its socket when it closes;
+    // the NOTIFICATION must arrive all the same (closing with unread bytes
+    // makes the kernel send a RST, which drops what was queued before it).
+    let mut bad = vec![0xff; 16];
+    bad.extend([0x00, 0x12, 0x02]);
+    bad.resize(19 + 256 * 1024, 0);
+    let (received, _) = scripted_peer(&pair.b, bad, Duration::from_millis(300), Duration::from_secs(4));
+    let n = received
+        .iter()
+        .find_map(|m| match m {
+            Message::Notification(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no NOTIFICATION reached the peer: {received:?}"));
+    assert_eq!((n.code, n.subcode, n.data.as_ref()), (ErrorCode::MessageHeader, 2, &[0x00, 0x12][..]));
 }
 
 /// One session to `daemon` in every mode it supports: eBGP and iBGP, tortie

@@ -288,6 +288,36 @@ enum LinkInput {
 /// given (a NOTIFICATION): the peer may not be reading at all.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
+/// A session's framing over `stream`, which sends each message at once
+/// (TCP_NODELAY, as BGP daemons set it: a KEEPALIVE or a NOTIFICATION must
+/// not wait for more data).
+fn framed(stream: TcpStream) -> Framed<TcpStream, BgpCodec> {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER)
+}
+
+/// Closes a connection so that what it was last given (a NOTIFICATION)
+/// arrives, if the peer takes it within [`CLOSE_FLUSH`]: written out, our
+/// side shut (FIN after it), and what the peer still sends read and dropped
+/// until it closes too. Closing with unread bytes in the receive queue would
+/// make the kernel answer with a RST, and the peer's kernel drop the
+/// NOTIFICATION with it (RFC 4271 §6: the NOTIFICATION is sent, then the
+/// connection closed).
+async fn close_gracefully(mut framed: Framed<TcpStream, BgpCodec>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(CLOSE_FLUSH, async move {
+        SinkExt::<Bytes>::flush(&mut framed).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut stream = framed.into_inner();
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
 /// One step of a connection's I/O: what the socket takes of our own
 /// messages (the write buffer) and of the outbox (if given: written from
 /// the queue itself, vectored, no copy), then a read. A message partly
@@ -432,7 +462,7 @@ impl Runner {
             };
             let event = match input {
                 LinkInput::Connected(Ok(stream)) => {
-                    self.link(which).framed = Some(Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER));
+                    self.link(which).framed = Some(framed(stream));
                     Event::TcpConnected
                 }
                 LinkInput::Connected(Err(e)) => {
@@ -535,13 +565,13 @@ impl Runner {
             State::Connect | State::Active => {
                 // Our dial (if any) is abandoned: the peer's connection is up already.
                 self.main.connecting = None;
-                self.main.framed = Some(Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER));
+                self.main.framed = Some(framed(stream));
                 self.main.outgoing = false;
                 self.handle(Which::Main, Event::TcpConnected).await;
             }
             State::OpenSent | State::OpenConfirm if self.second.is_none() => {
                 let mut link = Link::new(&self.config, false);
-                link.framed = Some(Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER));
+                link.framed = Some(framed(stream));
                 self.second = Some(link);
                 self.handle(Which::Second, Event::ManualStart).await;
                 self.handle(Which::Second, Event::TcpConnected).await;
@@ -679,11 +709,10 @@ impl Runner {
                         let link = self.link(which);
                         link.connecting = None;
                         link.send_hold.clear();
-                        if let Some(mut framed) = link.framed.take()
+                        if let Some(framed) = link.framed.take()
                             && !cut_short
                         {
-                            // What it was last given (a NOTIFICATION) goes out if the peer takes it.
-                            let _ = tokio::time::timeout(CLOSE_FLUSH, SinkExt::<Bytes>::flush(&mut framed)).await;
+                            close_gracefully(framed).await;
                         }
                     }
                     Action::Send(message) => {

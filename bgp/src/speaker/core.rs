@@ -337,7 +337,7 @@ impl SpeakerCore {
                 self.changed(changes);
             }
             PeerEvent::Update { peer, update } => self.update(&peer, *update),
-            PeerEvent::RouteRefresh { peer, refresh } => self.route_refresh(&peer, refresh.subtype),
+            PeerEvent::RouteRefresh { peer, refresh } => self.route_refresh(&peer, refresh),
         }
     }
 

@@ -94,13 +94,29 @@ impl SpeakerCore {
         let (peer_addr, local_as, policy): (IpAddr, u32, _) =
             (neighbor.session.remote.ip(), neighbor.export.local_as, neighbor.import_policy.clone());
         let allowed = usize::from(neighbor.allow_local_as);
+        let local_addr = neighbor.export.local_addr;
+        // What one attribute set allows (the prefixes of an UPDATE share it).
+        let mut last: Option<(Arc<PathAttrs>, Option<Arc<PathAttrs>>)> = None;
         let mut changes = Vec::new();
         for i in 0..routes.len() {
             if let Some((ahead, _)) = routes.get(i + PREFETCH_AHEAD) {
                 self.rib.prefetch(ahead);
             }
             let (prefix, attrs) = (routes[i].0, routes[i].1.take());
+            let Some(received) = attrs else {
+                changes.extend(self.rib.withdraw(&from, prefix));
+                continue;
+            };
+            let attrs = match &last {
+                Some((seen, usable)) if Arc::ptr_eq(seen, &received) => usable.clone(),
+                _ => {
+                    let usable = usable(peer, received.clone(), prefix.addr().is_ipv6(), ibgp, local_addr);
+                    last = Some((received, usable.clone()));
+                    usable
+                }
+            };
             let Some(attrs) = attrs else {
+                // Not a usable route: as good as withdrawn.
                 changes.extend(self.rib.withdraw(&from, prefix));
                 continue;
             };
@@ -147,4 +163,39 @@ impl SpeakerCore {
         self.changed(changes);
         self.emit(Output::Timer { after: limit.restart_after, timer: Timer::LimitOver { peer: peer.to_string() } });
     }
+}
+
+/// A received attribute set as this speaker may use it, or `None` when its
+/// routes are to be ignored:
+/// - RFC 4271 §6.3 (and RFC 7606 §7.3): a NEXT_HOP that is not a usable
+///   host address (0.0.0.0, a multicast or broadcast address) or that is
+///   our own address on the session makes the route unusable: ignored, no
+///   NOTIFICATION;
+/// - RFC 4271 §5.1.5 (and RFC 7606 §7.5): a LOCAL_PREF from an external
+///   peer is discarded.
+fn usable(peer: &str, attrs: Arc<PathAttrs>, v6: bool, ibgp: bool, local_addr: IpAddr) -> Option<Arc<PathAttrs>> {
+    use crate::packet::MpNextHop;
+    // An IPv6 route's next hop is in MP_REACH_NLRI; an IPv4 route's in NEXT_HOP
+    // (or, with RFC 8950's extended next hop, in MP_REACH_NLRI too).
+    let hop = match (v6, attrs.next_hop, attrs.mp_next_hop) {
+        (false, Some(hop), _) => Some(IpAddr::V4(hop)),
+        (_, _, Some(MpNextHop::Ipv6 { global, .. })) => Some(IpAddr::V6(global)),
+        (_, _, Some(MpNextHop::Ipv4(hop))) => Some(IpAddr::V4(hop)),
+        _ => None,
+    };
+    let unusable = hop.is_some_and(|hop| {
+        hop.is_unspecified()
+            || hop.is_multicast()
+            || hop == local_addr
+            || matches!(hop, IpAddr::V4(v4) if v4.is_broadcast())
+    });
+    if unusable {
+        tracing::warn!(peer, next_hop = ?hop, "routes with an unusable NEXT_HOP ignored (RFC 4271 §6.3)");
+        return None;
+    }
+    if !ibgp && attrs.local_pref.is_some() {
+        tracing::debug!(peer, "LOCAL_PREF from an external peer discarded (RFC 4271 §5.1.5)");
+        return Some(Arc::new(PathAttrs { local_pref: None, ..(*attrs).clone() }));
+    }
+    Some(attrs)
 }

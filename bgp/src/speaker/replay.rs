@@ -11,7 +11,7 @@
 //! up NAME [gr] [gr-lost] [enhanced] [v6]      down NAME [graceful SECS]
 //! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N]
 //! update NAME - PREFIX…                        eor NAME
-//! refresh NAME request|borr|eorr               remove NAME
+//! refresh NAME request|request-v6|borr|eorr               remove NAME
 //! originate PREFIX                             withdraw PREFIX
 //! restarted SECS    planned NAME…    export-none NAME    import-all NAME
 //! timer stale NAME EPOCH | timer deferral | timer limit NAME
@@ -127,13 +127,14 @@ impl Replay {
                 update: Box::new(Update::end_of_rib(Family::IPV4_UNICAST)),
             }),
             "refresh" => {
-                let subtype = match rest.get(1).copied() {
-                    Some("request") => RefreshSubtype::Request,
-                    Some("borr") => RefreshSubtype::BeginningOfRefresh,
-                    Some("eorr") => RefreshSubtype::EndOfRefresh,
+                let (subtype, family) = match rest.get(1).copied() {
+                    Some("request") => (RefreshSubtype::Request, Family::IPV4_UNICAST),
+                    Some("request-v6") => (RefreshSubtype::Request, Family::IPV6_UNICAST),
+                    Some("borr") => (RefreshSubtype::BeginningOfRefresh, Family::IPV4_UNICAST),
+                    Some("eorr") => (RefreshSubtype::EndOfRefresh, Family::IPV4_UNICAST),
                     other => return Err(format!("bad refresh {other:?}")),
                 };
-                let refresh = RouteRefresh { family: Family::IPV4_UNICAST, subtype };
+                let refresh = RouteRefresh { family, subtype };
                 Input::Peer(PeerEvent::RouteRefresh { peer: name, refresh })
             }
             "remove" => Input::Command(SpeakerCommand::RemoveNeighbor(name)),
@@ -535,4 +536,5 @@ replay!(
     policies,
     dynamic,
     groups_and_families,
+    received_attributes,
 );

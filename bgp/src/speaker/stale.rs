@@ -36,9 +36,15 @@ impl SpeakerCore {
     }
 
     /// A ROUTE-REFRESH from `peer`.
-    pub(super) fn route_refresh(&mut self, peer: &str, subtype: RefreshSubtype) {
-        match subtype {
-            RefreshSubtype::Request => self.answer_refresh(peer),
+    pub(super) fn route_refresh(&mut self, peer: &str, refresh: RouteRefresh) {
+        let family = refresh.family;
+        if !self.negotiated(peer).is_some_and(|n| n.families.contains(&family)) {
+            // RFC 2918 §4: a family the session does not carry is ignored.
+            tracing::warn!(peer, ?family, "ROUTE-REFRESH for a family the session does not carry: ignored");
+            return;
+        }
+        match refresh.subtype {
+            RefreshSubtype::Request => self.answer_refresh(peer, family),
             RefreshSubtype::BeginningOfRefresh => {
                 self.mark_stale(peer);
             }
@@ -49,7 +55,7 @@ impl SpeakerCore {
 
     /// RFC 2918 / RFC 7313: the whole table again, framed by BoRR and EoRR
     /// when enhanced route refresh was negotiated.
-    fn answer_refresh(&mut self, peer: &str) {
+    fn answer_refresh(&mut self, peer: &str, family: Family) {
         // A table still on its way answers this request too: it ends with
         // every prefix as it stands (a peer asking in a loop while it does
         // not read cannot pile tables up).
@@ -57,7 +63,7 @@ impl SpeakerCore {
             return;
         }
         let enhanced = self.negotiated(peer).is_some_and(|n| n.enhanced_route_refresh);
-        let marker = |subtype| Message::RouteRefresh(RouteRefresh { family: Family::IPV4_UNICAST, subtype });
+        let marker = |subtype| Message::RouteRefresh(RouteRefresh { family, subtype });
         if enhanced {
             self.send_message(peer, marker(RefreshSubtype::BeginningOfRefresh));
         }
