@@ -160,6 +160,11 @@ pub struct PeerCounts {
     pub received: usize,
     /// Prefixes it is sent (export rules and policy applied); 0 while down.
     pub advertised: usize,
+    /// Malformed attributes whose UPDATE's routes were treated as withdrawn
+    /// (RFC 7606 §2), since the neighbour was configured.
+    pub treated_as_withdraw: u64,
+    /// Malformed attributes discarded (RFC 7606 §2), since then.
+    pub attributes_discarded: u64,
 }
 
 /// One prefix of the Loc-RIB with its multipath set, best first.

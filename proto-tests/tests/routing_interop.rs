@@ -617,3 +617,49 @@ fn our_own_as_in_a_received_path_is_a_loop_unless_allow_local_as_permits_it() {
     let r = frr.wait_route(net("198.18.50.0/24"), UP).unwrap();
     assert_eq!(r.as_path, vec![65001, 65002, 65001], "accepted with one occurrence allowed");
 }
+
+#[test]
+fn malformed_attributes_from_exabgp_are_treated_as_withdraw_or_discarded_and_counted() {
+    use tortie_bgp::speaker::{PeerCounts, Query, RouteView};
+    let lab = Lab::new("rfc7606").unwrap();
+    let (a, b, _c) = line_of_three(&lab);
+    // RFC 7606: a MULTI_EXIT_DISC of 3 octets (§7.4: treat-as-withdraw) and an
+    // ATOMIC_AGGREGATE of 1 octet (§7.6: attribute discard), each on its own
+    // route, and one well-formed route; sent by ExaBGP as raw attributes.
+    let exa_conf = "neighbor 192.0.2.1 {
+  router-id 192.0.2.2;
+  local-address 192.0.2.2;
+  local-as 65002;
+  peer-as 65001;
+  hold-time 9;
+  family { ipv4 unicast; }
+  static {
+    route 198.18.60.0/24 next-hop 192.0.2.2 attribute [ 0x04 0x80 0x000005 ];
+    route 198.18.61.0/24 next-hop 192.0.2.2 attribute [ 0x06 0x40 0x00 ];
+    route 198.18.62.0/24 next-hop 192.0.2.2;
+  }
+}
+";
+    let exa = ExaBgp::start_with_config(&b, "exa-7606", exa_conf).unwrap();
+    // ExaBGP only dials: tortie waits for it.
+    let mut exa_neighbor = neighbor("exa", "192.0.2.2", "192.0.2.1", 65002);
+    exa_neighbor.session.fsm.passive = true;
+    let tortie = Tortie::start(&a, vec![exa_neighbor], vec![]);
+    let ask_routes = || {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Vec<RouteView>>();
+        tortie.command(SpeakerCommand::Query(Query::Routes(None, tx)));
+        rx.blocking_recv().unwrap().iter().map(|r| r.prefix.to_string()).collect::<Vec<_>>()
+    };
+    let routes = wait_for("the well-formed routes", UP, || {
+        let routes = ask_routes();
+        Ok(if routes.len() >= 2 { Check::Done(routes) } else { Check::Pending(format!("{routes:?}")) })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{:?}", exa.daemon().log_tail(), tortie.status("exa")));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(ask_routes(), vec!["198.18.61.0/24", "198.18.62.0/24"], "treat-as-withdraw left {routes:?}");
+    let (tx, rx) = tokio::sync::oneshot::channel::<Vec<PeerCounts>>();
+    tortie.command(SpeakerCommand::Query(Query::Peers(tx)));
+    let counts = rx.blocking_recv().unwrap();
+    let exa = counts.iter().find(|c| c.name == "exa").unwrap();
+    assert_eq!((exa.received, exa.treated_as_withdraw, exa.attributes_discarded), (2, 1, 1), "{exa:?}");
+}

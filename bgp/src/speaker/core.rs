@@ -104,6 +104,9 @@ pub(super) struct Session {
     pub(super) negotiated: Option<Box<Negotiated>>,
     /// The number of that session (what pushes to the outbox name).
     pub(super) session: u64,
+    /// Malformed attributes met so far, by what was done (RFC 7606 §2):
+    /// routes treated as withdrawn, attribute discarded.
+    pub(super) revised: [u64; 2],
 }
 
 /// The speaker's state and rules (see the module documentation).
@@ -387,7 +390,7 @@ impl SpeakerCore {
         let outbox = Arc::new(Outbox::default());
         self.emit(Output::Spawn { config: Box::new(n.session.clone()), outbox: outbox.clone() });
         self.tell(&name, PeerCommand::Start);
-        self.neighbors.insert(name, Session { neighbor: n, outbox, negotiated: None, session: 0 });
+        self.neighbors.insert(name, Session { neighbor: n, outbox, negotiated: None, session: 0, revised: [0; 2] });
     }
 
     pub(super) fn remove_neighbor(&mut self, name: &str) {
@@ -433,9 +436,10 @@ impl SpeakerCore {
                     self.exports(name, chunk.iter().map(|(p, best)| (*p, Some(best), Before::Nothing))).announced();
             }
         }
-        let (remote, asn) = self.neighbors.get(name).map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0), |s| {
-            (s.neighbor.session.remote, s.neighbor.session.local.peer_asn)
-        });
+        let (remote, asn, revised) =
+            self.neighbors.get(name).map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0, [0; 2]), |s| {
+                (s.neighbor.session.remote, s.neighbor.session.local.peer_asn, s.revised)
+            });
         PeerCounts {
             name: name.to_string(),
             remote,
@@ -443,6 +447,8 @@ impl SpeakerCore {
             dynamic: self.dynamic.contains(name),
             received: self.rib.paths_from(&key(name)),
             advertised,
+            treated_as_withdraw: revised[0],
+            attributes_discarded: revised[1],
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::core::{Output, SpeakerCore, Timer, key};
-use crate::packet::{Family, PathAttrs, Update, cease_subcode};
+use crate::packet::{DecodeError, ErrorAction, Family, PathAttrs, Update, cease_subcode};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::policy::{PeerType, Source};
 use crate::rib::table::BestChange;
@@ -27,6 +27,7 @@ impl SpeakerCore {
         if self.over_limit.contains(peer) {
             return;
         }
+        self.note_malformed(peer, &update.errors);
         let end_of_rib = update.end_of_rib_family();
         if let Some(stale) = self.stale.get_mut(peer) {
             for n in update.withdrawn.iter().chain(&update.nlri) {
@@ -50,6 +51,26 @@ impl SpeakerCore {
             self.check_deferral();
         }
         self.check_limit(peer);
+    }
+
+    /// Counts and logs what RFC 7606 made of an UPDATE's malformed
+    /// attributes (§6 asks for a log): the first time and then at every
+    /// power of two, so a peer sending them by the thousand cannot flood it.
+    fn note_malformed(&mut self, peer: &str, errors: &[DecodeError]) {
+        let Some(session) = self.neighbors.get_mut(peer) else { return };
+        for e in errors {
+            let slot = match e.action {
+                ErrorAction::TreatAsWithdraw => 0,
+                ErrorAction::AttributeDiscard => 1,
+                // The session layer resets or stops the family for the others.
+                _ => continue,
+            };
+            session.revised[slot] += 1;
+            let count = session.revised[slot];
+            if count.is_power_of_two() {
+                tracing::warn!(peer, action = %e.action, reason = e.reason, count, "malformed UPDATE attribute (RFC 7606)");
+            }
+        }
     }
 
     /// Applies an UPDATE from `peer` to the RIB (keeping it as received

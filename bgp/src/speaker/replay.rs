@@ -10,6 +10,7 @@
 //! peer NAME AS ADDR [rr-client] [soft] [gr] [limit N] [policy] [import-none]
 //! up NAME [gr] [gr-lost] [enhanced] [v6]      down NAME [graceful SECS]
 //! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N]
+//!        [treat-as-withdraw] [discard]  (as the codec marks a malformed attribute)
 //! update NAME - PREFIX…                        eor NAME
 //! refresh NAME request|request-v6|borr|eorr               remove NAME
 //! originate PREFIX                             withdraw PREFIX
@@ -18,6 +19,7 @@
 //! range PREFIX AS (dynamic neighbours)       accept ADDR (a connection from it)
 //! stats          (UPDATEs encoded for update groups, and copies sent)
 //! groups         (the update groups' sizes)
+//! counts         (each peer's prefix counts and RFC 7606 counters)
 //! stall NAME     (its outbox stops being read: fills to the high-water mark)
 //! resume NAME    (its writer empties the outbox, reporting Drained if due)
 //! batch          (the end of a batch: changes go to peers and felix)
@@ -36,8 +38,8 @@ use ipnet::IpNet;
 use super::core::{Input, Output, SpeakerCore, Timer};
 use super::{DynamicRange, MaxPrefix, Neighbor, SpeakerCommand, SpeakerEvent};
 use crate::packet::{
-    AsPath, Context, Family, GracefulRestart, GracefulRestartFamily, Message, MpNextHop, Nlri, Origin, PathAttrs,
-    RefreshSubtype, RouteRefresh, Update,
+    AsPath, Context, DecodeError, ErrorAction, ErrorCode, Family, GracefulRestart, GracefulRestartFamily, Message,
+    MpNextHop, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update,
 };
 use crate::rib::export::{ExportPeer, NextHopMode};
 use crate::rib::policy::{Policy, Rule, Verdict};
@@ -183,6 +185,21 @@ impl Replay {
                 return Ok(self.wire());
             }
             "batch" => Input::EndOfBatch,
+            "counts" => {
+                let (tx, mut rx) = tokio::sync::oneshot::channel();
+                self.core.handle(Input::Command(SpeakerCommand::Query(super::Query::Peers(tx))));
+                let mut counts = rx.try_recv().map_err(|e| e.to_string())?;
+                counts.sort_by(|a, b| a.name.cmp(&b.name));
+                return Ok(counts
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} received {} advertised {} treated-as-withdraw {} discarded {}",
+                            c.name, c.received, c.advertised, c.treated_as_withdraw, c.attributes_discarded
+                        )
+                    })
+                    .collect());
+            }
             "groups" => {
                 let mut sizes: Vec<usize> = self.core.update_groups.groups.iter().map(|(_, m)| m.len()).collect();
                 sizes.sort_unstable();
@@ -285,7 +302,7 @@ impl Replay {
         let name = words.first().ok_or("name missing")?;
         let (addr, _) = self.peer(name)?;
         let sign = *words.get(1).ok_or("+ or - missing")?;
-        let (mut prefixes, mut v6_prefixes) = (Vec::new(), Vec::new());
+        let (mut prefixes, mut v6_prefixes, mut errors) = (Vec::new(), Vec::new(), Vec::new());
         let mut v6_hop: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST);
         let mut attrs = PathAttrs {
             origin: Some(Origin::Igp),
@@ -310,6 +327,14 @@ impl Replay {
                     continue;
                 }
                 "nh6" => v6_hop = parse(words.get(i).copied(), "IPv6 next hop")?,
+                // As the codec leaves an UPDATE with a malformed attribute (RFC 7606).
+                "treat-as-withdraw" | "discard" => {
+                    let action =
+                        if w == "discard" { ErrorAction::AttributeDiscard } else { ErrorAction::TreatAsWithdraw };
+                    let reason = format!("replayed ({w})");
+                    errors.push(DecodeError { code: ErrorCode::Update, subcode: 1, data: Vec::new(), action, reason });
+                    continue;
+                }
                 prefix => {
                     match parse::<IpNet>(Some(prefix), "prefix")? {
                         IpNet::V4(p) => prefixes.push(Nlri::new(p)),
@@ -321,7 +346,8 @@ impl Replay {
             i += 1;
         }
         let family = Family::IPV6_UNICAST;
-        Ok(match sign {
+        let withdraw = errors.iter().any(|e| e.action == ErrorAction::TreatAsWithdraw);
+        let mut update = match sign {
             "+" => Update {
                 mp_reach: (!v6_prefixes.is_empty()).then_some(crate::packet::MpReach {
                     family,
@@ -336,7 +362,13 @@ impl Replay {
                 ..Update::withdraw(prefixes)
             },
             other => return Err(format!("bad sign {other:?}")),
-        })
+        };
+        if withdraw {
+            // RFC 7606 treat-as-withdraw: the NLRI stay, the attributes go.
+            update.attrs = None;
+        }
+        update.errors = errors;
+        Ok(update)
     }
 
     /// What the peers' outboxes hold, decoded (and taken: the writer sent

@@ -213,6 +213,10 @@ fn render_peer(p: &PeerDetail, now: u64) -> String {
         ("Routes", format!("{} imported, {} exported", s.prefixes_received, s.prefixes_advertised)),
         ("Messages", format!("{} received, {} sent", p.messages[0], p.messages[1])),
         ("Updates", format!("{} received, {} sent", p.messages[2], p.messages[3])),
+        (
+            "Malformed (RFC 7606)",
+            format!("{} treated as withdraw, {} attributes discarded", p.malformed[0], p.malformed[1]),
+        ),
         ("Last error", opt(p.last_error.clone())),
         ("Last notification sent", opt(p.last_notification_sent.clone())),
         ("Last notification received", opt(p.last_notification_received.clone())),

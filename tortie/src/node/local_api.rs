@@ -91,6 +91,10 @@ pub struct PeerDetail {
     pub capabilities: Vec<String>,
     /// Messages received / sent, UPDATEs received / sent.
     pub messages: [u64; 4],
+    /// Malformed attributes from the peer (RFC 7606): routes treated as
+    /// withdrawn, attributes discarded.
+    #[serde(default)]
+    pub malformed: [u64; 2],
     /// Last error.
     pub last_error: Option<String>,
     /// Last NOTIFICATION sent.
@@ -241,6 +245,7 @@ impl ApiState {
                     messages: status
                         .as_ref()
                         .map_or([0; 4], |s| [s.messages_in, s.messages_out, s.updates_in, s.updates_out]),
+                    malformed: c.map_or([0; 2], |c| [c.treated_as_withdraw, c.attributes_discarded]),
                     last_error: error,
                     last_notification_sent: status.as_ref().and_then(|s| s.last_notification_sent.clone()),
                     last_notification_received: status.as_ref().and_then(|s| s.last_notification_received.clone()),

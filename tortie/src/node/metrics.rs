@@ -84,6 +84,8 @@ pub async fn render(state: &MetricsState) -> String {
     let advertised = Family::<Labels, Gauge>::default();
     let updates_in = Family::<Labels, Counter>::default();
     let updates_out = Family::<Labels, Counter>::default();
+    let treated_as_withdraw = Family::<Labels, Counter>::default();
+    let discarded = Family::<Labels, Counter>::default();
     for p in &peers {
         let labels = vec![
             ("peer".to_string(), p.summary.name.clone()),
@@ -95,11 +97,19 @@ pub async fn render(state: &MetricsState) -> String {
         advertised.get_or_create(&labels).set(p.summary.prefixes_advertised as i64);
         updates_in.get_or_create(&labels).inc_by(p.messages[2]);
         updates_out.get_or_create(&labels).inc_by(p.messages[3]);
+        treated_as_withdraw.get_or_create(&labels).inc_by(p.malformed[0]);
+        discarded.get_or_create(&labels).inc_by(p.malformed[1]);
     }
     r.register("bgp_session_established", "1 when the BGP session is Established", established);
     r.register("bgp_prefixes_received", "Paths received from the peer (after import policy)", received);
     r.register("bgp_prefixes_advertised", "Prefixes advertised to the peer", advertised);
     r.register("bgp_updates_received", "UPDATE messages received", updates_in);
+    r.register(
+        "bgp_malformed_treated_as_withdraw",
+        "Malformed attributes whose routes were treated as withdrawn (RFC 7606)",
+        treated_as_withdraw,
+    );
+    r.register("bgp_malformed_attributes_discarded", "Malformed attributes discarded (RFC 7606)", discarded);
     r.register("bgp_updates_sent", "UPDATE messages sent", updates_out);
     if let Some(s) = &state.policy {
         counter(&mut r, "policy_full_applies", "Whole-table nftables transactions", &s.full);
