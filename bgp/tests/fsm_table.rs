@@ -38,6 +38,7 @@ fn event(name: &str) -> Event {
         "ManualStart" => Event::ManualStart,
         "ManualStop" => Event::ManualStop { message: "maintenance".into() },
         "AutomaticStart" => Event::AutomaticStart,
+        "PassiveStart" => Event::AutomaticStartPassive,
         "AutomaticStop" => Event::AutomaticStop { subcode: 1 },
         "ConnectRetry" => Event::TimerExpired(Timer::ConnectRetry),
         "Hold" => Event::TimerExpired(Timer::Hold),
@@ -107,6 +108,8 @@ const IDLE: &[(&str, State, &str)] = &[
     ("ManualStart", State::Connect, "start ConnectRetry, connect"),
     ("ManualStop", State::Idle, ""),
     ("AutomaticStart", State::Connect, "start ConnectRetry, connect"),
+    // A stopped peer (never started here) takes no connection.
+    ("PassiveStart", State::Idle, ""),
     ("AutomaticStop", State::Idle, ""),
     ("ConnectRetry", State::Idle, ""),
     ("Hold", State::Idle, ""),
@@ -127,6 +130,7 @@ const CONNECT: &[(&str, State, &str)] = &[
     ("ManualStart", State::Connect, ""),
     ("ManualStop", State::Idle, "disconnect, down AdminStop"),
     ("AutomaticStart", State::Connect, ""),
+    ("PassiveStart", State::Connect, ""),
     ("AutomaticStop", State::Idle, "disconnect, down AutoStop"),
     ("ConnectRetry", State::Connect, "disconnect, start ConnectRetry, connect"),
     ("Hold", State::Connect, ""),
@@ -147,6 +151,7 @@ const ACTIVE: &[(&str, State, &str)] = &[
     ("ManualStart", State::Active, ""),
     ("ManualStop", State::Idle, "disconnect, down AdminStop"),
     ("AutomaticStart", State::Active, ""),
+    ("PassiveStart", State::Active, ""),
     ("AutomaticStop", State::Idle, "disconnect, down AutoStop"),
     // Passive: never dials, keeps waiting.
     ("ConnectRetry", State::Active, "disconnect, start ConnectRetry"),
@@ -168,6 +173,7 @@ const OPEN_SENT: &[(&str, State, &str)] = &[
     ("ManualStart", State::OpenSent, ""),
     ("ManualStop", State::Idle, "NOTIFICATION 6/2, disconnect, down AdminStop"),
     ("AutomaticStart", State::OpenSent, ""),
+    ("PassiveStart", State::OpenSent, ""),
     ("AutomaticStop", State::Idle, "NOTIFICATION 6/1, disconnect, down AutoStop"),
     ("ConnectRetry", State::OpenSent, ""),
     ("Hold", State::Idle, "NOTIFICATION 4/0, disconnect, down HoldTimerExpired, start IdleHold"),
@@ -189,6 +195,7 @@ const OPEN_CONFIRM: &[(&str, State, &str)] = &[
     ("ManualStart", State::OpenConfirm, ""),
     ("ManualStop", State::Idle, "NOTIFICATION 6/2, disconnect, down AdminStop"),
     ("AutomaticStart", State::OpenConfirm, ""),
+    ("PassiveStart", State::OpenConfirm, ""),
     ("AutomaticStop", State::Idle, "NOTIFICATION 6/1, disconnect, down AutoStop"),
     ("ConnectRetry", State::OpenConfirm, ""),
     ("Hold", State::Idle, "NOTIFICATION 4/0, disconnect, down HoldTimerExpired, start IdleHold"),
@@ -209,6 +216,7 @@ const ESTABLISHED: &[(&str, State, &str)] = &[
     ("ManualStart", State::Established, ""),
     ("ManualStop", State::Idle, "NOTIFICATION 6/2, disconnect, down AdminStop"),
     ("AutomaticStart", State::Established, ""),
+    ("PassiveStart", State::Established, ""),
     ("AutomaticStop", State::Idle, "NOTIFICATION 6/1, disconnect, down AutoStop"),
     ("ConnectRetry", State::Established, ""),
     ("Hold", State::Idle, "NOTIFICATION 4/0, disconnect, down HoldTimerExpired, start IdleHold"),
@@ -403,4 +411,20 @@ fn the_restart_state_bit_goes_out_only_until_the_restart_is_over() {
     f.end_restart();
     f.handle(Event::TimerExpired(Timer::ConnectRetry));
     assert_eq!(r_bit(f.handle(Event::TcpConnected)), Some(false), "after the restart: a normal OPEN");
+}
+
+#[test]
+fn a_peer_waiting_to_dial_again_takes_the_peers_own_connection() {
+    let mut f = Fsm::new(config(false, false), local());
+    f.handle(Event::ManualStart);
+    f.handle(Event::TcpConnectionFails);
+    assert_eq!(f.state(), State::Idle, "the dial failed: it waits (back-off)");
+    let actions = f.handle(Event::AutomaticStartPassive);
+    assert_eq!((f.state(), summary(&actions)), (State::Active, "start ConnectRetry".to_string()));
+    let actions = f.handle(Event::TcpConnected);
+    assert_eq!((f.state(), summary(&actions)), (State::OpenSent, "OPEN, start Hold".to_string()));
+    // Stopped by the operator (or at its prefix limit): no connection is taken.
+    f.handle(Event::ManualStop { message: "maintenance".into() });
+    f.handle(Event::AutomaticStartPassive);
+    assert_eq!(f.state(), State::Idle);
 }

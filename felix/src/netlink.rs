@@ -279,8 +279,9 @@ impl Netlink {
 /// What one kernel notification means to the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteEvent {
-    /// One of our routes was added or replaced: our own doing as a rule.
-    Ours,
+    /// One of our routes was added or replaced: our own doing as a rule
+    /// (a route with our protocol someone else added is not desired).
+    Ours(IpNet),
     /// One of our routes was deleted (by us, or by someone else).
     OursDeleted(IpNet),
     /// A link, another owner's route, or a message that does not parse:
@@ -303,7 +304,10 @@ pub fn route_events(datagram: &[u8]) -> Vec<RouteEvent> {
         }
         offset += (len + 3) & !3;
         out.push(match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) if ours(&r).is_some() => RouteEvent::Ours,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => match ours(&r) {
+                Some((dst, _)) => RouteEvent::Ours(dst),
+                None => RouteEvent::Other,
+            },
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) => match ours(&r) {
                 Some((dst, _)) => RouteEvent::OursDeleted(dst),
                 None => RouteEvent::Other,

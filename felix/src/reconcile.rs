@@ -163,6 +163,16 @@ impl DesiredCell {
         }
     }
 
+    /// Whether any of these prefixes has no desired route (a route with
+    /// our protocol there is a stray: a full pass removes it).
+    fn any_undesired(&self, prefixes: &[IpNet]) -> bool {
+        if prefixes.is_empty() {
+            return false;
+        }
+        let shared = self.lock();
+        prefixes.iter().any(|p| !shared.desired.routes.contains_key(p))
+    }
+
     fn take(&self, full: bool) -> Option<Work> {
         let mut shared = self.lock();
         if full || shared.full {
@@ -355,15 +365,17 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                         vec![RouteEvent::Other]
                     }
                 };
-                let mut lost = Vec::new();
+                let (mut lost, mut written) = (Vec::new(), Vec::new());
                 let mut full = false;
                 for e in events {
                     match e {
-                        RouteEvent::Ours => {}
+                        RouteEvent::Ours(p) => written.push(p),
                         RouteEvent::OursDeleted(p) => lost.push(p),
                         RouteEvent::Other => full = true,
                     }
                 }
+                // A route with our protocol that is not desired was put there by someone else.
+                full |= lost_to.any_undesired(&written);
                 if !lost.is_empty() {
                     lost_to.lost(lost);
                     lost_to.changed.notify_one();
@@ -544,6 +556,16 @@ mod tests {
             changes(&cell),
             vec![(net("198.18.0.64/26"), Some(via("192.0.2.2")), None), (net("203.0.113.0/24"), None, None)]
         );
+    }
+
+    #[test]
+    fn a_route_of_ours_that_is_not_desired_is_a_stray() {
+        let mut d = Desired::default();
+        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
+        let cell = DesiredCell::new(d);
+        assert!(!cell.any_undesired(&[net("198.18.0.64/26")]), "the echo of our own write");
+        assert!(cell.any_undesired(&[net("198.18.0.64/26"), net("198.18.100.0/24")]), "someone else's");
+        assert!(!cell.any_undesired(&[]));
     }
 
     #[test]

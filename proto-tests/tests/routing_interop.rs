@@ -641,10 +641,9 @@ fn malformed_attributes_from_exabgp_are_treated_as_withdraw_or_discarded_and_cou
 }
 ";
     let exa = ExaBgp::start_with_config(&b, "exa-7606", exa_conf).unwrap();
-    // ExaBGP only dials: tortie waits for it.
-    let mut exa_neighbor = neighbor("exa", "192.0.2.2", "192.0.2.1", 65002);
-    exa_neighbor.session.fsm.passive = true;
-    let tortie = Tortie::start(&a, vec![exa_neighbor], vec![]);
+    // ExaBGP only dials; tortie dials too (refused: ExaBGP does not listen)
+    // and takes ExaBGP's connection while it waits to dial again.
+    let tortie = Tortie::start(&a, vec![neighbor("exa", "192.0.2.2", "192.0.2.1", 65002)], vec![]);
     let ask_routes = || {
         let (tx, rx) = tokio::sync::oneshot::channel::<Vec<RouteView>>();
         tortie.command(SpeakerCommand::Query(Query::Routes(None, tx)));

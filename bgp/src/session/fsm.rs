@@ -69,6 +69,11 @@ pub enum Event {
     },
     /// Events 3/5/6/7: the system (re)starts the peer.
     AutomaticStart,
+    /// Event 5 (AutomaticStart_with_PassiveTcpEstablishment): the peer's
+    /// connection arrived while this enabled peer waits to dial again (the
+    /// Idle hold of its back-off): the wait is for our own attempts, so the
+    /// peer's is taken (Active, then the connection).
+    AutomaticStartPassive,
     /// Event 8: the system stops the peer (e.g. prefix limit).
     AutomaticStop {
         /// The Cease subcode to send.
@@ -352,6 +357,11 @@ impl Fsm {
                 self.start(a);
             }
             Event::TimerExpired(Timer::IdleHold) if self.enabled => self.start(a),
+            Event::AutomaticStartPassive if self.enabled => {
+                a.push(Action::StopTimer(Timer::IdleHold));
+                a.push(Action::StartTimer(Timer::ConnectRetry, self.config.connect_retry));
+                self.state = State::Active;
+            }
             Event::ManualStop { .. } | Event::AutomaticStop { .. } => {
                 self.enabled = false;
                 a.push(Action::StopTimer(Timer::IdleHold));
@@ -377,7 +387,7 @@ impl Fsm {
     fn connect_or_active(&mut self, event: Event, a: &mut Vec<Action>) {
         match event {
             // No session yet: nothing to reset.
-            Event::ManualStart | Event::AutomaticStart | Event::ManualReset { .. } => {}
+            Event::ManualStart | Event::AutomaticStart | Event::AutomaticStartPassive | Event::ManualReset { .. } => {}
             Event::AutomaticStop { subcode } => {
                 self.enabled = false;
                 self.fail(Reason::AutoStop(subcode), a);
@@ -492,7 +502,7 @@ impl Fsm {
     /// (RFC 4271 §8.2.2 repeats them for each); the others come back.
     fn after_open(&mut self, event: Event, a: &mut Vec<Action>) -> Result<(), Event> {
         match event {
-            Event::ManualStart | Event::AutomaticStart => {}
+            Event::ManualStart | Event::AutomaticStart | Event::AutomaticStartPassive => {}
             Event::ManualStop { message } => self.stop_by_operator(&message, a),
             Event::ManualReset { message } => self.reset_by_operator(&message, a),
             Event::AutomaticStop { subcode } => self.stop_automatically(subcode, a),

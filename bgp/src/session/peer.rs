@@ -561,6 +561,10 @@ impl Runner {
             tracing::warn!(peer = %self.config.name, error = %e, "cannot protect an incoming connection; refused");
             return;
         }
+        if self.main.fsm.state() == State::Idle {
+            // Waiting to dial again after a failure: the peer's own connection is taken.
+            self.handle(Which::Main, Event::AutomaticStartPassive).await;
+        }
         match self.main.fsm.state() {
             State::Connect | State::Active => {
                 // Our dial (if any) is abandoned: the peer's connection is up already.
@@ -576,7 +580,7 @@ impl Runner {
                 self.handle(Which::Second, Event::ManualStart).await;
                 self.handle(Which::Second, Event::TcpConnected).await;
             }
-            // Idle refuses connections (RFC 4271 §8.2.2); an Established session wins.
+            // A stopped peer refuses connections (RFC 4271 §8.2.2); an Established session wins.
             _ => {
                 tracing::info!(peer = %self.config.name, state = ?self.main.fsm.state(), "refused a connection from the peer")
             }
