@@ -36,7 +36,7 @@ fn table() -> Vec<(IpNet, Path)> {
                 as_path: Some(AsPath::from_sequence(&[65002])),
                 next_hop: Some(Ipv4Addr::new(192, 0, 2, 2)),
                 med: Some(i),
-                communities: vec![Community(65002 << 16 | i)],
+                communities: vec![Community(65002 << 16 | i)].into(),
                 ..PathAttrs::default()
             }),
             origination: Origination::Ebgp,

@@ -154,7 +154,7 @@ fn unknown_optional_attributes_pass_on_if_transitive_with_partial_set() {
     let attrs = u.attrs.clone().unwrap();
     assert_eq!(
         attrs.unknown,
-        vec![RawAttr { flags: 0xc0, code: 0x63, value: bytes::Bytes::from_static(&[0xab, 0xcd]) }]
+        vec![RawAttr { flags: 0xc0, code: 0x63, value: bytes::Bytes::from_static(&[0xab, 0xcd]) }].into()
     );
     assert!(u.errors.is_empty(), "optional non-transitive unknowns are dropped quietly");
     let resent = encode(&Message::Update(u), &FOUR);

@@ -82,10 +82,10 @@ fn attrs() -> impl Strategy<Value = PathAttrs> {
                 aggregator: agg.map(|(asn, address)| Aggregator { asn, address }),
                 communities: comms.into_iter().map(Community).collect(),
                 originator_id: orig,
-                cluster_list: clusters,
+                cluster_list: clusters.into(),
                 ext_communities: ext.into_iter().map(ExtCommunity).collect(),
-                large_communities: large,
-                unknown,
+                large_communities: large.into(),
+                unknown: unknown.into(),
                 // Carried in MP_REACH_NLRI, not among the attributes.
                 mp_next_hop: None,
             },

@@ -79,7 +79,7 @@ fn vectors() -> Vec<(&'static str, String, Context, Message)> {
                     next_hop: Some(v4("192.0.2.1")),
                     med: Some(10),
                     local_pref: Some(100),
-                    communities: vec![Community::new(65001, 100), Community::NO_EXPORT],
+                    communities: vec![Community::new(65001, 100), Community::NO_EXPORT].into(),
                     ..PathAttrs::default()
                 })),
                 nlri: vec![Nlri::new(v4_net("198.18.1.0/24")), Nlri::new(v4_net("198.18.2.0/25"))],

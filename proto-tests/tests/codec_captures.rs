@@ -148,7 +148,7 @@ fn updates_captured_from_bird_and_gobgp_decode_cleanly() {
     let from_bird = announced.iter().find(|(p, _)| *p == net("198.18.16.0/20")).expect("BIRD's route");
     assert_eq!(from_bird.1.as_path.as_ref().unwrap().asns().collect::<Vec<_>>(), vec![65001]);
     assert_eq!(from_bird.1.med, Some(30));
-    assert_eq!(from_bird.1.communities, vec![Community::new(65001, 100)]);
+    assert_eq!(from_bird.1.communities, vec![Community::new(65001, 100)].into());
     assert_eq!(from_bird.1.large_communities[0].to_string(), "65001:1:2");
-    assert_eq!(from_bird.1.ext_communities, vec![ExtCommunity::route_target(65001, 7)]);
+    assert_eq!(from_bird.1.ext_communities, vec![ExtCommunity::route_target(65001, 7)].into());
 }

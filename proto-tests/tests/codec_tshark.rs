@@ -27,12 +27,13 @@ fn attrs() -> PathAttrs {
         local_pref: Some(200),
         atomic_aggregate: true,
         aggregator: Some(Aggregator { asn: 65001, address: "192.0.2.1".parse().unwrap() }),
-        communities: vec![Community::new(65001, 100), Community::NO_EXPORT],
+        communities: vec![Community::new(65001, 100), Community::NO_EXPORT].into(),
         originator_id: Some("192.0.2.9".parse().unwrap()),
-        cluster_list: vec!["192.0.2.10".parse().unwrap()],
-        ext_communities: vec![ExtCommunity::route_target(65001, 7)],
-        large_communities: vec![LargeCommunity { global_admin: 4_200_000_000, local_data_1: 1, local_data_2: 2 }],
-        unknown: vec![RawAttr { flags: 0xc0, code: 0xf0, value: Bytes::from_static(b"\x01\x02") }],
+        cluster_list: vec!["192.0.2.10".parse().unwrap()].into(),
+        ext_communities: vec![ExtCommunity::route_target(65001, 7)].into(),
+        large_communities: vec![LargeCommunity { global_admin: 4_200_000_000, local_data_1: 1, local_data_2: 2 }]
+            .into(),
+        unknown: vec![RawAttr { flags: 0xc0, code: 0xf0, value: Bytes::from_static(b"\x01\x02") }].into(),
         mp_next_hop: None,
     }
 }

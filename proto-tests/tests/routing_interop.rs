@@ -166,7 +166,7 @@ fn routes_flow_bird_to_tortie_to_frr_with_attributes_and_withdrawals() {
 
     let bird = Bird::start_with_config(&b, "bird", BIRD).unwrap();
     let frr = frr_monitor(&c);
-    let own = PathAttrs { communities: vec![Community::new(65001, 1)], ..PathAttrs::default() };
+    let own = PathAttrs { communities: vec![Community::new(65001, 1)].into(), ..PathAttrs::default() };
     // Towards FRR, an export filter rejects 198.18.3.0/24 (and, with no other match, accepts the rest).
     let mut to_frr = neighbor("frr", "198.51.100.2", "198.51.100.1", 65003);
     let reject = Rule { cidr: Some((MatchOperator::Equal, net("198.18.3.0/24"))), ..Rule::any(Verdict::Reject) };

@@ -64,13 +64,13 @@ mod tests {
         let mut attrs = PathAttrs::default();
         let origin = Ipv4Addr::new(192, 0, 2, 1);
         RR.stamp(&mut attrs, origin);
-        assert_eq!((attrs.originator_id, attrs.cluster_list.clone()), (Some(origin), vec![RR.cluster_id]));
+        assert_eq!((attrs.originator_id, attrs.cluster_list.to_vec()), (Some(origin), vec![RR.cluster_id]));
         assert!(RR.looped(&attrs));
         // A second reflector keeps the originator and prepends its cluster.
         let upper = RouteReflector { cluster_id: Ipv4Addr::new(203, 0, 113, 251) };
         assert!(!upper.looped(&attrs));
         upper.stamp(&mut attrs, Ipv4Addr::new(192, 0, 2, 99));
         assert_eq!(attrs.originator_id, Some(origin));
-        assert_eq!(attrs.cluster_list, vec![upper.cluster_id, RR.cluster_id]);
+        assert_eq!(*attrs.cluster_list, [upper.cluster_id, RR.cluster_id]);
     }
 }

@@ -214,11 +214,11 @@ mod tests {
             (
                 "shorter CLUSTER_LIST",
                 path(1, |a, p| {
-                    a.cluster_list = vec![Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(2, 2, 2, 2)];
+                    a.cluster_list = vec![Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(2, 2, 2, 2)].into();
                     p.peer_id = Ipv4Addr::new(10, 0, 0, 1);
                 }),
                 path(2, |a, p| {
-                    a.cluster_list = vec![Ipv4Addr::new(1, 1, 1, 1)];
+                    a.cluster_list = vec![Ipv4Addr::new(1, 1, 1, 1)].into();
                     p.peer_id = Ipv4Addr::new(10, 0, 0, 1);
                 }),
                 1,

@@ -201,7 +201,7 @@ mod tests {
                 med: Some(5),
                 local_pref: Some(200),
                 originator_id: Some(Ipv4Addr::new(192, 0, 2, 9)),
-                cluster_list: vec![Ipv4Addr::new(10, 0, 0, 1)],
+                cluster_list: vec![Ipv4Addr::new(10, 0, 0, 1)].into(),
                 ..PathAttrs::default()
             }),
             origination,

@@ -202,7 +202,7 @@ mod tests {
     fn attrs() -> PathAttrs {
         PathAttrs {
             as_path: Some(AsPath::from_sequence(&[65002, 65010])),
-            communities: vec![Community::new(65002, 100)],
+            communities: vec![Community::new(65002, 100)].into(),
             ..PathAttrs::default()
         }
     }
@@ -286,7 +286,7 @@ mod tests {
             "rejected by the first rule"
         );
         let changed = policy.apply(&p("198.18.1.0/24"), &attrs(), PeerType::Ebgp, Source::RemotePeers).unwrap();
-        assert_eq!(changed.communities, vec![Community::new(65002, 100), Community::NO_EXPORT]);
+        assert_eq!(changed.communities, vec![Community::new(65002, 100), Community::NO_EXPORT].into());
         assert_eq!(changed.local_pref, Some(300));
         assert_eq!(changed.as_path.unwrap().asns().collect::<Vec<_>>(), vec![65001, 65001, 65002, 65010]);
         assert_eq!(

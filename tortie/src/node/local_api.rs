@@ -277,7 +277,7 @@ fn route(r: RouteView) -> Route {
                 communities: communities.collect(),
                 source: format!("{:?}", p.origination),
                 originator_id: a.originator_id,
-                cluster_list: a.cluster_list.clone(),
+                cluster_list: a.cluster_list.to_vec(),
             }
         })
         .collect();

@@ -17,6 +17,7 @@
 
 mod as_path;
 mod community;
+mod list;
 mod mp;
 
 use std::net::Ipv4Addr;
@@ -26,6 +27,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub use as_path::{AsPath, Segment, SegmentType};
 pub use community::{Community, ExtCommunity, LargeCommunity};
+pub use list::List;
 pub(crate) use mp::Decoded;
 pub use mp::{MpNextHop, MpReach, MpUnreach};
 
@@ -137,17 +139,17 @@ pub struct PathAttrs {
     /// AGGREGATOR.
     pub aggregator: Option<Aggregator>,
     /// COMMUNITIES.
-    pub communities: Vec<Community>,
+    pub communities: List<Community>,
     /// ORIGINATOR_ID (RFC 4456).
     pub originator_id: Option<Ipv4Addr>,
     /// CLUSTER_LIST (RFC 4456), nearest reflector first.
-    pub cluster_list: Vec<Ipv4Addr>,
+    pub cluster_list: List<Ipv4Addr>,
     /// EXTENDED_COMMUNITIES.
-    pub ext_communities: Vec<ExtCommunity>,
+    pub ext_communities: List<ExtCommunity>,
     /// LARGE_COMMUNITY.
-    pub large_communities: Vec<LargeCommunity>,
+    pub large_communities: List<LargeCommunity>,
     /// Unrecognised optional transitive attributes.
-    pub unknown: Vec<RawAttr>,
+    pub unknown: List<RawAttr>,
     /// The next hop of the MP_REACH_NLRI routes that came (or go) with
     /// these attributes (RFC 4760 §3). It travels inside MP_REACH_NLRI, so
     /// the codec neither writes nor reads it here; the RIB keeps it with
