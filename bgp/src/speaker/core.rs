@@ -107,6 +107,8 @@ pub(super) struct Session {
     /// Malformed attributes met so far, by what was done (RFC 7606 §2):
     /// routes treated as withdrawn, attribute discarded.
     pub(super) revised: [u64; 2],
+    /// Routes ignored for an unusable NEXT_HOP (RFC 4271 §6.3).
+    pub(super) ignored: u64,
 }
 
 /// The speaker's state and rules (see the module documentation).
@@ -390,7 +392,8 @@ impl SpeakerCore {
         let outbox = Arc::new(Outbox::default());
         self.emit(Output::Spawn { config: Box::new(n.session.clone()), outbox: outbox.clone() });
         self.tell(&name, PeerCommand::Start);
-        self.neighbors.insert(name, Session { neighbor: n, outbox, negotiated: None, session: 0, revised: [0; 2] });
+        self.neighbors
+            .insert(name, Session { neighbor: n, outbox, negotiated: None, session: 0, revised: [0; 2], ignored: 0 });
     }
 
     pub(super) fn remove_neighbor(&mut self, name: &str) {

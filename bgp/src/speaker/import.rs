@@ -118,7 +118,7 @@ impl SpeakerCore {
         let local_addr = neighbor.export.local_addr;
         // What one attribute set allows (the prefixes of an UPDATE share it).
         let mut last: Option<(Arc<PathAttrs>, Option<Arc<PathAttrs>>)> = None;
-        let mut changes = Vec::new();
+        let (mut changes, mut ignored) = (Vec::new(), 0u64);
         for i in 0..routes.len() {
             if let Some((ahead, _)) = routes.get(i + PREFETCH_AHEAD) {
                 self.rib.prefetch(ahead);
@@ -131,13 +131,14 @@ impl SpeakerCore {
             let attrs = match &last {
                 Some((seen, usable)) if Arc::ptr_eq(seen, &received) => usable.clone(),
                 _ => {
-                    let usable = usable(peer, received.clone(), prefix.addr().is_ipv6(), ibgp, local_addr);
+                    let usable = usable(received.clone(), prefix.addr().is_ipv6(), ibgp, local_addr);
                     last = Some((received, usable.clone()));
                     usable
                 }
             };
             let Some(attrs) = attrs else {
                 // Not a usable route: as good as withdrawn.
+                ignored += 1;
                 changes.extend(self.rib.withdraw(&from, prefix));
                 continue;
             };
@@ -163,7 +164,22 @@ impl SpeakerCore {
                 None => changes.extend(self.rib.withdraw(&from, prefix)),
             }
         }
+        if ignored > 0 {
+            self.note_ignored(peer, ignored);
+        }
         changes
+    }
+
+    /// Counts routes ignored for an unusable NEXT_HOP (RFC 4271 §6.3) and
+    /// logs it the first time and then at every power of two.
+    fn note_ignored(&mut self, peer: &str, routes: u64) {
+        let Some(session) = self.neighbors.get_mut(peer) else { return };
+        let before = session.ignored;
+        session.ignored += routes;
+        if before == 0 || before.ilog2() != session.ignored.ilog2() {
+            let total = session.ignored;
+            tracing::warn!(peer, total, "routes with an unusable NEXT_HOP ignored (RFC 4271 §6.3)");
+        }
     }
 
     /// RFC 4486: past its prefix limit a peer is stopped (Cease 6/1), its
@@ -194,7 +210,7 @@ impl SpeakerCore {
 ///   NOTIFICATION;
 /// - RFC 4271 §5.1.5 (and RFC 7606 §7.5): a LOCAL_PREF from an external
 ///   peer is discarded.
-fn usable(peer: &str, attrs: Arc<PathAttrs>, v6: bool, ibgp: bool, local_addr: IpAddr) -> Option<Arc<PathAttrs>> {
+fn usable(attrs: Arc<PathAttrs>, v6: bool, ibgp: bool, local_addr: IpAddr) -> Option<Arc<PathAttrs>> {
     use crate::packet::MpNextHop;
     // An IPv6 route's next hop is in MP_REACH_NLRI; an IPv4 route's in NEXT_HOP
     // (or, with RFC 8950's extended next hop, in MP_REACH_NLRI too).
@@ -211,11 +227,9 @@ fn usable(peer: &str, attrs: Arc<PathAttrs>, v6: bool, ibgp: bool, local_addr: I
             || matches!(hop, IpAddr::V4(v4) if v4.is_broadcast())
     });
     if unusable {
-        tracing::warn!(peer, next_hop = ?hop, "routes with an unusable NEXT_HOP ignored (RFC 4271 §6.3)");
         return None;
     }
     if !ibgp && attrs.local_pref.is_some() {
-        tracing::debug!(peer, "LOCAL_PREF from an external peer discarded (RFC 4271 §5.1.5)");
         return Some(Arc::new(PathAttrs { local_pref: None, ..(*attrs).clone() }));
     }
     Some(attrs)
