@@ -486,6 +486,13 @@ mod tests {
         Target::Gateways(smallvec::smallvec![NextHop { gateway: gw.parse().unwrap(), device: None, onlink: false }])
     }
 
+    /// A cell desiring one route, 198.18.0.64/26 via 192.0.2.2.
+    fn one_route() -> Arc<DesiredCell> {
+        let mut d = Desired::default();
+        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
+        DesiredCell::new(d)
+    }
+
     fn changes(cell: &DesiredCell) -> Vec<Changed> {
         match cell.take(false) {
             Some(Work::Routes(c, _)) => c,
@@ -547,9 +554,7 @@ mod tests {
 
     #[test]
     fn a_route_someone_else_deleted_is_written_again() {
-        let mut d = Desired::default();
-        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
-        let cell = DesiredCell::new(d);
+        let cell = one_route();
         cell.take(false);
         cell.lost([net("198.18.0.64/26"), net("203.0.113.0/24")]);
         assert_eq!(
@@ -560,9 +565,7 @@ mod tests {
 
     #[test]
     fn a_route_of_ours_that_is_not_desired_is_a_stray() {
-        let mut d = Desired::default();
-        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
-        let cell = DesiredCell::new(d);
+        let cell = one_route();
         assert!(!cell.any_undesired(&[net("198.18.0.64/26")]), "the echo of our own write");
         assert!(cell.any_undesired(&[net("198.18.0.64/26"), net("198.18.100.0/24")]), "someone else's");
         assert!(!cell.any_undesired(&[]));
@@ -570,9 +573,7 @@ mod tests {
 
     #[test]
     fn a_loss_reported_while_a_change_is_pending_is_settled_by_a_full_pass() {
-        let mut d = Desired::default();
-        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
-        let cell = DesiredCell::new(d);
+        let cell = one_route();
         cell.take(false);
         // The route goes (a delete is pending), then the late echo of an
         // earlier delete of ours arrives: the pending delete must not be lost.

@@ -354,6 +354,15 @@ fn scripted_peer(ns: &Netns, bad: Vec<u8>, pause: Duration, window: Duration) ->
     .unwrap()
 }
 
+/// The first NOTIFICATION among what the peer read (a failure if none came).
+fn first_notification(received: &[Message]) -> tortie_bgp::packet::Notification {
+    let n = received.iter().find_map(|m| match m {
+        Message::Notification(n) => Some(n.clone()),
+        _ => None,
+    });
+    n.unwrap_or_else(|| panic!("no NOTIFICATION reached the peer: {received:?}"))
+}
+
 #[test]
 fn malformed_input_gets_its_notification_and_the_session_task_survives() {
     use tortie_bgp::packet::ErrorCode;
@@ -366,11 +375,7 @@ fn malformed_input_gets_its_notification_and_the_session_task_survives() {
     let mut bad = vec![0xff; 16];
     bad.extend([0x00, 0x17, 0x02, 0x00, 0x09, 0x00, 0x00]);
     let (received, connections) = scripted_peer(&pair.b, bad, Duration::ZERO, Duration::from_secs(8));
-    let notification = received.iter().find_map(|m| match m {
-        Message::Notification(n) => Some(n.clone()),
-        _ => None,
-    });
-    let n = notification.unwrap_or_else(|| panic!("no NOTIFICATION in {received:?}"));
+    let n = first_notification(&received);
     assert_eq!((n.code, n.subcode), (ErrorCode::Update, 1));
     assert!(connections >= 2, "tortie did not come back after the error ({connections} connection)");
     let status = tortie.status();
@@ -394,13 +399,7 @@ fn a_bad_message_length_gets_notification_1_2_on_the_wire_not_a_reset() {
     bad.extend([0x00, 0x12, 0x02]);
     bad.resize(19 + 256 * 1024, 0);
     let (received, _) = scripted_peer(&pair.b, bad, Duration::from_millis(300), Duration::from_secs(4));
-    let n = received
-        .iter()
-        .find_map(|m| match m {
-            Message::Notification(n) => Some(n.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no NOTIFICATION reached the peer: {received:?}"));
+    let n = first_notification(&received);
     assert_eq!((n.code, n.subcode, n.data.as_ref()), (ErrorCode::MessageHeader, 2, &[0x00, 0x12][..]));
 }
 

@@ -54,8 +54,7 @@ impl SpeakerCore {
     }
 
     /// Counts and logs what RFC 7606 made of an UPDATE's malformed
-    /// attributes (§6 asks for a log): the first time and then at every
-    /// power of two, so a peer sending them by the thousand cannot flood it.
+    /// attributes (§6 asks for a log; see [`log_due`]).
     fn note_malformed(&mut self, peer: &str, errors: &[DecodeError]) {
         let Some(session) = self.neighbors.get_mut(peer) else { return };
         for e in errors {
@@ -67,7 +66,7 @@ impl SpeakerCore {
             };
             session.revised[slot] += 1;
             let count = session.revised[slot];
-            if count.is_power_of_two() {
+            if log_due(count - 1, count) {
                 tracing::warn!(peer, action = %e.action, reason = e.reason, count, "malformed UPDATE attribute (RFC 7606)");
             }
         }
@@ -171,12 +170,12 @@ impl SpeakerCore {
     }
 
     /// Counts routes ignored for an unusable NEXT_HOP (RFC 4271 §6.3) and
-    /// logs it the first time and then at every power of two.
+    /// logs it (see [`log_due`]).
     fn note_ignored(&mut self, peer: &str, routes: u64) {
         let Some(session) = self.neighbors.get_mut(peer) else { return };
         let before = session.ignored;
         session.ignored += routes;
-        if before == 0 || before.ilog2() != session.ignored.ilog2() {
+        if log_due(before, session.ignored) {
             let total = session.ignored;
             tracing::warn!(peer, total, "routes with an unusable NEXT_HOP ignored (RFC 4271 §6.3)");
         }
@@ -200,6 +199,13 @@ impl SpeakerCore {
         self.changed(changes);
         self.emit(Output::Timer { after: limit.restart_after, timer: Timer::LimitOver { peer: peer.to_string() } });
     }
+}
+
+/// Whether a count going from `before` to `after` is logged: the first one,
+/// then whenever it passes a power of two (a peer sending thousands of bad
+/// routes cannot flood the log, and the log still shows how many).
+fn log_due(before: u64, after: u64) -> bool {
+    before == 0 || before.ilog2() != after.ilog2()
 }
 
 /// A received attribute set as this speaker may use it, or `None` when its
@@ -233,4 +239,17 @@ fn usable(attrs: Arc<PathAttrs>, v6: bool, ibgp: bool, local_addr: IpAddr) -> Op
         return Some(Arc::new(PathAttrs { local_pref: None, ..(*attrs).clone() }));
     }
     Some(attrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_due;
+
+    #[test]
+    fn a_count_is_logged_first_and_then_at_each_power_of_two_it_passes() {
+        let logged: Vec<u64> = (1..=20).filter(|&n| log_due(n - 1, n)).collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16]);
+        assert!(log_due(5, 300), "a jump past 8 … 256 is logged once");
+        assert!(!log_due(300, 500));
+    }
 }

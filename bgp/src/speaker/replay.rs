@@ -487,18 +487,12 @@ fn update_text(u: &Update) -> String {
         return if family == Family::IPV4_UNICAST { "eor".into() } else { "eor ipv6".into() };
     }
     let mut text = String::new();
-    let withdrawn: Vec<IpNet> = u
-        .withdrawn
-        .iter()
-        .map(|n| IpNet::V4(n.prefix))
-        .chain(u.mp_unreach.iter().flat_map(|m| m.withdrawn.iter().map(|n| n.prefix)))
-        .collect();
-    let announced: Vec<IpNet> = u
-        .nlri
-        .iter()
-        .map(|n| IpNet::V4(n.prefix))
-        .chain(u.mp_reach.iter().flat_map(|m| m.nlri.iter().map(|n| n.prefix)))
-        .collect();
+    // Each side: the IPv4 field, then the MP attribute's.
+    let both = |v4: &[crate::packet::Ipv4Nlri], mp: Option<&[Nlri]>| -> Vec<IpNet> {
+        v4.iter().map(|n| IpNet::V4(n.prefix)).chain(mp.unwrap_or_default().iter().map(|n| n.prefix)).collect()
+    };
+    let withdrawn = both(&u.withdrawn, u.mp_unreach.as_ref().map(|m| m.withdrawn.as_slice()));
+    let announced = both(&u.nlri, u.mp_reach.as_ref().map(|m| m.nlri.as_slice()));
     if !withdrawn.is_empty() {
         let _ = write!(text, "- {}", words(&withdrawn));
     }
