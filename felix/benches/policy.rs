@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use tortie_felix::policy::{Endpoint, Policy, apply, compile, nft};
+use tortie_felix::policy::{Endpoint, Inputs, Policy, apply, compile, nft};
 use tortie_lab::{Lab, Netns, Pod};
 use tortie_store::resources::{Resource, WorkloadEndpointSpec, parse_documents};
 
@@ -112,7 +112,7 @@ fn main() {
     // Scale: 1,000 endpoints × 200 policies.
     let eps = endpoints(1000, &pods);
     let t = Instant::now();
-    let rs = compile("node", &eps, &pols);
+    let rs = compile(&Inputs { node: "node", endpoints: &eps, policies: &pols, ..Inputs::default() });
     let compile_time = t.elapsed();
     let tx = nft::full(&rs);
     let rules: usize = rs.chains.values().map(|c| c.rules.len()).sum();
@@ -123,7 +123,7 @@ fn main() {
     let mut changed = eps.clone();
     changed[500] = endpoint(500, &eps[500].interface, "198.18.17.244".parse().unwrap(), 1);
     let t = Instant::now();
-    let rs2 = compile("node", &changed, &pols);
+    let rs2 = compile(&Inputs { node: "node", endpoints: &changed, policies: &pols, ..Inputs::default() });
     let inc = nft::incremental(&rs, &rs2);
     in_ns(&node, async || apply::apply(&inc).await.unwrap());
     let incremental = t.elapsed();
@@ -156,7 +156,14 @@ fn main() {
             in_ns(&node, apply::remove).unwrap();
         } else {
             in_ns(&node, async || {
-                apply::apply(&nft::full(&compile("node", &endpoints(n, &pods), &pols))).await.unwrap()
+                apply::apply(&nft::full(&compile(&Inputs {
+                    node: "node",
+                    endpoints: &endpoints(n, &pods),
+                    policies: &pols,
+                    ..Inputs::default()
+                })))
+                .await
+                .unwrap()
             });
         }
         let (p, g) = (ping_us(&pods[0], &pods[1]), iperf_gbps(&pods[0], &pods[1]));

@@ -28,7 +28,7 @@ use tortie_store::syncer::Syncer;
 
 use crate::calc::{self, Remote, Snapshot};
 use crate::policy::model::{NAMESPACE_PROFILE_PREFIX, PolicyName};
-use crate::policy::{Endpoint, Policy, Ruleset, apply as policy_apply};
+use crate::policy::{Endpoint, HostRules, Inputs, Policy, Ruleset, apply as policy_apply};
 use crate::reconcile::{self, Desired, DesiredCell, ReconcileStats, ReconcilerConfig};
 use crate::route::LearnedHops;
 
@@ -119,6 +119,8 @@ pub async fn load(kv: &impl Kv, node: &str) -> Result<(Snapshot, i64), FelixErro
             Kind::GlobalNetworkPolicy,
             Kind::HostEndpoint,
             Kind::Profile,
+            Kind::NetworkSet,
+            Kind::GlobalNetworkSet,
         ]
         .into_iter()
         .find(|k| item.key.starts_with(&k.prefix(None)));
@@ -153,6 +155,12 @@ pub async fn load(kv: &impl Kv, node: &str) -> Result<(Snapshot, i64), FelixErro
                 policy.policies.push(Policy::namespaced(&ns, &p.metadata.name, &p.spec));
             }
             Ok(Resource::GlobalNetworkPolicy(p)) => policy.policies.push(Policy::global(&p.metadata.name, &p.spec)),
+            Ok(Resource::NetworkSet(n)) => {
+                policy.network_sets.push((n.metadata.namespace, n.metadata.name, n.metadata.labels, n.spec.nets))
+            }
+            Ok(Resource::GlobalNetworkSet(n)) => {
+                policy.network_sets.push((None, n.metadata.name, n.metadata.labels, n.spec.nets))
+            }
             Ok(_) => {}
             Err(e) => skip(e.to_string()),
         }
@@ -233,7 +241,14 @@ impl State {
         self.policy_errors = errors;
         self.enforced = current;
         let policies: Vec<Policy> = self.enforced.values().cloned().collect();
-        crate::policy::compile(&self.config.node, &self.snapshot.policy.endpoints(), &policies)
+        let records = &self.snapshot.policy;
+        crate::policy::compile(&Inputs {
+            node: &self.config.node,
+            endpoints: &records.endpoints(),
+            network_sets: &records.network_sets(),
+            policies: &policies,
+            host: HostRules::new(&self.snapshot.pools),
+        })
     }
 
     /// Brings the desired state up to date: everything after a full-scale

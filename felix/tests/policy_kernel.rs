@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use tortie_felix::policy::{Endpoint, Policy, Ruleset, apply, compile, nft};
+use tortie_felix::policy::host::NatOutgoing;
+use tortie_felix::policy::{Endpoint, HostRules, Inputs, NetworkSet, Policy, Ruleset, apply, compile, nft};
 use tortie_lab::tcp::{connects, listen};
 use tortie_lab::{Lab, Netns, Pod};
 use tortie_store::resources::{Resource, WorkloadEndpointSpec, parse_documents};
@@ -152,7 +153,12 @@ fn order_deny_allow_and_pass_decide_real_traffic() {
     let _listeners = bed.listen_all(&[8080, 9090]);
     let (a, b, c, d) = (0, 1, 2, 3);
     assert!(bed.tcp(c, b, 9090), "before any policy everything connects");
-    let rs = compile("node", &bed.endpoints(&[]), &policies(ORDERED));
+    let rs = compile(&Inputs {
+        node: "node",
+        endpoints: &bed.endpoints(&[]),
+        policies: &policies(ORDERED),
+        ..Inputs::default()
+    });
     bed.apply(nft::full(&rs));
 
     assert!(bed.tcp(d, b, 8080), "allow-8080 admits d");
@@ -185,7 +191,8 @@ fn a_label_change_moves_only_set_elements_and_the_rule_follows_the_pod() {
     let bed = Bed::new("pol-label", 2);
     let _listeners = bed.listen_all(&[8080]);
     let pols = policies(FRONT_ONLY);
-    let before = compile("node", &bed.endpoints(&[]), &pols);
+    let before =
+        compile(&Inputs { node: "node", endpoints: &bed.endpoints(&[]), policies: &pols, ..Inputs::default() });
     bed.apply(nft::full(&before));
     assert!(!bed.tcp(0, 1, 8080), "a is not tier=front yet");
     let handles = |bed: &Bed| {
@@ -201,7 +208,12 @@ fn a_label_change_moves_only_set_elements_and_the_rule_follows_the_pod() {
     };
     let rules_before = handles(&bed);
 
-    let after = compile("node", &bed.endpoints(&[("a", "tier", "front")]), &pols);
+    let after = compile(&Inputs {
+        node: "node",
+        endpoints: &bed.endpoints(&[("a", "tier", "front")]),
+        policies: &pols,
+        ..Inputs::default()
+    });
     let tx = nft::incremental(&before, &after);
     assert!(nft::elements_only(&tx), "only set elements change: {tx:?}");
     assert_eq!(tx.len(), 1, "one element added: {tx:?}");
@@ -214,13 +226,14 @@ fn a_label_change_moves_only_set_elements_and_the_rule_follows_the_pod() {
 fn default_deny_starts_the_moment_a_policy_selects_a_pod_and_ends_with_it() {
     let bed = Bed::new("pol-default", 2);
     let _listeners = bed.listen_all(&[8080]);
-    let none = compile("node", &bed.endpoints(&[]), &[]);
+    let none = compile(&Inputs { node: "node", endpoints: &bed.endpoints(&[]), policies: &[], ..Inputs::default() });
     bed.apply(nft::full(&none));
     assert!(bed.tcp(0, 1, 8080));
     let selected = policies(
         "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: quiet, namespace: default}\nspec: {selector: role == 'b'}\n",
     );
-    let some = compile("node", &bed.endpoints(&[]), &selected);
+    let some =
+        compile(&Inputs { node: "node", endpoints: &bed.endpoints(&[]), policies: &selected, ..Inputs::default() });
     bed.apply(nft::incremental(&none, &some));
     assert!(!bed.tcp(0, 1, 8080), "selected with no ingress rule: denied");
     assert!(bed.tcp(1, 0, 8080), "the policy has no Egress type: b still connects out");
@@ -246,7 +259,12 @@ spec:
 fn egress_rules_match_nets_not_nets_ports_and_icmp() {
     let bed = Bed::new("pol-egress", 3);
     let _listeners = bed.listen_all(&[8080, 9090]);
-    bed.apply(nft::full(&compile("node", &bed.endpoints(&[]), &policies(EGRESS))));
+    bed.apply(nft::full(&compile(&Inputs {
+        node: "node",
+        endpoints: &bed.endpoints(&[]),
+        policies: &policies(EGRESS),
+        ..Inputs::default()
+    })));
     assert!(bed.tcp(1, 0, 8080), "to a: in nets, not in notNets:\n{}", bed.dump());
     assert!(!bed.tcp(1, 0, 9090), "notPorts");
     assert!(!bed.tcp(1, 2, 8080), "c is in notNets");
@@ -275,7 +293,12 @@ fn failsafe_ports_stay_open_under_a_deny_all_host_policy() {
     let Resource::HostEndpoint(h) = &hep[0] else { panic!() };
     let mut endpoints = bed.endpoints(&[]);
     endpoints.push(Endpoint::host(&h.metadata.name, &h.metadata.labels, &h.spec));
-    bed.apply(nft::full(&compile("node", &endpoints, &policies(HOST_DENY_ALL))));
+    bed.apply(nft::full(&compile(&Inputs {
+        node: "node",
+        endpoints: &endpoints,
+        policies: &policies(HOST_DENY_ALL),
+        ..Inputs::default()
+    })));
     let t = Duration::from_millis(700);
     assert!(connects(&bed.peer, node_addr(22), t).unwrap(), "SSH is failsafe");
     assert!(connects(&bed.peer, node_addr(179), t).unwrap(), "BGP is failsafe");
@@ -290,7 +313,12 @@ fn failsafe_ports_stay_open_under_a_deny_all_host_policy() {
 fn a_table_changed_behind_tortie_is_rebuilt() {
     let bed = Bed::new("pol-repair", 2);
     let _listeners = bed.listen_all(&[8080]);
-    let rs: Ruleset = compile("node", &bed.endpoints(&[]), &policies(FRONT_ONLY));
+    let rs: Ruleset = compile(&Inputs {
+        node: "node",
+        endpoints: &bed.endpoints(&[]),
+        policies: &policies(FRONT_ONLY),
+        ..Inputs::default()
+    });
     let stats = bed.in_node(async || {
         let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(rs));
         let (task, stats) = apply::spawn(rx, Duration::from_millis(200));
@@ -323,4 +351,115 @@ fn a_table_changed_behind_tortie_is_rebuilt() {
     assert!(stats.full.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     assert!(!bed.tcp(0, 1, 8080), "default deny is back");
     drop(bed.lab);
+}
+
+/// The node's routes to the peer network and an "outside" address there
+/// (203.0.113.10, on the peer, which has no route back to the pods).
+fn outside(bed: &Bed) -> SocketAddr {
+    bed.peer.add_addr("eth0", "203.0.113.10/32".parse().unwrap()).unwrap();
+    SocketAddr::from(([203, 0, 113, 10], 8080))
+}
+
+/// The sources `l` has seen once it has accepted `n` connections.
+fn seen(l: &tortie_lab::tcp::Listener, n: usize) -> Vec<std::net::IpAddr> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while l.sources().len() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    l.sources()
+}
+
+fn with_nat(bed: &Bed, masquerade: &[&str], address: Option<&str>) -> Ruleset {
+    let host = HostRules {
+        nat: NatOutgoing {
+            pools: vec!["198.18.0.0/24".parse().unwrap(), "198.19.0.0/24".parse().unwrap()],
+            masquerade: masquerade.iter().map(|n| n.parse().unwrap()).collect(),
+            address: address.map(|a| a.parse().unwrap()),
+        },
+        ..HostRules::default()
+    };
+    compile(&Inputs { node: "node", endpoints: &bed.endpoints(&[]), host, ..Inputs::default() })
+}
+
+#[test]
+fn nat_outgoing_translates_only_pod_traffic_that_leaves_every_pool() {
+    let bed = Bed::new("pol-nat", 2);
+    let to = outside(&bed);
+    let far = listen(&bed.peer, to).unwrap();
+    let near = listen(&bed.pods[1].netns, SocketAddr::from((bed.pods[1].addr, 8080))).unwrap();
+    let t = Duration::from_millis(700);
+    bed.apply(nft::full(&with_nat(&bed, &[], None)));
+    assert!(!connects(&bed.pods[0].netns, to, t).unwrap(), "no natOutgoing: the outside cannot answer a pod");
+
+    let on = with_nat(&bed, &["198.18.0.0/24"], None);
+    bed.apply(nft::full(&on));
+    assert!(connects(&bed.pods[0].netns, to, t).unwrap(), "natOutgoing on:\n{}", bed.dump());
+    assert_eq!(seen(&far, 1), ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()], "masqueraded to the node's address");
+    assert!(bed.tcp(0, 1, 8080));
+    assert_eq!(seen(&near, 1), [std::net::IpAddr::from(bed.pods[0].addr)], "pod to pod is never translated");
+
+    // natOutgoingAddress: that source instead of the interface's.
+    bed.node.add_addr("eth0", "192.0.2.9/24".parse().unwrap()).unwrap();
+    let fixed = with_nat(&bed, &["198.18.0.0/24"], Some("192.0.2.9"));
+    bed.apply(nft::incremental(&on, &fixed));
+    assert!(connects(&bed.pods[0].netns, to, t).unwrap());
+    assert_eq!(seen(&far, 2).last(), Some(&"192.0.2.9".parse().unwrap()), "natOutgoingAddress is the source");
+
+    // Turned off live: the next connection is not translated.
+    let off = with_nat(&bed, &[], None);
+    bed.apply(nft::incremental(&fixed, &off));
+    assert!(!connects(&bed.pods[0].netns, to, t).unwrap(), "natOutgoing off again:\n{}", bed.dump());
+}
+
+const DENY_BAD_ACTORS: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-bad-actors}
+spec:
+  order: 10
+  selector: all()
+  ingress:
+  - {action: Deny, source: {selector: role == 'bad-actors'}}
+  - {action: Allow}
+"#;
+
+#[test]
+fn a_global_network_set_denies_its_nets_and_changes_as_set_elements_only() {
+    let bed = Bed::new("pol-netset", 1);
+    bed.peer.add_route("198.18.0.0/24 via 192.0.2.1").unwrap();
+    let _l = bed.listen_all(&[8080]);
+    let pod = SocketAddr::from((bed.pods[0].addr, 8080));
+    let t = Duration::from_millis(700);
+    let pols = policies(DENY_BAD_ACTORS);
+    let labels = BTreeMap::from([("role".to_string(), "bad-actors".to_string())]);
+    let eps = bed.endpoints(&[]);
+    let table = |nets: &[&str]| {
+        let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
+        let set = NetworkSet::new(None, "bad", &labels, &nets, &BTreeMap::new());
+        compile(&Inputs { node: "node", endpoints: &eps, network_sets: &[set], policies: &pols, ..Inputs::default() })
+    };
+    let elsewhere = table(&["203.0.113.0/24"]);
+    bed.apply(nft::full(&elsewhere));
+    assert!(connects(&bed.peer, pod, t).unwrap(), "the peer is not a bad actor yet:\n{}", bed.dump());
+
+    let handles = || {
+        let listing =
+            bed.node.exec("nft", &["-a", "list", "chain", "inet", "tortie", "pol-in-deny-bad-actors"]).unwrap();
+        listing.lines().filter_map(|l| l.split_once("# handle ").map(|(_, h)| h.to_string())).collect::<Vec<_>>()
+    };
+    let before = handles();
+    let listed = table(&["203.0.113.0/24", "192.0.2.0/28"]);
+    let tx = nft::incremental(&elsewhere, &listed);
+    assert!(nft::elements_only(&tx), "a net added is a set-element update: {tx:?}");
+    bed.apply(tx);
+    assert!(!connects(&bed.peer, pod, t).unwrap(), "192.0.2.2 is in the set now:\n{}", bed.dump());
+
+    // A wider net replaces the narrower one it covers, in one transaction.
+    let wider = table(&["192.0.2.0/24", "192.0.2.0/28", "203.0.113.0/24"]);
+    assert_eq!(wider.sets.values().find(|s| s.elements.contains("192.0.2.0/24")).unwrap().elements.len(), 2);
+    bed.apply(nft::incremental(&listed, &wider));
+    assert!(!connects(&bed.peer, pod, t).unwrap());
+    bed.apply(nft::incremental(&wider, &elsewhere));
+    assert!(connects(&bed.peer, pod, t).unwrap(), "removed from the set: allowed again");
+    assert_eq!(handles(), before, "no rule was rewritten");
 }

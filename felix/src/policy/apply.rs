@@ -92,7 +92,7 @@ fn matches(listing: &Value, rs: &Ruleset) -> bool {
             chains.entry(chain).or_default().push(r.get("comment").and_then(Value::as_str));
         } else if let Some(set) = o.get("set") {
             let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
-            let listed: BTreeSet<String> = elements(set).filter_map(|e| e.as_str().map(str::to_string)).collect();
+            let listed: BTreeSet<String> = elements(set).filter_map(element_text).collect();
             if rs.sets.get(name).is_none_or(|want| want.elements != listed) {
                 return false;
             }
@@ -117,6 +117,16 @@ fn matches(listing: &Value, rs: &Ruleset) -> bool {
         })
     });
     same_rules && chains.len() == rs.chains.len() && sets == rs.sets.len() && maps == rs.maps.len()
+}
+
+/// A listed set element as the compiler writes it: an address or name,
+/// or `addr/len` for a network (nft lists those as prefix objects).
+fn element_text(e: &Value) -> Option<String> {
+    if let Some(s) = e.as_str() {
+        return Some(s.to_string());
+    }
+    let prefix = e.get("prefix")?;
+    Some(format!("{}/{}", prefix.get("addr")?.as_str()?, prefix.get("len")?.as_u64()?))
 }
 
 /// The `elem` list of a listed set or map (absent when empty).

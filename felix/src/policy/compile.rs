@@ -26,7 +26,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tortie_store::resources::Action;
 
-use super::model::{Direction, Endpoint, EndpointKind, EndpointSet, Entity, Policy, PolicyRule};
+use super::host::{EndpointToHost, Failsafe, HostRules, NatOutgoing};
+use super::model::{Direction, Endpoint, EndpointKind, EndpointSet, Entity, NetworkSet, Policy, PolicyRule};
 use super::ruleset::{
     AddrMatch, Applied, Chain, Cond, EndpointPolicies, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset, SetKind, Side,
     Verdict,
@@ -35,12 +36,6 @@ use super::ruleset::{
 /// The mark bit a Pass rule sets for its endpoint chain to see (Calico
 /// reserves the upper 16 mark bits for policy the same way).
 pub const PASS_MARK: u32 = 0x0001_0000;
-/// Failsafe: TCP ports the host always accepts (SSH, BGP, etcd, kube-apiserver).
-pub const FAILSAFE_IN_TCP: &[u16] = &[22, 179, 2379, 2380, 6443];
-/// Failsafe: UDP ports the host may always send to (DNS, DHCP).
-pub const FAILSAFE_OUT_UDP: &[u16] = &[53, 67];
-/// Failsafe: TCP ports the host may always connect to (BGP, etcd, kube-apiserver).
-pub const FAILSAFE_OUT_TCP: &[u16] = &[179, 2379, 2380, 6443];
 
 /// Map: pod interface → the pod's egress chain.
 pub const MAP_WORKLOAD_FROM: &str = "workload-from";
@@ -56,10 +51,26 @@ pub const SET_WORKLOAD_IFACES: &str = "workload-ifaces";
 const ESTABLISHED: &[&str] = &["established", "related"];
 const INVALID: &[&str] = &["invalid"];
 
-/// Compiles what applies on `node`. Policies apply in `order` (absent:
-/// last), then by name, as Calico orders them.
-pub fn compile(node: &str, endpoints: &[Endpoint], policies: &[Policy]) -> Ruleset {
-    let mut ordered: Vec<&Policy> = policies.iter().collect();
+/// Everything the table is compiled from.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs<'a> {
+    /// This node.
+    pub node: &'a str,
+    /// Every endpoint of the cluster (only this node's get chains).
+    pub endpoints: &'a [Endpoint],
+    /// Every network set.
+    pub network_sets: &'a [NetworkSet],
+    /// The policies.
+    pub policies: &'a [Policy],
+    /// The node-wide rules.
+    pub host: HostRules,
+}
+
+/// Compiles what applies on `input.node`. Policies apply in `order`
+/// (absent: last), then by name, as Calico orders them.
+pub fn compile(input: &Inputs<'_>) -> Ruleset {
+    let (node, endpoints) = (input.node, input.endpoints);
+    let mut ordered: Vec<&Policy> = input.policies.iter().collect();
     ordered.sort_by(|a, b| {
         let key = |p: &Policy| p.order.unwrap_or(f64::INFINITY);
         key(a).total_cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
@@ -111,8 +122,9 @@ pub fn compile(node: &str, endpoints: &[Endpoint], policies: &[Policy]) -> Rules
         c.rs.endpoints.push(shown);
     }
     c.rs.sets.insert(SET_WORKLOAD_IFACES.into(), ifaces);
-    c.fill_sets(endpoints);
-    c.base_chains(&wildcard);
+    c.fill_sets(endpoints, input.network_sets);
+    c.base_chains(&wildcard, &input.host);
+    c.nat_outgoing(&input.host.nat);
     c.rs
 }
 
@@ -242,15 +254,16 @@ impl Compiler {
         name
     }
 
-    fn fill_sets(&mut self, endpoints: &[Endpoint]) {
+    /// Each rule selector's set: the addresses of the endpoints and the
+    /// networks of the network sets it matches, covered ones left out.
+    fn fill_sets(&mut self, endpoints: &[Endpoint], network_sets: &[NetworkSet]) {
         for (name, (set, family)) in &self.sets {
-            let elements = endpoints
-                .iter()
-                .filter(|ep| set.contains(ep))
-                .flat_map(|ep| ep.addrs.iter())
-                .filter(|a| addr_family(a) == *family)
-                .map(IpAddr::to_string)
-                .collect();
+            let addrs =
+                endpoints.iter().filter(|ep| set.contains(ep)).flat_map(|ep| ep.addrs.iter().map(|a| IpNet::from(*a)));
+            let nets =
+                network_sets.iter().filter(|ns| set.contains_networks(ns)).flat_map(|ns| ns.nets.iter().copied());
+            let members: Vec<IpNet> = addrs.chain(nets).filter(|n| net_family(n) == *family).collect();
+            let elements = disjoint(members).iter().map(element).collect();
             let kind = if *family == Family::V4 { SetKind::Ipv4 } else { SetKind::Ipv6 };
             let mut comment = set.to_string();
             truncate(&mut comment, 120);
@@ -258,19 +271,16 @@ impl Compiler {
         }
     }
 
-    fn base_chains(&mut self, wildcard: &[(Direction, String)]) {
+    fn base_chains(&mut self, wildcard: &[(Direction, String)], host: &HostRules) {
         let rule = |conds: Vec<Cond>, verdict: Verdict| NftRule { conds, verdict: Some(verdict), ..NftRule::default() };
         let established = || rule(vec![Cond::CtState(ESTABLISHED)], Verdict::Accept);
         let vmap = |side: Side, map: &str| rule(vec![], Verdict::Vmap { side, map: map.into() });
         let iface = |side: Side, name: &str| Cond::Ifname { side, name: name.into() };
         let pods = |side: Side| Cond::IfnameInSet { side, set: SET_WORKLOAD_IFACES.into() };
-        let failsafe = |proto: u8, ports: &'static [u16], comment: &str| NftRule {
-            conds: vec![Cond::DportIn { proto, ports }],
-            counter: true,
-            verdict: Some(Verdict::Accept),
-            comment: Some(comment.into()),
-            ..NftRule::default()
-        };
+        // Pod → host: accepted here (host endpoint policy never sees it)
+        // unless host endpoint policy is to decide; dropped in a later chain.
+        let to_host =
+            (host.endpoint_to_host != EndpointToHost::Return).then(|| rule(vec![pods(Side::Source)], Verdict::Accept));
         let jumps = |dir: Direction| {
             wildcard.iter().filter(move |(d, _)| *d == dir).map(|(_, chain)| rule(vec![], Verdict::Jump(chain.clone())))
         };
@@ -290,17 +300,14 @@ impl Compiler {
                 "input",
                 Hook::Input,
                 0,
-                [
-                    established(),
-                    vmap(Side::Source, MAP_WORKLOAD_FROM),
-                    rule(vec![pods(Side::Source)], Verdict::Accept),
-                    rule(vec![iface(Side::Source, "lo")], Verdict::Accept),
-                    failsafe(6, FAILSAFE_IN_TCP, "failsafe in tcp"),
-                    vmap(Side::Source, MAP_HOST_IN),
-                ]
-                .into_iter()
-                .chain(jumps(Direction::Ingress))
-                .collect(),
+                [established(), vmap(Side::Source, MAP_WORKLOAD_FROM)]
+                    .into_iter()
+                    .chain(to_host)
+                    .chain([rule(vec![iface(Side::Source, "lo")], Verdict::Accept)])
+                    .chain(failsafe(&host.failsafe_in, Side::Source, "failsafe in"))
+                    .chain([vmap(Side::Source, MAP_HOST_IN)])
+                    .chain(jumps(Direction::Ingress))
+                    .collect(),
             ),
             (
                 "output",
@@ -311,11 +318,10 @@ impl Compiler {
                     vmap(Side::Destination, MAP_WORKLOAD_TO),
                     rule(vec![pods(Side::Destination)], Verdict::Accept),
                     rule(vec![iface(Side::Destination, "lo")], Verdict::Accept),
-                    failsafe(17, FAILSAFE_OUT_UDP, "failsafe out udp"),
-                    failsafe(6, FAILSAFE_OUT_TCP, "failsafe out tcp"),
-                    vmap(Side::Destination, MAP_HOST_OUT),
                 ]
                 .into_iter()
+                .chain(failsafe(&host.failsafe_out, Side::Destination, "failsafe out"))
+                .chain([vmap(Side::Destination, MAP_HOST_OUT)])
                 .chain(jumps(Direction::Egress))
                 .collect(),
             ),
@@ -323,7 +329,99 @@ impl Compiler {
         for (name, hook, prio, rules) in chains {
             self.rs.chains.insert(name.into(), Chain { hook: Some((hook, prio)), rules });
         }
+        if host.endpoint_to_host == EndpointToHost::Drop {
+            // After the pod's egress policy (an `accept` there ends only
+            // that chain), as Calico drops it after the policy allowed it.
+            let drop = NftRule {
+                conds: vec![pods(Side::Source)],
+                counter: true,
+                verdict: Some(Verdict::Drop),
+                comment: Some("defaultEndpointToHostAction Drop".into()),
+                ..NftRule::default()
+            };
+            let rules = vec![established(), drop];
+            self.rs.chains.insert("input-from-workload".into(), Chain { hook: Some((Hook::Input, 1)), rules });
+        }
     }
+
+    /// Calico's natOutgoing: traffic from a pool with it on to anywhere
+    /// outside every pool leaves with the node's address.
+    fn nat_outgoing(&mut self, nat: &NatOutgoing) {
+        let mut rules = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let of = |nets: &[IpNet]| nets.iter().copied().filter(|n| net_family(n) == family).collect::<Vec<_>>();
+            let from = of(&nat.masquerade);
+            if from.is_empty() {
+                continue;
+            }
+            let mut conds =
+                vec![Cond::Addr { family, side: Side::Source, target: AddrMatch::Nets(from), negate: false }];
+            let pools = of(&nat.pools);
+            if !pools.is_empty() {
+                conds.push(Cond::Addr {
+                    family,
+                    side: Side::Destination,
+                    target: AddrMatch::Nets(pools),
+                    negate: true,
+                });
+            }
+            let verdict = match nat.address {
+                Some(a) if addr_family(&a) == family => Verdict::Snat(a),
+                _ => Verdict::Masquerade,
+            };
+            let comment = Some(format!("natOutgoing {}", if family == Family::V4 { "IPv4" } else { "IPv6" }));
+            rules.push(NftRule { conds, counter: true, verdict: Some(verdict), comment, ..NftRule::default() });
+        }
+        if !rules.is_empty() {
+            self.rs.chains.insert("nat-outgoing".into(), Chain { hook: Some((Hook::Postrouting, 100)), rules });
+        }
+    }
+}
+
+/// Failsafe rules: one per protocol and remote network, its ports in a set.
+fn failsafe(ports: &[Failsafe], side: Side, what: &str) -> Vec<NftRule> {
+    let mut groups: BTreeMap<(u8, Option<IpNet>), Vec<u16>> = BTreeMap::new();
+    for f in ports {
+        groups.entry((f.protocol, f.net)).or_default().push(f.port);
+    }
+    groups
+        .into_iter()
+        .map(|((proto, net), ports)| {
+            // `side` is the remote end: the source of what comes in, the destination of what goes out.
+            let mut conds: Vec<Cond> = net
+                .map(|n| Cond::Addr { family: net_family(&n), side, target: AddrMatch::Nets(vec![n]), negate: false })
+                .into_iter()
+                .collect();
+            conds.push(Cond::DportIn { proto, ports });
+            let name = if proto == 6 { "tcp" } else { "udp" };
+            let to = net.map(|n| format!(" {n}")).unwrap_or_default();
+            NftRule {
+                conds,
+                counter: true,
+                verdict: Some(Verdict::Accept),
+                comment: Some(format!("{what} {name}{to}")),
+                ..NftRule::default()
+            }
+        })
+        .collect()
+}
+
+/// Networks with every one that another covers left out (nft refuses
+/// overlapping intervals in a set).
+fn disjoint(mut nets: Vec<IpNet>) -> Vec<IpNet> {
+    nets.sort_by_key(|n| (n.network(), n.prefix_len()));
+    let mut out: Vec<IpNet> = Vec::with_capacity(nets.len());
+    for n in nets {
+        if !out.last().is_some_and(|last| last.contains(&n)) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// A set element as nft lists it: an address, or `addr/len` for a network.
+fn element(n: &IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() }
 }
 
 /// The address families a rule needs a variant for; `None`: one rule that
@@ -473,7 +571,12 @@ mod tests {
         for x in &mut policies {
             x.ingress = Some(vec![]);
         }
-        let rs = compile("n1", &[pod("default", "web", "n1", "198.18.0.1", &[], &[])], &policies);
+        let rs = compile(&Inputs {
+            node: "n1",
+            endpoints: &[pod("default", "web", "n1", "198.18.0.1", &[], &[])],
+            policies: &policies,
+            ..Inputs::default()
+        });
         assert_eq!(
             jumps(&rs, "wl-in-caliweb"),
             ["pol-in-default/c", "pol-in-default/a", "pol-in-default/b", "pol-in-default/z"]
@@ -492,7 +595,7 @@ mod tests {
             pod("default", "b", "n2", "198.18.0.65", &[("role", "x")], &[]),
             pod("other", "c", "n2", "198.18.0.66", &[("role", "x")], &[]),
         ];
-        let rs = compile("n1", &eps, &policies);
+        let rs = compile(&Inputs { node: "n1", endpoints: &eps, policies: &policies, ..Inputs::default() });
         assert!(rs.chains.contains_key("wl-in-calia") && !rs.chains.contains_key("wl-in-calib"));
         let v4: Vec<_> = rs.sets.values().filter(|s| s.kind == SetKind::Ipv4).collect();
         assert_eq!(v4.len(), 1);
@@ -514,7 +617,7 @@ mod tests {
             pod("red-ns", "b", "n1", "198.18.0.2", &[], &[("team", "red")]),
             pod("ops", "c", "n2", "198.18.0.65", &[], &[]),
         ];
-        let rs = compile("n1", &eps, &policies);
+        let rs = compile(&Inputs { node: "n1", endpoints: &eps, policies: &policies, ..Inputs::default() });
         assert!(rs.maps[MAP_WORKLOAD_TO].contains_key("calia") && !rs.maps[MAP_WORKLOAD_TO].contains_key("calib"));
         let members: Vec<_> =
             rs.sets.values().filter(|s| s.kind == SetKind::Ipv4).flat_map(|s| s.elements.iter()).collect();
@@ -553,6 +656,106 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(policy_chain_name(Direction::Egress, &"ns/p"), "pol-out-ns/p", "short names stay readable");
         assert_eq!(comment("x".repeat(300)).len(), COMMENT_MAX);
+    }
+
+    #[test]
+    fn rule_selectors_match_network_sets_in_their_scope_and_covered_nets_are_left_out() {
+        let policies = parse(
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: web}\nspec:\n  ingress: [{action: Deny, source: {selector: role == 'bad'}}]\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec:\n  ingress: [{action: Deny, source: {selector: role == 'worse'}}]\n",
+        );
+        let labels = |v: &str| BTreeMap::from([("role".to_string(), v.to_string())]);
+        let nets = |n: &[&str]| n.iter().map(|x| x.parse().unwrap()).collect::<Vec<IpNet>>();
+        let none = BTreeMap::new();
+        let sets = [
+            NetworkSet::new(Some("web"), "a", &labels("bad"), &nets(&["203.0.113.0/24", "203.0.113.7/32"]), &none),
+            NetworkSet::new(Some("db"), "b", &labels("bad"), &nets(&["198.51.100.0/24"]), &none),
+            NetworkSet::new(None, "c", &labels("bad"), &nets(&["192.0.2.0/24"]), &none),
+            NetworkSet::new(None, "d", &labels("worse"), &nets(&["192.0.2.128/25", "198.51.100.1/32"]), &none),
+            NetworkSet::new(Some("db"), "e", &labels("worse"), &nets(&["2001:db8::/48"]), &none),
+        ];
+        let eps = [
+            pod("web", "x", "n1", "198.18.0.1", &[], &[]),
+            pod("web", "y", "n1", "198.18.0.2", &[("role", "worse")], &[]),
+        ];
+        let rs = compile(&Inputs {
+            node: "n1",
+            endpoints: &eps,
+            network_sets: &sets,
+            policies: &policies,
+            ..Inputs::default()
+        });
+        let set_of = |sel: &str, fam: SetKind| {
+            let set = rs.sets.values().find(|s| s.kind == fam && s.comment.ends_with(sel)).unwrap();
+            set.elements.iter().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(
+            set_of("role == 'bad'", SetKind::Ipv4),
+            ["203.0.113.0/24"],
+            "its namespace's sets only; /32 covered"
+        );
+        assert_eq!(
+            set_of("role == 'worse'", SetKind::Ipv4),
+            ["192.0.2.128/25", "198.18.0.2", "198.51.100.1"],
+            "a global policy: global sets, every namespace's sets and endpoints"
+        );
+        assert_eq!(set_of("role == 'worse'", SetKind::Ipv6), ["2001:db8::/48"]);
+    }
+
+    #[test]
+    fn disjoint_keeps_only_networks_nothing_else_covers() {
+        let nets = |n: &[&str]| n.iter().map(|x| x.parse().unwrap()).collect::<Vec<IpNet>>();
+        let got =
+            disjoint(nets(&["10.1.2.0/24", "10.0.0.0/8", "10.1.0.0/16", "11.0.0.1/32", "11.0.0.0/31", "10.0.0.0/8"]));
+        assert_eq!(got, nets(&["10.0.0.0/8", "11.0.0.0/31"]));
+    }
+
+    #[test]
+    fn nat_outgoing_leaves_pool_to_pool_traffic_alone_and_uses_the_configured_address() {
+        let host = |address: Option<&str>| HostRules {
+            nat: NatOutgoing {
+                pools: vec!["198.18.0.0/16".parse().unwrap(), "2001:db8:100::/48".parse().unwrap()],
+                masquerade: vec!["198.18.0.0/16".parse().unwrap()],
+                address: address.map(|a| a.parse().unwrap()),
+            },
+            ..HostRules::default()
+        };
+        let rs = compile(&Inputs { node: "n1", host: host(None), ..Inputs::default() });
+        let chain = &rs.chains["nat-outgoing"];
+        assert_eq!(chain.hook, Some((Hook::Postrouting, 100)));
+        assert_eq!(chain.rules.len(), 1, "no IPv6 pool has natOutgoing");
+        let r = &chain.rules[0];
+        assert_eq!(r.verdict, Some(Verdict::Masquerade));
+        assert!(r.conds.contains(&Cond::Addr {
+            family: Family::V4,
+            side: Side::Destination,
+            target: AddrMatch::Nets(vec!["198.18.0.0/16".parse().unwrap()]),
+            negate: true
+        }));
+        let fixed = compile(&Inputs { node: "n1", host: host(Some("192.0.2.9")), ..Inputs::default() });
+        assert_eq!(fixed.chains["nat-outgoing"].rules[0].verdict, Some(Verdict::Snat("192.0.2.9".parse().unwrap())));
+        assert!(!compile(&Inputs::default()).chains.contains_key("nat-outgoing"), "no pool with natOutgoing: no chain");
+    }
+
+    #[test]
+    fn endpoint_to_host_action_decides_where_pod_to_host_traffic_goes() {
+        let with = |action| {
+            let host = HostRules { endpoint_to_host: action, ..HostRules::default() };
+            compile(&Inputs { node: "n1", host, ..Inputs::default() })
+        };
+        let accepts_pods = |rs: &Ruleset| {
+            rs.chains["input"]
+                .rules
+                .iter()
+                .any(|r| r.verdict == Some(Verdict::Accept) && matches!(r.conds.as_slice(), [Cond::IfnameInSet { .. }]))
+        };
+        let accept = with(EndpointToHost::Accept);
+        assert!(accepts_pods(&accept) && !accept.chains.contains_key("input-from-workload"));
+        let ret = with(EndpointToHost::Return);
+        assert!(!accepts_pods(&ret), "Return: host endpoint policy decides");
+        let drop = with(EndpointToHost::Drop);
+        let later = &drop.chains["input-from-workload"];
+        assert_eq!(later.hook, Some((Hook::Input, 1)), "after the pod's egress policy");
+        assert_eq!(later.rules.last().unwrap().verdict, Some(Verdict::Drop));
     }
 
     /// A GlobalNetworkPolicy spec from YAML flow text, with Calico's defaults.

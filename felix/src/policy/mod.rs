@@ -10,11 +10,13 @@
 
 pub mod apply;
 pub mod compile;
+pub mod host;
 pub mod model;
 pub mod nft;
 pub mod ruleset;
 pub mod show;
 
-pub use compile::compile;
-pub use model::{Endpoint, Policy, PolicyError};
+pub use compile::{Inputs, compile};
+pub use host::HostRules;
+pub use model::{Endpoint, NetworkSet, Policy, PolicyError};
 pub use ruleset::Ruleset;

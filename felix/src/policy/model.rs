@@ -113,6 +113,48 @@ impl Endpoint {
     }
 }
 
+/// A NetworkSet or GlobalNetworkSet: networks rule selectors match
+/// alongside endpoints (policies never apply to it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkSet {
+    /// `namespace/name`, or the name of a global one.
+    pub name: String,
+    /// A NetworkSet's namespace (`None`: a GlobalNetworkSet).
+    pub namespace: Option<String>,
+    /// Labels, with the namespace label for a namespaced one.
+    pub labels: Labels,
+    /// The labels of its namespace.
+    pub namespace_labels: Labels,
+    /// The networks.
+    pub nets: Vec<IpNet>,
+}
+
+impl NetworkSet {
+    /// A network set from its resource (`namespace`: `None` for a global one).
+    pub fn new(
+        namespace: Option<&str>,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        nets: &[IpNet],
+        namespace_labels: &Labels,
+    ) -> NetworkSet {
+        let mut all = labels.clone();
+        let mut ns_labels = Labels::new();
+        if let Some(ns) = namespace {
+            all.insert(LABEL_NAMESPACE.into(), ns.into());
+            ns_labels = namespace_labels.clone();
+            ns_labels.insert(LABEL_NAME.into(), ns.into());
+        }
+        NetworkSet {
+            name: namespace.map_or_else(|| name.to_string(), |ns| format!("{ns}/{name}")),
+            namespace: namespace.map(str::to_string),
+            labels: all,
+            namespace_labels: ns_labels,
+            nets: nets.iter().map(IpNet::trunc).collect(),
+        }
+    }
+}
+
 /// Traffic direction as the endpoint sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Direction {
@@ -155,12 +197,24 @@ pub struct EndpointSet {
 impl EndpointSet {
     /// Whether `ep` is in the set.
     pub fn contains(&self, ep: &Endpoint) -> bool {
-        let in_scope = match &self.scope {
-            Scope::Namespace(ns) => ep.kind == EndpointKind::Workload && ep.namespace.as_deref() == Some(ns),
-            Scope::Namespaces(sel) => ep.kind == EndpointKind::Workload && sel.matches(&ep.namespace_labels),
+        let namespace = ep.namespace.as_deref().filter(|_| ep.kind == EndpointKind::Workload);
+        self.in_scope(namespace, &ep.namespace_labels) && self.selector.matches(&ep.labels)
+    }
+
+    /// Whether the networks of `set` are in the set (Calico: a rule's
+    /// selector matches network sets of the namespaces it may name; a
+    /// GlobalNetworkPolicy's, every network set).
+    pub fn contains_networks(&self, set: &NetworkSet) -> bool {
+        self.in_scope(set.namespace.as_deref(), &set.namespace_labels) && self.selector.matches(&set.labels)
+    }
+
+    /// Whether something in `namespace` (`None`: not namespaced) is in scope.
+    fn in_scope(&self, namespace: Option<&str>, namespace_labels: &Labels) -> bool {
+        match &self.scope {
+            Scope::Namespace(ns) => namespace == Some(ns),
+            Scope::Namespaces(sel) => namespace.is_some() && sel.matches(namespace_labels),
             Scope::Global => true,
-        };
-        in_scope && self.selector.matches(&ep.labels)
+        }
     }
 }
 
@@ -456,6 +510,8 @@ pub struct Records {
     pub namespaces: BTreeMap<String, Labels>,
     /// Policies, each parsed or the reason it cannot be enforced.
     pub policies: Vec<Result<Policy, PolicyError>>,
+    /// Network sets: namespace (`None`: global), name, labels, nets.
+    pub network_sets: Vec<(Option<String>, String, Labels, Vec<IpNet>)>,
 }
 
 /// The profile name prefix Calico uses for a namespace's labels.
@@ -469,5 +525,17 @@ impl Records {
             Endpoint::workload(ns, name, labels, spec, self.namespaces.get(ns).unwrap_or(&none))
         });
         workloads.chain(self.hosts.iter().cloned()).collect()
+    }
+
+    /// Every network set, namespaced ones with their namespace's labels.
+    pub fn network_sets(&self) -> Vec<NetworkSet> {
+        let none = Labels::new();
+        self.network_sets
+            .iter()
+            .map(|(ns, name, labels, nets)| {
+                let ns_labels = ns.as_ref().and_then(|n| self.namespaces.get(n)).unwrap_or(&none);
+                NetworkSet::new(ns.as_deref(), name, labels, nets, ns_labels)
+            })
+            .collect()
     }
 }

@@ -61,9 +61,11 @@ pub fn incremental(old: &Ruleset, new: &Ruleset) -> Transaction {
                 tx.push(cmd(NfCmd::Add(named_set(name, set))));
                 tx.extend(set_elements(name, set.elements.iter(), true));
             }
+            // Removals first: an interval set refuses a network that
+            // overlaps one still in it, even if it leaves in this transaction.
             Some(before) => {
-                tx.extend(set_elements(name, set.elements.difference(&before.elements), true));
                 tx.extend(set_elements(name, before.elements.difference(&set.elements), false));
+                tx.extend(set_elements(name, set.elements.difference(&before.elements), true));
             }
         }
     }
@@ -139,11 +141,14 @@ fn named_set<'a>(name: &'a str, set: &'a NamedSet) -> NfListObject<'a> {
         SetKind::Ipv6 => schema::SetType::Ipv6Addr,
         SetKind::Ifname => schema::SetType::Ifname,
     };
+    // Address sets hold networks (network sets) as well as addresses.
+    let flags = (set.kind != SetKind::Ifname).then(|| std::collections::HashSet::from([schema::SetFlag::Interval]));
     NfListObject::Set(Box::new(schema::Set {
         family: NfFamily::INet,
         table: Cow::Borrowed(TABLE),
         name: Cow::Borrowed(name),
         set_type: SetTypeValue::Single(ty),
+        flags,
         comment: Some(Cow::Borrowed(&set.comment)),
         ..Default::default()
     }))
@@ -159,7 +164,7 @@ fn set_elements<'a>(name: &str, elements: impl Iterator<Item = &'a String>, add:
     elements
         .chunks(4096)
         .map(|chunk| {
-            let elem = chunk.iter().map(|e| str_expr(e)).collect();
+            let elem = chunk.iter().map(|e| element(e)).collect();
             let obj = NfListObject::Element(schema::Element {
                 family: NfFamily::INet,
                 table: Cow::Borrowed(TABLE),
@@ -169,6 +174,14 @@ fn set_elements<'a>(name: &str, elements: impl Iterator<Item = &'a String>, add:
             cmd(if add { NfCmd::Add(obj) } else { NfCmd::Delete(obj) })
         })
         .collect()
+}
+
+/// A set element: an address or interface name, or a network `addr/len`.
+fn element(e: &str) -> Expression<'static> {
+    match e.parse::<IpNet>() {
+        Ok(n) => net(&n),
+        Err(_) => str_expr(e),
+    }
 }
 
 fn map_elements<'a>(name: &str, entries: impl Iterator<Item = (&'a String, &'a String)>, add: bool) -> Vec<Value> {
@@ -187,6 +200,7 @@ fn chain_object<'a>(name: &'a str, chain: &Chain) -> schema::Chain<'a> {
                 Hook::Forward => NfHook::Forward,
                 Hook::Input => NfHook::Input,
                 Hook::Output => NfHook::Output,
+                Hook::Postrouting => NfHook::Postrouting,
             }),
             Some(p),
         ),
@@ -196,7 +210,7 @@ fn chain_object<'a>(name: &'a str, chain: &Chain) -> schema::Chain<'a> {
         family: NfFamily::INet,
         table: Cow::Borrowed(TABLE),
         name: Cow::Borrowed(name),
-        _type: hook.map(|_| NfChainType::Filter),
+        _type: hook.map(|h| if h == NfHook::Postrouting { NfChainType::NAT } else { NfChainType::Filter }),
         hook,
         prio,
         policy: hook.map(|_| NfChainPolicy::Accept),
@@ -232,6 +246,13 @@ fn add_rule(chain: &str, r: &NftRule) -> Value {
                 key: meta(ifname(*side)),
                 data: Expression::String(Cow::Owned(format!("@{map}"))),
             }),
+            Verdict::Masquerade => Statement::Masquerade(None),
+            Verdict::Snat(addr) => Statement::SNAT(Some(stmt::NAT {
+                addr: Some(str_expr(&addr.to_string())),
+                family: Some(if addr.is_ipv4() { stmt::NATFamily::IP } else { stmt::NATFamily::IP6 }),
+                port: None,
+                flags: None,
+            })),
         });
     }
     cmd(NfCmd::Add(NfListObject::Rule(schema::Rule {

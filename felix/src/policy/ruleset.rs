@@ -29,7 +29,8 @@ pub enum SetKind {
     Ifname,
 }
 
-/// A named set; elements as nft writes them.
+/// A named set; elements as nft writes them (`198.18.0.1`, and for address
+/// sets, which hold intervals, `198.51.100.0/28`; never two that overlap).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedSet {
     /// Element type.
@@ -124,7 +125,7 @@ pub enum Cond {
         /// 6 or 17.
         proto: u8,
         /// Ports.
-        ports: &'static [u16],
+        ports: Vec<u16>,
     },
 }
 
@@ -155,6 +156,10 @@ pub enum Verdict {
         /// The map.
         map: String,
     },
+    /// `masquerade`: source NAT to the outgoing interface's address.
+    Masquerade,
+    /// `snat ip[6] to ADDR`.
+    Snat(std::net::IpAddr),
 }
 
 /// One nftables rule.
@@ -183,6 +188,8 @@ pub enum Hook {
     Input,
     /// `output`.
     Output,
+    /// `postrouting`, in a `nat` chain (source NAT).
+    Postrouting,
 }
 
 /// A chain.

@@ -28,6 +28,10 @@ pub enum Kind {
     HostEndpoint,
     /// Profile
     Profile,
+    /// NetworkSet
+    NetworkSet,
+    /// GlobalNetworkSet
+    GlobalNetworkSet,
 }
 
 /// What the CLI and the datastore need to know about a kind.
@@ -43,7 +47,7 @@ pub struct KindInfo {
     pub namespaced: bool,
 }
 
-const KINDS: [(Kind, KindInfo); 11] = [
+const KINDS: [(Kind, KindInfo); 13] = [
     (
         Kind::BgpConfiguration,
         KindInfo { name: "BGPConfiguration", plural: "bgpconfigurations", short: &["bgpconfig"], namespaced: false },
@@ -73,6 +77,11 @@ const KINDS: [(Kind, KindInfo); 11] = [
         KindInfo { name: "HostEndpoint", plural: "hostendpoints", short: &["hep"], namespaced: false },
     ),
     (Kind::Profile, KindInfo { name: "Profile", plural: "profiles", short: &["pro"], namespaced: false }),
+    (Kind::NetworkSet, KindInfo { name: "NetworkSet", plural: "networksets", short: &["netsets"], namespaced: true }),
+    (
+        Kind::GlobalNetworkSet,
+        KindInfo { name: "GlobalNetworkSet", plural: "globalnetworksets", short: &[], namespaced: false },
+    ),
 ];
 
 impl Kind {

@@ -7,6 +7,7 @@
 
 mod bgp;
 mod kinds;
+mod netset;
 mod node;
 mod policy;
 mod pool;
@@ -23,6 +24,7 @@ pub use bgp::{
     PeerPassword, PrefixAdvertisement, PrefixLength, SecretKeyRef, ServiceCidr, SourceAddress,
 };
 pub use kinds::{Kind, KindInfo};
+pub use netset::NetworkSetSpec;
 pub use node::{NodeAddress, NodeBgp, NodeSpec};
 pub use policy::{
     Action, EntityRule, GlobalNetworkPolicySpec, IcmpMatch, NetworkPolicySpec, PolicyType, Port, Protocol, Rule,
@@ -110,6 +112,10 @@ pub enum Resource {
     HostEndpoint(Object<HostEndpointSpec>),
     /// Profile.
     Profile(Object<ProfileSpec>),
+    /// NetworkSet.
+    NetworkSet(Object<NetworkSetSpec>),
+    /// GlobalNetworkSet.
+    GlobalNetworkSet(Object<NetworkSetSpec>),
 }
 
 /// Runs `$body` with `$o` bound to the typed object, whatever the kind.
@@ -127,6 +133,8 @@ macro_rules! with_object {
             Resource::GlobalNetworkPolicy($o) => $body,
             Resource::HostEndpoint($o) => $body,
             Resource::Profile($o) => $body,
+            Resource::NetworkSet($o) => $body,
+            Resource::GlobalNetworkSet($o) => $body,
         }
     };
 }
@@ -158,6 +166,8 @@ impl Resource {
             Resource::GlobalNetworkPolicy(_) => Kind::GlobalNetworkPolicy,
             Resource::HostEndpoint(_) => Kind::HostEndpoint,
             Resource::Profile(_) => Kind::Profile,
+            Resource::NetworkSet(_) => Kind::NetworkSet,
+            Resource::GlobalNetworkSet(_) => Kind::GlobalNetworkSet,
         }
     }
 
@@ -286,5 +296,7 @@ fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize) -> Result<Resource,
         Kind::GlobalNetworkPolicy => typed(kind, value, n, Resource::GlobalNetworkPolicy),
         Kind::HostEndpoint => typed(kind, value, n, Resource::HostEndpoint),
         Kind::Profile => typed(kind, value, n, Resource::Profile),
+        Kind::NetworkSet => typed(kind, value, n, Resource::NetworkSet),
+        Kind::GlobalNetworkSet => typed(kind, value, n, Resource::GlobalNetworkSet),
     }
 }

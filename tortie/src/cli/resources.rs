@@ -144,6 +144,7 @@ fn columns(kind: Kind) -> &'static [(&'static str, &'static str, bool)] {
             &[("ORDER", "/spec/order", true), ("SELECTOR", "/spec/selector", true)]
         }
         Kind::HostEndpoint => &[("NODE", "/spec/node", false), ("INTERFACE", "/spec/interfaceName", false)],
+        Kind::NetworkSet | Kind::GlobalNetworkSet => &[("NETS", "/spec/nets", false)],
         Kind::BgpFilter | Kind::IpamConfig | Kind::Profile => &[],
     }
 }

@@ -1,0 +1,119 @@
+//! The node-wide part of the table, from FelixConfiguration and the IP
+//! pools: failsafe ports, what pods may send to their host, and NAT for
+//! pods' traffic leaving the pools (Calico's `natOutgoing`).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use tortie_store::resources::IpPoolSpec;
+
+/// A port the host always accepts (inbound) or may always use (outbound),
+/// whatever host endpoint policy says (Calico's failsafe ports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failsafe {
+    /// IP protocol number (6 or 17).
+    pub protocol: u8,
+    /// Destination port.
+    pub port: u16,
+    /// Only for this remote network (`None`: any).
+    pub net: Option<IpNet>,
+}
+
+impl Failsafe {
+    const fn tcp(port: u16) -> Failsafe {
+        Failsafe { protocol: 6, port, net: None }
+    }
+
+    const fn udp(port: u16) -> Failsafe {
+        Failsafe { protocol: 17, port, net: None }
+    }
+}
+
+/// Calico's default `failsafeInboundHostPorts`: SSH, DHCP, BGP, etcd,
+/// Typha, the Kubernetes API server and Calico's own.
+pub const FAILSAFE_INBOUND: [Failsafe; 9] = [
+    Failsafe::tcp(22),
+    Failsafe::udp(68),
+    Failsafe::tcp(179),
+    Failsafe::tcp(2379),
+    Failsafe::tcp(2380),
+    Failsafe::tcp(5473),
+    Failsafe::tcp(6443),
+    Failsafe::tcp(6666),
+    Failsafe::tcp(6667),
+];
+
+/// Calico's default `failsafeOutboundHostPorts`: DNS, DHCP, BGP, etcd,
+/// Typha, the Kubernetes API server and Calico's own.
+pub const FAILSAFE_OUTBOUND: [Failsafe; 9] = [
+    Failsafe::udp(53),
+    Failsafe::udp(67),
+    Failsafe::tcp(179),
+    Failsafe::tcp(2379),
+    Failsafe::tcp(2380),
+    Failsafe::tcp(5473),
+    Failsafe::tcp(6443),
+    Failsafe::tcp(6666),
+    Failsafe::tcp(6667),
+];
+
+/// What happens to traffic from a pod to its own host once the pod's
+/// egress policy allowed it (`defaultEndpointToHostAction`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EndpointToHost {
+    /// Dropped.
+    Drop,
+    /// Host endpoint policy decides, as for traffic from elsewhere.
+    Return,
+    /// Accepted (the value Calico's Kubernetes manifests set).
+    #[default]
+    Accept,
+}
+
+/// Source NAT for pods' traffic that leaves every pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatOutgoing {
+    /// Every pool: traffic to these is never translated.
+    pub pools: Vec<IpNet>,
+    /// Pools with `natOutgoing: true`: traffic from these is translated.
+    pub masquerade: Vec<IpNet>,
+    /// The source address to use (`natOutgoingAddress`); `None`: the
+    /// outgoing interface's address (masquerade).
+    pub address: Option<IpAddr>,
+}
+
+/// The node-wide rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRules {
+    /// Inbound failsafe ports.
+    pub failsafe_in: Vec<Failsafe>,
+    /// Outbound failsafe ports.
+    pub failsafe_out: Vec<Failsafe>,
+    /// Pod → host traffic.
+    pub endpoint_to_host: EndpointToHost,
+    /// NAT for pods' outgoing traffic.
+    pub nat: NatOutgoing,
+}
+
+impl HostRules {
+    /// The rules for these pools (Calico's defaults otherwise).
+    pub fn new(pools: &[IpPoolSpec]) -> HostRules {
+        let cidrs =
+            |nat_only: bool| pools.iter().filter(|p| !nat_only || p.nat_outgoing).filter_map(|p| p.cidr).collect();
+        HostRules {
+            nat: NatOutgoing { pools: cidrs(false), masquerade: cidrs(true), address: None },
+            ..HostRules::default()
+        }
+    }
+}
+
+impl Default for HostRules {
+    fn default() -> HostRules {
+        HostRules {
+            failsafe_in: FAILSAFE_INBOUND.to_vec(),
+            failsafe_out: FAILSAFE_OUTBOUND.to_vec(),
+            endpoint_to_host: EndpointToHost::default(),
+            nat: NatOutgoing::default(),
+        }
+    }
+}
