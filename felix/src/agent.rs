@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tortie_ipip::EncapTable;
 use tortie_store::ipam::{IPAM_PREFIX, IpamBlock};
 use tortie_store::kv::Kv;
-use tortie_store::resources::{KEY_PREFIX, Kind, Resource};
+use tortie_store::resources::{FelixConfigurationSpec, KEY_PREFIX, Kind, Resource};
 use tortie_store::syncer::Syncer;
 
 use crate::calc::{self, Remote, Snapshot};
@@ -100,6 +100,7 @@ pub struct Agent {
 /// Reads everything the calculation needs.
 pub async fn load(kv: &impl Kv, node: &str) -> Result<(Snapshot, i64), FelixError> {
     let mut s = Snapshot { node: node.to_string(), ..Snapshot::default() };
+    let (mut felix_default, mut felix_node) = (None, None);
     let everything = kv.range("/calico/").await?;
     for item in &everything.kvs {
         // One unreadable record must not stop the node: it is skipped, loudly.
@@ -121,6 +122,7 @@ pub async fn load(kv: &impl Kv, node: &str) -> Result<(Snapshot, i64), FelixErro
             Kind::Profile,
             Kind::NetworkSet,
             Kind::GlobalNetworkSet,
+            Kind::FelixConfiguration,
         ]
         .into_iter()
         .find(|k| item.key.starts_with(&k.prefix(None)));
@@ -161,10 +163,15 @@ pub async fn load(kv: &impl Kv, node: &str) -> Result<(Snapshot, i64), FelixErro
             Ok(Resource::GlobalNetworkSet(n)) => {
                 policy.network_sets.push((None, n.metadata.name, n.metadata.labels, n.spec.nets))
             }
+            Ok(Resource::FelixConfiguration(f)) if f.metadata.name == "default" => felix_default = Some(f.spec),
+            Ok(Resource::FelixConfiguration(f)) if f.metadata.name.strip_prefix("node.") == Some(node) => {
+                felix_node = Some(f.spec)
+            }
             Ok(_) => {}
             Err(e) => skip(e.to_string()),
         }
     }
+    s.felix = FelixConfigurationSpec::merged(felix_default.as_ref(), felix_node.as_ref());
     Ok((s, everything.revision))
 }
 
@@ -247,7 +254,7 @@ impl State {
             endpoints: &records.endpoints(),
             network_sets: &records.network_sets(),
             policies: &policies,
-            host: HostRules::new(&self.snapshot.pools),
+            host: HostRules::new(&self.snapshot.pools, &self.snapshot.felix),
         })
     }
 

@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub nodes: Vec<std::net::Ipv4Addr>,
     /// What network policy reads.
     pub policy: crate::policy::model::Records,
+    /// This node's FelixConfiguration (`node.<name>` over `default`).
+    pub felix: tortie_store::resources::FelixConfigurationSpec,
 }
 
 /// This node's desired local state.

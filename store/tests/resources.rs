@@ -115,13 +115,8 @@ spec:
 
 #[test]
 fn calicoctl_yaml_applies_with_calico_defaults() {
-    // NetworkPolicy rule `metadata` is a Calico field we do not support: it must be named, not dropped.
-    let err = parse_documents(CALICOCTL_YAML).unwrap_err();
-    assert_eq!(err.document, 8);
-    assert!(err.message.contains("ingress[0]") && err.message.contains("unknown field `metadata`"), "{err}");
-
-    let yaml = CALICOCTL_YAML.replace("      metadata:\n        annotations: {}\n", "");
-    let docs = parse_documents(&yaml).unwrap();
+    // A rule's `metadata` (annotations) is kept, as calicoctl keeps it.
+    let docs = parse_documents(CALICOCTL_YAML).unwrap();
     let kinds: Vec<Kind> = docs.iter().map(Resource::kind).collect();
     assert_eq!(
         kinds,

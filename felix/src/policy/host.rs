@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use tortie_store::resources::IpPoolSpec;
+use tortie_store::resources::{EndpointToHostAction, FelixConfigurationSpec, IpPoolSpec, ProtoPort};
 
 /// A port the host always accepts (inbound) or may always use (outbound),
 /// whatever host endpoint policy says (Calico's failsafe ports).
@@ -96,13 +96,27 @@ pub struct HostRules {
 }
 
 impl HostRules {
-    /// The rules for these pools (Calico's defaults otherwise).
-    pub fn new(pools: &[IpPoolSpec]) -> HostRules {
+    /// The rules for these pools and this node's FelixConfiguration
+    /// (Calico's defaults for what it leaves unset).
+    pub fn new(pools: &[IpPoolSpec], felix: &FelixConfigurationSpec) -> HostRules {
         let cidrs =
             |nat_only: bool| pools.iter().filter(|p| !nat_only || p.nat_outgoing).filter_map(|p| p.cidr).collect();
+        let ports = |given: &Option<Vec<ProtoPort>>, default: &[Failsafe]| match given {
+            Some(list) => list
+                .iter()
+                .filter_map(|p| Some(Failsafe { protocol: p.protocol_number()?, port: p.port, net: p.net }))
+                .collect(),
+            None => default.to_vec(),
+        };
         HostRules {
-            nat: NatOutgoing { pools: cidrs(false), masquerade: cidrs(true), address: None },
-            ..HostRules::default()
+            failsafe_in: ports(&felix.failsafe_inbound_host_ports, &FAILSAFE_INBOUND),
+            failsafe_out: ports(&felix.failsafe_outbound_host_ports, &FAILSAFE_OUTBOUND),
+            endpoint_to_host: match felix.endpoint_to_host() {
+                Some(EndpointToHostAction::Drop) => EndpointToHost::Drop,
+                Some(EndpointToHostAction::Return) => EndpointToHost::Return,
+                Some(EndpointToHostAction::Accept) | None => EndpointToHost::Accept,
+            },
+            nat: NatOutgoing { pools: cidrs(false), masquerade: cidrs(true), address: felix.nat_outgoing_address },
         }
     }
 }

@@ -344,9 +344,6 @@ impl Policy {
     pub fn global(name: &str, spec: &GlobalNetworkPolicySpec) -> Result<Policy, PolicyError> {
         let pname = PolicyName { namespace: None, name: name.into() };
         let p = Parse { policy: &pname, rule_scope: Scope::Global };
-        if spec.do_not_track || spec.pre_dnat {
-            return Err(p.error("doNotTrack/preDNAT", "untracked and pre-DNAT policies are not supported"));
-        }
         Ok(Policy {
             order: spec.order,
             selector: p.selector("selector", spec.selector.as_deref())?,

@@ -32,6 +32,10 @@ pub enum Kind {
     NetworkSet,
     /// GlobalNetworkSet
     GlobalNetworkSet,
+    /// FelixConfiguration
+    FelixConfiguration,
+    /// Tier
+    Tier,
 }
 
 /// What the CLI and the datastore need to know about a kind.
@@ -47,7 +51,7 @@ pub struct KindInfo {
     pub namespaced: bool,
 }
 
-const KINDS: [(Kind, KindInfo); 13] = [
+const KINDS: [(Kind, KindInfo); 15] = [
     (
         Kind::BgpConfiguration,
         KindInfo { name: "BGPConfiguration", plural: "bgpconfigurations", short: &["bgpconfig"], namespaced: false },
@@ -82,7 +86,20 @@ const KINDS: [(Kind, KindInfo); 13] = [
         Kind::GlobalNetworkSet,
         KindInfo { name: "GlobalNetworkSet", plural: "globalnetworksets", short: &[], namespaced: false },
     ),
+    (
+        Kind::FelixConfiguration,
+        KindInfo {
+            name: "FelixConfiguration",
+            plural: "felixconfigurations",
+            short: &["felixconfig"],
+            namespaced: false,
+        },
+    ),
+    (Kind::Tier, KindInfo { name: "Tier", plural: "tiers", short: &[], namespaced: false }),
 ];
+
+/// Other names calicoctl accepts for a kind in YAML.
+const ALIASES: [(&str, Kind); 1] = [("IPAMConfiguration", Kind::IpamConfig)];
 
 impl Kind {
     /// Every kind, in table order.
@@ -98,7 +115,8 @@ impl Kind {
 
     /// The kind named exactly as in YAML (`IPPool`).
     pub fn from_name(name: &str) -> Option<Kind> {
-        KINDS.iter().find(|(_, i)| i.name == name).map(|(k, _)| *k)
+        let alias = ALIASES.iter().find(|(a, _)| *a == name).map(|(_, k)| *k);
+        KINDS.iter().find(|(_, i)| i.name == name).map(|(k, _)| *k).or(alias)
     }
 
     /// The kind for a CLI argument: the YAML name, singular or plural, any

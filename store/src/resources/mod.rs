@@ -6,6 +6,8 @@
 //! error names the document, the field path and the value.
 
 mod bgp;
+mod felix;
+mod felix_defaults;
 mod kinds;
 mod netset;
 mod node;
@@ -23,11 +25,13 @@ pub use bgp::{
     BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec, BgpPeerSpec, Community, FilterAction, MatchOperator,
     PeerPassword, PrefixAdvertisement, PrefixLength, SecretKeyRef, ServiceCidr, SourceAddress,
 };
+pub use felix::{EndpointToHostAction, FelixConfigurationSpec, ProtoPort, duration_ms};
 pub use kinds::{Kind, KindInfo};
 pub use netset::NetworkSetSpec;
 pub use node::{NodeAddress, NodeBgp, NodeSpec};
 pub use policy::{
-    Action, EntityRule, GlobalNetworkPolicySpec, IcmpMatch, NetworkPolicySpec, PolicyType, Port, Protocol, Rule,
+    Action, DEFAULT_TIER, EntityRule, GlobalNetworkPolicySpec, IcmpMatch, NetworkPolicySpec, PolicyType, Port,
+    Protocol, Rule, RuleMetadata, TierSpec,
 };
 pub use pool::{EncapMode, IpPoolSpec, IpamConfigSpec};
 pub use validate::Invalid;
@@ -47,11 +51,11 @@ pub struct Metadata {
     /// Namespace (namespaced kinds only; defaults to `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Labels (unquoted YAML numbers and booleans are read as strings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "string_map")]
     pub labels: BTreeMap<String, String>,
     /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "string_map")]
     pub annotations: BTreeMap<String, String>,
     /// The datastore revision of this version (set on read; ignored on apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +66,21 @@ pub struct Metadata {
     /// Creation time (kept as given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
+}
+
+/// A map of strings where YAML may have left a value unquoted (`enabled:
+/// true`, `tier: 1`): the value is kept as written, as calicoctl does.
+fn string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, serde_yaml_ng::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            serde_yaml_ng::Value::String(s) => Ok((k, s)),
+            serde_yaml_ng::Value::Bool(b) => Ok((k, b.to_string())),
+            serde_yaml_ng::Value::Number(n) => Ok((k, n.to_string())),
+            serde_yaml_ng::Value::Null => Ok((k, String::new())),
+            other => Err(serde::de::Error::custom(format!("`{k}`: a string, not {other:?}"))),
+        })
+        .collect()
 }
 
 /// One resource: envelope and typed spec.
@@ -116,6 +135,10 @@ pub enum Resource {
     NetworkSet(Object<NetworkSetSpec>),
     /// GlobalNetworkSet.
     GlobalNetworkSet(Object<NetworkSetSpec>),
+    /// FelixConfiguration.
+    FelixConfiguration(Object<FelixConfigurationSpec>),
+    /// Tier.
+    Tier(Object<TierSpec>),
 }
 
 /// Runs `$body` with `$o` bound to the typed object, whatever the kind.
@@ -135,6 +158,8 @@ macro_rules! with_object {
             Resource::Profile($o) => $body,
             Resource::NetworkSet($o) => $body,
             Resource::GlobalNetworkSet($o) => $body,
+            Resource::FelixConfiguration($o) => $body,
+            Resource::Tier($o) => $body,
         }
     };
 }
@@ -168,6 +193,8 @@ impl Resource {
             Resource::Profile(_) => Kind::Profile,
             Resource::NetworkSet(_) => Kind::NetworkSet,
             Resource::GlobalNetworkSet(_) => Kind::GlobalNetworkSet,
+            Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
+            Resource::Tier(_) => Kind::Tier,
         }
     }
 
@@ -228,7 +255,8 @@ impl Resource {
 }
 
 /// Reads every document of a multi-document YAML (or JSON) text, fills in
-/// defaults and validates each. Fails on the first bad document.
+/// defaults and validates each. A `kind: List` document stands for its
+/// `items`, as calicoctl reads it. Fails on the first bad document.
 pub fn parse_documents(text: &str) -> Result<Vec<Resource>, DocumentError> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -241,27 +269,42 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, DocumentError> {
         if value.is_null() {
             continue; // an empty document (`---` at the end)
         }
-        let kind_name = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-        let kind = Kind::from_name(&kind_name).ok_or_else(|| DocumentError {
-            document: n,
-            name: String::new(),
-            message: if kind_name.is_empty() {
-                "no `kind`".into()
-            } else {
-                format!("unknown kind `{kind_name}` (supported: {})", Kind::names().join(", "))
-            },
-        })?;
-        let api = value.get("apiVersion").and_then(|a| a.as_str()).unwrap_or_default();
-        if api != API_VERSION {
-            return Err(DocumentError {
-                document: n,
-                name: format!(" ({kind_name})"),
-                message: format!("apiVersion: `{api}` (must be {API_VERSION})"),
-            });
+        if value.get("kind").and_then(|k| k.as_str()) == Some("List") {
+            let items = value.get("items").and_then(|i| i.as_sequence()).cloned().unwrap_or_default();
+            for (j, item) in items.into_iter().enumerate() {
+                out.push(document(item, n).map_err(|mut e| {
+                    e.name = format!(" (List item {}){}", j + 1, e.name);
+                    e
+                })?);
+            }
+            continue;
         }
-        out.push(decode(kind, value, n)?);
+        out.push(document(value, n)?);
     }
     Ok(out)
+}
+
+/// One document: its kind and API version checked, then decoded.
+fn document(value: serde_yaml_ng::Value, n: usize) -> Result<Resource, DocumentError> {
+    let kind_name = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+    let kind = Kind::from_name(&kind_name).ok_or_else(|| DocumentError {
+        document: n,
+        name: String::new(),
+        message: if kind_name.is_empty() {
+            "no `kind`".into()
+        } else {
+            format!("unknown kind `{kind_name}` (supported: {})", Kind::names().join(", "))
+        },
+    })?;
+    let api = value.get("apiVersion").and_then(|a| a.as_str()).unwrap_or_default();
+    if api != API_VERSION {
+        return Err(DocumentError {
+            document: n,
+            name: format!(" ({kind_name})"),
+            message: format!("apiVersion: `{api}` (must be {API_VERSION})"),
+        });
+    }
+    decode(kind, value, n)
 }
 
 /// Decodes one document of a known kind, then defaults and validates it.
@@ -298,5 +341,7 @@ fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize) -> Result<Resource,
         Kind::Profile => typed(kind, value, n, Resource::Profile),
         Kind::NetworkSet => typed(kind, value, n, Resource::NetworkSet),
         Kind::GlobalNetworkSet => typed(kind, value, n, Resource::GlobalNetworkSet),
+        Kind::FelixConfiguration => typed(kind, value, n, Resource::FelixConfiguration),
+        Kind::Tier => typed(kind, value, n, Resource::Tier),
     }
 }

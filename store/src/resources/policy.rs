@@ -1,5 +1,7 @@
 //! NetworkPolicy (namespaced) and GlobalNetworkPolicy, and their rules.
 
+use std::collections::BTreeMap;
+
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -130,12 +132,25 @@ pub struct EntityRule {
     pub not_ports: Vec<Port>,
 }
 
+/// A rule's own metadata (annotations for people; no effect on traffic,
+/// as in Calico).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleMetadata {
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "super::string_map")]
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// One rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     /// What to do.
     pub action: Action,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<RuleMetadata>,
     /// Protocol matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
@@ -208,11 +223,15 @@ impl Rule {
 
 /// Checks the parts both policy kinds share; fills `types` in as Calico does.
 fn check_common(
+    tier: &Option<String>,
     selector: &Option<String>,
     ingress: &[Rule],
     egress: &[Rule],
     order: Option<f64>,
 ) -> Result<(), Invalid> {
+    if let Some(t) = tier.as_ref().filter(|t| *t != DEFAULT_TIER) {
+        return Err(Invalid::new("tier", t, "tortie has only the `default` tier"));
+    }
     if let Some(s) = selector {
         validate::selector("selector", s)?;
     }
@@ -238,10 +257,40 @@ fn default_types(types: &mut Vec<PolicyType>, egress: &[Rule]) {
     }
 }
 
+/// The one tier tortie has.
+pub const DEFAULT_TIER: &str = "default";
+
+/// Tier spec: only the `default` tier exists in tortie.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TierSpec {
+    /// Its order among tiers (one tier: no effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<f64>,
+    /// What happens to traffic no policy of the tier decides (`Deny`, Calico's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_action: Option<Action>,
+}
+
+impl Spec for TierSpec {
+    fn validate(&self, meta: &Metadata) -> Result<(), Invalid> {
+        if meta.name != DEFAULT_TIER {
+            return Err(Invalid::new("metadata.name", &meta.name, "tortie has only the `default` tier"));
+        }
+        match self.default_action {
+            None | Some(Action::Deny) => Ok(()),
+            Some(a) => Err(Invalid::new("defaultAction", format!("{a:?}"), "the default tier's action is Deny")),
+        }
+    }
+}
+
 /// NetworkPolicy spec (applies within its namespace).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkPolicySpec {
+    /// The tier: only `default` (what Calico fills in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Lower applies first; absent is last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<f64>,
@@ -268,7 +317,7 @@ impl Spec for NetworkPolicySpec {
     }
 
     fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
-        check_common(&self.selector, &self.ingress, &self.egress, self.order)
+        check_common(&self.tier, &self.selector, &self.ingress, &self.egress, self.order)
     }
 }
 
@@ -276,6 +325,9 @@ impl Spec for NetworkPolicySpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GlobalNetworkPolicySpec {
+    /// The tier: only `default` (what Calico fills in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Lower applies first; absent is last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<f64>,
@@ -314,13 +366,18 @@ impl Spec for GlobalNetworkPolicySpec {
     }
 
     fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
-        check_common(&self.selector, &self.ingress, &self.egress, self.order)?;
+        check_common(&self.tier, &self.selector, &self.ingress, &self.egress, self.order)?;
         if let Some(s) = &self.namespace_selector {
             validate::selector("namespaceSelector", s)?;
         }
-        if (self.do_not_track || self.pre_dnat) && !self.apply_on_forward {
-            return Err(Invalid::new("applyOnForward", false, "must be true with doNotTrack or preDNAT"));
-        }
-        Ok(())
+        // Refused rather than stored without effect: tortie's host endpoint
+        // policy covers traffic to and from the host itself only.
+        let unsupported = [
+            ("doNotTrack", self.do_not_track, "untracked policy is not supported"),
+            ("preDNAT", self.pre_dnat, "pre-DNAT policy is not supported"),
+            ("applyOnForward", self.apply_on_forward, "host endpoint policy for forwarded traffic is not supported"),
+        ];
+        let bad = unsupported.iter().filter(|(_, on, _)| *on).map(|(f, _, why)| Invalid::new(*f, true, *why));
+        Invalid::all(bad.collect())
     }
 }

@@ -15,23 +15,36 @@ pub struct Invalid {
     pub value: String,
     /// The rule it breaks.
     pub why: String,
+    /// Other invalid fields of the same document, reported with it.
+    pub also: Vec<Invalid>,
 }
 
 impl Invalid {
     /// An invalid `value` of `field`.
     pub fn new(field: impl Into<String>, value: impl ToString, why: impl Into<String>) -> Invalid {
-        Invalid { field: field.into(), value: value.to_string(), why: why.into() }
+        Invalid { field: field.into(), value: value.to_string(), why: why.into(), also: Vec::new() }
     }
 
     /// Nests the field under `parent`.
     pub fn under(mut self, parent: &str) -> Invalid {
         self.field = if self.field.is_empty() { parent.into() } else { format!("{parent}.{}", self.field) };
+        self.also = self.also.into_iter().map(|a| a.under(parent)).collect();
         self
     }
 
+    /// Several invalid fields as one: each on a line of its own.
+    pub fn all(mut bad: Vec<Invalid>) -> Result<(), Invalid> {
+        if bad.len() <= 1 {
+            return bad.pop().map_or(Ok(()), Err);
+        }
+        let first = bad.remove(0);
+        Err(Invalid { also: bad, ..first })
+    }
+
     pub(super) fn in_document(self, n: usize, name: &str, root: &str) -> DocumentError {
-        let Invalid { field, value, why } = self.under(root);
-        DocumentError { document: n, name: name.into(), message: format!("{field}: `{value}`: {why}") }
+        let Invalid { field, value, why, also } = self.under(root);
+        let more: String = also.iter().map(|b| format!("\n  {}: `{}`: {}", b.field, b.value, b.why)).collect();
+        DocumentError { document: n, name: name.into(), message: format!("{field}: `{value}`: {why}{more}") }
     }
 }
 

@@ -145,7 +145,7 @@ fn columns(kind: Kind) -> &'static [(&'static str, &'static str, bool)] {
         }
         Kind::HostEndpoint => &[("NODE", "/spec/node", false), ("INTERFACE", "/spec/interfaceName", false)],
         Kind::NetworkSet | Kind::GlobalNetworkSet => &[("NETS", "/spec/nets", false)],
-        Kind::BgpFilter | Kind::IpamConfig | Kind::Profile => &[],
+        Kind::BgpFilter | Kind::IpamConfig | Kind::Profile | Kind::FelixConfiguration | Kind::Tier => &[],
     }
 }
 

@@ -1,0 +1,244 @@
+//! FelixConfiguration (`default` and `node.<name>`): the fields tortie
+//! acts on, typed; every other field of Calico's schema accepted only at
+//! Calico's own default (or unset), refused by name otherwise; a field
+//! that is not Calico's refused by name. Every bad field is reported.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::felix_defaults::{CALICO_DEFAULTS, CalicoDefault};
+use super::validate::Invalid;
+use super::{Metadata, Spec};
+
+/// A failsafe port: protocol, port, optionally the remote network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProtoPort {
+    /// `TCP` or `UDP` (any case).
+    pub protocol: String,
+    /// The port.
+    pub port: u16,
+    /// Only for this remote network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<IpNet>,
+}
+
+impl ProtoPort {
+    /// The IP protocol number (6 or 17; checked at apply).
+    pub fn protocol_number(&self) -> Option<u8> {
+        match self.protocol.to_ascii_lowercase().as_str() {
+            "tcp" => Some(6),
+            "udp" => Some(17),
+            _ => None,
+        }
+    }
+}
+
+/// FelixConfiguration spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FelixConfigurationSpec {
+    /// Ports the host always accepts, whatever host endpoint policy says
+    /// (absent: Calico's defaults; `[]`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failsafe_inbound_host_ports: Option<Vec<ProtoPort>>,
+    /// Ports the host may always connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failsafe_outbound_host_ports: Option<Vec<ProtoPort>>,
+    /// Pod → own host traffic after the pod's egress policy: `Drop`,
+    /// `Return` (host endpoint policy decides) or `Accept` (any case;
+    /// tortie's default when unset is `Accept`, as Calico's Kubernetes
+    /// manifests set it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_endpoint_to_host_action: Option<String>,
+    /// The source address for natOutgoing (unset: the outgoing interface's).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "empty_is_none")]
+    pub nat_outgoing_address: Option<IpAddr>,
+    /// Calico's other fields: accepted only at Calico's default.
+    #[serde(flatten)]
+    pub calico_defaults: BTreeMap<String, serde_json::Value>,
+}
+
+/// `""` means unset, as in Calico.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("`{text}` is not an IP address")))
+}
+
+/// What happens to pod → host traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointToHostAction {
+    /// Dropped.
+    Drop,
+    /// Host endpoint policy decides.
+    Return,
+    /// Accepted.
+    Accept,
+}
+
+impl FelixConfigurationSpec {
+    /// `defaultEndpointToHostAction`, parsed (`None`: unset or invalid,
+    /// which apply refuses).
+    pub fn endpoint_to_host(&self) -> Option<EndpointToHostAction> {
+        match self.default_endpoint_to_host_action.as_deref()?.to_ascii_lowercase().as_str() {
+            "drop" => Some(EndpointToHostAction::Drop),
+            "return" => Some(EndpointToHostAction::Return),
+            "accept" => Some(EndpointToHostAction::Accept),
+            _ => None,
+        }
+    }
+
+    /// `node.<name>` over `default`: each field set in the node's own wins.
+    pub fn merged(default: Option<&FelixConfigurationSpec>, node: Option<&FelixConfigurationSpec>) -> Self {
+        let (d, n) = (default.cloned().unwrap_or_default(), node.cloned().unwrap_or_default());
+        FelixConfigurationSpec {
+            failsafe_inbound_host_ports: n.failsafe_inbound_host_ports.or(d.failsafe_inbound_host_ports),
+            failsafe_outbound_host_ports: n.failsafe_outbound_host_ports.or(d.failsafe_outbound_host_ports),
+            default_endpoint_to_host_action: n.default_endpoint_to_host_action.or(d.default_endpoint_to_host_action),
+            nat_outgoing_address: n.nat_outgoing_address.or(d.nat_outgoing_address),
+            calico_defaults: BTreeMap::new(),
+        }
+    }
+}
+
+impl Spec for FelixConfigurationSpec {
+    fn validate(&self, meta: &Metadata) -> Result<(), Invalid> {
+        let mut bad = Vec::new();
+        if meta.name != "default" && !meta.name.starts_with("node.") {
+            bad.push(Invalid::new("metadata.name", &meta.name, "`default` or `node.<node name>`"));
+        }
+        for (which, ports) in [
+            ("failsafeInboundHostPorts", &self.failsafe_inbound_host_ports),
+            ("failsafeOutboundHostPorts", &self.failsafe_outbound_host_ports),
+        ] {
+            for (i, p) in ports.iter().flatten().enumerate() {
+                if p.protocol_number().is_none() {
+                    bad.push(Invalid::new(format!("{which}[{i}].protocol"), &p.protocol, "TCP or UDP"));
+                }
+            }
+        }
+        if let Some(a) = &self.default_endpoint_to_host_action
+            && self.endpoint_to_host().is_none()
+        {
+            bad.push(Invalid::new("defaultEndpointToHostAction", a, "one of Drop, Return, Accept"));
+        }
+        for (field, value) in &self.calico_defaults {
+            match CALICO_DEFAULTS.iter().find(|(name, _)| name == field) {
+                None => bad.push(Invalid::new(field, value, "not a FelixConfiguration field")),
+                Some((_, default)) if !is_default(value, *default) => bad.push(Invalid::new(
+                    field,
+                    value,
+                    format!("tortie supports only Calico's default here ({})", shown(*default)),
+                )),
+                Some(_) => {}
+            }
+        }
+        Invalid::all(bad)
+    }
+}
+
+/// Whether `value` is Calico's default (or unset: null or `""`).
+fn is_default(value: &serde_json::Value, default: CalicoDefault) -> bool {
+    use serde_json::Value;
+    if value.is_null() || value.as_str() == Some("") {
+        return true;
+    }
+    match default {
+        CalicoDefault::Unset => false,
+        CalicoDefault::Bool(b) => value.as_bool() == Some(b),
+        CalicoDefault::Int(n) => value.as_i64() == Some(n) || value.as_str().and_then(parse_int) == Some(n),
+        CalicoDefault::Text(t) => value.as_str().is_some_and(|v| v.eq_ignore_ascii_case(t)),
+        CalicoDefault::Millis(ms) => value.as_str().and_then(duration_ms) == Some(ms),
+        CalicoDefault::List(json) => serde_json::from_str::<Value>(json).is_ok_and(|d| same_list(value, &d)),
+    }
+}
+
+/// Lists compared as strings (`[30000:32767]` and `["30000:32767"]` alike).
+fn same_list(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    let texts = |v: &serde_json::Value| {
+        v.as_array()
+            .map(|l| l.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).collect::<Vec<_>>())
+    };
+    texts(a).is_some() && texts(a) == texts(b)
+}
+
+fn parse_int(s: &str) -> Option<i64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => i64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// A Go duration (`90s`, `1m30s`, `500ms`, `1h`) in milliseconds.
+pub fn duration_ms(text: &str) -> Option<u64> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Some(0);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1_000.0,
+            "ms" => 1.0,
+            "us" | "µs" => 0.001,
+            "ns" => 0.000_001,
+            _ => return None,
+        };
+        total += value * unit;
+        rest = &rest[u..];
+    }
+    Some(total.round() as u64)
+}
+
+fn shown(d: CalicoDefault) -> String {
+    match d {
+        CalicoDefault::Unset => "unset".into(),
+        CalicoDefault::Bool(b) => b.to_string(),
+        CalicoDefault::Int(n) => n.to_string(),
+        CalicoDefault::Text(t) => format!("`{t}`"),
+        CalicoDefault::Millis(ms) => format!("{}s", ms as f64 / 1000.0),
+        CalicoDefault::List(l) => l.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_read_as_calico_writes_them() {
+        assert_eq!(duration_ms("90s"), Some(90_000));
+        assert_eq!(duration_ms("1m30s"), Some(90_000));
+        assert_eq!(duration_ms("1h"), Some(3_600_000));
+        assert_eq!(duration_ms("50ms"), Some(50));
+        assert_eq!(duration_ms("0"), Some(0));
+        assert_eq!(duration_ms("1.5s"), Some(1_500));
+        assert_eq!(duration_ms("ten"), None);
+        assert_eq!(duration_ms("10x"), None);
+    }
+
+    #[test]
+    fn calico_defaults_in_any_spelling_are_defaults() {
+        use serde_json::json;
+        assert!(is_default(&json!("1m30s"), CalicoDefault::Millis(90_000)));
+        assert!(is_default(&json!("info"), CalicoDefault::Text("Info")));
+        assert!(is_default(&json!(""), CalicoDefault::Text("Off")), "empty is unset");
+        assert!(is_default(&json!("0xffff0000"), CalicoDefault::Int(0xffff_0000)));
+        assert!(is_default(&json!(["30000:32767"]), CalicoDefault::List(r#"["30000:32767"]"#)));
+        assert!(!is_default(&json!(true), CalicoDefault::Bool(false)));
+        assert!(!is_default(&json!("Debug"), CalicoDefault::Text("Info")));
+        assert!(!is_default(&json!(1), CalicoDefault::Unset));
+    }
+}

@@ -1,0 +1,164 @@
+//! What `apply` accepts it enforces: FelixConfiguration at Calico's
+//! defaults or tortie's honoured fields, network sets, the default tier,
+//! calicoctl's leniencies, and refusals that name every bad field.
+
+#![allow(clippy::unwrap_used)]
+
+use tortie_store::resources::*;
+
+fn error_of(yaml: &str) -> String {
+    parse_documents(yaml).unwrap_err().to_string()
+}
+
+const HEAD: &str = "apiVersion: projectcalico.org/v3\n";
+
+/// The FelixConfiguration Calico's operator writes on a new cluster, plus
+/// Calico's defaults spelled as people write them.
+const OPERATOR_DEFAULT: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata:
+  name: default
+spec:
+  bpfConnectTimeLoadBalancing: TCP
+  bpfHostNetworkedNATWithoutCTLB: Enabled
+  bpfLogLevel: ""
+  floatingIPs: Disabled
+  healthPort: 9099
+  logSeverityScreen: Info
+  routeRefreshInterval: 1m30s
+  iptablesMarkMask: "0xffff0000"
+  kubeNodePortRanges: ["30000:32767"]
+  vxlanVNI: 4096
+  defaultEndpointToHostAction: Drop
+  natOutgoingAddress: ""
+  failsafeInboundHostPorts:
+  - {protocol: TCP, port: 22}
+  - {protocol: udp, port: 68, net: 192.0.2.0/24}
+"#;
+
+#[test]
+fn felix_configuration_at_calicos_defaults_applies_and_honoured_fields_are_typed() {
+    let docs = parse_documents(OPERATOR_DEFAULT).unwrap();
+    let Resource::FelixConfiguration(f) = &docs[0] else { panic!("{docs:?}") };
+    assert_eq!(f.spec.endpoint_to_host(), Some(EndpointToHostAction::Drop));
+    assert_eq!(f.spec.nat_outgoing_address, None, "empty is unset");
+    let ports = f.spec.failsafe_inbound_host_ports.as_ref().unwrap();
+    assert_eq!(
+        ports.iter().map(|p| (p.protocol_number(), p.port)).collect::<Vec<_>>(),
+        [(Some(6), 22), (Some(17), 68)]
+    );
+    // It reads back as it was stored.
+    let again = Resource::from_stored(Kind::FelixConfiguration, &docs[0].to_json(), 7).unwrap();
+    assert_eq!(again.to_json(), docs[0].to_json());
+}
+
+#[test]
+fn felix_configuration_names_every_field_tortie_cannot_honour() {
+    let yaml = format!(
+        "{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfEnabled: true\n  wireguardEnabled: true\n  logSeverityScreen: Info\n  noSuchField: 1\n  defaultEndpointToHostAction: Maybe\n"
+    );
+    let err = error_of(&yaml);
+    for needle in [
+        "spec.bpfEnabled: `true`: tortie supports only Calico's default here (false)",
+        "spec.wireguardEnabled: `true`",
+        "spec.noSuchField: `1`: not a FelixConfiguration field",
+        "spec.defaultEndpointToHostAction: `Maybe`: one of Drop, Return, Accept",
+    ] {
+        assert!(err.contains(needle), "{err}\n(missing {needle:?})");
+    }
+    assert!(!err.contains("logSeverityScreen"), "Calico's default is never an error: {err}");
+    let node = format!("{HEAD}kind: FelixConfiguration\nmetadata: {{name: rack1}}\nspec: {{}}\n");
+    assert!(error_of(&node).contains("`node.<node name>`"));
+}
+
+#[test]
+fn node_felix_configuration_overrides_the_default_field_by_field() {
+    let spec = |yaml: &str| match parse_documents(&format!(
+        "{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {yaml}\n"
+    ))
+    .unwrap()
+    .remove(0)
+    {
+        Resource::FelixConfiguration(f) => f.spec,
+        _ => unreachable!(),
+    };
+    let default = spec("{defaultEndpointToHostAction: Return, natOutgoingAddress: 192.0.2.9}");
+    let node = spec("{defaultEndpointToHostAction: accept}");
+    let merged = FelixConfigurationSpec::merged(Some(&default), Some(&node));
+    assert_eq!(merged.endpoint_to_host(), Some(EndpointToHostAction::Accept));
+    assert_eq!(merged.nat_outgoing_address, Some("192.0.2.9".parse().unwrap()));
+    assert_eq!(FelixConfigurationSpec::merged(None, None).endpoint_to_host(), None);
+}
+
+#[test]
+fn host_endpoint_policy_modes_tortie_lacks_are_refused_by_name() {
+    let yaml = format!(
+        "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec:\n  selector: has(host)\n  doNotTrack: true\n  applyOnForward: true\n  ingress: [{{action: Allow}}]\n"
+    );
+    let err = error_of(&yaml);
+    assert!(err.contains("spec.doNotTrack: `true`: untracked policy is not supported"), "{err}");
+    assert!(err.contains("spec.applyOnForward: `true`"), "{err}");
+    let pre = format!(
+        "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec: {{preDNAT: true, applyOnForward: true}}\n"
+    );
+    assert!(error_of(&pre).contains("spec.preDNAT: `true`"));
+    let defaults = format!(
+        "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec: {{doNotTrack: false, preDNAT: false, applyOnForward: false}}\n"
+    );
+    assert!(parse_documents(&defaults).is_ok(), "Calico's defaults are never an error");
+}
+
+#[test]
+fn only_the_default_tier_exists() {
+    let policy = |tier: &str| {
+        format!(
+            "{HEAD}kind: NetworkPolicy\nmetadata: {{name: p, namespace: web}}\nspec: {{tier: {tier}, selector: all()}}\n"
+        )
+    };
+    assert!(parse_documents(&policy("default")).is_ok(), "Calico fills in `tier: default`");
+    assert!(error_of(&policy("security")).contains("spec.tier: `security`: tortie has only the `default` tier"));
+    let tier = |name: &str, action: &str| {
+        format!("{HEAD}kind: Tier\nmetadata: {{name: {name}}}\nspec: {{order: 1000, defaultAction: {action}}}\n")
+    };
+    assert!(parse_documents(&tier("default", "Deny")).is_ok());
+    assert!(error_of(&tier("security", "Deny")).contains("metadata.name: `security`"));
+    assert!(error_of(&tier("default", "Pass")).contains("defaultAction"));
+}
+
+#[test]
+fn calicoctl_leniencies_lists_ipamconfiguration_unquoted_labels_rule_annotations() {
+    let list = format!(
+        "apiVersion: v1\nkind: List\nitems:\n- {HEAD}  kind: IPPool\n  metadata: {{name: a}}\n  spec: {{cidr: 198.18.0.0/16}}\n- {HEAD}  kind: IPAMConfiguration\n  metadata: {{name: default}}\n  spec: {{strictAffinity: true}}\n"
+    );
+    let docs = parse_documents(&list).unwrap();
+    assert_eq!(docs.iter().map(Resource::kind).collect::<Vec<_>>(), [Kind::IpPool, Kind::IpamConfig]);
+    let bad_item = format!(
+        "apiVersion: v1\nkind: List\nitems:\n- {HEAD}  kind: IPPool\n  metadata: {{name: a}}\n  spec: {{cidr: nope}}\n"
+    );
+    assert!(error_of(&bad_item).contains("document 1 (List item 1) (IPPool a): spec.cidr"), "{}", error_of(&bad_item));
+
+    let labelled = format!(
+        "{HEAD}kind: GlobalNetworkSet\nmetadata:\n  name: bad\n  labels: {{enabled: true, rank: 5, role: bad-actors}}\nspec:\n  nets: [198.51.100.0/28, 203.0.113.0/24]\n"
+    );
+    let docs = parse_documents(&labelled).unwrap();
+    let labels = &docs[0].metadata().labels;
+    assert_eq!((labels["enabled"].as_str(), labels["rank"].as_str()), ("true", "5"));
+
+    let annotated = format!(
+        "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec:\n  ingress:\n  - action: Deny\n    metadata: {{annotations: {{reason: known bad}}}}\n    source: {{selector: role == 'bad-actors'}}\n"
+    );
+    assert!(parse_documents(&annotated).is_ok());
+}
+
+#[test]
+fn network_sets_hold_nets_and_namespaced_ones_default_their_namespace() {
+    let yaml = format!(
+        "{HEAD}kind: NetworkSet\nmetadata: {{name: db, labels: {{role: db}}}}\nspec: {{nets: [198.51.100.0/28]}}\n---\n{HEAD}kind: GlobalNetworkSet\nmetadata: {{name: bad}}\nspec: {{nets: [2001:db8::/32]}}\n"
+    );
+    let docs = parse_documents(&yaml).unwrap();
+    assert_eq!(docs[0].key(), format!("{KEY_PREFIX}networksets/default/db"));
+    assert_eq!(docs[1].key(), format!("{KEY_PREFIX}globalnetworksets/bad"));
+    let bad = format!("{HEAD}kind: GlobalNetworkSet\nmetadata: {{name: bad}}\nspec: {{nets: [198.51.100.300/28]}}\n");
+    assert!(error_of(&bad).contains("spec.nets[0]"), "{}", error_of(&bad));
+}
