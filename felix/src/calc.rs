@@ -199,6 +199,7 @@ mod tests {
             pools: vec![pool("198.18.0.0/16", EncapMode::Never, true), pool("198.19.0.0/16", EncapMode::Never, false)],
             nodes: Vec::new(),
             policy: Default::default(),
+            felix: Default::default(),
         }
     }
 
