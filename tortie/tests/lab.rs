@@ -31,8 +31,13 @@ fn check_up(out: &str, nodes: usize) {
     assert_eq!(tor_routes, nodes, "{out}");
     // Every pair answered.
     let pods = 2 * nodes;
-    assert_eq!(out.matches(" ok").count(), pods * (pods - 1), "{out}");
+    let matrix =
+        out.split("=== Pod-to-pod").nth(1).unwrap_or_default().split("=== Pods to the outside").next().unwrap();
+    assert_eq!(matrix.matches(" ok").count(), pods * (pods - 1), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
+    // Every pod reaches the outside network through natOutgoing.
+    let outside = out.split("=== Pods to the outside").nth(1).unwrap_or_default();
+    assert_eq!(outside.lines().filter(|l| l.trim_end().ends_with(" ok")).count(), pods, "{out}");
 }
 
 fn check_down() {

@@ -28,7 +28,7 @@ use tortie_store::api;
 use tortie_store::resources::parse_documents;
 
 use crate::cli::status;
-use topology::{LabNode, SUBNETS, TOR_AS};
+use topology::{LabNode, OUTSIDE_HOST, OUTSIDE_TOR, SUBNETS, TOR_AS};
 
 /// Every lab namespace's name starts with this.
 pub const PREFIX: &str = "tlab-";
@@ -87,6 +87,7 @@ struct Built {
     lab: Lab,
     _switches: Vec<Bridge>,
     _tor_ns: Netns,
+    _outside: Netns,
     tor: Tor,
     nodes: Vec<(LabNode, Netns)>,
     _daemons: Vec<Daemon>,
@@ -155,6 +156,15 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         tor_ns.add_addr(&ifname, format!("{}/24", subnet.tor()).parse()?)?;
     }
     tor_ns.enable_forwarding()?;
+    // The outside: reachable from the nodes' subnets, with no route back to the pods.
+    let outside = lab.netns("outside")?;
+    tortie_lab::veth((&tor_ns, "out0"), (&outside, "eth0"))?;
+    tor_ns.add_addr("out0", OUTSIDE_TOR.parse()?)?;
+    outside.add_addr("eth0", format!("{OUTSIDE_HOST}/24").parse()?)?;
+    let tor_side = OUTSIDE_TOR.split('/').next().unwrap_or_default();
+    for subnet in SUBNETS {
+        outside.add_route(&format!("{}/24 via {tor_side}", subnet.host(0)))?;
+    }
 
     let mut nodes = Vec::new();
     for n in &plan {
@@ -205,11 +215,13 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
             pods.push(LabPod { name, netns: pod_ns, address });
         }
     }
-    let built = Built { lab, _switches: switches, _tor_ns: tor_ns, tor, nodes, _daemons: daemons, pods };
+    let built =
+        Built { lab, _switches: switches, _tor_ns: tor_ns, _outside: outside, tor, nodes, _daemons: daemons, pods };
 
     wait_sessions(&built, rt)?;
     let tor_routes = wait_tor_routes(&built, &url, rt)?;
     let matrix = wait_matrix(&built.pods);
+    let outside = outside_row(&built.pods);
     for (n, ns) in &built.nodes {
         let s = rt.block_on(status::fetch(&run_dir(ns)))?;
         println!("=== {} ({}) — tortie status --run-dir {}", n.name, n.address, run_dir(ns).display());
@@ -223,7 +235,13 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
     println!();
     println!("=== Pod-to-pod reachability (ping, one probe each)");
     print!("{}", render_matrix(&built.pods, &matrix));
-    let failed = matrix.iter().flatten().filter(|c| **c == Some(false)).count();
+    println!();
+    println!("=== Pods to the outside ({OUTSIDE_HOST}, behind the ToR, no route back to the pods: natOutgoing)");
+    for (p, ok) in built.pods.iter().zip(&outside) {
+        println!("  {:<12} {:<15} {}", p.name, p.address.to_string(), if *ok { "ok" } else { "FAIL" });
+    }
+    let failed =
+        matrix.iter().flatten().filter(|c| **c == Some(false)).count() + outside.iter().filter(|ok| !**ok).count();
     println!();
     println!(
         "Lab up in {:.1} s: {} nodes, {} pods, datastore {url}",
@@ -238,7 +256,7 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
     if failed > 0 {
         // Leave it up for debugging, but say so and fail.
         std::mem::forget(built);
-        bail!("{failed} pod pairs cannot reach each other (see the matrix); the lab stays up for debugging");
+        bail!("{failed} pings failed (see the matrix and the outside row); the lab stays up for debugging");
     }
     std::mem::forget(built);
     Ok(())
@@ -412,6 +430,15 @@ fn wait_matrix(pods: &[LabPod]) -> Vec<Vec<Option<bool>>> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Whether each pod reaches the outside host (three tries: the NAT rule may
+/// still be on its way).
+fn outside_row(pods: &[LabPod]) -> Vec<bool> {
+    let to = OUTSIDE_HOST.to_string();
+    pods.iter()
+        .map(|p| (0..3).any(|_| p.netns.exec("ping", &["-n", "-q", "-c", "1", "-W", "1", &to]).is_ok()))
+        .collect()
 }
 
 fn render_matrix(pods: &[LabPod], m: &[Vec<Option<bool>>]) -> String {

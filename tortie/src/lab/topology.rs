@@ -55,8 +55,13 @@ pub fn nodes(count: usize) -> Vec<LabNode> {
         .collect()
 }
 
+/// The "outside" network behind the ToR (no route back to any pod pool).
+pub const OUTSIDE_TOR: &str = "203.0.113.254/24";
+/// The outside host.
+pub const OUTSIDE_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
 /// The resources the lab starts with: the BGP configuration, the default
-/// pool (CrossSubnet IPIP), the nodes with their subnet label, and one
+/// pool as Calico ships it (CrossSubnet IPIP, natOutgoing), the nodes with their subnet label, and one
 /// BGPPeer per subnet towards the ToR.
 pub fn resources(nodes: &[LabNode]) -> String {
     let mut yaml = format!(
@@ -68,7 +73,7 @@ spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}
 apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {{name: default-ipv4-ippool}}
-spec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: CrossSubnet, natOutgoing: false}}
+spec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: CrossSubnet, natOutgoing: true}}
 "
     );
     for n in nodes {
