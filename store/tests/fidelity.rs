@@ -32,8 +32,10 @@ spec:
   vxlanVNI: 4096
   defaultEndpointToHostAction: Drop
   natOutgoingAddress: ""
+  reportingInterval: 0s
+  ipipEnabled: true
   failsafeInboundHostPorts:
-  - {protocol: TCP, port: 22}
+  - {protocol: TCP, port: 22, net: ""}
   - {protocol: udp, port: 68, net: 192.0.2.0/24}
 "#;
 
@@ -103,6 +105,13 @@ fn host_endpoint_policy_modes_tortie_lacks_are_refused_by_name() {
         "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec: {{preDNAT: true, applyOnForward: true}}\n"
     );
     assert!(error_of(&pre).contains("spec.preDNAT: `true`"));
+    // A policy an older tortie stored still loads: felix, not the loader, refuses it.
+    let stored = br#"{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"g"},"spec":{"doNotTrack":true,"applyOnForward":true}}"#;
+    let Resource::GlobalNetworkPolicy(old) = Resource::from_stored(Kind::GlobalNetworkPolicy, stored, 3).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(old.spec.unsupported_modes().len(), 2);
     let defaults = format!(
         "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec: {{doNotTrack: false, preDNAT: false, applyOnForward: false}}\n"
     );
@@ -144,6 +153,9 @@ fn calicoctl_leniencies_lists_ipamconfiguration_unquoted_labels_rule_annotations
     let docs = parse_documents(&labelled).unwrap();
     let labels = &docs[0].metadata().labels;
     assert_eq!((labels["enabled"].as_str(), labels["rank"].as_str()), ("true", "5"));
+    let float = labelled.replace("rank: 5", "version: 1.10");
+    assert!(error_of(&float).contains("quote it"), "1.10 would read as 1.1: {}", error_of(&float));
+    assert!(error_of("apiVersion: v1\nkind: List\n").contains("items"), "a List without items is refused");
 
     let annotated = format!(
         "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec:\n  ingress:\n  - action: Deny\n    metadata: {{annotations: {{reason: known bad}}}}\n    source: {{selector: role == 'bad-actors'}}\n"

@@ -24,9 +24,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use tortie_store::resources::Action;
+use tortie_store::resources::{Action, EndpointToHostAction as EndpointToHost};
 
-use super::host::{EndpointToHost, Failsafe, HostRules, NatOutgoing};
+use super::host::{Failsafe, HostRules, NatOutgoing};
 use super::model::{Direction, Endpoint, EndpointKind, EndpointSet, Entity, NetworkSet, Policy, PolicyRule};
 use super::ruleset::{
     AddrMatch, Applied, Chain, Cond, EndpointPolicies, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset, SetKind, Side,

@@ -57,19 +57,6 @@ pub const FAILSAFE_OUTBOUND: [Failsafe; 9] = [
     Failsafe::tcp(6667),
 ];
 
-/// What happens to traffic from a pod to its own host once the pod's
-/// egress policy allowed it (`defaultEndpointToHostAction`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum EndpointToHost {
-    /// Dropped.
-    Drop,
-    /// Host endpoint policy decides, as for traffic from elsewhere.
-    Return,
-    /// Accepted (the value Calico's Kubernetes manifests set).
-    #[default]
-    Accept,
-}
-
 /// Source NAT for pods' traffic that leaves every pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NatOutgoing {
@@ -90,7 +77,7 @@ pub struct HostRules {
     /// Outbound failsafe ports.
     pub failsafe_out: Vec<Failsafe>,
     /// Pod → host traffic.
-    pub endpoint_to_host: EndpointToHost,
+    pub endpoint_to_host: EndpointToHostAction,
     /// NAT for pods' outgoing traffic.
     pub nat: NatOutgoing,
 }
@@ -111,11 +98,7 @@ impl HostRules {
         HostRules {
             failsafe_in: ports(&felix.failsafe_inbound_host_ports, &FAILSAFE_INBOUND),
             failsafe_out: ports(&felix.failsafe_outbound_host_ports, &FAILSAFE_OUTBOUND),
-            endpoint_to_host: match felix.endpoint_to_host() {
-                Some(EndpointToHostAction::Drop) => EndpointToHost::Drop,
-                Some(EndpointToHostAction::Return) => EndpointToHost::Return,
-                Some(EndpointToHostAction::Accept) | None => EndpointToHost::Accept,
-            },
+            endpoint_to_host: felix.endpoint_to_host().unwrap_or_default(),
             nat: NatOutgoing { pools: cidrs(false), masquerade: cidrs(true), address: felix.nat_outgoing_address },
         }
     }
@@ -126,7 +109,7 @@ impl Default for HostRules {
         HostRules {
             failsafe_in: FAILSAFE_INBOUND.to_vec(),
             failsafe_out: FAILSAFE_OUTBOUND.to_vec(),
-            endpoint_to_host: EndpointToHost::default(),
+            endpoint_to_host: EndpointToHostAction::default(),
             nat: NatOutgoing::default(),
         }
     }

@@ -344,6 +344,11 @@ impl Policy {
     pub fn global(name: &str, spec: &GlobalNetworkPolicySpec) -> Result<Policy, PolicyError> {
         let pname = PolicyName { namespace: None, name: name.into() };
         let p = Parse { policy: &pname, rule_scope: Scope::Global };
+        // Stored by an older tortie: apply refuses these now; never enforced
+        // as something else (the version enforced before stays).
+        if let Some((field, why)) = spec.unsupported_modes().first() {
+            return Err(p.error(field, why));
+        }
         Ok(Policy {
             order: spec.order,
             selector: p.selector("selector", spec.selector.as_deref())?,

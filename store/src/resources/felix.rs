@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::felix_defaults::{CALICO_DEFAULTS, CalicoDefault};
+use super::felix_defaults::{ALSO_ACCEPTED, CALICO_DEFAULTS, CalicoDefault};
 use super::validate::Invalid;
 use super::{Metadata, Spec};
 
@@ -21,8 +21,8 @@ pub struct ProtoPort {
     pub protocol: String,
     /// The port.
     pub port: u16,
-    /// Only for this remote network.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Only for this remote network (`""`: any, as Calico exports it).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "empty_is_none")]
     pub net: Option<IpNet>,
 }
 
@@ -63,22 +63,29 @@ pub struct FelixConfigurationSpec {
 }
 
 /// `""` means unset, as in Calico.
-fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     let text = Option::<String>::deserialize(d)?.unwrap_or_default();
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("`{text}` is not an IP address")))
+    text.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
 }
 
-/// What happens to pod → host traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens to traffic from a pod to its own host once the pod's
+/// egress policy allowed it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum EndpointToHostAction {
     /// Dropped.
     Drop,
-    /// Host endpoint policy decides.
+    /// Host endpoint policy decides, as for traffic from elsewhere.
     Return,
-    /// Accepted.
+    /// Accepted (tortie's default, the value Calico's Kubernetes manifests set).
+    #[default]
     Accept,
 }
 
@@ -131,11 +138,16 @@ impl Spec for FelixConfigurationSpec {
         for (field, value) in &self.calico_defaults {
             match CALICO_DEFAULTS.iter().find(|(name, _)| name == field) {
                 None => bad.push(Invalid::new(field, value, "not a FelixConfiguration field")),
-                Some((_, default)) if !is_default(value, *default) => bad.push(Invalid::new(
-                    field,
-                    value,
-                    format!("tortie supports only Calico's default here ({})", shown(*default)),
-                )),
+                Some((_, default))
+                    if !is_default(value, *default)
+                        && !ALSO_ACCEPTED.iter().any(|(f, v)| f == field && is_default(value, *v)) =>
+                {
+                    bad.push(Invalid::new(
+                        field,
+                        value,
+                        format!("tortie supports only Calico's default here ({})", shown(*default)),
+                    ))
+                }
                 Some(_) => {}
             }
         }

@@ -23,6 +23,14 @@ pub(super) enum CalicoDefault {
 
 use CalicoDefault::{Bool, Int, List, Millis, Text, Unset};
 
+/// Values other than the default that Calico itself writes into a new
+/// cluster's `default` FelixConfiguration, accepted because tortie already
+/// behaves so: `reportingInterval: 0s` (calico-node's; tortie reports
+/// through its local API, not Felix status reports) and `ipipEnabled:
+/// true` (tortie's IPIP follows the pools, as Calico's does when it is on).
+pub(super) const ALSO_ACCEPTED: &[(&str, CalicoDefault)] =
+    &[("reportingInterval", CalicoDefault::Millis(0)), ("ipipEnabled", CalicoDefault::Bool(true))];
+
 /// Every other field of Calico's FelixConfigurationSpec, with its default.
 pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("nodeSelector", Unset),

@@ -69,14 +69,18 @@ pub struct Metadata {
 }
 
 /// A map of strings where YAML may have left a value unquoted (`enabled:
-/// true`, `tier: 1`): the value is kept as written, as calicoctl does.
+/// true`, `tier: 1`): booleans and whole numbers are kept as text. A
+/// number YAML would rewrite (`1.10` reads as 1.1) must be quoted.
 fn string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     let raw = BTreeMap::<String, serde_yaml_ng::Value>::deserialize(d)?;
     raw.into_iter()
         .map(|(k, v)| match v {
             serde_yaml_ng::Value::String(s) => Ok((k, s)),
             serde_yaml_ng::Value::Bool(b) => Ok((k, b.to_string())),
-            serde_yaml_ng::Value::Number(n) => Ok((k, n.to_string())),
+            serde_yaml_ng::Value::Number(n) if !n.is_f64() => Ok((k, n.to_string())),
+            serde_yaml_ng::Value::Number(n) => {
+                Err(serde::de::Error::custom(format!("`{k}`: {n} is not kept exactly as a number; quote it")))
+            }
             serde_yaml_ng::Value::Null => Ok((k, String::new())),
             other => Err(serde::de::Error::custom(format!("`{k}`: a string, not {other:?}"))),
         })
@@ -104,6 +108,12 @@ pub trait Spec: Default + Clone + Serialize + DeserializeOwned {
     fn apply_defaults(&mut self) {}
     /// Checks the values (field paths relative to `spec`).
     fn validate(&self, meta: &Metadata) -> Result<(), Invalid>;
+    /// What `apply` refuses that an older tortie may have stored: checked
+    /// for new documents only, so a stored record still loads and its
+    /// consumer decides (it keeps what it enforced before).
+    fn refuse(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
 }
 
 /// Any supported resource.
@@ -238,7 +248,7 @@ impl Resource {
             name: format!(" ({} {})", self.kind().info().name, self.metadata().name),
             message: e.to_string(),
         })?;
-        decode(self.kind(), value, n)
+        decode(self.kind(), value, n, true)
     }
 
     /// Reads a stored resource, setting `resourceVersion` to `revision`.
@@ -248,7 +258,7 @@ impl Resource {
             name: format!(" (stored {})", kind.info().name),
             message: e.to_string(),
         })?;
-        let mut r = decode(kind, value, 1)?;
+        let mut r = decode(kind, value, 1, false)?;
         r.metadata_mut().resource_version = Some(revision.to_string());
         Ok(r)
     }
@@ -270,7 +280,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, DocumentError> {
             continue; // an empty document (`---` at the end)
         }
         if value.get("kind").and_then(|k| k.as_str()) == Some("List") {
-            let items = value.get("items").and_then(|i| i.as_sequence()).cloned().unwrap_or_default();
+            let items = value.get("items").and_then(|i| i.as_sequence()).cloned().ok_or_else(|| DocumentError {
+                document: n,
+                name: " (List)".into(),
+                message: "items: a List needs a list of items".into(),
+            })?;
             for (j, item) in items.into_iter().enumerate() {
                 out.push(document(item, n).map_err(|mut e| {
                     e.name = format!(" (List item {}){}", j + 1, e.name);
@@ -304,15 +318,17 @@ fn document(value: serde_yaml_ng::Value, n: usize) -> Result<Resource, DocumentE
             message: format!("apiVersion: `{api}` (must be {API_VERSION})"),
         });
     }
-    decode(kind, value, n)
+    decode(kind, value, n, true)
 }
 
-/// Decodes one document of a known kind, then defaults and validates it.
-fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize) -> Result<Resource, DocumentError> {
+/// Decodes one document of a known kind, then defaults and validates it
+/// (`new`: a document being applied, not one read back from the store).
+fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize, new: bool) -> Result<Resource, DocumentError> {
     fn typed<S: Spec>(
         kind: Kind,
         value: serde_yaml_ng::Value,
         n: usize,
+        new: bool,
         wrap: fn(Object<S>) -> Resource,
     ) -> Result<Resource, DocumentError> {
         let label = value.get("metadata").and_then(|m| m.get("name")).and_then(|v| v.as_str()).unwrap_or("");
@@ -325,23 +341,26 @@ fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize) -> Result<Resource,
         validate::metadata(kind, &mut obj.metadata).map_err(|e| e.in_document(n, &name, "metadata"))?;
         obj.spec.apply_defaults();
         obj.spec.validate(&obj.metadata).map_err(|e| e.in_document(n, &name, "spec"))?;
+        if new {
+            obj.spec.refuse().map_err(|e| e.in_document(n, &name, "spec"))?;
+        }
         Ok(wrap(obj))
     }
     match kind {
-        Kind::BgpConfiguration => typed(kind, value, n, Resource::BgpConfiguration),
-        Kind::BgpPeer => typed(kind, value, n, Resource::BgpPeer),
-        Kind::BgpFilter => typed(kind, value, n, Resource::BgpFilter),
-        Kind::Node => typed(kind, value, n, Resource::Node),
-        Kind::IpPool => typed(kind, value, n, Resource::IpPool),
-        Kind::IpamConfig => typed(kind, value, n, Resource::IpamConfig),
-        Kind::WorkloadEndpoint => typed(kind, value, n, Resource::WorkloadEndpoint),
-        Kind::NetworkPolicy => typed(kind, value, n, Resource::NetworkPolicy),
-        Kind::GlobalNetworkPolicy => typed(kind, value, n, Resource::GlobalNetworkPolicy),
-        Kind::HostEndpoint => typed(kind, value, n, Resource::HostEndpoint),
-        Kind::Profile => typed(kind, value, n, Resource::Profile),
-        Kind::NetworkSet => typed(kind, value, n, Resource::NetworkSet),
-        Kind::GlobalNetworkSet => typed(kind, value, n, Resource::GlobalNetworkSet),
-        Kind::FelixConfiguration => typed(kind, value, n, Resource::FelixConfiguration),
-        Kind::Tier => typed(kind, value, n, Resource::Tier),
+        Kind::BgpConfiguration => typed(kind, value, n, new, Resource::BgpConfiguration),
+        Kind::BgpPeer => typed(kind, value, n, new, Resource::BgpPeer),
+        Kind::BgpFilter => typed(kind, value, n, new, Resource::BgpFilter),
+        Kind::Node => typed(kind, value, n, new, Resource::Node),
+        Kind::IpPool => typed(kind, value, n, new, Resource::IpPool),
+        Kind::IpamConfig => typed(kind, value, n, new, Resource::IpamConfig),
+        Kind::WorkloadEndpoint => typed(kind, value, n, new, Resource::WorkloadEndpoint),
+        Kind::NetworkPolicy => typed(kind, value, n, new, Resource::NetworkPolicy),
+        Kind::GlobalNetworkPolicy => typed(kind, value, n, new, Resource::GlobalNetworkPolicy),
+        Kind::HostEndpoint => typed(kind, value, n, new, Resource::HostEndpoint),
+        Kind::Profile => typed(kind, value, n, new, Resource::Profile),
+        Kind::NetworkSet => typed(kind, value, n, new, Resource::NetworkSet),
+        Kind::GlobalNetworkSet => typed(kind, value, n, new, Resource::GlobalNetworkSet),
+        Kind::FelixConfiguration => typed(kind, value, n, new, Resource::FelixConfiguration),
+        Kind::Tier => typed(kind, value, n, new, Resource::Tier),
     }
 }

@@ -360,9 +360,28 @@ pub struct GlobalNetworkPolicySpec {
     pub apply_on_forward: bool,
 }
 
+impl GlobalNetworkPolicySpec {
+    /// The host endpoint policy modes tortie lacks that this policy asks
+    /// for: (field, why).
+    pub fn unsupported_modes(&self) -> Vec<(&'static str, &'static str)> {
+        // Refused rather than stored without effect: tortie's host endpoint
+        // policy covers traffic to and from the host itself only.
+        let modes = [
+            ("doNotTrack", self.do_not_track, "untracked policy is not supported"),
+            ("preDNAT", self.pre_dnat, "pre-DNAT policy is not supported"),
+            ("applyOnForward", self.apply_on_forward, "host endpoint policy for forwarded traffic is not supported"),
+        ];
+        modes.into_iter().filter(|(_, on, _)| *on).map(|(f, _, why)| (f, why)).collect()
+    }
+}
+
 impl Spec for GlobalNetworkPolicySpec {
     fn apply_defaults(&mut self) {
         default_types(&mut self.types, &self.egress);
+    }
+
+    fn refuse(&self) -> Result<(), Invalid> {
+        Invalid::all(self.unsupported_modes().into_iter().map(|(f, why)| Invalid::new(f, true, why)).collect())
     }
 
     fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
@@ -370,14 +389,6 @@ impl Spec for GlobalNetworkPolicySpec {
         if let Some(s) = &self.namespace_selector {
             validate::selector("namespaceSelector", s)?;
         }
-        // Refused rather than stored without effect: tortie's host endpoint
-        // policy covers traffic to and from the host itself only.
-        let unsupported = [
-            ("doNotTrack", self.do_not_track, "untracked policy is not supported"),
-            ("preDNAT", self.pre_dnat, "pre-DNAT policy is not supported"),
-            ("applyOnForward", self.apply_on_forward, "host endpoint policy for forwarded traffic is not supported"),
-        ];
-        let bad = unsupported.iter().filter(|(_, on, _)| *on).map(|(f, _, why)| Invalid::new(*f, true, *why));
-        Invalid::all(bad.collect())
+        Ok(())
     }
 }
