@@ -37,8 +37,9 @@ use crate::route::LearnedHops;
 pub struct AgentConfig {
     /// This node's name (its Node resource).
     pub node: String,
-    /// The route reconciler's timing.
-    pub reconciler: ReconcilerConfig,
+    /// The route reconciler's full-pass interval when set on the command
+    /// line (it wins over FelixConfiguration `routeRefreshInterval`).
+    pub route_refresh: Option<Duration>,
     /// The IPIP tunnel device, once one is up (it may come up while the
     /// agent runs: a pool turned to IPIP; routes then move onto it).
     pub tunnel: watch::Receiver<Option<String>>,
@@ -48,9 +49,14 @@ pub struct AgentConfig {
     /// Where the userspace IPIP data plane learns which prefixes it carries
     /// to which node (when it runs).
     pub encap: Option<watch::Sender<Arc<EncapTable>>>,
-    /// How often the nftables table is compared with what was applied.
-    pub policy_check: Duration,
+    /// How often the nftables table is compared with what was applied,
+    /// when set on the command line (it wins over FelixConfiguration
+    /// `nftablesRefreshInterval` / `iptablesRefreshInterval`).
+    pub policy_check: Option<Duration>,
 }
+
+/// How often the nftables table is checked when nothing sets it.
+pub const DEFAULT_POLICY_CHECK: Duration = Duration::from_secs(30);
 
 /// News from BGP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +99,9 @@ pub struct Agent {
     pub ruleset: watch::Receiver<Arc<Ruleset>>,
     /// The policy data plane's counters.
     pub policy_stats: Arc<policy_apply::PolicyStats>,
+    /// This node's FelixConfiguration (`node.<name>` over `default`), for
+    /// the process-wide settings (log level, metrics listener).
+    pub felix_config: watch::Receiver<Arc<FelixConfigurationSpec>>,
     /// The agent task (ends on a datastore failure it cannot recover from).
     pub task: tokio::task::JoinHandle<Result<(), FelixError>>,
 }
@@ -205,6 +214,17 @@ struct State {
 }
 
 impl State {
+    /// The route refresh interval: the command line's, the
+    /// FelixConfiguration's, or the default.
+    fn route_refresh(&self) -> Duration {
+        self.config.route_refresh.or(self.snapshot.felix.route_refresh()).unwrap_or(reconcile::DEFAULT_RESYNC)
+    }
+
+    /// The nftables check interval, likewise.
+    fn policy_check(&self) -> Duration {
+        self.config.policy_check.or(self.snapshot.felix.policy_refresh()).unwrap_or(DEFAULT_POLICY_CHECK)
+    }
+
     fn learn(&mut self, news: Learned) {
         match news {
             Learned::Routes(routes) => {
@@ -328,13 +348,7 @@ impl State {
         let entries = self.encap_current.iter().map(|(n, a)| (*n, a.clone()));
         let retired = self.encap_retired.iter().map(|(n, (a, _))| (*n, a.clone()));
         let table = EncapTable::new(entries.chain(retired), self.snapshot.nodes.iter().copied());
-        tx.send_if_modified(|t| {
-            let changed = **t != table;
-            if changed {
-                *t = Arc::new(table);
-            }
-            changed
-        });
+        publish(tx, Arc::new(table));
     }
 }
 
@@ -359,10 +373,14 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
         policy_errors: Vec::new(),
     };
     let (ruleset_tx, ruleset_rx) = watch::channel(Arc::new(state.ruleset()));
-    let (_policy_task, policy_stats) = policy_apply::spawn(ruleset_rx.clone(), state.config.policy_check);
+    let (felix_tx, felix_rx) = watch::channel(Arc::new(state.snapshot.felix.clone()));
+    let (check_tx, check_rx) = watch::channel(state.policy_check());
+    let (resync_tx, resync_rx) = watch::channel(state.route_refresh());
+    let (_policy_task, policy_stats) = policy_apply::spawn(ruleset_rx.clone(), check_rx);
     let originate = state.recalc().unwrap_or_default();
     let (originate_tx, originate_rx) = watch::channel(originate);
-    let reconciler = reconcile::spawn(state.cell.clone(), state.config.reconciler)?;
+    let reconciler =
+        reconcile::spawn(state.cell.clone(), ReconcilerConfig { resync: resync_rx, ..ReconcilerConfig::default() })?;
     let (learned_tx, mut learned_rx) = mpsc::channel(1024);
     let task = tokio::spawn(async move {
         let relearned = tokio::time::sleep(state.config.relearn_limit);
@@ -380,6 +398,9 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
                     state.snapshot = snapshot;
                     state.full = true;
                     policy_dirty = true;
+                    publish(&felix_tx, Arc::new(state.snapshot.felix.clone()));
+                    publish(&check_tx, state.policy_check());
+                    publish(&resync_tx, state.route_refresh());
                     tracing::debug!(revision = rev, "datastore changed; recalculated");
                 }
                 news = learned_rx.recv() => match news {
@@ -402,23 +423,10 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
                 state.learn(news);
             }
             if std::mem::take(&mut policy_dirty) {
-                let ruleset = state.ruleset();
-                ruleset_tx.send_if_modified(|r| {
-                    let changed = **r != ruleset;
-                    if changed {
-                        *r = Arc::new(ruleset);
-                    }
-                    changed
-                });
+                publish(&ruleset_tx, Arc::new(state.ruleset()));
             }
             if let Some(originate) = state.recalc() {
-                originate_tx.send_if_modified(|o| {
-                    let changed = *o != originate;
-                    if changed {
-                        *o = originate;
-                    }
-                    changed
-                });
+                publish(&originate_tx, originate);
             }
         }
     });
@@ -428,6 +436,18 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
         stats: reconciler.stats,
         ruleset: ruleset_rx,
         policy_stats,
+        felix_config: felix_rx,
         task,
     })
+}
+
+/// Sends `value` when it differs from what the receivers have.
+fn publish<T: PartialEq>(tx: &watch::Sender<T>, value: T) {
+    tx.send_if_modified(|have| {
+        let changed = *have != value;
+        if changed {
+            *have = value;
+        }
+        changed
+    });
 }

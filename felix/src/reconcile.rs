@@ -191,17 +191,21 @@ impl DesiredCell {
 }
 
 /// Reconciler settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
-    /// Full resync interval even without events.
-    pub resync: Duration,
+    /// Full resync interval even without events (it may change while the
+    /// reconciler runs: FelixConfiguration `routeRefreshInterval`).
+    pub resync: tokio::sync::watch::Receiver<Duration>,
     /// Wait after a kernel event for more to arrive.
     pub debounce: Duration,
 }
 
+/// The full resync interval when nothing sets it (Calico's too).
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(90);
+
 impl Default for ReconcilerConfig {
     fn default() -> Self {
-        ReconcilerConfig { resync: Duration::from_secs(90), debounce: Duration::from_millis(20) }
+        ReconcilerConfig { resync: tokio::sync::watch::channel(DEFAULT_RESYNC).1, debounce: Duration::from_millis(20) }
     }
 }
 
@@ -390,8 +394,11 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
         })
         .map_err(|source| NetlinkError::Io { what: "event thread", source })?;
     let counters = stats.clone();
+    let mut resync = config.resync;
+    let mut resync_open = true;
     let task = tokio::spawn(async move {
         let mut next_resync = tokio::time::Instant::now();
+        let mut last_full = next_resync;
         let mut refused_before: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut full = true;
         loop {
@@ -404,12 +411,18 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                         full = true;
                     }
                     () = tokio::time::sleep_until(next_resync) => full = true,
+                    open = resync.changed(), if resync_open => {
+                        resync_open = open.is_ok();
+                        next_resync = last_full + *resync.borrow();
+                        tracing::info!(interval = ?*resync.borrow(), "route refresh interval changed");
+                    }
                 }
                 continue;
             };
             let is_full = matches!(work, Work::Full(_));
             if is_full {
-                next_resync = tokio::time::Instant::now() + config.resync;
+                last_full = tokio::time::Instant::now();
+                next_resync = last_full + *resync.borrow();
             }
             let started = Instant::now();
             let (back, result) = match tokio::task::spawn_blocking(move || {

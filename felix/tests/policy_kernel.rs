@@ -321,7 +321,7 @@ fn a_table_changed_behind_tortie_is_rebuilt() {
     });
     let stats = bed.in_node(async || {
         let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(rs));
-        let (task, stats) = apply::spawn(rx, Duration::from_millis(200));
+        let (task, stats) = apply::spawn(rx, tokio::sync::watch::channel(Duration::from_millis(200)).1);
         // Each apply, check and repair runs an `nft` process: on a loaded
         // machine they take their time, so wait for each step's counter.
         let counted = async |what: &str, counter: &std::sync::atomic::AtomicU64, at_least: u64| {

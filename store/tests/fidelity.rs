@@ -58,7 +58,7 @@ fn felix_configuration_at_calicos_defaults_applies_and_honoured_fields_are_typed
 #[test]
 fn felix_configuration_names_every_field_tortie_cannot_honour() {
     let yaml = format!(
-        "{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfEnabled: true\n  wireguardEnabled: true\n  logSeverityScreen: Info\n  noSuchField: 1\n  defaultEndpointToHostAction: Maybe\n"
+        "{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfEnabled: true\n  wireguardEnabled: true\n  logSeverityScreen: Info\n  noSuchField: 1\n  defaultEndpointToHostAction: Maybe\n  routeRefreshInterval: 500ms\n  nftablesRefreshInterval: soon\n  prometheusMetricsHost: metrics.example\n"
     );
     let err = error_of(&yaml);
     for needle in [
@@ -66,6 +66,9 @@ fn felix_configuration_names_every_field_tortie_cannot_honour() {
         "spec.wireguardEnabled: `true`",
         "spec.noSuchField: `1`: not a FelixConfiguration field",
         "spec.defaultEndpointToHostAction: `Maybe`: one of Drop, Return, Accept",
+        "spec.routeRefreshInterval: `500ms`: a duration of at least 1s",
+        "spec.nftablesRefreshInterval: `soon`",
+        "spec.prometheusMetricsHost: `metrics.example`",
     ] {
         assert!(err.contains(needle), "{err}\n(missing {needle:?})");
     }
@@ -85,11 +88,21 @@ fn node_felix_configuration_overrides_the_default_field_by_field() {
         Resource::FelixConfiguration(f) => f.spec,
         _ => unreachable!(),
     };
-    let default = spec("{defaultEndpointToHostAction: Return, natOutgoingAddress: 192.0.2.9}");
-    let node = spec("{defaultEndpointToHostAction: accept}");
+    let default = spec(
+        "{defaultEndpointToHostAction: Return, natOutgoingAddress: 192.0.2.9, iptablesRefreshInterval: 1m, logSeverityScreen: Warning}",
+    );
+    let node =
+        spec("{defaultEndpointToHostAction: accept, nftablesRefreshInterval: 10s, prometheusMetricsEnabled: true}");
     let merged = FelixConfigurationSpec::merged(Some(&default), Some(&node));
     assert_eq!(merged.endpoint_to_host(), Some(EndpointToHostAction::Accept));
     assert_eq!(merged.nat_outgoing_address, Some("192.0.2.9".parse().unwrap()));
+    assert_eq!(merged.policy_refresh(), Some(std::time::Duration::from_secs(10)), "nftables' name wins");
+    assert_eq!(merged.log_level(), Some("warn"));
+    assert_eq!(merged.metrics_listen(), Some("0.0.0.0:9091".parse().unwrap()), "Calico's defaults");
+    assert_eq!(
+        FelixConfigurationSpec::merged(Some(&default), None).policy_refresh(),
+        Some(std::time::Duration::from_secs(60))
+    );
     assert_eq!(FelixConfigurationSpec::merged(None, None).endpoint_to_host(), None);
 }
 

@@ -1,8 +1,7 @@
-//! natOutgoing and FelixConfiguration through the daemon: a pod reaches an
-//! outside network that has no route back to any pool only while its pool
-//! has natOutgoing, from the node's address; a TCP connection through the
-//! NAT survives a `kill -9` and restart of the daemon; a FelixConfiguration
-//! written with `tortie apply` changes what a pod may send to its host.
+//! natOutgoing through the daemon: a pod reaches an outside network that
+//! has no route back to any pool only while its pool has natOutgoing, from
+//! the node's address; a TCP connection through the NAT survives a
+//! `kill -9` and restart of the daemon.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -89,26 +88,4 @@ fn nat_outgoing_reaches_the_outside_from_the_node_address_and_survives_a_daemon_
     c.apply(&POOL.replace("NAT", "false"));
     wait_until("natOutgoing off again: no new connection gets out", || !connects(&pod.netns, to, t).unwrap());
     drop(d);
-}
-
-#[test]
-fn a_felix_configuration_decides_what_pods_may_send_to_their_host() {
-    let c = Cluster::new("felixconf", 1);
-    let pod = c.pod(0, "web", "198.18.0.1");
-    let _d = c.start(0);
-    let host = SocketAddr::from(([192, 0, 2, 1], 8080));
-    let _l = listen(&c.nodes[0], host).unwrap();
-    let t = Duration::from_millis(500);
-    wait_until("the pod reaches its host (tortie's default: Accept)", || connects(&pod.netns, host, t).unwrap());
-    let conf = "apiVersion: projectcalico.org/v3
-kind: FelixConfiguration
-metadata: {name: default}
-spec: {defaultEndpointToHostAction: Drop, logSeverityScreen: Info}
-";
-    c.apply(conf);
-    wait_until("Drop (Calico's default) stops pod → host traffic", || !connects(&pod.netns, host, t).unwrap());
-    c.apply(&conf.replace("default}", "node.n1}").replace("Drop", "Accept"));
-    wait_until("the node's own configuration wins", || connects(&pod.netns, host, t).unwrap());
-    c.tortie(&["delete", "felixconfiguration", "node.n1"], "");
-    wait_until("back to the cluster-wide Drop", || !connects(&pod.netns, host, t).unwrap());
 }

@@ -182,19 +182,19 @@ pub struct PolicyStats {
 
 /// Keeps the kernel's table equal to the latest compiled one: applies each
 /// change (incrementally from what was applied last), and every
-/// `check_every` compares the kernel's table with what was applied,
-/// rebuilding it if it differs.
+/// `check_every` (which may change while it runs) compares the kernel's
+/// table with what was applied, rebuilding it if it differs.
 pub fn spawn(
     mut desired: watch::Receiver<Arc<Ruleset>>,
-    check_every: Duration,
+    mut check_every: watch::Receiver<Duration>,
 ) -> (tokio::task::JoinHandle<()>, Arc<PolicyStats>) {
     let stats = Arc::new(PolicyStats::default());
     let st = stats.clone();
     let task = tokio::spawn(async move {
         // What the kernel has (None: unknown, rebuild).
         let mut applied: Option<Arc<Ruleset>> = None;
-        let mut tick = tokio::time::interval(check_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_check = tokio::time::Instant::now() + *check_every.borrow();
+        let mut every_open = true;
         loop {
             let want = desired.borrow_and_update().clone();
             let same = applied.as_ref().is_some_and(|have| Arc::ptr_eq(have, &want) || **have == *want);
@@ -203,7 +203,12 @@ pub fn spawn(
             }
             tokio::select! {
                 changed = desired.changed() => if changed.is_err() { return },
-                _ = tick.tick() => {
+                open = check_every.changed(), if every_open => {
+                    every_open = open.is_ok();
+                    next_check = tokio::time::Instant::now() + *check_every.borrow();
+                }
+                () = tokio::time::sleep_until(next_check) => {
+                    next_check = tokio::time::Instant::now() + *check_every.borrow();
                     let Some(have) = &applied else { continue };
                     match list().await {
                         Ok(Some(now)) if matches(&now, have) => {}

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,30 @@ pub struct FelixConfigurationSpec {
     /// The source address for natOutgoing (unset: the outgoing interface's).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "empty_is_none")]
     pub nat_outgoing_address: Option<IpAddr>,
+    /// How often the route reconciler compares the kernel with what it
+    /// wants even without events (Go duration; tortie's default 90s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_refresh_interval: Option<String>,
+    /// How often tortie's nftables table is checked and repaired (tortie's
+    /// default 30s); `nftablesRefreshInterval` wins when both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iptables_refresh_interval: Option<String>,
+    /// The same, by its nftables name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nftables_refresh_interval: Option<String>,
+    /// The daemon's log level: `Trace`, `Debug`, `Info`, `Warning`,
+    /// `Error`, `Fatal` (any case; unless `TORTIE_LOG` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_severity_screen: Option<String>,
+    /// Serve Prometheus metrics over TCP (unless `--metrics-listen` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_metrics_enabled: Option<bool>,
+    /// Where (`""`: every address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_metrics_host: Option<String>,
+    /// Port (Calico's default 9091).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_metrics_port: Option<u16>,
     /// Calico's other fields: accepted only at Calico's default.
     #[serde(flatten)]
     pub calico_defaults: BTreeMap<String, serde_json::Value>,
@@ -103,14 +128,46 @@ impl FelixConfigurationSpec {
 
     /// `node.<name>` over `default`: each field set in the node's own wins.
     pub fn merged(default: Option<&FelixConfigurationSpec>, node: Option<&FelixConfigurationSpec>) -> Self {
-        let (d, n) = (default.cloned().unwrap_or_default(), node.cloned().unwrap_or_default());
-        FelixConfigurationSpec {
-            failsafe_inbound_host_ports: n.failsafe_inbound_host_ports.or(d.failsafe_inbound_host_ports),
-            failsafe_outbound_host_ports: n.failsafe_outbound_host_ports.or(d.failsafe_outbound_host_ports),
-            default_endpoint_to_host_action: n.default_endpoint_to_host_action.or(d.default_endpoint_to_host_action),
-            nat_outgoing_address: n.nat_outgoing_address.or(d.nat_outgoing_address),
-            calico_defaults: BTreeMap::new(),
+        let fields = |s: Option<&FelixConfigurationSpec>| match s.map(serde_json::to_value) {
+            Some(Ok(serde_json::Value::Object(m))) => m,
+            _ => serde_json::Map::new(),
+        };
+        let mut all = fields(default);
+        all.extend(fields(node));
+        serde_json::from_value(serde_json::Value::Object(all)).unwrap_or_default()
+    }
+
+    /// The route reconciler's full-pass interval, when set.
+    pub fn route_refresh(&self) -> Option<Duration> {
+        self.route_refresh_interval.as_deref().and_then(duration)
+    }
+
+    /// The nftables check interval, when set.
+    pub fn policy_refresh(&self) -> Option<Duration> {
+        self.nftables_refresh_interval.as_deref().or(self.iptables_refresh_interval.as_deref()).and_then(duration)
+    }
+
+    /// The log level as a `tracing` directive (`None`: unset or invalid).
+    pub fn log_level(&self) -> Option<&'static str> {
+        match self.log_severity_screen.as_deref()?.to_ascii_lowercase().as_str() {
+            "trace" => Some("trace"),
+            "debug" => Some("debug"),
+            "info" => Some("info"),
+            "warning" | "warn" => Some("warn"),
+            "error" | "fatal" | "panic" => Some("error"),
+            _ => None,
         }
+    }
+
+    /// Where to serve Prometheus metrics, when enabled (Calico's defaults:
+    /// every address, port 9091).
+    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        if self.prometheus_metrics_enabled != Some(true) {
+            return None;
+        }
+        let host = self.prometheus_metrics_host.as_deref().filter(|h| !h.is_empty()).unwrap_or("0.0.0.0");
+        let ip: IpAddr = if host == "localhost" { IpAddr::from([127, 0, 0, 1]) } else { host.parse().ok()? };
+        Some(std::net::SocketAddr::new(ip, self.prometheus_metrics_port.unwrap_or(9091)))
     }
 }
 
@@ -134,6 +191,25 @@ impl Spec for FelixConfigurationSpec {
             && self.endpoint_to_host().is_none()
         {
             bad.push(Invalid::new("defaultEndpointToHostAction", a, "one of Drop, Return, Accept"));
+        }
+        for (field, value) in [
+            ("routeRefreshInterval", &self.route_refresh_interval),
+            ("iptablesRefreshInterval", &self.iptables_refresh_interval),
+            ("nftablesRefreshInterval", &self.nftables_refresh_interval),
+        ] {
+            if let Some(v) = value.as_deref().filter(|v| duration(v).is_none()) {
+                bad.push(Invalid::new(field, v, "a duration of at least 1s, like 90s or 1m30s"));
+            }
+        }
+        if let Some(l) = &self.log_severity_screen
+            && self.log_level().is_none()
+        {
+            bad.push(Invalid::new("logSeverityScreen", l, "one of Trace, Debug, Info, Warning, Error, Fatal"));
+        }
+        if let Some(h) = self.prometheus_metrics_host.as_deref().filter(|h| !h.is_empty() && *h != "localhost")
+            && h.parse::<IpAddr>().is_err()
+        {
+            bad.push(Invalid::new("prometheusMetricsHost", h, "an IP address, `localhost` or empty (every address)"));
         }
         for (field, value) in &self.calico_defaults {
             match CALICO_DEFAULTS.iter().find(|(name, _)| name == field) {
@@ -185,6 +261,11 @@ fn parse_int(s: &str) -> Option<i64> {
         Some(hex) => i64::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
     }
+}
+
+/// A refresh interval: a Go duration of at least one second.
+fn duration(text: &str) -> Option<Duration> {
+    duration_ms(text).filter(|ms| *ms >= 1000).map(Duration::from_millis)
 }
 
 /// A Go duration (`90s`, `1m30s`, `500ms`, `1h`) in milliseconds.

@@ -3,6 +3,8 @@
 //! (projectcalico/calico `api/pkg/apis/projectcalico/v3/felixconfig.go`)
 //! and Felix's defaults (`felix/docs/config-params.json`, same release).
 //! The fields tortie acts on are typed in `felix.rs`, not listed here.
+//! (Calico's refresh defaults differ from tortie's: an interval left unset
+//! keeps tortie's.)
 
 /// A field's default in Calico.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,9 +40,7 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("dataplaneDriver", Text("calico-iptables-plugin")),
     ("dataplaneWatchdogTimeout", Millis(90000)),
     ("ipv6Support", Bool(true)),
-    ("routeRefreshInterval", Millis(90000)),
     ("interfaceRefreshInterval", Millis(90000)),
-    ("iptablesRefreshInterval", Millis(180000)),
     ("iptablesPostWriteCheckInterval", Millis(5000)),
     ("iptablesLockProbeInterval", Millis(50)),
     ("featureDetectOverride", Text("")),
@@ -64,7 +64,6 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("logActionRateLimitBurst", Int(5)),
     ("logFilePath", Text("/var/log/calico/felix.log")),
     ("logSeverityFile", Text("Info")),
-    ("logSeverityScreen", Text("Info")),
     ("logSeveritySys", Text("Info")),
     ("logDebugFilenameRegex", Text("")),
     ("ipipEnabled", Unset),
@@ -87,9 +86,6 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("healthHost", Text("localhost")),
     ("healthPort", Int(9099)),
     ("healthTimeoutOverrides", List(r#"[]"#)),
-    ("prometheusMetricsEnabled", Bool(false)),
-    ("prometheusMetricsHost", Text("")),
-    ("prometheusMetricsPort", Int(9091)),
     ("prometheusGoMetricsEnabled", Bool(true)),
     ("prometheusProcessMetricsEnabled", Bool(true)),
     ("prometheusWireGuardMetricsEnabled", Bool(true)),
@@ -123,7 +119,6 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("xdpEnabled", Bool(true)),
     ("genericXDPEnabled", Bool(false)),
     ("nftablesMode", Text("Auto")),
-    ("nftablesRefreshInterval", Millis(180000)),
     ("nftablesFilterAllowAction", Text("Accept")),
     ("nftablesMangleAllowAction", Text("Accept")),
     ("nftablesFilterDenyAction", Text("Drop")),

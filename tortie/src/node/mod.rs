@@ -9,6 +9,7 @@ mod filters;
 pub mod local_api;
 mod metrics;
 mod peers;
+mod settings;
 pub mod summary;
 mod tunnel;
 
@@ -24,7 +25,6 @@ use tokio::sync::{mpsc, watch};
 use tortie_bgp::rib::policy::Policy;
 use tortie_bgp::speaker::{self, SpeakerCommand};
 use tortie_felix::agent::{self, AgentConfig};
-use tortie_felix::reconcile::ReconcilerConfig;
 use tortie_store::Datastore;
 use tortie_store::api::{self, ApiError};
 use tortie_store::resources::{
@@ -71,9 +71,10 @@ pub struct CommonArgs {
 pub struct RunArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Full route resync interval, seconds.
-    #[arg(long, default_value_t = 90)]
-    route_resync: u64,
+    /// Full route resync interval, seconds (default: FelixConfiguration
+    /// `routeRefreshInterval`, else 90).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    route_resync: Option<u64>,
     /// Longest wait for BGP to relearn routes after a start, seconds.
     #[arg(long, default_value_t = 120)]
     relearn_limit: u64,
@@ -81,17 +82,18 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1500)]
     underlay_mtu: u16,
     /// How often the policy table in nftables is checked (and repaired if
-    /// someone changed it), seconds.
-    #[arg(long, default_value_t = 30)]
-    policy_check: u64,
+    /// someone changed it), seconds (default: FelixConfiguration
+    /// `nftablesRefreshInterval` / `iptablesRefreshInterval`, else 30).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    policy_check: Option<u64>,
 }
 
 /// The data plane settings of `tortie node run`.
 struct Dataplane {
-    resync: u64,
+    resync: Option<u64>,
     relearn: u64,
     underlay_mtu: u16,
-    policy_check: u64,
+    policy_check: Option<u64>,
 }
 
 /// `tortie reflector run`: a dedicated route reflector, no data plane.
@@ -107,15 +109,6 @@ pub struct ReflectorArgs {
     /// configuration per client (repeatable).
     #[arg(long)]
     listen_range: Vec<IpNet>,
-}
-
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TORTIE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal, never in a log file or journal.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if json { logs.json().init() } else { logs.init() }
 }
 
 /// The first global IPv4 address of this host.
@@ -185,7 +178,7 @@ async fn serve(
     cluster_id: Option<std::net::Ipv4Addr>,
     listen_ranges: Vec<IpNet>,
 ) -> anyhow::Result<()> {
-    init_logs(args.log_json);
+    let logs = settings::init_logs(args.log_json);
     std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating run dir {}", args.run_dir.display()))?;
     let address = match args.ip {
         Some(a) => a,
@@ -213,11 +206,11 @@ async fn serve(
         let t = tunnel::start(synced.clone(), &args.name, address.addr(), underlay_mtu, encap_rx).await?;
         let config = AgentConfig {
             node: args.name.clone(),
-            reconciler: ReconcilerConfig { resync: Duration::from_secs(resync), ..ReconcilerConfig::default() },
+            route_refresh: resync.map(Duration::from_secs),
             tunnel: t.device.clone(),
             relearn_limit: Duration::from_secs(relearn),
             encap: Some(encap_tx),
-            policy_check: Duration::from_secs(policy_check.max(1)),
+            policy_check: policy_check.map(Duration::from_secs),
         };
         felix = Some(agent::start(synced.clone(), config).await.context("starting felix")?);
         ipip = Some(t);
@@ -277,6 +270,9 @@ async fn serve(
                 tracing::error!(error = %e, "metrics listener stopped");
             }
         });
+    }
+    if let Some(f) = &felix {
+        tokio::spawn(settings::follow(f.felix_config.clone(), logs, args.metrics_listen, metrics_state.clone()));
     }
     let run_dir = args.run_dir.clone();
     let mut api_task = tokio::spawn(async move { local_api::serve(&run_dir, api_state, metrics_state).await });
