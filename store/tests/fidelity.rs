@@ -187,3 +187,56 @@ fn network_sets_hold_nets_and_namespaced_ones_default_their_namespace() {
     let bad = format!("{HEAD}kind: GlobalNetworkSet\nmetadata: {{name: bad}}\nspec: {{nets: [198.51.100.300/28]}}\n");
     assert!(error_of(&bad).contains("spec.nets[0]"), "{}", error_of(&bad));
 }
+
+#[test]
+fn every_unknown_field_of_a_document_is_named_not_only_the_first() {
+    let yaml = format!(
+        "{HEAD}kind: IPPool\nmetadata: {{name: p, colour: red}}\nspec:\n  cidr: 198.18.0.0/16\n  ipipMod: Always\n  natOutgoin: true\n---\n{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec:\n  ingress:\n  - action: Allow\n    sorce: {{nets: [192.0.2.0/24]}}\n    destination: {{prts: [80]}}\n"
+    );
+    let err = error_of(&yaml);
+    for needle in [
+        "metadata.colour: unknown field `colour`",
+        "spec.ipipMod: unknown field `ipipMod`",
+        "spec.natOutgoin: unknown field",
+    ] {
+        assert!(err.contains(needle), "{err}\n(missing {needle:?})");
+    }
+    assert!(err.contains("expected one of"), "serde's list of the fields there is kept: {err}");
+    let policy = yaml.split("---\n").nth(1).unwrap();
+    let err = error_of(policy);
+    assert!(err.contains("spec.ingress[0].sorce: unknown field `sorce`"), "{err}");
+    assert!(err.contains("spec.ingress[0].destination.prts: unknown field `prts`"), "{err}");
+}
+
+#[test]
+fn bad_numbers_name_the_field_and_the_value_without_rust_types() {
+    let cases = [
+        (
+            format!("{HEAD}kind: BGPPeer\nmetadata: {{name: t}}\nspec: {{peerIP: 192.0.2.3, asNumber: -1}}\n"),
+            "spec.asNumber: `-1`: expected an AS number",
+        ),
+        (
+            format!(
+                "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec:\n  ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [70000]}}}}]\n"
+            ),
+            "spec.ingress[0].destination.ports[0]: `70000`: expected a port (0–65535)",
+        ),
+        (
+            format!("{HEAD}kind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 300}}\n"),
+            "spec.blockSize: `300`: expected a whole number 0–255",
+        ),
+        (
+            format!(
+                "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec:\n  ingress: [{{action: Allow, protocol: 300}}]\n"
+            ),
+            "spec.ingress[0].protocol: `300`: expected a protocol",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let err = error_of(&yaml);
+        assert!(err.contains(want), "{err}\n(missing {want:?})");
+        for rust in ["u8", "u16", "u32", "untagged", "enum", "Raw"] {
+            assert!(!err.contains(rust), "a Rust type name in: {err}");
+        }
+    }
+}

@@ -321,6 +321,82 @@ fn document(value: serde_yaml_ng::Value, n: usize) -> Result<Resource, DocumentE
     decode(kind, value, n, true)
 }
 
+/// Reads a typed object; when fields are unknown, names every one of them
+/// (serde stops at the first: each is taken out and the rest read again).
+fn read_all_unknown<T: DeserializeOwned>(mut value: serde_yaml_ng::Value) -> Result<T, String> {
+    let mut unknown = Vec::new();
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) if unknown.is_empty() => return Ok(t),
+            Ok(_) => return Err(unknown.join("\n  ")),
+            Err(e) => e,
+        };
+        let path = e.path().to_string();
+        let said = plain_words(&e.inner().to_string(), value_at(&value, e.path()));
+        let message = if path == "." { said } else { format!("{path}: {said}") };
+        let field = message.split_once("unknown field `").and_then(|(_, rest)| rest.split_once('`')).map(|(f, _)| f);
+        let removed = field.is_some_and(|f| remove_field(&mut value, e.path(), f));
+        unknown.push(message);
+        if !removed || unknown.len() >= 50 {
+            return Err(unknown.join("\n  "));
+        }
+    }
+}
+
+/// What the operator wrote at `path` (for messages).
+fn value_at<'a>(value: &'a serde_yaml_ng::Value, path: &serde_path_to_error::Path) -> Option<&'a serde_yaml_ng::Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(value, |at, segment| match segment {
+        Segment::Map { key } => at.get(key.as_str()),
+        Segment::Seq { index } => at.get(*index),
+        Segment::Enum { .. } | Segment::Unknown => None,
+    })
+}
+
+/// serde's message in an operator's words: the value written and what is
+/// expected, never a Rust type name.
+fn plain_words(message: &str, written: Option<&serde_yaml_ng::Value>) -> String {
+    const EXPECTED: [(&str, &str); 8] = [
+        ("untagged enum Raw", "an AS number (1–4294967295, or asdot X.Y)"),
+        ("untagged enum Port", "a port (0–65535) or a range lo:hi"),
+        ("untagged enum Protocol", "a protocol (TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite) or a number 1–255"),
+        ("expected u8", "a whole number 0–255"),
+        ("expected u16", "a whole number 0–65535"),
+        ("expected u32", "a whole number 0–4294967295"),
+        ("expected u64", "a whole number 0 or more"),
+        ("expected f64", "a number"),
+    ];
+    let shown = written.map(|v| serde_yaml_ng::to_string(v).unwrap_or_default().trim_end().to_string());
+    match (EXPECTED.iter().find(|(rust, _)| message.contains(rust)), shown) {
+        (Some((_, expected)), Some(v)) => format!("`{v}`: expected {expected}"),
+        (Some((_, expected)), None) => format!("expected {expected}"),
+        (None, _) => message.to_string(),
+    }
+}
+
+/// Takes `field` out of the mapping at `path`; whether it was there.
+fn remove_field(value: &mut serde_yaml_ng::Value, path: &serde_path_to_error::Path, field: &str) -> bool {
+    use serde_path_to_error::Segment;
+    // The path ends at the unknown field itself: its mapping is one up.
+    let mut segments: Vec<&Segment> = path.iter().collect();
+    if matches!(segments.last(), Some(Segment::Map { key }) if key == field) {
+        segments.pop();
+    }
+    let mut at = value;
+    for segment in segments {
+        let next = match segment {
+            Segment::Map { key } => at.get_mut(key.as_str()),
+            Segment::Seq { index } => at.get_mut(*index),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    at.as_mapping_mut().and_then(|m| m.remove(field)).is_some()
+}
+
 /// Decodes one document of a known kind, then defaults and validates it
 /// (`new`: a document being applied, not one read back from the store).
 fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize, new: bool) -> Result<Resource, DocumentError> {
@@ -333,11 +409,8 @@ fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize, new: bool) -> Resul
     ) -> Result<Resource, DocumentError> {
         let label = value.get("metadata").and_then(|m| m.get("name")).and_then(|v| v.as_str()).unwrap_or("");
         let name = format!(" ({} {label})", kind.info().name);
-        let mut obj: Object<S> = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
-            let path = e.path().to_string();
-            let message = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
-            DocumentError { document: n, name: name.clone(), message }
-        })?;
+        let mut obj: Object<S> =
+            read_all_unknown(value).map_err(|message| DocumentError { document: n, name: name.clone(), message })?;
         validate::metadata(kind, &mut obj.metadata).map_err(|e| e.in_document(n, &name, "metadata"))?;
         obj.spec.apply_defaults();
         obj.spec.validate(&obj.metadata).map_err(|e| e.in_document(n, &name, "spec"))?;
