@@ -240,3 +240,13 @@ fn bad_numbers_name_the_field_and_the_value_without_rust_types() {
         }
     }
 }
+
+#[test]
+fn vxlan_mode_is_refused_until_tortie_builds_vxlan() {
+    let pool = |mode: &str| {
+        format!("{HEAD}kind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: 198.18.0.0/16, vxlanMode: {mode}}}\n")
+    };
+    assert!(parse_documents(&pool("Never")).is_ok(), "Calico's default");
+    assert!(error_of(&pool("Always")).contains("spec.vxlanMode: `Always`: VXLAN is not built yet"));
+    assert!(error_of(&pool("CrossSubnet")).contains("spec.vxlanMode: `CrossSubnet`"));
+}

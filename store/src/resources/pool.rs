@@ -65,6 +65,15 @@ impl IpPoolSpec {
 }
 
 impl Spec for IpPoolSpec {
+    fn refuse(&self) -> Result<(), Invalid> {
+        match self.vxlan_mode.unwrap_or_default() {
+            EncapMode::Never => Ok(()),
+            mode => {
+                Err(Invalid::new("vxlanMode", format!("{mode:?}"), "VXLAN is not built yet (Never only; issue #22)"))
+            }
+        }
+    }
+
     fn apply_defaults(&mut self) {
         let v4 = matches!(self.cidr, Some(IpNet::V4(_)));
         self.block_size.get_or_insert(if v4 { DEFAULT_BLOCK_V4 } else { DEFAULT_BLOCK_V6 });
