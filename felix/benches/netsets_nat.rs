@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tortie_felix::policy::host::NatOutgoing;
-use tortie_felix::policy::{Endpoint, HostRules, Inputs, NetworkSet, Policy, apply, compile, nft};
+use tortie_felix::policy::ruleset::TABLE;
+use tortie_felix::policy::{Endpoint, HostRules, Inputs, NetworkSet, Policy, apply, compile, nfnl, nft};
 use tortie_lab::{Lab, Netns, Pod};
 use tortie_store::resources::{Resource, WorkloadEndpointSpec, parse_documents};
 
@@ -95,20 +96,43 @@ fn main() {
     let compile_time = t.elapsed();
     let elements: usize = rs.sets.values().map(|s| s.elements.len()).sum();
     let t = Instant::now();
-    in_ns(&node, async || apply::apply(&nft::full(&rs)).await.unwrap());
+    let full = nft::full(&rs);
+    let json = t.elapsed();
+    in_ns(&node, async || apply::apply(&full).await.unwrap());
     let first = t.elapsed();
     let grown = network_sets(Some("241.0.0.0/28".parse().unwrap()));
     let t = Instant::now();
     let rs2 =
         compile(&Inputs { node: "node", endpoints: &eps, network_sets: &grown, policies: &pols, ..Inputs::default() });
-    let inc = nft::incremental(&rs, &rs2);
-    in_ns(&node, async || apply::apply(&inc).await.unwrap());
+    // What the daemon does: an elements-only change goes straight to nf_tables.
+    let deltas = nft::set_deltas(&rs, &rs2).unwrap();
+    node.enter(|| nfnl::apply(TABLE, &deltas)).unwrap().unwrap();
     let one_net = t.elapsed();
-    assert!(nft::elements_only(&inc) && inc.len() == 1, "one net added is one element command: {inc:?}");
+    assert_eq!(deltas.iter().map(|d| d.add.len() + d.remove.len()).sum::<usize>(), 1, "one net added: {deltas:?}");
+    // The same change through nft, for comparison.
+    let grown_again = network_sets(Some("241.0.0.16/28".parse().unwrap()));
+    let rs3 = compile(&Inputs {
+        node: "node",
+        endpoints: &eps,
+        network_sets: &grown_again,
+        policies: &pols,
+        ..Inputs::default()
+    });
+    let t = Instant::now();
+    in_ns(&node, async || apply::apply(&nft::incremental(&rs2, &rs3)).await.unwrap());
+    let through_nft = t.elapsed();
     println!("network sets: {SETS} GlobalNetworkSets x {NETS} nets, one deny policy ({elements} set elements)");
     println!("  compile                              {:>8.1} ms", compile_time.as_secs_f64() * 1e3);
-    println!("  compile + first full apply           {:>8.1} ms", (compile_time + first).as_secs_f64() * 1e3);
-    println!("  one net added: compile + diff + apply {:>7.1} ms", one_net.as_secs_f64() * 1e3);
+    println!(
+        "  compile + first full apply           {:>8.1} ms (of which the JSON {:.1} ms)",
+        (compile_time + first).as_secs_f64() * 1e3,
+        json.as_secs_f64() * 1e3
+    );
+    println!(
+        "  one net added: compile + diff + apply {:>7.1} ms (over netlink, as the daemon)",
+        one_net.as_secs_f64() * 1e3
+    );
+    println!("  one more net through `nft -j -f` instead {:>7.1} ms (apply only)", through_nft.as_secs_f64() * 1e3);
 
     // natOutgoing: the same path, translated or routed back.
     println!("natOutgoing: iperf3 TCP, pod -> host outside the pools (3 runs each, alternating)");

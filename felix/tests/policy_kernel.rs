@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tortie_felix::policy::host::NatOutgoing;
+use tortie_felix::policy::ruleset::Element;
 use tortie_felix::policy::{Endpoint, HostRules, Inputs, NetworkSet, Policy, Ruleset, apply, compile, nft};
 use tortie_lab::tcp::{connects, listen};
 use tortie_lab::{Lab, Netns, Pod};
@@ -456,10 +457,78 @@ fn a_global_network_set_denies_its_nets_and_changes_as_set_elements_only() {
 
     // A wider net replaces the narrower one it covers, in one transaction.
     let wider = table(&["192.0.2.0/24", "192.0.2.0/28", "203.0.113.0/24"]);
-    assert_eq!(wider.sets.values().find(|s| s.elements.contains("192.0.2.0/24")).unwrap().elements.len(), 2);
+    assert_eq!(
+        wider
+            .sets
+            .values()
+            .find(|s| s.elements.contains(&Element::Net("192.0.2.0/24".parse().unwrap())))
+            .unwrap()
+            .elements
+            .len(),
+        2
+    );
     bed.apply(nft::incremental(&listed, &wider));
     assert!(!connects(&bed.peer, pod, t).unwrap());
     bed.apply(nft::incremental(&wider, &elsewhere));
     assert!(connects(&bed.peer, pod, t).unwrap(), "removed from the set: allowed again");
     assert_eq!(handles(), before, "no rule was rewritten");
+}
+
+#[test]
+fn set_elements_written_over_netlink_block_at_once_and_list_as_compiled() {
+    let bed = Bed::new("pol-nfnl", 1);
+    bed.peer.add_route("198.18.0.0/24 via 192.0.2.1").unwrap();
+    let _l = bed.listen_all(&[8080]);
+    let pod = SocketAddr::from((bed.pods[0].addr, 8080));
+    let t = Duration::from_millis(700);
+    let pols = policies(DENY_BAD_ACTORS);
+    let labels = BTreeMap::from([("role".to_string(), "bad-actors".to_string())]);
+    let eps = bed.endpoints(&[]);
+    let table = |nets: &[&str]| {
+        let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
+        let set = NetworkSet::new(None, "bad", &labels, &nets, &BTreeMap::new());
+        std::sync::Arc::new(compile(&Inputs {
+            node: "node",
+            endpoints: &eps,
+            network_sets: &[set],
+            policies: &pols,
+            ..Inputs::default()
+        }))
+    };
+    let (tx, rx) = tokio::sync::watch::channel(table(&["203.0.113.0/24"]));
+    let check = tokio::sync::watch::channel(Duration::from_millis(200)).1;
+    let (stats, runtime) = bed
+        .node
+        .enter(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let stats = rt.block_on(async { apply::spawn(rx, check).1 });
+            (stats, rt)
+        })
+        .unwrap();
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let turn = |millis: u64| {
+        bed.node.enter(|| runtime.block_on(async { tokio::time::sleep(Duration::from_millis(millis)).await })).unwrap()
+    };
+    turn(300);
+    assert_eq!(count(&stats.full), 1);
+    assert!(connects(&bed.peer, pod, t).unwrap());
+
+    // Adjacent to what is there, then a wider net over a narrower one, then back.
+    for (nets, blocked) in [
+        (&["203.0.113.0/24", "192.0.2.0/31", "192.0.2.2/31"][..], true),
+        (&["203.0.113.0/24", "192.0.2.0/24"][..], true),
+        (&["203.0.113.0/24"][..], false),
+    ] {
+        let before = count(&stats.elements_only);
+        tx.send(table(nets)).unwrap();
+        turn(100);
+        assert_eq!(count(&stats.elements_only), before + 1, "{nets:?}: one elements-only update");
+        assert_eq!(count(&stats.netlink_writes), before + 1, "{nets:?}: written over netlink, not by nft");
+        assert_eq!(connects(&bed.peer, pod, t).unwrap(), !blocked, "{nets:?}:\n{}", bed.dump());
+    }
+    // The periodic check lists the table: what netlink wrote reads back as compiled.
+    turn(700);
+    assert_eq!(count(&stats.repairs), 0, "no repair: the listing matches:\n{}", bed.dump());
+    assert_eq!(count(&stats.full), 1, "never rebuilt");
+    assert_eq!(count(&stats.failures), 0);
 }

@@ -218,13 +218,12 @@ fn declared(root: &Path) -> BTreeSet<String> {
                     .next()
                     .filter(|s| !NOT_RESOURCES.contains(s))
                     .map(str::to_string);
-            } else if let (Some(s), Some(rest)) = (&current, t.strip_prefix("pub ")) {
-                if let Some((field, _)) = rest.split_once(": ")
-                    && field.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
-                    && line.starts_with("    pub ")
-                {
-                    out.insert(format!("{s}.{field}"));
-                }
+            } else if let (Some(s), Some(rest)) = (&current, t.strip_prefix("pub "))
+                && let Some((field, _)) = rest.split_once(": ")
+                && field.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+                && line.starts_with("    pub ")
+            {
+                out.insert(format!("{s}.{field}"));
             }
         }
     }
@@ -246,6 +245,12 @@ fn every_resource_field_is_acted_on_refused_or_tracked() {
             assert!(source.contains(text), "{field}: {file} no longer reads it ({text:?})");
         }
     }
-    let tracked: Vec<_> = FIELDS.iter().filter(|(_, h)| matches!(h, Tracked(_))).map(|(f, _)| *f).collect();
+    let tracked: Vec<String> = FIELDS
+        .iter()
+        .filter_map(|(f, h)| match h {
+            Tracked(issue) => Some(format!("{f} ({issue})")),
+            _ => None,
+        })
+        .collect();
     println!("stored without effect, tracked by open issues: {tracked:?}");
 }

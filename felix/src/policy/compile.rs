@@ -29,8 +29,8 @@ use tortie_store::resources::{Action, EndpointToHostAction as EndpointToHost};
 use super::host::{Failsafe, HostRules, NatOutgoing};
 use super::model::{Direction, Endpoint, EndpointKind, EndpointSet, Entity, NetworkSet, Policy, PolicyRule};
 use super::ruleset::{
-    AddrMatch, Applied, Chain, Cond, EndpointPolicies, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset, SetKind, Side,
-    Verdict,
+    AddrMatch, Applied, Chain, Cond, Element, EndpointPolicies, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset,
+    SetKind, Side, Verdict,
 };
 
 /// The mark bit a Pass rule sets for its endpoint chain to see (Calico
@@ -84,7 +84,7 @@ pub fn compile(input: &Inputs<'_>) -> Ruleset {
     let local = endpoints.iter().filter(|e| e.node == node && !e.interface.is_empty());
     for ep in local {
         if ep.kind == EndpointKind::Workload {
-            ifaces.elements.insert(ep.interface.clone());
+            ifaces.elements.insert(Element::Name(ep.interface.clone()));
         }
         let mut shown = EndpointPolicies {
             endpoint: ep.name.clone(),
@@ -263,7 +263,7 @@ impl Compiler {
             let nets =
                 network_sets.iter().filter(|ns| set.contains_networks(ns)).flat_map(|ns| ns.nets.iter().copied());
             let members: Vec<IpNet> = addrs.chain(nets).filter(|n| net_family(n) == *family).collect();
-            let elements = disjoint(members).iter().map(element).collect();
+            let elements = disjoint(members).into_iter().map(Element::Net).collect();
             let kind = if *family == Family::V4 { SetKind::Ipv4 } else { SetKind::Ipv6 };
             let mut comment = set.to_string();
             truncate(&mut comment, 120);
@@ -417,11 +417,6 @@ fn disjoint(mut nets: Vec<IpNet>) -> Vec<IpNet> {
         }
     }
     out
-}
-
-/// A set element as nft lists it: an address, or `addr/len` for a network.
-fn element(n: &IpNet) -> String {
-    if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() }
 }
 
 /// The address families a rule needs a variant for; `None`: one rule that
@@ -601,7 +596,7 @@ mod tests {
         assert_eq!(v4.len(), 1);
         let want: Vec<String> = vec!["198.18.0.1".into(), "198.18.0.65".into()];
         assert_eq!(
-            v4[0].elements.iter().cloned().collect::<Vec<_>>(),
+            v4[0].elements.iter().map(Element::to_string).collect::<Vec<_>>(),
             want,
             "a NetworkPolicy's selector stays in its namespace"
         );
@@ -619,8 +614,12 @@ mod tests {
         ];
         let rs = compile(&Inputs { node: "n1", endpoints: &eps, policies: &policies, ..Inputs::default() });
         assert!(rs.maps[MAP_WORKLOAD_TO].contains_key("calia") && !rs.maps[MAP_WORKLOAD_TO].contains_key("calib"));
-        let members: Vec<_> =
-            rs.sets.values().filter(|s| s.kind == SetKind::Ipv4).flat_map(|s| s.elements.iter()).collect();
+        let members: Vec<_> = rs
+            .sets
+            .values()
+            .filter(|s| s.kind == SetKind::Ipv4)
+            .flat_map(|s| s.elements.iter().map(Element::to_string))
+            .collect();
         assert_eq!(members, ["198.18.0.65"]);
     }
 
@@ -686,7 +685,7 @@ mod tests {
         });
         let set_of = |sel: &str, fam: SetKind| {
             let set = rs.sets.values().find(|s| s.kind == fam && s.comment.ends_with(sel)).unwrap();
-            set.elements.iter().cloned().collect::<Vec<_>>()
+            set.elements.iter().map(Element::to_string).collect::<Vec<_>>()
         };
         assert_eq!(
             set_of("role == 'bad'", SetKind::Ipv4),

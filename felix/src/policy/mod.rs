@@ -12,6 +12,7 @@ pub mod apply;
 pub mod compile;
 pub mod host;
 pub mod model;
+pub mod nfnl;
 pub mod nft;
 pub mod ruleset;
 pub mod show;

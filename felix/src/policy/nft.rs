@@ -17,7 +17,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde_json::{Value, json};
 
 use super::ruleset::{
-    AddrMatch, Chain, Cond, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset, SetKind, Side, TABLE, Verdict,
+    AddrMatch, Chain, Cond, Element, Family, Hook, MarkOp, NamedSet, NftRule, Ruleset, SetKind, Side, TABLE, Verdict,
 };
 
 /// One transaction: commands in order.
@@ -32,8 +32,7 @@ pub fn full(rs: &Ruleset) -> Transaction {
         cmd(NfCmd::Add(NfListObject::Table(table()))),
     ];
     for (name, set) in &rs.sets {
-        tx.push(cmd(NfCmd::Add(named_set(name, set))));
-        tx.extend(set_elements(name, set.elements.iter(), true));
+        tx.push(cmd(NfCmd::Add(named_set(name, set, true))));
     }
     for name in rs.maps.keys() {
         tx.push(verdict_map(name));
@@ -57,10 +56,7 @@ pub fn incremental(old: &Ruleset, new: &Ruleset) -> Transaction {
     let mut tx = Vec::new();
     for (name, set) in &new.sets {
         match old.sets.get(name) {
-            None => {
-                tx.push(cmd(NfCmd::Add(named_set(name, set))));
-                tx.extend(set_elements(name, set.elements.iter(), true));
-            }
+            None => tx.push(cmd(NfCmd::Add(named_set(name, set, true)))),
             // Removals first: an interval set refuses a network that
             // overlaps one still in it, even if it leaves in this transaction.
             Some(before) => {
@@ -110,10 +106,45 @@ pub fn incremental(old: &Ruleset, new: &Ruleset) -> Transaction {
     }
     for (name, set) in &old.sets {
         if !new.sets.contains_key(name) {
-            tx.push(cmd(NfCmd::Delete(named_set(name, set))));
+            tx.push(cmd(NfCmd::Delete(named_set(name, set, false))));
         }
     }
     tx
+}
+
+/// The element changes from `old` to `new` when nothing else differs and
+/// only address sets change (what `nfnl` writes without `nft`).
+pub fn set_deltas(old: &Ruleset, new: &Ruleset) -> Option<Vec<super::nfnl::SetDelta>> {
+    if old.chains != new.chains || old.maps != new.maps || old.sets.len() != new.sets.len() {
+        return None;
+    }
+    let nets = |elements: &mut dyn Iterator<Item = &Element>| -> Option<Vec<IpNet>> {
+        elements
+            .map(|e| match e {
+                Element::Net(n) => Some(*n),
+                Element::Name(_) => None,
+            })
+            .collect()
+    };
+    let mut deltas = Vec::new();
+    for (name, set) in &new.sets {
+        let before = old.sets.get(name)?;
+        if before.kind != set.kind || before.comment != set.comment {
+            return None;
+        }
+        if before.elements == set.elements {
+            continue;
+        }
+        if set.kind == SetKind::Ifname {
+            return None;
+        }
+        deltas.push(super::nfnl::SetDelta {
+            set: name.clone(),
+            add: nets(&mut set.elements.difference(&before.elements))?,
+            remove: nets(&mut before.elements.difference(&set.elements))?,
+        });
+    }
+    Some(deltas)
 }
 
 /// Whether a transaction changes only set and map elements.
@@ -123,7 +154,12 @@ pub fn elements_only(tx: &Transaction) -> bool {
 
 /// The JSON document `nft -j -f -` reads.
 pub fn document(tx: &Transaction) -> String {
-    json!({ "nftables": tx }).to_string()
+    // Serialised in place (a `json!` value would copy every command first).
+    #[derive(serde::Serialize)]
+    struct Document<'a> {
+        nftables: &'a Transaction,
+    }
+    serde_json::to_string(&Document { nftables: tx }).unwrap_or_default()
 }
 
 fn cmd(c: NfCmd<'_>) -> Value {
@@ -135,7 +171,12 @@ fn table() -> schema::Table<'static> {
     schema::Table { family: NfFamily::INet, name: Cow::Borrowed(TABLE), ..Default::default() }
 }
 
-fn named_set<'a>(name: &'a str, set: &'a NamedSet) -> NfListObject<'a> {
+/// A set declaration; `with_elements`: its elements inline (nft reads
+/// those a third faster than the same elements in `add element` commands).
+fn named_set<'a>(name: &'a str, set: &'a NamedSet, with_elements: bool) -> NfListObject<'a> {
+    // In address order (the set's own): nft builds intervals faster so.
+    let elem = (with_elements && !set.elements.is_empty())
+        .then(|| Cow::Owned(set.elements.iter().map(element).collect::<Vec<_>>()));
     let ty = match set.kind {
         SetKind::Ipv4 => schema::SetType::Ipv4Addr,
         SetKind::Ipv6 => schema::SetType::Ipv6Addr,
@@ -149,6 +190,7 @@ fn named_set<'a>(name: &'a str, set: &'a NamedSet) -> NfListObject<'a> {
         name: Cow::Borrowed(name),
         set_type: SetTypeValue::Single(ty),
         flags,
+        elem,
         comment: Some(Cow::Borrowed(&set.comment)),
         ..Default::default()
     }))
@@ -159,8 +201,8 @@ fn verdict_map(name: &str) -> Value {
 }
 
 /// Add (or delete) set elements, in commands of at most 4,096 elements.
-fn set_elements<'a>(name: &str, elements: impl Iterator<Item = &'a String>, add: bool) -> Vec<Value> {
-    let elements: Vec<&String> = elements.collect();
+fn set_elements<'a>(name: &str, elements: impl Iterator<Item = &'a Element>, add: bool) -> Vec<Value> {
+    let elements: Vec<&Element> = elements.collect();
     elements
         .chunks(4096)
         .map(|chunk| {
@@ -177,10 +219,10 @@ fn set_elements<'a>(name: &str, elements: impl Iterator<Item = &'a String>, add:
 }
 
 /// A set element: an address or interface name, or a network `addr/len`.
-fn element(e: &str) -> Expression<'static> {
-    match e.parse::<IpNet>() {
-        Ok(n) => net(&n),
-        Err(_) => str_expr(e),
+fn element(e: &Element) -> Expression<'static> {
+    match e {
+        Element::Net(n) => net(n),
+        Element::Name(name) => str_expr(name),
     }
 }
 

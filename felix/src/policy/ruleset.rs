@@ -29,14 +29,48 @@ pub enum SetKind {
     Ifname,
 }
 
-/// A named set; elements as nft writes them (`198.18.0.1`, and for address
-/// sets, which hold intervals, `198.51.100.0/28`; never two that overlap).
+/// A set element: a network (an address is a host-length one) or an
+/// interface name. Ordered by address, as nft builds intervals fastest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Element {
+    /// An address or network (address sets hold intervals: never two that overlap).
+    Net(IpNet),
+    /// An interface name.
+    Name(String),
+}
+
+impl std::fmt::Display for Element {
+    /// As nft lists it: `198.18.0.1`, `198.51.100.0/28`, `cali1234`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Element::Net(n) if n.prefix_len() == n.max_prefix_len() => write!(f, "{}", n.addr()),
+            Element::Net(n) => write!(f, "{n}"),
+            Element::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Element {
+    /// An element as nft lists it (`None`: not one tortie writes).
+    pub fn parse(text: &str, kind: SetKind) -> Option<Element> {
+        match kind {
+            SetKind::Ifname => Some(Element::Name(text.to_string())),
+            SetKind::Ipv4 | SetKind::Ipv6 => text
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+                .map(Element::Net),
+        }
+    }
+}
+
+/// A named set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedSet {
     /// Element type.
     pub kind: SetKind,
     /// Elements.
-    pub elements: BTreeSet<String>,
+    pub elements: BTreeSet<Element>,
     /// What it stands for (a selector, …).
     pub comment: String,
 }

@@ -120,6 +120,12 @@ pub async fn render(state: &MetricsState) -> String {
             "Transactions that changed only set/map elements",
             &s.elements_only,
         );
+        counter(
+            &mut r,
+            "policy_netlink_element_writes",
+            "Set-element updates written straight to nf_tables (without nft)",
+            &s.netlink_writes,
+        );
         counter(&mut r, "policy_repairs", "Rebuilds after the table was changed outside tortie", &s.repairs);
         counter(&mut r, "policy_apply_failures", "nftables transactions that failed", &s.failures);
         let last = s.last_apply_us.load(Ordering::Relaxed) as i64;
