@@ -262,8 +262,15 @@ impl State {
                 }
             }
         }
+        let host = HostRules::new(&self.snapshot.pools, &self.snapshot.felix);
+        if let Some(a) = host.nat.unused_address() {
+            errors.push(format!(
+                "FelixConfiguration natOutgoingAddress {a}: no pool of its address family has natOutgoing; \
+                 the other family's pools masquerade to the outgoing interface's address"
+            ));
+        }
         for e in errors.iter().filter(|e| !self.policy_errors.contains(e)) {
-            tracing::error!(error = %e, "policy cannot be enforced; its previous version (if any) stays in force");
+            tracing::error!(error = %e, "cannot be enforced as written (a policy's previous version, if any, stays in force)");
         }
         self.policy_errors = errors;
         self.enforced = current;
@@ -274,7 +281,7 @@ impl State {
             endpoints: &records.endpoints(),
             network_sets: &records.network_sets(),
             policies: &policies,
-            host: HostRules::new(&self.snapshot.pools, &self.snapshot.felix),
+            host,
         })
     }
 

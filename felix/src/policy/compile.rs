@@ -49,6 +49,8 @@ pub const MAP_HOST_OUT: &str = "host-out";
 pub const SET_WORKLOAD_IFACES: &str = "workload-ifaces";
 
 const ESTABLISHED: &[&str] = &["established", "related"];
+/// ICMPv6 MLD (130–132) and neighbour discovery (133–136).
+const NDP_TYPES: [u8; 7] = [130, 131, 132, 133, 134, 135, 136];
 const INVALID: &[&str] = &["invalid"];
 
 /// Everything the table is compiled from.
@@ -281,6 +283,14 @@ impl Compiler {
         // unless host endpoint policy is to decide; dropped in a later chain.
         let to_host =
             (host.endpoint_to_host != EndpointToHost::Return).then(|| rule(vec![pods(Side::Source)], Verdict::Accept));
+        // A pod's IPv6 neighbour and router discovery and MLD with its host
+        // (RFC 4861, RFC 2710) pass whatever policy says, as in Calico.
+        let ndp = || NftRule {
+            conds: vec![pods(Side::Source), Cond::IcmpTypeIn { family: Family::V6, types: NDP_TYPES.to_vec() }],
+            verdict: Some(Verdict::Accept),
+            comment: Some("pod neighbour discovery".into()),
+            ..NftRule::default()
+        };
         let jumps = |dir: Direction| {
             wildcard.iter().filter(move |(d, _)| *d == dir).map(|(_, chain)| rule(vec![], Verdict::Jump(chain.clone())))
         };
@@ -300,7 +310,7 @@ impl Compiler {
                 "input",
                 Hook::Input,
                 0,
-                [established(), vmap(Side::Source, MAP_WORKLOAD_FROM)]
+                [established(), ndp(), vmap(Side::Source, MAP_WORKLOAD_FROM)]
                     .into_iter()
                     .chain(to_host)
                     .chain([rule(vec![iface(Side::Source, "lo")], Verdict::Accept)])
@@ -339,7 +349,7 @@ impl Compiler {
                 comment: Some("defaultEndpointToHostAction Drop".into()),
                 ..NftRule::default()
             };
-            let rules = vec![established(), drop];
+            let rules = vec![established(), ndp(), drop];
             self.rs.chains.insert("input-from-workload".into(), Chain { hook: Some((Hook::Input, 1)), rules });
         }
     }
@@ -755,6 +765,17 @@ mod tests {
         let later = &drop.chains["input-from-workload"];
         assert_eq!(later.hook, Some((Hook::Input, 1)), "after the pod's egress policy");
         assert_eq!(later.rules.last().unwrap().verdict, Some(Verdict::Drop));
+        // IPv6 neighbour discovery with the host passes before both the
+        // pod's policy and the drop.
+        let ndp = |c: &Chain| {
+            c.rules
+                .iter()
+                .position(|r| r.conds.iter().any(|c| matches!(c, Cond::IcmpTypeIn { family: Family::V6, .. })))
+        };
+        assert!(ndp(later) < Some(later.rules.len() - 1) && ndp(later).is_some());
+        let input = &drop.chains["input"];
+        let vmap = input.rules.iter().position(|r| matches!(r.verdict, Some(Verdict::Vmap { .. })));
+        assert!(ndp(input).is_some() && ndp(input) < vmap);
     }
 
     /// A GlobalNetworkPolicy spec from YAML flow text, with Calico's defaults.

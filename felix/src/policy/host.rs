@@ -69,6 +69,16 @@ pub struct NatOutgoing {
     pub address: Option<IpAddr>,
 }
 
+impl NatOutgoing {
+    /// `address` when no pool of its family masquerades (so it is used
+    /// nowhere) while a pool of the other family does.
+    pub fn unused_address(&self) -> Option<IpAddr> {
+        let a = self.address?;
+        let same = |n: &IpNet| n.addr().is_ipv4() == a.is_ipv4();
+        (!self.masquerade.is_empty() && !self.masquerade.iter().any(same)).then_some(a)
+    }
+}
+
 /// The node-wide rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRules {
@@ -112,5 +122,25 @@ impl Default for HostRules {
             endpoint_to_host: EndpointToHostAction::default(),
             nat: NatOutgoing::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nat_address_of_the_wrong_family_is_reported() {
+        let nat = |masq: &str, addr: &str| NatOutgoing {
+            pools: vec![],
+            masquerade: vec![masq.parse().unwrap()],
+            address: Some(addr.parse().unwrap()),
+        };
+        assert_eq!(nat("198.18.0.0/16", "2001:db8::1").unused_address(), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(nat("198.18.0.0/16", "192.0.2.9").unused_address(), None);
+        assert_eq!(
+            NatOutgoing { address: Some("192.0.2.9".parse().unwrap()), ..NatOutgoing::default() }.unused_address(),
+            None
+        );
     }
 }

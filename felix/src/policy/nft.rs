@@ -350,6 +350,11 @@ fn cond(c: &Cond) -> Statement<'static> {
                 ),
             }
         }
+        Cond::IcmpTypeIn { family, types } => m(
+            payload(if *family == Family::V4 { "icmp" } else { "icmpv6" }, "type"),
+            anonymous_set(types.iter().map(|t| Expression::Number(u32::from(*t))).collect()),
+            false,
+        ),
         Cond::MarkSet(bit) => m(
             Expression::BinaryOperation(Box::new(BinaryOperation::AND(meta(MetaKey::Mark), Expression::Number(*bit)))),
             Expression::Number(*bit),

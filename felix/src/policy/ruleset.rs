@@ -150,6 +150,13 @@ pub enum Cond {
         /// `!=` (on the pair when a code is given).
         negate: bool,
     },
+    /// `icmp[v6] type` in a list of types.
+    IcmpTypeIn {
+        /// `icmp` or `icmpv6`.
+        family: Family,
+        /// Types.
+        types: Vec<u8>,
+    },
     /// `meta mark & bit == bit`.
     MarkSet(u32),
     /// `meta nfproto ipv4|ipv6`.
