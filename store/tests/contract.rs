@@ -93,6 +93,9 @@ const FIELDS: &[(&str, Use)] = &[
     ("FelixConfigurationSpec.prometheus_metrics_enabled", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
     ("FelixConfigurationSpec.prometheus_metrics_host", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
     ("FelixConfigurationSpec.prometheus_metrics_port", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
+    ("FelixConfigurationSpec.health_enabled", Reads("tortie/src/node/settings.rs", ".health_listen()")),
+    ("FelixConfigurationSpec.health_host", Reads("tortie/src/node/settings.rs", ".health_listen()")),
+    ("FelixConfigurationSpec.health_port", Reads("tortie/src/node/settings.rs", ".health_listen()")),
     ("FelixConfigurationSpec.calico_defaults", Refused),
     // mod.rs
     ("Metadata.name", Kept),

@@ -1,6 +1,7 @@
 //! FelixConfiguration through the daemon, applied with `tortie apply` and
 //! taking effect live: what pods may send to their host, the log level,
-//! the Prometheus listener, the route and nftables refresh intervals.
+//! the Prometheus listener, the health endpoints, the route and nftables
+//! refresh intervals.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -67,9 +68,15 @@ spec:
   prometheusMetricsPort: 9095
   routeRefreshInterval: 1s
   nftablesRefreshInterval: 1s
+  healthEnabled: true
+  healthPort: 9096
 ",
     );
     wait_until("Prometheus metrics on 127.0.0.1:9095", || scrape(&c, 9095).is_some());
+    let health = |path: &str| c.nodes[0].http_get(SocketAddr::from(([127, 0, 0, 1], 9096)), path).unwrap_or_default();
+    wait_until("health endpoints on localhost:9096", || health("/liveness").starts_with("HTTP/1.1 200"));
+    let ready = health("/readiness");
+    assert!(ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready\n"), "{ready}");
     // The label change below is logged at debug level once the level took.
     c.apply("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: s}\nspec: {nets: [203.0.113.0/24]}\n");
     wait_until("debug lines in the log", || d.log().contains(" DEBUG "));
@@ -86,5 +93,6 @@ spec:
 
     c.tortie(&["delete", "felixconfiguration", "default"], "");
     wait_until("the metrics listener closed again", || scrape(&c, 9095).is_none());
+    wait_until("the health listener closed again", || health("/liveness").is_empty());
     assert!(d.log().contains("log level set by FelixConfiguration"), "{}", d.log_tail());
 }

@@ -82,9 +82,35 @@ pub struct FelixConfigurationSpec {
     /// Port (Calico's default 9091).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_metrics_port: Option<u16>,
+    /// Serve `/liveness` and `/readiness` over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_enabled: Option<bool>,
+    /// Where (Calico's default `localhost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_host: Option<String>,
+    /// Port (Calico's default 9099).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_port: Option<u16>,
     /// Calico's other fields: accepted only at Calico's default.
     #[serde(flatten)]
     pub calico_defaults: BTreeMap<String, serde_json::Value>,
+}
+
+/// A listener's address when `enabled`: `host` (`""`: `default_host`;
+/// `localhost` is 127.0.0.1) and `port`.
+fn listen(
+    enabled: Option<bool>,
+    host: Option<&str>,
+    default_host: &str,
+    port: Option<u16>,
+    default_port: u16,
+) -> Option<std::net::SocketAddr> {
+    if enabled != Some(true) {
+        return None;
+    }
+    let host = host.filter(|h| !h.is_empty()).unwrap_or(default_host);
+    let ip: IpAddr = if host == "localhost" { IpAddr::from([127, 0, 0, 1]) } else { host.parse().ok()? };
+    Some(std::net::SocketAddr::new(ip, port.unwrap_or(default_port)))
 }
 
 /// `""` means unset, as in Calico.
@@ -162,12 +188,19 @@ impl FelixConfigurationSpec {
     /// Where to serve Prometheus metrics, when enabled (Calico's defaults:
     /// every address, port 9091).
     pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
-        if self.prometheus_metrics_enabled != Some(true) {
-            return None;
-        }
-        let host = self.prometheus_metrics_host.as_deref().filter(|h| !h.is_empty()).unwrap_or("0.0.0.0");
-        let ip: IpAddr = if host == "localhost" { IpAddr::from([127, 0, 0, 1]) } else { host.parse().ok()? };
-        Some(std::net::SocketAddr::new(ip, self.prometheus_metrics_port.unwrap_or(9091)))
+        listen(
+            self.prometheus_metrics_enabled,
+            self.prometheus_metrics_host.as_deref(),
+            "0.0.0.0",
+            self.prometheus_metrics_port,
+            9091,
+        )
+    }
+
+    /// Where to serve the health endpoints, when enabled (Calico's
+    /// defaults: localhost, port 9099).
+    pub fn health_listen(&self) -> Option<std::net::SocketAddr> {
+        listen(self.health_enabled, self.health_host.as_deref(), "localhost", self.health_port, 9099)
     }
 }
 
@@ -206,10 +239,14 @@ impl Spec for FelixConfigurationSpec {
         {
             bad.push(Invalid::new("logSeverityScreen", l, "one of Trace, Debug, Info, Warning, Error, Fatal"));
         }
-        if let Some(h) = self.prometheus_metrics_host.as_deref().filter(|h| !h.is_empty() && *h != "localhost")
-            && h.parse::<IpAddr>().is_err()
+        for (field, host) in
+            [("prometheusMetricsHost", &self.prometheus_metrics_host), ("healthHost", &self.health_host)]
         {
-            bad.push(Invalid::new("prometheusMetricsHost", h, "an IP address, `localhost` or empty (every address)"));
+            if let Some(h) = host.as_deref().filter(|h| !h.is_empty() && *h != "localhost")
+                && h.parse::<IpAddr>().is_err()
+            {
+                bad.push(Invalid::new(field, h, "an IP address, `localhost` or empty (the default)"));
+            }
         }
         for (field, value) in &self.calico_defaults {
             match CALICO_DEFAULTS.iter().find(|(name, _)| name == field) {

@@ -1,7 +1,8 @@
 //! The process-wide settings a FelixConfiguration carries, applied live:
-//! the log level (`logSeverityScreen`, unless `TORTIE_LOG` is set) and the
+//! the log level (`logSeverityScreen`, unless `TORTIE_LOG` is set), the
 //! Prometheus listener (`prometheusMetricsEnabled` / `Host` / `Port`,
-//! unless `--metrics-listen` is given). Like Felix, what the operator set
+//! unless `--metrics-listen` is given) and the health endpoints
+//! (`healthEnabled` / `Host` / `Port`: `/liveness`, `/readiness`). Like Felix, what the operator set
 //! on the command line or in the environment wins over the datastore.
 
 use std::net::SocketAddr;
@@ -52,6 +53,66 @@ impl LogLevel {
     }
 }
 
+/// An HTTP listener that follows its configured address: started, moved
+/// or stopped as the address changes.
+struct Listener {
+    what: &'static str,
+    at: Option<SocketAddr>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn new(what: &'static str) -> Listener {
+        Listener { what, at: None, task: None }
+    }
+
+    fn set<F>(&mut self, want: Option<SocketAddr>, serve: impl FnOnce(SocketAddr) -> F)
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        if self.at == want {
+            return;
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            tracing::info!(listen = ?self.at, what = self.what, "listener stopped (FelixConfiguration)");
+        }
+        let what = self.what;
+        self.task = want.map(|at| {
+            let running = serve(at);
+            tokio::spawn(async move {
+                if let Err(e) = running.await {
+                    tracing::error!(error = %e, what, "listener (FelixConfiguration) stopped");
+                }
+            })
+        });
+        self.at = want;
+    }
+}
+
+/// `/liveness` answers while the daemon runs; `/readiness` once the first
+/// route pass and the first policy table are in the kernel.
+async fn serve_health(at: SocketAddr, state: MetricsState) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use axum::http::StatusCode;
+    let listener = tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding health listener {at}"))?;
+    tracing::info!(listen = %at, "health endpoints listening");
+    let ready = |s: &MetricsState| {
+        let done = |c: Option<&std::sync::atomic::AtomicU64>| {
+            c.is_none_or(|c| c.load(std::sync::atomic::Ordering::Relaxed) > 0)
+        };
+        done(s.reconcile.as_ref().map(|r| &r.passes)) && done(s.policy.as_ref().map(|p| &p.full))
+    };
+    let app =
+        axum::Router::new().route("/liveness", axum::routing::get(|| async { (StatusCode::OK, "live\n") })).route(
+            "/readiness",
+            axum::routing::get(move |axum::extract::State(s): axum::extract::State<MetricsState>| async move {
+                if ready(&s) { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
+            }),
+        );
+    axum::serve(listener, app.with_state(state)).await.context("serving health endpoints")
+}
+
 /// Follows the FelixConfiguration until the daemon stops.
 pub async fn follow(
     mut config: watch::Receiver<Arc<FelixConfigurationSpec>>,
@@ -59,12 +120,13 @@ pub async fn follow(
     metrics_flag: Option<SocketAddr>,
     state: MetricsState,
 ) {
-    let (mut level, mut listen): (Option<&str>, Option<SocketAddr>) = (None, None);
-    let mut server: Option<tokio::task::JoinHandle<()>> = None;
+    let mut level: Option<&str> = None;
+    let (mut metrics, mut health) = (Listener::new("Prometheus metrics"), Listener::new("health"));
     loop {
-        let (want_level, want_listen) = {
+        let (want_level, want_metrics, want_health) = {
             let c = config.borrow_and_update();
-            (c.log_level().unwrap_or("info"), metrics_flag.is_none().then(|| c.metrics_listen()).flatten())
+            let metrics = metrics_flag.is_none().then(|| c.metrics_listen()).flatten();
+            (c.log_level().unwrap_or("info"), metrics, c.health_listen())
         };
         if level != Some(want_level) {
             if level.is_some() || want_level != "info" {
@@ -72,21 +134,8 @@ pub async fn follow(
             }
             level = Some(want_level);
         }
-        if listen != want_listen {
-            if let Some(s) = server.take() {
-                s.abort();
-                tracing::info!(listen = ?listen, "Prometheus metrics listener stopped (FelixConfiguration)");
-            }
-            server = want_listen.map(|at| {
-                let s = state.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = metrics::serve_tcp(at, s).await {
-                        tracing::error!(error = %e, "metrics listener (FelixConfiguration prometheusMetrics*) stopped");
-                    }
-                })
-            });
-            listen = want_listen;
-        }
+        metrics.set(want_metrics, |at| metrics::serve_tcp(at, state.clone()));
+        health.set(want_health, |at| serve_health(at, state.clone()));
         if config.changed().await.is_err() {
             return;
         }
