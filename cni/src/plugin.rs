@@ -243,8 +243,13 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
         attrs.insert("pod".into(), pod.into());
         attrs.insert("namespace".into(), cx.namespace());
     }
-    let request =
-        ipam::Request { node: cx.node.clone(), handle: cx.handle.clone(), purpose: ipam::Purpose::Workload, attrs };
+    let request = ipam::Request {
+        node: cx.node.clone(),
+        handle: cx.handle.clone(),
+        purpose: ipam::Purpose::Workload,
+        attrs,
+        pools: cx.conf.ipv4_pools(&cx.env.args),
+    };
     let write_endpoint = |address: IpNet| {
         let r = endpoint(cx, address);
         vec![Op::Put { key: r.key(), value: r.to_json(), lease: None }]
@@ -349,7 +354,10 @@ async fn check(cx: &Context) -> Result<(), CniError> {
 async fn status(cx: &Context) -> Result<(), CniError> {
     let not_ready = |why: String| CniError::new(code::NOT_AVAILABLE, why);
     let kv = cx.datastore().await.map_err(|e| not_ready(e.msg))?;
-    let pools = ipam::pools_for(&kv, &cx.node, ipam::Purpose::Workload).await.map_err(|e| not_ready(e.to_string()))?;
+    let requested = cx.conf.ipv4_pools(&cx.env.args);
+    let pools = ipam::pools_for(&kv, &cx.node, ipam::Purpose::Workload, &requested)
+        .await
+        .map_err(|e| not_ready(e.to_string()))?;
     if pools.is_empty() {
         return Err(not_ready(format!("no enabled IPv4 IPPool for workloads selects node {}", cx.node)));
     }

@@ -100,6 +100,9 @@ pub struct NetConf {
     /// The node daemon's run directory (its API socket; default /var/run/tortie).
     #[serde(default)]
     pub run_dir: Option<std::path::PathBuf>,
+    /// IPAM settings, in Calico's CNI configuration shape.
+    #[serde(default)]
+    pub ipam: Option<IpamConf>,
     /// The result of ADD (CHECK, DEL).
     #[serde(default, rename = "prevResult")]
     pub prev_result: Option<Value>,
@@ -108,7 +111,32 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<Attachment>>,
 }
 
+/// The `ipam` section: tortie's own block IPAM (Calico's `calico-ipam`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpamConf {
+    /// `calico-ipam` or `tortie-ipam` (the same IPAM); absent is fine.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Pools (names or CIDRs) to take IPv4 addresses from, in order; empty:
+    /// every `Automatic` pool. A pod's own choice (`CNI_ARGS`
+    /// `TORTIE_IPV4_POOLS=a,b`) wins, as Calico's pod annotation does.
+    #[serde(default)]
+    pub ipv4_pools: Vec<String>,
+}
+
+/// The `CNI_ARGS` key a pod names its pools with (comma-separated).
+pub const ARG_IPV4_POOLS: &str = "TORTIE_IPV4_POOLS";
+
 impl NetConf {
+    /// The pools this invocation asks for: the pod's, else the network's.
+    pub fn ipv4_pools(&self, args: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+        match args.get(ARG_IPV4_POOLS) {
+            Some(list) => list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect(),
+            None => self.ipam.as_ref().map(|i| i.ipv4_pools.clone()).unwrap_or_default(),
+        }
+    }
+
     /// Parses and checks stdin; errors carry code 4 (or 1 for the version).
     pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
@@ -131,6 +159,17 @@ impl NetConf {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
                 format!("`type` is {:?}, expected \"tortie-cni\"", conf.kind),
+            ));
+        }
+        if let Some(kind) = conf.ipam.as_ref().and_then(|i| i.kind.as_deref())
+            && kind != "calico-ipam"
+            && kind != "tortie-ipam"
+        {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "`ipam.type` is {kind:?}: tortie assigns addresses with its own IPAM (\"calico-ipam\" or \"tortie-ipam\")"
+                ),
             ));
         }
         if conf.mtu.is_some_and(|m| !(576..=65535).contains(&m)) {
@@ -254,6 +293,24 @@ mod tests {
     fn env(vars: &[(&str, &str)]) -> Result<Env, CniError> {
         let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Env::read(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn pools_come_from_the_pod_then_the_network_and_only_our_ipam_is_accepted() {
+        let conf = |ipam: &str| {
+            NetConf::parse(
+                format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"tortie-cni","ipam":{ipam}}}"#).as_bytes(),
+            )
+        };
+        let c = conf(r#"{"type":"calico-ipam","ipv4_pools":["reserved","198.18.1.0/24"]}"#).unwrap();
+        assert_eq!(c.ipv4_pools(&BTreeMap::new()), ["reserved", "198.18.1.0/24"]);
+        let pod = BTreeMap::from([(ARG_IPV4_POOLS.to_string(), "a, b".to_string())]);
+        assert_eq!(c.ipv4_pools(&pod), ["a", "b"], "the pod's choice wins");
+        assert!(conf(r#"{"type":"host-local"}"#).unwrap_err().msg.contains("`ipam.type` is \"host-local\""));
+        assert!(
+            conf(r#"{"ipv6_pools":["x"]}"#).unwrap_err().msg.contains("ipv6_pools"),
+            "unknown ipam fields are named"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tortie_store::ipam::{
     AffinityState, AllocationAttribute, BlockAffinity, IPAM_PREFIX, IpamBlock, IpamHandle, cidr_key,
 };
 use tortie_store::kv::{Compare, Kv, Op, Txn};
-use tortie_store::resources::{IpPoolSpec, IpamConfigSpec, Kind, Resource};
+use tortie_store::resources::{AssignmentMode, IpPoolSpec, IpamConfigSpec, Kind, Resource};
 use tortie_store::selector::Selector;
 use tortie_store::{StoreError, resources::Spec};
 
@@ -115,25 +115,67 @@ impl Purpose {
 }
 
 /// Pools a node may take addresses from for `purpose` (IPv4, enabled,
-/// allowed for that use, `nodeSelector` matching the node's labels).
-pub async fn pools_for<K: Kv>(kv: &K, node: &str, purpose: Purpose) -> Result<Vec<IpPoolSpec>, IpamError> {
+/// allowed for that use, `nodeSelector` matching the node's labels): the
+/// `requested` ones (by name or CIDR, in that order), or else every
+/// `Automatic` one. A requested pool that cannot serve is an error that
+/// says why.
+pub async fn pools_for<K: Kv>(
+    kv: &K,
+    node: &str,
+    purpose: Purpose,
+    requested: &[String],
+) -> Result<Vec<IpPoolSpec>, IpamError> {
     let labels = match api::get(kv, Kind::Node, None, node).await {
         Ok(Resource::Node(n)) => n.metadata.labels,
         _ => BTreeMap::new(),
     };
-    let mut pools = Vec::new();
-    for r in api::list(kv, Kind::IpPool, None).await? {
-        let Resource::IpPool(p) = r else { continue };
-        let s = p.spec;
-        let usable = matches!(s.cidr, Some(IpNet::V4(_)))
-            && !s.disabled
-            && s.allowed_uses.iter().any(|u| u == purpose.allowed_use())
-            && s.node_selector.as_deref().is_none_or(|sel| Selector::parse(sel).is_ok_and(|sel| sel.matches(&labels)));
-        if usable {
-            pools.push(s);
+    let all: Vec<(String, IpPoolSpec)> = api::list(kv, Kind::IpPool, None)
+        .await?
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::IpPool(p) => Some((p.metadata.name, p.spec)),
+            _ => None,
+        })
+        .collect();
+    let refusal = |s: &IpPoolSpec| {
+        if !matches!(s.cidr, Some(IpNet::V4(_))) {
+            Some("it is not IPv4")
+        } else if s.disabled {
+            Some("it is disabled")
+        } else if !s.allowed_uses.iter().any(|u| u == purpose.allowed_use()) {
+            Some("its allowedUses exclude this use")
+        } else if !s
+            .node_selector
+            .as_deref()
+            .is_none_or(|sel| Selector::parse(sel).is_ok_and(|sel| sel.matches(&labels)))
+        {
+            Some("its nodeSelector does not select this node")
+        } else {
+            None
         }
+    };
+    if requested.is_empty() {
+        let automatic = |s: &IpPoolSpec| s.assignment_mode.unwrap_or_default() == AssignmentMode::Automatic;
+        return Ok(all.into_iter().map(|(_, s)| s).filter(|s| automatic(s) && refusal(s).is_none()).collect());
     }
-    Ok(pools)
+    requested
+        .iter()
+        .map(|want| {
+            let (name, spec) = all
+                .iter()
+                .find(|(name, s)| name == want || s.cidr.is_some_and(|c| c.to_string() == *want))
+                .ok_or_else(|| IpamError::Exhausted {
+                    node: node.into(),
+                    why: format!("no IPPool is named `{want}` or has that CIDR"),
+                })?;
+            match refusal(spec) {
+                Some(why) => {
+                    Err(IpamError::Exhausted { node: node.into(), why: format!("requested IPPool {name}: {why}") })
+                }
+                None => Ok(spec.clone()),
+            }
+        })
+        .collect()
 }
 
 async fn ipam_config<K: Kv>(kv: &K) -> Result<IpamConfigSpec, IpamError> {
@@ -159,6 +201,8 @@ pub struct Request {
     pub purpose: Purpose,
     /// Extra attributes (namespace, pod); the node is added.
     pub attrs: BTreeMap<String, String>,
+    /// The pools asked for by name or CIDR (empty: the automatic ones).
+    pub pools: Vec<String>,
 }
 
 /// The handle record and its revision (0: absent).
@@ -184,7 +228,7 @@ pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
 /// [`assign`], writing `also(address)` in the same transaction (the CNI
 /// plugin's WorkloadEndpoint: the address and its user appear together).
 pub async fn assign_with<K: Kv>(kv: &K, req: &Request, also: impl Fn(IpNet) -> Vec<Op>) -> Result<IpNet, IpamError> {
-    let pools = pools_for(kv, &req.node, req.purpose).await?;
+    let pools = pools_for(kv, &req.node, req.purpose, &req.pools).await?;
     if pools.is_empty() {
         return Err(IpamError::Exhausted {
             node: req.node.clone(),

@@ -176,6 +176,7 @@ const FIELDS: &[(&str, Use)] = &[
     ("IpPoolSpec.disable_bgp_export", Reads("felix/src/calc.rs", ".disable_bgp_export")),
     ("IpPoolSpec.node_selector", Reads("ipam/src/lib.rs", ".node_selector")),
     ("IpPoolSpec.allowed_uses", Reads("ipam/src/lib.rs", ".allowed_uses")),
+    ("IpPoolSpec.assignment_mode", Reads("ipam/src/lib.rs", ".assignment_mode")),
     ("IpamConfigSpec.strict_affinity", Reads("ipam/src/lib.rs", ".strict_affinity")),
     ("IpamConfigSpec.auto_allocate_blocks", Reads("ipam/src/lib.rs", ".auto_allocate_blocks")),
     ("IpamConfigSpec.max_blocks_per_host", Reads("ipam/src/lib.rs", ".max_blocks_per_host")),

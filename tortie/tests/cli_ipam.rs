@@ -58,6 +58,7 @@ spec: {node: n2, interfaceName: tortiep2, ipNetworks: [198.18.0.2/32]}
             handle: handle.into(),
             purpose: Purpose::Workload,
             attrs: BTreeMap::new(),
+            pools: Vec::new(),
         };
         let mut got = Vec::new();
         for (node, handle) in [("n1", "net.p1"), ("n2", "net.p2"), ("n2", "net.p3"), ("n2", "net.p4")] {
@@ -107,12 +108,79 @@ metadata: {name: default}
 spec: {maxBlocksPerHost: 1, strictAffinity: true}
 ";
         api::apply(&kv, &parse_documents(strict).unwrap()).await.unwrap();
-        let req =
-            Request { node: "n1".into(), handle: "net.p6".into(), purpose: Purpose::Workload, attrs: BTreeMap::new() };
+        let req = Request {
+            node: "n1".into(),
+            handle: "net.p6".into(),
+            purpose: Purpose::Workload,
+            attrs: BTreeMap::new(),
+            pools: Vec::new(),
+        };
         ipam::assign(&kv, &req).await.unwrap();
-        let req =
-            Request { node: "n1".into(), handle: "net.p7".into(), purpose: Purpose::Workload, attrs: BTreeMap::new() };
+        let req = Request {
+            node: "n1".into(),
+            handle: "net.p7".into(),
+            purpose: Purpose::Workload,
+            attrs: BTreeMap::new(),
+            pools: Vec::new(),
+        };
         let e = ipam::assign(&kv, &req).await.unwrap_err().to_string();
         assert!(e.contains("strictAffinity"), "{e}");
+    });
+}
+
+#[test]
+fn manual_pools_serve_only_pods_that_ask_for_them_and_selectors_still_apply() {
+    let lab = tortie_lab::Lab::new("ipam-modes").unwrap();
+    let url = format!("sqlite://{}/store.db", lab.dir().display());
+    let setup = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: general}
+spec: {cidr: 198.18.0.0/24}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: reserved}
+spec: {cidr: 198.18.1.0/24, assignmentMode: Manual}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: rack2}
+spec: {cidr: 198.18.2.0/24, nodeSelector: rack == '2'}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: tunnels}
+spec: {cidr: 198.18.3.0/24, allowedUses: [Tunnel]}
+";
+    block_on(async {
+        let kv = Datastore::open(&url).await.unwrap();
+        api::apply(&kv, &parse_documents(setup).unwrap()).await.unwrap();
+        let req = |handle: &str, pools: &[&str]| Request {
+            node: "n1".into(),
+            handle: handle.into(),
+            purpose: Purpose::Workload,
+            attrs: BTreeMap::new(),
+            pools: pools.iter().map(|p| p.to_string()).collect(),
+        };
+        let in_net = |ip: ipnet::IpNet, net: &str| net.parse::<ipnet::IpNet>().unwrap().contains(&ip);
+        for i in 0..5 {
+            let ip = ipam::assign(&kv, &req(&format!("net.a{i}"), &[])).await.unwrap();
+            assert!(
+                in_net(ip, "198.18.0.0/24"),
+                "no pool asked: Automatic pools only (not Manual, rack2 or Tunnel): {ip}"
+            );
+        }
+        let ip = ipam::assign(&kv, &req("net.m", &["reserved"])).await.unwrap();
+        assert!(in_net(ip, "198.18.1.0/24"), "asked by name: {ip}");
+        let ip = ipam::assign(&kv, &req("net.c", &["198.18.1.0/24"])).await.unwrap();
+        assert!(in_net(ip, "198.18.1.0/24"), "asked by CIDR: {ip}");
+        for (pools, why) in [
+            (&["rack2"][..], "requested IPPool rack2: its nodeSelector does not select this node"),
+            (&["tunnels"][..], "requested IPPool tunnels: its allowedUses exclude this use"),
+            (&["nope"][..], "no IPPool is named `nope`"),
+        ] {
+            let err = ipam::assign(&kv, &req("net.x", pools)).await.unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
     });
 }

@@ -33,7 +33,7 @@ pub use policy::{
     Action, DEFAULT_TIER, EntityRule, GlobalNetworkPolicySpec, IcmpMatch, NetworkPolicySpec, PolicyType, Port,
     Protocol, Rule, RuleMetadata, TierSpec,
 };
-pub use pool::{EncapMode, IpPoolSpec, IpamConfigSpec};
+pub use pool::{AssignmentMode, EncapMode, IpPoolSpec, IpamConfigSpec};
 pub use validate::Invalid;
 pub use workload::{EndpointPort, HostEndpointSpec, ProfileSpec, WorkloadEndpointSpec};
 

@@ -18,6 +18,16 @@ pub enum EncapMode {
     CrossSubnet,
 }
 
+/// Which pods a pool serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignmentMode {
+    /// Any pod that asks for no pool in particular.
+    #[default]
+    Automatic,
+    /// Only pods that ask for it by name or CIDR (CNI `ipam.ipv4_pools`).
+    Manual,
+}
+
 /// Calico's default block sizes.
 const DEFAULT_BLOCK_V4: u8 = 26;
 const DEFAULT_BLOCK_V6: u8 = 122;
@@ -52,6 +62,9 @@ pub struct IpPoolSpec {
     /// `Workload` and/or `Tunnel` (default both).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_uses: Vec<String>,
+    /// `Automatic` (default) or `Manual`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_mode: Option<AssignmentMode>,
 }
 
 impl IpPoolSpec {
@@ -83,6 +96,7 @@ impl Spec for IpPoolSpec {
         if self.allowed_uses.is_empty() {
             self.allowed_uses = vec!["Workload".into(), "Tunnel".into()];
         }
+        self.assignment_mode.get_or_insert_default();
     }
 
     fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {

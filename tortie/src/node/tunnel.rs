@@ -26,7 +26,7 @@ fn handle(node: &str) -> String {
 
 /// Whether a pool this node may use for tunnels asks for IPIP.
 async fn wanted(kv: &Syncer, node: &str) -> anyhow::Result<bool> {
-    let pools = ipam::pools_for(kv, node, Purpose::Tunnel).await?;
+    let pools = ipam::pools_for(kv, node, Purpose::Tunnel, &[]).await?;
     Ok(pools.iter().any(|p| p.ipip_mode.is_some_and(|m| m != EncapMode::Never)))
 }
 
@@ -58,8 +58,13 @@ async fn address(kv: &Syncer, node: &str, wanted: bool) -> anyhow::Result<Option
     let next = match (wanted, current) {
         (true, Some(a)) => Some(a),
         (true, None) => {
-            let req =
-                Request { node: node.into(), handle: handle(node), purpose: Purpose::Tunnel, attrs: BTreeMap::new() };
+            let req = Request {
+                node: node.into(),
+                handle: handle(node),
+                purpose: Purpose::Tunnel,
+                attrs: BTreeMap::new(),
+                pools: Vec::new(),
+            };
             match ipam::assign(kv, &req).await.context("allocating the IPIP tunnel address")?.addr() {
                 IpAddr::V4(a) => Some(a),
                 IpAddr::V6(_) => None,
