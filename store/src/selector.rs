@@ -16,6 +16,9 @@ pub type Labels = BTreeMap<String, String>;
 pub enum Selector {
     /// `all()` (also the empty selector).
     All,
+    /// `global()`: in a `namespaceSelector`, what lives in no namespace
+    /// (global network sets, host endpoints).
+    Global,
     /// `has(k)`.
     Has(String),
     /// `k == 'v'`.
@@ -68,11 +71,31 @@ impl Selector {
         Ok(sel)
     }
 
-    /// Whether `labels` match.
+    /// Whether `labels` match (`global()` never does here: see `matches_global`).
     pub fn matches(&self, labels: &Labels) -> bool {
+        self.matches_in(labels, false)
+    }
+
+    /// As a `namespaceSelector`, whether it takes what lives in no
+    /// namespace: only when it says `global()` (and the rest allows it).
+    pub fn matches_global(&self) -> bool {
+        self.mentions_global() && self.matches_in(&Labels::new(), true)
+    }
+
+    fn mentions_global(&self) -> bool {
+        match self {
+            Selector::Global => true,
+            Selector::Not(e) => e.mentions_global(),
+            Selector::And(a, b) | Selector::Or(a, b) => a.mentions_global() || b.mentions_global(),
+            _ => false,
+        }
+    }
+
+    fn matches_in(&self, labels: &Labels, global: bool) -> bool {
         let get = |k: &String| labels.get(k);
         match self {
             Selector::All => true,
+            Selector::Global => global,
             Selector::Has(k) => labels.contains_key(k),
             Selector::Eq(k, v) => get(k) == Some(v),
             Selector::Ne(k, v) => get(k) != Some(v),
@@ -81,9 +104,9 @@ impl Selector {
             Selector::Contains(k, s) => get(k).is_some_and(|v| v.contains(s.as_str())),
             Selector::StartsWith(k, s) => get(k).is_some_and(|v| v.starts_with(s.as_str())),
             Selector::EndsWith(k, s) => get(k).is_some_and(|v| v.ends_with(s.as_str())),
-            Selector::Not(e) => !e.matches(labels),
-            Selector::And(a, b) => a.matches(labels) && b.matches(labels),
-            Selector::Or(a, b) => a.matches(labels) || b.matches(labels),
+            Selector::Not(e) => !e.matches_in(labels, global),
+            Selector::And(a, b) => a.matches_in(labels, global) && b.matches_in(labels, global),
+            Selector::Or(a, b) => a.matches_in(labels, global) || b.matches_in(labels, global),
         }
     }
 }
@@ -93,6 +116,7 @@ impl fmt::Display for Selector {
         let set = |s: &[String]| s.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ");
         match self {
             Selector::All => f.write_str("all()"),
+            Selector::Global => f.write_str("global()"),
             Selector::Has(k) => write!(f, "has({k})"),
             Selector::Eq(k, v) => write!(f, "{k} == '{v}'"),
             Selector::Ne(k, v) => write!(f, "{k} != '{v}'"),
@@ -156,6 +180,16 @@ impl Parser<'_> {
         }
     }
 
+    /// `name()` (a label that happens to be called `name` is left alone).
+    fn call(&mut self, name: &str, sel: Selector) -> Result<Option<Selector>, SelectorError> {
+        let start = self.pos;
+        if !(self.eat_word(name) && self.eat("(")) {
+            self.pos = start;
+            return Ok(None);
+        }
+        if self.eat(")") { Ok(Some(sel)) } else { Err(self.error(&format!("expected `{name}()`"))) }
+    }
+
     fn or(&mut self) -> Result<Selector, SelectorError> {
         let mut left = self.and()?;
         while self.eat("||") {
@@ -185,12 +219,10 @@ impl Parser<'_> {
             }
             return Ok(inner);
         }
-        if self.eat_word("all") {
-            return if self.eat("(") && self.eat(")") {
-                Ok(Selector::All)
-            } else {
-                Err(self.error("expected `all()`"))
-            };
+        for (name, sel) in [("all", Selector::All), ("global", Selector::Global)] {
+            if let Some(found) = self.call(name, sel)? {
+                return Ok(found);
+            }
         }
         if self.eat_word("has") {
             if !self.eat("(") {
@@ -289,6 +321,17 @@ mod tests {
     }
 
     #[test]
+    fn global_takes_what_lives_in_no_namespace_and_a_label_may_be_called_global() {
+        assert!(Selector::parse("global()").unwrap().matches_global());
+        assert!(Selector::parse("global() || team == 'a'").unwrap().matches_global());
+        assert!(!Selector::parse("!global()").unwrap().matches_global());
+        assert!(!Selector::parse("!has(team)").unwrap().matches_global(), "only a selector that says global()");
+        let g = Selector::parse("global == 'yes' && all == 'x'").unwrap();
+        assert!(g.matches(&labels(&[("global", "yes"), ("all", "x")])));
+        assert_eq!(Selector::parse("global()").unwrap().to_string(), "global()");
+    }
+
+    #[test]
     fn selectors_match_as_calico_documents() {
         let db = labels(&[("role", "db"), ("env", "prod"), ("projectcalico.org/namespace", "shop")]);
         let web = labels(&[("role", "web")]);
@@ -308,6 +351,8 @@ mod tests {
             ("role == 'db' && env == 'prod'", true, false),
             ("role == 'web' || has(env)", true, true),
             ("!(role == 'db' || role == 'web')", false, false),
+            ("global()", false, false),
+            ("global() || role == 'web'", false, true),
             ("projectcalico.org/namespace == 'shop'", true, false),
             ("role starts with 'd' && env ends with 'od' && env contains 'ro'", true, false),
             ("  ( role=='db' )&&!has( missing )  ", true, false),

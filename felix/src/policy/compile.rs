@@ -711,6 +711,35 @@ mod tests {
     }
 
     #[test]
+    fn global_in_a_namespace_selector_takes_what_lives_in_no_namespace() {
+        let policies = parse(
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: web}\nspec:\n  ingress: [{action: Deny, source: {namespaceSelector: global(), selector: role == 'bad'}}]\n",
+        );
+        let labels = BTreeMap::from([("role".to_string(), "bad".to_string())]);
+        let nets = |n: &str| vec![n.parse::<IpNet>().unwrap()];
+        let none = BTreeMap::new();
+        let sets = [
+            NetworkSet::new(None, "g", &labels, &nets("192.0.2.0/24"), &none),
+            NetworkSet::new(Some("web"), "n", &labels, &nets("198.51.100.0/24"), &none),
+        ];
+        let eps = [pod("web", "x", "n1", "198.18.0.1", &[("role", "bad")], &[])];
+        let rs = compile(&Inputs {
+            node: "n1",
+            endpoints: &eps,
+            network_sets: &sets,
+            policies: &policies,
+            ..Inputs::default()
+        });
+        let v4: Vec<String> = rs
+            .sets
+            .values()
+            .filter(|s| s.kind == SetKind::Ipv4 && s.comment.starts_with("namespaces"))
+            .flat_map(|s| s.elements.iter().map(Element::to_string))
+            .collect();
+        assert_eq!(v4, ["192.0.2.0/24"], "the global set only: not the namespace's set nor its pod");
+    }
+
+    #[test]
     fn disjoint_keeps_only_networks_nothing_else_covers() {
         let nets = |n: &[&str]| n.iter().map(|x| x.parse().unwrap()).collect::<Vec<IpNet>>();
         let got =

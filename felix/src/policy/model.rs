@@ -212,7 +212,11 @@ impl EndpointSet {
     fn in_scope(&self, namespace: Option<&str>, namespace_labels: &Labels) -> bool {
         match &self.scope {
             Scope::Namespace(ns) => namespace == Some(ns),
-            Scope::Namespaces(sel) => namespace.is_some() && sel.matches(namespace_labels),
+            // `global()` takes what lives in no namespace.
+            Scope::Namespaces(sel) => match namespace {
+                Some(_) => sel.matches(namespace_labels),
+                None => sel.matches_global(),
+            },
             Scope::Global => true,
         }
     }
@@ -372,7 +376,8 @@ impl Policy {
     pub fn selects(&self, ep: &Endpoint) -> bool {
         let scoped = match (&self.name.namespace, &self.namespace_selector) {
             (Some(ns), _) => ep.kind == EndpointKind::Workload && ep.namespace.as_deref() == Some(ns),
-            (None, Some(sel)) => ep.kind == EndpointKind::Workload && sel.matches(&ep.namespace_labels),
+            (None, Some(sel)) if ep.kind == EndpointKind::Workload => sel.matches(&ep.namespace_labels),
+            (None, Some(sel)) => sel.matches_global(),
             (None, None) => true,
         };
         scoped
