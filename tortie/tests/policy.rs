@@ -163,3 +163,53 @@ spec: {selector: has(host-endpoint), types: [Ingress, Egress]}
     d1.check_running().unwrap();
     d2.check_running().unwrap();
 }
+
+const BAD_ACTORS: &str = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: known-bad, labels: {role: bad-actors}}
+spec: {nets: [NETS]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-bad-actors}
+spec:
+  order: 10
+  selector: all()
+  ingress: [{action: Deny, source: {selector: role == 'bad-actors'}}, {action: Allow}]
+";
+
+#[test]
+fn calicos_bad_actors_pattern_blocks_a_network_set_within_a_second_with_no_rule_rewritten() {
+    let c = Cluster::new("policy-netset", 2);
+    let web = c.pod(0, "web", "198.18.0.1");
+    let (_d1, d2) = (c.start(0), c.start(1));
+    wait_routes(&c.nodes[1], &["blackhole 198.18.0.64/26", "198.18.0.0/26 via 192.0.2.1 dev eth0"], &d2);
+    let _listener = listen(&web.netns, SocketAddr::from((web.addr, 8080))).unwrap();
+    let to_web = SocketAddr::from((web.addr, 8080));
+    // n2 (192.0.2.2) is the client whose network turns bad.
+    let reach = || connects(&c.nodes[1], to_web, Duration::from_millis(300)).unwrap();
+    c.apply(&BAD_ACTORS.replace("NETS", "203.0.113.0/24"));
+    wait_until("n2 reaches web while its network is not listed", reach);
+    let handles = || {
+        let listing =
+            c.nodes[0].exec("nft", &["-a", "list", "chain", "inet", "tortie", "pol-in-deny-bad-actors"]).unwrap();
+        listing.lines().filter_map(|l| l.split_once("# handle ").map(|(_, h)| h.to_string())).collect::<Vec<_>>()
+    };
+    let chain = ["list", "chain", "inet", "tortie", "pol-in-deny-bad-actors"];
+    wait_until("the policy in n1's table", || c.nodes[0].exec("nft", &chain).is_ok());
+    let before = handles();
+    let writes = || metric(&metrics(&c.nodes[0]), "tortie_policy_netlink_element_writes_total");
+    let writes_before = writes();
+
+    let listed_at = std::time::Instant::now();
+    c.apply(&BAD_ACTORS.replace("NETS", "203.0.113.0/24, 192.0.2.0/28"));
+    wait_until("n2 blocked once its network is in the set", || !reach());
+    let blocked_in = listed_at.elapsed();
+    assert!(blocked_in < Duration::from_secs(3), "blocked after {blocked_in:?}");
+    assert_eq!(handles(), before, "the deny rule was not rewritten");
+    wait_until("the element update counted", || writes() > writes_before);
+
+    c.apply(&BAD_ACTORS.replace("NETS", "203.0.113.0/24"));
+    wait_until("n2 allowed again once its network left the set", reach);
+    assert_eq!(handles(), before);
+}
