@@ -93,6 +93,7 @@ const FIELDS: &[(&str, Use)] = &[
     ("FelixConfigurationSpec.prometheus_metrics_enabled", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
     ("FelixConfigurationSpec.prometheus_metrics_host", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
     ("FelixConfigurationSpec.prometheus_metrics_port", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
+    ("FelixConfigurationSpec.ipip_mtu", Reads("tortie/src/node/tunnel.rs", ".ipip_mtu()")),
     ("FelixConfigurationSpec.health_enabled", Reads("tortie/src/node/settings.rs", ".health_listen()")),
     ("FelixConfigurationSpec.health_host", Reads("tortie/src/node/settings.rs", ".health_listen()")),
     ("FelixConfigurationSpec.health_port", Reads("tortie/src/node/settings.rs", ".health_listen()")),

@@ -58,7 +58,7 @@ fn felix_configuration_at_calicos_defaults_applies_and_honoured_fields_are_typed
 #[test]
 fn felix_configuration_names_every_field_tortie_cannot_honour() {
     let yaml = format!(
-        "{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfEnabled: true\n  wireguardEnabled: true\n  logSeverityScreen: Info\n  noSuchField: 1\n  defaultEndpointToHostAction: Maybe\n  routeRefreshInterval: 500ms\n  nftablesRefreshInterval: soon\n  prometheusMetricsHost: metrics.example\n"
+        "{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfEnabled: true\n  wireguardEnabled: true\n  logSeverityScreen: Info\n  noSuchField: 1\n  defaultEndpointToHostAction: Maybe\n  routeRefreshInterval: 500ms\n  nftablesRefreshInterval: soon\n  ipipMTU: 100\n  prometheusMetricsHost: metrics.example\n"
     );
     let err = error_of(&yaml);
     for needle in [
@@ -68,6 +68,7 @@ fn felix_configuration_names_every_field_tortie_cannot_honour() {
         "spec.defaultEndpointToHostAction: `Maybe`: one of Drop, Return, Accept",
         "spec.routeRefreshInterval: `500ms`: a duration of at least 1s",
         "spec.nftablesRefreshInterval: `soon`",
+        "spec.ipipMTU: `100`: 0 (the underlay's less 20) or 576–65515",
         "spec.prometheusMetricsHost: `metrics.example`",
     ] {
         assert!(err.contains(needle), "{err}\n(missing {needle:?})");

@@ -96,3 +96,26 @@ spec:
     wait_until("the health listener closed again", || health("/liveness").is_empty());
     assert!(d.log().contains("log level set by FelixConfiguration"), "{}", d.log_tail());
 }
+
+#[test]
+fn the_ipip_device_takes_ipip_mtu_and_goes_back_to_the_underlays() {
+    let c = Cluster::new("ipipmtu", 1);
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 198.18.0.0/16, blockSize: 26, ipipMode: Always}
+",
+    );
+    let _d = c.start(0);
+    let mtu = || {
+        let link = c.nodes[0].ip(&["-o", "link", "show", tortie_ipip::USERSPACE_DEVICE]).unwrap_or_default();
+        link.split_whitespace().skip_while(|w| *w != "mtu").nth(1).map(str::to_string)
+    };
+    wait_until("the tunnel at the underlay's MTU less 20", || mtu().as_deref() == Some("1480"));
+    let conf = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {ipipMTU: 1400}\n";
+    c.apply(conf);
+    wait_until("the tunnel rebuilt at ipipMTU", || mtu().as_deref() == Some("1400"));
+    c.tortie(&["delete", "felixconfiguration", "default"], "");
+    wait_until("back to the underlay's MTU less 20", || mtu().as_deref() == Some("1480"));
+}

@@ -82,6 +82,10 @@ pub struct FelixConfigurationSpec {
     /// Port (Calico's default 9091).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_metrics_port: Option<u16>,
+    /// MTU of the IPIP tunnel device (0 or unset: the underlay's less the
+    /// 20-byte outer header).
+    #[serde(default, rename = "ipipMTU", skip_serializing_if = "Option::is_none")]
+    pub ipip_mtu: Option<u16>,
     /// Serve `/liveness` and `/readiness` over HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_enabled: Option<bool>,
@@ -171,6 +175,11 @@ impl FelixConfigurationSpec {
     /// The nftables check interval, when set.
     pub fn policy_refresh(&self) -> Option<Duration> {
         self.nftables_refresh_interval.as_deref().or(self.iptables_refresh_interval.as_deref()).and_then(duration)
+    }
+
+    /// The IPIP device MTU, when set (0 is unset).
+    pub fn ipip_mtu(&self) -> Option<u16> {
+        self.ipip_mtu.filter(|m| *m != 0)
     }
 
     /// The log level as a `tracing` directive (`None`: unset or invalid).

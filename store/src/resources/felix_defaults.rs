@@ -67,7 +67,6 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("logSeveritySys", Text("Info")),
     ("logDebugFilenameRegex", Text("")),
     ("ipipEnabled", Unset),
-    ("ipipMTU", Int(0)),
     ("vxlanEnabled", Unset),
     ("vxlanMTU", Int(0)),
     ("vxlanMTUV6", Int(0)),

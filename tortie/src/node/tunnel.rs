@@ -3,8 +3,9 @@
 //! `Never`, the node holds one address from IPAM (handle
 //! `ipip-tunnel-addr-<node>`), publishes it as
 //! `spec.bgp.ipv4IPIPTunnelAddr` and runs the tunnel; when none has, the
-//! tunnel goes down and the address goes back. This is checked at start
-//! and at every change of an IP pool.
+//! tunnel goes down and the address goes back. Its MTU is FelixConfiguration
+//! `ipipMTU`, or the underlay's less the outer header. This is checked at
+//! start and at every change of an IP pool or a FelixConfiguration.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,7 +18,7 @@ use tortie_ipam::{self as ipam, Purpose, Request};
 use tortie_ipip::EncapTable;
 use tortie_ipip::userspace::Counters;
 use tortie_store::api;
-use tortie_store::resources::{EncapMode, Kind, NodeBgp, NodeSpec, Object, Resource};
+use tortie_store::resources::{EncapMode, FelixConfigurationSpec, Kind, NodeBgp, NodeSpec, Object, Resource};
 use tortie_store::syncer::Syncer;
 
 fn handle(node: &str) -> String {
@@ -28,6 +29,22 @@ fn handle(node: &str) -> String {
 async fn wanted(kv: &Syncer, node: &str) -> anyhow::Result<bool> {
     let pools = ipam::pools_for(kv, node, Purpose::Tunnel, &[]).await?;
     Ok(pools.iter().any(|p| p.ipip_mode.is_some_and(|m| m != EncapMode::Never)))
+}
+
+/// The underlay MTU the tunnel is built for: FelixConfiguration `ipipMTU`
+/// plus the outer header, or the node's own.
+async fn tunnel_underlay_mtu(kv: &Syncer, node: &str, underlay_mtu: u16) -> u16 {
+    let spec = |name: String| async move {
+        match api::get(kv, Kind::FelixConfiguration, None, &name).await {
+            Ok(Resource::FelixConfiguration(f)) => Some(f.spec),
+            _ => None,
+        }
+    };
+    let merged = FelixConfigurationSpec::merged(
+        spec("default".into()).await.as_ref(),
+        spec(format!("node.{node}")).await.as_ref(),
+    );
+    merged.ipip_mtu().map_or(underlay_mtu, |m| m.saturating_add(tortie_ipip::packet::OUTER_LEN as u16))
 }
 
 /// How long a tunnel no pool wants any more stays up: felix moves the
@@ -105,28 +122,19 @@ impl Setup {
     /// allocated first), kept, or taken down (its address given back once
     /// the device is gone). On an error it stays as it was, except that a
     /// tunnel failing to stop is down.
-    async fn reconcile(&self, tunnel: &mut Option<tortie_ipip::Tunnel>) -> anyhow::Result<()> {
+    async fn reconcile(&self, tunnel: &mut Option<(tortie_ipip::Tunnel, u16)>) -> anyhow::Result<()> {
         let wanted = wanted(&self.kv, &self.node).await?;
+        let mtu = tunnel_underlay_mtu(&self.kv, &self.node, self.underlay_mtu).await;
         match (wanted, tunnel.take()) {
-            (true, Some(t)) => *tunnel = Some(t),
-            (true, None) => {
-                let address = address(&self.kv, &self.node, true).await?;
-                let t = tortie_ipip::start(
-                    self.local,
-                    address,
-                    self.underlay_mtu,
-                    self.encap.clone(),
-                    self.counters.clone(),
-                )
-                .await
-                .context("starting the IPIP tunnel")?;
-                if let tortie_ipip::Tunnel::Userspace(_) = t {
-                    let _ = self.counting.set(self.counters.clone());
-                }
-                self.device.send_replace(Some(t.device().to_string()));
-                *tunnel = Some(t);
+            (true, Some((t, built))) if built == mtu => *tunnel = Some((t, built)),
+            (true, Some((t, built))) => {
+                // A new MTU: the device is built again (its routes follow it).
+                tracing::info!(device = t.device(), from = built, to = mtu, "IPIP MTU changed: rebuilding the tunnel");
+                t.stop().await.context("taking the IPIP tunnel down for its new MTU")?;
+                *tunnel = Some((self.bring_up(mtu).await?, mtu));
             }
-            (false, Some(t)) => {
+            (true, None) => *tunnel = Some((self.bring_up(mtu).await?, mtu)),
+            (false, Some((t, _))) => {
                 let device = t.device();
                 // Routes leave the device first, and what is already in the
                 // tunnel (ours and the other nodes') arrives; then the device
@@ -149,6 +157,20 @@ impl Setup {
             }
         }
         Ok(())
+    }
+
+    /// Allocates the tunnel address if needed and starts the tunnel for an
+    /// underlay of `mtu`.
+    async fn bring_up(&self, mtu: u16) -> anyhow::Result<tortie_ipip::Tunnel> {
+        let address = address(&self.kv, &self.node, true).await?;
+        let t = tortie_ipip::start(self.local, address, mtu, self.encap.clone(), self.counters.clone())
+            .await
+            .context("starting the IPIP tunnel")?;
+        if let tortie_ipip::Tunnel::Userspace(_) = t {
+            let _ = self.counting.set(self.counters.clone());
+        }
+        self.device.send_replace(Some(t.device().to_string()));
+        Ok(t)
     }
 }
 
@@ -198,9 +220,9 @@ pub async fn start(
 
 /// Follows the IP pools, setting the tunnel up or down at each change,
 /// until the syncer stops.
-async fn follow_pools(setup: Setup, mut tunnel: Option<tortie_ipip::Tunnel>) {
-    let prefix = Kind::IpPool.prefix(None);
-    let mut changes = setup.kv.changes(&[&prefix]);
+async fn follow_pools(setup: Setup, mut tunnel: Option<(tortie_ipip::Tunnel, u16)>) {
+    let (pools, felix) = (Kind::IpPool.prefix(None), Kind::FelixConfiguration.prefix(None));
+    let mut changes = setup.kv.changes(&[&pools, &felix]);
     loop {
         let was_up = tunnel.is_some();
         let failed = match setup.reconcile(&mut tunnel).await {
@@ -210,7 +232,7 @@ async fn follow_pools(setup: Setup, mut tunnel: Option<tortie_ipip::Tunnel>) {
                 true
             }
         };
-        if !was_up && let Some(t) = &tunnel {
+        if !was_up && let Some((t, _)) = &tunnel {
             tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
         }
         // The next change, or (after a failure) the retry, whichever comes first.
