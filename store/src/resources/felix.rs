@@ -248,6 +248,9 @@ impl Spec for FelixConfigurationSpec {
         {
             bad.push(Invalid::new("logSeverityScreen", l, "one of Trace, Debug, Info, Warning, Error, Fatal"));
         }
+        if let Some(m) = self.ipip_mtu().filter(|m| !(576..=65515).contains(m)) {
+            bad.push(Invalid::new("ipipMTU", m, "0 (the underlay's less 20) or 576–65515"));
+        }
         for (field, host) in
             [("prometheusMetricsHost", &self.prometheus_metrics_host), ("healthHost", &self.health_host)]
         {
