@@ -14,7 +14,7 @@
 //! gateway routes already in the kernel are kept, so a restarting agent
 //! never interrupts traffic to other nodes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,16 +106,48 @@ pub struct Agent {
     pub task: tokio::task::JoinHandle<Result<(), FelixError>>,
 }
 
-/// Reads everything the calculation needs.
-pub async fn load(kv: &impl Kv, node: &str) -> Result<(Snapshot, i64), FelixError> {
+/// Records as last decoded, by key, with the revision they were decoded
+/// at: a datastore change decodes again only the records that changed.
+#[derive(Default)]
+pub struct Decoded {
+    resources: HashMap<String, (i64, Resource)>,
+    blocks: HashMap<String, (i64, IpamBlock)>,
+}
+
+impl Decoded {
+    /// `key` at `revision`, decoded by `decode` unless it already was.
+    fn get<T: Clone, E>(
+        cache: &mut HashMap<String, (i64, T)>,
+        key: &str,
+        revision: i64,
+        decode: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some((rev, value)) = cache.get(key)
+            && *rev == revision
+        {
+            return Ok(value.clone());
+        }
+        let value = decode()?;
+        cache.insert(key.to_string(), (revision, value.clone()));
+        Ok(value)
+    }
+}
+
+/// Reads everything the calculation needs (from `cache` what is unchanged).
+pub async fn load(kv: &impl Kv, node: &str, cache: &mut Decoded) -> Result<(Snapshot, i64), FelixError> {
     let mut s = Snapshot { node: node.to_string(), ..Snapshot::default() };
     let (mut felix_default, mut felix_node) = (None, None);
     let everything = kv.range("/calico/").await?;
+    let present: std::collections::HashSet<&str> = everything.kvs.iter().map(|i| i.key.as_str()).collect();
+    cache.resources.retain(|k, _| present.contains(k.as_str()));
+    cache.blocks.retain(|k, _| present.contains(k.as_str()));
     for item in &everything.kvs {
         // One unreadable record must not stop the node: it is skipped, loudly.
         let skip = |why: String| tracing::warn!(key = item.key, why, "skipping an unreadable datastore record");
         if item.key.starts_with(&format!("{IPAM_PREFIX}assignment/")) {
-            match serde_json::from_slice::<IpamBlock>(&item.value) {
+            match Decoded::get(&mut cache.blocks, &item.key, item.mod_revision, || {
+                serde_json::from_slice::<IpamBlock>(&item.value)
+            }) {
                 Ok(block) => s.blocks.push(block),
                 Err(e) => skip(e.to_string()),
             }
@@ -137,7 +169,9 @@ pub async fn load(kv: &impl Kv, node: &str) -> Result<(Snapshot, i64), FelixErro
         .find(|k| item.key.starts_with(&k.prefix(None)));
         let Some(kind) = kind else { continue };
         let policy = &mut s.policy;
-        match Resource::from_stored(kind, &item.value, item.mod_revision) {
+        match Decoded::get(&mut cache.resources, &item.key, item.mod_revision, || {
+            Resource::from_stored(kind, &item.value, item.mod_revision)
+        }) {
             Ok(Resource::Node(n)) => {
                 let address = n.spec.bgp.and_then(|b| b.ipv4_address);
                 if let Some(IpNet::V4(a)) = address {
@@ -364,7 +398,8 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
     // What the calculation reads: resources and IPAM blocks (not, e.g., the
     // nodes' status). Asked before the first load: no change falls between.
     let mut changes = kv.changes(&[KEY_PREFIX, IPAM_PREFIX]);
-    let (snapshot, _) = load(&kv, &config.node).await?;
+    let mut decoded = Decoded::default();
+    let (snapshot, _) = load(&kv, &config.node, &mut decoded).await?;
     let mut state = State {
         config,
         snapshot,
@@ -401,7 +436,7 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
                         return Ok(());
                     }
                     // From the syncer's memory: no datastore round trip.
-                    let (snapshot, rev) = load(&kv, &state.config.node).await?;
+                    let (snapshot, rev) = load(&kv, &state.config.node, &mut decoded).await?;
                     state.snapshot = snapshot;
                     state.full = true;
                     policy_dirty = true;
