@@ -94,6 +94,7 @@ const FIELDS: &[(&str, Use)] = &[
     ("FelixConfigurationSpec.prometheus_metrics_host", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
     ("FelixConfigurationSpec.prometheus_metrics_port", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
     ("FelixConfigurationSpec.ipip_mtu", Reads("tortie/src/node/tunnel.rs", ".ipip_mtu()")),
+    ("FelixConfigurationSpec.ipv6_support", Reads("felix/src/policy/host.rs", ".ipv6_support")),
     ("FelixConfigurationSpec.health_enabled", Reads("tortie/src/node/settings.rs", ".health_listen()")),
     ("FelixConfigurationSpec.health_host", Reads("tortie/src/node/settings.rs", ".health_listen()")),
     ("FelixConfigurationSpec.health_port", Reads("tortie/src/node/settings.rs", ".health_listen()")),

@@ -77,7 +77,7 @@ pub fn compile(input: &Inputs<'_>) -> Ruleset {
         let key = |p: &Policy| p.order.unwrap_or(f64::INFINITY);
         key(a).total_cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
     });
-    let mut c = Compiler { rs: Ruleset::default(), sets: BTreeMap::new() };
+    let mut c = Compiler { rs: Ruleset::default(), sets: BTreeMap::new(), ipv6: input.host.ipv6 };
     for name in [MAP_WORKLOAD_FROM, MAP_WORKLOAD_TO, MAP_HOST_IN, MAP_HOST_OUT] {
         c.rs.maps.insert(name.into(), BTreeMap::new());
     }
@@ -132,6 +132,8 @@ pub fn compile(input: &Inputs<'_>) -> Ruleset {
 
 struct Compiler {
     rs: Ruleset,
+    /// IPv6 is policed (`ipv6Support`).
+    ipv6: bool,
     /// Address sets the rules use: name → (endpoints, family).
     sets: BTreeMap<String, (EndpointSet, Family)>,
 }
@@ -182,7 +184,8 @@ impl Compiler {
         let mut rules = Vec::new();
         for (i, r) in p.rules(dir).unwrap_or_default().iter().enumerate() {
             let comment = comment(format!("{} {}[{i}]", p.name, dir.as_str()));
-            for family in families(r) {
+            let ipv6 = self.ipv6;
+            for family in families(r).into_iter().filter(|f| ipv6 || *f != Some(Family::V6)) {
                 let conds = self.conds(r, family);
                 let (mark, verdict, log) = match r.action {
                     Action::Allow => (None, Some(Verdict::Accept), None),
@@ -336,7 +339,11 @@ impl Compiler {
                 .collect(),
             ),
         ];
-        for (name, hook, prio, rules) in chains {
+        for (name, hook, prio, mut rules) in chains {
+            if !self.ipv6 {
+                // ipv6Support off: IPv6 is not policed at all.
+                rules.insert(0, rule(vec![Cond::NfProto(Family::V6)], Verdict::Accept));
+            }
             self.rs.chains.insert(name.into(), Chain { hook: Some((hook, prio)), rules });
         }
         if host.endpoint_to_host == EndpointToHost::Drop {
@@ -358,7 +365,7 @@ impl Compiler {
     /// outside every pool leaves with the node's address.
     fn nat_outgoing(&mut self, nat: &NatOutgoing) {
         let mut rules = Vec::new();
-        for family in [Family::V4, Family::V6] {
+        for family in [Family::V4, Family::V6].into_iter().filter(|f| self.ipv6 || *f == Family::V4) {
             let of = |nets: &[IpNet]| nets.iter().copied().filter(|n| net_family(n) == family).collect::<Vec<_>>();
             let from = of(&nat.masquerade);
             if from.is_empty() {
@@ -737,6 +744,34 @@ mod tests {
             .flat_map(|s| s.elements.iter().map(Element::to_string))
             .collect();
         assert_eq!(v4, ["192.0.2.0/24"], "the global set only: not the namespace's set nor its pod");
+    }
+
+    #[test]
+    fn ipv6_support_off_leaves_ipv6_unpoliced_and_compiles_no_ipv6_rule() {
+        let policies = parse(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec:\n  ingress: [{action: Allow, source: {selector: role == 'x'}}, {action: Deny, source: {nets: ['2001:db8::/32']}}]\n",
+        );
+        let eps = [pod("web", "x", "n1", "198.18.0.1", &[("role", "x")], &[])];
+        let with = |ipv6: bool| {
+            let host = HostRules { ipv6, ..HostRules::default() };
+            compile(&Inputs { node: "n1", endpoints: &eps, policies: &policies, host, ..Inputs::default() })
+        };
+        let v6_sets = |rs: &Ruleset| rs.sets.values().filter(|s| s.kind == SetKind::Ipv6).count();
+        let v6_addr_rules = |rs: &Ruleset| {
+            rs.chains
+                .values()
+                .flat_map(|c| &c.rules)
+                .filter(|r| r.conds.iter().any(|c| matches!(c, Cond::Addr { family: Family::V6, .. })))
+                .count()
+        };
+        let on = with(true);
+        assert_eq!((v6_sets(&on), v6_addr_rules(&on)), (1, 2));
+        let off = with(false);
+        assert_eq!((v6_sets(&off), v6_addr_rules(&off)), (0, 0));
+        for (name, chain) in off.chains.iter().filter(|(_, c)| c.hook.is_some()) {
+            assert_eq!(chain.rules[0].conds, [Cond::NfProto(Family::V6)], "{name} lets IPv6 through first");
+            assert_eq!(chain.rules[0].verdict, Some(Verdict::Accept));
+        }
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct HostRules {
     pub endpoint_to_host: EndpointToHostAction,
     /// NAT for pods' outgoing traffic.
     pub nat: NatOutgoing,
+    /// Police IPv6 too (`ipv6Support`; off: IPv6 passes unpoliced, as
+    /// Calico leaves it without ip6tables rules).
+    pub ipv6: bool,
 }
 
 impl HostRules {
@@ -110,6 +113,7 @@ impl HostRules {
             failsafe_out: ports(&felix.failsafe_outbound_host_ports, &FAILSAFE_OUTBOUND),
             endpoint_to_host: felix.endpoint_to_host().unwrap_or_default(),
             nat: NatOutgoing { pools: cidrs(false), masquerade: cidrs(true), address: felix.nat_outgoing_address },
+            ipv6: felix.ipv6_support.unwrap_or(true),
         }
     }
 }
@@ -121,6 +125,7 @@ impl Default for HostRules {
             failsafe_out: FAILSAFE_OUTBOUND.to_vec(),
             endpoint_to_host: EndpointToHostAction::default(),
             nat: NatOutgoing::default(),
+            ipv6: true,
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct FelixConfigurationSpec {
     /// 20-byte outer header).
     #[serde(default, rename = "ipipMTU", skip_serializing_if = "Option::is_none")]
     pub ipip_mtu: Option<u16>,
+    /// Police IPv6 as well as IPv4 (default true; false: IPv6 passes unpoliced).
+    #[serde(default, rename = "ipv6Support", skip_serializing_if = "Option::is_none")]
+    pub ipv6_support: Option<bool>,
     /// Serve `/liveness` and `/readiness` over HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_enabled: Option<bool>,

@@ -39,7 +39,6 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("useInternalDataplaneDriver", Bool(true)),
     ("dataplaneDriver", Text("calico-iptables-plugin")),
     ("dataplaneWatchdogTimeout", Millis(90000)),
-    ("ipv6Support", Bool(true)),
     ("interfaceRefreshInterval", Millis(90000)),
     ("iptablesPostWriteCheckInterval", Millis(5000)),
     ("iptablesLockProbeInterval", Millis(50)),
