@@ -532,3 +532,65 @@ fn set_elements_written_over_netlink_block_at_once_and_list_as_compiled() {
     assert_eq!(count(&stats.full), 1, "never rebuilt");
     assert_eq!(count(&stats.failures), 0);
 }
+
+const FORWARD_POLICY: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: edge}
+spec:
+  selector: has(host-endpoint)
+  applyOnForward: FORWARD
+  types: [Ingress, Egress]
+  ingress:
+  - {action: Deny, protocol: TCP, destination: {ports: [8080]}}
+  - {action: Allow}
+  egress:
+  - {action: Deny, protocol: TCP, destination: {ports: [7070]}}
+  - {action: Allow}
+"#;
+
+#[test]
+fn apply_on_forward_polices_what_a_host_endpoint_forwards_and_only_then() {
+    let bed = Bed::new("pol-forward", 1);
+    bed.peer.add_route("198.18.0.0/24 via 192.0.2.1").unwrap();
+    let _pod_listeners = bed.listen_all(&[8080, 9090]);
+    let _peer_listeners: Vec<_> =
+        [7070, 7071].iter().map(|p| listen(&bed.peer, SocketAddr::from(([192, 0, 2, 2], *p))).unwrap()).collect();
+    let _node_listener = listen(&bed.node, SocketAddr::from(([192, 0, 2, 1], 8080))).unwrap();
+    let hep = parse_documents(
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: node-eth0, labels: {host-endpoint: ''}}\nspec: {node: node, interfaceName: eth0}\n",
+    )
+    .unwrap();
+    let Resource::HostEndpoint(h) = &hep[0] else { panic!() };
+    let mut endpoints = bed.endpoints(&[]);
+    endpoints.push(Endpoint::host(&h.metadata.name, &h.metadata.labels, &h.spec));
+    let t = Duration::from_millis(700);
+    let pod = |port: u16| SocketAddr::from((bed.pods[0].addr, port));
+    let peer = |port: u16| SocketAddr::from(([192, 0, 2, 2], port));
+    for forward in [false, true] {
+        let pols = policies(&FORWARD_POLICY.replace("FORWARD", &forward.to_string()));
+        bed.apply(nft::full(&compile(&Inputs {
+            node: "node",
+            endpoints: &endpoints,
+            policies: &pols,
+            ..Inputs::default()
+        })));
+        assert!(
+            !connects(&bed.peer, SocketAddr::from(([192, 0, 2, 1], 8080)), t).unwrap(),
+            "the host's own 8080 is denied"
+        );
+        assert_eq!(
+            connects(&bed.peer, pod(8080), t).unwrap(),
+            !forward,
+            "forwarded in to 8080 (applyOnForward {forward})"
+        );
+        assert!(connects(&bed.peer, pod(9090), t).unwrap(), "forwarded in, allowed");
+        assert_eq!(
+            connects(&bed.pods[0].netns, peer(7070), t).unwrap(),
+            !forward,
+            "forwarded out to 7070 (applyOnForward {forward}):\n{}",
+            bed.dump()
+        );
+        assert!(connects(&bed.pods[0].netns, peer(7071), t).unwrap(), "forwarded out, allowed");
+    }
+}

@@ -167,7 +167,7 @@ const FIELDS: &[(&str, Use)] = &[
     ),
     ("GlobalNetworkPolicySpec.do_not_track", Refused),
     ("GlobalNetworkPolicySpec.pre_dnat", Refused),
-    ("GlobalNetworkPolicySpec.apply_on_forward", Refused),
+    ("GlobalNetworkPolicySpec.apply_on_forward", Reads("felix/src/policy/model.rs", "spec.apply_on_forward")),
     // pool.rs
     ("IpPoolSpec.cidr", Reads("ipam/src/lib.rs", ".cidr")),
     ("IpPoolSpec.block_size", Reads("ipam/src/lib.rs", ".block_size")),

@@ -45,6 +45,10 @@ pub const MAP_WORKLOAD_TO: &str = "workload-to";
 pub const MAP_HOST_IN: &str = "host-in";
 /// Map: host interface → the host endpoint's egress chain.
 pub const MAP_HOST_OUT: &str = "host-out";
+/// Map: host interface → the chain for traffic it forwards in (applyOnForward).
+pub const MAP_HOST_FORWARD_IN: &str = "host-forward-in";
+/// Map: host interface → the chain for traffic it forwards out (applyOnForward).
+pub const MAP_HOST_FORWARD_OUT: &str = "host-forward-out";
 /// Set: every local pod interface.
 pub const SET_WORKLOAD_IFACES: &str = "workload-ifaces";
 
@@ -78,11 +82,13 @@ pub fn compile(input: &Inputs<'_>) -> Ruleset {
         key(a).total_cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
     });
     let mut c = Compiler { rs: Ruleset::default(), sets: BTreeMap::new(), ipv6: input.host.ipv6 };
-    for name in [MAP_WORKLOAD_FROM, MAP_WORKLOAD_TO, MAP_HOST_IN, MAP_HOST_OUT] {
+    for name in
+        [MAP_WORKLOAD_FROM, MAP_WORKLOAD_TO, MAP_HOST_IN, MAP_HOST_OUT, MAP_HOST_FORWARD_IN, MAP_HOST_FORWARD_OUT]
+    {
         c.rs.maps.insert(name.into(), BTreeMap::new());
     }
     let mut ifaces = NamedSet { kind: SetKind::Ifname, elements: Default::default(), comment: "local pods".into() };
-    let mut wildcard = Vec::new();
+    let (mut wildcard, mut forward_wildcard) = (Vec::new(), Vec::new());
     let local = endpoints.iter().filter(|e| e.node == node && !e.interface.is_empty());
     for ep in local {
         if ep.kind == EndpointKind::Workload {
@@ -102,7 +108,20 @@ pub fn compile(input: &Inputs<'_>) -> Ruleset {
             if ep.kind == EndpointKind::Workload && applied.is_empty() {
                 continue;
             }
-            let chain = c.endpoint_chain(ep, dir, &applied);
+            // Traffic a host endpoint forwards: only its applyOnForward
+            // policies, and none means allowed (as Calico).
+            let forwarded: Vec<&Policy> = applied.iter().copied().filter(|p| p.apply_on_forward).collect();
+            if ep.kind == EndpointKind::Host && !forwarded.is_empty() {
+                let chain = c.endpoint_chain(ep, dir, &forwarded, "hostfwd");
+                let map = if dir == Direction::Ingress { MAP_HOST_FORWARD_IN } else { MAP_HOST_FORWARD_OUT };
+                if ep.interface == "*" {
+                    forward_wildcard.push((dir, chain));
+                } else if let Some(m) = c.rs.maps.get_mut(map) {
+                    m.insert(ep.interface.clone(), chain);
+                }
+            }
+            let kind = if ep.kind == EndpointKind::Workload { "wl" } else { "host" };
+            let chain = c.endpoint_chain(ep, dir, &applied, kind);
             let policies = applied.iter().map(|p| p.name.to_string()).collect();
             let view = Some(Applied { chain: chain.clone(), policies });
             match dir {
@@ -125,7 +144,7 @@ pub fn compile(input: &Inputs<'_>) -> Ruleset {
     }
     c.rs.sets.insert(SET_WORKLOAD_IFACES.into(), ifaces);
     c.fill_sets(endpoints, input.network_sets);
-    c.base_chains(&wildcard, &input.host);
+    c.base_chains(&wildcard, &forward_wildcard, &input.host);
     c.nat_outgoing(&input.host.nat);
     c.rs
 }
@@ -141,8 +160,7 @@ struct Compiler {
 impl Compiler {
     /// The endpoint's chain for `dir`: its policies in order, then the
     /// default. Returns the chain's name.
-    fn endpoint_chain(&mut self, ep: &Endpoint, dir: Direction, applied: &[&Policy]) -> String {
-        let kind = if ep.kind == EndpointKind::Workload { "wl" } else { "host" };
+    fn endpoint_chain(&mut self, ep: &Endpoint, dir: Direction, applied: &[&Policy], kind: &str) -> String {
         let name =
             bounded(format!("{kind}-{}-{}", short(dir), if ep.interface == "*" { &ep.name } else { &ep.interface }));
         let profile = if ep.profile_allows { Verdict::Accept } else { Verdict::Drop };
@@ -276,12 +294,19 @@ impl Compiler {
         }
     }
 
-    fn base_chains(&mut self, wildcard: &[(Direction, String)], host: &HostRules) {
+    fn base_chains(&mut self, wildcard: &[(Direction, String)], forward: &[(Direction, String)], host: &HostRules) {
         let rule = |conds: Vec<Cond>, verdict: Verdict| NftRule { conds, verdict: Some(verdict), ..NftRule::default() };
         let established = || rule(vec![Cond::CtState(ESTABLISHED)], Verdict::Accept);
         let vmap = |side: Side, map: &str| rule(vec![], Verdict::Vmap { side, map: map.into() });
         let iface = |side: Side, name: &str| Cond::Ifname { side, name: name.into() };
-        let pods = |side: Side| Cond::IfnameInSet { side, set: SET_WORKLOAD_IFACES.into() };
+        let pods = |side: Side| Cond::IfnameInSet { side, set: SET_WORKLOAD_IFACES.into(), negate: false };
+        // An all-interfaces host endpoint forwards on every interface but the pods'.
+        let forward_jumps = |dir: Direction, side: Side| {
+            forward.iter().filter(move |(d, _)| *d == dir).map(move |(_, chain)| {
+                let not_pods = Cond::IfnameInSet { side, set: SET_WORKLOAD_IFACES.into(), negate: true };
+                rule(vec![not_pods], Verdict::Jump(chain.clone()))
+            })
+        };
         // Pod → host: accepted here (host endpoint policy never sees it)
         // unless host endpoint policy is to decide; dropped in a later chain.
         let to_host =
@@ -297,18 +322,34 @@ impl Compiler {
         let jumps = |dir: Direction| {
             wildcard.iter().filter(move |(d, _)| *d == dir).map(|(_, chain)| rule(vec![], Verdict::Jump(chain.clone())))
         };
-        let chains = [
+        let chains: [(&str, Hook, i32, Vec<NftRule>); 4] = [
             (
                 "forward-from-workload",
                 Hook::Forward,
                 0,
-                vec![
+                [
                     established(),
                     rule(vec![Cond::CtState(INVALID)], Verdict::Drop),
                     vmap(Side::Source, MAP_WORKLOAD_FROM),
-                ],
+                    vmap(Side::Source, MAP_HOST_FORWARD_IN),
+                ]
+                .into_iter()
+                .chain(forward_jumps(Direction::Ingress, Side::Source))
+                .collect(),
             ),
-            ("forward-to-workload", Hook::Forward, 1, vec![established(), vmap(Side::Destination, MAP_WORKLOAD_TO)]),
+            (
+                "forward-to-workload",
+                Hook::Forward,
+                1,
+                [
+                    established(),
+                    vmap(Side::Destination, MAP_WORKLOAD_TO),
+                    vmap(Side::Destination, MAP_HOST_FORWARD_OUT),
+                ]
+                .into_iter()
+                .chain(forward_jumps(Direction::Egress, Side::Destination))
+                .collect(),
+            ),
             (
                 "input",
                 Hook::Input,
@@ -772,6 +813,28 @@ mod tests {
             assert_eq!(chain.rules[0].conds, [Cond::NfProto(Family::V6)], "{name} lets IPv6 through first");
             assert_eq!(chain.rules[0].verdict, Some(Verdict::Accept));
         }
+    }
+
+    #[test]
+    fn an_all_interfaces_host_endpoint_polices_forwarding_on_every_interface_but_the_pods() {
+        let policies = parse(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: edge}\nspec:\n  selector: has(hep)\n  applyOnForward: true\n  ingress: [{action: Allow}]\n",
+        );
+        let hep = tortie_store::resources::HostEndpointSpec {
+            node: "n1".into(),
+            interface_name: "*".into(),
+            ..Default::default()
+        };
+        let eps = [Endpoint::host("all", &BTreeMap::from([("hep".to_string(), String::new())]), &hep)];
+        let rs = compile(&Inputs { node: "n1", endpoints: &eps, policies: &policies, ..Inputs::default() });
+        let jump = rs.chains["forward-from-workload"].rules.last().unwrap();
+        assert_eq!(jump.verdict, Some(Verdict::Jump("hostfwd-in-all".into())));
+        assert_eq!(
+            jump.conds,
+            [Cond::IfnameInSet { side: Side::Source, set: SET_WORKLOAD_IFACES.into(), negate: true }],
+            "not from a pod"
+        );
+        assert!(rs.chains.contains_key("hostfwd-in-all") && !rs.chains.contains_key("hostfwd-out-all"), "Ingress only");
     }
 
     #[test]

@@ -314,6 +314,8 @@ pub struct Policy {
     pub ingress: Option<Vec<PolicyRule>>,
     /// Egress rules, when the policy has type Egress.
     pub egress: Option<Vec<PolicyRule>>,
+    /// Also applies to traffic a host endpoint forwards (`applyOnForward`).
+    pub apply_on_forward: bool,
 }
 
 /// A policy that cannot be enforced: which, where and why.
@@ -340,6 +342,7 @@ impl Policy {
             service_account_selector: p.optional("serviceAccountSelector", spec.service_account_selector.as_deref())?,
             ingress: p.rules(&spec.types, PolicyType::Ingress, &spec.ingress)?,
             egress: p.rules(&spec.types, PolicyType::Egress, &spec.egress)?,
+            apply_on_forward: false,
             name: pname,
         })
     }
@@ -360,6 +363,7 @@ impl Policy {
             service_account_selector: p.optional("serviceAccountSelector", spec.service_account_selector.as_deref())?,
             ingress: p.rules(&spec.types, PolicyType::Ingress, &spec.ingress)?,
             egress: p.rules(&spec.types, PolicyType::Egress, &spec.egress)?,
+            apply_on_forward: spec.apply_on_forward,
             name: pname,
         })
     }

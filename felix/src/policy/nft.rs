@@ -320,7 +320,7 @@ fn cond(c: &Cond) -> Statement<'static> {
             Expression::List(states.iter().map(|s| Expression::String(Cow::Borrowed(*s))).collect()),
         ),
         Cond::Ifname { side, name } => m(meta(ifname(*side)), str_expr(name), false),
-        Cond::IfnameInSet { side, set } => m(meta(ifname(*side)), str_expr(&format!("@{set}")), false),
+        Cond::IfnameInSet { side, set, negate } => m(meta(ifname(*side)), str_expr(&format!("@{set}")), *negate),
         Cond::Addr { family, side, target, negate } => {
             let proto = if *family == Family::V4 { "ip" } else { "ip6" };
             let field = if *side == Side::Source { "saddr" } else { "daddr" };

@@ -105,12 +105,14 @@ pub enum Cond {
         /// The name.
         name: String,
     },
-    /// `iifname`/`oifname` in a named set.
+    /// `iifname`/`oifname` in (or, `negate`, not in) a named set.
     IfnameInSet {
         /// Which interface.
         side: Side,
         /// The set.
         set: String,
+        /// Not in it.
+        negate: bool,
     },
     /// `ip[6] saddr/daddr` in a set or networks.
     Addr {

@@ -355,7 +355,7 @@ pub struct GlobalNetworkPolicySpec {
     /// Applies before DNAT.
     #[serde(default, rename = "preDNAT", skip_serializing_if = "std::ops::Not::not")]
     pub pre_dnat: bool,
-    /// Applies to forwarded traffic too.
+    /// Applies to traffic a host endpoint forwards too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub apply_on_forward: bool,
 }
@@ -364,12 +364,12 @@ impl GlobalNetworkPolicySpec {
     /// The host endpoint policy modes tortie lacks that this policy asks
     /// for: (field, why).
     pub fn unsupported_modes(&self) -> Vec<(&'static str, &'static str)> {
-        // Refused rather than stored without effect: tortie's host endpoint
-        // policy covers traffic to and from the host itself only.
+        // Refused rather than stored without effect: tortie polices host
+        // endpoints' own and forwarded traffic after connection tracking
+        // and DNAT only.
         let modes = [
             ("doNotTrack", self.do_not_track, "untracked policy is not supported"),
             ("preDNAT", self.pre_dnat, "pre-DNAT policy is not supported"),
-            ("applyOnForward", self.apply_on_forward, "host endpoint policy for forwarded traffic is not supported"),
         ];
         modes.into_iter().filter(|(_, on, _)| *on).map(|(f, _, why)| (f, why)).collect()
     }
