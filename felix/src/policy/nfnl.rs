@@ -165,6 +165,21 @@ pub fn encode(table: &str, deltas: &[SetDelta], first_seq: u32) -> (Vec<u8>, u32
 pub fn apply(table: &str, deltas: &[SetDelta]) -> io::Result<()> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
+    // A kernel that never answers is an error (the caller falls back to nft), not a hang.
+    let timeout = libc::timeval { tv_sec: 5, tv_usec: 0 };
+    // SAFETY: setsockopt(2) on our own open socket with a valid timeval of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
     let (batch, mut pending) = encode(table, deltas, 1);
     socket.send(&batch, 0)?;
     let mut rx = Vec::with_capacity(64 * 1024);
