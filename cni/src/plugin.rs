@@ -248,7 +248,7 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
         handle: cx.handle.clone(),
         purpose: ipam::Purpose::Workload,
         attrs,
-        pools: cx.conf.ipv4_pools(&cx.env.args),
+        pools: cx.conf.ipv4_pools(&cx.env.args)?,
     };
     let write_endpoint = |address: IpNet| {
         let r = endpoint(cx, address);
@@ -354,7 +354,7 @@ async fn check(cx: &Context) -> Result<(), CniError> {
 async fn status(cx: &Context) -> Result<(), CniError> {
     let not_ready = |why: String| CniError::new(code::NOT_AVAILABLE, why);
     let kv = cx.datastore().await.map_err(|e| not_ready(e.msg))?;
-    let requested = cx.conf.ipv4_pools(&cx.env.args);
+    let requested = cx.conf.ipv4_pools(&cx.env.args).map_err(|e| not_ready(e.msg))?;
     let pools = ipam::pools_for(&kv, &cx.node, ipam::Purpose::Workload, &requested)
         .await
         .map_err(|e| not_ready(e.to_string()))?;

@@ -100,9 +100,10 @@ pub struct NetConf {
     /// The node daemon's run directory (its API socket; default /var/run/tortie).
     #[serde(default)]
     pub run_dir: Option<std::path::PathBuf>,
-    /// IPAM settings, in Calico's CNI configuration shape.
+    /// IPAM settings, in Calico's CNI configuration shape (read by
+    /// `ipam()` where an address is assigned: DEL and GC never fail on it).
     #[serde(default)]
-    pub ipam: Option<IpamConf>,
+    pub ipam: Option<Value>,
     /// The result of ADD (CHECK, DEL).
     #[serde(default, rename = "prevResult")]
     pub prev_result: Option<Value>,
@@ -129,12 +130,33 @@ pub struct IpamConf {
 pub const ARG_IPV4_POOLS: &str = "TORTIE_IPV4_POOLS";
 
 impl NetConf {
-    /// The pools this invocation asks for: the pod's, else the network's.
-    pub fn ipv4_pools(&self, args: &std::collections::BTreeMap<String, String>) -> Vec<String> {
-        match args.get(ARG_IPV4_POOLS) {
-            Some(list) => list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect(),
-            None => self.ipam.as_ref().map(|i| i.ipv4_pools.clone()).unwrap_or_default(),
+    /// The `ipam` section, checked: its type must be ours and every field known.
+    pub fn ipam(&self) -> Result<IpamConf, CniError> {
+        let conf: IpamConf = match &self.ipam {
+            None => IpamConf::default(),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| CniError::new(code::INVALID_CONFIG, format!("`ipam`: {e}")))?,
+        };
+        if let Some(kind) = conf.kind.as_deref()
+            && kind != "calico-ipam"
+            && kind != "tortie-ipam"
+        {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "`ipam.type` is {kind:?}: tortie assigns addresses with its own IPAM (\"calico-ipam\" or \"tortie-ipam\")"
+                ),
+            ));
         }
+        Ok(conf)
+    }
+
+    /// The pools this invocation asks for: the pod's, else the network's.
+    pub fn ipv4_pools(&self, args: &std::collections::BTreeMap<String, String>) -> Result<Vec<String>, CniError> {
+        Ok(match args.get(ARG_IPV4_POOLS) {
+            Some(list) => list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect(),
+            None => self.ipam()?.ipv4_pools,
+        })
     }
 
     /// Parses and checks stdin; errors carry code 4 (or 1 for the version).
@@ -159,17 +181,6 @@ impl NetConf {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
                 format!("`type` is {:?}, expected \"tortie-cni\"", conf.kind),
-            ));
-        }
-        if let Some(kind) = conf.ipam.as_ref().and_then(|i| i.kind.as_deref())
-            && kind != "calico-ipam"
-            && kind != "tortie-ipam"
-        {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!(
-                    "`ipam.type` is {kind:?}: tortie assigns addresses with its own IPAM (\"calico-ipam\" or \"tortie-ipam\")"
-                ),
             ));
         }
         if conf.mtu.is_some_and(|m| !(576..=65535).contains(&m)) {
@@ -303,14 +314,14 @@ mod tests {
             )
         };
         let c = conf(r#"{"type":"calico-ipam","ipv4_pools":["reserved","198.18.1.0/24"]}"#).unwrap();
-        assert_eq!(c.ipv4_pools(&BTreeMap::new()), ["reserved", "198.18.1.0/24"]);
+        assert_eq!(c.ipv4_pools(&BTreeMap::new()).unwrap(), ["reserved", "198.18.1.0/24"]);
         let pod = BTreeMap::from([(ARG_IPV4_POOLS.to_string(), "a, b".to_string())]);
-        assert_eq!(c.ipv4_pools(&pod), ["a", "b"], "the pod's choice wins");
-        assert!(conf(r#"{"type":"host-local"}"#).unwrap_err().msg.contains("`ipam.type` is \"host-local\""));
-        assert!(
-            conf(r#"{"ipv6_pools":["x"]}"#).unwrap_err().msg.contains("ipv6_pools"),
-            "unknown ipam fields are named"
-        );
+        assert_eq!(c.ipv4_pools(&pod).unwrap(), ["a", "b"], "the pod's choice wins");
+        // Parsed for every command (DEL must never fail on it), refused where addresses are assigned.
+        let other = conf(r#"{"type":"host-local"}"#).unwrap();
+        assert!(other.ipv4_pools(&BTreeMap::new()).unwrap_err().msg.contains("`ipam.type` is \"host-local\""));
+        let unknown = conf(r#"{"ipv6_pools":["x"]}"#).unwrap();
+        assert!(unknown.ipam().unwrap_err().msg.contains("ipv6_pools"), "unknown ipam fields are named");
     }
 
     #[test]

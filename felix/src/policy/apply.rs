@@ -234,11 +234,14 @@ pub fn spawn(
 
 /// Moves the kernel from `have` (None: unknown) to `want`; returns what the
 /// kernel then has, or None when it failed (the next change rebuilds).
-async fn sync(have: Option<Arc<Ruleset>>, want: Arc<Ruleset>, st: &PolicyStats) -> Option<Arc<Ruleset>> {
+async fn sync(mut have: Option<Arc<Ruleset>>, want: Arc<Ruleset>, st: &PolicyStats) -> Option<Arc<Ruleset>> {
     let started = Instant::now();
     // Address-set elements only: straight to nf_tables, without nft reading
     // the sets first (it falls back to nft if the kernel says no).
     if let Some(deltas) = have.as_ref().and_then(|h| nft::set_deltas(h, &want)).filter(|d| nfnl::writable(d)) {
+        if deltas.is_empty() {
+            return Some(want); // nothing the kernel holds differs
+        }
         match nfnl::apply(TABLE, &deltas) {
             Ok(()) => {
                 st.incremental.fetch_add(1, Ordering::Relaxed);
@@ -246,6 +249,11 @@ async fn sync(have: Option<Arc<Ruleset>>, want: Arc<Ruleset>, st: &PolicyStats) 
                 st.netlink_writes.fetch_add(1, Ordering::Relaxed);
                 st.last_apply_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 return Some(want);
+            }
+            // No answer: whether the kernel took it is unknown, so rebuild.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                tracing::warn!(error = %e, "no answer to the set-element write; rebuilding the table");
+                have = None;
             }
             Err(e) => tracing::warn!(error = %e, "writing set elements over netlink failed; using nft"),
         }

@@ -397,7 +397,10 @@ impl Compiler {
                 comment: Some("defaultEndpointToHostAction Drop".into()),
                 ..NftRule::default()
             };
-            let rules = vec![established(), ndp(), drop];
+            let mut rules = vec![established(), ndp(), drop];
+            if !self.ipv6 {
+                rules.insert(0, rule(vec![Cond::NfProto(Family::V6)], Verdict::Accept));
+            }
             self.rs.chains.insert("input-from-workload".into(), Chain { hook: Some((Hook::Input, 1)), rules });
         }
     }
@@ -794,7 +797,7 @@ mod tests {
         );
         let eps = [pod("web", "x", "n1", "198.18.0.1", &[("role", "x")], &[])];
         let with = |ipv6: bool| {
-            let host = HostRules { ipv6, ..HostRules::default() };
+            let host = HostRules { ipv6, endpoint_to_host: EndpointToHost::Drop, ..HostRules::default() };
             compile(&Inputs { node: "n1", endpoints: &eps, policies: &policies, host, ..Inputs::default() })
         };
         let v6_sets = |rs: &Ruleset| rs.sets.values().filter(|s| s.kind == SetKind::Ipv6).count();

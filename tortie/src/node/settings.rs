@@ -66,7 +66,7 @@ impl Listener {
         Listener { what, at: None, task: None }
     }
 
-    fn set<F>(&mut self, want: Option<SocketAddr>, serve: impl FnOnce(SocketAddr) -> F)
+    async fn set<F>(&mut self, want: Option<SocketAddr>, serve: impl FnOnce(SocketAddr) -> F)
     where
         F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     {
@@ -75,6 +75,8 @@ impl Listener {
         }
         if let Some(task) = self.task.take() {
             task.abort();
+            // Its socket is closed once the task is gone: only then bind again.
+            let _ = task.await;
             tracing::info!(listen = ?self.at, what = self.what, "listener stopped (FelixConfiguration)");
         }
         let what = self.what;
@@ -134,8 +136,8 @@ pub async fn follow(
             }
             level = Some(want_level);
         }
-        metrics.set(want_metrics, |at| metrics::serve_tcp(at, state.clone()));
-        health.set(want_health, |at| serve_health(at, state.clone()));
+        metrics.set(want_metrics, |at| metrics::serve_tcp(at, state.clone())).await;
+        health.set(want_health, |at| serve_health(at, state.clone())).await;
         if config.changed().await.is_err() {
             return;
         }

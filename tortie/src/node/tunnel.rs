@@ -130,6 +130,7 @@ impl Setup {
             (true, Some((t, built))) => {
                 // A new MTU: the device is built again (its routes follow it).
                 tracing::info!(device = t.device(), from = built, to = mtu, "IPIP MTU changed: rebuilding the tunnel");
+                self.device.send_replace(None);
                 t.stop().await.context("taking the IPIP tunnel down for its new MTU")?;
                 *tunnel = Some((self.bring_up(mtu).await?, mtu));
             }
