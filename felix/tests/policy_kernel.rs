@@ -424,21 +424,29 @@ spec:
   - {action: Allow}
 "#;
 
+/// A pod listening on 8080 that the peer (192.0.2.2) can reach.
+fn bad_actors_bed(purpose: &str) -> (Bed, Vec<tortie_lab::tcp::Listener>, SocketAddr) {
+    let bed = Bed::new(purpose, 1);
+    bed.peer.add_route("198.18.0.0/24 via 192.0.2.1").unwrap();
+    let listeners = bed.listen_all(&[8080]);
+    let pod = SocketAddr::from((bed.pods[0].addr, 8080));
+    (bed, listeners, pod)
+}
+
+/// The table with DENY_BAD_ACTORS and one global set `bad` of `nets`.
+fn bad_actors(bed: &Bed, nets: &[&str]) -> Ruleset {
+    let labels = BTreeMap::from([("role".to_string(), "bad-actors".to_string())]);
+    let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
+    let set = NetworkSet::new(None, "bad", &labels, &nets, &BTreeMap::new());
+    let (eps, pols) = (bed.endpoints(&[]), policies(DENY_BAD_ACTORS));
+    compile(&Inputs { node: "node", endpoints: &eps, network_sets: &[set], policies: &pols, ..Inputs::default() })
+}
+
 #[test]
 fn a_global_network_set_denies_its_nets_and_changes_as_set_elements_only() {
-    let bed = Bed::new("pol-netset", 1);
-    bed.peer.add_route("198.18.0.0/24 via 192.0.2.1").unwrap();
-    let _l = bed.listen_all(&[8080]);
-    let pod = SocketAddr::from((bed.pods[0].addr, 8080));
+    let (bed, _l, pod) = bad_actors_bed("pol-netset");
     let t = Duration::from_millis(700);
-    let pols = policies(DENY_BAD_ACTORS);
-    let labels = BTreeMap::from([("role".to_string(), "bad-actors".to_string())]);
-    let eps = bed.endpoints(&[]);
-    let table = |nets: &[&str]| {
-        let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
-        let set = NetworkSet::new(None, "bad", &labels, &nets, &BTreeMap::new());
-        compile(&Inputs { node: "node", endpoints: &eps, network_sets: &[set], policies: &pols, ..Inputs::default() })
-    };
+    let table = |nets: &[&str]| bad_actors(&bed, nets);
     let elsewhere = table(&["203.0.113.0/24"]);
     bed.apply(nft::full(&elsewhere));
     assert!(connects(&bed.peer, pod, t).unwrap(), "the peer is not a bad actor yet:\n{}", bed.dump());
@@ -476,25 +484,9 @@ fn a_global_network_set_denies_its_nets_and_changes_as_set_elements_only() {
 
 #[test]
 fn set_elements_written_over_netlink_block_at_once_and_list_as_compiled() {
-    let bed = Bed::new("pol-nfnl", 1);
-    bed.peer.add_route("198.18.0.0/24 via 192.0.2.1").unwrap();
-    let _l = bed.listen_all(&[8080]);
-    let pod = SocketAddr::from((bed.pods[0].addr, 8080));
+    let (bed, _l, pod) = bad_actors_bed("pol-nfnl");
     let t = Duration::from_millis(700);
-    let pols = policies(DENY_BAD_ACTORS);
-    let labels = BTreeMap::from([("role".to_string(), "bad-actors".to_string())]);
-    let eps = bed.endpoints(&[]);
-    let table = |nets: &[&str]| {
-        let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
-        let set = NetworkSet::new(None, "bad", &labels, &nets, &BTreeMap::new());
-        std::sync::Arc::new(compile(&Inputs {
-            node: "node",
-            endpoints: &eps,
-            network_sets: &[set],
-            policies: &pols,
-            ..Inputs::default()
-        }))
-    };
+    let table = |nets: &[&str]| std::sync::Arc::new(bad_actors(&bed, nets));
     let (tx, rx) = tokio::sync::watch::channel(table(&["203.0.113.0/24"]));
     let check = tokio::sync::watch::channel(Duration::from_millis(200)).1;
     let (stats, runtime) = bed
