@@ -97,6 +97,7 @@ const FIELDS: &[(&str, Use)] = &[
     ("FelixConfigurationSpec.ipv6_support", Reads("felix/src/policy/host.rs", ".ipv6_support")),
     ("FelixConfigurationSpec.health_enabled", Reads("tortie/src/node/settings.rs", ".health_listen()")),
     ("FelixConfigurationSpec.health_host", Reads("tortie/src/node/settings.rs", ".health_listen()")),
+    ("FelixConfigurationSpec.reporting_interval", Reads("tortie/src/node/summary.rs", ".reporting()")),
     ("FelixConfigurationSpec.health_port", Reads("tortie/src/node/settings.rs", ".health_listen()")),
     ("FelixConfigurationSpec.calico_defaults", Refused),
     // mod.rs

@@ -1,7 +1,7 @@
 //! FelixConfiguration through the daemon, applied with `tortie apply` and
 //! taking effect live: what pods may send to their host, the log level,
 //! the Prometheus listener, the health endpoints, the route and nftables
-//! refresh intervals.
+//! refresh intervals, the status summary's reporting interval.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -70,6 +70,7 @@ spec:
   nftablesRefreshInterval: 1s
   healthEnabled: true
   healthPort: 9096
+  reportingInterval: 1s
 ",
     );
     wait_until("Prometheus metrics on 127.0.0.1:9095", || scrape(&c, 9095).is_some());
@@ -90,6 +91,25 @@ spec:
         c.nodes[0].exec("nft", &["list", "table", "inet", "tortie"]).is_ok()
     });
     assert!(metric(&scrape(&c, 9095).unwrap(), "tortie_policy_repairs_total") >= 1.0);
+
+    // reportingInterval: the summary for `status --all-nodes` every second, then never.
+    let published = || {
+        let all: serde_json::Value =
+            serde_json::from_str(&c.tortie(&["status", "--all-nodes", "-o", "json"], "")).unwrap();
+        (all[0]["published_at"].as_u64().unwrap(), all[0]["interval"].as_u64().unwrap())
+    };
+    wait_until("summaries every second", || published().1 == 1);
+    let (first, _) = published();
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(published().0 >= first + 2, "published every second: {first} -> {:?}", published());
+    c.apply("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node.n1}\nspec: {reportingInterval: 0s}\n");
+    wait_until("the node stops reporting", || published().1 == 0);
+    let (last, _) = published();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(published().0, last, "nothing published after reportingInterval: 0s");
+    let table = c.tortie(&["status", "--all-nodes"], "");
+    assert!(table.contains("not reporting (reportingInterval 0s)"), "{table}");
+    c.tortie(&["delete", "felixconfiguration", "node.n1"], "");
 
     c.tortie(&["delete", "felixconfiguration", "default"], "");
     wait_until("the metrics listener closed again", || scrape(&c, 9095).is_none());

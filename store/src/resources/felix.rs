@@ -95,6 +95,11 @@ pub struct FelixConfigurationSpec {
     /// Where (Calico's default `localhost`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_host: Option<String>,
+    /// How often the node publishes its session summary for `tortie status
+    /// --all-nodes` (Go duration; unset: 10s; `0s`, as calico-node writes
+    /// it: published once, then never, and shown as not reporting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_interval: Option<String>,
     /// Port (Calico's default 9099).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_port: Option<u16>,
@@ -180,6 +185,13 @@ impl FelixConfigurationSpec {
         self.nftables_refresh_interval.as_deref().or(self.iptables_refresh_interval.as_deref()).and_then(duration)
     }
 
+    /// The summary publication interval (`Duration::ZERO`: off; `None`:
+    /// unset or invalid).
+    pub fn reporting(&self) -> Option<Duration> {
+        let ms = duration_ms(self.reporting_interval.as_deref()?)?;
+        (ms == 0 || ms >= 1000).then(|| Duration::from_millis(ms))
+    }
+
     /// The IPIP device MTU, when set (0 is unset).
     pub fn ipip_mtu(&self) -> Option<u16> {
         self.ipip_mtu.filter(|m| *m != 0)
@@ -245,6 +257,9 @@ impl Spec for FelixConfigurationSpec {
             if let Some(v) = value.as_deref().filter(|v| duration(v).is_none()) {
                 bad.push(Invalid::new(field, v, "a duration of at least 1s, like 90s or 1m30s"));
             }
+        }
+        if let Some(r) = self.reporting_interval.as_deref().filter(|_| self.reporting().is_none()) {
+            bad.push(Invalid::new("reportingInterval", r, "0s (off) or a duration of at least 1s, like 30s"));
         }
         if let Some(l) = &self.log_severity_screen
             && self.log_level().is_none()

@@ -27,11 +27,9 @@ use CalicoDefault::{Bool, Int, List, Millis, Text, Unset};
 
 /// Values other than the default that Calico itself writes into a new
 /// cluster's `default` FelixConfiguration, accepted because tortie already
-/// behaves so: `reportingInterval: 0s` (calico-node's; tortie reports
-/// through its local API, not Felix status reports) and `ipipEnabled:
-/// true` (tortie's IPIP follows the pools, as Calico's does when it is on).
-pub(super) const ALSO_ACCEPTED: &[(&str, CalicoDefault)] =
-    &[("reportingInterval", CalicoDefault::Millis(0)), ("ipipEnabled", CalicoDefault::Bool(true))];
+/// behaves so: `ipipEnabled: true` (tortie's IPIP follows the pools, as
+/// Calico's does when it is on).
+pub(super) const ALSO_ACCEPTED: &[(&str, CalicoDefault)] = &[("ipipEnabled", CalicoDefault::Bool(true))];
 
 /// Every other field of Calico's FelixConfigurationSpec, with its default.
 pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
@@ -73,7 +71,6 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("vxlanVNI", Int(4096)),
     ("allowVXLANPacketsFromWorkloads", Bool(false)),
     ("allowIPIPPacketsFromWorkloads", Bool(false)),
-    ("reportingInterval", Millis(30000)),
     ("reportingTTL", Millis(90000)),
     ("endpointReportingEnabled", Bool(false)),
     ("endpointReportingDelay", Millis(1000)),

@@ -166,12 +166,7 @@ pub fn render(status: &Status, now: u64) -> String {
 fn render_all(nodes: &[Published], now: u64) -> String {
     let mut out = String::new();
     for n in nodes {
-        let age = now.saturating_sub(n.published_at);
-        let stale = if age > summary::STALE_AFTER.as_secs() {
-            format!("  (STALE: last summary {age} s ago — is the daemon running?)")
-        } else {
-            String::new()
-        };
+        let stale = n.stale(now).map(|why| format!("  ({why})")).unwrap_or_default();
         let _ = writeln!(out, "Node {} (AS {}, router id {}){stale}", n.status.node, n.status.asn, n.status.router_id);
         let peers: Vec<_> = n.status.peers.iter().collect();
         out.push_str(&family_table("IPv4 BGP status", &peers, now));
@@ -333,10 +328,11 @@ No IPv6 peers found.
     }
 
     #[test]
-    fn all_nodes_flags_a_node_whose_summary_is_stale() {
+    fn all_nodes_flags_a_node_whose_summary_is_stale_by_its_own_interval() {
         let now = 1_764_100_000;
-        let node = |name: &str, age: u64| Published {
+        let node = |name: &str, age: u64, interval: u64| Published {
             published_at: now - age,
+            interval,
             status: Status {
                 node: name.into(),
                 asn: 64512,
@@ -344,11 +340,13 @@ No IPv6 peers found.
                 peers: vec![peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established")],
             },
         };
-        let out = render_all(&[node("fresh", 5), node("gone", 45)], now);
-        let fresh = out.lines().find(|l| l.starts_with("Node fresh")).unwrap();
-        let gone = out.lines().find(|l| l.starts_with("Node gone")).unwrap();
-        assert!(!fresh.contains("STALE"), "{out}");
-        assert!(gone.contains("STALE: last summary 45 s ago"), "{out}");
+        let nodes = [node("fresh", 5, 10), node("gone", 45, 10), node("slow", 80, 30), node("quiet", 500, 0)];
+        let out = render_all(&nodes, now);
+        let line = |name: &str| out.lines().find(|l| l.starts_with(&format!("Node {name} "))).unwrap().to_string();
+        assert!(!line("fresh").contains('('), "{out}");
+        assert!(line("gone").contains("STALE: last summary 45 s ago"), "{out}");
+        assert!(!line("slow").contains('('), "three reportingIntervals of 30 s have not passed: {out}");
+        assert!(line("quiet").contains("not reporting (reportingInterval 0s)"), "{out}");
     }
 
     #[test]

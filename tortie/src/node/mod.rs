@@ -255,7 +255,7 @@ async fn serve(
         kv: kv.clone(),
         ruleset: felix.as_ref().map(|f| f.ruleset.clone()),
     };
-    tokio::spawn(summary::publish(kv.clone(), api_state.clone()));
+    tokio::spawn(summary::publish(kv.clone(), api_state.clone(), felix.as_ref().map(|f| f.felix_config.clone())));
     let metrics_state = metrics::MetricsState {
         cni: Arc::default(),
         api: api_state.clone(),
