@@ -58,7 +58,7 @@ fn felix_configuration_at_calicos_defaults_applies_and_honoured_fields_are_typed
 #[test]
 fn felix_configuration_names_every_field_tortie_cannot_honour() {
     let yaml = format!(
-        "{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfEnabled: true\n  wireguardEnabled: true\n  logSeverityScreen: Info\n  noSuchField: 1\n  defaultEndpointToHostAction: Maybe\n  routeRefreshInterval: 500ms\n  nftablesRefreshInterval: soon\n  ipipMTU: 100\n  prometheusMetricsHost: metrics.example\n"
+        "{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfEnabled: true\n  wireguardEnabled: true\n  logSeverityScreen: Info\n  noSuchField: 1\n  defaultEndpointToHostAction: Maybe\n  routeRefreshInterval: 500ms\n  nftablesRefreshInterval: soon\n  ipipMTU: 100\n  prometheusMetricsHost: metrics.example\n  chainInsertMode: Append\n  reportingInterval: 500ms\n  removeExternalRoutes: false\n"
     );
     let err = error_of(&yaml);
     for needle in [
@@ -70,10 +70,13 @@ fn felix_configuration_names_every_field_tortie_cannot_honour() {
         "spec.nftablesRefreshInterval: `soon`",
         "spec.ipipMTU: `100`: 0 (the underlay's less 20) or 576–65515",
         "spec.prometheusMetricsHost: `metrics.example`",
+        "spec.chainInsertMode: `Append`: tortie supports only Calico's default here (`Insert`): tortie's rules live in their own nftables table",
+        "spec.reportingInterval: `500ms`: 0s (off) or a duration of at least 1s",
     ] {
         assert!(err.contains(needle), "{err}\n(missing {needle:?})");
     }
     assert!(!err.contains("logSeverityScreen"), "Calico's default is never an error: {err}");
+    assert!(!err.contains("removeExternalRoutes"), "tortie never removes others' routes: {err}");
     let node = format!("{HEAD}kind: FelixConfiguration\nmetadata: {{name: rack1}}\nspec: {{}}\n");
     assert!(error_of(&node).contains("`node.<node name>`"));
 }

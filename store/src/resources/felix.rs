@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::felix_defaults::{ALSO_ACCEPTED, CALICO_DEFAULTS, CalicoDefault};
+use super::felix_defaults::{ALSO_ACCEPTED, CALICO_DEFAULTS, CalicoDefault, WHY_DEFAULT_ONLY};
 use super::validate::Invalid;
 use super::{Metadata, Spec};
 
@@ -278,17 +278,23 @@ impl Spec for FelixConfigurationSpec {
                 bad.push(Invalid::new(field, h, "an IP address, `localhost` or empty (the default)"));
             }
         }
-        for (field, value) in &self.calico_defaults {
+        for (field, json) in &self.calico_defaults {
+            let value = json.as_str().map_or_else(|| json.to_string(), str::to_string);
             match CALICO_DEFAULTS.iter().find(|(name, _)| name == field) {
                 None => bad.push(Invalid::new(field, value, "not a FelixConfiguration field")),
                 Some((_, default))
-                    if !is_default(value, *default)
-                        && !ALSO_ACCEPTED.iter().any(|(f, v)| f == field && is_default(value, *v)) =>
+                    if !is_default(json, *default)
+                        && !ALSO_ACCEPTED.iter().any(|(f, v)| f == field && is_default(json, *v)) =>
                 {
+                    let why = WHY_DEFAULT_ONLY.iter().find(|(f, _)| f == field).map(|(_, why)| format!(": {why}"));
                     bad.push(Invalid::new(
                         field,
                         value,
-                        format!("tortie supports only Calico's default here ({})", shown(*default)),
+                        format!(
+                            "tortie supports only Calico's default here ({}){}",
+                            shown(*default),
+                            why.unwrap_or_default()
+                        ),
                     ))
                 }
                 Some(_) => {}
