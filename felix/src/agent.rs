@@ -465,7 +465,10 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
                 state.learn(news);
             }
             if std::mem::take(&mut policy_dirty) {
-                publish(&ruleset_tx, Arc::new(state.ruleset()));
+                let started = std::time::Instant::now();
+                let ruleset = state.ruleset();
+                tracing::debug!(took = ?started.elapsed(), "policy compiled");
+                publish(&ruleset_tx, Arc::new(ruleset));
             }
             if let Some(originate) = state.recalc() {
                 publish(&originate_tx, originate);

@@ -242,12 +242,14 @@ async fn sync(mut have: Option<Arc<Ruleset>>, want: Arc<Ruleset>, st: &PolicySta
         if deltas.is_empty() {
             return Some(want); // nothing the kernel holds differs
         }
+        let diffed = started.elapsed();
         match nfnl::apply(TABLE, &deltas) {
             Ok(()) => {
                 st.incremental.fetch_add(1, Ordering::Relaxed);
                 st.elements_only.fetch_add(1, Ordering::Relaxed);
                 st.netlink_writes.fetch_add(1, Ordering::Relaxed);
                 st.last_apply_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                tracing::debug!(sets = deltas.len(), ?diffed, took = ?started.elapsed(), "set elements written over netlink");
                 return Some(want);
             }
             // No answer: whether the kernel took it is unknown, so rebuild.
