@@ -183,7 +183,7 @@ async fn ipam_config<K: Kv>(kv: &K) -> Result<IpamConfigSpec, IpamError> {
         Ok(Resource::IpamConfig(c)) => c.spec,
         Ok(_) | Err(api::ApiError::NotFound { .. }) => {
             let mut c = IpamConfigSpec::default();
-            c.apply_defaults();
+            c.apply_defaults(&tortie_store::resources::Metadata { name: "default".into(), ..Default::default() });
             c
         }
         Err(e) => return Err(e.into()),

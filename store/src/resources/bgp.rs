@@ -116,17 +116,42 @@ fn community_value(field: &str, v: &str) -> Result<(), Invalid> {
     }
 }
 
-fn duration(field: &str, v: &str) -> Result<(), Invalid> {
-    let digits = v.trim_end_matches(['s', 'm', 'h']);
-    if !digits.is_empty() && digits.len() < v.len() && digits.parse::<u32>().is_ok() {
-        Ok(())
-    } else {
-        Err(Invalid::new(field, v, "a duration such as 120s, 5m or 1h"))
+/// A graceful-restart time (RFC 4724 §3: 12 bits of seconds) from a Go
+/// duration (`120s`, `2m0s`); `None`: not one.
+pub fn restart_time(v: &str) -> Option<u16> {
+    let ms = super::felix::duration_ms(v)?;
+    u16::try_from(ms / 1000).ok().filter(|s| *s <= 4095 && ms % 1000 == 0)
+}
+
+fn restart_field(field: &str, v: &str) -> Result<(), Invalid> {
+    match restart_time(v) {
+        Some(_) => Ok(()),
+        None => Err(Invalid::new(field, v, "whole seconds up to 4095 (RFC 4724's 12 bits), such as 120s or 2m0s")),
     }
 }
 
+impl BgpConfigurationSpec {
+    /// A node's effective configuration: the fields its `node.<name>`
+    /// document sets, over `default`'s.
+    pub fn merged(default: Option<&BgpConfigurationSpec>, node: Option<&BgpConfigurationSpec>) -> Self {
+        super::overlay(default, node)
+    }
+
+    /// The graceful-restart time advertised to mesh peers (Calico's default 120 s).
+    pub fn mesh_restart_time(&self) -> u16 {
+        self.node_mesh_max_restart_time.as_deref().and_then(restart_time).unwrap_or(DEFAULT_RESTART_TIME)
+    }
+}
+
+/// Calico's graceful-restart time (RFC 4724), seconds.
+pub const DEFAULT_RESTART_TIME: u16 = 120;
+
 impl Spec for BgpConfigurationSpec {
-    fn apply_defaults(&mut self) {
+    fn apply_defaults(&mut self, meta: &Metadata) {
+        // A node's document holds only what it overrides.
+        if meta.name != "default" {
+            return;
+        }
         self.node_to_node_mesh_enabled.get_or_insert(true);
         self.as_number.get_or_insert(DEFAULT_AS_NUMBER);
         self.listen_port.get_or_insert(DEFAULT_LISTEN_PORT);
@@ -159,7 +184,26 @@ impl Spec for BgpConfigurationSpec {
             }
         }
         if let Some(t) = &self.node_mesh_max_restart_time {
-            duration("nodeMeshMaxRestartTime", t)?;
+            restart_field("nodeMeshMaxRestartTime", t)?;
+        }
+        if meta.name != "default" {
+            // Calico: cluster-wide only (a node's AS is its Node's
+            // `bgp.asNumber`). Calico's defaults pass: older tortie filled
+            // them in on every document.
+            let cluster_wide = [
+                ("nodeToNodeMeshEnabled", self.node_to_node_mesh_enabled.is_some_and(|m| !m)),
+                ("asNumber", self.as_number.is_some_and(|a| a != DEFAULT_AS_NUMBER)),
+                ("serviceClusterIPs", !self.service_cluster_ips.is_empty()),
+                ("serviceExternalIPs", !self.service_external_ips.is_empty()),
+                ("serviceLoadBalancerIPs", !self.service_load_balancer_ips.is_empty()),
+            ];
+            if let Some((field, _)) = cluster_wide.iter().find(|(_, set)| *set) {
+                return Err(Invalid::new(
+                    *field,
+                    "(set)",
+                    format!("only the `default` BGPConfiguration may set it, not {}", meta.name),
+                ));
+            }
         }
         if let Some(mode) = &self.bind_mode
             && mode != "None"
@@ -242,8 +286,15 @@ pub struct BgpPeerSpec {
     pub filters: Vec<String>,
 }
 
+impl BgpPeerSpec {
+    /// The graceful-restart time advertised to this peer.
+    pub fn restart_time(&self) -> u16 {
+        self.max_restart_time.as_deref().and_then(restart_time).unwrap_or(DEFAULT_RESTART_TIME)
+    }
+}
+
 impl Spec for BgpPeerSpec {
-    fn apply_defaults(&mut self) {
+    fn apply_defaults(&mut self, _meta: &Metadata) {
         if self.peer_ip.is_some() {
             self.source_address.get_or_insert(SourceAddress::UseNodeIP);
         }
@@ -273,7 +324,10 @@ impl Spec for BgpPeerSpec {
             }
         }
         if let Some(t) = &self.max_restart_time {
-            duration("maxRestartTime", t)?;
+            restart_field("maxRestartTime", t)?;
+        }
+        if let Some(n) = self.num_allowed_local_as_numbers.filter(|n| *n > 10) {
+            return Err(Invalid::new("numAllowedLocalASNumbers", n, "0–10"));
         }
         if self.ttl_security == Some(0) {
             return Err(Invalid::new("ttlSecurity", 0, "hops must be 1–255"));

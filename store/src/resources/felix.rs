@@ -166,13 +166,7 @@ impl FelixConfigurationSpec {
 
     /// `node.<name>` over `default`: each field set in the node's own wins.
     pub fn merged(default: Option<&FelixConfigurationSpec>, node: Option<&FelixConfigurationSpec>) -> Self {
-        let fields = |s: Option<&FelixConfigurationSpec>| match s.map(serde_json::to_value) {
-            Some(Ok(serde_json::Value::Object(m))) => m,
-            _ => serde_json::Map::new(),
-        };
-        let mut all = fields(default);
-        all.extend(fields(node));
-        serde_json::from_value(serde_json::Value::Object(all)).unwrap_or_default()
+        super::overlay(default, node)
     }
 
     /// The route reconciler's full-pass interval, when set.

@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use bgp::{
-    BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec, BgpPeerSpec, Community, FilterAction, MatchOperator,
-    PeerPassword, PrefixAdvertisement, PrefixLength, SecretKeyRef, ServiceCidr, SourceAddress,
+    BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec, BgpPeerSpec, Community, DEFAULT_RESTART_TIME, FilterAction,
+    MatchOperator, PeerPassword, PrefixAdvertisement, PrefixLength, SecretKeyRef, ServiceCidr, SourceAddress,
 };
 pub use felix::{EndpointToHostAction, FelixConfigurationSpec, ProtoPort, duration_ms};
 pub use kinds::{Kind, KindInfo};
@@ -102,10 +102,22 @@ pub struct Object<S> {
     pub spec: S,
 }
 
+/// A `default` / `node.<name>` pair of configuration documents as one: each
+/// field the node's document sets wins over `default`'s.
+pub(crate) fn overlay<S: Spec>(default: Option<&S>, node: Option<&S>) -> S {
+    let fields = |s: Option<&S>| match s.map(serde_json::to_value) {
+        Some(Ok(serde_json::Value::Object(m))) => m,
+        _ => serde_json::Map::new(),
+    };
+    let mut all = fields(default);
+    all.extend(fields(node));
+    serde_json::from_value(serde_json::Value::Object(all)).unwrap_or_default()
+}
+
 /// A spec: how to fill in defaults and validate.
 pub trait Spec: Default + Clone + Serialize + DeserializeOwned {
     /// Fills in Calico's defaults for absent fields.
-    fn apply_defaults(&mut self) {}
+    fn apply_defaults(&mut self, _meta: &Metadata) {}
     /// Checks the values (field paths relative to `spec`).
     fn validate(&self, meta: &Metadata) -> Result<(), Invalid>;
     /// What `apply` refuses that an older tortie may have stored: checked
@@ -412,7 +424,7 @@ fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize, new: bool) -> Resul
         let mut obj: Object<S> =
             read_all_unknown(value).map_err(|message| DocumentError { document: n, name: name.clone(), message })?;
         validate::metadata(kind, &mut obj.metadata).map_err(|e| e.in_document(n, &name, "metadata"))?;
-        obj.spec.apply_defaults();
+        obj.spec.apply_defaults(&obj.metadata);
         obj.spec.validate(&obj.metadata).map_err(|e| e.in_document(n, &name, "spec"))?;
         if new {
             obj.spec.refuse().map_err(|e| e.in_document(n, &name, "spec"))?;

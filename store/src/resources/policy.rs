@@ -312,7 +312,7 @@ pub struct NetworkPolicySpec {
 }
 
 impl Spec for NetworkPolicySpec {
-    fn apply_defaults(&mut self) {
+    fn apply_defaults(&mut self, _meta: &Metadata) {
         default_types(&mut self.types, &self.egress);
     }
 
@@ -376,7 +376,7 @@ impl GlobalNetworkPolicySpec {
 }
 
 impl Spec for GlobalNetworkPolicySpec {
-    fn apply_defaults(&mut self) {
+    fn apply_defaults(&mut self, _meta: &Metadata) {
         default_types(&mut self.types, &self.egress);
     }
 

@@ -87,7 +87,7 @@ impl Spec for IpPoolSpec {
         }
     }
 
-    fn apply_defaults(&mut self) {
+    fn apply_defaults(&mut self, _meta: &Metadata) {
         let v4 = matches!(self.cidr, Some(IpNet::V4(_)));
         self.block_size.get_or_insert(if v4 { DEFAULT_BLOCK_V4 } else { DEFAULT_BLOCK_V6 });
         self.ipip_mode.get_or_insert(EncapMode::Never);
@@ -151,7 +151,7 @@ pub struct IpamConfigSpec {
 }
 
 impl Spec for IpamConfigSpec {
-    fn apply_defaults(&mut self) {
+    fn apply_defaults(&mut self, _meta: &Metadata) {
         self.auto_allocate_blocks.get_or_insert(true);
     }
 

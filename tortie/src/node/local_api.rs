@@ -193,18 +193,7 @@ impl ApiState {
         let (asn, mut plan) = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // Peers that connected from a dynamic-neighbour range are in no plan: the speaker knows them.
         for c in counts.values().filter(|c| c.dynamic) {
-            plan.entry(c.name.clone()).or_insert_with(|| PlannedPeer {
-                name: c.name.clone(),
-                kind: PeerType::Dynamic,
-                remote: c.remote,
-                asn: c.asn,
-                passive: true,
-                keep_next_hop: false,
-                ttl_security: None,
-                bgp_peer: None,
-                password: None,
-                rr_client: false,
-            });
+            plan.entry(c.name.clone()).or_insert_with(|| PlannedPeer::dynamic(&c.name, c.remote, c.asn, false));
         }
         let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let peers = plan

@@ -28,7 +28,7 @@ use tortie_felix::agent::{self, AgentConfig};
 use tortie_store::Datastore;
 use tortie_store::api::{self, ApiError};
 use tortie_store::resources::{
-    API_VERSION, BgpConfigurationSpec, BgpFilterSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource,
+    API_VERSION, BgpFilterSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource,
 };
 use tortie_store::syncer::Syncer;
 
@@ -217,7 +217,7 @@ async fn serve(
     }
 
     let (best_tx, best_rx) = mpsc::channel(1024);
-    let listen = SocketAddr::new(IpAddr::V4(address.addr()), 179);
+    let listen = listen_address(&bgp_configs(&synced).await?, &args.name, address.addr());
     let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, Some(listen))
         .with_context(|| format!("starting the BGP speaker on {listen}"))?;
     if let Some(deferral) = restarted {
@@ -244,6 +244,7 @@ async fn serve(
         listen_ranges,
         secrets_dir: args.secrets_dir.clone(),
         send_hold: args.send_hold_time.map(Duration::from_secs),
+        listening: listen,
     };
     let mut peer_task = tokio::spawn(manager.run());
     let api_state = local_api::ApiState {
@@ -325,6 +326,32 @@ fn read_secret(secrets_dir: &std::path::Path, peer: &str, r: &tortie_store::reso
     }
 }
 
+/// Where the speaker listens: `listenPort` (default 179) on the node's
+/// address with `bindMode: NodeIP`, on every address otherwise (Calico's
+/// default `None`).
+fn listen_address(configs: &peers::Configs, node: &str, address: std::net::Ipv4Addr) -> SocketAddr {
+    let ip = match configs.of(node).bind_mode.as_deref() {
+        Some("NodeIP") => address,
+        _ => std::net::Ipv4Addr::UNSPECIFIED,
+    };
+    SocketAddr::new(IpAddr::V4(ip), configs.port(node))
+}
+
+/// Every BGPConfiguration: `default` and the nodes' `node.<name>`.
+async fn bgp_configs(kv: &Syncer) -> anyhow::Result<peers::Configs> {
+    let mut configs = peers::Configs::default();
+    for r in api::list(kv, Kind::BgpConfiguration, None).await? {
+        if let Resource::BgpConfiguration(c) = r {
+            match c.metadata.name.strip_prefix("node.") {
+                Some(node) => drop(configs.nodes.insert(node.to_string(), c.spec)),
+                None if c.metadata.name == "default" => configs.default = c.spec,
+                None => {}
+            }
+        }
+    }
+    Ok(configs)
+}
+
 async fn plan_peers(
     kv: &Syncer,
     name: &str,
@@ -332,10 +359,7 @@ async fn plan_peers(
     secrets_dir: &std::path::Path,
     send_hold: Option<Duration>,
 ) -> anyhow::Result<Planned> {
-    let config = match api::get(kv, Kind::BgpConfiguration, None, "default").await {
-        Ok(Resource::BgpConfiguration(c)) => c.spec,
-        _ => BgpConfigurationSpec::default(),
-    };
+    let configs = bgp_configs(kv).await?;
     let nodes: Vec<Object<NodeSpec>> = api::list(kv, Kind::Node, None)
         .await?
         .into_iter()
@@ -348,7 +372,8 @@ async fn plan_peers(
         .collect();
     let mine = nodes.iter().find(|n| n.metadata.name == name);
     let labels = mine.map(|n| n.metadata.labels.clone()).unwrap_or_default();
-    let asn = mine.and_then(|n| n.spec.bgp.as_ref()?.as_number).or(config.as_number).unwrap_or(peers::DEFAULT_AS);
+    let asn =
+        mine.and_then(|n| n.spec.bgp.as_ref()?.as_number).or(configs.default.as_number).unwrap_or(peers::DEFAULT_AS);
     let cluster_id = mine.and_then(|n| n.spec.bgp.as_ref()?.route_reflector_cluster_id);
     let me = Me { name: name.to_string(), address: address.addr(), asn, labels, cluster_id, send_hold };
     let filters: BTreeMap<String, BgpFilterSpec> = api::list(kv, Kind::BgpFilter, None)
@@ -356,7 +381,7 @@ async fn plan_peers(
         .into_iter()
         .filter_map(|r| if let Resource::BgpFilter(f) = r { Some((f.metadata.name, f.spec)) } else { None })
         .collect();
-    let plan = peers::plan(&me, &config, &nodes, &bgp_peers)
+    let plan = peers::plan(&me, &configs, &nodes, &bgp_peers)
         .into_iter()
         .filter_map(|mut p| {
             // RFC 2385: a peer with a password gets it as its TCP MD5 key; without a readable one, no session.
@@ -399,6 +424,8 @@ struct PeerManager {
     listen_ranges: Vec<IpNet>,
     secrets_dir: PathBuf,
     send_hold: Option<Duration>,
+    /// Where the speaker listens (chosen at start).
+    listening: SocketAddr,
 }
 
 impl PeerManager {
@@ -410,6 +437,11 @@ impl PeerManager {
         let mut changes = self.kv.changes(&[KEY_PREFIX]);
         loop {
             let (me, plan) = plan_peers(&self.kv, &self.name, self.address, &self.secrets_dir, self.send_hold).await?;
+            let want = listen_address(&bgp_configs(&self.kv).await?, &self.name, self.address.addr());
+            if want != self.listening {
+                tracing::warn!(listening = %self.listening, configured = %want,
+                    "BGPConfiguration listenPort or bindMode changed: the speaker moves there when the daemon restarts");
+            }
             let wanted: BTreeMap<String, (PlannedPeer, (Policy, Policy))> =
                 plan.into_iter().map(|(p, pol)| (p.name.clone(), (p, pol))).collect();
             if me.cluster_id != cluster_id {

@@ -15,13 +15,43 @@ use tortie_bgp::session::peer::PeerConfig;
 use tortie_bgp::session::socket::SocketOptions;
 use tortie_bgp::session::{FsmConfig, LocalConfig};
 use tortie_bgp::speaker::Neighbor;
-use tortie_store::resources::{BgpConfigurationSpec, BgpPeerSpec, NodeSpec, Object};
+use tortie_store::resources::{
+    BgpConfigurationSpec, BgpPeerSpec, DEFAULT_RESTART_TIME, NodeSpec, Object, SourceAddress,
+};
 use tortie_store::selector::Selector;
 
 /// Calico's default AS.
 pub const DEFAULT_AS: u32 = 64512;
-/// Graceful restart time we advertise (RFC 4724 §3), Calico's default.
-const RESTART_TIME: u16 = 120;
+/// The BGP port (RFC 4271 §8.2.1).
+const BGP_PORT: u16 = 179;
+
+/// The BGPConfigurations: `default` (cluster-wide) and the nodes' own
+/// `node.<name>` overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Configs {
+    /// `default`.
+    pub default: BgpConfigurationSpec,
+    /// `node.<name>`, by node name.
+    pub nodes: BTreeMap<String, BgpConfigurationSpec>,
+}
+
+impl From<BgpConfigurationSpec> for Configs {
+    fn from(default: BgpConfigurationSpec) -> Configs {
+        Configs { default, nodes: BTreeMap::new() }
+    }
+}
+
+impl Configs {
+    /// What applies to `node`: its own fields over `default`'s.
+    pub fn of(&self, node: &str) -> BgpConfigurationSpec {
+        BgpConfigurationSpec::merged(Some(&self.default), self.nodes.get(node))
+    }
+
+    /// The port `node`'s speaker listens on (`listenPort`).
+    pub fn port(&self, node: &str) -> u16 {
+        self.of(node).listen_port.unwrap_or(BGP_PORT)
+    }
+}
 
 /// How a peer came to be (the `PEER TYPE` column of `tortie status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,9 +92,37 @@ pub struct PlannedPeer {
     /// It is our route-reflector client (Calico's rule: we are a reflector,
     /// it is in our AS, and it is not a reflector of our own cluster).
     pub rr_client: bool,
+    /// The graceful-restart time we advertise to it (RFC 4724 §3;
+    /// `nodeMeshMaxRestartTime` or the BGPPeer's `maxRestartTime`).
+    pub restart_time: u16,
+    /// How often our own AS may appear in its paths before they count as a
+    /// loop (the BGPPeer's `numAllowedLocalASNumbers`).
+    pub allow_local_as: u8,
+    /// Dial from the node's address (`sourceAddress: UseNodeIP`, the
+    /// default) rather than whatever the route to it picks (`None`).
+    pub source_node_ip: bool,
 }
 
 impl PlannedPeer {
+    /// A peer that dials us from a dynamic-neighbour range.
+    pub fn dynamic(name: &str, remote: SocketAddr, asn: u32, rr_client: bool) -> PlannedPeer {
+        PlannedPeer {
+            name: name.into(),
+            kind: PeerType::Dynamic,
+            remote,
+            asn,
+            passive: true,
+            keep_next_hop: false,
+            ttl_security: None,
+            bgp_peer: None,
+            password: None,
+            rr_client,
+            restart_time: DEFAULT_RESTART_TIME,
+            allow_local_as: 0,
+            source_node_ip: true,
+        }
+    }
+
     /// Whether `other` is the same session: everything but `kind`, which
     /// only names the peer in `tortie status` (a node becoming a reflector
     /// must not reset its sessions).
@@ -119,11 +177,13 @@ fn selects(selector: Option<&str>, labels: &BTreeMap<String, String>) -> bool {
 /// The sessions this node should run.
 pub fn plan(
     me: &Me,
-    config: &BgpConfigurationSpec,
+    configs: &Configs,
     nodes: &[Object<NodeSpec>],
     bgp_peers: &[Object<BgpPeerSpec>],
 ) -> Vec<PlannedPeer> {
+    let config = &configs.default;
     let default_as = config.as_number.unwrap_or(DEFAULT_AS);
+    let mesh_restart = configs.of(&me.name).mesh_restart_time();
     let node_as = |n: &Object<NodeSpec>| n.spec.bgp.as_ref().and_then(|b| b.as_number).unwrap_or(default_as);
     let mut out: BTreeMap<IpAddr, PlannedPeer> = BTreeMap::new();
     let mut add = |p: PlannedPeer| {
@@ -136,7 +196,7 @@ pub fn plan(
             add(PlannedPeer {
                 name: session_name("Mesh", addr.into()),
                 kind: PeerType::Mesh,
-                remote: SocketAddr::new(addr.into(), 179),
+                remote: SocketAddr::new(addr.into(), configs.port(&n.metadata.name)),
                 asn: node_as(n),
                 passive: me.address > addr,
                 keep_next_hop: false,
@@ -144,6 +204,9 @@ pub fn plan(
                 bgp_peer: None,
                 password: None,
                 rr_client: is_client(me, node_as(n), cluster_id(n)),
+                restart_time: mesh_restart,
+                allow_local_as: 0,
+                source_node_ip: true,
             });
         }
     }
@@ -168,11 +231,15 @@ pub fn plan(
             bgp_peer: Some(p.metadata.name.clone()),
             password: None,
             rr_client: false,
+            restart_time: s.restart_time(),
+            allow_local_as: s.num_allowed_local_as_numbers.map_or(0, |n| n.min(10) as u8),
+            source_node_ip: s.source_address != Some(SourceAddress::None),
         };
         let prefix = if kind == PeerType::Global { "Global" } else { "Node" };
         let node_peer = |n: &Object<NodeSpec>| {
             let addr = node_address(n)?;
-            let mut peer = base(session_name(prefix, addr.into()), SocketAddr::new(addr.into(), 179), node_as(n));
+            let remote = SocketAddr::new(addr.into(), configs.port(&n.metadata.name));
+            let mut peer = base(session_name(prefix, addr.into()), remote, node_as(n));
             peer.rr_client = is_client(me, node_as(n), cluster_id(n));
             if cluster_id(n).is_some() {
                 peer.kind = PeerType::RouteReflector;
@@ -185,7 +252,7 @@ pub fn plan(
                 let remote = ip
                     .parse::<SocketAddr>()
                     .ok()
-                    .or_else(|| ip.parse::<IpAddr>().ok().map(|a| SocketAddr::new(a, 179)));
+                    .or_else(|| ip.parse::<IpAddr>().ok().map(|a| SocketAddr::new(a, BGP_PORT)));
                 if let Some(remote) = remote
                     && remote.ip() != IpAddr::from(me.address)
                 {
@@ -221,18 +288,8 @@ pub fn plan(
 /// The template of a dynamic-neighbour range: iBGP peers of our AS that
 /// dial us, reflected to as clients when we are a reflector.
 pub fn dynamic_template(me: &Me) -> Neighbor {
-    let template = PlannedPeer {
-        name: "Dynamic".into(),
-        kind: PeerType::Dynamic,
-        remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 179),
-        asn: me.asn,
-        passive: true,
-        keep_next_hop: false,
-        ttl_security: None,
-        bgp_peer: None,
-        password: None,
-        rr_client: me.cluster_id.is_some(),
-    };
+    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), BGP_PORT);
+    let template = PlannedPeer::dynamic("Dynamic", any, me.asn, me.cluster_id.is_some());
     neighbor(me, &template, (Policy::accept_all(), Policy::accept_all()))
 }
 
@@ -244,7 +301,7 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
     local.graceful_restart = Some(GracefulRestart {
         restarted: false,
         notification: false,
-        restart_time: RESTART_TIME,
+        restart_time: p.restart_time,
         families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: true }],
     });
     let local_addr = IpAddr::from(me.address);
@@ -252,7 +309,7 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
         session: PeerConfig {
             name: p.name.clone(),
             remote: p.remote,
-            local_addr: Some(local_addr),
+            local_addr: p.source_node_ip.then_some(local_addr),
             local,
             fsm: FsmConfig {
                 connect_retry: Duration::from_secs(5),
@@ -278,7 +335,7 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
         import_policy: Some(policies.0),
         export_policy: Some(policies.1),
         max_prefix: None,
-        allow_local_as: 0,
+        allow_local_as: p.allow_local_as,
         // A BGPFilter change reaches the routes of a ToR or other external
         // peer even when it cannot refresh; tortie nodes always can.
         soft_reconfiguration_inbound: p.bgp_peer.is_some(),
@@ -326,11 +383,11 @@ mod tests {
             send_hold: None,
         };
         let nodes = [node("a", "192.0.2.1/24", &[]), node("b", "192.0.2.2/24", &[]), node("c", "192.0.2.3/24", &[])];
-        let plan = plan(&me, &BgpConfigurationSpec::default(), &nodes, &[]);
+        let plan = plan(&me, &Configs::default(), &nodes, &[]);
         let got: Vec<(&str, bool)> = plan.iter().map(|p| (p.name.as_str(), p.passive)).collect();
         assert_eq!(got, [("Mesh_192_0_2_1", true), ("Mesh_192_0_2_3", false)]);
         let off = BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..BgpConfigurationSpec::default() };
-        assert!(super::plan(&me, &off, &nodes, &[]).is_empty());
+        assert!(super::plan(&me, &off.into(), &nodes, &[]).is_empty());
     }
 
     #[test]
@@ -361,7 +418,7 @@ mod tests {
             peer("rrs", BgpPeerSpec { peer_selector: Some("has(rr)".into()), ..BgpPeerSpec::default() }),
         ];
         let off = BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..BgpConfigurationSpec::default() };
-        let got: Vec<(String, PeerType, String, u32)> = plan(&me, &off, &nodes, &peers)
+        let got: Vec<(String, PeerType, String, u32)> = plan(&me, &off.clone().into(), &nodes, &peers)
             .into_iter()
             .map(|p| (p.name, p.kind, p.remote.to_string(), p.asn))
             .collect();
@@ -374,6 +431,49 @@ mod tests {
         let want: Vec<(String, PeerType, String, u32)> =
             want.iter().map(|(n, k, a, s)| (n.to_string(), *k, a.to_string(), *s)).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn restart_times_listen_ports_own_as_and_source_address_come_from_the_configurations() {
+        let me = Me {
+            name: "a".into(),
+            address: "192.0.2.1".parse().unwrap(),
+            asn: 64512,
+            labels: BTreeMap::new(),
+            cluster_id: None,
+            send_hold: None,
+        };
+        let nodes = [node("a", "192.0.2.1/24", &[]), node("b", "192.0.2.2/24", &[])];
+        let mut configs = Configs::from(BgpConfigurationSpec {
+            listen_port: Some(1179),
+            node_mesh_max_restart_time: Some("5m0s".into()),
+            ..BgpConfigurationSpec::default()
+        });
+        let node_b = BgpConfigurationSpec { listen_port: Some(2179), ..BgpConfigurationSpec::default() };
+        configs.nodes.insert("b".into(), node_b);
+        let peers = [peer(
+            "tor",
+            BgpPeerSpec {
+                peer_ip: Some("203.0.113.1".into()),
+                as_number: Some(65000),
+                max_restart_time: Some("30s".into()),
+                num_allowed_local_as_numbers: Some(2),
+                source_address: Some(SourceAddress::None),
+                ..BgpPeerSpec::default()
+            },
+        )];
+        let got: Vec<(String, String, u16, u8, bool)> = plan(&me, &configs, &nodes, &peers)
+            .into_iter()
+            .map(|p| (p.name, p.remote.to_string(), p.restart_time, p.allow_local_as, p.source_node_ip))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Mesh_192_0_2_2".to_string(), "192.0.2.2:2179".to_string(), 300, 0, true),
+                ("Global_203_0_113_1".to_string(), "203.0.113.1:179".to_string(), 30, 2, false),
+            ]
+        );
+        assert_eq!(configs.port("a"), 1179, "default's listenPort where a node sets none");
     }
 
     #[test]
@@ -401,7 +501,7 @@ mod tests {
             send_hold: None,
         };
         let got: Vec<(String, bool)> =
-            plan(&me_rr, &off, &nodes, &peers).into_iter().map(|p| (p.name, p.rr_client)).collect();
+            plan(&me_rr, &off.clone().into(), &nodes, &peers).into_iter().map(|p| (p.name, p.rr_client)).collect();
         assert_eq!(got, [("Node_192_0_2_1".to_string(), true), ("Node_192_0_2_2".to_string(), true)]);
         let me_a = Me {
             name: "a".into(),
@@ -411,7 +511,7 @@ mod tests {
             cluster_id: None,
             send_hold: None,
         };
-        let got = plan(&me_a, &off, &nodes, &peers);
+        let got = plan(&me_a, &off.clone().into(), &nodes, &peers);
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].kind, got[0].rr_client), (PeerType::RouteReflector, false));
         let before_its_cluster_id = PlannedPeer { kind: PeerType::NodeSpecific, ..got[0].clone() };
