@@ -254,3 +254,24 @@ fn vxlan_mode_is_refused_until_tortie_builds_vxlan() {
     assert!(error_of(&pool("Always")).contains("spec.vxlanMode: `Always`: VXLAN is not built yet"));
     assert!(error_of(&pool("CrossSubnet")).contains("spec.vxlanMode: `CrossSubnet`"));
 }
+
+#[test]
+fn bgp_configuration_refuses_what_a_node_may_not_set_and_ipv6_advertisements() {
+    let doc =
+        |name: &str, spec: &str| format!("{HEAD}kind: BGPConfiguration\nmetadata: {{name: {name}}}\nspec: {spec}\n");
+    let err = error_of(&doc("node.n1", "{asNumber: 65001}"));
+    assert!(err.contains("spec.asNumber") && err.contains("only the `default` BGPConfiguration"), "{err}");
+    let err = error_of(&doc("node.n1", "{serviceClusterIPs: [{cidr: 198.51.100.0/24}]}"));
+    assert!(err.contains("spec.serviceClusterIPs"), "{err}");
+    let err = error_of(&doc("default", "{serviceLoadBalancerIPs: [{cidr: '2001:db8:300::/120'}]}"));
+    assert!(err.contains("spec.serviceLoadBalancerIPs[0].cidr: `2001:db8:300::/120`: IPv6"), "{err}");
+    let err = error_of(&doc("default", "{nodeMeshMaxRestartTime: 2h}"));
+    assert!(err.contains("spec.nodeMeshMaxRestartTime: `2h`: whole seconds up to 4095"), "{err}");
+    let err = error_of(&format!(
+        "{HEAD}kind: BGPPeer\nmetadata: {{name: p}}\nspec: {{peerIP: 192.0.2.9, asNumber: 65000, maxRestartTime: 1.5s}}\n"
+    ));
+    assert!(err.contains("spec.maxRestartTime: `1.5s`"), "{err}");
+    // Calico's defaults in a node's document are no error (older tortie filled them in).
+    let ok = parse_documents(&doc("node.n1", "{asNumber: 64512, nodeToNodeMeshEnabled: true, listenPort: 1179}"));
+    assert!(ok.is_ok(), "{ok:?}");
+}

@@ -110,3 +110,74 @@ spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, maxRestartTime: 45s, sour
         !r.iter().any(|l| l.starts_with(inside)) && r.iter().any(|l| l.starts_with(outside))
     });
 }
+
+/// FRR in AS 65000 at 192.0.2.100 peering with both nodes, spreading over
+/// equal paths (`maximum-paths`), zebra installing its choice.
+fn ecmp_tor(c: &Cluster) -> (Frr, Netns) {
+    let ns = c.lab.netns("tor").unwrap();
+    c.switch.attach(&ns, "eth0").unwrap();
+    ns.add_addr("eth0", "192.0.2.100/24".parse().unwrap()).unwrap();
+    let config = "frr defaults traditional
+hostname tor
+router bgp 65000
+ bgp router-id 192.0.2.100
+ no bgp ebgp-requires-policy
+ neighbor 192.0.2.1 remote-as 64512
+ neighbor 192.0.2.2 remote-as 64512
+ address-family ipv4 unicast
+  maximum-paths 8
+ exit-address-family
+";
+    (Frr::start_with_config(&ns, "frr-tor", config).unwrap(), ns)
+}
+
+#[test]
+fn service_ranges_from_every_node_and_communities_per_prefix_reach_the_tor() {
+    let c = Cluster::new("bgpsvc", 2);
+    let (frr, tor) = ecmp_tor(&c);
+    let config = "apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  serviceClusterIPs: [{cidr: 198.51.100.0/25}]
+  serviceExternalIPs: [{cidr: 203.0.113.0/26}]
+  communities: [{name: pods, value: '64512:300:100'}]
+  prefixAdvertisements: [{cidr: 198.18.0.0/16, communities: [pods, '65000:7']}]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: node.n2}
+spec:
+  prefixAdvertisements: [{cidr: 198.18.0.0/16, communities: ['65000:8']}]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 192.0.2.100, asNumber: 65000}
+";
+    c.apply(config);
+    let (_d1, _d2) = (c.start(0), c.start(1));
+    let fib = |prefix: &str| tor.ip(&["route", "show", prefix]).unwrap();
+    wait_until("the cluster-IP range over both nodes in the ToR's FIB", || {
+        let r = fib("198.51.100.0/25");
+        r.contains("nexthop via 192.0.2.1") && r.contains("nexthop via 192.0.2.2")
+    });
+    let ext = fib("203.0.113.0/26");
+    assert!(ext.contains("nexthop via 192.0.2.1") && ext.contains("nexthop via 192.0.2.2"), "{ext}");
+
+    // Each node's block with the communities of the prefixAdvertisements holding it.
+    let route = |prefix: &str| frr.vtysh(&format!("show bgp ipv4 unicast {prefix} json")).unwrap();
+    wait_until("n1's block with its communities", || {
+        let r = route("198.18.0.0/26");
+        r.contains("\"65000:7\"") && r.contains("\"64512:300:100\"")
+    });
+    wait_until("n2's block with its own node's communities", || route("198.18.0.64/26").contains("\"65000:8\""));
+    let n2 = route("198.18.0.64/26");
+    assert!(!n2.contains("65000:7") && !n2.contains("64512:300:100"), "node.n2 replaces default's list:\n{n2}");
+    assert!(!route("198.51.100.0/25").contains("community"), "services are outside 198.18.0.0/16");
+
+    // Live: the external range goes, the cluster range stays.
+    c.apply(&config.replace("  serviceExternalIPs: [{cidr: 203.0.113.0/26}]\n", ""));
+    wait_until("the external range withdrawn", || fib("203.0.113.0/26").is_empty());
+    assert!(fib("198.51.100.0/25").contains("nexthop via"));
+}

@@ -1,10 +1,12 @@
-//! Between felix and the speaker: felix's prefixes to originate become
-//! speaker commands; the speaker's best paths become felix's learned
+//! Between felix and the speaker: felix's prefixes to originate (with the
+//! service ranges and communities the BGPConfiguration adds) become speaker
+//! commands; the speaker's best paths become felix's learned
 //! routes, a batch at a time; and when the speaker says every planned peer
 //! has sent its table, felix hears that BGP has converged.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
@@ -15,24 +17,33 @@ use tortie_bgp::speaker::{SpeakerCommand, SpeakerEvent};
 use tortie_felix::agent::Learned;
 use tortie_felix::route::LearnedHops;
 
-/// Originates what felix asks for, and withdraws what it no longer does.
-pub async fn originate(mut wanted: watch::Receiver<BTreeSet<IpNet>>, speaker: mpsc::Sender<SpeakerCommand>) {
-    let mut current = BTreeSet::new();
+use super::advertise::Advertise;
+
+/// Originates what felix asks for and what the BGPConfiguration adds,
+/// re-originates a prefix whose attributes changed, and withdraws what is
+/// no longer wanted.
+pub async fn originate(
+    mut felix: watch::Receiver<BTreeSet<IpNet>>,
+    mut config: watch::Receiver<Arc<Advertise>>,
+    speaker: mpsc::Sender<SpeakerCommand>,
+) {
+    let mut current: BTreeMap<IpNet, PathAttrs> = BTreeMap::new();
     loop {
-        let next = wanted.borrow_and_update().clone();
-        for gone in current.difference(&next) {
+        let next = config.borrow_and_update().originations(&felix.borrow_and_update());
+        for gone in current.keys().filter(|p| !next.contains_key(p)) {
             if speaker.send(SpeakerCommand::Withdraw(*gone)).await.is_err() {
                 return;
             }
         }
-        for new in next.difference(&current) {
-            if speaker.send(SpeakerCommand::Originate(*new, PathAttrs::default())).await.is_err() {
+        for (prefix, attrs) in next.iter().filter(|(p, a)| current.get(p) != Some(a)) {
+            if speaker.send(SpeakerCommand::Originate(*prefix, attrs.clone())).await.is_err() {
                 return;
             }
         }
         current = next;
-        if wanted.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = felix.changed() => if r.is_err() { return },
+            r = config.changed() => if r.is_err() { return },
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Kernel routes stay when it stops (like BIRD's `persist`): the next start
 //! adopts them, so pods keep their connectivity across restarts.
 
+mod advertise;
 mod bridge;
 mod filters;
 pub mod local_api;
@@ -223,9 +224,10 @@ async fn serve(
     if let Some(deferral) = restarted {
         speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
     }
+    let (advertise_tx, advertise_rx) = watch::channel(Arc::new(advertise::Advertise::default()));
     match &felix {
         Some(f) => {
-            tokio::spawn(bridge::originate(f.originate.clone(), speaker.commands.clone()));
+            tokio::spawn(bridge::originate(f.originate.clone(), advertise_rx, speaker.commands.clone()));
             tokio::spawn(bridge::learned(best_rx, f.learned.clone()));
         }
         // A dedicated reflector installs nothing: best paths are only counted out.
@@ -245,6 +247,7 @@ async fn serve(
         secrets_dir: args.secrets_dir.clone(),
         send_hold: args.send_hold_time.map(Duration::from_secs),
         listening: listen,
+        advertise: advertise_tx,
     };
     let mut peer_task = tokio::spawn(manager.run());
     let api_state = local_api::ApiState {
@@ -354,12 +357,12 @@ async fn bgp_configs(kv: &Syncer) -> anyhow::Result<peers::Configs> {
 
 async fn plan_peers(
     kv: &Syncer,
+    configs: &peers::Configs,
     name: &str,
     address: Ipv4Net,
     secrets_dir: &std::path::Path,
     send_hold: Option<Duration>,
 ) -> anyhow::Result<Planned> {
-    let configs = bgp_configs(kv).await?;
     let nodes: Vec<Object<NodeSpec>> = api::list(kv, Kind::Node, None)
         .await?
         .into_iter()
@@ -381,7 +384,7 @@ async fn plan_peers(
         .into_iter()
         .filter_map(|r| if let Resource::BgpFilter(f) = r { Some((f.metadata.name, f.spec)) } else { None })
         .collect();
-    let plan = peers::plan(&me, &configs, &nodes, &bgp_peers)
+    let plan = peers::plan(&me, configs, &nodes, &bgp_peers)
         .into_iter()
         .filter_map(|mut p| {
             // RFC 2385: a peer with a password gets it as its TCP MD5 key; without a readable one, no session.
@@ -426,6 +429,8 @@ struct PeerManager {
     send_hold: Option<Duration>,
     /// Where the speaker listens (chosen at start).
     listening: SocketAddr,
+    /// The service ranges and communities for what the node originates.
+    advertise: watch::Sender<Arc<advertise::Advertise>>,
 }
 
 impl PeerManager {
@@ -436,8 +441,19 @@ impl PeerManager {
         // Peers come from resources only (not IPAM, not the nodes' status).
         let mut changes = self.kv.changes(&[KEY_PREFIX]);
         loop {
-            let (me, plan) = plan_peers(&self.kv, &self.name, self.address, &self.secrets_dir, self.send_hold).await?;
-            let want = listen_address(&bgp_configs(&self.kv).await?, &self.name, self.address.addr());
+            let configs = bgp_configs(&self.kv).await?;
+            let (me, plan) =
+                plan_peers(&self.kv, &configs, &self.name, self.address, &self.secrets_dir, self.send_hold).await?;
+            let advertise = advertise::Advertise::new(&configs.default, &configs.of(&self.name));
+            self.advertise.send_if_modified(|a| {
+                let changed = **a != advertise;
+                if changed {
+                    tracing::info!(services = ?advertise.services, "advertised service ranges and communities");
+                    *a = Arc::new(advertise);
+                }
+                changed
+            });
+            let want = listen_address(&configs, &self.name, self.address.addr());
             if want != self.listening {
                 tracing::warn!(listening = %self.listening, configured = %want,
                     "BGPConfiguration listenPort or bindMode changed: the speaker moves there when the daemon restarts");
