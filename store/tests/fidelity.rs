@@ -271,6 +271,10 @@ fn bgp_configuration_refuses_what_a_node_may_not_set_and_ipv6_advertisements() {
         "{HEAD}kind: BGPPeer\nmetadata: {{name: p}}\nspec: {{peerIP: 192.0.2.9, asNumber: 65000, maxRestartTime: 1.5s}}\n"
     ));
     assert!(err.contains("spec.maxRestartTime: `1.5s`"), "{err}");
+    let err = error_of(&format!(
+        "{HEAD}kind: BGPFilter\nmetadata: {{name: f}}\nspec: {{importV6: [{{action: Reject, cidr: '2001:db8::/32', matchOperator: In}}]}}\n"
+    ));
+    assert!(err.contains("spec.importV6: `1 rules`: IPv6 routes need dual stack"), "{err}");
     // Calico's defaults in a node's document are no error (older tortie filled them in).
     let ok = parse_documents(&doc("node.n1", "{asNumber: 64512, nodeToNodeMeshEnabled: true, listenPort: 1179}"));
     assert!(ok.is_ok(), "{ok:?}");

@@ -2,7 +2,8 @@
 //! `listenPort` (each node's own, per-node documents over `default`),
 //! `bindMode`, `nodeMeshMaxRestartTime` and `maxRestartTime` as the
 //! graceful-restart time peers receive (RFC 4724), `sourceAddress: None`,
-//! and `numAllowedLocalASNumbers`.
+//! `numAllowedLocalASNumbers`, the speaker's `logSeverityScreen`; service
+//! ranges from every node and communities per prefix.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -70,7 +71,11 @@ metadata: {name: tor}
 spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, maxRestartTime: 45s, sourceAddress: None, numAllowedLocalASNumbers: 1}
 ",
     );
-    let (_d1, _d2) = (c.start(0), c.start(1));
+    // n1's log level is left to the datastore (no TORTIE_LOG).
+    let env = [("TORTIE_DATASTORE", c.url.as_str())];
+    let d1 =
+        c.nodes[0].spawn_tortie_node("tortie-n1", env!("CARGO_BIN_EXE_tortie"), "n1", &c.addrs[0], &[], &env).unwrap();
+    let _d2 = c.start(1);
 
     // Each speaker listens where its configuration says.
     wait_until("n1 on *:1179, n2 on 192.0.2.2:2179", || {
@@ -98,6 +103,11 @@ spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, maxRestartTime: 45s, sour
         let r = our_routes(&c.nodes[0]);
         r.iter().any(|l| l.starts_with(inside)) && r.iter().any(|l| l.starts_with(outside))
     });
+    // The speaker's log level: BGPConfiguration logSeverityScreen, per node.
+    assert!(d1.log().contains("INFO tortie_bgp::session::peer: session established"), "{}", d1.log_tail());
+    c.apply("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: node.n1}\nspec: {logSeverityScreen: Warning}\n");
+    wait_until("n1's speaker at warning level", || d1.log().contains("tortie_bgp=warn"));
+    let quiet_from = d1.log().len();
     c.apply(
         "apiVersion: projectcalico.org/v3
 kind: BGPPeer
@@ -109,6 +119,9 @@ spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, maxRestartTime: 45s, sour
         let r = our_routes(&c.nodes[0]);
         !r.iter().any(|l| l.starts_with(inside)) && r.iter().any(|l| l.starts_with(outside))
     });
+    let after = &d1.log()[quiet_from..];
+    assert!(after.contains("adding BGP peer"), "the session was replaced:\n{after}");
+    assert!(!after.contains("INFO tortie_bgp"), "no speaker info lines at Warning:\n{after}");
 }
 
 /// FRR in AS 65000 at 192.0.2.100 peering with both nodes, spreading over

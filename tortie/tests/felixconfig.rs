@@ -114,7 +114,7 @@ spec:
     c.tortie(&["delete", "felixconfiguration", "default"], "");
     wait_until("the metrics listener closed again", || scrape(&c, 9095).is_none());
     wait_until("the health listener closed again", || health("/liveness").is_empty());
-    assert!(d.log().contains("log level set by FelixConfiguration"), "{}", d.log_tail());
+    assert!(d.log().contains("log level set by logSeverityScreen"), "{}", d.log_tail());
 }
 
 #[test]

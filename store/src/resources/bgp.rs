@@ -137,6 +137,16 @@ impl BgpConfigurationSpec {
         super::overlay(default, node)
     }
 
+    /// The BGP speaker's log level as a `tracing` level (`None`: unset).
+    pub fn log_level(&self) -> Option<&'static str> {
+        match self.log_severity_screen.as_deref()? {
+            "Debug" => Some("debug"),
+            "Info" => Some("info"),
+            "Warning" => Some("warn"),
+            _ => Some("error"),
+        }
+    }
+
     /// The graceful-restart time advertised to mesh peers (Calico's default 120 s).
     pub fn mesh_restart_time(&self) -> u16 {
         self.node_mesh_max_restart_time.as_deref().and_then(restart_time).unwrap_or(DEFAULT_RESTART_TIME)
@@ -468,6 +478,20 @@ impl Spec for BgpFilterSpec {
                 if let Some(s) = r.source.as_deref().filter(|s| *s != "RemotePeers") {
                     return Err(Invalid::new(field("source"), s, "only RemotePeers"));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse(&self) -> Result<(), Invalid> {
+        for (name, rules) in [("exportV6", &self.export_v6), ("importV6", &self.import_v6)] {
+            if !rules.is_empty() {
+                let n = rules.len();
+                return Err(Invalid::new(
+                    name,
+                    format!("{n} rules"),
+                    "IPv6 routes need dual stack, which tortie has not yet",
+                ));
             }
         }
         Ok(())

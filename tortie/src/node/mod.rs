@@ -225,6 +225,7 @@ async fn serve(
         speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
     }
     let (advertise_tx, advertise_rx) = watch::channel(Arc::new(advertise::Advertise::default()));
+    let (bgp_level_tx, bgp_level_rx) = watch::channel(None);
     match &felix {
         Some(f) => {
             tokio::spawn(bridge::originate(f.originate.clone(), advertise_rx, speaker.commands.clone()));
@@ -248,6 +249,7 @@ async fn serve(
         send_hold: args.send_hold_time.map(Duration::from_secs),
         listening: listen,
         advertise: advertise_tx,
+        bgp_level: bgp_level_tx,
     };
     let mut peer_task = tokio::spawn(manager.run());
     let api_state = local_api::ApiState {
@@ -276,7 +278,13 @@ async fn serve(
         });
     }
     if let Some(f) = &felix {
-        tokio::spawn(settings::follow(f.felix_config.clone(), logs, args.metrics_listen, metrics_state.clone()));
+        tokio::spawn(settings::follow(
+            f.felix_config.clone(),
+            bgp_level_rx,
+            logs,
+            args.metrics_listen,
+            metrics_state.clone(),
+        ));
     }
     let run_dir = args.run_dir.clone();
     let mut api_task = tokio::spawn(async move { local_api::serve(&run_dir, api_state, metrics_state).await });
@@ -431,6 +439,8 @@ struct PeerManager {
     listening: SocketAddr,
     /// The service ranges and communities for what the node originates.
     advertise: watch::Sender<Arc<advertise::Advertise>>,
+    /// The speaker's log level (BGPConfiguration `logSeverityScreen`).
+    bgp_level: watch::Sender<Option<&'static str>>,
 }
 
 impl PeerManager {
@@ -453,6 +463,7 @@ impl PeerManager {
                 }
                 changed
             });
+            self.bgp_level.send_if_modified(|l| std::mem::replace(l, configs.of(&self.name).log_level()) != *l);
             let want = listen_address(&configs, &self.name, self.address.addr());
             if want != self.listening {
                 tracing::warn!(listening = %self.listening, configured = %want,

@@ -1,5 +1,6 @@
 //! The process-wide settings a FelixConfiguration carries, applied live:
-//! the log level (`logSeverityScreen`, unless `TORTIE_LOG` is set), the
+//! the log level (`logSeverityScreen`, unless `TORTIE_LOG` is set; the BGP
+//! speaker's follows the BGPConfiguration's `logSeverityScreen`), the
 //! Prometheus listener (`prometheusMetricsEnabled` / `Host` / `Port`,
 //! unless `--metrics-listen` is given) and the health endpoints
 //! (`healthEnabled` / `Host` / `Port`: `/liveness`, `/readiness`). Like Felix, what the operator set
@@ -47,7 +48,7 @@ impl LogLevel {
     fn set(&self, level: &str) {
         let Some(handle) = &self.0 else { return };
         match handle.reload(EnvFilter::new(level)) {
-            Ok(()) => tracing::info!(level, "log level set by FelixConfiguration logSeverityScreen"),
+            Ok(()) => tracing::info!(level, "log level set by logSeverityScreen"),
             Err(e) => tracing::warn!(error = %e, "cannot change the log level"),
         }
     }
@@ -118,28 +119,34 @@ async fn serve_health(at: SocketAddr, state: MetricsState) -> anyhow::Result<()>
 /// Follows the FelixConfiguration until the daemon stops.
 pub async fn follow(
     mut config: watch::Receiver<Arc<FelixConfigurationSpec>>,
+    mut bgp_level: watch::Receiver<Option<&'static str>>,
     logs: LogLevel,
     metrics_flag: Option<SocketAddr>,
     state: MetricsState,
 ) {
-    let mut level: Option<&str> = None;
+    let mut level: Option<String> = None;
     let (mut metrics, mut health) = (Listener::new("Prometheus metrics"), Listener::new("health"));
     loop {
         let (want_level, want_metrics, want_health) = {
             let c = config.borrow_and_update();
             let metrics = metrics_flag.is_none().then(|| c.metrics_listen()).flatten();
-            (c.log_level().unwrap_or("info"), metrics, c.health_listen())
+            let mut level = c.log_level().unwrap_or("info").to_string();
+            if let Some(bgp) = *bgp_level.borrow_and_update() {
+                level.push_str(&format!(",tortie_bgp={bgp}"));
+            }
+            (level, metrics, c.health_listen())
         };
-        if level != Some(want_level) {
+        if level.as_ref() != Some(&want_level) {
             if level.is_some() || want_level != "info" {
-                logs.set(want_level);
+                logs.set(&want_level);
             }
             level = Some(want_level);
         }
         metrics.set(want_metrics, |at| metrics::serve_tcp(at, state.clone())).await;
         health.set(want_health, |at| serve_health(at, state.clone())).await;
-        if config.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = config.changed() => if r.is_err() { return },
+            r = bgp_level.changed() => if r.is_err() { return },
         }
     }
 }
