@@ -60,6 +60,7 @@ const FIELDS: &[(&str, Use)] = &[
     ("BgpPeerSpec.max_restart_time", Reads("tortie/src/node/peers.rs", ".restart_time()")),
     ("BgpPeerSpec.num_allowed_local_as_numbers", Reads("tortie/src/node/peers.rs", ".num_allowed_local_as_numbers")),
     ("BgpPeerSpec.ttl_security", Reads("tortie/src/node/peers.rs", ".ttl_security")),
+    ("BgpPeerSpec.keepalive_time", Reads("tortie/src/node/peers.rs", ".keepalive()")),
     ("BgpPeerSpec.filters", Reads("tortie/src/node/mod.rs", ".filters")),
     ("PrefixLength.min", Reads("tortie/src/node/filters.rs", "l.min")),
     ("PrefixLength.max", Reads("tortie/src/node/filters.rs", "l.max")),

@@ -194,3 +194,75 @@ spec: {peerIP: 192.0.2.100, asNumber: 65000}
     wait_until("the external range withdrawn", || fib("203.0.113.0/26").is_empty());
     assert!(fib("198.51.100.0/25").contains("nexthop via"));
 }
+
+/// SYNs that reached `addr` in `host` (an nftables counter).
+fn syns(host: &Netns, addr: &str) -> u64 {
+    let out = host.exec("nft", &["list", "chain", "inet", "count", "syn"]).unwrap();
+    let rule = out.lines().find(|l| l.contains(&format!("daddr {addr} "))).unwrap_or_else(|| panic!("{out}"));
+    let packets = rule.split_whitespace().skip_while(|w| *w != "packets").nth(1).unwrap();
+    packets.parse().unwrap()
+}
+
+#[test]
+fn hold_time_keepalive_passive_and_back_off_follow_the_bgppeer() {
+    let c = Cluster::new("bgptimers", 1);
+    let (frr, _tor) = ecmp_tor(&c);
+    // Another host, where nothing listens: every dial there is refused.
+    let void = c.lab.netns("void").unwrap();
+    c.switch.attach(&void, "eth0").unwrap();
+    for a in ["192.0.2.101/24", "192.0.2.102/24"] {
+        void.add_addr("eth0", a.parse().unwrap()).unwrap();
+    }
+    for cmd in [
+        "add table inet count",
+        "add chain inet count syn { type filter hook input priority 0; }",
+        "add rule inet count syn ip daddr 192.0.2.101 tcp flags syn counter",
+        "add rule inet count syn ip daddr 192.0.2.102 tcp flags syn counter",
+    ] {
+        void.exec("nft", &[cmd]).unwrap();
+    }
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: tor
+  annotations: {tortie.io/hold-time: 9s, tortie.io/passive: 'true'}
+spec: {peerIP: 192.0.2.100, asNumber: 65000, keepaliveTime: 2s}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: patient
+  annotations: {tortie.io/idle-hold-time: 30s, tortie.io/max-idle-hold-time: 1m}
+spec: {peerIP: 192.0.2.101, asNumber: 65000}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: eager
+  annotations: {tortie.io/idle-hold-time: 1s, tortie.io/max-idle-hold-time: 1s}
+spec: {peerIP: 192.0.2.102, asNumber: 65000}
+",
+    );
+    let started = std::time::Instant::now();
+    let _d = c.start(0);
+    let neighbor = || {
+        let out = frr.vtysh("show bgp neighbors 192.0.2.1 json").unwrap();
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["192.0.2.1"].clone()
+    };
+    wait_until("the ToR's session (it dials: tortie is passive)", || neighbor()["bgpState"] == "Established");
+    let n = neighbor();
+    assert_eq!(n["bgpTimerHoldTimeMsecs"], 9000, "the hold time tortie proposed wins (the lower):\n{n:#}");
+    // Passive: the session's TCP connection came in to n1's port 179.
+    let conns = c.nodes[0].exec("ss", &["-Htn", "state", "established", "dport", "!=", ":9091"]).unwrap();
+    assert!(conns.contains("192.0.2.1:179 ") && conns.contains("192.0.2.100:"), "{conns}");
+    let run = c.nodes[0].dir().join("run").display().to_string();
+    let peer = c.tortie(&["bgp", "peers", "192.0.2.100", "--run-dir", &run], "");
+    assert!(peer.contains("9 s (keepalive 2 s)"), "keepaliveTime 2s:\n{peer}");
+
+    // Back-off: every dial to .101 and .102 is refused.
+    std::thread::sleep(std::time::Duration::from_secs(10).saturating_sub(started.elapsed()));
+    let (patient, eager) = (syns(&void, "192.0.2.101"), syns(&void, "192.0.2.102"));
+    assert_eq!(patient, 1, "idle-hold-time 30s: one dial in 10 s");
+    assert!(eager >= 7, "idle-hold-time 1s, never more than 1s: a dial every second, not 0, 1, 3, 7 s: {eager}");
+}

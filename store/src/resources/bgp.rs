@@ -309,6 +309,9 @@ pub struct BgpPeerSpec {
     /// Graceful restart time (e.g. `120s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restart_time: Option<String>,
+    /// Keepalive interval (Go duration; unset: a third of the hold time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<String>,
     /// How many times our own AS may appear in received paths.
     #[serde(default, rename = "numAllowedLocalASNumbers", skip_serializing_if = "Option::is_none")]
     pub num_allowed_local_as_numbers: Option<u32>,
@@ -321,6 +324,12 @@ pub struct BgpPeerSpec {
 }
 
 impl BgpPeerSpec {
+    /// The keepalive interval, seconds (`None`: unset or invalid).
+    pub fn keepalive(&self) -> Option<u16> {
+        let ms = super::felix::duration_ms(self.keepalive_time.as_deref()?)?;
+        u16::try_from(ms / 1000).ok().filter(|s| (1..=21845).contains(s) && ms % 1000 == 0)
+    }
+
     /// The graceful-restart time advertised to this peer.
     pub fn restart_time(&self) -> u16 {
         self.max_restart_time.as_deref().and_then(restart_time).unwrap_or(DEFAULT_RESTART_TIME)
@@ -334,7 +343,15 @@ impl Spec for BgpPeerSpec {
         }
     }
 
-    fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
+    fn validate(&self, meta: &Metadata) -> Result<(), Invalid> {
+        if let (Some(k), Some(hold)) = (
+            self.keepalive(),
+            super::SessionSettings::from_annotations(super::Kind::BgpPeer, &meta.name, &meta.annotations)?.hold_time,
+        ) && hold > 0
+            && k >= hold
+        {
+            return Err(Invalid::new("keepaliveTime", k, format!("less than the hold time {hold} s (RFC 4271 §10)")));
+        }
         if self.node.is_some() && self.node_selector.is_some() {
             return Err(Invalid::new(
                 "nodeSelector",
@@ -359,6 +376,9 @@ impl Spec for BgpPeerSpec {
         }
         if let Some(t) = &self.max_restart_time {
             restart_field("maxRestartTime", t)?;
+        }
+        if let Some(k) = self.keepalive_time.as_deref().filter(|_| self.keepalive().is_none()) {
+            return Err(Invalid::new("keepaliveTime", k, "whole seconds, 1–21845, like 20s"));
         }
         if let Some(n) = self.num_allowed_local_as_numbers.filter(|n| *n > 10) {
             return Err(Invalid::new("numAllowedLocalASNumbers", n, "0–10"));

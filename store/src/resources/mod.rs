@@ -13,6 +13,7 @@ mod netset;
 mod node;
 mod policy;
 mod pool;
+mod session;
 mod validate;
 mod workload;
 
@@ -34,6 +35,7 @@ pub use policy::{
     Protocol, Rule, RuleMetadata, TierSpec,
 };
 pub use pool::{AssignmentMode, EncapMode, IpPoolSpec, IpamConfigSpec};
+pub use session::SessionSettings;
 pub use validate::Invalid;
 pub use workload::{EndpointPort, HostEndpointSpec, ProfileSpec, WorkloadEndpointSpec};
 

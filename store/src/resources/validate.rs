@@ -83,6 +83,7 @@ pub(super) fn metadata(kind: Kind, meta: &mut Metadata) -> Result<(), Invalid> {
         }
         _ => {}
     }
+    super::session::SessionSettings::from_annotations(kind, &meta.name, &meta.annotations)?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use tortie_felix::agent::{self, AgentConfig};
 use tortie_store::Datastore;
 use tortie_store::api::{self, ApiError};
 use tortie_store::resources::{
-    API_VERSION, BgpFilterSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource,
+    API_VERSION, BgpFilterSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource, SessionSettings,
 };
 use tortie_store::syncer::Syncer;
 
@@ -355,7 +355,13 @@ async fn bgp_configs(kv: &Syncer) -> anyhow::Result<peers::Configs> {
         if let Resource::BgpConfiguration(c) = r {
             match c.metadata.name.strip_prefix("node.") {
                 Some(node) => drop(configs.nodes.insert(node.to_string(), c.spec)),
-                None if c.metadata.name == "default" => configs.default = c.spec,
+                None if c.metadata.name == "default" => {
+                    // Checked at apply; a record stored otherwise keeps the defaults.
+                    configs.mesh =
+                        SessionSettings::from_annotations(Kind::BgpConfiguration, "default", &c.metadata.annotations)
+                            .unwrap_or_default();
+                    configs.default = c.spec;
+                }
                 None => {}
             }
         }
@@ -498,7 +504,8 @@ impl PeerManager {
                 match running.get(name) {
                     Some((old, _)) if old.same_session(p) => {}
                     _ => {
-                        tracing::info!(peer = name, remote = %p.remote, asn = p.asn, kind = ?p.kind, passive = p.passive, "adding BGP peer");
+                        let passive = p.passive || p.session.passive;
+                        tracing::info!(peer = name, remote = %p.remote, asn = p.asn, kind = ?p.kind, passive, "adding BGP peer");
                         let n = peers::neighbor(&me, p, policies.clone());
                         self.speaker.send(SpeakerCommand::AddNeighbor(Box::new(n))).await?;
                         continue;

@@ -16,7 +16,7 @@ use tortie_bgp::session::socket::SocketOptions;
 use tortie_bgp::session::{FsmConfig, LocalConfig};
 use tortie_bgp::speaker::Neighbor;
 use tortie_store::resources::{
-    BgpConfigurationSpec, BgpPeerSpec, DEFAULT_RESTART_TIME, NodeSpec, Object, SourceAddress,
+    BgpConfigurationSpec, BgpPeerSpec, DEFAULT_RESTART_TIME, Kind, NodeSpec, Object, SessionSettings, SourceAddress,
 };
 use tortie_store::selector::Selector;
 
@@ -33,11 +33,13 @@ pub struct Configs {
     pub default: BgpConfigurationSpec,
     /// `node.<name>`, by node name.
     pub nodes: BTreeMap<String, BgpConfigurationSpec>,
+    /// The mesh's session settings (`default`'s `tortie.io/` annotations).
+    pub mesh: SessionSettings,
 }
 
 impl From<BgpConfigurationSpec> for Configs {
     fn from(default: BgpConfigurationSpec) -> Configs {
-        Configs { default, nodes: BTreeMap::new() }
+        Configs { default, ..Configs::default() }
     }
 }
 
@@ -101,6 +103,8 @@ pub struct PlannedPeer {
     /// Dial from the node's address (`sourceAddress: UseNodeIP`, the
     /// default) rather than whatever the route to it picks (`None`).
     pub source_node_ip: bool,
+    /// Timers, back-off and passive mode.
+    pub session: SessionSettings,
 }
 
 impl PlannedPeer {
@@ -120,6 +124,7 @@ impl PlannedPeer {
             restart_time: DEFAULT_RESTART_TIME,
             allow_local_as: 0,
             source_node_ip: true,
+            session: SessionSettings::default(),
         }
     }
 
@@ -207,6 +212,7 @@ pub fn plan(
                 restart_time: mesh_restart,
                 allow_local_as: 0,
                 source_node_ip: true,
+                session: configs.mesh,
             });
         }
     }
@@ -234,6 +240,11 @@ pub fn plan(
             restart_time: s.restart_time(),
             allow_local_as: s.num_allowed_local_as_numbers.map_or(0, |n| n.min(10) as u8),
             source_node_ip: s.source_address != Some(SourceAddress::None),
+            session: SessionSettings {
+                keepalive: s.keepalive(),
+                ..SessionSettings::from_annotations(Kind::BgpPeer, &p.metadata.name, &p.metadata.annotations)
+                    .unwrap_or_default()
+            },
         };
         let prefix = if kind == PeerType::Global { "Global" } else { "Node" };
         let node_peer = |n: &Object<NodeSpec>| {
@@ -297,6 +308,9 @@ pub fn dynamic_template(me: &Me) -> Neighbor {
 /// export) policies.
 pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbor {
     let mut local = LocalConfig::new(me.asn, me.address, p.asn);
+    let defaults = FsmConfig::default();
+    local.hold_time = p.session.hold_time.unwrap_or(local.hold_time);
+    local.keepalive = p.session.keepalive.or(local.keepalive);
     // Our kernel routes survive a restart of the daemon: peers may keep forwarding to us.
     local.graceful_restart = Some(GracefulRestart {
         restarted: false,
@@ -313,9 +327,11 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
             local,
             fsm: FsmConfig {
                 connect_retry: Duration::from_secs(5),
-                passive: p.passive,
+                passive: p.passive || p.session.passive,
                 send_hold: me.send_hold,
-                ..FsmConfig::default()
+                idle_hold: p.session.idle_hold.unwrap_or(defaults.idle_hold),
+                idle_hold_max: p.session.max_idle_hold.unwrap_or(defaults.idle_hold_max),
+                ..defaults
             },
             socket: SocketOptions {
                 ttl_security: p.ttl_security,
