@@ -260,10 +260,12 @@ pub fn plan(
         let others = || nodes.iter().filter(|n| n.metadata.name != me.name);
         match (s.peer_ip.as_deref(), s.peer_selector.as_deref()) {
             (Some(ip), _) if applies_to(&me.name, &me.labels) => {
-                let remote = ip
-                    .parse::<SocketAddr>()
-                    .ok()
-                    .or_else(|| ip.parse::<IpAddr>().ok().map(|a| SocketAddr::new(a, BGP_PORT)));
+                let remote = ip.parse::<SocketAddr>().ok().or_else(|| {
+                    // Calico: a node's address without a port means that node's listenPort.
+                    let a = ip.parse::<IpAddr>().ok()?;
+                    let node = nodes.iter().find(|n| node_address(n).map(IpAddr::from) == Some(a));
+                    Some(SocketAddr::new(a, node.map_or(BGP_PORT, |n| configs.port(&n.metadata.name))))
+                });
                 if let Some(remote) = remote
                     && remote.ip() != IpAddr::from(me.address)
                 {
@@ -490,6 +492,16 @@ mod tests {
             ]
         );
         assert_eq!(configs.port("a"), 1179, "default's listenPort where a node sets none");
+        let to_b = peer(
+            "to-b",
+            BgpPeerSpec { peer_ip: Some("192.0.2.2".into()), as_number: Some(64512), ..BgpPeerSpec::default() },
+        );
+        let off = Configs {
+            default: BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..configs.default.clone() },
+            ..configs.clone()
+        };
+        let got = plan(&me, &off, &nodes, &[to_b]);
+        assert_eq!(got[0].remote.to_string(), "192.0.2.2:2179", "a node's peerIP without a port: its listenPort");
     }
 
     #[test]
