@@ -165,6 +165,8 @@ pub struct PeerCounts {
     pub treated_as_withdraw: u64,
     /// Malformed attributes discarded (RFC 7606 §2), since then.
     pub attributes_discarded: u64,
+    /// Routes ignored for an unusable NEXT_HOP (RFC 4271 §6.3), since then.
+    pub next_hop_ignored: u64,
 }
 
 /// One prefix of the Loc-RIB with its multipath set, best first.

@@ -26,7 +26,7 @@ const ATTR_IFNAME: &str = "ifname";
 
 fn store_error(e: StoreError) -> CniError {
     let code = match e {
-        StoreError::Unreachable { .. } => code::TRY_AGAIN,
+        StoreError::Unreachable { .. } | StoreError::Unavailable { .. } => code::TRY_AGAIN,
         _ => code::DATASTORE,
     };
     CniError::new(code, format!("datastore: {e}"))

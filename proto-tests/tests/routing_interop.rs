@@ -625,7 +625,8 @@ fn malformed_attributes_from_exabgp_are_treated_as_withdraw_or_discarded_and_cou
     let (a, b, _c) = line_of_three(&lab);
     // RFC 7606: a MULTI_EXIT_DISC of 3 octets (§7.4: treat-as-withdraw) and an
     // ATOMIC_AGGREGATE of 1 octet (§7.6: attribute discard), each on its own
-    // route, and one well-formed route; sent by ExaBGP as raw attributes.
+    // route, and one well-formed route; sent by ExaBGP as raw attributes;
+    // and two routes whose NEXT_HOP is unusable (tortie's own address, 0.0.0.0).
     let exa_conf = "neighbor 192.0.2.1 {
   router-id 192.0.2.2;
   local-address 192.0.2.2;
@@ -637,6 +638,8 @@ fn malformed_attributes_from_exabgp_are_treated_as_withdraw_or_discarded_and_cou
     route 198.18.60.0/24 next-hop 192.0.2.2 attribute [ 0x04 0x80 0x000005 ];
     route 198.18.61.0/24 next-hop 192.0.2.2 attribute [ 0x06 0x40 0x00 ];
     route 198.18.62.0/24 next-hop 192.0.2.2;
+    route 198.18.63.0/24 next-hop 192.0.2.1;
+    route 198.18.64.0/24 next-hop 0.0.0.0;
   }
 }
 ";
@@ -661,4 +664,6 @@ fn malformed_attributes_from_exabgp_are_treated_as_withdraw_or_discarded_and_cou
     let counts = rx.blocking_recv().unwrap();
     let exa = counts.iter().find(|c| c.name == "exa").unwrap();
     assert_eq!((exa.received, exa.treated_as_withdraw, exa.attributes_discarded), (2, 1, 1), "{exa:?}");
+    // RFC 4271 §6.3: our own address or 0.0.0.0 as NEXT_HOP: ignored, and counted.
+    assert_eq!(exa.next_hop_ignored, 2, "{exa:?}");
 }

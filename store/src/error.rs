@@ -23,6 +23,15 @@ pub enum StoreError {
         /// The last failure.
         last_error: String,
     },
+    /// A request got no answer: no member could be reached, or the members
+    /// reached have no quorum (etcd). Trying again later may succeed.
+    #[error("datastore {url} did not answer: {message}")]
+    Unavailable {
+        /// Where we asked.
+        url: String,
+        /// What the client saw.
+        message: String,
+    },
     /// The history a watch asked for has been compacted away: list again and
     /// watch from the new revision.
     #[error("revision {requested} has been compacted (oldest kept: {compacted}); resync from a fresh list")]

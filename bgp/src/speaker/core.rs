@@ -439,9 +439,9 @@ impl SpeakerCore {
                     self.exports(name, chunk.iter().map(|(p, best)| (*p, Some(best), Before::Nothing))).announced();
             }
         }
-        let (remote, asn, revised) =
-            self.neighbors.get(name).map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0, [0; 2]), |s| {
-                (s.neighbor.session.remote, s.neighbor.session.local.peer_asn, s.revised)
+        let (remote, asn, revised, ignored) =
+            self.neighbors.get(name).map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0, [0; 2], 0), |s| {
+                (s.neighbor.session.remote, s.neighbor.session.local.peer_asn, s.revised, s.ignored)
             });
         PeerCounts {
             name: name.to_string(),
@@ -452,6 +452,7 @@ impl SpeakerCore {
             advertised,
             treated_as_withdraw: revised[0],
             attributes_discarded: revised[1],
+            next_hop_ignored: ignored,
         }
     }
 

@@ -265,3 +265,116 @@ fn make_certificates(dir: &Path) -> Result<TlsFiles> {
     }
     Ok(TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("client.pem"), key: dir.join("client.key") })
 }
+
+/// A three-or-more-member etcd cluster (real Raft), one member per lab
+/// namespace at `address:2379` (clients) and `:2380` (peers); members can
+/// be killed and restarted on their data.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+}
+
+struct Member {
+    name: String,
+    netns: Netns,
+    address: Ipv4Addr,
+    args: Vec<String>,
+    daemon: Option<Daemon>,
+    restarts: usize,
+}
+
+impl EtcdCluster {
+    /// Starts one member in each `(namespace, address)` and waits until
+    /// the cluster is healthy.
+    pub fn start(lab: &Lab, at: &[(Netns, Ipv4Addr)]) -> Result<EtcdCluster> {
+        cmd::require("etcd", "etcd-server")?;
+        cmd::require("etcdctl", "etcd-client")?;
+        let name = |i: usize| format!("m{}", i + 1);
+        let initial: Vec<String> =
+            at.iter().enumerate().map(|(i, (_, a))| format!("{}=http://{a}:2380", name(i))).collect();
+        let members = at
+            .iter()
+            .enumerate()
+            .map(|(i, (netns, address))| {
+                let data = lab.dir().join(format!("etcd-{}-data", name(i)));
+                let (client, peer) = (format!("http://{address}:2379"), format!("http://{address}:2380"));
+                let args = [
+                    "--name",
+                    &name(i),
+                    "--data-dir",
+                    &data.display().to_string(),
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                    "--logger",
+                    "zap",
+                    "--log-level",
+                    "warn",
+                ]
+                .map(String::from)
+                .to_vec();
+                Member { name: name(i), netns: netns.clone(), address: *address, args, daemon: None, restarts: 0 }
+            })
+            .collect();
+        let mut cluster = EtcdCluster { members };
+        for i in 0..cluster.members.len() {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_healthy(&(0..cluster.members.len()).collect::<Vec<_>>())?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let m = &mut self.members[i];
+        let process = format!("etcd-{}-{}", m.name, m.restarts);
+        m.restarts += 1;
+        m.daemon = Some(m.netns.spawn(&process, "etcd", &m.args, &[])?);
+        Ok(())
+    }
+
+    /// `http://a:2379,http://b:2379,…` as etcdctl takes it.
+    fn urls(&self, which: &[usize]) -> String {
+        which.iter().map(|&i| format!("http://{}:2379", self.members[i].address)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The members as tortie's datastore URL: `etcd://a:2379,b:2379,…`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.members.iter().map(|m| format!("{}:2379", m.address)).collect();
+        format!("etcd://{}", hosts.join(","))
+    }
+
+    fn wait_healthy(&self, which: &[usize]) -> Result<()> {
+        wait_for("the etcd members to be healthy", START_TIMEOUT, || {
+            let ns = &self.members[which[0]].netns;
+            let endpoints = format!("--endpoints={}", self.urls(which));
+            let args = ["netns", "exec", ns.name(), "etcdctl", &endpoints, "endpoint", "health"];
+            match cmd::run_with_env("ip", &args, &[("ETCDCTL_API", "3")]) {
+                Ok(out) => Ok(Check::Done(out)),
+                Err(e) => Ok(Check::Pending(e.to_string())),
+            }
+        })
+        .map(drop)
+    }
+
+    /// SIGKILLs member `i` (0-based).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(d) = self.members[i].daemon.take() {
+            d.kill_now();
+        }
+    }
+
+    /// Starts member `i` again on its data and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.kill(i);
+        self.spawn(i)?;
+        self.wait_healthy(&[i])
+    }
+}

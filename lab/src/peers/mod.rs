@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use crate::{Check, Result, wait_for};
 
 pub use bird::{Bird, BirdControl, BirdProtocol};
-pub use etcd::{Etcd, Security, TlsFiles};
+pub use etcd::{Etcd, EtcdCluster, Security, TlsFiles};
 pub use exabgp::ExaBgp;
 pub use frr::{Frr, FrrNeighbor};
 pub use gobgp::GoBgp;

@@ -21,12 +21,16 @@ const CONNECT_ATTEMPTS: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Per-request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before sending again while etcd elects a leader.
+const ELECTION_WAIT: Duration = Duration::from_millis(250);
 
 /// The etcd engine. Clones share one gRPC channel.
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
     url: String,
+    /// How often a request that never reached a member is sent again.
+    resends: usize,
 }
 
 /// Where and how to reach etcd, from an `etcd://` URL.
@@ -122,7 +126,10 @@ impl EtcdStore {
                 tokio::time::sleep(Duration::from_millis(500 << (attempt - 1))).await;
             }
             match try_connect(&endpoints, options.clone()).await {
-                Ok(client) => return Ok(EtcdStore { client, url: url.to_string() }),
+                Ok(client) => {
+                    let resends = 2 * config.endpoints.len();
+                    return Ok(EtcdStore { client, url: url.to_string(), resends });
+                }
                 // etcd answered, and said no (bad credentials, permission): retrying will not help.
                 Err(etcd_client::Error::GRpcStatus(status)) if answered(&status) => {
                     return Err(StoreError::Etcd { url: url.to_string(), message: status.message().to_string() });
@@ -134,8 +141,33 @@ impl EtcdStore {
         Err(StoreError::Unreachable { url: url.to_string(), attempts: CONNECT_ATTEMPTS, last_error })
     }
 
+    /// Runs `call`; one whose request never reached a member (the member
+    /// the channel picked is down, and the channel still picks it now and
+    /// then) is sent again, to the same pick of members, up to `resends`
+    /// times. Nothing reached etcd, so a compare-and-swap is as safe to
+    /// send again as a read.
+    async fn resent<T, F, Fut>(&self, mut call: F) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut sent = 0;
+        loop {
+            match call(self.client.clone()).await {
+                Err(e) if sent < self.resends && never_arrived(&e) => sent += 1,
+                // A new leader is being elected: its term starts within an election timeout.
+                Err(e) if sent < self.resends && electing(&e) => {
+                    sent += 1;
+                    tokio::time::sleep(ELECTION_WAIT).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     fn err(&self, e: etcd_client::Error) -> StoreError {
-        StoreError::Etcd { url: self.url.clone(), message: e.to_string() }
+        let (url, message) = (self.url.clone(), e.to_string());
+        if unanswered(&e) { StoreError::Unavailable { url, message } } else { StoreError::Etcd { url, message } }
     }
 
     /// etcd reports an unknown lease as a gRPC error with this text.
@@ -149,6 +181,35 @@ impl EtcdStore {
 fn answered(status: &tonic::Status) -> bool {
     use tonic::Code::{FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated};
     matches!(status.code(), Unauthenticated | PermissionDenied | InvalidArgument | FailedPrecondition)
+}
+
+/// etcd is between leaders ("leader changed", "no leader"): the request
+/// was not applied.
+fn electing(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable && s.message().contains("leader"))
+}
+
+/// No answer at all: a transport failure, a timeout, or a member without
+/// quorum that cannot serve the request.
+fn unanswered(e: &etcd_client::Error) -> bool {
+    use tonic::Code::{Cancelled, DeadlineExceeded, Unavailable};
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => matches!(s.code(), Unavailable | Cancelled | DeadlineExceeded),
+        _ => false,
+    }
+}
+
+/// A request that failed before any member had it: no connection could be
+/// made to the member chosen.
+fn never_arrived(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("connect error")
+        }
+        _ => false,
+    }
 }
 
 /// One connection attempt; the channel connects lazily, so one cheap call proves etcd answers.
@@ -190,12 +251,17 @@ fn op(o: &Op) -> TxnOp {
 
 impl Kv for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self.client.clone().get(key, None).await.or_etcd(self)?;
+        let resp = self.resent(|mut c| async move { c.get(key, None).await }).await.or_etcd(self)?;
         Ok(resp.kvs().first().map(convert))
     }
 
     async fn range(&self, prefix: &str) -> Result<Range, StoreError> {
-        let resp = self.client.clone().get(prefix, Some(GetOptions::new().with_prefix())).await.or_etcd(self)?;
+        let options = GetOptions::new().with_prefix();
+        let resp = self.resent(|mut c| {
+            let options = options.clone();
+            async move { c.get(prefix, Some(options)).await }
+        });
+        let resp = resp.await.or_etcd(self)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(Range { kvs: resp.kvs().iter().map(convert).collect(), revision })
     }
@@ -215,7 +281,11 @@ impl Kv for EtcdStore {
             Op::Put { lease, .. } => *lease,
             Op::Delete { .. } => None,
         });
-        let resp = self.client.clone().txn(request).await.map_err(|e| match lease {
+        let resp = self.resent(|mut c| {
+            let request = request.clone();
+            async move { c.txn(request).await }
+        });
+        let resp = resp.await.map_err(|e| match lease {
             Some(lease) => self.lease_err(e, lease),
             None => self.err(e),
         })?;
@@ -227,7 +297,11 @@ impl Kv for EtcdStore {
         if from > 0 {
             options = options.with_start_revision(from);
         }
-        let mut stream = self.client.clone().watch(prefix, Some(options)).await.or_etcd(self)?;
+        let watched = self.resent(|mut c| {
+            let options = options.clone();
+            async move { c.watch(prefix, Some(options)).await }
+        });
+        let mut stream = watched.await.or_etcd(self)?;
         let (tx, watch) = Watch::channel();
         let store = self.clone();
         tokio::spawn(async move {
@@ -272,12 +346,13 @@ impl Kv for EtcdStore {
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
         // etcd counts TTLs in whole seconds.
         let secs = ttl.as_secs().max(1) as i64;
-        Ok(self.client.clone().lease_grant(secs, None).await.or_etcd(self)?.id())
+        Ok(self.resent(|mut c| async move { c.lease_grant(secs, None).await }).await.or_etcd(self)?.id())
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
         let lease_err = |e| self.lease_err(e, lease);
-        let (mut keeper, mut stream) = self.client.clone().lease_keep_alive(lease).await.map_err(lease_err)?;
+        let kept = self.resent(|mut c| async move { c.lease_keep_alive(lease).await });
+        let (mut keeper, mut stream) = kept.await.map_err(lease_err)?;
         keeper.keep_alive().await.map_err(lease_err)?;
         match stream.message().await.map_err(lease_err)? {
             Some(resp) if resp.ttl() > 0 => Ok(()),

@@ -156,8 +156,17 @@ fn ascii_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Strin
 pub fn render(status: &Status, now: u64) -> String {
     let v4: Vec<_> = status.peers.iter().filter(|p| p.address.is_ipv4()).collect();
     let v6: Vec<_> = status.peers.iter().filter(|p| p.address.is_ipv6()).collect();
+    // Only a datastore that does not answer is worth a line.
+    let datastore = match &status.datastore {
+        Some(h) if !h.reachable => format!(
+            "DATASTORE UNREACHABLE since {}: {}; routes, policy and sessions stay as they are.\n",
+            since(h.since, now),
+            h.error.as_deref().unwrap_or("no answer")
+        ),
+        _ => String::new(),
+    };
     format!(
-        "tortie process is running.\n\n{}\n{}",
+        "tortie process is running.\n{datastore}\n{}\n{}",
         family_table("IPv4 BGP status", &v4, now),
         family_table("IPv6 BGP status", &v6, now)
     )
@@ -212,6 +221,7 @@ fn render_peer(p: &PeerDetail, now: u64) -> String {
             "Malformed (RFC 7606)",
             format!("{} treated as withdraw, {} attributes discarded", p.malformed[0], p.malformed[1]),
         ),
+        ("Unusable NEXT_HOP", format!("{} routes ignored (RFC 4271 §6.3)", p.next_hop_ignored)),
         ("Last error", opt(p.last_error.clone())),
         ("Last notification sent", opt(p.last_notification_sent.clone())),
         ("Last notification received", opt(p.last_notification_received.clone())),
@@ -282,6 +292,7 @@ pub async fn routes(args: RoutesArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::health::DatastoreHealth;
     use crate::node::local_api::PeerSummary;
 
     fn peer(addr: &str, kind: &str, state: &str, since: u64, info: &str) -> PeerSummary {
@@ -309,6 +320,7 @@ mod tests {
                 peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established"),
                 peer("203.0.113.1", "global", "start", now - 90_000, "Active Socket: Connection refused"),
             ],
+            datastore: Some(DatastoreHealth { reachable: true, since: now - 500, error: None }),
         };
         let golden = "\
 tortie process is running.
@@ -325,6 +337,11 @@ IPv6 BGP status
 No IPv6 peers found.
 ";
         assert_eq!(render(&status, now), golden);
+        let lost = DatastoreHealth { reachable: false, since: now - 40, error: Some("no answer within 3s".into()) };
+        let status = Status { datastore: Some(lost), ..status };
+        let head = "tortie process is running.\nDATASTORE UNREACHABLE since 19:46:00: no answer within 3s; \
+                    routes, policy and sessions stay as they are.\n\nIPv4 BGP status\n";
+        assert!(render(&status, now).starts_with(head), "{}", render(&status, now));
     }
 
     #[test]
@@ -338,14 +355,16 @@ No IPv6 peers found.
                 asn: 64512,
                 router_id: "192.0.2.1".parse().unwrap(),
                 peers: vec![peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established")],
+                datastore: None,
             },
         };
         let nodes = [node("fresh", 5, 10), node("gone", 45, 10), node("slow", 80, 30), node("quiet", 500, 0)];
         let out = render_all(&nodes, now);
         let line = |name: &str| out.lines().find(|l| l.starts_with(&format!("Node {name} "))).unwrap().to_string();
-        assert!(!line("fresh").contains('('), "{out}");
+        let flagged = |name: &str| line(name).contains("STALE") || line(name).contains("not reporting");
+        assert!(!flagged("fresh"), "{out}");
         assert!(line("gone").contains("STALE: last summary 45 s ago"), "{out}");
-        assert!(!line("slow").contains('('), "three reportingIntervals of 30 s have not passed: {out}");
+        assert!(!flagged("slow"), "three reportingIntervals of 30 s have not passed: {out}");
         assert!(line("quiet").contains("not reporting (reportingInterval 0s)"), "{out}");
     }
 

@@ -30,6 +30,7 @@ use tortie_bgp::session::State;
 use tortie_bgp::session::peer::PeerStatus;
 use tortie_bgp::speaker::{PeerCounts, Query, RouteView, SpeakerCommand};
 
+use super::health::DatastoreHealth;
 use super::peers::{PeerType, PlannedPeer};
 
 /// The socket's file name in the run directory.
@@ -46,6 +47,9 @@ pub struct Status {
     pub router_id: Ipv4Addr,
     /// One per configured peer.
     pub peers: Vec<PeerSummary>,
+    /// Whether the datastore answers (absent in summaries from older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<DatastoreHealth>,
 }
 
 /// A row of `tortie status`.
@@ -95,6 +99,9 @@ pub struct PeerDetail {
     /// withdrawn, attributes discarded.
     #[serde(default)]
     pub malformed: [u64; 2],
+    /// Routes ignored for an unusable NEXT_HOP (RFC 4271 §6.3).
+    #[serde(default)]
+    pub next_hop_ignored: u64,
     /// Last error.
     pub last_error: Option<String>,
     /// Last NOTIFICATION sent.
@@ -154,6 +161,8 @@ pub struct ApiState {
     pub kv: tortie_store::Datastore,
     /// The policy table in force (nodes only; a reflector has none).
     pub ruleset: Option<watch::Receiver<Arc<tortie_felix::policy::Ruleset>>>,
+    /// Whether the datastore answers.
+    pub datastore: watch::Receiver<DatastoreHealth>,
 }
 
 /// `GET /ipam`: address usage of the pools, and of this node's blocks.
@@ -235,6 +244,7 @@ impl ApiState {
                         .as_ref()
                         .map_or([0; 4], |s| [s.messages_in, s.messages_out, s.updates_in, s.updates_out]),
                     malformed: c.map_or([0; 2], |c| [c.treated_as_withdraw, c.attributes_discarded]),
+                    next_hop_ignored: c.map_or(0, |c| c.next_hop_ignored),
                     last_error: error,
                     last_notification_sent: status.as_ref().and_then(|s| s.last_notification_sent.clone()),
                     last_notification_received: status.as_ref().and_then(|s| s.last_notification_received.clone()),
@@ -282,6 +292,7 @@ impl ApiState {
             asn,
             router_id: self.router_id,
             peers: details.into_iter().map(|d| d.summary).collect(),
+            datastore: Some(self.datastore.borrow().clone()),
         }
     }
 }

@@ -86,6 +86,7 @@ pub async fn render(state: &MetricsState) -> String {
     let updates_out = Family::<Labels, Counter>::default();
     let treated_as_withdraw = Family::<Labels, Counter>::default();
     let discarded = Family::<Labels, Counter>::default();
+    let next_hop_ignored = Family::<Labels, Counter>::default();
     for p in &peers {
         let labels = vec![
             ("peer".to_string(), p.summary.name.clone()),
@@ -99,6 +100,7 @@ pub async fn render(state: &MetricsState) -> String {
         updates_out.get_or_create(&labels).inc_by(p.messages[3]);
         treated_as_withdraw.get_or_create(&labels).inc_by(p.malformed[0]);
         discarded.get_or_create(&labels).inc_by(p.malformed[1]);
+        next_hop_ignored.get_or_create(&labels).inc_by(p.next_hop_ignored);
     }
     r.register("bgp_session_established", "1 when the BGP session is Established", established);
     r.register("bgp_prefixes_received", "Paths received from the peer (after import policy)", received);
@@ -110,7 +112,11 @@ pub async fn render(state: &MetricsState) -> String {
         treated_as_withdraw,
     );
     r.register("bgp_malformed_attributes_discarded", "Malformed attributes discarded (RFC 7606)", discarded);
+    r.register("bgp_next_hop_ignored", "Routes ignored for an unusable NEXT_HOP (RFC 4271 §6.3)", next_hop_ignored);
     r.register("bgp_updates_sent", "UPDATE messages sent", updates_out);
+    let reachable = Gauge::<i64>::default();
+    reachable.set(i64::from(state.api.datastore.borrow().reachable));
+    r.register("datastore_reachable", "1 while the datastore answers the node's probe", reachable);
     if let Some(s) = &state.policy {
         counter(&mut r, "policy_full_applies", "Whole-table nftables transactions", &s.full);
         counter(&mut r, "policy_incremental_applies", "Incremental nftables transactions", &s.incremental);

@@ -7,6 +7,7 @@
 mod advertise;
 mod bridge;
 mod filters;
+pub mod health;
 pub mod local_api;
 mod metrics;
 mod peers;
@@ -260,6 +261,7 @@ async fn serve(
         plan,
         kv: kv.clone(),
         ruleset: felix.as_ref().map(|f| f.ruleset.clone()),
+        datastore: health::spawn(kv.clone()),
     };
     tokio::spawn(summary::publish(kv.clone(), api_state.clone(), felix.as_ref().map(|f| f.felix_config.clone())));
     let metrics_state = metrics::MetricsState {

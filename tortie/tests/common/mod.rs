@@ -31,6 +31,9 @@ pub struct Cluster {
     pub nodes: Vec<Netns>,
     /// Each node's address with its subnet length.
     pub addrs: Vec<String>,
+    /// Where the test's own datastore clients run (`None`: here; an etcd
+    /// cluster is reachable only from the lab's switch).
+    pub client: Option<Netns>,
 }
 
 impl Cluster {
@@ -48,10 +51,42 @@ impl Cluster {
         Cluster::build(purpose, &addrs, true)
     }
 
+    /// `n` nodes as [`Cluster::new`] on a three-member etcd cluster (one
+    /// member per namespace on the nodes' switch, 192.0.2.201–203).
+    pub fn with_etcd(purpose: &str, n: usize) -> (Cluster, tortie_lab::peers::EtcdCluster) {
+        let addrs: Vec<String> = (0..n).map(|i| format!("192.0.2.{}/24", i + 1)).collect();
+        let lab = Lab::new(purpose).unwrap();
+        let switch = lab.bridge("sw").unwrap();
+        let members: Vec<(Netns, Ipv4Addr)> = (1..=3)
+            .map(|i| {
+                let ns = lab.netns(&format!("etcd{i}")).unwrap();
+                switch.attach(&ns, "eth0").unwrap();
+                let addr = Ipv4Addr::new(192, 0, 2, 200 + i);
+                ns.add_addr("eth0", format!("{addr}/24").parse().unwrap()).unwrap();
+                (ns, addr)
+            })
+            .collect();
+        let etcd = tortie_lab::peers::EtcdCluster::start(&lab, &members).unwrap();
+        let url = etcd.url();
+        let client = Some(members[0].0.clone());
+        (Cluster::build_on(lab, switch, url, &addrs, false, client), etcd)
+    }
+
     fn build(purpose: &str, addrs: &[String], routed: bool) -> Cluster {
         let lab = Lab::new(purpose).unwrap();
         let url = format!("sqlite://{}/store.db", lab.dir().display());
         let switch = lab.bridge("sw").unwrap();
+        Cluster::build_on(lab, switch, url, addrs, routed, None)
+    }
+
+    fn build_on(
+        lab: Lab,
+        switch: tortie_lab::Bridge,
+        url: String,
+        addrs: &[String],
+        routed: bool,
+        client: Option<Netns>,
+    ) -> Cluster {
         let routed = routed.then(|| {
             let (b, rtr) = (lab.bridge("swb").unwrap(), lab.netns("rtr").unwrap());
             switch.attach(&rtr, "eth0").unwrap();
@@ -76,20 +111,34 @@ impl Cluster {
             node.add_route(if second { "default via 198.51.100.254" } else { "default via 192.0.2.254" }).unwrap();
             nodes.push(node);
         }
-        let c = Cluster { lab, switch, routed, url, nodes, addrs: addrs.to_vec() };
+        let c = Cluster { lab, switch, routed, url, nodes, addrs: addrs.to_vec(), client };
         c.apply(POOL);
-        block_on(async {
-            let kv = Datastore::open(&c.url).await.unwrap();
-            for i in 0..addrs.len() {
-                let block = IpamBlock::new(block(i).parse().unwrap(), &format!("n{}", i + 1));
-                kv.put(&block.key(), serde_json::to_vec(&block).unwrap()).await.unwrap();
-            }
-        });
+        let blocks = || {
+            block_on(async {
+                let kv = Datastore::open(&c.url).await.unwrap();
+                for i in 0..addrs.len() {
+                    let block = IpamBlock::new(block(i).parse().unwrap(), &format!("n{}", i + 1));
+                    kv.put(&block.key(), serde_json::to_vec(&block).unwrap()).await.unwrap();
+                }
+            })
+        };
+        match &c.client {
+            Some(ns) => ns.enter(blocks).unwrap(),
+            None => blocks(),
+        }
         c
     }
 
     pub fn tortie(&self, args: &[&str], stdin: &str) -> String {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tortie"))
+        let mut command = match &self.client {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_tortie")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_tortie")),
+        };
+        let mut child = command
             .args(args)
             .env("TORTIE_DATASTORE", &self.url)
             .stdin(Stdio::piped())
