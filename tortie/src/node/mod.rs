@@ -11,6 +11,7 @@ pub mod health;
 pub mod local_api;
 mod metrics;
 mod peers;
+mod run_lock;
 mod settings;
 pub mod summary;
 mod tunnel;
@@ -182,6 +183,8 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let logs = settings::init_logs(args.log_json);
     std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating run dir {}", args.run_dir.display()))?;
+    // Before anything is touched: one daemon per run directory.
+    let _run_lock = run_lock::RunLock::take(&args.run_dir)?;
     let address = match args.ip {
         Some(a) => a,
         None => discover_address().await?,
