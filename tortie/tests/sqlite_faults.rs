@@ -150,8 +150,20 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
 
 #[test]
 fn writers_killed_mid_transaction_lose_nothing_committed() {
-    let lab = Lab::new("sqlitekill").unwrap();
-    let url = format!("sqlite://{}/store.db", lab.dir().display());
+    let c = Cluster::new("sqlitekill", 1);
+    let url = c.url.clone();
+    // A daemon on the same store, writing its node and summaries, is killed too.
+    let daemon = c.start(0);
+    let run = c.nodes[0].dir().join("run").display().to_string();
+    let answers = || {
+        Command::new(env!("CARGO_BIN_EXE_tortie"))
+            .args(["status", "--run-dir", &run])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    wait_until("the daemon's API", answers);
     let apply = |name: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tortie"))
             .args(["apply", "-f", "-"])
@@ -172,8 +184,12 @@ fn writers_killed_mid_transaction_lose_nothing_committed() {
         std::thread::sleep(std::time::Duration::from_millis(2 * i as u64));
         let _ = child.kill();
     }
+    daemon.kill_now();
     let committed: Vec<String> =
         writers.into_iter().filter_map(|(name, mut c)| c.wait().unwrap().success().then_some(name)).collect();
+    // The killed daemon starts again on the store it left.
+    let _again = c.start(0);
+    wait_until("the daemon back on the same store", answers);
     assert!(committed.len() >= 20, "most writers finish: {committed:?}");
     let out = Command::new(env!("CARGO_BIN_EXE_tortie"))
         .args(["get", "globalnetworkset", "-o", "json"])
