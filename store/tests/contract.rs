@@ -33,6 +33,7 @@ const FIELDS: &[(&str, Use)] = &[
     ("PrefixAdvertisement.cidr", Reads("tortie/src/node/advertise.rs", "p.cidr.trunc()")),
     ("PrefixAdvertisement.communities", Reads("tortie/src/node/advertise.rs", "p.communities")),
     ("BgpConfigurationSpec.log_severity_screen", Reads("tortie/src/node/mod.rs", ".log_level()")),
+    ("BgpConfigurationSpec.node_mesh_password", Reads("tortie/src/node/mod.rs", ".node_mesh_password")),
     ("BgpConfigurationSpec.node_to_node_mesh_enabled", Reads("tortie/src/node/peers.rs", ".node_to_node_mesh_enabled")),
     ("BgpConfigurationSpec.as_number", Reads("tortie/src/node/peers.rs", ".as_number")),
     ("BgpConfigurationSpec.listen_port", Reads("tortie/src/node/peers.rs", ".listen_port")),

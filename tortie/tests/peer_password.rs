@@ -50,3 +50,44 @@ spec: {peerIP: 192.0.2.101, asNumber: 65000, password: {secretKeyRef: {name: tor
     let p = bad.protocol("n1").unwrap();
     assert!(!p.info.contains("Established"), "a ToR with another key must not get a session: {p:?}");
 }
+
+#[test]
+fn the_mesh_password_is_every_mesh_sessions_md5_key() {
+    let c = Cluster::new("meshmd5", 2);
+    let secrets = |dir: &str, password: &str| {
+        let d = c.lab.dir().join(dir);
+        std::fs::create_dir_all(d.join("mesh-secret")).unwrap();
+        std::fs::write(d.join("mesh-secret/password"), password).unwrap();
+        d.display().to_string()
+    };
+    let (right, wrong) = (secrets("secrets", "m3sh\n"), secrets("secrets-other", "other\n"));
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeMeshPassword: {secretKeyRef: {name: mesh-secret, key: password}}}
+",
+    );
+    let run = |i: usize| c.nodes[i].dir().join("run").display().to_string();
+    let up = |i: usize| c.tortie(&["status", "--run-dir", &run(i)], "").contains("| up ");
+    // n1 reads the lab's secrets (`Cluster::start`); n2 reads `dir`.
+    let n2_with = |dir: &str| {
+        let env = [("TORTIE_DATASTORE", c.url.as_str()), ("TORTIE_LOG", "info")];
+        let extra = ["--secrets-dir", dir];
+        c.nodes[1]
+            .spawn_tortie_node("tortie-n2", env!("CARGO_BIN_EXE_tortie"), "n2", &c.addrs[1], &extra, &env)
+            .unwrap()
+    };
+    let _d1 = c.start(0);
+    // Different keys on the two ends: TCP itself drops the other side's segments.
+    let d2 = n2_with(&wrong);
+    wait_until("both daemons answering", || {
+        std::path::Path::new(&run(0)).join("tortie.sock").exists()
+            && std::path::Path::new(&run(1)).join("tortie.sock").exists()
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!up(0) && !up(1), "a mesh session with another key must not come up");
+    drop(d2);
+    let _d2 = n2_with(&right);
+    wait_until("the mesh with the same key on both ends", || up(0) && up(1));
+}

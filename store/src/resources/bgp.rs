@@ -99,6 +99,9 @@ pub struct BgpConfigurationSpec {
     /// `NodeIP` (listen on the node address only) or `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_mode: Option<String>,
+    /// TCP MD5 key (RFC 2385) of every node-to-node mesh session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mesh_password: Option<PeerPassword>,
 }
 
 /// A `aa:nn` or `aa:nn:mm` community value.
@@ -206,6 +209,7 @@ impl Spec for BgpConfigurationSpec {
                 ("serviceClusterIPs", !self.service_cluster_ips.is_empty()),
                 ("serviceExternalIPs", !self.service_external_ips.is_empty()),
                 ("serviceLoadBalancerIPs", !self.service_load_balancer_ips.is_empty()),
+                ("nodeMeshPassword", self.node_mesh_password.is_some()),
             ];
             if let Some((field, _)) = cluster_wide.iter().find(|(_, set)| *set) {
                 return Err(Invalid::new(

@@ -330,13 +330,13 @@ async fn trim_heap() {
 /// A planned session with the policies its BGPPeer's filters give.
 type Planned = (Me, Vec<(PlannedPeer, (Policy, Policy))>);
 
-/// A BGPPeer's password from `<secrets_dir>/<secret name>/<key>`.
+/// A BGPPeer's (or the mesh's) password from `<secrets_dir>/<secret name>/<key>`.
 fn read_secret(secrets_dir: &std::path::Path, peer: &str, r: &tortie_store::resources::SecretKeyRef) -> Option<String> {
     let path = secrets_dir.join(&r.name).join(&r.key);
     match std::fs::read_to_string(&path) {
         Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_string()),
         Err(e) => {
-            tracing::error!(peer, secret = %path.display(), error = %e, "BGPPeer password secret unreadable: not peering");
+            tracing::error!(peer, secret = %path.display(), error = %e, "BGP password secret unreadable: not peering");
             None
         }
     }
@@ -407,10 +407,15 @@ async fn plan_peers(
         .into_iter()
         .filter_map(|mut p| {
             // RFC 2385: a peer with a password gets it as its TCP MD5 key; without a readable one, no session.
-            let secret =
-                p.bgp_peer.as_ref().and_then(|n| bgp_peers.iter().find(|b| &b.metadata.name == n)).and_then(|b| {
-                    b.spec.password.as_ref().map(|pw| (b.metadata.name.clone(), pw.secret_key_ref.clone()))
-                });
+            let mesh = configs.default.node_mesh_password.as_ref().filter(|_| p.kind == peers::PeerType::Mesh);
+            let secret = match mesh {
+                Some(pw) => Some(("node-to-node mesh".to_string(), pw.secret_key_ref.clone())),
+                None => {
+                    p.bgp_peer.as_ref().and_then(|n| bgp_peers.iter().find(|b| &b.metadata.name == n)).and_then(|b| {
+                        b.spec.password.as_ref().map(|pw| (b.metadata.name.clone(), pw.secret_key_ref.clone()))
+                    })
+                }
+            };
             if let Some((peer, r)) = secret {
                 p.password = Some(read_secret(secrets_dir, &peer, &r)?);
             }
