@@ -266,3 +266,37 @@ spec: {peerIP: 192.0.2.102, asNumber: 65000}
     assert_eq!(patient, 1, "idle-hold-time 30s: one dial in 10 s");
     assert!(eager >= 7, "idle-hold-time 1s, never more than 1s: a dial every second, not 0, 1, 3, 7 s: {eager}");
 }
+
+#[test]
+fn local_as_number_and_next_hop_mode_reach_the_tor() {
+    let c = Cluster::new("bgplocalas", 2);
+    let ns = c.lab.netns("tor").unwrap();
+    c.switch.attach(&ns, "eth0").unwrap();
+    ns.add_addr("eth0", "192.0.2.100/24".parse().unwrap()).unwrap();
+    // The ToR knows n1 only by the AS the BGPPeer gives it.
+    let frr = Frr::start_with_config(
+        &ns,
+        "frr-tor",
+        "frr defaults traditional\nhostname tor\nrouter bgp 65000\n bgp router-id 192.0.2.100\n \
+         no bgp ebgp-requires-policy\n neighbor 192.0.2.1 remote-as 65100\n",
+    )
+    .unwrap();
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, localASNumber: 65100, nextHopMode: Keep}
+",
+    );
+    let (_d1, _d2) = (c.start(0), c.start(1));
+    let route = |prefix: &str| {
+        let out = frr.vtysh(&format!("show bgp ipv4 unicast {prefix} json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    // n2's block, which n1 learned over the mesh: its next hop kept (n2), the path from AS 65100.
+    wait_until("n2's block through n1", || route("198.18.0.64/26")["paths"].as_array().is_some_and(|p| !p.is_empty()));
+    let r = route("198.18.0.64/26");
+    let path = &r["paths"][0];
+    assert_eq!(path["nexthops"][0]["ip"], "192.0.2.2", "nextHopMode Keep:\n{r:#}");
+    assert_eq!(path["aspath"]["string"], "65100", "localASNumber 65100:\n{r:#}");
+}

@@ -319,6 +319,22 @@ pub struct BgpPeerSpec {
     /// How many times our own AS may appear in received paths.
     #[serde(default, rename = "numAllowedLocalASNumbers", skip_serializing_if = "Option::is_none")]
     pub num_allowed_local_as_numbers: Option<u32>,
+    /// Our AS on these sessions instead of the node's (BIRD's `local as`).
+    #[serde(
+        default,
+        rename = "localASNumber",
+        deserialize_with = "as_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_as_number: Option<u32>,
+    /// Next hop of what we send: `Auto` (ours towards eBGP peers and for
+    /// our own routes, kept towards iBGP peers), `Self` or `Keep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<String>,
+    /// `Auto`: the nodes a `peerSelector` selects peer back; `Manual`:
+    /// only if a BGPPeer of their own says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_peering: Option<String>,
     /// GTSM: the peer is at most this many hops away (RFC 5082).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<u8>,
@@ -383,6 +399,29 @@ impl Spec for BgpPeerSpec {
         }
         if let Some(k) = self.keepalive_time.as_deref().filter(|_| self.keepalive().is_none()) {
             return Err(Invalid::new("keepaliveTime", k, "whole seconds, 1–21845, like 20s"));
+        }
+        if let Some(asn) = self.local_as_number {
+            validate::as_number("localASNumber", asn)?;
+        }
+        if let Some(m) = self.next_hop_mode.as_deref().filter(|m| !["Auto", "Self", "Keep"].contains(m)) {
+            return Err(Invalid::new("nextHopMode", m, "one of Auto, Self, Keep"));
+        }
+        if self.keep_original_next_hop && self.next_hop_mode.as_deref().is_some_and(|m| m != "Keep") {
+            return Err(Invalid::new(
+                "nextHopMode",
+                self.next_hop_mode.as_deref().unwrap_or_default(),
+                "keepOriginalNextHop: true says Keep",
+            ));
+        }
+        if let Some(r) = self.reverse_peering.as_deref().filter(|r| !["Auto", "Manual"].contains(r)) {
+            return Err(Invalid::new("reversePeering", r, "one of Auto, Manual"));
+        }
+        if self.reverse_peering.is_some() && self.peer_selector.is_none() {
+            return Err(Invalid::new(
+                "reversePeering",
+                self.reverse_peering.as_deref().unwrap_or_default(),
+                "only with peerSelector",
+            ));
         }
         if let Some(n) = self.num_allowed_local_as_numbers.filter(|n| *n > 10) {
             return Err(Invalid::new("numAllowedLocalASNumbers", n, "0–10"));

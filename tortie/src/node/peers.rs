@@ -83,8 +83,10 @@ pub struct PlannedPeer {
     pub asn: u32,
     /// Wait for it to dial (mesh: the side with the higher address listens).
     pub passive: bool,
-    /// Keep the next hop when exporting to it.
-    pub keep_next_hop: bool,
+    /// The next hop of what we send it.
+    pub next_hop: NextHopMode,
+    /// Our AS on this session, when not the node's (`localASNumber`).
+    pub local_as: Option<u32>,
     /// GTSM hops.
     pub ttl_security: Option<u8>,
     /// The BGPPeer it comes from (its `filters` give the policies).
@@ -116,7 +118,8 @@ impl PlannedPeer {
             remote,
             asn,
             passive: true,
-            keep_next_hop: false,
+            next_hop: NextHopMode::Auto,
+            local_as: None,
             ttl_security: None,
             bgp_peer: None,
             password: None,
@@ -204,7 +207,8 @@ pub fn plan(
                 remote: SocketAddr::new(addr.into(), configs.port(&n.metadata.name)),
                 asn: node_as(n),
                 passive: me.address > addr,
-                keep_next_hop: false,
+                next_hop: NextHopMode::Auto,
+                local_as: None,
                 ttl_security: None,
                 bgp_peer: None,
                 password: None,
@@ -232,7 +236,12 @@ pub fn plan(
             remote,
             asn,
             passive: false,
-            keep_next_hop: s.keep_original_next_hop,
+            next_hop: match (s.keep_original_next_hop, s.next_hop_mode.as_deref()) {
+                (true, _) | (_, Some("Keep")) => NextHopMode::Keep,
+                (_, Some("Self")) => NextHopMode::SelfAddr,
+                _ => NextHopMode::Auto,
+            },
+            local_as: s.local_as_number,
             ttl_security: s.ttl_security,
             bgp_peer: Some(p.metadata.name.clone()),
             password: None,
@@ -285,7 +294,7 @@ pub fn plan(
                         .filter_map(node_peer)
                         .for_each(&mut add);
                 }
-                if selects(Some(sel), &me.labels) {
+                if selects(Some(sel), &me.labels) && s.reverse_peering.as_deref() != Some("Manual") {
                     others()
                         .filter(|n| applies_to(&n.metadata.name, &n.metadata.labels))
                         .filter_map(node_peer)
@@ -309,7 +318,8 @@ pub fn dynamic_template(me: &Me) -> Neighbor {
 /// The speaker's configuration for a planned session, with its (import,
 /// export) policies.
 pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbor {
-    let mut local = LocalConfig::new(me.asn, me.address, p.asn);
+    let local_as = p.local_as.unwrap_or(me.asn);
+    let mut local = LocalConfig::new(local_as, me.address, p.asn);
     let defaults = FsmConfig::default();
     local.hold_time = p.session.hold_time.unwrap_or(local.hold_time);
     local.keepalive = p.session.keepalive.or(local.keepalive);
@@ -342,10 +352,10 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
             },
         },
         export: ExportPeer {
-            local_as: me.asn,
+            local_as,
             peer_as: p.asn,
             local_addr,
-            next_hop: if p.keep_next_hop { NextHopMode::Keep } else { NextHopMode::Auto },
+            next_hop: p.next_hop,
             prepend: 0,
             rr_client: p.rr_client,
         },
@@ -502,6 +512,33 @@ mod tests {
         };
         let got = plan(&me, &off, &nodes, &[to_b]);
         assert_eq!(got[0].remote.to_string(), "192.0.2.2:2179", "a node's peerIP without a port: its listenPort");
+    }
+
+    #[test]
+    fn a_selected_node_peers_back_unless_reverse_peering_is_manual() {
+        let nodes = [node("a", "192.0.2.1/24", &[("role", "client")]), node("rr", "192.0.2.9/24", &[("rr", "yes")])];
+        let me_rr = Me {
+            name: "rr".into(),
+            address: "192.0.2.9".parse().unwrap(),
+            asn: 64512,
+            labels: [("rr".to_string(), "yes".to_string())].into(),
+            cluster_id: None,
+            send_hold: None,
+        };
+        let to_rr = |reverse: Option<&str>| {
+            [peer(
+                "to-rr",
+                BgpPeerSpec {
+                    node_selector: Some("role == 'client'".into()),
+                    peer_selector: Some("has(rr)".into()),
+                    reverse_peering: reverse.map(String::from),
+                    ..BgpPeerSpec::default()
+                },
+            )]
+        };
+        let off = Configs::from(BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..Default::default() });
+        assert_eq!(plan(&me_rr, &off, &nodes, &to_rr(None)).len(), 1, "Auto: the selected node peers back");
+        assert!(plan(&me_rr, &off, &nodes, &to_rr(Some("Manual"))).is_empty(), "Manual: it waits for its own BGPPeer");
     }
 
     #[test]
