@@ -17,7 +17,7 @@ use tortie_bgp::speaker::{SpeakerCommand, SpeakerEvent};
 use tortie_felix::agent::Learned;
 use tortie_felix::route::LearnedHops;
 
-use super::advertise::Advertise;
+use tortie_peering::Advertise;
 
 /// Originates what felix asks for and what the BGPConfiguration adds,
 /// re-originates a prefix whose attributes changed, and withdraws what is

@@ -31,7 +31,7 @@ use tortie_bgp::session::peer::PeerStatus;
 use tortie_bgp::speaker::{PeerCounts, Query, RouteView, SpeakerCommand};
 
 use super::health::DatastoreHealth;
-use super::peers::{PeerType, PlannedPeer};
+use tortie_peering::{PeerType, PlannedPeer};
 
 /// The socket's file name in the run directory.
 pub const SOCKET: &str = "tortie.sock";

@@ -4,20 +4,17 @@
 //! Kernel routes stay when it stops (like BIRD's `persist`): the next start
 //! adopts them, so pods keep their connectivity across restarts.
 
-mod advertise;
 mod bridge;
-mod filters;
 pub mod health;
 pub mod local_api;
 mod metrics;
-mod peers;
 mod run_lock;
 mod settings;
 pub mod summary;
 mod tunnel;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,11 +28,11 @@ use tortie_felix::agent::{self, AgentConfig};
 use tortie_store::Datastore;
 use tortie_store::api::{self, ApiError};
 use tortie_store::resources::{
-    API_VERSION, BgpFilterSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource, SessionSettings,
+    API_VERSION, BgpFilterSpec, KEY_PREFIX, Kind, Metadata, NodeBgp, NodeSpec, Object, Resource,
 };
 use tortie_store::syncer::Syncer;
 
-use peers::{Me, PlannedPeer};
+use tortie_peering::{self as peers, Me, PlannedPeer, advertise, filters};
 
 /// ECMP paths installed per prefix at most.
 const MAX_PATHS: usize = 8;
@@ -222,7 +219,7 @@ async fn serve(
     }
 
     let (best_tx, best_rx) = mpsc::channel(1024);
-    let listen = listen_address(&bgp_configs(&synced).await?, &args.name, address.addr());
+    let listen = bgp_configs(&synced).await?.listen_address(&args.name, address.addr());
     let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, Some(listen))
         .with_context(|| format!("starting the BGP speaker on {listen}"))?;
     if let Some(deferral) = restarted {
@@ -342,36 +339,13 @@ fn read_secret(secrets_dir: &std::path::Path, peer: &str, r: &tortie_store::reso
     }
 }
 
-/// Where the speaker listens: `listenPort` (default 179) on the node's
-/// address with `bindMode: NodeIP`, on every address otherwise (Calico's
-/// default `None`).
-fn listen_address(configs: &peers::Configs, node: &str, address: std::net::Ipv4Addr) -> SocketAddr {
-    let ip = match configs.of(node).bind_mode.as_deref() {
-        Some("NodeIP") => address,
-        _ => std::net::Ipv4Addr::UNSPECIFIED,
-    };
-    SocketAddr::new(IpAddr::V4(ip), configs.port(node))
-}
-
 /// Every BGPConfiguration: `default` and the nodes' `node.<name>`.
 async fn bgp_configs(kv: &Syncer) -> anyhow::Result<peers::Configs> {
-    let mut configs = peers::Configs::default();
-    for r in api::list(kv, Kind::BgpConfiguration, None).await? {
-        if let Resource::BgpConfiguration(c) = r {
-            match c.metadata.name.strip_prefix("node.") {
-                Some(node) => drop(configs.nodes.insert(node.to_string(), c.spec)),
-                None if c.metadata.name == "default" => {
-                    // Checked at apply; a record stored otherwise keeps the defaults.
-                    configs.mesh =
-                        SessionSettings::from_annotations(Kind::BgpConfiguration, "default", &c.metadata.annotations)
-                            .unwrap_or_default();
-                    configs.default = c.spec;
-                }
-                None => {}
-            }
-        }
-    }
-    Ok(configs)
+    let all = api::list(kv, Kind::BgpConfiguration, None).await?;
+    Ok(peers::Configs::new(all.into_iter().filter_map(|r| match r {
+        Resource::BgpConfiguration(c) => Some(c),
+        _ => None,
+    })))
 }
 
 async fn plan_peers(
@@ -480,7 +454,7 @@ impl PeerManager {
                 changed
             });
             self.bgp_level.send_if_modified(|l| std::mem::replace(l, configs.of(&self.name).log_level()) != *l);
-            let want = listen_address(&configs, &self.name, self.address.addr());
+            let want = configs.listen_address(&self.name, self.address.addr());
             if want != self.listening {
                 tracing::warn!(listening = %self.listening, configured = %want,
                     "BGPConfiguration listenPort or bindMode changed: the speaker moves there when the daemon restarts");

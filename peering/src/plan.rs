@@ -44,6 +44,38 @@ impl From<BgpConfigurationSpec> for Configs {
 }
 
 impl Configs {
+    /// From the stored documents: `default`, `node.<name>` (others are
+    /// refused at apply). The mesh's session settings come from
+    /// `default`'s annotations (checked at apply; a record stored
+    /// otherwise keeps the defaults).
+    pub fn new(documents: impl IntoIterator<Item = Object<BgpConfigurationSpec>>) -> Configs {
+        let mut configs = Configs::default();
+        for c in documents {
+            match c.metadata.name.strip_prefix("node.") {
+                Some(node) => drop(configs.nodes.insert(node.to_string(), c.spec)),
+                None if c.metadata.name == "default" => {
+                    configs.mesh =
+                        SessionSettings::from_annotations(Kind::BgpConfiguration, "default", &c.metadata.annotations)
+                            .unwrap_or_default();
+                    configs.default = c.spec;
+                }
+                None => {}
+            }
+        }
+        configs
+    }
+
+    /// Where `node`'s speaker listens: its `listenPort` (default 179) on
+    /// its `address` with `bindMode: NodeIP`, on every address otherwise
+    /// (Calico's default `None`).
+    pub fn listen_address(&self, node: &str, address: Ipv4Addr) -> SocketAddr {
+        let ip = match self.of(node).bind_mode.as_deref() {
+            Some("NodeIP") => address,
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        SocketAddr::new(IpAddr::V4(ip), self.port(node))
+    }
+
     /// What applies to `node`: its own fields over `default`'s.
     pub fn of(&self, node: &str) -> BgpConfigurationSpec {
         BgpConfigurationSpec::merged(Some(&self.default), self.nodes.get(node))
