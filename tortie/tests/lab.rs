@@ -35,6 +35,9 @@ fn check_up(out: &str, nodes: usize) {
         out.split("=== Pod-to-pod").nth(1).unwrap_or_default().split("=== Pods to the outside").next().unwrap();
     assert_eq!(matrix.matches(" ok").count(), pods * (pods - 1), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
+    // The service range: a path through every node at the ToR.
+    let service = out.split("=== The service range").nth(1).unwrap_or_default().split("===").next().unwrap();
+    assert_eq!(service.matches(" via ").count(), nodes, "{out}");
     // Every pod reaches the outside network through natOutgoing.
     let outside = out.split("=== Pods to the outside").nth(1).unwrap_or_default();
     assert_eq!(outside.lines().filter(|l| l.trim_end().ends_with(" ok")).count(), pods, "{out}");

@@ -28,7 +28,7 @@ use tortie_store::api;
 use tortie_store::resources::parse_documents;
 
 use crate::cli::status;
-use topology::{LabNode, OUTSIDE_HOST, OUTSIDE_TOR, SUBNETS, TOR_AS};
+use topology::{LabNode, OUTSIDE_HOST, OUTSIDE_TOR, SERVICE_RANGE, SUBNETS, TOR_AS};
 
 /// Every lab namespace's name starts with this.
 pub const PREFIX: &str = "tlab-";
@@ -190,7 +190,14 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         neighbors: plan.iter().map(|n| Neighbor::new(&n.name, IpAddr::V4(n.address), topology::NODE_AS)).collect(),
     };
     let tor = match args.tor {
-        TorKind::Frr => Tor::Frr(Frr::start(&tor_ns, &speaker)?),
+        TorKind::Frr => {
+            let frr = Frr::start(&tor_ns, &speaker)?;
+            // Equal paths through every node, as a fabric spreads service traffic.
+            frr.vtysh(&format!(
+                "configure terminal\nrouter bgp {TOR_AS}\naddress-family ipv4 unicast\nmaximum-paths 16"
+            ))?;
+            Tor::Frr(frr)
+        }
         TorKind::Bird => Tor::Bird(Bird::start(&tor_ns, &speaker)?),
     };
 
@@ -222,6 +229,7 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
     let tor_routes = wait_tor_routes(&built, &url, rt)?;
     let matrix = wait_matrix(&built.pods);
     let outside = outside_row(&built.pods);
+    let service = wait_service_route(&built, args.tor);
     for (n, ns) in &built.nodes {
         let s = rt.block_on(status::fetch(&run_dir(ns)))?;
         println!("=== {} ({}) — tortie status --run-dir {}", n.name, n.address, run_dir(ns).display());
@@ -231,6 +239,11 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
     println!("=== ToR ({:?}, AS {TOR_AS}) routes to the pods", args.tor);
     for r in &tor_routes {
         println!("  {r}");
+    }
+    println!();
+    println!("=== The service range {SERVICE_RANGE} (serviceClusterIPs, from every node) at the ToR");
+    for l in service.lines() {
+        println!("  {l}");
     }
     println!();
     println!("=== Pod-to-pod reachability (ping, one probe each)");
@@ -391,6 +404,32 @@ fn wait_tor_routes(built: &Built, url: &str, rt: &Handle) -> anyhow::Result<Vec<
         }
         if Instant::now() > deadline {
             bail!("the ToR lacks the blocks {}", missing.join(", "));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The ToR's route to the service range once it has a path through every
+/// node: FRR's kernel route (one route, a next hop per node); BIRD's paths
+/// (the lab's BIRD installs nothing in the kernel).
+fn wait_service_route(built: &Built, tor: TorKind) -> String {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let shown = match tor {
+            TorKind::Frr => built._tor_ns.ip(&["route", "show", SERVICE_RANGE]).unwrap_or_default(),
+            TorKind::Bird => built
+                .tor
+                .routes()
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.prefix.to_string() == SERVICE_RANGE)
+                .map(|r| {
+                    format!("{} via {} (BIRD's RIB)\n", r.prefix, r.next_hop.map_or("-".into(), |h| h.to_string()))
+                })
+                .collect(),
+        };
+        if shown.matches(" via ").count() >= built.nodes.len() || Instant::now() > deadline {
+            return shown;
         }
         std::thread::sleep(Duration::from_millis(250));
     }

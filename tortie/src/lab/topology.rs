@@ -59,8 +59,11 @@ pub fn nodes(count: usize) -> Vec<LabNode> {
 pub const OUTSIDE_TOR: &str = "203.0.113.254/24";
 /// The outside host.
 pub const OUTSIDE_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The service cluster-IP range every node advertises (`serviceClusterIPs`).
+pub const SERVICE_RANGE: &str = "198.19.0.0/24";
 
-/// The resources the lab starts with: the BGP configuration, the default
+/// The resources the lab starts with: the BGP configuration (with a
+/// service cluster-IP range, advertised from every node), the default
 /// pool as Calico ships it (CrossSubnet IPIP, natOutgoing), the nodes with their subnet label, and one
 /// BGPPeer per subnet towards the ToR.
 pub fn resources(nodes: &[LabNode]) -> String {
@@ -68,7 +71,7 @@ pub fn resources(nodes: &[LabNode]) -> String {
         "apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {{name: default}}
-spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}
+spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true, serviceClusterIPs: [{{cidr: {SERVICE_RANGE}}}]}}
 ---
 apiVersion: projectcalico.org/v3
 kind: IPPool
