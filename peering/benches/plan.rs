@@ -90,11 +90,9 @@ fn filter_set() -> BTreeMap<String, BgpFilterSpec> {
         .map(|f| {
             let rules = (0..10)
                 .map(|r| BgpFilterRule {
-                    action: if r % 2 == 0 { FilterAction::Accept } else { FilterAction::Reject },
                     cidr: Some(format!("198.18.{}.0/24", (f * 10 + r) % 256).parse().unwrap()),
                     match_operator: Some(MatchOperator::In),
-                    prefix_length: None,
-                    source: None,
+                    ..BgpFilterRule::new(if r % 2 == 0 { FilterAction::Accept } else { FilterAction::Reject })
                 })
                 .collect::<Vec<_>>();
             (format!("f{f}"), BgpFilterSpec { export_v4: rules.clone(), import_v4: rules, ..BgpFilterSpec::default() })

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use tortie_bgp::rib::policy::{self, Policy, Rule, Verdict};
-use tortie_store::resources::{BgpFilterRule, BgpFilterSpec, FilterAction, MatchOperator};
+use tortie_bgp::packet::Community;
+use tortie_bgp::rib::policy::{self, Operation, Policy, Rule, Verdict};
+use tortie_store::resources::{BgpFilterRule, BgpFilterSpec, FilterAction, MatchOperator, standard_community};
 
 fn operator(op: MatchOperator) -> policy::MatchOperator {
     match op {
@@ -37,6 +38,24 @@ fn rule(filter: &str, r: &BgpFilterRule) -> Option<Rule> {
         (lo, l.max.unwrap_or(32))
     });
     out.source = source;
+    out.peer_type = match r.peer_type.as_deref() {
+        Some("eBGP") => Some(policy::PeerType::Ebgp),
+        Some("iBGP") => Some(policy::PeerType::Ibgp),
+        _ => None,
+    };
+    // `apply` let in only standard communities here (large ones are refused).
+    let community = |v: &str| standard_community(v).map(|(a, n)| Community::new(a, n));
+    out.community = r.communities.as_ref().and_then(|c| c.values.first()).and_then(|v| community(v));
+    out.as_path_prefix = r.as_path_prefix.clone();
+    for op in &r.operations {
+        if let Some(c) = op.add_community.as_ref().and_then(|a| community(&a.value)) {
+            out.operations.push(Operation::AddCommunity(c));
+        }
+        // Each prepend goes in front: the last AS first, so the path starts as listed.
+        if let Some(p) = &op.prepend_as_path {
+            out.operations.extend(p.prefix.iter().rev().map(|asn| Operation::Prepend(*asn, 1)));
+        }
+    }
     Some(out)
 }
 
@@ -63,19 +82,12 @@ mod tests {
     #[test]
     fn filters_become_ordered_rules_with_their_source_and_missing_ones_are_skipped() {
         let reject = BgpFilterRule {
-            action: FilterAction::Reject,
             cidr: Some("203.0.113.0/24".parse().unwrap()),
             match_operator: Some(MatchOperator::In),
             prefix_length: Some(PrefixLength { min: None, max: Some(28) }),
-            source: None,
+            ..BgpFilterRule::new(FilterAction::Reject)
         };
-        let learned = BgpFilterRule {
-            action: FilterAction::Reject,
-            cidr: None,
-            match_operator: None,
-            prefix_length: None,
-            source: Some("RemotePeers".into()),
-        };
+        let learned = BgpFilterRule { source: Some("RemotePeers".into()), ..BgpFilterRule::new(FilterAction::Reject) };
         let spec = BgpFilterSpec { import_v4: vec![reject], export_v4: vec![learned], ..BgpFilterSpec::default() };
         let filters = BTreeMap::from([("f".to_string(), spec)]);
         let (import, export) = policies(&["missing".into(), "f".into()], &filters);
@@ -87,5 +99,41 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Reject);
         assert_eq!(r.cidr, Some((policy::MatchOperator::In, "203.0.113.0/24".parse().unwrap())));
         assert_eq!(r.prefix_length, Some((24, 28)));
+    }
+
+    #[test]
+    fn peer_type_community_and_path_matches_and_operations_become_the_rules() {
+        use tortie_store::resources::{AddCommunity, CommunityMatch, FilterOperation, PrependAsPath};
+        let tag = BgpFilterRule {
+            peer_type: Some("eBGP".into()),
+            communities: Some(CommunityMatch { values: vec!["65000:666".into()] }),
+            as_path_prefix: vec![65000, 65010],
+            operations: vec![
+                FilterOperation {
+                    add_community: Some(AddCommunity { value: "65000:42".into() }),
+                    ..Default::default()
+                },
+                FilterOperation {
+                    prepend_as_path: Some(PrependAsPath { prefix: vec![64512, 64513] }),
+                    ..Default::default()
+                },
+            ],
+            ..BgpFilterRule::new(FilterAction::Accept)
+        };
+        let spec = BgpFilterSpec { export_v4: vec![tag], ..BgpFilterSpec::default() };
+        let (_, export) = policies(&["f".into()], &BTreeMap::from([("f".to_string(), spec)]));
+        let r = &export.rules[0];
+        assert_eq!(r.peer_type, Some(policy::PeerType::Ebgp));
+        assert_eq!(r.community, Some(Community::new(65000, 666)));
+        assert_eq!(r.as_path_prefix, vec![65000, 65010]);
+        assert_eq!(
+            r.operations,
+            vec![
+                Operation::AddCommunity(Community::new(65000, 42)),
+                Operation::Prepend(64513, 1),
+                Operation::Prepend(64512, 1)
+            ],
+            "prepended last AS first, so the path starts 64512 64513"
+        );
     }
 }

@@ -275,6 +275,18 @@ fn bgp_configuration_refuses_what_a_node_may_not_set_and_ipv6_advertisements() {
         "{HEAD}kind: BGPFilter\nmetadata: {{name: f}}\nspec: {{importV6: [{{action: Reject, cidr: '2001:db8::/32', matchOperator: In}}]}}\n"
     ));
     assert!(err.contains("spec.importV6: `1 rules`: IPv6 routes need dual stack"), "{err}");
+    let filter =
+        |rule: &str| error_of(&format!("{HEAD}kind: BGPFilter\nmetadata: {{name: f}}\nspec: {{exportV4: [{rule}]}}\n"));
+    assert!(filter("{action: Accept, interface: 'eth*'}").contains("spec.exportV4[0].interface: `eth*`"));
+    assert!(filter("{action: Accept, priority: 512}").contains("spec.exportV4[0].priority: `512`"));
+    let err = filter("{action: Accept, operations: [{setPriority: {value: 5}}]}");
+    assert!(err.contains("spec.exportV4[0].operations[0].setPriority"), "{err}");
+    let err = filter("{action: Reject, operations: [{addCommunity: {value: '65000:1'}}]}");
+    assert!(err.contains("spec.exportV4[0].operations: `1`: only with action Accept"), "{err}");
+    let err = filter("{action: Accept, communities: {values: ['65000:1:2']}}");
+    assert!(err.contains("large communities are not matched yet"), "{err}");
+    let err = filter("{action: Accept, peerType: external}");
+    assert!(err.contains("spec.exportV4[0].peerType: `external`: eBGP or iBGP"), "{err}");
     // Calico's defaults in a node's document are no error (older tortie filled them in).
     let ok = parse_documents(&doc("node.n1", "{asNumber: 64512, nodeToNodeMeshEnabled: true, listenPort: 1179}"));
     assert!(ok.is_ok(), "{ok:?}");

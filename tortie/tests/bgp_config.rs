@@ -300,3 +300,73 @@ spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, localASNumber: 65100, nex
     assert_eq!(path["nexthops"][0]["ip"], "192.0.2.2", "nextHopMode Keep:\n{r:#}");
     assert_eq!(path["aspath"]["string"], "65100", "localASNumber 65100:\n{r:#}");
 }
+
+#[test]
+fn bgp_filter_matches_and_operations_reach_the_wire() {
+    let c = Cluster::new("bgpfilterops", 1);
+    let ns = c.lab.netns("tor").unwrap();
+    c.switch.attach(&ns, "eth0").unwrap();
+    ns.add_addr("eth0", "192.0.2.100/24".parse().unwrap()).unwrap();
+    // The ToR sends three routes: one tagged 65000:666, one through AS 65010, one plain.
+    let frr = Frr::start_with_config(
+        &ns,
+        "frr-tor",
+        "frr defaults traditional
+hostname tor
+router bgp 65000
+ bgp router-id 192.0.2.100
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 192.0.2.1 remote-as 64512
+ address-family ipv4 unicast
+  network 203.0.113.0/26 route-map tagged
+  network 203.0.113.64/26 route-map through
+  network 203.0.113.128/26
+ exit-address-family
+route-map tagged permit 10
+ set community 65000:666
+route-map through permit 10
+ set as-path prepend 65010
+",
+    )
+    .unwrap();
+    c.apply(
+        "apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: tor-policy}
+spec:
+  importV4:
+  - {action: Reject, communities: {values: ['65000:666']}}
+  - {action: Reject, asPathPrefix: [65000, 65010]}
+  exportV4:
+  - {action: Reject, peerType: iBGP}
+  - action: Accept
+    cidr: 198.18.0.0/16
+    matchOperator: In
+    operations:
+    - addCommunity: {value: '65000:42'}
+    - prependASPath: {prefix: [64512, 64512]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 192.0.2.100, asNumber: 65000, filters: [tor-policy]}
+",
+    );
+    let _d = c.start(0);
+    // Import: the community and the AS-path rules keep two of the three out of the kernel.
+    let plain = "203.0.113.128/26 via 192.0.2.100 dev eth0";
+    wait_until("the plain route in n1's kernel", || our_routes(&c.nodes[0]).iter().any(|l| l.starts_with(plain)));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let routes = our_routes(&c.nodes[0]);
+    assert!(!routes.iter().any(|l| l.starts_with("203.0.113.0/26") || l.starts_with("203.0.113.64/26")), "{routes:?}");
+    // Export: n1's block with the community added and the path prepended (the iBGP rule does not apply to eBGP).
+    let route = || {
+        let out = frr.vtysh("show bgp ipv4 unicast 198.18.0.0/26 json").unwrap();
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    wait_until("n1's block at the ToR", || route()["paths"].as_array().is_some_and(|p| !p.is_empty()));
+    let r = route();
+    assert_eq!(r["paths"][0]["aspath"]["string"], "64512 64512 64512", "{r:#}");
+    assert_eq!(r["paths"][0]["community"]["string"], "65000:42", "{r:#}");
+}

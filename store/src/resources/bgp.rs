@@ -11,26 +11,38 @@ pub const DEFAULT_AS_NUMBER: u32 = 64512;
 /// The BGP port.
 pub const DEFAULT_LISTEN_PORT: u16 = 179;
 
+/// An AS number as written: a number, a string, or asdot `X.Y` (RFC 5396).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAs {
+    Num(u64),
+    Text(String),
+}
+
+impl RawAs {
+    fn value<E: serde::de::Error>(self) -> Result<u32, E> {
+        let bad = |v: &str| E::custom(format!("`{v}` is not an AS number (1–4294967295, or asdot X.Y)"));
+        match self {
+            RawAs::Num(n) => u32::try_from(n).map_err(|_| bad(&n.to_string())),
+            RawAs::Text(t) => match t.split_once('.') {
+                Some((hi, lo)) => {
+                    let (hi, lo) = (hi.parse::<u16>().map_err(|_| bad(&t))?, lo.parse::<u16>().map_err(|_| bad(&t))?);
+                    Ok(u32::from(hi) << 16 | u32::from(lo))
+                }
+                None => t.parse().map_err(|_| bad(&t)),
+            },
+        }
+    }
+}
+
 /// Reads an AS number written as a number, a string, or asdot `X.Y` (RFC 5396).
 pub(super) fn as_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Num(u64),
-        Text(String),
-    }
-    let bad = |v: &str| serde::de::Error::custom(format!("`{v}` is not an AS number (1–4294967295, or asdot X.Y)"));
-    Ok(match Option::<Raw>::deserialize(d)? {
-        None => None,
-        Some(Raw::Num(n)) => Some(u32::try_from(n).map_err(|_| bad(&n.to_string()))?),
-        Some(Raw::Text(t)) => Some(match t.split_once('.') {
-            Some((hi, lo)) => {
-                let (hi, lo) = (hi.parse::<u16>().map_err(|_| bad(&t))?, lo.parse::<u16>().map_err(|_| bad(&t))?);
-                u32::from(hi) << 16 | u32::from(lo)
-            }
-            None => t.parse().map_err(|_| bad(&t))?,
-        }),
-    })
+    Option::<RawAs>::deserialize(d)?.map(RawAs::value).transpose()
+}
+
+/// Reads a list of AS numbers, each as [`as_number`] reads one.
+fn as_numbers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    Vec::<RawAs>::deserialize(d)?.into_iter().map(RawAs::value).collect()
 }
 
 /// A `cidr` entry (service IP advertisement).
@@ -485,6 +497,97 @@ pub struct BgpFilterRule {
     /// `RemotePeers`: only routes learned from peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// `eBGP` or `iBGP`: only for peers of that type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_type: Option<String>,
+    /// Only routes carrying this community (one value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communities: Option<CommunityMatch>,
+    /// Only routes whose AS_PATH begins with these AS numbers.
+    #[serde(default, rename = "asPathPrefix", deserialize_with = "as_numbers", skip_serializing_if = "Vec::is_empty")]
+    pub as_path_prefix: Vec<u32>,
+    /// Only routes out of this interface (Calico: kernel routes BIRD exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// Only routes of this kernel route priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// Changes to an accepted route, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<FilterOperation>,
+}
+
+impl BgpFilterRule {
+    /// A rule that matches every route, with `action`.
+    pub fn new(action: FilterAction) -> BgpFilterRule {
+        BgpFilterRule {
+            action,
+            cidr: None,
+            match_operator: None,
+            prefix_length: None,
+            source: None,
+            peer_type: None,
+            communities: None,
+            as_path_prefix: Vec::new(),
+            interface: None,
+            priority: None,
+            operations: Vec::new(),
+        }
+    }
+}
+
+/// `communities: {values: [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommunityMatch {
+    /// The community (`aa:nn`; exactly one).
+    pub values: Vec<String>,
+}
+
+/// One change to an accepted route: exactly one field set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterOperation {
+    /// Add a community.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_community: Option<AddCommunity>,
+    /// Put AS numbers in front of the AS_PATH.
+    #[serde(default, rename = "prependASPath", skip_serializing_if = "Option::is_none")]
+    pub prepend_as_path: Option<PrependAsPath>,
+    /// Set the kernel route priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_priority: Option<serde_json::Value>,
+}
+
+/// `addCommunity: {value}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddCommunity {
+    /// `aa:nn`.
+    pub value: String,
+}
+
+/// `prependASPath: {prefix: [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrependAsPath {
+    /// The AS numbers, in the order the path will start with them.
+    #[serde(deserialize_with = "as_numbers")]
+    pub prefix: Vec<u32>,
+}
+
+impl FilterOperation {
+    fn count(&self) -> usize {
+        usize::from(self.add_community.is_some())
+            + usize::from(self.prepend_as_path.is_some())
+            + usize::from(self.set_priority.is_some())
+    }
+}
+
+/// A standard community `aa:nn` (16 bits each), as the policy engine holds it.
+pub fn standard_community(v: &str) -> Option<(u16, u16)> {
+    let (a, n) = v.split_once(':')?;
+    Some((a.parse().ok()?, n.parse().ok()?))
 }
 
 /// BGPFilter spec: ordered rules per direction and family.
@@ -541,6 +644,42 @@ impl Spec for BgpFilterSpec {
                 if let Some(s) = r.source.as_deref().filter(|s| *s != "RemotePeers") {
                     return Err(Invalid::new(field("source"), s, "only RemotePeers"));
                 }
+                if let Some(t) = r.peer_type.as_deref().filter(|t| !["eBGP", "iBGP"].contains(t)) {
+                    return Err(Invalid::new(field("peerType"), t, "eBGP or iBGP"));
+                }
+                if let Some(c) = &r.communities {
+                    match c.values.as_slice() {
+                        [v] => community_value(&field("communities.values[0]"), v)?,
+                        _ => {
+                            return Err(Invalid::new(
+                                field("communities.values"),
+                                c.values.join(", "),
+                                "exactly one value",
+                            ));
+                        }
+                    }
+                }
+                if !r.operations.is_empty() && r.action != FilterAction::Accept {
+                    return Err(Invalid::new(field("operations"), r.operations.len(), "only with action Accept"));
+                }
+                for (j, op) in r.operations.iter().enumerate() {
+                    let f = |x: &str| field(&format!("operations[{j}]{x}"));
+                    if op.count() != 1 {
+                        return Err(Invalid::new(
+                            f(""),
+                            op.count(),
+                            "exactly one of addCommunity, prependASPath, setPriority",
+                        ));
+                    }
+                    if let Some(a) = &op.add_community {
+                        community_value(&f(".addCommunity.value"), &a.value)?;
+                    }
+                    if let Some(p) = &op.prepend_as_path
+                        && !(1..=10).contains(&p.prefix.len())
+                    {
+                        return Err(Invalid::new(f(".prependASPath.prefix"), p.prefix.len(), "1–10 AS numbers"));
+                    }
+                }
             }
         }
         Ok(())
@@ -555,6 +694,46 @@ impl Spec for BgpFilterSpec {
                     format!("{n} rules"),
                     "IPv6 routes need dual stack, which tortie has not yet",
                 ));
+            }
+        }
+        for (name, rules) in [("exportV4", &self.export_v4), ("importV4", &self.import_v4)] {
+            for (i, r) in rules.iter().enumerate() {
+                let field = |f: &str| format!("{name}[{i}].{f}");
+                // What tortie's routes cannot carry or be told apart by.
+                if let Some(ifname) = &r.interface {
+                    return Err(Invalid::new(
+                        field("interface"),
+                        ifname,
+                        "tortie exports no kernel routes by interface",
+                    ));
+                }
+                if let Some(p) = r.priority {
+                    return Err(Invalid::new(field("priority"), p, "tortie's routes have no priority to match"));
+                }
+                let large = |v: &str| standard_community(v).is_none();
+                if let Some(v) = r.communities.iter().flat_map(|c| &c.values).find(|v| large(v)) {
+                    return Err(Invalid::new(
+                        field("communities.values[0]"),
+                        v,
+                        "large communities are not matched yet (aa:nn only)",
+                    ));
+                }
+                for (j, op) in r.operations.iter().enumerate() {
+                    if let Some(a) = op.add_community.as_ref().filter(|a| large(&a.value)) {
+                        return Err(Invalid::new(
+                            field(&format!("operations[{j}].addCommunity.value")),
+                            &a.value,
+                            "large communities are not added yet (aa:nn only)",
+                        ));
+                    }
+                    if op.set_priority.is_some() {
+                        return Err(Invalid::new(
+                            field(&format!("operations[{j}].setPriority")),
+                            "(set)",
+                            "tortie's routes have no priority to set",
+                        ));
+                    }
+                }
             }
         }
         Ok(())

@@ -23,8 +23,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use bgp::{
-    BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec, BgpPeerSpec, Community, DEFAULT_RESTART_TIME, FilterAction,
-    MatchOperator, PeerPassword, PrefixAdvertisement, PrefixLength, SecretKeyRef, ServiceCidr, SourceAddress,
+    AddCommunity, BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec, BgpPeerSpec, Community, CommunityMatch,
+    DEFAULT_RESTART_TIME, FilterAction, FilterOperation, MatchOperator, PeerPassword, PrefixAdvertisement,
+    PrefixLength, PrependAsPath, SecretKeyRef, ServiceCidr, SourceAddress, standard_community,
 };
 pub use felix::{EndpointToHostAction, FelixConfigurationSpec, ProtoPort, duration_ms};
 pub use kinds::{Kind, KindInfo};
