@@ -287,6 +287,19 @@ fn bgp_configuration_refuses_what_a_node_may_not_set_and_ipv6_advertisements() {
     assert!(err.contains("large communities are not matched yet"), "{err}");
     let err = filter("{action: Accept, peerType: external}");
     assert!(err.contains("spec.exportV4[0].peerType: `external`: eBGP or iBGP"), "{err}");
+    let peer = |extra: &str| {
+        format!("{HEAD}kind: BGPPeer\nmetadata: {{name: p}}\nspec: {{peerIP: 192.0.2.9, asNumber: 65000{extra}}}\n")
+    };
+    let defaults =
+        peer(", restartMode: GracefulRestart, birdGatewayMode: Recursive, reachableBy: '', localWorkloadSelector: ''");
+    assert!(parse_documents(&defaults).is_ok(), "Calico's defaults are never an error");
+    assert!(
+        error_of(&peer(", restartMode: LongLivedGracefulRestart"))
+            .contains("spec.restartMode: `LongLivedGracefulRestart`")
+    );
+    assert!(error_of(&peer(", birdGatewayMode: DirectIfDirectlyConnected")).contains("spec.birdGatewayMode"));
+    assert!(error_of(&peer(", reachableBy: 192.0.2.254")).contains("spec.reachableBy: `192.0.2.254`"));
+    assert!(error_of(&peer(", localWorkloadSelector: all()")).contains("spec.localWorkloadSelector"));
     // Calico's defaults in a node's document are no error (older tortie filled them in).
     let ok = parse_documents(&doc("node.n1", "{asNumber: 64512, nodeToNodeMeshEnabled: true, listenPort: 1179}"));
     assert!(ok.is_ok(), "{ok:?}");

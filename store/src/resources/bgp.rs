@@ -347,6 +347,19 @@ pub struct BgpPeerSpec {
     /// only if a BGPPeer of their own says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse_peering: Option<String>,
+    /// `GracefulRestart` (Calico's default, tortie's behaviour) or
+    /// `LongLivedGracefulRestart` (refused until RFC 9494 is built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_mode: Option<String>,
+    /// `Recursive` (Calico's default) or `DirectIfDirectlyConnected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bird_gateway_mode: Option<String>,
+    /// A gateway to reach the peer through (unset: the peer is reachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable_by: Option<String>,
+    /// Peer with this node's pods that the selector matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_workload_selector: Option<String>,
     /// GTSM: the peer is at most this many hops away (RFC 5082).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<u8>,
@@ -424,6 +437,31 @@ impl Spec for BgpPeerSpec {
                 self.next_hop_mode.as_deref().unwrap_or_default(),
                 "keepOriginalNextHop: true says Keep",
             ));
+        }
+        // Calico's defaults (what tortie does) pass; the rest is refused by name.
+        let unset = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        if let Some(m) = self.restart_mode.as_deref().filter(|m| *m != "GracefulRestart" && !m.is_empty()) {
+            let why = if m == "LongLivedGracefulRestart" {
+                "tortie has no long-lived graceful restart (RFC 9494) yet; GracefulRestart only"
+            } else {
+                "GracefulRestart (LongLivedGracefulRestart is not built yet)"
+            };
+            return Err(Invalid::new("restartMode", m, why));
+        }
+        if let Some(m) = self.bird_gateway_mode.as_deref().filter(|m| *m != "Recursive" && !m.is_empty()) {
+            return Err(Invalid::new(
+                "birdGatewayMode",
+                m,
+                "Recursive only: tortie installs a learned route via its next hop and lets the kernel find the way to it",
+            ));
+        }
+        if !unset(&self.reachable_by) {
+            let v = self.reachable_by.as_deref().unwrap_or_default();
+            return Err(Invalid::new("reachableBy", v, "tortie adds no route towards a peer; route to it yourself"));
+        }
+        if !unset(&self.local_workload_selector) {
+            let v = self.local_workload_selector.as_deref().unwrap_or_default();
+            return Err(Invalid::new("localWorkloadSelector", v, "tortie does not peer with pods yet"));
         }
         if let Some(r) = self.reverse_peering.as_deref().filter(|r| !["Auto", "Manual"].contains(r)) {
             return Err(Invalid::new("reversePeering", r, "one of Auto, Manual"));
