@@ -10,6 +10,7 @@
 //! prefixes to originate and read best paths back.
 
 mod graceful;
+pub use graceful::Retention;
 pub mod packet;
 pub mod rib;
 pub mod session;

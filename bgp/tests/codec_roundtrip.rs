@@ -140,6 +140,17 @@ fn capability() -> impl Strategy<Value = Capability> {
                     .collect(),
             })
         });
+    let llgr = vec((family(), any::<bool>(), 0u32..=MAX_LONG_LIVED_STALE_TIME), 0..3).prop_map(|v| {
+        Capability::LongLivedGracefulRestart(
+            v.into_iter()
+                .map(|(family, forwarding_preserved, stale_time)| LongLivedFamily {
+                    family,
+                    forwarding_preserved,
+                    stale_time,
+                })
+                .collect(),
+        )
+    });
     let mode = prop_oneof![Just(AddPathMode::Receive), Just(AddPathMode::Send), Just(AddPathMode::Both)];
     prop_oneof![
         family().prop_map(Capability::Multiprotocol),
@@ -148,6 +159,7 @@ fn capability() -> impl Strategy<Value = Capability> {
         Just(Capability::ExtendedMessage),
         any::<u32>().prop_map(Capability::FourOctetAs),
         gr,
+        llgr,
         vec((family(), mode), 1..3).prop_map(|v| Capability::AddPath(
             v.into_iter().map(|(family, mode)| AddPathFamily { family, mode }).collect()
         )),

@@ -64,6 +64,29 @@ fn vectors() -> Vec<(&'static str, String, Context, Message)> {
             )),
         ),
         (
+            "open: long-lived graceful restart (RFC 9494 §3), IPv4 unicast with F, stale time 3600 s, after GR with time 0",
+            "M 0032 01  04 fde9 005a c0000201 15  02 13  40 02 0000  47 07 0001 01 80 000e10  41 04 0000fde9".into(),
+            Context::default(),
+            Message::Open(Open::new(
+                65001,
+                90,
+                v4("192.0.2.1"),
+                vec![
+                    Capability::GracefulRestart(GracefulRestart {
+                        restarted: false,
+                        notification: false,
+                        restart_time: 0,
+                        families: vec![],
+                    }),
+                    Capability::LongLivedGracefulRestart(vec![LongLivedFamily {
+                        family: Family::IPV4_UNICAST,
+                        forwarding_preserved: true,
+                        stale_time: 3600,
+                    }]),
+                ],
+            )),
+        ),
+        (
             "update: withdrawn, ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF, COMMUNITIES, two NLRI",
             "M 0051 02  0004 18c61209  002d
              40 01 01 00  40 02 06 02 01 0000fde9  40 03 04 c0000201  80 04 04 0000000a  40 05 04 00000064

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily};
+use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily, LongLivedFamily};
 use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
 use tortie_bgp::rib::policy::Policy;
 use tortie_bgp::session::peer::PeerConfig;
@@ -131,6 +131,10 @@ pub struct PlannedPeer {
     /// The graceful-restart time we advertise to it (RFC 4724 §3;
     /// `nodeMeshMaxRestartTime` or the BGPPeer's `maxRestartTime`).
     pub restart_time: u16,
+    /// The long-lived stale time we advertise to it and keep its routes
+    /// for at most (RFC 9494; the BGPPeer's `restartMode:
+    /// LongLivedGracefulRestart`); `None`: no long-lived graceful restart.
+    pub long_lived_stale_time: Option<u32>,
     /// How often our own AS may appear in its paths before they count as a
     /// loop (the BGPPeer's `numAllowedLocalASNumbers`).
     pub allow_local_as: u8,
@@ -157,6 +161,7 @@ impl PlannedPeer {
             password: None,
             rr_client,
             restart_time: DEFAULT_RESTART_TIME,
+            long_lived_stale_time: None,
             allow_local_as: 0,
             source_node_ip: true,
             session: SessionSettings::default(),
@@ -246,6 +251,7 @@ pub fn plan(
                 password: None,
                 rr_client: is_client(me, node_as(n), cluster_id(n)),
                 restart_time: mesh_restart,
+                long_lived_stale_time: None,
                 allow_local_as: 0,
                 source_node_ip: true,
                 session: configs.mesh,
@@ -279,6 +285,7 @@ pub fn plan(
             password: None,
             rr_client: false,
             restart_time: s.restart_time(),
+            long_lived_stale_time: s.long_lived_stale_time(),
             allow_local_as: s.num_allowed_local_as_numbers.map_or(0, |n| n.min(10) as u8),
             source_node_ip: s.source_address != Some(SourceAddress::None),
             session: SessionSettings {
@@ -362,6 +369,11 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
         restart_time: p.restart_time,
         families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: true }],
     });
+    local.long_lived = p
+        .long_lived_stale_time
+        .map(|stale_time| LongLivedFamily { family: Family::IPV4_UNICAST, forwarding_preserved: true, stale_time })
+        .into_iter()
+        .collect();
     let local_addr = IpAddr::from(me.address);
     Neighbor {
         session: PeerConfig {
@@ -390,6 +402,7 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
             next_hop: p.next_hop,
             prepend: 0,
             rr_client: p.rr_client,
+            long_lived: false,
         },
         // Explicit policies (RFC 8212); without filters they accept everything, as Calico does.
         import_policy: Some(policies.0),
@@ -544,6 +557,27 @@ mod tests {
         };
         let got = plan(&me, &off, &nodes, &[to_b]);
         assert_eq!(got[0].remote.to_string(), "192.0.2.2:2179", "a node's peerIP without a port: its listenPort");
+        // RFC 9494: under LongLivedGracefulRestart, maxRestartTime is the
+        // long-lived stale time; the restart time stays Calico's 120 s.
+        let llgr = |max: Option<&str>| {
+            let spec = BgpPeerSpec {
+                peer_ip: Some("203.0.113.1".into()),
+                as_number: Some(65000),
+                restart_mode: Some("LongLivedGracefulRestart".into()),
+                max_restart_time: max.map(String::from),
+                ..BgpPeerSpec::default()
+            };
+            let planned = plan(&me, &off, &nodes, &[peer("tor", spec)]).remove(0);
+            let local = neighbor(&me, &planned, (Policy::accept_all(), Policy::accept_all())).session.local;
+            let gr = local.graceful_restart.map(|g| g.restart_time);
+            (gr, local.long_lived.iter().map(|l| (l.family, l.stale_time, l.forwarding_preserved)).collect::<Vec<_>>())
+        };
+        assert_eq!(llgr(Some("24h0m0s")), (Some(120), vec![(Family::IPV4_UNICAST, 86_400, true)]));
+        assert_eq!(llgr(None), (Some(120), vec![(Family::IPV4_UNICAST, 3600, true)]), "BIRD's default stale time");
+        assert!(
+            neighbor(&me, &got[0], (Policy::accept_all(), Policy::accept_all())).session.local.long_lived.is_empty(),
+            "no restartMode: no LLGR capability"
+        );
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub fn tortie_neighbor(
             next_hop: NextHopMode::Auto,
             prepend: 0,
             rr_client: false,
+            long_lived: false,
         },
         import_policy: Some(Policy::accept_all()),
         export_policy: Some(Policy::accept_all()),

@@ -293,10 +293,14 @@ fn bgp_configuration_refuses_what_a_node_may_not_set_and_ipv6_advertisements() {
     let defaults =
         peer(", restartMode: GracefulRestart, birdGatewayMode: Recursive, reachableBy: '', localWorkloadSelector: ''");
     assert!(parse_documents(&defaults).is_ok(), "Calico's defaults are never an error");
-    assert!(
-        error_of(&peer(", restartMode: LongLivedGracefulRestart"))
-            .contains("spec.restartMode: `LongLivedGracefulRestart`")
-    );
+    let ok = parse_documents(&peer(", restartMode: LongLivedGracefulRestart, maxRestartTime: 24h0m0s"));
+    assert!(ok.is_ok(), "RFC 9494's 24-bit stale time: {ok:?}");
+    let err = error_of(&peer(", restartMode: LongLivedGracefulRestart, maxRestartTime: 5000h"));
+    assert!(err.contains("spec.maxRestartTime: `5000h`: under LongLivedGracefulRestart"), "{err}");
+    let err = error_of(&peer(", maxRestartTime: 24h0m0s"));
+    assert!(err.contains("spec.maxRestartTime: `24h0m0s`: whole seconds up to 4095"), "{err}");
+    let err = error_of(&peer(", restartMode: Eventually"));
+    assert!(err.contains("spec.restartMode: `Eventually`: GracefulRestart or LongLivedGracefulRestart"), "{err}");
     assert!(error_of(&peer(", birdGatewayMode: DirectIfDirectlyConnected")).contains("spec.birdGatewayMode"));
     assert!(error_of(&peer(", reachableBy: 192.0.2.254")).contains("spec.reachableBy: `192.0.2.254`"));
     assert!(error_of(&peer(", localWorkloadSelector: all()")).contains("spec.localWorkloadSelector"));

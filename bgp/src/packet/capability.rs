@@ -27,6 +27,7 @@ mod code {
     pub const FOUR_OCTET_AS: u8 = 65;
     pub const ADD_PATH: u8 = 69;
     pub const ENHANCED_ROUTE_REFRESH: u8 = 70;
+    pub const LONG_LIVED_GRACEFUL_RESTART: u8 = 71;
 }
 
 /// One capability.
@@ -42,6 +43,8 @@ pub enum Capability {
     FourOctetAs(u32),
     /// RFC 4724 §3.
     GracefulRestart(GracefulRestart),
+    /// RFC 9494 §3: `(AFI (2) | SAFI (1) | Flags (1) | Long-lived Stale Time (3))*`.
+    LongLivedGracefulRestart(Vec<LongLivedFamily>),
     /// RFC 7911 §4: `(AFI (2) | SAFI (1) | Send/Receive (1))*`.
     AddPath(Vec<AddPathFamily>),
     /// RFC 8950 §3: `(NLRI AFI (2) | NLRI SAFI (2) | Nexthop AFI (2))*`.
@@ -93,6 +96,21 @@ pub struct GracefulRestartFamily {
     /// F bit: forwarding state preserved across the restart.
     pub forwarding_preserved: bool,
 }
+
+/// One family in the long-lived graceful restart capability (RFC 9494 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LongLivedFamily {
+    /// The family.
+    pub family: Family,
+    /// F bit: forwarding state preserved across the restart.
+    pub forwarding_preserved: bool,
+    /// How long, in seconds (24 bits), a receiver may keep this family's
+    /// routes once the graceful-restart time is over.
+    pub stale_time: u32,
+}
+
+/// RFC 9494 §3: the largest long-lived stale time (24 bits).
+pub const MAX_LONG_LIVED_STALE_TIME: u32 = 0x00ff_ffff;
 
 /// Add-path directions (RFC 7911 §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -199,6 +217,16 @@ impl Capability {
                     families,
                 }))
             }
+            code::LONG_LIVED_GRACEFUL_RESTART => {
+                let families = records(value, 7, |r| {
+                    (family, be_u8, be_u8, be_u16).parse(r).map(|(r, (family, flags, high, low))| {
+                        let stale_time = u32::from(high) << 16 | u32::from(low);
+                        (r, LongLivedFamily { family, forwarding_preserved: flags & GR_FORWARDING != 0, stale_time })
+                    })
+                })
+                .ok_or_else(|| bad("length is not a multiple of 7"))?;
+                Ok(Capability::LongLivedGracefulRestart(families))
+            }
             code::ADD_PATH => {
                 let families = records(value, 4, |r| (family, be_u8).parse(r))
                     .ok_or_else(|| bad("length is not a multiple of 4"))?
@@ -264,6 +292,14 @@ impl Capability {
                     dst.put_u8(if f.forwarding_preserved { GR_FORWARDING } else { 0 });
                 }
             }
+            Capability::LongLivedGracefulRestart(families) => {
+                for f in families {
+                    put_family(dst, f.family);
+                    dst.put_u8(if f.forwarding_preserved { GR_FORWARDING } else { 0 });
+                    let time = f.stale_time.min(MAX_LONG_LIVED_STALE_TIME);
+                    dst.put_slice(&time.to_be_bytes()[1..]);
+                }
+            }
             Capability::AddPath(families) => {
                 for f in families {
                     put_family(dst, f.family);
@@ -294,6 +330,7 @@ impl Capability {
             Capability::EnhancedRouteRefresh => code::ENHANCED_ROUTE_REFRESH,
             Capability::FourOctetAs(_) => code::FOUR_OCTET_AS,
             Capability::GracefulRestart(_) => code::GRACEFUL_RESTART,
+            Capability::LongLivedGracefulRestart(_) => code::LONG_LIVED_GRACEFUL_RESTART,
             Capability::AddPath(_) => code::ADD_PATH,
             Capability::ExtendedNextHop(_) => code::EXTENDED_NEXT_HOP,
             Capability::ExtendedMessage => code::EXTENDED_MESSAGE,
@@ -307,6 +344,7 @@ impl Capability {
             Capability::Multiprotocol(_) | Capability::FourOctetAs(_) => 4,
             Capability::RouteRefresh | Capability::EnhancedRouteRefresh | Capability::ExtendedMessage => 0,
             Capability::GracefulRestart(gr) => 2 + 4 * gr.families.len(),
+            Capability::LongLivedGracefulRestart(families) => 7 * families.len(),
             Capability::AddPath(families) => 4 * families.len(),
             Capability::ExtendedNextHop(tuples) => 6 * tuples.len(),
             Capability::Unknown { value, .. } => value.len(),
@@ -331,6 +369,12 @@ impl std::fmt::Display for Capability {
                     write!(f, " {}{}", fam.family, if fam.forwarding_preserved { "(F)" } else { "" })?;
                 }
                 Ok(())
+            }
+            Capability::LongLivedGracefulRestart(families) => {
+                f.write_str("long-lived-graceful-restart")?;
+                families.iter().try_for_each(|l| {
+                    write!(f, " {} {}s{}", l.family, l.stale_time, if l.forwarding_preserved { "(F)" } else { "" })
+                })
             }
             Capability::AddPath(families) => {
                 f.write_str("add-path")?;

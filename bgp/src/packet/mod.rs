@@ -26,7 +26,10 @@ pub use attr::{
     Aggregator, AsPath, Community, ExtCommunity, LargeCommunity, MpNextHop, MpReach, MpUnreach, Origin, PathAttrs,
     RawAttr, Segment, SegmentType, code as attr_code, flag as attr_flag,
 };
-pub use capability::{AddPathFamily, AddPathMode, Capability, ExtendedNextHop, GracefulRestart, GracefulRestartFamily};
+pub use capability::{
+    AddPathFamily, AddPathMode, Capability, ExtendedNextHop, GracefulRestart, GracefulRestartFamily, LongLivedFamily,
+    MAX_LONG_LIVED_STALE_TIME,
+};
 pub use codec::{BgpCodec, CodecError};
 pub use cxt::{Afi, Context, Family, FamilySet, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN, Safi};
 pub use error::{DecodeError, ErrorAction};

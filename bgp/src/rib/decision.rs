@@ -2,7 +2,9 @@
 //! prefix, and the multipath set, by successive elimination — each step
 //! keeps only the candidates that are best in one respect, in this order:
 //!
-//! 1. reachable next hop (others are not eligible)
+//! 1. reachable next hop (others are not eligible), then not LLGR_STALE
+//!    (RFC 9494 §4.3: long-lived stale paths are least preferred, before
+//!    any other step)
 //! 2. highest LOCAL_PREF (100 when absent)
 //! 3. locally originated
 //! 4. shortest AS_PATH (an AS_SET counts 1, confederation segments 0)
@@ -22,7 +24,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::packet::{Origin, PathAttrs};
+use crate::packet::{Community, Origin, PathAttrs};
 
 /// RFC 4271 §5.1.5: LOCAL_PREF assumed for paths without one.
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
@@ -102,6 +104,7 @@ pub fn select(paths: &[Path], max_paths: usize) -> Option<Selection> {
     if set.is_empty() {
         return None;
     }
+    keep_min(&mut set, paths, |p| p.attrs.communities.contains(&Community::LLGR_STALE));
     keep_min(&mut set, paths, |p| std::cmp::Reverse(local_pref(p)));
     keep_min(&mut set, paths, |p| p.origination != Origination::Local);
     keep_min(&mut set, paths, as_path_len);

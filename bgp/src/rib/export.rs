@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::packet::{AsPath, MpNextHop, PathAttrs, Segment, SegmentType};
+use crate::packet::{AsPath, Community, MpNextHop, PathAttrs, Segment, SegmentType};
 use crate::rib::decision::{DEFAULT_LOCAL_PREF, Origination, Path};
 use crate::rib::policy::{PeerType, Policy, Source};
 
@@ -59,6 +59,10 @@ pub struct ExportPeer {
     pub prepend: u8,
     /// This iBGP peer is a route-reflector client of ours (RFC 4456 §6).
     pub rr_client: bool,
+    /// The peer advertised long-lived graceful restart in its session's
+    /// OPEN (RFC 9494): it may be sent LLGR_STALE routes (set when the
+    /// session comes up).
+    pub long_lived: bool,
 }
 
 impl ExportPeer {
@@ -82,6 +86,9 @@ pub enum Withheld {
     /// An IPv6 route needs an IPv6 next hop, and the session gives none
     /// to set it to (next hop self over IPv4 transport).
     NoNextHop,
+    /// RFC 9494 §4.5: an LLGR_STALE route goes only to a peer that
+    /// advertised long-lived graceful restart.
+    LongLivedStale,
 }
 
 /// Why nothing at all may go to `to` under its export `policy`, if so:
@@ -114,6 +121,9 @@ pub fn export(
     }
     if let Some(why) = withholds_everything(to, policy) {
         return Err(why);
+    }
+    if !to.long_lived && path.attrs.communities.contains(&Community::LLGR_STALE) {
+        return Err(Withheld::LongLivedStale);
     }
     let mut attrs = (*path.attrs).clone();
     let as_path = attrs.as_path.take().unwrap_or_default();
@@ -223,6 +233,7 @@ mod tests {
             next_hop: NextHopMode::Auto,
             prepend: 0,
             rr_client: false,
+            long_lived: false,
         }
     }
 

@@ -386,6 +386,13 @@ impl LocRib {
         self.entries().filter(|(_, e)| e.paths().iter().any(|s| s.peer == index)).map(|(k, _)| k).collect()
     }
 
+    /// `peer`'s path to `prefix`, if it has one.
+    pub fn path_from(&self, peer: &PeerKey, prefix: &IpNet) -> Option<Path> {
+        let index = *self.peer_index.get(peer)?;
+        let stored = self.entry(prefix)?.paths().iter().find(|s| s.peer == index)?;
+        Some(path(&self.peers, stored).1)
+    }
+
     /// How many paths `peer` has in the RIB.
     pub fn paths_from(&self, peer: &PeerKey) -> usize {
         self.peer_index.get(peer).map_or(0, |&i| self.peers[i as usize].paths)

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::packet::{
     AddPathFamily, AddPathMode, Capability, Context, ErrorCode, ExtendedNextHop, Family, FamilySet, GracefulRestart,
-    Notification, Open, open_subcode,
+    LongLivedFamily, Notification, Open, open_subcode,
 };
 
 /// A capability the session cannot do without (NOTIFICATION 2/7 if missing).
@@ -45,6 +45,10 @@ pub struct LocalConfig {
     pub route_refresh: bool,
     /// Graceful restart we advertise.
     pub graceful_restart: Option<GracefulRestart>,
+    /// Long-lived graceful restart we advertise (RFC 9494; empty: none).
+    /// It goes out only alongside `graceful_restart` (§3), and the stale
+    /// times are also the longest we keep a peer's routes (§4.2).
+    pub long_lived: Vec<LongLivedFamily>,
     /// Add-path per family.
     pub add_path: Vec<AddPathFamily>,
     /// Offer extended messages.
@@ -68,6 +72,7 @@ impl LocalConfig {
             families: vec![Family::IPV4_UNICAST],
             route_refresh: true,
             graceful_restart: None,
+            long_lived: Vec::new(),
             add_path: Vec::new(),
             extended_message: true,
             extended_next_hop: false,
@@ -94,6 +99,9 @@ impl LocalConfig {
         caps.push(Capability::FourOctetAs(self.asn));
         if let Some(gr) = &self.graceful_restart {
             caps.push(Capability::GracefulRestart(gr.clone()));
+            if !self.long_lived.is_empty() {
+                caps.push(Capability::LongLivedGracefulRestart(self.long_lived.clone()));
+            }
         }
         if !self.add_path.is_empty() {
             caps.push(Capability::AddPath(self.add_path.clone()));
@@ -140,6 +148,9 @@ pub struct Negotiated {
     pub add_path_tx: FamilySet,
     /// The peer's graceful restart capability.
     pub peer_graceful_restart: Option<GracefulRestart>,
+    /// The peer's long-lived graceful restart families (RFC 9494 §3:
+    /// empty when it sent none, or sent it without graceful restart).
+    pub peer_long_lived: Vec<LongLivedFamily>,
     /// The peer's capabilities as received.
     pub peer_capabilities: Vec<Capability>,
 }
@@ -208,6 +219,12 @@ pub fn negotiate(local: &LocalConfig, peer: &Open) -> Result<Negotiated, Refusal
     let route_refresh = local.route_refresh && has(&|c| matches!(c, Capability::RouteRefresh));
     let extended_message = local.extended_message && has(&|c| matches!(c, Capability::ExtendedMessage));
     let peer_gr = caps.iter().find_map(|c| if let Capability::GracefulRestart(g) = c { Some(g.clone()) } else { None });
+    // RFC 9494 §3: the capability means nothing without graceful restart's.
+    let peer_long_lived = caps
+        .iter()
+        .find_map(|c| if let Capability::LongLivedGracefulRestart(l) = c { Some(l.clone()) } else { None })
+        .filter(|_| peer_gr.is_some())
+        .unwrap_or_default();
     for req in &local.required {
         let present = match req {
             Required::FourOctetAs => four_octet_as,
@@ -278,6 +295,7 @@ pub fn negotiate(local: &LocalConfig, peer: &Open) -> Result<Negotiated, Refusal
         add_path_rx,
         add_path_tx,
         peer_graceful_restart: peer_gr,
+        peer_long_lived,
         peer_capabilities: caps.clone(),
     })
 }

@@ -92,7 +92,7 @@ pub enum PeerEvent {
         reason: String,
         /// RFC 4724: the connection just dropped (no NOTIFICATION) and the
         /// peer can restart gracefully: keep its routes, stale, this long.
-        graceful: Option<Duration>,
+        graceful: Option<crate::graceful::Retention>,
     },
     /// An UPDATE from an established session.
     Update {
@@ -743,11 +743,10 @@ impl Runner {
                         tracing::info!(peer = %self.config.name, reason = %words, "session down");
                         let was_up = before == State::Established;
                         // RFC 4724 §4.2: graceful only when the connection dropped without a NOTIFICATION.
-                        let graceful = self.status.borrow().negotiated.as_ref().and_then(|n| {
-                            let gr = n.peer_graceful_restart.as_ref()?;
-                            (matches!(reason, Reason::ConnectionLost) && gr.restart_time > 0)
-                                .then(|| Duration::from_secs(gr.restart_time.into()))
-                        });
+                        let graceful = match (&reason, self.status.borrow().negotiated.as_ref()) {
+                            (Reason::ConnectionLost, Some(n)) => crate::graceful::retention(&self.config.local, n),
+                            _ => None,
+                        };
                         self.status.send_modify(|s| {
                             s.negotiated = None;
                             s.last_error = Some(words.clone());

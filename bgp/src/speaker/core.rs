@@ -274,12 +274,7 @@ impl SpeakerCore {
 
     fn timer(&mut self, timer: Timer) {
         match timer {
-            Timer::StaleTimeout { peer, epoch } => {
-                if self.stale.get(&peer).is_some_and(|s| s.epoch == epoch) {
-                    tracing::info!(peer, "graceful restart time over: stale routes removed");
-                    self.sweep_stale(&peer);
-                }
-            }
+            Timer::StaleTimeout { peer, epoch } => self.stale_timeout(&peer, epoch),
             Timer::DeferralOver => self.end_deferral("the selection deferral limit passed"),
             Timer::LimitOver { peer } => {
                 if self.over_limit.contains(&peer) {
@@ -328,7 +323,7 @@ impl SpeakerCore {
         match event {
             PeerEvent::Up { peer, negotiated, session } => self.peer_up(&peer, negotiated, session),
             PeerEvent::Drained { peer } => self.drain(&peer),
-            PeerEvent::Down { peer, graceful: Some(restart_time), .. } => self.peer_restarting(&peer, restart_time),
+            PeerEvent::Down { peer, graceful: Some(retention), .. } => self.peer_restarting(&peer, retention),
             PeerEvent::Down { peer, .. } if self.dynamic.contains(&peer) => {
                 // A dynamic neighbour exists while its session does.
                 tracing::info!(peer, "dynamic neighbour gone");
@@ -348,7 +343,10 @@ impl SpeakerCore {
 
     fn peer_up(&mut self, peer: &str, negotiated: Box<Negotiated>, number: u64) {
         let Some(session) = self.neighbors.get_mut(peer) else { return };
-        let preserved = crate::graceful::forwarding_preserved(negotiated.peer_graceful_restart.as_ref());
+        let phase = self.stale.get(peer).map(|s| s.phase).unwrap_or_default();
+        let preserved = crate::graceful::forwarding_preserved(&negotiated, phase);
+        // RFC 9494 §4.5: long-lived stale routes go only to peers that advertised LLGR.
+        session.neighbor.export.long_lived = !negotiated.peer_long_lived.is_empty();
         session.negotiated = Some(negotiated);
         session.session = number;
         self.over_limit.remove(peer);

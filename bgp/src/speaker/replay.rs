@@ -7,9 +7,10 @@
 //! Inputs (our AS is 65000, our identifier and session address 192.0.2.254):
 //!
 //! ```text
-//! peer NAME AS ADDR [rr-client] [soft] [gr] [limit N] [policy] [import-none]
-//! up NAME [gr] [gr-lost] [enhanced] [v6]      down NAME [graceful SECS]
-//! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N]
+//! peer NAME AS ADDR [rr-client] [soft] [gr] [llgr SECS] [limit N] [policy] [import-none]
+//! up NAME [gr] [gr-lost] [llgr SECS] [llgr-lost SECS] [enhanced] [v6]
+//! down NAME [graceful SECS [long-lived SECS]]
+//! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N] [community AA:NN]
 //!        [treat-as-withdraw] [discard]  (as the codec marks a malformed attribute)
 //! update NAME - PREFIX…                        eor NAME
 //! refresh NAME request|request-v6|borr|eorr               remove NAME
@@ -38,8 +39,8 @@ use ipnet::IpNet;
 use super::core::{Input, Output, SpeakerCore, Timer};
 use super::{DynamicRange, MaxPrefix, Neighbor, SpeakerCommand, SpeakerEvent};
 use crate::packet::{
-    AsPath, Context, DecodeError, ErrorAction, ErrorCode, Family, GracefulRestart, GracefulRestartFamily, Message,
-    MpNextHop, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update,
+    AsPath, Community, Context, DecodeError, ErrorAction, ErrorCode, Family, GracefulRestart, GracefulRestartFamily,
+    LongLivedFamily, Message, MpNextHop, Nlri, Origin, PathAttrs, RefreshSubtype, RouteRefresh, Update,
 };
 use crate::rib::export::{ExportPeer, NextHopMode};
 use crate::rib::policy::{Policy, Rule, Verdict};
@@ -113,8 +114,12 @@ impl Replay {
                 Input::Peer(PeerEvent::Up { negotiated, peer: name, session: self.sessions })
             }
             "down" => {
+                let secs = |at: usize| parse(rest.get(at).copied(), "seconds").map(Duration::from_secs);
                 let graceful = match rest.get(1) {
-                    Some(&"graceful") => Some(Duration::from_secs(parse(rest.get(2).copied(), "seconds")?)),
+                    Some(&"graceful") => Some(crate::graceful::Retention {
+                        restart: secs(2)?,
+                        long_lived: if rest.get(3) == Some(&"long-lived") { secs(4)? } else { Duration::ZERO },
+                    }),
                     _ => None,
                 };
                 self.tx.remove(&name);
@@ -237,6 +242,9 @@ impl Replay {
         if flag("gr") {
             local.graceful_restart = Some(graceful(false, true));
         }
+        if let Some(stale_time) = value(words, "llgr")? {
+            local.long_lived = long_lived(stale_time, true);
+        }
         let limit = match words.iter().position(|w| *w == "limit") {
             Some(i) => {
                 let limit = parse(words.get(i + 1).copied(), "limit")?;
@@ -261,6 +269,7 @@ impl Replay {
                 next_hop: NextHopMode::Auto,
                 prepend: 0,
                 rr_client: flag("rr-client"),
+                long_lived: false,
             },
             import_policy: policy.clone(),
             export_policy: policy,
@@ -279,6 +288,11 @@ impl Replay {
             families.push(Family::IPV6_UNICAST);
         }
         let peer_graceful_restart = (flag("gr") || flag("gr-lost")).then(|| graceful(true, flag("gr")));
+        let peer_long_lived = match (value(words, "llgr")?, value(words, "llgr-lost")?) {
+            (Some(t), _) => long_lived(t, true),
+            (None, Some(t)) => long_lived(t, false),
+            (None, None) => Vec::new(),
+        };
         let n = Negotiated {
             peer_asn: asn,
             peer_id: addr,
@@ -292,6 +306,7 @@ impl Replay {
             add_path_rx: Default::default(),
             add_path_tx: Default::default(),
             peer_graceful_restart,
+            peer_long_lived,
             peer_capabilities: Vec::new(),
         };
         self.tx.insert(name.to_string(), n.tx());
@@ -317,6 +332,12 @@ impl Replay {
                 "nh" => attrs.next_hop = Some(parse(words.get(i).copied(), "next hop")?),
                 "lp" => attrs.local_pref = Some(parse(words.get(i).copied(), "local pref")?),
                 "med" => attrs.med = Some(parse(words.get(i).copied(), "MED")?),
+                "community" => {
+                    let text = words.get(i).copied().unwrap_or_default();
+                    let (asn, value) = text.split_once(':').ok_or("community is AA:NN")?;
+                    let c = Community::new(parse(Some(asn), "community AS")?, parse(Some(value), "community value")?);
+                    attrs.communities.extend([c]);
+                }
                 "path" => {
                     let mut asns = Vec::new();
                     while let Some(asn) = words.get(i).and_then(|w| w.parse::<u32>().ok()) {
@@ -416,6 +437,18 @@ impl Replay {
         }
         out
     }
+}
+
+/// The number after `key` in `words`, if `key` is there.
+fn value(words: &[&str], key: &str) -> Result<Option<u32>> {
+    match words.iter().position(|w| *w == key) {
+        Some(i) => parse(words.get(i + 1).copied(), key).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn long_lived(stale_time: u32, forwarding_preserved: bool) -> Vec<LongLivedFamily> {
+    vec![LongLivedFamily { family: Family::IPV4_UNICAST, forwarding_preserved, stale_time }]
 }
 
 fn graceful(restarted: bool, forwarding_preserved: bool) -> GracefulRestart {
@@ -537,6 +570,9 @@ fn attrs_text(a: &PathAttrs, mp: Option<MpNextHop>) -> String {
     if !a.cluster_list.is_empty() {
         let _ = write!(t, " cluster {}", words(&a.cluster_list));
     }
+    if !a.communities.is_empty() {
+        let _ = write!(t, " community {}", words(&a.communities));
+    }
     t
 }
 
@@ -563,4 +599,5 @@ replay!(
     dynamic,
     groups_and_families,
     received_attributes,
+    long_lived_graceful_restart,
 );

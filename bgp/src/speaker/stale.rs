@@ -1,38 +1,113 @@
 //! Stale routes: a gracefully restarting peer's routes are kept, stale,
 //! until it re-announces them by End-of-RIB or its restart time ends (RFC
-//! 4724 §4.2); a peer doing an enhanced route refresh resends everything
-//! between BoRR and EoRR and what it did not resend is gone (RFC 7313 §4).
-//! Both end in the same sweep. Also the answer to a refresh request.
+//! 4724 §4.2), then, with long-lived graceful restart, for the long-lived
+//! stale time as least preferred, tagged LLGR_STALE (RFC 9494 §4.2); a peer
+//! doing an enhanced route refresh resends everything between BoRR and
+//! EoRR and what it did not resend is gone (RFC 7313 §4). All end in the
+//! same sweep. Also the answer to a refresh request.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use super::core::{Output, SpeakerCore, Timer, key};
-use crate::packet::{Family, Message, RefreshSubtype, RouteRefresh};
+use crate::graceful::{Phase, Retention};
+use crate::packet::{Community, Family, Message, PathAttrs, RefreshSubtype, RouteRefresh};
+use crate::rib::decision::Path;
 use crate::rib::table::BestChange;
 
 impl SpeakerCore {
     /// The session to `peer` dropped and it can restart gracefully: its
-    /// routes stay, stale, for `restart_time` at most.
-    pub(super) fn peer_restarting(&mut self, peer: &str, restart_time: Duration) {
+    /// routes stay, stale, for the restart time, then for the long-lived
+    /// stale time if there is one.
+    pub(super) fn peer_restarting(&mut self, peer: &str, retention: Retention) {
         self.set_down(peer);
         let epoch = self.mark_stale(peer);
-        let routes = self.stale.get(peer).map_or(0, |s| s.prefixes.len());
-        tracing::info!(peer, routes, ?restart_time, "peer restarting: its routes are kept as stale");
-        self.emit(Output::Timer { after: restart_time, timer: Timer::StaleTimeout { peer: peer.to_string(), epoch } });
+        let Some(stale) = self.stale.get_mut(peer) else { return };
+        stale.long_lived = retention.long_lived;
+        let routes = stale.prefixes.len();
+        let Retention { restart, long_lived } = retention;
+        tracing::info!(peer, routes, ?restart, ?long_lived, "peer restarting: its routes are kept as stale");
+        if restart.is_zero() {
+            // RFC 9494 §4.2: no restart time, straight to long-lived.
+            self.begin_long_lived(peer);
+        } else {
+            self.emit(Output::Timer { after: restart, timer: Timer::StaleTimeout { peer: peer.to_string(), epoch } });
+        }
     }
 
-    /// Every route from `peer` is stale from now on; returns the new epoch
-    /// (unique in this speaker's life: a timer of an earlier restart, even
-    /// one whose stale state is gone, never matches a later one).
+    /// A stale timer of `peer` is due: the end of the restart time goes on
+    /// to the long-lived stale period if there is one and the peer is still
+    /// away; otherwise its stale routes go.
+    pub(super) fn stale_timeout(&mut self, peer: &str, epoch: u64) {
+        let Some(stale) = self.stale.get(peer).filter(|s| s.epoch == epoch) else { return };
+        if stale.phase == Phase::Restart && !stale.long_lived.is_zero() && !self.up.contains(peer) {
+            self.begin_long_lived(peer);
+            return;
+        }
+        tracing::info!(peer, phase = ?stale.phase, "stale time over: stale routes removed");
+        self.sweep_stale(peer);
+    }
+
+    /// RFC 9494 §4.2: the restart time is over and `peer` is still away.
+    /// Its stale routes marked NO_LLGR go; the rest stay, with LLGR_STALE
+    /// added (least preferred from now on, `decision.rs`, and sent only to
+    /// peers that understand it, `export.rs`), for the long-lived stale time.
+    fn begin_long_lived(&mut self, peer: &str) {
+        let epoch = self.mark_epoch(peer);
+        let Some(stale) = self.stale.get_mut(peer) else { return };
+        let after = std::mem::take(&mut stale.long_lived);
+        stale.phase = Phase::LongLived;
+        let mut prefixes: Vec<IpNet> = stale.prefixes.iter().copied().collect();
+        prefixes.sort_unstable();
+        let from = key(peer);
+        // The peer's routes share few attribute sets: each is tagged once.
+        let mut tagged: HashMap<*const PathAttrs, Option<Arc<PathAttrs>>> = HashMap::new();
+        let (mut changes, mut dropped) = (Vec::new(), HashSet::new());
+        for prefix in prefixes {
+            let Some(path) = self.rib.path_from(&from, &prefix) else { continue };
+            let attrs = tagged.entry(Arc::as_ptr(&path.attrs)).or_insert_with(|| long_lived_stale(&path.attrs));
+            match attrs {
+                Some(attrs) => changes.extend(self.rib.announce(&from, prefix, Path { attrs: attrs.clone(), ..path })),
+                None => {
+                    dropped.insert(prefix);
+                }
+            }
+        }
+        tracing::info!(
+            peer,
+            kept = changes.len(),
+            no_llgr = dropped.len(),
+            ?after,
+            "restart time over: routes kept as long-lived stale (RFC 9494), NO_LLGR routes removed"
+        );
+        self.changed(changes);
+        if let Some(stale) = self.stale.get_mut(peer) {
+            stale.prefixes.retain(|p| !dropped.contains(p));
+        }
+        self.withdraw_stale(peer, dropped);
+        self.emit(Output::Timer { after, timer: Timer::StaleTimeout { peer: peer.to_string(), epoch } });
+    }
+
+    /// Every route from `peer` is stale from now on; returns the new epoch.
     fn mark_stale(&mut self, peer: &str) -> u64 {
-        self.stale_epochs += 1;
+        let prefixes = self.rib.prefixes_from(&key(peer)).into_iter().collect();
         let stale = self.stale.entry(peer.to_string()).or_default();
-        stale.prefixes = self.rib.prefixes_from(&key(peer)).into_iter().collect();
-        stale.epoch = self.stale_epochs;
-        stale.epoch
+        (stale.prefixes, stale.phase, stale.long_lived) = (prefixes, Phase::Restart, Default::default());
+        self.mark_epoch(peer)
+    }
+
+    /// A new epoch for `peer`'s stale routes (unique in this speaker's
+    /// life: a timer of an earlier phase or restart, even one whose stale
+    /// state is gone, never matches a later one).
+    fn mark_epoch(&mut self, peer: &str) -> u64 {
+        self.stale_epochs += 1;
+        let epoch = self.stale_epochs;
+        if let Some(stale) = self.stale.get_mut(peer) {
+            stale.epoch = epoch;
+        }
+        epoch
     }
 
     /// A ROUTE-REFRESH from `peer`.
@@ -104,4 +179,18 @@ impl SpeakerCore {
         let changes: Vec<BestChange> = prefixes.into_iter().filter_map(|p| self.rib.withdraw(&from, p)).collect();
         self.changed(changes);
     }
+}
+
+/// The attributes of a route kept past the restart time: LLGR_STALE added,
+/// or `None` when the route is marked NO_LLGR and must go (RFC 9494 §4.2).
+fn long_lived_stale(attrs: &Arc<PathAttrs>) -> Option<Arc<PathAttrs>> {
+    if attrs.communities.contains(&Community::NO_LLGR) {
+        return None;
+    }
+    if attrs.communities.contains(&Community::LLGR_STALE) {
+        return Some(attrs.clone());
+    }
+    let mut tagged = (**attrs).clone();
+    tagged.communities.extend([Community::LLGR_STALE]);
+    Some(Arc::new(tagged))
 }

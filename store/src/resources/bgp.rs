@@ -134,8 +134,13 @@ fn community_value(field: &str, v: &str) -> Result<(), Invalid> {
 /// A graceful-restart time (RFC 4724 §3: 12 bits of seconds) from a Go
 /// duration (`120s`, `2m0s`); `None`: not one.
 pub fn restart_time(v: &str) -> Option<u16> {
+    whole_seconds(v, 4095)?.try_into().ok()
+}
+
+/// A Go duration of whole seconds, at most `max`.
+fn whole_seconds(v: &str, max: u64) -> Option<u64> {
     let ms = super::felix::duration_ms(v)?;
-    u16::try_from(ms / 1000).ok().filter(|s| *s <= 4095 && ms % 1000 == 0)
+    (ms % 1000 == 0 && ms / 1000 <= max).then_some(ms / 1000)
 }
 
 fn restart_field(field: &str, v: &str) -> Result<(), Invalid> {
@@ -170,6 +175,19 @@ impl BgpConfigurationSpec {
 
 /// Calico's graceful-restart time (RFC 4724), seconds.
 pub const DEFAULT_RESTART_TIME: u16 = 120;
+
+/// BIRD's default long-lived stale time, which Calico leaves in place when
+/// a BGPPeer sets no `maxRestartTime`.
+pub const DEFAULT_LONG_LIVED_STALE_TIME: u32 = 3600;
+
+/// Calico's `restartMode` for RFC 9494.
+const LONG_LIVED: &str = "LongLivedGracefulRestart";
+
+/// A long-lived stale time (RFC 9494 §3: 24 bits of seconds) from a Go
+/// duration; `None`: not one.
+fn long_lived_stale_time(v: &str) -> Option<u32> {
+    whole_seconds(v, 0x00ff_ffff)?.try_into().ok()
+}
 
 impl Spec for BgpConfigurationSpec {
     fn apply_defaults(&mut self, meta: &Metadata) {
@@ -322,7 +340,8 @@ pub struct BgpPeerSpec {
     /// Source address choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<SourceAddress>,
-    /// Graceful restart time (e.g. `120s`).
+    /// Graceful restart time (e.g. `120s`); under
+    /// `restartMode: LongLivedGracefulRestart`, the long-lived stale time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restart_time: Option<String>,
     /// Keepalive interval (Go duration; unset: a third of the hold time).
@@ -347,8 +366,9 @@ pub struct BgpPeerSpec {
     /// only if a BGPPeer of their own says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse_peering: Option<String>,
-    /// `GracefulRestart` (Calico's default, tortie's behaviour) or
-    /// `LongLivedGracefulRestart` (refused until RFC 9494 is built).
+    /// `GracefulRestart` (Calico's default) or `LongLivedGracefulRestart`
+    /// (RFC 9494: also the long-lived graceful restart capability, its
+    /// stale time `maxRestartTime`, as Calico configures BIRD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_mode: Option<String>,
     /// `Recursive` (Calico's default) or `DirectIfDirectlyConnected`.
@@ -375,9 +395,27 @@ impl BgpPeerSpec {
         u16::try_from(ms / 1000).ok().filter(|s| (1..=21845).contains(s) && ms % 1000 == 0)
     }
 
-    /// The graceful-restart time advertised to this peer.
+    /// Whether `restartMode` asks for long-lived graceful restart.
+    fn long_lived(&self) -> bool {
+        self.restart_mode.as_deref() == Some(LONG_LIVED)
+    }
+
+    /// The graceful-restart time advertised to this peer: `maxRestartTime`,
+    /// unless that is the long-lived stale time.
     pub fn restart_time(&self) -> u16 {
-        self.max_restart_time.as_deref().and_then(restart_time).unwrap_or(DEFAULT_RESTART_TIME)
+        match self.max_restart_time.as_deref() {
+            Some(t) if !self.long_lived() => restart_time(t).unwrap_or(DEFAULT_RESTART_TIME),
+            _ => DEFAULT_RESTART_TIME,
+        }
+    }
+
+    /// The long-lived stale time advertised to this peer, and the longest
+    /// its routes are kept past its restart time (RFC 9494); `None` without
+    /// `restartMode: LongLivedGracefulRestart`.
+    pub fn long_lived_stale_time(&self) -> Option<u32> {
+        self.long_lived().then(|| {
+            self.max_restart_time.as_deref().and_then(long_lived_stale_time).unwrap_or(DEFAULT_LONG_LIVED_STALE_TIME)
+        })
     }
 }
 
@@ -419,8 +457,16 @@ impl Spec for BgpPeerSpec {
                 return Err(Invalid::new("peerIP", "", "one of peerIP (with asNumber) or peerSelector is required"));
             }
         }
-        if let Some(t) = &self.max_restart_time {
-            restart_field("maxRestartTime", t)?;
+        match &self.max_restart_time {
+            Some(t) if self.long_lived() && long_lived_stale_time(t).is_none() => {
+                return Err(Invalid::new(
+                    "maxRestartTime",
+                    t,
+                    "under LongLivedGracefulRestart, the long-lived stale time: whole seconds up to 16777215 (RFC 9494's 24 bits), such as 1h0m0s",
+                ));
+            }
+            Some(t) if !self.long_lived() => restart_field("maxRestartTime", t)?,
+            _ => {}
         }
         if let Some(k) = self.keepalive_time.as_deref().filter(|_| self.keepalive().is_none()) {
             return Err(Invalid::new("keepaliveTime", k, "whole seconds, 1–21845, like 20s"));
@@ -440,13 +486,8 @@ impl Spec for BgpPeerSpec {
         }
         // Calico's defaults (what tortie does) pass; the rest is refused by name.
         let unset = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
-        if let Some(m) = self.restart_mode.as_deref().filter(|m| *m != "GracefulRestart" && !m.is_empty()) {
-            let why = if m == "LongLivedGracefulRestart" {
-                "tortie has no long-lived graceful restart (RFC 9494) yet; GracefulRestart only"
-            } else {
-                "GracefulRestart (LongLivedGracefulRestart is not built yet)"
-            };
-            return Err(Invalid::new("restartMode", m, why));
+        if let Some(m) = self.restart_mode.as_deref().filter(|m| !["GracefulRestart", LONG_LIVED, ""].contains(m)) {
+            return Err(Invalid::new("restartMode", m, "GracefulRestart or LongLivedGracefulRestart"));
         }
         if let Some(m) = self.bird_gateway_mode.as_deref().filter(|m| *m != "Recursive" && !m.is_empty()) {
             return Err(Invalid::new(

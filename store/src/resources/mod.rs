@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use bgp::{
     AddCommunity, BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec, BgpPeerSpec, Community, CommunityMatch,
-    DEFAULT_RESTART_TIME, FilterAction, FilterOperation, MatchOperator, PeerPassword, PrefixAdvertisement,
-    PrefixLength, PrependAsPath, SecretKeyRef, ServiceCidr, SourceAddress, standard_community,
+    DEFAULT_LONG_LIVED_STALE_TIME, DEFAULT_RESTART_TIME, FilterAction, FilterOperation, MatchOperator, PeerPassword,
+    PrefixAdvertisement, PrefixLength, PrependAsPath, SecretKeyRef, ServiceCidr, SourceAddress, standard_community,
 };
 pub use felix::{EndpointToHostAction, FelixConfigurationSpec, ProtoPort, duration_ms};
 pub use kinds::{Kind, KindInfo};
