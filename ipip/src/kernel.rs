@@ -24,7 +24,7 @@ fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> TunnelError {
     move |e| TunnelError::Kernel { what, why: e.to_string() }
 }
 
-fn connect() -> Result<rtnetlink::Handle, TunnelError> {
+pub(crate) fn connect() -> Result<rtnetlink::Handle, TunnelError> {
     let (connection, handle, _) =
         rtnetlink::new_connection().map_err(|e| TunnelError::io("netlink socket".into(), e))?;
     tokio::spawn(connection);
@@ -32,7 +32,7 @@ fn connect() -> Result<rtnetlink::Handle, TunnelError> {
 }
 
 /// The link called `name`, if there is one.
-async fn find(handle: &rtnetlink::Handle, name: &str) -> Result<Option<LinkMessage>, TunnelError> {
+pub(crate) async fn find(handle: &rtnetlink::Handle, name: &str) -> Result<Option<LinkMessage>, TunnelError> {
     match handle.link().get().match_name(name.to_string()).execute().try_next().await {
         Ok(link) => Ok(link),
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),

@@ -1,27 +1,27 @@
 //! # tortie-ipip — IP-in-IP tunnelling (RFC 2003)
 //!
 //! Owns the encapsulation decision per IP pool (Always / CrossSubnet /
-//! Never), the kernel `tunl0` device where the kernel has the ipip module,
-//! and a userspace data plane (TUN + raw IP protocol 4 socket) where it has
-//! not.
+//! Never), the eBPF data plane (TC programs on a tunnel device and the
+//! underlay, outliving the daemon) wherever the kernel loads them, and the
+//! kernel `tunl0` device where it does not but has the ipip module.
 //!
 //! Must not: decide routes beyond "this next hop needs encapsulation".
 
-mod batch;
+pub mod ebpf;
 pub mod kernel;
 mod mode;
-pub mod packet;
-pub mod userspace;
+mod table;
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::Arc;
 
 pub use mode::{EncapMode, encapsulate};
+pub use table::{EncapTable, MAX_HOPS};
 use tokio::sync::watch;
-pub use userspace::EncapTable;
 
-/// The userspace data plane's device name.
-pub const USERSPACE_DEVICE: &str = "tortie-ipip";
+/// The outer IPv4 header's length (no options): what the tunnel takes off the MTU.
+pub const OUTER_LEN: u16 = 20;
 
 /// Why the tunnel could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -55,70 +55,74 @@ impl TunnelError {
 
 /// A running tunnel.
 pub enum Tunnel {
+    /// The eBPF data plane.
+    Ebpf(ebpf::Plane),
     /// The kernel's `tunl0`, with the tunnel address given to it.
     Kernel(Option<Ipv4Addr>),
-    /// The userspace data plane.
-    Userspace(userspace::Userspace),
 }
 
 impl Tunnel {
     /// The device routes go through.
     pub fn device(&self) -> &'static str {
         match self {
+            Tunnel::Ebpf(_) => ebpf::DEVICE,
             Tunnel::Kernel(_) => kernel::DEVICE,
-            Tunnel::Userspace(_) => USERSPACE_DEVICE,
         }
     }
 
-    /// Takes the tunnel down (no pool asks for IPIP any more): the
-    /// userspace plane stops and its device goes, and the kernel routes
-    /// through it with it; `tunl0`, which belongs to the ipip module,
-    /// gives back the tunnel address and goes down.
-    pub async fn stop(self) -> Result<(), TunnelError> {
+    /// Takes the tunnel down (no pool asks for IPIP any more): the eBPF
+    /// plane's device, programs and maps go, and the kernel routes through
+    /// it with them; `tunl0`, which belongs to the ipip module, gives back
+    /// the tunnel address and goes down.
+    pub async fn stop(self, local: Ipv4Addr, bpffs: &Path) -> Result<(), TunnelError> {
         match self {
+            Tunnel::Ebpf(plane) => {
+                drop(plane);
+                ebpf::remove(local, bpffs).await.map(|_| ())
+            }
             Tunnel::Kernel(Some(address)) => kernel::teardown(address).await.map(|_| ()),
             Tunnel::Kernel(None) => Ok(()),
-            Tunnel::Userspace(plane) => {
-                drop(plane);
-                kernel::delete(USERSPACE_DEVICE).await.map(|_| ())
-            }
         }
     }
 }
 
 /// Removes a tunnel kept from an earlier run once no pool asks for IPIP:
-/// the userspace data plane's (persistent) device, and `tunnel_address`
-/// (the one the node published) on `tunl0`; whether there was either.
-pub async fn remove_kept(tunnel_address: Option<Ipv4Addr>) -> Result<bool, TunnelError> {
-    let device = userspace::exists(USERSPACE_DEVICE) && kernel::delete(USERSPACE_DEVICE).await?;
+/// the eBPF plane's device, program and pinned maps, and `tunnel_address`
+/// (the one the node published) on `tunl0`; whether there was any.
+pub async fn remove_kept(
+    local: Ipv4Addr,
+    tunnel_address: Option<Ipv4Addr>,
+    bpffs: &Path,
+) -> Result<bool, TunnelError> {
+    let plane = ebpf::remove(local, bpffs).await?;
     let address = match tunnel_address {
         Some(a) => kernel::teardown(a).await?,
         None => false,
     };
-    Ok(device || address)
+    Ok(plane || address)
 }
 
-/// Brings IPIP up: the kernel's `tunl0` where it exists, else (saying so)
-/// the userspace data plane, which `table` feeds and which counts into
-/// `counters`.
+/// Brings IPIP up: the eBPF data plane where the kernel loads its
+/// programs, else the kernel's `tunl0` where the ipip module is, else an
+/// error naming both.
 pub async fn start(
-    local: Ipv4Addr,
-    tunnel_address: Option<Ipv4Addr>,
-    underlay_mtu: u16,
+    config: &ebpf::PlaneConfig,
     table: watch::Receiver<Arc<EncapTable>>,
-    counters: Arc<userspace::Counters>,
 ) -> Result<Tunnel, TunnelError> {
-    let mtu = u32::from(underlay_mtu.saturating_sub(packet::OUTER_LEN as u16));
-    match kernel::setup(tunnel_address, mtu).await {
+    let bpf = match ebpf::start(config, table).await {
+        Ok(plane) => return Ok(Tunnel::Ebpf(plane)),
+        Err(e) => e,
+    };
+    tracing::warn!(error = %bpf, "the eBPF IPIP data plane cannot run here: trying the kernel's tunl0");
+    match kernel::setup(config.tunnel_address, config.mtu).await {
         Ok(()) => {
             tracing::info!(device = kernel::DEVICE, "kernel IPIP tunnel up");
-            Ok(Tunnel::Kernel(tunnel_address))
+            Ok(Tunnel::Kernel(config.tunnel_address))
         }
-        Err(TunnelError::Unsupported) => {
-            tracing::info!("kernel has no ipip module: using tortie's userspace IPIP data plane (TUN + raw socket)");
-            let config = userspace::Config { device: USERSPACE_DEVICE.into(), local, tunnel_address, underlay_mtu };
-            userspace::start(&config, table, counters).map(Tunnel::Userspace)
-        }
+        Err(TunnelError::Unsupported) => Err(TunnelError::Kernel {
+            what: "starting IPIP",
+            why: format!("no eBPF data plane ({bpf}) and no ipip module in the kernel"),
+        }),
         Err(e) => Err(e),
     }
 }

@@ -15,6 +15,7 @@
 //! `ip(8)` and the peers through their own CLIs, exactly as an operator
 //! would, so a test failure points at tortie and not at the harness.
 
+mod bpffs;
 mod cmd;
 mod daemon;
 mod error;
@@ -26,6 +27,7 @@ pub mod pod;
 pub mod tcp;
 mod wait;
 
+pub use bpffs::bpffs;
 pub use daemon::Daemon;
 pub use error::{LabError, Result};
 pub use lab::Lab;

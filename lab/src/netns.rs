@@ -102,8 +102,8 @@ impl Netns {
     }
 
     /// Starts a tortie node daemon here (`BIN node run --name NAME --ip IP
-    /// --run-dir <this namespace's dir>/run EXTRA…`), as process `name`;
-    /// its datastore and log level come from `env`.
+    /// --run-dir <this namespace's dir>/run --bpffs <the lab's> EXTRA…`),
+    /// as process `name`; its datastore and log level come from `env`.
     pub fn spawn_tortie_node(
         &self,
         name: &str,
@@ -114,7 +114,8 @@ impl Netns {
         env: &[(&str, &str)],
     ) -> Result<Daemon> {
         let run_dir = self.dir().join("run").display().to_string();
-        let mut args = vec!["node", "run", "--name", node, "--ip", ip, "--run-dir", &run_dir];
+        let bpffs = crate::bpffs()?.display().to_string();
+        let mut args = vec!["node", "run", "--name", node, "--ip", ip, "--run-dir", &run_dir, "--bpffs", &bpffs];
         args.extend_from_slice(extra);
         self.spawn(name, bin, &args, env)
     }
@@ -173,6 +174,7 @@ pub(crate) fn destroy(name: &str) -> Result<()> {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    crate::bpffs::forget(&std::path::Path::new("/run/netns").join(name));
     cmd::run("ip", &["netns", "del", name]).map(drop)
 }
 

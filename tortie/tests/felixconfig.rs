@@ -129,7 +129,7 @@ spec: {cidr: 198.18.0.0/16, blockSize: 26, ipipMode: Always}
     );
     let _d = c.start(0);
     let mtu = || {
-        let link = c.nodes[0].ip(&["-o", "link", "show", tortie_ipip::USERSPACE_DEVICE]).unwrap_or_default();
+        let link = c.nodes[0].ip(&["-o", "link", "show", tortie_ipip::ebpf::DEVICE]).unwrap_or_default();
         link.split_whitespace().skip_while(|w| *w != "mtu").nth(1).map(str::to_string)
     };
     wait_until("the tunnel at the underlay's MTU less 20", || mtu().as_deref() == Some("1480"));

@@ -1,5 +1,5 @@
-//! IPIP across subnets with the userspace data plane (this kernel has no
-//! ipip module): n1 and n2 share a subnet, n3 sits behind a router that
+//! IPIP across subnets with the eBPF data plane (this kernel has no ipip
+//! module): n1 and n2 share a subnet, n3 sits behind a router that
 //! knows no pod routes. With `CrossSubnet`, n1↔n2 pod traffic is native and
 //! n1↔n3 is encapsulated (tshark sees IPv4-in-IPv4 on the router); a
 //! protocol-4 packet from a non-node is dropped and counted; switching the
@@ -81,7 +81,7 @@ fn capture_ipip(ns: &Netns, ifname: &str, during: impl FnOnce()) -> String {
 }
 
 #[test]
-fn cross_subnet_pods_talk_through_the_userspace_tunnel_and_same_subnet_pods_natively() {
+fn cross_subnet_pods_talk_through_the_ebpf_tunnel_and_same_subnet_pods_natively() {
     let c = Cluster::two_subnets("ipip");
     c.apply(&pool("CrossSubnet"));
     let a = c.pod(0, "a1", "198.18.0.1");
@@ -204,8 +204,8 @@ fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     let kept = c.nodes[0].ip(&["route", "show", "198.18.0.128/26"]).unwrap();
     assert!(kept.contains("dev tortie-ipip"), "the route through the tunnel stays while the daemon is down: {kept}");
     d[0] = c.start(0);
-    wait_until("n1's new daemon to attach to the kept device", || {
-        d[0].log().contains("attached to the TUN device kept from before the restart")
+    wait_until("n1's new daemon to adopt the kept maps", || {
+        d[0].log().contains("IPIP: adopted the maps kept from before the restart")
     });
     wait_until("pods on n1 and n3 to reach each other again", || {
         a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))

@@ -204,10 +204,9 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the tortie binary")?;
     let mut daemons = Vec::new();
     for (n, ns) in &nodes {
-        let run_dir = run_dir(ns);
         let ip = format!("{}/24", n.address);
-        let args = ["node", "run", "--name", &n.name, "--ip", &ip, "--run-dir", path_str(&run_dir)?];
-        daemons.push(ns.spawn(&format!("tortie-{}", n.name), path_str(&exe)?, &args, &[("TORTIE_DATASTORE", &url)])?);
+        let env = [("TORTIE_DATASTORE", url.as_str())];
+        daemons.push(ns.spawn_tortie_node(&format!("tortie-{}", n.name), path_str(&exe)?, &n.name, &ip, &[], &env)?);
     }
 
     let cni = lab.dir().join("bin/tortie-cni");

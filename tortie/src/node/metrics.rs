@@ -14,7 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tortie_felix::reconcile::ReconcileStats;
-use tortie_ipip::userspace::Counters;
 
 use super::local_api::ApiState;
 
@@ -56,9 +55,10 @@ pub struct MetricsState {
     pub reconcile: Option<Arc<ReconcileStats>>,
     /// The policy data plane (absent on a dedicated reflector).
     pub policy: Option<Arc<tortie_felix::policy::apply::PolicyStats>>,
-    /// The userspace IPIP data plane, once it runs (absent on a dedicated
+    /// The eBPF IPIP data plane's bpffs, whose counters are read when it runs (absent on a dedicated
     /// reflector).
-    pub ipip: Option<Arc<std::sync::OnceLock<Arc<Counters>>>>,
+    /// The bpffs the eBPF IPIP data plane pins its counters under.
+    pub ipip: Option<std::path::PathBuf>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -153,32 +153,25 @@ pub async fn render(state: &MetricsState) -> String {
     }
     r.register("cni_requests", "CNI commands by outcome", state.cni.requests.clone());
     r.register("cni_duration_seconds", "CNI command latency", state.cni.duration.clone());
-    if let Some(c) = state.ipip.as_ref().and_then(|c| c.get()) {
-        counter(&mut r, "ipip_encap_packets", "Packets encapsulated and sent", &c.encap_packets);
-        counter(&mut r, "ipip_encap_bytes", "Inner bytes encapsulated and sent", &c.encap_bytes);
-        counter(&mut r, "ipip_decap_packets", "Packets decapsulated and delivered", &c.decap_packets);
-        counter(&mut r, "ipip_decap_bytes", "Inner bytes decapsulated and delivered", &c.decap_bytes);
-        counter(
-            &mut r,
-            "ipip_encap_batches",
-            "TUN reads (a GSO super-packet is cut into many packets)",
-            &c.encap_batches,
-        );
-        counter(&mut r, "ipip_decap_batches", "recvmmsg batches received", &c.decap_batches);
+    if let Some(c) = state.ipip.as_deref().and_then(tortie_ipip::ebpf::counters) {
+        let value = |v: u64| AtomicU64::new(v);
+        counter(&mut r, "ipip_encap_packets", "Packets encapsulated and sent", &value(c.encap_packets));
+        counter(&mut r, "ipip_encap_bytes", "Inner bytes encapsulated and sent", &value(c.encap_bytes));
+        counter(&mut r, "ipip_decap_packets", "Packets decapsulated and delivered", &value(c.decap_packets));
+        counter(&mut r, "ipip_decap_bytes", "Inner bytes decapsulated and delivered", &value(c.decap_bytes));
         counter(
             &mut r,
             "ipip_decap_merged",
             "Delivered packets the underlay's GRO had merged from a TCP flow's segments",
-            &c.decap_merged,
+            &value(c.decap_merged),
         );
         let drops = Family::<Labels, Counter>::default();
         for (reason, v) in [
-            ("no_route", &c.drop_no_route),
-            ("unknown_source", &c.drop_unknown_source),
-            ("malformed", &c.drop_malformed),
-            ("io", &c.drop_io),
+            ("no_route", c.drop_no_route),
+            ("unknown_source", c.drop_unknown_source),
+            ("malformed", c.drop_malformed),
         ] {
-            drops.get_or_create(&vec![("reason".to_string(), reason.to_string())]).inc_by(v.load(Ordering::Relaxed));
+            drops.get_or_create(&vec![("reason".to_string(), reason.to_string())]).inc_by(v);
         }
         r.register("ipip_dropped_packets", "Packets the IPIP data plane dropped, by reason", drops);
     }

@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// `nftablesRefreshInterval` / `iptablesRefreshInterval`, else 30).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     policy_check: Option<u64>,
+    /// A mounted bpffs: the eBPF IPIP data plane pins its maps under
+    /// `<dir>/tortie/` so that they outlive the daemon (mounted there if it
+    /// is not; in a container, mount the host's).
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    bpffs: PathBuf,
 }
 
 /// The data plane settings of `tortie node run`.
@@ -94,6 +99,7 @@ struct Dataplane {
     relearn: u64,
     underlay_mtu: u16,
     policy_check: Option<u64>,
+    bpffs: PathBuf,
 }
 
 /// `tortie reflector run`: a dedicated route reflector, no data plane.
@@ -159,6 +165,7 @@ pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
         relearn: args.relearn_limit,
         underlay_mtu: args.underlay_mtu,
         policy_check: args.policy_check,
+        bpffs: args.bpffs,
     };
     serve(kv, args.common, Some(dataplane), None, Vec::new()).await
 }
@@ -193,7 +200,7 @@ async fn serve(
     // RFC 4724 §4.1: routes of ours already in the kernel mean this daemon
     // restarted with its forwarding state preserved.
     let mut restarted = None;
-    if let Some(Dataplane { resync, relearn, underlay_mtu, policy_check }) = dataplane {
+    if let Some(Dataplane { resync, relearn, underlay_mtu, policy_check, bpffs }) = dataplane {
         let kept = tortie_felix::netlink::Netlink::open().and_then(|mut nl| nl.routes()).map(|r| r.len());
         match kept {
             Ok(0) => {}
@@ -205,7 +212,7 @@ async fn serve(
         }
         let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
         // IPIP runs once a pool asks for it (the node then holds a tunnel address).
-        let t = tunnel::start(synced.clone(), &args.name, address.addr(), underlay_mtu, encap_rx).await?;
+        let t = tunnel::start(synced.clone(), &args.name, address.addr(), underlay_mtu, bpffs, encap_rx).await?;
         let config = AgentConfig {
             node: args.name.clone(),
             route_refresh: resync.map(Duration::from_secs),
@@ -269,7 +276,7 @@ async fn serve(
         api: api_state.clone(),
         reconcile: felix.as_ref().map(|f| f.stats.clone()),
         policy: felix.as_ref().map(|f| f.policy_stats.clone()),
-        ipip: ipip.as_ref().map(|t| t.counters.clone()),
+        ipip: ipip.as_ref().map(|t| t.bpffs.clone()),
     };
     if let Some(listen) = args.metrics_listen {
         let m = metrics_state.clone();

@@ -9,14 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tortie_ipam::{self as ipam, Purpose, Request};
 use tortie_ipip::EncapTable;
-use tortie_ipip::userspace::Counters;
+use tortie_ipip::ebpf::PlaneConfig;
 use tortie_store::api;
 use tortie_store::resources::{EncapMode, FelixConfigurationSpec, Kind, NodeBgp, NodeSpec, Object, Resource};
 use tortie_store::syncer::Syncer;
@@ -44,7 +45,7 @@ async fn tunnel_underlay_mtu(kv: &Syncer, node: &str, underlay_mtu: u16) -> u16 
         spec("default".into()).await.as_ref(),
         spec(format!("node.{node}")).await.as_ref(),
     );
-    merged.ipip_mtu().map_or(underlay_mtu, |m| m.saturating_add(tortie_ipip::packet::OUTER_LEN as u16))
+    merged.ipip_mtu().map_or(underlay_mtu, |m| m.saturating_add(tortie_ipip::OUTER_LEN))
 }
 
 /// How long a tunnel no pool wants any more stays up: felix moves the
@@ -111,10 +112,8 @@ struct Setup {
     encap: watch::Receiver<Arc<EncapTable>>,
     /// Where the device routes go through is published (felix follows it).
     device: watch::Sender<Option<String>>,
-    /// The userspace data plane's counters, one set across its runs.
-    counters: Arc<Counters>,
-    /// Set once the userspace plane first runs (metrics show it from then).
-    counting: Arc<OnceLock<Arc<Counters>>>,
+    /// Where the eBPF plane pins its maps.
+    bpffs: PathBuf,
 }
 
 impl Setup {
@@ -131,7 +130,7 @@ impl Setup {
                 // A new MTU: the device is built again (its routes follow it).
                 tracing::info!(device = t.device(), from = built, to = mtu, "IPIP MTU changed: rebuilding the tunnel");
                 self.device.send_replace(None);
-                t.stop().await.context("taking the IPIP tunnel down for its new MTU")?;
+                t.stop(self.local, &self.bpffs).await.context("taking the IPIP tunnel down for its new MTU")?;
                 *tunnel = Some((self.bring_up(mtu).await?, mtu));
             }
             (true, None) => *tunnel = Some((self.bring_up(mtu).await?, mtu)),
@@ -143,7 +142,7 @@ impl Setup {
                 self.device.send_replace(None);
                 tracing::info!(device, grace = ?DOWN_GRACE, "no IP pool uses IPIP any more: routes leave the tunnel");
                 tokio::time::sleep(DOWN_GRACE).await;
-                t.stop().await.with_context(|| format!("taking the IPIP tunnel {device} down"))?;
+                t.stop(self.local, &self.bpffs).await.with_context(|| format!("taking the IPIP tunnel {device} down"))?;
                 tracing::info!(device, "no IP pool uses IPIP any more: tunnel down");
                 address(&self.kv, &self.node, false).await?;
             }
@@ -151,7 +150,8 @@ impl Setup {
                 // A tunnel kept from an earlier run (or left by a failed stop)
                 // goes, and its routes with it; then its address.
                 let published = published_address(&self.kv, &self.node).await?;
-                if tortie_ipip::remove_kept(published).await.context("removing the kept IPIP tunnel")? {
+                let kept = tortie_ipip::remove_kept(self.local, published, &self.bpffs).await;
+                if kept.context("removing the kept IPIP tunnel")? {
                     tracing::info!(address = ?published, "no pool uses IPIP: removed the tunnel kept from before");
                 }
                 address(&self.kv, &self.node, false).await?;
@@ -163,13 +163,13 @@ impl Setup {
     /// Allocates the tunnel address if needed and starts the tunnel for an
     /// underlay of `mtu`.
     async fn bring_up(&self, mtu: u16) -> anyhow::Result<tortie_ipip::Tunnel> {
-        let address = address(&self.kv, &self.node, true).await?;
-        let t = tortie_ipip::start(self.local, address, mtu, self.encap.clone(), self.counters.clone())
-            .await
-            .context("starting the IPIP tunnel")?;
-        if let tortie_ipip::Tunnel::Userspace(_) = t {
-            let _ = self.counting.set(self.counters.clone());
-        }
+        let config = PlaneConfig {
+            local: self.local,
+            tunnel_address: address(&self.kv, &self.node, true).await?,
+            mtu: u32::from(mtu.saturating_sub(tortie_ipip::OUTER_LEN)),
+            bpffs: self.bpffs.clone(),
+        };
+        let t = tortie_ipip::start(&config, self.encap.clone()).await.context("starting the IPIP tunnel")?;
         self.device.send_replace(Some(t.device().to_string()));
         Ok(t)
     }
@@ -179,8 +179,8 @@ impl Setup {
 pub struct NodeTunnel {
     /// The device routes go through, while the tunnel is up.
     pub device: watch::Receiver<Option<String>>,
-    /// The userspace data plane's counters, once it has run.
-    pub counters: Arc<OnceLock<Arc<Counters>>>,
+    /// Where the eBPF plane pins its maps (and counters).
+    pub bpffs: PathBuf,
     /// Holds the tunnel and follows the pools.
     task: tokio::task::JoinHandle<()>,
 }
@@ -199,10 +199,10 @@ pub async fn start(
     node: &str,
     local: Ipv4Addr,
     underlay_mtu: u16,
+    bpffs: PathBuf,
     encap: watch::Receiver<Arc<EncapTable>>,
 ) -> anyhow::Result<NodeTunnel> {
     let (device_tx, device) = watch::channel(None);
-    let counting = Arc::new(OnceLock::new());
     let setup = Setup {
         kv,
         node: node.to_string(),
@@ -210,13 +210,12 @@ pub async fn start(
         underlay_mtu,
         encap,
         device: device_tx,
-        counters: Arc::new(Counters::default()),
-        counting: counting.clone(),
+        bpffs: bpffs.clone(),
     };
     let mut tunnel = None;
     setup.reconcile(&mut tunnel).await?;
     let task = tokio::spawn(follow_pools(setup, tunnel));
-    Ok(NodeTunnel { device, counters: counting, task })
+    Ok(NodeTunnel { device, bpffs, task })
 }
 
 /// Follows the IP pools, setting the tunnel up or down at each change,
