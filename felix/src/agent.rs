@@ -46,7 +46,7 @@ pub struct AgentConfig {
     /// Longest wait for BGP to relearn after a start before routes it did
     /// not relearn are removed.
     pub relearn_limit: Duration,
-    /// Where the userspace IPIP data plane learns which prefixes it carries
+    /// Where the eBPF IPIP data plane learns which prefixes it carries
     /// to which node (when it runs).
     pub encap: Option<watch::Sender<Arc<EncapTable>>>,
     /// How often the nftables table is compared with what was applied,
@@ -366,7 +366,7 @@ impl State {
         None
     }
 
-    /// Updates the userspace IPIP data plane's table (when it runs): each
+    /// Updates the IPIP data plane's table (when it runs): each
     /// prefix's nodes behind the tunnel, or `None` when it left the tunnel
     /// (it stays for `ENCAP_GRACE`, for packets still in flight).
     fn set_encap(&mut self, updates: Vec<(ipnet::Ipv4Net, Option<Vec<std::net::Ipv4Addr>>)>) {
@@ -388,7 +388,8 @@ impl State {
         self.encap_retired.retain(|_, (_, at)| now.duration_since(*at) < ENCAP_GRACE);
         let entries = self.encap_current.iter().map(|(n, a)| (*n, a.clone()));
         let retired = self.encap_retired.iter().map(|(n, (a, _))| (*n, a.clone()));
-        let table = EncapTable::new(entries.chain(retired), self.snapshot.nodes.iter().copied());
+        let table =
+            EncapTable::new(entries.chain(retired), self.snapshot.nodes.iter().copied()).relearning(self.keep_learned);
         publish(tx, Arc::new(table));
     }
 }

@@ -97,7 +97,7 @@ pub struct Remote<'a> {
 }
 
 /// The prefixes routed through the tunnel device and the nodes behind each
-/// (its ECMP set), for the userspace IPIP data plane.
+/// (its ECMP set), for the eBPF IPIP data plane.
 pub fn tunnelled(routes: &Routes<String>, tunnel: &str) -> Vec<(ipnet::Ipv4Net, Vec<std::net::Ipv4Addr>)> {
     routes.iter().filter_map(|(prefix, target)| tunnel_nodes(prefix, target, tunnel)).collect()
 }

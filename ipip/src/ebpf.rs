@@ -217,18 +217,27 @@ pub async fn start(config: &PlaneConfig, mut table: watch::Receiver<Arc<EncapTab
         .load(OBJECT)
         .map_err(|e| bpf_error("loading the IPIP programs")(format!("{e:#}")))?;
     device(config).await?;
-    let mut settings = Array::<_, Config>::try_from(map(&mut bpf, CONFIG)?).map_err(|e| bpf_error("config map")(e.to_string()))?;
+    let mut settings =
+        Array::<_, Config>::try_from(map(&mut bpf, CONFIG)?).map_err(|e| bpf_error("config map")(e.to_string()))?;
     settings
         .set(0, Config { local: wire(config.local), ifindex }, 0)
         .map_err(|e| bpf_error("writing the config map")(e.to_string()))?;
     attach(&mut bpf, ENCAP, DEVICE, TcAttachType::Egress)?;
     attach(&mut bpf, DECAP, &underlay, TcAttachType::Ingress)?;
-    let current = table.borrow_and_update().clone();
-    reconcile(&mut bpf, &current)?;
+    // Until felix has published a table there is nothing to go by (maps
+    // adopted from before the restart stay as they are).
+    if table.has_changed().unwrap_or(false) {
+        let current = table.borrow_and_update().clone();
+        reconcile(&mut bpf, &current)?;
+    }
     if adopted {
         tracing::info!(pins = %pins.display(), "IPIP: adopted the maps kept from before the restart");
     }
-    tracing::info!(device = DEVICE, underlay, "eBPF IPIP data plane up (TC programs on {DEVICE} egress, {underlay} ingress)");
+    tracing::info!(
+        device = DEVICE,
+        underlay,
+        "eBPF IPIP data plane up (TC programs on {DEVICE} egress, {underlay} ingress)"
+    );
     let task = tokio::spawn(async move {
         while table.changed().await.is_ok() {
             let next = table.borrow_and_update().clone();
@@ -248,7 +257,8 @@ fn map<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, TunnelE
 /// address; kept if it is there.
 async fn device(config: &PlaneConfig) -> Result<(), TunnelError> {
     let handle = crate::kernel::connect()?;
-    let nl = |what: &'static str| move |e: rtnetlink::Error| TunnelError::Kernel { what, why: format!("{DEVICE}: {e}") };
+    let nl =
+        |what: &'static str| move |e: rtnetlink::Error| TunnelError::Kernel { what, why: format!("{DEVICE}: {e}") };
     if crate::kernel::find(&handle, DEVICE).await?.is_none() {
         handle.link().add(LinkVeth::new(DEVICE, PEER).build()).execute().await.map_err(nl("creating the veth pair"))?;
     }
@@ -279,7 +289,10 @@ async fn device(config: &PlaneConfig) -> Result<(), TunnelError> {
 /// handle: in place of the one there (one netlink request: no gap), or
 /// new. The filter stays when the daemon exits.
 fn attach(bpf: &mut Ebpf, name: &'static str, iface: &str, hook: TcAttachType) -> Result<(), TunnelError> {
-    let failed = |e: ProgramError| TunnelError::Kernel { what: "attaching a TC program", why: format!("{name} on {iface}: {e:#}") };
+    let failed = |e: ProgramError| TunnelError::Kernel {
+        what: "attaching a TC program",
+        why: format!("{name} on {iface}: {e:#}"),
+    };
     let program: &mut SchedClassifier = bpf
         .program_mut(name)
         .ok_or(TunnelError::Kernel { what: "finding a program", why: format!("{name} is not in the object") })?
@@ -327,7 +340,10 @@ fn reconcile(bpf: &mut Ebpf, table: &EncapTable) -> Result<(), TunnelError> {
         let value = blocks.get(&key, 0).map_err(fail("reading the blocks map"))?;
         current.insert((key.prefix_len(), key.data()), value);
     }
-    let (remove, upsert) = diff(&current, &desired);
+    let (mut remove, upsert) = diff(&current, &desired);
+    if table.is_relearning() {
+        remove.clear();
+    }
     for (len, addr) in &remove {
         blocks.remove(&Key::new(*len, *addr)).map_err(fail("removing a block"))?;
     }

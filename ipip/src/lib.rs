@@ -89,11 +89,7 @@ impl Tunnel {
 /// Removes a tunnel kept from an earlier run once no pool asks for IPIP:
 /// the eBPF plane's device, program and pinned maps, and `tunnel_address`
 /// (the one the node published) on `tunl0`; whether there was any.
-pub async fn remove_kept(
-    local: Ipv4Addr,
-    tunnel_address: Option<Ipv4Addr>,
-    bpffs: &Path,
-) -> Result<bool, TunnelError> {
+pub async fn remove_kept(local: Ipv4Addr, tunnel_address: Option<Ipv4Addr>, bpffs: &Path) -> Result<bool, TunnelError> {
     let plane = ebpf::remove(local, bpffs).await?;
     let address = match tunnel_address {
         Some(a) => kernel::teardown(a).await?,
@@ -105,10 +101,7 @@ pub async fn remove_kept(
 /// Brings IPIP up: the eBPF data plane where the kernel loads its
 /// programs, else the kernel's `tunl0` where the ipip module is, else an
 /// error naming both.
-pub async fn start(
-    config: &ebpf::PlaneConfig,
-    table: watch::Receiver<Arc<EncapTable>>,
-) -> Result<Tunnel, TunnelError> {
+pub async fn start(config: &ebpf::PlaneConfig, table: watch::Receiver<Arc<EncapTable>>) -> Result<Tunnel, TunnelError> {
     let bpf = match ebpf::start(config, table).await {
         Ok(plane) => return Ok(Tunnel::Ebpf(plane)),
         Err(e) => e,

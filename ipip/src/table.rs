@@ -20,6 +20,8 @@ pub struct EncapTable {
     routes: BTreeMap<Ipv4Net, Vec<Ipv4Addr>>,
     /// Cluster nodes: the only accepted outer sources.
     nodes: BTreeSet<Ipv4Addr>,
+    /// BGP is relearning after a restart: see [`EncapTable::relearning`].
+    relearning: bool,
 }
 
 impl EncapTable {
@@ -38,7 +40,20 @@ impl EncapTable {
                 (net.trunc(), hops)
             })
             .collect();
-        EncapTable { routes, nodes: nodes.into_iter().collect() }
+        EncapTable { routes, nodes: nodes.into_iter().collect(), relearning: false }
+    }
+
+    /// Marks the table as made while BGP relearns after a restart: felix
+    /// keeps the kernel's learned routes meanwhile (RFC 4724), so blocks
+    /// not in the table yet may still carry traffic, and the data plane
+    /// adds and changes entries but removes none.
+    pub fn relearning(self, relearning: bool) -> Self {
+        EncapTable { relearning, ..self }
+    }
+
+    /// Whether BGP is relearning (entries missing from it stay).
+    pub fn is_relearning(&self) -> bool {
+        self.relearning
     }
 
     /// Each tunnelled block with the nodes of its route.
@@ -59,7 +74,8 @@ pub fn diff<K: Eq + Hash + Clone, V: PartialEq + Clone>(
     desired: &HashMap<K, V>,
 ) -> (Vec<K>, Vec<(K, V)>) {
     let remove = current.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
-    let upsert = desired.iter().filter(|(k, v)| current.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let upsert =
+        desired.iter().filter(|(k, v)| current.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     (remove, upsert)
 }
 

@@ -166,11 +166,9 @@ pub async fn render(state: &MetricsState) -> String {
             &value(c.decap_merged),
         );
         let drops = Family::<Labels, Counter>::default();
-        for (reason, v) in [
-            ("no_route", c.drop_no_route),
-            ("unknown_source", c.drop_unknown_source),
-            ("malformed", c.drop_malformed),
-        ] {
+        for (reason, v) in
+            [("no_route", c.drop_no_route), ("unknown_source", c.drop_unknown_source), ("malformed", c.drop_malformed)]
+        {
             drops.get_or_create(&vec![("reason".to_string(), reason.to_string())]).inc_by(v);
         }
         r.register("ipip_dropped_packets", "Packets the IPIP data plane dropped, by reason", drops);

@@ -142,7 +142,9 @@ impl Setup {
                 self.device.send_replace(None);
                 tracing::info!(device, grace = ?DOWN_GRACE, "no IP pool uses IPIP any more: routes leave the tunnel");
                 tokio::time::sleep(DOWN_GRACE).await;
-                t.stop(self.local, &self.bpffs).await.with_context(|| format!("taking the IPIP tunnel {device} down"))?;
+                t.stop(self.local, &self.bpffs)
+                    .await
+                    .with_context(|| format!("taking the IPIP tunnel {device} down"))?;
                 tracing::info!(device, "no IP pool uses IPIP any more: tunnel down");
                 address(&self.kv, &self.node, false).await?;
             }
@@ -203,15 +205,8 @@ pub async fn start(
     encap: watch::Receiver<Arc<EncapTable>>,
 ) -> anyhow::Result<NodeTunnel> {
     let (device_tx, device) = watch::channel(None);
-    let setup = Setup {
-        kv,
-        node: node.to_string(),
-        local,
-        underlay_mtu,
-        encap,
-        device: device_tx,
-        bpffs: bpffs.clone(),
-    };
+    let setup =
+        Setup { kv, node: node.to_string(), local, underlay_mtu, encap, device: device_tx, bpffs: bpffs.clone() };
     let mut tunnel = None;
     setup.reconcile(&mut tunnel).await?;
     let task = tokio::spawn(follow_pools(setup, tunnel));
