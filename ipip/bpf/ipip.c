@@ -188,8 +188,9 @@ int tortie_decap(struct __sk_buff *skb)
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *outer = (void *)(eth + 1);
+	// TC_ACT_UNSPEC: on to the next filter (someone else's), if any.
 	if ((void *)(outer + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || outer->protocol != IPPROTO_IPIP)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&tortie_config, &zero);
 	__u32 src = outer->saddr;
@@ -216,7 +217,7 @@ int tortie_decap(struct __sk_buff *skb)
 	count(DECAP_BYTES, skb->len - sizeof(struct ethhdr));
 	if (segs > 1)
 		count(DECAP_MERGED, 1);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

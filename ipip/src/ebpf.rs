@@ -44,8 +44,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip
 
 const ENCAP: &str = "tortie_encap";
 const DECAP: &str = "tortie_decap";
-/// Where tortie's filters sit on an interface's clsact hooks.
-const PRIORITY: u16 = 0x7471;
+/// Where tortie's filters sit on an interface's clsact hooks: first (the
+/// decapsulation passes everything on, so filters after it still see the
+/// packets, the inner ones once unwrapped).
+const PRIORITY: u16 = 1;
 const HANDLE: u32 = 0x7471;
 
 /// The maps, as `bpf/ipip.c` names them.

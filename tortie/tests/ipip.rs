@@ -185,6 +185,17 @@ fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     // block, which the tunnel addresses (allocated from the bottom) never reach.
     let a = c.pod(0, "a1", "198.18.0.62");
     let z = c.pod(2, "c1", "198.18.0.190");
+    // Someone else's TC program on n1's underlay: tortie must leave it be.
+    let foreign = c.nodes[0].dir().join("foreign.c");
+    let source = "int foreign(void *skb) { return 0; }\nchar l[] __attribute__((section(\"license\"))) = \"GPL\";\n";
+    std::fs::write(&foreign, source).unwrap();
+    let object = c.nodes[0].dir().join("foreign.o").display().to_string();
+    let cc = ["-O2", "-target", "bpf", "-c", foreign.to_str().unwrap(), "-o", &object];
+    assert!(Command::new("clang").args(cc).status().unwrap().success());
+    c.nodes[0].exec("tc", &["qdisc", "add", "dev", "eth0", "clsact"]).unwrap();
+    let add = ["filter", "add", "dev", "eth0", "ingress", "pref", "10", "bpf", "da", "obj", &object, "sec", ".text"];
+    c.nodes[0].exec("tc", &add).unwrap();
+    let ingress = || c.nodes[0].exec("tc", &["filter", "show", "dev", "eth0", "ingress"]).unwrap();
     let mut d: Vec<_> = (0..3).map(|i| c.start(i)).collect();
     // No pool uses IPIP: no tunnel, and n3's block cannot be reached natively across the router.
     wait_routes(&c.nodes[0], &n1_native("198.18.0.62"), &d[0]);
@@ -198,6 +209,10 @@ fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     });
     let m = metrics(&c.nodes[2]);
     assert!(metric(&m, "tortie_ipip_decap_packets_total") > 0.0, "the tunnel's counters are exported:\n{m}");
+    let both = ingress();
+    assert!(both.contains("foreign.o") && both.contains("tortie_decap"), "ours beside the other:\n{both}");
+    let status = c.tortie(&["status", "--run-dir", &c.nodes[2].dir().join("run").display().to_string()], "");
+    assert!(status.contains("IPIP: eBPF data plane on tortie-ipip: "), "{status}");
 
     // n1's daemon dies: the (persistent) device and the routes through it stay.
     d[0].kill_now();
@@ -217,6 +232,8 @@ fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     wait_until("n1's tunnel to go down", || d[0].log().contains("no IP pool uses IPIP any more: tunnel down"));
     wait_routes(&c.nodes[0], &n1_native("198.18.0.62"), &d[0]);
     assert!(c.nodes[0].ip(&["link", "show", "tortie-ipip"]).is_err(), "the device is gone");
+    let left = ingress();
+    assert!(left.contains("foreign.o") && !left.contains("tortie_decap"), "only ours went:\n{left}");
     wait_until("the tunnel addresses to be released", || {
         ["n1", "n2", "n3"].iter().all(|n| tunnel_addr(&c, n).is_none())
     });
@@ -333,6 +350,11 @@ fn a_daemon_killed_and_restarted_under_a_ping_through_the_tunnel_loses_nothing()
     wait_until("pods on n1 and n3 to reach each other through the tunnel", || {
         a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
     });
+    // n1's pinned blocks map, and what is in it.
+    let netns = std::path::Path::new("/run/netns").join(c.nodes[0].name());
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(netns).unwrap());
+    let blocks = tortie_lab::bpffs().unwrap().join(format!("tortie/net-{ino}/tortie_blocks")).display().to_string();
+    let dump = || c.nodes[0].exec("bpftool", &["-j", "map", "dump", "pinned", &blocks]).unwrap();
     // 100 pings a second for 15 s; n1's daemon dies at once (kill -9) and
     // a new one starts 3 s later: the programs and maps it left forward on,
     // and the new one takes them over without a gap.
@@ -340,6 +362,15 @@ fn a_daemon_killed_and_restarted_under_a_ping_through_the_tunnel_loses_nothing()
         let ping = s.spawn(|| a.netns.exec("ping", &["-n", "-D", "-O", "-c", "1500", "-i", "0.01", "198.18.0.129"]));
         std::thread::sleep(Duration::from_secs(3));
         d[0].kill_now();
+        // Meanwhile a stray entry appears in the pinned blocks map
+        // (203.0.113.0/24 → 192.0.2.99): the next daemon must take it out.
+        let (key, value) = ("24 0 0 0 203 0 113 0", "1 0 0 0 192 0 2 99 0 0 0 0 0 0 0 0 0 0 0 0");
+        let mut args = vec!["map", "update", "pinned", blocks.as_str(), "key"];
+        args.extend(key.split_whitespace());
+        args.push("value");
+        args.extend(value.split_whitespace());
+        c.nodes[0].exec("bpftool", &args).unwrap();
+        assert!(dump().contains("\"0xcb\""), "the stray entry is in: {}", dump());
         std::thread::sleep(Duration::from_secs(3));
         d[0] = c.start(0);
         wait_until("n1's new daemon to adopt the kept maps", || {
@@ -348,6 +379,7 @@ fn a_daemon_killed_and_restarted_under_a_ping_through_the_tunnel_loses_nothing()
         ping.join().unwrap().unwrap()
     });
     assert!(out.contains("1500 packets transmitted, 1500 received"), "{out}");
+    wait_until("the stray entry gone once BGP has relearned", || !dump().contains("\"0xcb\""));
     let m = metrics(&c.nodes[0]);
     assert!(metric(&m, "tortie_ipip_encap_packets_total") >= 1500.0, "the counters survived the restart:\n{m}");
 }

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tortie_store::Datastore;
 
-use crate::node::local_api::{PeerDetail, Route, Status, socket_path};
+use crate::node::local_api::{IpipStatus, PeerDetail, Route, Status, socket_path};
 use crate::node::summary::{self, Published};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -165,8 +165,16 @@ pub fn render(status: &Status, now: u64) -> String {
         ),
         _ => String::new(),
     };
+    let ipip = match &status.ipip {
+        Some(IpipStatus { device, packets: Some([encap, decap, no_route, stranger, malformed]) }) => format!(
+            "IPIP: eBPF data plane on {device}: {encap} packets encapsulated, {decap} decapsulated; \
+             dropped {no_route} with no tunnelled route, {stranger} not from a cluster node, {malformed} malformed.\n"
+        ),
+        Some(IpipStatus { device, packets: None }) => format!("IPIP: kernel tunnel {device}.\n"),
+        None => String::new(),
+    };
     format!(
-        "tortie process is running.\n{datastore}\n{}\n{}",
+        "tortie process is running.\n{datastore}{ipip}\n{}\n{}",
         family_table("IPv4 BGP status", &v4, now),
         family_table("IPv6 BGP status", &v6, now)
     )
@@ -321,6 +329,7 @@ mod tests {
                 peer("203.0.113.1", "global", "start", now - 90_000, "Active Socket: Connection refused"),
             ],
             datastore: Some(DatastoreHealth { reachable: true, since: now - 500, error: None }),
+            ipip: None,
         };
         let golden = "\
 tortie process is running.
@@ -342,6 +351,11 @@ No IPv6 peers found.
         let head = "tortie process is running.\nDATASTORE UNREACHABLE since 19:46:00: no answer within 3s; \
                     routes, policy and sessions stay as they are.\n\nIPv4 BGP status\n";
         assert!(render(&status, now).starts_with(head), "{}", render(&status, now));
+        let ipip = IpipStatus { device: "tortie-ipip".into(), packets: Some([1500, 1498, 0, 5, 0]) };
+        let status = Status { datastore: None, ipip: Some(ipip), ..status };
+        let head = "tortie process is running.\nIPIP: eBPF data plane on tortie-ipip: 1500 packets encapsulated, \
+                    1498 decapsulated; dropped 0 with no tunnelled route, 5 not from a cluster node, 0 malformed.\n\n";
+        assert!(render(&status, now).starts_with(head), "{}", render(&status, now));
     }
 
     #[test]
@@ -356,6 +370,7 @@ No IPv6 peers found.
                 router_id: "192.0.2.1".parse().unwrap(),
                 peers: vec![peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established")],
                 datastore: None,
+                ipip: None,
             },
         };
         let nodes = [node("fresh", 5, 10), node("gone", 45, 10), node("slow", 80, 30), node("quiet", 500, 0)];

@@ -50,6 +50,20 @@ pub struct Status {
     /// Whether the datastore answers (absent in summaries from older daemons).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastore: Option<DatastoreHealth>,
+    /// The IPIP tunnel, while it is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipip: Option<IpipStatus>,
+}
+
+/// The IPIP tunnel in `tortie status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpipStatus {
+    /// The device routes go through (`tortie-ipip`: the eBPF plane; `tunl0`: the kernel's).
+    pub device: String,
+    /// The eBPF plane's counters: encapsulated, decapsulated, and dropped
+    /// for no route, not from a node, malformed (packets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets: Option<[u64; 5]>,
 }
 
 /// A row of `tortie status`.
@@ -163,6 +177,9 @@ pub struct ApiState {
     pub ruleset: Option<watch::Receiver<Arc<tortie_felix::policy::Ruleset>>>,
     /// Whether the datastore answers.
     pub datastore: watch::Receiver<DatastoreHealth>,
+    /// The IPIP tunnel's device while it is up, and the bpffs its counters
+    /// are pinned in (nodes only).
+    pub ipip: Option<(watch::Receiver<Option<String>>, std::path::PathBuf)>,
 }
 
 /// `GET /ipam`: address usage of the pools, and of this node's blocks.
@@ -293,6 +310,16 @@ impl ApiState {
             router_id: self.router_id,
             peers: details.into_iter().map(|d| d.summary).collect(),
             datastore: Some(self.datastore.borrow().clone()),
+            ipip: self.ipip.as_ref().and_then(|(device, bpffs)| {
+                let device = device.borrow().clone()?;
+                let packets = (device == tortie_ipip::ebpf::DEVICE)
+                    .then(|| tortie_ipip::ebpf::counters(bpffs))
+                    .flatten()
+                    .map(|c| {
+                        [c.encap_packets, c.decap_packets, c.drop_no_route, c.drop_unknown_source, c.drop_malformed]
+                    });
+                Some(IpipStatus { device, packets })
+            }),
         }
     }
 }

@@ -269,6 +269,7 @@ async fn serve(
         kv: kv.clone(),
         ruleset: felix.as_ref().map(|f| f.ruleset.clone()),
         datastore: health::spawn(kv.clone()),
+        ipip: ipip.as_ref().map(|t| (t.device.clone(), t.bpffs.clone())),
     };
     tokio::spawn(summary::publish(kv.clone(), api_state.clone(), felix.as_ref().map(|f| f.felix_config.clone())));
     let metrics_state = metrics::MetricsState {

@@ -127,10 +127,11 @@ impl Setup {
         match (wanted, tunnel.take()) {
             (true, Some((t, built))) if built == mtu => *tunnel = Some((t, built)),
             (true, Some((t, built))) => {
-                // A new MTU: the device is built again (its routes follow it).
-                tracing::info!(device = t.device(), from = built, to = mtu, "IPIP MTU changed: rebuilding the tunnel");
-                self.device.send_replace(None);
-                t.stop(self.local, &self.bpffs).await.context("taking the IPIP tunnel down for its new MTU")?;
+                // A new MTU: the tunnel is brought up over itself (the device
+                // takes the MTU, the eBPF plane adopts its own maps and
+                // programs): its routes stay, no packet waits.
+                tracing::info!(device = t.device(), from = built, to = mtu, "IPIP MTU changed");
+                drop(t);
                 *tunnel = Some((self.bring_up(mtu).await?, mtu));
             }
             (true, None) => *tunnel = Some((self.bring_up(mtu).await?, mtu)),

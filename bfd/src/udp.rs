@@ -1,0 +1,449 @@
+//! The I/O around the sessions (RFC 5881, single-hop IPv4): Control
+//! packets received on UDP 3784 with TTL 255 (GTSM, §5), sent from a
+//! source port in 49152–65535 (§4) with TTL 255, one socket per session;
+//! one task runs every session's timers. Its user sets the peers it wants
+//! and hears of their state changes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::packet::{Control, Diag, Malformed, State};
+use crate::session::{Change, Session, Timers};
+
+/// RFC 5881 §4: the destination port of single-hop Control packets.
+pub const PORT: u16 = 3784;
+/// RFC 5881 §5: sent with, and accepted only at, TTL 255.
+const TTL: u8 = 255;
+/// RFC 5881 §4: source ports.
+const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// A peer to run a session with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Its address (directly connected).
+    pub remote: IpAddr,
+    /// Ours on the link to it.
+    pub local: IpAddr,
+    /// Intervals and multiplier.
+    pub timers: Timers,
+}
+
+/// A session's state change, for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The peer.
+    pub peer: IpAddr,
+    /// What changed.
+    pub change: Change,
+}
+
+/// One session, as `tortie bfd show` and `tortie status` see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// The peer.
+    pub peer: IpAddr,
+    /// Ours.
+    pub local: IpAddr,
+    /// State.
+    pub state: State,
+    /// Why it last went down.
+    pub diag: Diag,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+    /// The interval we send at, and the peer's detection time for us.
+    pub tx_interval: Option<Duration>,
+    /// Our detection time for the peer.
+    pub detection_time: Option<Duration>,
+    /// Our and the peer's discriminators.
+    pub discriminators: (u32, u32),
+}
+
+/// Packets received and what became of them.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Valid packets delivered to a session.
+    pub received: AtomicU64,
+    /// Packets sent.
+    pub sent: AtomicU64,
+    /// Discarded: TTL not 255 (RFC 5881 §5).
+    pub bad_ttl: AtomicU64,
+    /// Discarded by RFC 5880 §6.8.6, by reason.
+    pub malformed: [AtomicU64; 8],
+    /// Discarded: no session for it.
+    pub no_session: AtomicU64,
+    /// Sessions that came up, and went down.
+    pub ups: AtomicU64,
+    /// Sessions that went down from Up.
+    pub downs: AtomicU64,
+}
+
+impl Counters {
+    fn malformed(&self, why: Malformed) -> &AtomicU64 {
+        let i = match why {
+            Malformed::Truncated => 0,
+            Malformed::Version => 1,
+            Malformed::Length => 2,
+            Malformed::DetectMult => 3,
+            Malformed::Multipoint => 4,
+            Malformed::MyDiscriminator => 5,
+            Malformed::YourDiscriminator => 6,
+            Malformed::Authentication => 7,
+        };
+        &self.malformed[i]
+    }
+
+    /// The count of packets discarded for `why`.
+    pub fn malformed_count(&self, why: Malformed) -> u64 {
+        self.malformed(why).load(Ordering::Relaxed)
+    }
+}
+
+/// The running task: set the peers, read their states and the counters.
+pub struct Bfd {
+    peers: watch::Sender<Vec<Peer>>,
+    /// Every session, as of the task's last step.
+    pub sessions: watch::Receiver<Vec<View>>,
+    /// What was received, sent and discarded.
+    pub counters: Arc<Counters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Bfd {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Bfd {
+    /// Runs sessions with exactly `peers` (new ones start Down, gone ones
+    /// stop, changed ones start again).
+    pub fn set_peers(&self, peers: Vec<Peer>) {
+        self.peers.send_replace(peers);
+    }
+}
+
+/// Opens UDP 3784 and starts the task; state changes come on the receiver.
+pub fn start() -> std::io::Result<(Bfd, mpsc::UnboundedReceiver<Event>)> {
+    let rx = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT)))?;
+    rx.set_nonblocking(true)?;
+    set_int(&rx, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+    // SAFETY: the AsyncFd owns the socket, whose descriptor stays open and the same until it is dropped.
+    let rx = unsafe { AsyncFd::register(rx) }?;
+    let (peers, peers_rx) = watch::channel(Vec::new());
+    let (views_tx, sessions) = watch::channel(Vec::new());
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let counters = Arc::new(Counters::default());
+    let task = Task {
+        sessions: HashMap::new(),
+        by_discr: HashMap::new(),
+        counters: counters.clone(),
+        events: events_tx,
+        views: views_tx,
+        seed: seed(),
+    };
+    let task = tokio::spawn(task.run(rx, peers_rx));
+    Ok((Bfd { peers, sessions, counters, task }, events))
+}
+
+fn set_int(socket: &impl std::os::fd::AsRawFd, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: setsockopt(2) reads an int that lives through the call.
+    let done = unsafe {
+        libc::setsockopt(socket.as_raw_fd(), level, name, (&raw const value).cast(), size_of::<i32>() as u32)
+    };
+    if done == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+fn seed() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (now.as_nanos() as u64 ^ u64::from(std::process::id()) << 32) | 1
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+struct Entry {
+    peer: Peer,
+    session: Session,
+    socket: UdpSocket,
+    next_tx: Instant,
+    since: u64,
+}
+
+struct Task {
+    sessions: HashMap<IpAddr, Entry>,
+    by_discr: HashMap<u32, IpAddr>,
+    counters: Arc<Counters>,
+    events: mpsc::UnboundedSender<Event>,
+    views: watch::Sender<Vec<View>>,
+    /// xorshift state: discriminators and jitter.
+    seed: u64,
+}
+
+impl Task {
+    fn random(&mut self) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed
+    }
+
+    fn jitter(&mut self) -> f64 {
+        (self.random() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    async fn run(mut self, rx: AsyncFd<std::net::UdpSocket>, mut peers: watch::Receiver<Vec<Peer>>) {
+        let mut buf = [0u8; 512];
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                changed = peers.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let wanted = peers.borrow_and_update().clone();
+                    self.set(wanted).await;
+                }
+                ready = rx.readable() => {
+                    let Ok(mut guard) = ready else { return };
+                    // Every datagram waiting, then back to waiting.
+                    loop {
+                        match recv(rx.get_ref(), &mut buf) {
+                            Ok((len, from, ttl)) => self.received(&buf[..len.min(buf.len())], from, ttl).await,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                guard.clear_ready();
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "BFD: receiving");
+                                break;
+                            }
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            self.timers().await;
+            self.publish();
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        self.sessions
+            .values()
+            .flat_map(|e| [Some(e.next_tx), e.session.detection_deadline().map(Instant::from_std)])
+            .flatten()
+            .min()
+            .unwrap_or(far)
+    }
+
+    async fn set(&mut self, wanted: Vec<Peer>) {
+        let keep: HashMap<IpAddr, Peer> = wanted.into_iter().map(|p| (p.remote, p)).collect();
+        let gone: Vec<IpAddr> =
+            self.sessions.iter().filter(|(ip, e)| keep.get(*ip) != Some(&e.peer)).map(|(ip, _)| *ip).collect();
+        for ip in gone {
+            if let Some(e) = self.sessions.remove(&ip) {
+                self.by_discr.remove(&e.session.local_discr());
+                tracing::info!(peer = %ip, "BFD session removed");
+            }
+        }
+        for (ip, peer) in keep {
+            if self.sessions.contains_key(&ip) {
+                continue;
+            }
+            match self.open(peer).await {
+                Ok(entry) => {
+                    tracing::info!(peer = %ip, local = %peer.local, timers = ?peer.timers, "BFD session added");
+                    self.by_discr.insert(entry.session.local_discr(), ip);
+                    self.sessions.insert(ip, entry);
+                }
+                Err(e) => {
+                    tracing::error!(peer = %ip, local = %peer.local, error = %e, "BFD: cannot open the session's socket")
+                }
+            }
+        }
+    }
+
+    async fn open(&mut self, peer: Peer) -> std::io::Result<Entry> {
+        let discr = loop {
+            let d = self.random() as u32;
+            if d != 0 && !self.by_discr.contains_key(&d) {
+                break d;
+            }
+        };
+        // A source port of the range, not in use (RFC 5881 §4).
+        let span = u32::from(SOURCE_PORTS.end() - SOURCE_PORTS.start()) + 1;
+        let first = (self.random() % u64::from(span)) as u32;
+        let mut last = None;
+        for i in 0..64 {
+            let port = *SOURCE_PORTS.start() + ((first + i) % span) as u16;
+            match UdpSocket::bind(SocketAddr::new(peer.local, port)).await {
+                Ok(socket) => {
+                    set_int(&socket, libc::IPPROTO_IP, libc::IP_TTL, i32::from(TTL))?;
+                    socket.connect(SocketAddr::new(peer.remote, PORT)).await?;
+                    return Ok(Entry {
+                        peer,
+                        session: Session::new(discr, peer.timers),
+                        socket,
+                        next_tx: Instant::now(),
+                        since: unix_now(),
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no source port free")))
+    }
+
+    async fn received(&mut self, bytes: &[u8], from: IpAddr, ttl: Option<u8>) {
+        if ttl != Some(TTL) {
+            self.counters.bad_ttl.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let packet = match Control::decode(bytes) {
+            Ok(p) => p,
+            Err(why) => {
+                self.counters.malformed(why).fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, why = why.as_str(), "BFD: packet discarded");
+                return;
+            }
+        };
+        // RFC 5880 §6.8.6: by Your Discriminator, else (single hop) by the source.
+        let ip = match packet.your_discriminator {
+            0 => Some(from),
+            d => self.by_discr.get(&d).copied().filter(|ip| *ip == from),
+        };
+        let Some(entry) = ip.and_then(|ip| self.sessions.get_mut(&ip)) else {
+            self.counters.no_session.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let change = entry.session.receive(&packet, Instant::now().into_std());
+        let peer = entry.peer.remote;
+        if entry.session.must_send() {
+            send(entry, &self.counters).await;
+        }
+        if let Some(change) = change {
+            self.changed(peer, change);
+        }
+    }
+
+    /// Sends what is due and takes down the sessions whose peers went silent.
+    async fn timers(&mut self) {
+        let now = Instant::now();
+        let peers: Vec<IpAddr> = self.sessions.keys().copied().collect();
+        for ip in peers {
+            let jitter = self.jitter();
+            let Some(entry) = self.sessions.get_mut(&ip) else { continue };
+            let change = entry.session.tick(now.into_std());
+            if now >= entry.next_tx || change.is_some() {
+                if entry.session.tx_interval().is_some() {
+                    send(entry, &self.counters).await;
+                }
+                let wait = entry.session.next_tx(jitter).unwrap_or(Duration::from_secs(1));
+                entry.next_tx = now + wait;
+            }
+            if let Some(change) = change {
+                self.changed(ip, change);
+            }
+        }
+    }
+
+    fn changed(&mut self, peer: IpAddr, change: Change) {
+        if let Some(e) = self.sessions.get_mut(&peer) {
+            e.since = unix_now();
+        }
+        match change.to {
+            State::Up => {
+                self.counters.ups.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, "BFD session up");
+            }
+            _ if change.from == State::Up => {
+                self.counters.downs.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, to = %change.to, diag = %change.diag, "BFD session down");
+            }
+            _ => tracing::debug!(%peer, from = %change.from, to = %change.to, "BFD session state"),
+        }
+        let _ = self.events.send(Event { peer, change });
+    }
+
+    fn publish(&self) {
+        let mut views: Vec<View> = self
+            .sessions
+            .values()
+            .map(|e| View {
+                peer: e.peer.remote,
+                local: e.peer.local,
+                state: e.session.state(),
+                diag: e.session.diag(),
+                since: e.since,
+                tx_interval: e.session.tx_interval(),
+                detection_time: e.session.detection_time(),
+                discriminators: (e.session.local_discr(), e.session.remote_discr()),
+            })
+            .collect();
+        views.sort_by_key(|v| v.peer);
+        self.views.send_if_modified(|old| {
+            let changed = *old != views;
+            if changed {
+                *old = views;
+            }
+            changed
+        });
+    }
+}
+
+async fn send(entry: &mut Entry, counters: &Counters) {
+    let bytes = entry.session.packet().encode();
+    match entry.socket.send(&bytes).await {
+        Ok(_) => {
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::debug!(peer = %entry.peer.remote, error = %e, "BFD: sending"),
+    }
+}
+
+/// One datagram: its length, source and TTL (from IP_RECVTTL).
+fn recv(socket: &std::net::UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, IpAddr, Option<u8>)> {
+    // SAFETY: all-zero sockaddr_in and msghdr are valid; recvmsg(2) fills
+    // them, writing at most the lengths given, into buffers that live
+    // through the call.
+    unsafe {
+        let mut from: libc::sockaddr_in = std::mem::zeroed();
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut control = [0u8; 64];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&raw mut from).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ttl = None;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_TTL {
+                let value: i32 = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                ttl = u8::try_from(value).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        let addr = Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr));
+        Ok((n as usize, IpAddr::V4(addr), ttl))
+    }
+}
