@@ -13,9 +13,10 @@ use crate::{Check, Daemon, LabError, Netns, Result, cmd, wait_for};
 /// How long bgpd gets to answer on its vty socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A running FRR: zebra and bgpd sharing a run directory.
+/// A running FRR: zebra and bgpd (and bfdd, once started) sharing a run directory.
 pub struct Frr {
-    // Declared first, dropped first: bgpd goes before zebra.
+    // Declared first, dropped first: bfdd and bgpd go before zebra.
+    bfdd: Option<Daemon>,
     bgpd: Daemon,
     _zebra: Daemon,
     dir: PathBuf,
@@ -79,7 +80,7 @@ impl Frr {
             Ok(if dir.join("zserv.api").exists() { Check::Done(()) } else { Check::Pending("no zserv.api yet".into()) })
         })?;
         let bgpd = ns.spawn(&format!("{name}-bgpd"), "/usr/lib/frr/bgpd", &common("bgpd"), &[])?;
-        let frr = Frr { bgpd, _zebra: zebra, dir };
+        let frr = Frr { bfdd: None, bgpd, _zebra: zebra, dir };
         wait_for(&format!("{name} bgpd vty"), START_TIMEOUT, || frr.vtysh("show bgp summary json").map(Check::Done))?;
         Ok(frr)
     }
@@ -87,6 +88,33 @@ impl Frr {
     /// The bgpd process.
     pub fn bgpd(&self) -> &Daemon {
         &self.bgpd
+    }
+
+    /// Starts FRR's BFD daemon in `ns` with the bfdd config text the test
+    /// wrote (`bfd` / `peer …` blocks), and waits for its vty.
+    pub fn start_bfdd(&mut self, ns: &Netns, config: &str) -> Result<()> {
+        let file = |f: &str| self.dir.join(f).display().to_string();
+        write_config(&self.dir.join("bfdd.conf"), config)?;
+        let args = [
+            "-f".to_string(),
+            file("bfdd.conf"),
+            "-i".into(),
+            file("bfdd.pid"),
+            "-z".into(),
+            file("zserv.api"),
+            "--vty_socket".into(),
+            self.dir.display().to_string(),
+            "-P".into(),
+            "0".into(),
+        ];
+        let name = format!("{}-bfdd", self.bgpd.name().trim_end_matches("-bgpd"));
+        self.bfdd = Some(ns.spawn(&name, "/usr/lib/frr/bfdd", &args, &[])?);
+        wait_for(&format!("{name} vty"), START_TIMEOUT, || self.vtysh("show bfd peers json").map(Check::Done)).map(drop)
+    }
+
+    /// The bfdd process, once started.
+    pub fn bfdd(&self) -> Option<&Daemon> {
+        self.bfdd.as_ref()
     }
 
     /// Runs one vtysh command against this FRR; fails if bgpd has exited.
