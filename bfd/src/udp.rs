@@ -323,12 +323,19 @@ impl Task {
             0 => Some(from),
             d => self.by_discr.get(&d).copied().filter(|ip| *ip == from),
         };
+        let jitter = self.jitter();
         let Some(entry) = ip.and_then(|ip| self.sessions.get_mut(&ip)) else {
             self.counters.no_session.fetch_add(1, Ordering::Relaxed);
             return;
         };
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        let change = entry.session.receive(&packet, Instant::now().into_std());
+        let now = Instant::now();
+        let change = entry.session.receive(&packet, now.into_std());
+        // A faster rate (the session came Up, the peer takes more) applies
+        // from now: what we advertise is what the peer's detection counts on.
+        if let Some(wait) = entry.session.next_tx(jitter) {
+            entry.next_tx = entry.next_tx.min(now + wait);
+        }
         let peer = entry.peer.remote;
         if entry.session.must_send() {
             send(entry, &self.counters).await;

@@ -123,6 +123,15 @@ pub enum SpeakerCommand {
         /// The selection deferral limit.
         deferral: Duration,
     },
+    /// Whether a neighbour can be reached, as BFD says (RFC 5882 §4.1): an
+    /// unreachable one's session goes down at once (Cease, BFD Down: RFC
+    /// 9384), its routes with it, and it stays down until it is reachable.
+    Reachable {
+        /// Peer name.
+        peer: String,
+        /// Reachable or not.
+        reachable: bool,
+    },
 }
 
 /// A dynamic-neighbour range: a peer connecting from inside it gets the

@@ -290,6 +290,7 @@ pub fn plan(
             source_node_ip: s.source_address != Some(SourceAddress::None),
             session: SessionSettings {
                 keepalive: s.keepalive(),
+                bfd: s.bfd(),
                 ..SessionSettings::from_annotations(Kind::BgpPeer, &p.metadata.name, &p.metadata.annotations)
                     .unwrap_or_default()
             },

@@ -716,7 +716,10 @@ impl Runner {
                         if let Some(framed) = link.framed.take()
                             && !cut_short
                         {
-                            close_gracefully(framed).await;
+                            // In the background: the session is down now, whatever the
+                            // peer does with the NOTIFICATION (an unreachable one takes
+                            // the whole CLOSE_FLUSH, which would hold back its routes' removal).
+                            tokio::spawn(close_gracefully(framed));
                         }
                     }
                     Action::Send(message) => {

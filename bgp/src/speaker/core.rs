@@ -149,6 +149,9 @@ pub(crate) struct SpeakerCore {
     out: Vec<Output>,
 }
 
+/// RFC 9384: the Cease subcode "BFD Down".
+const CEASE_BFD_DOWN: u8 = 10;
+
 /// Best paths a prefix count looks at a time.
 const COUNT_CHUNK: usize = 4096;
 
@@ -261,6 +264,16 @@ impl SpeakerCore {
                 self.changed(change.into_iter().collect());
             }
             SpeakerCommand::Planned(peers) => self.planned = Some(peers.into_iter().collect()),
+            SpeakerCommand::Reachable { peer, reachable } if self.neighbors.contains_key(&peer) => {
+                if reachable {
+                    tracing::info!(peer, "BFD: reachable again, the session may start");
+                    self.tell(&peer, PeerCommand::AutoStart);
+                } else {
+                    tracing::warn!(peer, "BFD: unreachable, the session goes down with its routes");
+                    self.tell(&peer, PeerCommand::AutoStop { subcode: CEASE_BFD_DOWN });
+                }
+            }
+            SpeakerCommand::Reachable { .. } => {}
             SpeakerCommand::Restarted { deferral } => {
                 tracing::info!(
                     ?deferral,

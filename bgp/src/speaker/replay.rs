@@ -16,6 +16,7 @@
 //! refresh NAME request|request-v6|borr|eorr               remove NAME
 //! originate PREFIX                             withdraw PREFIX
 //! restarted SECS    planned NAME…    export-none NAME    import-all NAME
+//! reachable NAME yes|no   (BFD's word on the peer)
 //! timer stale NAME EPOCH | timer deferral | timer limit NAME
 //! range PREFIX AS (dynamic neighbours)       accept ADDR (a connection from it)
 //! stats          (UPDATEs encoded for update groups, and copies sent)
@@ -163,6 +164,9 @@ impl Replay {
                 Input::Command(SpeakerCommand::Restarted { deferral })
             }
             "planned" => Input::Command(SpeakerCommand::Planned(rest.iter().map(|n| n.to_string()).collect())),
+            "reachable" => {
+                Input::Command(SpeakerCommand::Reachable { peer: name, reachable: rest.get(1) == Some(&"yes") })
+            }
             "export-none" | "import-all" => {
                 let reject = Policy { rules: vec![Rule::any(Verdict::Reject)] };
                 let (import, export) =

@@ -183,6 +183,9 @@ pub const DEFAULT_LONG_LIVED_STALE_TIME: u32 = 3600;
 /// Calico's `restartMode` for RFC 9494.
 const LONG_LIVED: &str = "LongLivedGracefulRestart";
 
+/// Calico's `failureDetectionMode` for BFD.
+const BFD_IF_DIRECTLY_CONNECTED: &str = "BFDIfDirectlyConnected";
+
 /// A long-lived stale time (RFC 9494 §3: 24 bits of seconds) from a Go
 /// duration; `None`: not one.
 fn long_lived_stale_time(v: &str) -> Option<u32> {
@@ -380,6 +383,12 @@ pub struct BgpPeerSpec {
     /// Peer with this node's pods that the selector matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_workload_selector: Option<String>,
+    /// `None` (Calico's default) or `BFDIfDirectlyConnected`: BFD (RFC
+    /// 5880) on the sessions to a directly connected peer, which go down
+    /// as soon as it does (intervals: `tortie.io/bfd-interval`,
+    /// `tortie.io/bfd-multiplier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_detection_mode: Option<String>,
     /// GTSM: the peer is at most this many hops away (RFC 5082).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<u8>,
@@ -393,6 +402,11 @@ impl BgpPeerSpec {
     pub fn keepalive(&self) -> Option<u16> {
         let ms = super::felix::duration_ms(self.keepalive_time.as_deref()?)?;
         u16::try_from(ms / 1000).ok().filter(|s| (1..=21845).contains(s) && ms % 1000 == 0)
+    }
+
+    /// Whether `failureDetectionMode` asks for BFD.
+    pub fn bfd(&self) -> bool {
+        self.failure_detection_mode.as_deref() == Some(BFD_IF_DIRECTLY_CONNECTED)
     }
 
     /// Whether `restartMode` asks for long-lived graceful restart.
@@ -503,6 +517,11 @@ impl Spec for BgpPeerSpec {
         if !unset(&self.local_workload_selector) {
             let v = self.local_workload_selector.as_deref().unwrap_or_default();
             return Err(Invalid::new("localWorkloadSelector", v, "tortie does not peer with pods yet"));
+        }
+        if let Some(m) =
+            self.failure_detection_mode.as_deref().filter(|m| !["None", BFD_IF_DIRECTLY_CONNECTED, ""].contains(m))
+        {
+            return Err(Invalid::new("failureDetectionMode", m, "None or BFDIfDirectlyConnected"));
         }
         if let Some(r) = self.reverse_peering.as_deref().filter(|r| !["Auto", "Manual"].contains(r)) {
             return Err(Invalid::new("reversePeering", r, "one of Auto, Manual"));

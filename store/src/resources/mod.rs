@@ -36,7 +36,7 @@ pub use policy::{
     Protocol, Rule, RuleMetadata, TierSpec,
 };
 pub use pool::{AssignmentMode, EncapMode, IpPoolSpec, IpamConfigSpec};
-pub use session::SessionSettings;
+pub use session::{DEFAULT_BFD_INTERVAL, DEFAULT_BFD_MULTIPLIER, SessionSettings};
 pub use validate::Invalid;
 pub use workload::{EndpointPort, HostEndpointSpec, ProfileSpec, WorkloadEndpointSpec};
 

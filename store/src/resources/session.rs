@@ -3,8 +3,10 @@
 //! its sessions, on the `default` BGPConfiguration for the node-to-node
 //! mesh. RFC 4271 names them: the hold time proposed in OPEN (§4.2), the
 //! keepalive interval (§10), PassiveTcpEstablishment and the IdleHoldTime
-//! that DampPeerOscillations doubles (§8.1.1). Every `tortie.io/` key is
-//! checked at apply; an unknown one is refused by name.
+//! that DampPeerOscillations doubles (§8.1.1); RFC 5880 the BFD intervals
+//! and Detect Mult (§6.8.1), and BFD on the mesh (a BGPPeer asks for it
+//! with Calico's `failureDetectionMode`). Every `tortie.io/` key is checked
+//! at apply; an unknown one is refused by name.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +23,14 @@ const KEEPALIVE: &str = "tortie.io/keepalive-time";
 const PASSIVE: &str = "tortie.io/passive";
 const IDLE_HOLD: &str = "tortie.io/idle-hold-time";
 const MAX_IDLE_HOLD: &str = "tortie.io/max-idle-hold-time";
+const BFD: &str = "tortie.io/bfd";
+const BFD_INTERVAL: &str = "tortie.io/bfd-interval";
+const BFD_MULTIPLIER: &str = "tortie.io/bfd-multiplier";
+
+/// BFD's intervals when nothing sets them (RFC 5880 has no default; FRR's and Calico's BIRD's).
+pub const DEFAULT_BFD_INTERVAL: Duration = Duration::from_millis(300);
+/// BFD's Detect Mult when nothing sets it.
+pub const DEFAULT_BFD_MULTIPLIER: u8 = 3;
 
 /// A peer's (or the mesh's) session settings; `None`: the speaker's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,6 +46,12 @@ pub struct SessionSettings {
     pub idle_hold: Option<Duration>,
     /// The most that wait grows to while the peer keeps failing.
     pub max_idle_hold: Option<Duration>,
+    /// BFD on the mesh's sessions (the default BGPConfiguration's `tortie.io/bfd`).
+    pub bfd: bool,
+    /// BFD's Desired Min TX and Required Min RX interval (RFC 5880 §6.8.1).
+    pub bfd_interval: Option<Duration>,
+    /// BFD's Detect Mult.
+    pub bfd_multiplier: Option<u8>,
 }
 
 fn seconds(key: &str, v: &str, min: u64, max: u64) -> Result<u64, Invalid> {
@@ -57,9 +73,12 @@ impl SessionSettings {
         let field = |k: &str| format!("annotations.{k}");
         for (key, v) in annotations.iter().filter(|(k, _)| k.starts_with(PREFIX)) {
             let here = match kind {
-                Kind::BgpPeer => [HOLD, PASSIVE, IDLE_HOLD, MAX_IDLE_HOLD].contains(&key.as_str()),
+                Kind::BgpPeer => {
+                    [HOLD, PASSIVE, IDLE_HOLD, MAX_IDLE_HOLD, BFD_INTERVAL, BFD_MULTIPLIER].contains(&key.as_str())
+                }
                 Kind::BgpConfiguration if name == "default" => {
-                    [HOLD, KEEPALIVE, IDLE_HOLD, MAX_IDLE_HOLD].contains(&key.as_str())
+                    [HOLD, KEEPALIVE, IDLE_HOLD, MAX_IDLE_HOLD, BFD, BFD_INTERVAL, BFD_MULTIPLIER]
+                        .contains(&key.as_str())
                 }
                 _ => false,
             };
@@ -68,8 +87,9 @@ impl SessionSettings {
                     Kind::BgpPeer if key == KEEPALIVE => "use the BGPPeer's keepaliveTime".to_string(),
                     _ => format!(
                         "not a tortie annotation of {} {name} (BGPPeer: {HOLD}, {PASSIVE}, {IDLE_HOLD}, \
-                         {MAX_IDLE_HOLD}; the default BGPConfiguration, for the mesh: {HOLD}, {KEEPALIVE}, \
-                         {IDLE_HOLD}, {MAX_IDLE_HOLD})",
+                         {MAX_IDLE_HOLD}, {BFD_INTERVAL}, {BFD_MULTIPLIER}; the default BGPConfiguration, for \
+                         the mesh: {HOLD}, {KEEPALIVE}, {IDLE_HOLD}, {MAX_IDLE_HOLD}, {BFD}, {BFD_INTERVAL}, \
+                         {BFD_MULTIPLIER})",
                         kind.info().name
                     ),
                 };
@@ -79,8 +99,20 @@ impl SessionSettings {
             match key.as_str() {
                 HOLD => s.hold_time = Some(seconds(key, v, 3, 65535).map_err(bad)? as u16),
                 KEEPALIVE => s.keepalive = Some(seconds(key, v, 1, 21845).map_err(bad)? as u16),
-                PASSIVE => {
-                    s.passive = v.parse().map_err(|_| Invalid::new(field(key), v, "\"true\" or \"false\""))?;
+                PASSIVE | BFD => {
+                    let on = v.parse().map_err(|_| Invalid::new(field(key), v, "\"true\" or \"false\""))?;
+                    *(if key == PASSIVE { &mut s.passive } else { &mut s.bfd }) = on;
+                }
+                BFD_INTERVAL => {
+                    // RFC 5880 §4.1: microseconds in 32 bits; below 10 ms no kernel timer keeps up.
+                    let ms = duration_ms(v).filter(|ms| (10..=60_000).contains(ms));
+                    let why = "10ms to 1m, like 300ms";
+                    s.bfd_interval = Some(Duration::from_millis(ms.ok_or_else(|| Invalid::new(field(key), v, why))?));
+                }
+                BFD_MULTIPLIER => {
+                    let m = v.parse::<u8>().ok().filter(|m| *m >= 1);
+                    s.bfd_multiplier =
+                        Some(m.ok_or_else(|| Invalid::new(field(key), v, "1 to 255 (RFC 5880 Detect Mult)"))?);
                 }
                 IDLE_HOLD => s.idle_hold = Some(Duration::from_secs(seconds(key, v, 1, 3600).map_err(bad)?)),
                 _ => s.max_idle_hold = Some(Duration::from_secs(seconds(key, v, 1, 3600).map_err(bad)?)),
@@ -134,5 +166,26 @@ mod tests {
         assert!(read(Kind::BgpConfiguration, "node.n1", &[(HOLD, "9s")]).is_err(), "mesh settings are cluster-wide");
         assert!(read(Kind::IpPool, "p", &[(HOLD, "9s")]).is_err());
         assert!(read(Kind::BgpPeer, "tor", &[(IDLE_HOLD, "1m"), (MAX_IDLE_HOLD, "2s")]).is_err());
+    }
+
+    #[test]
+    fn bfd_settings_are_read_and_checked() {
+        let mesh =
+            read(Kind::BgpConfiguration, "default", &[(BFD, "true"), (BFD_INTERVAL, "100ms"), (BFD_MULTIPLIER, "5")])
+                .unwrap();
+        assert_eq!(
+            (mesh.bfd, mesh.bfd_interval, mesh.bfd_multiplier),
+            (true, Some(Duration::from_millis(100)), Some(5))
+        );
+        let peer = read(Kind::BgpPeer, "tor", &[(BFD_INTERVAL, "1s")]).unwrap();
+        assert_eq!(peer.bfd_interval, Some(Duration::from_secs(1)));
+        let err = read(Kind::BgpPeer, "tor", &[(BFD, "true")]).unwrap_err();
+        assert_eq!(err.field, "annotations.tortie.io/bfd", "a BGPPeer asks with failureDetectionMode");
+        for (key, v) in
+            [(BFD_INTERVAL, "5ms"), (BFD_INTERVAL, "2m"), (BFD_MULTIPLIER, "0"), (BFD_MULTIPLIER, "x"), (BFD, "yes")]
+        {
+            let err = read(Kind::BgpConfiguration, "default", &[(key, v)]).unwrap_err();
+            assert_eq!((err.field.as_str(), err.value.as_str()), (format!("annotations.{key}").as_str(), v));
+        }
     }
 }

@@ -49,6 +49,24 @@ enum Command {
     /// Network policy on this node.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// BFD (RFC 5880): the sessions, and the helper that runs them.
+    #[command(subcommand)]
+    Bfd(BfdCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BfdCommand {
+    /// Each session: state, intervals, last diagnostic.
+    Show(status::BfdShowArgs),
+    /// The helper process the node daemon starts (it outlives a daemon restart).
+    Run(BfdRunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BfdRunArgs {
+    /// The node daemon's run directory (the helper's socket lives there).
+    #[arg(long, default_value = "/var/run/tortie")]
+    run_dir: std::path::PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,5 +123,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lab(LabCommand::Down) => crate::lab::down().await,
         Command::Reflector(ReflectorCommand::Run(args)) => node::run_reflector(open().await?, args).await,
         Command::Policy(PolicyCommand::Show(args)) => policy::show(args).await,
+        Command::Bfd(BfdCommand::Show(args)) => status::bfd_show(args).await,
+        Command::Bfd(BfdCommand::Run(args)) => {
+            drop(crate::node::settings::init_logs(false));
+            crate::node::bfd::run_helper(&args.run_dir).await
+        }
     }
 }

@@ -51,6 +51,44 @@ pub struct PeersArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct BfdShowArgs {
+    /// The daemon's run directory.
+    #[arg(long, default_value = "/var/run/tortie")]
+    run_dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// `tortie bfd show`: each BFD session with its state, intervals and age.
+pub async fn bfd_show(args: BfdShowArgs) -> anyhow::Result<()> {
+    let body = get(&args.run_dir, "/bfd").await?;
+    let sessions: Vec<crate::node::bfd::Session> = serde_json::from_str(&body).context("decoding the BFD sessions")?;
+    if let Output::Json = args.output {
+        println!("{}", serde_json::to_string_pretty(&sessions)?);
+        return Ok(());
+    }
+    if sessions.is_empty() {
+        println!("No BFD sessions (BGPPeer failureDetectionMode, or tortie.io/bfd on the default BGPConfiguration).");
+    }
+    let now = now();
+    let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+    for s in &sessions {
+        println!(
+            "{:<16} local {:<16} {:<9} since {:<10} tx {:<8} detect {:<8} last diagnostic: {}",
+            s.peer.to_string(),
+            s.local.to_string(),
+            s.state,
+            since(s.since, now),
+            ms(s.tx_ms),
+            ms(s.detect_ms),
+            s.diag
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
 pub struct RoutesArgs {
     /// One prefix; all when absent.
     prefix: Option<IpNet>,

@@ -61,7 +61,7 @@ pub struct UpArgs {
 
 /// The ToR as it runs.
 enum Tor {
-    Frr(Frr),
+    Frr(Box<Frr>),
     Bird(Bird),
 }
 
@@ -196,7 +196,7 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
             frr.vtysh(&format!(
                 "configure terminal\nrouter bgp {TOR_AS}\naddress-family ipv4 unicast\nmaximum-paths 16"
             ))?;
-            Tor::Frr(frr)
+            Tor::Frr(Box::new(frr))
         }
         TorKind::Bird => Tor::Bird(Bird::start(&tor_ns, &speaker)?),
     };

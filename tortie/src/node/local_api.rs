@@ -177,6 +177,8 @@ pub struct ApiState {
     pub ruleset: Option<watch::Receiver<Arc<tortie_felix::policy::Ruleset>>>,
     /// Whether the datastore answers.
     pub datastore: watch::Receiver<DatastoreHealth>,
+    /// The BFD sessions, as the helper reports them.
+    pub bfd: watch::Receiver<Vec<super::bfd::Session>>,
     /// The IPIP tunnel's device while it is up, and the bpffs its counters
     /// are pinned in (nodes only).
     pub ipip: Option<(watch::Receiver<Option<String>>, std::path::PathBuf)>,
@@ -229,11 +231,14 @@ impl ApiState {
                 let established = status.as_ref().is_some_and(|s| s.state == State::Established);
                 let fsm_state = status.as_ref().map_or("Idle".to_string(), |s| format!("{:?}", s.state));
                 let error = status.as_ref().and_then(|s| s.last_error.clone());
-                let info = match (&error, established) {
+                let mut info = match (&error, established) {
                     (_, true) => "Established".to_string(),
                     (Some(e), false) => format!("{fsm_state} {e}"),
                     (None, false) => fsm_state.clone(),
                 };
+                if let Some(b) = self.bfd.borrow().iter().find(|b| b.peer == p.remote.ip()) {
+                    info.push_str(&format!(" (BFD {})", b.state));
+                }
                 let negotiated = status.as_ref().and_then(|s| s.negotiated.clone());
                 let c = counts.get(&p.name);
                 PeerDetail {
@@ -324,6 +329,11 @@ impl ApiState {
     }
 }
 
+/// `GET /bfd`: the BFD sessions.
+async fn bfd(Shared(s): Shared<ApiState>) -> Json<Vec<super::bfd::Session>> {
+    Json(s.bfd.borrow().clone())
+}
+
 async fn status(Shared(s): Shared<ApiState>) -> Json<Status> {
     Json(s.status().await)
 }
@@ -402,6 +412,7 @@ pub async fn serve(run_dir: &Path, state: ApiState, metrics: super::metrics::Met
         Router::new()
             .route("/status", get(status))
             .route("/peers", get(peers))
+            .route("/bfd", get(bfd))
             .route("/routes", get(routes))
             .route("/ipam", get(ipam))
             .route("/policy", get(policy))

@@ -55,9 +55,8 @@ pub struct MetricsState {
     pub reconcile: Option<Arc<ReconcileStats>>,
     /// The policy data plane (absent on a dedicated reflector).
     pub policy: Option<Arc<tortie_felix::policy::apply::PolicyStats>>,
-    /// The eBPF IPIP data plane's bpffs, whose counters are read when it runs (absent on a dedicated
-    /// reflector).
-    /// The bpffs the eBPF IPIP data plane pins its counters under.
+    /// The bpffs the eBPF IPIP data plane pins its counters under, read
+    /// while it runs (absent on a dedicated reflector).
     pub ipip: Option<std::path::PathBuf>,
 }
 
@@ -151,6 +150,12 @@ pub async fn render(state: &MetricsState) -> String {
         let last = s.last_pass_us.load(Ordering::Relaxed) as i64;
         gauge(&mut r, "route_reconcile_last_pass_microseconds", "Duration of the last reconcile pass", last);
     }
+    let bfd = Family::<Labels, Gauge>::default();
+    for s in state.api.bfd.borrow().iter() {
+        let labels = vec![("peer".to_string(), s.peer.to_string()), ("state".to_string(), s.state.clone())];
+        bfd.get_or_create(&labels).set(1);
+    }
+    r.register("bfd_session", "BFD sessions by peer and state (RFC 5880)", bfd);
     r.register("cni_requests", "CNI commands by outcome", state.cni.requests.clone());
     r.register("cni_duration_seconds", "CNI command latency", state.cni.duration.clone());
     if let Some(c) = state.ipip.as_deref().and_then(tortie_ipip::ebpf::counters) {

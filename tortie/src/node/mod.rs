@@ -4,17 +4,18 @@
 //! Kernel routes stay when it stops (like BIRD's `persist`): the next start
 //! adopts them, so pods keep their connectivity across restarts.
 
+pub mod bfd;
 mod bridge;
 pub mod health;
 pub mod local_api;
 mod metrics;
 mod run_lock;
-mod settings;
+pub mod settings;
 pub mod summary;
 mod tunnel;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -246,6 +247,8 @@ async fn serve(
         })),
     }
     let plan = Arc::new(Mutex::new((peers::DEFAULT_AS, BTreeMap::new())));
+    let (bfd_tx, bfd_rx) = watch::channel(bfd::Wanted::new());
+    let bfd_sessions = bfd::follow(args.run_dir.clone(), bfd_rx, speaker.commands.clone());
     let manager = PeerManager {
         kv: synced,
         name: args.name.clone(),
@@ -258,6 +261,7 @@ async fn serve(
         listening: listen,
         advertise: advertise_tx,
         bgp_level: bgp_level_tx,
+        bfd: bfd_tx,
     };
     let mut peer_task = tokio::spawn(manager.run());
     let api_state = local_api::ApiState {
@@ -269,6 +273,7 @@ async fn serve(
         kv: kv.clone(),
         ruleset: felix.as_ref().map(|f| f.ruleset.clone()),
         datastore: health::spawn(kv.clone()),
+        bfd: bfd_sessions,
         ipip: ipip.as_ref().map(|t| (t.device.clone(), t.bpffs.clone())),
     };
     tokio::spawn(summary::publish(kv.clone(), api_state.clone(), felix.as_ref().map(|f| f.felix_config.clone())));
@@ -439,9 +444,33 @@ struct PeerManager {
     advertise: watch::Sender<Arc<advertise::Advertise>>,
     /// The speaker's log level (BGPConfiguration `logSeverityScreen`).
     bgp_level: watch::Sender<Option<&'static str>>,
+    /// The peers BFD watches.
+    bfd: watch::Sender<bfd::Wanted>,
 }
 
 impl PeerManager {
+    /// The sessions that want BFD (Calico's `failureDetectionMode:
+    /// BFDIfDirectlyConnected`, the mesh's `tortie.io/bfd`), to peers on
+    /// the node's own subnet: by peer address.
+    fn bfd_peers(&self, running: &BTreeMap<String, (PlannedPeer, (Policy, Policy))>) -> bfd::Wanted {
+        let mut wanted = bfd::Wanted::new();
+        for (name, (p, _)) in running {
+            let IpAddr::V4(remote) = p.remote.ip() else { continue };
+            if !p.session.bfd || !self.address.trunc().contains(&remote) {
+                continue;
+            }
+            let interval = p.session.bfd_interval.unwrap_or(tortie_store::resources::DEFAULT_BFD_INTERVAL);
+            let peer = bfd::WirePeer {
+                remote: remote.into(),
+                local: self.address.addr().into(),
+                interval_ms: interval.as_millis() as u64,
+                multiplier: p.session.bfd_multiplier.unwrap_or(tortie_store::resources::DEFAULT_BFD_MULTIPLIER),
+            };
+            wanted.entry(remote.into()).or_insert((Vec::new(), peer)).0.push(name.clone());
+        }
+        wanted
+    }
+
     async fn run(self) -> anyhow::Result<()> {
         let mut running: BTreeMap<String, (PlannedPeer, (Policy, Policy))> = BTreeMap::new();
         let mut cluster_id = None;
@@ -517,6 +546,7 @@ impl PeerManager {
                 }
             }
             running = wanted;
+            self.bfd.send_if_modified(|b| std::mem::replace(b, self.bfd_peers(&running)) != *b);
             let planned: BTreeMap<String, PlannedPeer> =
                 running.iter().map(|(n, (p, _))| (n.clone(), p.clone())).collect();
             *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = (me.asn, planned);
