@@ -191,11 +191,15 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
     };
     let tor = match args.tor {
         TorKind::Frr => {
-            let frr = Frr::start(&tor_ns, &speaker)?;
+            let mut frr = Frr::start(&tor_ns, &speaker)?;
             // Equal paths through every node, as a fabric spreads service traffic.
             frr.vtysh(&format!(
                 "configure terminal\nrouter bgp {TOR_AS}\naddress-family ipv4 unicast\nmaximum-paths 16"
             ))?;
+            // BFD on every node's session, as the nodes' BGPPeers ask.
+            frr.start_bfdd(&tor_ns, "bfd\n!\n")?;
+            let bfd: String = plan.iter().map(|n| format!("neighbor {} bfd\n", n.address)).collect();
+            frr.vtysh(&format!("configure terminal\nrouter bgp {TOR_AS}\n{bfd}"))?;
             Tor::Frr(Box::new(frr))
         }
         TorKind::Bird => Tor::Bird(Bird::start(&tor_ns, &speaker)?),

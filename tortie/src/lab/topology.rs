@@ -63,14 +63,15 @@ pub const OUTSIDE_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const SERVICE_RANGE: &str = "198.19.0.0/24";
 
 /// The resources the lab starts with: the BGP configuration (with a
-/// service cluster-IP range, advertised from every node), the default
+/// service cluster-IP range, advertised from every node, and BFD on the
+/// mesh's sessions between nodes of one subnet), the default
 /// pool as Calico ships it (CrossSubnet IPIP, natOutgoing), the nodes with their subnet label, and one
-/// BGPPeer per subnet towards the ToR.
+/// BGPPeer per subnet towards the ToR, with BFD.
 pub fn resources(nodes: &[LabNode]) -> String {
     let mut yaml = format!(
         "apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
-metadata: {{name: default}}
+metadata: {{name: default, annotations: {{tortie.io/bfd: 'true'}}}}
 spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true, serviceClusterIPs: [{{cidr: {SERVICE_RANGE}}}]}}
 ---
 apiVersion: projectcalico.org/v3
@@ -96,7 +97,7 @@ spec: {{bgp: {{ipv4Address: {}/24}}}}
 apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {{name: tor-{}}}
-spec: {{nodeSelector: \"subnet == '{}'\", peerIP: {}, asNumber: {TOR_AS}}}
+spec: {{nodeSelector: \"subnet == '{}'\", peerIP: {}, asNumber: {TOR_AS}, failureDetectionMode: BFDIfDirectlyConnected}}
 ",
             s.label,
             s.label,

@@ -27,6 +27,22 @@ use tortie_bgp::speaker::SpeakerCommand;
 /// seconds; a node whose daemon is gone this long is out of service.
 const ALONE: Duration = Duration::from_secs(120);
 
+/// The first wait between BFD coming back up and BGP starting again.
+const HOLD_DOWN: Duration = Duration::from_secs(1);
+/// The longest that wait grows to while the link keeps flapping.
+const MAX_HOLD_DOWN: Duration = Duration::from_secs(60);
+
+/// Flap dampening: how long BGP waits after BFD comes up again, given the
+/// wait the peer had last time and how long ago it last went down. Each
+/// flap within [`MAX_HOLD_DOWN`] of the previous doubles the wait (up to
+/// it); a peer down for longer than that starts again from [`HOLD_DOWN`].
+pub fn hold_down(previous: Option<Duration>, down_for: Duration) -> Duration {
+    match previous {
+        Some(hold) if down_for < MAX_HOLD_DOWN => (hold * 2).min(MAX_HOLD_DOWN),
+        _ => HOLD_DOWN,
+    }
+}
+
 /// The helper's socket in a run directory.
 fn socket(run_dir: &Path) -> PathBuf {
     run_dir.join("bfd.sock")
@@ -249,6 +265,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let (read, mut write) = connect(run_dir).await?.into_split();
     let mut lines = BufReader::new(read).lines();
+    // Per peer: when BFD last went down, and the hold-down it got then.
+    let mut flaps: std::collections::HashMap<IpAddr, (tokio::time::Instant, Option<Duration>)> = Default::default();
+    let (start_tx, mut start_rx) = mpsc::unbounded_channel::<(IpAddr, tokio::time::Instant)>();
     let send = |w: &Wanted| line(&ToHelper::Peers(w.values().map(|(_, p)| *p).collect()));
     let first = send(&wanted.borrow_and_update());
     write.write_all(&first).await?;
@@ -261,21 +280,62 @@ async fn serve(
                 let bytes = send(&wanted.borrow_and_update());
                 write.write_all(&bytes).await?;
             }
+            Some((peer, down_at)) = start_rx.recv() => {
+                // Only if BFD has not gone down again meanwhile.
+                if flaps.get(&peer).is_some_and(|(since, _)| *since == down_at) {
+                    let names = wanted.borrow().get(&peer).map(|(n, _)| n.clone()).unwrap_or_default();
+                    for name in names {
+                        speaker.send(SpeakerCommand::Reachable { peer: name, reachable: true }).await?;
+                    }
+                }
+            }
             got = lines.next_line() => {
                 let text = got?.context("the BFD helper closed the connection")?;
                 match serde_json::from_str::<FromHelper>(&text)? {
                     FromHelper::Sessions(s) => {
                         sessions.send_replace(s);
                     }
-                    FromHelper::Changed { peer, up, diag } => {
+                    FromHelper::Changed { peer, up: false, diag } => {
                         let names = wanted.borrow().get(&peer).map(|(n, _)| n.clone()).unwrap_or_default();
-                        tracing::info!(%peer, up, diag, sessions = ?names, "BFD state change");
+                        tracing::info!(%peer, diag, sessions = ?names, "BFD session down");
+                        // The last hold-down counts only if the last flap was recent.
+                        let recent = |(at, _): &&(tokio::time::Instant, Option<Duration>)| at.elapsed() < 2 * MAX_HOLD_DOWN;
+                        let hold = flaps.get(&peer).filter(recent).and_then(|(_, hold)| *hold);
+                        flaps.insert(peer, (tokio::time::Instant::now(), hold));
                         for name in names {
-                            speaker.send(SpeakerCommand::Reachable { peer: name, reachable: up }).await?;
+                            speaker.send(SpeakerCommand::Reachable { peer: name, reachable: false }).await?;
                         }
+                    }
+                    FromHelper::Changed { peer, up: true, .. } => {
+                        let Some((since, previous)) = flaps.get_mut(&peer) else { continue };
+                        // RFC 5882 §3.2: a flapping link must not flap BGP as fast.
+                        let hold = hold_down(*previous, since.elapsed());
+                        *previous = Some(hold);
+                        let down_at = *since;
+                        tracing::info!(%peer, ?hold, "BFD session up; BGP starts again after the hold-down");
+                        let tx = start_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(hold).await;
+                            let _ = tx.send((peer, down_at));
+                        });
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hold_down_doubles_while_the_link_flaps_and_starts_over_once_it_settles() {
+        let s = Duration::from_secs;
+        assert_eq!(hold_down(None, s(0)), s(1), "a first flap");
+        assert_eq!(hold_down(Some(s(1)), s(2)), s(2));
+        assert_eq!(hold_down(Some(s(16)), s(5)), s(32));
+        assert_eq!(hold_down(Some(s(32)), s(5)), s(60), "capped");
+        assert_eq!(hold_down(Some(s(60)), s(61)), s(1), "down longer than the cap: a new start");
     }
 }
