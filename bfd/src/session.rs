@@ -144,13 +144,20 @@ impl Session {
         }
     }
 
-    /// The wait before the next packet, jittered (RFC 5880 §6.8.7: 75–100 %
-    /// of the interval, 75–90 % with a Detect Mult of 1); `jitter` is a
-    /// random number in [0, 1).
+    /// The wait before the next packet, jittered: 80–100 % of the interval
+    /// (80–90 % with a Detect Mult of 1); `jitter` is a random number in
+    /// [0, 1). RFC 5880 §6.8.7 allows 75–100 % (75–90 %): the other 5 % is
+    /// [`Session::early`], so that one wake-up sends every packet about due.
     pub fn next_tx(&self, jitter: f64) -> Option<Duration> {
         let interval = self.tx_interval()?;
-        let span = if self.timers.detect_mult == 1 { 0.15 } else { 0.25 };
-        Some(interval.mul_f64(1.0 - span * jitter.clamp(0.0, 1.0)))
+        let top = if self.timers.detect_mult == 1 { 0.9 } else { 1.0 };
+        Some(interval.mul_f64(top - (top - 0.8) * jitter.clamp(0.0, 1.0)))
+    }
+
+    /// How early a packet may go: 5 % of the interval (with the jitter of
+    /// [`Session::next_tx`], never below RFC 5880's 75 %).
+    pub fn early(&self) -> Duration {
+        self.tx_interval().map_or(Duration::ZERO, |i| i / 20)
     }
 
     /// Whether a packet must go at once, whatever the timer (an answer to a Poll).
@@ -317,10 +324,12 @@ mod tests {
         a.receive(&peer(State::Init, 500_000), t0);
         assert_eq!(a.tx_interval(), Some(ms(500)), "the peer takes one packet per 500 ms");
         assert_eq!(a.next_tx(0.0), Some(ms(500)));
-        assert_eq!(a.next_tx(0.999_999).map(|d| d.as_millis()), Some(375), "75 % at the most jitter");
+        assert_eq!(a.next_tx(0.999_999).map(|d| d.as_millis()), Some(400), "80 % at the most jitter");
+        assert_eq!(a.early(), ms(25), "and up to 5 % early: 75 % at the least");
         a.receive(&peer(State::Up, 0), t0);
         assert_eq!(a.tx_interval(), None, "Required Min RX 0: send nothing (RFC 5880 §6.8.7)");
         let one = Session::new(3, Timers { detect_mult: 1, ..fast });
-        assert_eq!(one.next_tx(0.999_999).map(|d| d.as_millis()), Some(850), "75–90 % with Detect Mult 1");
+        assert_eq!(one.next_tx(0.999_999).map(|d| d.as_millis()), Some(800), "80–90 % with Detect Mult 1");
+        assert_eq!(one.next_tx(0.0).map(|d| d.as_millis()), Some(900));
     }
 }

@@ -149,6 +149,7 @@ pub fn start() -> std::io::Result<(Bfd, mpsc::UnboundedReceiver<Event>)> {
         events: events_tx,
         views: views_tx,
         seed: seed(),
+        dirty: false,
     };
     let task = tokio::spawn(task.run(rx, peers_rx));
     Ok((Bfd { peers, sessions, counters, task }, events))
@@ -187,6 +188,8 @@ struct Task {
     views: watch::Sender<Vec<View>>,
     /// xorshift state: discriminators and jitter.
     seed: u64,
+    /// Something `View` shows changed since the last publication.
+    dirty: bool,
 }
 
 impl Task {
@@ -232,8 +235,13 @@ impl Task {
                 }
                 () = tokio::time::sleep_until(deadline) => {}
             }
-            self.timers().await;
-            self.publish();
+            // A packet in does not make anything due (its answers went out).
+            if Instant::now() >= deadline {
+                self.timers().await;
+            }
+            if std::mem::take(&mut self.dirty) {
+                self.publish();
+            }
         }
     }
 
@@ -248,6 +256,7 @@ impl Task {
     }
 
     async fn set(&mut self, wanted: Vec<Peer>) {
+        self.dirty = true;
         let keep: HashMap<IpAddr, Peer> = wanted.into_iter().map(|p| (p.remote, p)).collect();
         let gone: Vec<IpAddr> =
             self.sessions.iter().filter(|(ip, e)| keep.get(*ip) != Some(&e.peer)).map(|(ip, _)| *ip).collect();
@@ -330,7 +339,10 @@ impl Task {
         };
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
+        let shown = |s: &Session| (s.tx_interval(), s.detection_time(), s.remote_discr());
+        let before = shown(&entry.session);
         let change = entry.session.receive(&packet, now.into_std());
+        self.dirty |= shown(&entry.session) != before;
         // A faster rate (the session came Up, the peer takes more) applies
         // from now: what we advertise is what the peer's detection counts on.
         if let Some(wait) = entry.session.next_tx(jitter) {
@@ -353,7 +365,7 @@ impl Task {
             let jitter = self.jitter();
             let Some(entry) = self.sessions.get_mut(&ip) else { continue };
             let change = entry.session.tick(now.into_std());
-            if now >= entry.next_tx || change.is_some() {
+            if now + entry.session.early() >= entry.next_tx || change.is_some() {
                 if entry.session.tx_interval().is_some() {
                     send(entry, &self.counters).await;
                 }
@@ -367,6 +379,7 @@ impl Task {
     }
 
     fn changed(&mut self, peer: IpAddr, change: Change) {
+        self.dirty = true;
         if let Some(e) = self.sessions.get_mut(&peer) {
             e.since = unix_now();
         }

@@ -213,12 +213,18 @@ fn render(speaker: &Speaker) -> String {
         }
         let _ = writeln!(c, "}}");
     }
+    if speaker.neighbors.iter().any(|n| n.bfd) {
+        let _ = writeln!(c, "protocol bfd {{\n  interface \"*\" {{ interval 300 ms; multiplier 3; }};\n}}");
+    }
     for n in &speaker.neighbors {
         let _ = writeln!(
             c,
             "protocol bgp {} {{\n  local as {};\n  neighbor {} as {};",
             n.name, speaker.asn, n.address, n.asn
         );
+        if n.bfd {
+            let _ = writeln!(c, "  bfd on;");
+        }
         if let Some(local) = n.local_address {
             let _ = writeln!(c, "  source address {local};");
         }

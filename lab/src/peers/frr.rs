@@ -43,7 +43,12 @@ impl Frr {
     /// requirement, `network` statements for the announced prefixes) and
     /// starts zebra and bgpd.
     pub fn start(ns: &Netns, speaker: &Speaker) -> Result<Frr> {
-        Frr::start_with_config(ns, &format!("frr-{}", speaker.router_id), &render(speaker))
+        let mut frr = Frr::start_with_config(ns, &format!("frr-{}", speaker.router_id), &render(speaker))?;
+        if speaker.neighbors.iter().any(|n| n.bfd) {
+            // bgpd registers its `neighbor … bfd` sessions with bfdd.
+            frr.start_bfdd(ns, "bfd\n!\n")?;
+        }
+        Ok(frr)
     }
 
     /// Starts zebra and bgpd in `ns` with the bgpd config text the test
@@ -202,6 +207,9 @@ fn render(speaker: &Speaker) -> String {
         }
         if let Some(key) = &n.md5_password {
             let _ = writeln!(c, " neighbor {} password {key}", n.address);
+        }
+        if n.bfd {
+            let _ = writeln!(c, " neighbor {} bfd", n.address);
         }
     }
     let _ = writeln!(c, " address-family ipv4 unicast");

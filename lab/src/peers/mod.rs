@@ -55,12 +55,20 @@ pub struct Neighbor {
     pub local_address: Option<IpAddr>,
     /// TCP MD5 signature key (RFC 2385).
     pub md5_password: Option<String>,
+    /// BFD on the session (RFC 5880, 300 ms × 3).
+    pub bfd: bool,
 }
 
 impl Neighbor {
     /// A neighbour with no local address pinned and no MD5 key.
     pub fn new(name: &str, address: IpAddr, asn: u32) -> Neighbor {
-        Neighbor { name: name.to_string(), address, asn, local_address: None, md5_password: None }
+        Neighbor { name: name.to_string(), address, asn, local_address: None, md5_password: None, bfd: false }
+    }
+
+    /// Watches the session with BFD (the daemon runs its BFD side too).
+    pub fn bfd(mut self) -> Neighbor {
+        self.bfd = true;
+        self
     }
 
     /// Pins the local address of the session.

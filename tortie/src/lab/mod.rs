@@ -187,19 +187,20 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         router_id: SUBNETS[0].tor(),
         asn: TOR_AS,
         announce: Vec::new(),
-        neighbors: plan.iter().map(|n| Neighbor::new(&n.name, IpAddr::V4(n.address), topology::NODE_AS)).collect(),
+        // BFD on every node's session, as the nodes' BGPPeers ask.
+        neighbors: plan
+            .iter()
+            .map(|n| Neighbor::new(&n.name, IpAddr::V4(n.address), topology::NODE_AS).bfd())
+            .collect(),
     };
     let tor = match args.tor {
         TorKind::Frr => {
-            let mut frr = Frr::start(&tor_ns, &speaker)?;
+            let frr = Frr::start(&tor_ns, &speaker)?;
             // Equal paths through every node, as a fabric spreads service traffic.
             frr.vtysh(&format!(
                 "configure terminal\nrouter bgp {TOR_AS}\naddress-family ipv4 unicast\nmaximum-paths 16"
             ))?;
-            // BFD on every node's session, as the nodes' BGPPeers ask.
-            frr.start_bfdd(&tor_ns, "bfd\n!\n")?;
-            let bfd: String = plan.iter().map(|n| format!("neighbor {} bfd\n", n.address)).collect();
-            frr.vtysh(&format!("configure terminal\nrouter bgp {TOR_AS}\n{bfd}"))?;
+
             Tor::Frr(Box::new(frr))
         }
         TorKind::Bird => Tor::Bird(Bird::start(&tor_ns, &speaker)?),
