@@ -345,7 +345,7 @@ spec:
     matchOperator: In
     operations:
     - addCommunity: {value: '65000:42'}
-    - prependASPath: {prefix: [64512, 64512]}
+    - prependASPath: {prefix: [65010, 65010]}
 ---
 apiVersion: projectcalico.org/v3
 kind: BGPPeer
@@ -367,6 +367,6 @@ spec: {peerIP: 192.0.2.100, asNumber: 65000, filters: [tor-policy]}
     };
     wait_until("n1's block at the ToR", || route()["paths"].as_array().is_some_and(|p| !p.is_empty()));
     let r = route();
-    assert_eq!(r["paths"][0]["aspath"]["string"], "64512 64512 64512", "{r:#}");
+    assert_eq!(r["paths"][0]["aspath"]["string"], "64512 65010 65010", "ours first, then the prepend: {r:#}");
     assert_eq!(r["paths"][0]["community"]["string"], "65000:42", "{r:#}");
 }

@@ -125,7 +125,17 @@ pub fn export(
     if !to.long_lived && path.attrs.communities.contains(&Community::LLGR_STALE) {
         return Err(Withheld::LongLivedStale);
     }
-    let mut attrs = (*path.attrs).clone();
+    // The export policy sees the path as this speaker holds it, before its
+    // own AS goes in front (as BIRD's export filters do): a prepend comes
+    // after our AS on the wire, and an AS-path match sees the received path.
+    let mut attrs = match policy {
+        Some(policy) => {
+            let peer = if ibgp { PeerType::Ibgp } else { PeerType::Ebgp };
+            let source = if path.origination == Origination::Local { Source::Local } else { Source::RemotePeers };
+            policy.apply(prefix, &path.attrs, peer, source).ok_or(Withheld::Policy)?
+        }
+        None => (*path.attrs).clone(),
+    };
     let as_path = attrs.as_path.take().unwrap_or_default();
     if !ibgp && as_path.asns().any(|a| a == to.peer_as) {
         return Err(Withheld::AsPathLoop);
@@ -172,14 +182,7 @@ pub fn export(
             };
         }
     }
-    match policy {
-        Some(policy) => {
-            let peer = if ibgp { PeerType::Ibgp } else { PeerType::Ebgp };
-            let source = if path.origination == Origination::Local { Source::Local } else { Source::RemotePeers };
-            policy.apply(prefix, &attrs, peer, source).ok_or(Withheld::Policy)
-        }
-        None => Ok(attrs),
-    }
+    Ok(attrs)
 }
 
 /// `asn` added `times` in front of `path` (RFC 4271 §5.1.2).
@@ -235,6 +238,23 @@ mod tests {
             rr_client: false,
             long_lived: false,
         }
+    }
+
+    #[test]
+    fn an_export_policys_prepend_goes_after_our_own_as_and_its_as_path_match_sees_the_received_path() {
+        use crate::rib::policy::{Operation, Rule, Verdict};
+        let mut prepend = Rule::any(Verdict::Accept);
+        prepend.operations = vec![Operation::Prepend(65010, 2)];
+        let policy = Policy { rules: vec![prepend] };
+        let prefix = "198.18.2.0/24".parse().unwrap();
+        let out = export(&prefix, &learned(Origination::Ebgp), &peer(65003), Some(&policy), None).unwrap();
+        let path: Vec<u32> = out.as_path.unwrap().asns().collect();
+        assert_eq!(path, [65001, 65010, 65010, 65002], "ours first (RFC 4271 §5.1.2), then the policy's");
+        let mut reject = Rule::any(Verdict::Reject);
+        reject.as_path_prefix = vec![65002];
+        let policy = Policy { rules: vec![reject, Rule::any(Verdict::Accept)] };
+        let out = export(&prefix, &learned(Origination::Ebgp), &peer(65003), Some(&policy), None);
+        assert_eq!(out, Err(Withheld::Policy), "the received path starts with 65002, not with our AS");
     }
 
     #[test]

@@ -261,7 +261,17 @@ pub fn negotiate(local: &LocalConfig, peer: &Open) -> Result<Negotiated, Refusal
     let families: Vec<Family> = local.families.iter().copied().filter(|f| peer_families.contains(f)).collect();
     // RFC 4271 §4.2: the smaller hold time; 1 and 2 s were refused by the codec.
     let hold_time = local.hold_time.min(peer.hold_time);
-    let keepalive = if hold_time == 0 { 0 } else { local.keepalive.unwrap_or(hold_time / 3).clamp(1, hold_time / 3) };
+    // RFC 4271 §10: a third of the hold time unless configured; a configured
+    // interval shrinks with the hold time when the peer's is smaller (as
+    // BIRD scales it), and stays below it.
+    let keepalive = match (hold_time, local.keepalive) {
+        (0, _) => 0,
+        (h, Some(k)) => {
+            let scaled = u32::from(k) * u32::from(h) / u32::from(local.hold_time.max(h));
+            scaled.clamp(1, u32::from(h) - 1) as u16
+        }
+        (h, None) => h / 3,
+    };
     let peer_add_path: Vec<AddPathFamily> = caps
         .iter()
         .filter_map(|c| if let Capability::AddPath(v) = c { Some(v.clone()) } else { None })
@@ -326,6 +336,19 @@ mod tests {
         assert!(n.four_octet_as && n.route_refresh && n.enhanced_route_refresh && n.extended_message);
         assert!(n.add_path_rx.contains(Family::IPV4_UNICAST) && !n.add_path_tx.contains(Family::IPV4_UNICAST));
         assert_eq!(n.rx().add_path, n.add_path_rx);
+    }
+
+    #[test]
+    fn a_configured_keepalive_is_kept_and_shrinks_with_a_smaller_hold_time() {
+        let mut ours = local();
+        ours.keepalive = Some(60);
+        let theirs = LocalConfig::new(65002, ip("192.0.2.2"), 65001);
+        assert_eq!(negotiate(&ours, &theirs.open()).unwrap().keepalive, 60, "60 s under a 90 s hold time");
+        let mut short = theirs.clone();
+        short.hold_time = 9;
+        assert_eq!(negotiate(&ours, &short.open()).unwrap().keepalive, 6, "scaled: 60 × 9 / 90");
+        short.hold_time = 3;
+        assert_eq!(negotiate(&ours, &short.open()).unwrap().keepalive, 2, "below the hold time");
     }
 
     #[test]

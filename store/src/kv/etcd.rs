@@ -186,7 +186,11 @@ fn answered(status: &tonic::Status) -> bool {
 /// etcd is between leaders ("leader changed", "no leader"): the request
 /// was not applied.
 fn electing(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable && s.message().contains("leader"))
+    // Only the answers that say the request was not proposed: "request timed
+    // out, possibly due to previous leader failure" may have been committed,
+    // and sending a transaction again would make our own write its conflict.
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable
+        && ["etcdserver: no leader", "etcdserver: leader changed"].contains(&s.message()))
 }
 
 /// No answer at all: a transport failure, a timeout, or a member without

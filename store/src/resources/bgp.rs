@@ -441,10 +441,12 @@ impl Spec for BgpPeerSpec {
     }
 
     fn validate(&self, meta: &Metadata) -> Result<(), Invalid> {
-        if let (Some(k), Some(hold)) = (
-            self.keepalive(),
-            super::SessionSettings::from_annotations(super::Kind::BgpPeer, &meta.name, &meta.annotations)?.hold_time,
-        ) && hold > 0
+        // The hold time proposed: the annotation's, else the speaker's 90 s.
+        let hold = super::SessionSettings::from_annotations(super::Kind::BgpPeer, &meta.name, &meta.annotations)?
+            .hold_time
+            .unwrap_or(90);
+        if let Some(k) = self.keepalive()
+            && hold > 0
             && k >= hold
         {
             return Err(Invalid::new("keepaliveTime", k, format!("less than the hold time {hold} s (RFC 4271 §10)")));
@@ -526,12 +528,9 @@ impl Spec for BgpPeerSpec {
         if let Some(r) = self.reverse_peering.as_deref().filter(|r| !["Auto", "Manual"].contains(r)) {
             return Err(Invalid::new("reversePeering", r, "one of Auto, Manual"));
         }
-        if self.reverse_peering.is_some() && self.peer_selector.is_none() {
-            return Err(Invalid::new(
-                "reversePeering",
-                self.reverse_peering.as_deref().unwrap_or_default(),
-                "only with peerSelector",
-            ));
+        if self.reverse_peering.as_deref() == Some("Manual") && self.peer_selector.is_none() {
+            // Auto is Calico's default, meaningful with peerSelector and harmless without.
+            return Err(Invalid::new("reversePeering", "Manual", "only with peerSelector"));
         }
         if let Some(n) = self.num_allowed_local_as_numbers.filter(|n| *n > 10) {
             return Err(Invalid::new("numAllowedLocalASNumbers", n, "0–10"));
@@ -757,6 +756,9 @@ impl Spec for BgpFilterSpec {
                         }
                     }
                 }
+                for (j, asn) in r.as_path_prefix.iter().enumerate() {
+                    validate::as_number(&field(&format!("asPathPrefix[{j}]")), *asn)?;
+                }
                 if !r.operations.is_empty() && r.action != FilterAction::Accept {
                     return Err(Invalid::new(field("operations"), r.operations.len(), "only with action Accept"));
                 }
@@ -772,10 +774,13 @@ impl Spec for BgpFilterSpec {
                     if let Some(a) = &op.add_community {
                         community_value(&f(".addCommunity.value"), &a.value)?;
                     }
-                    if let Some(p) = &op.prepend_as_path
-                        && !(1..=10).contains(&p.prefix.len())
-                    {
-                        return Err(Invalid::new(f(".prependASPath.prefix"), p.prefix.len(), "1–10 AS numbers"));
+                    if let Some(p) = &op.prepend_as_path {
+                        if !(1..=10).contains(&p.prefix.len()) {
+                            return Err(Invalid::new(f(".prependASPath.prefix"), p.prefix.len(), "1–10 AS numbers"));
+                        }
+                        for (k, asn) in p.prefix.iter().enumerate() {
+                            validate::as_number(&f(&format!(".prependASPath.prefix[{k}]")), *asn)?;
+                        }
                     }
                 }
             }

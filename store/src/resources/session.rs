@@ -54,10 +54,14 @@ pub struct SessionSettings {
     pub bfd_multiplier: Option<u8>,
 }
 
+/// Whole seconds from `min` to `max`; 0 too for the hold time (no hold
+/// timer, RFC 4271 §4.2), for nothing else (a zero wait would redial at once).
 fn seconds(key: &str, v: &str, min: u64, max: u64) -> Result<u64, Invalid> {
+    let zero = key == HOLD;
     match duration_ms(v) {
-        Some(ms) if ms % 1000 == 0 && (ms == 0 || (min..=max).contains(&(ms / 1000))) => Ok(ms / 1000),
-        _ => Err(Invalid::new(key, v, format!("whole seconds, 0 or {min}–{max}, like 9s or 1m30s"))),
+        Some(ms) if ms % 1000 == 0 && ((zero && ms == 0) || (min..=max).contains(&(ms / 1000))) => Ok(ms / 1000),
+        _ if zero => Err(Invalid::new(key, v, format!("whole seconds, 0 or {min}–{max}, like 9s or 1m30s"))),
+        _ => Err(Invalid::new(key, v, format!("whole seconds, {min}–{max}, like 9s or 1m30s"))),
     }
 }
 
@@ -166,6 +170,10 @@ mod tests {
         assert!(read(Kind::BgpConfiguration, "node.n1", &[(HOLD, "9s")]).is_err(), "mesh settings are cluster-wide");
         assert!(read(Kind::IpPool, "p", &[(HOLD, "9s")]).is_err());
         assert!(read(Kind::BgpPeer, "tor", &[(IDLE_HOLD, "1m"), (MAX_IDLE_HOLD, "2s")]).is_err());
+        for key in [IDLE_HOLD, MAX_IDLE_HOLD] {
+            assert!(read(Kind::BgpPeer, "tor", &[(key, "0s")]).is_err(), "{key} 0 would redial at once");
+        }
+        assert!(read(Kind::BgpConfiguration, "default", &[(KEEPALIVE, "0s")]).is_err());
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl Published {
         let age = now.saturating_sub(self.published_at);
         if self.interval == 0 {
             Some(format!("not reporting (reportingInterval 0s); summary {age} s old"))
-        } else if age > 3 * self.interval {
+        } else if age > self.interval.saturating_mul(3) {
             Some(format!("STALE: last summary {age} s ago — is the daemon running?"))
         } else {
             None
