@@ -1,11 +1,11 @@
-//! The I/O around the sessions (RFC 5881, single-hop IPv4): Control
-//! packets received on UDP 3784 with TTL 255 (GTSM, §5), sent from a
-//! source port in 49152–65535 (§4) with TTL 255, one socket per session;
-//! one task runs every session's timers. Its user sets the peers it wants
-//! and hears of their state changes.
+//! The I/O around the sessions (RFC 5881, single hop, IPv4 and IPv6):
+//! Control packets received on UDP 3784 with TTL or hop limit 255 (GTSM,
+//! §5), sent from a source port in 49152–65535 (§4) with TTL or hop limit
+//! 255, one socket per session; one task runs every session's timers. Its
+//! user sets the peers it wants and hears of their state changes.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,11 +133,22 @@ impl Bfd {
 
 /// Opens UDP 3784 and starts the task; state changes come on the receiver.
 pub fn start() -> std::io::Result<(Bfd, mpsc::UnboundedReceiver<Event>)> {
-    let rx = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT)))?;
-    rx.set_nonblocking(true)?;
-    set_int(&rx, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
-    // SAFETY: the AsyncFd owns the socket, whose descriptor stays open and the same until it is dropped.
-    let rx = unsafe { AsyncFd::register(rx) }?;
+    let rx4 = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT)))?;
+    set_int(&rx4, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+    // IPv6 where the kernel has it (its own socket: IPv4 stays on the other).
+    let rx6 = match v6_socket() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "BFD: no IPv6 (UDP [::]:3784); IPv4 sessions only");
+            None
+        }
+    };
+    let register = |s: std::net::UdpSocket| -> std::io::Result<Rx> {
+        s.set_nonblocking(true)?;
+        // SAFETY: the AsyncFd owns the socket, whose descriptor stays open and the same until it is dropped.
+        Ok(unsafe { AsyncFd::register(s) }?)
+    };
+    let rx = (register(rx4)?, rx6.map(register).transpose()?);
     let (peers, peers_rx) = watch::channel(Vec::new());
     let (views_tx, sessions) = watch::channel(Vec::new());
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -153,6 +164,30 @@ pub fn start() -> std::io::Result<(Bfd, mpsc::UnboundedReceiver<Event>)> {
     };
     let task = tokio::spawn(task.run(rx, peers_rx));
     Ok((Bfd { peers, sessions, counters, task }, events))
+}
+
+/// UDP [::]:3784 for IPv6 only, reporting each datagram's hop limit.
+fn v6_socket() -> std::io::Result<std::net::UdpSocket> {
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor this function owns.
+    let socket = unsafe { <std::net::UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    set_int(&socket, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    set_int(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+    let mut addr: libc::sockaddr_in6 =
+        // SAFETY: all-zero is a valid sockaddr_in6 (the unspecified address).
+        unsafe { std::mem::zeroed() };
+    addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    addr.sin6_port = PORT.to_be();
+    // SAFETY: bind(2) reads a sockaddr_in6 of the length given.
+    let done = unsafe { libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in6>() as libc::socklen_t) };
+    if done != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(socket)
 }
 
 fn set_int(socket: &impl std::os::fd::AsRawFd, level: i32, name: i32, value: i32) -> std::io::Result<()> {
@@ -171,6 +206,9 @@ fn seed() -> u64 {
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+/// A receiving socket.
+type Rx = AsyncFd<std::net::UdpSocket>;
 
 struct Entry {
     peer: Peer,
@@ -204,7 +242,8 @@ impl Task {
         (self.random() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    async fn run(mut self, rx: AsyncFd<std::net::UdpSocket>, mut peers: watch::Receiver<Vec<Peer>>) {
+    async fn run(mut self, rx: (Rx, Option<Rx>), mut peers: watch::Receiver<Vec<Peer>>) {
+        let (rx4, rx6) = rx;
         let mut buf = [0u8; 512];
         loop {
             let deadline = self.next_deadline();
@@ -216,22 +255,13 @@ impl Task {
                     let wanted = peers.borrow_and_update().clone();
                     self.set(wanted).await;
                 }
-                ready = rx.readable() => {
-                    let Ok(mut guard) = ready else { return };
-                    // Every datagram waiting, then back to waiting.
-                    loop {
-                        match recv(rx.get_ref(), &mut buf) {
-                            Ok((len, from, ttl)) => self.received(&buf[..len.min(buf.len())], from, ttl).await,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                guard.clear_ready();
-                                break;
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "BFD: receiving");
-                                break;
-                            }
-                        }
-                    }
+                ready = rx4.readable() => {
+                    let Ok(guard) = ready else { return };
+                    self.drain(guard, &mut buf).await;
+                }
+                ready = async { match &rx6 { Some(rx) => rx.readable().await, None => std::future::pending().await } } => {
+                    let Ok(guard) = ready else { return };
+                    self.drain(guard, &mut buf).await;
                 }
                 () = tokio::time::sleep_until(deadline) => {}
             }
@@ -241,6 +271,23 @@ impl Task {
             }
             if std::mem::take(&mut self.dirty) {
                 self.publish();
+            }
+        }
+    }
+
+    /// Every datagram waiting on a socket, then back to waiting.
+    async fn drain(&mut self, mut guard: tokio::io::unix::AsyncFdReadyGuard<'_, std::net::UdpSocket>, buf: &mut [u8]) {
+        loop {
+            match recv(guard.get_inner(), buf) {
+                Ok((len, from, ttl)) => self.received(&buf[..len.min(buf.len())], from, ttl).await,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "BFD: receiving");
+                    return;
+                }
             }
         }
     }
@@ -298,7 +345,10 @@ impl Task {
             let port = *SOURCE_PORTS.start() + ((first + i) % span) as u16;
             match UdpSocket::bind(SocketAddr::new(peer.local, port)).await {
                 Ok(socket) => {
-                    set_int(&socket, libc::IPPROTO_IP, libc::IP_TTL, i32::from(TTL))?;
+                    match peer.remote {
+                        IpAddr::V4(_) => set_int(&socket, libc::IPPROTO_IP, libc::IP_TTL, i32::from(TTL))?,
+                        IpAddr::V6(_) => set_int(&socket, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, i32::from(TTL))?,
+                    }
                     socket.connect(SocketAddr::new(peer.remote, PORT)).await?;
                     return Ok(Entry {
                         peer,
@@ -433,18 +483,18 @@ async fn send(entry: &mut Entry, counters: &Counters) {
     }
 }
 
-/// One datagram: its length, source and TTL (from IP_RECVTTL).
+/// One datagram: its length, source and TTL or hop limit (IP_RECVTTL, IPV6_RECVHOPLIMIT).
 fn recv(socket: &std::net::UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, IpAddr, Option<u8>)> {
-    // SAFETY: all-zero sockaddr_in and msghdr are valid; recvmsg(2) fills
-    // them, writing at most the lengths given, into buffers that live
-    // through the call.
+    // SAFETY: all-zero sockaddr_storage and msghdr are valid; recvmsg(2)
+    // fills them, writing at most the lengths given, into buffers that live
+    // through the call; the address is read as the family it names.
     unsafe {
-        let mut from: libc::sockaddr_in = std::mem::zeroed();
+        let mut from: libc::sockaddr_storage = std::mem::zeroed();
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         let mut control = [0u8; 64];
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = (&raw mut from).cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
         msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
@@ -457,13 +507,24 @@ fn recv(socket: &std::net::UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize,
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             let c = &*cmsg;
-            if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_TTL {
+            let hops = (c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_TTL)
+                || (c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_HOPLIMIT);
+            if hops {
                 let value: i32 = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 ttl = u8::try_from(value).ok();
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
-        let addr = Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr));
-        Ok((n as usize, IpAddr::V4(addr), ttl))
+        let addr = match i32::from(from.ss_family) {
+            libc::AF_INET6 => {
+                let sin6 = &*(&raw const from).cast::<libc::sockaddr_in6>();
+                IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => {
+                let sin = &*(&raw const from).cast::<libc::sockaddr_in>();
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+            }
+        };
+        Ok((n as usize, addr, ttl))
     }
 }

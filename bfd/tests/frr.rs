@@ -148,3 +148,45 @@ fn a_session_with_frr_comes_up_and_either_side_detects_the_others_silence() {
     })
     .unwrap();
 }
+
+#[test]
+fn an_ipv6_session_with_frr_comes_up_and_goes_down_with_frrs_silence() {
+    let lab = Lab::new("bfd-frr6").unwrap();
+    let (ours, theirs) = (lab.netns("ours").unwrap(), lab.netns("frr").unwrap());
+    tortie_lab::veth((&ours, "eth0"), (&theirs, "eth0")).unwrap();
+    // RFC 3849 addresses, no duplicate address detection to wait for.
+    ours.ip(&["addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"]).unwrap();
+    theirs.ip(&["addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad"]).unwrap();
+    let frr = Frr::start_with_config(&theirs, "frr-bfd6", "frr defaults traditional\nhostname frr\n").unwrap();
+    let mut frr = frr;
+    let bfdd =
+        "bfd\n peer 2001:db8::1 local-address 2001:db8::2\n  receive-interval 300\n  transmit-interval 300\n !\n!\n";
+    frr.start_bfdd(&theirs, bfdd).unwrap();
+    let runtime = || tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    ours.enter(|| {
+        runtime().block_on(async {
+            let (bfd, mut events) = tortie_bfd::start().unwrap();
+            bfd.set_peers(vec![Peer {
+                remote: ip("2001:db8::2"),
+                local: ip("2001:db8::1"),
+                timers: Timers::default(),
+            }]);
+            let mut event = next(&mut events).await;
+            while event.change.to != State::Up {
+                event = next(&mut events).await;
+            }
+            wait_for("FRR to see the IPv6 session up", Duration::from_secs(10), || {
+                let out = frr.vtysh("show bfd peers json").unwrap();
+                let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+                let up = all.iter().any(|p| p["peer"] == "2001:db8::1" && p["status"] == "up");
+                Ok(if up { Check::Done(()) } else { Check::Pending(out) })
+            })
+            .unwrap();
+            frr.bfdd().unwrap().kill_now();
+            let down = next(&mut events).await;
+            assert_eq!((down.change.to, down.change.diag), (State::Down, Diag::TimeExpired), "{down:?}");
+            drop(bfd);
+        })
+    })
+    .unwrap();
+}
