@@ -122,6 +122,32 @@ fn untracked_and_pre_dnat_policies_are_refused_by_name() {
         "{HEAD}kind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec: {{preDNAT: true, applyOnForward: true}}\n"
     );
     assert!(error_of(&pre).contains("spec.preDNAT: `true`"));
+    // BGP documents an older tortie stored unchecked still load (their
+    // consumers fall back to the defaults); apply refuses each.
+    let stored: [(Kind, &str, &str); 4] = [
+        (
+            Kind::BgpPeer,
+            r#"{"metadata":{"name":"p"},"spec":{"peerIP":"192.0.2.9","asNumber":65000,"maxRestartTime":"2h"}}"#,
+            "spec.maxRestartTime",
+        ),
+        (
+            Kind::BgpPeer,
+            r#"{"metadata":{"name":"p"},"spec":{"peerIP":"192.0.2.9","asNumber":65000,"numAllowedLocalASNumbers":20}}"#,
+            "spec.numAllowedLocalASNumbers",
+        ),
+        (
+            Kind::BgpPeer,
+            r#"{"metadata":{"name":"p","annotations":{"tortie.io/hold":"9s"}},"spec":{"peerIP":"192.0.2.9","asNumber":65000}}"#,
+            "metadata.annotations.tortie.io/hold",
+        ),
+        (Kind::BgpConfiguration, r#"{"metadata":{"name":"node.n1"},"spec":{"asNumber":65000}}"#, "spec.asNumber"),
+    ];
+    for (kind, json, field) in stored {
+        let full = format!(r#"{{"apiVersion":"projectcalico.org/v3","kind":"{}",{}"#, kind.info().name, &json[1..]);
+        assert!(Resource::from_stored(kind, full.as_bytes(), 5).is_ok(), "{full} loads");
+        let err = parse_documents(&full).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
     // A policy an older tortie stored still loads: felix, not the loader, refuses it.
     let stored = br#"{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"g"},"spec":{"doNotTrack":true,"applyOnForward":true}}"#;
     let Resource::GlobalNetworkPolicy(old) = Resource::from_stored(Kind::GlobalNetworkPolicy, stored, 3).unwrap()

@@ -229,6 +229,16 @@ impl Spec for BgpConfigurationSpec {
                 }
             }
         }
+        if let Some(mode) = &self.bind_mode
+            && mode != "None"
+            && mode != "NodeIP"
+        {
+            return Err(Invalid::new("bindMode", mode, "one of None, NodeIP"));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, meta: &Metadata) -> Result<(), Invalid> {
         if let Some(t) = &self.node_mesh_max_restart_time {
             restart_field("nodeMeshMaxRestartTime", t)?;
         }
@@ -252,16 +262,6 @@ impl Spec for BgpConfigurationSpec {
                 ));
             }
         }
-        if let Some(mode) = &self.bind_mode
-            && mode != "None"
-            && mode != "NodeIP"
-        {
-            return Err(Invalid::new("bindMode", mode, "one of None, NodeIP"));
-        }
-        Ok(())
-    }
-
-    fn refuse(&self) -> Result<(), Invalid> {
         let ranges = [
             ("serviceClusterIPs", &self.service_cluster_ips),
             ("serviceExternalIPs", &self.service_external_ips),
@@ -434,13 +434,9 @@ impl BgpPeerSpec {
 }
 
 impl Spec for BgpPeerSpec {
-    fn apply_defaults(&mut self, _meta: &Metadata) {
-        if self.peer_ip.is_some() {
-            self.source_address.get_or_insert(SourceAddress::UseNodeIP);
-        }
-    }
-
-    fn validate(&self, meta: &Metadata) -> Result<(), Invalid> {
+    /// Ranges an older tortie stored unchecked: its consumers fall back to
+    /// the defaults for such values, so the record still loads.
+    fn refuse(&self, meta: &Metadata) -> Result<(), Invalid> {
         // The hold time proposed: the annotation's, else the speaker's 90 s.
         let hold = super::SessionSettings::from_annotations(super::Kind::BgpPeer, &meta.name, &meta.annotations)?
             .hold_time
@@ -451,6 +447,33 @@ impl Spec for BgpPeerSpec {
         {
             return Err(Invalid::new("keepaliveTime", k, format!("less than the hold time {hold} s (RFC 4271 §10)")));
         }
+        match &self.max_restart_time {
+            Some(t) if self.long_lived() && long_lived_stale_time(t).is_none() => {
+                return Err(Invalid::new(
+                    "maxRestartTime",
+                    t,
+                    "under LongLivedGracefulRestart, the long-lived stale time: whole seconds up to 16777215 (RFC 9494's 24 bits), such as 1h0m0s",
+                ));
+            }
+            Some(t) if !self.long_lived() => restart_field("maxRestartTime", t)?,
+            _ => {}
+        }
+        if let Some(k) = self.keepalive_time.as_deref().filter(|_| self.keepalive().is_none()) {
+            return Err(Invalid::new("keepaliveTime", k, "whole seconds, 1–21845, like 20s"));
+        }
+        if let Some(n) = self.num_allowed_local_as_numbers.filter(|n| *n > 10) {
+            return Err(Invalid::new("numAllowedLocalASNumbers", n, "0–10"));
+        }
+        Ok(())
+    }
+
+    fn apply_defaults(&mut self, _meta: &Metadata) {
+        if self.peer_ip.is_some() {
+            self.source_address.get_or_insert(SourceAddress::UseNodeIP);
+        }
+    }
+
+    fn validate(&self, _meta: &Metadata) -> Result<(), Invalid> {
         if self.node.is_some() && self.node_selector.is_some() {
             return Err(Invalid::new(
                 "nodeSelector",
@@ -472,20 +495,6 @@ impl Spec for BgpPeerSpec {
             (None, None) => {
                 return Err(Invalid::new("peerIP", "", "one of peerIP (with asNumber) or peerSelector is required"));
             }
-        }
-        match &self.max_restart_time {
-            Some(t) if self.long_lived() && long_lived_stale_time(t).is_none() => {
-                return Err(Invalid::new(
-                    "maxRestartTime",
-                    t,
-                    "under LongLivedGracefulRestart, the long-lived stale time: whole seconds up to 16777215 (RFC 9494's 24 bits), such as 1h0m0s",
-                ));
-            }
-            Some(t) if !self.long_lived() => restart_field("maxRestartTime", t)?,
-            _ => {}
-        }
-        if let Some(k) = self.keepalive_time.as_deref().filter(|_| self.keepalive().is_none()) {
-            return Err(Invalid::new("keepaliveTime", k, "whole seconds, 1–21845, like 20s"));
         }
         if let Some(asn) = self.local_as_number {
             validate::as_number("localASNumber", asn)?;
@@ -531,9 +540,6 @@ impl Spec for BgpPeerSpec {
         if self.reverse_peering.as_deref() == Some("Manual") && self.peer_selector.is_none() {
             // Auto is Calico's default, meaningful with peerSelector and harmless without.
             return Err(Invalid::new("reversePeering", "Manual", "only with peerSelector"));
-        }
-        if let Some(n) = self.num_allowed_local_as_numbers.filter(|n| *n > 10) {
-            return Err(Invalid::new("numAllowedLocalASNumbers", n, "0–10"));
         }
         if self.ttl_security == Some(0) {
             return Err(Invalid::new("ttlSecurity", 0, "hops must be 1–255"));
@@ -788,7 +794,7 @@ impl Spec for BgpFilterSpec {
         Ok(())
     }
 
-    fn refuse(&self) -> Result<(), Invalid> {
+    fn refuse(&self, _meta: &Metadata) -> Result<(), Invalid> {
         for (name, rules) in [("exportV6", &self.export_v6), ("importV6", &self.import_v6)] {
             if !rules.is_empty() {
                 let n = rules.len();

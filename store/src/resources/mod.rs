@@ -126,7 +126,7 @@ pub trait Spec: Default + Clone + Serialize + DeserializeOwned {
     /// What `apply` refuses that an older tortie may have stored: checked
     /// for new documents only, so a stored record still loads and its
     /// consumer decides (it keeps what it enforced before).
-    fn refuse(&self) -> Result<(), Invalid> {
+    fn refuse(&self, _meta: &Metadata) -> Result<(), Invalid> {
         Ok(())
     }
 }
@@ -430,7 +430,10 @@ fn decode(kind: Kind, value: serde_yaml_ng::Value, n: usize, new: bool) -> Resul
         obj.spec.apply_defaults(&obj.metadata);
         obj.spec.validate(&obj.metadata).map_err(|e| e.in_document(n, &name, "spec"))?;
         if new {
-            obj.spec.refuse().map_err(|e| e.in_document(n, &name, "spec"))?;
+            // tortie's annotations are read leniently from the store (a bad one: the defaults).
+            session::SessionSettings::from_annotations(kind, &obj.metadata.name, &obj.metadata.annotations)
+                .map_err(|e| e.in_document(n, &name, "metadata"))?;
+            obj.spec.refuse(&obj.metadata).map_err(|e| e.in_document(n, &name, "spec"))?;
         }
         Ok(wrap(obj))
     }

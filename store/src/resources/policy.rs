@@ -380,7 +380,7 @@ impl Spec for GlobalNetworkPolicySpec {
         default_types(&mut self.types, &self.egress);
     }
 
-    fn refuse(&self) -> Result<(), Invalid> {
+    fn refuse(&self, _meta: &Metadata) -> Result<(), Invalid> {
         Invalid::all(self.unsupported_modes().into_iter().map(|(f, why)| Invalid::new(f, true, why)).collect())
     }
 

@@ -78,7 +78,7 @@ impl IpPoolSpec {
 }
 
 impl Spec for IpPoolSpec {
-    fn refuse(&self) -> Result<(), Invalid> {
+    fn refuse(&self, _meta: &Metadata) -> Result<(), Invalid> {
         match self.vxlan_mode.unwrap_or_default() {
             EncapMode::Never => Ok(()),
             mode => {

@@ -83,7 +83,6 @@ pub(super) fn metadata(kind: Kind, meta: &mut Metadata) -> Result<(), Invalid> {
         }
         _ => {}
     }
-    super::session::SessionSettings::from_annotations(kind, &meta.name, &meta.annotations)?;
     Ok(())
 }
 
