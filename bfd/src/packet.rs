@@ -194,6 +194,18 @@ pub enum Malformed {
 }
 
 impl Malformed {
+    /// Every reason, in counter order.
+    pub const ALL: [Malformed; 8] = [
+        Malformed::Truncated,
+        Malformed::Version,
+        Malformed::Length,
+        Malformed::DetectMult,
+        Malformed::Multipoint,
+        Malformed::MyDiscriminator,
+        Malformed::YourDiscriminator,
+        Malformed::Authentication,
+    ];
+
     /// For counters and logs.
     pub fn as_str(self) -> &'static str {
         match self {

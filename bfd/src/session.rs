@@ -59,6 +59,8 @@ pub struct Session {
     remote_mult: u8,
     /// A Poll Sequence of ours is under way (RFC 5880 §6.5).
     polling: bool,
+    /// The timers in force before a change, until its Poll Sequence ends.
+    previous: Option<Timers>,
     /// The peer polled: the next packet carries F, and goes at once.
     answer_poll: bool,
     last_rx: Option<Instant>,
@@ -84,6 +86,7 @@ impl Session {
             remote_min_tx: 0,
             remote_mult: 0,
             polling: false,
+            previous: None,
             answer_poll: false,
             last_rx: None,
         }
@@ -97,6 +100,11 @@ impl Session {
     /// Why it last went down.
     pub fn diag(&self) -> Diag {
         self.local_diag
+    }
+
+    /// The state the peer last reported (bfd.RemoteSessionState).
+    pub fn remote_state(&self) -> State {
+        self.remote_state
     }
 
     /// Our discriminator.
@@ -120,10 +128,38 @@ impl Session {
         if self.state == State::Up { self.timers.desired_min_tx } else { self.timers.desired_min_tx.max(SLOW_TX) }
     }
 
+    /// The interval packets actually go at (at most the interval before a
+    /// change until its Poll Sequence ends: RFC 5880 §6.8.3).
+    fn sending_min_tx(&self) -> Duration {
+        // `previous` is held only while Up (leaving Up ends the sequence).
+        let now = self.desired_min_tx();
+        self.previous.map_or(now, |p| now.min(p.desired_min_tx))
+    }
+
+    /// New timers (RFC 5880 §6.8.3): the session stays as it is and tells
+    /// the peer by a Poll Sequence; until the peer's Final, packets go no
+    /// slower and silence is judged no sooner than before.
+    pub fn set_timers(&mut self, timers: Timers) {
+        if timers == self.timers {
+            return;
+        }
+        let old = std::mem::replace(&mut self.timers, timers);
+        if self.state == State::Up {
+            self.previous.get_or_insert(old);
+            self.polling = true;
+        }
+    }
+
+    /// The session is taken out of service (RFC 5880 §6.8.16): AdminDown,
+    /// which the peer must not take for a failure (RFC 5882 §3.2).
+    pub fn admin_down(&mut self) -> Option<Change> {
+        self.set_state(State::AdminDown, Diag::AdminDown)
+    }
+
     /// The interval we send at: the larger of ours and what the peer can
     /// take (RFC 5880 §6.8.7); `None` while the peer wants nothing (0).
     pub fn tx_interval(&self) -> Option<Duration> {
-        (self.remote_min_rx != 0).then(|| self.desired_min_tx().max(Duration::from_micros(self.remote_min_rx.into())))
+        (self.remote_min_rx != 0).then(|| self.sending_min_tx().max(Duration::from_micros(self.remote_min_rx.into())))
     }
 
     /// The interval the peer sends at and the time without its packets
@@ -131,7 +167,10 @@ impl Session {
     /// times the larger of our Required Min RX and its Desired Min TX.
     pub fn detection_time(&self) -> Option<Duration> {
         (self.remote_mult != 0).then(|| {
-            let interval = self.timers.required_min_rx.max(Duration::from_micros(self.remote_min_tx.into()));
+            let ours = self
+                .previous
+                .map_or(self.timers.required_min_rx, |p| p.required_min_rx.max(self.timers.required_min_rx));
+            let interval = ours.max(Duration::from_micros(self.remote_min_tx.into()));
             interval * u32::from(self.remote_mult)
         })
     }
@@ -197,6 +236,7 @@ impl Session {
         // RFC 5880 §6.8.3: our Desired Min TX changes with Up; a Poll
         // Sequence tells the peer (leaving Up, the slower rate needs none to be safe).
         self.polling = to == State::Up;
+        self.previous = None;
         Some(Change { from, to, diag })
     }
 
@@ -211,6 +251,7 @@ impl Session {
         self.last_rx = Some(now);
         if p.final_ {
             self.polling = false;
+            self.previous = None;
         }
         if p.poll {
             self.answer_poll = true;
@@ -331,5 +372,43 @@ mod tests {
         let one = Session::new(3, Timers { detect_mult: 1, ..fast });
         assert_eq!(one.next_tx(0.999_999).map(|d| d.as_millis()), Some(800), "80–90 % with Detect Mult 1");
         assert_eq!(one.next_tx(0.0).map(|d| d.as_millis()), Some(900));
+    }
+
+    #[test]
+    fn new_timers_keep_the_session_up_and_take_effect_by_a_poll_sequence() {
+        let t0 = Instant::now();
+        let slow = Timers { desired_min_tx: ms(300), required_min_rx: ms(300), detect_mult: 3 };
+        let mut a = Session::new(1, slow);
+        let peer = |state, poll, final_| Control {
+            state,
+            poll,
+            final_,
+            desired_min_tx: 100_000,
+            required_min_rx: 100_000,
+            your_discriminator: 1,
+            ..Session::new(2, Timers::default()).packet()
+        };
+        a.receive(&peer(State::Init, false, false), t0);
+        a.receive(&peer(State::Up, false, true), t0);
+        assert_eq!(a.state(), State::Up);
+        assert_eq!(a.detection_time(), Some(ms(900)));
+        // Faster: detection stays at the old (longer) time until the Final.
+        a.set_timers(Timers { desired_min_tx: ms(100), required_min_rx: ms(100), detect_mult: 3 });
+        assert_eq!(a.state(), State::Up, "a timer change does not reset the session");
+        let p = a.packet();
+        assert!(p.poll, "RFC 5880 §6.8.3: a Poll Sequence tells the peer");
+        assert_eq!((p.desired_min_tx, p.required_min_rx), (100_000, 100_000));
+        assert_eq!(a.detection_time(), Some(ms(900)), "no sooner than before, until the Final");
+        a.receive(&peer(State::Up, false, true), t0);
+        assert!(!a.packet().poll);
+        assert_eq!(a.detection_time(), Some(ms(300)));
+        // Slower: packets keep the old (faster) pace until the Final.
+        a.set_timers(slow);
+        assert_eq!(a.tx_interval(), Some(ms(100)));
+        a.receive(&peer(State::Up, false, true), t0);
+        assert_eq!(a.tx_interval(), Some(ms(300)));
+        // Taken out of service: AdminDown, told to the peer.
+        assert_eq!(a.admin_down().map(|c| (c.to, c.diag)), Some((State::AdminDown, Diag::AdminDown)));
+        assert_eq!(a.packet().state, State::AdminDown);
     }
 }

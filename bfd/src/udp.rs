@@ -44,6 +44,9 @@ pub struct Event {
     pub peer: IpAddr,
     /// What changed.
     pub change: Change,
+    /// The peer's own state as last heard: AdminDown means it took the
+    /// session out of service, which is no failure (RFC 5882 §3.2).
+    pub remote: State,
 }
 
 /// One session, as `tortie bfd show` and `tortie status` see it.
@@ -65,6 +68,8 @@ pub struct View {
     pub detection_time: Option<Duration>,
     /// Our and the peer's discriminators.
     pub discriminators: (u32, u32),
+    /// The state the peer last reported (bfd.RemoteSessionState).
+    pub remote_state: State,
 }
 
 /// Packets received and what became of them.
@@ -88,16 +93,7 @@ pub struct Counters {
 
 impl Counters {
     fn malformed(&self, why: Malformed) -> &AtomicU64 {
-        let i = match why {
-            Malformed::Truncated => 0,
-            Malformed::Version => 1,
-            Malformed::Length => 2,
-            Malformed::DetectMult => 3,
-            Malformed::Multipoint => 4,
-            Malformed::MyDiscriminator => 5,
-            Malformed::YourDiscriminator => 6,
-            Malformed::Authentication => 7,
-        };
+        let i = Malformed::ALL.iter().position(|m| *m == why).unwrap_or_default();
         &self.malformed[i]
     }
 
@@ -305,11 +301,24 @@ impl Task {
     async fn set(&mut self, wanted: Vec<Peer>) {
         self.dirty = true;
         let keep: HashMap<IpAddr, Peer> = wanted.into_iter().map(|p| (p.remote, p)).collect();
+        // New timers on the same link: the session stays, a Poll tells the peer.
+        for (ip, e) in self.sessions.iter_mut() {
+            if let Some(p) = keep.get(ip).filter(|p| p.local == e.peer.local && p.timers != e.peer.timers) {
+                tracing::info!(peer = %ip, timers = ?p.timers, "BFD timers changed");
+                e.peer = *p;
+                e.session.set_timers(p.timers);
+            }
+        }
         let gone: Vec<IpAddr> =
             self.sessions.iter().filter(|(ip, e)| keep.get(*ip) != Some(&e.peer)).map(|(ip, _)| *ip).collect();
         for ip in gone {
-            if let Some(e) = self.sessions.remove(&ip) {
+            if let Some(mut e) = self.sessions.remove(&ip) {
                 self.by_discr.remove(&e.session.local_discr());
+                // RFC 5880 §6.8.16: the peer hears AdminDown, not silence,
+                // so it does not take the removal for a failure.
+                if e.session.admin_down().is_some() && e.session.tx_interval().is_some() {
+                    send(&mut e, &self.counters).await;
+                }
                 tracing::info!(peer = %ip, "BFD session removed");
             }
         }
@@ -430,8 +439,10 @@ impl Task {
 
     fn changed(&mut self, peer: IpAddr, change: Change) {
         self.dirty = true;
+        let mut remote = State::Down;
         if let Some(e) = self.sessions.get_mut(&peer) {
             e.since = unix_now();
+            remote = e.session.remote_state();
         }
         match change.to {
             State::Up => {
@@ -444,7 +455,7 @@ impl Task {
             }
             _ => tracing::debug!(%peer, from = %change.from, to = %change.to, "BFD session state"),
         }
-        let _ = self.events.send(Event { peer, change });
+        let _ = self.events.send(Event { peer, change, remote });
     }
 
     fn publish(&self) {
@@ -460,6 +471,7 @@ impl Task {
                 tx_interval: e.session.tx_interval(),
                 detection_time: e.session.detection_time(),
                 discriminators: (e.session.local_discr(), e.session.remote_discr()),
+                remote_state: e.session.remote_state(),
             })
             .collect();
         views.sort_by_key(|v| v.peer);

@@ -15,6 +15,7 @@
 // fix the GSO type). State lives in maps the daemon pins and keeps in step
 // with the cluster; the programs keep forwarding while no daemon runs.
 
+#include <stddef.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -29,6 +30,8 @@
 #endif
 
 #define IP_DF 0x4000
+#define ECN_MASK 0x03
+#define ECN_CE 0x03
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 #define OUTER_LEN ((int)sizeof(struct iphdr))
@@ -206,12 +209,32 @@ int tortie_decap(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	__u64 segs = segments(skb);
-	// FIXED_GSO: a merged packet's segments keep their size (the inner
-	// segments were that size inside the outer ones).
-	if (bpf_skb_adjust_room(skb, -OUTER_LEN, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO)) {
+	// RFC 6040 §4.2: congestion marked on the outer header (CE) is carried
+	// to the inner one; an inner packet that is not ECN-capable is dropped.
+	__u8 outer_ecn = outer->tos & ECN_MASK, inner_tos = inner->tos, inner_vihl = *(__u8 *)inner;
+	if (outer_ecn == ECN_CE && (inner_tos & ECN_MASK) == 0) {
 		count(DROP_MALFORMED, segs);
 		return TC_ACT_SHOT;
+	}
+	// FIXED_GSO: a merged packet's segments keep their size (the inner
+	// segments were that size inside the outer ones). DECAP_L3_IPV4 (Linux
+	// 6.3) also clears the tunnel's GSO type; an older kernel refuses the
+	// flag, and the room is taken without it.
+	if (bpf_skb_adjust_room(skb, -OUTER_LEN, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO) &&
+	    bpf_skb_adjust_room(skb, -OUTER_LEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
+		count(DROP_MALFORMED, segs);
+		return TC_ACT_SHOT;
+	}
+	if (outer_ecn == ECN_CE && (inner_tos & ECN_MASK) != ECN_CE) {
+		__u8 marked = inner_tos | ECN_CE;
+		// The TOS byte is the low byte of the header's first 16-bit word.
+		__u16 from = bpf_htons((__u16)(inner_vihl << 8) | inner_tos), to = bpf_htons((__u16)(inner_vihl << 8) | marked);
+		if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), from, to, 2) ||
+		    bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, tos), &marked, 1, 0)) {
+			count(DROP_MALFORMED, segs);
+			return TC_ACT_SHOT;
+		}
 	}
 	count(DECAP_PACKETS, segs);
 	count(DECAP_BYTES, skb->len - sizeof(struct ethhdr));

@@ -225,6 +225,7 @@ pub async fn start(config: &PlaneConfig, mut table: watch::Receiver<Arc<EncapTab
         .set(0, Config { local: wire(config.local), ifindex }, 0)
         .map_err(|e| bpf_error("writing the config map")(e.to_string()))?;
     attach(&mut bpf, ENCAP, DEVICE, TcAttachType::Egress)?;
+    loosen_rp_filter(&underlay)?;
     attach(&mut bpf, DECAP, &underlay, TcAttachType::Ingress)?;
     // Until felix has published a table there is nothing to go by (maps
     // adopted from before the restart stay as they are).
@@ -281,9 +282,46 @@ async fn device(config: &PlaneConfig) -> Result<(), TunnelError> {
             }
         }
     }
-    // Whatever reaches the peer (no program on our end yet) is not routed on.
-    let sysctl = format!("/proc/sys/net/ipv4/conf/{PEER}/forwarding");
-    std::fs::write(&sysctl, "0").map_err(|e| TunnelError::io(format!("writing {sysctl}"), e))?;
+    // Whatever reaches the peer (no program on our end yet) is not routed
+    // on; and the pair carries no IPv6 (its neighbour discovery would reach
+    // the encapsulation and be counted as malformed).
+    sysctl(&format!("ipv4/conf/{PEER}/forwarding"), "0")?;
+    for name in [DEVICE, PEER] {
+        sysctl(&format!("ipv6/conf/{name}/disable_ipv6"), "1")?;
+    }
+    Ok(())
+}
+
+/// Writes `/proc/sys/net/<key>` where the kernel has it (no IPv6: no
+/// `ipv6/` keys, nothing to turn off).
+fn sysctl(key: &str, value: &str) -> Result<(), TunnelError> {
+    let path = format!("/proc/sys/net/{key}");
+    match std::fs::write(&path, value) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && key.starts_with("ipv6/") => Ok(()),
+        done => done.map_err(|e| TunnelError::io(format!("writing {path}"), e)),
+    }
+}
+
+/// RFC 3704 strict reverse-path filtering on the underlay would drop every
+/// decapsulated packet (it arrives there, but its source, a remote pod, is
+/// routed through the tunnel device): the underlay is made loose, as a
+/// tunnel needs, and the log says so. The kernel applies the larger of
+/// `all` and the interface's value, so a loose interface wins over a
+/// strict `all`.
+fn loosen_rp_filter(underlay: &str) -> Result<(), TunnelError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(0)
+    };
+    if read("all").max(read(underlay)) == 1 {
+        sysctl(&format!("ipv4/conf/{underlay}/rp_filter"), "2")?;
+        tracing::warn!(
+            underlay,
+            "strict rp_filter would drop decapsulated IPIP packets: set to loose (2) on the underlay"
+        );
+    }
     Ok(())
 }
 

@@ -107,6 +107,11 @@ pub async fn start(config: &ebpf::PlaneConfig, table: watch::Receiver<Arc<EncapT
         Err(e) => e,
     };
     tracing::warn!(error = %bpf, "the eBPF IPIP data plane cannot run here: trying the kernel's tunl0");
+    // Whatever part of it did start (device, a program, pinned maps) goes:
+    // two planes must not both claim protocol 4.
+    if let Err(e) = ebpf::remove(config.local, &config.bpffs).await {
+        tracing::warn!(error = %e, "removing the half-started eBPF IPIP data plane");
+    }
     match kernel::setup(config.tunnel_address, config.mtu).await {
         Ok(()) => {
             tracing::info!(device = kernel::DEVICE, "kernel IPIP tunnel up");

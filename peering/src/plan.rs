@@ -170,9 +170,15 @@ impl PlannedPeer {
 
     /// Whether `other` is the same session: everything but `kind`, which
     /// only names the peer in `tortie status` (a node becoming a reflector
-    /// must not reset its sessions).
+    /// must not reset its sessions), and BFD, which watches the session
+    /// from outside (turned on, off or retimed, the session stays).
     pub fn same_session(&self, other: &PlannedPeer) -> bool {
-        *self == PlannedPeer { kind: self.kind, ..other.clone() }
+        let mut other = other.clone();
+        other.kind = self.kind;
+        other.session.bfd = self.session.bfd;
+        other.session.bfd_interval = self.session.bfd_interval;
+        other.session.bfd_multiplier = self.session.bfd_multiplier;
+        *self == other
     }
 }
 

@@ -320,7 +320,16 @@ impl SpeakerCore {
             // The routes as received, judged again by the new import policy.
             let kept = self.received.get(peer).cloned().unwrap_or_default();
             tracing::info!(peer, routes = kept.len(), "import policy changed: re-importing the stored routes");
-            let changes = self.import(peer, kept.into_iter().map(|(prefix, attrs)| (prefix, Some(attrs))).collect());
+            // RFC 9494 §4.2: routes still long-lived stale stay so (or go, if NO_LLGR).
+            let long_lived = self.stale.get(peer).filter(|s| s.phase == crate::graceful::Phase::LongLived);
+            let routes = kept
+                .into_iter()
+                .map(|(prefix, attrs)| match long_lived {
+                    Some(s) if s.prefixes.contains(&prefix) => (prefix, super::stale::long_lived_stale(&attrs)),
+                    _ => (prefix, Some(attrs)),
+                })
+                .collect();
+            let changes = self.import(peer, routes);
             self.changed(changes);
         } else if import_changed && refresh {
             // RFC 2918: the peer resends its routes; the new import policy judges them.

@@ -604,4 +604,5 @@ replay!(
     groups_and_families,
     received_attributes,
     long_lived_graceful_restart,
+    long_lived_soft_reconfiguration,
 );

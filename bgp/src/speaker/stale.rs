@@ -183,7 +183,7 @@ impl SpeakerCore {
 
 /// The attributes of a route kept past the restart time: LLGR_STALE added,
 /// or `None` when the route is marked NO_LLGR and must go (RFC 9494 §4.2).
-fn long_lived_stale(attrs: &Arc<PathAttrs>) -> Option<Arc<PathAttrs>> {
+pub(super) fn long_lived_stale(attrs: &Arc<PathAttrs>) -> Option<Arc<PathAttrs>> {
     if attrs.communities.contains(&Community::NO_LLGR) {
         return None;
     }

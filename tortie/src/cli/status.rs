@@ -75,10 +75,11 @@ pub async fn bfd_show(args: BfdShowArgs) -> anyhow::Result<()> {
     let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
     for s in &sessions {
         println!(
-            "{:<16} local {:<16} {:<9} since {:<10} tx {:<8} detect {:<8} last diagnostic: {}",
+            "{:<16} local {:<16} {:<9} peer={:<9} since {:<10} tx {:<8} detect {:<8} last diagnostic: {}",
             s.peer.to_string(),
             s.local.to_string(),
             s.state,
+            s.remote_state,
             since(s.since, now),
             ms(s.tx_ms),
             ms(s.detect_ms),

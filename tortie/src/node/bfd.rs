@@ -78,6 +78,33 @@ pub struct Session {
     pub tx_ms: Option<u64>,
     /// Our detection time for the peer, milliseconds.
     pub detect_ms: Option<u64>,
+    /// The state the peer last reported.
+    #[serde(default)]
+    pub remote_state: String,
+}
+
+/// The helper's packet counters (metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Valid packets delivered to a session.
+    pub received: u64,
+    /// Packets sent.
+    pub sent: u64,
+    /// Discarded: TTL or hop limit not 255 (RFC 5881 §5).
+    pub bad_ttl: u64,
+    /// Discarded: no session for it.
+    pub no_session: u64,
+    /// Discarded by RFC 5880 §6.8.6, per reason.
+    pub malformed: BTreeMap<String, u64>,
+}
+
+/// What the helper reports: every session, and its counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The sessions.
+    pub sessions: Vec<Session>,
+    /// The counters.
+    pub counters: Counters,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,11 +112,14 @@ enum ToHelper {
     Peers(Vec<WirePeer>),
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum FromHelper {
-    Sessions(Vec<Session>),
+    Report(Report),
     Changed { peer: IpAddr, up: bool, diag: String },
 }
+
+/// How often the helper reports its counters while nothing changes.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 fn line<T: Serialize>(message: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(message).unwrap_or_default();
@@ -97,9 +127,11 @@ fn line<T: Serialize>(message: &T) -> Vec<u8> {
     bytes
 }
 
-fn views(bfd: &tortie_bfd::Bfd) -> Vec<Session> {
+fn report(bfd: &tortie_bfd::Bfd) -> FromHelper {
+    use std::sync::atomic::Ordering::Relaxed;
     let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
-    bfd.sessions
+    let sessions = bfd
+        .sessions
         .borrow()
         .iter()
         .map(|v| Session {
@@ -110,8 +142,18 @@ fn views(bfd: &tortie_bfd::Bfd) -> Vec<Session> {
             since: v.since,
             tx_ms: ms(v.tx_interval),
             detect_ms: ms(v.detection_time),
+            remote_state: v.remote_state.to_string(),
         })
-        .collect()
+        .collect();
+    let c = &bfd.counters;
+    let counters = Counters {
+        received: c.received.load(Relaxed),
+        sent: c.sent.load(Relaxed),
+        bad_ttl: c.bad_ttl.load(Relaxed),
+        no_session: c.no_session.load(Relaxed),
+        malformed: tortie_bfd::Malformed::ALL.iter().map(|m| (m.as_str().to_string(), c.malformed_count(*m))).collect(),
+    };
+    FromHelper::Report(Report { sessions, counters })
 }
 
 /// `tortie bfd run`: the helper, until it has been alone for [`ALONE`].
@@ -120,16 +162,22 @@ pub async fn run_helper(run_dir: &Path) -> anyhow::Result<()> {
     if UnixStream::connect(&path).await.is_ok() {
         anyhow::bail!("a BFD helper already serves {}", path.display());
     }
+    // UDP first: a helper that cannot have the port leaves no socket behind
+    // for the daemon to find.
+    let (bfd, mut events) = tortie_bfd::start().context("opening UDP 3784 for BFD")?;
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
-    let (bfd, mut events) = tortie_bfd::start().context("opening UDP 3784 for BFD")?;
     let mut sessions = bfd.sessions.clone();
     tracing::info!(socket = %path.display(), "BFD helper up");
     let mut client: Option<(
         tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
         tokio::net::unix::OwnedWriteHalf,
     )> = None;
+    // Up/down changes while no daemon listens: the latest per peer, told
+    // to the next one, so none is lost across a daemon restart.
+    let mut missed: BTreeMap<IpAddr, FromHelper> = BTreeMap::new();
     let mut alone = Box::pin(tokio::time::sleep(ALONE));
+    let mut tick = tokio::time::interval(REPORT_EVERY);
     loop {
         let alone_now = client.is_none();
         let next_line = async {
@@ -138,15 +186,24 @@ pub async fn run_helper(run_dir: &Path) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
-        let mut outgoing = None;
+        let mut outgoing = Vec::new();
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = accepted.context("accepting the node daemon")?;
-                let (read, write) = stream.into_split();
-                client = Some((BufReader::new(read).lines(), write));
-                tracing::info!("BFD helper: the node daemon connected");
-                outgoing = Some(line(&FromHelper::Sessions(views(&bfd))));
-            }
+            accepted = listener.accept() => match accepted {
+                // One daemon per run directory: another connection (a
+                // second daemon, or a probe) is closed at once.
+                Ok(_) if client.is_some() => tracing::warn!("BFD helper: a second client refused"),
+                Ok((stream, _)) => {
+                    let (read, write) = stream.into_split();
+                    client = Some((BufReader::new(read).lines(), write));
+                    tracing::info!(missed = missed.len(), "BFD helper: the node daemon connected");
+                    outgoing.push(report(&bfd));
+                    outgoing.extend(std::mem::take(&mut missed).into_values());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "BFD helper: accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
             got = next_line => match got {
                 Ok(Some(text)) => match serde_json::from_str::<ToHelper>(&text) {
                     Ok(ToHelper::Peers(peers)) => bfd.set_peers(peers.iter().map(|p| Peer {
@@ -167,25 +224,40 @@ pub async fn run_helper(run_dir: &Path) -> anyhow::Result<()> {
                 }
             },
             Some(e) = events.recv() => {
-                // Up, and down from Up, are news for BGP; Down ⇄ Init is not.
+                // Up, and down from Up, are news for BGP; Down ⇄ Init is
+                // not, nor a peer taking its session out of service
+                // (AdminDown: RFC 5882 §3.2, BGP must not act on it).
                 let up = e.change.to == State::Up;
-                if up || e.change.from == State::Up {
+                if e.remote == State::AdminDown && !up {
+                    tracing::info!(peer = %e.peer, "BFD: the peer took the session out of service (AdminDown); BGP left alone");
+                } else if up || e.change.from == State::Up {
                     let diag = e.change.diag.to_string();
-                    outgoing = Some(line(&FromHelper::Changed { peer: e.peer, up, diag }));
+                    let changed = FromHelper::Changed { peer: e.peer, up, diag };
+                    match client {
+                        Some(_) => outgoing.push(changed),
+                        None => { missed.insert(e.peer, changed); }
+                    }
                 }
             }
-            Ok(()) = sessions.changed() => {
-                outgoing = Some(line(&FromHelper::Sessions(views(&bfd))));
-            }
+            Ok(()) = sessions.changed() => outgoing.push(report(&bfd)),
+            _ = tick.tick() => outgoing.push(report(&bfd)),
             () = &mut alone, if alone_now => {
                 tracing::warn!(alone = ?ALONE, "BFD helper: no node daemon for this long; stopping");
                 let _ = std::fs::remove_file(&path);
                 return Ok(());
             }
         }
-        if let (Some(bytes), Some((_, write))) = (outgoing, &mut client)
+        let bytes: Vec<u8> = outgoing.iter().flat_map(line).collect();
+        if let (false, Some((_, write))) = (bytes.is_empty(), &mut client)
             && write.write_all(&bytes).await.is_err()
         {
+            // The next connection starts from a full report; the changes
+            // are told again.
+            for changed in outgoing.into_iter().filter(|m| matches!(m, FromHelper::Changed { .. })) {
+                if let FromHelper::Changed { peer, .. } = changed {
+                    missed.insert(peer, changed);
+                }
+            }
             client = None;
             alone.as_mut().reset(tokio::time::Instant::now() + ALONE);
         }
@@ -228,15 +300,18 @@ async fn connect(run_dir: &Path) -> anyhow::Result<UnixStream> {
 pub type Wanted = BTreeMap<IpAddr, (Vec<String>, WirePeer)>;
 
 /// Keeps the helper's peers equal to `wanted` and tells the speaker when
-/// a peer becomes unreachable or reachable; the sessions' states go to the
+/// a peer becomes unreachable or reachable; the helper's reports go to the
 /// returned watch.
 pub fn follow(
     run_dir: PathBuf,
     mut wanted: watch::Receiver<Wanted>,
     speaker: mpsc::Sender<SpeakerCommand>,
-) -> watch::Receiver<Vec<Session>> {
-    let (tx, rx) = watch::channel(Vec::new());
+) -> watch::Receiver<Report> {
+    let (tx, rx) = watch::channel(Report::default());
     tokio::spawn(async move {
+        // Kept across reconnections to the helper: a peer stopped while
+        // the link to the helper is down is started again when it is back.
+        let mut flaps = Flaps::default();
         loop {
             // No helper until a peer asks for BFD.
             loop {
@@ -248,7 +323,7 @@ pub fn follow(
                     return;
                 }
             }
-            if let Err(e) = serve(&run_dir, &mut wanted, &speaker, &tx).await {
+            if let Err(e) = serve(&run_dir, &mut wanted, &speaker, &tx, &mut flaps).await {
                 tracing::error!(error = format!("{e:#}"), "BFD helper link lost; trying again");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -257,20 +332,82 @@ pub fn follow(
     rx
 }
 
+/// What BFD did to each peer's BGP sessions.
+struct Flaps {
+    /// Per peer: when BFD last went down, and the hold-down it got then.
+    last: std::collections::HashMap<IpAddr, (tokio::time::Instant, Option<Duration>)>,
+    /// Peers whose sessions are stopped until BFD is up again, with the sessions' names.
+    stopped: std::collections::HashMap<IpAddr, std::collections::BTreeSet<String>>,
+    /// A peer's hold-down ran out (with the time of the fall it answers).
+    start_tx: mpsc::UnboundedSender<(IpAddr, tokio::time::Instant)>,
+    start_rx: mpsc::UnboundedReceiver<(IpAddr, tokio::time::Instant)>,
+}
+
+impl Default for Flaps {
+    fn default() -> Flaps {
+        let (start_tx, start_rx) = mpsc::unbounded_channel();
+        Flaps { last: Default::default(), stopped: Default::default(), start_tx, start_rx }
+    }
+}
+
+impl Flaps {
+    /// BFD went down: the sessions stop; the hold-down to come counts the flap.
+    fn down(&mut self, peer: IpAddr, sessions: Vec<String>) {
+        // The last hold-down counts only if the last flap was recent.
+        let recent = |(at, _): &&(tokio::time::Instant, Option<Duration>)| at.elapsed() < 2 * MAX_HOLD_DOWN;
+        let hold = self.last.get(&peer).filter(recent).and_then(|(_, hold)| *hold);
+        self.last.insert(peer, (tokio::time::Instant::now(), hold));
+        self.stopped.entry(peer).or_default().extend(sessions);
+    }
+
+    /// BFD is up: if the sessions were stopped, they start after the hold-down.
+    fn up(&mut self, peer: IpAddr) {
+        if !self.stopped.contains_key(&peer) {
+            return;
+        }
+        let Some((since, previous)) = self.last.get_mut(&peer) else { return };
+        // RFC 5882 §3.2: a flapping link must not flap BGP as fast.
+        let hold = hold_down(*previous, since.elapsed());
+        *previous = Some(hold);
+        let down_at = *since;
+        tracing::info!(%peer, ?hold, "BFD session up; BGP starts again after the hold-down");
+        let tx = self.start_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let _ = tx.send((peer, down_at));
+        });
+    }
+
+    /// A hold-down ran out: the sessions that start now (none if BFD has
+    /// gone down again meanwhile).
+    fn start(&mut self, peer: IpAddr, down_at: tokio::time::Instant) -> Vec<String> {
+        let due = self.last.get(&peer).is_some_and(|(since, _)| *since == down_at);
+        if due { self.stopped.remove(&peer).unwrap_or_default().into_iter().collect() } else { Vec::new() }
+    }
+
+    /// BFD is no longer asked for: the sessions it stopped start now.
+    fn released(&mut self, wanted: &Wanted) -> Vec<String> {
+        let gone: Vec<IpAddr> = self.stopped.keys().filter(|p| !wanted.contains_key(p)).copied().collect();
+        gone.iter().flat_map(|p| self.stopped.remove(p).unwrap_or_default()).collect()
+    }
+}
+
 async fn serve(
     run_dir: &Path,
     wanted: &mut watch::Receiver<Wanted>,
     speaker: &mpsc::Sender<SpeakerCommand>,
-    sessions: &watch::Sender<Vec<Session>>,
+    reports: &watch::Sender<Report>,
+    flaps: &mut Flaps,
 ) -> anyhow::Result<()> {
     let (read, mut write) = connect(run_dir).await?.into_split();
     let mut lines = BufReader::new(read).lines();
-    // Per peer: when BFD last went down, and the hold-down it got then.
-    let mut flaps: std::collections::HashMap<IpAddr, (tokio::time::Instant, Option<Duration>)> = Default::default();
-    let (start_tx, mut start_rx) = mpsc::unbounded_channel::<(IpAddr, tokio::time::Instant)>();
     let send = |w: &Wanted| line(&ToHelper::Peers(w.values().map(|(_, p)| *p).collect()));
     let first = send(&wanted.borrow_and_update());
     write.write_all(&first).await?;
+    let reachable = |names: Vec<String>, reachable: bool| {
+        names.into_iter().map(move |name| SpeakerCommand::Reachable { peer: name, reachable })
+    };
+    let mut fresh = true;
     loop {
         tokio::select! {
             changed = wanted.changed() => {
@@ -278,47 +415,42 @@ async fn serve(
                     return Ok(());
                 }
                 let bytes = send(&wanted.borrow_and_update());
+                let released = flaps.released(&wanted.borrow());
+                if !released.is_empty() {
+                    tracing::info!(sessions = ?released, "BFD no longer asked for: the sessions it stopped start again");
+                }
+                for command in reachable(released, true) {
+                    speaker.send(command).await?;
+                }
                 write.write_all(&bytes).await?;
             }
-            Some((peer, down_at)) = start_rx.recv() => {
-                // Only if BFD has not gone down again meanwhile.
-                if flaps.get(&peer).is_some_and(|(since, _)| *since == down_at) {
-                    let names = wanted.borrow().get(&peer).map(|(n, _)| n.clone()).unwrap_or_default();
-                    for name in names {
-                        speaker.send(SpeakerCommand::Reachable { peer: name, reachable: true }).await?;
-                    }
+            Some((peer, down_at)) = flaps.start_rx.recv() => {
+                for command in reachable(flaps.start(peer, down_at), true) {
+                    speaker.send(command).await?;
                 }
             }
             got = lines.next_line() => {
                 let text = got?.context("the BFD helper closed the connection")?;
                 match serde_json::from_str::<FromHelper>(&text)? {
-                    FromHelper::Sessions(s) => {
-                        sessions.send_replace(s);
+                    FromHelper::Report(r) => {
+                        // The first report after a reconnection: a stopped
+                        // peer whose session came up meanwhile starts again.
+                        if std::mem::take(&mut fresh) {
+                            let up: Vec<IpAddr> =
+                                r.sessions.iter().filter(|s| s.state == State::Up.to_string()).map(|s| s.peer).collect();
+                            up.into_iter().for_each(|peer| flaps.up(peer));
+                        }
+                        reports.send_replace(r);
                     }
                     FromHelper::Changed { peer, up: false, diag } => {
                         let names = wanted.borrow().get(&peer).map(|(n, _)| n.clone()).unwrap_or_default();
                         tracing::info!(%peer, diag, sessions = ?names, "BFD session down");
-                        // The last hold-down counts only if the last flap was recent.
-                        let recent = |(at, _): &&(tokio::time::Instant, Option<Duration>)| at.elapsed() < 2 * MAX_HOLD_DOWN;
-                        let hold = flaps.get(&peer).filter(recent).and_then(|(_, hold)| *hold);
-                        flaps.insert(peer, (tokio::time::Instant::now(), hold));
-                        for name in names {
-                            speaker.send(SpeakerCommand::Reachable { peer: name, reachable: false }).await?;
+                        flaps.down(peer, names.clone());
+                        for command in reachable(names, false) {
+                            speaker.send(command).await?;
                         }
                     }
-                    FromHelper::Changed { peer, up: true, .. } => {
-                        let Some((since, previous)) = flaps.get_mut(&peer) else { continue };
-                        // RFC 5882 §3.2: a flapping link must not flap BGP as fast.
-                        let hold = hold_down(*previous, since.elapsed());
-                        *previous = Some(hold);
-                        let down_at = *since;
-                        tracing::info!(%peer, ?hold, "BFD session up; BGP starts again after the hold-down");
-                        let tx = start_tx.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(hold).await;
-                            let _ = tx.send((peer, down_at));
-                        });
-                    }
+                    FromHelper::Changed { peer, up: true, .. } => flaps.up(peer),
                 }
             }
         }
@@ -337,5 +469,31 @@ mod tests {
         assert_eq!(hold_down(Some(s(16)), s(5)), s(32));
         assert_eq!(hold_down(Some(s(32)), s(5)), s(60), "capped");
         assert_eq!(hold_down(Some(s(60)), s(61)), s(1), "down longer than the cap: a new start");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopped_sessions_start_after_the_hold_down_unless_bfd_falls_again_or_is_turned_off() {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap());
+        let mut flaps = Flaps::default();
+        flaps.up(a);
+        assert!(flaps.stopped.is_empty(), "up with nothing stopped: nothing to start");
+        flaps.down(a, vec!["Mesh_a".into()]);
+        flaps.up(a);
+        let (peer, at) = flaps.start_rx.recv().await.unwrap();
+        assert_eq!(flaps.start(peer, at), vec!["Mesh_a".to_string()], "started after the hold-down");
+        // Down, up, and down again before the hold-down ends: no start.
+        flaps.down(a, vec!["Mesh_a".into()]);
+        flaps.up(a);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        flaps.down(a, vec!["Mesh_a".into()]);
+        let (peer, at) = flaps.start_rx.recv().await.unwrap();
+        assert!(flaps.start(peer, at).is_empty(), "a start for an older fall is void");
+        // BFD turned off for a stopped peer: its sessions start at once.
+        flaps.down(b, vec!["Global_b".into()]);
+        let wanted: Wanted = BTreeMap::new();
+        let mut released = flaps.released(&wanted);
+        released.sort();
+        assert_eq!(released, vec!["Global_b".to_string(), "Mesh_a".to_string()]);
+        assert!(flaps.stopped.is_empty());
     }
 }

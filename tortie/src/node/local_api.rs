@@ -178,7 +178,7 @@ pub struct ApiState {
     /// Whether the datastore answers.
     pub datastore: watch::Receiver<DatastoreHealth>,
     /// The BFD sessions, as the helper reports them.
-    pub bfd: watch::Receiver<Vec<super::bfd::Session>>,
+    pub bfd: watch::Receiver<super::bfd::Report>,
     /// The IPIP tunnel's device while it is up, and the bpffs its counters
     /// are pinned in (nodes only).
     pub ipip: Option<(watch::Receiver<Option<String>>, std::path::PathBuf)>,
@@ -236,7 +236,7 @@ impl ApiState {
                     (Some(e), false) => format!("{fsm_state} {e}"),
                     (None, false) => fsm_state.clone(),
                 };
-                if let Some(b) = self.bfd.borrow().iter().find(|b| b.peer == p.remote.ip()) {
+                if let Some(b) = self.bfd.borrow().sessions.iter().find(|b| b.peer == p.remote.ip()) {
                     info.push_str(&format!(" (BFD {})", b.state));
                 }
                 let negotiated = status.as_ref().and_then(|s| s.negotiated.clone());
@@ -331,7 +331,7 @@ impl ApiState {
 
 /// `GET /bfd`: the BFD sessions.
 async fn bfd(Shared(s): Shared<ApiState>) -> Json<Vec<super::bfd::Session>> {
-    Json(s.bfd.borrow().clone())
+    Json(s.bfd.borrow().sessions.clone())
 }
 
 async fn status(Shared(s): Shared<ApiState>) -> Json<Status> {

@@ -151,11 +151,20 @@ pub async fn render(state: &MetricsState) -> String {
         gauge(&mut r, "route_reconcile_last_pass_microseconds", "Duration of the last reconcile pass", last);
     }
     let bfd = Family::<Labels, Gauge>::default();
-    for s in state.api.bfd.borrow().iter() {
+    let report = state.api.bfd.borrow().clone();
+    for s in &report.sessions {
         let labels = vec![("peer".to_string(), s.peer.to_string()), ("state".to_string(), s.state.clone())];
         bfd.get_or_create(&labels).set(1);
     }
     r.register("bfd_session", "BFD sessions by peer and state (RFC 5880)", bfd);
+    let packets = Family::<Labels, Counter>::default();
+    let c = &report.counters;
+    let kinds = [("received", c.received), ("sent", c.sent), ("bad_ttl", c.bad_ttl), ("no_session", c.no_session)];
+    let malformed = c.malformed.iter().map(|(why, v)| (why.as_str(), *v));
+    for (kind, v) in kinds.into_iter().chain(malformed) {
+        packets.get_or_create(&vec![("kind".to_string(), kind.to_string())]).inc_by(v);
+    }
+    r.register("bfd_packets", "BFD packets received, sent and discarded (by RFC 5880 §6.8.6 reason)", packets);
     r.register("cni_requests", "CNI commands by outcome", state.cni.requests.clone());
     r.register("cni_duration_seconds", "CNI command latency", state.cni.duration.clone());
     if let Some(c) = state.ipip.as_deref().and_then(tortie_ipip::ebpf::counters) {
