@@ -21,6 +21,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
 use tortie_ipip::EncapTable;
+use tortie_ipip::vxlan::{Vtep, VtepTable};
 use tortie_store::ipam::{IPAM_PREFIX, IpamBlock};
 use tortie_store::kv::Kv;
 use tortie_store::resources::{FelixConfigurationSpec, KEY_PREFIX, Kind, Resource};
@@ -53,6 +54,13 @@ pub struct AgentConfig {
     /// when set on the command line (it wins over FelixConfiguration
     /// `nftablesRefreshInterval` / `iptablesRefreshInterval`).
     pub policy_check: Option<Duration>,
+    /// The VXLAN device, once one is up (as `tunnel`).
+    pub vxlan: watch::Receiver<Option<String>>,
+    /// Where the VXLAN data plane learns the remote nodes' tunnel ends.
+    pub vteps: Option<watch::Sender<Arc<VtepTable>>>,
+    /// No BGP: other nodes' blocks are routed from the datastore's block
+    /// affinities (Calico's `vxlan` networking backend).
+    pub routes_from_datastore: bool,
 }
 
 /// How often the nftables table is checked when nothing sets it.
@@ -176,6 +184,11 @@ pub async fn load(kv: &impl Kv, node: &str, cache: &mut Decoded) -> Result<(Snap
                 let address = n.spec.bgp.and_then(|b| b.ipv4_address);
                 if let Some(IpNet::V4(a)) = address {
                     s.nodes.push(a.addr());
+                    s.node_addresses.insert(n.metadata.name.clone(), a.addr());
+                    let mac = n.spec.vxlan_tunnel_mac_addr.as_deref().and_then(tortie_store::resources::parse_mac);
+                    if let (Some(tunnel_address), Some(mac)) = (n.spec.ipv4_vxlan_tunnel_addr, mac) {
+                        s.vteps.insert(a.addr(), Vtep { tunnel_address, mac, node: a.addr() });
+                    }
                 }
                 if n.metadata.name == node {
                     s.node_address = address;
@@ -296,7 +309,7 @@ impl State {
                 }
             }
         }
-        let host = HostRules::new(&self.snapshot.pools, &self.snapshot.felix);
+        let host = HostRules::new(&self.snapshot.pools, &self.snapshot.felix, &self.snapshot.nodes);
         if let Some(a) = host.nat.unused_address() {
             errors.push(format!(
                 "FelixConfiguration natOutgoingAddress {a}: no pool of its address family has natOutgoing; \
@@ -324,9 +337,23 @@ impl State {
     /// learned routes that changed — work in proportion to the change.
     fn recalc(&mut self) -> Option<BTreeSet<IpNet>> {
         let tunnel = self.config.tunnel.borrow().clone();
+        let vxlan = self.config.vxlan.borrow().clone();
+        let full = std::mem::take(&mut self.full);
+        if full && self.config.routes_from_datastore {
+            self.learned = calc::from_datastore(&self.snapshot);
+        }
         let snapshot = &self.snapshot;
-        let ctx = Remote { node_address: snapshot.node_address, pools: &snapshot.pools, tunnel: tunnel.as_deref() };
-        if std::mem::take(&mut self.full) {
+        let ctx = Remote {
+            node_address: snapshot.node_address,
+            pools: &snapshot.pools,
+            tunnel: tunnel.as_deref(),
+            vxlan: vxlan.as_deref(),
+            vteps: &snapshot.vteps,
+        };
+        if full {
+            if let Some(tx) = &self.config.vteps {
+                publish(tx, Arc::new(calc::remote_vteps(snapshot)));
+            }
             self.changed.clear();
             self.local = calc::local(snapshot);
             let mut routes = calc::remote(&self.learned, &ctx);
@@ -401,6 +428,7 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
     let mut changes = kv.changes(&[KEY_PREFIX, IPAM_PREFIX]);
     let mut decoded = Decoded::default();
     let (snapshot, _) = load(&kv, &config.node, &mut decoded).await?;
+    let from_datastore = config.routes_from_datastore;
     let mut state = State {
         config,
         snapshot,
@@ -409,7 +437,8 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
         full: true,
         local: calc::Local::default(),
         cell: DesiredCell::new(Desired::default()),
-        keep_learned: true,
+        // Without BGP the datastore is the whole story from the first load.
+        keep_learned: !from_datastore,
         encap_retired: BTreeMap::new(),
         encap_current: BTreeMap::new(),
         enforced: BTreeMap::new(),
@@ -430,6 +459,7 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
         tokio::pin!(relearned);
         let mut policy_dirty = false;
         let (mut tunnel, mut tunnel_open) = (state.config.tunnel.clone(), true);
+        let (mut vxlan, mut vxlan_open) = (state.config.vxlan.clone(), true);
         loop {
             tokio::select! {
                 running = changes.changed() => {
@@ -453,6 +483,10 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
                 open = tunnel.changed(), if tunnel_open => {
                     // The tunnel came up: routes that want it move onto it.
                     tunnel_open = open.is_ok();
+                    state.full = true;
+                }
+                open = vxlan.changed(), if vxlan_open => {
+                    vxlan_open = open.is_ok();
                     state.full = true;
                 }
                 () = &mut relearned, if state.keep_learned => {

@@ -4,14 +4,17 @@
 //! Local state comes from the datastore: one `/32 dev <host veth> scope
 //! link` per local pod address, one blackhole per block affine to this node
 //! (so unallocated addresses are dropped, not sent to the default route),
-//! and the prefixes to originate over BGP. Remote state comes from BGP:
-//! each learned prefix becomes `via <node>` natively, or through the IPIP
-//! tunnel when the pool's `ipipMode` says so.
+//! and the prefixes to originate over BGP. Remote state comes from BGP, or
+//! without BGP from the datastore's block affinities ([`from_datastore`]):
+//! each remote prefix becomes `via <node>` natively, through the IPIP
+//! tunnel when the pool's `ipipMode` says so, or `via <node's VTEP>` on the
+//! VXLAN device when its `vxlanMode` does.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
+use tortie_ipip::vxlan::Vtep;
 use tortie_store::ipam::IpamBlock;
 use tortie_store::resources::{EncapMode, IpPoolSpec, WorkloadEndpointSpec};
 
@@ -31,7 +34,11 @@ pub struct Snapshot {
     /// IP pools.
     pub pools: Vec<IpPoolSpec>,
     /// Every node's IPv4 address (the IPIP data plane accepts only these).
-    pub nodes: Vec<std::net::Ipv4Addr>,
+    pub nodes: Vec<Ipv4Addr>,
+    /// Every node's name and IPv4 address (routes from the datastore).
+    pub node_addresses: BTreeMap<String, Ipv4Addr>,
+    /// Every node's VXLAN tunnel end, by its IPv4 address (this node's too).
+    pub vteps: BTreeMap<Ipv4Addr, Vtep>,
     /// What network policy reads.
     pub policy: crate::policy::model::Records,
     /// This node's FelixConfiguration (`node.<name>` over `default`).
@@ -94,6 +101,44 @@ pub struct Remote<'a> {
     pub pools: &'a [IpPoolSpec],
     /// The IPIP tunnel device, when one is up.
     pub tunnel: Option<&'a str>,
+    /// The VXLAN device, when one is up.
+    pub vxlan: Option<&'a str>,
+    /// The nodes' VXLAN tunnel ends, by node address.
+    pub vteps: &'a BTreeMap<Ipv4Addr, Vtep>,
+}
+
+/// The remote nodes' VXLAN tunnel ends (this node's own left out).
+pub fn remote_vteps(s: &Snapshot) -> tortie_ipip::vxlan::VtepTable {
+    let own = s.node_address.map(|a| a.addr());
+    tortie_ipip::vxlan::VtepTable::new(s.vteps.iter().filter(|(a, _)| Some(IpAddr::V4(**a)) != own).map(|(_, v)| *v))
+}
+
+/// What BGP would have taught, from the datastore alone (no BGP: Calico's
+/// `vxlan` networking backend, or Flannel's host-gw shape): each block
+/// affine to another node via that node, and each address a pod of another
+/// node borrowed from a block not its node's, on its own.
+pub fn from_datastore(s: &Snapshot) -> BTreeMap<IpNet, LearnedHops> {
+    let mut learned = BTreeMap::new();
+    let via = |node: &str| s.node_addresses.get(node).filter(|_| node != s.node).map(|a| IpAddr::V4(*a));
+    let mut blocks_of: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+    for b in &s.blocks {
+        let Some(node) = b.affinity.as_deref().and_then(|a| a.strip_prefix("host:")) else { continue };
+        blocks_of.entry(node).or_default().push(b.cidr);
+        if let Some(hop) = via(node) {
+            learned.insert(b.cidr, smallvec::smallvec![hop]);
+        }
+    }
+    for ep in s.endpoints.iter() {
+        let Some(hop) = via(&ep.node) else { continue };
+        let own = blocks_of.get(ep.node.as_str()).map(Vec::as_slice).unwrap_or_default();
+        for addr in &ep.ip_networks {
+            let host = IpNet::from(addr.addr());
+            if !own.iter().any(|b| b.contains(&host)) {
+                learned.insert(host, smallvec::smallvec![hop]);
+            }
+        }
+    }
+    learned
 }
 
 /// The prefixes routed through the tunnel device and the nodes behind each
@@ -125,21 +170,36 @@ pub fn remote(learned: &BTreeMap<IpNet, LearnedHops>, r: &Remote<'_>) -> Routes<
     learned.iter().filter_map(|(prefix, next_hops)| Some((*prefix, remote_route(prefix, next_hops, r)?))).collect()
 }
 
-/// The kernel route for one learned prefix: via its next hops natively, or
-/// through the tunnel as its pool's `ipipMode` says. A next hop that is
-/// this node is skipped (a route back to ourselves); `None` when none is left.
-pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote<'_>) -> Option<Target<String>> {
-    let own = r.node_address.map(|a| a.addr());
-    let mode = match pool_of(r.pools, prefix).and_then(|p| p.ipip_mode) {
+fn encap_mode(mode: Option<EncapMode>) -> tortie_ipip::EncapMode {
+    match mode {
         Some(EncapMode::Always) => tortie_ipip::EncapMode::Always,
         Some(EncapMode::CrossSubnet) => tortie_ipip::EncapMode::CrossSubnet,
         Some(EncapMode::Never) | None => tortie_ipip::EncapMode::Never,
+    }
+}
+
+/// The kernel route for one learned prefix: via its next hops natively,
+/// through the IPIP tunnel as its pool's `ipipMode` says, or via the next
+/// hop's VTEP on the VXLAN device as its `vxlanMode` says (natively while
+/// that device or that node's VTEP is not there yet). A next hop that is
+/// this node is skipped (a route back to ourselves); `None` when none is left.
+pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote<'_>) -> Option<Target<String>> {
+    let own = r.node_address.map(|a| a.addr());
+    let pool = pool_of(r.pools, prefix);
+    let ipip = encap_mode(pool.and_then(|p| p.ipip_mode));
+    let vxlan = encap_mode(pool.and_then(|p| p.vxlan_mode));
+    let vtep = |nh: &IpAddr| match nh {
+        IpAddr::V4(a) => r.vteps.get(a),
+        IpAddr::V6(_) => None,
     };
     let mut hops: crate::route::Hops<String> = next_hops
         .iter()
         .filter(|nh| Some(**nh) != own)
-        .map(|nh| match r.tunnel {
-            Some(dev) if tortie_ipip::encapsulate(mode, r.node_address, *nh) => {
+        .map(|nh| match (r.tunnel, r.vxlan.zip(vtep(nh))) {
+            (_, Some((dev, v))) if tortie_ipip::encapsulate(vxlan, r.node_address, *nh) => {
+                NextHop { gateway: IpAddr::V4(v.tunnel_address), device: Some(dev.to_string()), onlink: true }
+            }
+            (Some(dev), _) if tortie_ipip::encapsulate(ipip, r.node_address, *nh) => {
                 NextHop { gateway: *nh, device: Some(dev.to_string()), onlink: true }
             }
             _ => NextHop { gateway: *nh, device: None, onlink: false },
@@ -198,6 +258,8 @@ mod tests {
             ],
             pools: vec![pool("198.18.0.0/16", EncapMode::Never, true), pool("198.19.0.0/16", EncapMode::Never, false)],
             nodes: Vec::new(),
+            node_addresses: BTreeMap::new(),
+            vteps: BTreeMap::new(),
             policy: Default::default(),
             felix: Default::default(),
         }
@@ -234,7 +296,14 @@ mod tests {
     fn learned_routes_go_native_or_through_the_tunnel_as_the_pool_says() {
         let pools =
             [pool("198.18.0.0/16", EncapMode::CrossSubnet, true), pool("198.19.0.0/16", EncapMode::Always, true)];
-        let r = Remote { node_address: Some(net("192.0.2.1/24")), pools: &pools, tunnel: Some("tunl0") };
+        let vteps = BTreeMap::new();
+        let r = Remote {
+            node_address: Some(net("192.0.2.1/24")),
+            pools: &pools,
+            tunnel: Some("tunl0"),
+            vxlan: None,
+            vteps: &vteps,
+        };
         let routes = remote(
             &learned(&[
                 ("198.18.1.0/26", &["192.0.2.2"]),
@@ -275,5 +344,75 @@ mod tests {
         let no_tunnel = Remote { tunnel: None, ..r };
         let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &no_tunnel);
         assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(smallvec::smallvec![native("192.0.2.2")]));
+    }
+
+    fn vxlan_pool(cidr: &str, mode: EncapMode) -> IpPoolSpec {
+        IpPoolSpec { vxlan_mode: Some(mode), ..pool(cidr, EncapMode::Never, true) }
+    }
+
+    fn vtep(node: &str, tunnel: &str, last: u8) -> (Ipv4Addr, Vtep) {
+        let node = node.parse().unwrap();
+        (node, Vtep { tunnel_address: tunnel.parse().unwrap(), mac: [0x66, 0, 0, 0, 0, last], node })
+    }
+
+    #[test]
+    fn vxlan_pools_route_via_the_nodes_vtep_on_the_device_cross_subnet_only_when_asked() {
+        let pools =
+            [vxlan_pool("198.18.0.0/16", EncapMode::CrossSubnet), vxlan_pool("198.19.0.0/16", EncapMode::Always)];
+        let vteps: BTreeMap<_, _> =
+            [vtep("192.0.2.2", "198.18.64.0", 2), vtep("198.51.100.2", "198.18.128.0", 3)].into_iter().collect();
+        let r = Remote {
+            node_address: Some(net("192.0.2.1/24")),
+            pools: &pools,
+            tunnel: Some("tortie-ipip"),
+            vxlan: Some("vxlan.calico"),
+            vteps: &vteps,
+        };
+        let native = |g: &str| NextHop { gateway: g.parse().unwrap(), device: None, onlink: false };
+        let vx = |g: &str| NextHop { gateway: g.parse().unwrap(), device: Some("vxlan.calico".into()), onlink: true };
+        let routes = remote(
+            &learned(&[
+                ("198.18.1.0/26", &["192.0.2.2"]),
+                ("198.18.2.0/26", &["198.51.100.2"]),
+                ("198.19.1.0/26", &["192.0.2.2"]),
+                ("198.19.2.0/26", &["198.51.100.9"]),
+            ]),
+            &r,
+        );
+        let want: Routes<String> = [
+            (net("198.18.1.0/26"), Target::Gateways(smallvec::smallvec![native("192.0.2.2")])),
+            (net("198.18.2.0/26"), Target::Gateways(smallvec::smallvec![vx("198.18.128.0")])),
+            (net("198.19.1.0/26"), Target::Gateways(smallvec::smallvec![vx("198.18.64.0")])),
+            (net("198.19.2.0/26"), Target::Gateways(smallvec::smallvec![native("198.51.100.9")])),
+        ]
+        .into();
+        assert_eq!(routes, want, "CrossSubnet native within the subnet; no VTEP yet: native; never IPIP");
+        assert!(tunnelled(&routes, "tortie-ipip").is_empty(), "nothing for the IPIP plane");
+        let down = Remote { vxlan: None, ..r };
+        let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &down);
+        assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(smallvec::smallvec![native("192.0.2.2")]));
+    }
+
+    #[test]
+    fn without_bgp_remote_blocks_and_borrowed_addresses_come_from_the_datastore() {
+        let mut s = snapshot();
+        s.node_addresses = [("n1", "192.0.2.1"), ("n2", "198.51.100.2")]
+            .into_iter()
+            .map(|(n, a)| (n.to_string(), a.parse().unwrap()))
+            .collect();
+        // n2 has a pod borrowed from n1's block, and one from a block of no known node.
+        s.endpoints.push(endpoint("n2", "tortie6", "198.18.0.9/32"));
+        s.blocks.push(IpamBlock::new(net("198.18.1.0/26"), "n9"));
+        let hops = |a: &str| -> LearnedHops { smallvec::smallvec![a.parse::<IpAddr>().unwrap()] };
+        let want: BTreeMap<IpNet, LearnedHops> = [
+            (net("198.18.0.64/26"), hops("198.51.100.2")),
+            (net("198.18.0.3/32"), hops("198.51.100.2")),
+            (net("198.18.0.9/32"), hops("198.51.100.2")),
+        ]
+        .into();
+        assert_eq!(from_datastore(&s), want, "not our own blocks or pods; not a node without an address");
+        s.vteps = [vtep("192.0.2.1", "198.18.0.0", 1), vtep("198.51.100.2", "198.18.0.64", 2)].into_iter().collect();
+        let table = remote_vteps(&s);
+        assert_eq!(table.vteps().map(|v| v.node.to_string()).collect::<Vec<_>>(), ["198.51.100.2"], "not ourselves");
     }
 }

@@ -168,7 +168,7 @@ pub fn pin_dir(bpffs: &Path) -> Result<PathBuf, TunnelError> {
 }
 
 /// The interface holding `local`, and its index.
-fn underlay(local: Ipv4Addr) -> Result<(String, u32), TunnelError> {
+pub(crate) fn underlay(local: Ipv4Addr) -> Result<(String, u32), TunnelError> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs(3) fills `head` with a list freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -294,7 +294,7 @@ async fn device(config: &PlaneConfig) -> Result<(), TunnelError> {
 
 /// Writes `/proc/sys/net/<key>` where the kernel has it (no IPv6: no
 /// `ipv6/` keys, nothing to turn off).
-fn sysctl(key: &str, value: &str) -> Result<(), TunnelError> {
+pub(crate) fn sysctl(key: &str, value: &str) -> Result<(), TunnelError> {
     let path = format!("/proc/sys/net/{key}");
     match std::fs::write(&path, value) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && key.starts_with("ipv6/") => Ok(()),

@@ -1,9 +1,11 @@
-//! # tortie-ipip — IP-in-IP tunnelling (RFC 2003)
+//! # tortie-ipip — encapsulation: IP-in-IP (RFC 2003) and VXLAN (RFC 7348)
 //!
 //! Owns the encapsulation decision per IP pool (Always / CrossSubnet /
-//! Never), the eBPF data plane (TC programs on a tunnel device and the
-//! underlay, outliving the daemon) wherever the kernel loads them, and the
-//! kernel `tunl0` device where it does not but has the ipip module.
+//! Never), the eBPF IPIP data plane (TC programs on a tunnel device and the
+//! underlay, outliving the daemon) wherever the kernel loads them, the
+//! kernel `tunl0` device where it does not but has the ipip module, and
+//! the kernel's vxlan device with its neighbour and FDB entries
+//! ([`vxlan`]).
 //!
 //! Must not: decide routes beyond "this next hop needs encapsulation".
 
@@ -11,6 +13,7 @@ pub mod ebpf;
 pub mod kernel;
 mod mode;
 mod table;
+pub mod vxlan;
 
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -272,13 +272,35 @@ fn bad_numbers_name_the_field_and_the_value_without_rust_types() {
 }
 
 #[test]
-fn vxlan_mode_is_refused_until_tortie_builds_vxlan() {
-    let pool = |mode: &str| {
-        format!("{HEAD}kind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: 198.18.0.0/16, vxlanMode: {mode}}}\n")
-    };
-    assert!(parse_documents(&pool("Never")).is_ok(), "Calico's default");
-    assert!(error_of(&pool("Always")).contains("spec.vxlanMode: `Always`: VXLAN is not built yet"));
-    assert!(error_of(&pool("CrossSubnet")).contains("spec.vxlanMode: `CrossSubnet`"));
+fn vxlan_mode_is_accepted_on_ipv4_pools_alone_and_its_felix_settings_are_checked() {
+    let pool =
+        |cidr: &str, spec: &str| format!("{HEAD}kind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: {cidr}, {spec}}}\n");
+    for mode in ["Never", "Always", "CrossSubnet"] {
+        assert!(parse_documents(&pool("198.18.0.0/16", &format!("vxlanMode: {mode}"))).is_ok(), "{mode}");
+    }
+    let err = error_of(&pool("198.18.0.0/16", "vxlanMode: Always, ipipMode: CrossSubnet"));
+    assert!(err.contains("spec.vxlanMode: `Always`: IPIP and VXLAN cannot both be on"), "{err}");
+    let err = error_of(&pool("2001:db8:100::/48", "vxlanMode: CrossSubnet"));
+    assert!(err.contains("spec.vxlanMode: `CrossSubnet`: VXLAN for IPv6 pools comes with dual stack"), "{err}");
+    assert!(parse_documents(&pool("2001:db8:100::/48", "vxlanMode: Never")).is_ok(), "Calico's default");
+    let felix = |spec: &str| format!("{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {spec}\n");
+    assert!(parse_documents(&felix("{vxlanVNI: 4097, vxlanPort: 8472, vxlanMTU: 1400, vxlanEnabled: true}")).is_ok());
+    for (spec, want) in [
+        ("{vxlanVNI: 16777216}", "spec.vxlanVNI: `16777216`: 1–16777215"),
+        ("{vxlanVNI: 0}", "spec.vxlanVNI: `0`"),
+        ("{vxlanPort: 0}", "spec.vxlanPort: `0`: 1–65535"),
+        ("{vxlanMTU: 100}", "spec.vxlanMTU: `100`: 0 (the underlay's less 50) or 576–65485"),
+        ("{vxlanMTUV6: 1400}", "IPv6 VXLAN comes with dual stack"),
+        ("{routeSource: WorkloadIPs}", "from IPAM block affinities"),
+    ] {
+        let err = error_of(&felix(spec));
+        assert!(err.contains(want), "{spec}: {err}\n(missing {want:?})");
+    }
+    let node =
+        |mac: &str| format!("{HEAD}kind: Node\nmetadata: {{name: n1}}\nspec: {{vxlanTunnelMACAddr: \"{mac}\"}}\n");
+    assert!(parse_documents(&node("66:1c:7e:0a:3b:52")).is_ok());
+    let err = error_of(&node("66:1c:7e:0a:3b"));
+    assert!(err.contains("spec.vxlanTunnelMACAddr: `66:1c:7e:0a:3b`: a MAC address"), "{err}");
 }
 
 #[test]

@@ -51,6 +51,8 @@ pub const MAP_HOST_FORWARD_IN: &str = "host-forward-in";
 pub const MAP_HOST_FORWARD_OUT: &str = "host-forward-out";
 /// Set: every local pod interface.
 pub const SET_WORKLOAD_IFACES: &str = "workload-ifaces";
+/// Set: the cluster's node addresses, the only VXLAN sources.
+pub const SET_VXLAN_NODES: &str = "vxlan-nodes";
 
 const ESTABLISHED: &[&str] = &["established", "related"];
 /// ICMPv6 MLD (130–132) and neighbour discovery (133–136).
@@ -322,6 +324,28 @@ impl Compiler {
         let jumps = |dir: Direction| {
             wildcard.iter().filter(move |(d, _)| *d == dir).map(|(_, chain)| rule(vec![], Verdict::Jump(chain.clone())))
         };
+        // VXLAN from outside the cluster: dropped before anything accepts it.
+        let vxlan = host.vxlan.as_ref().map(|g| {
+            let nodes = g.nodes.iter().map(|n| Element::Net(IpNet::from(IpAddr::V4(*n)))).collect();
+            let comment = "the cluster's nodes (VXLAN sources)".to_string();
+            self.rs.sets.insert(SET_VXLAN_NODES.into(), NamedSet { kind: SetKind::Ipv4, elements: nodes, comment });
+            NftRule {
+                conds: vec![
+                    Cond::L4Proto { proto: 17, negate: false },
+                    Cond::Ports { side: Side::Destination, ranges: vec![(g.port, g.port)], negate: false },
+                    Cond::Addr {
+                        family: Family::V4,
+                        side: Side::Source,
+                        target: AddrMatch::Set(SET_VXLAN_NODES.into()),
+                        negate: true,
+                    },
+                ],
+                counter: true,
+                verdict: Some(Verdict::Drop),
+                comment: Some("VXLAN not from a cluster node".into()),
+                ..NftRule::default()
+            }
+        });
         let chains: [(&str, Hook, i32, Vec<NftRule>); 4] = [
             (
                 "forward-from-workload",
@@ -354,8 +378,9 @@ impl Compiler {
                 "input",
                 Hook::Input,
                 0,
-                [established(), ndp(), vmap(Side::Source, MAP_WORKLOAD_FROM)]
+                vxlan
                     .into_iter()
+                    .chain([established(), ndp(), vmap(Side::Source, MAP_WORKLOAD_FROM)])
                     .chain(to_host)
                     .chain([rule(vec![iface(Side::Source, "lo")], Verdict::Accept)])
                     .chain(failsafe(&host.failsafe_in, Side::Source, "failsafe in"))

@@ -1,8 +1,9 @@
 //! The node-wide part of the table, from FelixConfiguration and the IP
-//! pools: failsafe ports, what pods may send to their host, and NAT for
-//! pods' traffic leaving the pools (Calico's `natOutgoing`).
+//! pools: failsafe ports, what pods may send to their host, NAT for
+//! pods' traffic leaving the pools (Calico's `natOutgoing`), and VXLAN
+//! accepted only from the cluster's nodes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use tortie_store::resources::{EndpointToHostAction, FelixConfigurationSpec, IpPoolSpec, ProtoPort};
@@ -79,6 +80,17 @@ impl NatOutgoing {
     }
 }
 
+/// While a pool uses VXLAN: only the cluster's nodes may send to the VXLAN
+/// port (anyone else could inject packets that the device would decapsulate
+/// and deliver as if from a pod); the rest is dropped and counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanGuard {
+    /// The UDP port (FelixConfiguration `vxlanPort`).
+    pub port: u16,
+    /// Every node's address.
+    pub nodes: Vec<Ipv4Addr>,
+}
+
 /// The node-wide rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRules {
@@ -93,12 +105,15 @@ pub struct HostRules {
     /// Police IPv6 too (`ipv6Support`; off: IPv6 passes unpoliced, as
     /// Calico leaves it without ip6tables rules).
     pub ipv6: bool,
+    /// VXLAN from nodes only, while a pool uses it.
+    pub vxlan: Option<VxlanGuard>,
 }
 
 impl HostRules {
-    /// The rules for these pools and this node's FelixConfiguration
-    /// (Calico's defaults for what it leaves unset).
-    pub fn new(pools: &[IpPoolSpec], felix: &FelixConfigurationSpec) -> HostRules {
+    /// The rules for these pools, this node's FelixConfiguration
+    /// (Calico's defaults for what it leaves unset) and the cluster's nodes.
+    pub fn new(pools: &[IpPoolSpec], felix: &FelixConfigurationSpec, nodes: &[Ipv4Addr]) -> HostRules {
+        let vxlan = pools.iter().any(|p| p.vxlan_mode.is_some_and(|m| m != tortie_store::resources::EncapMode::Never));
         let cidrs =
             |nat_only: bool| pools.iter().filter(|p| !nat_only || p.nat_outgoing).filter_map(|p| p.cidr).collect();
         let ports = |given: &Option<Vec<ProtoPort>>, default: &[Failsafe]| match given {
@@ -114,6 +129,7 @@ impl HostRules {
             endpoint_to_host: felix.endpoint_to_host().unwrap_or_default(),
             nat: NatOutgoing { pools: cidrs(false), masquerade: cidrs(true), address: felix.nat_outgoing_address },
             ipv6: felix.ipv6_support.unwrap_or(true),
+            vxlan: vxlan.then(|| VxlanGuard { port: felix.vxlan_port(), nodes: nodes.to_vec() }),
         }
     }
 }
@@ -126,6 +142,7 @@ impl Default for HostRules {
             endpoint_to_host: EndpointToHostAction::default(),
             nat: NatOutgoing::default(),
             ipv6: true,
+            vxlan: None,
         }
     }
 }

@@ -86,6 +86,16 @@ pub struct FelixConfigurationSpec {
     /// 20-byte outer header).
     #[serde(default, rename = "ipipMTU", skip_serializing_if = "Option::is_none")]
     pub ipip_mtu: Option<u16>,
+    /// MTU of the VXLAN device (0 or unset: the underlay's less the
+    /// 50-byte encapsulation).
+    #[serde(default, rename = "vxlanMTU", skip_serializing_if = "Option::is_none")]
+    pub vxlan_mtu: Option<u16>,
+    /// The VXLAN network identifier (Calico's default 4096).
+    #[serde(default, rename = "vxlanVNI", skip_serializing_if = "Option::is_none")]
+    pub vxlan_vni: Option<u32>,
+    /// The VXLAN UDP port (Calico's default 4789, RFC 7348's).
+    #[serde(default, rename = "vxlanPort", skip_serializing_if = "Option::is_none")]
+    pub vxlan_port: Option<u16>,
     /// Police IPv6 as well as IPv4 (default true; false: IPv6 passes unpoliced).
     #[serde(default, rename = "ipv6Support", skip_serializing_if = "Option::is_none")]
     pub ipv6_support: Option<bool>,
@@ -107,6 +117,11 @@ pub struct FelixConfigurationSpec {
     #[serde(flatten)]
     pub calico_defaults: BTreeMap<String, serde_json::Value>,
 }
+
+/// Calico's VXLAN network identifier.
+pub const DEFAULT_VXLAN_VNI: u32 = 4096;
+/// Calico's VXLAN UDP port (RFC 7348 §5's).
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 
 /// A listener's address when `enabled`: `host` (`""`: `default_host`;
 /// `localhost` is 127.0.0.1) and `port`.
@@ -191,6 +206,21 @@ impl FelixConfigurationSpec {
         self.ipip_mtu.filter(|m| *m != 0)
     }
 
+    /// The VXLAN device MTU, when set (0 is unset).
+    pub fn vxlan_mtu(&self) -> Option<u16> {
+        self.vxlan_mtu.filter(|m| *m != 0)
+    }
+
+    /// The VXLAN network identifier (Calico's default 4096).
+    pub fn vxlan_vni(&self) -> u32 {
+        self.vxlan_vni.unwrap_or(DEFAULT_VXLAN_VNI)
+    }
+
+    /// The VXLAN UDP port (Calico's default 4789).
+    pub fn vxlan_port(&self) -> u16 {
+        self.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT)
+    }
+
     /// The log level as a `tracing` directive (`None`: unset or invalid).
     pub fn log_level(&self) -> Option<&'static str> {
         match self.log_severity_screen.as_deref()?.to_ascii_lowercase().as_str() {
@@ -262,6 +292,16 @@ impl Spec for FelixConfigurationSpec {
         }
         if let Some(m) = self.ipip_mtu().filter(|m| !(576..=65515).contains(m)) {
             bad.push(Invalid::new("ipipMTU", m, "0 (the underlay's less 20) or 576–65515"));
+        }
+        if let Some(m) = self.vxlan_mtu().filter(|m| !(576..=65485).contains(m)) {
+            bad.push(Invalid::new("vxlanMTU", m, "0 (the underlay's less 50) or 576–65485"));
+        }
+        // RFC 7348 §5: a 24-bit VNI.
+        if let Some(v) = self.vxlan_vni.filter(|v| !(1..=0xff_ffff).contains(v)) {
+            bad.push(Invalid::new("vxlanVNI", v, "1–16777215 (24 bits, RFC 7348)"));
+        }
+        if self.vxlan_port == Some(0) {
+            bad.push(Invalid::new("vxlanPort", 0, "1–65535"));
         }
         for (field, host) in
             [("prometheusMetricsHost", &self.prometheus_metrics_host), ("healthHost", &self.health_host)]

@@ -27,19 +27,22 @@ use CalicoDefault::{Bool, Int, List, Millis, Text, Unset};
 
 /// Values other than the default that Calico itself writes into a new
 /// cluster's `default` FelixConfiguration, accepted because tortie already
-/// behaves so: `ipipEnabled: true` (tortie's IPIP follows the pools, as
-/// Calico's does when it is on) and `removeExternalRoutes: false` (tortie
-/// never removes a route it did not install).
-pub(super) const ALSO_ACCEPTED: &[(&str, CalicoDefault)] =
-    &[("ipipEnabled", CalicoDefault::Bool(true)), ("removeExternalRoutes", CalicoDefault::Bool(false))];
+/// behaves so: `ipipEnabled: true` and `vxlanEnabled: true` (tortie's
+/// tunnels follow the pools, as Calico's do when they are on) and
+/// `removeExternalRoutes: false` (tortie never removes a route it did not
+/// install).
+pub(super) const ALSO_ACCEPTED: &[(&str, CalicoDefault)] = &[
+    ("ipipEnabled", CalicoDefault::Bool(true)),
+    ("vxlanEnabled", CalicoDefault::Bool(true)),
+    ("removeExternalRoutes", CalicoDefault::Bool(false)),
+];
 
 /// Why a field is accepted only at its default, where the reason is not
 /// simply "not implemented".
 pub(super) const WHY_DEFAULT_ONLY: &[(&str, &str)] = &[
     ("interfacePrefix", "tortie knows pod interfaces by their WorkloadEndpoint's interfaceName, not by a name prefix"),
-    ("routeSource", "WorkloadIPs feeds VXLAN routes, and tortie has no VXLAN mode yet"),
-    ("vxlanMTU", "tortie has no VXLAN mode yet"),
-    ("vxlanMTUV6", "tortie has no VXLAN mode yet"),
+    ("routeSource", "tortie routes VXLAN blocks from IPAM block affinities (CalicoIPAM), not from workload addresses"),
+    ("vxlanMTUV6", "IPv6 VXLAN comes with dual stack (issue #24)"),
     ("deviceRouteProtocol", "tortie's routes carry its own route protocol number, so it never touches another's"),
     ("chainInsertMode", "tortie's rules live in their own nftables table, with no other table's chain to append to"),
     ("bpfEnabled", "tortie's data plane is nftables and kernel routes"),
@@ -80,10 +83,7 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("logDebugFilenameRegex", Text("")),
     ("ipipEnabled", Unset),
     ("vxlanEnabled", Unset),
-    ("vxlanMTU", Int(0)),
     ("vxlanMTUV6", Int(0)),
-    ("vxlanPort", Int(4789)),
-    ("vxlanVNI", Int(4096)),
     ("allowVXLANPacketsFromWorkloads", Bool(false)),
     ("allowIPIPPacketsFromWorkloads", Bool(false)),
     ("reportingTTL", Millis(90000)),

@@ -27,10 +27,12 @@ pub use bgp::{
     DEFAULT_LONG_LIVED_STALE_TIME, DEFAULT_RESTART_TIME, FilterAction, FilterOperation, MatchOperator, PeerPassword,
     PrefixAdvertisement, PrefixLength, PrependAsPath, SecretKeyRef, ServiceCidr, SourceAddress, standard_community,
 };
-pub use felix::{EndpointToHostAction, FelixConfigurationSpec, ProtoPort, duration_ms};
+pub use felix::{
+    DEFAULT_VXLAN_PORT, DEFAULT_VXLAN_VNI, EndpointToHostAction, FelixConfigurationSpec, ProtoPort, duration_ms,
+};
 pub use kinds::{Kind, KindInfo};
 pub use netset::NetworkSetSpec;
-pub use node::{NodeAddress, NodeBgp, NodeSpec};
+pub use node::{NodeAddress, NodeBgp, NodeSpec, parse_mac};
 pub use policy::{
     Action, DEFAULT_TIER, EntityRule, GlobalNetworkPolicySpec, IcmpMatch, NetworkPolicySpec, PolicyType, Port,
     Protocol, Rule, RuleMetadata, TierSpec,

@@ -54,6 +54,23 @@ pub struct NodeSpec {
     /// Address of the node's VXLAN tunnel device.
     #[serde(default, rename = "ipv4VXLANTunnelAddr", skip_serializing_if = "Option::is_none")]
     pub ipv4_vxlan_tunnel_addr: Option<Ipv4Addr>,
+    /// MAC address of the node's VXLAN tunnel device (`66:1c:7e:…`).
+    #[serde(default, rename = "vxlanTunnelMACAddr", skip_serializing_if = "Option::is_none")]
+    pub vxlan_tunnel_mac_addr: Option<String>,
+}
+
+/// A MAC address as Calico writes it: six hexadecimal octets, colon-separated.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut octets = s.split(':');
+    for slot in &mut mac {
+        let o = octets.next()?;
+        if o.len() != 2 {
+            return None;
+        }
+        *slot = u8::from_str_radix(o, 16).ok()?;
+    }
+    octets.next().is_none().then_some(mac)
 }
 
 impl Spec for NodeSpec {
@@ -68,6 +85,9 @@ impl Spec for NodeSpec {
             if let Some(asn) = bgp.as_number {
                 validate::as_number("bgp.asNumber", asn)?;
             }
+        }
+        if let Some(m) = self.vxlan_tunnel_mac_addr.as_deref().filter(|m| parse_mac(m).is_none()) {
+            return Err(Invalid::new("vxlanTunnelMACAddr", m, "a MAC address like 66:1c:7e:0a:3b:52"));
         }
         for (i, a) in self.addresses.iter().enumerate() {
             let ok = a.address.parse::<IpNet>().is_ok() || a.address.parse::<std::net::IpAddr>().is_ok();

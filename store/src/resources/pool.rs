@@ -79,11 +79,13 @@ impl IpPoolSpec {
 
 impl Spec for IpPoolSpec {
     fn refuse(&self, _meta: &Metadata) -> Result<(), Invalid> {
-        match self.vxlan_mode.unwrap_or_default() {
-            EncapMode::Never => Ok(()),
-            mode => {
-                Err(Invalid::new("vxlanMode", format!("{mode:?}"), "VXLAN is not built yet (Never only; issue #22)"))
-            }
+        match (self.vxlan_mode.unwrap_or_default(), self.cidr) {
+            (EncapMode::Never, _) | (_, Some(IpNet::V4(_)) | None) => Ok(()),
+            (mode, Some(IpNet::V6(_))) => Err(Invalid::new(
+                "vxlanMode",
+                format!("{mode:?}"),
+                "VXLAN for IPv6 pools comes with dual stack (Never only; issue #24)",
+            )),
         }
     }
 

@@ -212,8 +212,15 @@ pub fn render(status: &Status, now: u64) -> String {
         Some(IpipStatus { device, packets: None }) => format!("IPIP: kernel tunnel {device}.\n"),
         None => String::new(),
     };
+    let vxlan = status.vxlan.as_ref().map(|d| format!("VXLAN: kernel device {d}.\n")).unwrap_or_default();
+    if status.bgp_disabled {
+        return format!(
+            "tortie process is running.\n{datastore}{ipip}{vxlan}\nBGP is disabled (networking backend vxlan): \
+             routes to other nodes come from the datastore's block affinities.\n"
+        );
+    }
     format!(
-        "tortie process is running.\n{datastore}{ipip}\n{}\n{}",
+        "tortie process is running.\n{datastore}{ipip}{vxlan}\n{}\n{}",
         family_table("IPv4 BGP status", &v4, now),
         family_table("IPv6 BGP status", &v6, now)
     )
@@ -369,6 +376,8 @@ mod tests {
             ],
             datastore: Some(DatastoreHealth { reachable: true, since: now - 500, error: None }),
             ipip: None,
+            vxlan: None,
+            bgp_disabled: false,
         };
         let golden = "\
 tortie process is running.
@@ -395,6 +404,13 @@ No IPv6 peers found.
         let head = "tortie process is running.\nIPIP: eBPF data plane on tortie-ipip: 1500 packets encapsulated, \
                     1498 decapsulated; dropped 0 with no tunnelled route, 5 not from a cluster node, 0 malformed.\n\n";
         assert!(render(&status, now).starts_with(head), "{}", render(&status, now));
+        let status =
+            Status { ipip: None, vxlan: Some("vxlan.calico".into()), bgp_disabled: true, peers: vec![], ..status };
+        assert_eq!(
+            render(&status, now),
+            "tortie process is running.\nVXLAN: kernel device vxlan.calico.\n\nBGP is disabled (networking backend \
+             vxlan): routes to other nodes come from the datastore's block affinities.\n"
+        );
     }
 
     #[test]
@@ -410,6 +426,8 @@ No IPv6 peers found.
                 peers: vec![peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established")],
                 datastore: None,
                 ipip: None,
+                vxlan: None,
+                bgp_disabled: false,
             },
         };
         let nodes = [node("fresh", 5, 10), node("gone", 45, 10), node("slow", 80, 30), node("quiet", 500, 0)];

@@ -28,7 +28,7 @@ use tortie_store::api;
 use tortie_store::resources::parse_documents;
 
 use crate::cli::status;
-use topology::{LabNode, OUTSIDE_HOST, OUTSIDE_TOR, SERVICE_RANGE, SUBNETS, TOR_AS};
+use topology::{Encap, LabNode, OUTSIDE_HOST, OUTSIDE_TOR, SERVICE_RANGE, SUBNETS, TOR_AS};
 
 /// Every lab namespace's name starts with this.
 pub const PREFIX: &str = "tlab-";
@@ -57,6 +57,13 @@ pub struct UpArgs {
     /// Install missing Debian packages (apt-get) instead of stopping.
     #[arg(long)]
     install: bool,
+    /// How pods' traffic crosses between the two subnets.
+    #[arg(long, value_enum, default_value_t = Encap::Ipip)]
+    encap: Encap,
+    /// No BGP (the nodes' `--networking-backend vxlan`): each node routes
+    /// the others' blocks from the datastore; the ToR only forwards.
+    #[arg(long)]
+    no_bgp: bool,
 }
 
 /// The ToR as it runs.
@@ -88,7 +95,8 @@ struct Built {
     _switches: Vec<Bridge>,
     _tor_ns: Netns,
     _outside: Netns,
-    tor: Tor,
+    /// The ToR's routing daemon (none without BGP: it only forwards).
+    tor: Option<Tor>,
     nodes: Vec<(LabNode, Netns)>,
     _daemons: Vec<Daemon>,
     pods: Vec<LabPod>,
@@ -101,11 +109,12 @@ fn on_path(tool: &str) -> bool {
 }
 
 /// Checks the tools the lab runs; installs the missing ones when allowed.
-fn tools(tor: TorKind, install: bool) -> anyhow::Result<()> {
+fn tools(tor: Option<TorKind>, install: bool) -> anyhow::Result<()> {
     let mut need = vec![("ip", "iproute2"), ("ping", "iputils-ping")];
     need.extend(match tor {
-        TorKind::Frr => [("vtysh", "frr"), ("/usr/lib/frr/bgpd", "frr")],
-        TorKind::Bird => [("bird", "bird2"), ("birdc", "bird2")],
+        Some(TorKind::Frr) => vec![("vtysh", "frr"), ("/usr/lib/frr/bgpd", "frr")],
+        Some(TorKind::Bird) => vec![("bird", "bird2"), ("birdc", "bird2")],
+        None => vec![],
     });
     let missing: Vec<(&str, &str)> = need.into_iter().filter(|(t, _)| !on_path(t)).collect();
     if missing.is_empty() {
@@ -136,7 +145,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("tortie lab needs root: it creates network namespaces, veths and routes (run it with sudo)");
     }
-    tools(args.tor, args.install)?;
+    tools((!args.no_bgp).then_some(args.tor), args.install)?;
     let rt = Handle::current();
     tokio::task::spawn_blocking(move || up_blocking(&args, &rt)).await?
 }
@@ -146,7 +155,14 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
     let lab = Lab::persistent(PREFIX).map_err(|e| anyhow::anyhow!("{e}; run `tortie lab down` first"))?;
     let url = format!("sqlite://{}/store.db", lab.dir().display());
     let plan = topology::nodes(usize::from(args.nodes));
-    eprintln!("building {} nodes in two subnets behind a ToR ({:?}) in {}", plan.len(), args.tor, lab.dir().display());
+    let bgp = !args.no_bgp;
+    let tor_kind = if bgp { format!("{:?}", args.tor) } else { "forwarding only, no BGP".into() };
+    eprintln!(
+        "building {} nodes in two subnets behind a ToR ({tor_kind}), {:?} across subnets, in {}",
+        plan.len(),
+        args.encap,
+        lab.dir().display()
+    );
 
     let switches = vec![lab.bridge("swa")?, lab.bridge("swb")?];
     let tor_ns = lab.netns("tor")?;
@@ -178,7 +194,7 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
 
     rt.block_on(async {
         let kv = Datastore::open(&url).await?;
-        api::apply(&kv, &parse_documents(&topology::resources(&plan))?).await?;
+        api::apply(&kv, &parse_documents(&topology::resources(&plan, args.encap, bgp))?).await?;
         anyhow::Ok(())
     })
     .context("writing the lab's resources")?;
@@ -194,6 +210,7 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
             .collect(),
     };
     let tor = match args.tor {
+        _ if !bgp => None,
         TorKind::Frr => {
             let frr = Frr::start(&tor_ns, &speaker)?;
             // Equal paths through every node, as a fabric spreads service traffic.
@@ -201,16 +218,17 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
                 "configure terminal\nrouter bgp {TOR_AS}\naddress-family ipv4 unicast\nmaximum-paths 16"
             ))?;
 
-            Tor::Frr(Box::new(frr))
+            Some(Tor::Frr(Box::new(frr)))
         }
-        TorKind::Bird => Tor::Bird(Bird::start(&tor_ns, &speaker)?),
+        TorKind::Bird => Some(Tor::Bird(Bird::start(&tor_ns, &speaker)?)),
     };
 
     let exe = std::env::current_exe().context("locating the tortie binary")?;
     let mut daemons = Vec::new();
     for (n, ns) in &nodes {
         let ip = format!("{}/24", n.address);
-        let env = [("TORTIE_DATASTORE", url.as_str())];
+        let backend = if bgp { "bird" } else { "vxlan" };
+        let env = [("TORTIE_DATASTORE", url.as_str()), ("TORTIE_NETWORKING_BACKEND", backend)];
         daemons.push(ns.spawn_tortie_node(&format!("tortie-{}", n.name), path_str(&exe)?, &n.name, &ip, &[], &env)?);
     }
 
@@ -229,27 +247,33 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
     let built =
         Built { lab, _switches: switches, _tor_ns: tor_ns, _outside: outside, tor, nodes, _daemons: daemons, pods };
 
-    wait_sessions(&built, rt)?;
-    let tor_routes = wait_tor_routes(&built, &url, rt)?;
+    let (tor_routes, service) = match &built.tor {
+        Some(tor) => {
+            wait_sessions(&built, rt)?;
+            (wait_tor_routes(tor, &url, rt)?, wait_service_route(&built, tor, args.tor))
+        }
+        None => (Vec::new(), String::new()),
+    };
     let matrix = wait_matrix(&built.pods);
     let outside = outside_row(&built.pods);
-    let service = wait_service_route(&built, args.tor);
     for (n, ns) in &built.nodes {
         let s = rt.block_on(status::fetch(&run_dir(ns)))?;
         println!("=== {} ({}) — tortie status --run-dir {}", n.name, n.address, run_dir(ns).display());
         print!("{}", status::render(&s, now()));
         println!();
     }
-    println!("=== ToR ({:?}, AS {TOR_AS}) routes to the pods", args.tor);
-    for r in &tor_routes {
-        println!("  {r}");
+    if bgp {
+        println!("=== ToR ({:?}, AS {TOR_AS}) routes to the pods", args.tor);
+        for r in &tor_routes {
+            println!("  {r}");
+        }
+        println!();
+        println!("=== The service range {SERVICE_RANGE} (serviceClusterIPs, from every node) at the ToR");
+        for l in service.lines() {
+            println!("  {l}");
+        }
+        println!();
     }
-    println!();
-    println!("=== The service range {SERVICE_RANGE} (serviceClusterIPs, from every node) at the ToR");
-    for l in service.lines() {
-        println!("  {l}");
-    }
-    println!();
     println!("=== Pod-to-pod reachability (ping, one probe each)");
     print!("{}", render_matrix(&built.pods, &matrix));
     println!();
@@ -385,14 +409,14 @@ fn wait_sessions(built: &Built, rt: &Handle) -> anyhow::Result<()> {
 }
 
 /// Waits until the ToR holds every node's blocks; returns its pod routes.
-fn wait_tor_routes(built: &Built, url: &str, rt: &Handle) -> anyhow::Result<Vec<String>> {
+fn wait_tor_routes(tor: &Tor, url: &str, rt: &Handle) -> anyhow::Result<Vec<String>> {
     let deadline = Instant::now() + SETTLE;
     loop {
         let blocks = rt.block_on(async {
             let kv = Datastore::open(url).await?;
             anyhow::Ok(tortie_ipam::blocks(&kv).await?)
         })?;
-        let routes = built.tor.routes()?;
+        let routes = tor.routes()?;
         let have: Vec<String> = routes
             .iter()
             .filter(|r| r.best)
@@ -416,13 +440,12 @@ fn wait_tor_routes(built: &Built, url: &str, rt: &Handle) -> anyhow::Result<Vec<
 /// The ToR's route to the service range once it has a path through every
 /// node: FRR's kernel route (one route, a next hop per node); BIRD's paths
 /// (the lab's BIRD installs nothing in the kernel).
-fn wait_service_route(built: &Built, tor: TorKind) -> String {
+fn wait_service_route(built: &Built, tor: &Tor, kind: TorKind) -> String {
     let deadline = Instant::now() + SETTLE;
     loop {
-        let shown = match tor {
+        let shown = match kind {
             TorKind::Frr => built._tor_ns.ip(&["route", "show", SERVICE_RANGE]).unwrap_or_default(),
-            TorKind::Bird => built
-                .tor
+            TorKind::Bird => tor
                 .routes()
                 .unwrap_or_default()
                 .iter()

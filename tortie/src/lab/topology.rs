@@ -62,24 +62,43 @@ pub const OUTSIDE_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// The service cluster-IP range every node advertises (`serviceClusterIPs`).
 pub const SERVICE_RANGE: &str = "198.19.0.0/24";
 
-/// The resources the lab starts with: the BGP configuration (with a
-/// service cluster-IP range, advertised from every node, and BFD on the
-/// mesh's sessions between nodes of one subnet), the default
-/// pool as Calico ships it (CrossSubnet IPIP, natOutgoing), the nodes with their subnet label, and one
-/// BGPPeer per subnet towards the ToR, with BFD.
-pub fn resources(nodes: &[LabNode]) -> String {
+/// How pods' traffic crosses between the subnets.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encap {
+    /// IP-in-IP (the pool's `ipipMode: CrossSubnet`).
+    Ipip,
+    /// VXLAN (the pool's `vxlanMode: CrossSubnet`).
+    Vxlan,
+}
+
+/// The resources the lab starts with: the default pool as Calico ships it
+/// (CrossSubnet IPIP or VXLAN, natOutgoing), the nodes with their subnet
+/// label, and with `bgp` the BGP configuration (with a service cluster-IP
+/// range, advertised from every node, and BFD on the mesh's sessions
+/// between nodes of one subnet) and one BGPPeer per subnet towards the ToR,
+/// with BFD.
+pub fn resources(nodes: &[LabNode], encap: Encap, bgp: bool) -> String {
+    let mode = match encap {
+        Encap::Ipip => "ipipMode",
+        Encap::Vxlan => "vxlanMode",
+    };
     let mut yaml = format!(
         "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {{name: default-ipv4-ippool}}
+spec: {{cidr: 198.18.0.0/16, blockSize: 26, {mode}: CrossSubnet, natOutgoing: true}}
+"
+    );
+    if bgp {
+        yaml += &format!(
+            "---
+apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {{name: default, annotations: {{tortie.io/bfd: 'true'}}}}
 spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true, serviceClusterIPs: [{{cidr: {SERVICE_RANGE}}}]}}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {{name: default-ipv4-ippool}}
-spec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: CrossSubnet, natOutgoing: true}}
 "
-    );
+        );
+    }
     for n in nodes {
         yaml += &format!(
             "---
@@ -91,7 +110,7 @@ spec: {{bgp: {{ipv4Address: {}/24}}}}
             n.name, n.subnet.label, n.address
         );
     }
-    for s in SUBNETS {
+    for s in SUBNETS.iter().filter(|_| bgp) {
         yaml += &format!(
             "---
 apiVersion: projectcalico.org/v3
@@ -116,7 +135,10 @@ mod tests {
         let n = nodes(3);
         let got: Vec<String> = n.iter().map(|n| format!("{} {} {}", n.name, n.subnet.label, n.address)).collect();
         assert_eq!(got, ["n1 a 192.0.2.11", "n2 b 198.51.100.12", "n3 a 192.0.2.13"]);
-        let docs = tortie_store::resources::parse_documents(&resources(&n)).unwrap();
+        let docs = tortie_store::resources::parse_documents(&resources(&n, Encap::Ipip, true)).unwrap();
         assert_eq!(docs.len(), 2 + 3 + 2);
+        let yaml = resources(&n, Encap::Vxlan, false);
+        assert!(yaml.contains("vxlanMode: CrossSubnet") && !yaml.contains("BGPPeer"), "{yaml}");
+        assert_eq!(tortie_store::resources::parse_documents(&yaml).unwrap().len(), 1 + 3);
     }
 }

@@ -53,6 +53,12 @@ pub struct Status {
     /// The IPIP tunnel, while it is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipip: Option<IpipStatus>,
+    /// The VXLAN device, while it is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<String>,
+    /// No BGP (the `vxlan` networking backend): routes come from the datastore.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bgp_disabled: bool,
 }
 
 /// The IPIP tunnel in `tortie status`.
@@ -165,8 +171,8 @@ pub struct ApiState {
     pub node: String,
     /// Router id.
     pub router_id: Ipv4Addr,
-    /// The speaker.
-    pub speaker: mpsc::Sender<SpeakerCommand>,
+    /// The speaker (none with the `vxlan` networking backend: no BGP).
+    pub speaker: Option<mpsc::Sender<SpeakerCommand>>,
     /// Session states by peer name.
     pub statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
     /// The planned peers (and our AS), kept by the peer manager.
@@ -182,6 +188,8 @@ pub struct ApiState {
     /// The IPIP tunnel's device while it is up, and the bpffs its counters
     /// are pinned in (nodes only).
     pub ipip: Option<(watch::Receiver<Option<String>>, std::path::PathBuf)>,
+    /// The VXLAN device while it is up (nodes only).
+    pub vxlan: Option<watch::Receiver<Option<String>>>,
 }
 
 /// `GET /ipam`: address usage of the pools, and of this node's blocks.
@@ -210,7 +218,7 @@ fn unix(t: SystemTime) -> u64 {
 impl ApiState {
     async fn ask<T>(&self, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
         let (tx, rx) = oneshot::channel();
-        self.speaker.send(SpeakerCommand::Query(query(tx))).await.ok()?;
+        self.speaker.as_ref()?.send(SpeakerCommand::Query(query(tx))).await.ok()?;
         rx.await.ok()
     }
 
@@ -325,6 +333,8 @@ impl ApiState {
                     });
                 Some(IpipStatus { device, packets })
             }),
+            vxlan: self.vxlan.as_ref().and_then(|d| d.borrow().clone()),
+            bgp_disabled: self.speaker.is_none(),
         }
     }
 }

@@ -67,11 +67,27 @@ pub struct CommonArgs {
     secrets_dir: PathBuf,
 }
 
+/// How routes to other nodes' pods are learned (Calico's
+/// `CALICO_NETWORKING_BACKEND`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// BGP: the embedded speaker learns and advertises them (Calico's
+    /// BIRD), with IPIP or VXLAN where the pools ask.
+    Bird,
+    /// No BGP: each node routes other nodes' blocks from the datastore's
+    /// block affinities, through VXLAN (or IPIP) where the pools ask and
+    /// natively where they say `Never` (Flannel's host-gw shape).
+    Vxlan,
+}
+
 /// `tortie node run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
     common: CommonArgs,
+    /// How routes to other nodes' pods are learned.
+    #[arg(long, value_enum, default_value_t = Backend::Bird, env = "TORTIE_NETWORKING_BACKEND")]
+    networking_backend: Backend,
     /// Full route resync interval, seconds (default: FelixConfiguration
     /// `routeRefreshInterval`, else 90).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -79,7 +95,8 @@ pub struct RunArgs {
     /// Longest wait for BGP to relearn routes after a start, seconds.
     #[arg(long, default_value_t = 120)]
     relearn_limit: u64,
-    /// MTU of the node's network; tunnelled pods get 20 bytes less.
+    /// MTU of the node's network: the IPIP device gets 20 bytes less, the
+    /// VXLAN device 50 (unless FelixConfiguration sets them).
     #[arg(long, default_value_t = 1500)]
     underlay_mtu: u16,
     /// How often the policy table in nftables is checked (and repaired if
@@ -96,6 +113,7 @@ pub struct RunArgs {
 
 /// The data plane settings of `tortie node run`.
 struct Dataplane {
+    backend: Backend,
     resync: Option<u64>,
     relearn: u64,
     underlay_mtu: u16,
@@ -162,6 +180,7 @@ async fn register(
 /// Runs the node daemon until SIGTERM or SIGINT.
 pub async fn run(kv: Datastore, args: RunArgs) -> anyhow::Result<()> {
     let dataplane = Dataplane {
+        backend: args.networking_backend,
         resync: args.route_resync,
         relearn: args.relearn_limit,
         underlay_mtu: args.underlay_mtu,
@@ -197,11 +216,13 @@ async fn serve(
     register(&kv, &args.name, address, cluster_id).await?;
     // One watch of the datastore, in memory, for felix, the tunnel and the peers.
     let synced = Syncer::start(kv.clone(), "/calico/").await.context("reading the datastore")?;
-    let (mut ipip, mut felix) = (None, None);
+    let (mut tunnels, mut felix, mut bpffs_dir) = (None, None, None);
     // RFC 4724 §4.1: routes of ours already in the kernel mean this daemon
     // restarted with its forwarding state preserved.
     let mut restarted = None;
-    if let Some(Dataplane { resync, relearn, underlay_mtu, policy_check, bpffs }) = dataplane {
+    let mut bgp = true;
+    if let Some(Dataplane { backend, resync, relearn, underlay_mtu, policy_check, bpffs }) = dataplane {
+        bgp = backend == Backend::Bird;
         let kept = tortie_felix::netlink::Netlink::open().and_then(|mut nl| nl.routes()).map(|r| r.len());
         match kept {
             Ok(0) => {}
@@ -211,70 +232,87 @@ async fn serve(
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the kernel's routes; starting as new"),
         }
+        if !bgp {
+            restarted = None;
+            tracing::info!("networking backend vxlan: no BGP; other nodes' blocks are routed from the datastore");
+        }
         let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
-        // IPIP runs once a pool asks for it (the node then holds a tunnel address).
-        let t = tunnel::start(synced.clone(), &args.name, address.addr(), underlay_mtu, bpffs, encap_rx).await?;
+        let (vteps_tx, vteps_rx) = watch::channel(Arc::new(tortie_ipip::vxlan::VtepTable::default()));
+        // Each tunnel runs once a pool asks for it (the node then holds its address).
+        let start = |encap| tunnel::start(synced.clone(), &args.name, address.addr(), underlay_mtu, encap);
+        let ipip = start(tunnel::Encap::Ipip { table: encap_rx, bpffs: bpffs.clone() }).await?;
+        let vxlan = start(tunnel::Encap::Vxlan { table: vteps_rx }).await?;
         let config = AgentConfig {
             node: args.name.clone(),
             route_refresh: resync.map(Duration::from_secs),
-            tunnel: t.device.clone(),
+            tunnel: ipip.device.clone(),
             relearn_limit: Duration::from_secs(relearn),
             encap: Some(encap_tx),
             policy_check: policy_check.map(Duration::from_secs),
+            vxlan: vxlan.device.clone(),
+            vteps: Some(vteps_tx),
+            routes_from_datastore: !bgp,
         };
         felix = Some(agent::start(synced.clone(), config).await.context("starting felix")?);
-        ipip = Some(t);
+        tunnels = Some((ipip, vxlan));
+        bpffs_dir = Some(bpffs);
     }
 
-    let (best_tx, best_rx) = mpsc::channel(1024);
-    let listen = bgp_configs(&synced).await?.listen_address(&args.name, address.addr());
-    let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, Some(listen))
-        .with_context(|| format!("starting the BGP speaker on {listen}"))?;
-    if let Some(deferral) = restarted {
-        speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
-    }
-    let (advertise_tx, advertise_rx) = watch::channel(Arc::new(advertise::Advertise::default()));
-    let (bgp_level_tx, bgp_level_rx) = watch::channel(None);
-    match &felix {
-        Some(f) => {
-            tokio::spawn(bridge::originate(f.originate.clone(), advertise_rx, speaker.commands.clone()));
-            tokio::spawn(bridge::learned(best_rx, f.learned.clone()));
-        }
-        // A dedicated reflector installs nothing: best paths are only counted out.
-        None => drop(tokio::spawn(async move {
-            let mut best_rx = best_rx;
-            while best_rx.recv().await.is_some() {}
-        })),
-    }
     let plan = Arc::new(Mutex::new((peers::DEFAULT_AS, BTreeMap::new())));
-    let (bfd_tx, bfd_rx) = watch::channel(bfd::Wanted::new());
-    let bfd_sessions = bfd::follow(args.run_dir.clone(), bfd_rx, speaker.commands.clone());
-    let manager = PeerManager {
-        kv: synced,
-        name: args.name.clone(),
-        address,
-        speaker: speaker.commands.clone(),
-        plan: plan.clone(),
-        listen_ranges,
-        secrets_dir: args.secrets_dir.clone(),
-        send_hold: args.send_hold_time.map(Duration::from_secs),
-        listening: listen,
-        advertise: advertise_tx,
-        bgp_level: bgp_level_tx,
-        bfd: bfd_tx,
+    let (bgp_level_tx, bgp_level_rx) = watch::channel(None);
+    let (speaker_commands, statuses, bfd_reports, mut peer_task) = if bgp {
+        let (best_tx, best_rx) = mpsc::channel(1024);
+        let listen = bgp_configs(&synced).await?.listen_address(&args.name, address.addr());
+        let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, Some(listen))
+            .with_context(|| format!("starting the BGP speaker on {listen}"))?;
+        if let Some(deferral) = restarted {
+            speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
+        }
+        let (advertise_tx, advertise_rx) = watch::channel(Arc::new(advertise::Advertise::default()));
+        match &felix {
+            Some(f) => {
+                tokio::spawn(bridge::originate(f.originate.clone(), advertise_rx, speaker.commands.clone()));
+                tokio::spawn(bridge::learned(best_rx, f.learned.clone()));
+            }
+            // A dedicated reflector installs nothing: best paths are only counted out.
+            None => drop(tokio::spawn(async move {
+                let mut best_rx = best_rx;
+                while best_rx.recv().await.is_some() {}
+            })),
+        }
+        let (bfd_tx, bfd_rx) = watch::channel(bfd::Wanted::new());
+        let bfd_sessions = bfd::follow(args.run_dir.clone(), bfd_rx, speaker.commands.clone());
+        let manager = PeerManager {
+            kv: synced,
+            name: args.name.clone(),
+            address,
+            speaker: speaker.commands.clone(),
+            plan: plan.clone(),
+            listen_ranges,
+            secrets_dir: args.secrets_dir.clone(),
+            send_hold: args.send_hold_time.map(Duration::from_secs),
+            listening: listen,
+            advertise: advertise_tx,
+            bgp_level: bgp_level_tx,
+            bfd: bfd_tx,
+        };
+        (Some(speaker.commands.clone()), speaker.peers.clone(), bfd_sessions, tokio::spawn(manager.run()))
+    } else {
+        // No speaker: no sessions, no BFD, nothing to plan.
+        (None, Arc::default(), watch::channel(bfd::Report::default()).1, tokio::spawn(std::future::pending()))
     };
-    let mut peer_task = tokio::spawn(manager.run());
     let api_state = local_api::ApiState {
         node: args.name.clone(),
         router_id: address.addr(),
-        speaker: speaker.commands.clone(),
-        statuses: speaker.peers.clone(),
+        speaker: speaker_commands,
+        statuses,
         plan,
         kv: kv.clone(),
         ruleset: felix.as_ref().map(|f| f.ruleset.clone()),
         datastore: health::spawn(kv.clone()),
-        bfd: bfd_sessions,
-        ipip: ipip.as_ref().map(|t| (t.device.clone(), t.bpffs.clone())),
+        bfd: bfd_reports,
+        ipip: tunnels.as_ref().zip(bpffs_dir.clone()).map(|((ipip, _), bpffs)| (ipip.device.clone(), bpffs)),
+        vxlan: tunnels.as_ref().map(|(_, vxlan)| vxlan.device.clone()),
     };
     tokio::spawn(summary::publish(kv.clone(), api_state.clone(), felix.as_ref().map(|f| f.felix_config.clone())));
     let metrics_state = metrics::MetricsState {
@@ -282,7 +320,7 @@ async fn serve(
         api: api_state.clone(),
         reconcile: felix.as_ref().map(|f| f.stats.clone()),
         policy: felix.as_ref().map(|f| f.policy_stats.clone()),
-        ipip: ipip.as_ref().map(|t| t.bpffs.clone()),
+        ipip: bpffs_dir,
     };
     if let Some(listen) = args.metrics_listen {
         let m = metrics_state.clone();
@@ -320,7 +358,7 @@ async fn serve(
         r = &mut peer_task => return Err(anyhow::anyhow!("peer manager stopped: {:?}", r?.err())),
         r = &mut api_task => return Err(anyhow::anyhow!("local API stopped: {:?}", r?.err())),
     }
-    drop(ipip);
+    drop(tunnels);
     Ok(())
 }
 

@@ -1,11 +1,14 @@
-//! The node's IPIP tunnel and its address, as Calico allocates it: while
-//! any pool this node may use for tunnels has `ipipMode` other than
-//! `Never`, the node holds one address from IPAM (handle
-//! `ipip-tunnel-addr-<node>`), publishes it as
-//! `spec.bgp.ipv4IPIPTunnelAddr` and runs the tunnel; when none has, the
-//! tunnel goes down and the address goes back. Its MTU is FelixConfiguration
-//! `ipipMTU`, or the underlay's less the outer header. This is checked at
-//! start and at every change of an IP pool or a FelixConfiguration.
+//! The node's tunnels and their addresses, as Calico allocates them: while
+//! any pool this node may use for tunnels has `ipipMode` (or `vxlanMode`)
+//! other than `Never`, the node holds one address from such a pool (handle
+//! `ipip-tunnel-addr-<node>` or `vxlan-tunnel-addr-<node>`), publishes it
+//! on its Node (`spec.bgp.ipv4IPIPTunnelAddr`, `spec.ipv4VXLANTunnelAddr`
+//! with `spec.vxlanTunnelMACAddr`) and runs the tunnel; when none has, the
+//! tunnel goes down and the address goes back (the VXLAN MAC stays the
+//! node's). The device's settings come from FelixConfiguration (`ipipMTU`;
+//! `vxlanMTU`, `vxlanVNI`, `vxlanPort`) or the underlay's MTU less the
+//! encapsulation. This is checked at start and at every change of an IP
+//! pool or a FelixConfiguration.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,34 +21,114 @@ use tokio::sync::watch;
 use tortie_ipam::{self as ipam, Purpose, Request};
 use tortie_ipip::EncapTable;
 use tortie_ipip::ebpf::PlaneConfig;
+use tortie_ipip::vxlan::{self, VtepTable, VxlanConfig};
 use tortie_store::api;
-use tortie_store::resources::{EncapMode, FelixConfigurationSpec, Kind, NodeBgp, NodeSpec, Object, Resource};
+use tortie_store::resources::{
+    EncapMode, FelixConfigurationSpec, IpPoolSpec, Kind, NodeBgp, NodeSpec, Object, Resource, parse_mac,
+};
 use tortie_store::syncer::Syncer;
 
-fn handle(node: &str) -> String {
-    format!("ipip-tunnel-addr-{node}")
+/// Which tunnel, with what its data plane follows.
+#[derive(Clone)]
+pub enum Encap {
+    /// IP-in-IP (RFC 2003): the blocks it carries, and where its maps are pinned.
+    Ipip { table: watch::Receiver<Arc<EncapTable>>, bpffs: PathBuf },
+    /// VXLAN (RFC 7348): the remote nodes' tunnel ends.
+    Vxlan { table: watch::Receiver<Arc<VtepTable>> },
 }
 
-/// Whether a pool this node may use for tunnels asks for IPIP.
-async fn wanted(kv: &Syncer, node: &str) -> anyhow::Result<bool> {
-    let pools = ipam::pools_for(kv, node, Purpose::Tunnel, &[]).await?;
-    Ok(pools.iter().any(|p| p.ipip_mode.is_some_and(|m| m != EncapMode::Never)))
+/// What the device is built with; a change rebuilds it in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    mtu: u32,
+    vni: u32,
+    port: u16,
 }
 
-/// The underlay MTU the tunnel is built for: FelixConfiguration `ipipMTU`
-/// plus the outer header, or the node's own.
-async fn tunnel_underlay_mtu(kv: &Syncer, node: &str, underlay_mtu: u16) -> u16 {
-    let spec = |name: String| async move {
-        match api::get(kv, Kind::FelixConfiguration, None, &name).await {
-            Ok(Resource::FelixConfiguration(f)) => Some(f.spec),
-            _ => None,
+/// A tunnel that runs.
+enum Running {
+    /// With the bpffs its maps are pinned under.
+    Ipip(tortie_ipip::Tunnel, PathBuf),
+    Vxlan(vxlan::Plane),
+}
+
+impl Running {
+    fn device(&self) -> &'static str {
+        match self {
+            Running::Ipip(t, _) => t.device(),
+            Running::Vxlan(_) => vxlan::DEVICE,
         }
-    };
-    let merged = FelixConfigurationSpec::merged(
-        spec("default".into()).await.as_ref(),
-        spec(format!("node.{node}")).await.as_ref(),
-    );
-    merged.ipip_mtu().map_or(underlay_mtu, |m| m.saturating_add(tortie_ipip::OUTER_LEN))
+    }
+
+    /// Takes the tunnel down: its device goes, and the routes through it.
+    async fn stop(self, local: Ipv4Addr) -> Result<(), tortie_ipip::TunnelError> {
+        match self {
+            Running::Ipip(t, bpffs) => t.stop(local, &bpffs).await,
+            Running::Vxlan(plane) => {
+                drop(plane);
+                vxlan::remove().await.map(|_| ())
+            }
+        }
+    }
+}
+
+impl Encap {
+    fn name(&self) -> &'static str {
+        match self {
+            Encap::Ipip { .. } => "IPIP",
+            Encap::Vxlan { .. } => "VXLAN",
+        }
+    }
+
+    fn handle(&self, node: &str) -> String {
+        match self {
+            Encap::Ipip { .. } => format!("ipip-tunnel-addr-{node}"),
+            Encap::Vxlan { .. } => format!("vxlan-tunnel-addr-{node}"),
+        }
+    }
+
+    /// The pool's mode for this tunnel.
+    fn mode(&self, pool: &IpPoolSpec) -> Option<EncapMode> {
+        match self {
+            Encap::Ipip { .. } => pool.ipip_mode,
+            Encap::Vxlan { .. } => pool.vxlan_mode,
+        }
+    }
+
+    /// The tunnel address the Node publishes.
+    fn published(&self, spec: &NodeSpec) -> Option<Ipv4Addr> {
+        match self {
+            Encap::Ipip { .. } => spec.bgp.as_ref().and_then(|b| b.ipv4_ipip_tunnel_addr),
+            Encap::Vxlan { .. } => spec.ipv4_vxlan_tunnel_addr,
+        }
+    }
+
+    /// Publishes `address` (and, for VXLAN, makes sure the node has its MAC).
+    fn publish(&self, spec: &mut NodeSpec, address: Option<Ipv4Addr>) {
+        match self {
+            Encap::Ipip { .. } => spec.bgp.get_or_insert_with(NodeBgp::default).ipv4_ipip_tunnel_addr = address,
+            Encap::Vxlan { .. } => {
+                spec.ipv4_vxlan_tunnel_addr = address;
+                if address.is_some() && spec.vxlan_tunnel_mac_addr.as_deref().and_then(parse_mac).is_none() {
+                    spec.vxlan_tunnel_mac_addr = Some(vxlan::format_mac(vxlan::random_mac()));
+                }
+            }
+        }
+    }
+
+    /// The device's settings: FelixConfiguration's, or the underlay's MTU
+    /// less the encapsulation.
+    fn settings(&self, felix: &FelixConfigurationSpec, underlay_mtu: u16) -> Settings {
+        let (mtu, overhead) = match self {
+            Encap::Ipip { .. } => (felix.ipip_mtu(), tortie_ipip::OUTER_LEN),
+            Encap::Vxlan { .. } => (felix.vxlan_mtu(), vxlan::OVERHEAD),
+        };
+        let mtu = u32::from(mtu.unwrap_or(underlay_mtu.saturating_sub(overhead)));
+        match self {
+            Encap::Ipip { .. } => Settings { mtu, vni: 0, port: 0 },
+            Encap::Vxlan { .. } => Settings { mtu, vni: felix.vxlan_vni(), port: felix.vxlan_port() },
+        }
+    }
 }
 
 /// How long a tunnel no pool wants any more stays up: felix moves the
@@ -63,44 +146,15 @@ async fn node_resource(kv: &Syncer, node: &str) -> anyhow::Result<Object<NodeSpe
     }
 }
 
-/// The tunnel address the Node publishes.
-async fn published_address(kv: &Syncer, node: &str) -> anyhow::Result<Option<Ipv4Addr>> {
-    Ok(node_resource(kv, node).await?.spec.bgp.and_then(|b| b.ipv4_ipip_tunnel_addr))
-}
-
-/// Allocates the tunnel address (`wanted`) or gives it back, and publishes
-/// it on the Node; returns it.
-async fn address(kv: &Syncer, node: &str, wanted: bool) -> anyhow::Result<Option<Ipv4Addr>> {
-    let mut n = node_resource(kv, node).await?;
-    let current = n.spec.bgp.as_ref().and_then(|b| b.ipv4_ipip_tunnel_addr);
-    let next = match (wanted, current) {
-        (true, Some(a)) => Some(a),
-        (true, None) => {
-            let req = Request {
-                node: node.into(),
-                handle: handle(node),
-                purpose: Purpose::Tunnel,
-                attrs: BTreeMap::new(),
-                pools: Vec::new(),
-            };
-            match ipam::assign(kv, &req).await.context("allocating the IPIP tunnel address")?.addr() {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            }
+/// This node's FelixConfiguration (`node.<name>` over `default`).
+async fn felix_config(kv: &Syncer, node: &str) -> FelixConfigurationSpec {
+    let spec = |name: String| async move {
+        match api::get(kv, Kind::FelixConfiguration, None, &name).await {
+            Ok(Resource::FelixConfiguration(f)) => Some(f.spec),
+            _ => None,
         }
-        (false, Some(_)) => {
-            ipam::release_handle(kv, &handle(node)).await?;
-            None
-        }
-        (false, None) => None,
     };
-    if next != current {
-        n.metadata.resource_version = None;
-        n.spec.bgp.get_or_insert_with(NodeBgp::default).ipv4_ipip_tunnel_addr = next;
-        api::apply(kv, &[Resource::Node(n)]).await.context("publishing the tunnel address")?;
-        tracing::info!(node, tunnel_address = ?next, "IPIP tunnel address updated");
-    }
-    Ok(next)
+    FelixConfigurationSpec::merged(spec("default".into()).await.as_ref(), spec(format!("node.{node}")).await.as_ref())
 }
 
 /// What brings a tunnel up and takes it down.
@@ -109,81 +163,142 @@ struct Setup {
     node: String,
     local: Ipv4Addr,
     underlay_mtu: u16,
-    encap: watch::Receiver<Arc<EncapTable>>,
+    encap: Encap,
     /// Where the device routes go through is published (felix follows it).
     device: watch::Sender<Option<String>>,
-    /// Where the eBPF plane pins its maps.
-    bpffs: PathBuf,
 }
 
 impl Setup {
-    /// Makes `tunnel` what the IP pools want now: brought up (its address
-    /// allocated first), kept, or taken down (its address given back once
-    /// the device is gone). On an error it stays as it was, except that a
-    /// tunnel failing to stop is down.
-    async fn reconcile(&self, tunnel: &mut Option<(tortie_ipip::Tunnel, u16)>) -> anyhow::Result<()> {
-        let wanted = wanted(&self.kv, &self.node).await?;
-        let mtu = tunnel_underlay_mtu(&self.kv, &self.node, self.underlay_mtu).await;
-        match (wanted, tunnel.take()) {
-            (true, Some((t, built))) if built == mtu => *tunnel = Some((t, built)),
-            (true, Some((t, built))) => {
-                // A new MTU: the tunnel is brought up over itself (the device
-                // takes the MTU, the eBPF plane adopts its own maps and
-                // programs): its routes stay, no packet waits.
-                tracing::info!(device = t.device(), from = built, to = mtu, "IPIP MTU changed");
-                drop(t);
-                *tunnel = Some((self.bring_up(mtu).await?, mtu));
+    /// The pools this node may use for tunnels that ask for this one.
+    async fn pools(&self) -> anyhow::Result<Vec<IpPoolSpec>> {
+        let pools = ipam::pools_for(&self.kv, &self.node, Purpose::Tunnel, &[]).await?;
+        Ok(pools.into_iter().filter(|p| self.encap.mode(p).is_some_and(|m| m != EncapMode::Never)).collect())
+    }
+
+    /// Allocates the tunnel address from `pools` (when some want the
+    /// tunnel) or gives it back, and publishes it on the Node; returns it
+    /// with the node's VXLAN MAC.
+    async fn address(&self, pools: &[IpPoolSpec]) -> anyhow::Result<(Option<Ipv4Addr>, Option<[u8; 6]>)> {
+        let (kind, node) = (self.encap.name(), self.node.as_str());
+        let mut n = node_resource(&self.kv, node).await?;
+        let current = self.encap.published(&n.spec);
+        let next = match (pools.is_empty(), current) {
+            (false, Some(a)) => Some(a),
+            (false, None) => {
+                let req = Request {
+                    node: node.into(),
+                    handle: self.encap.handle(node),
+                    purpose: Purpose::Tunnel,
+                    attrs: BTreeMap::new(),
+                    // Calico's way: the address comes from a pool of this tunnel.
+                    pools: pools.iter().filter_map(|p| p.cidr).map(|c| c.to_string()).collect(),
+                };
+                let assigned = ipam::assign(&self.kv, &req).await;
+                match assigned.with_context(|| format!("allocating the {kind} tunnel address"))?.addr() {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                }
             }
-            (true, None) => *tunnel = Some((self.bring_up(mtu).await?, mtu)),
+            (true, Some(_)) => {
+                ipam::release_handle(&self.kv, &self.encap.handle(node)).await?;
+                None
+            }
+            (true, None) => None,
+        };
+        let before = n.spec.clone();
+        self.encap.publish(&mut n.spec, next);
+        if n.spec != before {
+            n.metadata.resource_version = None;
+            let mac = n.spec.vxlan_tunnel_mac_addr.clone();
+            api::apply(&self.kv, &[Resource::Node(n.clone())]).await.context("publishing the tunnel address")?;
+            tracing::info!(node, tunnel_address = ?next, mac, "{kind} tunnel address updated");
+        }
+        Ok((next, n.spec.vxlan_tunnel_mac_addr.as_deref().and_then(parse_mac)))
+    }
+
+    /// Makes `tunnel` what the IP pools want now: brought up (its address
+    /// allocated first), kept, rebuilt in place for new settings, or taken
+    /// down (its address given back once the device is gone). On an error
+    /// it stays as it was, except that a tunnel failing to stop is down.
+    async fn reconcile(&self, tunnel: &mut Option<(Running, Settings)>) -> anyhow::Result<()> {
+        let pools = self.pools().await?;
+        let settings = self.encap.settings(&felix_config(&self.kv, &self.node).await, self.underlay_mtu);
+        let kind = self.encap.name();
+        match (!pools.is_empty(), tunnel.take()) {
+            (true, Some((t, built))) if built == settings => *tunnel = Some((t, built)),
+            (true, Some((t, built))) => {
+                // New settings: the tunnel is brought up over itself (the
+                // device takes them, the plane adopts what it had): its
+                // routes stay.
+                tracing::info!(device = t.device(), from = ?built, to = ?settings, "{kind} settings changed");
+                drop(t);
+                *tunnel = Some((self.bring_up(&pools, settings).await?, settings));
+            }
+            (true, None) => *tunnel = Some((self.bring_up(&pools, settings).await?, settings)),
             (false, Some((t, _))) => {
                 let device = t.device();
                 // Routes leave the device first, and what is already in the
                 // tunnel (ours and the other nodes') arrives; then the device
                 // goes, then its address.
                 self.device.send_replace(None);
-                tracing::info!(device, grace = ?DOWN_GRACE, "no IP pool uses IPIP any more: routes leave the tunnel");
+                tracing::info!(device, grace = ?DOWN_GRACE, "no IP pool uses {kind} any more: routes leave the tunnel");
                 tokio::time::sleep(DOWN_GRACE).await;
-                t.stop(self.local, &self.bpffs)
-                    .await
-                    .with_context(|| format!("taking the IPIP tunnel {device} down"))?;
-                tracing::info!(device, "no IP pool uses IPIP any more: tunnel down");
-                address(&self.kv, &self.node, false).await?;
+                t.stop(self.local).await.with_context(|| format!("taking the {kind} tunnel {device} down"))?;
+                tracing::info!(device, "no IP pool uses {kind} any more: tunnel down");
+                self.address(&[]).await?;
             }
             (false, None) => {
                 // A tunnel kept from an earlier run (or left by a failed stop)
                 // goes, and its routes with it; then its address.
-                let published = published_address(&self.kv, &self.node).await?;
-                let kept = tortie_ipip::remove_kept(self.local, published, &self.bpffs).await;
-                if kept.context("removing the kept IPIP tunnel")? {
-                    tracing::info!(address = ?published, "no pool uses IPIP: removed the tunnel kept from before");
+                let published = self.encap.published(&node_resource(&self.kv, &self.node).await?.spec);
+                let kept = match &self.encap {
+                    Encap::Ipip { bpffs, .. } => tortie_ipip::remove_kept(self.local, published, bpffs).await,
+                    Encap::Vxlan { .. } => vxlan::remove().await,
+                };
+                if kept.with_context(|| format!("removing the kept {kind} tunnel"))? {
+                    tracing::info!(address = ?published, "no pool uses {kind}: removed the tunnel kept from before");
                 }
-                address(&self.kv, &self.node, false).await?;
+                self.address(&[]).await?;
             }
         }
         Ok(())
     }
 
-    /// Allocates the tunnel address if needed and starts the tunnel for an
-    /// underlay of `mtu`.
-    async fn bring_up(&self, mtu: u16) -> anyhow::Result<tortie_ipip::Tunnel> {
-        let config = PlaneConfig {
-            local: self.local,
-            tunnel_address: address(&self.kv, &self.node, true).await?,
-            mtu: u32::from(mtu.saturating_sub(tortie_ipip::OUTER_LEN)),
-            bpffs: self.bpffs.clone(),
+    /// Allocates the tunnel address if needed and starts the tunnel.
+    async fn bring_up(&self, pools: &[IpPoolSpec], settings: Settings) -> anyhow::Result<Running> {
+        let (tunnel_address, mac) = self.address(pools).await?;
+        let kind = self.encap.name();
+        let running = match &self.encap {
+            Encap::Ipip { table, bpffs } => {
+                let config = PlaneConfig { local: self.local, tunnel_address, mtu: settings.mtu, bpffs: bpffs.clone() };
+                let t = tortie_ipip::start(&config, table.clone()).await.context("starting the IPIP tunnel")?;
+                Running::Ipip(t, bpffs.clone())
+            }
+            Encap::Vxlan { table } => {
+                let (Some(tunnel_address), Some(mac)) = (tunnel_address, mac) else {
+                    anyhow::bail!("the VXLAN tunnel needs an IPv4 tunnel address and a MAC on Node {}", self.node);
+                };
+                let config = VxlanConfig {
+                    local: self.local,
+                    vni: settings.vni,
+                    port: settings.port,
+                    mtu: settings.mtu,
+                    tunnel_address,
+                    mac,
+                };
+                Running::Vxlan(vxlan::start(&config, table.clone()).await.context("starting the VXLAN tunnel")?)
+            }
         };
-        let t = tortie_ipip::start(&config, self.encap.clone()).await.context("starting the IPIP tunnel")?;
-        self.device.send_replace(Some(t.device().to_string()));
-        Ok(t)
+        tracing::info!(device = running.device(), ?settings, "{kind} tunnel up");
+        self.device.send_replace(Some(running.device().to_string()));
+        Ok(running)
     }
 }
 
-/// The node's IPIP tunnel, up or down as the IP pools ask.
+/// The node's tunnel of one kind, up or down as the IP pools ask.
 pub struct NodeTunnel {
     /// The device routes go through, while the tunnel is up.
     pub device: watch::Receiver<Option<String>>,
-    /// Where the eBPF plane pins its maps (and counters).
-    pub bpffs: PathBuf,
     /// Holds the tunnel and follows the pools.
     task: tokio::task::JoinHandle<()>,
 }
@@ -195,42 +310,37 @@ impl Drop for NodeTunnel {
 }
 
 /// Sets the tunnel up or down as the IP pools ask now (a failure here
-/// stops the start), then follows them: a pool turning to IPIP brings it
-/// up, the last one turning to `Never` takes it down.
+/// stops the start), then follows them: a pool turning to the tunnel
+/// brings it up, the last one turning to `Never` takes it down.
 pub async fn start(
     kv: Syncer,
     node: &str,
     local: Ipv4Addr,
     underlay_mtu: u16,
-    bpffs: PathBuf,
-    encap: watch::Receiver<Arc<EncapTable>>,
+    encap: Encap,
 ) -> anyhow::Result<NodeTunnel> {
     let (device_tx, device) = watch::channel(None);
-    let setup =
-        Setup { kv, node: node.to_string(), local, underlay_mtu, encap, device: device_tx, bpffs: bpffs.clone() };
+    let setup = Setup { kv, node: node.to_string(), local, underlay_mtu, encap, device: device_tx };
     let mut tunnel = None;
     setup.reconcile(&mut tunnel).await?;
     let task = tokio::spawn(follow_pools(setup, tunnel));
-    Ok(NodeTunnel { device, bpffs, task })
+    Ok(NodeTunnel { device, task })
 }
 
 /// Follows the IP pools, setting the tunnel up or down at each change,
 /// until the syncer stops.
-async fn follow_pools(setup: Setup, mut tunnel: Option<(tortie_ipip::Tunnel, u16)>) {
+async fn follow_pools(setup: Setup, mut tunnel: Option<(Running, Settings)>) {
     let (pools, felix) = (Kind::IpPool.prefix(None), Kind::FelixConfiguration.prefix(None));
     let mut changes = setup.kv.changes(&[&pools, &felix]);
+    let kind = setup.encap.name();
     loop {
-        let was_up = tunnel.is_some();
         let failed = match setup.reconcile(&mut tunnel).await {
             Ok(()) => false,
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), retry = ?RETRY, "the IPIP tunnel cannot follow the IP pools");
+                tracing::error!(error = format!("{e:#}"), retry = ?RETRY, "the {kind} tunnel cannot follow the IP pools");
                 true
             }
         };
-        if !was_up && let Some((t, _)) = &tunnel {
-            tracing::info!(device = t.device(), "an IP pool now uses IPIP: tunnel up");
-        }
         // The next change, or (after a failure) the retry, whichever comes first.
         let retry = async {
             match failed {

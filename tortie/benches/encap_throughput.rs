@@ -1,13 +1,13 @@
 //! TCP throughput between two pods on two nodes through tortie's eBPF IPIP
-//! data plane against the same pods over a native route, in the same run
-//! (iperf3, 5 s each: native, tunnel, native again), and the machine's CPU
-//! seconds per GB carried on each path (the data plane runs in the kernel,
-//! charged to no daemon).
+//! data plane and through the kernel's VXLAN device against the same pods
+//! over a native route, in the same run (iperf3, 5 s each: native, IPIP,
+//! VXLAN, native again), and the machine's CPU seconds per GB carried on
+//! each path (the data planes run in the kernel, charged to no daemon).
 //!
-//! Run: `cargo bench -p tortie --bench ipip_throughput` (root;
+//! Run: `cargo bench -p tortie --bench encap_throughput` (root;
 //! `TORTIE_BENCH_MTU`, default 1500, is the underlay MTU: the nodes' links
-//! get it, the pods 20 octets less, as Calico sizes pods for IPIP, and the
-//! daemons are told with `--underlay-mtu`). `TORTIE_BENCH_WIRE=1` makes the
+//! get it, the pods 20 octets less for IPIP and 50 for VXLAN, as Calico
+//! sizes pods, and the daemons are told with `--underlay-mtu`). `TORTIE_BENCH_WIRE=1` makes the
 //! node links behave as NICs on a wire: frames of at most the MTU, merged by
 //! GRO on arrival (by default the veths pass 64 KiB GSO packets whole).
 
@@ -22,9 +22,9 @@ use tortie_store::Datastore;
 use tortie_store::ipam::IpamBlock;
 use tortie_store::kv::Kv;
 
-fn pool(mode: &str) -> String {
+fn pool(ipip: &str, vxlan: &str) -> String {
     format!(
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: {mode}}}\n"
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: {ipip}, vxlanMode: {vxlan}}}\n"
     )
 }
 
@@ -74,7 +74,7 @@ fn iperf(a: &Netns, b: &Netns) -> (f64, f64) {
 fn main() {
     let mtu: u16 = std::env::var("TORTIE_BENCH_MTU").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
     let wire = std::env::var("TORTIE_BENCH_WIRE").is_ok_and(|v| v == "1");
-    let lab = Lab::new("bench-ipip").unwrap();
+    let lab = Lab::new("bench-encap").unwrap();
     let url = format!("sqlite://{}/store.db", lab.dir().display());
     let sw = lab.bridge("sw").unwrap();
     let mut nodes = Vec::new();
@@ -92,7 +92,7 @@ fn main() {
         nodes.push(n);
     }
     // CrossSubnet at start: both daemons bring up the tunnel; same-subnet traffic stays native.
-    apply(&url, &pool("CrossSubnet"));
+    apply(&url, &pool("CrossSubnet", "Never"));
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
         let kv = Datastore::open(&url).await.unwrap();
         for i in 0..2 {
@@ -112,11 +112,14 @@ fn main() {
             ),
         );
     }
-    let pod_mtu = (mtu - 20).to_string();
-    for (pod, node, host_if) in [(&a, &nodes[0], "tortiea"), (&b, &nodes[1], "tortieb")] {
-        pod.netns.ip(&["link", "set", "eth0", "mtu", &pod_mtu]).unwrap();
-        node.ip(&["link", "set", host_if, "mtu", &pod_mtu]).unwrap();
-    }
+    let pod_mtu = |overhead: u16| {
+        let m = (mtu - overhead).to_string();
+        for (pod, node, host_if) in [(&a, &nodes[0], "tortiea"), (&b, &nodes[1], "tortieb")] {
+            pod.netns.ip(&["link", "set", "eth0", "mtu", &m]).unwrap();
+            node.ip(&["link", "set", host_if, "mtu", &m]).unwrap();
+        }
+    };
+    pod_mtu(20);
     let _daemons: Vec<Daemon> = nodes
         .iter()
         .enumerate()
@@ -130,7 +133,7 @@ fn main() {
         .collect();
     wait_route(&nodes[0], "via 192.0.2.2 dev eth0");
     let native = iperf(&a.netns, &b.netns);
-    apply(&url, &pool("Always"));
+    apply(&url, &pool("Always", "Never"));
     wait_route(&nodes[0], "dev tortie-ipip");
     let tunnel = iperf(&a.netns, &b.netns);
     let metric = |node: &Netns, name: &str| -> f64 {
@@ -144,16 +147,25 @@ fn main() {
     };
     // Read while the tunnel is up (its counters go with it).
     let merged = metric(&nodes[1], "tortie_ipip_decap_merged_total");
-    apply(&url, &pool("Never"));
+    apply(&url, &pool("Never", "Always"));
+    wait_route(&nodes[0], "dev vxlan.calico");
+    pod_mtu(50);
+    let vxlan = iperf(&a.netns, &b.netns);
+    apply(&url, &pool("Never", "Never"));
     wait_route(&nodes[0], "via 192.0.2.2 dev eth0");
     let again = iperf(&a.netns, &b.netns);
     let links = if wire { "frames of the MTU, GRO" } else { "veth, GSO packets whole" };
-    println!("iperf3 TCP, pod to pod on two nodes, 5 s each, underlay MTU {mtu} ({links}), pods {pod_mtu}");
+    println!(
+        "iperf3 TCP, pod to pod on two nodes, 5 s each, underlay MTU {mtu} ({links}), pods {} (VXLAN: {})",
+        mtu - 20,
+        mtu - 50
+    );
     println!("  merged by the underlay's GRO: {merged:.0} packets");
     let line = |what: &str, (bps, cpu): (f64, f64)| {
         println!("  {what:<20} {:>8.0} Mbit/s  ({:.2}x native)  {cpu:.2} CPU-s per GB", bps / 1e6, bps / native.0);
     };
     line("native route", native);
     line("eBPF IPIP", tunnel);
+    line("kernel VXLAN", vxlan);
     line("native route again", again);
 }
