@@ -1,6 +1,7 @@
 //! `tortie lab up` and `tortie lab down` as a newcomer runs them: the lab
 //! comes up with every session Established, the ToR holding every node's
-//! blocks and every pod reaching every other pod; `down` leaves nothing.
+//! blocks and every pod reaching every other pod (and, with `--encap vxlan
+//! --no-bgp`, with no BGP at all); `down` leaves nothing.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -29,15 +30,19 @@ fn check_up(out: &str, nodes: usize) {
     // The ToR has one block per node.
     let tor_routes = out.lines().filter(|l| l.starts_with("  198.18.0.") && l.contains("/26 via ")).count();
     assert_eq!(tor_routes, nodes, "{out}");
-    // Every pair answered.
+    check_reachability(out, nodes);
+    // The service range: a path through every node at the ToR.
+    let service = out.split("=== The service range").nth(1).unwrap_or_default().split("===").next().unwrap();
+    assert_eq!(service.matches(" via ").count(), nodes, "{out}");
+}
+
+/// Every pod answered every other, and reaches the outside through natOutgoing.
+fn check_reachability(out: &str, nodes: usize) {
     let pods = 2 * nodes;
     let matrix =
         out.split("=== Pod-to-pod").nth(1).unwrap_or_default().split("=== Pods to the outside").next().unwrap();
     assert_eq!(matrix.matches(" ok").count(), pods * (pods - 1), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
-    // The service range: a path through every node at the ToR.
-    let service = out.split("=== The service range").nth(1).unwrap_or_default().split("===").next().unwrap();
-    assert_eq!(service.matches(" via ").count(), nodes, "{out}");
     // Every pod reaches the outside network through natOutgoing.
     let outside = out.split("=== Pods to the outside").nth(1).unwrap_or_default();
     assert_eq!(outside.lines().filter(|l| l.trim_end().ends_with(" ok")).count(), pods, "{out}");
@@ -64,6 +69,14 @@ fn lab_up_builds_a_working_cluster_and_lab_down_leaves_nothing() {
     let (ok, out) = tortie(&["lab", "up", "--nodes", "2", "--tor", "bird"]);
     assert!(ok, "{out}");
     check_up(&out, 2);
+    check_down();
+
+    // VXLAN without BGP: the nodes route each other's blocks from the datastore.
+    let (ok, out) = tortie(&["lab", "up", "--nodes", "3", "--encap", "vxlan", "--no-bgp"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("BGP is disabled (networking backend vxlan)").count(), 3, "{out}");
+    assert_eq!(out.matches("VXLAN: kernel device vxlan.calico.").count(), 3, "{out}");
+    check_reachability(&out, 3);
     check_down();
     let (ok, out) = tortie(&["lab", "down"]);
     assert!(ok && out.contains("no lab is up"), "{out}");

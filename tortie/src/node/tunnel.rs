@@ -334,6 +334,7 @@ async fn follow_pools(setup: Setup, mut tunnel: Option<(Running, Settings)>) {
     let mut changes = setup.kv.changes(&[&pools, &felix]);
     let kind = setup.encap.name();
     loop {
+        let was_up = tunnel.is_some();
         let failed = match setup.reconcile(&mut tunnel).await {
             Ok(()) => false,
             Err(e) => {
@@ -341,6 +342,9 @@ async fn follow_pools(setup: Setup, mut tunnel: Option<(Running, Settings)>) {
                 true
             }
         };
+        if !was_up && let Some((t, _)) = &tunnel {
+            tracing::info!(device = t.device(), "an IP pool now uses {kind}: tunnel up");
+        }
         // The next change, or (after a failure) the retry, whichever comes first.
         let retry = async {
             match failed {
