@@ -57,10 +57,10 @@ fn wait_route(node: &Netns, want: &str) {
 
 /// iperf3 from pod a to pod b for 5 s: (bits/s received, the machine's CPU seconds per GB).
 fn iperf(a: &Netns, b: &Netns) -> (f64, f64) {
-    let server = b.spawn("iperf3-s", "iperf3", &["-s", "-1", "-B", "198.18.0.65"], &[]).unwrap();
+    let server = b.spawn("iperf3-s", "iperf3", &["-s", "-1", "-B", "198.18.0.126"], &[]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let before = busy_ticks();
-    let out = a.exec("iperf3", &["-c", "198.18.0.65", "-t", "5", "-J"]).unwrap();
+    let out = a.exec("iperf3", &["-c", "198.18.0.126", "-t", "5", "-J"]).unwrap();
     let ticks = busy_ticks() - before;
     drop(server);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -100,9 +100,10 @@ fn main() {
             kv.put(&b.key(), serde_json::to_vec(&b).unwrap()).await.unwrap();
         }
     });
-    let a = lab.pod(&nodes[0], "a", "tortiea", "198.18.0.1".parse().unwrap()).unwrap();
-    let b = lab.pod(&nodes[1], "b", "tortieb", "198.18.0.65".parse().unwrap()).unwrap();
-    for (i, (pod, ifname, addr)) in [("a", "tortiea", "198.18.0.1"), ("b", "tortieb", "198.18.0.65")].iter().enumerate()
+    let a = lab.pod(&nodes[0], "a", "tortiea", "198.18.0.62".parse().unwrap()).unwrap();
+    let b = lab.pod(&nodes[1], "b", "tortieb", "198.18.0.126".parse().unwrap()).unwrap();
+    for (i, (pod, ifname, addr)) in
+        [("a", "tortiea", "198.18.0.62"), ("b", "tortieb", "198.18.0.126")].iter().enumerate()
     {
         apply(
             &url,

@@ -232,7 +232,10 @@ fn render_all(nodes: &[Published], now: u64) -> String {
         let stale = n.stale(now).map(|why| format!("  ({why})")).unwrap_or_default();
         let _ = writeln!(out, "Node {} (AS {}, router id {}){stale}", n.status.node, n.status.asn, n.status.router_id);
         let peers: Vec<_> = n.status.peers.iter().collect();
-        out.push_str(&family_table("IPv4 BGP status", &peers, now));
+        match n.status.bgp_disabled {
+            true => out.push_str("BGP is disabled (networking backend vxlan)\n"),
+            false => out.push_str(&family_table("IPv4 BGP status", &peers, now)),
+        }
         out.push('\n');
     }
     out
