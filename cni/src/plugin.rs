@@ -247,6 +247,7 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
         node: cx.node.clone(),
         handle: cx.handle.clone(),
         purpose: ipam::Purpose::Workload,
+        family: ipam::Family::V4,
         attrs,
         pools: cx.conf.ipv4_pools(&cx.env.args)?,
     };
@@ -355,7 +356,7 @@ async fn status(cx: &Context) -> Result<(), CniError> {
     let not_ready = |why: String| CniError::new(code::NOT_AVAILABLE, why);
     let kv = cx.datastore().await.map_err(|e| not_ready(e.msg))?;
     let requested = cx.conf.ipv4_pools(&cx.env.args).map_err(|e| not_ready(e.msg))?;
-    let pools = ipam::pools_for(&kv, &cx.node, ipam::Purpose::Workload, &requested)
+    let pools = ipam::pools_for(&kv, &cx.node, ipam::Purpose::Workload, ipam::Family::V4, &requested)
         .await
         .map_err(|e| not_ready(e.to_string()))?;
     if pools.is_empty() {

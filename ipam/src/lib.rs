@@ -54,8 +54,10 @@ pub enum IpamError {
         why: String,
     },
     /// No address is left for this node.
-    #[error("no free IPv4 address for node {node}: {why}")]
+    #[error("no free {family} address for node {node}: {why}")]
     Exhausted {
+        /// The address family asked for.
+        family: Family,
         /// The node.
         node: String,
         /// What is full or forbidden.
@@ -83,9 +85,9 @@ fn put<T: serde::Serialize>(key: String, value: &T) -> Op {
     Op::Put { key, value: serde_json::to_vec(value).unwrap_or_default(), lease: None }
 }
 
-/// Every IPv4 block.
+/// Every block, IPv4 then IPv6.
 pub async fn blocks<K: Kv>(kv: &K) -> Result<Vec<StoredBlock>, IpamError> {
-    let range = kv.range(&format!("{IPAM_PREFIX}assignment/ipv4/block/")).await?;
+    let range = kv.range(&format!("{IPAM_PREFIX}assignment/")).await?;
     range
         .kvs
         .iter()
@@ -94,6 +96,34 @@ pub async fn blocks<K: Kv>(kv: &K) -> Result<Vec<StoredBlock>, IpamError> {
             Ok(StoredBlock { block, revision: item.mod_revision })
         })
         .collect()
+}
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The family of `net`.
+    pub fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
 }
 
 /// What an address is used for (IPPool `allowedUses`).
@@ -114,7 +144,7 @@ impl Purpose {
     }
 }
 
-/// Pools a node may take addresses from for `purpose` (IPv4, enabled,
+/// Pools a node may take addresses from for `purpose` (of `family`, enabled,
 /// allowed for that use, `nodeSelector` matching the node's labels): the
 /// `requested` ones (by name or CIDR, in that order), or else every
 /// `Automatic` one. A requested pool that cannot serve is an error that
@@ -123,6 +153,7 @@ pub async fn pools_for<K: Kv>(
     kv: &K,
     node: &str,
     purpose: Purpose,
+    family: Family,
     requested: &[String],
 ) -> Result<Vec<IpPoolSpec>, IpamError> {
     let labels = match api::get(kv, Kind::Node, None, node).await {
@@ -138,8 +169,11 @@ pub async fn pools_for<K: Kv>(
         })
         .collect();
     let refusal = |s: &IpPoolSpec| {
-        if !matches!(s.cidr, Some(IpNet::V4(_))) {
-            Some("it is not IPv4")
+        if s.cidr.map(|c| Family::of(&c)) != Some(family) {
+            Some(match family {
+                Family::V4 => "it is not IPv4",
+                Family::V6 => "it is not IPv6",
+            })
         } else if s.disabled {
             Some("it is disabled")
         } else if !s.allowed_uses.iter().any(|u| u == purpose.allowed_use()) {
@@ -165,13 +199,16 @@ pub async fn pools_for<K: Kv>(
                 .iter()
                 .find(|(name, s)| name == want || s.cidr.is_some_and(|c| c.to_string() == *want))
                 .ok_or_else(|| IpamError::Exhausted {
+                    family,
                     node: node.into(),
                     why: format!("no IPPool is named `{want}` or has that CIDR"),
                 })?;
             match refusal(spec) {
-                Some(why) => {
-                    Err(IpamError::Exhausted { node: node.into(), why: format!("requested IPPool {name}: {why}") })
-                }
+                Some(why) => Err(IpamError::Exhausted {
+                    family,
+                    node: node.into(),
+                    why: format!("requested IPPool {name}: {why}"),
+                }),
                 None => Ok(spec.clone()),
             }
         })
@@ -199,6 +236,8 @@ pub struct Request {
     pub handle: String,
     /// What the address is for.
     pub purpose: Purpose,
+    /// Which family.
+    pub family: Family,
     /// Extra attributes (namespace, pod); the node is added.
     pub attrs: BTreeMap<String, String>,
     /// The pools asked for by name or CIDR (empty: the automatic ones).
@@ -218,7 +257,7 @@ fn in_pool(pools: &[IpPoolSpec], cidr: IpNet) -> Option<&IpPoolSpec> {
     pools.iter().find(|p| p.cidr.is_some_and(|c| c.contains(&cidr)))
 }
 
-/// Assigns one IPv4 address: from the node's blocks; else from a newly
+/// Assigns one address of the request's family: from the node's blocks; else from a newly
 /// claimed block (up to `maxBlocksPerHost`); else, unless `strictAffinity`,
 /// borrowed from another node's block.
 pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
@@ -228,11 +267,16 @@ pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
 /// [`assign`], writing `also(address)` in the same transaction (the CNI
 /// plugin's WorkloadEndpoint: the address and its user appear together).
 pub async fn assign_with<K: Kv>(kv: &K, req: &Request, also: impl Fn(IpNet) -> Vec<Op>) -> Result<IpNet, IpamError> {
-    let pools = pools_for(kv, &req.node, req.purpose, &req.pools).await?;
+    let pools = pools_for(kv, &req.node, req.purpose, req.family, &req.pools).await?;
     if pools.is_empty() {
         return Err(IpamError::Exhausted {
+            family: req.family,
             node: req.node.clone(),
-            why: format!("no enabled IPv4 IPPool allowed for {} use selects this node", req.purpose.allowed_use()),
+            why: format!(
+                "no enabled {} IPPool allowed for {} use selects this node",
+                req.family,
+                req.purpose.allowed_use()
+            ),
         });
     }
     let config = ipam_config(kv).await?;
@@ -315,7 +359,7 @@ fn exhausted(req: &Request, config: &IpamConfigSpec, blocks: usize, pool_has_roo
     } else {
         why.push_str(", and no other node's block has a free address");
     }
-    IpamError::Exhausted { node: req.node.clone(), why }
+    IpamError::Exhausted { family: req.family, node: req.node.clone(), why }
 }
 
 /// Releases every address of `handle_id`; returns them (none if the handle
@@ -336,7 +380,7 @@ pub async fn release_handle<K: Kv>(kv: &K, handle_id: &str) -> Result<Vec<IpAddr
             return Ok(freed);
         };
         handle.block.remove(&block_key);
-        let key = format!("{IPAM_PREFIX}assignment/ipv4/block/{block_key}");
+        let key = tortie_store::ipam::block_key(&block_key);
         let mut compares = vec![Compare::ModRevision(handle.key(), handle_rev)];
         let mut ops =
             vec![if handle.block.is_empty() { Op::Delete { key: handle.key() } } else { put(handle.key(), &handle) }];

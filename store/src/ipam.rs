@@ -21,6 +21,13 @@ pub fn cidr_key(cidr: IpNet) -> String {
     cidr.to_string().replace('/', "-")
 }
 
+/// The datastore key of the block in `key form` (a handle names its
+/// blocks so): IPv6 blocks live apart from IPv4 ones.
+pub fn block_key(cidr_key: &str) -> String {
+    let family = if cidr_key.contains(':') { "ipv6" } else { "ipv4" };
+    format!("{IPAM_PREFIX}assignment/{family}/block/{cidr_key}")
+}
+
 /// Who an allocated address belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,7 +77,7 @@ impl IpamBlock {
 
     /// The datastore key.
     pub fn key(&self) -> String {
-        format!("{IPAM_PREFIX}assignment/{}/block/{}", family(self.cidr), cidr_key(self.cidr))
+        block_key(&cidr_key(self.cidr))
     }
 }
 

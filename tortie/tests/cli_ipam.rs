@@ -57,6 +57,7 @@ spec: {node: n2, interfaceName: tortiep2, ipNetworks: [198.18.0.2/32]}
             node: node.into(),
             handle: handle.into(),
             purpose: Purpose::Workload,
+            family: tortie_ipam::Family::V4,
             attrs: BTreeMap::new(),
             pools: Vec::new(),
         };
@@ -112,6 +113,7 @@ spec: {maxBlocksPerHost: 1, strictAffinity: true}
             node: "n1".into(),
             handle: "net.p6".into(),
             purpose: Purpose::Workload,
+            family: tortie_ipam::Family::V4,
             attrs: BTreeMap::new(),
             pools: Vec::new(),
         };
@@ -120,6 +122,7 @@ spec: {maxBlocksPerHost: 1, strictAffinity: true}
             node: "n1".into(),
             handle: "net.p7".into(),
             purpose: Purpose::Workload,
+            family: tortie_ipam::Family::V4,
             attrs: BTreeMap::new(),
             pools: Vec::new(),
         };
@@ -159,6 +162,7 @@ spec: {cidr: 198.18.3.0/24, allowedUses: [Tunnel]}
             node: "n1".into(),
             handle: handle.into(),
             purpose: Purpose::Workload,
+            family: tortie_ipam::Family::V4,
             attrs: BTreeMap::new(),
             pools: pools.iter().map(|p| p.to_string()).collect(),
         };
@@ -183,4 +187,55 @@ spec: {cidr: 198.18.3.0/24, allowedUses: [Tunnel]}
             assert!(err.contains(why), "{err}");
         }
     });
+}
+
+#[test]
+fn ipv6_pools_hand_out_addresses_from_122_blocks_apart_from_ipv4_ones() {
+    let lab = tortie_lab::Lab::new("cli-ipam-v6").unwrap();
+    let url = format!("sqlite://{}/store.db", lab.dir().display());
+    let setup = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: v6}
+spec: {cidr: '2001:db8:100::/48'}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: v4}
+spec: {cidr: 198.18.0.0/16}
+";
+    let got = block_on(async {
+        let kv = Datastore::open(&url).await.unwrap();
+        api::apply(&kv, &parse_documents(setup).unwrap()).await.unwrap();
+        let req = |node: &str, handle: &str, family| Request {
+            node: node.into(),
+            handle: handle.into(),
+            purpose: Purpose::Workload,
+            family,
+            attrs: BTreeMap::new(),
+            pools: Vec::new(),
+        };
+        let mut got = Vec::new();
+        for (node, handle, family) in [
+            ("n1", "net.a", tortie_ipam::Family::V6),
+            ("n1", "net.a", tortie_ipam::Family::V4),
+            ("n1", "net.b", tortie_ipam::Family::V6),
+            ("n2", "net.c", tortie_ipam::Family::V6),
+        ] {
+            got.push(ipam::assign(&kv, &req(node, handle, family)).await.unwrap().to_string());
+        }
+        // Asking for IPv6 from an IPv4 pool names the mismatch.
+        let mut wrong = req("n1", "net.d", tortie_ipam::Family::V6);
+        wrong.pools = vec!["v4".into()];
+        let e = ipam::assign(&kv, &wrong).await.unwrap_err().to_string();
+        assert!(e.contains("no free IPv6 address for node n1: requested IPPool v4: it is not IPv6"), "{e}");
+        // One handle, both families: released together.
+        let freed = ipam::release_handle(&kv, "net.a").await.unwrap();
+        assert_eq!(freed.len(), 2, "{freed:?}");
+        got
+    });
+    // Calico's IPv6 block size: /122, one per node, claimed in order.
+    assert_eq!(got, ["2001:db8:100::/128", "198.18.0.0/32", "2001:db8:100::1/128", "2001:db8:100::40/128"]);
+    let (ok, show) = tortie(&url, &["ipam", "show", "--show-blocks"]);
+    assert!(ok, "{show}");
+    assert!(row_with(&show, "2001:db8:100::40/122").contains("Block"), "{show}");
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
-use tortie_ipam::{self as ipam, Purpose, Request};
+use tortie_ipam::{self as ipam, Family, Purpose, Request};
 use tortie_ipip::EncapTable;
 use tortie_ipip::ebpf::PlaneConfig;
 use tortie_ipip::vxlan::{self, VtepTable, VxlanConfig};
@@ -171,7 +171,7 @@ struct Setup {
 impl Setup {
     /// The pools this node may use for tunnels that ask for this one.
     async fn pools(&self) -> anyhow::Result<Vec<IpPoolSpec>> {
-        let pools = ipam::pools_for(&self.kv, &self.node, Purpose::Tunnel, &[]).await?;
+        let pools = ipam::pools_for(&self.kv, &self.node, Purpose::Tunnel, Family::V4, &[]).await?;
         Ok(pools.into_iter().filter(|p| self.encap.mode(p).is_some_and(|m| m != EncapMode::Never)).collect())
     }
 
@@ -189,6 +189,7 @@ impl Setup {
                     node: node.into(),
                     handle: self.encap.handle(node),
                     purpose: Purpose::Tunnel,
+                    family: Family::V4,
                     attrs: BTreeMap::new(),
                     // Calico's way: the address comes from a pool of this tunnel.
                     pools: pools.iter().filter_map(|p| p.cidr).map(|c| c.to_string()).collect(),
