@@ -11,7 +11,7 @@
 //! and local address are still right, and brings the entries to what the
 //! cluster says by difference. Only entries on this device are touched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::TunnelError;
 use crate::kernel::{connect, delete, find};
+use crate::table::diff;
 
 /// The device, as Calico names it.
 pub const DEVICE: &str = "vxlan.calico";
@@ -98,7 +99,7 @@ impl VtepTable {
     }
 }
 
-/// A MAC as Calico stores it: `66:1c:7e:0a:3b:52`.
+/// A MAC as Calico stores it: `66:1c:7e:0a:3b:52` (lowercase).
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter().map(|o| format!("{o:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -109,10 +110,10 @@ pub fn random_mac() -> [u8; 6] {
     let mut mac = [0u8; 6];
     let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut mac));
     if read.is_err() {
-        // No /dev/urandom: the clock's nanoseconds and our pid, mixed.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let mixed = (nanos.as_nanos() as u64) ^ (u64::from(std::process::id()) << 24);
-        mac.copy_from_slice(&mixed.to_le_bytes()[..6]);
+        // No /dev/urandom (a chroot without /dev): getrandom(2) reads the
+        // same pool; six bytes never come back short once it is seeded.
+        // SAFETY: writes at most `mac.len()` bytes into `mac`.
+        unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
     }
     mac[0] = (mac[0] | 0x02) & !0x01;
     mac
@@ -134,26 +135,50 @@ fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> TunnelError {
     move |e| TunnelError::Kernel { what, why: format!("{DEVICE}: {e}") }
 }
 
-/// A vxlan link's VNI, port and local address; `None` if it is no vxlan link.
-fn vxlan_params(link: &LinkMessage) -> Option<(Option<u32>, Option<u16>, Option<Ipv4Addr>)> {
-    let infos = link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkInfo(infos) => Some(infos),
-        _ => None,
-    })?;
-    let data = infos.iter().find_map(|i| match i {
-        LinkInfo::Data(InfoData::Vxlan(data)) => Some(data),
-        _ => None,
-    })?;
-    let (mut vni, mut port, mut local) = (None, None, None);
+/// What keeps an existing device from being adopted: each setting that
+/// differs from what `config` asks, `setting: have → want`; empty when it
+/// can be adopted. The kernel cannot change VNI or port on a device, and
+/// Calico makes it again for a new local address or lower device too; a
+/// device that learns would fill its FDB from whatever arrives (RFC 7348
+/// §4.1), which the static entries are there to avoid.
+fn incompatible(link: &LinkMessage, config: &VxlanConfig, underlay: u32) -> Vec<String> {
+    let data = link
+        .attributes
+        .iter()
+        .filter_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => Some(infos),
+            _ => None,
+        })
+        .flatten()
+        .find_map(|i| match i {
+            LinkInfo::Data(InfoData::Vxlan(data)) => Some(data),
+            _ => None,
+        });
+    let Some(data) = data else { return vec!["kind: not a vxlan device".into()] };
+    let (mut vni, mut port, mut local, mut lower, mut learning) = (None, None, None, None, None);
     for d in data {
         match d {
             InfoVxlan::Id(v) => vni = Some(*v),
             InfoVxlan::Port(p) => port = Some(*p),
             InfoVxlan::Local(a) => local = Some(*a),
+            InfoVxlan::Link(i) => lower = Some(*i),
+            InfoVxlan::Learning(l) => learning = Some(*l),
             _ => {}
         }
     }
-    Some((vni, port, local))
+    fn differs<T: PartialEq + std::fmt::Debug>(name: &str, have: Option<T>, want: T) -> Option<String> {
+        (have.as_ref() != Some(&want)).then(|| format!("{name}: {have:?} → {want:?}"))
+    }
+    [
+        differs("vni", vni, config.vni),
+        differs("port", port, config.port),
+        differs("local", local, config.local),
+        differs("dev (ifindex)", lower, underlay),
+        differs("learning", learning, false),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Creates the device (or adopts the one there), then follows `table`.
@@ -161,8 +186,6 @@ pub async fn start(config: &VxlanConfig, mut table: watch::Receiver<Arc<VtepTabl
     let handle = connect()?;
     let (underlay, underlay_index) = crate::ebpf::underlay(config.local)?;
     let index = device(&handle, config, underlay_index).await?;
-    // No IPv6 on the device: nothing to answer neighbour discovery for.
-    crate::ebpf::sysctl(&format!("ipv6/conf/{DEVICE}/disable_ipv6"), "1")?;
     // Until felix has published a table there is nothing to go by (entries
     // kept from before the restart stay as they are).
     if table.has_changed().unwrap_or(false) {
@@ -192,20 +215,18 @@ pub async fn start(config: &VxlanConfig, mut table: watch::Receiver<Arc<VtepTabl
 /// The device as `config` says, created or adopted; its index.
 async fn device(handle: &rtnetlink::Handle, config: &VxlanConfig, underlay: u32) -> Result<u32, TunnelError> {
     if let Some(link) = find(handle, DEVICE).await? {
-        let want = (Some(config.vni), Some(config.port), Some(config.local));
-        match vxlan_params(&link) {
-            Some(have) if have == want => {}
-            have => {
-                // A VNI, port or address change (or a foreign device by our
-                // name) cannot be made in place: the device is made again.
-                tracing::warn!(
-                    device = DEVICE,
-                    ?have,
-                    ?want,
-                    "VXLAN device differs from the configuration: recreating it"
-                );
-                delete(DEVICE).await?;
-            }
+        let differs = incompatible(&link, config, underlay);
+        if differs.is_empty() {
+            tracing::debug!(device = DEVICE, index = link.header.index, "VXLAN: adopting the device already there");
+        } else {
+            // Cannot be changed in place: made again (traffic through it
+            // stops until felix's routes are back).
+            tracing::warn!(
+                device = DEVICE,
+                differs = differs.join(", "),
+                "VXLAN device differs from the configuration: recreating it"
+            );
+            delete(DEVICE).await?;
         }
     }
     if find(handle, DEVICE).await?.is_none() {
@@ -215,19 +236,34 @@ async fn device(handle: &rtnetlink::Handle, config: &VxlanConfig, underlay: u32)
             .dev(underlay)
             .learning(false)
             .build();
-        handle.link().add(link).execute().await.map_err(nl("creating the VXLAN device"))?;
+        let created = handle.link().add(link).execute().await;
+        created.map_err(|e| TunnelError::Kernel {
+            what: "creating the VXLAN device",
+            why: format!("{DEVICE} (vni {}, port {}, local {}): {e}", config.vni, config.port, config.local),
+        })?;
     }
     let index = find(handle, DEVICE)
         .await?
         .ok_or(TunnelError::Kernel { what: "creating the VXLAN device", why: format!("{DEVICE} is missing") })?
         .header
         .index;
+    // No IPv6 on the device, set before it comes up: it would only send
+    // router and neighbour solicitations into the tunnel.
+    crate::ebpf::sysctl(&format!("ipv6/conf/{DEVICE}/disable_ipv6"), "1")?;
     let set = LinkUnspec::new_with_index(index).mtu(config.mtu).address(config.mac.to_vec()).up().build();
-    handle.link().set(set).execute().await.map_err(nl("setting up the VXLAN device"))?;
+    handle.link().set(set).execute().await.map_err(|e| TunnelError::Kernel {
+        what: "setting up the VXLAN device",
+        why: format!("{DEVICE} (mtu {}, mac {}): {e}", config.mtu, format_mac(config.mac)),
+    })?;
     match handle.address().add(index, config.tunnel_address.into(), 32).execute().await {
         Ok(()) => {}
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
-        Err(e) => return Err(nl("addressing the VXLAN device")(e)),
+        Err(e) => {
+            return Err(TunnelError::Kernel {
+                what: "addressing the VXLAN device",
+                why: format!("{DEVICE} {}/32: {e}", config.tunnel_address),
+            });
+        }
     }
     Ok(index)
 }
@@ -287,53 +323,126 @@ pub async fn entries() -> Result<(Vec<(Ipv4Addr, [u8; 6])>, Vec<([u8; 6], Ipv4Ad
     Ok((neigh.collect(), fdb.collect()))
 }
 
+/// What makes the device's entries equal to a table.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Changes {
+    /// Neighbours to write: new, or an address whose MAC changed (replaced
+    /// in place, so the address never goes unresolved).
+    neighbours: Vec<(Ipv4Addr, [u8; 6])>,
+    /// Neighbours on the device that no VTEP has.
+    stale_neighbours: Vec<Ipv4Addr>,
+    /// FDB entries to write: a new MAC, or one whose node moved (replaced
+    /// in place: the entry's first remote takes the new destination).
+    fdb: Vec<([u8; 6], Ipv4Addr)>,
+    /// FDB remotes on the device that no VTEP has (the kernel keeps one per
+    /// unicast MAC, but a dump lists each remote, so (MAC, node) pairs).
+    stale_fdb: Vec<([u8; 6], Ipv4Addr)>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.neighbours.is_empty()
+            && self.stale_neighbours.is_empty()
+            && self.fdb.is_empty()
+            && self.stale_fdb.is_empty()
+    }
+}
+
+/// Whether a MAC can be a VTEP's: unicast and not all-zero (the all-zero
+/// FDB entry is the device's default destination, for flooding).
+fn unicast(mac: [u8; 6]) -> bool {
+    mac[0] & 0x01 == 0 && mac != [0; 6]
+}
+
+/// The changes that bring `neighbours` and `fdb` (the device's permanent
+/// entries) to what `table` says; entries already right are left alone.
+fn plan(neighbours: &[(Ipv4Addr, [u8; 6])], fdb: &[([u8; 6], Ipv4Addr)], table: &VtepTable) -> Changes {
+    let vteps: Vec<&Vtep> = table.vteps().filter(|v| unicast(v.mac)).collect();
+    let want: HashMap<Ipv4Addr, [u8; 6]> = vteps.iter().map(|v| (v.tunnel_address, v.mac)).collect();
+    let have: HashMap<Ipv4Addr, [u8; 6]> = neighbours.iter().copied().collect();
+    let (mut stale_neighbours, mut write) = diff(&have, &want);
+    let want: BTreeMap<[u8; 6], Ipv4Addr> = vteps.iter().map(|v| (v.mac, v.node)).collect();
+    let mut fdb_write: Vec<_> =
+        want.iter().filter(|(m, n)| !fdb.contains(&(**m, **n))).map(|(m, n)| (*m, *n)).collect();
+    let mut stale_fdb: Vec<_> = fdb.iter().filter(|(m, n)| want.get(m) != Some(n)).copied().collect();
+    // Sorted: the order of the writes (and of the log) does not depend on hashing.
+    stale_neighbours.sort_unstable();
+    write.sort_unstable();
+    fdb_write.sort_unstable();
+    stale_fdb.sort_unstable();
+    Changes { neighbours: write, stale_neighbours, fdb: fdb_write, stale_fdb }
+}
+
 /// Makes the device's neighbour and FDB entries what `table` says, by
-/// difference: strays removed, missing or changed ones written.
+/// difference: missing or changed ones written first (in place), then
+/// strays removed. Entries on other devices are never looked at.
 async fn reconcile(handle: &rtnetlink::Handle, index: u32, table: &VtepTable) -> Result<(), TunnelError> {
+    for v in table.vteps().filter(|v| !unicast(v.mac)) {
+        tracing::warn!(tunnel_address = %v.tunnel_address, node = %v.node, mac = format_mac(v.mac), "VXLAN: a VTEP's MAC is not unicast: left out");
+    }
     let neighbours = dump(handle, index, AddressFamily::Inet).await?;
     let fdb = dump(handle, index, AddressFamily::Bridge).await?;
-    let want_neigh: BTreeMap<Ipv4Addr, [u8; 6]> = table.vteps().map(|v| (v.tunnel_address, v.mac)).collect();
-    let want_fdb: BTreeMap<[u8; 6], Ipv4Addr> = table.vteps().map(|v| (v.mac, v.node)).collect();
-    let (mut removed, mut written) = (0, 0);
-    for (ip, mac, msg) in &neighbours {
-        if want_neigh.get(ip) != Some(mac) {
-            handle.neighbours().del(msg.clone()).execute().await.map_err(nl("removing a neighbour"))?;
-            removed += 1;
-        }
+    let have_neigh: Vec<_> = neighbours.iter().map(|(ip, mac, _)| (*ip, *mac)).collect();
+    let have_fdb: Vec<_> = fdb.iter().map(|(node, mac, _)| (*mac, *node)).collect();
+    let changes = plan(&have_neigh, &have_fdb, table);
+    tracing::debug!(
+        device = DEVICE,
+        vteps = table.len(),
+        neighbours = have_neigh.len(),
+        fdb = have_fdb.len(),
+        neighbours_written = changes.neighbours.len(),
+        neighbours_removed = changes.stale_neighbours.len(),
+        fdb_written = changes.fdb.len(),
+        fdb_removed = changes.stale_fdb.len(),
+        "VXLAN entries compared"
+    );
+    if changes.is_empty() {
+        return Ok(());
     }
-    for (mac, node, msg) in fdb.iter().map(|(node, mac, msg)| (mac, node, msg)) {
-        if want_fdb.get(mac) != Some(node) {
-            handle.neighbours().del(msg.clone()).execute().await.map_err(nl("removing an FDB entry"))?;
-            removed += 1;
-        }
+    let failed = |what: &'static str, value: String| {
+        move |e: rtnetlink::Error| TunnelError::Kernel { what, why: format!("{value} dev {DEVICE}: {e}") }
+    };
+    for (ip, mac) in &changes.neighbours {
+        // `ip neigh replace IP lladdr MAC dev vxlan.calico nud permanent`.
+        let add = handle.neighbours().add(index, IpAddr::V4(*ip)).link_layer_address(mac).replace();
+        add.execute().await.map_err(failed("writing a neighbour", format!("{ip} lladdr {}", format_mac(*mac))))?;
     }
-    let have_neigh: BTreeMap<Ipv4Addr, [u8; 6]> = neighbours.iter().map(|(ip, mac, _)| (*ip, *mac)).collect();
-    let have_fdb: BTreeMap<[u8; 6], Ipv4Addr> = fdb.iter().map(|(node, mac, _)| (*mac, *node)).collect();
-    for (ip, mac) in &want_neigh {
-        if have_neigh.get(ip) != Some(mac) {
-            let add = handle.neighbours().add(index, IpAddr::V4(*ip)).link_layer_address(mac).replace();
-            add.execute().await.map_err(nl("writing a neighbour"))?;
-            written += 1;
-        }
+    for (mac, node) in &changes.fdb {
+        // `bridge fdb replace MAC dev vxlan.calico dst NODE self permanent`
+        // (NTF_SELF: the vxlan device's own FDB, not a bridge's).
+        let add = handle.neighbours().add_bridge(index, mac).destination(IpAddr::V4(*node));
+        let add = add.flags(NeighbourFlags::Own).replace();
+        add.execute().await.map_err(failed("writing an FDB entry", format!("{} dst {node}", format_mac(*mac))))?;
     }
-    for (mac, node) in &want_fdb {
-        if have_fdb.get(mac) != Some(node) {
-            // `bridge fdb replace MAC dev vxlan.calico dst NODE self permanent`.
-            let add = handle.neighbours().add_bridge(index, mac).destination(IpAddr::V4(*node));
-            add.flags(NeighbourFlags::Own).replace().execute().await.map_err(nl("writing an FDB entry"))?;
-            written += 1;
-        }
+    for ip in &changes.stale_neighbours {
+        let Some((_, _, msg)) = neighbours.iter().find(|(i, _, _)| i == ip) else { continue };
+        let done = handle.neighbours().del(msg.clone()).execute().await;
+        gone(done).map_err(failed("removing a neighbour", ip.to_string()))?;
     }
-    if removed + written > 0 {
-        tracing::info!(
-            device = DEVICE,
-            vteps = table.len(),
-            removed,
-            written,
-            "VXLAN neighbour and FDB entries reconciled"
-        );
+    for (mac, node) in &changes.stale_fdb {
+        let Some((_, _, msg)) = fdb.iter().find(|(n, m, _)| n == node && m == mac) else { continue };
+        // The remote may be gone already: a replace above took it over.
+        let done = handle.neighbours().del(msg.clone()).execute().await;
+        gone(done).map_err(failed("removing an FDB entry", format!("{} dst {node}", format_mac(*mac))))?;
     }
+    tracing::info!(
+        device = DEVICE,
+        vteps = table.len(),
+        neighbours_written = changes.neighbours.len(),
+        neighbours_removed = changes.stale_neighbours.len(),
+        fdb_written = changes.fdb.len(),
+        fdb_removed = changes.stale_fdb.len(),
+        "VXLAN neighbour and FDB entries reconciled"
+    );
     Ok(())
+}
+
+/// A deletion's result, where "not there" (removed meanwhile) is done.
+fn gone(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match result {
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENOENT => Ok(()),
+        done => done,
+    }
 }
 
 /// Removes the device (its entries and the routes through it go with it);
@@ -354,6 +463,47 @@ mod tests {
             assert_eq!(m[0] & 0x03, 0x02, "{}", format_mac(m));
         }
         assert_ne!(random_mac(), random_mac());
+    }
+
+    fn vtep(last: u8, mac: u8, node: u8) -> Vtep {
+        Vtep { tunnel_address: [198, 18, 0, last].into(), mac: [2, 0, 0, 0, 0, mac], node: [192, 0, 2, node].into() }
+    }
+
+    #[test]
+    fn plan_writes_only_what_differs_and_replaces_changed_entries_in_place() {
+        let (a, b) = (vtep(1, 1, 1), vtep(2, 2, 2));
+        let table = VtepTable::new([a, b]);
+        let neighbours = [(a.tunnel_address, a.mac), (b.tunnel_address, [2, 0, 0, 0, 0, 9])];
+        let fdb = [(a.mac, a.node), (b.mac, [192, 0, 2, 9].into())];
+        let changes = plan(&neighbours, &fdb, &table);
+        assert_eq!(changes.neighbours, [(b.tunnel_address, b.mac)], "same address, new MAC: replaced");
+        assert_eq!(changes.fdb, [(b.mac, b.node)], "same MAC, new node: replaced");
+        assert!(changes.stale_neighbours.is_empty(), "a replaced entry is not removed first");
+        assert_eq!(changes.stale_fdb, [(b.mac, [192, 0, 2, 9].into())], "its old remote, if still there");
+        let right =
+            plan(&[(a.tunnel_address, a.mac), (b.tunnel_address, b.mac)], &[(a.mac, a.node), (b.mac, b.node)], &table);
+        assert!(right.is_empty(), "{right:?}");
+    }
+
+    #[test]
+    fn plan_removes_strays_and_skips_non_unicast_macs() {
+        let a = vtep(1, 1, 1);
+        let mut zero = vtep(3, 0, 3);
+        zero.mac = [0; 6];
+        let mut multicast = vtep(4, 0, 4);
+        multicast.mac = [1, 0, 0x5e, 0, 0, 1];
+        let table = VtepTable::new([a, zero, multicast]);
+        let stray: Ipv4Addr = [198, 18, 7, 7].into();
+        let changes = plan(
+            &[(a.tunnel_address, a.mac), (stray, [2, 0, 0, 0, 7, 7])],
+            &[(a.mac, a.node), (a.mac, [192, 0, 2, 99].into()), ([2, 0, 0, 0, 7, 7], [192, 0, 2, 77].into())],
+            &table,
+        );
+        assert_eq!(changes.stale_neighbours, [stray]);
+        assert_eq!(changes.stale_fdb, [(a.mac, [192, 0, 2, 99].into()), ([2, 0, 0, 0, 7, 7], [192, 0, 2, 77].into())]);
+        assert_eq!((changes.neighbours, changes.fdb), (vec![], vec![]), "nothing for the zero or multicast MAC");
+        let empty = plan(&[(a.tunnel_address, a.mac)], &[(a.mac, a.node)], &VtepTable::default());
+        assert_eq!((empty.stale_neighbours, empty.stale_fdb), (vec![a.tunnel_address], vec![(a.mac, a.node)]));
     }
 
     #[test]

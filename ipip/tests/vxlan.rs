@@ -95,6 +95,44 @@ fn wait(what: &str, mut done: impl FnMut() -> bool) {
     panic!("{what}: not within 10 s");
 }
 
+/// The permanent entries on the device as ip(8) and bridge(8) show them:
+/// (neighbour address, MAC) and (MAC, destination), sorted.
+type Entries = (Vec<(Ipv4Addr, [u8; 6])>, Vec<([u8; 6], Ipv4Addr)>);
+
+fn shown(ns: &Netns) -> Entries {
+    let neigh = ns.ip(&["neigh", "show", "dev", DEVICE, "nud", "permanent"]).unwrap();
+    let mut neigh: Vec<_> = neigh
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [ip, "lladdr", mac, ..] => Some((ip.parse().unwrap(), tortie_store::resources::parse_mac(mac).unwrap())),
+            _ => None,
+        })
+        .collect();
+    let fdb = ns.exec("bridge", &["fdb", "show", "dev", DEVICE]).unwrap();
+    let mut fdb: Vec<_> = fdb
+        .lines()
+        .filter(|l| l.contains(" permanent"))
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [mac, "dst", ip, ..] => Some((tortie_store::resources::parse_mac(mac).unwrap(), ip.parse().unwrap())),
+            _ => None,
+        })
+        .collect();
+    neigh.sort_unstable();
+    fdb.sort_unstable();
+    (neigh, fdb)
+}
+
+/// Waits until `entries()` is `want`, then checks that ip(8) and bridge(8) agree.
+fn settled(ns: &Netns, what: &str, want: Entries) {
+    let sorted = |(mut n, mut f): Entries| {
+        n.sort_unstable();
+        f.sort_unstable();
+        (n, f)
+    };
+    wait(what, || inside(ns, vxlan::entries).is_ok_and(|e| sorted(e) == want));
+    assert_eq!(shown(ns), want, "{what}: ip neigh / bridge fdb");
+}
+
 #[test]
 fn two_nodes_talk_over_vxlan_and_entries_follow_the_table() {
     let lab = Lab::new("vxlan-plane").unwrap();
@@ -123,30 +161,46 @@ fn two_nodes_talk_over_vxlan_and_entries_follow_the_table() {
     let (neigh, fdb) = inside(&n1, vxlan::entries).unwrap();
     assert_eq!(neigh, vec![(c2.tunnel_address, c2.mac)]);
     assert_eq!(fdb, vec![(c2.mac, c2.local)]);
+    assert_eq!(shown(&n1), (neigh, fdb), "ip neigh / bridge fdb agree");
 
-    // Strays on the device go at the next publication; another device's entry stays.
+    // Strays on the device go at the next publication; another device's
+    // entry stays.
     n1.ip(&["neigh", "add", "198.18.7.7", "lladdr", "02:00:00:00:07:07", "dev", DEVICE, "nud", "permanent"]).unwrap();
     n1.exec("bridge", &["fdb", "add", "02:00:00:00:07:07", "dev", DEVICE, "dst", "192.0.2.77", "self", "permanent"])
         .unwrap();
     n1.ip(&["neigh", "add", "192.0.2.77", "lladdr", "02:00:00:00:07:07", "dev", "eth0", "nud", "permanent"]).unwrap();
+    assert_eq!(shown(&n1).1.len(), 2, "the stray is there");
     let third =
         Vtep { tunnel_address: Ipv4Addr::new(198, 18, 0, 128), mac: [2, 0, 0, 0, 0, 3], node: [192, 0, 2, 3].into() };
     p1.publish(VtepTable::new([vtep(&c2), third]));
-    wait("the strays to go and the third VTEP to come", || {
-        let (neigh, fdb) = inside(&n1, vxlan::entries).unwrap_or_default();
-        neigh.len() == 2 && fdb.len() == 2 && !neigh.iter().any(|(a, _)| a.octets() == [198, 18, 7, 7])
-    });
+    let want = |vteps: &[Vtep]| {
+        let mut neigh: Vec<_> = vteps.iter().map(|v| (v.tunnel_address, v.mac)).collect();
+        let mut fdb: Vec<_> = vteps.iter().map(|v| (v.mac, v.node)).collect();
+        neigh.sort_unstable();
+        fdb.sort_unstable();
+        (neigh, fdb)
+    };
+    settled(&n1, "the strays to go and the third VTEP to come", want(&[vtep(&c2), third]));
     let other = n1.ip(&["neigh", "show", "dev", "eth0"]).unwrap();
     assert!(other.contains("192.0.2.77 lladdr 02:00:00:00:07:07 PERMANENT"), "{other}");
-    let shown = n1.exec("bridge", &["fdb", "show", "dev", DEVICE]).unwrap();
-    assert!(shown.contains("02:00:00:00:00:03 dst 192.0.2.3 self permanent"), "{shown}");
-    assert!(!shown.contains("02:00:00:00:07:07"), "{shown}");
+    let fdb = n1.exec("bridge", &["fdb", "show", "dev", DEVICE]).unwrap();
+    assert!(fdb.contains("02:00:00:00:00:03 dst 192.0.2.3 self permanent"), "{fdb}");
 
-    // A node leaves: its entries go.
+    // A VTEP's node moves (same MAC, new destination), then its MAC changes
+    // (same tunnel address): both follow.
+    let moved = Vtep { node: [192, 0, 2, 4].into(), ..third };
+    p1.publish(VtepTable::new([vtep(&c2), moved]));
+    settled(&n1, "the third VTEP's FDB entry to move", want(&[vtep(&c2), moved]));
+    let new_mac = Vtep { mac: [2, 0, 0, 0, 0, 4], ..moved };
+    p1.publish(VtepTable::new([vtep(&c2), new_mac]));
+    settled(&n1, "the third VTEP's MAC to change", want(&[vtep(&c2), new_mac]));
+
+    // A table without n2: its entries go, and with them the path to it.
+    p1.publish(VtepTable::new([new_mac]));
+    settled(&n1, "n2's entries to go", want(&[new_mac]));
+    assert!(n1.exec("ping", &["-n", "-c", "1", "-W", "1", "-I", "198.18.0.10", "198.18.0.74"]).is_err());
     p1.publish(VtepTable::new([vtep(&c2)]));
-    wait("the third VTEP's entries to go", || {
-        inside(&n1, vxlan::entries).is_ok_and(|(neigh, fdb)| neigh.len() == 1 && fdb.len() == 1)
-    });
+    settled(&n1, "n2's entries to come back", want(&[vtep(&c2)]));
 
     // Started again: the device is adopted (same ifindex), traffic still flows.
     let ifindex = || n1.exec("cat", &[&format!("/sys/class/net/{DEVICE}/ifindex")]).unwrap();

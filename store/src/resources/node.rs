@@ -59,15 +59,14 @@ pub struct NodeSpec {
     pub vxlan_tunnel_mac_addr: Option<String>,
 }
 
-/// A MAC address as Calico writes it: six hexadecimal octets, colon-separated.
+/// A MAC address as Calico writes it (`vxlanTunnelMACAddr`): six two-digit
+/// hexadecimal octets, colon-separated (`66:1c:7e:0a:3b:52`; either case).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut octets = s.split(':');
     for slot in &mut mac {
-        let o = octets.next()?;
-        if o.len() != 2 {
-            return None;
-        }
+        // Two hex digits, nothing else (from_str_radix alone takes a `+`).
+        let o = octets.next().filter(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()))?;
         *slot = u8::from_str_radix(o, 16).ok()?;
     }
     octets.next().is_none().then_some(mac)
@@ -96,5 +95,28 @@ impl Spec for NodeSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mac;
+
+    #[test]
+    fn macs_parse_as_calico_writes_them() {
+        let mac = [0x66, 0x1c, 0x7e, 0x0a, 0x3b, 0x52];
+        assert_eq!(parse_mac("66:1c:7e:0a:3b:52"), Some(mac));
+        assert_eq!(parse_mac("66:1C:7E:0A:3B:52"), Some(mac), "either case");
+        for bad in [
+            "",
+            "66:1c:7e:0a:3b",
+            "66:1c:7e:0a:3b:52:00",
+            "66-1c-7e-0a-3b-52",
+            "6:1c:7e:0a:3b:52",
+            "+6:1c:7e:0a:3b:52",
+            "g6:1c:7e:0a:3b:52",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
     }
 }
