@@ -13,7 +13,7 @@ use tortie_store::kv::Op;
 use tortie_store::resources::{API_VERSION, Kind, Metadata, Object, Resource, WorkloadEndpointSpec};
 use tortie_store::{Datastore, StoreError};
 
-use crate::plumb::{self, POD_GATEWAY, PlumbError, PodLink};
+use crate::plumb::{self, POD_GATEWAY, POD_GATEWAY_V6, PlumbError, PodLink};
 use crate::spec::{
     AddResult, CNI_VERSION, CniError, Env, Interface, IpConfig, NetConf, RouteConfig, SUPPORTED_VERSIONS, code,
 };
@@ -202,12 +202,9 @@ async fn reported<T>(cx: &Context, work: impl Future<Output = Result<T, CniError
     result
 }
 
-/// The WorkloadEndpoint of this attachment, for `address`.
-fn endpoint(cx: &Context, address: IpNet) -> Resource {
-    let mac = match address.addr() {
-        IpAddr::V4(v4) => plumb::mac_string(&plumb::pod_mac(v4)),
-        IpAddr::V6(_) => String::new(),
-    };
+/// The WorkloadEndpoint of this attachment, for `addresses`.
+fn endpoint(cx: &Context, addresses: &[IpNet]) -> Resource {
+    let mac = addresses.first().map(|a| plumb::mac_string(&plumb::pod_mac(a.addr()))).unwrap_or_default();
     Resource::WorkloadEndpoint(Object {
         api_version: API_VERSION.into(),
         kind: "WorkloadEndpoint".into(),
@@ -218,7 +215,7 @@ fn endpoint(cx: &Context, address: IpNet) -> Resource {
             container_id: cx.env.container_id.clone(),
             pod: cx.pod_name().unwrap_or_default().into(),
             endpoint: cx.env.ifname.clone(),
-            ip_networks: vec![address],
+            ip_networks: addresses.to_vec(),
             profiles: if cx.pod_name().is_some() { vec![format!("kns.{}", cx.namespace())] } else { Vec::new() },
             interface_name: cx.host_if.clone(),
             mac,
@@ -227,14 +224,17 @@ fn endpoint(cx: &Context, address: IpNet) -> Resource {
     })
 }
 
-/// ADD: one transaction takes the address and writes the WorkloadEndpoint
-/// (felix routes to the interface as soon as it appears); then the veth is
-/// plumbed. A failure undoes both; a crash in between is GC's to collect.
+/// ADD: an address of each family the configuration asks for (IPv4, and
+/// IPv6 in a dual-stack cluster), the last one taken in one transaction
+/// with the WorkloadEndpoint (felix routes to the interface as soon as it
+/// appears); then the veth is plumbed. A failure undoes it all (one handle
+/// holds every address); a crash in between is GC's to collect.
 async fn add(cx: &Context) -> Result<Value, CniError> {
     // Refuse a name or namespace the datastore would not take before writing anything.
-    endpoint(cx, IpNet::from(IpAddr::from([0, 0, 0, 0])))
+    endpoint(cx, &[IpNet::from(IpAddr::from([0, 0, 0, 0]))])
         .checked(1)
         .map_err(|e| CniError::new(code::INVALID_ENV, e.to_string()))?;
+    let families = cx.conf.families(&cx.env.args)?;
     let kv = cx.datastore().await?;
     // A repeated ADD for the same container starts over rather than taking a second address.
     ipam::release_handle(&kv, &cx.handle).await.map_err(ipam_error)?;
@@ -243,33 +243,51 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
         attrs.insert("pod".into(), pod.into());
         attrs.insert("namespace".into(), cx.namespace());
     }
-    let request = ipam::Request {
-        node: cx.node.clone(),
-        handle: cx.handle.clone(),
-        purpose: ipam::Purpose::Workload,
-        family: ipam::Family::V4,
-        attrs,
-        pools: cx.conf.ipv4_pools(&cx.env.args)?,
-    };
-    let write_endpoint = |address: IpNet| {
-        let r = endpoint(cx, address);
-        vec![Op::Put { key: r.key(), value: r.to_json(), lease: None }]
-    };
-    let address = ipam::assign_with(&kv, &request, write_endpoint).await.map_err(ipam_error)?;
     let undo = async || {
         ipam::release_handle(&kv, &cx.handle).await.ok();
         delete_endpoint(&kv, cx).await.ok();
     };
-    let IpAddr::V4(v4) = address.addr() else {
-        undo().await;
-        return Err(CniError::new(code::IPAM_EXHAUSTED, "only IPv4 pools are supported"));
-    };
+    let mut addresses: Vec<IpNet> = Vec::new();
+    for (i, (family, pools)) in families.iter().enumerate() {
+        let request = ipam::Request {
+            node: cx.node.clone(),
+            handle: cx.handle.clone(),
+            purpose: ipam::Purpose::Workload,
+            family: *family,
+            attrs: attrs.clone(),
+            pools: pools.clone(),
+        };
+        let last = i + 1 == families.len();
+        let taken = &addresses;
+        let write_endpoint = |address: IpNet| match last {
+            true => {
+                let all: Vec<IpNet> = taken.iter().copied().chain([address]).collect();
+                let r = endpoint(cx, &all);
+                vec![Op::Put { key: r.key(), value: r.to_json(), lease: None }]
+            }
+            false => Vec::new(),
+        };
+        match ipam::assign_with(&kv, &request, write_endpoint).await {
+            Ok(address) => addresses.push(address),
+            Err(e) => {
+                undo().await;
+                return Err(ipam_error(e));
+            }
+        }
+    }
     let netns = cx.env.netns.clone().unwrap_or_default();
     let link = PodLink {
         host_if: cx.host_if.clone(),
         pod_if: cx.env.ifname.clone(),
         netns: netns.clone(),
-        address: v4,
+        v4: addresses.iter().find_map(|a| match a.addr() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        }),
+        v6: addresses.iter().find_map(|a| match a.addr() {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        }),
         mtu: cx.conf.mtu.unwrap_or(DEFAULT_MTU),
     };
     if let Err(e) = plumb::add(&link).await {
@@ -280,17 +298,30 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
         cni_version: cx.conf.cni_version.clone(),
         interfaces: vec![
             Interface { name: cx.host_if.clone(), mac: plumb::mac_string(&plumb::HOST_MAC), sandbox: None },
-            Interface {
-                name: cx.env.ifname.clone(),
-                mac: plumb::mac_string(&plumb::pod_mac(v4)),
-                sandbox: Some(netns),
-            },
+            Interface { name: cx.env.ifname.clone(), mac: plumb::mac_string(&link.mac()), sandbox: Some(netns) },
         ],
-        ips: vec![IpConfig { address: address.to_string(), gateway: Some(POD_GATEWAY.to_string()), interface: 1 }],
-        routes: vec![RouteConfig { dst: "0.0.0.0/0".into(), gw: Some(POD_GATEWAY.to_string()) }],
+        ips: addresses
+            .iter()
+            .map(|a| IpConfig { address: a.to_string(), gateway: Some(gateway(a).to_string()), interface: 1 })
+            .collect(),
+        routes: addresses
+            .iter()
+            .map(|a| RouteConfig {
+                dst: if a.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" }.into(),
+                gw: Some(gateway(a).to_string()),
+            })
+            .collect(),
         dns: json!({}),
     };
     serde_json::to_value(result).map_err(|e| CniError::new(code::DATASTORE, e.to_string()))
+}
+
+/// The pod's gateway for `address`'s family.
+fn gateway(address: &IpNet) -> IpAddr {
+    match address {
+        IpNet::V4(_) => IpAddr::V4(POD_GATEWAY),
+        IpNet::V6(_) => IpAddr::V6(POD_GATEWAY_V6),
+    }
 }
 
 async fn delete_endpoint(kv: &Datastore, cx: &Context) -> Result<(), CniError> {
@@ -315,29 +346,35 @@ async fn check(cx: &Context) -> Result<(), CniError> {
         .clone()
         .and_then(|v| serde_json::from_value(v).ok())
         .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs the ADD result as `prevResult`"))?;
-    let address: IpNet = prev
-        .ips
-        .first()
-        .and_then(|ip| ip.address.parse().ok())
-        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "prevResult has no address"))?;
-    let IpAddr::V4(v4) = address.addr() else {
-        return Err(CniError::new(code::INVALID_CONFIG, "prevResult's address is not IPv4"));
-    };
+    let addresses: Vec<IpNet> = prev.ips.iter().filter_map(|ip| ip.address.parse().ok()).collect();
+    if addresses.is_empty() {
+        return Err(CniError::new(code::INVALID_CONFIG, "prevResult has no address"));
+    }
     let link = PodLink {
         host_if: cx.host_if.clone(),
         pod_if: cx.env.ifname.clone(),
         netns: cx.env.netns.clone().unwrap_or_default(),
-        address: v4,
+        v4: addresses.iter().find_map(|a| match a.addr() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        }),
+        v6: addresses.iter().find_map(|a| match a.addr() {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        }),
         mtu: cx.conf.mtu.unwrap_or(DEFAULT_MTU),
     };
     let mut problems = plumb::check(&link).await.map_err(plumb_error)?;
     let kv = cx.datastore().await?;
-    let held = ipam::blocks(&kv).await.map_err(ipam_error)?.iter().any(|b| {
-        ipam::block::allocated(&b.block)
-            .any(|(ip, a)| ip == address.addr() && a.handle_id.as_deref() == Some(&cx.handle))
-    });
-    if !held {
-        problems.push(format!("IPAM does not hold {address} for {}", cx.handle));
+    let blocks = ipam::blocks(&kv).await.map_err(ipam_error)?;
+    for address in &addresses {
+        let held = blocks.iter().any(|b| {
+            ipam::block::allocated(&b.block)
+                .any(|(ip, a)| ip == address.addr() && a.handle_id.as_deref() == Some(&cx.handle))
+        });
+        if !held {
+            problems.push(format!("IPAM does not hold {address} for {}", cx.handle));
+        }
     }
     if api::get(&kv, Kind::WorkloadEndpoint, Some(&cx.namespace()), &cx.endpoint_name()).await.is_err() {
         problems.push(format!("WorkloadEndpoint {} is missing", cx.endpoint_name()));
@@ -355,12 +392,13 @@ async fn check(cx: &Context) -> Result<(), CniError> {
 async fn status(cx: &Context) -> Result<(), CniError> {
     let not_ready = |why: String| CniError::new(code::NOT_AVAILABLE, why);
     let kv = cx.datastore().await.map_err(|e| not_ready(e.msg))?;
-    let requested = cx.conf.ipv4_pools(&cx.env.args).map_err(|e| not_ready(e.msg))?;
-    let pools = ipam::pools_for(&kv, &cx.node, ipam::Purpose::Workload, ipam::Family::V4, &requested)
-        .await
-        .map_err(|e| not_ready(e.to_string()))?;
-    if pools.is_empty() {
-        return Err(not_ready(format!("no enabled IPv4 IPPool for workloads selects node {}", cx.node)));
+    for (family, requested) in cx.conf.families(&cx.env.args).map_err(|e| not_ready(e.msg))? {
+        let pools = ipam::pools_for(&kv, &cx.node, ipam::Purpose::Workload, family, &requested)
+            .await
+            .map_err(|e| not_ready(e.to_string()))?;
+        if pools.is_empty() {
+            return Err(not_ready(format!("no enabled {family} IPPool for workloads selects node {}", cx.node)));
+        }
     }
     Ok(())
 }

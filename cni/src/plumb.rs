@@ -4,20 +4,25 @@
 //! pod's `eth0` with the pod address as a /32, a link-scope route to
 //! 169.254.1.1 and the default route through it. The host end answers ARP
 //! for 169.254.1.1 by proxy (felix sets `proxy_arp` on it), so the pod
-//! needs no subnet and no gateway that really exists.
+//! needs no subnet and no gateway that really exists. IPv6 the same way:
+//! the pod's address as a /128 and its default route via
+//! fe80::ecee:eeff:feee:eeee, which is the host end's own link-local
+//! address (RFC 4291 appendix A: the EUI-64 of `ee:ee:ee:ee:ee:ee`), made
+//! without duplicate address detection so it answers at once.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAttribute, RouteProtocol, RouteScope};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 /// The pods' gateway: an address that exists nowhere, answered by proxy ARP.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The pods' IPv6 gateway: the host end's link-local address (Calico's).
+pub const POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
 /// The host end's MAC (Calico's): the pod always sends to it.
 pub const HOST_MAC: [u8; 6] = [0xee; 6];
 /// Default host interface prefix.
@@ -69,10 +74,16 @@ pub fn host_ifname(prefix: &str, container_id: &str, ifname: &str) -> String {
 }
 
 /// The pod end's MAC, derived from its address as Kubernetes does
-/// (`0a:58:` + the IPv4 address; locally administered, unicast), so it is
-/// known before the interface exists.
-pub fn pod_mac(address: Ipv4Addr) -> [u8; 6] {
-    let o = address.octets();
+/// (`0a:58:` + the IPv4 address, or the IPv6 address's last four octets;
+/// locally administered, unicast), so it is known before the interface exists.
+pub fn pod_mac(address: IpAddr) -> [u8; 6] {
+    let o = match address {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let b = a.octets();
+            [b[12], b[13], b[14], b[15]]
+        }
+    };
     [0x0a, 0x58, o[0], o[1], o[2], o[3]]
 }
 
@@ -90,10 +101,32 @@ pub struct PodLink {
     pub pod_if: String,
     /// `CNI_NETNS`.
     pub netns: String,
-    /// The pod's address.
-    pub address: Ipv4Addr,
+    /// The pod's IPv4 address, if it has one.
+    pub v4: Option<Ipv4Addr>,
+    /// The pod's IPv6 address, if it has one.
+    pub v6: Option<Ipv6Addr>,
     /// MTU of both ends.
     pub mtu: u32,
+}
+
+impl PodLink {
+    /// The pod end's MAC: from its IPv4 address, else its IPv6 one.
+    pub fn mac(&self) -> [u8; 6] {
+        pod_mac(self.v4.map(IpAddr::V4).or(self.v6.map(IpAddr::V6)).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+    }
+}
+
+/// No duplicate address detection on `ifname` (in the caller's namespace):
+/// its addresses, the link-local one included, are usable at once. The
+/// node or pod may have no IPv6 at all: then there is nothing to do.
+fn no_dad(ifname: &str) -> Result<(), PlumbError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad");
+    match std::fs::write(&path, "0") {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(PlumbError::Io { what: "turning off IPv6 duplicate address detection", source: e })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> PlumbError {
@@ -159,7 +192,7 @@ pub async fn add(p: &PodLink) -> Result<(), PlumbError> {
                 if let rtnetlink::packet_route::link::LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
                     peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
                     peer.attributes.push(LinkAttribute::Mtu(p.mtu));
-                    peer.attributes.push(LinkAttribute::Address(pod_mac(p.address).to_vec()));
+                    peer.attributes.push(LinkAttribute::Address(p.mac().to_vec()));
                 }
             }
         }
@@ -177,16 +210,23 @@ async fn configure(handle: &Handle, p: &PodLink) -> Result<(), PlumbError> {
         what: "host veth vanished",
         source: std::io::Error::from(std::io::ErrorKind::NotFound),
     })?;
+    if p.v6.is_some() {
+        // The pods' IPv6 gateway is this end's link-local address: valid at once.
+        no_dad(&p.host_if)?;
+    }
     let set = LinkUnspec::new_with_index(host.header.index).address(HOST_MAC.to_vec()).up().build();
     handle.link().set(set).execute().await.map_err(nl(format!("bringing up {}", p.host_if)))?;
     let pod_if = p.pod_if.clone();
-    let address = p.address;
+    let (v4, v6) = (p.v4, p.v6);
     in_netns(&p.netns, async move |h: Handle| {
         let eth = link(&h, &pod_if).await?.ok_or_else(|| PlumbError::Io {
             what: "pod interface missing after creation",
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
         let index = eth.header.index;
+        if v6.is_some() {
+            no_dad(&pod_if)?;
+        }
         h.link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
@@ -199,20 +239,35 @@ async fn configure(handle: &Handle, p: &PodLink) -> Result<(), PlumbError> {
                 .await
                 .map_err(nl("bringing up lo"))?;
         }
-        h.address().add(index, IpAddr::V4(address), 32).execute().await.map_err(nl(format!("adding {address}/32")))?;
-        let gw = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(POD_GATEWAY, 32)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .protocol(RouteProtocol::Boot)
-            .build();
-        h.route().add(gw).execute().await.map_err(nl(format!("adding route {POD_GATEWAY} dev {pod_if}")))?;
-        let default = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(POD_GATEWAY)
-            .output_interface(index)
-            .protocol(RouteProtocol::Boot)
-            .build();
-        h.route().add(default).execute().await.map_err(nl("adding the default route"))
+        if let Some(address) = v4 {
+            let added = h.address().add(index, IpAddr::V4(address), 32).execute().await;
+            added.map_err(nl(format!("adding {address}/32")))?;
+            let gw = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(POD_GATEWAY, 32)
+                .output_interface(index)
+                .scope(RouteScope::Link)
+                .protocol(RouteProtocol::Boot)
+                .build();
+            h.route().add(gw).execute().await.map_err(nl(format!("adding route {POD_GATEWAY} dev {pod_if}")))?;
+            let default = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(POD_GATEWAY)
+                .output_interface(index)
+                .protocol(RouteProtocol::Boot)
+                .build();
+            h.route().add(default).execute().await.map_err(nl("adding the default route"))?;
+        }
+        if let Some(address) = v6 {
+            let added = h.address().add(index, IpAddr::V6(address), 128).execute().await;
+            added.map_err(nl(format!("adding {address}/128")))?;
+            // The gateway is link-local: on-link through the pod's interface.
+            let default = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(POD_GATEWAY_V6)
+                .output_interface(index)
+                .protocol(RouteProtocol::Boot)
+                .build();
+            h.route().add(default).execute().await.map_err(nl("adding the IPv6 default route"))?;
+        }
+        Ok(())
     })
 }
 
@@ -229,19 +284,21 @@ pub async fn del(host_if: &str) -> Result<bool, PlumbError> {
     }
 }
 
-/// What CHECK verifies: the host end exists and is up; in the pod, the
-/// interface has `address`/32 and the default route via 169.254.1.1.
+/// What CHECK verifies: the host end exists; in the pod, the interface has
+/// each address (/32, /128) and the default route of each family via its
+/// gateway.
 pub async fn check(p: &PodLink) -> Result<Vec<String>, PlumbError> {
     let mut problems = Vec::new();
     let handle = connect()?;
     if link(&handle, &p.host_if).await?.is_none() {
         problems.push(format!("host interface {} is missing", p.host_if));
     }
-    let (pod_if, address) = (
-        p.pod_if.clone(),
-        Ipv4Net::new(p.address, 32)
-            .map_err(|e| PlumbError::Io { what: "address", source: std::io::Error::other(e.to_string()) })?,
-    );
+    let pod_if = p.pod_if.clone();
+    let wanted: Vec<(IpAddr, u8, IpAddr)> =
+        p.v4.map(|a| (IpAddr::V4(a), 32, IpAddr::V4(POD_GATEWAY)))
+            .into_iter()
+            .chain(p.v6.map(|a| (IpAddr::V6(a), 128, IpAddr::V6(POD_GATEWAY_V6))))
+            .collect();
     let in_pod = in_netns(&p.netns, async move |h: Handle| {
         let mut problems = Vec::new();
         let Some(eth) = link(&h, &pod_if).await? else {
@@ -255,30 +312,42 @@ pub async fn check(p: &PodLink) -> Result<Vec<String>, PlumbError> {
             .try_collect()
             .await
             .map_err(nl("listing pod addresses"))?;
-        let has = addrs.iter().any(|a| {
-            a.header.prefix_len == 32
-                && a.attributes.iter().any(|x| {
-                    matches!(x, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(v)) if *v == address.addr())
-                })
-        });
-        if !has {
-            problems.push(format!("{pod_if} lacks {address}"));
-        }
-        let routes: Vec<_> = h
+        let mut routes: Vec<_> = h
             .route()
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .execute()
             .try_collect()
             .await
             .map_err(nl("listing pod routes"))?;
-        let default = routes.iter().any(|r| {
-            r.header.destination_prefix_length == 0
-                && r.attributes.iter().any(|a| {
-                    matches!(a, RouteAttribute::Gateway(rtnetlink::packet_route::route::RouteAddress::Inet(g)) if *g == POD_GATEWAY)
-                })
-        });
-        if !default {
-            problems.push(format!("no default route via {POD_GATEWAY} in the pod"));
+        let v6_routes: Vec<_> = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("listing pod IPv6 routes"))?;
+        routes.extend(v6_routes);
+        for (address, len, gateway) in wanted {
+            let has = addrs.iter().any(|a| {
+                a.header.prefix_len == len
+                    && a.attributes.iter().any(
+                        |x| matches!(x, rtnetlink::packet_route::address::AddressAttribute::Address(v) if *v == address),
+                    )
+            });
+            if !has {
+                problems.push(format!("{pod_if} lacks {address}/{len}"));
+            }
+            let default = routes.iter().any(|r| {
+                r.header.destination_prefix_length == 0
+                    && r.attributes.iter().any(|a| match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => IpAddr::V4(*g) == gateway,
+                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => IpAddr::V6(*g) == gateway,
+                        _ => false,
+                    })
+            });
+            if !default {
+                problems.push(format!("no default route via {gateway} in the pod"));
+            }
         }
         Ok(problems)
     })?;

@@ -124,10 +124,35 @@ pub struct IpamConf {
     /// `TORTIE_IPV4_POOLS=a,b`) wins, as Calico's pod annotation does.
     #[serde(default)]
     pub ipv4_pools: Vec<String>,
+    /// The same for IPv6 (`TORTIE_IPV6_POOLS=a,b`).
+    #[serde(default)]
+    pub ipv6_pools: Vec<String>,
+    /// Give the pod an IPv4 address (Calico's `"true"` by default; a string
+    /// as Calico writes it, or a boolean).
+    #[serde(default)]
+    pub assign_ipv4: Option<Value>,
+    /// Give the pod an IPv6 address too (Calico's default `"false"`).
+    #[serde(default)]
+    pub assign_ipv6: Option<Value>,
 }
 
-/// The `CNI_ARGS` key a pod names its pools with (comma-separated).
+/// The `CNI_ARGS` key a pod names its IPv4 pools with (comma-separated).
 pub const ARG_IPV4_POOLS: &str = "TORTIE_IPV4_POOLS";
+/// And its IPv6 pools.
+pub const ARG_IPV6_POOLS: &str = "TORTIE_IPV6_POOLS";
+
+/// `"true"`/`"false"` (Calico's form) or a boolean; `None` when unset.
+fn flag(field: &str, v: &Option<Value>) -> Result<Option<bool>, CniError> {
+    match v {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(other) => {
+            Err(CniError::new(code::INVALID_CONFIG, format!("`ipam.{field}` is {other}: \"true\" or \"false\"")))
+        }
+    }
+}
 
 impl NetConf {
     /// The `ipam` section, checked: its type must be ours and every field known.
@@ -151,12 +176,29 @@ impl NetConf {
         Ok(conf)
     }
 
-    /// The pools this invocation asks for: the pod's, else the network's.
-    pub fn ipv4_pools(&self, args: &std::collections::BTreeMap<String, String>) -> Result<Vec<String>, CniError> {
-        Ok(match args.get(ARG_IPV4_POOLS) {
+    /// The families this invocation assigns (Calico's `assign_ipv4`,
+    /// default on, and `assign_ipv6`, default off), each with the pools it
+    /// asks for: the pod's, else the network's.
+    pub fn families(
+        &self,
+        args: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<(tortie_ipam::Family, Vec<String>)>, CniError> {
+        let ipam = self.ipam()?;
+        let pools = |arg: &str, conf: &[String]| match args.get(arg) {
             Some(list) => list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect(),
-            None => self.ipam()?.ipv4_pools,
-        })
+            None => conf.to_vec(),
+        };
+        let mut out = Vec::new();
+        if flag("assign_ipv4", &ipam.assign_ipv4)?.unwrap_or(true) {
+            out.push((tortie_ipam::Family::V4, pools(ARG_IPV4_POOLS, &ipam.ipv4_pools)));
+        }
+        if flag("assign_ipv6", &ipam.assign_ipv6)?.unwrap_or(false) {
+            out.push((tortie_ipam::Family::V6, pools(ARG_IPV6_POOLS, &ipam.ipv6_pools)));
+        }
+        if out.is_empty() {
+            return Err(CniError::new(code::INVALID_CONFIG, "`ipam.assign_ipv4` and `ipam.assign_ipv6` are both off"));
+        }
+        Ok(out)
     }
 
     /// Parses and checks stdin; errors carry code 4 (or 1 for the version).
@@ -313,15 +355,25 @@ mod tests {
                 format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"tortie-cni","ipam":{ipam}}}"#).as_bytes(),
             )
         };
+        use tortie_ipam::Family::{V4, V6};
         let c = conf(r#"{"type":"calico-ipam","ipv4_pools":["reserved","198.18.1.0/24"]}"#).unwrap();
-        assert_eq!(c.ipv4_pools(&BTreeMap::new()).unwrap(), ["reserved", "198.18.1.0/24"]);
+        assert_eq!(c.families(&BTreeMap::new()).unwrap(), [(V4, vec!["reserved".into(), "198.18.1.0/24".into()])]);
         let pod = BTreeMap::from([(ARG_IPV4_POOLS.to_string(), "a, b".to_string())]);
-        assert_eq!(c.ipv4_pools(&pod).unwrap(), ["a", "b"], "the pod's choice wins");
+        assert_eq!(c.families(&pod).unwrap(), [(V4, vec!["a".into(), "b".into()])], "the pod's choice wins");
+        // Calico's dual-stack configuration: both families, strings or booleans.
+        let dual = conf(r#"{"type":"calico-ipam","assign_ipv4":"true","assign_ipv6":"true","ipv6_pools":["v6"]}"#);
+        assert_eq!(dual.unwrap().families(&BTreeMap::new()).unwrap(), [(V4, vec![]), (V6, vec!["v6".into()])]);
+        let v6_only = conf(r#"{"assign_ipv4":false,"assign_ipv6":true}"#).unwrap();
+        assert_eq!(v6_only.families(&BTreeMap::new()).unwrap(), [(V6, vec![])]);
+        let none = conf(r#"{"assign_ipv4":"false"}"#).unwrap();
+        assert!(none.families(&BTreeMap::new()).unwrap_err().msg.contains("both off"));
+        let bad = conf(r#"{"assign_ipv6":"yes"}"#).unwrap();
+        assert!(bad.families(&BTreeMap::new()).unwrap_err().msg.contains("`ipam.assign_ipv6` is \"yes\""));
         // Parsed for every command (DEL must never fail on it), refused where addresses are assigned.
         let other = conf(r#"{"type":"host-local"}"#).unwrap();
-        assert!(other.ipv4_pools(&BTreeMap::new()).unwrap_err().msg.contains("`ipam.type` is \"host-local\""));
-        let unknown = conf(r#"{"ipv6_pools":["x"]}"#).unwrap();
-        assert!(unknown.ipam().unwrap_err().msg.contains("ipv6_pools"), "unknown ipam fields are named");
+        assert!(other.families(&BTreeMap::new()).unwrap_err().msg.contains("`ipam.type` is \"host-local\""));
+        let unknown = conf(r#"{"ipv7_pools":["x"]}"#).unwrap();
+        assert!(unknown.ipam().unwrap_err().msg.contains("ipv7_pools"), "unknown ipam fields are named");
     }
 
     #[test]

@@ -156,6 +156,57 @@ fn add_plumbs_the_pod_check_confirms_it_and_del_undoes_everything() {
 }
 
 #[test]
+fn a_dual_stack_pod_gets_an_address_of_each_family_and_reaches_through_its_host_over_ipv6() {
+    let s = Setup::new("cni-dual", Some(&pool("198.18.0.0/16", 26)));
+    s.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n",
+    );
+    let node = s.lab.netns("node").unwrap();
+    let pods = [s.lab.netns("a").unwrap(), s.lab.netns("b").unwrap()];
+    let mut conf = s.conf("n1");
+    conf["ipam"] = json!({"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": "true"});
+    let results: Vec<Value> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| ok(cni(&node, "ADD", &format!("pod{i}"), Some(pod), &conf.to_string())))
+        .collect();
+    let r = &results[0];
+    assert_eq!(r["ips"][0], json!({"address": "198.18.0.0/32", "gateway": "169.254.1.1", "interface": 1}));
+    assert_eq!(
+        r["ips"][1],
+        json!({"address": "2001:db8:100::/128", "gateway": "fe80::ecee:eeff:feee:eeee", "interface": 1})
+    );
+    assert_eq!(r["routes"][1], json!({"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"}));
+    let addr = pods[0].ip(&["-6", "addr", "show", "eth0"]).unwrap();
+    assert!(addr.contains("inet6 2001:db8:100::/128") && !addr.contains("tentative"), "{addr}");
+    let routes = pods[0].ip(&["-6", "route", "show"]).unwrap();
+    assert!(routes.contains("default via fe80::ecee:eeff:feee:eeee dev eth0"), "{routes}");
+    let host_if = |r: &Value| r["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let host = node.ip(&["-6", "addr", "show", &host_if(r)]).unwrap();
+    assert!(host.contains("inet6 fe80::ecee:eeff:feee:eeee/64 scope link") && !host.contains("tentative"), "{host}");
+    assert_eq!(endpoints(&s.url), 2);
+    // Through the host (felix's /128 routes and forwarding, here by hand): pod a reaches pod b.
+    node.exec("sysctl", &["-q", "-w", "net.ipv6.conf.all.forwarding=1"]).unwrap();
+    for (i, r) in results.iter().enumerate() {
+        node.ip(&["-6", "route", "add", &format!("2001:db8:100::{i}/128"), "dev", &host_if(r)]).unwrap();
+    }
+    let ping = pods[0].exec("ping", &["-6", "-n", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:100::1"]).unwrap();
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = r.clone();
+    ok(cni(&node, "CHECK", "pod0", Some(&pods[0]), &with_prev.to_string()));
+    pods[0].ip(&["-6", "route", "del", "default"]).unwrap();
+    let (code, _) = err(cni(&node, "CHECK", "pod0", Some(&pods[0]), &with_prev.to_string()));
+    assert_eq!(code, 103, "a missing IPv6 default route is noticed");
+    for (i, pod) in pods.iter().enumerate() {
+        ok(cni(&node, "DEL", &format!("pod{i}"), Some(pod), &conf.to_string()));
+    }
+    assert!(allocated(&s.url).is_empty(), "both families freed: {:?}", allocated(&s.url));
+    assert_eq!(endpoints(&s.url), 0);
+}
+
+#[test]
 fn bad_input_gets_the_spec_error_code_and_writes_nothing() {
     let s = Setup::new("cni-errors", None);
     let node = s.lab.netns("node").unwrap();
