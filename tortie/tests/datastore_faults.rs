@@ -49,35 +49,6 @@ fn writes(node: &Netns) -> (f64, f64, f64) {
     )
 }
 
-/// `tortie-cni ADD` of a new container on `node` (the tortie binary under
-/// the plugin's name): (exit code, stdout).
-fn cni_add(c: &Cluster, node: &Netns, container: &Netns) -> (i32, String) {
-    let dir = c.lab.dir().join("cni-bin");
-    std::fs::create_dir_all(&dir).unwrap();
-    let plugin = dir.join("tortie-cni");
-    if !plugin.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tortie"), &plugin).unwrap();
-    }
-    let conf = serde_json::json!({"cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "tortie-cni",
-        "datastore": c.url, "nodename": "n1", "mtu": 1400});
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", node.name()])
-        .arg(&plugin)
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "outage-1")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", dir.display().to_string())
-        .env("CNI_NETNS", format!("/run/netns/{}", container.name()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 #[test]
 fn etcd_losing_a_member_or_its_majority_stops_no_packet_and_the_nodes_catch_up() {
     let (c, mut etcd) = Cluster::with_etcd("etcdfault", 2);
@@ -122,7 +93,7 @@ fn etcd_losing_a_member_or_its_majority_stops_no_packet_and_the_nodes_catch_up()
     assert_eq!(metric(&metrics(&c.nodes[0]), "tortie_datastore_reachable"), 0.0);
     let container = c.lab.netns("outage").unwrap();
     let links_before = c.nodes[0].ip(&["-o", "link"]).unwrap().lines().count();
-    let (code, out) = cni_add(&c, &c.nodes[0], &container);
+    let (code, out) = c.cni(0, "ADD", "outage-1", &container, None);
     assert_ne!(code, 0, "no address without the datastore: {out}");
     let err: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(err["code"], 11, "CNI 'try again later': {out}");

@@ -171,6 +171,46 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
         pod
     }
 
+    /// Runs `tortie-cni COMMAND` (the tortie binary under the plugin's
+    /// name) for container `id` in `pod`, on node `i` (0-based), with this
+    /// `ipam` section if given: (exit code, stdout).
+    pub fn cni(
+        &self,
+        i: usize,
+        command: &str,
+        id: &str,
+        pod: &Netns,
+        ipam: Option<serde_json::Value>,
+    ) -> (i32, String) {
+        let dir = self.lab.dir().join("cni-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        let plugin = dir.join("tortie-cni");
+        if !plugin.exists() {
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tortie"), &plugin).unwrap();
+        }
+        let mut conf = serde_json::json!({"cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "tortie-cni",
+            "datastore": self.url, "nodename": format!("n{}", i + 1), "mtu": 1400});
+        if let Some(ipam) = ipam {
+            conf["ipam"] = ipam;
+        }
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", self.nodes[i].name()])
+            .arg(&plugin)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", dir.display().to_string())
+            .env("CNI_NETNS", format!("/run/netns/{}", pod.name()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Starts `tortie node run` on node `i` (0-based), with metrics on
     /// 127.0.0.1:9091 there and secrets under `<lab dir>/secrets`.
     pub fn start(&self, i: usize) -> Daemon {

@@ -1,0 +1,79 @@
+//! Dual stack on one node (issue #24, its first part): pods plumbed by
+//! `tortie-cni` with an address of each family get their IPv6 /128 routes
+//! and their block's blackhole from the node daemon, and reach each other
+//! over IPv6 through the node, policy in force; the routes stay across a
+//! daemon restart.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use common::{Cluster, wait_until};
+
+/// tortie's IPv6 routes on node `i`, normalised.
+fn v6_routes(c: &Cluster, i: usize) -> Vec<String> {
+    let out = c.nodes[i].ip(&["-6", "route", "show", "proto", "217"]).unwrap();
+    out.lines().map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).collect()
+}
+
+#[test]
+fn dual_stack_pods_on_a_node_are_routed_over_ipv6_and_a_restart_keeps_their_routes() {
+    let c = Cluster::new("dual", 1);
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n",
+    );
+    let mut d = c.start(0);
+    let ipam = serde_json::json!({"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": "true"});
+    let pods: Vec<_> = (0..2).map(|i| c.lab.netns(&format!("p{i}")).unwrap()).collect();
+    let host_ifs: Vec<String> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let (code, out) = c.cni(0, "ADD", &format!("dual{i}"), pod, Some(ipam.clone()));
+            assert_eq!(code, 0, "{out}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let want = ["2001:db8:100::/128", "2001:db8:100::1/128"][i];
+            assert_eq!(v["ips"][1]["address"], want, "{out}");
+            v["interfaces"][0]["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let want = [
+        format!("2001:db8:100:: dev {}", host_ifs[0]),
+        format!("2001:db8:100::1 dev {}", host_ifs[1]),
+        "blackhole 2001:db8:100::/122".to_string(),
+    ];
+    wait_until("the pods' IPv6 routes and their block's blackhole", || {
+        let have = v6_routes(&c, 0);
+        want.iter().all(|w| have.iter().any(|h| h.starts_with(w.as_str())))
+    });
+    let ping = |from: usize, to: &str| {
+        pods[from].exec("ping", &["-6", "-n", "-c", "2", "-i", "0.2", "-W", "2", to]).is_ok_and(|o| o.contains(" 0% "))
+    };
+    wait_until("pod 0 reaching pod 1 over IPv6", || ping(0, "2001:db8:100::1"));
+    assert!(ping(1, "2001:db8:100::"), "and back");
+
+    // A policy that denies the other pod's IPv6 address cuts IPv6 (and only it).
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: no-v6-from-p0}\n\
+         spec: {selector: all(), ingress: [{action: Deny, source: {nets: ['2001:db8:100::/128']}}, {action: Allow}]}\n",
+    );
+    wait_until("the policy to cut pod 0's IPv6", || !ping(0, "2001:db8:100::1"));
+    assert!(
+        pods[0].exec("ping", &["-n", "-c", "1", "-W", "2", "198.18.0.1"]).is_ok_and(|o| o.contains(" 0% ")),
+        "IPv4 still passes"
+    );
+    c.tortie(&["delete", "globalnetworkpolicy", "no-v6-from-p0"], "");
+    wait_until("IPv6 back", || ping(0, "2001:db8:100::1"));
+
+    // kill -9: the routes stay while no daemon runs; the next one keeps them.
+    d.kill_now();
+    let kept = v6_routes(&c, 0);
+    assert!(want.iter().all(|w| kept.iter().any(|h| h.starts_with(w.as_str()))), "{kept:?}");
+    assert!(ping(0, "2001:db8:100::1"), "traffic flows with no daemon");
+    d = c.start(0);
+    wait_until("the new daemon up", || d.log().contains("local API listening"));
+    assert!(ping(0, "2001:db8:100::1"));
+    let (code, out) = c.cni(0, "DEL", "dual0", &pods[0], Some(ipam.clone()));
+    assert_eq!(code, 0, "{out}");
+    wait_until("pod 0's IPv6 route to go", || !v6_routes(&c, 0).iter().any(|r| r.starts_with("2001:db8:100:: dev")));
+}
