@@ -18,7 +18,7 @@
 //! by concern); this file holds the public types and the task around it.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -228,9 +228,10 @@ const BATCH_EVENTS: usize = 256;
 /// …and changes (past this, the batch goes out).
 const BATCH_CHANGES: usize = 16 * 1024;
 
-/// The I/O around the core: channels, session tasks, the listener, timers.
+/// The I/O around the core: channels, session tasks, the listeners, timers.
 struct Shell {
-    listener: Option<Listener>,
+    /// One per address family at most (a node's IPv4 and IPv6 addresses).
+    listeners: Vec<Listener>,
     /// The running session tasks' command queues, by peer name.
     peers: HashMap<String, mpsc::Sender<PeerCommand>>,
     statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
@@ -240,15 +241,16 @@ struct Shell {
     best_tx: mpsc::Sender<SpeakerEvent>,
 }
 
-/// Starts the speaker, listening on `listen` for peers that dial in;
-/// best-path changes go to `best` in batches (felix installs them).
+/// Starts the speaker, listening on each address of `listen` (one per
+/// family) for peers that dial in; best-path changes go to `best` in
+/// batches (felix installs them).
 pub fn spawn(
     router_id: Ipv4Addr,
     max_paths: usize,
     best: mpsc::Sender<SpeakerEvent>,
-    listen: Option<SocketAddr>,
+    listen: impl IntoIterator<Item = SocketAddr>,
 ) -> Result<SpeakerHandle, SocketError> {
-    let listener = listen.map(Listener::bind).transpose()?;
+    let listeners = listen.into_iter().map(Listener::bind).collect::<Result<Vec<_>, _>>()?;
     let (commands, mut commands_rx) = mpsc::channel(BUFFER);
     let (events_tx, mut events_rx) = mpsc::channel(BUFFER);
     let (timers_tx, mut timers_rx) = mpsc::channel(BUFFER);
@@ -257,7 +259,7 @@ pub fn spawn(
     let stats = Arc::new(SpeakerStats::default());
     let mut core = SpeakerCore::new(router_id, max_paths, stats.clone());
     let mut shell = Shell {
-        listener,
+        listeners,
         peers: HashMap::new(),
         statuses: statuses.clone(),
         events_tx,
@@ -301,6 +303,11 @@ pub fn spawn(
 }
 
 impl Shell {
+    /// The listener of `addr`'s family.
+    fn listener(&self, addr: IpAddr) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.local_addr().is_ok_and(|a| a.is_ipv4() == addr.is_ipv4()))
+    }
+
     /// Does what the core asked; `accepted` is the connection of an
     /// [`Input::Accepted`] in this batch.
     async fn carry_out(&mut self, output: Output, accepted: &mut Option<tokio::net::TcpStream>) {
@@ -308,7 +315,7 @@ impl Shell {
             Output::Spawn { config, outbox } => {
                 let name = config.name.clone();
                 let handle = peer::spawn_with((*config).clone(), self.events_tx.clone(), outbox);
-                if let Some(listener) = &self.listener
+                if let Some(listener) = self.listener(config.remote.ip())
                     && let Err(e) = listener.add_peer(config.remote.ip(), &config.socket, handle.commands.clone())
                 {
                     tracing::error!(peer = name, error = %e, "cannot accept connections from this peer");
@@ -327,7 +334,7 @@ impl Shell {
                 }
             }
             Output::Forget { peer, remote } => {
-                if let Some(listener) = &self.listener
+                if let Some(listener) = self.listener(remote)
                     && let Err(e) = listener.remove_peer(remote)
                 {
                     tracing::warn!(peer, error = %e, "removing the peer from the listener");
@@ -335,7 +342,7 @@ impl Shell {
                 self.statuses.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
                 self.peers.remove(&peer);
             }
-            Output::Listen(range) => match &self.listener {
+            Output::Listen(range) => match self.listener(range.addr()) {
                 Some(listener) => {
                     tracing::info!(%range, "accepting dynamic neighbours");
                     listener.add_range(range, self.dynamic_tx.clone());

@@ -106,6 +106,7 @@ fn me(n: &Object<NodeSpec>) -> Me {
     Me {
         name: n.metadata.name.clone(),
         address: a.addr(),
+        address6: None,
         asn: 64512,
         labels: n.metadata.labels.clone(),
         cluster_id: bgp.route_reflector_cluster_id,

@@ -5,7 +5,7 @@
 //! selector matches). Pure: resources in, a plan out.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily, LongLivedFamily};
@@ -189,6 +189,8 @@ pub struct Me {
     pub name: String,
     /// Node address.
     pub address: Ipv4Addr,
+    /// Node IPv6 address (`bgp.ipv6Address`): the mesh runs over IPv6 too.
+    pub address6: Option<Ipv6Addr>,
     /// Node AS.
     pub asn: u32,
     /// Node labels (for `nodeSelector`).
@@ -207,6 +209,13 @@ fn node_address(n: &Object<NodeSpec>) -> Option<Ipv4Addr> {
     match n.spec.bgp.as_ref()?.ipv4_address? {
         ipnet::IpNet::V4(a) => Some(a.addr()),
         ipnet::IpNet::V6(_) => None,
+    }
+}
+
+fn node_address6(n: &Object<NodeSpec>) -> Option<Ipv6Addr> {
+    match n.spec.bgp.as_ref()?.ipv6_address? {
+        ipnet::IpNet::V6(a) => Some(a.addr()),
+        ipnet::IpNet::V4(_) => None,
     }
 }
 
@@ -242,14 +251,18 @@ pub fn plan(
         out.entry(p.remote.ip()).or_insert(p);
     };
     if config.node_to_node_mesh_enabled.unwrap_or(true) {
-        for n in nodes.iter().filter(|n| n.metadata.name != me.name) {
-            let Some(addr) = node_address(n) else { continue };
+        // Over IPv4, and over IPv6 between nodes that both have an IPv6
+        // address (as Calico runs BIRD and BIRD6): each session carries its
+        // own family.
+        let v4 = nodes.iter().filter_map(|n| Some((n, IpAddr::V4(node_address(n)?), IpAddr::V4(me.address))));
+        let v6 = nodes.iter().filter_map(|n| Some((n, IpAddr::V6(node_address6(n)?), IpAddr::V6(me.address6?))));
+        for (n, addr, mine) in v4.chain(v6).filter(|(n, _, _)| n.metadata.name != me.name) {
             add(PlannedPeer {
-                name: session_name("Mesh", addr.into()),
+                name: session_name("Mesh", addr),
                 kind: PeerType::Mesh,
-                remote: SocketAddr::new(addr.into(), configs.port(&n.metadata.name)),
+                remote: SocketAddr::new(addr, configs.port(&n.metadata.name)),
                 asn: node_as(n),
-                passive: me.address > addr,
+                passive: mine > addr,
                 next_hop: NextHopMode::Auto,
                 local_as: None,
                 ttl_security: None,
@@ -366,6 +379,15 @@ pub fn dynamic_template(me: &Me) -> Neighbor {
 pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbor {
     let local_as = p.local_as.unwrap_or(me.asn);
     let mut local = LocalConfig::new(local_as, me.address, p.asn);
+    // A session carries its own address family (RFC 4760): IPv4 unicast
+    // over IPv4, IPv6 unicast over IPv6, with our address of that family
+    // as the source and the next hop.
+    let (family, local_addr) = match (p.remote.ip(), me.address6) {
+        (IpAddr::V6(_), Some(v6)) => (Family::IPV6_UNICAST, IpAddr::V6(v6)),
+        (IpAddr::V6(_), None) => (Family::IPV6_UNICAST, IpAddr::V4(me.address)),
+        (IpAddr::V4(_), _) => (Family::IPV4_UNICAST, IpAddr::V4(me.address)),
+    };
+    local.families = vec![family];
     let defaults = FsmConfig::default();
     local.hold_time = p.session.hold_time.unwrap_or(local.hold_time);
     local.keepalive = p.session.keepalive.or(local.keepalive);
@@ -374,14 +396,13 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
         restarted: false,
         notification: false,
         restart_time: p.restart_time,
-        families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved: true }],
+        families: vec![GracefulRestartFamily { family, forwarding_preserved: true }],
     });
     local.long_lived = p
         .long_lived_stale_time
-        .map(|stale_time| LongLivedFamily { family: Family::IPV4_UNICAST, forwarding_preserved: true, stale_time })
+        .map(|stale_time| LongLivedFamily { family, forwarding_preserved: true, stale_time })
         .into_iter()
         .collect();
-    let local_addr = IpAddr::from(me.address);
     Neighbor {
         session: PeerConfig {
             name: p.name.clone(),
@@ -457,6 +478,7 @@ mod tests {
         let me = Me {
             name: "b".into(),
             address: "192.0.2.2".parse().unwrap(),
+            address6: None,
             asn: 64512,
             labels: BTreeMap::new(),
             cluster_id: None,
@@ -471,11 +493,57 @@ mod tests {
     }
 
     #[test]
+    fn the_mesh_runs_over_ipv6_between_nodes_that_both_have_an_ipv6_address() {
+        let me = Me {
+            name: "b".into(),
+            address: "192.0.2.2".parse().unwrap(),
+            address6: Some("2001:db8::2".parse().unwrap()),
+            asn: 64512,
+            labels: BTreeMap::new(),
+            cluster_id: None,
+            send_hold: None,
+        };
+        let with_v6 = |name: &str, v4: &str, v6: &str| {
+            let mut n = node(name, v4, &[]);
+            n.spec.bgp.as_mut().unwrap().ipv6_address = Some(v6.parse().unwrap());
+            n
+        };
+        let nodes = [
+            with_v6("a", "192.0.2.1/24", "2001:db8::1/64"),
+            with_v6("b", "192.0.2.2/24", "2001:db8::2/64"),
+            node("c", "192.0.2.3/24", &[]),
+        ];
+        let plan = plan(&me, &Configs::default(), &nodes, &[]);
+        let got: Vec<(&str, String, bool)> =
+            plan.iter().map(|p| (p.name.as_str(), p.remote.to_string(), p.passive)).collect();
+        assert_eq!(
+            got,
+            [
+                ("Mesh_192_0_2_1", "192.0.2.1:179".to_string(), true),
+                ("Mesh_192_0_2_3", "192.0.2.3:179".to_string(), false),
+                ("Mesh_2001_db8__1", "[2001:db8::1]:179".to_string(), true),
+            ],
+            "c has no IPv6 address: IPv4 only"
+        );
+        // Each session carries its own family, from our address of that family.
+        let v6 = neighbor(&me, &plan[2], (Policy::accept_all(), Policy::accept_all()));
+        assert_eq!(v6.session.local.families, [Family::IPV6_UNICAST]);
+        assert_eq!(v6.session.local_addr, Some("2001:db8::2".parse().unwrap()));
+        assert_eq!(v6.export.local_addr, "2001:db8::2".parse::<IpAddr>().unwrap());
+        let v4 = neighbor(&me, &plan[0], (Policy::accept_all(), Policy::accept_all()));
+        assert_eq!(v4.session.local.families, [Family::IPV4_UNICAST]);
+        // Without an IPv6 address of ours, no IPv6 session.
+        let v4_only = Me { address6: None, ..me };
+        assert!(super::plan(&v4_only, &Configs::default(), &nodes, &[]).iter().all(|p| p.remote.is_ipv4()));
+    }
+
+    #[test]
     fn bgp_peers_apply_globally_by_name_by_node_selector_and_by_peer_selector() {
         let labels: BTreeMap<String, String> = [("rack".to_string(), "r1".to_string())].into();
         let me = Me {
             name: "a".into(),
             address: "192.0.2.1".parse().unwrap(),
+            address6: None,
             asn: 64512,
             labels,
             cluster_id: None,
@@ -518,6 +586,7 @@ mod tests {
         let me = Me {
             name: "a".into(),
             address: "192.0.2.1".parse().unwrap(),
+            address6: None,
             asn: 64512,
             labels: BTreeMap::new(),
             cluster_id: None,
@@ -593,6 +662,7 @@ mod tests {
         let me_rr = Me {
             name: "rr".into(),
             address: "192.0.2.9".parse().unwrap(),
+            address6: None,
             asn: 64512,
             labels: [("rr".to_string(), "yes".to_string())].into(),
             cluster_id: None,
@@ -633,6 +703,7 @@ mod tests {
         let me_rr = Me {
             name: "rr".into(),
             address: "192.0.2.9".parse().unwrap(),
+            address6: None,
             asn: 64512,
             labels: [("rr".to_string(), "yes".to_string())].into(),
             cluster_id: Some("203.0.113.250".parse().unwrap()),
@@ -644,6 +715,7 @@ mod tests {
         let me_a = Me {
             name: "a".into(),
             address: "192.0.2.1".parse().unwrap(),
+            address6: None,
             asn: 64512,
             labels: BTreeMap::new(),
             cluster_id: None,

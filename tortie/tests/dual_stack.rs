@@ -77,3 +77,44 @@ fn dual_stack_pods_on_a_node_are_routed_over_ipv6_and_a_restart_keeps_their_rout
     assert_eq!(code, 0, "{out}");
     wait_until("pod 0's IPv6 route to go", || !v6_routes(&c, 0).iter().any(|r| r.starts_with("2001:db8:100:: dev")));
 }
+
+#[test]
+fn the_mesh_runs_over_ipv6_too_and_pods_on_two_nodes_reach_each_other_over_ipv6() {
+    let c = Cluster::new("dual-mesh", 2);
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n",
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        n.ip(&["-6", "addr", "add", &format!("2001:db8::{}/64", i + 1), "dev", "eth0", "nodad"]).unwrap();
+    }
+    let d: Vec<_> = (0..2).map(|i| c.start_with(i, &["--ip6", &format!("2001:db8::{}/64", i + 1)])).collect();
+    let ipam = serde_json::json!({"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": "true"});
+    let pods: Vec<_> = (0..2).map(|i| c.lab.netns(&format!("p{i}")).unwrap()).collect();
+    for (i, pod) in pods.iter().enumerate() {
+        let (code, out) = c.cni(i, "ADD", &format!("mesh{i}"), pod, Some(ipam.clone()));
+        assert_eq!(code, 0, "{out}");
+    }
+    // Each node's IPv6 block reaches the other over the IPv6 session, next hop its IPv6 address.
+    wait_until("n1's route to n2's IPv6 block", || {
+        v6_routes(&c, 0).iter().any(|r| r.starts_with("2001:db8:100::40/122 via 2001:db8::2"))
+    });
+    wait_until("n2's route to n1's IPv6 block", || {
+        v6_routes(&c, 1).iter().any(|r| r.starts_with("2001:db8:100::/122 via 2001:db8::1"))
+    });
+    let run = c.nodes[0].dir().join("run").display().to_string();
+    let status = c.tortie(&["status", "--run-dir", &run], "");
+    let v6 = status.split("IPv6 BGP status").nth(1).unwrap();
+    assert!(v6.contains("| 2001:db8::2 ") && v6.contains("| node-to-node mesh | up "), "{status}");
+    let v4 = status.split("IPv6 BGP status").next().unwrap();
+    assert!(v4.contains("| 192.0.2.2 ") && v4.contains("| up "), "the IPv4 session too: {status}");
+    let ping = |from: usize, to: &str| {
+        pods[from].exec("ping", &["-6", "-n", "-c", "2", "-i", "0.2", "-W", "2", to]).is_ok_and(|o| o.contains(" 0% "))
+    };
+    wait_until("a pod on n1 reaching a pod on n2 over IPv6", || ping(0, "2001:db8:100::40"));
+    assert!(ping(1, "2001:db8:100::"), "and back");
+    assert!(
+        pods[0].exec("ping", &["-n", "-c", "1", "-W", "2", "198.18.0.64"]).is_ok_and(|o| o.contains(" 0% ")),
+        "and over IPv4"
+    );
+    drop(d);
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
-use tortie_bgp::packet::PathAttrs;
+use tortie_bgp::packet::{MpNextHop, PathAttrs};
 use tortie_bgp::rib::decision::Origination;
 use tortie_bgp::rib::table::BestChange;
 use tortie_bgp::speaker::{SpeakerCommand, SpeakerEvent};
@@ -48,13 +48,19 @@ pub async fn originate(
     }
 }
 
-/// The learned next hops of a best-path change (local paths are felix's own).
+/// The learned next hops of a best-path change (local paths are felix's
+/// own): NEXT_HOP for IPv4, MP_REACH_NLRI's global address for IPv6
+/// (RFC 4760 §3, RFC 2545 §3).
 fn next_hops(change: &BestChange) -> LearnedHops {
     change
         .paths
         .iter()
         .filter(|(_, p)| p.origination != Origination::Local)
-        .filter_map(|(_, p)| p.attrs.next_hop.map(IpAddr::V4))
+        .filter_map(|(_, p)| match (change.prefix, p.attrs.mp_next_hop) {
+            (IpNet::V6(_), Some(MpNextHop::Ipv6 { global, .. })) => Some(IpAddr::V6(global)),
+            (IpNet::V6(_), _) => None,
+            (IpNet::V4(_), _) => p.attrs.next_hop.map(IpAddr::V4),
+        })
         .collect()
 }
 

@@ -47,6 +47,11 @@ pub struct CommonArgs {
     /// This node's address with its subnet length (default: the first global IPv4 address).
     #[arg(long)]
     ip: Option<Ipv4Net>,
+    /// This node's IPv6 address with its subnet length, for a dual-stack
+    /// cluster (Calico's `IP6`): published as `bgp.ipv6Address`, and the
+    /// node-to-node mesh runs over IPv6 too.
+    #[arg(long)]
+    ip6: Option<ipnet::Ipv6Net>,
     /// Where the daemon keeps its API socket and state.
     #[arg(long, default_value = "/var/run/tortie")]
     run_dir: PathBuf,
@@ -154,6 +159,7 @@ async fn register(
     kv: &Datastore,
     name: &str,
     address: Ipv4Net,
+    address6: Option<ipnet::Ipv6Net>,
     cluster_id: Option<std::net::Ipv4Addr>,
 ) -> anyhow::Result<Object<NodeSpec>> {
     let mut node = match api::get(kv, Kind::Node, None, name).await {
@@ -169,6 +175,9 @@ async fn register(
     node.metadata.resource_version = None;
     let bgp = node.spec.bgp.get_or_insert_with(NodeBgp::default);
     bgp.ipv4_address = Some(IpNet::V4(address));
+    if let Some(a) = address6 {
+        bgp.ipv6_address = Some(IpNet::V6(a));
+    }
     if cluster_id.is_some() {
         bgp.route_reflector_cluster_id = cluster_id;
     }
@@ -213,7 +222,7 @@ async fn serve(
         Some(a) => a,
         None => discover_address().await?,
     };
-    register(&kv, &args.name, address, cluster_id).await?;
+    register(&kv, &args.name, address, args.ip6, cluster_id).await?;
     // One watch of the datastore, in memory, for felix, the tunnel and the peers.
     let synced = Syncer::start(kv.clone(), "/calico/").await.context("reading the datastore")?;
     let (mut tunnels, mut felix, mut bpffs_dir) = (None, None, None);
@@ -263,8 +272,11 @@ async fn serve(
     let (speaker_commands, statuses, bfd_reports, mut peer_task) = if bgp {
         let (best_tx, best_rx) = mpsc::channel(1024);
         let listen = bgp_configs(&synced).await?.listen_address(&args.name, address.addr());
-        let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, Some(listen))
-            .with_context(|| format!("starting the BGP speaker on {listen}"))?;
+        // IPv6 sessions are accepted on the node's IPv6 address (its own
+        // socket: a wildcard one would take IPv4 connections too).
+        let listen6 = args.ip6.map(|a| SocketAddr::new(IpAddr::V6(a.addr()), listen.port()));
+        let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, std::iter::once(listen).chain(listen6))
+            .with_context(|| format!("starting the BGP speaker on {listen} {listen6:?}"))?;
         if let Some(deferral) = restarted {
             speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
         }
@@ -422,7 +434,11 @@ async fn plan_peers(
     let asn =
         mine.and_then(|n| n.spec.bgp.as_ref()?.as_number).or(configs.default.as_number).unwrap_or(peers::DEFAULT_AS);
     let cluster_id = mine.and_then(|n| n.spec.bgp.as_ref()?.route_reflector_cluster_id);
-    let me = Me { name: name.to_string(), address: address.addr(), asn, labels, cluster_id, send_hold };
+    let address6 = mine.and_then(|n| match n.spec.bgp.as_ref()?.ipv6_address? {
+        IpNet::V6(a) => Some(a.addr()),
+        IpNet::V4(_) => None,
+    });
+    let me = Me { name: name.to_string(), address: address.addr(), address6, asn, labels, cluster_id, send_hold };
     let filters: BTreeMap<String, BgpFilterSpec> = api::list(kv, Kind::BgpFilter, None)
         .await?
         .into_iter()
