@@ -250,9 +250,10 @@ fn bad_input_gets_the_spec_error_code_and_writes_nothing() {
 }
 
 /// Starts `count` ADDs at once on `node` (one process each), pods named `tag-i`.
-fn concurrent_adds(s: &Setup, node: &Netns, node_name: &str, tag: &str, count: usize) -> (Vec<Netns>, Vec<String>) {
+/// `count` ADDs at once on `node` with `conf`: the pods and each one's addresses.
+fn concurrent_adds(s: &Setup, node: &Netns, conf: &Value, tag: &str, count: usize) -> (Vec<Netns>, Vec<Vec<String>>) {
     let pods: Vec<Netns> = (0..count).map(|i| s.lab.netns(&format!("{tag}{i}")).unwrap()).collect();
-    let conf = s.conf(node_name).to_string();
+    let conf = conf.to_string();
     let children: Vec<_> = pods
         .iter()
         .enumerate()
@@ -263,7 +264,7 @@ fn concurrent_adds(s: &Setup, node: &Netns, node_name: &str, tag: &str, count: u
         .map(|c| {
             let out = c.wait_with_output().unwrap();
             let v = ok((out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap()));
-            v["ips"][0]["address"].as_str().unwrap().to_string()
+            v["ips"].as_array().unwrap().iter().map(|ip| ip["address"].as_str().unwrap().to_string()).collect()
         })
         .collect();
     (pods, addrs)
@@ -274,15 +275,17 @@ fn concurrent_adds_on_one_and_two_nodes_never_share_an_address_and_del_frees_all
     let s = Setup::new("cni-race", Some(&pool("198.18.0.0/16", 26)));
     let n1 = s.lab.netns("n1").unwrap();
     let n2 = s.lab.netns("n2").unwrap();
-    let (_p, one) = concurrent_adds(&s, &n1, "n1", "a", 100);
+    let (_p, one) = concurrent_adds(&s, &n1, &s.conf("n1"), "a", 100);
+    let one: Vec<String> = one.concat();
     let unique: HashSet<&String> = one.iter().collect();
     assert_eq!(unique.len(), 100, "duplicate addresses: {one:?}");
 
     let ((_q, two_a), (_r, two_b)) = std::thread::scope(|t| {
-        let a = t.spawn(|| concurrent_adds(&s, &n1, "n1", "b", 50));
-        let b = t.spawn(|| concurrent_adds(&s, &n2, "n2", "c", 50));
+        let a = t.spawn(|| concurrent_adds(&s, &n1, &s.conf("n1"), "b", 50));
+        let b = t.spawn(|| concurrent_adds(&s, &n2, &s.conf("n2"), "c", 50));
         (a.join().unwrap(), b.join().unwrap())
     });
+    let (two_a, two_b) = (two_a.concat(), two_b.concat());
     let all: HashSet<&String> = one.iter().chain(&two_a).chain(&two_b).collect();
     assert_eq!(all.len(), 200, "duplicate addresses across nodes");
     assert_eq!(allocated(&s.url).len(), 200);
@@ -298,6 +301,30 @@ fn concurrent_adds_on_one_and_two_nodes_never_share_an_address_and_del_frees_all
         assert!(d.wait_with_output().unwrap().status.success());
     }
     assert!(allocated(&s.url).is_empty(), "every address freed");
+    assert_eq!(endpoints(&s.url), 0);
+}
+
+#[test]
+fn concurrent_dual_stack_adds_never_share_an_address_in_either_family_and_del_frees_both() {
+    let s = Setup::new("cni-race6", Some(&pool("198.18.0.0/16", 26)));
+    s.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n",
+    );
+    let n1 = s.lab.netns("n1").unwrap();
+    let mut conf = s.conf("n1");
+    conf["ipam"] = json!({"assign_ipv4": "true", "assign_ipv6": "true"});
+    let (_p, addrs) = concurrent_adds(&s, &n1, &conf, "d", 100);
+    assert!(addrs.iter().all(|a| a.len() == 2), "an address of each family each: {addrs:?}");
+    for family in 0..2 {
+        let unique: HashSet<&String> = addrs.iter().map(|a| &a[family]).collect();
+        assert_eq!(unique.len(), 100, "duplicate addresses: {addrs:?}");
+    }
+    assert_eq!(allocated(&s.url).len(), 200);
+    let dels: Vec<_> = (0..100).map(|i| spawn_cni(&n1, "DEL", &format!("d-{i}"), None, &conf.to_string())).collect();
+    for d in dels {
+        assert!(d.wait_with_output().unwrap().status.success());
+    }
+    assert!(allocated(&s.url).is_empty(), "both families freed");
     assert_eq!(endpoints(&s.url), 0);
 }
 
