@@ -17,7 +17,7 @@ fn operator(op: MatchOperator) -> policy::MatchOperator {
     }
 }
 
-fn rule(filter: &str, r: &BgpFilterRule) -> Option<Rule> {
+fn rule(filter: &str, r: &BgpFilterRule, ipv6: bool) -> Option<Rule> {
     let source = match r.source.as_deref() {
         None => None,
         Some("RemotePeers") => Some(policy::Source::RemotePeers),
@@ -35,8 +35,9 @@ fn rule(filter: &str, r: &BgpFilterRule) -> Option<Rule> {
     out.cidr = r.cidr.zip(r.match_operator).map(|(cidr, op)| (operator(op), cidr));
     out.prefix_length = r.prefix_length.map(|l| {
         let lo = l.min.unwrap_or_else(|| r.cidr.map_or(0, |c| c.prefix_len()));
-        (lo, l.max.unwrap_or(32))
+        (lo, l.max.unwrap_or(if ipv6 { 128 } else { 32 }))
     });
+    out.ipv6 = Some(ipv6);
     out.source = source;
     out.peer_type = match r.peer_type.as_deref() {
         Some("eBGP") => Some(policy::PeerType::Ebgp),
@@ -68,8 +69,10 @@ pub fn policies(names: &[String], filters: &BTreeMap<String, BgpFilterSpec>) -> 
             tracing::warn!(filter = name, "BGPPeer names a BGPFilter that does not exist; skipped");
             continue;
         };
-        import.extend(f.import_v4.iter().filter_map(|r| rule(name, r)));
-        export.extend(f.export_v4.iter().filter_map(|r| rule(name, r)));
+        import.extend(f.import_v4.iter().filter_map(|r| rule(name, r, false)));
+        import.extend(f.import_v6.iter().filter_map(|r| rule(name, r, true)));
+        export.extend(f.export_v4.iter().filter_map(|r| rule(name, r, false)));
+        export.extend(f.export_v6.iter().filter_map(|r| rule(name, r, true)));
     }
     (Policy { rules: import }, Policy { rules: export })
 }
@@ -88,13 +91,22 @@ mod tests {
             ..BgpFilterRule::new(FilterAction::Reject)
         };
         let learned = BgpFilterRule { source: Some("RemotePeers".into()), ..BgpFilterRule::new(FilterAction::Reject) };
-        let spec = BgpFilterSpec { import_v4: vec![reject], export_v4: vec![learned], ..BgpFilterSpec::default() };
+        let spec = BgpFilterSpec {
+            import_v4: vec![reject],
+            export_v4: vec![learned.clone()],
+            export_v6: vec![learned],
+            ..BgpFilterSpec::default()
+        };
         let filters = BTreeMap::from([("f".to_string(), spec)]);
         let (import, export) = policies(&["missing".into(), "f".into()], &filters);
         assert_eq!(import.rules.len(), 1);
-        let not_learned =
-            Rule { verdict: Verdict::Reject, source: Some(policy::Source::RemotePeers), ..Rule::any(Verdict::Reject) };
-        assert_eq!(export.rules, vec![not_learned], "`source: RemotePeers` kept, not skipped");
+        let not_learned = |ipv6| Rule {
+            verdict: Verdict::Reject,
+            source: Some(policy::Source::RemotePeers),
+            ipv6: Some(ipv6),
+            ..Rule::any(Verdict::Reject)
+        };
+        assert_eq!(export.rules, vec![not_learned(false), not_learned(true)], "`source: RemotePeers` kept, per family");
         let r = &import.rules[0];
         assert_eq!(r.verdict, Verdict::Reject);
         assert_eq!(r.cidr, Some((policy::MatchOperator::In, "203.0.113.0/24".parse().unwrap())));

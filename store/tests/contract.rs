@@ -97,8 +97,8 @@ const FIELDS: &[(&str, Use)] = &[
     ("PrependAsPath.prefix", Reads("peering/src/filters.rs", "p.prefix")),
     ("BgpFilterSpec.export_v4", Reads("peering/src/filters.rs", ".export_v4")),
     ("BgpFilterSpec.import_v4", Reads("peering/src/filters.rs", ".import_v4")),
-    ("BgpFilterSpec.export_v6", Refused),
-    ("BgpFilterSpec.import_v6", Refused),
+    ("BgpFilterSpec.export_v6", Reads("peering/src/filters.rs", "f.export_v6")),
+    ("BgpFilterSpec.import_v6", Reads("peering/src/filters.rs", "f.import_v6")),
     // felix.rs
     ("ProtoPort.protocol", Reads("felix/src/policy/host.rs", "p.protocol_number()")),
     ("ProtoPort.port", Reads("felix/src/policy/host.rs", "p.port")),

@@ -319,10 +319,12 @@ fn bgp_configuration_refuses_what_a_node_may_not_set_and_ipv6_advertisements() {
         "{HEAD}kind: BGPPeer\nmetadata: {{name: p}}\nspec: {{peerIP: 192.0.2.9, asNumber: 65000, maxRestartTime: 1.5s}}\n"
     ));
     assert!(err.contains("spec.maxRestartTime: `1.5s`"), "{err}");
+    let v6 = "{HEAD}kind: BGPFilter\nmetadata: {name: f}\nspec: {importV6: [{action: Reject, cidr: '2001:db8::/32', matchOperator: In}], exportV6: [{action: Reject, source: RemotePeers}]}\n";
+    assert!(parse_documents(&v6.replace("{HEAD}", HEAD)).is_ok(), "IPv6 filter rules are taken (dual stack)");
     let err = error_of(&format!(
-        "{HEAD}kind: BGPFilter\nmetadata: {{name: f}}\nspec: {{importV6: [{{action: Reject, cidr: '2001:db8::/32', matchOperator: In}}]}}\n"
+        "{HEAD}kind: BGPFilter\nmetadata: {{name: f}}\nspec: {{importV6: [{{action: Accept, interface: 'eth*'}}]}}\n"
     ));
-    assert!(err.contains("spec.importV6: `1 rules`: IPv6 routes need dual stack"), "{err}");
+    assert!(err.contains("spec.importV6[0].interface: `eth*`"), "{err}");
     let filter =
         |rule: &str| error_of(&format!("{HEAD}kind: BGPFilter\nmetadata: {{name: f}}\nspec: {{exportV4: [{rule}]}}\n"));
     assert!(filter("{action: Accept, interface: 'eth*'}").contains("spec.exportV4[0].interface: `eth*`"));

@@ -71,6 +71,19 @@ fn lab_up_builds_a_working_cluster_and_lab_down_leaves_nothing() {
     check_up(&out, 2);
     check_down();
 
+    // Dual stack: sessions over both families, every pod reaching every other over both.
+    let (ok, out) = tortie(&["lab", "up", "--nodes", "3", "--ipv6"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("| node-to-node mesh | up ").count(), 2 * 3 * 2, "{out}");
+    assert_eq!(out.matches("| node specific     | up ").count(), 2 * 3, "{out}");
+    assert!(!out.contains("| start ") && !out.contains("No IPv6 peers found"), "{out}");
+    let tor6 = out.lines().filter(|l| l.starts_with("  2001:db8:100:") && l.contains("/122 via ")).count();
+    assert_eq!(tor6, 3, "the ToR has each node's IPv6 block: {out}");
+    let v6 = out.split("over IPv6 (ping -6").nth(1).unwrap_or_default().split("===").next().unwrap();
+    assert_eq!(v6.matches(" ok").count(), 6 * 5, "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    check_down();
+
     // VXLAN without BGP: the nodes route each other's blocks from the datastore.
     let (ok, out) = tortie(&["lab", "up", "--nodes", "3", "--encap", "vxlan", "--no-bgp"]);
     assert!(ok, "{out}");

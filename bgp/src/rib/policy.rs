@@ -75,6 +75,9 @@ pub struct Rule {
     pub peer_type: Option<PeerType>,
     /// The route comes from here.
     pub source: Option<Source>,
+    /// The route is of this family (a BGPFilter's `exportV4` or `exportV6`
+    /// rules: each list sees only its own family's routes).
+    pub ipv6: Option<bool>,
     /// The decision.
     pub verdict: Verdict,
     /// Changes applied when accepted.
@@ -91,6 +94,7 @@ impl Rule {
             as_path_prefix: Vec::new(),
             peer_type: None,
             source: None,
+            ipv6: None,
             verdict,
             operations: Vec::new(),
         }
@@ -115,7 +119,8 @@ impl Rule {
         };
         let peer_ok = self.peer_type.is_none_or(|t| t == peer);
         let source_ok = self.source.is_none_or(|s| s == source);
-        cidr_ok && len_ok && community_ok && path_ok && peer_ok && source_ok
+        let family_ok = self.ipv6.is_none_or(|v6| v6 == prefix.addr().is_ipv6());
+        cidr_ok && len_ok && community_ok && path_ok && peer_ok && source_ok && family_ok
     }
 }
 
@@ -259,6 +264,10 @@ mod tests {
         let learned_only = rule(|r| r.source = Some(Source::RemotePeers));
         assert!(learned_only.matches(&p("198.18.1.0/24"), &attrs(), PeerType::Ebgp, Source::RemotePeers));
         assert!(!learned_only.matches(&p("198.18.1.0/24"), &attrs(), PeerType::Ebgp, Source::Local));
+        // A BGPFilter's exportV4 rules see IPv4 routes only, exportV6 rules IPv6 only.
+        let v6_only = rule(|r| r.ipv6 = Some(true));
+        assert!(v6_only.matches(&p("2001:db8:100::/122"), &attrs(), PeerType::Ebgp, Source::Local));
+        assert!(!v6_only.matches(&p("198.18.1.0/24"), &attrs(), PeerType::Ebgp, Source::Local));
     }
 
     #[test]

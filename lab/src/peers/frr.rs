@@ -149,8 +149,12 @@ impl BgpPeer for Frr {
     }
 
     fn routes(&self) -> Result<Vec<Route>> {
-        let out = self.vtysh("show bgp ipv4 unicast json")?;
-        parse_routes(&out).map_err(|e| LabError::parse("routes", self.bgpd.name(), e, &out))
+        let mut routes = Vec::new();
+        for family in ["ipv4", "ipv6"] {
+            let out = self.vtysh(&format!("show bgp {family} unicast json"))?;
+            routes.extend(parse_routes(&out).map_err(|e| LabError::parse("routes", self.bgpd.name(), e, &out))?);
+        }
+        Ok(routes)
     }
 }
 
@@ -212,11 +216,19 @@ fn render(speaker: &Speaker) -> String {
             let _ = writeln!(c, " neighbor {} bfd", n.address);
         }
     }
-    let _ = writeln!(c, " address-family ipv4 unicast");
-    for prefix in &speaker.announce {
-        let _ = writeln!(c, "  network {prefix}");
+    // IPv4 neighbours carry IPv4 unicast, IPv6 neighbours IPv6 unicast (FRR
+    // would also activate IPv4 unicast on an IPv6 session by default).
+    for (family, v6) in [("ipv4", false), ("ipv6", true)] {
+        let _ = writeln!(c, " address-family {family} unicast");
+        for n in &speaker.neighbors {
+            let verb = if n.address.is_ipv6() == v6 { "" } else { "no " };
+            let _ = writeln!(c, "  {verb}neighbor {} activate", n.address);
+        }
+        for prefix in speaker.announce.iter().filter(|p| p.addr().is_ipv6() == v6) {
+            let _ = writeln!(c, "  network {prefix}");
+        }
+        let _ = writeln!(c, " exit-address-family");
     }
-    let _ = writeln!(c, " exit-address-family");
     c
 }
 

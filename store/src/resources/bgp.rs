@@ -795,17 +795,12 @@ impl Spec for BgpFilterSpec {
     }
 
     fn refuse(&self, _meta: &Metadata) -> Result<(), Invalid> {
-        for (name, rules) in [("exportV6", &self.export_v6), ("importV6", &self.import_v6)] {
-            if !rules.is_empty() {
-                let n = rules.len();
-                return Err(Invalid::new(
-                    name,
-                    format!("{n} rules"),
-                    "IPv6 routes need dual stack, which tortie has not yet",
-                ));
-            }
-        }
-        for (name, rules) in [("exportV4", &self.export_v4), ("importV4", &self.import_v4)] {
+        for (name, rules) in [
+            ("exportV4", &self.export_v4),
+            ("importV4", &self.import_v4),
+            ("exportV6", &self.export_v6),
+            ("importV6", &self.import_v6),
+        ] {
             for (i, r) in rules.iter().enumerate() {
                 let field = |f: &str| format!("{name}[{i}].{f}");
                 // What tortie's routes cannot carry or be told apart by.

@@ -13,7 +13,7 @@
 mod topology;
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,6 +64,11 @@ pub struct UpArgs {
     /// the others' blocks from the datastore; the ToR only forwards.
     #[arg(long)]
     no_bgp: bool,
+    /// Dual stack: the nodes and the ToR get IPv6 addresses too, pods an
+    /// address of each family, the mesh and the ToR sessions run over IPv6
+    /// as well, and the reachability matrix is shown for each family.
+    #[arg(long, conflicts_with = "no_bgp")]
+    ipv6: bool,
 }
 
 /// The ToR as it runs.
@@ -86,6 +91,8 @@ struct LabPod {
     name: String,
     netns: Netns,
     address: Ipv4Addr,
+    /// With `--ipv6`.
+    address6: Option<Ipv6Addr>,
 }
 
 /// Everything the lab is made of. Dropped on a failure (which removes it
@@ -170,6 +177,9 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         let ifname = format!("eth{i}");
         sw.attach(&tor_ns, &ifname)?;
         tor_ns.add_addr(&ifname, format!("{}/24", subnet.tor()).parse()?)?;
+        if args.ipv6 {
+            tor_ns.ip(&["-6", "addr", "add", &format!("{}/64", subnet.tor6()), "dev", &ifname, "nodad"])?;
+        }
     }
     tor_ns.enable_forwarding()?;
     // The outside: reachable from the nodes' subnets, with no route back to the pods.
@@ -189,12 +199,16 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         sw.attach(&ns, "eth0")?;
         ns.add_addr("eth0", format!("{}/24", n.address).parse()?)?;
         ns.add_route(&format!("default via {}", n.subnet.tor()))?;
+        if args.ipv6 {
+            ns.ip(&["-6", "addr", "add", &format!("{}/64", n.address6), "dev", "eth0", "nodad"])?;
+            ns.ip(&["-6", "route", "add", "default", "via", &n.subnet.tor6().to_string()])?;
+        }
         nodes.push((n.clone(), ns));
     }
 
     rt.block_on(async {
         let kv = Datastore::open(&url).await?;
-        api::apply(&kv, &parse_documents(&topology::resources(&plan, args.encap, bgp))?).await?;
+        api::apply(&kv, &parse_documents(&topology::resources(&plan, args.encap, bgp, args.ipv6))?).await?;
         anyhow::Ok(())
     })
     .context("writing the lab's resources")?;
@@ -207,6 +221,11 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         neighbors: plan
             .iter()
             .map(|n| Neighbor::new(&n.name, IpAddr::V4(n.address), topology::NODE_AS).bfd())
+            .chain(
+                plan.iter()
+                    .filter(|_| args.ipv6)
+                    .map(|n| Neighbor::new(&format!("{}-v6", n.name), IpAddr::V6(n.address6), topology::NODE_AS)),
+            )
             .collect(),
     };
     let tor = match args.tor {
@@ -229,7 +248,16 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         let ip = format!("{}/24", n.address);
         let backend = if bgp { "bird" } else { "vxlan" };
         let env = [("TORTIE_DATASTORE", url.as_str()), ("TORTIE_NETWORKING_BACKEND", backend)];
-        daemons.push(ns.spawn_tortie_node(&format!("tortie-{}", n.name), path_str(&exe)?, &n.name, &ip, &[], &env)?);
+        let ip6 = format!("{}/64", n.address6);
+        let extra: &[&str] = if args.ipv6 { &["--ip6", &ip6] } else { &[] };
+        daemons.push(ns.spawn_tortie_node(
+            &format!("tortie-{}", n.name),
+            path_str(&exe)?,
+            &n.name,
+            &ip,
+            extra,
+            &env,
+        )?);
     }
 
     let cni = lab.dir().join("bin/tortie-cni");
@@ -240,8 +268,8 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         for p in 1..=PODS_PER_NODE {
             let name = format!("{}-pod{p}", n.name);
             let pod_ns = lab.netns(&name)?;
-            let address = cni_add(&cni, ns, &pod_ns, &n.name, &name, &url)?;
-            pods.push(LabPod { name, netns: pod_ns, address });
+            let (address, address6) = cni_add(&cni, ns, &pod_ns, &n.name, &name, &url, args.ipv6)?;
+            pods.push(LabPod { name, netns: pod_ns, address, address6 });
         }
     }
     let built =
@@ -254,7 +282,8 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         }
         None => (Vec::new(), String::new()),
     };
-    let matrix = wait_matrix(&built.pods);
+    let matrix = wait_matrix(&built.pods, false);
+    let matrix6 = if args.ipv6 { wait_matrix(&built.pods, true) } else { Vec::new() };
     let outside = outside_row(&built.pods);
     for (n, ns) in &built.nodes {
         let s = rt.block_on(status::fetch(&run_dir(ns)))?;
@@ -275,14 +304,19 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
         println!();
     }
     println!("=== Pod-to-pod reachability (ping, one probe each)");
-    print!("{}", render_matrix(&built.pods, &matrix));
+    print!("{}", render_matrix(&built.pods, &matrix, false));
     println!();
+    if args.ipv6 {
+        println!("=== Pod-to-pod reachability over IPv6 (ping -6, one probe each)");
+        print!("{}", render_matrix(&built.pods, &matrix6, true));
+        println!();
+    }
     println!("=== Pods to the outside ({OUTSIDE_HOST}, behind the ToR, no route back to the pods: natOutgoing)");
     for (p, ok) in built.pods.iter().zip(&outside) {
         println!("  {:<12} {:<15} {}", p.name, p.address.to_string(), if *ok { "ok" } else { "FAIL" });
     }
-    let failed =
-        matrix.iter().flatten().filter(|c| **c == Some(false)).count() + outside.iter().filter(|ok| !**ok).count();
+    let failed = matrix.iter().chain(&matrix6).flatten().filter(|c| **c == Some(false)).count()
+        + outside.iter().filter(|ok| !**ok).count();
     println!();
     println!(
         "Lab up in {:.1} s: {} nodes, {} pods, datastore {url}",
@@ -329,7 +363,8 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Runs CNI ADD for a pod, in its node's namespace, as a runtime would.
+/// Runs CNI ADD for a pod, in its node's namespace, as a runtime would;
+/// its IPv4 address, and its IPv6 one with `ipv6`.
 fn cni_add(
     cni: &Path,
     node: &Netns,
@@ -337,9 +372,11 @@ fn cni_add(
     node_name: &str,
     container: &str,
     url: &str,
-) -> anyhow::Result<Ipv4Addr> {
+    ipv6: bool,
+) -> anyhow::Result<(Ipv4Addr, Option<Ipv6Addr>)> {
     let conf = serde_json::json!({
-        "cniVersion": "1.1.0", "name": "tortie-lab", "type": "tortie-cni", "datastore": url, "nodename": node_name
+        "cniVersion": "1.1.0", "name": "tortie-lab", "type": "tortie-cni", "datastore": url, "nodename": node_name,
+        "ipam": {"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": ipv6.to_string()}
     });
     let mut child = Command::new("ip")
         .args(["netns", "exec", node.name(), path_str(cni)?])
@@ -360,13 +397,17 @@ fn cni_add(
     if !out.status.success() {
         bail!("tortie-cni ADD {container} failed: {result}");
     }
-    let address = result["ips"][0]["address"].as_str().context("no address in the CNI result")?;
-    Ok(address.trim_end_matches("/32").parse()?)
+    let address = |i: usize| result["ips"][i]["address"].as_str().map(|a| a.split('/').next().unwrap_or(a));
+    let v4 = address(0).context("no address in the CNI result")?.parse()?;
+    let v6 = address(1).map(str::parse).transpose()?;
+    Ok((v4, v6))
 }
 
 /// Waits for every node's sessions (the mesh and the ToR) to be Established.
 fn wait_sessions(built: &Built, rt: &Handle) -> anyhow::Result<()> {
-    let per_node = built.nodes.len(); // n − 1 mesh peers + the ToR
+    // n − 1 mesh peers + the ToR, per family.
+    let families = if built.pods.iter().any(|p| p.address6.is_some()) { 2 } else { 1 };
+    let per_node = built.nodes.len() * families;
     let total = (per_node * built.nodes.len()) as u64;
     let bar = indicatif::ProgressBar::new(total).with_message("BGP sessions Established");
     bar.set_style(
@@ -462,19 +503,35 @@ fn wait_service_route(built: &Built, tor: &Tor, kind: TorKind) -> String {
     }
 }
 
-/// Pings every pod from every pod (in parallel); `None` on the diagonal.
-fn matrix(pods: &[LabPod]) -> Vec<Vec<Option<bool>>> {
+/// Each pod's address of one family (IPv6 with `v6`).
+fn addresses(pods: &[LabPod], v6: bool) -> Vec<IpAddr> {
+    pods.iter()
+        .map(|p| match (v6, p.address6) {
+            (true, Some(a)) => IpAddr::V6(a),
+            _ => IpAddr::V4(p.address),
+        })
+        .collect()
+}
+
+/// Pings every pod from every pod (in parallel) at its address of one
+/// family; `None` on the diagonal.
+fn matrix(pods: &[LabPod], v6: bool) -> Vec<Vec<Option<bool>>> {
+    let to_all = addresses(pods, v6);
+    let family = if v6 { "-6" } else { "-4" };
     std::thread::scope(|s| {
         let rows: Vec<_> = pods
             .iter()
-            .map(|from| {
+            .enumerate()
+            .map(|(i, from)| {
+                let to_all = &to_all;
                 s.spawn(move || {
-                    pods.iter()
-                        .map(|to| {
-                            (from.address != to.address).then(|| {
-                                from.netns
-                                    .exec("ping", &["-n", "-q", "-c", "1", "-W", "1", &to.address.to_string()])
-                                    .is_ok()
+                    to_all
+                        .iter()
+                        .enumerate()
+                        .map(|(j, to)| {
+                            (i != j).then(|| {
+                                let to = to.to_string();
+                                from.netns.exec("ping", &[family, "-n", "-q", "-c", "1", "-W", "1", &to]).is_ok()
                             })
                         })
                         .collect::<Vec<_>>()
@@ -487,10 +544,10 @@ fn matrix(pods: &[LabPod]) -> Vec<Vec<Option<bool>>> {
 
 /// The matrix once every pair answers (routes take a moment to spread), or
 /// the last attempt.
-fn wait_matrix(pods: &[LabPod]) -> Vec<Vec<Option<bool>>> {
+fn wait_matrix(pods: &[LabPod], v6: bool) -> Vec<Vec<Option<bool>>> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let m = matrix(pods);
+        let m = matrix(pods, v6);
         if m.iter().flatten().all(|c| *c != Some(false)) || Instant::now() > deadline {
             return m;
         }
@@ -507,15 +564,17 @@ fn outside_row(pods: &[LabPod]) -> Vec<bool> {
         .collect()
 }
 
-fn render_matrix(pods: &[LabPod], m: &[Vec<Option<bool>>]) -> String {
+fn render_matrix(pods: &[LabPod], m: &[Vec<Option<bool>>], v6: bool) -> String {
     let width = pods.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
-    let mut out = format!("{:<w$} {:<15}", "from \\ to", "", w = width);
+    let addrs = addresses(pods, v6);
+    let aw = addrs.iter().map(|a| a.to_string().len()).max().unwrap_or(15).max(15);
+    let mut out = format!("{:<w$} {:<aw$}", "from \\ to", "", w = width);
     for p in pods {
         out += &format!(" {:>w$}", p.name, w = width);
     }
     out.push('\n');
-    for (p, row) in pods.iter().zip(m) {
-        out += &format!("{:<w$} {:<15}", p.name, p.address.to_string(), w = width);
+    for ((p, a), row) in pods.iter().zip(&addrs).zip(m) {
+        out += &format!("{:<w$} {:<aw$}", p.name, a.to_string(), w = width);
         for cell in row {
             let mark = match cell {
                 None => "-",
