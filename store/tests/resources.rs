@@ -252,6 +252,23 @@ fn pools_overlap_when_they_share_addresses() {
     assert!(pool("198.18.0.0/16").overlaps(&pool("198.18.4.0/24")));
     assert!(pool("198.18.4.0/24").overlaps(&pool("198.18.0.0/16")));
     assert!(!pool("198.18.0.0/16").overlaps(&pool("198.19.0.0/16")));
+    assert!(pool("2001:db8:100::/48").overlaps(&pool("2001:db8:100:1::/64")), "IPv6 too");
+    assert!(!pool("2001:db8:100::/48").overlaps(&pool("2001:db8:101::/48")));
+    assert!(!pool("198.18.0.0/16").overlaps(&pool("2001:db8:100::/48")), "never across families");
+}
+
+#[test]
+fn ipv6_pools_take_calicos_block_size_and_refuse_one_outside_116_to_128() {
+    let docs = |spec: &str| {
+        parse_documents(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: v6}}\nspec: {spec}\n"
+        ))
+    };
+    let ok = docs("{cidr: '2001:db8:100::/48'}").unwrap();
+    let Resource::IpPool(p) = &ok[0] else { panic!() };
+    assert_eq!(p.spec.block_size, Some(122), "Calico's IPv6 default");
+    let err = docs("{cidr: '2001:db8:100::/48', blockSize: 115}").unwrap_err().to_string();
+    assert!(err.contains("spec.blockSize: `115`: must be 116–128 for this address family"), "{err}");
 }
 
 #[test]

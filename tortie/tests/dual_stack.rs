@@ -116,5 +116,20 @@ fn the_mesh_runs_over_ipv6_too_and_pods_on_two_nodes_reach_each_other_over_ipv6(
         pods[0].exec("ping", &["-n", "-c", "1", "-W", "2", "198.18.0.64"]).is_ok_and(|o| o.contains(" 0% ")),
         "and over IPv4"
     );
-    drop(d);
+    // n1's daemon killed and restarted under a 100/s IPv6 ping to n2's pod:
+    // the kernel routes stay, n2 keeps n1's routes (graceful restart), nothing is lost.
+    let mut d = d;
+    let out = std::thread::scope(|s| {
+        let ping = s.spawn(|| pods[0].exec("ping", &["-6", "-n", "-c", "1000", "-i", "0.01", "2001:db8:100::40"]));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        d[0].kill_now();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        d[0] = c.start_with(0, &["--ip6", "2001:db8::1/64"]);
+        ping.join().unwrap().unwrap()
+    });
+    assert!(out.contains("1000 packets transmitted, 1000 received"), "{out}");
+    wait_until("n1's IPv6 session back", || {
+        let status = c.tortie(&["status", "--run-dir", &run], "");
+        status.split("IPv6 BGP status").nth(1).is_some_and(|v6| v6.contains("| up "))
+    });
 }
