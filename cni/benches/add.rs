@@ -25,6 +25,12 @@ kind: IPPool
 metadata: {name: bench}
 spec: {cidr: 198.18.0.0/16, blockSize: 26}
 ";
+/// The IPv6 pool of the dual-stack rows.
+const POOL6: &str = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: bench6}
+spec: {cidr: '2001:db8:100::/48'}
+";
 
 /// Starts the plugin directly in the node's namespace, as a runtime living
 /// there does (no `ip netns exec` in between: that costs more than the ADD).
@@ -71,7 +77,8 @@ fn del_all(node: &Netns, tag: &str, conf: &str) {
     dels.into_iter().for_each(finish);
 }
 
-fn bench(engine: &str, url: &str, node: &Netns, pods: &[Netns]) {
+/// One row: `engine` at `url`; with `dual`, an address of each family per pod.
+fn bench(engine: &str, url: &str, node: &Netns, pods: &[Netns], dual: bool) {
     // From inside the node, where the datastore is reachable. The store stays
     // open meanwhile, as the node's daemon keeps it (for SQLite: the WAL and
     // its index stay warm instead of being rebuilt by every plugin process).
@@ -81,14 +88,17 @@ fn bench(engine: &str, url: &str, node: &Netns, pods: &[Netns]) {
             let kv = rt.block_on(async {
                 let kv = Datastore::open(url).await.unwrap();
                 api::apply(&kv, &parse_documents(POOL).unwrap()).await.unwrap();
+                if dual {
+                    api::apply(&kv, &parse_documents(POOL6).unwrap()).await.unwrap();
+                }
                 kv
             });
             (rt, kv)
         })
         .unwrap();
-    let conf =
-        json!({"cniVersion": "1.1.0", "name": "bench", "type": "tortie-cni", "datastore": url, "nodename": "n1"})
-            .to_string();
+    let conf = json!({"cniVersion": "1.1.0", "name": "bench", "type": "tortie-cni", "datastore": url, "nodename": "n1",
+        "ipam": {"assign_ipv4": "true", "assign_ipv6": dual.to_string()}})
+    .to_string();
     let mut lat = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
         let t = Instant::now();
@@ -106,7 +116,7 @@ fn bench(engine: &str, url: &str, node: &Netns, pods: &[Netns]) {
     drop(kv);
     drop(rt);
     println!(
-        "  {engine:<7} ADD p50 {:>6.1} ms  p99 {:>6.1} ms  100 sequential {:>6.2} s  100 at once {:>6.2} s",
+        "  {engine:<14} ADD p50 {:>6.1} ms  p99 {:>6.1} ms  100 sequential {:>6.2} s  100 at once {:>6.2} s",
         pct(&lat, 50),
         pct(&lat, 99),
         lat.iter().sum::<Duration>().as_secs_f64(),
@@ -120,6 +130,7 @@ fn main() {
     let pods: Vec<Netns> = (0..PODS).map(|i| lab.netns(&format!("p{i}")).unwrap()).collect();
     let etcd = Etcd::start_in(&lab, &node).unwrap();
     println!("tortie-cni ADD on one node ({PODS} pods; process spawn, IPAM, veth, WorkloadEndpoint)");
-    bench("sqlite", &format!("sqlite://{}/store.db", lab.dir().display()), &node, &pods);
-    bench("etcd", &format!("etcd://{}", etcd.endpoint()), &node, &pods);
+    bench("sqlite", &format!("sqlite://{}/store.db", lab.dir().display()), &node, &pods, false);
+    bench("sqlite dual", &format!("sqlite://{}/dual.db", lab.dir().display()), &node, &pods, true);
+    bench("etcd", &format!("etcd://{}", etcd.endpoint()), &node, &pods, false);
 }
