@@ -149,7 +149,7 @@ const FIELDS: &[(&str, Use)] = &[
     ("NetworkSetSpec.nets", Reads("felix/src/agent.rs", "n.spec.nets")),
     // node.rs
     ("NodeBgp.ipv4_address", Reads("felix/src/agent.rs", ".ipv4_address")),
-    ("NodeBgp.ipv6_address", Tracked("#24 IPv6 mesh")),
+    ("NodeBgp.ipv6_address", Reads("peering/src/plan.rs", ".ipv6_address")),
     ("NodeBgp.as_number", Reads("peering/src/plan.rs", ".as_number")),
     ("NodeBgp.ipv4_ipip_tunnel_addr", Reads("tortie/src/node/tunnel.rs", ".ipv4_ipip_tunnel_addr")),
     ("NodeBgp.route_reflector_cluster_id", Reads("peering/src/plan.rs", ".route_reflector_cluster_id")),
