@@ -36,6 +36,20 @@ fn check_up(out: &str, nodes: usize) {
     assert_eq!(service.matches(" via ").count(), nodes, "{out}");
 }
 
+/// A dual-stack lab: both families' sessions up, the ToR holding each
+/// node's IPv6 block, every pod reaching every other over IPv6 too.
+fn check_dual(out: &str, nodes: usize) {
+    assert_eq!(out.matches("| node-to-node mesh | up ").count(), 2 * nodes * (nodes - 1), "{out}");
+    assert_eq!(out.matches("| node specific     | up ").count(), 2 * nodes, "{out}");
+    assert!(!out.contains("| start ") && !out.contains("No IPv6 peers found"), "{out}");
+    let tor6 = out.lines().filter(|l| l.starts_with("  2001:db8:100:") && l.contains("/122 via ")).count();
+    assert_eq!(tor6, nodes, "the ToR has each node's IPv6 block: {out}");
+    let pods = 2 * nodes;
+    let v6 = out.split("over IPv6 (ping -6").nth(1).unwrap_or_default().split("===").next().unwrap();
+    assert_eq!(v6.matches(" ok").count(), pods * (pods - 1), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
 /// Every pod answered every other, and reaches the outside through natOutgoing.
 fn check_reachability(out: &str, nodes: usize) {
     let pods = 2 * nodes;
@@ -71,18 +85,14 @@ fn lab_up_builds_a_working_cluster_and_lab_down_leaves_nothing() {
     check_up(&out, 2);
     check_down();
 
-    // Dual stack: sessions over both families, every pod reaching every other over both.
-    let (ok, out) = tortie(&["lab", "up", "--nodes", "3", "--ipv6"]);
-    assert!(ok, "{out}");
-    assert_eq!(out.matches("| node-to-node mesh | up ").count(), 2 * 3 * 2, "{out}");
-    assert_eq!(out.matches("| node specific     | up ").count(), 2 * 3, "{out}");
-    assert!(!out.contains("| start ") && !out.contains("No IPv6 peers found"), "{out}");
-    let tor6 = out.lines().filter(|l| l.starts_with("  2001:db8:100:") && l.contains("/122 via ")).count();
-    assert_eq!(tor6, 3, "the ToR has each node's IPv6 block: {out}");
-    let v6 = out.split("over IPv6 (ping -6").nth(1).unwrap_or_default().split("===").next().unwrap();
-    assert_eq!(v6.matches(" ok").count(), 6 * 5, "{out}");
-    assert!(!out.contains("FAIL"), "{out}");
-    check_down();
+    // Dual stack, with FRR and with BIRD: sessions over both families,
+    // every pod reaching every other over both.
+    for (nodes, tor) in [(3, "frr"), (2, "bird")] {
+        let (ok, out) = tortie(&["lab", "up", "--nodes", &nodes.to_string(), "--tor", tor, "--ipv6"]);
+        assert!(ok, "{out}");
+        check_dual(&out, nodes);
+        check_down();
+    }
 
     // VXLAN without BGP: the nodes route each other's blocks from the datastore.
     let (ok, out) = tortie(&["lab", "up", "--nodes", "3", "--encap", "vxlan", "--no-bgp"]);

@@ -50,6 +50,15 @@ impl Bird {
         Bird::start_with_config(ns, &format!("bird-{}", speaker.router_id), &render(speaker))
     }
 
+    /// Starts BIRD as a router for `speaker`: its best routes of both
+    /// families go into the kernel of `ns` (a ToR that forwards, as FRR's
+    /// zebra makes it).
+    pub fn start_router(ns: &Netns, speaker: &Speaker) -> Result<Bird> {
+        let kernel = "protocol kernel kernel4 { ipv4 { export all; }; merge paths on; }\n\
+                      protocol kernel kernel6 { ipv6 { export all; }; merge paths on; }\n";
+        Bird::start_with_config(ns, &format!("bird-{}", speaker.router_id), &(render(speaker) + kernel))
+    }
+
     /// Starts BIRD in `ns` with the config text the test wrote; `name`
     /// names its directory, socket and log.
     pub fn start_with_config(ns: &Netns, name: &str, config: &str) -> Result<Bird> {
@@ -206,12 +215,15 @@ fn render(speaker: &Speaker) -> String {
     let mut c = String::new();
     let keepalive = TEST_HOLD_TIME / 3;
     let _ = writeln!(c, "router id {};\nprotocol device {{ }}", speaker.router_id);
-    if !speaker.announce.is_empty() {
-        let _ = writeln!(c, "protocol static announce4 {{\n  ipv4;");
-        for prefix in &speaker.announce {
-            let _ = writeln!(c, "  route {prefix} blackhole;");
+    for (family, v6) in [("ipv4", false), ("ipv6", true)] {
+        let prefixes: Vec<_> = speaker.announce.iter().filter(|p| p.addr().is_ipv6() == v6).collect();
+        if !prefixes.is_empty() {
+            let _ = writeln!(c, "protocol static announce_{family} {{\n  {family};");
+            for prefix in prefixes {
+                let _ = writeln!(c, "  route {prefix} blackhole;");
+            }
+            let _ = writeln!(c, "}}");
         }
-        let _ = writeln!(c, "}}");
     }
     if speaker.neighbors.iter().any(|n| n.bfd) {
         let _ = writeln!(c, "protocol bfd {{\n  interface \"*\" {{ interval 300 ms; multiplier 3; }};\n}}");
@@ -231,10 +243,12 @@ fn render(speaker: &Speaker) -> String {
         if let Some(key) = &n.md5_password {
             let _ = writeln!(c, "  password \"{key}\";");
         }
-        // RFC 8212: eBGP needs explicit import and export policies.
+        // RFC 8212: eBGP needs explicit import and export policies. An IPv6
+        // neighbour carries IPv6 unicast.
+        let family = if n.address.is_ipv6() { "ipv6" } else { "ipv4" };
         let _ = writeln!(
             c,
-            "  ipv4 {{ import all; export where source ~ [ RTS_STATIC, RTS_BGP ]; }};\n  \
+            "  {family} {{ import all; export where source ~ [ RTS_STATIC, RTS_BGP ]; }};\n  \
              connect delay time 1; connect retry time 1; error wait time 1, 2;\n  \
              hold time {TEST_HOLD_TIME}; keepalive time {keepalive};\n  graceful restart off;\n}}"
         );

@@ -224,7 +224,7 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
             .chain(
                 plan.iter()
                     .filter(|_| args.ipv6)
-                    .map(|n| Neighbor::new(&format!("{}-v6", n.name), IpAddr::V6(n.address6), topology::NODE_AS)),
+                    .map(|n| Neighbor::new(&format!("{}_v6", n.name), IpAddr::V6(n.address6), topology::NODE_AS)),
             )
             .collect(),
     };
@@ -239,7 +239,7 @@ fn up_blocking(args: &UpArgs, rt: &Handle) -> anyhow::Result<()> {
 
             Some(Tor::Frr(Box::new(frr)))
         }
-        TorKind::Bird => Some(Tor::Bird(Bird::start(&tor_ns, &speaker)?)),
+        TorKind::Bird => Some(Tor::Bird(Bird::start_router(&tor_ns, &speaker)?)),
     };
 
     let exe = std::env::current_exe().context("locating the tortie binary")?;
@@ -480,7 +480,7 @@ fn wait_tor_routes(tor: &Tor, url: &str, rt: &Handle) -> anyhow::Result<Vec<Stri
 
 /// The ToR's route to the service range once it has a path through every
 /// node: FRR's kernel route (one route, a next hop per node); BIRD's paths
-/// (the lab's BIRD installs nothing in the kernel).
+/// in its RIB (its kernel route holds only the paths BIRD merged).
 fn wait_service_route(built: &Built, tor: &Tor, kind: TorKind) -> String {
     let deadline = Instant::now() + SETTLE;
     loop {
