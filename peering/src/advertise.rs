@@ -46,15 +46,14 @@ fn tag(value: &str) -> Option<Tag> {
 
 impl Advertise {
     /// From the cluster's `default` document and this node's effective one
-    /// (communities are per node; `apply` checked every value). IPv4 only:
-    /// the speaker has no IPv6 next hop of its own yet.
+    /// (communities are per node; `apply` checked every value). IPv6
+    /// ranges go out on the IPv6 sessions (their next hop: our IPv6 address).
     pub fn new(cluster: &BgpConfigurationSpec, mine: &BgpConfigurationSpec) -> Advertise {
         let services =
             [&cluster.service_cluster_ips, &cluster.service_external_ips, &cluster.service_load_balancer_ips]
                 .into_iter()
                 .flatten()
                 .map(|s| s.cidr.trunc())
-                .filter(|n| matches!(n, IpNet::V4(_)))
                 .collect();
         let value = |c: &String| {
             let named = mine.communities.iter().find(|n| &n.name == c);
@@ -129,7 +128,11 @@ mod tests {
             (std, large)
         };
         let keys: Vec<String> = got.keys().map(|k| k.to_string()).collect();
-        assert_eq!(keys, ["198.18.0.0/26", "198.18.1.0/26", "198.51.100.0/25", "203.0.113.0/24"], "IPv6 left out");
+        assert_eq!(
+            keys,
+            ["198.18.0.0/26", "198.18.1.0/26", "198.51.100.0/25", "203.0.113.0/24", "2001:db8:300::/120"],
+            "both families"
+        );
         assert_eq!(show("198.18.0.0/26"), (vec!["65000:1".into(), "65000:2".into()], vec!["64512:300:100".into()]));
         assert_eq!(show("198.18.1.0/26"), (vec!["65000:1".into()], vec!["64512:300:100".into()]));
         assert_eq!(show("198.51.100.0/25"), (vec![], vec![]));

@@ -304,15 +304,15 @@ fn vxlan_mode_is_accepted_on_ipv4_pools_alone_and_its_felix_settings_are_checked
 }
 
 #[test]
-fn bgp_configuration_refuses_what_a_node_may_not_set_and_ipv6_advertisements() {
+fn bgp_configuration_refuses_what_a_node_may_not_set() {
     let doc =
         |name: &str, spec: &str| format!("{HEAD}kind: BGPConfiguration\nmetadata: {{name: {name}}}\nspec: {spec}\n");
     let err = error_of(&doc("node.n1", "{asNumber: 65001}"));
     assert!(err.contains("spec.asNumber") && err.contains("only the `default` BGPConfiguration"), "{err}");
     let err = error_of(&doc("node.n1", "{serviceClusterIPs: [{cidr: 198.51.100.0/24}]}"));
     assert!(err.contains("spec.serviceClusterIPs"), "{err}");
-    let err = error_of(&doc("default", "{serviceLoadBalancerIPs: [{cidr: '2001:db8:300::/120'}]}"));
-    assert!(err.contains("spec.serviceLoadBalancerIPs[0].cidr: `2001:db8:300::/120`: IPv6"), "{err}");
+    let v6 = doc("default", "{serviceLoadBalancerIPs: [{cidr: '2001:db8:300::/120'}]}");
+    assert!(parse_documents(&v6).is_ok(), "IPv6 service ranges are taken (dual stack)");
     let err = error_of(&doc("default", "{nodeMeshMaxRestartTime: 2h}"));
     assert!(err.contains("spec.nodeMeshMaxRestartTime: `2h`: whole seconds up to 4095"), "{err}");
     let err = error_of(&format!(

@@ -44,6 +44,10 @@ fn check_dual(out: &str, nodes: usize) {
     assert!(!out.contains("| start ") && !out.contains("No IPv6 peers found"), "{out}");
     let tor6 = out.lines().filter(|l| l.starts_with("  2001:db8:100:") && l.contains("/122 via ")).count();
     assert_eq!(tor6, nodes, "the ToR has each node's IPv6 block: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("  2001:db8:200::/112 via 2001:db8:0:")),
+        "the IPv6 service range: {out}"
+    );
     let pods = 2 * nodes;
     let v6 = out.split("over IPv6 (ping -6").nth(1).unwrap_or_default().split("===").next().unwrap();
     assert_eq!(v6.matches(" ok").count(), pods * (pods - 1), "{out}");

@@ -262,27 +262,7 @@ impl Spec for BgpConfigurationSpec {
                 ));
             }
         }
-        let ranges = [
-            ("serviceClusterIPs", &self.service_cluster_ips),
-            ("serviceExternalIPs", &self.service_external_ips),
-            ("serviceLoadBalancerIPs", &self.service_load_balancer_ips),
-        ];
-        let v6 = ranges
-            .into_iter()
-            .flat_map(|(field, list)| list.iter().enumerate().map(move |(i, s)| (format!("{field}[{i}].cidr"), s.cidr)))
-            .chain(
-                self.prefix_advertisements
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (format!("prefixAdvertisements[{i}].cidr"), p.cidr)),
-            )
-            .find(|(_, cidr)| matches!(cidr, IpNet::V6(_)));
-        match v6 {
-            Some((field, cidr)) => {
-                Err(Invalid::new(field, cidr, "IPv6 advertisements need dual stack, which tortie has not yet"))
-            }
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 

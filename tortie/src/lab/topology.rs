@@ -80,6 +80,8 @@ pub const OUTSIDE_TOR: &str = "203.0.113.254/24";
 pub const OUTSIDE_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// The service cluster-IP range every node advertises (`serviceClusterIPs`).
 pub const SERVICE_RANGE: &str = "198.19.0.0/24";
+/// Its IPv6 counterpart, with `--ipv6`.
+pub const SERVICE_RANGE6: &str = "2001:db8:200::/112";
 
 /// How pods' traffic crosses between the subnets.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -134,8 +136,9 @@ spec: {exportV4: [{action: Reject, source: RemotePeers}], exportV6: [{action: Re
 apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {{name: default, annotations: {{tortie.io/bfd: 'true'}}}}
-spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true, serviceClusterIPs: [{{cidr: {SERVICE_RANGE}}}]}}
-"
+spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true, serviceClusterIPs: [{{cidr: {SERVICE_RANGE}}}{}]}}
+",
+            if ipv6 { format!(", {{cidr: '{SERVICE_RANGE6}'}}") } else { String::new() }
         );
     }
     for n in nodes {
