@@ -21,6 +21,9 @@ use crate::session::{Change, Session, Timers};
 
 /// RFC 5881 §4: the destination port of single-hop Control packets.
 pub const PORT: u16 = 3784;
+
+/// AdminDown packets sent when a session is removed.
+const ADMIN_DOWN_PACKETS: usize = 3;
 /// RFC 5881 §5: sent with, and accepted only at, TTL 255.
 const TTL: u8 = 255;
 /// RFC 5881 §4: source ports.
@@ -315,9 +318,12 @@ impl Task {
             if let Some(mut e) = self.sessions.remove(&ip) {
                 self.by_discr.remove(&e.session.local_discr());
                 // RFC 5880 §6.8.16: the peer hears AdminDown, not silence,
-                // so it does not take the removal for a failure.
+                // so it does not take the removal for a failure; sent a few
+                // times, so one lost packet does not make it a failure.
                 if e.session.admin_down().is_some() && e.session.tx_interval().is_some() {
-                    send(&mut e, &self.counters).await;
+                    for _ in 0..ADMIN_DOWN_PACKETS {
+                        send(&mut e, &self.counters).await;
+                    }
                 }
                 tracing::info!(peer = %ip, "BFD session removed");
             }

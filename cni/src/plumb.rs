@@ -214,8 +214,17 @@ async fn configure(handle: &Handle, p: &PodLink) -> Result<(), PlumbError> {
         // The pods' IPv6 gateway is this end's link-local address: valid at once.
         no_dad(&p.host_if)?;
     }
-    let set = LinkUnspec::new_with_index(host.header.index).address(HOST_MAC.to_vec()).up().build();
-    handle.link().set(set).execute().await.map_err(nl(format!("bringing up {}", p.host_if)))?;
+    let set = LinkUnspec::new_with_index(host.header.index).address(HOST_MAC.to_vec()).build();
+    handle.link().set(set).execute().await.map_err(nl(format!("setting {}'s address", p.host_if)))?;
+    // The pod end is set up first: the link has no carrier (and IPv6 no
+    // duplicate address detection to run) until the host end comes up.
+    configure_pod(p).await?;
+    let up = LinkUnspec::new_with_index(host.header.index).up().build();
+    handle.link().set(up).execute().await.map_err(nl(format!("bringing up {}", p.host_if)))
+}
+
+/// The pod end: up, its addresses and default routes.
+async fn configure_pod(p: &PodLink) -> Result<(), PlumbError> {
     let pod_if = p.pod_if.clone();
     let (v4, v6) = (p.v4, p.v6);
     in_netns(&p.netns, async move |h: Handle| {

@@ -181,7 +181,7 @@ pub async fn load(kv: &impl Kv, node: &str, cache: &mut Decoded) -> Result<(Snap
             Resource::from_stored(kind, &item.value, item.mod_revision)
         }) {
             Ok(Resource::Node(n)) => {
-                let address = n.spec.bgp.and_then(|b| b.ipv4_address);
+                let address = n.spec.bgp.as_ref().and_then(|b| b.ipv4_address);
                 if let Some(IpNet::V4(a)) = address {
                     s.nodes.push(a.addr());
                     s.node_addresses.insert(n.metadata.name.clone(), a.addr());
@@ -189,6 +189,9 @@ pub async fn load(kv: &impl Kv, node: &str, cache: &mut Decoded) -> Result<(Snap
                     if let (Some(tunnel_address), Some(mac)) = (n.spec.ipv4_vxlan_tunnel_addr, mac) {
                         s.vteps.insert(a.addr(), Vtep { tunnel_address, mac, node: a.addr() });
                     }
+                }
+                if let Some(IpNet::V6(a)) = n.spec.bgp.as_ref().and_then(|b| b.ipv6_address) {
+                    s.node_addresses6.insert(n.metadata.name.clone(), a.addr());
                 }
                 if n.metadata.name == node {
                     s.node_address = address;
@@ -228,6 +231,16 @@ pub async fn load(kv: &impl Kv, node: &str, cache: &mut Decoded) -> Result<(Snap
         }
     }
     s.felix = FelixConfigurationSpec::merged(felix_default.as_ref(), felix_node.as_ref());
+    for node in calc::clashing_vteps(&s.vteps) {
+        if let Some(v) = s.vteps.remove(&node) {
+            tracing::error!(
+                %node,
+                tunnel_address = %v.tunnel_address,
+                mac = tortie_ipip::vxlan::format_mac(v.mac),
+                "VXLAN: this node's tunnel address or MAC is another node's too: its VTEP is left out until that is fixed"
+            );
+        }
+    }
     Ok((s, everything.revision))
 }
 

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub nodes: Vec<Ipv4Addr>,
     /// Every node's name and IPv4 address (routes from the datastore).
     pub node_addresses: BTreeMap<String, Ipv4Addr>,
+    /// Every node's name and IPv6 address, where it has one.
+    pub node_addresses6: BTreeMap<String, std::net::Ipv6Addr>,
     /// Every node's VXLAN tunnel end, by its IPv4 address (this node's too).
     pub vteps: BTreeMap<Ipv4Addr, Vtep>,
     /// What network policy reads.
@@ -107,6 +109,20 @@ pub struct Remote<'a> {
     pub vteps: &'a BTreeMap<Ipv4Addr, Vtep>,
 }
 
+/// Nodes whose VTEP clashes with another's (the same tunnel address or
+/// MAC: the kernel can keep one entry for each, so either node would get
+/// the other's traffic): all of them are left out until it is fixed.
+pub fn clashing_vteps(vteps: &BTreeMap<Ipv4Addr, Vtep>) -> BTreeSet<Ipv4Addr> {
+    let mut by_address: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = BTreeMap::new();
+    let mut by_mac: BTreeMap<[u8; 6], Vec<Ipv4Addr>> = BTreeMap::new();
+    for (node, v) in vteps {
+        by_address.entry(v.tunnel_address).or_default().push(*node);
+        by_mac.entry(v.mac).or_default().push(*node);
+    }
+    let groups = by_address.into_values().chain(by_mac.into_values());
+    groups.filter(|nodes| nodes.len() > 1).flatten().collect()
+}
+
 /// The remote nodes' VXLAN tunnel ends (this node's own left out).
 pub fn remote_vteps(s: &Snapshot) -> tortie_ipip::vxlan::VtepTable {
     let own = s.node_address.map(|a| a.addr());
@@ -115,25 +131,33 @@ pub fn remote_vteps(s: &Snapshot) -> tortie_ipip::vxlan::VtepTable {
 
 /// What BGP would have taught, from the datastore alone (no BGP: Calico's
 /// `vxlan` networking backend, or Flannel's host-gw shape): each block
-/// affine to another node via that node, and each address a pod of another
-/// node borrowed from a block not its node's, on its own.
+/// affine to another node via that node's address of the block's family,
+/// and each address a pod of another node borrowed from a block not its
+/// node's, on its own. A node without an address of that family gets none.
 pub fn from_datastore(s: &Snapshot) -> BTreeMap<IpNet, LearnedHops> {
     let mut learned = BTreeMap::new();
-    let via = |node: &str| s.node_addresses.get(node).filter(|_| node != s.node).map(|a| IpAddr::V4(*a));
+    let via = |node: &str, net: &IpNet| {
+        if node == s.node {
+            return None;
+        }
+        match net {
+            IpNet::V4(_) => s.node_addresses.get(node).map(|a| IpAddr::V4(*a)),
+            IpNet::V6(_) => s.node_addresses6.get(node).map(|a| IpAddr::V6(*a)),
+        }
+    };
     let mut blocks_of: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
     for b in &s.blocks {
         let Some(node) = b.affinity.as_deref().and_then(|a| a.strip_prefix("host:")) else { continue };
         blocks_of.entry(node).or_default().push(b.cidr);
-        if let Some(hop) = via(node) {
+        if let Some(hop) = via(node, &b.cidr) {
             learned.insert(b.cidr, smallvec::smallvec![hop]);
         }
     }
     for ep in s.endpoints.iter() {
-        let Some(hop) = via(&ep.node) else { continue };
         let own = blocks_of.get(ep.node.as_str()).map(Vec::as_slice).unwrap_or_default();
         for addr in &ep.ip_networks {
             let host = IpNet::from(addr.addr());
-            if !own.iter().any(|b| b.contains(&host)) {
+            if let Some(hop) = via(&ep.node, &host).filter(|_| !own.iter().any(|b| b.contains(&host))) {
                 learned.insert(host, smallvec::smallvec![hop]);
             }
         }
@@ -259,6 +283,7 @@ mod tests {
             pools: vec![pool("198.18.0.0/16", EncapMode::Never, true), pool("198.19.0.0/16", EncapMode::Never, false)],
             nodes: Vec::new(),
             node_addresses: BTreeMap::new(),
+            node_addresses6: BTreeMap::new(),
             vteps: BTreeMap::new(),
             policy: Default::default(),
             felix: Default::default(),
@@ -403,16 +428,28 @@ mod tests {
         // n2 has a pod borrowed from n1's block, and one from a block of no known node.
         s.endpoints.push(endpoint("n2", "tortie6", "198.18.0.9/32"));
         s.blocks.push(IpamBlock::new(net("198.18.1.0/26"), "n9"));
+        // IPv6: n2's block via its IPv6 address; n3 has none, so its block goes unrouted.
+        s.node_addresses6 = [("n2".to_string(), "2001:db8::2".parse().unwrap())].into();
+        s.node_addresses.insert("n3".into(), "192.0.2.3".parse().unwrap());
+        s.blocks.push(IpamBlock::new(net("2001:db8:100::40/122"), "n2"));
+        s.blocks.push(IpamBlock::new(net("2001:db8:100::80/122"), "n3"));
         let hops = |a: &str| -> LearnedHops { smallvec::smallvec![a.parse::<IpAddr>().unwrap()] };
         let want: BTreeMap<IpNet, LearnedHops> = [
             (net("198.18.0.64/26"), hops("198.51.100.2")),
             (net("198.18.0.3/32"), hops("198.51.100.2")),
             (net("198.18.0.9/32"), hops("198.51.100.2")),
+            (net("2001:db8:100::40/122"), hops("2001:db8::2")),
         ]
         .into();
         assert_eq!(from_datastore(&s), want, "not our own blocks or pods; not a node without an address");
         s.vteps = [vtep("192.0.2.1", "198.18.0.0", 1), vtep("198.51.100.2", "198.18.0.64", 2)].into_iter().collect();
         let table = remote_vteps(&s);
         assert_eq!(table.vteps().map(|v| v.node.to_string()).collect::<Vec<_>>(), ["198.51.100.2"], "not ourselves");
+        // Two nodes claiming one MAC, or one tunnel address: both left out.
+        let mut clash = s.vteps.clone();
+        clash.extend([vtep("192.0.2.7", "198.18.0.192", 2), vtep("192.0.2.8", "198.18.0.0", 8)]);
+        let left_out: Vec<String> = clashing_vteps(&clash).iter().map(ToString::to_string).collect();
+        assert_eq!(left_out, ["192.0.2.1", "192.0.2.7", "192.0.2.8", "198.51.100.2"]);
+        assert!(clashing_vteps(&s.vteps).is_empty());
     }
 }

@@ -253,6 +253,22 @@ async fn handle<K: Kv>(kv: &K, id: &str) -> Result<(IpamHandle, i64), IpamError>
     }
 }
 
+/// The addresses `handle_id` holds now (from its blocks, so an address
+/// released since is not among them).
+pub async fn addresses_of<K: Kv>(kv: &K, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
+    let (handle, _) = handle(kv, handle_id).await?;
+    let mut out = Vec::new();
+    for block_key in handle.block.keys() {
+        let key = tortie_store::ipam::block_key(block_key);
+        let Some(item) = kv.get(&key).await? else { continue };
+        let block: IpamBlock = serde_json::from_slice(&item.value).map_err(|e| record_error(&key, e))?;
+        out.extend(
+            block::allocated(&block).filter(|(_, a)| a.handle_id.as_deref() == Some(handle_id)).map(|(ip, _)| ip),
+        );
+    }
+    Ok(out)
+}
+
 fn in_pool(pools: &[IpPoolSpec], cidr: IpNet) -> Option<&IpPoolSpec> {
     pools.iter().find(|p| p.cidr.is_some_and(|c| c.contains(&cidr)))
 }

@@ -242,11 +242,12 @@ pub async fn start(config: &PlaneConfig, mut table: watch::Receiver<Arc<EncapTab
         "eBPF IPIP data plane up (TC programs on {DEVICE} egress, {underlay} ingress)"
     );
     let task = tokio::spawn(async move {
-        while table.changed().await.is_ok() {
+        let mut failed = false;
+        while crate::next_pass(&mut table, failed).await {
             let next = table.borrow_and_update().clone();
-            if let Err(e) = reconcile(&mut bpf, &next) {
-                tracing::error!(error = %e, "IPIP: the maps could not follow the routes");
-            }
+            failed = reconcile(&mut bpf, &next)
+                .inspect_err(|e| tracing::error!(error = %e, retry = ?crate::RETRY, "IPIP: the maps could not follow the routes"))
+                .is_err();
         }
     });
     Ok(Plane { task })

@@ -26,6 +26,25 @@ use tokio::sync::watch;
 /// The outer IPv4 header's length (no options): what the tunnel takes off the MTU.
 pub const OUTER_LEN: u16 = 20;
 
+/// How soon a data plane that could not follow its table tries again (a
+/// stable cluster may publish no new table for a long time).
+const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for the next reason to reconcile a data plane: a new table, or
+/// after a failed pass the retry time; `false` once the table's sender is gone.
+async fn next_pass<T>(table: &mut watch::Receiver<T>, failed: bool) -> bool {
+    let retry = async {
+        match failed {
+            true => tokio::time::sleep(RETRY).await,
+            false => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        changed = table.changed() => changed.is_ok(),
+        () = retry => true,
+    }
+}
+
 /// Why the tunnel could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {

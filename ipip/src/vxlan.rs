@@ -202,11 +202,12 @@ pub async fn start(config: &VxlanConfig, mut table: watch::Receiver<Arc<VtepTabl
         "VXLAN device up"
     );
     let task = tokio::spawn(async move {
-        while table.changed().await.is_ok() {
+        let mut failed = false;
+        while crate::next_pass(&mut table, failed).await {
             let next = table.borrow_and_update().clone();
-            if let Err(e) = reconcile(&handle, index, &next).await {
-                tracing::error!(error = %e, "VXLAN: the neighbour and FDB entries could not follow the nodes");
-            }
+            failed = reconcile(&handle, index, &next).await.inspect_err(|e| {
+                tracing::error!(error = %e, retry = ?crate::RETRY, "VXLAN: the neighbour and FDB entries could not follow the nodes");
+            }).is_err();
         }
     });
     Ok(Plane { task })

@@ -301,6 +301,8 @@ fn vxlan_mode_is_accepted_on_ipv4_pools_alone_and_its_felix_settings_are_checked
     assert!(parse_documents(&node("66:1c:7e:0a:3b:52")).is_ok());
     let err = error_of(&node("66:1c:7e:0a:3b"));
     assert!(err.contains("spec.vxlanTunnelMACAddr: `66:1c:7e:0a:3b`: a MAC address"), "{err}");
+    let err = error_of(&node("01:00:5e:00:00:01"));
+    assert!(err.contains("spec.vxlanTunnelMACAddr: `01:00:5e:00:00:01`: a unicast MAC address"), "{err}");
 }
 
 #[test]

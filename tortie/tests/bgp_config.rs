@@ -86,7 +86,13 @@ spec: {node: n1, peerIP: 192.0.2.100, asNumber: 65000, maxRestartTime: 45s, sour
     // The mesh: n1 (the lower address) dials n2 at n2's own listenPort.
     let run = |i: usize| c.nodes[i].dir().join("run").display().to_string();
     let peers = |i: usize, addr: &str| c.tortie(&["bgp", "peers", addr, "--run-dir", &run(i)], "");
-    wait_until("the mesh session", || peers(0, "192.0.2.2").contains("Established"));
+    // Polled with a plain command: until n1 has planned n2, `bgp peers` says there is no such peer.
+    wait_until("the mesh session", || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tortie"))
+            .args(["bgp", "peers", "192.0.2.2", "--run-dir", &run(0)])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Established"))
+    });
     // What n2 received from n1: the mesh restart time (RFC 4724 §3).
     let seen = peers(1, "192.0.2.1");
     assert!(seen.contains("graceful-restart 300s"), "nodeMeshMaxRestartTime 5m0s:\n{seen}");

@@ -61,10 +61,10 @@ fn capture_vxlan(ns: &Netns, ifname: &str, during: impl FnOnce()) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Packets the rule against VXLAN from non-nodes dropped on `node`.
-fn vxlan_drops(node: &Netns) -> u64 {
-    let chain = node.exec("nft", &["list", "chain", "inet", "tortie", "input"]).unwrap();
-    let line = chain.lines().find(|l| l.contains("VXLAN not from a cluster node")).unwrap_or_else(|| panic!("{chain}"));
+/// Packets the rule commented `comment` in tortie's `chain` dropped on `node`.
+fn drops(node: &Netns, chain: &str, comment: &str) -> u64 {
+    let chain = node.exec("nft", &["list", "chain", "inet", "tortie", chain]).unwrap();
+    let line = chain.lines().find(|l| l.contains(comment)).unwrap_or_else(|| panic!("{chain}"));
     let after = line.split("counter packets ").nth(1).unwrap();
     after.split_whitespace().next().unwrap().parse().unwrap()
 }
@@ -160,10 +160,18 @@ fn cross_subnet_pods_talk_over_vxlan_same_subnet_natively_and_strangers_are_drop
 
     // VXLAN from an address that is no cluster node (the router): dropped
     // and counted before the device decapsulates it.
-    let (drops, rx) = (vxlan_drops(&c.nodes[2]), vxlan_rx(&c.nodes[2]));
+    let stranger = || drops(&c.nodes[2], "input", "VXLAN not from a cluster node");
+    let (before, rx) = (stranger(), vxlan_rx(&c.nodes[2]));
     rtr.exec("python3", &["-c", SPOOF]).unwrap();
-    wait_until("the spoofed packets to be counted", || vxlan_drops(&c.nodes[2]) >= drops + 5);
+    wait_until("the spoofed packets to be counted", || stranger() >= before + 5);
     assert_eq!(vxlan_rx(&c.nodes[2]), rx, "none reached the device");
+    // Nor from a pod (it would leave masqueraded to its node's address):
+    // dropped on its own node (allowVXLANPacketsFromWorkloads: false).
+    let from_pod = || drops(&c.nodes[0], "forward-from-workload", "VXLAN from a pod");
+    let before = from_pod();
+    a.netns.exec("python3", &["-c", SPOOF]).unwrap();
+    wait_until("the pod's VXLAN packets to be counted", || from_pod() >= before + 5);
+    assert_eq!(vxlan_rx(&c.nodes[2]), rx, "none reached n3's device");
     let status = c.tortie(&["status", "--run-dir", &c.nodes[2].dir().join("run").display().to_string()], "");
     assert!(status.contains("VXLAN: kernel device vxlan.calico."), "{status}");
 
@@ -182,6 +190,18 @@ fn cross_subnet_pods_talk_over_vxlan_same_subnet_natively_and_strangers_are_drop
         });
         let out = ping.join().unwrap().unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
+    });
+
+    // n3's Node loses its VTEP fields (an operator re-applies an old
+    // document): n3 publishes the address IPAM holds for it again, and the
+    // other nodes reach it again.
+    c.apply("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n3}\nspec: {bgp: {ipv4Address: 198.51.100.3/24}}\n");
+    wait_until("n3 to publish its VTEP again", || {
+        let (addr, mac) = vtep(&c, "n3");
+        addr.as_deref() == Some("198.18.0.128") && mac.is_some()
+    });
+    wait_until("pods on n1 and n3 to reach each other again", || {
+        a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
     });
 
     // Never: the device, its entries and its address go.

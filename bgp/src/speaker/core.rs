@@ -320,12 +320,19 @@ impl SpeakerCore {
             // The routes as received, judged again by the new import policy.
             let kept = self.received.get(peer).cloned().unwrap_or_default();
             tracing::info!(peer, routes = kept.len(), "import policy changed: re-importing the stored routes");
-            // RFC 9494 §4.2: routes still long-lived stale stay so (or go, if NO_LLGR).
-            let long_lived = self.stale.get(peer).filter(|s| s.phase == crate::graceful::Phase::LongLived);
+            // RFC 4724 / RFC 9494 §4.2: while the peer is away, only its stale
+            // routes are judged again (one the old policy kept out stays out:
+            // no sweep would ever take it away), and long-lived stale ones
+            // stay so (or go, if NO_LLGR).
+            let away = !self.up.contains(peer);
+            let stale = self.stale.get(peer);
             let routes = kept
                 .into_iter()
-                .map(|(prefix, attrs)| match long_lived {
-                    Some(s) if s.prefixes.contains(&prefix) => (prefix, super::stale::long_lived_stale(&attrs)),
+                .filter(|(prefix, _)| !away || stale.is_none_or(|s| s.prefixes.contains(prefix)))
+                .map(|(prefix, attrs)| match stale {
+                    Some(s) if s.phase == crate::graceful::Phase::LongLived && s.prefixes.contains(&prefix) => {
+                        (prefix, super::stale::long_lived_stale(&attrs))
+                    }
                     _ => (prefix, Some(attrs)),
                 })
                 .collect();

@@ -346,20 +346,43 @@ impl Compiler {
                 ..NftRule::default()
             }
         });
+        // Tunnel packets from pods: dropped wherever they go (to another
+        // node through the host, or to the host itself).
+        let no_tunnels_from_pods = || {
+            let drop = |conds: Vec<Cond>, what: &str| NftRule {
+                conds: [pods(Side::Source)].into_iter().chain(conds).collect(),
+                counter: true,
+                verdict: Some(Verdict::Drop),
+                comment: Some(format!("{what} from a pod")),
+                ..NftRule::default()
+            };
+            let port = host.vxlan_port;
+            [
+                drop(
+                    vec![
+                        Cond::L4Proto { proto: 17, negate: false },
+                        Cond::Ports { side: Side::Destination, ranges: vec![(port, port)], negate: false },
+                    ],
+                    "VXLAN",
+                ),
+                drop(vec![Cond::L4Proto { proto: 4, negate: false }], "IP-in-IP"),
+            ]
+        };
         let chains: [(&str, Hook, i32, Vec<NftRule>); 4] = [
             (
                 "forward-from-workload",
                 Hook::Forward,
                 0,
-                [
-                    established(),
-                    rule(vec![Cond::CtState(INVALID)], Verdict::Drop),
-                    vmap(Side::Source, MAP_WORKLOAD_FROM),
-                    vmap(Side::Source, MAP_HOST_FORWARD_IN),
-                ]
-                .into_iter()
-                .chain(forward_jumps(Direction::Ingress, Side::Source))
-                .collect(),
+                no_tunnels_from_pods()
+                    .into_iter()
+                    .chain([
+                        established(),
+                        rule(vec![Cond::CtState(INVALID)], Verdict::Drop),
+                        vmap(Side::Source, MAP_WORKLOAD_FROM),
+                        vmap(Side::Source, MAP_HOST_FORWARD_IN),
+                    ])
+                    .chain(forward_jumps(Direction::Ingress, Side::Source))
+                    .collect(),
             ),
             (
                 "forward-to-workload",
@@ -380,6 +403,7 @@ impl Compiler {
                 0,
                 vxlan
                     .into_iter()
+                    .chain(no_tunnels_from_pods())
                     .chain([established(), ndp(), vmap(Side::Source, MAP_WORKLOAD_FROM)])
                     .chain(to_host)
                     .chain([rule(vec![iface(Side::Source, "lo")], Verdict::Accept)])

@@ -107,6 +107,11 @@ pub struct HostRules {
     pub ipv6: bool,
     /// VXLAN from nodes only, while a pool uses it.
     pub vxlan: Option<VxlanGuard>,
+    /// The VXLAN port: pods may not send to it, nor IP-in-IP (Calico's
+    /// `allowVXLANPacketsFromWorkloads` and `allowIPIPPacketsFromWorkloads`,
+    /// false): a pod could otherwise have its packets masqueraded to its
+    /// node's address and decapsulated by another node as if from a node.
+    pub vxlan_port: u16,
 }
 
 impl HostRules {
@@ -130,6 +135,7 @@ impl HostRules {
             nat: NatOutgoing { pools: cidrs(false), masquerade: cidrs(true), address: felix.nat_outgoing_address },
             ipv6: felix.ipv6_support.unwrap_or(true),
             vxlan: vxlan.then(|| VxlanGuard { port: felix.vxlan_port(), nodes: nodes.to_vec() }),
+            vxlan_port: felix.vxlan_port(),
         }
     }
 }
@@ -143,6 +149,7 @@ impl Default for HostRules {
             nat: NatOutgoing::default(),
             ipv6: true,
             vxlan: None,
+            vxlan_port: tortie_store::resources::DEFAULT_VXLAN_PORT,
         }
     }
 }

@@ -85,8 +85,19 @@ impl Spec for NodeSpec {
                 validate::as_number("bgp.asNumber", asn)?;
             }
         }
-        if let Some(m) = self.vxlan_tunnel_mac_addr.as_deref().filter(|m| parse_mac(m).is_none()) {
-            return Err(Invalid::new("vxlanTunnelMACAddr", m, "a MAC address like 66:1c:7e:0a:3b:52"));
+        if let Some(m) = self.vxlan_tunnel_mac_addr.as_deref() {
+            match parse_mac(m) {
+                None => return Err(Invalid::new("vxlanTunnelMACAddr", m, "a MAC address like 66:1c:7e:0a:3b:52")),
+                // IEEE 802: the group bit set is no device's own address.
+                Some(mac) if mac[0] & 0x01 != 0 || mac == [0; 6] => {
+                    return Err(Invalid::new(
+                        "vxlanTunnelMACAddr",
+                        m,
+                        "a unicast MAC address (not multicast, not zero)",
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         for (i, a) in self.addresses.iter().enumerate() {
             let ok = a.address.parse::<IpNet>().is_ok() || a.address.parse::<std::net::IpAddr>().is_ok();

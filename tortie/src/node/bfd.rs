@@ -313,13 +313,15 @@ pub fn follow(
         // the link to the helper is down is started again when it is back.
         let mut flaps = Flaps::default();
         loop {
-            // No helper until a peer asks for BFD.
+            // No helper until a peer asks for BFD; sessions BFD stopped
+            // start again once none does.
             loop {
                 let none = wanted.borrow_and_update().is_empty();
                 if !none {
                     break;
                 }
-                if wanted.changed().await.is_err() {
+                let current = wanted.borrow().clone();
+                if release(&mut flaps, &current, &speaker).await.is_err() || wanted.changed().await.is_err() {
                     return;
                 }
             }
@@ -392,6 +394,22 @@ impl Flaps {
     }
 }
 
+/// Starts the sessions BFD stopped for peers `wanted` no longer has.
+async fn release(
+    flaps: &mut Flaps,
+    wanted: &Wanted,
+    speaker: &mpsc::Sender<SpeakerCommand>,
+) -> Result<(), mpsc::error::SendError<SpeakerCommand>> {
+    let released = flaps.released(wanted);
+    if !released.is_empty() {
+        tracing::info!(sessions = ?released, "BFD no longer asked for: the sessions it stopped start again");
+    }
+    for peer in released {
+        speaker.send(SpeakerCommand::Reachable { peer, reachable: true }).await?;
+    }
+    Ok(())
+}
+
 async fn serve(
     run_dir: &Path,
     wanted: &mut watch::Receiver<Wanted>,
@@ -403,6 +421,9 @@ async fn serve(
     let mut lines = BufReader::new(read).lines();
     let send = |w: &Wanted| line(&ToHelper::Peers(w.values().map(|(_, p)| *p).collect()));
     let first = send(&wanted.borrow_and_update());
+    // What was turned off while the link was down is released now.
+    let current = wanted.borrow().clone();
+    release(flaps, &current, speaker).await?;
     write.write_all(&first).await?;
     let reachable = |names: Vec<String>, reachable: bool| {
         names.into_iter().map(move |name| SpeakerCommand::Reachable { peer: name, reachable })
@@ -415,13 +436,8 @@ async fn serve(
                     return Ok(());
                 }
                 let bytes = send(&wanted.borrow_and_update());
-                let released = flaps.released(&wanted.borrow());
-                if !released.is_empty() {
-                    tracing::info!(sessions = ?released, "BFD no longer asked for: the sessions it stopped start again");
-                }
-                for command in reachable(released, true) {
-                    speaker.send(command).await?;
-                }
+                let current = wanted.borrow().clone();
+                release(flaps, &current, speaker).await?;
                 write.write_all(&bytes).await?;
             }
             Some((peer, down_at)) = flaps.start_rx.recv() => {

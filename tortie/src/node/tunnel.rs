@@ -43,6 +43,10 @@ struct Settings {
     mtu: u32,
     vni: u32,
     port: u16,
+    /// The tunnel address and (VXLAN) MAC the Node publishes: an edit of
+    /// the Node is put back, or taken onto the device.
+    address: Option<Ipv4Addr>,
+    mac: Option<[u8; 6]>,
 }
 
 /// A tunnel that runs.
@@ -125,8 +129,10 @@ impl Encap {
         };
         let mtu = u32::from(mtu.unwrap_or(underlay_mtu.saturating_sub(overhead)));
         match self {
-            Encap::Ipip { .. } => Settings { mtu, vni: 0, port: 0 },
-            Encap::Vxlan { .. } => Settings { mtu, vni: felix.vxlan_vni(), port: felix.vxlan_port() },
+            Encap::Ipip { .. } => Settings { mtu, vni: 0, port: 0, address: None, mac: None },
+            Encap::Vxlan { .. } => {
+                Settings { mtu, vni: felix.vxlan_vni(), port: felix.vxlan_port(), address: None, mac: None }
+            }
         }
     }
 }
@@ -182,7 +188,17 @@ impl Setup {
         let (kind, node) = (self.encap.name(), self.node.as_str());
         let mut n = node_resource(&self.kv, node).await?;
         let current = self.encap.published(&n.spec);
-        let next = match (pools.is_empty(), current) {
+        // What IPAM holds for us is the truth: an address the Node lost is
+        // published again, one IPAM no longer holds for us is not kept.
+        let held: Vec<Ipv4Addr> = ipam::addresses_of(&self.kv, &self.encap.handle(node))
+            .await?
+            .into_iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let next = match (pools.is_empty(), current.filter(|a| held.contains(a)).or(held.first().copied())) {
             (false, Some(a)) => Some(a),
             (false, None) => {
                 let req = Request {
@@ -200,11 +216,10 @@ impl Setup {
                     IpAddr::V6(_) => None,
                 }
             }
-            (true, Some(_)) => {
+            (true, _) => {
                 ipam::release_handle(&self.kv, &self.encap.handle(node)).await?;
                 None
             }
-            (true, None) => None,
         };
         let before = n.spec.clone();
         self.encap.publish(&mut n.spec, next);
@@ -223,7 +238,11 @@ impl Setup {
     /// it stays as it was, except that a tunnel failing to stop is down.
     async fn reconcile(&self, tunnel: &mut Option<(Running, Settings)>) -> anyhow::Result<()> {
         let pools = self.pools().await?;
-        let settings = self.encap.settings(&felix_config(&self.kv, &self.node).await, self.underlay_mtu);
+        let mut settings = self.encap.settings(&felix_config(&self.kv, &self.node).await, self.underlay_mtu);
+        if !pools.is_empty() {
+            // Allocated, or kept and published again if the Node lost it.
+            (settings.address, settings.mac) = self.address(&pools).await?;
+        }
         let kind = self.encap.name();
         match (!pools.is_empty(), tunnel.take()) {
             (true, Some((t, built))) if built == settings => *tunnel = Some((t, built)),
@@ -233,9 +252,9 @@ impl Setup {
                 // routes stay.
                 tracing::info!(device = t.device(), from = ?built, to = ?settings, "{kind} settings changed");
                 drop(t);
-                *tunnel = Some((self.bring_up(&pools, settings).await?, settings));
+                *tunnel = Some((self.bring_up(settings).await?, settings));
             }
-            (true, None) => *tunnel = Some((self.bring_up(&pools, settings).await?, settings)),
+            (true, None) => *tunnel = Some((self.bring_up(settings).await?, settings)),
             (false, Some((t, _))) => {
                 let device = t.device();
                 // Routes leave the device first, and what is already in the
@@ -265,9 +284,9 @@ impl Setup {
         Ok(())
     }
 
-    /// Allocates the tunnel address if needed and starts the tunnel.
-    async fn bring_up(&self, pools: &[IpPoolSpec], settings: Settings) -> anyhow::Result<Running> {
-        let (tunnel_address, mac) = self.address(pools).await?;
+    /// Starts the tunnel as `settings` say (its address and MAC allocated already).
+    async fn bring_up(&self, settings: Settings) -> anyhow::Result<Running> {
+        let (tunnel_address, mac) = (settings.address, settings.mac);
         let kind = self.encap.name();
         let running = match &self.encap {
             Encap::Ipip { table, bpffs } => {
@@ -332,7 +351,9 @@ pub async fn start(
 /// until the syncer stops.
 async fn follow_pools(setup: Setup, mut tunnel: Option<(Running, Settings)>) {
     let (pools, felix) = (Kind::IpPool.prefix(None), Kind::FelixConfiguration.prefix(None));
-    let mut changes = setup.kv.changes(&[&pools, &felix]);
+    // And this node's own Node: its tunnel address and MAC are ours to keep.
+    let node = format!("{}{}", Kind::Node.prefix(None), setup.node);
+    let mut changes = setup.kv.changes(&[&pools, &felix, &node]);
     let kind = setup.encap.name();
     loop {
         let was_up = tunnel.is_some();
