@@ -119,8 +119,10 @@ pub(crate) struct SpeakerCore {
     pub(super) stale_epochs: u64,
     /// While this speaker restarts: advertising waits (RFC 4724 §4.1).
     pub(super) deferral: bool,
-    /// Peers whose IPv4 End-of-RIB arrived in their current session.
+    /// Peers whose End-of-RIB arrived for every family of their current session.
     pub(super) end_of_rib: HashSet<String>,
+    /// The families whose End-of-RIB each peer has sent in its current session.
+    pub(super) end_of_rib_families: HashMap<String, HashSet<Family>>,
     /// The peers convergence waits for, once the node has said.
     pub(super) planned: Option<HashSet<String>>,
     /// Convergence was announced.
@@ -169,6 +171,7 @@ impl SpeakerCore {
             stale_epochs: 0,
             deferral: false,
             end_of_rib: HashSet::new(),
+            end_of_rib_families: HashMap::new(),
             planned: None,
             converged: false,
             received: HashMap::new(),
@@ -403,6 +406,7 @@ impl SpeakerCore {
         self.update_groups.leave(peer);
         self.backlogs.remove(peer);
         self.end_of_rib.remove(peer);
+        self.end_of_rib_families.remove(peer);
         if let Some(session) = self.neighbors.get_mut(peer) {
             session.negotiated = None;
         }

@@ -46,9 +46,16 @@ impl SpeakerCore {
             // RFC 4724 §4.2: what the peer did not re-announce by End-of-RIB is gone.
             self.sweep_stale_family(peer, family);
         }
-        if end_of_rib == Some(Family::IPV4_UNICAST) {
-            self.end_of_rib.insert(peer.to_string());
-            self.check_deferral();
+        // A peer's table is in once it has sent End-of-RIB for every family
+        // its session carries (an IPv6 session's is IPv6 unicast's).
+        if let Some(family) = end_of_rib {
+            let families = self.negotiated(peer).map_or_else(|| vec![Family::IPV4_UNICAST], |n| n.families.clone());
+            let seen = self.end_of_rib_families.entry(peer.to_string()).or_default();
+            seen.insert(family);
+            if families.iter().all(|f| seen.contains(f)) {
+                self.end_of_rib.insert(peer.to_string());
+                self.check_deferral();
+            }
         }
         self.check_limit(peer);
     }

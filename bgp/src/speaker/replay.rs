@@ -8,11 +8,11 @@
 //!
 //! ```text
 //! peer NAME AS ADDR [rr-client] [soft] [gr] [llgr SECS] [limit N] [policy] [import-none]
-//! up NAME [gr] [gr-lost] [llgr SECS] [llgr-lost SECS] [enhanced] [v6]
+//! up NAME [gr] [gr-lost] [llgr SECS] [llgr-lost SECS] [enhanced] [v6] [v6-only]
 //! down NAME [graceful SECS [long-lived SECS]]
 //! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N] [community AA:NN]
 //!        [treat-as-withdraw] [discard]  (as the codec marks a malformed attribute)
-//! update NAME - PREFIX…                        eor NAME
+//! update NAME - PREFIX…                        eor NAME [ipv6]
 //! refresh NAME request|request-v6|borr|eorr               remove NAME
 //! originate PREFIX                             withdraw PREFIX
 //! restarted SECS    planned NAME…    export-none NAME    import-all NAME
@@ -132,7 +132,10 @@ impl Replay {
             "update" => Input::Peer(PeerEvent::Update { update: Box::new(self.update(&rest)?), peer: name }),
             "eor" => Input::Peer(PeerEvent::Update {
                 peer: name,
-                update: Box::new(Update::end_of_rib(Family::IPV4_UNICAST)),
+                update: Box::new(Update::end_of_rib(match rest.get(1) {
+                    Some(&"ipv6") => Family::IPV6_UNICAST,
+                    _ => Family::IPV4_UNICAST,
+                })),
             }),
             "refresh" => {
                 let (subtype, family) = match rest.get(1).copied() {
@@ -290,6 +293,9 @@ impl Replay {
         let mut families = vec![Family::IPV4_UNICAST];
         if flag("v6") {
             families.push(Family::IPV6_UNICAST);
+        }
+        if flag("v6-only") {
+            families = vec![Family::IPV6_UNICAST];
         }
         let peer_graceful_restart = (flag("gr") || flag("gr-lost")).then(|| graceful(true, flag("gr")));
         let peer_long_lived = match (value(words, "llgr")?, value(words, "llgr-lost")?) {
@@ -592,6 +598,7 @@ macro_rules! replay {
 }
 
 replay!(
+    deferral_families,
     propagation,
     graceful_restart,
     deferral,

@@ -256,8 +256,8 @@ impl SpeakerCore {
 
     /// What `peer` gets for each (prefix, best path or none, what it may
     /// hold from before): withdrawals, and announcements grouped by
-    /// attribute set, per family. IPv6 goes only to a peer that negotiated
-    /// it (RFC 4760 §8).
+    /// attribute set, per family. Each family goes only to a peer whose
+    /// session carries it (RFC 4760 §8: an IPv6-only session gets no IPv4).
     pub(super) fn exports<'a>(
         &self,
         peer: &str,
@@ -277,7 +277,10 @@ impl SpeakerCore {
         let mut out = Outbound::default();
         let Some(session) = self.neighbors.get(peer) else { return out };
         let neighbor = &session.neighbor;
-        let v6 = session.negotiated.as_ref().is_some_and(|n| n.families.contains(&Family::IPV6_UNICAST));
+        let families = session.negotiated.as_ref().map_or(&[Family::IPV4_UNICAST][..], |n| n.families.as_slice());
+        let carries = |prefix: &IpNet| {
+            families.contains(if prefix.addr().is_ipv6() { &Family::IPV6_UNICAST } else { &Family::IPV4_UNICAST })
+        };
         let export_to = |prefix: &IpNet, (from, path): &(PeerKey, Path)| {
             // Never back to the peer it came from.
             if own.is_some() && from.as_deref() == own {
@@ -312,7 +315,7 @@ impl SpeakerCore {
             },
         };
         for (prefix, best, before) in items {
-            if prefix.addr().is_ipv6() && !v6 {
+            if !carries(&prefix) {
                 continue;
             }
             if let (Some(best), Some((key, outcome, prefixes))) = (best, &mut run)
