@@ -66,19 +66,20 @@ pub(crate) struct Stale {
     pub long_lived: Duration,
 }
 
-/// RFC 4724 §4.2, RFC 9494 §4.2: whether a restarted peer kept its IPv4
-/// unicast forwarding state — the F bit of its new OPEN, in the long-lived
+/// RFC 4724 §4.2, RFC 9494 §4.2: whether a restarted peer kept its
+/// forwarding state for the families its session carries (its stale routes
+/// are of those) — the F bit of each in its new OPEN, in the long-lived
 /// capability once the routes are long-lived stale. When not, its stale
 /// routes must go at once rather than at its End-of-RIB.
 pub(crate) fn forwarding_preserved(negotiated: &Negotiated, phase: Phase) -> bool {
-    let v4 = |family: Family, f: bool| family == Family::IPV4_UNICAST && f;
-    match phase {
+    let kept = |family: Family| match phase {
         Phase::Restart => negotiated
             .peer_graceful_restart
             .as_ref()
-            .is_some_and(|gr| gr.families.iter().any(|f| v4(f.family, f.forwarding_preserved))),
-        Phase::LongLived => negotiated.peer_long_lived.iter().any(|f| v4(f.family, f.forwarding_preserved)),
-    }
+            .is_some_and(|gr| gr.families.iter().any(|f| f.family == family && f.forwarding_preserved)),
+        Phase::LongLived => negotiated.peer_long_lived.iter().any(|f| f.family == family && f.forwarding_preserved),
+    };
+    !negotiated.families.is_empty() && negotiated.families.iter().all(|f| kept(*f))
 }
 
 /// One configured peer, as the deferral and convergence see it.

@@ -247,7 +247,7 @@ impl Replay {
         let flag = |f: &str| words.contains(&f);
         let mut local = LocalConfig::new(LOCAL_AS, ROUTER_ID, asn);
         if flag("gr") {
-            local.graceful_restart = Some(graceful(false, true));
+            local.graceful_restart = Some(graceful(false, true, &[Family::IPV4_UNICAST]));
         }
         if let Some(stale_time) = value(words, "llgr")? {
             local.long_lived = long_lived(stale_time, true);
@@ -297,7 +297,7 @@ impl Replay {
         if flag("v6-only") {
             families = vec![Family::IPV6_UNICAST];
         }
-        let peer_graceful_restart = (flag("gr") || flag("gr-lost")).then(|| graceful(true, flag("gr")));
+        let peer_graceful_restart = (flag("gr") || flag("gr-lost")).then(|| graceful(true, flag("gr"), &families));
         let peer_long_lived = match (value(words, "llgr")?, value(words, "llgr-lost")?) {
             (Some(t), _) => long_lived(t, true),
             (None, Some(t)) => long_lived(t, false),
@@ -461,12 +461,16 @@ fn long_lived(stale_time: u32, forwarding_preserved: bool) -> Vec<LongLivedFamil
     vec![LongLivedFamily { family: Family::IPV4_UNICAST, forwarding_preserved, stale_time }]
 }
 
-fn graceful(restarted: bool, forwarding_preserved: bool) -> GracefulRestart {
+/// The peer's graceful-restart capability, for each family its session carries.
+fn graceful(restarted: bool, forwarding_preserved: bool, families: &[Family]) -> GracefulRestart {
     GracefulRestart {
         restarted,
         notification: false,
         restart_time: 120,
-        families: vec![GracefulRestartFamily { family: Family::IPV4_UNICAST, forwarding_preserved }],
+        families: families
+            .iter()
+            .map(|family| GracefulRestartFamily { family: *family, forwarding_preserved })
+            .collect(),
     }
 }
 

@@ -21,31 +21,49 @@ use tortie_peering::Advertise;
 
 /// Originates what felix asks for and what the BGPConfiguration adds,
 /// re-originates a prefix whose attributes changed, and withdraws what is
-/// no longer wanted.
+/// no longer wanted. The first set is handed to the speaker before this
+/// returns — so before any peer is added: a restarted speaker's first
+/// table and End-of-RIB hold this node's own blocks, and its peers sweep
+/// none of them (RFC 4724 §4.1) — then a task follows the changes.
 pub async fn originate(
     mut felix: watch::Receiver<BTreeSet<IpNet>>,
     mut config: watch::Receiver<Arc<Advertise>>,
     speaker: mpsc::Sender<SpeakerCommand>,
-) {
+) -> tokio::task::JoinHandle<()> {
     let mut current: BTreeMap<IpNet, PathAttrs> = BTreeMap::new();
-    loop {
-        let next = config.borrow_and_update().originations(&felix.borrow_and_update());
-        for gone in current.keys().filter(|p| !next.contains_key(p)) {
-            if speaker.send(SpeakerCommand::Withdraw(*gone)).await.is_err() {
-                return;
+    let mut running = sync(&mut current, &mut felix, &mut config, &speaker).await;
+    tokio::spawn(async move {
+        while running {
+            tokio::select! {
+                r = felix.changed() => if r.is_err() { return },
+                r = config.changed() => if r.is_err() { return },
             }
+            running = sync(&mut current, &mut felix, &mut config, &speaker).await;
         }
-        for (prefix, attrs) in next.iter().filter(|(p, a)| current.get(p) != Some(a)) {
-            if speaker.send(SpeakerCommand::Originate(*prefix, attrs.clone())).await.is_err() {
-                return;
-            }
-        }
-        current = next;
-        tokio::select! {
-            r = felix.changed() => if r.is_err() { return },
-            r = config.changed() => if r.is_err() { return },
+    })
+}
+
+/// Brings the speaker's originations from `current` to what felix and the
+/// configuration say now; false once the speaker is gone.
+async fn sync(
+    current: &mut BTreeMap<IpNet, PathAttrs>,
+    felix: &mut watch::Receiver<BTreeSet<IpNet>>,
+    config: &mut watch::Receiver<Arc<Advertise>>,
+    speaker: &mpsc::Sender<SpeakerCommand>,
+) -> bool {
+    let next = config.borrow_and_update().originations(&felix.borrow_and_update());
+    for gone in current.keys().filter(|p| !next.contains_key(p)) {
+        if speaker.send(SpeakerCommand::Withdraw(*gone)).await.is_err() {
+            return false;
         }
     }
+    for (prefix, attrs) in next.iter().filter(|(p, a)| current.get(p) != Some(a)) {
+        if speaker.send(SpeakerCommand::Originate(*prefix, attrs.clone())).await.is_err() {
+            return false;
+        }
+    }
+    *current = next;
+    true
 }
 
 /// The learned next hops of a best-path change (local paths are felix's

@@ -283,7 +283,7 @@ async fn serve(
         let (advertise_tx, advertise_rx) = watch::channel(Arc::new(advertise::Advertise::default()));
         match &felix {
             Some(f) => {
-                tokio::spawn(bridge::originate(f.originate.clone(), advertise_rx, speaker.commands.clone()));
+                drop(bridge::originate(f.originate.clone(), advertise_rx, speaker.commands.clone()).await);
                 tokio::spawn(bridge::learned(best_rx, f.learned.clone()));
             }
             // A dedicated reflector installs nothing: best paths are only counted out.
