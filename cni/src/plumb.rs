@@ -116,16 +116,26 @@ impl PodLink {
     }
 }
 
-/// No duplicate address detection on `ifname` (in the caller's namespace):
-/// its addresses, the link-local one included, are usable at once. The
-/// node or pod may have no IPv6 at all: then there is nothing to do.
-fn no_dad(ifname: &str) -> Result<(), PlumbError> {
-    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad");
-    match std::fs::write(&path, "0") {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(PlumbError::Io { what: "turning off IPv6 duplicate address detection", source: e })
-        }
-        _ => Ok(()),
+/// The link-local address of `mac` (RFC 4291 appendix A: the modified
+/// EUI-64 interface identifier under fe80::/64).
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    let m = mac;
+    Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
+}
+
+/// Adds `address/len` to interface `index` without duplicate address
+/// detection (IFA_F_NODAD): usable at once, not tentative. Added before the
+/// interface comes up, it is also the link-local address the kernel would
+/// have made (and would have run detection for). Already there is fine.
+async fn add_nodad(h: &Handle, index: u32, address: Ipv6Addr, len: u8) -> Result<(), PlumbError> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+    let mut request = h.address().add(index, IpAddr::V6(address), len);
+    let message = request.message_mut();
+    message.header.flags = AddressHeaderFlags::Nodad;
+    message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    match request.execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+        done => done.map_err(nl(format!("adding {address}/{len}"))),
     }
 }
 
@@ -212,7 +222,7 @@ async fn configure(handle: &Handle, p: &PodLink) -> Result<(), PlumbError> {
     })?;
     if p.v6.is_some() {
         // The pods' IPv6 gateway is this end's link-local address: valid at once.
-        no_dad(&p.host_if)?;
+        add_nodad(handle, host.header.index, POD_GATEWAY_V6, 64).await?;
     }
     let set = LinkUnspec::new_with_index(host.header.index).address(HOST_MAC.to_vec()).build();
     handle.link().set(set).execute().await.map_err(nl(format!("setting {}'s address", p.host_if)))?;
@@ -226,7 +236,7 @@ async fn configure(handle: &Handle, p: &PodLink) -> Result<(), PlumbError> {
 /// The pod end: up, its addresses and default routes.
 async fn configure_pod(p: &PodLink) -> Result<(), PlumbError> {
     let pod_if = p.pod_if.clone();
-    let (v4, v6) = (p.v4, p.v6);
+    let (v4, v6, mac) = (p.v4, p.v6, p.mac());
     in_netns(&p.netns, async move |h: Handle| {
         let eth = link(&h, &pod_if).await?.ok_or_else(|| PlumbError::Io {
             what: "pod interface missing after creation",
@@ -234,7 +244,7 @@ async fn configure_pod(p: &PodLink) -> Result<(), PlumbError> {
         })?;
         let index = eth.header.index;
         if v6.is_some() {
-            no_dad(&pod_if)?;
+            add_nodad(&h, index, link_local(mac), 64).await?;
         }
         h.link()
             .set(LinkUnspec::new_with_index(index).up().build())
@@ -266,8 +276,7 @@ async fn configure_pod(p: &PodLink) -> Result<(), PlumbError> {
             h.route().add(default).execute().await.map_err(nl("adding the default route"))?;
         }
         if let Some(address) = v6 {
-            let added = h.address().add(index, IpAddr::V6(address), 128).execute().await;
-            added.map_err(nl(format!("adding {address}/128")))?;
+            add_nodad(&h, index, address, 128).await?;
             // The gateway is link-local: on-link through the pod's interface.
             let default = RouteMessageBuilder::<Ipv6Addr>::new()
                 .gateway(POD_GATEWAY_V6)
@@ -367,6 +376,12 @@ pub async fn check(p: &PodLink) -> Result<Vec<String>, PlumbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv6_gateway_is_the_host_ends_own_link_local_address() {
+        assert_eq!(link_local(HOST_MAC), POD_GATEWAY_V6);
+        assert_eq!(link_local([0x0a, 0x58, 0xc6, 0x12, 0, 0]).to_string(), "fe80::858:c6ff:fe12:0");
+    }
 
     #[test]
     fn host_names_are_stable_15_bytes_and_differ_per_container_and_interface() {
