@@ -202,6 +202,26 @@ async fn reported<T>(cx: &Context, work: impl Future<Output = Result<T, CniError
     result
 }
 
+impl Context {
+    /// The veth to plumb (or check) for the pod's `addresses`.
+    fn pod_link(&self, addresses: &[IpNet]) -> PodLink {
+        PodLink {
+            host_if: self.host_if.clone(),
+            pod_if: self.env.ifname.clone(),
+            netns: self.env.netns.clone().unwrap_or_default(),
+            v4: addresses.iter().find_map(|a| match a.addr() {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            }),
+            v6: addresses.iter().find_map(|a| match a.addr() {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            }),
+            mtu: self.conf.mtu.unwrap_or(DEFAULT_MTU),
+        }
+    }
+}
+
 /// The WorkloadEndpoint of this attachment, for `addresses`.
 fn endpoint(cx: &Context, addresses: &[IpNet]) -> Resource {
     let mac = addresses.first().map(|a| plumb::mac_string(&plumb::pod_mac(a.addr()))).unwrap_or_default();
@@ -275,21 +295,7 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
             }
         }
     }
-    let netns = cx.env.netns.clone().unwrap_or_default();
-    let link = PodLink {
-        host_if: cx.host_if.clone(),
-        pod_if: cx.env.ifname.clone(),
-        netns: netns.clone(),
-        v4: addresses.iter().find_map(|a| match a.addr() {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        }),
-        v6: addresses.iter().find_map(|a| match a.addr() {
-            IpAddr::V6(v6) => Some(v6),
-            IpAddr::V4(_) => None,
-        }),
-        mtu: cx.conf.mtu.unwrap_or(DEFAULT_MTU),
-    };
+    let link = cx.pod_link(&addresses);
     if let Err(e) = plumb::add(&link).await {
         undo().await;
         return Err(plumb_error(e));
@@ -298,7 +304,11 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
         cni_version: cx.conf.cni_version.clone(),
         interfaces: vec![
             Interface { name: cx.host_if.clone(), mac: plumb::mac_string(&plumb::HOST_MAC), sandbox: None },
-            Interface { name: cx.env.ifname.clone(), mac: plumb::mac_string(&link.mac()), sandbox: Some(netns) },
+            Interface {
+                name: cx.env.ifname.clone(),
+                mac: plumb::mac_string(&link.mac()),
+                sandbox: Some(link.netns.clone()),
+            },
         ],
         ips: addresses
             .iter()
@@ -350,20 +360,7 @@ async fn check(cx: &Context) -> Result<(), CniError> {
     if addresses.is_empty() {
         return Err(CniError::new(code::INVALID_CONFIG, "prevResult has no address"));
     }
-    let link = PodLink {
-        host_if: cx.host_if.clone(),
-        pod_if: cx.env.ifname.clone(),
-        netns: cx.env.netns.clone().unwrap_or_default(),
-        v4: addresses.iter().find_map(|a| match a.addr() {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        }),
-        v6: addresses.iter().find_map(|a| match a.addr() {
-            IpAddr::V6(v6) => Some(v6),
-            IpAddr::V4(_) => None,
-        }),
-        mtu: cx.conf.mtu.unwrap_or(DEFAULT_MTU),
-    };
+    let link = cx.pod_link(&addresses);
     let mut problems = plumb::check(&link).await.map_err(plumb_error)?;
     let kv = cx.datastore().await?;
     let blocks = ipam::blocks(&kv).await.map_err(ipam_error)?;

@@ -386,18 +386,8 @@ async fn reconcile(handle: &rtnetlink::Handle, index: u32, table: &VtepTable) ->
     let have_neigh: Vec<_> = neighbours.iter().map(|(ip, mac, _)| (*ip, *mac)).collect();
     let have_fdb: Vec<_> = fdb.iter().map(|(node, mac, _)| (*mac, *node)).collect();
     let changes = plan(&have_neigh, &have_fdb, table);
-    tracing::debug!(
-        device = DEVICE,
-        vteps = table.len(),
-        neighbours = have_neigh.len(),
-        fdb = have_fdb.len(),
-        neighbours_written = changes.neighbours.len(),
-        neighbours_removed = changes.stale_neighbours.len(),
-        fdb_written = changes.fdb.len(),
-        fdb_removed = changes.stale_fdb.len(),
-        "VXLAN entries compared"
-    );
     if changes.is_empty() {
+        tracing::debug!(device = DEVICE, vteps = table.len(), "VXLAN entries already as the nodes say");
         return Ok(());
     }
     let failed = |what: &'static str, value: String| {

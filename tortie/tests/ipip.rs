@@ -16,8 +16,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Cluster, addr, metric, metrics, wait_routes, wait_until};
-use tortie_lab::Netns;
+use common::{Cluster, addr, capture, metric, metrics, wait_routes, wait_until};
+
+/// What tshark shows of an IPIP packet: outer and inner addresses, protocols, ICMP type.
+const IPIP_FIELDS: &[&str] = &["ip.src", "ip.dst", "ip.proto", "icmp.type"];
 
 /// n1's routes, its pod `a1` at `pod`, with both other blocks in the tunnel.
 fn n1_tunnelled(pod: &str) -> [String; 4] {
@@ -43,41 +45,6 @@ fn pool(mode: &str) -> String {
     format!(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 198.18.0.0/16, blockSize: 26, ipipMode: {mode}}}\n"
     )
-}
-
-/// Captures IPIP packets on `ns`:`ifname` while `during` runs; returns tshark's lines.
-fn capture_ipip(ns: &Netns, ifname: &str, during: impl FnOnce()) -> String {
-    let file = ns.dir().join(format!("{ifname}.pcap"));
-    let cap = ns
-        .spawn(
-            &format!("dumpcap-{ifname}"),
-            "dumpcap",
-            &["-i", ifname, "-f", "ip proto 4", "-w", file.to_str().unwrap()],
-            &[],
-        )
-        .unwrap();
-    wait_until(&format!("dumpcap to capture on {ifname}"), || cap.log().contains("Capturing on"));
-    during();
-    std::thread::sleep(Duration::from_millis(300));
-    drop(cap);
-    let out = Command::new("tshark")
-        .args([
-            "-r",
-            file.to_str().unwrap(),
-            "-T",
-            "fields",
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.dst",
-            "-e",
-            "ip.proto",
-            "-e",
-            "icmp.type",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -117,7 +84,7 @@ fn cross_subnet_pods_talk_through_the_ebpf_tunnel_and_same_subnet_pods_natively(
     assert!(big.is_err() && text.contains("mtu = 1480"), "{text}");
 
     let (_, rtr) = c.routed.as_ref().unwrap();
-    let seen = capture_ipip(rtr, "eth1", || {
+    let seen = capture(rtr, "eth1", "ip proto 4", IPIP_FIELDS, || {
         let out = a.ping(z.addr, 3, "0.2").unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
     });
@@ -129,7 +96,7 @@ fn cross_subnet_pods_talk_through_the_ebpf_tunnel_and_same_subnet_pods_natively(
         seen.lines().any(|l| l.starts_with("198.51.100.3,198.18.0.129\t192.0.2.1,198.18.0.1\t4,1\t0")),
         "and its reply:\n{seen}"
     );
-    let native = capture_ipip(&c.nodes[1], "eth0", || {
+    let native = capture(&c.nodes[1], "eth0", "ip proto 4", IPIP_FIELDS, || {
         let out = a.ping(b.addr, 3, "0.2").unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
     });

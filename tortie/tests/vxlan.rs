@@ -14,14 +14,26 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Cluster, addr, block_on, wait_routes, wait_until};
+use common::{Cluster, addr, block_on, capture, wait_routes, wait_until};
+
+/// What tshark shows of a VXLAN packet: outer and inner addresses, VNI, ICMP type.
+const VXLAN_FIELDS: &[&str] = &["ip.src", "ip.dst", "vxlan.vni", "icmp.type"];
 use tortie_lab::Netns;
 use tortie_store::Datastore;
 use tortie_store::ipam::IpamBlock;
 use tortie_store::kv::Kv;
+
+/// n1's routes under CrossSubnet, its pod `a1` at .1: n2's block (same
+/// subnet) native, n3's (across the router) via n3's VTEP (tunnel
+/// addresses come first out of each node's block: .0, .64, .128).
+const N1_CROSS_SUBNET: [&str; 4] = [
+    "198.18.0.1 dev tortiea1 scope link",
+    "blackhole 198.18.0.0/26",
+    "198.18.0.64/26 via 192.0.2.2 dev eth0",
+    "198.18.0.128/26 via 198.18.0.128 dev vxlan.calico onlink",
+];
 
 fn pool(mode: &str) -> String {
     format!(
@@ -34,31 +46,6 @@ fn vtep(c: &Cluster, node: &str) -> (Option<String>, Option<String>) {
     let v: serde_json::Value = serde_json::from_str(&c.tortie(&["get", "node", node, "-o", "json"], "")).unwrap();
     let field = |f: &str| v["spec"][f].as_str().map(String::from);
     (field("ipv4VXLANTunnelAddr"), field("vxlanTunnelMACAddr"))
-}
-
-/// Captures VXLAN packets on `ns`:`ifname` while `during` runs; returns
-/// tshark's lines: outer source, outer destination, VNI, inner addresses.
-fn capture_vxlan(ns: &Netns, ifname: &str, during: impl FnOnce()) -> String {
-    let file = ns.dir().join(format!("{ifname}-vxlan.pcap"));
-    let cap = ns
-        .spawn(
-            &format!("dumpcap-vxlan-{ifname}"),
-            "dumpcap",
-            &["-i", ifname, "-f", "udp port 4789", "-w", file.to_str().unwrap()],
-            &[],
-        )
-        .unwrap();
-    wait_until(&format!("dumpcap to capture on {ifname}"), || cap.log().contains("Capturing on"));
-    during();
-    std::thread::sleep(Duration::from_millis(300));
-    drop(cap);
-    let fields = ["ip.src", "ip.dst", "vxlan.vni", "icmp.type"];
-    let mut args = vec!["-r", file.to_str().unwrap(), "-T", "fields"];
-    for f in &fields {
-        args.extend(["-e", f]);
-    }
-    let out = Command::new("tshark").args(&args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Packets the rule commented `comment` in tortie's `chain` dropped on `node`.
@@ -95,17 +82,7 @@ fn cross_subnet_pods_talk_over_vxlan_same_subnet_natively_and_strangers_are_drop
     let b = c.pod(1, "b1", "198.18.0.65");
     let z = c.pod(2, "c1", "198.18.0.129");
     let d: Vec<_> = (0..3).map(|i| c.start(i)).collect();
-    // Tunnel addresses come first out of each node's block (.0, .64, .128).
-    wait_routes(
-        &c.nodes[0],
-        &[
-            "198.18.0.1 dev tortiea1 scope link",
-            "blackhole 198.18.0.0/26",
-            "198.18.0.64/26 via 192.0.2.2 dev eth0",
-            "198.18.0.128/26 via 198.18.0.128 dev vxlan.calico onlink",
-        ],
-        &d[0],
-    );
+    wait_routes(&c.nodes[0], &N1_CROSS_SUBNET, &d[0]);
     wait_routes(
         &c.nodes[2],
         &[
@@ -130,7 +107,7 @@ fn cross_subnet_pods_talk_over_vxlan_same_subnet_natively_and_strangers_are_drop
     assert!(fdb.contains(&format!("{n3_mac} dst 198.51.100.3 self permanent")), "{fdb}");
 
     let (_, rtr) = c.routed.as_ref().unwrap();
-    let seen = capture_vxlan(rtr, "eth1", || {
+    let seen = capture(rtr, "eth1", "udp port 4789", VXLAN_FIELDS, || {
         let out = a.ping(z.addr, 3, "0.2").unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
     });
@@ -142,7 +119,7 @@ fn cross_subnet_pods_talk_over_vxlan_same_subnet_natively_and_strangers_are_drop
         seen.lines().any(|l| l.starts_with("198.51.100.3,198.18.0.129\t192.0.2.1,198.18.0.1\t4096\t0")),
         "and its reply:\n{seen}"
     );
-    let native = capture_vxlan(&c.nodes[1], "eth0", || {
+    let native = capture(&c.nodes[1], "eth0", "udp port 4789", VXLAN_FIELDS, || {
         let out = a.ping(b.addr, 3, "0.2").unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
     });
@@ -230,16 +207,7 @@ fn without_bgp_the_datastore_routes_every_block_and_a_restart_loses_nothing() {
     let z = c.pod(2, "c1", "198.18.0.129");
     let no_bgp = ["--networking-backend", "vxlan"];
     let mut d: Vec<_> = (0..3).map(|i| c.start_with(i, &no_bgp)).collect();
-    wait_routes(
-        &c.nodes[0],
-        &[
-            "198.18.0.1 dev tortiea1 scope link",
-            "blackhole 198.18.0.0/26",
-            "198.18.0.64/26 via 192.0.2.2 dev eth0",
-            "198.18.0.128/26 via 198.18.0.128 dev vxlan.calico onlink",
-        ],
-        &d[0],
-    );
+    wait_routes(&c.nodes[0], &N1_CROSS_SUBNET, &d[0]);
     wait_until("pods on n1 and n3 to reach each other over VXLAN", || {
         a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
     });

@@ -284,3 +284,28 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
+
+/// Captures packets matching `filter` on `ns`:`ifname` while `during`
+/// runs; tshark's lines of `fields` (tab-separated, repeated fields
+/// comma-separated: the outer header's value first).
+pub fn capture(ns: &Netns, ifname: &str, filter: &str, fields: &[&str], during: impl FnOnce()) -> String {
+    let file = ns.dir().join(format!("{ifname}-{}.pcap", filter.replace(' ', "_")));
+    let cap = ns
+        .spawn(
+            &format!("dumpcap-{ifname}"),
+            "dumpcap",
+            &["-i", ifname, "-f", filter, "-w", file.to_str().unwrap()],
+            &[],
+        )
+        .unwrap();
+    wait_until(&format!("dumpcap to capture on {ifname}"), || cap.log().contains("Capturing on"));
+    during();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(cap);
+    let mut args = vec!["-r", file.to_str().unwrap(), "-T", "fields"];
+    for f in fields {
+        args.extend(["-e", f]);
+    }
+    let out = Command::new("tshark").args(&args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
