@@ -102,11 +102,17 @@ fn the_mesh_runs_over_ipv6_too_and_pods_on_two_nodes_reach_each_other_over_ipv6(
         v6_routes(&c, 1).iter().any(|r| r.starts_with("2001:db8:100::/122 via 2001:db8::1"))
     });
     let run = c.nodes[0].dir().join("run").display().to_string();
-    let status = c.tortie(&["status", "--run-dir", &run], "");
-    let v6 = status.split("IPv6 BGP status").nth(1).unwrap();
-    assert!(v6.contains("| 2001:db8::2 ") && v6.contains("| node-to-node mesh | up "), "{status}");
-    let v4 = status.split("IPv6 BGP status").next().unwrap();
-    assert!(v4.contains("| 192.0.2.2 ") && v4.contains("| up "), "the IPv4 session too: {status}");
+    // Both sessions up. n2 may have refused n1's first IPv4 connection (it
+    // came before n2's speaker knew the peer), so n1 may be waiting out its
+    // ConnectRetry time (5 s) for that one.
+    let sessions_up = || {
+        let status = c.tortie(&["status", "--run-dir", &run], "");
+        let (v4, v6) = status.split_once("IPv6 BGP status").unwrap();
+        let v6_up = v6.contains("| 2001:db8::2 ") && v6.contains("| node-to-node mesh | up ");
+        let v4_up = v4.contains("| 192.0.2.2 ") && v4.contains("| up ");
+        v4_up && v6_up
+    };
+    wait_until("n1's IPv4 and IPv6 mesh sessions both up", sessions_up);
     let ping = |from: usize, to: &str| {
         pods[from].exec("ping", &["-6", "-n", "-c", "2", "-i", "0.2", "-W", "2", to]).is_ok_and(|o| o.contains(" 0% "))
     };
