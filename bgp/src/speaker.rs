@@ -225,8 +225,12 @@ const BUFFER: usize = 1024;
 
 /// Peer events taken into one batch of best-path changes at most…
 const BATCH_EVENTS: usize = 256;
-/// …and changes (past this, the batch goes out).
-const BATCH_CHANGES: usize = 16 * 1024;
+/// …and changes (past this, the batch goes out). A batch in flight is held
+/// twice (the changes and their coalesced copy, ~250 octets a change): an
+/// IPv6 UPDATE carries hundreds of prefixes, and at 16 Ki changes a batch
+/// was 40 % of the speaker's peak heap for a 200,000-prefix table, for no
+/// CPU saved (docs/benchmarks.md).
+const BATCH_CHANGES: usize = 1024;
 
 /// The I/O around the core: channels, session tasks, the listeners, timers.
 struct Shell {

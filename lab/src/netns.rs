@@ -69,7 +69,14 @@ impl Netns {
 
     /// Adds `addr` (address and prefix length, e.g. `192.0.2.1/24`) to `ifname`.
     pub fn add_addr(&self, ifname: &str, addr: IpNet) -> Result<()> {
-        self.ip(&["addr", "add", &addr.to_string(), "dev", ifname]).map(drop)
+        let a = addr.to_string();
+        match addr {
+            IpNet::V4(_) => self.ip(&["addr", "add", &a, "dev", ifname]),
+            // A lab link has no duplicate to detect; a tentative address
+            // could not be bound to for its first seconds.
+            IpNet::V6(_) => self.ip(&["addr", "add", &a, "dev", ifname, "nodad"]),
+        }
+        .map(drop)
     }
 
     /// Sets `ifname` up.

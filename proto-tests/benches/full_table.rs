@@ -1,7 +1,8 @@
 //! Full-table propagation, side by side (the method of the public bgperf
 //! benchmarks): a BIRD injector announces N IPv4 prefixes (300 distinct
-//! attribute sets, lengths /16–/24 in the Internet table's shape) to the system
-//! under test, which re-advertises them to a
+//! attribute sets, lengths /16–/24 in the Internet table's shape; or, with
+//! `TORTIE_BENCH_FAMILY=ipv6`, IPv6 prefixes of 3fff::/20, /36–/44, over
+//! IPv6 sessions) to the system under test, which re-advertises them to a
 //! BIRD monitor. Measured: the time from the injector's first UPDATE on the
 //! wire (and from enabling its table) until the monitor holds every prefix,
 //! and the system under test's peak RSS; BIRD 2 and tortie take turns as the
@@ -20,27 +21,62 @@ use std::time::{Duration, Instant};
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Check, Lab, veth, wait_for};
 use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, cpu_seconds, describe_lengths, median, one_malloc_arena, rounds, run_speaker,
+    BENCH_TIMERS, PeakRss, TableFamily, cpu_seconds, describe_lengths, median, one_malloc_arena, rounds, run_speaker,
     wait_for_prefixes, write_table,
 };
 use tortie_proto_tests::tortie_neighbor;
 
-fn injector_config(include: &str) -> String {
-    format!(
-        "router id 192.0.2.2;\nprotocol device {{ }}\nprotocol static gen {{\n  ipv4;\n  disabled;\ninclude \"{include}\";\n}}\n\
-         protocol bgp sut {{ local as 65002; neighbor 192.0.2.1 as 65001; ipv4 {{ import none; export all; }}; {BENCH_TIMERS} }}\n"
-    )
+/// The two links' addresses (system under test, injector or monitor) and
+/// BIRD's channel name, per family: an IPv6 table runs over IPv6 sessions.
+struct Links {
+    channel: &'static str,
+    inj: (&'static str, &'static str),
+    mon: (&'static str, &'static str),
+    len: u8,
 }
 
-const MONITOR: &str = "router id 198.51.100.2;\nprotocol device { }\n\
-    protocol bgp sut { local as 65003; neighbor 198.51.100.1 as 65001; ipv4 { import all; export none; }; connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off; }\n";
+impl Links {
+    fn of(family: TableFamily) -> Links {
+        match family {
+            TableFamily::Ipv4 => Links {
+                channel: "ipv4",
+                inj: ("192.0.2.1", "192.0.2.2"),
+                mon: ("198.51.100.1", "198.51.100.2"),
+                len: 24,
+            },
+            TableFamily::Ipv6 => Links {
+                channel: "ipv6",
+                inj: ("2001:db8::1", "2001:db8::2"),
+                mon: ("2001:db8:1::1", "2001:db8:1::2"),
+                len: 64,
+            },
+        }
+    }
 
-fn bird_sut_config() -> String {
-    format!(
-        "router id 192.0.2.1;\nprotocol device {{ }}\n\
-         protocol bgp inj {{ local as 65001; neighbor 192.0.2.2 as 65002; ipv4 {{ import all; export none; }}; {BENCH_TIMERS} }}\n\
-         protocol bgp mon {{ local as 65001; neighbor 198.51.100.2 as 65003; ipv4 {{ import none; export all; }}; {BENCH_TIMERS} }}\n"
-    )
+    fn injector_config(&self, include: &str) -> String {
+        let (ch, (sut, _)) = (self.channel, self.inj);
+        format!(
+            "router id 192.0.2.2;\nprotocol device {{ }}\nprotocol static gen {{\n  {ch};\n  disabled;\ninclude \"{include}\";\n}}\n\
+             protocol bgp sut {{ local as 65002; neighbor {sut} as 65001; {ch} {{ import none; export all; }}; {BENCH_TIMERS} }}\n"
+        )
+    }
+
+    fn monitor_config(&self) -> String {
+        let (ch, (sut, _)) = (self.channel, self.mon);
+        format!(
+            "router id 198.51.100.2;\nprotocol device {{ }}\n\
+             protocol bgp sut {{ local as 65003; neighbor {sut} as 65001; {ch} {{ import all; export none; }}; {BENCH_TIMERS} }}\n"
+        )
+    }
+
+    fn bird_sut_config(&self) -> String {
+        let (ch, (_, inj), (_, mon)) = (self.channel, self.inj, self.mon);
+        format!(
+            "router id 192.0.2.1;\nprotocol device {{ }}\n\
+             protocol bgp inj {{ local as 65001; neighbor {inj} as 65002; {ch} {{ import all; export none; }}; {BENCH_TIMERS} }}\n\
+             protocol bgp mon {{ local as 65001; neighbor {mon} as 65003; {ch} {{ import none; export all; }}; {BENCH_TIMERS} }}\n"
+        )
+    }
 }
 
 /// (enable → monitor has all, first UPDATE on the wire → monitor has all, peak RSS KiB).
@@ -59,30 +95,35 @@ struct Measured {
     monitor_cpu: f64,
 }
 
-fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
+fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measured {
     let lab = Lab::new(&format!("full_table_{sut}")).unwrap();
     let (inj, mid, mon) = (lab.netns("inj").unwrap(), lab.netns("sut").unwrap(), lab.netns("mon").unwrap());
     veth((&inj, "eth0"), (&mid, "to-inj")).unwrap();
     veth((&mon, "eth0"), (&mid, "to-mon")).unwrap();
-    inj.add_addr("eth0", "192.0.2.2/24".parse().unwrap()).unwrap();
-    mid.add_addr("to-inj", "192.0.2.1/24".parse().unwrap()).unwrap();
-    mon.add_addr("eth0", "198.51.100.2/24".parse().unwrap()).unwrap();
-    mid.add_addr("to-mon", "198.51.100.1/24".parse().unwrap()).unwrap();
+    for (ns, dev, a) in [
+        (&inj, "eth0", links.inj.1),
+        (&mid, "to-inj", links.inj.0),
+        (&mon, "eth0", links.mon.1),
+        (&mid, "to-mon", links.mon.0),
+    ] {
+        ns.add_addr(dev, format!("{a}/{}", links.len).parse().unwrap()).unwrap();
+    }
     let peak = PeakRss::start();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     let (bird_sut, tortie) = if sut == "bird" {
-        (Some(Bird::start_with_config(&mid, "sut", &bird_sut_config()).unwrap()), None)
+        (Some(Bird::start_with_config(&mid, "sut", &links.bird_sut_config()).unwrap()), None)
     } else {
         let neighbors = vec![
-            tortie_neighbor("inj", "192.0.2.2", "192.0.2.1", 65002, 90),
-            tortie_neighbor("mon", "198.51.100.2", "198.51.100.1", 65003, 90),
+            tortie_neighbor("inj", links.inj.1, links.inj.0, 65002, 90),
+            tortie_neighbor("mon", links.mon.1, links.mon.0, 65003, 90),
         ];
         (None, Some(run_speaker(&mid, neighbors, stop_rx)))
     };
-    let monitor = Bird::start_with_config(&mon, "monitor", MONITOR).unwrap();
-    let injector = Bird::start_with_config(&inj, "injector", &injector_config(&include.display().to_string())).unwrap();
-    injector.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
-    monitor.wait_established("198.51.100.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
+    let monitor = Bird::start_with_config(&mon, "monitor", &links.monitor_config()).unwrap();
+    let injector =
+        Bird::start_with_config(&inj, "injector", &links.injector_config(&include.display().to_string())).unwrap();
+    injector.wait_established(links.inj.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
+    monitor.wait_established(links.mon.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
     // The first UPDATE on the wire: a capture on the injector's link that
     // stops at the first injector packet bigger than an OPEN or KEEPALIVE.
     let capture = inj
@@ -97,7 +138,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
                 "-c",
                 "1",
                 "-f",
-                "src host 192.0.2.2 and greater 300",
+                &format!("src host {} and greater 300", links.inj.1),
                 "-T",
                 "fields",
                 "-e",
@@ -123,7 +164,15 @@ fn run(sut: &str, n: usize, include: &std::path::Path) -> Measured {
     let (cpu, monitor_cpu) = (sut_cpu() - cpu_before, monitor_cpu() - monitor_before);
     let done =
         (std::time::SystemTime::now() - done_at.elapsed()).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    let first_update: f64 = capture.log().lines().find_map(|l| l.trim().parse().ok()).unwrap();
+    // tshark may print its packet after a short table is already through.
+    let first_update: f64 = wait_for("the first UPDATE's capture", Duration::from_secs(10), || {
+        let log = capture.log();
+        Ok(match log.lines().find_map(|l| l.trim().parse().ok()) {
+            Some(t) => Check::Done(t),
+            None => Check::Pending(log),
+        })
+    })
+    .unwrap();
     let from_first = Duration::from_secs_f64((done - first_update).max(0.0));
     let rss_kib = peak.kib(bird_sut.as_ref());
     drop(stop_tx);
@@ -140,7 +189,9 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("tortie-full-table-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let include = dir.join("table.inc");
-    println!("{}", describe_lengths(&write_table(&include, 0, n).unwrap()));
+    let family = TableFamily::from_env();
+    let links = Links::of(family);
+    println!("{family:?}, {}", describe_lengths(&write_table(&include, family, 0, n).unwrap()));
     // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let rounds = rounds(5);
@@ -148,7 +199,7 @@ fn main() {
     let mut rows = Vec::new();
     for round in 1..=rounds {
         for &sut in &suts {
-            rows.push((sut, round, run(sut, n, &include)));
+            rows.push((sut, round, run(sut, n, &include, &links)));
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();

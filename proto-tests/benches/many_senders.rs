@@ -19,8 +19,8 @@ use tortie_bgp::speaker::Neighbor;
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::{Lab, veth};
 use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, describe_lengths, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes,
-    write_table,
+    BENCH_TIMERS, PeakRss, TableFamily, describe_lengths, median, one_malloc_arena, rounds, run_speaker,
+    wait_for_prefixes, write_table,
 };
 use tortie_proto_tests::tortie_neighbor;
 
@@ -122,7 +122,7 @@ fn main() {
     let includes: Vec<String> = (0..senders)
         .map(|i| {
             let path = dir.join(format!("table{i}.inc"));
-            for (len, n) in write_table(&path, i * per_sender, per_sender).unwrap() {
+            for (len, n) in write_table(&path, TableFamily::Ipv4, i * per_sender, per_sender).unwrap() {
                 *lengths.entry(len).or_default() += n;
             }
             path.display().to_string()

@@ -35,14 +35,48 @@ fn drawn_length(i: usize) -> u8 {
     24
 }
 
+/// The address family of a bench table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableFamily {
+    /// Prefixes of 240.0.0.0/4, /16–/24.
+    Ipv4,
+    /// Prefixes of 3fff::/20 (RFC 9637), /36–/44: the IPv4 table's shape,
+    /// each length 20 bits longer.
+    Ipv6,
+}
+
+impl TableFamily {
+    /// `TORTIE_BENCH_FAMILY`: `ipv6`, or IPv4 by default.
+    pub fn from_env() -> TableFamily {
+        match std::env::var("TORTIE_BENCH_FAMILY").as_deref() {
+            Ok("ipv6") => TableFamily::Ipv6,
+            Ok("ipv4") | Err(_) => TableFamily::Ipv4,
+            Ok(other) => panic!("TORTIE_BENCH_FAMILY={other}: ipv4 or ipv6"),
+        }
+    }
+
+    /// How much longer this family's prefixes are than the IPv4 table's.
+    fn shift(self) -> u8 {
+        match self {
+            TableFamily::Ipv4 => 0,
+            TableFamily::Ipv6 => 20,
+        }
+    }
+}
+
 /// Writes a BIRD static-protocol include of `count` prefixes of
-/// 240.0.0.0/4 (routes only, never traffic), one per /24 slot from the
+/// 240.0.0.0/4, or of 3fff::/20 for IPv6 (routes only, never traffic), one per /24 slot from the
 /// `first`-th: a /24, or a shorter prefix covering the slot (more-specifics
 /// under less-specifics, as in the Internet's table), lengths after
 /// `LENGTH_WEIGHTS`; cycling through 300 attribute sets (MED and a
 /// community). Tables of disjoint slot ranges share no prefix. Returns how
 /// many prefixes of each length it wrote, by length.
-pub fn write_table(path: &Path, first: usize, count: usize) -> std::io::Result<std::collections::BTreeMap<u8, usize>> {
+pub fn write_table(
+    path: &Path,
+    family: TableFamily,
+    first: usize,
+    count: usize,
+) -> std::io::Result<std::collections::BTreeMap<u8, usize>> {
     assert!(first + count <= 1 << 20, "240.0.0.0/4 holds 2^20 /24 slots, not {}", first + count);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut lengths = std::collections::BTreeMap::new();
@@ -55,16 +89,19 @@ pub fn write_table(path: &Path, first: usize, count: usize) -> std::io::Result<s
         let len = if block >= first && last_block[usize::from(drawn)] != block { drawn } else { 24 };
         let slot = if len == 24 { i } else { block };
         last_block[usize::from(len)] = slot;
+        let len = len + family.shift();
         *lengths.entry(len).or_default() += 1;
-        let net = 0xf000_0000u32 + ((slot as u32) << 8);
         let set = i % 300;
-        writeln!(
-            out,
-            "route {}.{}.{}.0/{len} blackhole {{ bgp_med = {set}; bgp_community.add((65002, {set})); }};",
-            net >> 24,
-            (net >> 16) & 0xff,
-            (net >> 8) & 0xff
-        )?;
+        let prefix = match family {
+            TableFamily::Ipv4 => {
+                std::net::IpAddr::from(std::net::Ipv4Addr::from(0xf000_0000u32 + ((slot as u32) << 8)))
+            }
+            // A /24 slot is a /44 here: 3fff::/20 (RFC 9637) holds 2^24 of them.
+            TableFamily::Ipv6 => {
+                std::net::IpAddr::from(std::net::Ipv6Addr::from((0x3fffu128 << 112) + ((slot as u128) << 84)))
+            }
+        };
+        writeln!(out, "route {prefix}/{len} blackhole {{ bgp_med = {set}; bgp_community.add((65002, {set})); }};")?;
     }
     out.flush()?;
     Ok(lengths)

@@ -75,6 +75,10 @@ pub fn tortie_neighbor(
     let mut session_local =
         LocalConfig::new(65001, "192.0.2.1".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST), peer_as);
     session_local.hold_time = hold_time;
+    // A session carries the family of its addresses (RFC 4760).
+    if ip(remote).is_ipv6() {
+        session_local.families = vec![tortie_bgp::packet::Family::IPV6_UNICAST];
+    }
     tortie_bgp::speaker::Neighbor {
         session: PeerConfig {
             name: name.into(),
