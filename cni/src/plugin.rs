@@ -263,41 +263,28 @@ async fn add(cx: &Context) -> Result<Value, CniError> {
         attrs.insert("pod".into(), pod.into());
         attrs.insert("namespace".into(), cx.namespace());
     }
-    let undo = async || {
-        ipam::release_handle(&kv, &cx.handle).await.ok();
-        delete_endpoint(&kv, cx).await.ok();
-    };
-    let mut addresses: Vec<IpNet> = Vec::new();
-    for (i, (family, pools)) in families.iter().enumerate() {
-        let request = ipam::Request {
+    // Every family's address in one transaction, with the WorkloadEndpoint.
+    let requests: Vec<ipam::Request> = families
+        .iter()
+        .map(|(family, pools)| ipam::Request {
             node: cx.node.clone(),
             handle: cx.handle.clone(),
             purpose: ipam::Purpose::Workload,
             family: *family,
             attrs: attrs.clone(),
             pools: pools.clone(),
-        };
-        let last = i + 1 == families.len();
-        let taken = &addresses;
-        let write_endpoint = |address: IpNet| match last {
-            true => {
-                let all: Vec<IpNet> = taken.iter().copied().chain([address]).collect();
-                let r = endpoint(cx, &all);
-                vec![Op::Put { key: r.key(), value: r.to_json(), lease: None }]
-            }
-            false => Vec::new(),
-        };
-        match ipam::assign_with(&kv, &request, write_endpoint).await {
-            Ok(address) => addresses.push(address),
-            Err(e) => {
-                undo().await;
-                return Err(ipam_error(e));
-            }
-        }
-    }
+        })
+        .collect();
+    let write_endpoint = |addresses: &[IpNet]| {
+        let r = endpoint(cx, addresses);
+        vec![Op::Put { key: r.key(), value: r.to_json(), lease: None }]
+    };
+    // All or nothing: a refusal leaves nothing to undo.
+    let addresses = ipam::assign_all(&kv, &requests, write_endpoint).await.map_err(ipam_error)?;
     let link = cx.pod_link(&addresses);
     if let Err(e) = plumb::add(&link).await {
-        undo().await;
+        ipam::release_handle(&kv, &cx.handle).await.ok();
+        delete_endpoint(&kv, cx).await.ok();
         return Err(plumb_error(e));
     }
     let result = AddResult {

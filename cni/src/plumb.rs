@@ -215,6 +215,15 @@ pub async fn add(p: &PodLink) -> Result<(), PlumbError> {
     result
 }
 
+/// No IPv6 address of the kernel's making on a veth end (IFLA_INET6_ADDR_GEN_MODE
+/// none, set before the link comes up; the kernel takes it in a change, not
+/// at creation): each end's link-local is ours, so the kernel has no second
+/// one to generate and run duplicate address detection for.
+fn no_address_generation() -> LinkAttribute {
+    use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
+    LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])])
+}
+
 async fn configure(handle: &Handle, p: &PodLink) -> Result<(), PlumbError> {
     let host = link(handle, &p.host_if).await?.ok_or_else(|| PlumbError::Io {
         what: "host veth vanished",
@@ -224,7 +233,10 @@ async fn configure(handle: &Handle, p: &PodLink) -> Result<(), PlumbError> {
         // The pods' IPv6 gateway is this end's link-local address: valid at once.
         add_nodad(handle, host.header.index, POD_GATEWAY_V6, 64).await?;
     }
-    let set = LinkUnspec::new_with_index(host.header.index).address(HOST_MAC.to_vec()).build();
+    let mut set = LinkUnspec::new_with_index(host.header.index).address(HOST_MAC.to_vec()).build();
+    if p.v6.is_some() {
+        set.attributes.push(no_address_generation());
+    }
     handle.link().set(set).execute().await.map_err(nl(format!("setting {}'s address", p.host_if)))?;
     // The pod end is set up first: the link has no carrier (and IPv6 no
     // duplicate address detection to run) until the host end comes up.
@@ -244,6 +256,10 @@ async fn configure_pod(p: &PodLink) -> Result<(), PlumbError> {
         })?;
         let index = eth.header.index;
         if v6.is_some() {
+            // Before the link comes up: the kernel applies it after a change of flags.
+            let mut set = LinkUnspec::new_with_index(index).build();
+            set.attributes.push(no_address_generation());
+            h.link().set(set).execute().await.map_err(nl(format!("setting {pod_if}'s addrgenmode")))?;
             add_nodad(&h, index, link_local(mac), 64).await?;
         }
         h.link()

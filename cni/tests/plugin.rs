@@ -179,11 +179,13 @@ fn a_dual_stack_pod_gets_an_address_of_each_family_and_reaches_through_its_host_
     assert_eq!(r["routes"][1], json!({"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"}));
     let addr = pods[0].ip(&["-6", "addr", "show", "eth0"]).unwrap();
     assert!(addr.contains("inet6 2001:db8:100::/128") && !addr.contains("tentative"), "{addr}");
+    assert_eq!(addr.matches("inet6 ").count(), 2, "its /128 and our link-local, none of the kernel's: {addr}");
     let routes = pods[0].ip(&["-6", "route", "show"]).unwrap();
     assert!(routes.contains("default via fe80::ecee:eeff:feee:eeee dev eth0"), "{routes}");
     let host_if = |r: &Value| r["interfaces"][0]["name"].as_str().unwrap().to_string();
     let host = node.ip(&["-6", "addr", "show", &host_if(r)]).unwrap();
     assert!(host.contains("inet6 fe80::ecee:eeff:feee:eeee/64 scope link") && !host.contains("tentative"), "{host}");
+    assert_eq!(host.matches("inet6 ").count(), 1, "{host}");
     assert_eq!(endpoints(&s.url), 2);
     // Through the host (felix's /128 routes and forwarding, here by hand): pod a reaches pod b.
     node.exec("sysctl", &["-q", "-w", "net.ipv6.conf.all.forwarding=1"]).unwrap();
@@ -247,6 +249,15 @@ fn bad_input_gets_the_spec_error_code_and_writes_nothing() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["code"] == 7 || v["code"] == 100, "{v}");
     assert_eq!(allocated(&s.url).len(), 2);
+    // Dual stack with no IPv6 pool: refused whole, no IPv4 address taken either.
+    s.apply(&pool("198.18.1.0/24", 26));
+    let mut dual = conf.clone();
+    dual["ipam"] = json!({"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": "true"});
+    let (code, msg) = err(cni(&node, "ADD", "c5", Some(&pods[2]), &dual.to_string()));
+    assert_eq!(code, 100, "{msg}");
+    assert!(msg.contains("IPv6"), "{msg}");
+    assert_eq!(allocated(&s.url).len(), 2, "the IPv4 address was not kept");
+    assert_eq!(endpoints(&s.url), 2);
 }
 
 /// Starts `count` ADDs at once on `node` (one process each), pods named `tag-i`.

@@ -156,63 +156,89 @@ pub async fn pools_for<K: Kv>(
     family: Family,
     requested: &[String],
 ) -> Result<Vec<IpPoolSpec>, IpamError> {
-    let labels = match api::get(kv, Kind::Node, None, node).await {
-        Ok(Resource::Node(n)) => n.metadata.labels,
-        _ => BTreeMap::new(),
-    };
-    let all: Vec<(String, IpPoolSpec)> = api::list(kv, Kind::IpPool, None)
-        .await?
-        .into_iter()
-        .filter_map(|r| match r {
-            Resource::IpPool(p) => Some((p.metadata.name, p.spec)),
-            _ => None,
-        })
-        .collect();
-    let refusal = |s: &IpPoolSpec| {
-        if s.cidr.map(|c| Family::of(&c)) != Some(family) {
-            Some(match family {
-                Family::V4 => "it is not IPv4",
-                Family::V6 => "it is not IPv6",
+    Pools::read(kv, node).await?.select(node, purpose, family, requested)
+}
+
+/// The pools and the node's labels, read once for every family of a request.
+struct Pools {
+    labels: BTreeMap<String, String>,
+    all: Vec<(String, IpPoolSpec)>,
+}
+
+impl Pools {
+    async fn read<K: Kv>(kv: &K, node: &str) -> Result<Pools, IpamError> {
+        let labels = match api::get(kv, Kind::Node, None, node).await {
+            Ok(Resource::Node(n)) => n.metadata.labels,
+            _ => BTreeMap::new(),
+        };
+        let all = api::list(kv, Kind::IpPool, None)
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                Resource::IpPool(p) => Some((p.metadata.name, p.spec)),
+                _ => None,
             })
-        } else if s.disabled {
-            Some("it is disabled")
-        } else if !s.allowed_uses.iter().any(|u| u == purpose.allowed_use()) {
-            Some("its allowedUses exclude this use")
-        } else if !s
-            .node_selector
-            .as_deref()
-            .is_none_or(|sel| Selector::parse(sel).is_ok_and(|sel| sel.matches(&labels)))
-        {
-            Some("its nodeSelector does not select this node")
-        } else {
-            None
-        }
-    };
-    if requested.is_empty() {
-        let automatic = |s: &IpPoolSpec| s.assignment_mode.unwrap_or_default() == AssignmentMode::Automatic;
-        return Ok(all.into_iter().map(|(_, s)| s).filter(|s| automatic(s) && refusal(s).is_none()).collect());
+            .collect();
+        Ok(Pools { labels, all })
     }
-    requested
-        .iter()
-        .map(|want| {
-            let (name, spec) = all
-                .iter()
-                .find(|(name, s)| name == want || s.cidr.is_some_and(|c| c.to_string() == *want))
-                .ok_or_else(|| IpamError::Exhausted {
-                    family,
-                    node: node.into(),
-                    why: format!("no IPPool is named `{want}` or has that CIDR"),
-                })?;
-            match refusal(spec) {
-                Some(why) => Err(IpamError::Exhausted {
-                    family,
-                    node: node.into(),
-                    why: format!("requested IPPool {name}: {why}"),
-                }),
-                None => Ok(spec.clone()),
+
+    /// The pools `node` may take a `family` address from for `purpose`: the
+    /// `requested` ones (by name or CIDR, each refused with the reason), or
+    /// every automatic one that allows it.
+    fn select(
+        &self,
+        node: &str,
+        purpose: Purpose,
+        family: Family,
+        requested: &[String],
+    ) -> Result<Vec<IpPoolSpec>, IpamError> {
+        let Pools { labels, all } = self;
+        let refusal = |s: &IpPoolSpec| {
+            if s.cidr.map(|c| Family::of(&c)) != Some(family) {
+                Some(match family {
+                    Family::V4 => "it is not IPv4",
+                    Family::V6 => "it is not IPv6",
+                })
+            } else if s.disabled {
+                Some("it is disabled")
+            } else if !s.allowed_uses.iter().any(|u| u == purpose.allowed_use()) {
+                Some("its allowedUses exclude this use")
+            } else if !s
+                .node_selector
+                .as_deref()
+                .is_none_or(|sel| Selector::parse(sel).is_ok_and(|sel| sel.matches(&labels)))
+            {
+                Some("its nodeSelector does not select this node")
+            } else {
+                None
             }
-        })
-        .collect()
+        };
+        if requested.is_empty() {
+            let automatic = |s: &IpPoolSpec| s.assignment_mode.unwrap_or_default() == AssignmentMode::Automatic;
+            return Ok(all.iter().map(|(_, s)| s).filter(|s| automatic(s) && refusal(s).is_none()).cloned().collect());
+        }
+        requested
+            .iter()
+            .map(|want| {
+                let (name, spec) = all
+                    .iter()
+                    .find(|(name, s)| name == want || s.cidr.is_some_and(|c| c.to_string() == *want))
+                    .ok_or_else(|| IpamError::Exhausted {
+                        family,
+                        node: node.into(),
+                        why: format!("no IPPool is named `{want}` or has that CIDR"),
+                    })?;
+                match refusal(spec) {
+                    Some(why) => Err(IpamError::Exhausted {
+                        family,
+                        node: node.into(),
+                        why: format!("requested IPPool {name}: {why}"),
+                    }),
+                    None => Ok(spec.clone()),
+                }
+            })
+            .collect()
+    }
 }
 
 async fn ipam_config<K: Kv>(kv: &K) -> Result<IpamConfigSpec, IpamError> {
@@ -277,90 +303,112 @@ fn in_pool(pools: &[IpPoolSpec], cidr: IpNet) -> Option<&IpPoolSpec> {
 /// claimed block (up to `maxBlocksPerHost`); else, unless `strictAffinity`,
 /// borrowed from another node's block.
 pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
-    assign_with(kv, req, |_| Vec::new()).await
+    let got = assign_all(kv, std::slice::from_ref(req), |_| Vec::new()).await?;
+    got.into_iter().next().ok_or(IpamError::Contended)
 }
 
-/// [`assign`], writing `also(address)` in the same transaction (the CNI
-/// plugin's WorkloadEndpoint: the address and its user appear together).
-pub async fn assign_with<K: Kv>(kv: &K, req: &Request, also: impl Fn(IpNet) -> Vec<Op>) -> Result<IpNet, IpamError> {
-    let pools = pools_for(kv, &req.node, req.purpose, req.family, &req.pools).await?;
-    if pools.is_empty() {
-        return Err(IpamError::Exhausted {
-            family: req.family,
-            node: req.node.clone(),
-            why: format!(
-                "no enabled {} IPPool allowed for {} use selects this node",
-                req.family,
-                req.purpose.allowed_use()
-            ),
-        });
-    }
+/// [`assign`] for each request (one per family, a dual-stack pod's two),
+/// all in one compare-and-swap transaction that also writes
+/// `also(addresses)` (the CNI plugin's WorkloadEndpoint: the addresses and
+/// their user appear together, or nothing does). The requests share one
+/// node and one handle (the first's); the pools, the IPAM configuration,
+/// the handle and the blocks are read once for all of them.
+pub async fn assign_all<K: Kv>(
+    kv: &K,
+    reqs: &[Request],
+    also: impl Fn(&[IpNet]) -> Vec<Op>,
+) -> Result<Vec<IpNet>, IpamError> {
+    let Some(first) = reqs.first() else { return Ok(Vec::new()) };
+    let read = Pools::read(kv, &first.node).await?;
+    let pools: Vec<Vec<IpPoolSpec>> = reqs
+        .iter()
+        .map(|req| {
+            let pools = read.select(&req.node, req.purpose, req.family, &req.pools)?;
+            if pools.is_empty() {
+                return Err(IpamError::Exhausted {
+                    family: req.family,
+                    node: req.node.clone(),
+                    why: format!(
+                        "no enabled {} IPPool allowed for {} use selects this node",
+                        req.family,
+                        req.purpose.allowed_use()
+                    ),
+                });
+            }
+            Ok(pools)
+        })
+        .collect::<Result<_, _>>()?;
     let config = ipam_config(kv).await?;
-    let mut secondary = req.attrs.clone();
-    secondary.insert(ATTR_NODE.into(), req.node.clone());
-    let attr = AllocationAttribute { handle_id: Some(req.handle.clone()), secondary };
-    let affinity = format!("host:{}", req.node);
-    for attempt in 0..ATTEMPTS {
+    let affinity = format!("host:{}", first.node);
+    'attempt: for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             // Spread racing writers apart (pseudo-random from the handle and the attempt).
-            let spread = (req.handle.bytes().map(u64::from).sum::<u64>() * 7 + attempt as u64 * 13) % 20;
+            let spread = (first.handle.bytes().map(u64::from).sum::<u64>() * 7 + attempt as u64 * 13) % 20;
             tokio::time::sleep(Duration::from_millis(1 + spread)).await;
         }
-        let (mut handle, handle_rev) = handle(kv, &req.handle).await?;
+        let (mut handle, handle_rev) = handle(kv, &first.handle).await?;
         let all = blocks(kv).await?;
-        let mine: Vec<&StoredBlock> = all
-            .iter()
-            .filter(|b| {
-                b.block.affinity.as_deref() == Some(affinity.as_str()) && in_pool(&pools, b.block.cidr).is_some()
-            })
-            .collect();
-        // 1. A free address in one of the node's blocks; 3. else one borrowed from another node's block.
-        let candidate = mine.iter().copied().find(|b| !b.block.deleted && !b.block.unallocated.is_empty());
-        let may_claim = config.auto_allocate_blocks.unwrap_or(true)
-            && (config.max_blocks_per_host == 0 || mine.len() < config.max_blocks_per_host as usize);
-        let borrowable = || {
-            all.iter().find(|b| {
-                !b.block.deleted && !b.block.unallocated.is_empty() && in_pool(&pools, b.block.cidr).is_some()
-            })
-        };
-        let (mut block, block_rev, claimed) = match candidate {
-            Some(b) => (b.block.clone(), b.revision, false),
-            None => {
-                // 2. Claim the next unclaimed block of the first pool that has one.
-                let taken: Vec<IpNet> = all.iter().map(|b| b.block.cidr).collect();
-                let fresh =
-                    pools.iter().find_map(|p| block::next_free_block(p.cidr?, p.block_size.unwrap_or(26), &taken));
-                match (fresh, may_claim) {
-                    (Some(cidr), true) => (IpamBlock::new(cidr, &req.node), 0, true),
-                    _ => match borrowable().filter(|_| !config.strict_affinity) {
-                        Some(b) => (b.block.clone(), b.revision, false),
-                        None => return Err(exhausted(req, &config, mine.len(), fresh.is_some())),
-                    },
-                }
+        let mut compares = vec![Compare::ModRevision(handle.key(), handle_rev)];
+        let mut ops = Vec::new();
+        let mut addresses = Vec::new();
+        for (req, pools) in reqs.iter().zip(&pools) {
+            let (mut block, block_rev, claimed) = choose_block(req, pools, &config, &affinity, &all)?;
+            let mut secondary = req.attrs.clone();
+            secondary.insert(ATTR_NODE.into(), req.node.clone());
+            let attr = AllocationAttribute { handle_id: Some(first.handle.clone()), secondary };
+            let Some(ip) = block::allocate(&mut block, attr) else { continue 'attempt };
+            *handle.block.entry(cidr_key(block.cidr)).or_insert(0) += 1;
+            compares.push(Compare::ModRevision(block.key(), block_rev));
+            ops.push(put(block.key(), &block));
+            if claimed {
+                let aff = BlockAffinity { node: req.node.clone(), cidr: block.cidr, state: AffinityState::Confirmed };
+                ops.push(put(aff.key(), &aff));
+                tracing::info!(node = req.node, block = %block.cidr, "claimed an IPAM block");
             }
-        };
-        let Some(ip) = block::allocate(&mut block, attr.clone()) else { continue };
-        *handle.block.entry(cidr_key(block.cidr)).or_insert(0) += 1;
-        let mut ops = vec![put(block.key(), &block), put(handle.key(), &handle)];
-        ops.extend(also(IpNet::from(ip)));
-        if claimed {
-            let aff = BlockAffinity { node: req.node.clone(), cidr: block.cidr, state: AffinityState::Confirmed };
-            ops.push(put(aff.key(), &aff));
-            tracing::info!(node = req.node, block = %block.cidr, "claimed an IPAM block");
+            addresses.push(IpNet::from(ip));
         }
-        let txn = Txn {
-            compares: vec![
-                Compare::ModRevision(block.key(), block_rev),
-                Compare::ModRevision(handle.key(), handle_rev),
-            ],
-            success: ops,
-            failure: Vec::new(),
-        };
-        if kv.txn(txn).await?.succeeded {
-            return Ok(IpNet::from(ip));
+        ops.push(put(handle.key(), &handle));
+        ops.extend(also(&addresses));
+        if kv.txn(Txn { compares, success: ops, failure: Vec::new() }).await?.succeeded {
+            return Ok(addresses);
         }
     }
     Err(IpamError::Contended)
+}
+
+/// The block `req`'s address comes from, with its revision (0: claimed
+/// now) and whether it is claimed now: 1. one of the node's blocks with a
+/// free address; 2. else the next unclaimed block of the first pool that
+/// has one; 3. else one borrowed from another node's block.
+fn choose_block(
+    req: &Request,
+    pools: &[IpPoolSpec],
+    config: &IpamConfigSpec,
+    affinity: &str,
+    all: &[StoredBlock],
+) -> Result<(IpamBlock, i64, bool), IpamError> {
+    let mine: Vec<&StoredBlock> = all
+        .iter()
+        .filter(|b| b.block.affinity.as_deref() == Some(affinity) && in_pool(pools, b.block.cidr).is_some())
+        .collect();
+    if let Some(b) = mine.iter().find(|b| !b.block.deleted && !b.block.unallocated.is_empty()) {
+        return Ok((b.block.clone(), b.revision, false));
+    }
+    let may_claim = config.auto_allocate_blocks.unwrap_or(true)
+        && (config.max_blocks_per_host == 0 || mine.len() < config.max_blocks_per_host as usize);
+    let taken: Vec<IpNet> = all.iter().map(|b| b.block.cidr).collect();
+    let fresh = pools.iter().find_map(|p| block::next_free_block(p.cidr?, p.block_size.unwrap_or(26), &taken));
+    if let (Some(cidr), true) = (fresh, may_claim) {
+        return Ok((IpamBlock::new(cidr, &req.node), 0, true));
+    }
+    let borrowable = all
+        .iter()
+        .filter(|_| !config.strict_affinity)
+        .find(|b| !b.block.deleted && !b.block.unallocated.is_empty() && in_pool(pools, b.block.cidr).is_some());
+    match borrowable {
+        Some(b) => Ok((b.block.clone(), b.revision, false)),
+        None => Err(exhausted(req, config, mine.len(), fresh.is_some())),
+    }
 }
 
 fn exhausted(req: &Request, config: &IpamConfigSpec, blocks: usize, pool_has_room: bool) -> IpamError {
