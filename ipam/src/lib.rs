@@ -206,7 +206,7 @@ impl Pools {
             } else if !s
                 .node_selector
                 .as_deref()
-                .is_none_or(|sel| Selector::parse(sel).is_ok_and(|sel| sel.matches(&labels)))
+                .is_none_or(|sel| Selector::parse(sel).is_ok_and(|sel| sel.matches(labels)))
             {
                 Some("its nodeSelector does not select this node")
             } else {
