@@ -431,6 +431,7 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
             prepend: 0,
             rr_client: p.rr_client,
             long_lived: false,
+            link_local: None,
         },
         // Explicit policies (RFC 8212); without filters they accept everything, as Calico does.
         import_policy: Some(policies.0),

@@ -96,6 +96,7 @@ pub fn tortie_neighbor(
             prepend: 0,
             rr_client: false,
             long_lived: false,
+            link_local: None,
         },
         import_policy: Some(Policy::accept_all()),
         export_policy: Some(Policy::accept_all()),

@@ -576,6 +576,11 @@ fn ipv6_routes_flow_bird_to_tortie_to_bird_in_mp_reach_with_next_hop_self_and_wi
     let learned = monitor.wait_route(net("2001:db8:100::/48"), UP).unwrap();
     assert_eq!(learned.as_path, vec![65001, 65002]);
     assert_eq!(learned.next_hop, Some(ip("2001:db8:2::1")), "next hop self, the global address");
+    // RFC 2545 §3: on the shared link, our link-local address follows it.
+    let link = a.ip(&["-6", "addr", "show", "dev", "to-c", "scope", "link"]).unwrap();
+    let ours_ll = link.split_whitespace().skip_while(|w| *w != "inet6").nth(1).unwrap().split('/').next().unwrap();
+    let shown = monitor.birdc(&["show", "route", "all", "2001:db8:100::/48"]).unwrap();
+    assert!(shown.contains(&format!("BGP.next_hop: 2001:db8:2::1 {ours_ll}")), "{shown}");
     let ours = injector.wait_route(net("2001:db8:200::/48"), UP).unwrap();
     assert_eq!((ours.as_path, ours.next_hop), (vec![65001], Some(ip("2001:db8:1::1"))));
     let negotiated = tortie.status("c").negotiated.unwrap();

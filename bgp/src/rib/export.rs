@@ -1,7 +1,7 @@
 //! What a path looks like when sent to a given peer, or why it is not sent
 //! (RFC 4271 §9.2, RFC 4456 §8, RFC 8212).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -63,6 +63,10 @@ pub struct ExportPeer {
     /// OPEN (RFC 9494): it may be sent LLGR_STALE routes (set when the
     /// session comes up).
     pub long_lived: bool,
+    /// Our link-local address on the link to this peer, when the session
+    /// is on a subnet we share (set when it comes up): RFC 2545 §3 sends it
+    /// after the global next hop we set.
+    pub link_local: Option<Ipv6Addr>,
 }
 
 impl ExportPeer {
@@ -170,13 +174,14 @@ pub fn export(
                 attrs.next_hop = Some(v4);
             }
         }
-        // RFC 4760 §3 / RFC 2545 §3: the next hop rides in MP_REACH_NLRI; a
-        // link-local one means something only on its own link, so only the
-        // global address is passed on.
+        // RFC 4760 §3 / RFC 2545 §3: the next hop rides in MP_REACH_NLRI. Ours
+        // goes with our link-local address when the peer shares our link; a
+        // received link-local one means something only on its own link, so
+        // only the global address is passed on.
         IpNet::V6(_) => {
             attrs.next_hop = None;
             attrs.mp_next_hop = match (next_hop_self, to.local_addr, attrs.mp_next_hop) {
-                (true, IpAddr::V6(global), _) => Some(MpNextHop::Ipv6 { global, link_local: None }),
+                (true, IpAddr::V6(global), _) => Some(MpNextHop::Ipv6 { global, link_local: to.link_local }),
                 (false, _, Some(MpNextHop::Ipv6 { global, .. })) => Some(MpNextHop::Ipv6 { global, link_local: None }),
                 _ => return Err(Withheld::NoNextHop),
             };
@@ -237,6 +242,7 @@ mod tests {
             prepend: 0,
             rr_client: false,
             long_lived: false,
+            link_local: None,
         }
     }
 
@@ -269,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_routes_carry_a_global_next_hop_in_mp_reach_and_never_a_link_local_one() {
+    fn ipv6_routes_carry_a_global_next_hop_and_our_link_local_one_only_on_a_shared_link() {
         let hop =
             MpNextHop::Ipv6 { global: "2001:db8::2".parse().unwrap(), link_local: Some("fe80::2".parse().unwrap()) };
         let v6 = Path {
@@ -289,6 +295,21 @@ mod tests {
             Some(MpNextHop::Ipv6 { global: "2001:db8::1".parse().unwrap(), link_local: None })
         );
         assert_eq!(ebgp.next_hop, None, "no IPv4 NEXT_HOP for IPv6 routes");
+        // RFC 2545 §3: on a shared link, our link-local address follows our global one.
+        let on_link = ExportPeer { link_local: Some("fe80::1".parse().unwrap()), ..to(65003, "2001:db8::1") };
+        assert_eq!(
+            send(&on_link).unwrap().mp_next_hop,
+            Some(MpNextHop::Ipv6 {
+                global: "2001:db8::1".parse().unwrap(),
+                link_local: Some("fe80::1".parse().unwrap())
+            })
+        );
+        let keep = ExportPeer { link_local: Some("fe80::1".parse().unwrap()), ..to(65001, "2001:db8::1") };
+        assert_eq!(
+            send(&keep).unwrap().mp_next_hop,
+            Some(MpNextHop::Ipv6 { global: "2001:db8::2".parse().unwrap(), link_local: None }),
+            "another router's next hop passed on: not our link-local"
+        );
         let ibgp = send(&to(65001, "192.0.2.1")).unwrap();
         assert_eq!(
             ibgp.mp_next_hop,

@@ -3,6 +3,7 @@
 //! feeds them events and carries out their actions.
 
 pub mod fsm;
+pub mod link_local;
 pub mod listener;
 pub mod negotiate;
 pub mod outbox;

@@ -83,6 +83,9 @@ pub enum PeerEvent {
         negotiated: Box<Negotiated>,
         /// Its number: what the speaker pushes to the outbox names it.
         session: u64,
+        /// Our link-local address on the link to the peer, when the session
+        /// runs over IPv6 on a subnet we share (RFC 2545 §3).
+        link_local: Option<std::net::Ipv6Addr>,
     },
     /// The session went down (its routes are gone).
     Down {
@@ -305,6 +308,15 @@ fn framed(stream: TcpStream) -> Framed<TcpStream, BgpCodec> {
 /// make the kernel answer with a RST, and the peer's kernel drop the
 /// NOTIFICATION with it (RFC 4271 §6: the NOTIFICATION is sent, then the
 /// connection closed).
+/// Our link-local address towards the peer of an IPv6 connection on a
+/// shared subnet.
+fn on_link(stream: &TcpStream) -> Option<std::net::Ipv6Addr> {
+    match (stream.local_addr().ok()?.ip(), stream.peer_addr().ok()?.ip()) {
+        (std::net::IpAddr::V6(local), std::net::IpAddr::V6(peer)) => super::link_local::towards(local, peer),
+        _ => None,
+    }
+}
+
 async fn close_gracefully(mut framed: Framed<TcpStream, BgpCodec>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(CLOSE_FLUSH, async move {
@@ -739,7 +751,8 @@ impl Runner {
                         self.sessions += 1;
                         self.outbox.open(self.sessions);
                         let (peer, session) = (self.config.name.clone(), self.sessions);
-                        reports.push(PeerEvent::Up { peer, negotiated: n, session });
+                        let link_local = self.link(which).framed.as_ref().and_then(|f| on_link(f.get_ref()));
+                        reports.push(PeerEvent::Up { peer, negotiated: n, session, link_local });
                     }
                     Action::Down(reason) => {
                         let words = reason.to_string();

@@ -353,7 +353,9 @@ impl SpeakerCore {
 
     fn peer_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Up { peer, negotiated, session } => self.peer_up(&peer, negotiated, session),
+            PeerEvent::Up { peer, negotiated, session, link_local } => {
+                self.peer_up(&peer, negotiated, session, link_local)
+            }
             PeerEvent::Drained { peer } => self.drain(&peer),
             PeerEvent::Down { peer, graceful: Some(retention), .. } => self.peer_restarting(&peer, retention),
             PeerEvent::Down { peer, .. } if self.dynamic.contains(&peer) => {
@@ -373,12 +375,19 @@ impl SpeakerCore {
         }
     }
 
-    fn peer_up(&mut self, peer: &str, negotiated: Box<Negotiated>, number: u64) {
+    fn peer_up(
+        &mut self,
+        peer: &str,
+        negotiated: Box<Negotiated>,
+        number: u64,
+        link_local: Option<std::net::Ipv6Addr>,
+    ) {
         let Some(session) = self.neighbors.get_mut(peer) else { return };
         let phase = self.stale.get(peer).map(|s| s.phase).unwrap_or_default();
         let preserved = crate::graceful::forwarding_preserved(&negotiated, phase);
         // RFC 9494 §4.5: long-lived stale routes go only to peers that advertised LLGR.
         session.neighbor.export.long_lived = !negotiated.peer_long_lived.is_empty();
+        session.neighbor.export.link_local = link_local;
         session.negotiated = Some(negotiated);
         session.session = number;
         self.over_limit.remove(peer);

@@ -112,7 +112,7 @@ impl Replay {
                 let negotiated = Box::new(self.negotiated(&rest)?);
                 self.sessions += 1;
                 self.core.neighbors.get(&name).ok_or("no such peer")?.outbox.open(self.sessions);
-                Input::Peer(PeerEvent::Up { negotiated, peer: name, session: self.sessions })
+                Input::Peer(PeerEvent::Up { negotiated, peer: name, session: self.sessions, link_local: None })
             }
             "down" => {
                 let secs = |at: usize| parse(rest.get(at).copied(), "seconds").map(Duration::from_secs);
@@ -277,6 +277,7 @@ impl Replay {
                 prepend: 0,
                 rr_client: flag("rr-client"),
                 long_lived: false,
+                link_local: None,
             },
             import_policy: policy.clone(),
             export_policy: policy,
