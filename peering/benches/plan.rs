@@ -105,7 +105,8 @@ fn me(n: &Object<NodeSpec>) -> Me {
     let ipnet::IpNet::V4(a) = bgp.ipv4_address.unwrap() else { unreachable!() };
     Me {
         name: n.metadata.name.clone(),
-        address: a.addr(),
+        address: Some(a.addr()),
+        router_id: a.addr(),
         address6: None,
         asn: 64512,
         labels: n.metadata.labels.clone(),

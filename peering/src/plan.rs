@@ -65,15 +65,16 @@ impl Configs {
         configs
     }
 
-    /// Where `node`'s speaker listens: its `listenPort` (default 179) on
-    /// its `address` with `bindMode: NodeIP`, on every address otherwise
-    /// (Calico's default `None`).
-    pub fn listen_address(&self, node: &str, address: Ipv4Addr) -> SocketAddr {
+    /// Where `node`'s speaker listens for IPv4 sessions: its `listenPort`
+    /// (default 179) on its `address` with `bindMode: NodeIP`, on every
+    /// address otherwise (Calico's default `None`); nowhere on an IPv6-only
+    /// node (no `address`).
+    pub fn listen_address(&self, node: &str, address: Option<Ipv4Addr>) -> Option<SocketAddr> {
         let ip = match self.of(node).bind_mode.as_deref() {
-            Some("NodeIP") => address,
-            _ => Ipv4Addr::UNSPECIFIED,
+            Some("NodeIP") => address?,
+            _ => address.map(|_| Ipv4Addr::UNSPECIFIED)?,
         };
-        SocketAddr::new(IpAddr::V4(ip), self.port(node))
+        Some(SocketAddr::new(IpAddr::V4(ip), self.port(node)))
     }
 
     /// What applies to `node`: its own fields over `default`'s.
@@ -187,10 +188,13 @@ impl PlannedPeer {
 pub struct Me {
     /// Node name.
     pub name: String,
-    /// Node address.
-    pub address: Ipv4Addr,
+    /// Node IPv4 address (`bgp.ipv4Address`; none on an IPv6-only node).
+    pub address: Option<Ipv4Addr>,
     /// Node IPv6 address (`bgp.ipv6Address`): the mesh runs over IPv6 too.
     pub address6: Option<Ipv6Addr>,
+    /// The BGP identifier: the IPv4 address, or for an IPv6-only node
+    /// one given or made from its name (Calico's `CALICO_ROUTER_ID`).
+    pub router_id: Ipv4Addr,
     /// Node AS.
     pub asn: u32,
     /// Node labels (for `nodeSelector`).
@@ -199,6 +203,36 @@ pub struct Me {
     pub cluster_id: Option<Ipv4Addr>,
     /// The send hold time of its sessions (RFC 9687; `None`: the RFC's default).
     pub send_hold: Option<Duration>,
+}
+
+impl Me {
+    /// Whether `ip` is one of this node's own addresses.
+    fn holds(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => self.address == Some(v4),
+            IpAddr::V6(v6) => self.address6 == Some(v6),
+        }
+    }
+
+    /// Whether this node has an address of `ip`'s family to peer with it
+    /// from; logs the BGPPeer `name` left out if not (`tortie apply`
+    /// refuses such a BGPPeer for one node; one for all nodes or by
+    /// selector is left out only where it cannot work).
+    fn peers_over(&self, name: &str, ip: IpAddr) -> bool {
+        let (has, family, field) = match ip {
+            IpAddr::V4(_) => (self.address.is_some(), "IPv4", "bgp.ipv4Address"),
+            IpAddr::V6(_) => (self.address6.is_some(), "IPv6", "bgp.ipv6Address"),
+        };
+        if !has {
+            tracing::error!(
+                bgp_peer = name,
+                peer_ip = %ip,
+                node = self.name,
+                "BGPPeer left out: its peerIP is {family} and this node has no {family} address ({field})"
+            );
+        }
+        has
+    }
 }
 
 fn session_name(prefix: &str, addr: IpAddr) -> String {
@@ -254,7 +288,7 @@ pub fn plan(
         // Over IPv4, and over IPv6 between nodes that both have an IPv6
         // address (as Calico runs BIRD and BIRD6): each session carries its
         // own family.
-        let v4 = nodes.iter().filter_map(|n| Some((n, IpAddr::V4(node_address(n)?), IpAddr::V4(me.address))));
+        let v4 = nodes.iter().filter_map(|n| Some((n, IpAddr::V4(node_address(n)?), IpAddr::V4(me.address?))));
         let v6 = nodes.iter().filter_map(|n| Some((n, IpAddr::V6(node_address6(n)?), IpAddr::V6(me.address6?))));
         for (n, addr, mine) in v4.chain(v6).filter(|(n, _, _)| n.metadata.name != me.name) {
             add(PlannedPeer {
@@ -315,15 +349,22 @@ pub fn plan(
             },
         };
         let prefix = if kind == PeerType::Global { "Global" } else { "Node" };
-        let node_peer = |n: &Object<NodeSpec>| {
-            let addr = node_address(n)?;
-            let remote = SocketAddr::new(addr.into(), configs.port(&n.metadata.name));
-            let mut peer = base(session_name(prefix, addr.into()), remote, node_as(n));
-            peer.rr_client = is_client(me, node_as(n), cluster_id(n));
-            if cluster_id(n).is_some() {
-                peer.kind = PeerType::RouteReflector;
-            }
-            Some(peer)
+        // A selected node: a session over each family both nodes have an address of.
+        let node_peers = |n: &Object<NodeSpec>| {
+            let v4 = node_address(n).map(IpAddr::V4).filter(|_| me.address.is_some());
+            let v6 = node_address6(n).map(IpAddr::V6).filter(|_| me.address6.is_some());
+            v4.into_iter()
+                .chain(v6)
+                .map(|addr| {
+                    let remote = SocketAddr::new(addr, configs.port(&n.metadata.name));
+                    let mut peer = base(session_name(prefix, addr), remote, node_as(n));
+                    peer.rr_client = is_client(me, node_as(n), cluster_id(n));
+                    if cluster_id(n).is_some() {
+                        peer.kind = PeerType::RouteReflector;
+                    }
+                    peer
+                })
+                .collect::<Vec<_>>()
         };
         let others = || nodes.iter().filter(|n| n.metadata.name != me.name);
         match (s.peer_ip.as_deref(), s.peer_selector.as_deref()) {
@@ -335,7 +376,8 @@ pub fn plan(
                     Some(SocketAddr::new(a, node.map_or(BGP_PORT, |n| configs.port(&n.metadata.name))))
                 });
                 if let Some(remote) = remote
-                    && remote.ip() != IpAddr::from(me.address)
+                    && !me.holds(remote.ip())
+                    && me.peers_over(&p.metadata.name, remote.ip())
                 {
                     let asn = s.as_number.unwrap_or(me.asn);
                     let mut peer = base(session_name(prefix, remote.ip()), remote, asn);
@@ -348,15 +390,12 @@ pub fn plan(
                 // BGPPeer applies to peer with the nodes its peerSelector selects,
                 // and those with them.
                 if applies_to(&me.name, &me.labels) {
-                    others()
-                        .filter(|n| selects(Some(sel), &n.metadata.labels))
-                        .filter_map(node_peer)
-                        .for_each(&mut add);
+                    others().filter(|n| selects(Some(sel), &n.metadata.labels)).flat_map(node_peers).for_each(&mut add);
                 }
                 if selects(Some(sel), &me.labels) && s.reverse_peering.as_deref() != Some("Manual") {
                     others()
                         .filter(|n| applies_to(&n.metadata.name, &n.metadata.labels))
-                        .filter_map(node_peer)
+                        .flat_map(node_peers)
                         .for_each(&mut add);
                 }
             }
@@ -378,14 +417,14 @@ pub fn dynamic_template(me: &Me) -> Neighbor {
 /// export) policies.
 pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbor {
     let local_as = p.local_as.unwrap_or(me.asn);
-    let mut local = LocalConfig::new(local_as, me.address, p.asn);
+    let mut local = LocalConfig::new(local_as, me.router_id, p.asn);
     // A session carries its own address family (RFC 4760): IPv4 unicast
     // over IPv4, IPv6 unicast over IPv6, with our address of that family
-    // as the source and the next hop.
-    let (family, local_addr) = match (p.remote.ip(), me.address6) {
-        (IpAddr::V6(_), Some(v6)) => (Family::IPV6_UNICAST, IpAddr::V6(v6)),
-        (IpAddr::V6(_), None) => (Family::IPV6_UNICAST, IpAddr::V4(me.address)),
-        (IpAddr::V4(_), _) => (Family::IPV4_UNICAST, IpAddr::V4(me.address)),
+    // as the source and the next hop (`plan` makes no session of a family
+    // we have no address of; a dynamic-neighbour template has none yet).
+    let (family, local_addr) = match p.remote.ip() {
+        IpAddr::V6(_) => (Family::IPV6_UNICAST, me.address6.map_or(IpAddr::V4(me.router_id), IpAddr::V6)),
+        IpAddr::V4(_) => (Family::IPV4_UNICAST, IpAddr::V4(me.address.unwrap_or(me.router_id))),
     };
     local.families = vec![family];
     let defaults = FsmConfig::default();
@@ -478,7 +517,8 @@ mod tests {
     fn mesh_peers_every_other_node_and_the_higher_address_listens() {
         let me = Me {
             name: "b".into(),
-            address: "192.0.2.2".parse().unwrap(),
+            address: Some("192.0.2.2".parse().unwrap()),
+            router_id: "192.0.2.2".parse().unwrap(),
             address6: None,
             asn: 64512,
             labels: BTreeMap::new(),
@@ -497,7 +537,8 @@ mod tests {
     fn the_mesh_runs_over_ipv6_between_nodes_that_both_have_an_ipv6_address() {
         let me = Me {
             name: "b".into(),
-            address: "192.0.2.2".parse().unwrap(),
+            address: Some("192.0.2.2".parse().unwrap()),
+            router_id: "192.0.2.2".parse().unwrap(),
             address6: Some("2001:db8::2".parse().unwrap()),
             asn: 64512,
             labels: BTreeMap::new(),
@@ -539,11 +580,57 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_only_node_peers_over_ipv6_alone_and_leaves_out_ipv4_peers() {
+        let me = Me {
+            name: "b".into(),
+            address: None,
+            router_id: "10.0.0.2".parse().unwrap(),
+            address6: Some("2001:db8::2".parse().unwrap()),
+            asn: 64512,
+            labels: [("rr".to_string(), String::new())].into(),
+            cluster_id: None,
+            send_hold: None,
+        };
+        let v6_only = |name: &str, v6: &str, labels: &[(&str, &str)]| {
+            let mut n = node(name, "192.0.2.9/24", labels);
+            *n.spec.bgp.as_mut().unwrap() = NodeBgp { ipv6_address: Some(v6.parse().unwrap()), ..NodeBgp::default() };
+            n
+        };
+        let mut dual = node("c", "192.0.2.3/24", &[]);
+        dual.spec.bgp.as_mut().unwrap().ipv6_address = Some("2001:db8::3/64".parse().unwrap());
+        let nodes = [v6_only("a", "2001:db8::1/64", &[("rr", "")]), v6_only("b", "2001:db8::2/64", &[]), dual];
+        let peers = [
+            peer(
+                "tor4",
+                BgpPeerSpec { peer_ip: Some("192.0.2.254".into()), as_number: Some(65000), ..Default::default() },
+            ),
+            peer(
+                "tor6",
+                BgpPeerSpec { peer_ip: Some("2001:db8::fe".into()), as_number: Some(65000), ..Default::default() },
+            ),
+            peer("rrs", BgpPeerSpec { peer_selector: Some("has(rr)".into()), ..BgpPeerSpec::default() }),
+        ];
+        let plan = plan(&me, &Configs::default(), &nodes, &peers);
+        let got: Vec<&str> = plan.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(got, ["Mesh_2001_db8__1", "Mesh_2001_db8__3", "Global_2001_db8__fe"], "no IPv4 session at all");
+        let s = neighbor(&me, &plan[2], (Policy::accept_all(), Policy::accept_all()));
+        assert_eq!(s.session.local.bgp_id, "10.0.0.2".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(s.session.local_addr, Some("2001:db8::2".parse().unwrap()));
+        // A peerSelector peering runs over each family both nodes have (b is
+        // selected too, so every node peers with it: c over IPv6 only).
+        let off = BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..BgpConfigurationSpec::default() };
+        let by_selector = super::plan(&me, &off.into(), &nodes, &peers[2..]);
+        let got: Vec<&str> = by_selector.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(got, ["Global_2001_db8__1", "Global_2001_db8__3"]);
+    }
+
+    #[test]
     fn bgp_peers_apply_globally_by_name_by_node_selector_and_by_peer_selector() {
         let labels: BTreeMap<String, String> = [("rack".to_string(), "r1".to_string())].into();
         let me = Me {
             name: "a".into(),
-            address: "192.0.2.1".parse().unwrap(),
+            address: Some("192.0.2.1".parse().unwrap()),
+            router_id: "192.0.2.1".parse().unwrap(),
             address6: None,
             asn: 64512,
             labels,
@@ -586,7 +673,8 @@ mod tests {
     fn restart_times_listen_ports_own_as_and_source_address_come_from_the_configurations() {
         let me = Me {
             name: "a".into(),
-            address: "192.0.2.1".parse().unwrap(),
+            address: Some("192.0.2.1".parse().unwrap()),
+            router_id: "192.0.2.1".parse().unwrap(),
             address6: None,
             asn: 64512,
             labels: BTreeMap::new(),
@@ -662,7 +750,8 @@ mod tests {
         let nodes = [node("a", "192.0.2.1/24", &[("role", "client")]), node("rr", "192.0.2.9/24", &[("rr", "yes")])];
         let me_rr = Me {
             name: "rr".into(),
-            address: "192.0.2.9".parse().unwrap(),
+            address: Some("192.0.2.9".parse().unwrap()),
+            router_id: "192.0.2.9".parse().unwrap(),
             address6: None,
             asn: 64512,
             labels: [("rr".to_string(), "yes".to_string())].into(),
@@ -703,7 +792,8 @@ mod tests {
         let off = BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..BgpConfigurationSpec::default() };
         let me_rr = Me {
             name: "rr".into(),
-            address: "192.0.2.9".parse().unwrap(),
+            address: Some("192.0.2.9".parse().unwrap()),
+            router_id: "192.0.2.9".parse().unwrap(),
             address6: None,
             asn: 64512,
             labels: [("rr".to_string(), "yes".to_string())].into(),
@@ -715,7 +805,8 @@ mod tests {
         assert_eq!(got, [("Node_192_0_2_1".to_string(), true), ("Node_192_0_2_2".to_string(), true)]);
         let me_a = Me {
             name: "a".into(),
-            address: "192.0.2.1".parse().unwrap(),
+            address: Some("192.0.2.1".parse().unwrap()),
+            router_id: "192.0.2.1".parse().unwrap(),
             address6: None,
             asn: 64512,
             labels: BTreeMap::new(),

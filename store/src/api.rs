@@ -2,6 +2,7 @@
 //! one transaction), get, list and delete.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use crate::StoreError;
 use crate::kv::{Compare, Kv, Op, Txn};
@@ -89,6 +90,9 @@ pub async fn apply<K: Kv>(kv: &K, resources: &[Resource]) -> Result<Vec<Applied>
         if resources.iter().any(|r| r.kind() == Kind::IpPool) {
             compares.extend(check_pools(kv, resources).await?);
         }
+        if resources.iter().any(|r| r.kind() == Kind::BgpPeer) {
+            compares.extend(check_peer_families(kv, resources).await?);
+        }
         let success = resources.iter().map(|r| Op::Put { key: r.key(), value: r.to_json(), lease: None }).collect();
         if kv.txn(Txn { compares, success, failure: Vec::new() }).await?.succeeded {
             return Ok(applied);
@@ -128,6 +132,52 @@ async fn check_pools<K: Kv>(kv: &K, batch: &[Resource]) -> Result<Vec<Compare>, 
                     cidr(&pb.spec)
                 )));
             }
+        }
+    }
+    Ok(compares)
+}
+
+/// A BGPPeer for one node whose peerIP is of a family that node has no
+/// address of (an IPv4 peer of an IPv6-only node, or the reverse) could
+/// never have a session: refused. Returns compares that pin the stored
+/// Nodes this check relied on.
+async fn check_peer_families<K: Kv>(kv: &K, batch: &[Resource]) -> Result<Vec<Compare>, ApiError> {
+    let mut compares = Vec::new();
+    for r in batch {
+        let Resource::BgpPeer(p) = r else { continue };
+        let (Some(node), Some(ip)) = (&p.spec.node, p.spec.peer_address()) else { continue };
+        let in_batch = batch.iter().find_map(|b| match b {
+            Resource::Node(n) if &n.metadata.name == node => Some(n.spec.clone()),
+            _ => None,
+        });
+        let spec = match in_batch {
+            Some(spec) => spec,
+            None => {
+                let key = Kind::Node.key(None, node);
+                let Some(item) = kv.get(&key).await? else { continue };
+                compares.push(Compare::ModRevision(key, item.mod_revision));
+                match Resource::from_stored(Kind::Node, &item.value, item.mod_revision)? {
+                    Resource::Node(n) => n.spec,
+                    _ => continue,
+                }
+            }
+        };
+        let Some(bgp) = &spec.bgp else { continue };
+        let lacks = match ip {
+            IpAddr::V4(_) if bgp.ipv4_address.is_none() && bgp.ipv6_address.is_some() => {
+                Some(("IPv4", "bgp.ipv4Address"))
+            }
+            IpAddr::V6(_) if bgp.ipv6_address.is_none() && bgp.ipv4_address.is_some() => {
+                Some(("IPv6", "bgp.ipv6Address"))
+            }
+            _ => None,
+        };
+        if let Some((family, field)) = lacks {
+            return Err(ApiError::Conflict(format!(
+                "BGPPeer `{}`: peerIP {ip} is {family}, and node `{node}` has no {family} address ({field}): \
+                 it could never have this session",
+                p.metadata.name
+            )));
         }
     }
     Ok(compares)

@@ -139,3 +139,62 @@ fn the_mesh_runs_over_ipv6_too_and_pods_on_two_nodes_reach_each_other_over_ipv6(
         status.split("IPv6 BGP status").nth(1).is_some_and(|v6| v6.contains("| up "))
     });
 }
+
+#[test]
+fn ipv6_only_nodes_peer_and_route_over_ipv6_alone_and_an_ipv4_peer_is_refused() {
+    let c = Cluster::new("v6-only", 2);
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n",
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        n.ip(&["-6", "addr", "add", &format!("2001:db8::{}/64", i + 1), "dev", "eth0", "nodad"]).unwrap();
+    }
+    // Calico's IP=none: no IPv4 address, the router ID from the node name.
+    let d: Vec<_> = (0..2).map(|i| c.start_as(i, "none", &["--ip6", &format!("2001:db8::{}/64", i + 1)])).collect();
+    wait_until("n1 registered", || c.tortie_output(&["get", "node", "n1"], "").status.success());
+    let node = c.tortie(&["get", "node", "n1", "-o", "yaml"], "");
+    assert!(node.contains("ipv6Address: 2001:db8::1/64") && !node.contains("ipv4Address"), "{node}");
+    let run = c.nodes[0].dir().join("run").display().to_string();
+    wait_until("n1's IPv6 mesh session up", || {
+        let status = c.tortie(&["status", "--run-dir", &run], "");
+        status.contains("No IPv4 peers found") && status.contains("| 2001:db8::2 ") && status.contains("| up ")
+    });
+    let ipam = serde_json::json!({"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"});
+    let pods: Vec<_> = (0..2).map(|i| c.lab.netns(&format!("p{i}")).unwrap()).collect();
+    for (i, pod) in pods.iter().enumerate() {
+        let (code, out) = c.cni(i, "ADD", &format!("v6only{i}"), pod, Some(ipam.clone()));
+        assert_eq!(code, 0, "{out}");
+        assert!(!out.contains("198.18."), "no IPv4 address: {out}");
+    }
+    wait_until("n1's route to n2's IPv6 block", || {
+        v6_routes(&c, 0).iter().any(|r| r.starts_with("2001:db8:100::40/122 via 2001:db8::2"))
+    });
+    let ping = |from: usize, to: &str| {
+        pods[from].exec("ping", &["-6", "-n", "-c", "2", "-i", "0.2", "-W", "2", to]).is_ok_and(|o| o.contains(" 0% "))
+    };
+    wait_until("a pod on n1 reaching a pod on n2 over IPv6", || ping(0, "2001:db8:100::40"));
+    assert!(ping(1, "2001:db8:100::"), "and back");
+    // An IPv4 peer for an IPv6-only node: refused at apply, field and value named.
+    let peer = |name: &str, node: &str, ip: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: {name}}}\n\
+             spec: {{{node}peerIP: {ip}, asNumber: 65000}}\n"
+        )
+    };
+    let out = c.tortie_output(&["apply", "-f", "-"], &peer("tor4", "node: n1, ", "192.0.2.254"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused");
+    assert!(
+        err.contains("BGPPeer `tor4`") && err.contains("peerIP 192.0.2.254 is IPv4") && err.contains("`n1`"),
+        "{err}"
+    );
+    assert!(!c.tortie(&["get", "bgppeer"], "").contains("tor4"), "nothing stored");
+    // One for every node is taken (a dual-stack node could use it), and an
+    // IPv6-only node leaves it out, saying why.
+    c.apply(&peer("tor4all", "", "192.0.2.254"));
+    wait_until("n1 to say why it leaves the IPv4 peer out", || {
+        d[0].log().contains("BGPPeer left out: its peerIP is IPv4 and this node has no IPv4 address")
+    });
+    let status = c.tortie(&["status", "--run-dir", &run], "");
+    assert!(status.contains("No IPv4 peers found"), "{status}");
+}

@@ -378,6 +378,11 @@ pub struct BgpPeerSpec {
 }
 
 impl BgpPeerSpec {
+    /// The peer's address, without a port (`None`: no or an invalid peerIP).
+    pub fn peer_address(&self) -> Option<std::net::IpAddr> {
+        validate::ip_with_port("peerIP", self.peer_ip.as_deref()?).ok().map(|(ip, _)| ip)
+    }
+
     /// The keepalive interval, seconds (`None`: unset or invalid).
     pub fn keepalive(&self) -> Option<u16> {
         let ms = super::felix::duration_ms(self.keepalive_time.as_deref()?)?;

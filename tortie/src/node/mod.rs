@@ -4,6 +4,7 @@
 //! Kernel routes stay when it stops (like BIRD's `persist`): the next start
 //! adopts them, so pods keep their connectivity across restarts.
 
+mod addresses;
 pub mod bfd;
 mod bridge;
 pub mod health;
@@ -20,8 +21,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use addresses::Addresses;
 use anyhow::Context as _;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
 use tortie_bgp::rib::policy::Policy;
 use tortie_bgp::speaker::{self, SpeakerCommand};
@@ -44,14 +46,20 @@ pub struct CommonArgs {
     /// This node's name (its Node resource).
     #[arg(long)]
     name: String,
-    /// This node's address with its subnet length (default: the first global IPv4 address).
+    /// This node's IPv4 address with its subnet length (default: the first
+    /// global IPv4 address), or `none` for an IPv6-only node (Calico's `IP`).
     #[arg(long)]
-    ip: Option<Ipv4Net>,
-    /// This node's IPv6 address with its subnet length, for a dual-stack
-    /// cluster (Calico's `IP6`): published as `bgp.ipv6Address`, and the
-    /// node-to-node mesh runs over IPv6 too.
+    ip: Option<addresses::Ipv4Setting>,
+    /// This node's IPv6 address with its subnet length, for a dual-stack or
+    /// IPv6-only cluster (Calico's `IP6`): published as `bgp.ipv6Address`,
+    /// and the node-to-node mesh runs over IPv6 too.
     #[arg(long)]
     ip6: Option<ipnet::Ipv6Net>,
+    /// The BGP router ID: an IPv4-formatted ID or `hash` (of the node's
+    /// name), as Calico's `CALICO_ROUTER_ID` (default: the IPv4 address;
+    /// on an IPv6-only node, `hash`).
+    #[arg(long)]
+    router_id: Option<addresses::RouterIdSetting>,
     /// Where the daemon keeps its API socket and state.
     #[arg(long, default_value = "/var/run/tortie")]
     run_dir: PathBuf,
@@ -141,25 +149,12 @@ pub struct ReflectorArgs {
     listen_range: Vec<IpNet>,
 }
 
-/// The first global IPv4 address of this host.
-async fn discover_address() -> anyhow::Result<Ipv4Net> {
-    let found = tokio::task::spawn_blocking(|| tortie_felix::netlink::Netlink::open()?.ipv4_addresses()).await??;
-    found
-        .into_iter()
-        .find_map(|a| match a {
-            IpNet::V4(v4) => Some(v4),
-            IpNet::V6(_) => None,
-        })
-        .context("no global IPv4 address on this host; pass --ip ADDR/LEN")
-}
-
 /// Creates or updates this node's Node resource with its address (and,
 /// for a dedicated reflector, its cluster id).
 async fn register(
     kv: &Datastore,
     name: &str,
-    address: Ipv4Net,
-    address6: Option<ipnet::Ipv6Net>,
+    addresses: Addresses,
     cluster_id: Option<std::net::Ipv4Addr>,
 ) -> anyhow::Result<Object<NodeSpec>> {
     let mut node = match api::get(kv, Kind::Node, None, name).await {
@@ -174,15 +169,16 @@ async fn register(
     };
     node.metadata.resource_version = None;
     let bgp = node.spec.bgp.get_or_insert_with(NodeBgp::default);
-    bgp.ipv4_address = Some(IpNet::V4(address));
-    if let Some(a) = address6 {
+    // An IPv6-only node has no IPv4 address (one from an earlier run goes).
+    bgp.ipv4_address = addresses.v4.map(IpNet::V4);
+    if let Some(a) = addresses.v6 {
         bgp.ipv6_address = Some(IpNet::V6(a));
     }
     if cluster_id.is_some() {
         bgp.route_reflector_cluster_id = cluster_id;
     }
     api::apply(kv, &[Resource::Node(node.clone())]).await.context("registering the Node")?;
-    tracing::info!(node = name, %address, "node registered");
+    tracing::info!(node = name, address = ?addresses.v4, address6 = ?addresses.v6, router_id = %addresses.router_id, "node registered");
     Ok(node)
 }
 
@@ -218,11 +214,8 @@ async fn serve(
     std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating run dir {}", args.run_dir.display()))?;
     // Before anything is touched: one daemon per run directory.
     let _run_lock = run_lock::RunLock::take(&args.run_dir)?;
-    let address = match args.ip {
-        Some(a) => a,
-        None => discover_address().await?,
-    };
-    register(&kv, &args.name, address, args.ip6, cluster_id).await?;
+    let addresses = Addresses::resolve(&args.name, args.ip, args.ip6, args.router_id).await?;
+    register(&kv, &args.name, addresses, cluster_id).await?;
     // One watch of the datastore, in memory, for felix, the tunnel and the peers.
     let synced = Syncer::start(kv.clone(), "/calico/").await.context("reading the datastore")?;
     let (mut tunnels, mut felix, mut bpffs_dir) = (None, None, None);
@@ -247,23 +240,34 @@ async fn serve(
         }
         let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
         let (vteps_tx, vteps_rx) = watch::channel(Arc::new(tortie_ipip::vxlan::VtepTable::default()));
-        // Each tunnel runs once a pool asks for it (the node then holds its address).
-        let start = |encap| tunnel::start(synced.clone(), &args.name, address.addr(), underlay_mtu, encap);
-        let ipip = start(tunnel::Encap::Ipip { table: encap_rx, bpffs: bpffs.clone() }).await?;
-        let vxlan = start(tunnel::Encap::Vxlan { table: vteps_rx }).await?;
+        // Each tunnel runs once a pool asks for it (the node then holds its
+        // address). Both carry IPv4 over IPv4: an IPv6-only node has none.
+        let running = match addresses.ipv4() {
+            Some(local) => {
+                let start = |encap| tunnel::start(synced.clone(), &args.name, local, underlay_mtu, encap);
+                let ipip = start(tunnel::Encap::Ipip { table: encap_rx, bpffs: bpffs.clone() }).await?;
+                let vxlan = start(tunnel::Encap::Vxlan { table: vteps_rx }).await?;
+                Some((ipip, vxlan))
+            }
+            None => {
+                tracing::info!("IPv6-only node: no IPIP or VXLAN tunnel (they carry IPv4 between IPv4 node addresses)");
+                None
+            }
+        };
+        let device = |t: Option<&tunnel::NodeTunnel>| t.map_or_else(|| watch::channel(None).1, |t| t.device.clone());
         let config = AgentConfig {
             node: args.name.clone(),
             route_refresh: resync.map(Duration::from_secs),
-            tunnel: ipip.device.clone(),
+            tunnel: device(running.as_ref().map(|(ipip, _)| ipip)),
             relearn_limit: Duration::from_secs(relearn),
             encap: Some(encap_tx),
             policy_check: policy_check.map(Duration::from_secs),
-            vxlan: vxlan.device.clone(),
+            vxlan: device(running.as_ref().map(|(_, vxlan)| vxlan)),
             vteps: Some(vteps_tx),
             routes_from_datastore: !bgp,
         };
         felix = Some(agent::start(synced.clone(), config).await.context("starting felix")?);
-        tunnels = Some((ipip, vxlan));
+        tunnels = running;
         bpffs_dir = Some(bpffs);
     }
 
@@ -271,12 +275,13 @@ async fn serve(
     let (bgp_level_tx, bgp_level_rx) = watch::channel(None);
     let (speaker_commands, statuses, bfd_reports, mut peer_task) = if bgp {
         let (best_tx, best_rx) = mpsc::channel(1024);
-        let listen = bgp_configs(&synced).await?.listen_address(&args.name, address.addr());
+        let configs = bgp_configs(&synced).await?;
+        let listen = configs.listen_address(&args.name, addresses.ipv4());
         // IPv6 sessions are accepted on the node's IPv6 address (its own
         // socket: a wildcard one would take IPv4 connections too).
-        let listen6 = args.ip6.map(|a| SocketAddr::new(IpAddr::V6(a.addr()), listen.port()));
-        let speaker = speaker::spawn(address.addr(), MAX_PATHS, best_tx, std::iter::once(listen).chain(listen6))
-            .with_context(|| format!("starting the BGP speaker on {listen} {listen6:?}"))?;
+        let listen6 = addresses.v6.map(|a| SocketAddr::new(IpAddr::V6(a.addr()), configs.port(&args.name)));
+        let speaker = speaker::spawn(addresses.router_id, MAX_PATHS, best_tx, listen.into_iter().chain(listen6))
+            .with_context(|| format!("starting the BGP speaker on {listen:?} {listen6:?}"))?;
         if let Some(deferral) = restarted {
             speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
         }
@@ -297,7 +302,7 @@ async fn serve(
         let manager = PeerManager {
             kv: synced,
             name: args.name.clone(),
-            address,
+            addresses,
             speaker: speaker.commands.clone(),
             plan: plan.clone(),
             listen_ranges,
@@ -315,7 +320,7 @@ async fn serve(
     };
     let api_state = local_api::ApiState {
         node: args.name.clone(),
-        router_id: address.addr(),
+        router_id: addresses.router_id,
         speaker: speaker_commands,
         statuses,
         plan,
@@ -415,7 +420,7 @@ async fn plan_peers(
     kv: &Syncer,
     configs: &peers::Configs,
     name: &str,
-    address: Ipv4Net,
+    addresses: Addresses,
     secrets_dir: &std::path::Path,
     send_hold: Option<Duration>,
 ) -> anyhow::Result<Planned> {
@@ -438,7 +443,16 @@ async fn plan_peers(
         IpNet::V6(a) => Some(a.addr()),
         IpNet::V4(_) => None,
     });
-    let me = Me { name: name.to_string(), address: address.addr(), address6, asn, labels, cluster_id, send_hold };
+    let me = Me {
+        name: name.to_string(),
+        address: addresses.ipv4(),
+        address6,
+        router_id: addresses.router_id,
+        asn,
+        labels,
+        cluster_id,
+        send_hold,
+    };
     let filters: BTreeMap<String, BgpFilterSpec> = api::list(kv, Kind::BgpFilter, None)
         .await?
         .into_iter()
@@ -486,14 +500,14 @@ async fn plan_peers(
 struct PeerManager {
     kv: Syncer,
     name: String,
-    address: Ipv4Net,
+    addresses: Addresses,
     speaker: mpsc::Sender<SpeakerCommand>,
     plan: Arc<Mutex<(u32, BTreeMap<String, PlannedPeer>)>>,
     listen_ranges: Vec<IpNet>,
     secrets_dir: PathBuf,
     send_hold: Option<Duration>,
-    /// Where the speaker listens (chosen at start).
-    listening: SocketAddr,
+    /// Where the speaker listens for IPv4 sessions (chosen at start).
+    listening: Option<SocketAddr>,
     /// The service ranges and communities for what the node originates.
     advertise: watch::Sender<Arc<advertise::Advertise>>,
     /// The speaker's log level (BGPConfiguration `logSeverityScreen`).
@@ -510,13 +524,14 @@ impl PeerManager {
         let mut wanted = bfd::Wanted::new();
         for (name, (p, _)) in running {
             let IpAddr::V4(remote) = p.remote.ip() else { continue };
-            if !p.session.bfd || !self.address.trunc().contains(&remote) {
+            let Some(address) = self.addresses.v4.filter(|a| a.trunc().contains(&remote)) else { continue };
+            if !p.session.bfd {
                 continue;
             }
             let interval = p.session.bfd_interval.unwrap_or(tortie_store::resources::DEFAULT_BFD_INTERVAL);
             let peer = bfd::WirePeer {
                 remote: remote.into(),
-                local: self.address.addr().into(),
+                local: address.addr().into(),
                 interval_ms: interval.as_millis() as u64,
                 multiplier: p.session.bfd_multiplier.unwrap_or(tortie_store::resources::DEFAULT_BFD_MULTIPLIER),
             };
@@ -534,7 +549,7 @@ impl PeerManager {
         loop {
             let configs = bgp_configs(&self.kv).await?;
             let (me, plan) =
-                plan_peers(&self.kv, &configs, &self.name, self.address, &self.secrets_dir, self.send_hold).await?;
+                plan_peers(&self.kv, &configs, &self.name, self.addresses, &self.secrets_dir, self.send_hold).await?;
             let advertise = advertise::Advertise::new(&configs.default, &configs.of(&self.name));
             self.advertise.send_if_modified(|a| {
                 let changed = **a != advertise;
@@ -545,9 +560,9 @@ impl PeerManager {
                 changed
             });
             self.bgp_level.send_if_modified(|l| std::mem::replace(l, configs.of(&self.name).log_level()) != *l);
-            let want = configs.listen_address(&self.name, self.address.addr());
+            let want = configs.listen_address(&self.name, self.addresses.ipv4());
             if want != self.listening {
-                tracing::warn!(listening = %self.listening, configured = %want,
+                tracing::warn!(listening = ?self.listening, configured = ?want,
                     "BGPConfiguration listenPort or bindMode changed: the speaker moves there when the daemon restarts");
             }
             let wanted: BTreeMap<String, (PlannedPeer, (Policy, Policy))> =

@@ -129,7 +129,8 @@ impl Cluster {
         c
     }
 
-    pub fn tortie(&self, args: &[&str], stdin: &str) -> String {
+    /// `tortie args…` with `stdin`, however it ends.
+    pub fn tortie_output(&self, args: &[&str], stdin: &str) -> std::process::Output {
         let mut command = match &self.client {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -147,7 +148,11 @@ impl Cluster {
             .spawn()
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn tortie(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.tortie_output(args, stdin);
         assert!(out.status.success(), "tortie {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
@@ -219,6 +224,11 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
 
     /// `start` with more `node run` arguments.
     pub fn start_with(&self, i: usize, more: &[&str]) -> Daemon {
+        self.start_as(i, &self.addrs[i], more)
+    }
+
+    /// `start_with`, the node's `--ip` being `ip` (`none`: IPv6-only).
+    pub fn start_as(&self, i: usize, ip: &str, more: &[&str]) -> Daemon {
         let node = &self.nodes[i];
         let name = format!("n{}", i + 1);
         let bin = env!("CARGO_BIN_EXE_tortie");
@@ -226,7 +236,7 @@ spec: {{node: n{}, pod: {name}, endpoint: eth0, interfaceName: {host_if}, ipNetw
         let mut extra = vec!["--metrics-listen", "127.0.0.1:9091", "--secrets-dir", &secrets];
         extra.extend_from_slice(more);
         let env = [("TORTIE_DATASTORE", self.url.as_str()), ("TORTIE_LOG", "info")];
-        node.spawn_tortie_node(&format!("tortie-{name}"), bin, &name, &self.addrs[i], &extra, &env).unwrap()
+        node.spawn_tortie_node(&format!("tortie-{name}"), bin, &name, ip, &extra, &env).unwrap()
     }
 }
 
