@@ -24,6 +24,7 @@ pub mod leftovers;
 mod netns;
 pub mod peers;
 pub mod pod;
+pub mod table;
 pub mod tcp;
 mod wait;
 

@@ -19,10 +19,10 @@
 use std::time::{Duration, Instant};
 
 use tortie_lab::peers::{BgpPeer, Bird};
+use tortie_lab::table::{TableFamily, describe_lengths, write_table};
 use tortie_lab::{Check, Lab, veth, wait_for};
 use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, TableFamily, cpu_seconds, describe_lengths, median, one_malloc_arena, rounds, run_speaker,
-    wait_for_prefixes, write_table,
+    BENCH_TIMERS, PeakRss, cpu_seconds, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes,
 };
 use tortie_proto_tests::tortie_neighbor;
 

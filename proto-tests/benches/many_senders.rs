@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use tortie_bgp::rib::policy::{Policy, Rule, Verdict};
 use tortie_bgp::speaker::Neighbor;
 use tortie_lab::peers::{BgpPeer, Bird};
+use tortie_lab::table::{TableFamily, describe_lengths, write_table};
 use tortie_lab::{Lab, veth};
 use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, TableFamily, describe_lengths, median, one_malloc_arena, rounds, run_speaker,
-    wait_for_prefixes, write_table,
+    BENCH_TIMERS, PeakRss, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes,
 };
 use tortie_proto_tests::tortie_neighbor;
 

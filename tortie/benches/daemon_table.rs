@@ -13,7 +13,9 @@
 //! Run (as root): `cargo bench -p tortie --bench daemon_table`
 //! (`TORTIE_BENCH_PREFIXES`, default 200000; `TORTIE_BENCH_ROUNDS`,
 //! default 3 alternating rounds, medians compared; `TORTIE_BENCH_SUT=tortie`
-//! or `bird` runs one side alone).
+//! or `bird` runs one side alone; `TORTIE_BENCH_TABLE=internet` sends the
+//! Internet-table mix instead: /16–/24 nested as in the Internet's table,
+//! 300 attribute sets shared by many prefixes, `tortie_lab::table`).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
@@ -28,12 +30,19 @@ use tortie_store::resources::parse_documents;
 
 const TIMERS: &str = "connect delay time 1; connect retry time 1; error wait time 1, 2; hold time 90; keepalive time 30; graceful restart off;";
 
-fn feeder_config(n: usize) -> String {
+/// The feeder's table: `n` /24s of 240.0.0.0/4 (routes only, never
+/// traffic: DESIGN.md), each its own attribute set; or with `internet`,
+/// the include file of `n` prefixes in the Internet table's mix.
+fn feeder_config(n: usize, internet: Option<&std::path::Path>) -> String {
     let mut c = String::from("router id 192.0.2.10;\nprotocol device { }\nprotocol static gen { ipv4; disabled;\n");
-    for i in 0..n {
-        // 240.0.0.0/4: routes only, never traffic (DESIGN.md).
-        let a = 240 * (1 << 24) + (i as u32) * 256;
-        writeln!(c, "route {}/24 blackhole {{ bgp_med = {i}; }};", std::net::Ipv4Addr::from(a)).unwrap();
+    match internet {
+        Some(include) => writeln!(c, "include \"{}\";", include.display()).unwrap(),
+        None => {
+            for i in 0..n {
+                let a = 240 * (1 << 24) + (i as u32) * 256;
+                writeln!(c, "route {}/24 blackhole {{ bgp_med = {i}; }};", std::net::Ipv4Addr::from(a)).unwrap();
+            }
+        }
     }
     // One more prefix (more specific than any of the table), enabled once the
     // table is in: a block changing on a big node.
@@ -110,7 +119,7 @@ fn metric(page: &str, name: &str) -> u64 {
     line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
-fn run(sut: &str, n: usize) -> Measured {
+fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
     let lab = Lab::new(&format!("daemon_table_{sut}")).unwrap();
     let switch = lab.bridge("sw").unwrap();
     let mut ns = Vec::new();
@@ -128,14 +137,15 @@ fn run(sut: &str, n: usize) -> Measured {
             let kv = Datastore::open(&url).await.unwrap();
             api::apply(&kv, &parse_documents(TORTIE_RESOURCES).unwrap()).await.unwrap();
         });
-        let bin = env!("CARGO_BIN_EXE_tortie");
+        // `TORTIE_BENCH_BIN`: a wrapper to run the daemon under (a profiler, heaptrack).
+        let bin = std::env::var("TORTIE_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tortie").into());
         let env = [("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")];
         let extra = ["--metrics-listen", "127.0.0.1:9091"];
-        (None, Some(ns[0].spawn_tortie_node("tortie-sut", bin, "sut", "192.0.2.1/24", &extra, &env).unwrap()))
+        (None, Some(ns[0].spawn_tortie_node("tortie-sut", &bin, "sut", "192.0.2.1/24", &extra, &env).unwrap()))
     };
     let pid = bird_sut.as_ref().map_or_else(|| tortie.as_ref().unwrap().pid(), |b| b.daemon().pid());
     let receiver = Bird::start_with_config(&ns[2], "receiver", &receiver_config()).unwrap();
-    let feeder = Bird::start_with_config(&ns[1], "feeder", &feeder_config(n)).unwrap();
+    let feeder = Bird::start_with_config(&ns[1], "feeder", &feeder_config(n, internet)).unwrap();
     feeder.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
     receiver.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
     let cpu_before = cpu_seconds(pid);
@@ -203,12 +213,28 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let n: usize = std::env::var("TORTIE_BENCH_PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let rounds: usize = std::env::var("TORTIE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    println!("daemon end to end: {n} prefixes, one per UPDATE, {rounds} rounds each");
+    // The Internet-table mix, written once for every round.
+    let internet = match std::env::var("TORTIE_BENCH_TABLE").as_deref() {
+        Ok("internet") => {
+            let path = std::env::temp_dir().join(format!("tortie-daemon-table-{}.inc", std::process::id()));
+            let lengths = tortie_lab::table::write_table(&path, tortie_lab::table::TableFamily::Ipv4, 0, n).unwrap();
+            println!(
+                "daemon end to end: {n} prefixes, the Internet-table mix ({}), {rounds} rounds each",
+                tortie_lab::table::describe_lengths(&lengths)
+            );
+            Some(path)
+        }
+        Ok("one-per-update") | Err(_) => {
+            println!("daemon end to end: {n} prefixes, one per UPDATE, {rounds} rounds each");
+            None
+        }
+        Ok(other) => panic!("TORTIE_BENCH_TABLE={other}: internet or one-per-update"),
+    };
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let mut results: Vec<(&str, Vec<Measured>)> = vec![("bird", Vec::new()), ("tortie", Vec::new())];
     for round in 0..rounds {
         for (sut, runs) in results.iter_mut().filter(|(sut, _)| only.as_deref().is_none_or(|o| o == *sut)) {
-            let m = run(sut, n);
+            let m = run(sut, n, internet.as_deref());
             println!(
                 "round {round} {sut:6}: receiver {:7.2} s, kernel {:7.2} s, peak RSS {:6} MiB, CPU {:6.2} s, one more prefix {:6.1} ms",
                 m.receiver.as_secs_f64(),
@@ -219,6 +245,9 @@ fn main() {
             );
             runs.push(m);
         }
+    }
+    if let Some(path) = &internet {
+        std::fs::remove_file(path).unwrap();
     }
     let med = |runs: &[Measured], f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
     let (bird, tortie) = (&results[0].1, &results[1].1);
