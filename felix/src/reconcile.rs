@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use crate::netlink::{Netlink, NetlinkError, RouteEvent, route_events};
-use crate::route::{Change, Routes, Target, diff};
+use crate::route::{Change, Routes, Target, diff_resolving};
 use crate::sysctl;
 
 /// What the node's routes and interfaces should be.
@@ -39,6 +39,49 @@ pub struct Desired {
     pub keep_learned: bool,
 }
 
+/// Routes changed since the reconciler last took them, each with its
+/// target before the first change (what the kernel should still have):
+/// the prefixes, and the targets of those that had one (a table arriving
+/// has none, and a set of prefixes costs a fraction of a map of targets).
+#[derive(Debug, Default)]
+struct Pending {
+    prefixes: BTreeSet<IpNet>,
+    before: BTreeMap<IpNet, Target<String>>,
+}
+
+impl Pending {
+    /// Marks `prefix` changed, `before` giving its target before, unless
+    /// it is pending already (the first change's before counts); whether
+    /// it was not.
+    fn mark(&mut self, prefix: IpNet, before: impl FnOnce() -> Option<Target<String>>) -> bool {
+        let new = self.prefixes.insert(prefix);
+        if new && let Some(t) = before() {
+            self.before.insert(prefix, t);
+        }
+        new
+    }
+
+    fn pop_first(&mut self) -> Option<(IpNet, Option<Target<String>>)> {
+        let prefix = self.prefixes.pop_first()?;
+        Some((prefix, self.before.remove(&prefix)))
+    }
+
+    fn len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = Pending::default();
+    }
+}
+
+/// Changed routes written in one pass at most.
+const CHUNK: usize = 4096;
+
 /// The desired state, shared by the agent (which edits it) and the
 /// reconciler (which is told what changed since it last looked).
 #[derive(Debug, Default)]
@@ -50,9 +93,8 @@ pub struct DesiredCell {
 #[derive(Debug, Default)]
 struct Shared {
     desired: Desired,
-    /// Routes changed since the reconciler last took them, each with its
-    /// target before the first change (what the kernel should still have).
-    dirty: BTreeMap<IpNet, Option<Target<String>>>,
+    /// Routes changed since the reconciler last took them.
+    dirty: Pending,
     /// Interfaces or `keep_learned` changed: the next pass is a full one.
     full: bool,
 }
@@ -72,7 +114,7 @@ impl Editor<'_> {
                 None => return,
             },
         };
-        self.0.dirty.entry(prefix).or_insert(old);
+        self.0.dirty.mark(prefix, || old);
     }
 
     /// Replaces the whole desired state; only the routes that differ are
@@ -82,12 +124,12 @@ impl Editor<'_> {
         let mut routes = desired.routes;
         for (prefix, old) in &current {
             if routes.get(prefix) != Some(old) {
-                self.0.dirty.entry(*prefix).or_insert_with(|| Some(old.clone()));
+                self.0.dirty.mark(*prefix, || Some(old.clone()));
             }
         }
         for prefix in routes.keys() {
             if !current.contains_key(prefix) {
-                self.0.dirty.entry(*prefix).or_insert(None);
+                self.0.dirty.mark(*prefix, || None);
             }
         }
         std::mem::swap(&mut self.0.desired.routes, &mut routes);
@@ -111,8 +153,9 @@ type Changed = (IpNet, Option<Target<String>>, Option<Target<String>>);
 
 /// What the reconciler takes from the cell for one pass.
 enum Work {
-    /// Everything: dump the kernel and diff.
-    Full(Desired),
+    /// Everything: dump the kernel and diff it with the desired state as
+    /// it stands then (read in place, under the lock: a table is not copied).
+    Full,
     /// These routes changed: (prefix, target now, target before).
     Routes(Vec<Changed>, bool),
 }
@@ -121,7 +164,7 @@ impl DesiredCell {
     /// A cell holding `desired`, its first pass a full one.
     pub fn new(desired: Desired) -> Arc<DesiredCell> {
         Arc::new(DesiredCell {
-            shared: Mutex::new(Shared { desired, dirty: BTreeMap::new(), full: true }),
+            shared: Mutex::new(Shared { desired, dirty: Pending::default(), full: true }),
             changed: Notify::new(),
         })
     }
@@ -154,11 +197,8 @@ impl DesiredCell {
     fn lost(&self, prefixes: impl IntoIterator<Item = IpNet>) {
         let mut shared = self.lock();
         for p in prefixes {
-            match shared.dirty.entry(p) {
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert(None);
-                }
-                std::collections::btree_map::Entry::Occupied(_) => shared.full = true,
+            if !shared.dirty.mark(p, || None) {
+                shared.full = true;
             }
         }
     }
@@ -173,19 +213,29 @@ impl DesiredCell {
         prefixes.iter().any(|p| !shared.desired.routes.contains_key(p))
     }
 
+    /// `plan` of the desired state as it stands; what changed before is in
+    /// it (the full pass that calls this supersedes the pending changes).
+    fn planned(&self, plan: &dyn Fn(&Desired) -> Plan) -> Plan {
+        let mut shared = self.lock();
+        shared.dirty.clear();
+        plan(&shared.desired)
+    }
+
     fn take(&self, full: bool) -> Option<Work> {
         let mut shared = self.lock();
         if full || shared.full {
             shared.full = false;
-            shared.dirty.clear();
-            return Some(Work::Full(shared.desired.clone()));
+            return Some(Work::Full);
         }
         if shared.dirty.is_empty() {
             return None;
         }
-        let dirty = std::mem::take(&mut shared.dirty);
+        // In chunks: a whole table pending (a full table arriving while the
+        // kernel is busy) is not copied out at once; the next chunk is taken
+        // as soon as this one is written.
+        let taken: Vec<_> = (0..shared.dirty.len().min(CHUNK)).filter_map(|_| shared.dirty.pop_first()).collect();
         let routes = &shared.desired.routes;
-        let changes = dirty.into_iter().map(|(p, before)| (p, routes.get(&p).cloned(), before)).collect();
+        let changes = taken.into_iter().map(|(p, before)| (p, routes.get(&p).cloned(), before)).collect();
         Some(Work::Routes(changes, shared.desired.keep_learned))
     }
 }
@@ -241,24 +291,37 @@ pub struct PassReport {
     pub waiting: usize,
 }
 
+/// What a full pass does to the kernel, from the desired state.
+struct Plan {
+    changes: Vec<Change>,
+    /// Desired routes waiting for their interface.
+    waiting: usize,
+    /// The pod interfaces to configure.
+    interfaces: BTreeSet<String>,
+}
+
 /// One reconcile pass (blocking).
 pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkError> {
+    full_pass(nl, |plan| plan(desired))
+}
+
+/// A full pass: the kernel's links and our routes dumped, then diffed with
+/// the desired state that `desired` hands to the planner.
+fn full_pass(
+    nl: &mut Netlink,
+    desired: impl FnOnce(&dyn Fn(&Desired) -> Plan) -> Plan,
+) -> Result<PassReport, NetlinkError> {
     let links = nl.links()?;
-    let mut report = PassReport::default();
-    let mut want = Routes::new();
-    for (dst, target) in &desired.routes {
-        match target.resolve(|name| links.get(name).copied()) {
-            Some(t) => {
-                want.insert(*dst, t);
-            }
-            None => report.waiting += 1,
-        }
-    }
     let actual = nl.routes()?;
-    let mut changes = diff(&want, &actual);
-    if desired.keep_learned {
-        changes.retain(|c| !matches!(c, Change::Delete(_, Target::Gateways(_))));
-    }
+    let plan = desired(&|d: &Desired| {
+        let (mut changes, waiting) = diff_resolving(&d.routes, &actual, |name| links.get(name).copied());
+        if d.keep_learned {
+            changes.retain(|c| !matches!(c, Change::Delete(_, Target::Gateways(_))));
+        }
+        Plan { changes, waiting, interfaces: d.interfaces.clone() }
+    });
+    let Plan { changes, waiting, interfaces } = plan;
+    let mut report = PassReport { waiting, ..PassReport::default() };
     for c in &changes {
         match c {
             Change::Add(..) => report.added += 1,
@@ -281,7 +344,7 @@ pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkEr
     for r in nl.apply(stale)? {
         tracing::warn!(change = ?r.change, error = %r.error, "kernel refused to remove a stale route");
     }
-    let interfaces = desired.interfaces.iter().filter(|i| links.contains_key(*i));
+    let interfaces = interfaces.iter().filter(|i| links.contains_key(*i));
     for s in sysctl::node().iter().chain(interfaces.flat_map(|i| sysctl::pod_interface(i)).collect::<Vec<_>>().iter()) {
         match sysctl::ensure(s) {
             Ok(true) => tracing::debug!(key = s.key, value = s.value, "sysctl set"),
@@ -419,15 +482,16 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                 }
                 continue;
             };
-            let is_full = matches!(work, Work::Full(_));
+            let is_full = matches!(work, Work::Full);
             if is_full {
                 last_full = tokio::time::Instant::now();
                 next_resync = last_full + *resync.borrow();
             }
             let started = Instant::now();
+            let cell_for_pass = cell.clone();
             let (back, result) = match tokio::task::spawn_blocking(move || {
                 let r = match work {
-                    Work::Full(want) => pass(&mut nl, &want),
+                    Work::Full => full_pass(&mut nl, |plan| cell_for_pass.planned(plan)),
                     Work::Routes(changes, keep_learned) => apply_changed(&mut nl, changes, keep_learned),
                 };
                 (nl, r)
@@ -506,10 +570,21 @@ mod tests {
         DesiredCell::new(d)
     }
 
+    /// A full pass taken as the reconciler takes it: how many routes it plans from.
+    fn full(cell: &DesiredCell) -> usize {
+        assert!(matches!(cell.take(false), Some(Work::Full)), "a full pass");
+        let seen = std::cell::Cell::new(usize::MAX);
+        cell.planned(&|d| {
+            seen.set(d.routes.len());
+            Plan { changes: Vec::new(), waiting: 0, interfaces: BTreeSet::new() }
+        });
+        seen.get()
+    }
+
     fn changes(cell: &DesiredCell) -> Vec<Changed> {
         match cell.take(false) {
             Some(Work::Routes(c, _)) => c,
-            Some(Work::Full(_)) => panic!("a full pass"),
+            Some(Work::Full) => panic!("a full pass"),
             None => Vec::new(),
         }
     }
@@ -522,7 +597,7 @@ mod tests {
             desired.routes.insert(IpNet::new(block.into(), 26).unwrap(), via("192.0.2.2"));
         }
         let cell = DesiredCell::new(desired);
-        assert!(matches!(cell.take(false), Some(Work::Full(d)) if d.routes.len() == 20_000), "the first pass is full");
+        assert_eq!(full(&cell), 20_000, "the first pass is full");
         assert!(cell.take(false).is_none(), "nothing changed since");
         let block = net("198.18.0.64/26");
         cell.edit(|e| e.route(block, Some(via("192.0.2.3"))));
@@ -544,7 +619,7 @@ mod tests {
     #[test]
     fn a_whole_new_state_marks_only_what_differs_and_interfaces_make_a_full_pass() {
         let cell = DesiredCell::new(Desired::default());
-        cell.take(false);
+        full(&cell);
         let mut d = Desired::default();
         d.routes.insert(net("198.18.0.0/26"), Target::Blackhole);
         d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
@@ -562,13 +637,42 @@ mod tests {
         );
         d.interfaces.insert("tortie0".into());
         cell.edit(|e| e.replace(d));
-        assert!(matches!(cell.take(false), Some(Work::Full(_))));
+        full(&cell);
+    }
+
+    #[test]
+    fn a_full_pass_plans_from_the_state_as_it_stands_and_supersedes_what_was_pending() {
+        let cell = one_route();
+        full(&cell);
+        cell.edit(|e| e.route(net("198.18.0.0/26"), Some(via("192.0.2.3"))));
+        assert!(matches!(cell.take(true), Some(Work::Full)));
+        // A change between the take and the plan is in the plan.
+        cell.edit(|e| e.route(net("198.18.0.128/26"), Some(via("192.0.2.4"))));
+        let seen = std::cell::Cell::new(0);
+        cell.planned(&|d| {
+            seen.set(d.routes.len());
+            Plan { changes: Vec::new(), waiting: 0, interfaces: BTreeSet::new() }
+        });
+        assert_eq!(seen.get(), 3);
+        assert!(changes(&cell).is_empty(), "nothing left pending: the full pass covered both");
+    }
+
+    #[test]
+    fn a_table_of_changes_is_taken_in_chunks_and_none_is_lost() {
+        let cell = DesiredCell::new(Desired::default());
+        full(&cell);
+        let blocks: Vec<IpNet> = (0..10_000u32)
+            .map(|i| IpNet::new(std::net::Ipv4Addr::from(0xc612_0000 + 64 * i).into(), 26).unwrap())
+            .collect();
+        cell.edit(|e| blocks.iter().for_each(|b| e.route(*b, Some(via("192.0.2.2")))));
+        let sizes: Vec<usize> = std::iter::from_fn(|| Some(changes(&cell).len()).filter(|n| *n > 0)).collect();
+        assert_eq!(sizes, [CHUNK, CHUNK, 10_000 - 2 * CHUNK]);
     }
 
     #[test]
     fn a_route_someone_else_deleted_is_written_again() {
         let cell = one_route();
-        cell.take(false);
+        full(&cell);
         cell.lost([net("198.18.0.64/26"), net("203.0.113.0/24")]);
         assert_eq!(
             changes(&cell),
@@ -587,11 +691,11 @@ mod tests {
     #[test]
     fn a_loss_reported_while_a_change_is_pending_is_settled_by_a_full_pass() {
         let cell = one_route();
-        cell.take(false);
+        full(&cell);
         // The route goes (a delete is pending), then the late echo of an
         // earlier delete of ours arrives: the pending delete must not be lost.
         cell.edit(|e| e.route(net("198.18.0.64/26"), None));
         cell.lost([net("198.18.0.64/26")]);
-        assert!(matches!(cell.take(false), Some(Work::Full(d)) if d.routes.is_empty()));
+        assert_eq!(full(&cell), 0);
     }
 }

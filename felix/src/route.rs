@@ -103,14 +103,37 @@ pub enum Change {
 /// What turns `actual` (our routes in the kernel) into `desired`: deletes
 /// first, so that a destination moving between targets never briefly has two.
 pub fn diff(desired: &Routes<u32>, actual: &Routes<u32>) -> Vec<Change> {
-    let deletes =
-        actual.iter().filter(|(dst, _)| !desired.contains_key(dst)).map(|(dst, t)| Change::Delete(*dst, t.clone()));
-    let upserts = desired.iter().filter_map(|(dst, want)| match actual.get(dst) {
-        None => Some(Change::Add(*dst, want.clone())),
-        Some(have) if !want.satisfied_by(have) => Some(Change::Replace(*dst, want.clone())),
-        Some(_) => None,
-    });
-    deletes.chain(upserts).collect()
+    diff_resolving(desired, actual, |i| Some(*i)).0
+}
+
+/// [`diff`] from routes naming their interfaces by `I`, each resolved by
+/// `index` as it is compared (no resolved copy of the table is made);
+/// with how many desired routes wait for an interface (those are not
+/// desired yet: a route of ours there goes).
+pub fn diff_resolving<I: Clone>(
+    desired: &Routes<I>,
+    actual: &Routes<u32>,
+    index: impl Fn(&I) -> Option<u32>,
+) -> (Vec<Change>, usize) {
+    let resolved = |t: &Target<I>| t.resolve(|i| index(i));
+    let deletes = actual
+        .iter()
+        .filter(|(dst, _)| desired.get(dst).and_then(resolved).is_none())
+        .map(|(dst, t)| Change::Delete(*dst, t.clone()));
+    let mut changes: Vec<Change> = deletes.collect();
+    let mut waiting = 0;
+    for (dst, target) in desired {
+        let Some(want) = resolved(target) else {
+            waiting += 1;
+            continue;
+        };
+        match actual.get(dst) {
+            None => changes.push(Change::Add(*dst, want)),
+            Some(have) if !want.satisfied_by(have) => changes.push(Change::Replace(*dst, want)),
+            Some(_) => {}
+        }
+    }
+    (changes, waiting)
 }
 
 #[cfg(test)]
@@ -148,6 +171,25 @@ mod tests {
             ]
         );
         assert!(diff(&desired, &desired).is_empty());
+        // Named interfaces, resolved as compared: one that is missing waits,
+        // and a route of ours at its destination goes meanwhile.
+        let named: Routes<String> = [
+            (net("198.18.0.0/26"), Target::Device("tortie0".to_string())),
+            (net("198.18.0.64/26"), Target::Device("gone".to_string())),
+        ]
+        .into();
+        let actual: Routes<u32> = [(net("198.18.0.64/26"), Target::Device(7))].into();
+        let index = |n: &String| (n == "tortie0").then_some(4);
+        assert_eq!(
+            diff_resolving(&named, &actual, index),
+            (
+                vec![
+                    Change::Delete(net("198.18.0.64/26"), Target::Device(7)),
+                    Change::Add(net("198.18.0.0/26"), Target::Device(4))
+                ],
+                1
+            )
+        );
     }
 
     #[test]
