@@ -301,13 +301,6 @@ fn framed(stream: TcpStream) -> Framed<TcpStream, BgpCodec> {
     Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER)
 }
 
-/// Closes a connection so that what it was last given (a NOTIFICATION)
-/// arrives, if the peer takes it within [`CLOSE_FLUSH`]: written out, our
-/// side shut (FIN after it), and what the peer still sends read and dropped
-/// until it closes too. Closing with unread bytes in the receive queue would
-/// make the kernel answer with a RST, and the peer's kernel drop the
-/// NOTIFICATION with it (RFC 4271 §6: the NOTIFICATION is sent, then the
-/// connection closed).
 /// Our link-local address towards the peer of an IPv6 connection on a
 /// shared subnet.
 fn on_link(stream: &TcpStream) -> Option<std::net::Ipv6Addr> {
@@ -317,6 +310,13 @@ fn on_link(stream: &TcpStream) -> Option<std::net::Ipv6Addr> {
     }
 }
 
+/// Closes a connection so that what it was last given (a NOTIFICATION)
+/// arrives, if the peer takes it within [`CLOSE_FLUSH`]: written out, our
+/// side shut (FIN after it), and what the peer still sends read and dropped
+/// until it closes too. Closing with unread bytes in the receive queue would
+/// make the kernel answer with a RST, and the peer's kernel drop the
+/// NOTIFICATION with it (RFC 4271 §6: the NOTIFICATION is sent, then the
+/// connection closed).
 async fn close_gracefully(mut framed: Framed<TcpStream, BgpCodec>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(CLOSE_FLUSH, async move {
