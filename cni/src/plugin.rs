@@ -46,6 +46,7 @@ fn ipam_error(e: IpamError) -> CniError {
         IpamError::Exhausted { .. } => CniError::new(code::IPAM_EXHAUSTED, e.to_string()),
         IpamError::Contended => CniError::new(code::TRY_AGAIN, e.to_string()),
         IpamError::Record { .. } => CniError::new(code::DATASTORE, e.to_string()),
+        IpamError::Request(_) => CniError::new(code::INVALID_CONFIG, e.to_string()),
     }
 }
 
@@ -245,9 +246,9 @@ fn endpoint(cx: &Context, addresses: &[IpNet]) -> Resource {
 }
 
 /// ADD: an address of each family the configuration asks for (IPv4, and
-/// IPv6 in a dual-stack cluster), the last one taken in one transaction
-/// with the WorkloadEndpoint (felix routes to the interface as soon as it
-/// appears); then the veth is plumbed. A failure undoes it all (one handle
+/// IPv6 in a dual-stack cluster), all taken in one transaction with the
+/// WorkloadEndpoint (felix routes to the interface as soon as it appears);
+/// then the veth is plumbed. A failure undoes it all (one handle
 /// holds every address); a crash in between is GC's to collect.
 async fn add(cx: &Context) -> Result<Value, CniError> {
     // Refuse a name or namespace the datastore would not take before writing anything.

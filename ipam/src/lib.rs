@@ -63,6 +63,9 @@ pub enum IpamError {
         /// What is full or forbidden.
         why: String,
     },
+    /// Requests that cannot be served in one transaction.
+    #[error("IPAM request: {0}")]
+    Request(String),
     /// Too many concurrent writers won every race.
     #[error("the IPAM records kept changing during {ATTEMPTS} attempts; try again")]
     Contended,
@@ -307,6 +310,24 @@ pub async fn assign<K: Kv>(kv: &K, req: &Request) -> Result<IpNet, IpamError> {
     got.into_iter().next().ok_or(IpamError::Contended)
 }
 
+/// The first of `reqs`, once they are known to share its node and handle
+/// and to ask for each family at most once.
+fn together(reqs: &[Request]) -> Result<Option<&Request>, IpamError> {
+    let Some(first) = reqs.first() else { return Ok(None) };
+    for (i, r) in reqs.iter().enumerate() {
+        if r.node != first.node || r.handle != first.handle {
+            return Err(IpamError::Request(format!(
+                "one transaction serves one node and handle: {} for {} beside {} for {}",
+                r.handle, r.node, first.handle, first.node
+            )));
+        }
+        if reqs[..i].iter().any(|o| o.family == r.family) {
+            return Err(IpamError::Request(format!("two {} requests for handle {}", r.family, r.handle)));
+        }
+    }
+    Ok(Some(first))
+}
+
 /// [`assign`] for each request (one per family, a dual-stack pod's two),
 /// all in one compare-and-swap transaction that also writes
 /// `also(addresses)` (the CNI plugin's WorkloadEndpoint: the addresses and
@@ -318,7 +339,7 @@ pub async fn assign_all<K: Kv>(
     reqs: &[Request],
     also: impl Fn(&[IpNet]) -> Vec<Op>,
 ) -> Result<Vec<IpNet>, IpamError> {
-    let Some(first) = reqs.first() else { return Ok(Vec::new()) };
+    let Some(first) = together(reqs)? else { return Ok(Vec::new()) };
     let read = Pools::read(kv, &first.node).await?;
     let pools: Vec<Vec<IpPoolSpec>> = reqs
         .iter()
@@ -513,4 +534,34 @@ pub async fn gc<K: Kv>(kv: &K, node: &str, network: &str, valid: &HashSet<String
         tracing::info!(handle = id, addresses = ?freed, "garbage-collected an allocation whose container is gone");
     }
     Ok(stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(node: &str, handle: &str, family: Family) -> Request {
+        Request {
+            node: node.into(),
+            handle: handle.into(),
+            purpose: Purpose::Workload,
+            family,
+            attrs: BTreeMap::new(),
+            pools: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_transaction_takes_one_node_one_handle_and_each_family_once() {
+        let (v4, v6) = (Family::V4, Family::V6);
+        assert!(together(&[]).unwrap().is_none());
+        let both = [req("n1", "k8s-pod-network.a", v4), req("n1", "k8s-pod-network.a", v6)];
+        assert_eq!(together(&both).unwrap().unwrap().family, v4);
+        let twice = [req("n1", "h", v4), req("n1", "h", v4)];
+        assert!(together(&twice).unwrap_err().to_string().contains("two IPv4 requests for handle h"));
+        let nodes = [req("n1", "h", v4), req("n2", "h", v6)];
+        assert!(together(&nodes).unwrap_err().to_string().contains("h for n2 beside h for n1"));
+        let handles = [req("n1", "h", v4), req("n1", "g", v6)];
+        assert!(together(&handles).is_err());
+    }
 }

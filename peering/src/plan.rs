@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use tortie_bgp::packet::{Family, GracefulRestart, GracefulRestartFamily, LongLivedFamily};
 use tortie_bgp::rib::export::{ExportPeer, NextHopMode};
 use tortie_bgp::rib::policy::Policy;
@@ -241,15 +243,23 @@ fn session_name(prefix: &str, addr: IpAddr) -> String {
 
 fn node_address(n: &Object<NodeSpec>) -> Option<Ipv4Addr> {
     match n.spec.bgp.as_ref()?.ipv4_address? {
-        ipnet::IpNet::V4(a) => Some(a.addr()),
-        ipnet::IpNet::V6(_) => None,
+        IpNet::V4(a) => Some(a.addr()),
+        IpNet::V6(_) => None,
     }
 }
 
 fn node_address6(n: &Object<NodeSpec>) -> Option<Ipv6Addr> {
     match n.spec.bgp.as_ref()?.ipv6_address? {
-        ipnet::IpNet::V6(a) => Some(a.addr()),
-        ipnet::IpNet::V4(_) => None,
+        IpNet::V6(a) => Some(a.addr()),
+        IpNet::V4(_) => None,
+    }
+}
+
+/// Whether `ip` is one of node `n`'s addresses.
+fn node_holds(n: &Object<NodeSpec>, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => node_address(n) == Some(v4),
+        IpAddr::V6(v6) => node_address6(n) == Some(v6),
     }
 }
 
@@ -372,7 +382,7 @@ pub fn plan(
                 let remote = ip.parse::<SocketAddr>().ok().or_else(|| {
                     // Calico: a node's address without a port means that node's listenPort.
                     let a = ip.parse::<IpAddr>().ok()?;
-                    let node = nodes.iter().find(|n| node_address(n).map(IpAddr::from) == Some(a));
+                    let node = nodes.iter().find(|n| node_holds(n, a));
                     Some(SocketAddr::new(a, node.map_or(BGP_PORT, |n| configs.port(&n.metadata.name))))
                 });
                 if let Some(remote) = remote
@@ -406,11 +416,22 @@ pub fn plan(
 }
 
 /// The template of a dynamic-neighbour range: iBGP peers of our AS that
-/// dial us, reflected to as clients when we are a reflector.
-pub fn dynamic_template(me: &Me) -> Neighbor {
-    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), BGP_PORT);
-    let template = PlannedPeer::dynamic("Dynamic", any, me.asn, me.cluster_id.is_some());
-    neighbor(me, &template, (Policy::accept_all(), Policy::accept_all()))
+/// dial us from `range`, reflected to as clients when we are a reflector.
+/// Their sessions carry the range's family, so this node needs an address
+/// of that family to source them and to be their next hop.
+pub fn dynamic_template(me: &Me, range: IpNet) -> Result<Neighbor, String> {
+    let any = match range {
+        IpNet::V4(_) if me.address.is_none() => {
+            return Err(format!("listen range {range} is IPv4 and this node has no IPv4 address (bgp.ipv4Address)"));
+        }
+        IpNet::V6(_) if me.address6.is_none() => {
+            return Err(format!("listen range {range} is IPv6 and this node has no IPv6 address (bgp.ipv6Address)"));
+        }
+        IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpNet::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let template = PlannedPeer::dynamic("Dynamic", SocketAddr::new(any, BGP_PORT), me.asn, me.cluster_id.is_some());
+    Ok(neighbor(me, &template, (Policy::accept_all(), Policy::accept_all())))
 }
 
 /// The speaker's configuration for a planned session, with its (import,
@@ -420,8 +441,8 @@ pub fn neighbor(me: &Me, p: &PlannedPeer, policies: (Policy, Policy)) -> Neighbo
     let mut local = LocalConfig::new(local_as, me.router_id, p.asn);
     // A session carries its own address family (RFC 4760): IPv4 unicast
     // over IPv4, IPv6 unicast over IPv6, with our address of that family
-    // as the source and the next hop (`plan` makes no session of a family
-    // we have no address of; a dynamic-neighbour template has none yet).
+    // as the source and the next hop (neither `plan` nor `dynamic_template`
+    // makes a session of a family we have no address of).
     let (family, local_addr) = match p.remote.ip() {
         IpAddr::V6(_) => (Family::IPV6_UNICAST, me.address6.map_or(IpAddr::V4(me.router_id), IpAddr::V6)),
         IpAddr::V4(_) => (Family::IPV4_UNICAST, IpAddr::V4(me.address.unwrap_or(me.router_id))),

@@ -233,6 +233,16 @@ fn restart_times_listen_ports_own_as_and_source_address_come_from_the_configurat
     };
     let got = plan(&me, &off, &nodes, &[to_b]);
     assert_eq!(got[0].remote.to_string(), "192.0.2.2:2179", "a node's peerIP without a port: its listenPort");
+    // So too for a node's IPv6 address.
+    let v6 = Me { address6: Some("2001:db8::1".parse().unwrap()), ..me.clone() };
+    let mut nodes6 = nodes.clone();
+    nodes6[1].spec.bgp.as_mut().unwrap().ipv6_address = Some("2001:db8::2/64".parse().unwrap());
+    let to_b6 = peer(
+        "to-b6",
+        BgpPeerSpec { peer_ip: Some("2001:db8::2".into()), as_number: Some(64512), ..BgpPeerSpec::default() },
+    );
+    let got6 = plan(&v6, &off, &nodes6, &[to_b6]);
+    assert_eq!(got6[0].remote.to_string(), "[2001:db8::2]:2179", "{got6:?}");
     // RFC 9494: under LongLivedGracefulRestart, maxRestartTime is the
     // long-lived stale time; the restart time stays Calico's 120 s.
     let llgr = |max: Option<&str>| {
@@ -330,4 +340,29 @@ fn a_reflector_peers_back_with_every_node_that_selects_it_and_treats_them_as_cli
     let before_its_cluster_id = PlannedPeer { kind: PeerType::NodeSpecific, ..got[0].clone() };
     assert!(got[0].same_session(&before_its_cluster_id), "the peer type alone keeps the session");
     assert!(!got[0].same_session(&PlannedPeer { asn: 1, ..got[0].clone() }), "another AS does not");
+}
+
+#[test]
+fn a_dynamic_range_template_carries_the_range_family_and_needs_an_address_of_it() {
+    let me = Me {
+        name: "rr".into(),
+        address: None,
+        router_id: "10.0.0.9".parse().unwrap(),
+        address6: Some("2001:db8::9".parse().unwrap()),
+        asn: 64512,
+        labels: BTreeMap::new(),
+        cluster_id: Some("10.0.0.1".parse().unwrap()),
+        send_hold: None,
+    };
+    let t = super::dynamic_template(&me, "2001:db8::/64".parse().unwrap()).unwrap();
+    assert_eq!(t.session.local.families, vec![Family::IPV6_UNICAST]);
+    assert_eq!(t.export.local_addr, "2001:db8::9".parse::<IpAddr>().unwrap());
+    assert!(t.export.rr_client);
+    let e = super::dynamic_template(&me, "192.0.2.0/24".parse().unwrap()).unwrap_err();
+    assert!(e.contains("192.0.2.0/24") && e.contains("bgp.ipv4Address"), "{e}");
+    let v4 = Me { address: Some("192.0.2.9".parse().unwrap()), address6: None, ..me };
+    let t = super::dynamic_template(&v4, "192.0.2.0/24".parse().unwrap()).unwrap();
+    assert_eq!(t.session.local.families, vec![Family::IPV4_UNICAST]);
+    assert_eq!(t.export.local_addr, "192.0.2.9".parse::<IpAddr>().unwrap());
+    assert!(super::dynamic_template(&v4, "2001:db8::/64".parse().unwrap()).unwrap_err().contains("bgp.ipv6Address"));
 }

@@ -113,6 +113,10 @@ fn the_mesh_runs_over_ipv6_too_and_pods_on_two_nodes_reach_each_other_over_ipv6(
         v4_up && v6_up
     };
     wait_until("n1's IPv4 and IPv6 mesh sessions both up", sessions_up);
+    // `tortie bgp routes` shows both families, each with its next hop.
+    let routes = c.tortie(&["bgp", "routes", "--run-dir", &run], "");
+    assert!(routes.contains("2001:db8:100::40/122 via 2001:db8::2 "), "{routes}");
+    assert!(routes.contains("198.18.0.64/26") && routes.contains("via 192.0.2.2 "), "{routes}");
     let ping = |from: usize, to: &str| {
         pods[from].exec("ping", &["-6", "-n", "-c", "2", "-i", "0.2", "-W", "2", to]).is_ok_and(|o| o.contains(" 0% "))
     };
@@ -144,7 +148,9 @@ fn the_mesh_runs_over_ipv6_too_and_pods_on_two_nodes_reach_each_other_over_ipv6(
 fn ipv6_only_nodes_peer_and_route_over_ipv6_alone_and_an_ipv4_peer_is_refused() {
     let c = Cluster::new("v6-only", 2);
     c.apply(
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\n\
+         metadata: {name: default, annotations: {tortie.io/bfd: 'true'}}\nspec: {nodeToNodeMeshEnabled: true}\n",
     );
     for (i, n) in c.nodes.iter().enumerate() {
         n.ip(&["-6", "addr", "add", &format!("2001:db8::{}/64", i + 1), "dev", "eth0", "nodad"]).unwrap();
@@ -154,11 +160,19 @@ fn ipv6_only_nodes_peer_and_route_over_ipv6_alone_and_an_ipv4_peer_is_refused() 
     wait_until("n1 registered", || c.tortie_output(&["get", "node", "n1"], "").status.success());
     let node = c.tortie(&["get", "node", "n1", "-o", "yaml"], "");
     assert!(node.contains("ipv6Address: 2001:db8::1/64") && !node.contains("ipv4Address"), "{node}");
+    let wide = c.tortie(&["get", "nodes", "-o", "wide"], "");
+    assert!(wide.contains("IPV6") && wide.contains("2001:db8::1/64"), "{wide}");
     let run = c.nodes[0].dir().join("run").display().to_string();
     wait_until("n1's IPv6 mesh session up", || {
         let status = c.tortie(&["status", "--run-dir", &run], "");
         status.contains("No IPv4 peers found") && status.contains("| 2001:db8::2 ") && status.contains("| up ")
     });
+    // BFD runs on the IPv6 session (RFC 5881 over IPv6) and shows in the status.
+    wait_until("n1's BFD session with n2 up over IPv6", || {
+        let shown = c.tortie(&["bfd", "show", "--run-dir", &run], "");
+        shown.lines().any(|l| l.contains("2001:db8::2") && l.contains(" Up "))
+    });
+    wait_until("the status to show it", || c.tortie(&["status", "--run-dir", &run], "").contains("(BFD Up)"));
     let ipam = serde_json::json!({"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"});
     let pods: Vec<_> = (0..2).map(|i| c.lab.netns(&format!("p{i}")).unwrap()).collect();
     for (i, pod) in pods.iter().enumerate() {

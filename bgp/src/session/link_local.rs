@@ -6,20 +6,40 @@
 //! ToR, BIRD with `direct`) then forwards to the link-local address, as
 //! its neighbour discovery and ICMPv6 redirects expect.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
+
+/// A session's link to its peer: the connection's local address and our
+/// link-local address on the interface it shares with the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnLink {
+    /// The connection's local (global) address.
+    pub local: Ipv6Addr,
+    /// Our link-local address on that interface.
+    pub link_local: Ipv6Addr,
+}
+
+impl OnLink {
+    /// The link-local address to send beside `global`, our next hop: only
+    /// when the session runs from that very address, so that both name
+    /// the same interface (a session from another address may run over
+    /// another link, RFC 2545 §3).
+    pub fn beside(self, global: IpAddr) -> Option<Ipv6Addr> {
+        (global == IpAddr::V6(self.local)).then_some(self.link_local)
+    }
+}
 
 /// Our link-local address on the interface whose subnet holds both
 /// `local` (the session's address) and `peer`; `None` if no interface
 /// does (the peer is reached through a router) or it has no link-local
 /// address, or the session itself is over link-local addresses.
-pub fn towards(local: Ipv6Addr, peer: Ipv6Addr) -> Option<Ipv6Addr> {
+pub fn towards(local: Ipv6Addr, peer: Ipv6Addr) -> Option<OnLink> {
     if local.is_unicast_link_local() || peer.is_unicast_link_local() {
         return None;
     }
     match interface_addresses() {
-        Ok(addrs) => choose(&addrs, local, peer),
+        Ok(addrs) => choose(&addrs, local, peer).map(|link_local| OnLink { local, link_local }),
         Err(e) => {
             tracing::warn!(error = %e, %local, "cannot list interface addresses: no link-local next hop");
             None
@@ -87,6 +107,14 @@ mod tests {
         assert_eq!(choose(&a, ip("2001:db8::9"), ip("2001:db8::2")), None, "not our address");
         let no_ll: Vec<_> = a.into_iter().filter(|(_, n)| !n.addr().is_unicast_link_local()).collect();
         assert_eq!(choose(&no_ll, ip("2001:db8::1"), ip("2001:db8::2")), None);
+    }
+
+    #[test]
+    fn the_link_local_goes_beside_the_next_hop_the_session_runs_from_and_no_other() {
+        let link = OnLink { local: "2001:db8::1".parse().unwrap(), link_local: "fe80::1".parse().unwrap() };
+        assert_eq!(link.beside("2001:db8::1".parse().unwrap()), Some(link.link_local));
+        assert_eq!(link.beside("2001:db8:9::1".parse().unwrap()), None, "a next hop on another interface");
+        assert_eq!(link.beside("192.0.2.1".parse().unwrap()), None);
     }
 
     #[test]

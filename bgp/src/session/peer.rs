@@ -83,9 +83,9 @@ pub enum PeerEvent {
         negotiated: Box<Negotiated>,
         /// Its number: what the speaker pushes to the outbox names it.
         session: u64,
-        /// Our link-local address on the link to the peer, when the session
-        /// runs over IPv6 on a subnet we share (RFC 2545 §3).
-        link_local: Option<std::net::Ipv6Addr>,
+        /// The link to the peer, when the session runs over IPv6 on a
+        /// subnet we share (RFC 2545 §3).
+        link_local: Option<super::link_local::OnLink>,
     },
     /// The session went down (its routes are gone).
     Down {
@@ -303,7 +303,7 @@ fn framed(stream: TcpStream) -> Framed<TcpStream, BgpCodec> {
 
 /// Our link-local address towards the peer of an IPv6 connection on a
 /// shared subnet.
-fn on_link(stream: &TcpStream) -> Option<std::net::Ipv6Addr> {
+fn on_link(stream: &TcpStream) -> Option<super::link_local::OnLink> {
     match (stream.local_addr().ok()?.ip(), stream.peer_addr().ok()?.ip()) {
         (std::net::IpAddr::V6(local), std::net::IpAddr::V6(peer)) => super::link_local::towards(local, peer),
         _ => None,

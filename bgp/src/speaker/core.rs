@@ -380,14 +380,14 @@ impl SpeakerCore {
         peer: &str,
         negotiated: Box<Negotiated>,
         number: u64,
-        link_local: Option<std::net::Ipv6Addr>,
+        link_local: Option<crate::session::link_local::OnLink>,
     ) {
         let Some(session) = self.neighbors.get_mut(peer) else { return };
         let phase = self.stale.get(peer).map(|s| s.phase).unwrap_or_default();
         let preserved = crate::graceful::forwarding_preserved(&negotiated, phase);
         // RFC 9494 §4.5: long-lived stale routes go only to peers that advertised LLGR.
         session.neighbor.export.long_lived = !negotiated.peer_long_lived.is_empty();
-        session.neighbor.export.link_local = link_local;
+        session.neighbor.export.link_local = link_local.and_then(|l| l.beside(session.neighbor.export.local_addr));
         session.negotiated = Some(negotiated);
         session.session = number;
         self.over_limit.remove(peer);

@@ -119,6 +119,7 @@ fn columns(kind: Kind) -> &'static [(&'static str, &'static str, bool)] {
         ],
         Kind::Node => &[
             ("IPV4", "/spec/bgp/ipv4Address", true),
+            ("IPV6", "/spec/bgp/ipv6Address", true),
             ("ASN", "/spec/bgp/asNumber", true),
             ("RRCLUSTERID", "/spec/bgp/routeReflectorClusterID", true),
         ],

@@ -151,10 +151,17 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn family_table(title: &str, peers: &[&crate::node::local_api::PeerSummary], now: u64) -> String {
-    let mut out = format!("{title}\n");
+/// calicoctl's two tables, "IPv4 BGP status" and "IPv6 BGP status", each
+/// with the sessions over that family, a blank line between them.
+fn family_tables(peers: &[crate::node::local_api::PeerSummary], now: u64) -> String {
+    let (v4, v6): (Vec<_>, Vec<_>) = peers.iter().partition(|p| p.address.is_ipv4());
+    format!("{}\n{}", family_table("IPv4", &v4, now), family_table("IPv6", &v6, now))
+}
+
+fn family_table(family: &str, peers: &[&crate::node::local_api::PeerSummary], now: u64) -> String {
+    let mut out = format!("{family} BGP status\n");
     if peers.is_empty() {
-        out.push_str(&format!("No {} peers found.\n", if title.starts_with("IPv4") { "IPv4" } else { "IPv6" }));
+        out.push_str(&format!("No {family} peers found.\n"));
         return out;
     }
     let rows: Vec<[String; 5]> = peers
@@ -193,8 +200,6 @@ fn ascii_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Strin
 
 /// The `calicoctl node status` layout.
 pub fn render(status: &Status, now: u64) -> String {
-    let v4: Vec<_> = status.peers.iter().filter(|p| p.address.is_ipv4()).collect();
-    let v6: Vec<_> = status.peers.iter().filter(|p| p.address.is_ipv6()).collect();
     // Only a datastore that does not answer is worth a line.
     let datastore = match &status.datastore {
         Some(h) if !h.reachable => format!(
@@ -219,11 +224,7 @@ pub fn render(status: &Status, now: u64) -> String {
              routes to other nodes come from the datastore's block affinities.\n"
         );
     }
-    format!(
-        "tortie process is running.\n{datastore}{ipip}{vxlan}\n{}\n{}",
-        family_table("IPv4 BGP status", &v4, now),
-        family_table("IPv6 BGP status", &v6, now)
-    )
+    format!("tortie process is running.\n{datastore}{ipip}{vxlan}\n{}", family_tables(&status.peers, now))
 }
 
 fn render_all(nodes: &[Published], now: u64) -> String {
@@ -231,10 +232,9 @@ fn render_all(nodes: &[Published], now: u64) -> String {
     for n in nodes {
         let stale = n.stale(now).map(|why| format!("  ({why})")).unwrap_or_default();
         let _ = writeln!(out, "Node {} (AS {}, router id {}){stale}", n.status.node, n.status.asn, n.status.router_id);
-        let peers: Vec<_> = n.status.peers.iter().collect();
         match n.status.bgp_disabled {
             true => out.push_str("BGP is disabled (networking backend vxlan)\n"),
-            false => out.push_str(&family_table("IPv4 BGP status", &peers, now)),
+            false => out.push_str(&family_tables(&n.status.peers, now)),
         }
         out.push('\n');
     }
@@ -426,7 +426,10 @@ No IPv6 peers found.
                 node: name.into(),
                 asn: 64512,
                 router_id: "192.0.2.1".parse().unwrap(),
-                peers: vec![peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established")],
+                peers: vec![
+                    peer("192.0.2.2", "node-to-node mesh", "up", now - 100, "Established"),
+                    peer("2001:db8::2", "node-to-node mesh", "up", now - 100, "Established"),
+                ],
                 datastore: None,
                 ipip: None,
                 vxlan: None,
@@ -435,6 +438,11 @@ No IPv6 peers found.
         };
         let nodes = [node("fresh", 5, 10), node("gone", 45, 10), node("slow", 80, 30), node("quiet", 500, 0)];
         let out = render_all(&nodes, now);
+        // Each node's sessions under the heading of their family.
+        let fresh = out.split("Node gone").next().unwrap();
+        let (v4, v6) = fresh.split_once("IPv6 BGP status").unwrap();
+        assert!(v4.contains("IPv4 BGP status") && v4.contains("| 192.0.2.2 ") && !v4.contains("2001:db8"), "{out}");
+        assert!(v6.contains("| 2001:db8::2 ") && !v6.contains("192.0.2.2"), "{out}");
         let line = |name: &str| out.lines().find(|l| l.starts_with(&format!("Node {name} "))).unwrap().to_string();
         let flagged = |name: &str| line(name).contains("STALE") || line(name).contains("not reporting");
         assert!(!flagged("fresh"), "{out}");

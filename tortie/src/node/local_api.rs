@@ -135,8 +135,8 @@ pub struct PeerDetail {
 pub struct RoutePath {
     /// The peer it came from; `None` for our own.
     pub from: Option<String>,
-    /// Next hop.
-    pub next_hop: Option<Ipv4Addr>,
+    /// Next hop: NEXT_HOP, or MP_REACH_NLRI's (the global one for IPv6).
+    pub next_hop: Option<IpAddr>,
     /// AS path as text.
     pub as_path: String,
     /// ORIGIN.
@@ -298,7 +298,7 @@ fn route(r: RouteView) -> Route {
                 .chain(a.large_communities.iter().map(ToString::to_string));
             RoutePath {
                 from,
-                next_hop: a.next_hop,
+                next_hop: a.next_hop.map(IpAddr::V4).or(a.mp_next_hop.map(|h| h.addr())),
                 as_path: a.as_path.as_ref().map(ToString::to_string).unwrap_or_default(),
                 origin: a.origin.map(|o| format!("{o:?}").to_uppercase()).unwrap_or_default(),
                 local_pref: a.local_pref,

@@ -169,11 +169,10 @@ async fn register(
     };
     node.metadata.resource_version = None;
     let bgp = node.spec.bgp.get_or_insert_with(NodeBgp::default);
-    // An IPv6-only node has no IPv4 address (one from an earlier run goes).
+    // The addresses this run has, and no other: one from an earlier run
+    // that this one lacks (an IPv6-only node, `--ip6` dropped) goes.
     bgp.ipv4_address = addresses.v4.map(IpNet::V4);
-    if let Some(a) = addresses.v6 {
-        bgp.ipv6_address = Some(IpNet::V6(a));
-    }
+    bgp.ipv6_address = addresses.v6.map(IpNet::V6);
     if cluster_id.is_some() {
         bgp.route_reflector_cluster_id = cluster_id;
     }
@@ -523,19 +522,22 @@ impl PeerManager {
     fn bfd_peers(&self, running: &BTreeMap<String, (PlannedPeer, (Policy, Policy))>) -> bfd::Wanted {
         let mut wanted = bfd::Wanted::new();
         for (name, (p, _)) in running {
-            let IpAddr::V4(remote) = p.remote.ip() else { continue };
-            let Some(address) = self.addresses.v4.filter(|a| a.trunc().contains(&remote)) else { continue };
-            if !p.session.bfd {
-                continue;
-            }
+            // Single-hop BFD (RFC 5881): a peer on one of our subnets, over
+            // the session's family, from our address of that family.
+            let remote = p.remote.ip();
+            let on_link = match remote {
+                IpAddr::V4(r) => self.addresses.v4.filter(|a| a.trunc().contains(&r)).map(|a| IpAddr::V4(a.addr())),
+                IpAddr::V6(r) => self.addresses.v6.filter(|a| a.trunc().contains(&r)).map(|a| IpAddr::V6(a.addr())),
+            };
+            let Some(local) = on_link.filter(|_| p.session.bfd) else { continue };
             let interval = p.session.bfd_interval.unwrap_or(tortie_store::resources::DEFAULT_BFD_INTERVAL);
             let peer = bfd::WirePeer {
-                remote: remote.into(),
-                local: address.addr().into(),
+                remote,
+                local,
                 interval_ms: interval.as_millis() as u64,
                 multiplier: p.session.bfd_multiplier.unwrap_or(tortie_store::resources::DEFAULT_BFD_MULTIPLIER),
             };
-            wanted.entry(remote.into()).or_insert((Vec::new(), peer)).0.push(name.clone());
+            wanted.entry(remote).or_insert((Vec::new(), peer)).0.push(name.clone());
         }
         wanted
     }
@@ -580,7 +582,9 @@ impl PeerManager {
             if !ranges_added {
                 ranges_added = true;
                 for range in &self.listen_ranges {
-                    let r = tortie_bgp::speaker::DynamicRange { range: *range, template: peers::dynamic_template(&me) };
+                    // A range of a family this node has no address of stops the daemon, naming it.
+                    let template = peers::dynamic_template(&me, *range).map_err(anyhow::Error::msg)?;
+                    let r = tortie_bgp::speaker::DynamicRange { range: *range, template };
                     self.speaker.send(SpeakerCommand::AddRange(Box::new(r))).await?;
                 }
             }
