@@ -15,6 +15,7 @@
 //! never interrupts traffic to other nodes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,8 @@ pub struct AgentConfig {
     pub policy_check: Option<Duration>,
     /// The VXLAN device, once one is up (as `tunnel`).
     pub vxlan: watch::Receiver<Option<String>>,
+    /// The IPv6 VXLAN device, once one is up.
+    pub vxlan6: watch::Receiver<Option<String>>,
     /// Where the VXLAN data plane learns the remote nodes' tunnel ends.
     pub vteps: Option<watch::Sender<Arc<VtepTable>>>,
     /// No BGP: other nodes' blocks are routed from the datastore's block
@@ -182,19 +185,27 @@ pub async fn load(kv: &impl Kv, node: &str, cache: &mut Decoded) -> Result<(Snap
         }) {
             Ok(Resource::Node(n)) => {
                 let address = n.spec.bgp.as_ref().and_then(|b| b.ipv4_address);
+                let address6 = n.spec.bgp.as_ref().and_then(|b| b.ipv6_address);
+                let mac = |m: &Option<String>| m.as_deref().and_then(tortie_store::resources::parse_mac);
+                let mut vtep = |node: IpAddr, tunnel_address: Option<IpAddr>, mac: Option<[u8; 6]>| {
+                    if let (Some(tunnel_address), Some(mac)) = (tunnel_address, mac) {
+                        s.vteps.insert(node, Vtep { tunnel_address, mac, node });
+                    }
+                };
                 if let Some(IpNet::V4(a)) = address {
                     s.nodes.push(a.addr());
                     s.node_addresses.insert(n.metadata.name.clone(), a.addr());
-                    let mac = n.spec.vxlan_tunnel_mac_addr.as_deref().and_then(tortie_store::resources::parse_mac);
-                    if let (Some(tunnel_address), Some(mac)) = (n.spec.ipv4_vxlan_tunnel_addr, mac) {
-                        s.vteps.insert(a.addr(), Vtep { tunnel_address, mac, node: a.addr() });
-                    }
+                    let tunnel = n.spec.ipv4_vxlan_tunnel_addr.map(IpAddr::V4);
+                    vtep(a.addr().into(), tunnel, mac(&n.spec.vxlan_tunnel_mac_addr));
                 }
-                if let Some(IpNet::V6(a)) = n.spec.bgp.as_ref().and_then(|b| b.ipv6_address) {
+                if let Some(IpNet::V6(a)) = address6 {
                     s.node_addresses6.insert(n.metadata.name.clone(), a.addr());
+                    let tunnel = n.spec.ipv6_vxlan_tunnel_addr.map(IpAddr::V6);
+                    vtep(a.addr().into(), tunnel, mac(&n.spec.vxlan_tunnel_mac_addr_v6));
                 }
                 if n.metadata.name == node {
                     s.node_address = address;
+                    s.node_address6 = address6;
                 }
             }
             Ok(Resource::IpPool(p)) => s.pools.push(p.spec),
@@ -322,7 +333,15 @@ impl State {
                 }
             }
         }
-        let host = HostRules::new(&self.snapshot.pools, &self.snapshot.felix, &self.snapshot.nodes);
+        let s = &self.snapshot;
+        let nodes: Vec<IpAddr> = s
+            .nodes
+            .iter()
+            .copied()
+            .map(IpAddr::from)
+            .chain(s.node_addresses6.values().copied().map(IpAddr::from))
+            .collect();
+        let host = HostRules::new(&s.pools, &s.felix, &nodes);
         if let Some(a) = host.nat.unused_address() {
             errors.push(format!(
                 "FelixConfiguration natOutgoingAddress {a}: no pool of its address family has natOutgoing; \
@@ -351,6 +370,7 @@ impl State {
     fn recalc(&mut self) -> Option<BTreeSet<IpNet>> {
         let tunnel = self.config.tunnel.borrow().clone();
         let vxlan = self.config.vxlan.borrow().clone();
+        let vxlan6 = self.config.vxlan6.borrow().clone();
         let full = std::mem::take(&mut self.full);
         if full && self.config.routes_from_datastore {
             self.learned = calc::from_datastore(&self.snapshot);
@@ -358,9 +378,11 @@ impl State {
         let snapshot = &self.snapshot;
         let ctx = Remote {
             node_address: snapshot.node_address,
+            node_address6: snapshot.node_address6,
             pools: &snapshot.pools,
             tunnel: tunnel.as_deref(),
             vxlan: vxlan.as_deref(),
+            vxlan6: vxlan6.as_deref(),
             vteps: &snapshot.vteps,
         };
         if full {
@@ -473,6 +495,7 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
         let mut policy_dirty = false;
         let (mut tunnel, mut tunnel_open) = (state.config.tunnel.clone(), true);
         let (mut vxlan, mut vxlan_open) = (state.config.vxlan.clone(), true);
+        let (mut vxlan6, mut vxlan6_open) = (state.config.vxlan6.clone(), true);
         loop {
             tokio::select! {
                 running = changes.changed() => {
@@ -500,6 +523,10 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
                 }
                 open = vxlan.changed(), if vxlan_open => {
                     vxlan_open = open.is_ok();
+                    state.full = true;
+                }
+                open = vxlan6.changed(), if vxlan6_open => {
+                    vxlan6_open = open.is_ok();
                     state.full = true;
                 }
                 () = &mut relearned, if state.keep_learned => {

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub node: String,
     /// This node's address with its subnet length (`spec.bgp.ipv4Address`).
     pub node_address: Option<IpNet>,
+    /// This node's IPv6 address with its subnet length (`spec.bgp.ipv6Address`).
+    pub node_address6: Option<IpNet>,
     /// Workload endpoints of every node (only this node's are used).
     pub endpoints: Vec<WorkloadEndpointSpec>,
     /// IPAM blocks of every node.
@@ -39,8 +41,9 @@ pub struct Snapshot {
     pub node_addresses: BTreeMap<String, Ipv4Addr>,
     /// Every node's name and IPv6 address, where it has one.
     pub node_addresses6: BTreeMap<String, std::net::Ipv6Addr>,
-    /// Every node's VXLAN tunnel end, by its IPv4 address (this node's too).
-    pub vteps: BTreeMap<Ipv4Addr, Vtep>,
+    /// Every node's VXLAN tunnel ends, by its address of their family
+    /// (IPv4: `vxlan.calico`, IPv6: `vxlan-v6.calico`; this node's too).
+    pub vteps: BTreeMap<IpAddr, Vtep>,
     /// What network policy reads.
     pub policy: crate::policy::model::Records,
     /// This node's FelixConfiguration (`node.<name>` over `default`).
@@ -99,25 +102,30 @@ pub fn local(s: &Snapshot) -> Local {
 pub struct Remote<'a> {
     /// This node's address with its subnet length.
     pub node_address: Option<IpNet>,
+    /// This node's IPv6 address with its subnet length.
+    pub node_address6: Option<IpNet>,
     /// IP pools (their `ipipMode`).
     pub pools: &'a [IpPoolSpec],
     /// The IPIP tunnel device, when one is up.
     pub tunnel: Option<&'a str>,
     /// The VXLAN device, when one is up.
     pub vxlan: Option<&'a str>,
+    /// The IPv6 VXLAN device, when one is up.
+    pub vxlan6: Option<&'a str>,
     /// The nodes' VXLAN tunnel ends, by node address.
-    pub vteps: &'a BTreeMap<Ipv4Addr, Vtep>,
+    pub vteps: &'a BTreeMap<IpAddr, Vtep>,
 }
 
-/// Nodes whose VTEP clashes with another's (the same tunnel address or
-/// MAC: the kernel can keep one entry for each, so either node would get
-/// the other's traffic): all of them are left out until it is fixed.
-pub fn clashing_vteps(vteps: &BTreeMap<Ipv4Addr, Vtep>) -> BTreeSet<Ipv4Addr> {
-    let mut by_address: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = BTreeMap::new();
-    let mut by_mac: BTreeMap<[u8; 6], Vec<Ipv4Addr>> = BTreeMap::new();
+/// Nodes whose VTEP clashes with another's on one device (the same tunnel
+/// address or MAC: the kernel can keep one entry for each, so either node
+/// would get the other's traffic): all of them are left out until it is
+/// fixed. The two devices are apart: a node may use one MAC on both.
+pub fn clashing_vteps(vteps: &BTreeMap<IpAddr, Vtep>) -> BTreeSet<IpAddr> {
+    let mut by_address: BTreeMap<IpAddr, Vec<IpAddr>> = BTreeMap::new();
+    let mut by_mac: BTreeMap<(bool, [u8; 6]), Vec<IpAddr>> = BTreeMap::new();
     for (node, v) in vteps {
         by_address.entry(v.tunnel_address).or_default().push(*node);
-        by_mac.entry(v.mac).or_default().push(*node);
+        by_mac.entry((node.is_ipv4(), v.mac)).or_default().push(*node);
     }
     let groups = by_address.into_values().chain(by_mac.into_values());
     groups.filter(|nodes| nodes.len() > 1).flatten().collect()
@@ -125,8 +133,8 @@ pub fn clashing_vteps(vteps: &BTreeMap<Ipv4Addr, Vtep>) -> BTreeSet<Ipv4Addr> {
 
 /// The remote nodes' VXLAN tunnel ends (this node's own left out).
 pub fn remote_vteps(s: &Snapshot) -> tortie_ipip::vxlan::VtepTable {
-    let own = s.node_address.map(|a| a.addr());
-    tortie_ipip::vxlan::VtepTable::new(s.vteps.iter().filter(|(a, _)| Some(IpAddr::V4(**a)) != own).map(|(_, v)| *v))
+    let own = [s.node_address, s.node_address6].map(|a| a.map(|a| a.addr()));
+    tortie_ipip::vxlan::VtepTable::new(s.vteps.iter().filter(|(a, _)| !own.contains(&Some(**a))).map(|(_, v)| *v))
 }
 
 /// What BGP would have taught, from the datastore alone (no BGP: Calico's
@@ -204,29 +212,35 @@ fn encap_mode(mode: Option<EncapMode>) -> tortie_ipip::EncapMode {
 
 /// The kernel route for one learned prefix: via its next hops natively,
 /// through the IPIP tunnel as its pool's `ipipMode` says, or via the next
-/// hop's VTEP on the VXLAN device as its `vxlanMode` says (natively while
-/// that device or that node's VTEP is not there yet). A next hop that is
-/// this node is skipped (a route back to ourselves); `None` when none is left.
+/// hop's VTEP on the VXLAN device of its family as its `vxlanMode` says
+/// (natively while that device or that node's VTEP is not there yet). A
+/// next hop that is this node is skipped (a route back to ourselves);
+/// `None` when none is left.
 pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote<'_>) -> Option<Target<String>> {
-    let own = r.node_address.map(|a| a.addr());
+    let own = [r.node_address, r.node_address6].map(|a| a.map(|a| a.addr()));
     let pool = pool_of(r.pools, prefix);
     let ipip = encap_mode(pool.and_then(|p| p.ipip_mode));
     let vxlan = encap_mode(pool.and_then(|p| p.vxlan_mode));
-    let vtep = |nh: &IpAddr| match nh {
-        IpAddr::V4(a) => r.vteps.get(a),
-        IpAddr::V6(_) => None,
+    // This node's address and VXLAN device of the next hop's family.
+    let of_family = |nh: &IpAddr| match nh {
+        IpAddr::V4(_) => (r.node_address, r.vxlan),
+        IpAddr::V6(_) => (r.node_address6, r.vxlan6),
     };
     let mut hops: crate::route::Hops<String> = next_hops
         .iter()
-        .filter(|nh| Some(**nh) != own)
-        .map(|nh| match (r.tunnel, r.vxlan.zip(vtep(nh))) {
-            (_, Some((dev, v))) if tortie_ipip::encapsulate(vxlan, r.node_address, *nh) => {
-                NextHop { gateway: IpAddr::V4(v.tunnel_address), device: Some(dev.to_string()), onlink: true }
+        .filter(|nh| !own.contains(&Some(**nh)))
+        .map(|nh| {
+            let (local, device) = of_family(nh);
+            match (r.tunnel, device.zip(r.vteps.get(nh))) {
+                (_, Some((dev, v))) if tortie_ipip::encapsulate(vxlan, local, *nh) => {
+                    NextHop { gateway: v.tunnel_address, device: Some(dev.to_string()), onlink: true }
+                }
+                // IP-in-IP carries IPv4 only.
+                (Some(dev), _) if nh.is_ipv4() && tortie_ipip::encapsulate(ipip, r.node_address, *nh) => {
+                    NextHop { gateway: *nh, device: Some(dev.to_string()), onlink: true }
+                }
+                _ => NextHop { gateway: *nh, device: None, onlink: false },
             }
-            (Some(dev), _) if tortie_ipip::encapsulate(ipip, r.node_address, *nh) => {
-                NextHop { gateway: *nh, device: Some(dev.to_string()), onlink: true }
-            }
-            _ => NextHop { gateway: *nh, device: None, onlink: false },
         })
         .collect();
     if hops.is_empty() {
@@ -268,6 +282,7 @@ mod tests {
         Snapshot {
             node: "n1".into(),
             node_address: Some(net("192.0.2.1/24")),
+            node_address6: None,
             endpoints: vec![
                 endpoint("n1", "tortie1", "198.18.0.1/32"),
                 endpoint("n1", "tortie2", "198.18.0.2/32"),
@@ -324,9 +339,11 @@ mod tests {
         let vteps = BTreeMap::new();
         let r = Remote {
             node_address: Some(net("192.0.2.1/24")),
+            node_address6: None,
             pools: &pools,
             tunnel: Some("tunl0"),
             vxlan: None,
+            vxlan6: None,
             vteps: &vteps,
         };
         let routes = remote(
@@ -375,7 +392,7 @@ mod tests {
         IpPoolSpec { vxlan_mode: Some(mode), ..pool(cidr, EncapMode::Never, true) }
     }
 
-    fn vtep(node: &str, tunnel: &str, last: u8) -> (Ipv4Addr, Vtep) {
+    fn vtep(node: &str, tunnel: &str, last: u8) -> (IpAddr, Vtep) {
         let node = node.parse().unwrap();
         (node, Vtep { tunnel_address: tunnel.parse().unwrap(), mac: [0x66, 0, 0, 0, 0, last], node })
     }
@@ -388,9 +405,11 @@ mod tests {
             [vtep("192.0.2.2", "198.18.64.0", 2), vtep("198.51.100.2", "198.18.128.0", 3)].into_iter().collect();
         let r = Remote {
             node_address: Some(net("192.0.2.1/24")),
+            node_address6: None,
             pools: &pools,
             tunnel: Some("tortie-ipip"),
             vxlan: Some("vxlan.calico"),
+            vxlan6: None,
             vteps: &vteps,
         };
         let native = |g: &str| NextHop { gateway: g.parse().unwrap(), device: None, onlink: false };
@@ -416,6 +435,48 @@ mod tests {
         let down = Remote { vxlan: None, ..r };
         let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &down);
         assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(smallvec::smallvec![native("192.0.2.2")]));
+    }
+
+    #[test]
+    fn ipv6_vxlan_pools_route_via_the_nodes_ipv6_vtep_on_the_ipv6_device() {
+        let pools = [vxlan_pool("2001:db8:100::/48", EncapMode::CrossSubnet)];
+        let vteps: BTreeMap<_, _> = [
+            vtep("2001:db8::2", "2001:db8:100::40", 2),
+            vtep("2001:db8:1::3", "2001:db8:100::80", 3),
+            vtep("192.0.2.3", "198.18.0.128", 3),
+        ]
+        .into_iter()
+        .collect();
+        let r = Remote {
+            node_address: Some(net("192.0.2.1/24")),
+            node_address6: Some(net("2001:db8::1/64")),
+            pools: &pools,
+            tunnel: Some("tortie-ipip"),
+            vxlan: Some("vxlan.calico"),
+            vxlan6: Some("vxlan-v6.calico"),
+            vteps: &vteps,
+        };
+        let native = |g: &str| NextHop { gateway: g.parse().unwrap(), device: None, onlink: false };
+        let vx6 =
+            |g: &str| NextHop { gateway: g.parse().unwrap(), device: Some("vxlan-v6.calico".into()), onlink: true };
+        let routes = remote(
+            &learned(&[
+                ("2001:db8:100::40/122", &["2001:db8::2"]),
+                ("2001:db8:100::80/122", &["2001:db8:1::3"]),
+                ("2001:db8:100::c0/122", &["2001:db8::1"]),
+            ]),
+            &r,
+        );
+        let want: Routes<String> = [
+            (net("2001:db8:100::40/122"), Target::Gateways(smallvec::smallvec![native("2001:db8::2")])),
+            (net("2001:db8:100::80/122"), Target::Gateways(smallvec::smallvec![vx6("2001:db8:100::80")])),
+        ]
+        .into();
+        assert_eq!(routes, want, "CrossSubnet by the IPv6 subnet; our own IPv6 address is no next hop");
+        let down = Remote { vxlan6: None, ..r };
+        let routes = remote(&learned(&[("2001:db8:100::80/122", &["2001:db8:1::3"])]), &down);
+        let native_only = Target::Gateways(smallvec::smallvec![native("2001:db8:1::3")]);
+        assert_eq!(routes[&net("2001:db8:100::80/122")], native_only, "no IPv6 device: native, never IPIP");
     }
 
     #[test]
@@ -451,5 +512,12 @@ mod tests {
         let left_out: Vec<String> = clashing_vteps(&clash).iter().map(ToString::to_string).collect();
         assert_eq!(left_out, ["192.0.2.1", "192.0.2.7", "192.0.2.8", "198.51.100.2"]);
         assert!(clashing_vteps(&s.vteps).is_empty());
+        // A node's IPv6 VTEP may share its IPv4 one's MAC (another device);
+        // our own IPv6 VTEP is left out too.
+        s.node_address6 = Some(net("2001:db8::1/64"));
+        s.vteps.extend([vtep("2001:db8::1", "2001:db8:100::", 1), vtep("2001:db8::2", "2001:db8:100::40", 2)]);
+        assert!(clashing_vteps(&s.vteps).is_empty());
+        let nodes: Vec<String> = remote_vteps(&s).vteps().map(|v| v.node.to_string()).collect();
+        assert_eq!(nodes, ["198.51.100.2", "2001:db8::2"]);
     }
 }

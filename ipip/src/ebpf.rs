@@ -18,7 +18,7 @@
 //! priority and handle, and detaches only programs of its own names.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -168,7 +168,7 @@ pub fn pin_dir(bpffs: &Path) -> Result<PathBuf, TunnelError> {
 }
 
 /// The interface holding `local`, and its index.
-pub(crate) fn underlay(local: Ipv4Addr) -> Result<(String, u32), TunnelError> {
+pub(crate) fn underlay(local: IpAddr) -> Result<(String, u32), TunnelError> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs(3) fills `head` with a list freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -182,12 +182,16 @@ pub(crate) fn underlay(local: Ipv4Addr) -> Result<(String, u32), TunnelError> {
         at = ifa.ifa_next;
         // SAFETY: a non-null ifa_addr points at a sockaddr of the family it names.
         let Some(addr) = (unsafe { ifa.ifa_addr.as_ref() }) else { continue };
-        if i32::from(addr.sa_family) != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: an AF_INET address is a sockaddr_in.
-        let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-        if Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)) == local {
+        let held = match i32::from(addr.sa_family) {
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            libc::AF_INET => IpAddr::from(
+                u32::from_be(unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() }.sin_addr.s_addr).to_be_bytes(),
+            ),
+            // SAFETY: an AF_INET6 address is a sockaddr_in6.
+            libc::AF_INET6 => IpAddr::from(unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() }.sin6_addr.s6_addr),
+            _ => continue,
+        };
+        if held == local {
             // SAFETY: ifa_name is a NUL-terminated string in the list.
             let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
             found = Some(name.to_string_lossy().into_owned());
@@ -209,7 +213,7 @@ pub(crate) fn underlay(local: Ipv4Addr) -> Result<(String, u32), TunnelError> {
 /// Starts (or adopts) the plane: device, maps, programs; then keeps the
 /// maps equal to `table`.
 pub async fn start(config: &PlaneConfig, mut table: watch::Receiver<Arc<EncapTable>>) -> Result<Plane, TunnelError> {
-    let (underlay, ifindex) = underlay(config.local)?;
+    let (underlay, ifindex) = underlay(config.local.into())?;
     mount_bpffs(&config.bpffs)?;
     let pins = pin_dir(&config.bpffs)?;
     let adopted = std::fs::read_dir(&pins).is_ok_and(|mut d| d.next().is_some());
@@ -434,7 +438,7 @@ pub fn counters(bpffs: &Path) -> Option<Counters> {
 /// on the underlay, the pinned maps; whether there was any of it.
 pub async fn remove(local: Ipv4Addr, bpffs: &Path) -> Result<bool, TunnelError> {
     let device = crate::kernel::delete(DEVICE).await?;
-    let program = match underlay(local) {
+    let program = match underlay(local.into()) {
         Ok((iface, _)) => match tc::qdisc_detach_program(&iface, TcAttachType::Ingress, DECAP) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,

@@ -1,4 +1,4 @@
-//! When traffic to a next hop is wrapped in IP-in-IP.
+//! When traffic to a next hop is wrapped in IP-in-IP or VXLAN.
 
 use std::net::IpAddr;
 
@@ -17,14 +17,12 @@ pub enum EncapMode {
 }
 
 /// Whether traffic for a pool in `mode`, sent to the node at `next_hop`,
-/// must be encapsulated. `local` is this node's address with its subnet
-/// length (`spec.bgp.ipv4Address`): `CrossSubnet` encapsulates only when the
-/// next hop lies outside that subnet (and, not knowing the subnet, assumes
-/// it does — the safe choice across an unknown fabric). IPIP carries IPv4 only.
+/// must be encapsulated. `local` is this node's address of the next hop's
+/// family with its subnet length (`spec.bgp.ipv4Address` or
+/// `ipv6Address`): `CrossSubnet` encapsulates only when the next hop lies
+/// outside that subnet (and, not knowing the subnet, assumes it does — the
+/// safe choice across an unknown fabric).
 pub fn encapsulate(mode: EncapMode, local: Option<IpNet>, next_hop: IpAddr) -> bool {
-    if !next_hop.is_ipv4() {
-        return false;
-    }
     match mode {
         EncapMode::Never => false,
         EncapMode::Always => true,
@@ -53,6 +51,8 @@ mod tests {
             assert_eq!(encapsulate(mode, local, nh), want, "{mode:?} to {nh}");
         }
         assert!(encapsulate(EncapMode::CrossSubnet, None, same), "unknown subnet: encapsulate");
-        assert!(!encapsulate(EncapMode::Always, local, "2001:db8::1".parse().unwrap()), "IPv6 is never IPIP");
+        let local6 = Some("2001:db8::1/64".parse().unwrap());
+        assert!(!encapsulate(EncapMode::CrossSubnet, local6, "2001:db8::2".parse().unwrap()));
+        assert!(encapsulate(EncapMode::CrossSubnet, local6, "2001:db8:1::2".parse().unwrap()));
     }
 }

@@ -1,5 +1,6 @@
 //! VXLAN (RFC 7348) the way Calico runs it: the kernel's vxlan device
-//! `vxlan.calico` (one VNI, learning off), this node's VTEP on it (a tunnel
+//! `vxlan.calico` (one VNI, learning off; `vxlan-v6.calico` for IPv6 between
+//! the nodes' IPv6 addresses), this node's VTEP on it (a tunnel
 //! address and a MAC of its own), and per remote node a permanent
 //! neighbour entry (its tunnel address → its MAC) and FDB entry (its MAC →
 //! its underlay address). Routes `via <its tunnel address> dev
@@ -13,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -29,47 +30,118 @@ use crate::table::diff;
 
 /// The device, as Calico names it.
 pub const DEVICE: &str = "vxlan.calico";
+/// The device carrying IPv6, as Calico names it.
+pub const DEVICE_V6: &str = "vxlan-v6.calico";
 /// Calico's VXLAN network identifier (FelixConfiguration `vxlanVNI`).
 pub const DEFAULT_VNI: u32 = 4096;
 /// The IANA VXLAN port (RFC 7348 §5; FelixConfiguration `vxlanPort`).
 pub const DEFAULT_PORT: u16 = 4789;
-/// What VXLAN over IPv4 takes off the underlay MTU: outer IPv4 (20), UDP
-/// (8), VXLAN (8) and the inner Ethernet header (14).
-pub const OVERHEAD: u16 = 50;
+
+/// Calico's two VXLAN devices: IPv4 between the nodes' IPv4 addresses,
+/// and IPv6 between their IPv6 addresses (the outer and the inner family
+/// are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// `vxlan.calico`.
+    V4,
+    /// `vxlan-v6.calico`.
+    V6,
+}
+
+impl Family {
+    /// The family of `ip`.
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// The device's name.
+    pub fn device(self) -> &'static str {
+        match self {
+            Family::V4 => DEVICE,
+            Family::V6 => DEVICE_V6,
+        }
+    }
+
+    /// What the encapsulation takes off the underlay MTU: the outer IP
+    /// header (IPv4 20, IPv6 40), UDP (8), VXLAN (8) and the inner
+    /// Ethernet header (14).
+    pub fn overhead(self) -> u16 {
+        match self {
+            Family::V4 => 50,
+            Family::V6 => 70,
+        }
+    }
+
+    /// The length of a host prefix.
+    fn host_len(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    /// The neighbour table the tunnel addresses live in.
+    fn neighbours(self) -> AddressFamily {
+        match self {
+            Family::V4 => AddressFamily::Inet,
+            Family::V6 => AddressFamily::Inet6,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
 
 /// This node's end of the tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanConfig {
     /// The node's underlay address: the outer source; its interface
-    /// carries the encapsulated packets.
-    pub local: Ipv4Addr,
+    /// carries the encapsulated packets. Its family is the device's.
+    pub local: IpAddr,
     /// VXLAN network identifier (24 bits).
     pub vni: u32,
     /// UDP destination port.
     pub port: u16,
     /// The device's MTU.
     pub mtu: u32,
-    /// The node's tunnel address (on the device, /32).
-    pub tunnel_address: Ipv4Addr,
+    /// The node's tunnel address (on the device, /32 or /128).
+    pub tunnel_address: IpAddr,
     /// The device's MAC (stable: published on the Node).
     pub mac: [u8; 6],
 }
 
-/// A remote node's tunnel end, from its Node resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Vtep {
-    /// Its tunnel address (`ipv4VXLANTunnelAddr`).
-    pub tunnel_address: Ipv4Addr,
-    /// Its device's MAC (`vxlanTunnelMACAddr`).
-    pub mac: [u8; 6],
-    /// Its underlay address (the outer destination).
-    pub node: Ipv4Addr,
+impl VxlanConfig {
+    /// Which device this is.
+    pub fn family(&self) -> Family {
+        Family::of(self.local)
+    }
 }
 
-/// Every remote VTEP, by tunnel address; felix computes it.
+/// A remote node's tunnel end, from its Node resource; both addresses of
+/// one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Vtep {
+    /// Its tunnel address (`ipv4VXLANTunnelAddr`, `ipv6VXLANTunnelAddr`).
+    pub tunnel_address: IpAddr,
+    /// Its device's MAC (`vxlanTunnelMACAddr`, `vxlanTunnelMACAddrV6`).
+    pub mac: [u8; 6],
+    /// Its underlay address (the outer destination).
+    pub node: IpAddr,
+}
+
+/// Every remote VTEP of both families, by tunnel address; felix computes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VtepTable {
-    vteps: BTreeMap<Ipv4Addr, Vtep>,
+    vteps: BTreeMap<IpAddr, Vtep>,
 }
 
 impl VtepTable {
@@ -84,8 +156,14 @@ impl VtepTable {
     }
 
     /// The VTEP with this tunnel address.
-    pub fn get(&self, tunnel_address: Ipv4Addr) -> Option<&Vtep> {
+    pub fn get(&self, tunnel_address: IpAddr) -> Option<&Vtep> {
         self.vteps.get(&tunnel_address)
+    }
+
+    /// The VTEPs of one device: tunnel and underlay address of `family`.
+    pub fn of(&self, family: Family) -> VtepTable {
+        let same = |v: &&Vtep| Family::of(v.tunnel_address) == family && Family::of(v.node) == family;
+        VtepTable::new(self.vteps().filter(same).copied())
     }
 
     /// How many.
@@ -131,10 +209,6 @@ impl Drop for Plane {
     }
 }
 
-fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> TunnelError {
-    move |e| TunnelError::Kernel { what, why: format!("{DEVICE}: {e}") }
-}
-
 /// What keeps an existing device from being adopted: each setting that
 /// differs from what `config` asks, `setting: have → want`; empty when it
 /// can be adopted. The kernel cannot change VNI or port on a device, and
@@ -160,7 +234,8 @@ fn incompatible(link: &LinkMessage, config: &VxlanConfig, underlay: u32) -> Vec<
         match d {
             InfoVxlan::Id(v) => vni = Some(*v),
             InfoVxlan::Port(p) => port = Some(*p),
-            InfoVxlan::Local(a) => local = Some(*a),
+            InfoVxlan::Local(a) => local = Some(IpAddr::V4(*a)),
+            InfoVxlan::Local6(a) => local = Some(IpAddr::V6(*a)),
             InfoVxlan::Link(i) => lower = Some(*i),
             InfoVxlan::Learning(l) => learning = Some(*l),
             _ => {}
@@ -183,17 +258,27 @@ fn incompatible(link: &LinkMessage, config: &VxlanConfig, underlay: u32) -> Vec<
 
 /// Creates the device (or adopts the one there), then follows `table`.
 pub async fn start(config: &VxlanConfig, mut table: watch::Receiver<Arc<VtepTable>>) -> Result<Plane, TunnelError> {
+    let family = config.family();
+    if Family::of(config.tunnel_address) != family {
+        return Err(TunnelError::Kernel {
+            what: "configuring the VXLAN device",
+            why: format!(
+                "tunnel address {} over underlay address {}: not one family",
+                config.tunnel_address, config.local
+            ),
+        });
+    }
     let handle = connect()?;
     let (underlay, underlay_index) = crate::ebpf::underlay(config.local)?;
     let index = device(&handle, config, underlay_index).await?;
     // Until felix has published a table there is nothing to go by (entries
     // kept from before the restart stay as they are).
     if table.has_changed().unwrap_or(false) {
-        let current = table.borrow_and_update().clone();
-        reconcile(&handle, index, &current).await?;
+        let current = table.borrow_and_update().of(family);
+        reconcile(&handle, index, family, &current).await?;
     }
     tracing::info!(
-        device = DEVICE,
+        device = family.device(),
         vni = config.vni,
         port = config.port,
         underlay,
@@ -204,8 +289,8 @@ pub async fn start(config: &VxlanConfig, mut table: watch::Receiver<Arc<VtepTabl
     let task = tokio::spawn(async move {
         let mut failed = false;
         while crate::next_pass(&mut table, failed).await {
-            let next = table.borrow_and_update().clone();
-            failed = reconcile(&handle, index, &next).await.inspect_err(|e| {
+            let next = table.borrow_and_update().of(family);
+            failed = reconcile(&handle, index, family, &next).await.inspect_err(|e| {
                 tracing::error!(error = %e, retry = ?crate::RETRY, "VXLAN: the neighbour and FDB entries could not follow the nodes");
             }).is_err();
         }
@@ -215,54 +300,65 @@ pub async fn start(config: &VxlanConfig, mut table: watch::Receiver<Arc<VtepTabl
 
 /// The device as `config` says, created or adopted; its index.
 async fn device(handle: &rtnetlink::Handle, config: &VxlanConfig, underlay: u32) -> Result<u32, TunnelError> {
-    if let Some(link) = find(handle, DEVICE).await? {
+    let family = config.family();
+    let name = family.device();
+    if let Some(link) = find(handle, name).await? {
         let differs = incompatible(&link, config, underlay);
         if differs.is_empty() {
-            tracing::debug!(device = DEVICE, index = link.header.index, "VXLAN: adopting the device already there");
+            tracing::debug!(device = name, index = link.header.index, "VXLAN: adopting the device already there");
         } else {
             // Cannot be changed in place: made again (traffic through it
             // stops until felix's routes are back).
             tracing::warn!(
-                device = DEVICE,
+                device = name,
                 differs = differs.join(", "),
                 "VXLAN device differs from the configuration: recreating it"
             );
-            delete(DEVICE).await?;
+            delete(name).await?;
         }
     }
-    if find(handle, DEVICE).await?.is_none() {
-        let link = LinkVxlan::new(DEVICE, config.vni)
-            .port(config.port)
-            .local(config.local)
-            .dev(underlay)
-            .learning(false)
-            .build();
-        let created = handle.link().add(link).execute().await;
+    if find(handle, name).await?.is_none() {
+        let link = LinkVxlan::new(name, config.vni).port(config.port).dev(underlay).learning(false);
+        let link = match config.local {
+            IpAddr::V4(a) => link.local(a),
+            IpAddr::V6(a) => link.local6(a),
+        };
+        let created = handle.link().add(link.build()).execute().await;
         created.map_err(|e| TunnelError::Kernel {
             what: "creating the VXLAN device",
-            why: format!("{DEVICE} (vni {}, port {}, local {}): {e}", config.vni, config.port, config.local),
+            why: format!("{name} (vni {}, port {}, local {}): {e}", config.vni, config.port, config.local),
         })?;
     }
-    let index = find(handle, DEVICE)
+    let index = find(handle, name)
         .await?
-        .ok_or(TunnelError::Kernel { what: "creating the VXLAN device", why: format!("{DEVICE} is missing") })?
+        .ok_or(TunnelError::Kernel { what: "creating the VXLAN device", why: format!("{name} is missing") })?
         .header
         .index;
-    // No IPv6 on the device, set before it comes up: it would only send
-    // router and neighbour solicitations into the tunnel.
-    crate::ebpf::sysctl(&format!("ipv6/conf/{DEVICE}/disable_ipv6"), "1")?;
+    // Set before the device comes up: the IPv4 device has no IPv6 (it
+    // would only send router and neighbour solicitations into the tunnel);
+    // the IPv6 one makes no link-local address of its own, and its tunnel
+    // address needs no duplicate detection (IPAM gave it to this node
+    // alone, and the probe would go nowhere).
+    let sysctls: &[(&str, &str)] = match family {
+        Family::V4 => &[("disable_ipv6", "1")],
+        Family::V6 => &[("addr_gen_mode", "1"), ("accept_dad", "0")],
+    };
+    for (key, value) in sysctls {
+        crate::ebpf::sysctl(&format!("ipv6/conf/{name}/{key}"), value)?;
+    }
     let set = LinkUnspec::new_with_index(index).mtu(config.mtu).address(config.mac.to_vec()).up().build();
     handle.link().set(set).execute().await.map_err(|e| TunnelError::Kernel {
         what: "setting up the VXLAN device",
-        why: format!("{DEVICE} (mtu {}, mac {}): {e}", config.mtu, format_mac(config.mac)),
+        why: format!("{name} (mtu {}, mac {}): {e}", config.mtu, format_mac(config.mac)),
     })?;
-    match handle.address().add(index, config.tunnel_address.into(), 32).execute().await {
+    let len = family.host_len();
+    match handle.address().add(index, config.tunnel_address, len).execute().await {
         Ok(()) => {}
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
         Err(e) => {
             return Err(TunnelError::Kernel {
                 what: "addressing the VXLAN device",
-                why: format!("{DEVICE} {}/32: {e}", config.tunnel_address),
+                why: format!("{name} {}/{len}: {e}", config.tunnel_address),
             });
         }
     }
@@ -279,23 +375,26 @@ fn mac_of(msg: &NeighbourMessage) -> Option<[u8; 6]> {
     })
 }
 
-fn ipv4_of(msg: &NeighbourMessage) -> Option<Ipv4Addr> {
+fn ip_of(msg: &NeighbourMessage) -> Option<IpAddr> {
     msg.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => Some(*a),
-        // An FDB entry (family bridge) carries its IPv4 destination as raw octets.
-        NeighbourAttribute::Destination(NeighbourAddress::Other(o)) => {
-            <[u8; 4]>::try_from(o.as_slice()).ok().map(Ipv4Addr::from)
-        }
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        // An FDB entry (family bridge) carries its destination as raw octets.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(o)) => match o.len() {
+            4 => <[u8; 4]>::try_from(o.as_slice()).ok().map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+            16 => <[u8; 16]>::try_from(o.as_slice()).ok().map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+            _ => None,
+        },
         _ => None,
     })
 }
 
-/// The permanent entries of `family` on the device: (neighbour IPv4, MAC) and the message.
+/// The permanent entries of `family` on the device: (neighbour address, MAC) and the message.
 async fn dump(
     handle: &rtnetlink::Handle,
     index: u32,
     family: AddressFamily,
-) -> Result<Vec<(Ipv4Addr, [u8; 6], NeighbourMessage)>, TunnelError> {
+) -> Result<Vec<(IpAddr, [u8; 6], NeighbourMessage)>, TunnelError> {
     let all: Vec<NeighbourMessage> = handle
         .neighbours()
         .get()
@@ -303,23 +402,23 @@ async fn dump(
         .execute()
         .try_collect()
         .await
-        .map_err(nl("listing neighbours"))?;
+        .map_err(|e| TunnelError::Kernel { what: "listing neighbours", why: e.to_string() })?;
     Ok(all
         .into_iter()
         // NUD_PERMANENT, alone or with other bits (`bridge fdb add … permanent` adds NUD_NOARP).
         .filter(|m| m.header.ifindex == index && u16::from(m.header.state) & NUD_PERMANENT != 0)
-        .filter_map(|m| Some((ipv4_of(&m)?, mac_of(&m)?, m)))
+        .filter_map(|m| Some((ip_of(&m)?, mac_of(&m)?, m)))
         .filter(|(_, mac, _)| *mac != [0; 6])
         .collect())
 }
 
-/// The entries the kernel has on the device: neighbours (tunnel address,
-/// MAC) and FDB entries (MAC, underlay address).
-pub async fn entries() -> Result<(Vec<(Ipv4Addr, [u8; 6])>, Vec<([u8; 6], Ipv4Addr)>), TunnelError> {
+/// The entries the kernel has on the device of `family`: neighbours
+/// (tunnel address, MAC) and FDB entries (MAC, underlay address).
+pub async fn entries(family: Family) -> Result<(Vec<(IpAddr, [u8; 6])>, Vec<([u8; 6], IpAddr)>), TunnelError> {
     let handle = connect()?;
-    let Some(link) = find(&handle, DEVICE).await? else { return Ok((Vec::new(), Vec::new())) };
+    let Some(link) = find(&handle, family.device()).await? else { return Ok((Vec::new(), Vec::new())) };
     let index = link.header.index;
-    let neigh = dump(&handle, index, AddressFamily::Inet).await?.into_iter().map(|(ip, mac, _)| (ip, mac));
+    let neigh = dump(&handle, index, family.neighbours()).await?.into_iter().map(|(ip, mac, _)| (ip, mac));
     let fdb = dump(&handle, index, AddressFamily::Bridge).await?.into_iter().map(|(ip, mac, _)| (mac, ip));
     Ok((neigh.collect(), fdb.collect()))
 }
@@ -329,15 +428,15 @@ pub async fn entries() -> Result<(Vec<(Ipv4Addr, [u8; 6])>, Vec<([u8; 6], Ipv4Ad
 struct Changes {
     /// Neighbours to write: new, or an address whose MAC changed (replaced
     /// in place, so the address never goes unresolved).
-    neighbours: Vec<(Ipv4Addr, [u8; 6])>,
+    neighbours: Vec<(IpAddr, [u8; 6])>,
     /// Neighbours on the device that no VTEP has.
-    stale_neighbours: Vec<Ipv4Addr>,
+    stale_neighbours: Vec<IpAddr>,
     /// FDB entries to write: a new MAC, or one whose node moved (replaced
     /// in place: the entry's first remote takes the new destination).
-    fdb: Vec<([u8; 6], Ipv4Addr)>,
+    fdb: Vec<([u8; 6], IpAddr)>,
     /// FDB remotes on the device that no VTEP has (the kernel keeps one per
     /// unicast MAC, but a dump lists each remote, so (MAC, node) pairs).
-    stale_fdb: Vec<([u8; 6], Ipv4Addr)>,
+    stale_fdb: Vec<([u8; 6], IpAddr)>,
 }
 
 impl Changes {
@@ -357,12 +456,12 @@ fn unicast(mac: [u8; 6]) -> bool {
 
 /// The changes that bring `neighbours` and `fdb` (the device's permanent
 /// entries) to what `table` says; entries already right are left alone.
-fn plan(neighbours: &[(Ipv4Addr, [u8; 6])], fdb: &[([u8; 6], Ipv4Addr)], table: &VtepTable) -> Changes {
+fn plan(neighbours: &[(IpAddr, [u8; 6])], fdb: &[([u8; 6], IpAddr)], table: &VtepTable) -> Changes {
     let vteps: Vec<&Vtep> = table.vteps().filter(|v| unicast(v.mac)).collect();
-    let want: HashMap<Ipv4Addr, [u8; 6]> = vteps.iter().map(|v| (v.tunnel_address, v.mac)).collect();
-    let have: HashMap<Ipv4Addr, [u8; 6]> = neighbours.iter().copied().collect();
+    let want: HashMap<IpAddr, [u8; 6]> = vteps.iter().map(|v| (v.tunnel_address, v.mac)).collect();
+    let have: HashMap<IpAddr, [u8; 6]> = neighbours.iter().copied().collect();
     let (mut stale_neighbours, mut write) = diff(&have, &want);
-    let want: BTreeMap<[u8; 6], Ipv4Addr> = vteps.iter().map(|v| (v.mac, v.node)).collect();
+    let want: BTreeMap<[u8; 6], IpAddr> = vteps.iter().map(|v| (v.mac, v.node)).collect();
     let mut fdb_write: Vec<_> =
         want.iter().filter(|(m, n)| !fdb.contains(&(**m, **n))).map(|(m, n)| (*m, *n)).collect();
     let mut stale_fdb: Vec<_> = fdb.iter().filter(|(m, n)| want.get(m) != Some(n)).copied().collect();
@@ -374,34 +473,41 @@ fn plan(neighbours: &[(Ipv4Addr, [u8; 6])], fdb: &[([u8; 6], Ipv4Addr)], table: 
     Changes { neighbours: write, stale_neighbours, fdb: fdb_write, stale_fdb }
 }
 
-/// Makes the device's neighbour and FDB entries what `table` says, by
-/// difference: missing or changed ones written first (in place), then
-/// strays removed. Entries on other devices are never looked at.
-async fn reconcile(handle: &rtnetlink::Handle, index: u32, table: &VtepTable) -> Result<(), TunnelError> {
+/// Makes the device's neighbour and FDB entries what `table` (its
+/// family's VTEPs) says, by difference: missing or changed ones written
+/// first (in place), then strays removed. Entries on other devices are
+/// never looked at.
+async fn reconcile(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    family: Family,
+    table: &VtepTable,
+) -> Result<(), TunnelError> {
+    let device = family.device();
     for v in table.vteps().filter(|v| !unicast(v.mac)) {
         tracing::warn!(tunnel_address = %v.tunnel_address, node = %v.node, mac = format_mac(v.mac), "VXLAN: a VTEP's MAC is not unicast: left out");
     }
-    let neighbours = dump(handle, index, AddressFamily::Inet).await?;
+    let neighbours = dump(handle, index, family.neighbours()).await?;
     let fdb = dump(handle, index, AddressFamily::Bridge).await?;
     let have_neigh: Vec<_> = neighbours.iter().map(|(ip, mac, _)| (*ip, *mac)).collect();
     let have_fdb: Vec<_> = fdb.iter().map(|(node, mac, _)| (*mac, *node)).collect();
     let changes = plan(&have_neigh, &have_fdb, table);
     if changes.is_empty() {
-        tracing::debug!(device = DEVICE, vteps = table.len(), "VXLAN entries already as the nodes say");
+        tracing::debug!(device, vteps = table.len(), "VXLAN entries already as the nodes say");
         return Ok(());
     }
     let failed = |what: &'static str, value: String| {
-        move |e: rtnetlink::Error| TunnelError::Kernel { what, why: format!("{value} dev {DEVICE}: {e}") }
+        move |e: rtnetlink::Error| TunnelError::Kernel { what, why: format!("{value} dev {device}: {e}") }
     };
     for (ip, mac) in &changes.neighbours {
         // `ip neigh replace IP lladdr MAC dev vxlan.calico nud permanent`.
-        let add = handle.neighbours().add(index, IpAddr::V4(*ip)).link_layer_address(mac).replace();
+        let add = handle.neighbours().add(index, *ip).link_layer_address(mac).replace();
         add.execute().await.map_err(failed("writing a neighbour", format!("{ip} lladdr {}", format_mac(*mac))))?;
     }
     for (mac, node) in &changes.fdb {
         // `bridge fdb replace MAC dev vxlan.calico dst NODE self permanent`
         // (NTF_SELF: the vxlan device's own FDB, not a bridge's).
-        let add = handle.neighbours().add_bridge(index, mac).destination(IpAddr::V4(*node));
+        let add = handle.neighbours().add_bridge(index, mac).destination(*node);
         let add = add.flags(NeighbourFlags::Own).replace();
         add.execute().await.map_err(failed("writing an FDB entry", format!("{} dst {node}", format_mac(*mac))))?;
     }
@@ -417,7 +523,7 @@ async fn reconcile(handle: &rtnetlink::Handle, index: u32, table: &VtepTable) ->
         gone(done).map_err(failed("removing an FDB entry", format!("{} dst {node}", format_mac(*mac))))?;
     }
     tracing::info!(
-        device = DEVICE,
+        device,
         vteps = table.len(),
         neighbours_written = changes.neighbours.len(),
         neighbours_removed = changes.stale_neighbours.len(),
@@ -436,10 +542,10 @@ fn gone(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
     }
 }
 
-/// Removes the device (its entries and the routes through it go with it);
-/// whether there was one.
-pub async fn remove() -> Result<bool, TunnelError> {
-    delete(DEVICE).await
+/// Removes the device of `family` (its entries and the routes through it
+/// go with it); whether there was one.
+pub async fn remove(family: Family) -> Result<bool, TunnelError> {
+    delete(family.device()).await
 }
 
 #[cfg(test)]
@@ -484,7 +590,7 @@ mod tests {
         let mut multicast = vtep(4, 0, 4);
         multicast.mac = [1, 0, 0x5e, 0, 0, 1];
         let table = VtepTable::new([a, zero, multicast]);
-        let stray: Ipv4Addr = [198, 18, 7, 7].into();
+        let stray: IpAddr = [198, 18, 7, 7].into();
         let changes = plan(
             &[(a.tunnel_address, a.mac), (stray, [2, 0, 0, 0, 7, 7])],
             &[(a.mac, a.node), (a.mac, [192, 0, 2, 99].into()), ([2, 0, 0, 0, 7, 7], [192, 0, 2, 77].into())],
@@ -509,5 +615,23 @@ mod tests {
         assert_eq!(table.get([198, 18, 0, 64].into()).map(|v| v.mac[5]), Some(3), "the last wins");
         let order: Vec<_> = table.vteps().map(|v| v.tunnel_address.to_string()).collect();
         assert_eq!(order, ["198.18.0.0", "198.18.0.64"]);
+    }
+
+    #[test]
+    fn each_device_takes_the_vteps_of_its_family() {
+        let v4 = vtep(1, 1, 1);
+        let v6 = Vtep {
+            tunnel_address: "2001:db8:100::1".parse().unwrap(),
+            mac: [2, 0, 0, 0, 6, 1],
+            node: "2001:db8::1".parse().unwrap(),
+        };
+        let mixed = Vtep { node: "192.0.2.9".parse().unwrap(), ..v6 };
+        let table = VtepTable::new([v4, v6, mixed]);
+        assert_eq!(table.of(Family::V4).vteps().copied().collect::<Vec<_>>(), [v4]);
+        assert_eq!(table.of(Family::V6).len(), 0, "the last of one tunnel address wins: the mixed one, in neither");
+        let table = VtepTable::new([v4, v6]);
+        assert_eq!(table.of(Family::V6).vteps().copied().collect::<Vec<_>>(), [v6]);
+        assert_eq!((Family::V4.device(), Family::V6.device()), ("vxlan.calico", "vxlan-v6.calico"));
+        assert_eq!((Family::V4.overhead(), Family::V6.overhead()), (50, 70));
     }
 }

@@ -1,7 +1,8 @@
 //! `tortie lab up` and `tortie lab down` as a newcomer runs them: the lab
 //! comes up with every session Established, the ToR holding every node's
 //! blocks and every pod reaching every other pod (and, with `--encap vxlan
-//! --no-bgp`, with no BGP at all); `down` leaves nothing.
+//! --no-bgp --ipv6`, over both families with no BGP at all); `down` leaves
+//! nothing.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -98,13 +99,18 @@ fn lab_up_builds_a_working_cluster_and_lab_down_leaves_nothing() {
         check_down();
     }
 
-    // VXLAN without BGP: the nodes route each other's blocks from the datastore.
-    let (ok, out) = tortie(&["lab", "up", "--nodes", "3", "--encap", "vxlan", "--no-bgp"]);
+    // VXLAN without BGP, dual stack: the nodes route each other's blocks
+    // from the datastore, IPv6 across the subnets on the IPv6 device.
+    let (ok, out) = tortie(&["lab", "up", "--nodes", "3", "--encap", "vxlan", "--no-bgp", "--ipv6"]);
     assert!(ok, "{out}");
     assert_eq!(out.matches("BGP is disabled (networking backend vxlan)").count(), 3, "{out}");
-    assert_eq!(out.matches("VXLAN: kernel device vxlan.calico.").count(), 3, "{out}");
+    assert_eq!(out.matches("VXLAN: kernel device vxlan.calico, vxlan-v6.calico.").count(), 3, "{out}");
     check_reachability(&out, 3);
+    let v6 = out.split("over IPv6 (ping -6").nth(1).unwrap_or_default().split("===").next().unwrap();
+    assert_eq!(v6.matches(" ok").count(), 6 * 5, "{out}");
     check_down();
+    let (ok, out) = tortie(&["lab", "up", "--no-bgp", "--ipv6"]);
+    assert!(!ok && out.contains("--ipv6 --no-bgp needs --encap vxlan"), "{out}");
     let (ok, out) = tortie(&["lab", "down"]);
     assert!(ok && out.contains("no lab is up"), "{out}");
 }

@@ -8,7 +8,8 @@
 //! datastore; a new node's block is routed once its affinity is written, a
 //! deleted node's routes and VTEP entries go; `Never` gives Flannel's
 //! host-gw shape; a daemon killed and restarted under a 100/s ping across
-//! the subnets loses nothing.
+//! the subnets loses nothing. IPv6 pools cross the subnets the same way on
+//! the IPv6 device `vxlan-v6.calico`, between the nodes' IPv6 addresses.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -296,4 +297,96 @@ fn without_bgp_the_datastore_routes_every_block_and_a_restart_loses_nothing() {
         &["198.18.0.1 dev tortiea1 scope link", "blackhole 198.18.0.0/26", "198.18.0.64/26 via 192.0.2.2 dev eth0"],
         &d[0],
     );
+}
+
+/// An IPv6 VXLAN packet (VNI 4096) with an ICMPv6 echo inside, sent to n3's
+/// IPv6 address five times from wherever it runs.
+const SPOOF6: &str = "import socket
+vxlan = bytes([8, 0, 0, 0, 0, 0x10, 0, 0])
+eth = bytes([0xff] * 6 + [0x02, 0, 0, 0, 0, 9] + [0x86, 0xdd])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+for _ in range(5): s.sendto(vxlan + eth + bytes(48), ('2001:db8:1::3', 4789))
+";
+
+#[test]
+fn ipv6_pools_cross_subnets_over_the_ipv6_vxlan_device() {
+    let c = Cluster::two_subnets("vxlan-v6");
+    let v6 = ["2001:db8::1/64", "2001:db8::2/64", "2001:db8:1::3/64"];
+    for (n, a) in c.nodes.iter().zip(v6) {
+        n.ip(&["-6", "addr", "add", a, "dev", "eth0", "nodad"]).unwrap();
+        let gw = if a.starts_with("2001:db8:1::") { "2001:db8:1::fe" } else { "2001:db8::fe" };
+        n.ip(&["-6", "route", "add", "default", "via", gw]).unwrap();
+    }
+    let (_, rtr) = c.routed.as_ref().unwrap();
+    rtr.ip(&["-6", "addr", "add", "2001:db8::fe/64", "dev", "eth0", "nodad"]).unwrap();
+    rtr.ip(&["-6", "addr", "add", "2001:db8:1::fe/64", "dev", "eth1", "nodad"]).unwrap();
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\n\
+         spec: {cidr: '2001:db8:100::/48', vxlanMode: CrossSubnet}\n",
+    );
+    for (i, block) in ["2001:db8:100::/122", "2001:db8:100::40/122", "2001:db8:100::80/122"].iter().enumerate() {
+        claim(&c, block, &format!("n{}", i + 1));
+    }
+    let _d: Vec<_> = (0..3).map(|i| c.start_with(i, &["--ip6", v6[i]])).collect();
+    // A node's resource (null until it has registered).
+    let node = |n: &str| -> serde_json::Value {
+        let out = c.tortie_output(&["get", "node", n, "-o", "json"], "");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    // Each node takes its tunnel address first (the first of its block).
+    for n in ["n1", "n2", "n3"] {
+        wait_until(&format!("{n}'s IPv6 VTEP"), || node(n)["spec"]["vxlanTunnelMACAddrV6"].is_string());
+    }
+    let ipam = serde_json::json!({"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"});
+    let pods: Vec<_> = (0..3).map(|i| c.lab.netns(&format!("p{i}")).unwrap()).collect();
+    for (i, pod) in pods.iter().enumerate() {
+        let (code, out) = c.cni(i, "ADD", &format!("v6vx{i}"), pod, Some(ipam.clone()));
+        assert_eq!(code, 0, "{out}");
+    }
+    // n1 routes n3's block through n3's IPv6 VTEP, n2's natively.
+    let n3 = node("n3");
+    assert_eq!(n3["spec"]["ipv6VXLANTunnelAddr"], "2001:db8:100::80", "{n3}");
+    let mac = n3["spec"]["vxlanTunnelMACAddrV6"].as_str().unwrap().to_string();
+    let route = |i: usize, block: &str| c.nodes[i].ip(&["-6", "route", "show", block]).unwrap();
+    wait_until("n1's route to n3's block over the IPv6 device", || {
+        route(0, "2001:db8:100::80/122").contains("via 2001:db8:100::80 dev vxlan-v6.calico")
+    });
+    wait_until("n1's native route to n2's block", || {
+        route(0, "2001:db8:100::40/122").contains("via 2001:db8::2 dev eth0")
+    });
+    let link = c.nodes[0].ip(&["-d", "link", "show", "vxlan-v6.calico"]).unwrap();
+    for want in ["mtu 1430", "vxlan id 4096", "local 2001:db8::1", "dstport 4789", "nolearning"] {
+        assert!(link.contains(want), "{want}: {link}");
+    }
+    let neigh = c.nodes[0].ip(&["-6", "neigh", "show", "dev", "vxlan-v6.calico"]).unwrap();
+    assert!(neigh.contains(&format!("2001:db8:100::80 lladdr {mac} PERMANENT")), "{neigh}");
+    let fdb = c.nodes[0].exec("bridge", &["fdb", "show", "dev", "vxlan-v6.calico"]).unwrap();
+    assert!(fdb.contains(&format!("{mac} dst 2001:db8:1::3 self permanent")), "{fdb}");
+    // The pods reach each other, encapsulated in IPv6 VXLAN between the nodes.
+    let ping = |from: usize, to: &str| {
+        pods[from].exec("ping", &["-6", "-n", "-c", "3", "-i", "0.2", "-W", "2", to]).is_ok_and(|o| o.contains(" 0% "))
+    };
+    let fields = ["ipv6.src", "ipv6.dst", "vxlan.vni", "icmpv6.type"];
+    let seen = capture(rtr, "eth1", "udp port 4789", &fields, || {
+        wait_until("a pod on n1 reaching a pod on n3", || ping(0, "2001:db8:100::81"));
+    });
+    assert!(
+        seen.lines().any(|l| l.starts_with("2001:db8::1,2001:db8:100::1\t2001:db8:1::3,2001:db8:100::81\t4096\t128")),
+        "IPv6 VXLAN (VNI 4096) between the nodes around the echo request:\n{seen}"
+    );
+    assert!(ping(2, "2001:db8:100::1"), "and back");
+    assert!(ping(0, "2001:db8:100::41"), "and natively within the subnet");
+    let status = c.tortie(&["status", "--run-dir", &c.nodes[0].dir().join("run").display().to_string()], "");
+    assert!(status.contains("vxlan-v6.calico"), "{status}");
+    // IPv6 VXLAN from an address that is no cluster node: dropped and counted.
+    let stranger = || drops(&c.nodes[2], "input", "IPv6 VXLAN not from a cluster node");
+    let before = stranger();
+    rtr.exec("python3", &["-c", SPOOF6]).unwrap();
+    wait_until("the spoofed IPv6 packets to be counted", || stranger() >= before + 5);
+    // Never: the IPv6 device goes and the tunnel address is released.
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n",
+    );
+    wait_until("n1's IPv6 VXLAN device to go", || c.nodes[0].ip(&["link", "show", "vxlan-v6.calico"]).is_err());
+    wait_until("n3's IPv6 tunnel address to be released", || node("n3")["spec"]["ipv6VXLANTunnelAddr"].is_null());
 }

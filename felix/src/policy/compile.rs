@@ -53,6 +53,8 @@ pub const MAP_HOST_FORWARD_OUT: &str = "host-forward-out";
 pub const SET_WORKLOAD_IFACES: &str = "workload-ifaces";
 /// Set: the cluster's node addresses, the only VXLAN sources.
 pub const SET_VXLAN_NODES: &str = "vxlan-nodes";
+/// Set: the cluster's node IPv6 addresses, the only IPv6 VXLAN sources.
+pub const SET_VXLAN_NODES_V6: &str = "vxlan-nodes-v6";
 
 const ESTABLISHED: &[&str] = &["established", "related"];
 /// ICMPv6 MLD (130–132) and neighbour discovery (133–136).
@@ -324,28 +326,33 @@ impl Compiler {
         let jumps = |dir: Direction| {
             wildcard.iter().filter(move |(d, _)| *d == dir).map(|(_, chain)| rule(vec![], Verdict::Jump(chain.clone())))
         };
-        // VXLAN from outside the cluster: dropped before anything accepts it.
-        let vxlan = host.vxlan.as_ref().map(|g| {
-            let nodes = g.nodes.iter().map(|n| Element::Net(IpNet::from(IpAddr::V4(*n)))).collect();
-            let comment = "the cluster's nodes (VXLAN sources)".to_string();
-            self.rs.sets.insert(SET_VXLAN_NODES.into(), NamedSet { kind: SetKind::Ipv4, elements: nodes, comment });
-            NftRule {
-                conds: vec![
-                    Cond::L4Proto { proto: 17, negate: false },
-                    Cond::Ports { side: Side::Destination, ranges: vec![(g.port, g.port)], negate: false },
-                    Cond::Addr {
-                        family: Family::V4,
-                        side: Side::Source,
-                        target: AddrMatch::Set(SET_VXLAN_NODES.into()),
-                        negate: true,
-                    },
-                ],
-                counter: true,
-                verdict: Some(Verdict::Drop),
-                comment: Some("VXLAN not from a cluster node".into()),
-                ..NftRule::default()
-            }
-        });
+        // VXLAN from outside the cluster, over either family: dropped
+        // before anything accepts it.
+        let sets = [
+            (Family::V4, SetKind::Ipv4, SET_VXLAN_NODES, ""),
+            (Family::V6, SetKind::Ipv6, SET_VXLAN_NODES_V6, "IPv6 "),
+        ];
+        let vxlan: Vec<NftRule> = host
+            .vxlan
+            .iter()
+            .flat_map(|g| sets.map(|set| (g, set)))
+            .map(|(g, (family, kind, set, which))| {
+                let nodes = g.nodes.iter().filter(|n| addr_family(n) == family).map(|n| Element::Net(IpNet::from(*n)));
+                let comment = format!("the cluster's nodes ({which}VXLAN sources)");
+                self.rs.sets.insert(set.into(), NamedSet { kind, elements: nodes.collect(), comment });
+                NftRule {
+                    conds: vec![
+                        Cond::L4Proto { proto: 17, negate: false },
+                        Cond::Ports { side: Side::Destination, ranges: vec![(g.port, g.port)], negate: false },
+                        Cond::Addr { family, side: Side::Source, target: AddrMatch::Set(set.into()), negate: true },
+                    ],
+                    counter: true,
+                    verdict: Some(Verdict::Drop),
+                    comment: Some(format!("{which}VXLAN not from a cluster node")),
+                    ..NftRule::default()
+                }
+            })
+            .collect();
         // Tunnel packets from pods: dropped wherever they go (to another
         // node through the host, or to the host itself).
         let no_tunnels_from_pods = || {

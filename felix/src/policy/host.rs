@@ -3,7 +3,7 @@
 //! pods' traffic leaving the pools (Calico's `natOutgoing`), and VXLAN
 //! accepted only from the cluster's nodes.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use tortie_store::resources::{EndpointToHostAction, FelixConfigurationSpec, IpPoolSpec, ProtoPort};
@@ -87,8 +87,8 @@ impl NatOutgoing {
 pub struct VxlanGuard {
     /// The UDP port (FelixConfiguration `vxlanPort`).
     pub port: u16,
-    /// Every node's address.
-    pub nodes: Vec<Ipv4Addr>,
+    /// Every node's addresses (IPv4 and IPv6).
+    pub nodes: Vec<IpAddr>,
 }
 
 /// The node-wide rules.
@@ -117,7 +117,7 @@ pub struct HostRules {
 impl HostRules {
     /// The rules for these pools, this node's FelixConfiguration
     /// (Calico's defaults for what it leaves unset) and the cluster's nodes.
-    pub fn new(pools: &[IpPoolSpec], felix: &FelixConfigurationSpec, nodes: &[Ipv4Addr]) -> HostRules {
+    pub fn new(pools: &[IpPoolSpec], felix: &FelixConfigurationSpec, nodes: &[IpAddr]) -> HostRules {
         let vxlan = pools.iter().any(|p| p.vxlan_mode.is_some_and(|m| m != tortie_store::resources::EncapMode::Never));
         let cidrs =
             |nat_only: bool| pools.iter().filter(|p| !nat_only || p.nat_outgoing).filter_map(|p| p.cidr).collect();

@@ -90,6 +90,10 @@ pub struct FelixConfigurationSpec {
     /// 50-byte encapsulation).
     #[serde(default, rename = "vxlanMTU", skip_serializing_if = "Option::is_none")]
     pub vxlan_mtu: Option<u16>,
+    /// MTU of the IPv6 VXLAN device (0 or unset: the underlay's less the
+    /// 70-byte encapsulation).
+    #[serde(default, rename = "vxlanMTUV6", skip_serializing_if = "Option::is_none")]
+    pub vxlan_mtu_v6: Option<u16>,
     /// The VXLAN network identifier (Calico's default 4096).
     #[serde(default, rename = "vxlanVNI", skip_serializing_if = "Option::is_none")]
     pub vxlan_vni: Option<u32>,
@@ -211,6 +215,11 @@ impl FelixConfigurationSpec {
         self.vxlan_mtu.filter(|m| *m != 0)
     }
 
+    /// The IPv6 VXLAN device MTU, when set (0 is unset).
+    pub fn vxlan_mtu_v6(&self) -> Option<u16> {
+        self.vxlan_mtu_v6.filter(|m| *m != 0)
+    }
+
     /// The VXLAN network identifier (Calico's default 4096).
     pub fn vxlan_vni(&self) -> u32 {
         self.vxlan_vni.unwrap_or(DEFAULT_VXLAN_VNI)
@@ -295,6 +304,10 @@ impl Spec for FelixConfigurationSpec {
         }
         if let Some(m) = self.vxlan_mtu().filter(|m| !(576..=65485).contains(m)) {
             bad.push(Invalid::new("vxlanMTU", m, "0 (the underlay's less 50) or 576–65485"));
+        }
+        // RFC 8200 §5: every IPv6 link carries 1280 octets.
+        if let Some(m) = self.vxlan_mtu_v6().filter(|m| !(1280..=65465).contains(m)) {
+            bad.push(Invalid::new("vxlanMTUV6", m, "0 (the underlay's less 70) or 1280–65465"));
         }
         // RFC 7348 §5: a 24-bit VNI.
         if let Some(v) = self.vxlan_vni.filter(|v| !(1..=0xff_ffff).contains(v)) {

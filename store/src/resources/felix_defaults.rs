@@ -42,7 +42,6 @@ pub(super) const ALSO_ACCEPTED: &[(&str, CalicoDefault)] = &[
 pub(super) const WHY_DEFAULT_ONLY: &[(&str, &str)] = &[
     ("interfacePrefix", "tortie knows pod interfaces by their WorkloadEndpoint's interfaceName, not by a name prefix"),
     ("routeSource", "tortie routes VXLAN blocks from IPAM block affinities (CalicoIPAM), not from workload addresses"),
-    ("vxlanMTUV6", "IPv6 VXLAN comes with dual stack (issue #24)"),
     ("deviceRouteProtocol", "tortie's routes carry its own route protocol number, so it never touches another's"),
     ("chainInsertMode", "tortie's rules live in their own nftables table, with no other table's chain to append to"),
     ("bpfEnabled", "tortie's data plane is nftables and kernel routes"),
@@ -83,7 +82,6 @@ pub(super) const CALICO_DEFAULTS: &[(&str, CalicoDefault)] = &[
     ("logDebugFilenameRegex", Text("")),
     ("ipipEnabled", Unset),
     ("vxlanEnabled", Unset),
-    ("vxlanMTUV6", Int(0)),
     ("allowVXLANPacketsFromWorkloads", Bool(false)),
     ("allowIPIPPacketsFromWorkloads", Bool(false)),
     ("reportingTTL", Millis(90000)),

@@ -1,6 +1,6 @@
 //! Node: a host's BGP identity and addresses.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,12 @@ pub struct NodeSpec {
     /// MAC address of the node's VXLAN tunnel device (`66:1c:7e:…`).
     #[serde(default, rename = "vxlanTunnelMACAddr", skip_serializing_if = "Option::is_none")]
     pub vxlan_tunnel_mac_addr: Option<String>,
+    /// Address of the node's IPv6 VXLAN tunnel device.
+    #[serde(default, rename = "ipv6VXLANTunnelAddr", skip_serializing_if = "Option::is_none")]
+    pub ipv6_vxlan_tunnel_addr: Option<Ipv6Addr>,
+    /// MAC address of the node's IPv6 VXLAN tunnel device.
+    #[serde(default, rename = "vxlanTunnelMACAddrV6", skip_serializing_if = "Option::is_none")]
+    pub vxlan_tunnel_mac_addr_v6: Option<String>,
 }
 
 /// A MAC address as Calico writes it (`vxlanTunnelMACAddr`): six two-digit
@@ -85,16 +91,16 @@ impl Spec for NodeSpec {
                 validate::as_number("bgp.asNumber", asn)?;
             }
         }
-        if let Some(m) = self.vxlan_tunnel_mac_addr.as_deref() {
+        for (field, mac) in [
+            ("vxlanTunnelMACAddr", &self.vxlan_tunnel_mac_addr),
+            ("vxlanTunnelMACAddrV6", &self.vxlan_tunnel_mac_addr_v6),
+        ] {
+            let Some(m) = mac.as_deref() else { continue };
             match parse_mac(m) {
-                None => return Err(Invalid::new("vxlanTunnelMACAddr", m, "a MAC address like 66:1c:7e:0a:3b:52")),
+                None => return Err(Invalid::new(field, m, "a MAC address like 66:1c:7e:0a:3b:52")),
                 // IEEE 802: the group bit set is no device's own address.
                 Some(mac) if mac[0] & 0x01 != 0 || mac == [0; 6] => {
-                    return Err(Invalid::new(
-                        "vxlanTunnelMACAddr",
-                        m,
-                        "a unicast MAC address (not multicast, not zero)",
-                    ));
+                    return Err(Invalid::new(field, m, "a unicast MAC address (not multicast, not zero)"));
                 }
                 Some(_) => {}
             }

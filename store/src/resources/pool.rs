@@ -78,17 +78,6 @@ impl IpPoolSpec {
 }
 
 impl Spec for IpPoolSpec {
-    fn refuse(&self, _meta: &Metadata) -> Result<(), Invalid> {
-        match (self.vxlan_mode.unwrap_or_default(), self.cidr) {
-            (EncapMode::Never, _) | (_, Some(IpNet::V4(_)) | None) => Ok(()),
-            (mode, Some(IpNet::V6(_))) => Err(Invalid::new(
-                "vxlanMode",
-                format!("{mode:?}"),
-                "VXLAN for IPv6 pools comes with dual stack (Never only; issue #24)",
-            )),
-        }
-    }
-
     fn apply_defaults(&mut self, _meta: &Metadata) {
         let v4 = matches!(self.cidr, Some(IpNet::V4(_)));
         self.block_size.get_or_insert(if v4 { DEFAULT_BLOCK_V4 } else { DEFAULT_BLOCK_V6 });

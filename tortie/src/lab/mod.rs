@@ -66,8 +66,9 @@ pub struct UpArgs {
     no_bgp: bool,
     /// Dual stack: the nodes and the ToR get IPv6 addresses too, pods an
     /// address of each family, the mesh and the ToR sessions run over IPv6
-    /// as well, and the reachability matrix is shown for each family.
-    #[arg(long, conflicts_with = "no_bgp")]
+    /// as well (with `--encap vxlan`, IPv6 crosses the subnets on the IPv6
+    /// VXLAN device), and the reachability matrix is shown for each family.
+    #[arg(long)]
     ipv6: bool,
 }
 
@@ -151,6 +152,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("tortie lab needs root: it creates network namespaces, veths and routes (run it with sudo)");
+    }
+    if args.ipv6 && args.no_bgp && args.encap != Encap::Vxlan {
+        bail!("--ipv6 --no-bgp needs --encap vxlan: without BGP the ToR knows no IPv6 pod routes, and IPIP carries IPv4 only");
     }
     tools((!args.no_bgp).then_some(args.tor), args.install)?;
     let rt = Handle::current();

@@ -112,12 +112,15 @@ spec: {{cidr: 198.18.0.0/16, blockSize: 26, {mode}: CrossSubnet, natOutgoing: tr
 "
     );
     if ipv6 {
+        // IPv6 crosses the subnets natively (the ToR learns the blocks), or
+        // on the IPv6 VXLAN device.
+        let vxlan = if encap == Encap::Vxlan { ", vxlanMode: CrossSubnet" } else { "" };
         yaml += &format!(
             "---
 apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {{name: default-ipv6-ippool}}
-spec: {{cidr: '{POOL6}'}}
+spec: {{cidr: '{POOL6}'{vxlan}}}
 "
         );
     }

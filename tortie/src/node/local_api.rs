@@ -53,7 +53,7 @@ pub struct Status {
     /// The IPIP tunnel, while it is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipip: Option<IpipStatus>,
-    /// The VXLAN device, while it is up.
+    /// The VXLAN devices that are up (IPv4, IPv6), comma-separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan: Option<String>,
     /// No BGP (the `vxlan` networking backend): routes come from the datastore.
@@ -188,8 +188,8 @@ pub struct ApiState {
     /// The IPIP tunnel's device while it is up, and the bpffs its counters
     /// are pinned in (nodes only).
     pub ipip: Option<(watch::Receiver<Option<String>>, std::path::PathBuf)>,
-    /// The VXLAN device while it is up (nodes only).
-    pub vxlan: Option<watch::Receiver<Option<String>>>,
+    /// The VXLAN devices (IPv4, IPv6) while they are up (nodes only).
+    pub vxlan: Vec<watch::Receiver<Option<String>>>,
 }
 
 /// `GET /ipam`: address usage of the pools, and of this node's blocks.
@@ -333,7 +333,8 @@ impl ApiState {
                     });
                 Some(IpipStatus { device, packets })
             }),
-            vxlan: self.vxlan.as_ref().and_then(|d| d.borrow().clone()),
+            vxlan: Some(self.vxlan.iter().filter_map(|d| d.borrow().clone()).collect::<Vec<_>>().join(", "))
+                .filter(|d| !d.is_empty()),
             bgp_disabled: self.speaker.is_none(),
         }
     }

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tortie_bgp::rib::policy::Policy;
 use tortie_bgp::speaker::{self, SpeakerCommand};
 use tortie_felix::agent::{self, AgentConfig};
+use tortie_ipip::vxlan;
 use tortie_store::Datastore;
 use tortie_store::api::{self, ApiError};
 use tortie_store::resources::{
@@ -217,7 +218,8 @@ async fn serve(
     register(&kv, &args.name, addresses, cluster_id).await?;
     // One watch of the datastore, in memory, for felix, the tunnel and the peers.
     let synced = Syncer::start(kv.clone(), "/calico/").await.context("reading the datastore")?;
-    let (mut tunnels, mut felix, mut bpffs_dir) = (None, None, None);
+    // IPIP, VXLAN and IPv6 VXLAN, where they run.
+    let (mut tunnels, mut felix, mut bpffs_dir) = ([None, None, None], None, None);
     // RFC 4724 §4.1: routes of ours already in the kernel mean this daemon
     // restarted with its forwarding state preserved.
     let mut restarted = None;
@@ -240,33 +242,45 @@ async fn serve(
         let (encap_tx, encap_rx) = watch::channel(Arc::new(tortie_ipip::EncapTable::default()));
         let (vteps_tx, vteps_rx) = watch::channel(Arc::new(tortie_ipip::vxlan::VtepTable::default()));
         // Each tunnel runs once a pool asks for it (the node then holds its
-        // address). Both carry IPv4 over IPv4: an IPv6-only node has none.
-        let running = match addresses.ipv4() {
+        // address): IPIP and VXLAN carry IPv4 between the nodes' IPv4
+        // addresses, the IPv6 VXLAN device IPv6 between their IPv6 ones.
+        let start = |encap, local: IpAddr| tunnel::start(synced.clone(), &args.name, local, underlay_mtu, encap);
+        let (ipip, vxlan) = match addresses.ipv4() {
             Some(local) => {
-                let start = |encap| tunnel::start(synced.clone(), &args.name, local, underlay_mtu, encap);
-                let ipip = start(tunnel::Encap::Ipip { table: encap_rx, bpffs: bpffs.clone() }).await?;
-                let vxlan = start(tunnel::Encap::Vxlan { table: vteps_rx }).await?;
-                Some((ipip, vxlan))
+                let ipip = start(tunnel::Encap::Ipip { table: encap_rx, bpffs: bpffs.clone() }, local.into()).await?;
+                let table = vteps_rx.clone();
+                let vxlan = start(tunnel::Encap::Vxlan { table, family: vxlan::Family::V4 }, local.into()).await?;
+                (Some(ipip), Some(vxlan))
             }
             None => {
-                tracing::info!("IPv6-only node: no IPIP or VXLAN tunnel (they carry IPv4 between IPv4 node addresses)");
-                None
+                tracing::info!(
+                    "IPv6-only node: no IPIP or IPv4 VXLAN tunnel (they carry IPv4 between IPv4 node addresses)"
+                );
+                (None, None)
             }
+        };
+        let vxlan6 = match addresses.v6 {
+            Some(a) => {
+                let encap = tunnel::Encap::Vxlan { table: vteps_rx, family: vxlan::Family::V6 };
+                Some(start(encap, a.addr().into()).await?)
+            }
+            None => None,
         };
         let device = |t: Option<&tunnel::NodeTunnel>| t.map_or_else(|| watch::channel(None).1, |t| t.device.clone());
         let config = AgentConfig {
             node: args.name.clone(),
             route_refresh: resync.map(Duration::from_secs),
-            tunnel: device(running.as_ref().map(|(ipip, _)| ipip)),
+            tunnel: device(ipip.as_ref()),
             relearn_limit: Duration::from_secs(relearn),
             encap: Some(encap_tx),
             policy_check: policy_check.map(Duration::from_secs),
-            vxlan: device(running.as_ref().map(|(_, vxlan)| vxlan)),
+            vxlan: device(vxlan.as_ref()),
+            vxlan6: device(vxlan6.as_ref()),
             vteps: Some(vteps_tx),
             routes_from_datastore: !bgp,
         };
         felix = Some(agent::start(synced.clone(), config).await.context("starting felix")?);
-        tunnels = running;
+        tunnels = [ipip, vxlan, vxlan6];
         bpffs_dir = Some(bpffs);
     }
 
@@ -327,8 +341,8 @@ async fn serve(
         ruleset: felix.as_ref().map(|f| f.ruleset.clone()),
         datastore: health::spawn(kv.clone()),
         bfd: bfd_reports,
-        ipip: tunnels.as_ref().zip(bpffs_dir.clone()).map(|((ipip, _), bpffs)| (ipip.device.clone(), bpffs)),
-        vxlan: tunnels.as_ref().map(|(_, vxlan)| vxlan.device.clone()),
+        ipip: tunnels[0].as_ref().zip(bpffs_dir.clone()).map(|(ipip, bpffs)| (ipip.device.clone(), bpffs)),
+        vxlan: tunnels[1..].iter().flatten().map(|vxlan| vxlan.device.clone()).collect(),
     };
     tokio::spawn(summary::publish(kv.clone(), api_state.clone(), felix.as_ref().map(|f| f.felix_config.clone())));
     let metrics_state = metrics::MetricsState {

@@ -5,8 +5,11 @@
 //! on its Node (`spec.bgp.ipv4IPIPTunnelAddr`, `spec.ipv4VXLANTunnelAddr`
 //! with `spec.vxlanTunnelMACAddr`) and runs the tunnel; when none has, the
 //! tunnel goes down and the address goes back (the VXLAN MAC stays the
-//! node's). The device's settings come from FelixConfiguration (`ipipMTU`;
-//! `vxlanMTU`, `vxlanVNI`, `vxlanPort`) or the underlay's MTU less the
+//! node's). IPv6 pools with `vxlanMode` do the same for the IPv6 VXLAN
+//! device (`vxlan-v6-tunnel-addr-<node>`, `spec.ipv6VXLANTunnelAddr`,
+//! `spec.vxlanTunnelMACAddrV6`) between the nodes' IPv6 addresses. The
+//! device's settings come from FelixConfiguration (`ipipMTU`; `vxlanMTU`
+//! or `vxlanMTUV6`, `vxlanVNI`, `vxlanPort`) or the underlay's MTU less the
 //! encapsulation. This is checked at start and at every change of an IP
 //! pool or a FelixConfiguration.
 
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ipnet::IpNet;
 use tokio::sync::watch;
 use tortie_ipam::{self as ipam, Family, Purpose, Request};
 use tortie_ipip::EncapTable;
@@ -33,8 +37,8 @@ use tortie_store::syncer::Syncer;
 pub enum Encap {
     /// IP-in-IP (RFC 2003): the blocks it carries, and where its maps are pinned.
     Ipip { table: watch::Receiver<Arc<EncapTable>>, bpffs: PathBuf },
-    /// VXLAN (RFC 7348): the remote nodes' tunnel ends.
-    Vxlan { table: watch::Receiver<Arc<VtepTable>> },
+    /// VXLAN (RFC 7348) over one family: the remote nodes' tunnel ends.
+    Vxlan { table: watch::Receiver<Arc<VtepTable>>, family: vxlan::Family },
 }
 
 /// What the device is built with; a change rebuilds it in place.
@@ -45,7 +49,7 @@ struct Settings {
     port: u16,
     /// The tunnel address and (VXLAN) MAC the Node publishes: an edit of
     /// the Node is put back, or taken onto the device.
-    address: Option<Ipv4Addr>,
+    address: Option<IpAddr>,
     mac: Option<[u8; 6]>,
 }
 
@@ -53,26 +57,34 @@ struct Settings {
 enum Running {
     /// With the bpffs its maps are pinned under.
     Ipip(tortie_ipip::Tunnel, PathBuf),
-    Vxlan(vxlan::Plane),
+    Vxlan(vxlan::Plane, vxlan::Family),
 }
 
 impl Running {
     fn device(&self) -> &'static str {
         match self {
             Running::Ipip(t, _) => t.device(),
-            Running::Vxlan(_) => vxlan::DEVICE,
+            Running::Vxlan(_, family) => family.device(),
         }
     }
 
     /// Takes the tunnel down: its device goes, and the routes through it.
-    async fn stop(self, local: Ipv4Addr) -> Result<(), tortie_ipip::TunnelError> {
+    async fn stop(self, local: IpAddr) -> anyhow::Result<()> {
         match self {
-            Running::Ipip(t, bpffs) => t.stop(local, &bpffs).await,
-            Running::Vxlan(plane) => {
+            Running::Ipip(t, bpffs) => Ok(t.stop(ipv4(local)?, &bpffs).await?),
+            Running::Vxlan(plane, family) => {
                 drop(plane);
-                vxlan::remove().await.map(|_| ())
+                Ok(vxlan::remove(family).await.map(drop)?)
             }
         }
+    }
+}
+
+/// The IPv4 address IPIP needs (`start` runs it on nodes with one only).
+fn ipv4(a: IpAddr) -> anyhow::Result<Ipv4Addr> {
+    match a {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(a) => anyhow::bail!("IPIP carries IPv4 between IPv4 addresses, not from {a}"),
     }
 }
 
@@ -80,14 +92,24 @@ impl Encap {
     fn name(&self) -> &'static str {
         match self {
             Encap::Ipip { .. } => "IPIP",
-            Encap::Vxlan { .. } => "VXLAN",
+            Encap::Vxlan { family: vxlan::Family::V4, .. } => "VXLAN",
+            Encap::Vxlan { family: vxlan::Family::V6, .. } => "IPv6 VXLAN",
         }
     }
 
     fn handle(&self, node: &str) -> String {
         match self {
             Encap::Ipip { .. } => format!("ipip-tunnel-addr-{node}"),
-            Encap::Vxlan { .. } => format!("vxlan-tunnel-addr-{node}"),
+            Encap::Vxlan { family: vxlan::Family::V4, .. } => format!("vxlan-tunnel-addr-{node}"),
+            Encap::Vxlan { family: vxlan::Family::V6, .. } => format!("vxlan-v6-tunnel-addr-{node}"),
+        }
+    }
+
+    /// The family of the pools, the addresses and the underlay.
+    fn family(&self) -> Family {
+        match self {
+            Encap::Ipip { .. } | Encap::Vxlan { family: vxlan::Family::V4, .. } => Family::V4,
+            Encap::Vxlan { family: vxlan::Family::V6, .. } => Family::V6,
         }
     }
 
@@ -100,23 +122,44 @@ impl Encap {
     }
 
     /// The tunnel address the Node publishes.
-    fn published(&self, spec: &NodeSpec) -> Option<Ipv4Addr> {
+    fn published(&self, spec: &NodeSpec) -> Option<IpAddr> {
         match self {
-            Encap::Ipip { .. } => spec.bgp.as_ref().and_then(|b| b.ipv4_ipip_tunnel_addr),
-            Encap::Vxlan { .. } => spec.ipv4_vxlan_tunnel_addr,
+            Encap::Ipip { .. } => spec.bgp.as_ref().and_then(|b| b.ipv4_ipip_tunnel_addr).map(IpAddr::V4),
+            Encap::Vxlan { family: vxlan::Family::V4, .. } => spec.ipv4_vxlan_tunnel_addr.map(IpAddr::V4),
+            Encap::Vxlan { family: vxlan::Family::V6, .. } => spec.ipv6_vxlan_tunnel_addr.map(IpAddr::V6),
+        }
+    }
+
+    /// The Node's field for the device's MAC (VXLAN only).
+    fn mac_field<'a>(&self, spec: &'a mut NodeSpec) -> Option<&'a mut Option<String>> {
+        match self {
+            Encap::Ipip { .. } => None,
+            Encap::Vxlan { family: vxlan::Family::V4, .. } => Some(&mut spec.vxlan_tunnel_mac_addr),
+            Encap::Vxlan { family: vxlan::Family::V6, .. } => Some(&mut spec.vxlan_tunnel_mac_addr_v6),
         }
     }
 
     /// Publishes `address` (and, for VXLAN, makes sure the node has its MAC).
-    fn publish(&self, spec: &mut NodeSpec, address: Option<Ipv4Addr>) {
-        match self {
-            Encap::Ipip { .. } => spec.bgp.get_or_insert_with(NodeBgp::default).ipv4_ipip_tunnel_addr = address,
-            Encap::Vxlan { .. } => {
-                spec.ipv4_vxlan_tunnel_addr = address;
-                if address.is_some() && spec.vxlan_tunnel_mac_addr.as_deref().and_then(parse_mac).is_none() {
-                    spec.vxlan_tunnel_mac_addr = Some(vxlan::format_mac(vxlan::random_mac()));
-                }
+    fn publish(&self, spec: &mut NodeSpec, address: Option<IpAddr>) {
+        match (self, address) {
+            (Encap::Ipip { .. }, _) => {
+                let v4 = address.and_then(|a| ipv4(a).ok());
+                spec.bgp.get_or_insert_with(NodeBgp::default).ipv4_ipip_tunnel_addr = v4;
             }
+            (Encap::Vxlan { family: vxlan::Family::V4, .. }, Some(IpAddr::V4(a))) => {
+                spec.ipv4_vxlan_tunnel_addr = Some(a);
+            }
+            (Encap::Vxlan { family: vxlan::Family::V6, .. }, Some(IpAddr::V6(a))) => {
+                spec.ipv6_vxlan_tunnel_addr = Some(a);
+            }
+            (Encap::Vxlan { family: vxlan::Family::V4, .. }, _) => spec.ipv4_vxlan_tunnel_addr = None,
+            (Encap::Vxlan { family: vxlan::Family::V6, .. }, _) => spec.ipv6_vxlan_tunnel_addr = None,
+        }
+        if address.is_some()
+            && let Some(mac) = self.mac_field(spec)
+            && mac.as_deref().and_then(parse_mac).is_none()
+        {
+            *mac = Some(vxlan::format_mac(vxlan::random_mac()));
         }
     }
 
@@ -125,7 +168,8 @@ impl Encap {
     fn settings(&self, felix: &FelixConfigurationSpec, underlay_mtu: u16) -> Settings {
         let (mtu, overhead) = match self {
             Encap::Ipip { .. } => (felix.ipip_mtu(), tortie_ipip::OUTER_LEN),
-            Encap::Vxlan { .. } => (felix.vxlan_mtu(), vxlan::OVERHEAD),
+            Encap::Vxlan { family: f @ vxlan::Family::V4, .. } => (felix.vxlan_mtu(), f.overhead()),
+            Encap::Vxlan { family: f @ vxlan::Family::V6, .. } => (felix.vxlan_mtu_v6(), f.overhead()),
         };
         let mtu = u32::from(mtu.unwrap_or(underlay_mtu.saturating_sub(overhead)));
         match self {
@@ -167,7 +211,8 @@ async fn felix_config(kv: &Syncer, node: &str) -> FelixConfigurationSpec {
 struct Setup {
     kv: Syncer,
     node: String,
-    local: Ipv4Addr,
+    /// The node's address of the tunnel's family (the outer source).
+    local: IpAddr,
     underlay_mtu: u16,
     encap: Encap,
     /// Where the device routes go through is published (felix follows it).
@@ -177,26 +222,23 @@ struct Setup {
 impl Setup {
     /// The pools this node may use for tunnels that ask for this one.
     async fn pools(&self) -> anyhow::Result<Vec<IpPoolSpec>> {
-        let pools = ipam::pools_for(&self.kv, &self.node, Purpose::Tunnel, Family::V4, &[]).await?;
+        let pools = ipam::pools_for(&self.kv, &self.node, Purpose::Tunnel, self.encap.family(), &[]).await?;
         Ok(pools.into_iter().filter(|p| self.encap.mode(p).is_some_and(|m| m != EncapMode::Never)).collect())
     }
 
     /// Allocates the tunnel address from `pools` (when some want the
     /// tunnel) or gives it back, and publishes it on the Node; returns it
     /// with the node's VXLAN MAC.
-    async fn address(&self, pools: &[IpPoolSpec]) -> anyhow::Result<(Option<Ipv4Addr>, Option<[u8; 6]>)> {
+    async fn address(&self, pools: &[IpPoolSpec]) -> anyhow::Result<(Option<IpAddr>, Option<[u8; 6]>)> {
         let (kind, node) = (self.encap.name(), self.node.as_str());
         let mut n = node_resource(&self.kv, node).await?;
         let current = self.encap.published(&n.spec);
         // What IPAM holds for us is the truth: an address the Node lost is
         // published again, one IPAM no longer holds for us is not kept.
-        let held: Vec<Ipv4Addr> = ipam::addresses_of(&self.kv, &self.encap.handle(node))
+        let held: Vec<IpAddr> = ipam::addresses_of(&self.kv, &self.encap.handle(node))
             .await?
             .into_iter()
-            .filter_map(|a| match a {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
+            .filter(|a| Family::of(&IpNet::from(*a)) == self.encap.family())
             .collect();
         let next = match (pools.is_empty(), current.filter(|a| held.contains(a)).or(held.first().copied())) {
             (false, Some(a)) => Some(a),
@@ -205,16 +247,13 @@ impl Setup {
                     node: node.into(),
                     handle: self.encap.handle(node),
                     purpose: Purpose::Tunnel,
-                    family: Family::V4,
+                    family: self.encap.family(),
                     attrs: BTreeMap::new(),
                     // Calico's way: the address comes from a pool of this tunnel.
                     pools: pools.iter().filter_map(|p| p.cidr).map(|c| c.to_string()).collect(),
                 };
                 let assigned = ipam::assign(&self.kv, &req).await;
-                match assigned.with_context(|| format!("allocating the {kind} tunnel address"))?.addr() {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                }
+                Some(assigned.with_context(|| format!("allocating the {kind} tunnel address"))?.addr())
             }
             (true, _) => {
                 ipam::release_handle(&self.kv, &self.encap.handle(node)).await?;
@@ -223,13 +262,13 @@ impl Setup {
         };
         let before = n.spec.clone();
         self.encap.publish(&mut n.spec, next);
+        let mac = self.encap.mac_field(&mut n.spec).and_then(|m| m.clone());
         if n.spec != before {
             n.metadata.resource_version = None;
-            let mac = n.spec.vxlan_tunnel_mac_addr.clone();
             api::apply(&self.kv, &[Resource::Node(n.clone())]).await.context("publishing the tunnel address")?;
             tracing::info!(node, tunnel_address = ?next, mac, "{kind} tunnel address updated");
         }
-        Ok((next, n.spec.vxlan_tunnel_mac_addr.as_deref().and_then(parse_mac)))
+        Ok((next, mac.as_deref().and_then(parse_mac)))
     }
 
     /// Makes `tunnel` what the IP pools want now: brought up (its address
@@ -272,8 +311,11 @@ impl Setup {
                 // goes, and its routes with it; then its address.
                 let published = self.encap.published(&node_resource(&self.kv, &self.node).await?.spec);
                 let kept = match &self.encap {
-                    Encap::Ipip { bpffs, .. } => tortie_ipip::remove_kept(self.local, published, bpffs).await,
-                    Encap::Vxlan { .. } => vxlan::remove().await,
+                    Encap::Ipip { bpffs, .. } => {
+                        let published = published.and_then(|a| ipv4(a).ok());
+                        tortie_ipip::remove_kept(ipv4(self.local)?, published, bpffs).await
+                    }
+                    Encap::Vxlan { family, .. } => vxlan::remove(*family).await,
                 };
                 if kept.with_context(|| format!("removing the kept {kind} tunnel"))? {
                     tracing::info!(address = ?published, "no pool uses {kind}: removed the tunnel kept from before");
@@ -290,13 +332,18 @@ impl Setup {
         let kind = self.encap.name();
         let running = match &self.encap {
             Encap::Ipip { table, bpffs } => {
-                let config = PlaneConfig { local: self.local, tunnel_address, mtu: settings.mtu, bpffs: bpffs.clone() };
+                let config = PlaneConfig {
+                    local: ipv4(self.local)?,
+                    tunnel_address: tunnel_address.map(ipv4).transpose()?,
+                    mtu: settings.mtu,
+                    bpffs: bpffs.clone(),
+                };
                 let t = tortie_ipip::start(&config, table.clone()).await.context("starting the IPIP tunnel")?;
                 Running::Ipip(t, bpffs.clone())
             }
-            Encap::Vxlan { table } => {
+            Encap::Vxlan { table, family } => {
                 let (Some(tunnel_address), Some(mac)) = (tunnel_address, mac) else {
-                    anyhow::bail!("the VXLAN tunnel needs an IPv4 tunnel address and a MAC on Node {}", self.node);
+                    anyhow::bail!("the {kind} tunnel needs a {family} tunnel address and a MAC on Node {}", self.node);
                 };
                 let config = VxlanConfig {
                     local: self.local,
@@ -306,7 +353,10 @@ impl Setup {
                     tunnel_address,
                     mac,
                 };
-                Running::Vxlan(vxlan::start(&config, table.clone()).await.context("starting the VXLAN tunnel")?)
+                let plane = vxlan::start(&config, table.clone())
+                    .await
+                    .with_context(|| format!("starting the {kind} tunnel"))?;
+                Running::Vxlan(plane, *family)
             }
         };
         tracing::info!(device = running.device(), ?settings, "{kind} tunnel up");
@@ -335,7 +385,7 @@ impl Drop for NodeTunnel {
 pub async fn start(
     kv: Syncer,
     node: &str,
-    local: Ipv4Addr,
+    local: IpAddr,
     underlay_mtu: u16,
     encap: Encap,
 ) -> anyhow::Result<NodeTunnel> {
