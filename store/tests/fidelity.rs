@@ -272,7 +272,7 @@ fn bad_numbers_name_the_field_and_the_value_without_rust_types() {
 }
 
 #[test]
-fn vxlan_mode_is_accepted_on_ipv4_pools_alone_and_its_felix_settings_are_checked() {
+fn vxlan_mode_is_accepted_on_pools_of_both_families_and_its_felix_settings_are_checked() {
     let pool =
         |cidr: &str, spec: &str| format!("{HEAD}kind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: {cidr}, {spec}}}\n");
     for mode in ["Never", "Always", "CrossSubnet"] {
@@ -280,17 +280,24 @@ fn vxlan_mode_is_accepted_on_ipv4_pools_alone_and_its_felix_settings_are_checked
     }
     let err = error_of(&pool("198.18.0.0/16", "vxlanMode: Always, ipipMode: CrossSubnet"));
     assert!(err.contains("spec.vxlanMode: `Always`: IPIP and VXLAN cannot both be on"), "{err}");
-    let err = error_of(&pool("2001:db8:100::/48", "vxlanMode: CrossSubnet"));
-    assert!(err.contains("spec.vxlanMode: `CrossSubnet`: VXLAN for IPv6 pools comes with dual stack"), "{err}");
-    assert!(parse_documents(&pool("2001:db8:100::/48", "vxlanMode: Never")).is_ok(), "Calico's default");
+    for mode in ["Never", "Always", "CrossSubnet"] {
+        assert!(parse_documents(&pool("'2001:db8:100::/48'", &format!("vxlanMode: {mode}"))).is_ok(), "IPv6 {mode}");
+    }
+    let err = error_of(&pool("'2001:db8:100::/48'", "ipipMode: Always"));
+    assert!(err.contains("spec.ipipMode: `Always`: IPIP carries IPv4 only"), "{err}");
     let felix = |spec: &str| format!("{HEAD}kind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {spec}\n");
-    assert!(parse_documents(&felix("{vxlanVNI: 4097, vxlanPort: 8472, vxlanMTU: 1400, vxlanEnabled: true}")).is_ok());
+    assert!(
+        parse_documents(&felix(
+            "{vxlanVNI: 4097, vxlanPort: 8472, vxlanMTU: 1400, vxlanMTUV6: 1380, vxlanEnabled: true}"
+        ))
+        .is_ok()
+    );
     for (spec, want) in [
         ("{vxlanVNI: 16777216}", "spec.vxlanVNI: `16777216`: 1–16777215"),
         ("{vxlanVNI: 0}", "spec.vxlanVNI: `0`"),
         ("{vxlanPort: 0}", "spec.vxlanPort: `0`: 1–65535"),
         ("{vxlanMTU: 100}", "spec.vxlanMTU: `100`: 0 (the underlay's less 50) or 576–65485"),
-        ("{vxlanMTUV6: 1400}", "IPv6 VXLAN comes with dual stack"),
+        ("{vxlanMTUV6: 1200}", "spec.vxlanMTUV6: `1200`: 0 (the underlay's less 70) or 1280–65465"),
         ("{routeSource: WorkloadIPs}", "from IPAM block affinities"),
     ] {
         let err = error_of(&felix(spec));
@@ -303,6 +310,10 @@ fn vxlan_mode_is_accepted_on_ipv4_pools_alone_and_its_felix_settings_are_checked
     assert!(err.contains("spec.vxlanTunnelMACAddr: `66:1c:7e:0a:3b`: a MAC address"), "{err}");
     let err = error_of(&node("01:00:5e:00:00:01"));
     assert!(err.contains("spec.vxlanTunnelMACAddr: `01:00:5e:00:00:01`: a unicast MAC address"), "{err}");
+    let v6 = format!(
+        "{HEAD}kind: Node\nmetadata: {{name: n1}}\nspec: {{ipv6VXLANTunnelAddr: '2001:db8:100::', vxlanTunnelMACAddrV6: 66:1c:7e:0a:3b:5}}\n"
+    );
+    assert!(error_of(&v6).contains("spec.vxlanTunnelMACAddrV6: `66:1c:7e:0a:3b:5`: a MAC address"));
 }
 
 #[test]

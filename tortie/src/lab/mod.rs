@@ -154,7 +154,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         bail!("tortie lab needs root: it creates network namespaces, veths and routes (run it with sudo)");
     }
     if args.ipv6 && args.no_bgp && args.encap != Encap::Vxlan {
-        bail!("--ipv6 --no-bgp needs --encap vxlan: without BGP the ToR knows no IPv6 pod routes, and IPIP carries IPv4 only");
+        bail!(
+            "--ipv6 --no-bgp needs --encap vxlan: without BGP the ToR knows no IPv6 pod routes, and IPIP carries IPv4 only"
+        );
     }
     tools((!args.no_bgp).then_some(args.tor), args.install)?;
     let rt = Handle::current();
