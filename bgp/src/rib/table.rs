@@ -8,10 +8,12 @@
 //! inline in its entry (16 octets in all), two or more on the heap with the
 //! chosen ones in front; IPv4 prefixes are keyed by one 8-octet integer
 //! rather than an 18-octet `IpNet`, in a small hash table per /16
-//! (`v4_index`); IPv6 ones in a B-tree.
+//! (`v4_index`); IPv6 ones in a B-tree, keyed by the address's octets and
+//! the length in one array (one `memcmp`, where `Ipv6Net` compares eight
+//! 16-bit segments one by one).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -107,13 +109,31 @@ fn v4_net(key: V4Key) -> IpNet {
     IpNet::V4(Ipv4Net::new(Ipv4Addr::from((key >> 8) as u32), len).unwrap_or_default())
 }
 
+/// An IPv6 prefix as a key: the address's octets, then the length; ordered
+/// as `Ipv6Net` orders them (address, then length).
+type V6Key = [u8; 17];
+
+fn v6_key(net: &Ipv6Net) -> V6Key {
+    let mut key = [0; 17];
+    key[..16].copy_from_slice(&net.addr().octets());
+    key[16] = net.prefix_len();
+    key
+}
+
+fn v6_net(key: V6Key) -> IpNet {
+    let mut octets = [0; 16];
+    octets.copy_from_slice(&key[..16]);
+    // The key came from a valid prefix: its length is at most 128.
+    IpNet::V6(Ipv6Net::new(Ipv6Addr::from(octets), key[16]).unwrap_or_default())
+}
+
 /// The Loc-RIB.
 #[derive(Debug, Default)]
 pub struct LocRib {
     /// A table per /16: no doubling (and copying) of a full table's worth
     /// of slots as it grows, only of one /16's; prefixes come out in order.
     v4: V4Index<Entry>,
-    v6: BTreeMap<Ipv6Net, Entry>,
+    v6: BTreeMap<V6Key, Entry>,
     interner: AttrInterner,
     max_paths: usize,
     peers: Vec<PeerInfo>,
@@ -190,14 +210,14 @@ impl Entries<V4Key> for V4Index<Entry> {
     }
 }
 
-impl Entries<Ipv6Net> for BTreeMap<Ipv6Net, Entry> {
-    fn entry_mut(&mut self, key: &Ipv6Net) -> Option<&mut Entry> {
+impl Entries<V6Key> for BTreeMap<V6Key, Entry> {
+    fn entry_mut(&mut self, key: &V6Key) -> Option<&mut Entry> {
         self.get_mut(key)
     }
-    fn insert_new(&mut self, key: Ipv6Net, entry: Entry) -> &Entry {
+    fn insert_new(&mut self, key: V6Key, entry: Entry) -> &Entry {
         self.entry(key).or_insert(entry)
     }
-    fn remove(&mut self, key: &Ipv6Net) -> Option<Entry> {
+    fn remove(&mut self, key: &V6Key) -> Option<Entry> {
         BTreeMap::remove(self, key)
     }
 }
@@ -313,14 +333,14 @@ impl LocRib {
     fn entry(&self, prefix: &IpNet) -> Option<&Entry> {
         match prefix {
             IpNet::V4(net) => self.v4.get(v4_key(net)),
-            IpNet::V6(net) => self.v6.get(net),
+            IpNet::V6(net) => self.v6.get(&v6_key(net)),
         }
     }
 
     /// Every prefix and its entry, IPv4 first, each family in order.
     fn entries(&self) -> impl Iterator<Item = (IpNet, &Entry)> + '_ {
         let v4 = self.v4.iter().map(|(k, e)| (v4_net(k), e));
-        v4.chain(self.v6.iter().map(|(k, e)| (IpNet::V6(*k), e)))
+        v4.chain(self.v6.iter().map(|(k, e)| (v6_net(*k), e)))
     }
 
     /// Adds or replaces `peer`'s path to `prefix`.
@@ -335,7 +355,7 @@ impl LocRib {
         let (peers, max_paths, mut added) = (&self.peers, self.max_paths, false);
         let changed = match prefix {
             IpNet::V4(net) => announce_in(&mut self.v4, v4_key(&net), stored, peers, max_paths, &mut added),
-            IpNet::V6(net) => announce_in(&mut self.v6, net, stored, peers, max_paths, &mut added),
+            IpNet::V6(net) => announce_in(&mut self.v6, v6_key(&net), stored, peers, max_paths, &mut added),
         };
         if added {
             self.peers[index as usize].paths += 1;
@@ -358,7 +378,7 @@ impl LocRib {
         let (peers, max_paths) = (&self.peers, self.max_paths);
         let changed = match prefix {
             IpNet::V4(net) => withdraw_in(&mut self.v4, &v4_key(&net), index, peers, max_paths),
-            IpNet::V6(net) => withdraw_in(&mut self.v6, &net, index, peers, max_paths),
+            IpNet::V6(net) => withdraw_in(&mut self.v6, &v6_key(&net), index, peers, max_paths),
         }?;
         self.peers[index as usize].paths -= 1;
         changed.map(|(paths, was)| BestChange { prefix, paths, was })
