@@ -128,8 +128,8 @@ impl Netlink {
 
     /// Interface name → index.
     pub fn links(&mut self) -> Result<HashMap<String, u32>, NetlinkError> {
-        let mut links = HashMap::new();
-        self.dump("link dump", RouteNetlinkMessage::GetLink(LinkMessage::default()), |msg| {
+        let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        self.dump("link dump", request, |links: &mut HashMap<String, u32>, msg| {
             if let RouteNetlinkMessage::NewLink(link) = msg {
                 for attr in link.attributes {
                     if let LinkAttribute::IfName(name) = attr {
@@ -137,14 +137,13 @@ impl Netlink {
                     }
                 }
             }
-        })?;
-        Ok(links)
+        })
     }
 
     /// Global-scope IPv4 addresses with their prefix lengths, in interface order.
     pub fn ipv4_addresses(&mut self) -> Result<Vec<IpNet>, NetlinkError> {
-        let mut found = Vec::new();
-        self.dump("address dump", RouteNetlinkMessage::GetAddress(AddressMessage::default()), |msg| {
+        let request = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        let mut found = self.dump("address dump", request, |found: &mut Vec<(u32, IpNet)>, msg| {
             if let RouteNetlinkMessage::NewAddress(a) = msg
                 && a.header.family == AddressFamily::Inet
                 && a.header.scope == AddressScope::Universe
@@ -164,27 +163,27 @@ impl Netlink {
 
     /// tortie's routes in the main table (both families).
     pub fn routes(&mut self) -> Result<Routes<u32>, NetlinkError> {
-        let mut routes = Routes::new();
-        self.dump("route dump", RouteNetlinkMessage::GetRoute(RouteMessage::default()), |msg| {
+        let request = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+        self.dump("route dump", request, |routes: &mut Routes<u32>, msg| {
             if let RouteNetlinkMessage::NewRoute(route) = msg
                 && let Some((dst, target)) = ours(&route)
             {
                 routes.insert(dst, target);
             }
-        })?;
-        Ok(routes)
+        })
     }
 
-    /// Runs a dump, redoing it when the kernel says a change interrupted it.
-    fn dump(
+    /// Runs a dump, folding each message into a fresh `T` as it arrives
+    /// (a full table's messages are never held at once); redone when the
+    /// kernel says a change interrupted it.
+    fn dump<T: Default>(
         &mut self,
         what: &'static str,
         request: RouteNetlinkMessage,
-        mut each: impl FnMut(RouteNetlinkMessage),
-    ) -> Result<(), NetlinkError> {
-        let mut items = Vec::new();
+        mut each: impl FnMut(&mut T, RouteNetlinkMessage),
+    ) -> Result<T, NetlinkError> {
         for _ in 0..DUMP_ATTEMPTS {
-            items.clear();
+            let mut out = T::default();
             let seq = self.next_seq();
             let mut buf = Vec::new();
             push(&mut buf, request.clone(), NLM_F_REQUEST | NLM_F_DUMP, seq);
@@ -198,7 +197,7 @@ impl Netlink {
                     }
                     interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
                     match payload {
-                        NetlinkPayload::InnerMessage(msg) => items.push(msg),
+                        NetlinkPayload::InnerMessage(msg) => each(&mut out, msg),
                         NetlinkPayload::Done(_) => done = true,
                         NetlinkPayload::Error(e) => return Err(NetlinkError::Io { what, source: e.to_io() }),
                         _ => {}
@@ -207,8 +206,7 @@ impl Netlink {
                 })?;
             }
             if !interrupted {
-                items.drain(..).for_each(&mut each);
-                return Ok(());
+                return Ok(out);
             }
         }
         Err(NetlinkError::Io { what, source: io::Error::other("dump interrupted by changes every time") })
