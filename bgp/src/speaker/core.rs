@@ -315,7 +315,11 @@ impl SpeakerCore {
         neighbor.import_policy = import;
         neighbor.export_policy = export;
         let soft = neighbor.soft_reconfiguration_inbound;
-        let refresh = session.negotiated.as_ref().is_some_and(|n| n.route_refresh);
+        // The families to ask for again: each the session carries.
+        let refresh = match session.negotiated.as_ref() {
+            Some(n) if n.route_refresh => n.families.clone(),
+            _ => Vec::new(),
+        };
         if self.up.contains(peer) {
             self.update_groups.join(peer, session);
         }
@@ -341,10 +345,13 @@ impl SpeakerCore {
                 .collect();
             let changes = self.import(peer, routes);
             self.changed(changes);
-        } else if import_changed && refresh {
-            // RFC 2918: the peer resends its routes; the new import policy judges them.
-            let ask = RouteRefresh { family: Family::IPV4_UNICAST, subtype: RefreshSubtype::Request };
-            self.tell(peer, PeerCommand::Send(Box::new(Message::RouteRefresh(ask))));
+        } else if import_changed {
+            // RFC 2918: the peer resends its routes of each family; the new
+            // import policy judges them.
+            for family in refresh {
+                let ask = RouteRefresh { family, subtype: RefreshSubtype::Request };
+                self.tell(peer, PeerCommand::Send(Box::new(Message::RouteRefresh(ask))));
+            }
         }
         if export_changed && self.up.contains(peer) {
             self.send_table(peer, true);

@@ -521,6 +521,7 @@ fn message_text(message: &Message) -> String {
     match message {
         Message::Update(u) => update_text(u),
         Message::RouteRefresh(r) => match r.subtype {
+            RefreshSubtype::Request if r.family == Family::IPV6_UNICAST => "refresh request ipv6".into(),
             RefreshSubtype::Request => "refresh request".into(),
             RefreshSubtype::BeginningOfRefresh => "borr".into(),
             RefreshSubtype::EndOfRefresh => "eorr".into(),
