@@ -211,4 +211,12 @@ fn ipv6_only_nodes_peer_and_route_over_ipv6_alone_and_an_ipv4_peer_is_refused() 
     });
     let status = c.tortie(&["status", "--run-dir", &run], "");
     assert!(status.contains("No IPv4 peers found"), "{status}");
+    // A new listenPort: the IPv6 listener moves at the next start, and says so.
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\n\
+         metadata: {name: default, annotations: {tortie.io/bfd: 'true'}}\nspec: {nodeToNodeMeshEnabled: true, listenPort: 1179}\n",
+    );
+    wait_until("n1 to say its listener moves at the next start", || {
+        d[0].log().contains("listenPort or bindMode changed") && d[0].log().contains("[2001:db8::1]:1179")
+    });
 }

@@ -289,12 +289,9 @@ async fn serve(
     let (speaker_commands, statuses, bfd_reports, mut peer_task) = if bgp {
         let (best_tx, best_rx) = mpsc::channel(1024);
         let configs = bgp_configs(&synced).await?;
-        let listen = configs.listen_address(&args.name, addresses.ipv4());
-        // IPv6 sessions are accepted on the node's IPv6 address (its own
-        // socket: a wildcard one would take IPv4 connections too).
-        let listen6 = addresses.v6.map(|a| SocketAddr::new(IpAddr::V6(a.addr()), configs.port(&args.name)));
-        let speaker = speaker::spawn(addresses.router_id, MAX_PATHS, best_tx, listen.into_iter().chain(listen6))
-            .with_context(|| format!("starting the BGP speaker on {listen:?} {listen6:?}"))?;
+        let listen = listeners(&configs, &args.name, addresses);
+        let speaker = speaker::spawn(addresses.router_id, MAX_PATHS, best_tx, listen.iter().copied())
+            .with_context(|| format!("starting the BGP speaker on {listen:?}"))?;
         if let Some(deferral) = restarted {
             speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
         }
@@ -421,6 +418,14 @@ fn read_secret(secrets_dir: &std::path::Path, peer: &str, r: &tortie_store::reso
 }
 
 /// Every BGPConfiguration: `default` and the nodes' `node.<name>`.
+/// Where the speaker listens: over IPv4 as `bindMode` says, and on the
+/// node's IPv6 address (its own socket: a wildcard one would take IPv4
+/// connections too), each at the node's `listenPort`.
+fn listeners(configs: &peers::Configs, name: &str, addresses: Addresses) -> Vec<SocketAddr> {
+    let v6 = addresses.v6.map(|a| SocketAddr::new(IpAddr::V6(a.addr()), configs.port(name)));
+    configs.listen_address(name, addresses.ipv4()).into_iter().chain(v6).collect()
+}
+
 async fn bgp_configs(kv: &Syncer) -> anyhow::Result<peers::Configs> {
     let all = api::list(kv, Kind::BgpConfiguration, None).await?;
     Ok(peers::Configs::new(all.into_iter().filter_map(|r| match r {
@@ -520,7 +525,7 @@ struct PeerManager {
     secrets_dir: PathBuf,
     send_hold: Option<Duration>,
     /// Where the speaker listens for IPv4 sessions (chosen at start).
-    listening: Option<SocketAddr>,
+    listening: Vec<SocketAddr>,
     /// The service ranges and communities for what the node originates.
     advertise: watch::Sender<Arc<advertise::Advertise>>,
     /// The speaker's log level (BGPConfiguration `logSeverityScreen`).
@@ -576,7 +581,7 @@ impl PeerManager {
                 changed
             });
             self.bgp_level.send_if_modified(|l| std::mem::replace(l, configs.of(&self.name).log_level()) != *l);
-            let want = configs.listen_address(&self.name, self.addresses.ipv4());
+            let want = listeners(&configs, &self.name, self.addresses);
             if want != self.listening {
                 tracing::warn!(listening = ?self.listening, configured = ?want,
                     "BGPConfiguration listenPort or bindMode changed: the speaker moves there when the daemon restarts");
