@@ -38,6 +38,7 @@ use crate::session::socket::SocketError;
 mod backlog;
 mod converge;
 mod core;
+pub mod counts;
 mod groups;
 mod import;
 #[cfg(test)]
@@ -149,7 +150,15 @@ pub struct DynamicRange {
 #[derive(Debug)]
 pub enum Query {
     /// Prefix counts per neighbour.
-    Peers(oneshot::Sender<Vec<PeerCounts>>),
+    Peers {
+        /// The time of asking.
+        now: std::time::Instant,
+        /// How old the advertised counts may be (they cost a run of the
+        /// export over the table; `counts::PERIODIC` for periodic askers).
+        max_age: std::time::Duration,
+        /// Where the counts go.
+        reply: oneshot::Sender<Vec<PeerCounts>>,
+    },
     /// The Loc-RIB's best paths (for one prefix, or all).
     Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
 }

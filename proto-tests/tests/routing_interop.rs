@@ -665,7 +665,11 @@ fn malformed_attributes_from_exabgp_are_treated_as_withdraw_or_discarded_and_cou
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(ask_routes(), vec!["198.18.61.0/24", "198.18.62.0/24"], "treat-as-withdraw left {routes:?}");
     let (tx, rx) = tokio::sync::oneshot::channel::<Vec<PeerCounts>>();
-    tortie.command(SpeakerCommand::Query(Query::Peers(tx)));
+    tortie.command(SpeakerCommand::Query(Query::Peers {
+        now: std::time::Instant::now(),
+        max_age: std::time::Duration::ZERO,
+        reply: tx,
+    }));
     let counts = rx.blocking_recv().unwrap();
     let exa = counts.iter().find(|c| c.name == "exa").unwrap();
     assert_eq!((exa.received, exa.treated_as_withdraw, exa.attributes_discarded), (2, 1, 1), "{exa:?}");

@@ -15,8 +15,7 @@ use ipnet::IpNet;
 
 use super::backlog::Backlog;
 use super::groups::UpdateGroups;
-use super::send::Before;
-use super::{DynamicRange, Neighbor, PeerCounts, Query, RouteView, SpeakerCommand, SpeakerEvent, SpeakerStats};
+use super::{DynamicRange, Neighbor, Query, RouteView, SpeakerCommand, SpeakerEvent, SpeakerStats};
 use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::Reflector;
@@ -148,14 +147,15 @@ pub(crate) struct SpeakerCore {
     pub(super) ranges: Vec<DynamicRange>,
     /// Peers made from ranges.
     pub(super) dynamic: HashSet<String>,
+    /// Inputs handled so far (queries aside): what a count is as of.
+    pub(super) inputs: u64,
+    /// The last advertised counts (`counts`).
+    pub(super) advertised: super::counts::Advertised,
     out: Vec<Output>,
 }
 
 /// RFC 9384: the Cease subcode "BFD Down".
 const CEASE_BFD_DOWN: u8 = 10;
-
-/// Best paths a prefix count looks at a time.
-const COUNT_CHUNK: usize = 4096;
 
 pub(super) fn key(peer: &str) -> PeerKey {
     Some(Arc::from(peer))
@@ -187,12 +187,17 @@ impl SpeakerCore {
             reflector: None,
             ranges: Vec::new(),
             dynamic: HashSet::new(),
+            inputs: 0,
+            advertised: super::counts::Advertised::default(),
             out: Vec::new(),
         }
     }
 
     /// Takes one input; returns what to do about it, in order.
     pub(crate) fn handle(&mut self, input: Input) -> Vec<Output> {
+        if !matches!(input, Input::Command(SpeakerCommand::Query(_))) {
+            self.inputs += 1;
+        }
         match input {
             Input::Command(cmd) => self.command(cmd),
             Input::Peer(event) => self.peer_event(event),
@@ -242,9 +247,8 @@ impl SpeakerCore {
                 }
             }
             SpeakerCommand::RemoveNeighbor(name) => self.remove_neighbor(&name),
-            SpeakerCommand::Query(Query::Peers(reply)) => {
-                let counts = self.neighbors.keys().map(|name| self.counts(name)).collect();
-                let _ = reply.send(counts);
+            SpeakerCommand::Query(Query::Peers { now, max_age, reply }) => {
+                let _ = reply.send(self.peer_counts(now, max_age));
             }
             SpeakerCommand::Query(Query::Routes(prefix, reply)) => {
                 let _ = reply.send(self.routes(prefix));
@@ -470,37 +474,6 @@ impl SpeakerCore {
         self.add_neighbor(n);
         self.dynamic.insert(name.clone());
         self.emit(Output::Accept(name));
-    }
-
-    fn counts(&self, name: &str) -> PeerCounts {
-        let mut advertised = 0;
-        if self.up.contains(name) {
-            // In chunks: a status query must not copy a full table.
-            let mut all = self.rib.best_paths();
-            loop {
-                let chunk: Vec<(IpNet, (PeerKey, Path))> = all.by_ref().take(COUNT_CHUNK).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                advertised +=
-                    self.exports(name, chunk.iter().map(|(p, best)| (*p, Some(best), Before::Nothing))).announced();
-            }
-        }
-        let (remote, asn, revised, ignored) =
-            self.neighbors.get(name).map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0, [0; 2], 0), |s| {
-                (s.neighbor.session.remote, s.neighbor.session.local.peer_asn, s.revised, s.ignored)
-            });
-        PeerCounts {
-            name: name.to_string(),
-            remote,
-            asn,
-            dynamic: self.dynamic.contains(name),
-            received: self.rib.paths_from(&key(name)),
-            advertised,
-            treated_as_withdraw: revised[0],
-            attributes_discarded: revised[1],
-            next_hop_ignored: ignored,
-        }
     }
 
     /// The Loc-RIB's best paths, for one prefix or all.

@@ -21,7 +21,8 @@
 //! range PREFIX AS (dynamic neighbours)       accept ADDR (a connection from it)
 //! stats          (UPDATEs encoded for update groups, and copies sent)
 //! groups         (the update groups' sizes)
-//! counts         (each peer's prefix counts and RFC 7606 counters)
+//! counts [periodic]  (each peer's prefix counts and RFC 7606 counters:
+//!                 exact, or as the metrics ask, 60 s old at most)
 //! stall NAME     (its outbox stops being read: fills to the high-water mark)
 //! resume NAME    (its writer empties the outbox, reporting Drained if due)
 //! batch          (the end of a batch: changes go to peers and felix)
@@ -198,8 +199,14 @@ impl Replay {
             }
             "batch" => Input::EndOfBatch,
             "counts" => {
+                let max_age = if rest.first() == Some(&"periodic") { super::counts::PERIODIC } else { Duration::ZERO };
                 let (tx, mut rx) = tokio::sync::oneshot::channel();
-                self.core.handle(Input::Command(SpeakerCommand::Query(super::Query::Peers(tx))));
+                let now = std::time::Instant::now();
+                self.core.handle(Input::Command(SpeakerCommand::Query(super::Query::Peers {
+                    now,
+                    max_age,
+                    reply: tx,
+                })));
                 let mut counts = rx.try_recv().map_err(|e| e.to_string())?;
                 counts.sort_by(|a, b| a.name.cmp(&b.name));
                 return Ok(counts

@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use axum::extract::{Query as QueryParams, State as Shared};
@@ -222,10 +222,17 @@ impl ApiState {
         rx.await.ok()
     }
 
-    /// Every planned peer in detail.
-    pub(crate) async fn details(&self) -> (u32, Vec<PeerDetail>) {
-        let counts: HashMap<String, PeerCounts> =
-            self.ask(Query::Peers).await.unwrap_or_default().into_iter().map(|c| (c.name.clone(), c)).collect();
+    /// Every planned peer in detail, the advertised counts at most
+    /// `max_age` old (a count runs the export over the whole table).
+    pub(crate) async fn details(&self, max_age: Duration) -> (u32, Vec<PeerDetail>) {
+        let now = std::time::Instant::now();
+        let counts: HashMap<String, PeerCounts> = self
+            .ask(|reply| Query::Peers { now, max_age, reply })
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
         let (asn, mut plan) = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // Peers that connected from a dynamic-neighbour range are in no plan: the speaker knows them.
         for c in counts.values().filter(|c| c.dynamic) {
@@ -314,9 +321,9 @@ fn route(r: RouteView) -> Route {
 }
 
 impl ApiState {
-    /// The node's session summary.
-    pub async fn status(&self) -> Status {
-        let (asn, details) = self.details().await;
+    /// The node's session summary, the advertised counts at most `max_age` old.
+    pub async fn status(&self, max_age: Duration) -> Status {
+        let (asn, details) = self.details(max_age).await;
         Status {
             node: self.node.clone(),
             asn,
@@ -346,11 +353,11 @@ async fn bfd(Shared(s): Shared<ApiState>) -> Json<Vec<super::bfd::Session>> {
 }
 
 async fn status(Shared(s): Shared<ApiState>) -> Json<Status> {
-    Json(s.status().await)
+    Json(s.status(Duration::ZERO).await)
 }
 
 async fn peers(Shared(s): Shared<ApiState>) -> Json<Vec<PeerDetail>> {
-    Json(s.details().await.1)
+    Json(s.details(Duration::ZERO).await.1)
 }
 
 async fn ipam(Shared(s): Shared<ApiState>) -> Result<Json<IpamSummary>, (axum::http::StatusCode, String)> {

@@ -77,7 +77,7 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
 /// The metrics text of this moment.
 pub async fn render(state: &MetricsState) -> String {
     let mut r = Registry::with_prefix("tortie");
-    let (_, peers) = state.api.details().await;
+    let (_, peers) = state.api.details(tortie_bgp::speaker::counts::PERIODIC).await;
     let established = Family::<Labels, Gauge>::default();
     let received = Family::<Labels, Gauge>::default();
     let advertised = Family::<Labels, Gauge>::default();

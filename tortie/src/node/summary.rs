@@ -61,7 +61,11 @@ pub async fn publish(kv: Datastore, api: ApiState, mut config: Option<watch::Rec
     let mut every = interval(&config);
     loop {
         let published_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let summary = Published { published_at, interval: every.as_secs(), status: api.status().await };
+        let summary = Published {
+            published_at,
+            interval: every.as_secs(),
+            status: api.status(tortie_bgp::speaker::counts::PERIODIC).await,
+        };
         let key = format!("{PREFIX}{}", api.node);
         match serde_json::to_vec(&summary) {
             Ok(value) => {

@@ -1,0 +1,89 @@
+//! Per-neighbour prefix counts, for `tortie status` and the metrics. What
+//! a peer was advertised is not kept (there is no Adj-RIB-Out), so it is
+//! counted by running the peer's export over the Loc-RIB: tens of
+//! milliseconds of the core's time per peer for a full table. A count is
+//! therefore redone only when some input arrived since the last one, and
+//! only if the last is older than the asker allows: `tortie status` asks
+//! for exact numbers, while the metrics and the node's periodic summary
+//! take ones up to [`PERIODIC`] old, so a scrape or a summary every few
+//! seconds does not hold the core up a full table's count each time (the
+//! numbers are exact once routes settle).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+use super::PeerCounts;
+use super::core::{SpeakerCore, key};
+use super::send::Before;
+use crate::rib::decision::Path;
+use crate::rib::table::PeerKey;
+
+/// How old the advertised counts of periodic askers (metrics, the node's
+/// summary) may be while routes change.
+pub const PERIODIC: Duration = Duration::from_secs(60);
+
+/// Best paths an advertised count looks at a time (a count must not copy
+/// a full table).
+const COUNT_CHUNK: usize = 4096;
+
+/// The last advertised counts.
+#[derive(Debug, Default)]
+pub(super) struct Advertised {
+    /// When they were counted, and how many inputs the core had handled then.
+    counted: Option<(Instant, u64)>,
+    by_peer: HashMap<String, usize>,
+}
+
+impl SpeakerCore {
+    /// Every neighbour's counts at `now`, the advertised ones at most
+    /// `max_age` old (see the module documentation).
+    pub(super) fn peer_counts(&mut self, now: Instant, max_age: Duration) -> Vec<PeerCounts> {
+        let due = match self.advertised.counted {
+            None => true,
+            Some((at, inputs)) => inputs != self.inputs && now.saturating_duration_since(at) >= max_age,
+        };
+        if due {
+            let by_peer = self.neighbors.keys().map(|name| (name.clone(), self.count_advertised(name))).collect();
+            self.advertised = Advertised { counted: Some((now, self.inputs)), by_peer };
+        }
+        self.neighbors.keys().map(|name| self.counts(name)).collect()
+    }
+
+    /// The prefixes `name` is advertised now, counted.
+    fn count_advertised(&self, name: &str) -> usize {
+        let mut advertised = 0;
+        if self.up.contains(name) {
+            let mut all = self.rib.best_paths();
+            loop {
+                let chunk: Vec<(IpNet, (PeerKey, Path))> = all.by_ref().take(COUNT_CHUNK).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                advertised +=
+                    self.exports(name, chunk.iter().map(|(p, best)| (*p, Some(best), Before::Nothing))).announced();
+            }
+        }
+        advertised
+    }
+
+    fn counts(&self, name: &str) -> PeerCounts {
+        let (remote, asn, revised, ignored) =
+            self.neighbors.get(name).map_or((SocketAddr::from(([0, 0, 0, 0], 0)), 0, [0; 2], 0), |s| {
+                (s.neighbor.session.remote, s.neighbor.session.local.peer_asn, s.revised, s.ignored)
+            });
+        PeerCounts {
+            name: name.to_string(),
+            remote,
+            asn,
+            dynamic: self.dynamic.contains(name),
+            received: self.rib.paths_from(&key(name)),
+            advertised: self.advertised.by_peer.get(name).copied().unwrap_or(0),
+            treated_as_withdraw: revised[0],
+            attributes_discarded: revised[1],
+            next_hop_ignored: ignored,
+        }
+    }
+}
