@@ -287,33 +287,77 @@ pub enum RouteEvent {
     Other,
 }
 
-/// The notifications in one datagram of the event socket.
+/// The notifications in one datagram of the event socket. Read straight
+/// from the octets (rtnetlink(7)): a table arriving makes one echo per
+/// route, and only the message type, the protocol, the table and the
+/// destination matter here.
 pub fn route_events(datagram: &[u8]) -> Vec<RouteEvent> {
     let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < datagram.len() {
-        let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..]) else {
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        // struct nlmsghdr: length, type, flags, sequence, port (host order).
+        let Some(len) = rest.first_chunk::<4>().map(|l| u32::from_ne_bytes(*l) as usize) else { break };
+        let Some(msg) = rest.get(..len).filter(|_| len >= NLMSG_HEADER) else {
             out.push(RouteEvent::Other);
             break;
         };
-        let len = msg.header.length as usize;
-        if len == 0 {
-            break;
-        }
-        offset += (len + 3) & !3;
-        out.push(match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => match ours(&r) {
-                Some((dst, _)) => RouteEvent::Ours(dst),
-                None => RouteEvent::Other,
-            },
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) => match ours(&r) {
-                Some((dst, _)) => RouteEvent::OursDeleted(dst),
-                None => RouteEvent::Other,
-            },
-            _ => RouteEvent::Other,
-        });
+        out.push(route_event(msg).unwrap_or(RouteEvent::Other));
+        rest = rest.get((len + 3) & !3..).unwrap_or_default();
     }
     out
+}
+
+/// The length of `struct nlmsghdr`, and of `struct rtmsg` after it.
+const NLMSG_HEADER: usize = 16;
+const RTMSG: usize = 12;
+/// rtnetlink message types (linux/rtnetlink.h) and route attributes.
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTA_DST: u16 = 1;
+const RTA_TABLE: u16 = 15;
+
+/// What one message means, if it is about one of our routes in the main table.
+fn route_event(msg: &[u8]) -> Option<RouteEvent> {
+    let kind = u16::from_ne_bytes(*msg.get(4..)?.first_chunk::<2>()?);
+    if kind != RTM_NEWROUTE && kind != RTM_DELROUTE {
+        return None;
+    }
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    let rtm = msg.get(NLMSG_HEADER..NLMSG_HEADER + RTMSG)?;
+    let (family, dst_len, mut table, protocol) = (rtm[0], rtm[1], u32::from(rtm[4]), rtm[5]);
+    if protocol != ROUTE_PROTOCOL {
+        return None;
+    }
+    let mut dst: Option<IpAddr> = None;
+    let mut attrs = msg.get(NLMSG_HEADER + RTMSG..)?;
+    // struct rtattr: length, type, then the value, padded to 4 octets.
+    while let Some(head) = attrs.first_chunk::<4>() {
+        let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
+        let value = attrs.get(4..len)?;
+        match u16::from_ne_bytes([head[2], head[3]]) {
+            RTA_TABLE => table = u32::from_ne_bytes(*value.first_chunk::<4>()?),
+            RTA_DST => {
+                dst = match value.len() {
+                    4 => Some(IpAddr::from(*value.first_chunk::<4>()?)),
+                    16 => Some(IpAddr::from(*value.first_chunk::<16>()?)),
+                    _ => return None,
+                }
+            }
+            _ => {}
+        }
+        attrs = attrs.get(((len + 3) & !3).max(4)..).unwrap_or_default();
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let dst = match (dst, family) {
+        (Some(a), _) => a,
+        (None, f) if f == libc::AF_INET as u8 => IpAddr::from([0u8; 4]),
+        (None, f) if f == libc::AF_INET6 as u8 => IpAddr::from([0u16; 8]),
+        _ => return None,
+    };
+    let dst = IpNet::new(dst, dst_len).ok()?;
+    Some(if kind == RTM_NEWROUTE { RouteEvent::Ours(dst) } else { RouteEvent::OursDeleted(dst) })
 }
 
 /// Appends one request to `buf`.
@@ -468,4 +512,74 @@ fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
         _ => return None,
     };
     Some((dst, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    /// `messages` serialised into one datagram, as the kernel sends them.
+    fn datagram(messages: Vec<RouteNetlinkMessage>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for m in messages {
+            push(&mut buf, m, 0, 0);
+        }
+        buf
+    }
+
+    #[test]
+    fn events_name_our_routes_in_the_main_table_and_nothing_else() {
+        let via = Target::Gateways(smallvec::smallvec![NextHop {
+            gateway: "192.0.2.2".parse().unwrap(),
+            device: None,
+            onlink: false
+        }]);
+        let ours = |c: Change| request(&c).0;
+        let mut foreign = route_message(&net("198.51.100.0/24"), &via);
+        foreign.header.protocol = RouteProtocol::Boot;
+        let mut other_table = route_message(&net("198.18.9.0/26"), &via);
+        other_table.attributes.push(RouteAttribute::Table(100));
+        let got = route_events(&datagram(vec![
+            ours(Change::Add(net("198.18.0.64/26"), via.clone())),
+            ours(Change::Delete(net("2001:db8:100::40/122"), Target::Blackhole)),
+            ours(Change::Replace(net("0.0.0.0/0"), via.clone())),
+            RouteNetlinkMessage::NewRoute(foreign),
+            RouteNetlinkMessage::NewRoute(other_table),
+            RouteNetlinkMessage::NewLink(LinkMessage::default()),
+        ]));
+        assert_eq!(
+            got,
+            [
+                RouteEvent::Ours(net("198.18.0.64/26")),
+                RouteEvent::OursDeleted(net("2001:db8:100::40/122")),
+                RouteEvent::Ours(net("0.0.0.0/0")),
+                RouteEvent::Other,
+                RouteEvent::Other,
+                RouteEvent::Other,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cut_or_garbled_datagram_is_other_and_never_a_panic() {
+        let whole = datagram(vec![request(&Change::Add(net("198.18.0.64/26"), Target::Blackhole)).0]);
+        for cut in 0..whole.len() {
+            let got = route_events(&whole[..cut]);
+            assert!(got.iter().all(|e| *e == RouteEvent::Other), "cut at {cut}: {got:?}");
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut bytes = whole.clone();
+            for _ in 0..4 {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let at = (state >> 33) as usize % bytes.len();
+                bytes[at] = (state >> 20) as u8;
+            }
+            drop(route_events(&bytes));
+        }
+    }
 }

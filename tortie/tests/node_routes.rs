@@ -60,6 +60,12 @@ fn routes_follow_the_datastore_and_pods_reach_pods_on_other_nodes() {
     );
     let all = c.nodes[0].ip(&["route", "show"]).unwrap();
     assert!(all.contains("198.18.200.0/24 via 192.0.2.9 dev eth0 proto static"), "{all}");
+    // A route of ours someone else deletes is written again on the kernel's
+    // notice (Calico's routeRefreshInterval, 90 s, is far beyond the wait).
+    c.nodes[0].ip(&["route", "del", "198.18.0.2", "dev", "tortiea2"]).unwrap();
+    let started = std::time::Instant::now();
+    wait_until("the deleted pod route back", || our_routes(&c.nodes[0]).contains("198.18.0.2 dev tortiea2 scope link"));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     // The deleted pod's address now falls into the blackhole, not the default route.
     let out = a[0].netns.exec("ping", &["-n", "-c", "1", "-W", "1", "198.18.0.3"]);
     assert!(out.is_err(), "a deleted pod's address must not answer");
