@@ -312,3 +312,69 @@ spec: {{bgp: {{ipv4Address: 192.0.2.5/24}}}}
         ("192.0.2.5".into(), serde_json::json!([CLUSTER_ID, upper]))
     );
 }
+
+#[test]
+fn an_ipv6_only_reflector_takes_ipv6_clients_from_its_listen_range() {
+    let c = Cluster::new("reflector-v6", 4);
+    c.apply(&format!(
+        "{MESH_OFF}apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: to-reflector}}
+spec: {{nodeSelector: \"!has(route-reflector)\", peerIP: '2001:db8::4', asNumber: 64512}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {{name: n4, labels: {{route-reflector: \"true\"}}}}
+spec: {{bgp: {{ipv6Address: '2001:db8::4/64'}}}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {{name: v6}}
+spec: {{cidr: '2001:db8:100::/48'}}
+"
+    ));
+    let blocks = ["2001:db8:100::/122", "2001:db8:100::40/122", "2001:db8:100::80/122"];
+    common::block_on(async {
+        use tortie_store::kv::Kv as _;
+        let kv = tortie_store::Datastore::open(&c.url).await.unwrap();
+        for (i, b) in blocks.iter().enumerate() {
+            let block = tortie_store::ipam::IpamBlock::new(b.parse().unwrap(), &format!("n{}", i + 1));
+            kv.put(&block.key(), serde_json::to_vec(&block).unwrap()).await.unwrap();
+        }
+    });
+    for (i, n) in c.nodes.iter().enumerate() {
+        n.ip(&["-6", "addr", "add", &format!("2001:db8::{}/64", i + 1), "dev", "eth0", "nodad"]).unwrap();
+    }
+    let rr_dir = c.nodes[3].dir().join("run");
+    let rr_dir_s = rr_dir.to_str().unwrap();
+    let reflector = |range: &str| -> Vec<String> {
+        let base = ["reflector", "run", "--name", "n4", "--ip", "none", "--ip6", "2001:db8::4/64", "--cluster-id"];
+        let more = [CLUSTER_ID, "--listen-range", range, "--run-dir", rr_dir_s];
+        base.iter().chain(&more).map(|s| s.to_string()).collect()
+    };
+    // A range of a family the reflector has no address of: it stops, naming it.
+    let datastore = format!("TORTIE_DATASTORE={}", c.url);
+    let args: Vec<String> =
+        [datastore, env!("CARGO_BIN_EXE_tortie").to_string()].into_iter().chain(reflector("192.0.2.0/24")).collect();
+    let out = c.nodes[3].exec("env", &args);
+    let err = format!("{out:?}");
+    assert!(err.contains("listen range 192.0.2.0/24 is IPv4 and this node has no IPv4 address"), "{err}");
+    let rr = c.nodes[3]
+        .spawn("tortie-rr", env!("CARGO_BIN_EXE_tortie"), &reflector("2001:db8::/64"), &[("TORTIE_DATASTORE", &c.url)])
+        .unwrap();
+    let _clients: Vec<_> =
+        (0..3).map(|i| c.start_as(i, "none", &["--ip6", &format!("2001:db8::{}/64", i + 1)])).collect();
+    for i in 0..3 {
+        wait_until(&format!("n{}'s routes to the other clients' blocks", i + 1), || {
+            let have = c.nodes[i].ip(&["-6", "route", "show", "proto", "217"]).unwrap();
+            (0..3)
+                .filter(|j| *j != i)
+                .all(|j| have.contains(&format!("{} via 2001:db8::{} dev eth0", blocks[j], j + 1)))
+        });
+    }
+    rr.check_running().unwrap();
+    let status = c.tortie(&["status", "--run-dir", rr_dir_s], "");
+    let v6 = status.split("IPv6 BGP status").nth(1).unwrap();
+    assert_eq!(v6.matches("| dynamic   | up ").count(), 3, "{status}");
+    assert!(status.contains("No IPv4 peers found"), "{status}");
+}
