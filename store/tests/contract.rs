@@ -125,6 +125,7 @@ const FIELDS: &[(&str, Use)] = &[
     ("FelixConfigurationSpec.prometheus_metrics_port", Reads("tortie/src/node/settings.rs", ".metrics_listen()")),
     ("FelixConfigurationSpec.ipip_mtu", Reads("tortie/src/node/tunnel.rs", ".ipip_mtu()")),
     ("FelixConfigurationSpec.vxlan_mtu", Reads("tortie/src/node/tunnel.rs", ".vxlan_mtu()")),
+    ("FelixConfigurationSpec.vxlan_mtu_v6", Reads("tortie/src/node/tunnel.rs", ".vxlan_mtu_v6()")),
     ("FelixConfigurationSpec.vxlan_vni", Reads("tortie/src/node/tunnel.rs", ".vxlan_vni()")),
     ("FelixConfigurationSpec.vxlan_port", Reads("tortie/src/node/tunnel.rs", ".vxlan_port()")),
     ("FelixConfigurationSpec.ipv6_support", Reads("felix/src/policy/host.rs", ".ipv6_support")),
@@ -159,6 +160,8 @@ const FIELDS: &[(&str, Use)] = &[
     ("NodeSpec.addresses", Tracked("#24 Node addresses")),
     ("NodeSpec.ipv4_vxlan_tunnel_addr", Reads("felix/src/agent.rs", ".ipv4_vxlan_tunnel_addr")),
     ("NodeSpec.vxlan_tunnel_mac_addr", Reads("felix/src/agent.rs", ".vxlan_tunnel_mac_addr")),
+    ("NodeSpec.ipv6_vxlan_tunnel_addr", Reads("felix/src/agent.rs", ".ipv6_vxlan_tunnel_addr")),
+    ("NodeSpec.vxlan_tunnel_mac_addr_v6", Reads("felix/src/agent.rs", ".vxlan_tunnel_mac_addr_v6")),
     // policy.rs
     ("IcmpMatch.icmp_type", Reads("felix/src/policy/model.rs", "icmp_type: Some(t)")),
     ("IcmpMatch.code", Reads("felix/src/policy/model.rs", "code: *code")),

@@ -6,6 +6,8 @@
 //! error names the document, the field path and the value.
 
 mod bgp;
+mod bgp_filter;
+mod bgp_peer;
 mod felix;
 mod felix_defaults;
 mod kinds;
@@ -23,10 +25,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use bgp::{
-    AddCommunity, BgpConfigurationSpec, BgpFilterRule, BgpFilterSpec, BgpPeerSpec, Community, CommunityMatch,
-    DEFAULT_LONG_LIVED_STALE_TIME, DEFAULT_RESTART_TIME, FilterAction, FilterOperation, MatchOperator, PeerPassword,
-    PrefixAdvertisement, PrefixLength, PrependAsPath, SecretKeyRef, ServiceCidr, SourceAddress, standard_community,
+    BgpConfigurationSpec, Community, DEFAULT_LONG_LIVED_STALE_TIME, DEFAULT_RESTART_TIME, PrefixAdvertisement,
+    ServiceCidr,
 };
+pub use bgp_filter::{
+    AddCommunity, BgpFilterRule, BgpFilterSpec, CommunityMatch, FilterAction, FilterOperation, MatchOperator,
+    PrefixLength, PrependAsPath, standard_community,
+};
+pub use bgp_peer::{BgpPeerSpec, PeerPassword, SecretKeyRef, SourceAddress};
 pub use felix::{
     DEFAULT_VXLAN_PORT, DEFAULT_VXLAN_VNI, EndpointToHostAction, FelixConfigurationSpec, ProtoPort, duration_ms,
 };
