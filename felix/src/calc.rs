@@ -133,8 +133,13 @@ pub fn clashing_vteps(vteps: &BTreeMap<IpAddr, Vtep>) -> BTreeSet<IpAddr> {
 
 /// The remote nodes' VXLAN tunnel ends (this node's own left out).
 pub fn remote_vteps(s: &Snapshot) -> tortie_ipip::vxlan::VtepTable {
-    let own = [s.node_address, s.node_address6].map(|a| a.map(|a| a.addr()));
-    tortie_ipip::vxlan::VtepTable::new(s.vteps.iter().filter(|(a, _)| !own.contains(&Some(**a))).map(|(_, v)| *v))
+    let own = |a: &IpAddr| is_own(&[s.node_address, s.node_address6], a);
+    tortie_ipip::vxlan::VtepTable::new(s.vteps.iter().filter(|(a, _)| !own(a)).map(|(_, v)| *v))
+}
+
+/// Whether `a` is one of this node's `addresses`.
+fn is_own(addresses: &[Option<IpNet>; 2], a: &IpAddr) -> bool {
+    addresses.iter().flatten().any(|n| n.addr() == *a)
 }
 
 /// What BGP would have taught, from the datastore alone (no BGP: Calico's
@@ -217,7 +222,6 @@ fn encap_mode(mode: Option<EncapMode>) -> tortie_ipip::EncapMode {
 /// next hop that is this node is skipped (a route back to ourselves);
 /// `None` when none is left.
 pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote<'_>) -> Option<Target<String>> {
-    let own = [r.node_address, r.node_address6].map(|a| a.map(|a| a.addr()));
     let pool = pool_of(r.pools, prefix);
     let ipip = encap_mode(pool.and_then(|p| p.ipip_mode));
     let vxlan = encap_mode(pool.and_then(|p| p.vxlan_mode));
@@ -228,7 +232,7 @@ pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote<'_>) -> Opt
     };
     let mut hops: crate::route::Hops<String> = next_hops
         .iter()
-        .filter(|nh| !own.contains(&Some(**nh)))
+        .filter(|nh| !is_own(&[r.node_address, r.node_address6], nh))
         .map(|nh| {
             let (local, device) = of_family(nh);
             match (r.tunnel, device.zip(r.vteps.get(nh))) {

@@ -315,6 +315,9 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTA_DST: u16 = 1;
 const RTA_TABLE: u16 = 15;
+/// The route types felix writes (`rtm_type`).
+const RTN_UNICAST: u8 = 1;
+const RTN_BLACKHOLE: u8 = 6;
 
 /// What one message means, if it is about one of our routes in the main table.
 fn route_event(msg: &[u8]) -> Option<RouteEvent> {
@@ -324,8 +327,10 @@ fn route_event(msg: &[u8]) -> Option<RouteEvent> {
     }
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     let rtm = msg.get(NLMSG_HEADER..NLMSG_HEADER + RTMSG)?;
-    let (family, dst_len, mut table, protocol) = (rtm[0], rtm[1], u32::from(rtm[4]), rtm[5]);
-    if protocol != ROUTE_PROTOCOL {
+    let (family, dst_len, mut table, protocol, kind_of_route) = (rtm[0], rtm[1], u32::from(rtm[4]), rtm[5], rtm[7]);
+    // One of another owner, or of a type felix never writes (unreachable,
+    // prohibit…: someone else's doing), is for a full pass to judge.
+    if protocol != ROUTE_PROTOCOL || (kind_of_route != RTN_UNICAST && kind_of_route != RTN_BLACKHOLE) {
         return None;
     }
     let mut dst: Option<IpAddr> = None;
@@ -350,10 +355,11 @@ fn route_event(msg: &[u8]) -> Option<RouteEvent> {
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
+    // No destination: the default route, which has no length either.
     let dst = match (dst, family) {
         (Some(a), _) => a,
-        (None, f) if f == libc::AF_INET as u8 => IpAddr::from([0u8; 4]),
-        (None, f) if f == libc::AF_INET6 as u8 => IpAddr::from([0u16; 8]),
+        (None, f) if dst_len == 0 && f == libc::AF_INET as u8 => IpAddr::from([0u8; 4]),
+        (None, f) if dst_len == 0 && f == libc::AF_INET6 as u8 => IpAddr::from([0u16; 8]),
         _ => return None,
     };
     let dst = IpNet::new(dst, dst_len).ok()?;
@@ -479,10 +485,11 @@ fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
+    // No destination: the default route, which has no length either.
     let dst = match (dst, h.address_family) {
         (Some(a), _) => a,
-        (None, AddressFamily::Inet) => IpAddr::from([0u8; 4]),
-        (None, AddressFamily::Inet6) => IpAddr::from([0u16; 8]),
+        (None, AddressFamily::Inet) if h.destination_prefix_length == 0 => IpAddr::from([0u8; 4]),
+        (None, AddressFamily::Inet6) if h.destination_prefix_length == 0 => IpAddr::from([0u16; 8]),
         _ => return None,
     };
     let dst = IpNet::new(dst, h.destination_prefix_length).ok()?;
@@ -543,12 +550,15 @@ mod tests {
         foreign.header.protocol = RouteProtocol::Boot;
         let mut other_table = route_message(&net("198.18.9.0/26"), &via);
         other_table.attributes.push(RouteAttribute::Table(100));
+        let mut unreachable = route_message(&net("198.18.0.0/26"), &Target::Blackhole);
+        unreachable.header.kind = RouteType::Unreachable;
         let got = route_events(&datagram(vec![
             ours(Change::Add(net("198.18.0.64/26"), via.clone())),
             ours(Change::Delete(net("2001:db8:100::40/122"), Target::Blackhole)),
             ours(Change::Replace(net("0.0.0.0/0"), via.clone())),
             RouteNetlinkMessage::NewRoute(foreign),
             RouteNetlinkMessage::NewRoute(other_table),
+            RouteNetlinkMessage::NewRoute(unreachable),
             RouteNetlinkMessage::NewLink(LinkMessage::default()),
         ]));
         assert_eq!(
@@ -557,6 +567,7 @@ mod tests {
                 RouteEvent::Ours(net("198.18.0.64/26")),
                 RouteEvent::OursDeleted(net("2001:db8:100::40/122")),
                 RouteEvent::Ours(net("0.0.0.0/0")),
+                RouteEvent::Other,
                 RouteEvent::Other,
                 RouteEvent::Other,
                 RouteEvent::Other,
@@ -570,7 +581,18 @@ mod tests {
         for cut in 0..whole.len() {
             let got = route_events(&whole[..cut]);
             assert!(got.iter().all(|e| *e == RouteEvent::Other), "cut at {cut}: {got:?}");
+            // The message's own length cut too: its attributes end early.
+            let mut short = whole[..cut.max(NLMSG_HEADER)].to_vec();
+            let len = (short.len() as u32).to_ne_bytes();
+            short[..4].copy_from_slice(&len);
+            let got = route_events(&short);
+            let ok = got.iter().all(|e| *e == RouteEvent::Other || *e == RouteEvent::Ours(net("198.18.0.64/26")));
+            assert!(ok, "length cut at {cut}: {got:?}");
         }
+        // An attribute claiming fewer than its own 4 octets.
+        let mut bad = whole.clone();
+        bad[NLMSG_HEADER + RTMSG..NLMSG_HEADER + RTMSG + 2].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(route_events(&bad), [RouteEvent::Other]);
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..2000 {
             let mut bytes = whole.clone();

@@ -341,7 +341,7 @@ async fn device(handle: &rtnetlink::Handle, config: &VxlanConfig, underlay: u32)
     // alone, and the probe would go nowhere).
     let sysctls: &[(&str, &str)] = match family {
         Family::V4 => &[("disable_ipv6", "1")],
-        Family::V6 => &[("addr_gen_mode", "1"), ("accept_dad", "0")],
+        Family::V6 => &[("disable_ipv6", "0"), ("addr_gen_mode", "1"), ("accept_dad", "0")],
     };
     for (key, value) in sysctls {
         crate::ebpf::sysctl(&format!("ipv6/conf/{name}/{key}"), value)?;

@@ -327,7 +327,7 @@ fn ipv6_pools_cross_subnets_over_the_ipv6_vxlan_device() {
     for (i, block) in ["2001:db8:100::/122", "2001:db8:100::40/122", "2001:db8:100::80/122"].iter().enumerate() {
         claim(&c, block, &format!("n{}", i + 1));
     }
-    let _d: Vec<_> = (0..3).map(|i| c.start_with(i, &["--ip6", v6[i]])).collect();
+    let mut d: Vec<_> = (0..3).map(|i| c.start_with(i, &["--ip6", v6[i]])).collect();
     // A node's resource (null until it has registered).
     let node = |n: &str| -> serde_json::Value {
         let out = c.tortie_output(&["get", "node", n, "-o", "json"], "");
@@ -383,6 +383,12 @@ fn ipv6_pools_cross_subnets_over_the_ipv6_vxlan_device() {
     let before = stranger();
     rtr.exec("python3", &["-c", SPOOF6]).unwrap();
     wait_until("the spoofed IPv6 packets to be counted", || stranger() >= before + 5);
+    // n2 starts again without its IPv6 address: what its last run left of
+    // the IPv6 tunnel goes (device, tunnel address, the Node's field).
+    d[1].kill_now();
+    d[1] = c.start(1);
+    wait_until("n2's IPv6 VXLAN device to go", || c.nodes[1].ip(&["link", "show", "vxlan-v6.calico"]).is_err());
+    wait_until("n2's IPv6 tunnel address to be released", || node("n2")["spec"]["ipv6VXLANTunnelAddr"].is_null());
     // Never: the IPv6 device goes and the tunnel address is released.
     c.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: '2001:db8:100::/48'}\n",

@@ -147,7 +147,7 @@ pub(crate) struct SpeakerCore {
     pub(super) ranges: Vec<DynamicRange>,
     /// Peers made from ranges.
     pub(super) dynamic: HashSet<String>,
-    /// Inputs handled so far (queries aside): what a count is as of.
+    /// Inputs that can change a count, handled so far: what one is as of.
     pub(super) inputs: u64,
     /// The last advertised counts (`counts`).
     pub(super) advertised: super::counts::Advertised,
@@ -195,7 +195,9 @@ impl SpeakerCore {
 
     /// Takes one input; returns what to do about it, in order.
     pub(crate) fn handle(&mut self, input: Input) -> Vec<Output> {
-        if !matches!(input, Input::Command(SpeakerCommand::Query(_))) {
+        // What can change a count: not a query, nor the end of a batch
+        // (it only sends what earlier inputs changed).
+        if !matches!(input, Input::Command(SpeakerCommand::Query(_)) | Input::EndOfBatch) {
             self.inputs += 1;
         }
         match input {
@@ -423,6 +425,7 @@ impl SpeakerCore {
     /// Marks `peer` down: it leaves its update group and is owed nothing.
     pub(super) fn set_down(&mut self, peer: &str) {
         self.up.remove(peer);
+        self.advertised.forget(peer);
         self.update_groups.leave(peer);
         self.backlogs.remove(peer);
         self.end_of_rib.remove(peer);

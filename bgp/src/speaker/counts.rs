@@ -2,8 +2,9 @@
 //! a peer was advertised is not kept (there is no Adj-RIB-Out), so it is
 //! counted by running the peer's export over the Loc-RIB: tens of
 //! milliseconds of the core's time per peer for a full table. A count is
-//! therefore redone only when some input arrived since the last one, and
-//! only if the last is older than the asker allows: `tortie status` asks
+//! therefore redone only when some input that can change it (not a query,
+//! nor the end of a batch) arrived since the last one, and only if the
+//! last is older than the asker allows: `tortie status` asks
 //! for exact numbers, while the metrics and the node's periodic summary
 //! take ones up to [`PERIODIC`] old, so a scrape or a summary every few
 //! seconds does not hold the core up a full table's count each time (the
@@ -37,6 +38,13 @@ pub(super) struct Advertised {
     by_peer: HashMap<String, usize>,
 }
 
+impl Advertised {
+    /// A peer's count goes with its session (the next one is counted afresh).
+    pub(super) fn forget(&mut self, name: &str) {
+        self.by_peer.remove(name);
+    }
+}
+
 impl SpeakerCore {
     /// Every neighbour's counts at `now`, the advertised ones at most
     /// `max_age` old (see the module documentation).
@@ -46,8 +54,14 @@ impl SpeakerCore {
             Some((at, inputs)) => inputs != self.inputs && now.saturating_duration_since(at) >= max_age,
         };
         if due {
-            let by_peer = self.neighbors.keys().map(|name| (name.clone(), self.count_advertised(name))).collect();
+            let by_peer = self.up.iter().map(|name| (name.clone(), self.count_advertised(name))).collect();
             self.advertised = Advertised { counted: Some((now, self.inputs)), by_peer };
+        }
+        // A peer that came up since is counted on its own.
+        let new: Vec<String> = self.up.iter().filter(|p| !self.advertised.by_peer.contains_key(*p)).cloned().collect();
+        for name in new {
+            let count = self.count_advertised(&name);
+            self.advertised.by_peer.insert(name, count);
         }
         self.neighbors.keys().map(|name| self.counts(name)).collect()
     }
@@ -80,10 +94,34 @@ impl SpeakerCore {
             asn,
             dynamic: self.dynamic.contains(name),
             received: self.rib.paths_from(&key(name)),
+            // A peer that is down holds nothing from us (its count went with its session).
             advertised: self.advertised.by_peer.get(name).copied().unwrap_or(0),
             treated_as_withdraw: revised[0],
             attributes_discarded: revised[1],
             next_hop_ignored: ignored,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::core::Input;
+    use super::super::{Query, SpeakerCommand};
+    use super::*;
+
+    #[test]
+    fn neither_a_query_nor_the_end_of_a_batch_can_change_a_count() {
+        let mut core = SpeakerCore::new("192.0.2.254".parse().unwrap(), 1, Arc::default());
+        let query = || {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            Input::Command(SpeakerCommand::Query(Query::Peers { now: Instant::now(), max_age: Duration::ZERO, reply }))
+        };
+        core.handle(query());
+        core.handle(Input::EndOfBatch);
+        assert_eq!(core.inputs, 0);
+        core.handle(Input::Command(SpeakerCommand::RemoveNeighbor("gone".into())));
+        assert_eq!(core.inputs, 1, "anything else may");
     }
 }

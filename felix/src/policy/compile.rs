@@ -353,6 +353,7 @@ impl Compiler {
                 }
             })
             .collect();
+        let guards = vxlan.len();
         // Tunnel packets from pods: dropped wherever they go (to another
         // node through the host, or to the host itself).
         let no_tunnels_from_pods = || {
@@ -438,8 +439,10 @@ impl Compiler {
         ];
         for (name, hook, prio, mut rules) in chains {
             if !self.ipv6 {
-                // ipv6Support off: IPv6 is not policed at all.
-                rules.insert(0, rule(vec![Cond::NfProto(Family::V6)], Verdict::Accept));
+                // ipv6Support off: IPv6 is not policed at all, but for the
+                // VXLAN guard (our own device would take what it let in).
+                let at = if name == "input" { guards } else { 0 };
+                rules.insert(at, rule(vec![Cond::NfProto(Family::V6)], Verdict::Accept));
             }
             self.rs.chains.insert(name.into(), Chain { hook: Some((hook, prio)), rules });
         }

@@ -227,6 +227,36 @@ fn ipv6_support_off_leaves_ipv6_unpoliced_and_compiles_no_ipv6_rule() {
 }
 
 #[test]
+fn the_vxlan_guard_holds_each_familys_nodes_and_comes_first_even_with_ipv6_unpoliced() {
+    let nodes: Vec<std::net::IpAddr> =
+        ["192.0.2.1", "192.0.2.2", "2001:db8::1"].iter().map(|a| a.parse().unwrap()).collect();
+    let with = |ipv6: bool| {
+        let vxlan = Some(crate::policy::host::VxlanGuard { port: 4789, nodes: nodes.clone() });
+        let host = HostRules { ipv6, vxlan, ..HostRules::default() };
+        compile(&Inputs { node: "n1", host, ..Inputs::default() })
+    };
+    for ipv6 in [true, false] {
+        let rs = with(ipv6);
+        let v4 = &rs.sets[SET_VXLAN_NODES];
+        let v6 = &rs.sets[SET_VXLAN_NODES_V6];
+        assert_eq!((v4.kind, v4.elements.len()), (SetKind::Ipv4, 2));
+        assert_eq!((v6.kind, v6.elements.len()), (SetKind::Ipv6, 1));
+        let input = &rs.chains["input"].rules;
+        let guard = |r: &NftRule, family: Family, set: &str| {
+            r.verdict == Some(Verdict::Drop)
+                && r.conds.iter().any(|c| {
+                    matches!(c, Cond::Addr { family: f, target: AddrMatch::Set(s), negate: true, .. } if *f == family && s == set)
+                })
+        };
+        assert!(guard(&input[0], Family::V4, SET_VXLAN_NODES), "ipv6 {ipv6}: {:?}", input[0]);
+        assert!(guard(&input[1], Family::V6, SET_VXLAN_NODES_V6), "ipv6 {ipv6}: {:?}", input[1]);
+        if !ipv6 {
+            assert_eq!(input[2].conds, [Cond::NfProto(Family::V6)], "IPv6 let through only after the guard");
+        }
+    }
+}
+
+#[test]
 fn an_all_interfaces_host_endpoint_polices_forwarding_on_every_interface_but_the_pods() {
     let policies = parse(
         "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: edge}\nspec:\n  selector: has(hep)\n  applyOnForward: true\n  ingress: [{action: Allow}]\n",

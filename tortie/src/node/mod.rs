@@ -256,6 +256,7 @@ async fn serve(
                 tracing::info!(
                     "IPv6-only node: no IPIP or IPv4 VXLAN tunnel (they carry IPv4 between IPv4 node addresses)"
                 );
+                tunnel::remove_leftover(synced.clone(), &args.name, vteps_rx.clone(), vxlan::Family::V4).await;
                 (None, None)
             }
         };
@@ -264,7 +265,10 @@ async fn serve(
                 let encap = tunnel::Encap::Vxlan { table: vteps_rx, family: vxlan::Family::V6 };
                 Some(start(encap, a.addr().into()).await?)
             }
-            None => None,
+            None => {
+                tunnel::remove_leftover(synced.clone(), &args.name, vteps_rx, vxlan::Family::V6).await;
+                None
+            }
         };
         let device = |t: Option<&tunnel::NodeTunnel>| t.map_or_else(|| watch::channel(None).1, |t| t.device.clone());
         let config = AgentConfig {
@@ -417,7 +421,6 @@ fn read_secret(secrets_dir: &std::path::Path, peer: &str, r: &tortie_store::reso
     }
 }
 
-/// Every BGPConfiguration: `default` and the nodes' `node.<name>`.
 /// Where the speaker listens: over IPv4 as `bindMode` says, and on the
 /// node's IPv6 address (its own socket: a wildcard one would take IPv4
 /// connections too), each at the node's `listenPort`.
@@ -426,6 +429,7 @@ fn listeners(configs: &peers::Configs, name: &str, addresses: Addresses) -> Vec<
     configs.listen_address(name, addresses.ipv4()).into_iter().chain(v6).collect()
 }
 
+/// Every BGPConfiguration: `default` and the nodes' `node.<name>`.
 async fn bgp_configs(kv: &Syncer) -> anyhow::Result<peers::Configs> {
     let all = api::list(kv, Kind::BgpConfiguration, None).await?;
     Ok(peers::Configs::new(all.into_iter().filter_map(|r| match r {
@@ -524,7 +528,7 @@ struct PeerManager {
     listen_ranges: Vec<IpNet>,
     secrets_dir: PathBuf,
     send_hold: Option<Duration>,
-    /// Where the speaker listens for IPv4 sessions (chosen at start).
+    /// Where the speaker listens, both families (chosen at start).
     listening: Vec<SocketAddr>,
     /// The service ranges and communities for what the node originates.
     advertise: watch::Sender<Arc<advertise::Advertise>>,

@@ -306,24 +306,27 @@ impl Setup {
                 tracing::info!(device, "no IP pool uses {kind} any more: tunnel down");
                 self.address(&[]).await?;
             }
-            (false, None) => {
-                // A tunnel kept from an earlier run (or left by a failed stop)
-                // goes, and its routes with it; then its address.
-                let published = self.encap.published(&node_resource(&self.kv, &self.node).await?.spec);
-                let kept = match &self.encap {
-                    Encap::Ipip { bpffs, .. } => {
-                        let published = published.and_then(|a| ipv4(a).ok());
-                        tortie_ipip::remove_kept(ipv4(self.local)?, published, bpffs).await
-                    }
-                    Encap::Vxlan { family, .. } => vxlan::remove(*family).await,
-                };
-                if kept.with_context(|| format!("removing the kept {kind} tunnel"))? {
-                    tracing::info!(address = ?published, "no pool uses {kind}: removed the tunnel kept from before");
-                }
-                self.address(&[]).await?;
-            }
+            (false, None) => self.remove_kept("no pool uses it").await?,
         }
         Ok(())
+    }
+
+    /// A tunnel kept from an earlier run (or left by a failed stop) goes,
+    /// and its routes with it; then its address.
+    async fn remove_kept(&self, why: &str) -> anyhow::Result<()> {
+        let kind = self.encap.name();
+        let published = self.encap.published(&node_resource(&self.kv, &self.node).await?.spec);
+        let kept = match &self.encap {
+            Encap::Ipip { bpffs, .. } => {
+                let published = published.and_then(|a| ipv4(a).ok());
+                tortie_ipip::remove_kept(ipv4(self.local)?, published, bpffs).await
+            }
+            Encap::Vxlan { family, .. } => vxlan::remove(*family).await,
+        };
+        if kept.with_context(|| format!("removing the kept {kind} tunnel"))? {
+            tracing::info!(address = ?published, "{why}: removed the {kind} tunnel kept from before");
+        }
+        self.address(&[]).await.map(drop)
     }
 
     /// Starts the tunnel as `settings` say (its address and MAC allocated already).
@@ -395,6 +398,22 @@ pub async fn start(
     setup.reconcile(&mut tunnel).await?;
     let task = tokio::spawn(follow_pools(setup, tunnel));
     Ok(NodeTunnel { device, task })
+}
+
+/// The VXLAN tunnel of a `family` this node has no address of (now): what
+/// an earlier run left of it goes (the device with its routes, the tunnel
+/// address and its publication on the Node).
+pub async fn remove_leftover(kv: Syncer, node: &str, table: watch::Receiver<Arc<VtepTable>>, family: vxlan::Family) {
+    let local = match family {
+        vxlan::Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        vxlan::Family::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let (device, _) = watch::channel(None);
+    let encap = Encap::Vxlan { table, family };
+    let setup = Setup { kv, node: node.to_string(), local, underlay_mtu: 0, encap, device };
+    if let Err(e) = setup.remove_kept(&format!("this node has no {family} address")).await {
+        tracing::warn!(error = format!("{e:#}"), "cannot remove what an earlier run left of the {family} VXLAN tunnel");
+    }
 }
 
 /// Follows the IP pools, setting the tunnel up or down at each change,
