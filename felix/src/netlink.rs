@@ -315,9 +315,6 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTA_DST: u16 = 1;
 const RTA_TABLE: u16 = 15;
-/// The route types felix writes (`rtm_type`).
-const RTN_UNICAST: u8 = 1;
-const RTN_BLACKHOLE: u8 = 6;
 
 /// What one message means, if it is about one of our routes in the main table.
 fn route_event(msg: &[u8]) -> Option<RouteEvent> {
@@ -327,22 +324,26 @@ fn route_event(msg: &[u8]) -> Option<RouteEvent> {
     }
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     let rtm = msg.get(NLMSG_HEADER..NLMSG_HEADER + RTMSG)?;
-    let (family, dst_len, mut table, protocol, kind_of_route) = (rtm[0], rtm[1], u32::from(rtm[4]), rtm[5], rtm[7]);
-    // One of another owner, or of a type felix never writes (unreachable,
-    // prohibit…: someone else's doing), is for a full pass to judge.
-    if protocol != ROUTE_PROTOCOL || (kind_of_route != RTN_UNICAST && kind_of_route != RTN_BLACKHOLE) {
+    let mut route = RouteHead {
+        family: rtm[0],
+        dst_len: rtm[1],
+        table: u32::from(rtm[4]),
+        protocol: rtm[5],
+        kind: rtm[7],
+        dst: None,
+    };
+    if route.protocol != ROUTE_PROTOCOL {
         return None;
     }
-    let mut dst: Option<IpAddr> = None;
     let mut attrs = msg.get(NLMSG_HEADER + RTMSG..)?;
     // struct rtattr: length, type, then the value, padded to 4 octets.
-    while let Some(head) = attrs.first_chunk::<4>() {
-        let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
+    while let Some(rta) = attrs.first_chunk::<4>() {
+        let len = usize::from(u16::from_ne_bytes([rta[0], rta[1]]));
         let value = attrs.get(4..len)?;
-        match u16::from_ne_bytes([head[2], head[3]]) {
-            RTA_TABLE => table = u32::from_ne_bytes(*value.first_chunk::<4>()?),
+        match u16::from_ne_bytes([rta[2], rta[3]]) {
+            RTA_TABLE => route.table = u32::from_ne_bytes(*value.first_chunk::<4>()?),
             RTA_DST => {
-                dst = match value.len() {
+                route.dst = match value.len() {
                     4 => Some(IpAddr::from(*value.first_chunk::<4>()?)),
                     16 => Some(IpAddr::from(*value.first_chunk::<16>()?)),
                     _ => return None,
@@ -352,18 +353,43 @@ fn route_event(msg: &[u8]) -> Option<RouteEvent> {
         }
         attrs = attrs.get(((len + 3) & !3).max(4)..).unwrap_or_default();
     }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-        return None;
-    }
-    // No destination: the default route, which has no length either.
-    let dst = match (dst, family) {
-        (Some(a), _) => a,
-        (None, f) if dst_len == 0 && f == libc::AF_INET as u8 => IpAddr::from([0u8; 4]),
-        (None, f) if dst_len == 0 && f == libc::AF_INET6 as u8 => IpAddr::from([0u16; 8]),
-        _ => return None,
-    };
-    let dst = IpNet::new(dst, dst_len).ok()?;
+    let dst = route.ours()?;
     Some(if kind == RTM_NEWROUTE { RouteEvent::Ours(dst) } else { RouteEvent::OursDeleted(dst) })
+}
+
+/// What decides whether a route is one of ours, from a message's header
+/// and attributes (read from octets or parsed).
+struct RouteHead {
+    family: u8,
+    dst_len: u8,
+    /// `rtm_table`, or `RTA_TABLE` when there is one.
+    table: u32,
+    protocol: u8,
+    /// `rtm_type`.
+    kind: u8,
+    /// `RTA_DST`.
+    dst: Option<IpAddr>,
+}
+
+impl RouteHead {
+    /// The destination, when the route is ours: our protocol, the main
+    /// table, a type felix writes (one of another type, such as
+    /// unreachable, is someone else's doing, for a full pass to judge).
+    fn ours(&self) -> Option<IpNet> {
+        let main = u32::from(RouteHeader::RT_TABLE_MAIN);
+        let kinds = [u8::from(RouteType::Unicast), u8::from(RouteType::BlackHole)];
+        if self.protocol != ROUTE_PROTOCOL || self.table != main || !kinds.contains(&self.kind) {
+            return None;
+        }
+        // No destination: the default route, which has no length either.
+        let dst = match (self.dst, AddressFamily::from(self.family)) {
+            (Some(a), _) => a,
+            (None, AddressFamily::Inet) if self.dst_len == 0 => IpAddr::from([0u8; 4]),
+            (None, AddressFamily::Inet6) if self.dst_len == 0 => IpAddr::from([0u16; 8]),
+            _ => return None,
+        };
+        IpNet::new(dst, self.dst_len).ok()
+    }
 }
 
 /// Appends one request to `buf`.
@@ -467,9 +493,6 @@ fn address(addr: &RouteAddress) -> Option<IpAddr> {
 /// shape felix installs.
 fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
     let h = &route.header;
-    if u8::from(h.protocol) != ROUTE_PROTOCOL {
-        return None;
-    }
     let mut table = u32::from(h.table);
     let (mut dst, mut gateway, mut oif, mut multipath) = (None, None, None, None);
     for attr in &route.attributes {
@@ -482,17 +505,15 @@ fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
             _ => {}
         }
     }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-        return None;
-    }
-    // No destination: the default route, which has no length either.
-    let dst = match (dst, h.address_family) {
-        (Some(a), _) => a,
-        (None, AddressFamily::Inet) if h.destination_prefix_length == 0 => IpAddr::from([0u8; 4]),
-        (None, AddressFamily::Inet6) if h.destination_prefix_length == 0 => IpAddr::from([0u16; 8]),
-        _ => return None,
+    let head = RouteHead {
+        family: u8::from(h.address_family),
+        dst_len: h.destination_prefix_length,
+        table,
+        protocol: u8::from(h.protocol),
+        kind: u8::from(h.kind),
+        dst,
     };
-    let dst = IpNet::new(dst, h.destination_prefix_length).ok()?;
+    let dst = head.ours()?;
     let target = match (h.kind, gateway, oif, multipath) {
         (RouteType::BlackHole, ..) => Target::Blackhole,
         (RouteType::Unicast, _, _, Some(hops)) => {
