@@ -2,6 +2,21 @@
 use super::*;
 use tortie_store::resources::{Metadata, NodeBgp};
 
+/// This node as most tests see it: an IPv4 node of the default AS, its
+/// address its router ID.
+fn me(name: &str, address: &str) -> Me {
+    Me {
+        name: name.into(),
+        address: Some(address.parse().unwrap()),
+        router_id: address.parse().unwrap(),
+        address6: None,
+        asn: 64512,
+        labels: BTreeMap::new(),
+        cluster_id: None,
+        send_hold: None,
+    }
+}
+
 fn node(name: &str, addr: &str, labels: &[(&str, &str)]) -> Object<NodeSpec> {
     Object {
         api_version: String::new(),
@@ -29,16 +44,7 @@ fn peer(name: &str, spec: BgpPeerSpec) -> Object<BgpPeerSpec> {
 
 #[test]
 fn mesh_peers_every_other_node_and_the_higher_address_listens() {
-    let me = Me {
-        name: "b".into(),
-        address: Some("192.0.2.2".parse().unwrap()),
-        router_id: "192.0.2.2".parse().unwrap(),
-        address6: None,
-        asn: 64512,
-        labels: BTreeMap::new(),
-        cluster_id: None,
-        send_hold: None,
-    };
+    let me = me("b", "192.0.2.2");
     let nodes = [node("a", "192.0.2.1/24", &[]), node("b", "192.0.2.2/24", &[]), node("c", "192.0.2.3/24", &[])];
     let plan = plan(&me, &Configs::default(), &nodes, &[]);
     let got: Vec<(&str, bool)> = plan.iter().map(|p| (p.name.as_str(), p.passive)).collect();
@@ -49,16 +55,7 @@ fn mesh_peers_every_other_node_and_the_higher_address_listens() {
 
 #[test]
 fn the_mesh_runs_over_ipv6_between_nodes_that_both_have_an_ipv6_address() {
-    let me = Me {
-        name: "b".into(),
-        address: Some("192.0.2.2".parse().unwrap()),
-        router_id: "192.0.2.2".parse().unwrap(),
-        address6: Some("2001:db8::2".parse().unwrap()),
-        asn: 64512,
-        labels: BTreeMap::new(),
-        cluster_id: None,
-        send_hold: None,
-    };
+    let me = Me { address6: Some("2001:db8::2".parse().unwrap()), ..me("b", "192.0.2.2") };
     let with_v6 = |name: &str, v4: &str, v6: &str| {
         let mut n = node(name, v4, &[]);
         n.spec.bgp.as_mut().unwrap().ipv6_address = Some(v6.parse().unwrap());
@@ -96,14 +93,11 @@ fn the_mesh_runs_over_ipv6_between_nodes_that_both_have_an_ipv6_address() {
 #[test]
 fn an_ipv6_only_node_peers_over_ipv6_alone_and_leaves_out_ipv4_peers() {
     let me = Me {
-        name: "b".into(),
         address: None,
         router_id: "10.0.0.2".parse().unwrap(),
         address6: Some("2001:db8::2".parse().unwrap()),
-        asn: 64512,
         labels: [("rr".to_string(), String::new())].into(),
-        cluster_id: None,
-        send_hold: None,
+        ..me("b", "192.0.2.254")
     };
     let v6_only = |name: &str, v6: &str, labels: &[(&str, &str)]| {
         let mut n = node(name, "192.0.2.9/24", labels);
@@ -138,16 +132,7 @@ fn an_ipv6_only_node_peers_over_ipv6_alone_and_leaves_out_ipv4_peers() {
 #[test]
 fn bgp_peers_apply_globally_by_name_by_node_selector_and_by_peer_selector() {
     let labels: BTreeMap<String, String> = [("rack".to_string(), "r1".to_string())].into();
-    let me = Me {
-        name: "a".into(),
-        address: Some("192.0.2.1".parse().unwrap()),
-        router_id: "192.0.2.1".parse().unwrap(),
-        address6: None,
-        asn: 64512,
-        labels,
-        cluster_id: None,
-        send_hold: None,
-    };
+    let me = Me { labels, ..me("a", "192.0.2.1") };
     let nodes = [node("a", "192.0.2.1/24", &[("rack", "r1")]), node("rr", "192.0.2.9/24", &[("rr", "yes")])];
     let tor = |node: Option<&str>, sel: Option<&str>, ip: &str| BgpPeerSpec {
         node: node.map(String::from),
@@ -182,16 +167,7 @@ fn bgp_peers_apply_globally_by_name_by_node_selector_and_by_peer_selector() {
 
 #[test]
 fn restart_times_listen_ports_own_as_and_source_address_come_from_the_configurations() {
-    let me = Me {
-        name: "a".into(),
-        address: Some("192.0.2.1".parse().unwrap()),
-        router_id: "192.0.2.1".parse().unwrap(),
-        address6: None,
-        asn: 64512,
-        labels: BTreeMap::new(),
-        cluster_id: None,
-        send_hold: None,
-    };
+    let me = me("a", "192.0.2.1");
     let nodes = [node("a", "192.0.2.1/24", &[]), node("b", "192.0.2.2/24", &[])];
     let mut configs = Configs::from(BgpConfigurationSpec {
         listen_port: Some(1179),
@@ -269,16 +245,7 @@ fn restart_times_listen_ports_own_as_and_source_address_come_from_the_configurat
 #[test]
 fn a_selected_node_peers_back_unless_reverse_peering_is_manual() {
     let nodes = [node("a", "192.0.2.1/24", &[("role", "client")]), node("rr", "192.0.2.9/24", &[("rr", "yes")])];
-    let me_rr = Me {
-        name: "rr".into(),
-        address: Some("192.0.2.9".parse().unwrap()),
-        router_id: "192.0.2.9".parse().unwrap(),
-        address6: None,
-        asn: 64512,
-        labels: [("rr".to_string(), "yes".to_string())].into(),
-        cluster_id: None,
-        send_hold: None,
-    };
+    let me_rr = Me { labels: [("rr".to_string(), "yes".to_string())].into(), ..me("rr", "192.0.2.9") };
     let to_rr = |reverse: Option<&str>| {
         [peer(
             "to-rr",
@@ -312,28 +279,14 @@ fn a_reflector_peers_back_with_every_node_that_selects_it_and_treats_them_as_cli
     )];
     let off = BgpConfigurationSpec { node_to_node_mesh_enabled: Some(false), ..BgpConfigurationSpec::default() };
     let me_rr = Me {
-        name: "rr".into(),
-        address: Some("192.0.2.9".parse().unwrap()),
-        router_id: "192.0.2.9".parse().unwrap(),
-        address6: None,
-        asn: 64512,
         labels: [("rr".to_string(), "yes".to_string())].into(),
         cluster_id: Some("203.0.113.250".parse().unwrap()),
-        send_hold: None,
+        ..me("rr", "192.0.2.9")
     };
     let got: Vec<(String, bool)> =
         plan(&me_rr, &off.clone().into(), &nodes, &peers).into_iter().map(|p| (p.name, p.rr_client)).collect();
     assert_eq!(got, [("Node_192_0_2_1".to_string(), true), ("Node_192_0_2_2".to_string(), true)]);
-    let me_a = Me {
-        name: "a".into(),
-        address: Some("192.0.2.1".parse().unwrap()),
-        router_id: "192.0.2.1".parse().unwrap(),
-        address6: None,
-        asn: 64512,
-        labels: BTreeMap::new(),
-        cluster_id: None,
-        send_hold: None,
-    };
+    let me_a = me("a", "192.0.2.1");
     let got = plan(&me_a, &off.clone().into(), &nodes, &peers);
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].kind, got[0].rr_client), (PeerType::RouteReflector, false));
@@ -345,14 +298,11 @@ fn a_reflector_peers_back_with_every_node_that_selects_it_and_treats_them_as_cli
 #[test]
 fn a_dynamic_range_template_carries_the_range_family_and_needs_an_address_of_it() {
     let me = Me {
-        name: "rr".into(),
         address: None,
         router_id: "10.0.0.9".parse().unwrap(),
         address6: Some("2001:db8::9".parse().unwrap()),
-        asn: 64512,
-        labels: BTreeMap::new(),
         cluster_id: Some("10.0.0.1".parse().unwrap()),
-        send_hold: None,
+        ..me("rr", "192.0.2.254")
     };
     let t = super::dynamic_template(&me, "2001:db8::/64".parse().unwrap()).unwrap();
     assert_eq!(t.session.local.families, vec![Family::IPV6_UNICAST]);
