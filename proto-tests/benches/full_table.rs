@@ -6,12 +6,14 @@
 //! BIRD monitor. Measured: the time from the injector's first UPDATE on the
 //! wire (and from enabling its table) until the monitor holds every prefix,
 //! and the system under test's peak RSS; BIRD 2 and tortie take turns as the
-//! system under test.
+//! system under test. A third row, `direct`, has the injector peer with the
+//! monitor itself (multihop, the middle namespace only forwarding packets):
+//! the floor under both, what the two BIRDs take with nothing between them.
 //!
 //! Run (as root): `cargo bench -p tortie-proto-tests --bench full_table`
 //! (`TORTIE_BENCH_PREFIXES`, default 1000000; `TORTIE_BENCH_ROUNDS`, default
-//! 5 alternating rounds compared by their medians; `TORTIE_BENCH_SUT=tortie`
-//! or `bird` runs one side alone). tortie runs in this process with one malloc
+//! 5 alternating rounds compared by their medians; `TORTIE_BENCH_SUT=tortie`,
+//! `bird` or `direct` runs one side alone). tortie runs in this process with one malloc
 //! arena, as the daemon sets it.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
@@ -25,6 +27,9 @@ use tortie_proto_tests::bench::{
     BENCH_TIMERS, PeakRss, cpu_seconds, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes,
 };
 use tortie_proto_tests::tortie_neighbor;
+
+/// A BGP neighbour in BIRD's terms: address, AS, extra options.
+type Peer = (&'static str, u32, &'static str);
 
 /// The two links' addresses (system under test, injector or monitor) and
 /// BIRD's channel name, per family: an IPv6 table runs over IPv6 sessions.
@@ -53,19 +58,29 @@ impl Links {
         }
     }
 
-    fn injector_config(&self, include: &str) -> String {
-        let (ch, (sut, _)) = (self.channel, self.inj);
+    /// Whom the injector and the monitor peer with: the system under
+    /// test (AS 65001), or, `direct`, each other across the forwarding middle.
+    fn peers(&self, direct: bool) -> (Peer, Peer) {
+        if direct {
+            ((self.mon.1, 65003, "multihop;"), (self.inj.1, 65002, "multihop;"))
+        } else {
+            ((self.inj.0, 65001, ""), (self.mon.0, 65001, ""))
+        }
+    }
+
+    fn injector_config(&self, include: &str, (to, asn, hop): Peer) -> String {
+        let ch = self.channel;
         format!(
             "router id 192.0.2.2;\nprotocol device {{ }}\nprotocol static gen {{\n  {ch};\n  disabled;\ninclude \"{include}\";\n}}\n\
-             protocol bgp sut {{ local as 65002; neighbor {sut} as 65001; {ch} {{ import none; export all; }}; {BENCH_TIMERS} }}\n"
+             protocol bgp sut {{ local as 65002; neighbor {to} as {asn}; {hop} {ch} {{ import none; export all; }}; {BENCH_TIMERS} }}\n"
         )
     }
 
-    fn monitor_config(&self) -> String {
-        let (ch, (sut, _)) = (self.channel, self.mon);
+    fn monitor_config(&self, (to, asn, hop): Peer) -> String {
+        let ch = self.channel;
         format!(
             "router id 198.51.100.2;\nprotocol device {{ }}\n\
-             protocol bgp sut {{ local as 65003; neighbor {sut} as 65001; {ch} {{ import all; export none; }}; {BENCH_TIMERS} }}\n"
+             protocol bgp sut {{ local as 65003; neighbor {to} as {asn}; {hop} {ch} {{ import all; export none; }}; {BENCH_TIMERS} }}\n"
         )
     }
 
@@ -108,9 +123,16 @@ fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measure
     ] {
         ns.add_addr(dev, format!("{a}/{}", links.len).parse().unwrap()).unwrap();
     }
+    let direct = sut == "direct";
+    let (to_sut, from_sut) = links.peers(direct);
     let peak = PeakRss::start();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-    let (bird_sut, tortie) = if sut == "bird" {
+    let (bird_sut, tortie) = if direct {
+        mid.enable_forwarding().unwrap();
+        inj.add_route(&format!("default via {}", links.inj.0)).unwrap();
+        mon.add_route(&format!("default via {}", links.mon.0)).unwrap();
+        (None, None)
+    } else if sut == "bird" {
         (Some(Bird::start_with_config(&mid, "sut", &links.bird_sut_config()).unwrap()), None)
     } else {
         let neighbors = vec![
@@ -119,11 +141,12 @@ fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measure
         ];
         (None, Some(run_speaker(&mid, neighbors, stop_rx)))
     };
-    let monitor = Bird::start_with_config(&mon, "monitor", &links.monitor_config()).unwrap();
+    let monitor = Bird::start_with_config(&mon, "monitor", &links.monitor_config(from_sut)).unwrap();
     let injector =
-        Bird::start_with_config(&inj, "injector", &links.injector_config(&include.display().to_string())).unwrap();
-    injector.wait_established(links.inj.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
-    monitor.wait_established(links.mon.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
+        Bird::start_with_config(&inj, "injector", &links.injector_config(&include.display().to_string(), to_sut))
+            .unwrap();
+    injector.wait_established(to_sut.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
+    monitor.wait_established(from_sut.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
     // The first UPDATE on the wire: a capture on the injector's link that
     // stops at the first injector packet bigger than an OPEN or KEEPALIVE.
     let capture = inj
@@ -153,6 +176,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measure
     .unwrap();
     let sut_cpu = || match &bird_sut {
         Some(b) => cpu_seconds(&b.daemon().pid().to_string(), None),
+        None if direct => 0.0,
         None => cpu_seconds("self", Some("tokio-rt-worker")),
     };
     let monitor_cpu = || cpu_seconds(&monitor.daemon().pid().to_string(), None);
@@ -174,7 +198,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measure
     })
     .unwrap();
     let from_first = Duration::from_secs_f64((done - first_update).max(0.0));
-    let rss_kib = peak.kib(bird_sut.as_ref());
+    let rss_kib = if direct { 0 } else { peak.kib(bird_sut.as_ref()) };
     drop(stop_tx);
     if let Some(t) = tortie {
         t.join().unwrap();
@@ -195,7 +219,8 @@ fn main() {
     // `TORTIE_BENCH_SUT=tortie` (or `bird`) runs one side alone, e.g. under a profiler.
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let rounds = rounds(5);
-    let suts: Vec<&str> = ["bird", "tortie"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)).collect();
+    let suts: Vec<&str> =
+        ["bird", "tortie", "direct"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)).collect();
     let mut rows = Vec::new();
     for round in 1..=rounds {
         for &sut in &suts {
@@ -230,7 +255,7 @@ fn main() {
         let [t, f, m, c, mc] = median(sut);
         println!("| {sut} | median | {n} | {t:.2} s | {f:.2} s | {:.0} MiB | {c:.2} s | {mc:.2} s |", m / 1024.0);
     }
-    if suts.len() < 2 {
+    if !(suts.contains(&"bird") && suts.contains(&"tortie")) {
         return;
     }
     let ([bt, bf, bm, ..], [tt, tf, tm, ..]) = (median("bird"), median("tortie"));
@@ -240,4 +265,12 @@ fn main() {
         tf / bf,
         tm / bm.max(1.0)
     );
+    if suts.contains(&"direct") {
+        let [dt, df, ..] = median("direct");
+        println!(
+            "the floor (injector straight to monitor) against BIRD between them: time {:.2}x (from the first UPDATE {:.2}x)",
+            dt / bt,
+            df / bf
+        );
+    }
 }

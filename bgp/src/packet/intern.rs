@@ -2,7 +2,6 @@
 //! table of a million prefixes with a few hundred distinct sets stores each
 //! set once.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::PathAttrs;
@@ -19,7 +18,7 @@ const COLLECT_FROM: usize = 1024;
 /// at most twice its live sets, at an amortised constant cost per set.
 #[derive(Debug, Default)]
 pub struct AttrInterner {
-    sets: HashSet<Arc<PathAttrs>>,
+    sets: foldhash::HashSet<Arc<PathAttrs>>,
     /// The last set asked for and its shared copy: the prefixes of one
     /// UPDATE arrive with one `Arc`, which then costs no hashing.
     last: Option<(Arc<PathAttrs>, Arc<PathAttrs>)>,

@@ -6,3 +6,4 @@ pub mod outbound;
 pub mod policy;
 pub mod table;
 mod v4_index;
+mod v6_index;

@@ -5,7 +5,6 @@
 //! MP_UNREACH_NLRI (RFC 4760 §3–4) with its next hop taken from the
 //! attributes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -26,12 +25,12 @@ pub struct Outbound {
 #[derive(Debug)]
 struct Buckets<N> {
     sets: Vec<(Arc<PathAttrs>, Vec<N>)>,
-    index: HashMap<Arc<PathAttrs>, usize>,
+    index: foldhash::HashMap<Arc<PathAttrs>, usize>,
 }
 
 impl<N> Default for Buckets<N> {
     fn default() -> Self {
-        Buckets { sets: Vec::new(), index: HashMap::new() }
+        Buckets { sets: Vec::new(), index: foldhash::HashMap::default() }
     }
 }
 

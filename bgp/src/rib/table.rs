@@ -8,11 +8,10 @@
 //! inline in its entry (16 octets in all), two or more on the heap with the
 //! chosen ones in front; IPv4 prefixes are keyed by one 8-octet integer
 //! rather than an 18-octet `IpNet`, in a small hash table per /16
-//! (`v4_index`); IPv6 ones in a B-tree, keyed by the address's octets and
-//! the length in one array (one `memcmp`, where `Ipv6Net` compares eight
-//! 16-bit segments one by one).
+//! (`v4_index`); IPv6 ones by the address's octets and the length in one
+//! array, in chunks found through a hash table (`v6_index`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ use smallvec::SmallVec;
 
 use super::decision::{Origination, Path, select};
 use super::v4_index::{V4Index, V4Key};
+use super::v6_index::{Cursor, V6Index, V6Key};
 use crate::packet::{AttrInterner, PathAttrs};
 
 /// Who a path came from: a peer's name, or `None` for locally originated paths.
@@ -43,6 +43,18 @@ pub struct BestChange {
     /// needs a withdrawal only if it was sent that path (not its source,
     /// not one the export rules withheld it from).
     pub was: Option<(PeerKey, Path)>,
+}
+
+/// Where a walk of the Loc-RIB stopped (`LocRib::best_paths_after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk(Place);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// After this IPv4 prefix.
+    V4(V4Key),
+    /// Among the IPv6 prefixes.
+    V6(Cursor),
 }
 
 /// A path as stored.
@@ -109,10 +121,6 @@ fn v4_net(key: V4Key) -> IpNet {
     IpNet::V4(Ipv4Net::new(Ipv4Addr::from((key >> 8) as u32), len).unwrap_or_default())
 }
 
-/// An IPv6 prefix as a key: the address's octets, then the length; ordered
-/// as `Ipv6Net` orders them (address, then length).
-type V6Key = [u8; 17];
-
 fn v6_key(net: &Ipv6Net) -> V6Key {
     let mut key = [0; 17];
     key[..16].copy_from_slice(&net.addr().octets());
@@ -133,7 +141,7 @@ pub struct LocRib {
     /// A table per /16: no doubling (and copying) of a full table's worth
     /// of slots as it grows, only of one /16's; prefixes come out in order.
     v4: V4Index<Entry>,
-    v6: BTreeMap<V6Key, Entry>,
+    v6: V6Index<Entry>,
     interner: AttrInterner,
     max_paths: usize,
     peers: Vec<PeerInfo>,
@@ -210,15 +218,15 @@ impl Entries<V4Key> for V4Index<Entry> {
     }
 }
 
-impl Entries<V6Key> for BTreeMap<V6Key, Entry> {
+impl Entries<V6Key> for V6Index<Entry> {
     fn entry_mut(&mut self, key: &V6Key) -> Option<&mut Entry> {
         self.get_mut(key)
     }
     fn insert_new(&mut self, key: V6Key, entry: Entry) -> &Entry {
-        self.entry(key).or_insert(entry)
+        V6Index::insert_new(self, key, entry)
     }
     fn remove(&mut self, key: &V6Key) -> Option<Entry> {
-        BTreeMap::remove(self, key)
+        V6Index::remove(self, key)
     }
 }
 
@@ -337,10 +345,22 @@ impl LocRib {
         }
     }
 
-    /// Every prefix and its entry, IPv4 first, each family in order.
+    /// Every prefix after `after` (from the first when `None`) and its
+    /// entry, with where a walk resumes after each: IPv4 prefixes in
+    /// order, then IPv6 ones in `v6_index`'s order.
+    fn entries_after(&self, after: Option<Walk>) -> impl Iterator<Item = (Walk, IpNet, &Entry)> + '_ {
+        let (v4_after, v6_after) = match after {
+            None => (Some(None), None),
+            Some(Walk(Place::V4(key))) => (Some(Some(key)), None),
+            Some(Walk(Place::V6(cursor))) => (None, Some(cursor)),
+        };
+        let v4 =
+            v4_after.into_iter().flat_map(|a| self.v4.iter_after(a)).map(|(k, e)| (Walk(Place::V4(k)), v4_net(k), e));
+        v4.chain(self.v6.iter_after(v6_after).map(|(c, k, e)| (Walk(Place::V6(c)), v6_net(*k), e)))
+    }
+
     fn entries(&self) -> impl Iterator<Item = (IpNet, &Entry)> + '_ {
-        let v4 = self.v4.iter().map(|(k, e)| (v4_net(k), e));
-        v4.chain(self.v6.iter().map(|(k, e)| (v6_net(*k), e)))
+        self.entries_after(None).map(|(_, prefix, e)| (prefix, e))
     }
 
     /// Adds or replaces `peer`'s path to `prefix`.
@@ -397,7 +417,16 @@ impl LocRib {
 
     /// Every prefix with a best path, and that path.
     pub fn best_paths(&self) -> impl Iterator<Item = (IpNet, (PeerKey, Path))> + '_ {
-        self.entries().filter_map(|(prefix, e)| Some((prefix, path(&self.peers, e.chosen().first()?))))
+        self.best_paths_after(None).map(|(_, prefix, best)| (prefix, best))
+    }
+
+    /// Every prefix with a best path after `after` (from the first when
+    /// `None`), and that path, with where the walk resumes after each. A
+    /// walk resumed meets every prefix that was there when it started and
+    /// is still there (it may miss ones added since, which are changes).
+    pub fn best_paths_after(&self, after: Option<Walk>) -> impl Iterator<Item = (Walk, IpNet, (PeerKey, Path))> + '_ {
+        self.entries_after(after)
+            .filter_map(|(at, prefix, e)| Some((at, prefix, path(&self.peers, e.chosen().first()?))))
     }
 
     /// The prefixes `peer` has a path to.
@@ -525,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_of_both_families_come_out_in_order() {
+    fn ipv4_prefixes_come_out_in_order_and_then_ipv6_ones() {
         let mut rib = LocRib::new(1);
         for p in ["2001:db8::/32", "198.18.2.0/24", "198.18.1.0/25", "198.18.1.0/24", "10.0.0.0/8"] {
             rib.announce(&key("a"), p.parse().unwrap(), path(1, 100));
@@ -533,5 +562,26 @@ mod tests {
         let order: Vec<String> = rib.best_paths().map(|(p, _)| p.to_string()).collect();
         assert_eq!(order, ["10.0.0.0/8", "198.18.1.0/24", "198.18.1.0/25", "198.18.2.0/24", "2001:db8::/32"]);
         assert_eq!(rib.prefixes_from(&key("a")).len(), 5);
+    }
+
+    #[test]
+    fn a_walk_resumes_where_it_stopped_through_both_families() {
+        let mut rib = LocRib::new(1);
+        let all = ["10.0.0.0/8", "198.18.1.0/24", "2001:db8::/32", "2001:db8:1::/48", "3fff::/20"];
+        for p in all {
+            rib.announce(&key("a"), p.parse().unwrap(), path(1, 100));
+        }
+        let mut walked = Vec::new();
+        let mut after = None;
+        while let Some((at, prefix, _)) = rib.best_paths_after(after).next() {
+            walked.push(prefix.to_string());
+            after = Some(at);
+        }
+        assert_eq!(walked, all);
+        // The prefix a walk stopped at may go meanwhile.
+        let (at, _, _) = rib.best_paths_after(None).nth(2).unwrap();
+        rib.withdraw(&key("a"), "2001:db8::/32".parse().unwrap());
+        let rest: Vec<String> = rib.best_paths_after(Some(at)).map(|(_, p, _)| p.to_string()).collect();
+        assert_eq!(rest, ["2001:db8:1::/48", "3fff::/20"]);
     }
 }

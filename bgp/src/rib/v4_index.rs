@@ -221,13 +221,15 @@ impl<V> V4Index<V> {
         }
     }
 
-    /// Every key and value, in key order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (V4Key, &V)> {
+    /// Every key and value after `after` (from the first when `None`), in key order.
+    pub(super) fn iter_after(&self, after: Option<V4Key>) -> impl Iterator<Item = (V4Key, &V)> {
         self.buckets
             .iter()
             .enumerate()
+            .skip(after.map_or(0, bucket))
             .filter(|(_, b)| b.len > 0)
             .flat_map(|(i, b)| b.sorted().into_iter().map(move |(sub, v)| (full_key(i, sub), v)))
+            .filter(move |(k, _)| after.is_none_or(|a| *k > a))
     }
 
     /// How many keys are held.
@@ -263,8 +265,10 @@ mod tests {
         assert_eq!(index.len(), 5);
         let mut sorted = keys;
         sorted.sort_unstable();
-        assert_eq!(index.iter().map(|(k, _)| k).collect::<Vec<_>>(), sorted);
+        assert_eq!(index.iter_after(None).map(|(k, _)| k).collect::<Vec<_>>(), sorted);
         assert_eq!(index.get(keys[1]), Some(&keys[1]));
+        let after: Vec<V4Key> = index.iter_after(Some(sorted[1])).map(|(k, _)| k).collect();
+        assert_eq!(after, sorted[2..], "a walk resumes after its key");
         assert_eq!(index.remove(keys[0]), Some(keys[0]));
         assert_eq!((index.len(), index.get(keys[0])), (4, None));
         assert_eq!(index.remove(keys[0]), None);
@@ -308,7 +312,7 @@ mod tests {
                 }
                 prop_assert_eq!(index.len(), model.len());
             }
-            let held: Vec<(V4Key, u64)> = index.iter().map(|(k, v)| (k, *v)).collect();
+            let held: Vec<(V4Key, u64)> = index.iter_after(None).map(|(k, v)| (k, *v)).collect();
             let want: Vec<(V4Key, u64)> = model.into_iter().collect();
             prop_assert_eq!(held, want);
         }

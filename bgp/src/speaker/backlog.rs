@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, VecDeque};
 use ipnet::IpNet;
 
 use crate::packet::{Message, Update};
+use crate::rib::table::Walk;
 
 /// One thing owed, in order.
 #[derive(Debug)]
@@ -18,12 +19,12 @@ pub(super) enum Owed {
     /// These prefixes' current state (sent in prefix order): the exported best path, or a
     /// withdrawal when there is none to export.
     Prefixes(BTreeSet<IpNet>),
-    /// Every best path after `after` (in the Loc-RIB's order): the rest of
+    /// Every best path after `after` (in the Loc-RIB's walk): the rest of
     /// a table; with `withdraw_rest`, withdrawals for those it may no
     /// longer have.
     Table {
         /// Where the table stopped last.
-        after: Option<IpNet>,
+        after: Option<Walk>,
         /// Withdraw what the export no longer allows.
         withdraw_rest: bool,
     },

@@ -97,6 +97,9 @@ pub(crate) enum Timer {
 pub(super) struct Session {
     /// Its configuration.
     pub(super) neighbor: Neighbor,
+    /// Its paths' key in the Loc-RIB, made once: the RIB knows the peer of
+    /// the UPDATE before by this allocation, with no name hashed.
+    pub(super) key: PeerKey,
     /// Where its UPDATEs wait for its session task.
     pub(super) outbox: Arc<Outbox>,
     /// The terms of its session, while it is up.
@@ -127,7 +130,7 @@ pub(crate) struct SpeakerCore {
     /// Convergence was announced.
     pub(super) converged: bool,
     /// Pre-policy Adj-RIB-In of peers with soft reconfiguration inbound.
-    pub(super) received: HashMap<String, HashMap<IpNet, Arc<PathAttrs>>>,
+    pub(super) received: HashMap<String, foldhash::HashMap<IpNet, Arc<PathAttrs>>>,
     pub(super) neighbors: HashMap<String, Session>,
     pub(super) up: HashSet<String>,
     /// The up peers grouped for export.
@@ -446,8 +449,10 @@ impl SpeakerCore {
         let outbox = Arc::new(Outbox::default());
         self.emit(Output::Spawn { config: Box::new(n.session.clone()), outbox: outbox.clone() });
         self.tell(&name, PeerCommand::Start);
-        self.neighbors
-            .insert(name, Session { neighbor: n, outbox, negotiated: None, session: 0, revised: [0; 2], ignored: 0 });
+        self.neighbors.insert(
+            name.clone(),
+            Session { neighbor: n, key: key(&name), outbox, negotiated: None, session: 0, revised: [0; 2], ignored: 0 },
+        );
     }
 
     pub(super) fn remove_neighbor(&mut self, name: &str) {
@@ -487,7 +492,12 @@ impl SpeakerCore {
         };
         match prefix {
             Some(p) => vec![view(p)].into_iter().filter(|r| !r.paths.is_empty()).collect(),
-            None => self.rib.best_paths().map(|(p, _)| view(p)).collect(),
+            None => {
+                // In prefix order for people (the RIB keeps IPv6 prefixes in its own).
+                let mut prefixes: Vec<IpNet> = self.rib.best_paths().map(|(p, _)| p).collect();
+                prefixes.sort_unstable();
+                prefixes.into_iter().map(view).collect()
+            }
         }
     }
 }

@@ -113,7 +113,7 @@ impl SpeakerCore {
     pub(super) fn import(&mut self, peer: &str, mut routes: Vec<(IpNet, Option<Arc<PathAttrs>>)>) -> Vec<BestChange> {
         let Some(session) = self.neighbors.get(peer) else { return Vec::new() };
         let neighbor = &session.neighbor;
-        let from = key(peer);
+        let from = session.key.clone();
         let ibgp = neighbor.export.is_ibgp();
         let (origination, peer_type) =
             if ibgp { (Origination::Ibgp, PeerType::Ibgp) } else { (Origination::Ebgp, PeerType::Ebgp) };

@@ -5,13 +5,14 @@
 //! prefixes changed, sent from the Loc-RIB as it is then once the outbox
 //! has drained (`PeerEvent::Drained`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 use super::SpeakerEvent;
 use super::backlog::{Owed, prefixes_of};
@@ -21,7 +22,7 @@ use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{Reflection, export};
 use crate::rib::outbound::Outbound;
 use crate::rib::policy::Policy;
-use crate::rib::table::{BestChange, PeerKey};
+use crate::rib::table::{BestChange, PeerKey, Walk};
 
 /// Prefixes a behind peer's backlog is worked through at a time: small
 /// enough that a drained outbox (empty, so it takes at least
@@ -64,7 +65,11 @@ impl SpeakerCore {
     /// Best-path changes for the batch under way (sent by `flush`).
     pub(super) fn changed(&mut self, changes: Vec<BestChange>) {
         if !changes.is_empty() {
-            self.pending.extend(changes);
+            if self.pending.is_empty() {
+                self.pending = changes;
+            } else {
+                self.pending.extend(changes);
+            }
             self.pending_pieces += 1;
         }
     }
@@ -95,7 +100,9 @@ impl SpeakerCore {
         // The peers each change involves: where its new and its old best path
         // came from. Neither gets the group's UPDATE for it: its own path never
         // goes back to it, and it was never sent the old one.
-        let mut involves: HashMap<IpNet, Vec<&str>> = HashMap::new();
+        // (Per prefix: one or two names inline, no allocation; foldhash.)
+        let mut involves: foldhash::HashMap<IpNet, SmallVec<[&str; 2]>> =
+            foldhash::HashMapExt::with_capacity(changes.len());
         for c in changes {
             let sources = [c.paths.first(), c.was.as_ref()].map(|p| p.and_then(|(from, _)| from.as_deref()));
             for source in sources.into_iter().flatten() {
@@ -138,7 +145,7 @@ impl SpeakerCore {
                 }
                 if !own.is_empty() {
                     // The UPDATEs that involve it, made for it alone.
-                    let mine: HashSet<IpNet> = own.iter().flat_map(|&i| prefixes_of(&updates[i])).collect();
+                    let mine: foldhash::HashSet<IpNet> = own.iter().flat_map(|&i| prefixes_of(&updates[i])).collect();
                     let its: Vec<BestChange> = changes.iter().filter(|c| mine.contains(&c.prefix)).cloned().collect();
                     let its = self.exports(member, items(&its));
                     self.send_updates(member, its.updates(false));
@@ -218,14 +225,14 @@ impl SpeakerCore {
                     }
                 }
                 Owed::Table { after, withdraw_rest } => {
-                    // One walk of the Loc-RIB (in prefix order) for as long as the outbox takes it.
-                    let (from, withdraw_rest) = (*after, *withdraw_rest);
-                    let mut rest = self.rib.best_paths().filter(|(p, _)| from.is_none_or(|f| *p > f));
+                    // One walk of the Loc-RIB for as long as the outbox takes it.
+                    let withdraw_rest = *withdraw_rest;
+                    let mut rest = self.rib.best_paths_after(*after);
                     loop {
-                        let chunk: Vec<(IpNet, (PeerKey, Path))> = rest.by_ref().take(DRAIN_CHUNK).collect();
-                        let Some((last, _)) = chunk.last() else { break None };
+                        let chunk: Vec<(Walk, IpNet, (PeerKey, Path))> = rest.by_ref().take(DRAIN_CHUNK).collect();
+                        let Some((last, ..)) = chunk.last() else { break None };
                         *after = Some(*last);
-                        let items = chunk.iter().map(|(p, best)| (*p, Some(best), Before::Unknown));
+                        let items = chunk.iter().map(|(_, p, best)| (*p, Some(best), Before::Unknown));
                         let updates = self.exports(peer, items).updates(!withdraw_rest);
                         if let Some(i) = self.push_updates(peer, &updates) {
                             break Some(updates[i..].iter().flat_map(prefixes_of).collect());
@@ -374,23 +381,30 @@ fn items(changes: &[BestChange]) -> impl Iterator<Item = (IpNet, Option<&(PeerKe
 /// One change per prefix: its last state, with where its best path came
 /// from before the first (a prefix that came and went within the batch is
 /// no change at all).
-fn coalesce(changes: Vec<BestChange>) -> Vec<BestChange> {
-    let mut at: HashMap<IpNet, usize> = HashMap::with_capacity(changes.len());
-    let mut out: Vec<BestChange> = Vec::with_capacity(changes.len());
-    for c in changes {
-        match at.get(&c.prefix) {
-            Some(&i) => {
-                let was = out[i].was.take();
-                out[i] = BestChange { was, ..c };
+fn coalesce(mut changes: Vec<BestChange>) -> Vec<BestChange> {
+    // In place (a batch is up to a few hundred KiB: no second copy of it);
+    // foldhash: seeded per process, a fraction of SipHash's cost per prefix.
+    let mut at: foldhash::HashMap<IpNet, usize> = foldhash::HashMapExt::with_capacity(changes.len());
+    // changes[..kept] are the prefixes met so far, each in its last state.
+    let mut kept = 0;
+    for i in 0..changes.len() {
+        match at.entry(changes[i].prefix) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                let j = *first.get();
+                let was = changes[j].was.take();
+                changes.swap(j, i);
+                changes[j].was = was;
             }
-            None => {
-                at.insert(c.prefix, out.len());
-                out.push(c);
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(kept);
+                changes.swap(kept, i);
+                kept += 1;
             }
         }
     }
-    out.retain(|c| c.was.is_some() || !c.paths.is_empty());
-    out
+    changes.truncate(kept);
+    changes.retain(|c| c.was.is_some() || !c.paths.is_empty());
+    changes
 }
 
 /// One message in its wire form, or `None` (logged) if it cannot be encoded.
