@@ -41,6 +41,7 @@ mod core;
 pub mod counts;
 mod groups;
 mod import;
+mod memo;
 #[cfg(test)]
 mod replay;
 mod send;

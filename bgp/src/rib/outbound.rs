@@ -25,12 +25,16 @@ pub struct Outbound {
 #[derive(Debug)]
 struct Buckets<N> {
     sets: Vec<(Arc<PathAttrs>, Vec<N>)>,
+    /// Where each set is, by its contents.
     index: foldhash::HashMap<Arc<PathAttrs>, usize>,
+    /// Where each set is, by its allocation, when equal sets are known to
+    /// share one (`Outbound::of_shared_sets`): no hashing of their contents.
+    shared: Option<foldhash::HashMap<usize, usize>>,
 }
 
 impl<N> Default for Buckets<N> {
     fn default() -> Self {
-        Buckets { sets: Vec::new(), index: foldhash::HashMap::default() }
+        Buckets { sets: Vec::new(), index: foldhash::HashMap::default(), shared: None }
     }
 }
 
@@ -39,14 +43,24 @@ impl<N> Buckets<N> {
         let at = match self.sets.last() {
             // The usual case: the same set as the prefixes before (no hashing).
             Some((last, _)) if Arc::ptr_eq(last, &attrs) => self.sets.len() - 1,
-            _ => match self.index.get(&attrs) {
-                Some(&at) => at,
-                None => {
-                    self.index.insert(attrs.clone(), self.sets.len());
-                    self.sets.push((attrs, Vec::new()));
-                    self.sets.len() - 1
+            _ => {
+                // (A set held in `sets` keeps its address for as long as this lives.)
+                let found = match &self.shared {
+                    Some(shared) => shared.get(&(Arc::as_ptr(&attrs) as usize)).copied(),
+                    None => self.index.get(&attrs).copied(),
+                };
+                match found {
+                    Some(at) => at,
+                    None => {
+                        match &mut self.shared {
+                            Some(shared) => shared.insert(Arc::as_ptr(&attrs) as usize, self.sets.len()),
+                            None => self.index.insert(attrs.clone(), self.sets.len()),
+                        };
+                        self.sets.push((attrs, Vec::new()));
+                        self.sets.len() - 1
+                    }
                 }
-            },
+            }
         };
         self.sets[at].1.extend(nlri);
     }
@@ -57,6 +71,16 @@ impl<N> Buckets<N> {
 }
 
 impl Outbound {
+    /// For attribute sets made so that equal ones share one allocation
+    /// (exports remembered by `speaker::memo`): a set is found by its
+    /// address. Equal sets of different allocations still go out right,
+    /// only in UPDATEs of their own.
+    pub fn of_shared_sets() -> Outbound {
+        let mut out = Outbound::default();
+        (out.v4.shared, out.v6.shared) = (Some(Default::default()), Some(Default::default()));
+        out
+    }
+
     /// `prefixes` go out with `attrs` (for IPv6, `attrs.mp_next_hop` is their next hop).
     pub fn announce(&mut self, attrs: Arc<PathAttrs>, prefixes: Vec<IpNet>) {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
@@ -139,5 +163,19 @@ mod tests {
         assert_eq!((reach.family, reach.next_hop, reach.nlri.len()), (Family::IPV6_UNICAST, hop, 2));
         assert!(updates.iter().any(|u| u.nlri.len() == 1 && u.mp_reach.is_none()));
         assert_eq!(Outbound::default().updates(false).len(), 0);
+    }
+
+    #[test]
+    fn shared_sets_are_found_by_their_allocation_and_equal_copies_by_content_otherwise() {
+        let attrs = || Arc::new(PathAttrs { med: Some(5), ..PathAttrs::default() });
+        let (a, b) = (attrs(), attrs());
+        let sets = |mut out: Outbound| {
+            out.announce(a.clone(), vec!["198.18.0.0/24".parse().unwrap()]);
+            out.announce(b.clone(), vec!["198.18.1.0/24".parse().unwrap()]);
+            out.announce(a.clone(), vec!["198.18.2.0/24".parse().unwrap()]);
+            out.updates(false).iter().map(|u| u.nlri.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sets(Outbound::default()), [3], "equal contents: one UPDATE");
+        assert_eq!(sets(Outbound::of_shared_sets()), [2, 1], "by allocation: a's two prefixes together, b's apart");
     }
 }

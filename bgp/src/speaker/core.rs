@@ -131,7 +131,10 @@ pub(crate) struct SpeakerCore {
     pub(super) converged: bool,
     /// Pre-policy Adj-RIB-In of peers with soft reconfiguration inbound.
     pub(super) received: HashMap<String, foldhash::HashMap<IpNet, Arc<PathAttrs>>>,
-    pub(super) neighbors: HashMap<String, Session>,
+    /// (foldhash: a name is looked up per run of a table sent.)
+    pub(super) neighbors: foldhash::HashMap<String, Session>,
+    /// Paths as exported, per export terms (see `memo`).
+    pub(super) export_memo: super::memo::ExportMemo,
     pub(super) up: HashSet<String>,
     /// The up peers grouped for export.
     pub(super) update_groups: UpdateGroups,
@@ -178,7 +181,8 @@ impl SpeakerCore {
             planned: None,
             converged: false,
             received: HashMap::new(),
-            neighbors: HashMap::new(),
+            neighbors: foldhash::HashMap::default(),
+            export_memo: super::memo::ExportMemo::default(),
             up: HashSet::new(),
             update_groups: UpdateGroups::default(),
             pending: Vec::new(),
@@ -246,6 +250,7 @@ impl SpeakerCore {
             SpeakerCommand::SetReflector(reflector) => {
                 tracing::info!(reflector = ?reflector, "route-reflector role changed");
                 self.reflector = reflector;
+                self.export_memo.clear();
                 let up: Vec<String> = self.up.iter().cloned().collect();
                 for peer in up {
                     self.send_table(&peer, true);

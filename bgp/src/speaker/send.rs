@@ -54,7 +54,8 @@ impl ExportRun {
     /// Whether `best` for `prefix` exports as the path this run started with.
     fn holds(&self, prefix: &IpNet, (from, path): &(PeerKey, Path)) -> bool {
         Arc::ptr_eq(&self.attrs, &path.attrs)
-            && self.from == *from
+            // A peer's paths share its key's allocation: no name compared.
+            && (self.from.as_ref().zip(from.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) || self.from == *from)
             && self.origination == path.origination
             && self.peer_id == path.peer_id
             && self.ipv4 == prefix.addr().is_ipv4()
@@ -196,8 +197,9 @@ impl SpeakerCore {
     fn push_updates(&self, peer: &str, updates: &[Update]) -> Option<usize> {
         let session = self.neighbors.get(peer)?;
         let tx = session.negotiated.as_ref().map(|n| n.tx())?;
+        let encode = |u: &Update| self.export_memo.encoded(u, tx, || encode_update(u, &tx));
         let encoded: Vec<(usize, Bytes)> =
-            updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode_update(u, &tx)?))).collect();
+            updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode(u)?))).collect();
         let pushed = session.outbox.push_all(session.session, encoded.iter().map(|(_, b)| b));
         encoded.get(pushed).map(|(i, _)| *i)
     }
@@ -281,31 +283,35 @@ impl SpeakerCore {
         own: Option<&str>,
         items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, Before<'a>)>,
     ) -> Outbound {
-        let mut out = Outbound::default();
-        let Some(session) = self.neighbors.get(peer) else { return out };
+        let Some(session) = self.neighbors.get(peer) else { return Outbound::default() };
         let neighbor = &session.neighbor;
         let families = session.negotiated.as_ref().map_or(&[Family::IPV4_UNICAST][..], |n| n.families.as_slice());
         let carries = |prefix: &IpNet| {
             families.contains(if prefix.addr().is_ipv6() { &Family::IPV6_UNICAST } else { &Family::IPV4_UNICAST })
         };
-        let export_to = |prefix: &IpNet, (from, path): &(PeerKey, Path)| {
+        // Unless the policy looks at the prefix, a path's outcome is the same for every
+        // prefix: a run of prefixes sharing one (a full table's usual order) is exported
+        // once, and so is a run of the paths they had before; and it is remembered
+        // for the next peer with the same terms (`memo`).
+        let policy = neighbor.export_policy.as_ref();
+        let per_prefix = policy.is_some_and(Policy::depends_on_prefix);
+        let terms = self.export_memo.terms(&neighbor.export, policy);
+        let mut out = if per_prefix { Outbound::default() } else { Outbound::of_shared_sets() };
+        let export_to = |prefix: &IpNet, best: &(PeerKey, Path)| {
+            let (from, path) = best;
             // Never back to the peer it came from.
             if own.is_some() && from.as_deref() == own {
                 return None;
             }
-            let reflection = self.reflector.as_deref().map(|reflector| Reflection {
-                reflector,
-                from_client: from
-                    .as_deref()
-                    .and_then(|f| self.neighbors.get(f))
-                    .is_some_and(|s| s.neighbor.export.rr_client),
-            });
-            export(prefix, path, &neighbor.export, neighbor.export_policy.as_ref(), reflection).ok()
+            let from_client =
+                from.as_deref().and_then(|f| self.neighbors.get(f)).is_some_and(|s| s.neighbor.export.rr_client);
+            let reflection = self.reflector.as_deref().map(|reflector| Reflection { reflector, from_client });
+            let made = || export(prefix, path, &neighbor.export, policy, reflection).ok();
+            if per_prefix {
+                return made().map(Arc::new);
+            }
+            self.export_memo.get_or(terms, best, from_client, prefix.addr().is_ipv4(), made)
         };
-        // Unless the policy looks at the prefix, a path's outcome is the same for every
-        // prefix: a run of prefixes sharing one (a full table's usual order) is exported
-        // once, and so is a run of the paths they had before.
-        let per_prefix = neighbor.export_policy.as_ref().is_some_and(Policy::depends_on_prefix);
         let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<IpNet>)> = None;
         let mut before_run: Option<(ExportRun, bool)> = None;
         // Whether the peer holds something from us for `prefix`: a withdrawal is due.
@@ -338,7 +344,7 @@ impl SpeakerCore {
             if let Some((_, Some(attrs), prefixes)) = run.take() {
                 out.announce(attrs, prefixes);
             }
-            let exported = best.and_then(|best| export_to(&prefix, best)).map(Arc::new);
+            let exported = best.and_then(|best| export_to(&prefix, best));
             match (&exported, best.filter(|_| !per_prefix)) {
                 (Some(_), Some(best)) => run = Some((ExportRun::of(&prefix, best), exported, vec![prefix])),
                 (None, Some(best)) => {
