@@ -135,6 +135,9 @@ const HOLD_TIME: u16 = 240;
 /// Marks the prefixes of `field` (RFC 4271 §4.3 encoding) held or not.
 fn mark(routes: &mut Routes, mut field: &[u8], on: bool) -> Result<(), String> {
     while let [len, rest @ ..] = field {
+        if *len > 32 {
+            return Err(format!("a prefix of length {len}"));
+        }
         let n = usize::from(*len).div_ceil(8);
         let (bytes, rest) = (rest.get(..n).ok_or("a cut prefix")?, &rest[n..]);
         let mut octets = [0; 4];
@@ -219,13 +222,17 @@ async fn session(
                     stream.write_all(&update(i)).await.map_err(|e| e.to_string())?;
                 }
                 2 => {
-                    let body = &m[19..];
-                    let withdrawn = usize::from(u16::from_be_bytes([body[0], body[1]]));
-                    mark(&mut routes, &body[2..2 + withdrawn], false)?;
-                    let at = 2 + withdrawn;
-                    let attrs = usize::from(u16::from_be_bytes([body[at], body[at + 1]]));
+                    // RFC 4271 §4.3: withdrawn routes, path attributes (skipped), NLRI.
+                    let cut = || format!("client {i}: a cut UPDATE");
+                    let field = |at: usize| -> Result<(usize, usize), String> {
+                        let len = m.get(at..at + 2).ok_or_else(cut)?;
+                        Ok((at + 2, at + 2 + usize::from(u16::from_be_bytes([len[0], len[1]]))))
+                    };
+                    let (from, to) = field(19)?;
+                    mark(&mut routes, m.get(from..to).ok_or_else(cut)?, false)?;
+                    let (_, nlri) = field(to)?;
                     let before = routes.count;
-                    mark(&mut routes, &body[at + 2 + attrs..], true)?;
+                    mark(&mut routes, m.get(nlri..).ok_or_else(cut)?, true)?;
                     if before < want
                         && routes.count >= want
                         && !std::mem::replace(counted, true)

@@ -81,6 +81,11 @@ impl Outbound {
         out
     }
 
+    /// Whether this was made by [`Outbound::of_shared_sets`].
+    pub fn of_shared(&self) -> bool {
+        self.v4.shared.is_some()
+    }
+
     /// `prefixes` go out with `attrs` (for IPv6, `attrs.mp_next_hop` is their next hop).
     pub fn announce(&mut self, attrs: Arc<PathAttrs>, prefixes: Vec<IpNet>) {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());

@@ -423,7 +423,8 @@ impl LocRib {
     /// Every prefix with a best path after `after` (from the first when
     /// `None`), and that path, with where the walk resumes after each. A
     /// walk resumed meets every prefix that was there when it started and
-    /// is still there (it may miss ones added since, which are changes).
+    /// is still there (it may miss ones added since, which are changes, and
+    /// meet some IPv6 prefixes twice: `v6_index`).
     pub fn best_paths_after(&self, after: Option<Walk>) -> impl Iterator<Item = (Walk, IpNet, (PeerKey, Path))> + '_ {
         self.entries_after(after)
             .filter_map(|(at, prefix, e)| Some((at, prefix, path(&self.peers, e.chosen().first()?))))

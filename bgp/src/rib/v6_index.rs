@@ -8,16 +8,19 @@
 //! Why not one hash table of records: it doubles, copying the whole table
 //! (twice its memory while it does, at a million prefixes tens of MiB); a
 //! chunk never moves, and only the positions (4 octets each) are copied.
-//! The hash is foldhash with a secret drawn per index, so a peer cannot
-//! choose prefixes that pile up (a peer is not trusted with our CPU).
+//! The hash is foldhash with a secret drawn per index: a peer cannot
+//! compute which prefixes collide without it (foldhash is fast rather than
+//! strongly DoS-resistant; hashbrown's probing keeps a collision run short).
 //!
-//! Records come out in the order of their positions: a removed record's
-//! position is reused, so a walk resumed after a position (`Cursor`) meets
-//! every record that was there when it started and is still there; a
-//! record placed since may come before the cursor (the caller deals with
-//! changes on their own). When the records fill less than a quarter of the
-//! positions, they are packed again (and the `generation` moves on, so a
-//! cursor of before starts its walk over).
+//! Records come out in the order of their positions, and a record never
+//! moves but when the index is packed, so a walk resumed after a position
+//! (`Cursor`) meets every record that was there when it started and is
+//! still there. A removed record's position is reused: a record placed
+//! since may land before the cursor (the caller deals with changes on their
+//! own). When the records fill less than a quarter of the positions, they
+//! are packed again, in their order (the `generation` moves on, and a
+//! cursor of before resumes after its record's new position, or starts
+//! over if that record is gone: prefixes may then be met twice).
 
 use std::hash::BuildHasher;
 
@@ -32,11 +35,13 @@ const CHUNK: usize = 4096;
 /// Records of one chunk; `None` where one was removed.
 type Chunk<V> = Box<[Option<(V6Key, V)>]>;
 
-/// Where a walk stopped: after the record at `at`, as the index was in `generation`.
+/// Where a walk stopped: after the record at `at`, as the index was in
+/// `generation`, which has `key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Cursor {
     generation: u64,
     at: u32,
+    key: V6Key,
 }
 
 /// A map from IPv6 prefix keys to `V`.
@@ -164,7 +169,8 @@ impl<V> V6Index<V> {
     pub(super) fn iter_after(&self, from: Option<Cursor>) -> impl Iterator<Item = (Cursor, &V6Key, &V)> {
         let start = match from {
             Some(c) if c.generation == self.generation => c.at as usize + 1,
-            _ => 0,
+            Some(c) => self.position(&c.key).map_or(0, |at| at as usize + 1),
+            None => 0,
         };
         let generation = self.generation;
         let chunks = self.chunks.iter().enumerate().skip(start / CHUNK);
@@ -173,7 +179,7 @@ impl<V> V6Index<V> {
             .skip_while(move |(at, _)| *at < start)
             .filter_map(move |(at, r)| {
                 let (k, v) = r.as_ref()?;
-                Some((Cursor { generation, at: at as u32 }, k, v))
+                Some((Cursor { generation, at: at as u32, key: *k }, k, v))
             })
     }
 
@@ -225,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn a_walk_resumes_after_its_cursor_and_starts_over_once_the_records_are_packed() {
+    fn a_walk_resumes_after_its_cursor_and_after_its_record_once_the_records_are_packed() {
         let mut index = V6Index::default();
         let n = 3 * CHUNK as u32;
         for i in 0..n {
@@ -238,11 +244,15 @@ mod tests {
         index.remove(&key(11, 48));
         let next: Vec<u32> = index.iter_after(Some(cursor)).take(3).map(|(_, _, v)| *v).collect();
         assert_eq!(next, [10, 12, 13]);
-        // Emptied below a quarter: packed into one chunk, the cursor starts over.
+        // Emptied below a quarter: packed into one chunk; the walk goes on
+        // after its record (kept: 8 is kept, 9 goes), or over if it is gone.
+        let (kept, _, _) = index.iter_after(None).find(|(_, _, v)| **v == 8).unwrap();
         for i in (0..n).filter(|i| i % 8 != 0) {
             index.remove(&key(i, 48));
         }
         assert_eq!((index.len(), index.chunks.len()), (n as usize / 8, 1));
+        let next = index.iter_after(Some(kept)).next().map(|(_, _, v)| *v);
+        assert_eq!(next, Some(16));
         let first = index.iter_after(Some(cursor)).next().map(|(_, _, v)| *v);
         assert_eq!(first, Some(0));
         assert!(index.iter_after(None).all(|(_, k, v)| index.get(k) == Some(v)));

@@ -347,6 +347,10 @@ impl SpeakerCore {
             // stay so (or go, if NO_LLGR).
             let away = !self.up.contains(peer);
             let stale = self.stale.get(peer);
+            // In prefix order: the map's order is random, and the order of
+            // import is the order the RIB walks its IPv6 prefixes in.
+            let mut kept: Vec<_> = kept.into_iter().collect();
+            kept.sort_unstable_by_key(|(prefix, _)| *prefix);
             let routes = kept
                 .into_iter()
                 .filter(|(prefix, _)| !away || stale.is_none_or(|s| s.prefixes.contains(prefix)))

@@ -75,7 +75,9 @@ impl SpeakerCore {
             self.advertised = Advertised { counted: Some((now, self.inputs)), by_peer };
         }
         // A peer that came up since is counted on its own (within the budget).
-        let new: Vec<String> = self.up.iter().filter(|p| !self.advertised.by_peer.contains_key(*p)).cloned().collect();
+        let mut new: Vec<String> =
+            self.up.iter().filter(|p| !self.advertised.by_peer.contains_key(*p)).cloned().collect();
+        new.sort_unstable();
         let counted = new_to_count(new.len(), self.rib.len(), max_age);
         for name in new.into_iter().take(counted) {
             let count = self.count_advertised(&name);

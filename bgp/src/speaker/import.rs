@@ -119,7 +119,7 @@ impl SpeakerCore {
             if ibgp { (Origination::Ibgp, PeerType::Ibgp) } else { (Origination::Ebgp, PeerType::Ebgp) };
         let peer_id = session.negotiated.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |n| n.peer_id);
         let (peer_addr, local_as, policy): (IpAddr, u32, _) =
-            (neighbor.session.remote.ip(), neighbor.export.local_as, neighbor.import_policy.clone());
+            (neighbor.session.remote.ip(), neighbor.export.local_as, neighbor.import_policy.as_ref());
         let allowed = usize::from(neighbor.allow_local_as);
         let local_addr = neighbor.export.local_addr;
         // What one attribute set allows (the prefixes of an UPDATE share it).

@@ -4,14 +4,17 @@
 //! CLUSTER_LIST stamped, RFC 4456 §8) was most of the cost of that table.
 //!
 //! What `export` makes of a path depends on the receiving side's terms
-//! (`ExportPeer` and export policy), the path's attributes, where it came
-//! from (the source's key, whether it is a reflector client), how it was
-//! learned and the source's BGP identifier, and the prefix's family (the
-//! next hop) — not on the prefix itself unless the policy looks at it, and
-//! then nothing is remembered. An entry holds the source's attribute set
-//! and key, so the addresses it is found by stay theirs; a memo is emptied
-//! when it reaches `CAP` entries (withdrawn paths do not stay for ever,
-//! and a full table of distinct sets does not keep a copy of each).
+//! (`ExportPeer` and export policy), the path's attributes, whether its
+//! source is a reflector client, how it was learned and the source's BGP
+//! identifier, and the prefix's family (the next hop) — not on the prefix
+//! itself unless the policy looks at it, and then nothing is remembered.
+//! (The source's key is in the key too, though the rule that a path never
+//! goes back to its source is applied before the memo.) An entry holds the
+//! source's attribute set and key, so the addresses it is found by stay
+//! theirs; the memos are emptied when they reach `CAP` entries (withdrawn
+//! paths do not stay for ever, and a full table of distinct sets does not
+//! keep a copy of each: past `CAP` sources, as in an Internet table, the
+//! memo mostly misses and costs an interning per exported set).
 //! Exported sets are interned: equal ones share one allocation, so the
 //! UPDATEs being collected find a set by its address
 //! (`Outbound::of_shared_sets`) and still put equal sets together.
@@ -35,7 +38,8 @@ use crate::rib::export::ExportPeer;
 use crate::rib::policy::Policy;
 use crate::rib::table::PeerKey;
 
-/// Entries a memo holds at most (a 5,000-client reflector's sets fit).
+/// Entries the memos hold at most, all terms together, and the encoded
+/// memo on its own (a 5,000-client reflector's sets fit).
 const CAP: usize = 8192;
 
 /// The largest UPDATE remembered in its wire form.
@@ -113,13 +117,14 @@ impl ExportMemo {
             ipv4,
         };
         let mut all = self.terms.borrow_mut();
-        let Some((_, memo)) = all.get_mut(at.0) else { return export().map(Arc::new) };
-        if let Some((_, _, exported)) = memo.get(&source) {
+        if let Some((_, _, exported)) = all.get(at.0).and_then(|(_, memo)| memo.get(&source)) {
             return exported.clone();
         }
-        if memo.len() >= CAP {
-            memo.clear();
+        // The cap is for all terms together (their entries stay in place).
+        if all.iter().map(|(_, memo)| memo.len()).sum::<usize>() >= CAP {
+            all.iter_mut().for_each(|(_, memo)| memo.clear());
         }
+        let Some((_, memo)) = all.get_mut(at.0) else { return export().map(Arc::new) };
         let exported = export().map(|attrs| self.interner.borrow_mut().intern(Arc::new(attrs)));
         memo.insert(source, (path.attrs.clone(), from.clone(), exported.clone()));
         exported

@@ -149,7 +149,7 @@ impl SpeakerCore {
                     let mine: foldhash::HashSet<IpNet> = own.iter().flat_map(|&i| prefixes_of(&updates[i])).collect();
                     let its: Vec<BestChange> = changes.iter().filter(|c| mine.contains(&c.prefix)).cloned().collect();
                     let its = self.exports(member, items(&its));
-                    self.send_updates(member, its.updates(false));
+                    self.send_updates(member, its);
                 }
             }
         }
@@ -174,9 +174,11 @@ impl SpeakerCore {
         self.backlogs.get(peer).is_some_and(|b| !b.is_empty())
     }
 
-    /// Queues `updates` for `peer`, behind its backlog if it has one.
-    fn send_updates(&mut self, peer: &str, updates: Vec<Update>) {
-        let refused = if self.owes(peer) { Some(0) } else { self.push_updates(peer, &updates) };
+    /// Queues `out`'s UPDATEs for `peer`, behind its backlog if it has one.
+    fn send_updates(&mut self, peer: &str, out: Outbound) {
+        let remembered = out.of_shared();
+        let updates = out.updates(false);
+        let refused = if self.owes(peer) { Some(0) } else { self.push_updates(peer, &updates, remembered) };
         if let Some(i) = refused {
             self.backlogs.entry(peer.to_string()).or_default().prefixes(updates[i..].iter().flat_map(prefixes_of));
         }
@@ -194,10 +196,14 @@ impl SpeakerCore {
 
     /// Encodes `updates` for `peer` and hands them to its outbox; returns
     /// the index of the first one refused (that one and the rest are not queued).
-    fn push_updates(&self, peer: &str, updates: &[Update]) -> Option<usize> {
+    fn push_updates(&self, peer: &str, updates: &[Update], remembered: bool) -> Option<usize> {
         let session = self.neighbors.get(peer)?;
         let tx = session.negotiated.as_ref().map(|n| n.tx())?;
-        let encode = |u: &Update| self.export_memo.encoded(u, tx, || encode_update(u, &tx));
+        // Only UPDATEs of remembered (interned) sets are remembered encoded:
+        // others are new allocations each time, never found again.
+        let encode = |u: &Update| {
+            if remembered { self.export_memo.encoded(u, tx, || encode_update(u, &tx)) } else { encode_update(u, &tx) }
+        };
         let encoded: Vec<(usize, Bytes)> =
             updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode(u)?))).collect();
         let pushed = session.outbox.push_all(session.session, encoded.iter().map(|(_, b)| b));
@@ -219,8 +225,10 @@ impl SpeakerCore {
                     let current: Vec<(IpNet, Vec<(PeerKey, Path)>)> =
                         chunk.iter().map(|p| (*p, self.rib.best(p))).collect();
                     let items = current.iter().map(|(p, best)| (*p, best.first(), Before::Unknown));
-                    let updates = self.exports(peer, items).updates(false);
-                    match self.push_updates(peer, &updates) {
+                    let out = self.exports(peer, items);
+                    let remembered = out.of_shared();
+                    let updates = out.updates(false);
+                    match self.push_updates(peer, &updates, remembered) {
                         Some(i) => Some(updates[i..].iter().flat_map(prefixes_of).collect()),
                         None if set.is_empty() => None,
                         None => continue,
@@ -235,8 +243,10 @@ impl SpeakerCore {
                         let Some((last, ..)) = chunk.last() else { break None };
                         *after = Some(*last);
                         let items = chunk.iter().map(|(_, p, best)| (*p, Some(best), Before::Unknown));
-                        let updates = self.exports(peer, items).updates(!withdraw_rest);
-                        if let Some(i) = self.push_updates(peer, &updates) {
+                        let out = self.exports(peer, items);
+                        let remembered = out.of_shared();
+                        let updates = out.updates(!withdraw_rest);
+                        if let Some(i) = self.push_updates(peer, &updates, remembered) {
                             break Some(updates[i..].iter().flat_map(prefixes_of).collect());
                         }
                     }
