@@ -32,6 +32,9 @@ pub(super) struct UpdateGroups {
     /// Groups with their members.
     pub(super) groups: Vec<(GroupKey, Vec<String>)>,
     index: HashMap<GroupKey, usize>,
+    /// Each member's group (a peer joining is not looked for among every
+    /// member of every group: a reflector's thousands of clients).
+    member_of: HashMap<String, usize>,
 }
 
 impl UpdateGroups {
@@ -48,19 +51,22 @@ impl UpdateGroups {
         let Some(negotiated) = &session.negotiated else { return };
         let (tx, families) = (negotiated.tx(), negotiated.families.clone());
         let key = GroupKey { export: neighbor.export.clone(), policy: neighbor.export_policy.clone(), tx, families };
-        match self.index.get(&key) {
-            Some(&i) => self.groups[i].1.push(name.to_string()),
+        let g = match self.index.get(&key) {
+            Some(&g) => g,
             None => {
                 self.index.insert(key.clone(), self.groups.len());
-                self.groups.push((key, vec![name.to_string()]));
+                self.groups.push((key, Vec::new()));
+                self.groups.len() - 1
             }
-        }
+        };
+        self.groups[g].1.push(name.to_string());
+        self.member_of.insert(name.to_string(), g);
     }
 
     /// A peer that went down (or whose terms change) leaves its group; a
     /// group left empty goes (dynamic neighbours of many kinds come and go).
     pub(super) fn leave(&mut self, name: &str) {
-        let Some(g) = self.groups.iter().position(|(_, members)| members.iter().any(|m| m == name)) else { return };
+        let Some(g) = self.member_of.remove(name) else { return };
         let members = &mut self.groups[g].1;
         members.retain(|m| m != name);
         if !members.is_empty() {
@@ -68,8 +74,11 @@ impl UpdateGroups {
         }
         let (key, _) = self.groups.swap_remove(g);
         self.index.remove(&key);
-        if let Some((moved, _)) = self.groups.get(g) {
+        if let Some((moved, members)) = self.groups.get(g) {
             self.index.insert(moved.clone(), g);
+            for m in members {
+                self.member_of.insert(m.clone(), g);
+            }
         }
     }
 }
