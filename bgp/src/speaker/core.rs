@@ -361,8 +361,7 @@ impl SpeakerCore {
                     _ => (prefix, Some(attrs)),
                 })
                 .collect();
-            let changes = self.import(peer, routes);
-            self.changed(changes);
+            self.import(peer, routes);
         } else if import_changed {
             // RFC 2918: the peer resends its routes of each family; the new
             // import policy judges them.

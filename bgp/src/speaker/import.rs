@@ -12,7 +12,6 @@ use super::core::{Output, SpeakerCore, Timer, key};
 use crate::packet::{DecodeError, ErrorAction, Family, PathAttrs, Update, cease_subcode};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::policy::{PeerType, Source};
-use crate::rib::table::BestChange;
 use crate::session::peer::PeerCommand;
 
 /// How many prefixes of an UPDATE ahead of the one it imports the speaker
@@ -38,8 +37,7 @@ impl SpeakerCore {
                 stale.prefixes.remove(&n.prefix);
             }
         }
-        let changes = self.learn(peer, update);
-        self.changed(changes);
+        self.learn(peer, update);
         if let Some(family) = end_of_rib
             && self.stale.contains_key(peer)
         {
@@ -81,8 +79,8 @@ impl SpeakerCore {
 
     /// Applies an UPDATE from `peer` to the RIB (keeping it as received
     /// first, with soft reconfiguration inbound).
-    fn learn(&mut self, peer: &str, update: Update) -> Vec<BestChange> {
-        let Some(session) = self.neighbors.get(peer) else { return Vec::new() };
+    fn learn(&mut self, peer: &str, update: Update) {
+        let Some(session) = self.neighbors.get(peer) else { return };
         let attrs = update.attrs;
         let withdrawn = update.withdrawn.iter().map(|n| (IpNet::V4(n.prefix), None));
         // NLRI without attributes (RFC 7606 treat-as-withdraw) are withdrawals.
@@ -105,13 +103,14 @@ impl SpeakerCore {
                 };
             }
         }
-        self.import(peer, routes)
+        self.import(peer, routes);
     }
 
     /// Puts routes from `peer` (attributes, or `None` for a withdrawal)
-    /// through loop detection and the import policy into the RIB.
-    pub(super) fn import(&mut self, peer: &str, mut routes: Vec<(IpNet, Option<Arc<PathAttrs>>)>) -> Vec<BestChange> {
-        let Some(session) = self.neighbors.get(peer) else { return Vec::new() };
+    /// through loop detection and the import policy into the RIB; the
+    /// best-path changes join the batch under way (sent by `flush`).
+    pub(super) fn import(&mut self, peer: &str, mut routes: Vec<(IpNet, Option<Arc<PathAttrs>>)>) {
+        let Some(session) = self.neighbors.get(peer) else { return };
         let neighbor = &session.neighbor;
         let from = session.key.clone();
         let ibgp = neighbor.export.is_ibgp();
@@ -124,7 +123,11 @@ impl SpeakerCore {
         let local_addr = neighbor.export.local_addr;
         // What one attribute set allows (the prefixes of an UPDATE share it).
         let mut last: Option<(Arc<PathAttrs>, Option<Arc<PathAttrs>>)> = None;
-        let (mut changes, mut ignored) = (Vec::new(), 0u64);
+        // The changes go straight into the batch under way.
+        let changes = &mut self.pending;
+        let before = changes.len();
+        changes.reserve(routes.len());
+        let mut ignored = 0u64;
         for i in 0..routes.len() {
             if let Some((ahead, _)) = routes.get(i + PREFETCH_AHEAD) {
                 self.rib.prefetch(ahead);
@@ -170,10 +173,12 @@ impl SpeakerCore {
                 None => changes.extend(self.rib.withdraw(&from, prefix)),
             }
         }
+        if changes.len() > before {
+            self.pending_pieces += 1;
+        }
         if ignored > 0 {
             self.note_ignored(peer, ignored);
         }
-        changes
     }
 
     /// Counts routes ignored for an unusable NEXT_HOP (RFC 4271 §6.3) and

@@ -98,23 +98,17 @@ impl SpeakerCore {
     fn export_changes(&mut self, changes: &[BestChange]) {
         // A member's own UPDATEs below do not change the groups.
         let plan = std::mem::take(&mut self.update_groups);
-        // The peers each change involves: where its new and its old best path
-        // came from. Neither gets the group's UPDATE for it: its own path never
-        // goes back to it, and it was never sent the old one.
-        // (Per prefix: one or two names inline, no allocation; foldhash.)
-        let mut involves: foldhash::HashMap<IpNet, SmallVec<[&str; 2]>> =
-            foldhash::HashMapExt::with_capacity(changes.len());
-        for c in changes {
-            let sources = [c.paths.first(), c.was.as_ref()].map(|p| p.and_then(|(from, _)| from.as_deref()));
-            for source in sources.into_iter().flatten() {
-                let at = involves.entry(c.prefix).or_default();
-                if !at.contains(&source) {
-                    at.push(source);
-                }
-            }
-        }
+        // Only groups of two or more share their UPDATEs.
+        let involves = plan.groups.iter().any(|(_, members)| members.len() > 1).then(|| involves(changes));
         for (key, members) in &plan.groups {
-            let Some(first) = members.first() else { continue };
+            if let [only] = members.as_slice() {
+                // A group of one: its member's own export (which holds back
+                // its own paths), not the group's and then its own again.
+                let out = self.exports(only, items(changes));
+                self.send_updates(only, out);
+                continue;
+            }
+            let (Some(first), Some(involves)) = (members.first(), &involves) else { continue };
             // The group's UPDATEs, as a member no change involves gets them.
             let updates = self.exports_as(first, None, items(changes)).updates(false);
             // Which UPDATEs involve which members (mostly none or one: an UPDATE is one attribute set).
@@ -421,6 +415,25 @@ fn coalesce(mut changes: Vec<BestChange>) -> Vec<BestChange> {
     changes.truncate(kept);
     changes.retain(|c| c.was.is_some() || !c.paths.is_empty());
     changes
+}
+
+/// The peers each change involves: where its new and its old best path
+/// came from. Neither gets a group's UPDATE for it: its own path never goes
+/// back to it, and it was never sent the old one. (Per prefix: one or two
+/// names inline, no allocation; foldhash.)
+fn involves(changes: &[BestChange]) -> foldhash::HashMap<IpNet, SmallVec<[&str; 2]>> {
+    let mut involves: foldhash::HashMap<IpNet, SmallVec<[&str; 2]>> =
+        foldhash::HashMapExt::with_capacity(changes.len());
+    for c in changes {
+        let sources = [c.paths.first(), c.was.as_ref()].map(|p| p.and_then(|(from, _)| from.as_deref()));
+        for source in sources.into_iter().flatten() {
+            let at = involves.entry(c.prefix).or_default();
+            if !at.contains(&source) {
+                at.push(source);
+            }
+        }
+    }
+    involves
 }
 
 /// One message in its wire form, or `None` (logged) if it cannot be encoded.
