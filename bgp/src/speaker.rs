@@ -30,7 +30,7 @@ use crate::packet::PathAttrs;
 use crate::rib::decision::Path;
 use crate::rib::export::{ExportPeer, Reflector};
 use crate::rib::policy::Policy;
-use crate::rib::table::BestChange;
+use crate::rib::table::NextHops;
 use crate::session::listener::Listener;
 use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerStatus};
 use crate::session::socket::SocketError;
@@ -200,8 +200,11 @@ pub struct RouteView {
 /// What the speaker tells its user (felix, through the node).
 #[derive(Debug)]
 pub enum SpeakerEvent {
-    /// A batch of best-path changes.
-    Best(Vec<BestChange>),
+    /// A batch of best-path changes, as forwarding needs them: each changed
+    /// prefix with its next hops ([`crate::rib::table::BestChange::next_hops`];
+    /// none: no learned route). Made and dropped by the speaker's own task:
+    /// the paths' shared counts never go back and forth between threads.
+    Best(Vec<(IpNet, NextHops)>),
     /// Every planned peer has given us its table (see [`SpeakerCommand::Planned`]).
     Converged,
 }

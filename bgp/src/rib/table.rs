@@ -21,7 +21,7 @@ use smallvec::SmallVec;
 use super::decision::{Origination, Path, select};
 use super::v4_index::{V4Index, V4Key};
 use super::v6_index::{Cursor, V6Index, V6Key};
-use crate::packet::{AttrInterner, PathAttrs};
+use crate::packet::{AttrInterner, MpNextHop, PathAttrs};
 
 /// Who a path came from: a peer's name, or `None` for locally originated paths.
 pub type PeerKey = Option<Arc<str>>;
@@ -43,6 +43,27 @@ pub struct BestChange {
     /// needs a withdrawal only if it was sent that path (not its source,
     /// not one the export rules withheld it from).
     pub was: Option<(PeerKey, Path)>,
+}
+
+/// The next hops to forward a prefix to: one per chosen path (ECMP).
+pub type NextHops = SmallVec<[IpAddr; 1]>;
+
+impl BestChange {
+    /// The next hops of its chosen paths learned from peers (our own are
+    /// not forwarded through anyone): NEXT_HOP for IPv4, MP_REACH_NLRI's
+    /// global address for IPv6 (RFC 4760 §3, RFC 2545 §3). None when the
+    /// prefix is gone or our own is best.
+    pub fn next_hops(&self) -> NextHops {
+        self.paths
+            .iter()
+            .filter(|(_, p)| p.origination != Origination::Local)
+            .filter_map(|(_, p)| match (self.prefix, p.attrs.mp_next_hop) {
+                (IpNet::V6(_), Some(MpNextHop::Ipv6 { global, .. })) => Some(IpAddr::V6(global)),
+                (IpNet::V6(_), _) => None,
+                (IpNet::V4(_), _) => p.attrs.next_hop.map(IpAddr::V4),
+            })
+            .collect()
+    }
 }
 
 /// Where a walk of the Loc-RIB stopped (`LocRib::best_paths_after`).

@@ -122,18 +122,40 @@ impl<V> V6Index<V> {
                 self.used - 1
             }
         };
+        if self.table.len() == self.table.capacity() {
+            self.grow();
+        }
         let (chunk, slot) = split(at);
         self.chunks[chunk][slot] = Some((key, value));
         let (hasher, chunks) = (&self.hasher, &self.chunks);
-        self.table.insert_unique(hasher.hash_one(key), at, |&a| {
-            let (c, s) = split(a);
-            chunks[c][s].as_ref().map_or(0, |(k, _)| hasher.hash_one(k))
-        });
+        self.table.insert_unique(hasher.hash_one(key), at, |&a| Self::rehash(hasher, chunks, a));
         self.len += 1;
         match &mut self.chunks[chunk][slot] {
             Some((_, value)) => value,
             None => unreachable!("insert_new filled this slot"),
         }
+    }
+
+    /// The hash of the record at `at`'s key.
+    fn rehash(hasher: &foldhash::fast::RandomState, chunks: &[Chunk<V>], at: u32) -> u64 {
+        let (c, s) = split(at);
+        chunks[c][s].as_ref().map_or(0, |(k, _)| hasher.hash_one(k))
+    }
+
+    /// Twice the room for positions, filled by reading the records in
+    /// their order: the table's own growth would visit them in its bucket
+    /// order, a cache miss for every record of a full table.
+    fn grow(&mut self) {
+        let mut table = HashTable::with_capacity((self.table.len() * 2).max(64));
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            for (s, record) in chunk.iter().enumerate() {
+                if let Some((key, _)) = record {
+                    let at = (c * CHUNK + s) as u32;
+                    table.insert_unique(self.hasher.hash_one(key), at, |&a| Self::rehash(&self.hasher, &self.chunks, a));
+                }
+            }
+        }
+        self.table = table;
     }
 
     /// Takes the value at `key` out.
@@ -157,7 +179,12 @@ impl<V> V6Index<V> {
     fn pack(&mut self) {
         let chunks = std::mem::take(&mut self.chunks);
         let records = chunks.into_iter().flat_map(|c| c.into_vec().into_iter().flatten());
-        let mut packed = V6Index { hasher: self.hasher, generation: self.generation + 1, ..V6Index::default() };
+        let mut packed = V6Index {
+            table: HashTable::with_capacity(self.len),
+            hasher: self.hasher,
+            generation: self.generation + 1,
+            ..V6Index::default()
+        };
         for (key, value) in records {
             packed.insert_new(key, value);
         }
@@ -278,6 +305,8 @@ mod tests {
                     prop_assert_eq!(index.remove(&k), model.remove(&k));
                 }
                 prop_assert_eq!(index.len(), model.len());
+                // One position per record, through growth and packing.
+                prop_assert_eq!(index.table.len(), model.len());
             }
             let mut held: Vec<(V6Key, u32)> = index.iter_after(None).map(|(_, k, v)| (*k, *v)).collect();
             held.sort_unstable();

@@ -93,6 +93,36 @@ fn run(name: &str, script: &str) {
     }
 }
 
+/// Runs the script `name` and writes it back with the outputs it gives
+/// under each input (`TORTIE_REPLAY_BLESS=1 cargo test -p tortie-bgp
+/// replay`, after a change of output format; review the diff).
+fn bless(name: &str, script: &str) {
+    let mut replay = Replay {
+        core: SpeakerCore::new(ROUTER_ID, 1, Arc::default()),
+        tx: HashMap::new(),
+        stalled: HashSet::new(),
+        sessions: 0,
+    };
+    let mut blessed = String::new();
+    for (at, line) in script.lines().enumerate() {
+        let input = line.trim();
+        if input.starts_with('>') {
+            continue;
+        }
+        blessed.push_str(line);
+        blessed.push('\n');
+        if input.is_empty() || input.starts_with('#') {
+            continue;
+        }
+        let actual = replay.step(input).unwrap_or_else(|e| panic!("{name}:{}: {line}: {e}", at + 1));
+        for l in actual {
+            blessed.push_str(&format!("> {l}\n"));
+        }
+    }
+    let path = format!("{}/src/speaker/replay/{name}.replay", env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(&path, blessed).unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
 type Result<T> = std::result::Result<T, String>;
 
 fn parse<T: std::str::FromStr>(word: Option<&str>, what: &str) -> Result<T> {
@@ -496,14 +526,13 @@ fn render(output: &Output) -> Vec<String> {
             Timer::LimitOver { peer } => format!("timer {}s limit {peer}", after.as_secs()),
         },
         Output::Event(SpeakerEvent::Converged) => "converged".into(),
-        Output::Event(SpeakerEvent::Best(changes)) => {
-            return changes
+        Output::Event(SpeakerEvent::Best(routes)) => {
+            return routes
                 .iter()
-                .map(|c| {
-                    let via: Vec<String> =
-                        c.paths.iter().map(|(peer, _)| peer.as_deref().unwrap_or("local").to_string()).collect();
+                .map(|(prefix, hops)| {
+                    let via: Vec<String> = hops.iter().map(ToString::to_string).collect();
                     let via = if via.is_empty() { "-".to_string() } else { via.join(" ") };
-                    format!("best {} {via}", c.prefix)
+                    format!("best {prefix} via {via}")
                 })
                 .collect();
         }
@@ -604,7 +633,12 @@ macro_rules! replay {
         $(
             #[test]
             fn $name() {
-                run(stringify!($name), include_str!(concat!("replay/", stringify!($name), ".replay")));
+                let script = include_str!(concat!("replay/", stringify!($name), ".replay"));
+                if std::env::var_os("TORTIE_REPLAY_BLESS").is_some() {
+                    bless(stringify!($name), script);
+                } else {
+                    run(stringify!($name), script);
+                }
             }
         )*
     };

@@ -92,7 +92,8 @@ impl SpeakerCore {
             self.export_changes(&changes);
         }
         // One message per batch: a full table is a million changes.
-        self.emit(Output::Event(SpeakerEvent::Best(changes)));
+        let routes = changes.iter().map(|c| (c.prefix, c.next_hops())).collect();
+        self.emit(Output::Event(SpeakerEvent::Best(routes)));
     }
 
     fn export_changes(&mut self, changes: &[BestChange]) {

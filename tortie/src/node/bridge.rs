@@ -5,17 +5,13 @@
 //! has sent its table, felix hears that BGP has converged.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
-use tortie_bgp::packet::{MpNextHop, PathAttrs};
-use tortie_bgp::rib::decision::Origination;
-use tortie_bgp::rib::table::BestChange;
+use tortie_bgp::packet::PathAttrs;
 use tortie_bgp::speaker::{SpeakerCommand, SpeakerEvent};
 use tortie_felix::agent::Learned;
-use tortie_felix::route::LearnedHops;
 
 use tortie_peering::Advertise;
 
@@ -66,29 +62,13 @@ async fn sync(
     true
 }
 
-/// The learned next hops of a best-path change (local paths are felix's
-/// own): NEXT_HOP for IPv4, MP_REACH_NLRI's global address for IPv6
-/// (RFC 4760 §3, RFC 2545 §3).
-fn next_hops(change: &BestChange) -> LearnedHops {
-    change
-        .paths
-        .iter()
-        .filter(|(_, p)| p.origination != Origination::Local)
-        .filter_map(|(_, p)| match (change.prefix, p.attrs.mp_next_hop) {
-            (IpNet::V6(_), Some(MpNextHop::Ipv6 { global, .. })) => Some(IpAddr::V6(global)),
-            (IpNet::V6(_), _) => None,
-            (IpNet::V4(_), _) => p.attrs.next_hop.map(IpAddr::V4),
-        })
-        .collect()
-}
-
 /// Hands the speaker's news to felix: each batch of best-path changes as
 /// one batch of learned routes, and convergence (every planned peer sent
 /// its table: the speaker's End-of-RIB rule) as it comes.
 pub async fn learned(mut events: mpsc::Receiver<SpeakerEvent>, felix: mpsc::Sender<Learned>) {
     while let Some(event) = events.recv().await {
         let news = match event {
-            SpeakerEvent::Best(changes) => Learned::Routes(changes.iter().map(|c| (c.prefix, next_hops(c))).collect()),
+            SpeakerEvent::Best(routes) => Learned::Routes(routes),
             SpeakerEvent::Converged => Learned::Converged,
         };
         if felix.send(news).await.is_err() {
