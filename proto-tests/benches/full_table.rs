@@ -155,16 +155,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measure
         .spawn(
             "first-update",
             "tcpdump",
-            &[
-                "-i",
-                "eth0",
-                "-n",
-                "-l",
-                "-c",
-                "1",
-                "-tt",
-                &format!("src host {} and greater 300", links.inj.1),
-            ],
+            &["-i", "eth0", "-n", "-l", "-c", "1", "-tt", &format!("src host {} and greater 300", links.inj.1)],
             &[],
         )
         .unwrap();

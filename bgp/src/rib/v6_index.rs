@@ -151,7 +151,8 @@ impl<V> V6Index<V> {
             for (s, record) in chunk.iter().enumerate() {
                 if let Some((key, _)) = record {
                     let at = (c * CHUNK + s) as u32;
-                    table.insert_unique(self.hasher.hash_one(key), at, |&a| Self::rehash(&self.hasher, &self.chunks, a));
+                    table
+                        .insert_unique(self.hasher.hash_one(key), at, |&a| Self::rehash(&self.hasher, &self.chunks, a));
                 }
             }
         }
