@@ -61,10 +61,10 @@ fn main() {
 
     let mut desired = Desired::default();
     for i in 0..PODS {
-        desired.routes.insert(IpNet::from(std::net::IpAddr::V4(pod(i))), Target::Device(veth(i)));
+        desired.local.insert(IpNet::from(std::net::IpAddr::V4(pod(i))), Target::Device(veth(i)));
     }
     for i in 0..BLOCKS {
-        desired.routes.insert(block(i), Target::Blackhole);
+        desired.local.insert(block(i), Target::Blackhole);
     }
     let empty = Desired::default();
 

@@ -263,9 +263,9 @@ const ENCAP_GRACE: Duration = Duration::from_secs(10);
 struct State {
     config: AgentConfig,
     snapshot: Snapshot,
+    /// Next hops learned since the last recalculation (none: withdrawn);
+    /// what was learned before is in the desired state's cell, held once.
     learned: BTreeMap<IpNet, LearnedHops>,
-    /// Learned prefixes changed since the last recalculation.
-    changed: BTreeSet<IpNet>,
     /// The next recalculation covers everything (the datastore, the
     /// tunnel or the relearning state changed).
     full: bool,
@@ -299,17 +299,11 @@ impl State {
     fn learn(&mut self, news: Learned) {
         match news {
             Learned::Routes(routes) => {
-                for (prefix, hops) in routes {
-                    if hops.is_empty() {
-                        self.learned.remove(&prefix);
-                    } else {
-                        self.learned.insert(prefix, hops);
-                    }
-                    self.changed.insert(prefix);
-                }
+                self.learned.extend(routes);
             }
             Learned::Converged if self.keep_learned => {
-                tracing::info!(routes = self.learned.len(), "BGP converged; routes not relearned may now go");
+                let routes = self.cell.edit(|e| e.learned_len());
+                tracing::info!(routes, "BGP converged; routes not relearned may now go");
                 self.keep_learned = false;
                 self.full = true;
             }
@@ -369,38 +363,42 @@ impl State {
     /// learned routes that changed — work in proportion to the change.
     fn recalc(&mut self) -> Option<BTreeSet<IpNet>> {
         let tunnel = self.config.tunnel.borrow().clone();
-        let vxlan = self.config.vxlan.borrow().clone();
-        let vxlan6 = self.config.vxlan6.borrow().clone();
         let full = std::mem::take(&mut self.full);
-        if full && self.config.routes_from_datastore {
-            self.learned = calc::from_datastore(&self.snapshot);
-        }
-        let snapshot = &self.snapshot;
-        let ctx = Remote {
-            node_address: snapshot.node_address,
-            node_address6: snapshot.node_address6,
-            pools: &snapshot.pools,
-            tunnel: tunnel.as_deref(),
-            vxlan: vxlan.as_deref(),
-            vxlan6: vxlan6.as_deref(),
-            vteps: &snapshot.vteps,
-        };
+        // Withdrawn: no next hops.
+        let learned =
+            std::mem::take(&mut self.learned).into_iter().map(|(p, hops)| (p, (!hops.is_empty()).then_some(hops)));
         if full {
+            let snapshot = &self.snapshot;
+            let remote = Remote {
+                node_address: snapshot.node_address,
+                node_address6: snapshot.node_address6,
+                pools: snapshot.pools.clone(),
+                tunnel: tunnel.clone(),
+                vxlan: self.config.vxlan.borrow().clone(),
+                vxlan6: self.config.vxlan6.borrow().clone(),
+                vteps: snapshot.vteps.clone(),
+            };
             if let Some(tx) = &self.config.vteps {
                 publish(tx, Arc::new(calc::remote_vteps(snapshot)));
             }
-            self.changed.clear();
             self.local = calc::local(snapshot);
-            let mut routes = calc::remote(&self.learned, &ctx);
-            // Local knowledge wins over what BGP says of the same prefix.
-            routes.extend(self.local.routes.clone());
-            let encap: Vec<_> = match &tunnel {
-                Some(dev) => calc::tunnelled(&routes, dev),
-                None => Vec::new(),
+            let desired = Desired {
+                local: self.local.routes.clone(),
+                remote,
+                interfaces: self.local.interfaces.clone(),
+                keep_learned: self.keep_learned,
             };
-            let desired =
-                Desired { routes, interfaces: self.local.interfaces.clone(), keep_learned: self.keep_learned };
-            self.cell.edit(|e| e.replace(desired));
+            let from_datastore = self.config.routes_from_datastore.then(|| calc::from_datastore(snapshot));
+            let encap: Vec<_> = self.cell.edit(|e| {
+                match from_datastore {
+                    Some(all) => e.replace_learned(all),
+                    None => learned.for_each(|(prefix, hops)| e.learned(prefix, hops)),
+                }
+                // Local knowledge wins over what BGP says of the same prefix.
+                e.replace(desired);
+                let Some(dev) = &tunnel else { return Vec::new() };
+                e.view().routes().filter_map(|(prefix, target)| calc::tunnel_nodes(&prefix, &target, dev)).collect()
+            });
             // Prefixes no longer through the tunnel leave its table; the rest are set anew.
             let tunnelled: BTreeSet<_> = encap.iter().map(|(n, _)| *n).collect();
             let left: Vec<_> =
@@ -409,17 +407,17 @@ impl State {
             self.set_encap(updates.collect());
             return Some(self.local.originate.clone());
         }
-        let changed = std::mem::take(&mut self.changed);
         let mut encap = Vec::new();
-        let (learned, local) = (&self.learned, &self.local.routes);
+        let local = &self.local.routes;
         self.cell.edit(|e| {
-            for prefix in changed.iter().filter(|p| !local.contains_key(p)) {
-                let target = learned.get(prefix).and_then(|hops| calc::remote_route(prefix, hops, &ctx));
-                if let (Some(dev), IpNet::V4(net)) = (&tunnel, prefix) {
-                    encap
-                        .push((*net, target.as_ref().and_then(|t| calc::tunnel_nodes(prefix, t, dev)).map(|(_, n)| n)));
+            for (prefix, hops) in learned {
+                e.learned(prefix, hops);
+                if let (Some(dev), IpNet::V4(net)) = (&tunnel, prefix)
+                    && !local.contains_key(&prefix)
+                {
+                    let target = e.view().target(&prefix);
+                    encap.push((net, target.and_then(|t| calc::tunnel_nodes(&prefix, &t, dev)).map(|(_, n)| n)));
                 }
-                e.route(*prefix, target);
             }
         });
         if !encap.is_empty() {
@@ -468,7 +466,6 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
         config,
         snapshot,
         learned: BTreeMap::new(),
-        changed: BTreeSet::new(),
         full: true,
         local: calc::Local::default(),
         cell: DesiredCell::new(Desired::default()),

@@ -97,23 +97,24 @@ pub fn local(s: &Snapshot) -> Local {
     out
 }
 
-/// How remote routes leave this node.
-#[derive(Debug, Clone, Copy)]
-pub struct Remote<'a> {
+/// How remote routes leave this node: the kernel route of a learned
+/// prefix is made from its next hops and these ([`remote_route`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Remote {
     /// This node's address with its subnet length.
     pub node_address: Option<IpNet>,
     /// This node's IPv6 address with its subnet length.
     pub node_address6: Option<IpNet>,
-    /// IP pools (their `ipipMode`).
-    pub pools: &'a [IpPoolSpec],
+    /// IP pools (their `ipipMode` and `vxlanMode`).
+    pub pools: Vec<IpPoolSpec>,
     /// The IPIP tunnel device, when one is up.
-    pub tunnel: Option<&'a str>,
+    pub tunnel: Option<String>,
     /// The VXLAN device, when one is up.
-    pub vxlan: Option<&'a str>,
+    pub vxlan: Option<String>,
     /// The IPv6 VXLAN device, when one is up.
-    pub vxlan6: Option<&'a str>,
+    pub vxlan6: Option<String>,
     /// The nodes' VXLAN tunnel ends, by node address.
-    pub vteps: &'a BTreeMap<IpAddr, Vtep>,
+    pub vteps: BTreeMap<IpAddr, Vtep>,
 }
 
 /// Nodes whose VTEP clashes with another's on one device (the same tunnel
@@ -178,12 +179,6 @@ pub fn from_datastore(s: &Snapshot) -> BTreeMap<IpNet, LearnedHops> {
     learned
 }
 
-/// The prefixes routed through the tunnel device and the nodes behind each
-/// (its ECMP set), for the eBPF IPIP data plane.
-pub fn tunnelled(routes: &Routes<String>, tunnel: &str) -> Vec<(ipnet::Ipv4Net, Vec<std::net::Ipv4Addr>)> {
-    routes.iter().filter_map(|(prefix, target)| tunnel_nodes(prefix, target, tunnel)).collect()
-}
-
 /// The nodes behind the tunnel device of one route, if it goes through it.
 pub fn tunnel_nodes(
     prefix: &IpNet,
@@ -202,11 +197,6 @@ pub fn tunnel_nodes(
     (!nodes.is_empty()).then_some((*p, nodes))
 }
 
-/// Kernel routes for what BGP learned: prefix → next hops (the ECMP set).
-pub fn remote(learned: &BTreeMap<IpNet, LearnedHops>, r: &Remote<'_>) -> Routes<String> {
-    learned.iter().filter_map(|(prefix, next_hops)| Some((*prefix, remote_route(prefix, next_hops, r)?))).collect()
-}
-
 fn encap_mode(mode: Option<EncapMode>) -> tortie_ipip::EncapMode {
     match mode {
         Some(EncapMode::Always) => tortie_ipip::EncapMode::Always,
@@ -221,21 +211,21 @@ fn encap_mode(mode: Option<EncapMode>) -> tortie_ipip::EncapMode {
 /// (natively while that device or that node's VTEP is not there yet). A
 /// next hop that is this node is skipped (a route back to ourselves);
 /// `None` when none is left.
-pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote<'_>) -> Option<Target<String>> {
-    let pool = pool_of(r.pools, prefix);
+pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote) -> Option<Target<String>> {
+    let pool = pool_of(&r.pools, prefix);
     let ipip = encap_mode(pool.and_then(|p| p.ipip_mode));
     let vxlan = encap_mode(pool.and_then(|p| p.vxlan_mode));
     // This node's address and VXLAN device of the next hop's family.
     let of_family = |nh: &IpAddr| match nh {
-        IpAddr::V4(_) => (r.node_address, r.vxlan),
-        IpAddr::V6(_) => (r.node_address6, r.vxlan6),
+        IpAddr::V4(_) => (r.node_address, r.vxlan.as_deref()),
+        IpAddr::V6(_) => (r.node_address6, r.vxlan6.as_deref()),
     };
     let mut hops: crate::route::Hops<String> = next_hops
         .iter()
         .filter(|nh| !is_own(&[r.node_address, r.node_address6], nh))
         .map(|nh| {
             let (local, device) = of_family(nh);
-            match (r.tunnel, device.zip(r.vteps.get(nh))) {
+            match (r.tunnel.as_deref(), device.zip(r.vteps.get(nh))) {
                 (_, Some((dev, v))) if tortie_ipip::encapsulate(vxlan, local, *nh) => {
                     NextHop { gateway: v.tunnel_address, device: Some(dev.to_string()), onlink: true }
                 }
@@ -336,19 +326,25 @@ mod tests {
         entries.iter().map(|(p, nhs)| (net(p), nhs.iter().map(|n| n.parse().unwrap()).collect())).collect()
     }
 
+    /// Kernel routes for what BGP learned.
+    fn remote(learned: &BTreeMap<IpNet, LearnedHops>, r: &Remote) -> Routes<String> {
+        learned.iter().filter_map(|(prefix, next_hops)| Some((*prefix, remote_route(prefix, next_hops, r)?))).collect()
+    }
+
+    /// The prefixes through the tunnel device and the nodes behind each.
+    fn tunnelled(routes: &Routes<String>, tunnel: &str) -> Vec<(ipnet::Ipv4Net, Vec<std::net::Ipv4Addr>)> {
+        routes.iter().filter_map(|(prefix, target)| tunnel_nodes(prefix, target, tunnel)).collect()
+    }
+
     #[test]
     fn learned_routes_go_native_or_through_the_tunnel_as_the_pool_says() {
         let pools =
-            [pool("198.18.0.0/16", EncapMode::CrossSubnet, true), pool("198.19.0.0/16", EncapMode::Always, true)];
-        let vteps = BTreeMap::new();
+            vec![pool("198.18.0.0/16", EncapMode::CrossSubnet, true), pool("198.19.0.0/16", EncapMode::Always, true)];
         let r = Remote {
             node_address: Some(net("192.0.2.1/24")),
-            node_address6: None,
-            pools: &pools,
-            tunnel: Some("tunl0"),
-            vxlan: None,
-            vxlan6: None,
-            vteps: &vteps,
+            pools,
+            tunnel: Some("tunl0".into()),
+            ..Remote::default()
         };
         let routes = remote(
             &learned(&[
@@ -387,7 +383,7 @@ mod tests {
             ],
             "every node of an ECMP set through the tunnel"
         );
-        let no_tunnel = Remote { tunnel: None, ..r };
+        let no_tunnel = Remote { tunnel: None, ..r.clone() };
         let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &no_tunnel);
         assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(smallvec::smallvec![native("192.0.2.2")]));
     }
@@ -404,17 +400,16 @@ mod tests {
     #[test]
     fn vxlan_pools_route_via_the_nodes_vtep_on_the_device_cross_subnet_only_when_asked() {
         let pools =
-            [vxlan_pool("198.18.0.0/16", EncapMode::CrossSubnet), vxlan_pool("198.19.0.0/16", EncapMode::Always)];
+            vec![vxlan_pool("198.18.0.0/16", EncapMode::CrossSubnet), vxlan_pool("198.19.0.0/16", EncapMode::Always)];
         let vteps: BTreeMap<_, _> =
             [vtep("192.0.2.2", "198.18.64.0", 2), vtep("198.51.100.2", "198.18.128.0", 3)].into_iter().collect();
         let r = Remote {
             node_address: Some(net("192.0.2.1/24")),
-            node_address6: None,
-            pools: &pools,
-            tunnel: Some("tortie-ipip"),
-            vxlan: Some("vxlan.calico"),
-            vxlan6: None,
-            vteps: &vteps,
+            pools,
+            tunnel: Some("tortie-ipip".into()),
+            vxlan: Some("vxlan.calico".into()),
+            vteps,
+            ..Remote::default()
         };
         let native = |g: &str| NextHop { gateway: g.parse().unwrap(), device: None, onlink: false };
         let vx = |g: &str| NextHop { gateway: g.parse().unwrap(), device: Some("vxlan.calico".into()), onlink: true };
@@ -436,14 +431,14 @@ mod tests {
         .into();
         assert_eq!(routes, want, "CrossSubnet native within the subnet; no VTEP yet: native; never IPIP");
         assert!(tunnelled(&routes, "tortie-ipip").is_empty(), "nothing for the IPIP plane");
-        let down = Remote { vxlan: None, ..r };
+        let down = Remote { vxlan: None, ..r.clone() };
         let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &down);
         assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(smallvec::smallvec![native("192.0.2.2")]));
     }
 
     #[test]
     fn ipv6_vxlan_pools_route_via_the_nodes_ipv6_vtep_on_the_ipv6_device() {
-        let pools = [vxlan_pool("2001:db8:100::/48", EncapMode::CrossSubnet)];
+        let pools = vec![vxlan_pool("2001:db8:100::/48", EncapMode::CrossSubnet)];
         let vteps: BTreeMap<_, _> = [
             vtep("2001:db8::2", "2001:db8:100::40", 2),
             vtep("2001:db8:1::3", "2001:db8:100::80", 3),
@@ -454,11 +449,11 @@ mod tests {
         let r = Remote {
             node_address: Some(net("192.0.2.1/24")),
             node_address6: Some(net("2001:db8::1/64")),
-            pools: &pools,
-            tunnel: Some("tortie-ipip"),
-            vxlan: Some("vxlan.calico"),
-            vxlan6: Some("vxlan-v6.calico"),
-            vteps: &vteps,
+            pools,
+            tunnel: Some("tortie-ipip".into()),
+            vxlan: Some("vxlan.calico".into()),
+            vxlan6: Some("vxlan-v6.calico".into()),
+            vteps,
         };
         let native = |g: &str| NextHop { gateway: g.parse().unwrap(), device: None, onlink: false };
         let vx6 =
@@ -477,7 +472,7 @@ mod tests {
         ]
         .into();
         assert_eq!(routes, want, "CrossSubnet by the IPv6 subnet; our own IPv6 address is no next hop");
-        let down = Remote { vxlan6: None, ..r };
+        let down = Remote { vxlan6: None, ..r.clone() };
         let routes = remote(&learned(&[("2001:db8:100::80/122", &["2001:db8:1::3"])]), &down);
         let native_only = Target::Gateways(smallvec::smallvec![native("2001:db8:1::3")]);
         assert_eq!(routes[&net("2001:db8:100::80/122")], native_only, "no IPv6 device: native, never IPIP");

@@ -23,20 +23,65 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use tokio::sync::Notify;
 
+use crate::calc::{Remote, remote_route};
 use crate::netlink::{Netlink, NetlinkError, RouteEvent, route_events};
-use crate::route::{Change, Routes, Target, diff_resolving};
+use crate::route::{Change, LearnedHops, Routes, Target, diff_resolving, join};
 use crate::sysctl;
 
-/// What the node's routes and interfaces should be.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the node's routes and interfaces should be, but for what was
+/// learned (the cell holds that beside it: see [`View`]).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Desired {
-    /// Every route tortie should own.
-    pub routes: Routes<String>,
+    /// This node's own routes (pods, block blackholes): they win over
+    /// learned ones.
+    pub local: Routes<String>,
+    /// How learned prefixes leave this node.
+    pub remote: Remote,
     /// Pod interfaces to configure.
     pub interfaces: BTreeSet<String>,
     /// Keep our gateway routes that are not (yet) desired: set while BGP is
     /// still relearning after a restart, so adopted routes keep forwarding.
     pub keep_learned: bool,
+}
+
+/// What BGP (or the datastore) taught: each prefix's next hops.
+pub type Learned = BTreeMap<IpNet, LearnedHops>;
+
+/// The desired routes: the local ones, and a route for each learned prefix
+/// made from its next hops as it is asked for. A full table is held once,
+/// as next hops, not a second time as kernel routes.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    desired: &'a Desired,
+    learned: &'a Learned,
+}
+
+impl View<'_> {
+    /// The route `prefix` should have.
+    pub fn target(&self, prefix: &IpNet) -> Option<Target<String>> {
+        match self.desired.local.get(prefix) {
+            Some(t) => Some(t.clone()),
+            None => remote_route(prefix, self.learned.get(prefix)?, &self.desired.remote),
+        }
+    }
+
+    /// Every desired route, in destination order.
+    pub fn routes(&self) -> impl Iterator<Item = (IpNet, Target<String>)> + '_ {
+        let local = self.desired.local.iter().map(|(p, t)| (*p, t));
+        join(local, self.learned.iter().map(|(p, h)| (*p, h))).filter_map(|(prefix, local, hops)| match local {
+            Some(t) => Some((prefix, t.clone())),
+            None => Some((prefix, remote_route(&prefix, hops?, &self.desired.remote)?)),
+        })
+    }
+
+    /// Marks in `dirty` every route that differs from `self` to `now`.
+    fn mark_differences(&self, now: &View<'_>, dirty: &mut Pending) {
+        for (prefix, before, after) in join(self.routes(), now.routes()) {
+            if before != after {
+                dirty.mark(prefix, || before);
+            }
+        }
+    }
 }
 
 /// Routes changed since the reconciler last took them, each with its
@@ -93,6 +138,7 @@ pub struct DesiredCell {
 #[derive(Debug, Default)]
 struct Shared {
     desired: Desired,
+    learned: Learned,
     /// Routes changed since the reconciler last took them.
     dirty: Pending,
     /// Interfaces or `keep_learned` changed: the next pass is a full one.
@@ -102,48 +148,64 @@ struct Shared {
 /// Edits of the desired state (see [`DesiredCell::edit`]).
 pub struct Editor<'a>(&'a mut Shared);
 
+impl Shared {
+    fn view(&self) -> View<'_> {
+        View { desired: &self.desired, learned: &self.learned }
+    }
+}
+
 impl Editor<'_> {
-    /// Sets (or with `None`, removes) one route.
-    pub fn route(&mut self, prefix: IpNet, target: Option<Target<String>>) {
-        let routes = &mut self.0.desired.routes;
-        let old = match &target {
-            Some(t) if routes.get(&prefix) == Some(t) => return,
-            Some(t) => routes.insert(prefix, t.clone()),
-            None => match routes.remove(&prefix) {
-                Some(old) => Some(old),
-                None => return,
-            },
+    /// Sets (or with `None`, removes) the next hops learned for one prefix.
+    pub fn learned(&mut self, prefix: IpNet, hops: Option<LearnedHops>) {
+        let shared = &mut *self.0;
+        if shared.learned.get(&prefix) == hops.as_ref() {
+            return;
+        }
+        let before = shared.view().target(&prefix);
+        match hops {
+            Some(hops) => shared.learned.insert(prefix, hops),
+            None => shared.learned.remove(&prefix),
         };
-        self.0.dirty.mark(prefix, || old);
+        if shared.view().target(&prefix) != before {
+            shared.dirty.mark(prefix, || before);
+        }
     }
 
-    /// Replaces the whole desired state; only the routes that differ are
-    /// marked changed.
+    /// Replaces everything learned; only the routes that differ are marked changed.
+    pub fn replace_learned(&mut self, learned: Learned) {
+        let shared = &mut *self.0;
+        let (before, now) = (
+            View { desired: &shared.desired, learned: &shared.learned },
+            View { desired: &shared.desired, learned: &learned },
+        );
+        before.mark_differences(&now, &mut shared.dirty);
+        shared.learned = learned;
+    }
+
+    /// Replaces the desired state but for what was learned; only the
+    /// routes that differ are marked changed.
     pub fn replace(&mut self, desired: Desired) {
-        let current = std::mem::take(&mut self.0.desired.routes);
-        let mut routes = desired.routes;
-        for (prefix, old) in &current {
-            if routes.get(prefix) != Some(old) {
-                self.0.dirty.mark(*prefix, || Some(old.clone()));
-            }
-        }
-        for prefix in routes.keys() {
-            if !current.contains_key(prefix) {
-                self.0.dirty.mark(*prefix, || None);
-            }
-        }
-        std::mem::swap(&mut self.0.desired.routes, &mut routes);
-        let d = &mut self.0.desired;
+        let shared = &mut *self.0;
+        let (before, now) = (
+            View { desired: &shared.desired, learned: &shared.learned },
+            View { desired: &desired, learned: &shared.learned },
+        );
+        before.mark_differences(&now, &mut shared.dirty);
+        let d = &shared.desired;
         if d.interfaces != desired.interfaces || d.keep_learned != desired.keep_learned {
-            self.0.full = true;
+            shared.full = true;
         }
-        d.interfaces = desired.interfaces;
-        d.keep_learned = desired.keep_learned;
+        shared.desired = desired;
     }
 
-    /// The routes as they stand.
-    pub fn routes(&self) -> &Routes<String> {
-        &self.0.desired.routes
+    /// The desired routes as they stand.
+    pub fn view(&self) -> View<'_> {
+        self.0.view()
+    }
+
+    /// How many prefixes were learned.
+    pub fn learned_len(&self) -> usize {
+        self.0.learned.len()
     }
 }
 
@@ -164,7 +226,7 @@ impl DesiredCell {
     /// A cell holding `desired`, its first pass a full one.
     pub fn new(desired: Desired) -> Arc<DesiredCell> {
         Arc::new(DesiredCell {
-            shared: Mutex::new(Shared { desired, dirty: Pending::default(), full: true }),
+            shared: Mutex::new(Shared { desired, learned: Learned::new(), dirty: Pending::default(), full: true }),
             changed: Notify::new(),
         })
     }
@@ -183,11 +245,6 @@ impl DesiredCell {
             self.changed.notify_one();
         }
         out
-    }
-
-    /// A copy of the whole desired state.
-    pub fn snapshot(&self) -> Desired {
-        self.lock().desired.clone()
     }
 
     /// Routes of ours the kernel lost (someone deleted them): put back
@@ -210,15 +267,15 @@ impl DesiredCell {
             return false;
         }
         let shared = self.lock();
-        prefixes.iter().any(|p| !shared.desired.routes.contains_key(p))
+        prefixes.iter().any(|p| shared.view().target(p).is_none())
     }
 
     /// `plan` of the desired state as it stands; what changed before is in
     /// it (the full pass that calls this supersedes the pending changes).
-    fn planned(&self, plan: &dyn Fn(&Desired) -> Plan) -> Plan {
+    fn planned(&self, plan: &dyn Fn(&View<'_>) -> Plan) -> Plan {
         let mut shared = self.lock();
         shared.dirty.clear();
-        plan(&shared.desired)
+        plan(&shared.view())
     }
 
     fn take(&self, full: bool) -> Option<Work> {
@@ -234,8 +291,8 @@ impl DesiredCell {
         // kernel is busy) is not copied out at once; the next chunk is taken
         // as soon as this one is written.
         let taken: Vec<_> = (0..shared.dirty.len().min(CHUNK)).filter_map(|_| shared.dirty.pop_first()).collect();
-        let routes = &shared.desired.routes;
-        let changes = taken.into_iter().map(|(p, before)| (p, routes.get(&p).cloned(), before)).collect();
+        let view = shared.view();
+        let changes = taken.into_iter().map(|(p, before)| (p, view.target(&p), before)).collect();
         Some(Work::Routes(changes, shared.desired.keep_learned))
     }
 }
@@ -300,25 +357,25 @@ struct Plan {
     interfaces: BTreeSet<String>,
 }
 
-/// One reconcile pass (blocking).
+/// One reconcile pass (blocking) to `desired`, nothing learned.
 pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkError> {
-    full_pass(nl, |plan| plan(desired))
+    full_pass(nl, |plan| plan(&View { desired, learned: &Learned::new() }))
 }
 
 /// A full pass: the kernel's links and our routes dumped, then diffed with
 /// the desired state that `desired` hands to the planner.
 fn full_pass(
     nl: &mut Netlink,
-    desired: impl FnOnce(&dyn Fn(&Desired) -> Plan) -> Plan,
+    desired: impl FnOnce(&dyn Fn(&View<'_>) -> Plan) -> Plan,
 ) -> Result<PassReport, NetlinkError> {
     let links = nl.links()?;
     let actual = nl.routes()?;
-    let plan = desired(&|d: &Desired| {
-        let (mut changes, waiting) = diff_resolving(&d.routes, &actual, |name| links.get(name).copied());
-        if d.keep_learned {
+    let plan = desired(&|v: &View<'_>| {
+        let (mut changes, waiting) = diff_resolving(v.routes(), &actual, |name| links.get(name).copied());
+        if v.desired.keep_learned {
             changes.retain(|c| !matches!(c, Change::Delete(_, Target::Gateways(_))));
         }
-        Plan { changes, waiting, interfaces: d.interfaces.clone() }
+        Plan { changes, waiting, interfaces: v.desired.interfaces.clone() }
     });
     let Plan { changes, waiting, interfaces } = plan;
     let mut report = PassReport { waiting, ..PassReport::default() };
@@ -563,19 +620,24 @@ mod tests {
         Target::Gateways(smallvec::smallvec![NextHop { gateway: gw.parse().unwrap(), device: None, onlink: false }])
     }
 
+    /// One next hop learned (no tunnel or VXLAN pool: the route is `via(gw)`).
+    fn hop(gw: &str) -> Option<LearnedHops> {
+        Some(smallvec::smallvec![gw.parse().unwrap()])
+    }
+
     /// A cell desiring one route, 198.18.0.64/26 via 192.0.2.2.
     fn one_route() -> Arc<DesiredCell> {
-        let mut d = Desired::default();
-        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
-        DesiredCell::new(d)
+        let cell = DesiredCell::new(Desired::default());
+        cell.edit(|e| e.learned(net("198.18.0.64/26"), hop("192.0.2.2")));
+        cell
     }
 
     /// A full pass taken as the reconciler takes it: how many routes it plans from.
     fn full(cell: &DesiredCell) -> usize {
         assert!(matches!(cell.take(false), Some(Work::Full)), "a full pass");
         let seen = std::cell::Cell::new(usize::MAX);
-        cell.planned(&|d| {
-            seen.set(d.routes.len());
+        cell.planned(&|v| {
+            seen.set(v.routes().count());
             Plan { changes: Vec::new(), waiting: 0, interfaces: BTreeSet::new() }
         });
         seen.get()
@@ -591,28 +653,29 @@ mod tests {
 
     #[test]
     fn one_changed_route_is_one_change_with_what_it_replaces() {
-        let mut desired = Desired::default();
+        let mut learned = Learned::new();
         for i in 0..20_000u32 {
             let block = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + 64 * i);
-            desired.routes.insert(IpNet::new(block.into(), 26).unwrap(), via("192.0.2.2"));
+            learned.insert(IpNet::new(block.into(), 26).unwrap(), hop("192.0.2.2").unwrap());
         }
-        let cell = DesiredCell::new(desired);
+        let cell = DesiredCell::new(Desired::default());
+        cell.edit(|e| e.replace_learned(learned));
         assert_eq!(full(&cell), 20_000, "the first pass is full");
         assert!(cell.take(false).is_none(), "nothing changed since");
         let block = net("198.18.0.64/26");
-        cell.edit(|e| e.route(block, Some(via("192.0.2.3"))));
+        cell.edit(|e| e.learned(block, hop("192.0.2.3")));
         assert_eq!(changes(&cell), vec![(block, Some(via("192.0.2.3")), Some(via("192.0.2.2")))]);
         // Setting what is there already is no change; a change and its undo leave a no-op to skip.
-        cell.edit(|e| e.route(block, Some(via("192.0.2.3"))));
+        cell.edit(|e| e.learned(block, hop("192.0.2.3")));
         assert!(changes(&cell).is_empty());
         cell.edit(|e| {
-            e.route(block, Some(via("192.0.2.4")));
-            e.route(block, Some(via("192.0.2.3")));
+            e.learned(block, hop("192.0.2.4"));
+            e.learned(block, hop("192.0.2.3"));
         });
         assert_eq!(changes(&cell), vec![(block, Some(via("192.0.2.3")), Some(via("192.0.2.3")))]);
         // Removing reports what was there (a delete needs its kind); removing nothing is nothing.
-        cell.edit(|e| e.route(block, None));
-        cell.edit(|e| e.route(net("203.0.113.0/24"), None));
+        cell.edit(|e| e.learned(block, None));
+        cell.edit(|e| e.learned(net("203.0.113.0/24"), None));
         assert_eq!(changes(&cell), vec![(block, None, Some(via("192.0.2.3")))]);
     }
 
@@ -621,12 +684,12 @@ mod tests {
         let cell = DesiredCell::new(Desired::default());
         full(&cell);
         let mut d = Desired::default();
-        d.routes.insert(net("198.18.0.0/26"), Target::Blackhole);
-        d.routes.insert(net("198.18.0.64/26"), via("192.0.2.2"));
+        d.local.insert(net("198.18.0.0/26"), Target::Blackhole);
+        d.local.insert(net("198.18.0.64/26"), via("192.0.2.2"));
         cell.edit(|e| e.replace(d.clone()));
         assert_eq!(changes(&cell).len(), 2);
-        d.routes.remove(&net("198.18.0.0/26"));
-        d.routes.insert(net("198.18.0.128/26"), via("192.0.2.3"));
+        d.local.remove(&net("198.18.0.0/26"));
+        d.local.insert(net("198.18.0.128/26"), via("192.0.2.3"));
         cell.edit(|e| e.replace(d.clone()));
         assert_eq!(
             changes(&cell),
@@ -644,17 +707,58 @@ mod tests {
     fn a_full_pass_plans_from_the_state_as_it_stands_and_supersedes_what_was_pending() {
         let cell = one_route();
         full(&cell);
-        cell.edit(|e| e.route(net("198.18.0.0/26"), Some(via("192.0.2.3"))));
+        cell.edit(|e| e.learned(net("198.18.0.0/26"), hop("192.0.2.3")));
         assert!(matches!(cell.take(true), Some(Work::Full)));
         // A change between the take and the plan is in the plan.
-        cell.edit(|e| e.route(net("198.18.0.128/26"), Some(via("192.0.2.4"))));
+        cell.edit(|e| e.learned(net("198.18.0.128/26"), hop("192.0.2.4")));
         let seen = std::cell::Cell::new(0);
-        cell.planned(&|d| {
-            seen.set(d.routes.len());
+        cell.planned(&|v| {
+            seen.set(v.routes().count());
             Plan { changes: Vec::new(), waiting: 0, interfaces: BTreeSet::new() }
         });
         assert_eq!(seen.get(), 3);
         assert!(changes(&cell).is_empty(), "nothing left pending: the full pass covered both");
+    }
+
+    #[test]
+    fn learned_routes_are_made_from_their_next_hops_and_local_ones_win() {
+        use tortie_store::resources::{EncapMode, IpPoolSpec};
+        let cell = DesiredCell::new(Desired::default());
+        full(&cell);
+        let mut d = Desired::default();
+        d.local.insert(net("198.18.0.0/26"), Target::Blackhole);
+        cell.edit(|e| e.replace(d.clone()));
+        assert_eq!(changes(&cell), vec![(net("198.18.0.0/26"), Some(Target::Blackhole), None)]);
+        // Our own block learned back changes nothing: local knowledge wins.
+        cell.edit(|e| e.learned(net("198.18.0.0/26"), hop("192.0.2.2")));
+        assert!(changes(&cell).is_empty());
+        cell.edit(|e| e.learned(net("198.18.1.0/26"), hop("192.0.2.2")));
+        assert_eq!(changes(&cell), vec![(net("198.18.1.0/26"), Some(via("192.0.2.2")), None)]);
+        // The tunnel comes up for an IPIP pool: the learned route moves onto
+        // it without being learned again.
+        let pool =
+            IpPoolSpec { cidr: Some(net("198.18.0.0/16")), ipip_mode: Some(EncapMode::Always), ..Default::default() };
+        d.remote = Remote {
+            node_address: Some(net("192.0.2.1/24")),
+            pools: vec![pool],
+            tunnel: Some("tunl0".into()),
+            ..Remote::default()
+        };
+        cell.edit(|e| e.replace(d.clone()));
+        let gateway = "192.0.2.2".parse().unwrap();
+        let tunnel =
+            Target::Gateways(smallvec::smallvec![NextHop { gateway, device: Some("tunl0".into()), onlink: true }]);
+        assert_eq!(changes(&cell), vec![(net("198.18.1.0/26"), Some(tunnel.clone()), Some(via("192.0.2.2")))]);
+        // The local block goes: what was learned for it takes its place.
+        d.local.clear();
+        cell.edit(|e| e.replace(d));
+        assert_eq!(changes(&cell), vec![(net("198.18.0.0/26"), Some(tunnel), Some(Target::Blackhole))]);
+        let seen = std::cell::Cell::new(0);
+        cell.planned(&|v| {
+            seen.set(v.routes().count());
+            Plan { changes: Vec::new(), waiting: 0, interfaces: BTreeSet::new() }
+        });
+        assert_eq!(seen.get(), 2);
     }
 
     #[test]
@@ -664,7 +768,7 @@ mod tests {
         let blocks: Vec<IpNet> = (0..10_000u32)
             .map(|i| IpNet::new(std::net::Ipv4Addr::from(0xc612_0000 + 64 * i).into(), 26).unwrap())
             .collect();
-        cell.edit(|e| blocks.iter().for_each(|b| e.route(*b, Some(via("192.0.2.2")))));
+        cell.edit(|e| blocks.iter().for_each(|b| e.learned(*b, hop("192.0.2.2"))));
         let sizes: Vec<usize> = std::iter::from_fn(|| Some(changes(&cell).len()).filter(|n| *n > 0)).collect();
         assert_eq!(sizes, [CHUNK, CHUNK, 10_000 - 2 * CHUNK]);
     }
@@ -694,7 +798,7 @@ mod tests {
         full(&cell);
         // The route goes (a delete is pending), then the late echo of an
         // earlier delete of ours arrives: the pending delete must not be lost.
-        cell.edit(|e| e.route(net("198.18.0.64/26"), None));
+        cell.edit(|e| e.learned(net("198.18.0.64/26"), None));
         cell.lost([net("198.18.0.64/26")]);
         assert_eq!(full(&cell), 0);
     }

@@ -103,37 +103,59 @@ pub enum Change {
 /// What turns `actual` (our routes in the kernel) into `desired`: deletes
 /// first, so that a destination moving between targets never briefly has two.
 pub fn diff(desired: &Routes<u32>, actual: &Routes<u32>) -> Vec<Change> {
-    diff_resolving(desired, actual, |i| Some(*i)).0
+    diff_resolving(desired.iter().map(|(dst, t)| (*dst, t.clone())), actual, |i| Some(*i)).0
 }
 
-/// [`diff`] from routes naming their interfaces by `I`, each resolved by
-/// `index` as it is compared (no resolved copy of the table is made);
-/// with how many desired routes wait for an interface (those are not
-/// desired yet: a route of ours there goes).
+/// [`diff`] from routes (in destination order) naming their interfaces by
+/// `I`, each resolved by `index` as it is compared (no resolved copy of the
+/// table is made); with how many desired routes wait for an interface
+/// (those are not desired yet: a route of ours there goes).
 pub fn diff_resolving<I: Clone>(
-    desired: &Routes<I>,
+    desired: impl IntoIterator<Item = (IpNet, Target<I>)>,
     actual: &Routes<u32>,
     index: impl Fn(&I) -> Option<u32>,
 ) -> (Vec<Change>, usize) {
-    let resolved = |t: &Target<I>| t.resolve(|i| index(i));
-    let deletes = actual
-        .iter()
-        .filter(|(dst, _)| desired.get(dst).and_then(resolved).is_none())
-        .map(|(dst, t)| Change::Delete(*dst, t.clone()));
-    let mut changes: Vec<Change> = deletes.collect();
-    let mut waiting = 0;
-    for (dst, target) in desired {
-        let Some(want) = resolved(target) else {
-            waiting += 1;
-            continue;
-        };
-        match actual.get(dst) {
-            None => changes.push(Change::Add(*dst, want)),
-            Some(have) if !want.satisfied_by(have) => changes.push(Change::Replace(*dst, want)),
-            Some(_) => {}
+    let (mut changes, mut writes, mut waiting) = (Vec::new(), Vec::new(), 0);
+    for (dst, want, have) in join(desired, actual.iter().map(|(dst, t)| (*dst, t))) {
+        let want = want.and_then(|t| {
+            let resolved = t.resolve(|i| index(i));
+            waiting += usize::from(resolved.is_none());
+            resolved
+        });
+        match (want, have) {
+            (None, Some(have)) => changes.push(Change::Delete(dst, have.clone())),
+            (Some(want), None) => writes.push(Change::Add(dst, want)),
+            (Some(want), Some(have)) if !want.satisfied_by(have) => writes.push(Change::Replace(dst, want)),
+            _ => {}
         }
     }
+    changes.extend(writes);
     (changes, waiting)
+}
+
+/// Two sequences in ascending key order walked side by side: each key
+/// with what either has of it.
+pub fn join<K: Ord, A, B>(
+    a: impl IntoIterator<Item = (K, A)>,
+    b: impl IntoIterator<Item = (K, B)>,
+) -> impl Iterator<Item = (K, Option<A>, Option<B>)> {
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((x, _)), Some((y, _))) => x.cmp(y),
+        };
+        Some(match order {
+            std::cmp::Ordering::Less => a.next().map(|(k, v)| (k, Some(v), None))?,
+            std::cmp::Ordering::Greater => b.next().map(|(k, w)| (k, None, Some(w)))?,
+            std::cmp::Ordering::Equal => {
+                let ((k, v), (_, w)) = (a.next()?, b.next()?);
+                (k, Some(v), Some(w))
+            }
+        })
+    })
 }
 
 #[cfg(test)]
@@ -181,7 +203,7 @@ mod tests {
         let actual: Routes<u32> = [(net("198.18.0.64/26"), Target::Device(7))].into();
         let index = |n: &String| (n == "tortie0").then_some(4);
         assert_eq!(
-            diff_resolving(&named, &actual, index),
+            diff_resolving(named.clone(), &actual, index),
             (
                 vec![
                     Change::Delete(net("198.18.0.64/26"), Target::Device(7)),
