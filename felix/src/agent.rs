@@ -391,7 +391,7 @@ impl State {
             let from_datastore = self.config.routes_from_datastore.then(|| calc::from_datastore(snapshot));
             let encap: Vec<_> = self.cell.edit(|e| {
                 match from_datastore {
-                    Some(all) => e.replace_learned(all),
+                    Some(all) => e.replace_learned(all.into_iter().collect()),
                     None => learned.for_each(|(prefix, hops)| e.learned(prefix, hops)),
                 }
                 // Local knowledge wins over what BGP says of the same prefix.

@@ -24,6 +24,7 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use crate::calc::{Remote, remote_route};
+use crate::learned::Learned;
 use crate::netlink::{Netlink, NetlinkError, RouteEvent, route_events};
 use crate::route::{Change, LearnedHops, Routes, Target, diff_resolving, join};
 use crate::sysctl;
@@ -44,9 +45,6 @@ pub struct Desired {
     pub keep_learned: bool,
 }
 
-/// What BGP (or the datastore) taught: each prefix's next hops.
-pub type Learned = BTreeMap<IpNet, LearnedHops>;
-
 /// The desired routes: the local ones, and a route for each learned prefix
 /// made from its next hops as it is asked for. A full table is held once,
 /// as next hops, not a second time as kernel routes.
@@ -61,16 +59,16 @@ impl View<'_> {
     pub fn target(&self, prefix: &IpNet) -> Option<Target<String>> {
         match self.desired.local.get(prefix) {
             Some(t) => Some(t.clone()),
-            None => remote_route(prefix, self.learned.get(prefix)?, &self.desired.remote),
+            None => remote_route(prefix, &self.learned.get(prefix)?, &self.desired.remote),
         }
     }
 
     /// Every desired route, in destination order.
     pub fn routes(&self) -> impl Iterator<Item = (IpNet, Target<String>)> + '_ {
         let local = self.desired.local.iter().map(|(p, t)| (*p, t));
-        join(local, self.learned.iter().map(|(p, h)| (*p, h))).filter_map(|(prefix, local, hops)| match local {
+        join(local, self.learned.iter()).filter_map(|(prefix, local, hops)| match local {
             Some(t) => Some((prefix, t.clone())),
-            None => Some((prefix, remote_route(&prefix, hops?, &self.desired.remote)?)),
+            None => Some((prefix, remote_route(&prefix, &hops?, &self.desired.remote)?)),
         })
     }
 
@@ -158,14 +156,14 @@ impl Editor<'_> {
     /// Sets (or with `None`, removes) the next hops learned for one prefix.
     pub fn learned(&mut self, prefix: IpNet, hops: Option<LearnedHops>) {
         let shared = &mut *self.0;
-        if shared.learned.get(&prefix) == hops.as_ref() {
+        if shared.learned.get(&prefix) == hops {
             return;
         }
         let before = shared.view().target(&prefix);
         match hops {
             Some(hops) => shared.learned.insert(prefix, hops),
-            None => shared.learned.remove(&prefix),
-        };
+            None => _ = shared.learned.remove(&prefix),
+        }
         if shared.view().target(&prefix) != before {
             shared.dirty.mark(prefix, || before);
         }
@@ -226,7 +224,7 @@ impl DesiredCell {
     /// A cell holding `desired`, its first pass a full one.
     pub fn new(desired: Desired) -> Arc<DesiredCell> {
         Arc::new(DesiredCell {
-            shared: Mutex::new(Shared { desired, learned: Learned::new(), dirty: Pending::default(), full: true }),
+            shared: Mutex::new(Shared { desired, learned: Learned::default(), dirty: Pending::default(), full: true }),
             changed: Notify::new(),
         })
     }
@@ -359,7 +357,7 @@ struct Plan {
 
 /// One reconcile pass (blocking) to `desired`, nothing learned.
 pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkError> {
-    full_pass(nl, |plan| plan(&View { desired, learned: &Learned::new() }))
+    full_pass(nl, |plan| plan(&View { desired, learned: &Learned::default() }))
 }
 
 /// A full pass: the kernel's links and our routes dumped, then diffed with
@@ -653,7 +651,7 @@ mod tests {
 
     #[test]
     fn one_changed_route_is_one_change_with_what_it_replaces() {
-        let mut learned = Learned::new();
+        let mut learned = Learned::default();
         for i in 0..20_000u32 {
             let block = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + 64 * i);
             learned.insert(IpNet::new(block.into(), 26).unwrap(), hop("192.0.2.2").unwrap());
