@@ -13,8 +13,9 @@
 //! source's attribute set and key, so the addresses it is found by stay
 //! theirs; the memos are emptied when they reach `CAP` entries (withdrawn
 //! paths do not stay for ever, and a full table of distinct sets does not
-//! keep a copy of each: past `CAP` sources, as in an Internet table, the
-//! memo mostly misses and costs an interning per exported set).
+//! keep a copy of each). When a memo filled up with few hits (a table of
+//! distinct sets: every prefix its own, as tables mostly arrive), the memo
+//! is passed by for the next `PASS_BY` exports, which are only interned.
 //! Exported sets are interned: equal ones share one allocation, so the
 //! UPDATEs being collected find a set by its address
 //! (`Outbound::of_shared_sets`) and still put equal sets together.
@@ -26,7 +27,7 @@
 //! against its prefixes; only small ones (`SMALL` octets: a few prefixes),
 //! so the memo holds at most `CAP` times that.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -41,6 +42,10 @@ use crate::rib::table::PeerKey;
 /// Entries the memos hold at most, all terms together, and the encoded
 /// memo on its own (a 5,000-client reflector's sets fit).
 const CAP: usize = 8192;
+
+/// Exports that go past the memo after it filled with fewer than `CAP / 8`
+/// hits; then it is tried again.
+const PASS_BY: usize = 4 * CAP;
 
 /// The largest UPDATE remembered in its wire form.
 const SMALL: usize = 256;
@@ -71,6 +76,10 @@ type Encoded = (Arc<PathAttrs>, Vec<Ipv4Nlri>, Bytes);
 #[derive(Debug, Default)]
 pub(super) struct ExportMemo {
     terms: RefCell<Vec<(Terms, foldhash::HashMap<Source, Exported>)>>,
+    /// Hits since the memos were last emptied.
+    hits: Cell<usize>,
+    /// Exports still to go past the memos.
+    passing_by: Cell<usize>,
     /// The exported sets, one allocation per distinct one.
     interner: RefCell<AttrInterner>,
     /// UPDATEs as encoded, by send context and attribute set.
@@ -116,16 +125,25 @@ impl ExportMemo {
             from_client,
             ipv4,
         };
+        let intern = |attrs| self.interner.borrow_mut().intern(Arc::new(attrs));
+        if let Some(left) = self.passing_by.get().checked_sub(1) {
+            self.passing_by.set(left);
+            return export().map(intern);
+        }
         let mut all = self.terms.borrow_mut();
         if let Some((_, _, exported)) = all.get(at.0).and_then(|(_, memo)| memo.get(&source)) {
+            self.hits.set(self.hits.get() + 1);
             return exported.clone();
         }
         // The cap is for all terms together (their entries stay in place).
         if all.iter().map(|(_, memo)| memo.len()).sum::<usize>() >= CAP {
             all.iter_mut().for_each(|(_, memo)| memo.clear());
+            if self.hits.replace(0) < CAP / 8 {
+                self.passing_by.set(PASS_BY);
+            }
         }
         let Some((_, memo)) = all.get_mut(at.0) else { return export().map(Arc::new) };
-        let exported = export().map(|attrs| self.interner.borrow_mut().intern(Arc::new(attrs)));
+        let exported = export().map(intern);
         memo.insert(source, (path.attrs.clone(), from.clone(), exported.clone()));
         exported
     }
@@ -259,6 +277,35 @@ mod tests {
         memo.encoded(&big, tx, || encode(SMALL + 1));
         memo.encoded(&big, tx, || encode(SMALL + 1));
         assert_eq!(made.get(), 7);
+    }
+
+    #[test]
+    fn a_memo_that_mostly_misses_is_passed_by_for_a_while() {
+        let memo = ExportMemo::default();
+        let at = memo.terms(&terms(64512), None);
+        let made = Cell::new(0);
+        let export = || {
+            made.set(made.get() + 1);
+            Some(PathAttrs::default())
+        };
+        // A table of distinct sources fills the memo without a hit.
+        let paths: Vec<_> = (0..=CAP as u32).map(|i| best("a", i)).collect();
+        for path in &paths {
+            memo.get_or(at, path, true, true, export);
+        }
+        // Now passed by: an export is made again though remembered before,
+        // and still interned (equal sets share one allocation).
+        let (first, again) =
+            (memo.get_or(at, &paths[CAP], true, true, export), memo.get_or(at, &paths[CAP], true, true, export));
+        assert_eq!(made.get(), CAP + 3);
+        assert!(Arc::ptr_eq(&first.unwrap(), &again.unwrap()));
+        // After `PASS_BY` exports the memo is tried again.
+        for _ in 2..PASS_BY {
+            memo.get_or(at, &paths[0], true, true, export);
+        }
+        memo.get_or(at, &paths[0], true, true, export);
+        memo.get_or(at, &paths[0], true, true, export);
+        assert_eq!(made.get(), CAP + 1 + PASS_BY + 1, "remembered again");
     }
 
     #[test]
