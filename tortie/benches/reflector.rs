@@ -337,7 +337,9 @@ fn main() {
             let args = ["reflector", "run", "--name", "rr", "--ip", "127.0.0.1/8", "--cluster-id", CLUSTER_ID];
             let args = [&args[..], &["--listen-range", "127.0.0.0/8", "--run-dir", run.to_str().unwrap()]].concat();
             let env = [("TORTIE_DATASTORE", url.as_str()), ("TORTIE_LOG", "warn")];
-            let tortie = ns.spawn("tortie-rr", env!("CARGO_BIN_EXE_tortie"), &args, &env).unwrap();
+            // `TORTIE_BENCH_BIN`: a wrapper to run the reflector under (a profiler, heaptrack).
+            let bin = std::env::var("TORTIE_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tortie").into());
+            let tortie = ns.spawn("tortie-rr", &bin, &args, &env).unwrap();
             measure("tortie", n, &tortie, &ns);
         }
     }

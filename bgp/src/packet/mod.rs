@@ -8,7 +8,7 @@
 
 mod attr;
 mod capability;
-mod codec;
+pub(crate) mod codec;
 mod cxt;
 mod error;
 mod header;

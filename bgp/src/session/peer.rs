@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWrite;
@@ -192,9 +192,6 @@ pub struct PeerHandle {
 
 /// Commands buffered per peer.
 const COMMAND_BUFFER: usize = 64;
-/// Initial read buffer of a session: one standard-size message (it grows for
-/// a stream of UPDATEs); a reflector with a thousand idle clients keeps it small.
-const READ_BUFFER: usize = 4096;
 
 /// Starts the task of one peer. It begins Idle: send [`PeerCommand::Start`].
 pub fn spawn(config: PeerConfig, events: mpsc::Sender<PeerEvent>) -> PeerHandle {
@@ -298,7 +295,13 @@ fn framed(stream: TcpStream) -> Framed<TcpStream, BgpCodec> {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    Framed::with_capacity(stream, BgpCodec::default(), READ_BUFFER)
+    // The read buffer as the codec keeps it when idle (it grows for a
+    // stream of UPDATEs). The session's own messages (OPEN, KEEPALIVE,
+    // NOTIFICATION) are written into the write buffer; UPDATEs go straight
+    // from the outbox (`poll_io`): no room is held for them.
+    let mut framed = Framed::with_capacity(stream, BgpCodec::default(), crate::packet::codec::IDLE_CHUNK);
+    *framed.write_buffer_mut() = BytesMut::new();
+    framed
 }
 
 /// Our link-local address towards the peer of an IPv6 connection on a
@@ -434,7 +437,9 @@ impl Link {
 struct Runner {
     config: PeerConfig,
     main: Link,
-    second: Option<Link>,
+    /// A second connection while a collision is resolved (RFC 4271 §6.8):
+    /// boxed, so the rare case costs no room in every session task.
+    second: Option<Box<Link>>,
     events: mpsc::Sender<PeerEvent>,
     status: watch::Sender<PeerStatus>,
     commands: mpsc::Receiver<PeerCommand>,
@@ -456,15 +461,17 @@ enum Which {
 impl Runner {
     async fn run(mut self) {
         loop {
+            // Commands' futures boxed: the task's allocation (one per
+            // session: thousands on a reflector) holds only the common path.
             if let Some(cmd) = self.deferred.pop_front() {
-                self.command(cmd).await;
+                Box::pin(self.command(cmd)).await;
                 continue;
             }
             let outbox = (self.main.fsm.state() == State::Established).then_some(&*self.outbox);
             let (which, input) = tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => {
-                        self.command(cmd).await;
+                        Box::pin(self.command(cmd)).await;
                         continue;
                     }
                     None => return,
@@ -588,7 +595,7 @@ impl Runner {
             State::OpenSent | State::OpenConfirm if self.second.is_none() => {
                 let mut link = Link::new(&self.config, false);
                 link.framed = Some(framed(stream));
-                self.second = Some(link);
+                self.second = Some(Box::new(link));
                 self.handle(Which::Second, Event::ManualStart).await;
                 self.handle(Which::Second, Event::TcpConnected).await;
             }
@@ -619,7 +626,9 @@ impl Runner {
                 }
                 Some(cmd) = self.commands.recv() => match cmd {
                     PeerCommand::Send(_) | PeerCommand::EndRestart if self.deferred.is_empty() => {
-                        self.command(cmd).await;
+                        // Boxed: a command is rare here, and its future would
+                        // otherwise sit in every session task's allocation.
+                        Box::pin(self.command(cmd)).await;
                     }
                     other => self.deferred.push_back(other),
                 },
@@ -679,7 +688,7 @@ impl Runner {
         } else {
             self.handle(Which::Main, Event::OpenCollisionDump).await;
             if let Some(second) = self.second.take() {
-                self.main = second;
+                self.main = *second;
             }
         }
         main_survives == (which == Which::Main)
