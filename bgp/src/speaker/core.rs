@@ -19,7 +19,7 @@ use super::{DynamicRange, Neighbor, Query, RouteView, SpeakerCommand, SpeakerEve
 use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::Reflector;
-use crate::rib::table::{BestChange, LocRib, PeerKey};
+use crate::rib::table::{BestChange, LocRib, PeerKey, Walk};
 use crate::session::negotiate::Negotiated;
 use crate::session::outbox::Outbox;
 use crate::session::peer::{PeerCommand, PeerConfig, PeerEvent};
@@ -143,6 +143,9 @@ pub(crate) struct SpeakerCore {
     /// twice).
     pub(super) pending: Vec<BestChange>,
     pub(super) pending_pieces: usize,
+    /// The chunks a table walk is exported in, kept between walks: a
+    /// reflector sends thousands of tables, and a chunk is ~450 KiB.
+    pub(super) walk_chunk: Vec<(Walk, IpNet, (PeerKey, Path))>,
     /// What each peer whose outbox refused (or may refuse) is still owed.
     pub(super) backlogs: HashMap<String, Backlog>,
     /// Peers stopped for exceeding their prefix limit (until restarted).
@@ -187,6 +190,7 @@ impl SpeakerCore {
             update_groups: UpdateGroups::default(),
             pending: Vec::new(),
             pending_pieces: 0,
+            walk_chunk: Vec::new(),
             backlogs: HashMap::new(),
             over_limit: HashSet::new(),
             stats,

@@ -22,7 +22,7 @@ use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{Reflection, export};
 use crate::rib::outbound::Outbound;
 use crate::rib::policy::Policy;
-use crate::rib::table::{BestChange, PeerKey, Walk};
+use crate::rib::table::{BestChange, PeerKey};
 
 /// Prefixes a behind peer's backlog is worked through at a time: small
 /// enough that a drained outbox (empty, so it takes at least
@@ -232,9 +232,11 @@ impl SpeakerCore {
                 Owed::Table { after, withdraw_rest } => {
                     // One walk of the Loc-RIB for as long as the outbox takes it.
                     let withdraw_rest = *withdraw_rest;
+                    let mut chunk = std::mem::take(&mut self.walk_chunk);
                     let mut rest = self.rib.best_paths_after(*after);
-                    loop {
-                        let chunk: Vec<(Walk, IpNet, (PeerKey, Path))> = rest.by_ref().take(DRAIN_CHUNK).collect();
+                    let refused = loop {
+                        chunk.clear();
+                        chunk.extend(rest.by_ref().take(DRAIN_CHUNK));
                         let Some((last, ..)) = chunk.last() else { break None };
                         *after = Some(*last);
                         let items = chunk.iter().map(|(_, p, best)| (*p, Some(best), Before::Unknown));
@@ -244,7 +246,11 @@ impl SpeakerCore {
                         if let Some(i) = self.push_updates(peer, &updates, remembered) {
                             break Some(updates[i..].iter().flat_map(prefixes_of).collect());
                         }
-                    }
+                    };
+                    drop(rest);
+                    chunk.clear();
+                    self.walk_chunk = chunk;
+                    refused
                 }
                 Owed::Message(message) => {
                     let Some(session) = self.neighbors.get(peer) else { break };
