@@ -147,9 +147,12 @@ impl<V> Bucket<V> {
         }
     }
 
-    /// The prefixes held, sorted.
-    fn sorted(&self) -> Vec<(SubKey, &V)> {
-        let mut held: Vec<(SubKey, &V)> = self.slots.iter().flatten().map(|(k, v)| (*k, v)).collect();
+    /// The prefixes held after `after` (all when `None`), sorted; only
+    /// those are sorted (a walk resumed in a large /16, as a reflector's
+    /// tables are sent in chunks, sorts less and less of it).
+    fn sorted_after(&self, after: Option<SubKey>) -> Vec<(SubKey, &V)> {
+        let held = self.slots.iter().flatten().map(|(k, v)| (*k, v));
+        let mut held: Vec<(SubKey, &V)> = held.filter(|(k, _)| after.is_none_or(|a| *k > a)).collect();
         held.sort_unstable_by_key(|(k, _)| *k);
         held
     }
@@ -223,13 +226,13 @@ impl<V> V4Index<V> {
 
     /// Every key and value after `after` (from the first when `None`), in key order.
     pub(super) fn iter_after(&self, after: Option<V4Key>) -> impl Iterator<Item = (V4Key, &V)> {
-        self.buckets
-            .iter()
-            .enumerate()
-            .skip(after.map_or(0, bucket))
-            .filter(|(_, b)| b.len > 0)
-            .flat_map(|(i, b)| b.sorted().into_iter().map(move |(sub, v)| (full_key(i, sub), v)))
-            .filter(move |(k, _)| after.is_none_or(|a| *k > a))
+        self.buckets.iter().enumerate().skip(after.map_or(0, bucket)).filter(|(_, b)| b.len > 0).flat_map(
+            move |(i, b)| {
+                // Within `after`'s own /16, only what comes after it.
+                let from = after.filter(|a| bucket(*a) == i).map(sub_key);
+                b.sorted_after(from).into_iter().map(move |(sub, v)| (full_key(i, sub), v))
+            },
+        )
     }
 
     /// How many keys are held.
@@ -313,8 +316,14 @@ mod tests {
                 prop_assert_eq!(index.len(), model.len());
             }
             let held: Vec<(V4Key, u64)> = index.iter_after(None).map(|(k, v)| (k, *v)).collect();
-            let want: Vec<(V4Key, u64)> = model.into_iter().collect();
+            let want: Vec<(V4Key, u64)> = model.clone().into_iter().collect();
             prop_assert_eq!(held, want);
+            // A walk resumed after any key held (or not held) meets what comes after it.
+            for after in model.keys().step_by(7).copied().chain([key(0xc612_0100, 24), key(0, 0)]) {
+                let held: Vec<V4Key> = index.iter_after(Some(after)).map(|(k, _)| k).collect();
+                let want: Vec<V4Key> = model.range(after + 1..).map(|(k, _)| *k).collect();
+                prop_assert_eq!(held, want);
+            }
         }
     }
 }
