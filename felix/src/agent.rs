@@ -362,12 +362,12 @@ impl State {
     /// change (returning the prefixes to originate), or else only the
     /// learned routes that changed — work in proportion to the change.
     fn recalc(&mut self) -> Option<BTreeSet<IpNet>> {
-        let tunnel = self.config.tunnel.borrow().clone();
         let full = std::mem::take(&mut self.full);
         // Withdrawn: no next hops.
         let learned =
             std::mem::take(&mut self.learned).into_iter().map(|(p, hops)| (p, (!hops.is_empty()).then_some(hops)));
         if full {
+            let tunnel = self.config.tunnel.borrow().clone();
             let snapshot = &self.snapshot;
             let remote = Remote {
                 node_address: snapshot.node_address,
@@ -410,6 +410,8 @@ impl State {
         let mut encap = Vec::new();
         let local = &self.local.routes;
         self.cell.edit(|e| {
+            // The tunnel the routes are made with (the last full recalculation's).
+            let tunnel = e.view().remote().tunnel.clone();
             for (prefix, hops) in learned {
                 e.learned(prefix, hops);
                 if let (Some(dev), IpNet::V4(net)) = (&tunnel, prefix)

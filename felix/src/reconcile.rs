@@ -63,6 +63,11 @@ impl View<'_> {
         }
     }
 
+    /// How learned prefixes leave this node, as the routes are made now.
+    pub fn remote(&self) -> &Remote {
+        &self.desired.remote
+    }
+
     /// Every desired route, in destination order.
     pub fn routes(&self) -> impl Iterator<Item = (IpNet, Target<String>)> + '_ {
         let local = self.desired.local.iter().map(|(p, t)| (*p, t));
@@ -188,7 +193,19 @@ impl Editor<'_> {
             View { desired: &shared.desired, learned: &shared.learned },
             View { desired: &desired, learned: &shared.learned },
         );
-        before.mark_differences(&now, &mut shared.dirty);
+        if desired.remote == shared.desired.remote {
+            // Only local routes may differ (a pod came or went): a full
+            // table of learned ones is not walked for it.
+            let prefixes: BTreeSet<IpNet> = shared.desired.local.keys().chain(desired.local.keys()).copied().collect();
+            for prefix in prefixes {
+                let was = before.target(&prefix);
+                if now.target(&prefix) != was {
+                    shared.dirty.mark(prefix, || was);
+                }
+            }
+        } else {
+            before.mark_differences(&now, &mut shared.dirty);
+        }
         let d = &shared.desired;
         if d.interfaces != desired.interfaces || d.keep_learned != desired.keep_learned {
             shared.full = true;
