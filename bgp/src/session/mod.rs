@@ -8,6 +8,7 @@ pub mod listener;
 pub mod negotiate;
 pub mod outbox;
 pub mod peer;
+mod send_hold;
 pub mod socket;
 
 pub use fsm::{Action, Event, Fsm, FsmConfig, Reason, State, Timer, collision_winner, notification_words};

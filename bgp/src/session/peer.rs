@@ -38,6 +38,7 @@ use tokio_util::codec::Framed;
 use super::fsm::{Action, Event, Fsm, FsmConfig, Reason, State, Timer, collision_winner, notification_words};
 use super::negotiate::{LocalConfig, Negotiated};
 use super::outbox::{Outbox, Taken};
+use super::send_hold::SendHold;
 use super::socket::{self, SocketError, SocketOptions};
 use crate::packet::{BgpCodec, CodecError, Message, RouteRefresh, Update};
 
@@ -229,39 +230,6 @@ struct Link {
     outgoing: bool,
     /// RFC 9687: what we have to send must move.
     send_hold: SendHold,
-}
-
-/// The send hold timer (RFC 9687): it runs from the last progress while
-/// something we have to send waits for the socket, and is polled with the
-/// socket itself, so it runs out whether or not anything else happens.
-struct SendHold {
-    since: Option<Instant>,
-    timer: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl SendHold {
-    fn new() -> SendHold {
-        SendHold { since: None, timer: Box::pin(tokio::time::sleep(Duration::ZERO)) }
-    }
-
-    /// Takes one I/O step's outcome: `blocked` (something waits for the
-    /// socket), `progress` (some of it went); `true` when the timer ran out.
-    fn step(&mut self, blocked: bool, progress: bool, hold: Duration, cx: &mut Context<'_>) -> bool {
-        if !blocked {
-            self.since = None;
-            return false;
-        }
-        if progress || self.since.is_none() {
-            let now = Instant::now();
-            self.since = Some(now);
-            self.timer.as_mut().reset(now + hold);
-        }
-        self.timer.as_mut().poll(cx).is_ready()
-    }
-
-    fn clear(&mut self) {
-        self.since = None;
-    }
 }
 
 const TIMERS: [Timer; 6] =

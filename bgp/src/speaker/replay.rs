@@ -63,15 +63,21 @@ struct Replay {
     sessions: u64,
 }
 
+impl Replay {
+    fn new() -> Replay {
+        Replay {
+            core: SpeakerCore::new(ROUTER_ID, 1, Arc::default()),
+            tx: HashMap::new(),
+            stalled: HashSet::new(),
+            sessions: 0,
+        }
+    }
+}
+
 /// Runs the script `name`, panicking at the first input whose outputs
 /// differ from the ones written under it.
 fn run(name: &str, script: &str) {
-    let mut replay = Replay {
-        core: SpeakerCore::new(ROUTER_ID, 1, Arc::default()),
-        tx: HashMap::new(),
-        stalled: HashSet::new(),
-        sessions: 0,
-    };
+    let mut replay = Replay::new();
     let mut lines = script.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'));
     let mut next = lines.next();
     while let Some((at, line)) = next {
@@ -97,12 +103,7 @@ fn run(name: &str, script: &str) {
 /// under each input (`TORTIE_REPLAY_BLESS=1 cargo test -p tortie-bgp
 /// replay`, after a change of output format; review the diff).
 fn bless(name: &str, script: &str) {
-    let mut replay = Replay {
-        core: SpeakerCore::new(ROUTER_ID, 1, Arc::default()),
-        tx: HashMap::new(),
-        stalled: HashSet::new(),
-        sessions: 0,
-    };
+    let mut replay = Replay::new();
     let mut blessed = String::new();
     for (at, line) in script.lines().enumerate() {
         let input = line.trim();
