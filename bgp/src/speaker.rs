@@ -35,6 +35,7 @@ use crate::session::listener::Listener;
 use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerStatus};
 use crate::session::socket::SocketError;
 
+mod adj_in;
 mod backlog;
 mod converge;
 mod core;

@@ -464,6 +464,12 @@ impl LocRib {
         Some(path(&self.peers, stored).1)
     }
 
+    /// The attribute set of `peer`'s path to `prefix`, if it has one.
+    pub fn attrs_from(&self, peer: &PeerKey, prefix: &IpNet) -> Option<&Arc<PathAttrs>> {
+        let index = *self.peer_index.get(peer)?;
+        Some(&self.entry(prefix)?.paths().iter().find(|s| s.peer == index)?.attrs)
+    }
+
     /// How many paths `peer` has in the RIB.
     pub fn paths_from(&self, peer: &PeerKey) -> usize {
         self.peer_index.get(peer).map_or(0, |&i| self.peers[i as usize].paths)

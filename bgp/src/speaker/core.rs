@@ -130,7 +130,7 @@ pub(crate) struct SpeakerCore {
     /// Convergence was announced.
     pub(super) converged: bool,
     /// Pre-policy Adj-RIB-In of peers with soft reconfiguration inbound.
-    pub(super) received: HashMap<String, foldhash::HashMap<IpNet, Arc<PathAttrs>>>,
+    pub(super) received: HashMap<String, super::adj_in::AdjRibIn>,
     /// (foldhash: a name is looked up per run of a table sent.)
     pub(super) neighbors: foldhash::HashMap<String, Session>,
     /// Paths as exported, per export terms (see `memo`).
@@ -343,7 +343,8 @@ impl SpeakerCore {
         }
         if import_changed && soft {
             // The routes as received, judged again by the new import policy.
-            let kept = self.received.get(peer).cloned().unwrap_or_default();
+            let from = key(peer);
+            let kept = self.received.get(peer).map(|k| k.routes(&self.rib, &from)).unwrap_or_default();
             tracing::info!(peer, routes = kept.len(), "import policy changed: re-importing the stored routes");
             // RFC 4724 / RFC 9494 §4.2: while the peer is away, only its stale
             // routes are judged again (one the old policy kept out stays out:
@@ -351,21 +352,28 @@ impl SpeakerCore {
             // stay so (or go, if NO_LLGR).
             let away = !self.up.contains(peer);
             let stale = self.stale.get(peer);
-            // In prefix order: the map's order is random, and the order of
-            // import is the order the RIB walks its IPv6 prefixes in.
-            let mut kept: Vec<_> = kept.into_iter().collect();
-            kept.sort_unstable_by_key(|(prefix, _)| *prefix);
-            let routes = kept
+            // (In prefix order: the order of import is the order the RIB
+            // walks its IPv6 prefixes in.)
+            let judged: Vec<(IpNet, Option<Arc<PathAttrs>>)> = kept
                 .into_iter()
                 .filter(|(prefix, _)| !away || stale.is_none_or(|s| s.prefixes.contains(prefix)))
-                .map(|(prefix, attrs)| match stale {
-                    Some(s) if s.phase == crate::graceful::Phase::LongLived && s.prefixes.contains(&prefix) => {
-                        (prefix, super::stale::long_lived_stale(&attrs))
+                .map(|(prefix, attrs)| (prefix, Some(attrs)))
+                .collect();
+            let routes = judged
+                .iter()
+                .map(|(prefix, attrs)| match (stale, attrs) {
+                    (Some(s), Some(attrs))
+                        if s.phase == crate::graceful::Phase::LongLived && s.prefixes.contains(prefix) =>
+                    {
+                        (*prefix, super::stale::long_lived_stale(attrs))
                     }
-                    _ => (prefix, Some(attrs)),
+                    _ => (*prefix, attrs.clone()),
                 })
                 .collect();
             self.import(peer, routes);
+            if let Some(kept) = self.received.get_mut(peer) {
+                kept.imported(&self.rib, &from, &judged);
+            }
         } else if import_changed {
             // RFC 2918: the peer resends its routes of each family; the new
             // import policy judges them.

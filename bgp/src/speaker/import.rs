@@ -94,16 +94,11 @@ impl SpeakerCore {
             let v6 = attrs.as_ref().map(|a| Arc::new(PathAttrs { mp_next_hop: Some(r.next_hop), ..(**a).clone() }));
             routes.extend(r.nlri.iter().map(|n| (n.prefix, v6.clone())));
         }
-        if session.neighbor.soft_reconfiguration_inbound {
-            let kept = self.received.entry(peer.to_string()).or_default();
-            for (prefix, attrs) in &routes {
-                match attrs {
-                    Some(a) => kept.insert(*prefix, a.clone()),
-                    None => kept.remove(prefix),
-                };
-            }
-        }
+        let as_received = session.neighbor.soft_reconfiguration_inbound.then(|| (session.key.clone(), routes.clone()));
         self.import(peer, routes);
+        if let Some((from, routes)) = as_received {
+            self.received.entry(peer.to_string()).or_default().imported(&self.rib, &from, &routes);
+        }
     }
 
     /// Puts routes from `peer` (attributes, or `None` for a withdrawal)

@@ -15,7 +15,7 @@
 //! update NAME - PREFIX…                        eor NAME [ipv6]
 //! refresh NAME request|request-v6|borr|eorr               remove NAME
 //! originate PREFIX                             withdraw PREFIX
-//! restarted SECS    planned NAME…    export-none NAME    import-all NAME
+//! restarted SECS    planned NAME…    export-none NAME    import-all NAME    import-none NAME
 //! reachable NAME yes|no   (BFD's word on the peer)
 //! timer stale NAME EPOCH | timer deferral | timer limit NAME
 //! range PREFIX AS (dynamic neighbours)       accept ADDR (a connection from it)
@@ -202,10 +202,13 @@ impl Replay {
             "reachable" => {
                 Input::Command(SpeakerCommand::Reachable { peer: name, reachable: rest.get(1) == Some(&"yes") })
             }
-            "export-none" | "import-all" => {
+            "export-none" | "import-all" | "import-none" => {
                 let reject = Policy { rules: vec![Rule::any(Verdict::Reject)] };
-                let (import, export) =
-                    if verb == "export-none" { (None, Some(reject)) } else { (Some(Policy::accept_all()), None) };
+                let (import, export) = match verb {
+                    "export-none" => (None, Some(reject)),
+                    "import-none" => (Some(reject), None),
+                    _ => (Some(Policy::accept_all()), None),
+                };
                 Input::Command(SpeakerCommand::SetPolicies { peer: name, import, export })
             }
             "timer" => Input::Timer(match rest.first().copied() {
@@ -660,4 +663,5 @@ replay!(
     received_attributes,
     long_lived_graceful_restart,
     long_lived_soft_reconfiguration,
+    soft_reconfiguration,
 );

@@ -68,6 +68,10 @@ impl SpeakerCore {
         for prefix in prefixes {
             let Some(path) = self.rib.path_from(&from, &prefix) else { continue };
             let attrs = tagged.entry(Arc::as_ptr(&path.attrs)).or_insert_with(|| long_lived_stale(&path.attrs));
+            if let Some(kept) = self.received.get_mut(peer) {
+                // Its path changes: what was received is kept aside first.
+                kept.keep(prefix, &path.attrs);
+            }
             match attrs {
                 Some(attrs) => changes.extend(self.rib.announce(&from, prefix, Path { attrs: attrs.clone(), ..path })),
                 None => {
@@ -170,7 +174,7 @@ impl SpeakerCore {
 
     fn withdraw_stale(&mut self, peer: &str, prefixes: HashSet<IpNet>) {
         if let Some(kept) = self.received.get_mut(peer) {
-            kept.retain(|p, _| !prefixes.contains(p));
+            kept.forget(&prefixes);
         }
         let from = key(peer);
         // In prefix order, as a table goes out (and the same every time).
