@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod calc;
+pub mod compact;
 pub mod learned;
 pub mod netlink;
 pub mod policy;

@@ -22,7 +22,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::route::{Change, NextHop, ROUTE_PROTOCOL, Routes, Target};
+use crate::route::{Change, KernelRoutes, NextHop, ROUTE_PROTOCOL, Target};
 
 /// Requests per `sendmsg`. Only the last asks for an ACK (the kernel
 /// handles a batch in order, so its ACK means the batch is done); failures
@@ -162,9 +162,9 @@ impl Netlink {
     }
 
     /// tortie's routes in the main table (both families).
-    pub fn routes(&mut self) -> Result<Routes<u32>, NetlinkError> {
+    pub fn routes(&mut self) -> Result<KernelRoutes, NetlinkError> {
         let request = RouteNetlinkMessage::GetRoute(RouteMessage::default());
-        self.dump("route dump", request, |routes: &mut Routes<u32>, msg| {
+        self.dump("route dump", request, |routes: &mut KernelRoutes, msg| {
             if let RouteNetlinkMessage::NewRoute(route) = msg
                 && let Some((dst, target)) = ours(&route)
             {

@@ -166,8 +166,8 @@ impl Editor<'_> {
         }
         let before = shared.view().target(&prefix);
         match hops {
-            Some(hops) => shared.learned.insert(prefix, hops),
-            None => _ = shared.learned.remove(&prefix),
+            Some(hops) if !hops.is_empty() => shared.learned.insert(prefix, hops),
+            _ => _ = shared.learned.remove(&prefix),
         }
         if shared.view().target(&prefix) != before {
             shared.dirty.mark(prefix, || before);
@@ -409,7 +409,7 @@ fn full_pass(
         if let Change::Replace(dst, _) = r.change
             && let Some(old) = actual.get(&dst)
         {
-            stale.push(Change::Delete(dst, old.clone()));
+            stale.push(Change::Delete(dst, old));
         }
     }
     report.deleted += stale.len();

@@ -7,10 +7,12 @@
 //! one into the other just before reconciling.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use smallvec::SmallVec;
+
+use crate::compact::{Compact, PrefixMap};
 
 /// tortie's route protocol number (`rtm_protocol`). Every route felix
 /// installs carries it; routes with any other number are never touched.
@@ -89,6 +91,42 @@ impl Target<u32> {
 /// Routes by destination (one per destination in the main table).
 pub type Routes<I> = BTreeMap<IpNet, Target<I>>;
 
+/// The kernel's routes (ours), as a full pass dumps them: a full table's
+/// IPv4 routes via one IPv4 gateway in 17 octets each (see [`PrefixMap`]).
+pub type KernelRoutes = PrefixMap<Target<u32>>;
+
+/// An IPv4 route via one IPv4 gateway out of a known device.
+#[derive(Debug, Clone, Copy)]
+pub struct ViaV4 {
+    gateway: Ipv4Addr,
+    device: u32,
+    onlink: bool,
+}
+
+impl Compact for Target<u32> {
+    type Small = ViaV4;
+
+    fn small(&self, _: &Ipv4Net) -> Option<ViaV4> {
+        match self {
+            Target::Gateways(hops) => match hops.as_slice() {
+                [NextHop { gateway: IpAddr::V4(gateway), device: Some(device), onlink }] => {
+                    Some(ViaV4 { gateway: *gateway, device: *device, onlink: *onlink })
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn from_small(v: ViaV4) -> Self {
+        Target::Gateways(smallvec::smallvec![NextHop {
+            gateway: IpAddr::V4(v.gateway),
+            device: Some(v.device),
+            onlink: v.onlink
+        }])
+    }
+}
+
 /// One change to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -102,7 +140,7 @@ pub enum Change {
 
 /// What turns `actual` (our routes in the kernel) into `desired`: deletes
 /// first, so that a destination moving between targets never briefly has two.
-pub fn diff(desired: &Routes<u32>, actual: &Routes<u32>) -> Vec<Change> {
+pub fn diff(desired: &Routes<u32>, actual: &KernelRoutes) -> Vec<Change> {
     diff_resolving(desired.iter().map(|(dst, t)| (*dst, t.clone())), actual, |i| Some(*i)).0
 }
 
@@ -112,20 +150,20 @@ pub fn diff(desired: &Routes<u32>, actual: &Routes<u32>) -> Vec<Change> {
 /// (those are not desired yet: a route of ours there goes).
 pub fn diff_resolving<I: Clone>(
     desired: impl IntoIterator<Item = (IpNet, Target<I>)>,
-    actual: &Routes<u32>,
+    actual: &KernelRoutes,
     index: impl Fn(&I) -> Option<u32>,
 ) -> (Vec<Change>, usize) {
     let (mut changes, mut writes, mut waiting) = (Vec::new(), Vec::new(), 0);
-    for (dst, want, have) in join(desired, actual.iter().map(|(dst, t)| (*dst, t))) {
+    for (dst, want, have) in join(desired, actual.iter()) {
         let want = want.and_then(|t| {
             let resolved = t.resolve(|i| index(i));
             waiting += usize::from(resolved.is_none());
             resolved
         });
         match (want, have) {
-            (None, Some(have)) => changes.push(Change::Delete(dst, have.clone())),
+            (None, Some(have)) => changes.push(Change::Delete(dst, have)),
             (Some(want), None) => writes.push(Change::Add(dst, want)),
-            (Some(want), Some(have)) if !want.satisfied_by(have) => writes.push(Change::Replace(dst, want)),
+            (Some(want), Some(have)) if !want.satisfied_by(&have) => writes.push(Change::Replace(dst, want)),
             _ => {}
         }
     }
@@ -178,12 +216,13 @@ mod tests {
             (net("198.18.1.0/26"), Target::Gateways(smallvec::smallvec![via("192.0.2.2", None)])),
         ]
         .into();
-        let actual: Routes<u32> = [
+        let actual: KernelRoutes = [
             (net("198.18.0.1/32"), Target::Device(7)),
             (net("198.18.0.0/26"), Target::Device(3)),
             (net("198.18.9.0/26"), Target::Blackhole),
         ]
-        .into();
+        .into_iter()
+        .collect();
         assert_eq!(
             diff(&desired, &actual),
             vec![
@@ -192,7 +231,7 @@ mod tests {
                 Change::Add(net("198.18.1.0/26"), Target::Gateways(smallvec::smallvec![via("192.0.2.2", None)])),
             ]
         );
-        assert!(diff(&desired, &desired).is_empty());
+        assert!(diff(&desired, &desired.clone().into_iter().collect()).is_empty());
         // Named interfaces, resolved as compared: one that is missing waits,
         // and a route of ours at its destination goes meanwhile.
         let named: Routes<String> = [
@@ -200,7 +239,7 @@ mod tests {
             (net("198.18.0.64/26"), Target::Device("gone".to_string())),
         ]
         .into();
-        let actual: Routes<u32> = [(net("198.18.0.64/26"), Target::Device(7))].into();
+        let actual: KernelRoutes = [(net("198.18.0.64/26"), Target::Device(7))].into_iter().collect();
         let index = |n: &String| (n == "tortie0").then_some(4);
         assert_eq!(
             diff_resolving(named.clone(), &actual, index),

@@ -2,7 +2,7 @@
 //! The netlink layer against a real kernel, in a namespace of its own.
 
 use tortie_felix::netlink::Netlink;
-use tortie_felix::route::{Change, NextHop, Routes, Target, diff};
+use tortie_felix::route::{Change, KernelRoutes, NextHop, Routes, Target, diff};
 use tortie_lab::Lab;
 
 fn net(s: &str) -> ipnet::IpNet {
@@ -54,7 +54,7 @@ fn routes_of_every_shape_round_trip_through_the_kernel_and_foreign_ones_are_invi
             ]
             .into();
             assert!(nl.routes().unwrap().is_empty(), "the static route is not ours");
-            let refused = nl.apply(diff(&desired, &Routes::new())).unwrap();
+            let refused = nl.apply(diff(&desired, &KernelRoutes::default())).unwrap();
             assert!(refused.is_empty(), "{refused:?}");
             let actual = nl.routes().unwrap();
             assert!(diff(&desired, &actual).is_empty(), "kernel has {actual:?}");

@@ -1,0 +1,156 @@
+//! A map from prefixes that keeps a full table's usual entry small. Nearly
+//! every route of a full table is an IPv4 prefix via one IPv4 next hop:
+//! those sit in a map of their own in a compact form (an `Ipv4Net` and a
+//! few octets; a general entry, an `IpNet` and a route's value, takes
+//! 50–70 octets before the B-tree's own); every other entry is kept as
+//! it comes. Used for the next hops BGP taught and for the kernel's routes
+//! dumped by a full pass.
+
+use std::collections::BTreeMap;
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::route::join;
+
+/// A value with a compact form for the common IPv4 case.
+pub trait Compact: Sized + Clone {
+    /// The compact form.
+    type Small: Copy;
+    /// The compact form of `self` as the value of the IPv4 prefix `prefix`,
+    /// when it has one.
+    fn small(&self, prefix: &Ipv4Net) -> Option<Self::Small>;
+    /// The value a compact form stands for.
+    fn from_small(small: Self::Small) -> Self;
+}
+
+/// Prefix → `V`, in prefix order.
+#[derive(Debug, Clone)]
+pub struct PrefixMap<V: Compact> {
+    /// IPv4 prefixes whose value has a compact form.
+    v4: BTreeMap<Ipv4Net, V::Small>,
+    /// Every other prefix.
+    other: BTreeMap<IpNet, V>,
+}
+
+impl<V: Compact> Default for PrefixMap<V> {
+    fn default() -> Self {
+        Self { v4: BTreeMap::new(), other: BTreeMap::new() }
+    }
+}
+
+impl<V: Compact + PartialEq> PartialEq for PrefixMap<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl<V: Compact> PrefixMap<V> {
+    /// The value of `prefix`.
+    pub fn get(&self, prefix: &IpNet) -> Option<V> {
+        if let IpNet::V4(p) = prefix
+            && let Some(small) = self.v4.get(p)
+        {
+            return Some(V::from_small(*small));
+        }
+        self.other.get(prefix).cloned()
+    }
+
+    /// Sets the value of `prefix`.
+    pub fn insert(&mut self, prefix: IpNet, value: V) {
+        let small = match &prefix {
+            IpNet::V4(p) => value.small(p).map(|s| (*p, s)),
+            IpNet::V6(_) => None,
+        };
+        match small {
+            Some((p, small)) => {
+                self.other.remove(&prefix);
+                self.v4.insert(p, small);
+            }
+            None => {
+                if let IpNet::V4(p) = &prefix {
+                    self.v4.remove(p);
+                }
+                self.other.insert(prefix, value);
+            }
+        }
+    }
+
+    /// Forgets `prefix`; whether it was there.
+    pub fn remove(&mut self, prefix: &IpNet) -> bool {
+        let v4 = match prefix {
+            IpNet::V4(p) => self.v4.remove(p).is_some(),
+            IpNet::V6(_) => false,
+        };
+        v4 || self.other.remove(prefix).is_some()
+    }
+
+    /// How many prefixes.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.other.len()
+    }
+
+    /// Whether none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every prefix with its value, in prefix order.
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, V)> + '_ {
+        let v4 = self.v4.iter().map(|(p, small)| (IpNet::V4(*p), small));
+        join(v4, self.other.iter().map(|(p, v)| (*p, v))).filter_map(|(prefix, small, value)| {
+            // A prefix is in one map only (`insert`).
+            let value = small.map(|s| V::from_small(*s)).or_else(|| value.cloned())?;
+            Some((prefix, value))
+        })
+    }
+}
+
+impl<V: Compact> FromIterator<(IpNet, V)> for PrefixMap<V> {
+    fn from_iter<T: IntoIterator<Item = (IpNet, V)>>(iter: T) -> Self {
+        let mut map = PrefixMap::default();
+        for (prefix, value) in iter {
+            map.insert(prefix, value);
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{KernelRoutes, NextHop, Routes, Target};
+
+    fn via(gateway: &str, device: Option<u32>, onlink: bool) -> Target<u32> {
+        Target::Gateways(smallvec::smallvec![NextHop { gateway: gateway.parse().unwrap(), device, onlink }])
+    }
+
+    #[test]
+    fn kernel_routes_hold_what_a_map_holds_in_its_order_whatever_the_shape() {
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let ops = [
+            ("198.18.1.0/24", via("192.0.2.2", Some(3), false)),
+            ("198.18.0.0/24", via("192.0.2.3", Some(4), true)),
+            ("198.18.0.0/26", Target::Blackhole),
+            ("198.18.0.5/32", Target::Device(9)),
+            ("2001:db8::/64", via("2001:db8::2", Some(3), false)),
+            // No device known, an IPv6 gateway: not compact.
+            ("198.18.2.0/24", via("192.0.2.2", None, false)),
+            ("198.18.3.0/24", via("2001:db8::2", Some(3), false)),
+            // A prefix changing shape moves between the maps, both ways.
+            ("198.18.1.0/24", Target::Blackhole),
+            ("198.18.0.5/32", via("192.0.2.9", Some(2), false)),
+        ];
+        let (mut map, mut model) = (KernelRoutes::default(), Routes::new());
+        for (prefix, target) in ops {
+            map.insert(net(prefix), target.clone());
+            model.insert(net(prefix), target);
+            assert_eq!(map.iter().collect::<Vec<_>>(), model.clone().into_iter().collect::<Vec<_>>());
+            assert_eq!(map.len(), model.len());
+            assert!(model.iter().all(|(p, t)| map.get(p).as_ref() == Some(t)));
+        }
+        assert_eq!(map.v4.len(), 2, "the IPv4 single-gateway routes with a device are compact");
+        assert!(map.remove(&net("198.18.0.5/32")) && map.remove(&net("198.18.1.0/24")));
+        assert!(!map.remove(&net("198.18.1.0/24")));
+        assert_eq!(map.len(), 5);
+    }
+}
