@@ -48,7 +48,7 @@ fn as_path() -> impl Strategy<Value = AsPath> {
         Just(SegmentType::ConfedSequence),
         Just(SegmentType::ConfedSet)
     ];
-    vec((kind, vec(any::<u32>(), 1..8)).prop_map(|(kind, asns)| Segment { kind, asns }), 0..4)
+    vec((kind, vec(any::<u32>(), 1..8)).prop_map(|(kind, asns)| Segment { kind, asns: asns.into() }), 0..4)
         .prop_map(|segments| AsPath { segments })
 }
 

@@ -18,8 +18,8 @@ fn attrs() -> PathAttrs {
         origin: Some(Origin::Igp),
         as_path: Some(AsPath {
             segments: vec![
-                Segment { kind: SegmentType::Sequence, asns: vec![65001, 4_200_000_000] },
-                Segment { kind: SegmentType::Set, asns: vec![65010, 65011] },
+                Segment { kind: SegmentType::Sequence, asns: [65001, 4_200_000_000][..].into() },
+                Segment { kind: SegmentType::Set, asns: [65010, 65011][..].into() },
             ],
         }),
         next_hop: Some("192.0.2.1".parse().unwrap()),

@@ -180,11 +180,12 @@ pub fn export(
         // only the global address is passed on.
         IpNet::V6(_) => {
             attrs.next_hop = None;
-            attrs.mp_next_hop = match (next_hop_self, to.local_addr, attrs.mp_next_hop) {
-                (true, IpAddr::V6(global), _) => Some(MpNextHop::Ipv6 { global, link_local: to.link_local }),
-                (false, _, Some(MpNextHop::Ipv6 { global, .. })) => Some(MpNextHop::Ipv6 { global, link_local: None }),
+            let hop = match (next_hop_self, to.local_addr, attrs.mp_next_hop.as_deref().copied()) {
+                (true, IpAddr::V6(global), _) => MpNextHop::Ipv6 { global, link_local: to.link_local },
+                (false, _, Some(MpNextHop::Ipv6 { global, .. })) => MpNextHop::Ipv6 { global, link_local: None },
                 _ => return Err(Withheld::NoNextHop),
             };
+            attrs.mp_next_hop = Some(Box::new(hop));
         }
     }
     Ok(attrs)
@@ -195,9 +196,9 @@ fn prepend(path: &AsPath, asn: u32, times: usize) -> AsPath {
     let mut segments = path.segments.clone();
     match segments.first_mut() {
         Some(Segment { kind: SegmentType::Sequence, asns }) if asns.len() + times <= 255 => {
-            asns.splice(0..0, std::iter::repeat_n(asn, times));
+            asns.insert_many(0, std::iter::repeat_n(asn, times));
         }
-        _ => segments.insert(0, Segment { kind: SegmentType::Sequence, asns: vec![asn; times] }),
+        _ => segments.insert(0, Segment { kind: SegmentType::Sequence, asns: smallvec::smallvec![asn; times] }),
     }
     AsPath { segments }
 }
@@ -281,7 +282,7 @@ mod tests {
         let v6 = Path {
             attrs: Arc::new(PathAttrs {
                 next_hop: None,
-                mp_next_hop: Some(hop),
+                mp_next_hop: Some(Box::new(hop)),
                 ..(*learned(Origination::Ebgp).attrs).clone()
             }),
             ..learned(Origination::Ebgp)
@@ -291,14 +292,14 @@ mod tests {
         let send = |to: &ExportPeer| export(&prefix, &v6, to, Some(&Policy::accept_all()), None);
         let ebgp = send(&to(65003, "2001:db8::1")).unwrap();
         assert_eq!(
-            ebgp.mp_next_hop,
+            ebgp.mp_next_hop.as_deref().copied(),
             Some(MpNextHop::Ipv6 { global: "2001:db8::1".parse().unwrap(), link_local: None })
         );
         assert_eq!(ebgp.next_hop, None, "no IPv4 NEXT_HOP for IPv6 routes");
         // RFC 2545 §3: on a shared link, our link-local address follows our global one.
         let on_link = ExportPeer { link_local: Some("fe80::1".parse().unwrap()), ..to(65003, "2001:db8::1") };
         assert_eq!(
-            send(&on_link).unwrap().mp_next_hop,
+            send(&on_link).unwrap().mp_next_hop.as_deref().copied(),
             Some(MpNextHop::Ipv6 {
                 global: "2001:db8::1".parse().unwrap(),
                 link_local: Some("fe80::1".parse().unwrap())
@@ -306,13 +307,13 @@ mod tests {
         );
         let keep = ExportPeer { link_local: Some("fe80::1".parse().unwrap()), ..to(65001, "2001:db8::1") };
         assert_eq!(
-            send(&keep).unwrap().mp_next_hop,
+            send(&keep).unwrap().mp_next_hop.as_deref().copied(),
             Some(MpNextHop::Ipv6 { global: "2001:db8::2".parse().unwrap(), link_local: None }),
             "another router's next hop passed on: not our link-local"
         );
         let ibgp = send(&to(65001, "192.0.2.1")).unwrap();
         assert_eq!(
-            ibgp.mp_next_hop,
+            ibgp.mp_next_hop.as_deref().copied(),
             Some(MpNextHop::Ipv6 { global: "2001:db8::2".parse().unwrap(), link_local: None })
         );
         assert_eq!(send(&to(65003, "192.0.2.1")), Err(Withheld::NoNextHop), "next hop self needs an IPv6 session");

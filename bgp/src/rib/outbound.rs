@@ -133,7 +133,7 @@ impl Outbound {
         out.extend(self.v4.sets.into_iter().map(|(attrs, nlri)| Update::announce(attrs, nlri)));
         for (attrs, nlri) in self.v6.sets {
             // Export gives every IPv6 route a next hop; one without is not sent.
-            let Some(next_hop) = attrs.mp_next_hop else { continue };
+            let Some(next_hop) = attrs.mp_next_hop.as_deref().copied() else { continue };
             let mp_reach = MpReach { family: Family::IPV6_UNICAST, next_hop, nlri };
             out.push(Update { attrs: Some(attrs), mp_reach: Some(mp_reach), ..Update::default() });
         }
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn families_go_in_their_own_fields_and_shared_attributes_share_an_update() {
         let hop = MpNextHop::Ipv6 { global: "2001:db8::1".parse::<Ipv6Addr>().unwrap(), link_local: None };
-        let v6 = PathAttrs { mp_next_hop: Some(hop), ..PathAttrs::default() };
+        let v6 = PathAttrs { mp_next_hop: Some(Box::new(hop)), ..PathAttrs::default() };
         let v4 = PathAttrs { next_hop: Some("192.0.2.1".parse().unwrap()), ..PathAttrs::default() };
         let mut out = Outbound::default();
         let v6 = Arc::new(v6);

@@ -156,7 +156,10 @@ impl Policy {
                 Operation::SetLocalPref(lp) => out.local_pref = Some(lp),
                 Operation::Prepend(asn, times) => {
                     let mut segments = out.as_path.take().unwrap_or_default().segments;
-                    segments.insert(0, Segment { kind: SegmentType::Sequence, asns: vec![asn; usize::from(times)] });
+                    segments.insert(
+                        0,
+                        Segment { kind: SegmentType::Sequence, asns: smallvec::smallvec![asn; usize::from(times)] },
+                    );
                     out.as_path = Some(AsPath { segments });
                 }
             }

@@ -57,7 +57,7 @@ impl BestChange {
         self.paths
             .iter()
             .filter(|(_, p)| p.origination != Origination::Local)
-            .filter_map(|(_, p)| match (self.prefix, p.attrs.mp_next_hop) {
+            .filter_map(|(_, p)| match (self.prefix, p.attrs.mp_next_hop.as_deref().copied()) {
                 (IpNet::V6(_), Some(MpNextHop::Ipv6 { global, .. })) => Some(IpAddr::V6(global)),
                 (IpNet::V6(_), _) => None,
                 (IpNet::V4(_), _) => p.attrs.next_hop.map(IpAddr::V4),

@@ -91,7 +91,9 @@ impl SpeakerCore {
             routes.extend(u.withdrawn.iter().map(|n| (n.prefix, None)));
         }
         if let Some(r) = update.mp_reach.as_ref().filter(|r| r.family == Family::IPV6_UNICAST) {
-            let v6 = attrs.as_ref().map(|a| Arc::new(PathAttrs { mp_next_hop: Some(r.next_hop), ..(**a).clone() }));
+            let v6 = attrs
+                .as_ref()
+                .map(|a| Arc::new(PathAttrs { mp_next_hop: Some(Box::new(r.next_hop)), ..(**a).clone() }));
             routes.extend(r.nlri.iter().map(|n| (n.prefix, v6.clone())));
         }
         let as_received = session.neighbor.soft_reconfiguration_inbound.then(|| (session.key.clone(), routes.clone()));
@@ -227,7 +229,7 @@ fn usable(attrs: Arc<PathAttrs>, v6: bool, ibgp: bool, local_addr: IpAddr) -> Op
     use crate::packet::MpNextHop;
     // An IPv6 route's next hop is in MP_REACH_NLRI; an IPv4 route's in NEXT_HOP
     // (or, with RFC 8950's extended next hop, in MP_REACH_NLRI too).
-    let hop = match (v6, attrs.next_hop, attrs.mp_next_hop) {
+    let hop = match (v6, attrs.next_hop, attrs.mp_next_hop.as_deref().copied()) {
         (false, Some(hop), _) => Some(IpAddr::V4(hop)),
         (_, _, Some(MpNextHop::Ipv6 { global, .. })) => Some(IpAddr::V6(global)),
         (_, _, Some(MpNextHop::Ipv4(hop))) => Some(IpAddr::V4(hop)),

@@ -305,7 +305,7 @@ fn route(r: RouteView) -> Route {
                 .chain(a.large_communities.iter().map(ToString::to_string));
             RoutePath {
                 from,
-                next_hop: a.next_hop.map(IpAddr::V4).or(a.mp_next_hop.map(|h| h.addr())),
+                next_hop: a.next_hop.map(IpAddr::V4).or(a.mp_next_hop.as_deref().map(|h| h.addr())),
                 as_path: a.as_path.as_ref().map(ToString::to_string).unwrap_or_default(),
                 origin: a.origin.map(|o| format!("{o:?}").to_uppercase()).unwrap_or_default(),
                 local_pref: a.local_pref,

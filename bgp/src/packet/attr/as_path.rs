@@ -57,8 +57,12 @@ pub struct Segment {
     /// Segment type.
     pub kind: SegmentType,
     /// Its AS numbers (1 to 255 of them).
-    pub asns: Vec<u32>,
+    pub asns: Asns,
 }
+
+/// A segment's AS numbers: up to six inline (a path is nearly always one
+/// short AS_SEQUENCE, and a full table holds one per attribute set).
+pub type Asns = smallvec::SmallVec<[u32; 6]>;
 
 /// An AS path: the segments, nearest AS first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,7 +78,7 @@ impl AsPath {
     /// A path that is one AS_SEQUENCE of `asns` (empty for no ASes).
     pub fn from_sequence(asns: &[u32]) -> AsPath {
         let segments =
-            asns.chunks(MAX_SEGMENT_ASNS).map(|c| Segment { kind: SegmentType::Sequence, asns: c.to_vec() }).collect();
+            asns.chunks(MAX_SEGMENT_ASNS).map(|c| Segment { kind: SegmentType::Sequence, asns: c.into() }).collect();
         AsPath { segments }
     }
 
@@ -194,7 +198,7 @@ impl AsPath {
                 _ if keep == 0 => break,
                 SegmentType::Sequence => {
                     let n = keep.min(s.asns.len());
-                    segments.push(Segment { kind: s.kind, asns: s.asns[..n].to_vec() });
+                    segments.push(Segment { kind: s.kind, asns: s.asns[..n].into() });
                     keep -= n;
                 }
                 SegmentType::Set => {
@@ -231,13 +235,16 @@ mod tests {
     use super::*;
 
     fn seq(asns: &[u32]) -> Segment {
-        Segment { kind: SegmentType::Sequence, asns: asns.to_vec() }
+        Segment { kind: SegmentType::Sequence, asns: asns.into() }
     }
 
     #[test]
     fn occurrences_count_sequences_and_sets() {
         let path = AsPath {
-            segments: vec![seq(&[65001, 65002, 65001]), Segment { kind: SegmentType::Set, asns: vec![65001] }],
+            segments: vec![
+                seq(&[65001, 65002, 65001]),
+                Segment { kind: SegmentType::Set, asns: smallvec::smallvec![65001] },
+            ],
         };
         assert_eq!((path.occurrences(65001), path.occurrences(65002), path.occurrences(1)), (3, 1, 0));
     }
@@ -252,7 +259,9 @@ mod tests {
             (
                 &[2, 1, 0, 0, 0xfd, 0xe9, 1, 2, 0, 0, 0, 1, 0, 0, 0, 2],
                 true,
-                AsPath { segments: vec![seq(&[65001]), Segment { kind: SegmentType::Set, asns: vec![1, 2] }] },
+                AsPath {
+                    segments: vec![seq(&[65001]), Segment { kind: SegmentType::Set, asns: smallvec::smallvec![1, 2] }],
+                },
             ),
         ];
         for (wire, four, path) in cases {
@@ -275,9 +284,9 @@ mod tests {
     fn path_len_counts_set_as_one_and_confed_as_zero() {
         let path = AsPath {
             segments: vec![
-                Segment { kind: SegmentType::ConfedSequence, asns: vec![64512, 64513] },
+                Segment { kind: SegmentType::ConfedSequence, asns: smallvec::smallvec![64512, 64513] },
                 seq(&[1, 2, 3]),
-                Segment { kind: SegmentType::Set, asns: vec![4, 5, 6] },
+                Segment { kind: SegmentType::Set, asns: smallvec::smallvec![4, 5, 6] },
             ],
         };
         assert_eq!(path.path_len(), 4);
