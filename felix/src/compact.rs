@@ -55,33 +55,32 @@ impl<V: Compact> PrefixMap<V> {
         self.other.get(prefix).cloned()
     }
 
-    /// Sets the value of `prefix`.
-    pub fn insert(&mut self, prefix: IpNet, value: V) {
+    /// Sets the value of `prefix`; returns the value it had.
+    pub fn insert(&mut self, prefix: IpNet, value: V) -> Option<V> {
         let small = match &prefix {
             IpNet::V4(p) => value.small(p).map(|s| (*p, s)),
             IpNet::V6(_) => None,
         };
-        match small {
-            Some((p, small)) => {
-                self.other.remove(&prefix);
-                self.v4.insert(p, small);
-            }
+        let (v4, other) = match small {
+            Some((p, small)) => (self.v4.insert(p, small), self.other.remove(&prefix)),
             None => {
-                if let IpNet::V4(p) = &prefix {
-                    self.v4.remove(p);
-                }
-                self.other.insert(prefix, value);
+                let v4 = match &prefix {
+                    IpNet::V4(p) => self.v4.remove(p),
+                    IpNet::V6(_) => None,
+                };
+                (v4, self.other.insert(prefix, value))
             }
-        }
+        };
+        v4.map(V::from_small).or(other)
     }
 
-    /// Forgets `prefix`; whether it was there.
-    pub fn remove(&mut self, prefix: &IpNet) -> bool {
+    /// Forgets `prefix`; returns the value it had.
+    pub fn remove(&mut self, prefix: &IpNet) -> Option<V> {
         let v4 = match prefix {
-            IpNet::V4(p) => self.v4.remove(p).is_some(),
-            IpNet::V6(_) => false,
+            IpNet::V4(p) => self.v4.remove(p),
+            IpNet::V6(_) => None,
         };
-        v4 || self.other.remove(prefix).is_some()
+        v4.map(V::from_small).or_else(|| self.other.remove(prefix))
     }
 
     /// How many prefixes.
@@ -149,8 +148,11 @@ mod tests {
             assert!(model.iter().all(|(p, t)| map.get(p).as_ref() == Some(t)));
         }
         assert_eq!(map.v4.len(), 2, "the IPv4 single-gateway routes with a device are compact");
-        assert!(map.remove(&net("198.18.0.5/32")) && map.remove(&net("198.18.1.0/24")));
-        assert!(!map.remove(&net("198.18.1.0/24")));
+        assert_eq!(map.insert(net("198.18.0.5/32"), Target::Device(2)), Some(via("192.0.2.9", Some(2), false)));
+        assert_eq!(map.insert(net("198.18.0.5/32"), via("192.0.2.8", Some(2), false)), Some(Target::Device(2)));
+        assert_eq!(map.remove(&net("198.18.0.5/32")), Some(via("192.0.2.8", Some(2), false)));
+        assert_eq!(map.remove(&net("198.18.1.0/24")), Some(Target::Blackhole));
+        assert_eq!(map.remove(&net("198.18.1.0/24")), None);
         assert_eq!(map.len(), 5);
     }
 }

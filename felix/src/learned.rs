@@ -72,9 +72,9 @@ mod tests {
                 assert_eq!(learned.get(p).as_ref(), model.get(p));
             }
         }
-        assert!(learned.remove(&"198.18.0.0/26".parse().unwrap()));
-        assert!(learned.remove(&"198.18.1.0/26".parse().unwrap()));
-        assert!(!learned.remove(&"198.18.1.0/26".parse().unwrap()));
+        assert!(learned.remove(&"198.18.0.0/26".parse().unwrap()).is_some());
+        assert_eq!(learned.remove(&"198.18.1.0/26".parse().unwrap()), Some(hops(&["192.0.2.2", "192.0.2.4"])));
+        assert!(learned.remove(&"198.18.1.0/26".parse().unwrap()).is_none());
         assert_eq!(learned.len(), 3);
     }
 }

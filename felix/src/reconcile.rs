@@ -161,15 +161,17 @@ impl Editor<'_> {
     /// Sets (or with `None`, removes) the next hops learned for one prefix.
     pub fn learned(&mut self, prefix: IpNet, hops: Option<LearnedHops>) {
         let shared = &mut *self.0;
-        if shared.learned.get(&prefix) == hops {
-            return;
-        }
-        let before = shared.view().target(&prefix);
-        match hops {
-            Some(hops) if !hops.is_empty() => shared.learned.insert(prefix, hops),
-            _ => _ = shared.learned.remove(&prefix),
-        }
-        if shared.view().target(&prefix) != before {
+        let hops = hops.filter(|h| !h.is_empty());
+        let remote = &shared.desired.remote;
+        // (One lookup of the learned map: a full table arrives through here.)
+        let after = hops.as_ref().and_then(|h| remote_route(&prefix, h, remote));
+        let was = match hops {
+            Some(hops) => shared.learned.insert(prefix, hops),
+            None => shared.learned.remove(&prefix),
+        };
+        let before = was.and_then(|h| remote_route(&prefix, &h, remote));
+        // A local route wins over a learned one: the kernel's does not change.
+        if before != after && !shared.desired.local.contains_key(&prefix) {
             shared.dirty.mark(prefix, || before);
         }
     }

@@ -15,7 +15,10 @@
 //! default 3 alternating rounds, medians compared; `TORTIE_BENCH_SUT=tortie`
 //! or `bird` runs one side alone; `TORTIE_BENCH_TABLE=internet` sends the
 //! Internet-table mix instead: /16–/24 nested as in the Internet's table,
-//! 300 attribute sets shared by many prefixes, `tortie_lab::table`).
+//! 300 attribute sets shared by many prefixes, `tortie_lab::table`). A third
+//! run, `direct`, peers the feeder with the receiver, no system in the
+//! middle: the time no system under test can beat (its CPU and RSS figures
+//! are the feeder's).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
@@ -33,7 +36,7 @@ const TIMERS: &str = "connect delay time 1; connect retry time 1; error wait tim
 /// The feeder's table: `n` /24s of 240.0.0.0/4 (routes only, never
 /// traffic: DESIGN.md), each its own attribute set; or with `internet`,
 /// the include file of `n` prefixes in the Internet table's mix.
-fn feeder_config(n: usize, internet: Option<&std::path::Path>) -> String {
+fn feeder_config(n: usize, internet: Option<&std::path::Path>, to: (&str, u32)) -> String {
     let mut c = String::from("router id 192.0.2.10;\nprotocol device { }\nprotocol static gen { ipv4; disabled;\n");
     match internet {
         Some(include) => writeln!(c, "include \"{}\";", include.display()).unwrap(),
@@ -47,15 +50,31 @@ fn feeder_config(n: usize, internet: Option<&std::path::Path>) -> String {
     // One more prefix (more specific than any of the table), enabled once the
     // table is in: a block changing on a big node.
     c.push_str("}\nprotocol static one { ipv4; disabled; route 240.0.0.128/25 blackhole { bgp_med = 1; }; }\n");
-    writeln!(c, "protocol bgp sut {{ local as 65010; neighbor 192.0.2.1 as 64512; ipv4 {{ import none; export all; }}; {TIMERS} }}").unwrap();
+    let (ip, asn) = to;
+    writeln!(
+        c,
+        "protocol bgp sut {{ local as 65010; neighbor {ip} as {asn}; ipv4 {{ import none; export all; }}; {TIMERS} }}"
+    )
+    .unwrap();
     c
 }
 
-fn receiver_config() -> String {
+fn receiver_config(from: (&str, u32)) -> String {
+    let (ip, asn) = from;
     format!(
         "router id 192.0.2.11;\nprotocol device {{ }}\n\
-         protocol bgp sut {{ local as 65011; neighbor 192.0.2.1 as 64512; ipv4 {{ import all; export none; }}; {TIMERS} }}\n"
+         protocol bgp sut {{ local as 65011; neighbor {ip} as {asn}; ipv4 {{ import all; export none; }}; {TIMERS} }}\n"
     )
+}
+
+/// Where the feeder and the receiver peer: the system under test, or
+/// (`direct`, the floor no system in the middle can beat) each other.
+fn peers_of(sut: &str) -> ((&'static str, u32), (&'static str, u32)) {
+    if sut == "direct" {
+        (("192.0.2.11", 65011), ("192.0.2.10", 65010))
+    } else {
+        (("192.0.2.1", 64512), ("192.0.2.1", 64512))
+    }
 }
 
 fn bird_sut_config() -> String {
@@ -129,7 +148,9 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
         node.add_addr("eth0", addr.parse().unwrap()).unwrap();
         ns.push(node);
     }
-    let (bird_sut, tortie) = if sut == "bird" {
+    let (bird_sut, tortie) = if sut == "direct" {
+        (None, None)
+    } else if sut == "bird" {
         (Some(Bird::start_with_config(&ns[0], "sut", &bird_sut_config()).unwrap()), None)
     } else {
         let url = format!("sqlite://{}/store.db", lab.dir().display());
@@ -143,11 +164,18 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
         let extra = ["--metrics-listen", "127.0.0.1:9091"];
         (None, Some(ns[0].spawn_tortie_node("tortie-sut", &bin, "sut", "192.0.2.1/24", &extra, &env).unwrap()))
     };
-    let pid = bird_sut.as_ref().map_or_else(|| tortie.as_ref().unwrap().pid(), |b| b.daemon().pid());
-    let receiver = Bird::start_with_config(&ns[2], "receiver", &receiver_config()).unwrap();
-    let feeder = Bird::start_with_config(&ns[1], "feeder", &feeder_config(n, internet)).unwrap();
-    feeder.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
-    receiver.wait_established("192.0.2.1".parse().unwrap(), Duration::from_secs(60)).unwrap();
+    let (to, from) = peers_of(sut);
+    let receiver = Bird::start_with_config(&ns[2], "receiver", &receiver_config(from)).unwrap();
+    let feeder = Bird::start_with_config(&ns[1], "feeder", &feeder_config(n, internet, to)).unwrap();
+    feeder.wait_established(to.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
+    receiver.wait_established(from.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
+    // Direct, the feeder's own figures stand for the system under test's (no kernel).
+    let pid = match (&bird_sut, &tortie) {
+        (Some(b), _) => b.daemon().pid(),
+        (_, Some(t)) => t.pid(),
+        _ => feeder.daemon().pid(),
+    };
+    let direct = sut == "direct";
     let cpu_before = cpu_seconds(pid);
     let start = Instant::now();
     feeder.birdc(&["enable", "gen"]).unwrap();
@@ -156,7 +184,7 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
         if at_receiver.is_none() && receiver.protocol("sut").map(|p| p.imported as usize).unwrap_or(0) >= n {
             at_receiver = Some(start.elapsed());
         }
-        if in_kernel.is_none() && kernel_routes(&ns[0]) >= n {
+        if in_kernel.is_none() && (direct || kernel_routes(&ns[0]) >= n) {
             in_kernel = Some(start.elapsed());
         }
         Ok(match (at_receiver, in_kernel) {
@@ -179,6 +207,10 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
         ]
         .map(|name| format!("{name} {}", metric(&m, name)));
         println!("  {}", full.join(", "));
+    }
+    if direct {
+        let (receiver, kernel) = (at_receiver.unwrap(), Duration::ZERO);
+        return Measured { receiver, kernel, rss_kib: peak_rss_kib(pid), cpu, one: Duration::ZERO };
     }
     // One more prefix on the full table.
     let changes_before = tortie.as_ref().map(|_| metric(&metrics(), "tortie_route_changes_total"));
@@ -231,7 +263,8 @@ fn main() {
         Ok(other) => panic!("TORTIE_BENCH_TABLE={other}: internet or one-per-update"),
     };
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
-    let mut results: Vec<(&str, Vec<Measured>)> = vec![("bird", Vec::new()), ("tortie", Vec::new())];
+    let mut results: Vec<(&str, Vec<Measured>)> =
+        vec![("bird", Vec::new()), ("tortie", Vec::new()), ("direct", Vec::new())];
     for round in 0..rounds {
         for (sut, runs) in results.iter_mut().filter(|(sut, _)| only.as_deref().is_none_or(|o| o == *sut)) {
             let m = run(sut, n, internet.as_deref());
@@ -250,7 +283,11 @@ fn main() {
         std::fs::remove_file(path).unwrap();
     }
     let med = |runs: &[Measured], f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
-    let (bird, tortie) = (&results[0].1, &results[1].1);
+    let (bird, tortie, direct) = (&results[0].1, &results[1].1, &results[2].1);
+    if !direct.is_empty() {
+        let floor = med(direct, |m| m.receiver.as_secs_f64());
+        println!("median receiver holds all with no system in the middle (the floor): {floor:.2} s");
+    }
     if bird.is_empty() || tortie.is_empty() {
         return;
     }
