@@ -501,9 +501,19 @@ impl Runner {
     /// Messages from the outbox are UPDATEs but for the rare End-of-RIB
     /// framing (ROUTE-REFRESH markers), counted as UPDATEs too.
     fn count_sent(&mut self, n: usize) {
-        self.status.send_modify(|s| {
+        self.count(|s| {
             s.messages_out += n as u64;
             s.updates_out += n as u64;
+        });
+    }
+
+    /// Updates the status's message counters without waking its watchers:
+    /// they are read when asked for (a table is hundreds of thousands of
+    /// messages, each a wake-up otherwise).
+    fn count(&self, f: impl FnOnce(&mut PeerStatus)) {
+        self.status.send_if_modified(|s| {
+            f(s);
+            false
         });
     }
 
@@ -607,7 +617,7 @@ impl Runner {
     /// Bookkeeping for a received message; returns its FSM event.
     async fn received(&mut self, which: Which, message: Message) -> Option<Event> {
         let name = self.config.name.clone();
-        self.status.send_modify(|s| s.messages_in += 1);
+        self.count(|s| s.messages_in += 1);
         Some(match message {
             Message::Open(open) => {
                 // A surviving second link is `main` now; `link(Second)` falls back to it.
@@ -623,7 +633,7 @@ impl Runner {
                 Event::NotificationReceived(n)
             }
             Message::Update(update) => {
-                self.status.send_modify(|s| s.updates_in += 1);
+                self.count(|s| s.updates_in += 1);
                 if self.link(which).fsm.state() == State::Established {
                     self.report(PeerEvent::Update { peer: name, update: Box::new(update) }).await;
                 }
@@ -669,7 +679,7 @@ impl Runner {
         let result = message.encode(&tx, framed.write_buffer_mut());
         let is_update = matches!(message, Message::Update(_));
         match result {
-            Ok(()) => self.status.send_modify(|s| {
+            Ok(()) => self.count(|s| {
                 s.messages_out += 1;
                 s.updates_out += u64::from(is_update);
             }),
