@@ -183,7 +183,9 @@ impl Default for PeerStatus {
 pub struct PeerHandle {
     /// Commands (bounded).
     pub commands: mpsc::Sender<PeerCommand>,
-    /// The latest status.
+    /// The latest status. A change of state (with its negotiated terms,
+    /// or an error) wakes `changed()`; the message counters are updated in
+    /// place without a wake-up, read with `borrow()`.
     pub status: watch::Receiver<PeerStatus>,
     /// Where the speaker's UPDATEs wait for the socket.
     pub outbox: Arc<Outbox>,

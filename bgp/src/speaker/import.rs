@@ -205,6 +205,8 @@ impl SpeakerCore {
         self.over_limit.insert(peer.to_string());
         self.tell(peer, PeerCommand::AutoStop { subcode: cease_subcode::MAXIMUM_PREFIXES_REACHED });
         let changes = self.rib.peer_down(&key(peer));
+        // Nothing of the session is kept (the next one sends its routes again).
+        self.received.remove(peer);
         self.changed(changes);
         self.emit(Output::Timer { after: limit.restart_after, timer: Timer::LimitOver { peer: peer.to_string() } });
     }
