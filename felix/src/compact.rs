@@ -12,6 +12,19 @@ use ipnet::{IpNet, Ipv4Net};
 
 use crate::route::join;
 
+/// A set of prefixes: every IPv4 one is compact (5 octets).
+pub type PrefixSet = PrefixMap<()>;
+
+impl Compact for () {
+    type Small = ();
+
+    fn small(&self, _: &Ipv4Net) -> Option<()> {
+        Some(())
+    }
+
+    fn from_small((): ()) -> Self {}
+}
+
 /// A value with a compact form for the common IPv4 case.
 pub trait Compact: Sized + Clone {
     /// The compact form.
@@ -93,6 +106,20 @@ impl<V: Compact> PrefixMap<V> {
         self.len() == 0
     }
 
+    /// Takes the first prefix (in prefix order) and its value.
+    pub fn pop_first(&mut self) -> Option<(IpNet, V)> {
+        let v4_first = match (self.v4.first_key_value(), self.other.first_key_value()) {
+            (None, None) => return None,
+            (Some((a, _)), Some((b, _))) => IpNet::V4(*a) < *b,
+            (a, _) => a.is_some(),
+        };
+        if v4_first {
+            self.v4.pop_first().map(|(p, small)| (IpNet::V4(p), V::from_small(small)))
+        } else {
+            self.other.pop_first()
+        }
+    }
+
     /// Every prefix with its value, in prefix order.
     pub fn iter(&self) -> impl Iterator<Item = (IpNet, V)> + '_ {
         let v4 = self.v4.iter().map(|(p, small)| (IpNet::V4(*p), small));
@@ -154,5 +181,14 @@ mod tests {
         assert_eq!(map.remove(&net("198.18.1.0/24")), Some(Target::Blackhole));
         assert_eq!(map.remove(&net("198.18.1.0/24")), None);
         assert_eq!(map.len(), 5);
+        // Taken first to last, in prefix order, across both maps.
+        let mut taken = Vec::new();
+        while let Some((prefix, _)) = map.pop_first() {
+            taken.push(prefix);
+        }
+        let mut order: Vec<IpNet> = model.keys().copied().collect();
+        order.retain(|p| !["198.18.0.5/32", "198.18.1.0/24"].contains(&p.to_string().as_str()));
+        assert_eq!(taken, order);
+        assert!(map.is_empty());
     }
 }
