@@ -425,10 +425,31 @@ impl LocRib {
         changed.map(|(paths, was)| BestChange { prefix, paths, was })
     }
 
-    /// Removes every path from `peer` (its session went down).
-    pub fn peer_down(&mut self, peer: &PeerKey) -> Vec<BestChange> {
-        let prefixes = self.prefixes_from(peer);
-        prefixes.into_iter().filter_map(|prefix| self.withdraw(peer, prefix)).collect()
+    /// Removes up to `limit` of `peer`'s paths (its session went down),
+    /// walking on from `after` (from the first prefix when `None`): the
+    /// best-path changes, and where the next call goes on from (`None`:
+    /// nothing of `peer`'s is left). A peer with a full table goes a chunk
+    /// at a time, each chunk's changes sent before the next is made.
+    pub fn peer_down_from(
+        &mut self,
+        peer: &PeerKey,
+        after: Option<Walk>,
+        limit: usize,
+    ) -> (Vec<BestChange>, Option<Walk>) {
+        let Some(&index) = self.peer_index.get(peer) else { return (Vec::new(), None) };
+        let mut last = None;
+        let prefixes: Vec<IpNet> = self
+            .entries_after(after)
+            .filter(|(_, _, e)| e.paths().iter().any(|s| s.peer == index))
+            .take(limit)
+            .map(|(walk, prefix, _)| {
+                last = Some(walk);
+                prefix
+            })
+            .collect();
+        let full = prefixes.len() == limit;
+        let changes = prefixes.into_iter().filter_map(|prefix| self.withdraw(peer, prefix)).collect();
+        (changes, last.filter(|_| full && self.paths_from(peer) > 0))
     }
 
     /// The best path first, then the rest of the multipath set.
@@ -529,7 +550,7 @@ mod tests {
         // Replacing b's path with a worse one hands the prefix back to a.
         assert_eq!(rib.announce(&key("b"), p, path(2, 10)).unwrap().paths[0].0, key("a"));
         // a's session ends: c is next (lp 50 > 10).
-        let changes = rib.peer_down(&key("a"));
+        let (changes, _) = rib.peer_down_from(&key("a"), None, usize::MAX);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].paths[0].0, key("c"));
         rib.withdraw(&key("c"), p);
@@ -547,8 +568,13 @@ mod tests {
             rib.announce(&key("a"), prefix, path(1, 100 + i % 3));
         }
         assert_eq!((rib.len(), rib.attribute_sets(), rib.paths_from(&key("a"))), (1000, 3, 1000));
-        let changes = rib.peer_down(&key("a"));
-        assert_eq!((changes.len(), rib.len(), rib.paths_from(&key("a"))), (1000, 0, 0));
+        // A chunk at a time, each going on where the last stopped.
+        let (mut after, mut changes) = (None, 0);
+        for _ in 0..3 {
+            let (chunk, next) = rib.peer_down_from(&key("a"), after, 400);
+            (changes, after) = (changes + chunk.len(), next);
+        }
+        assert_eq!((changes, after, rib.len(), rib.paths_from(&key("a"))), (1000, None, 0, 0));
     }
 
     #[test]

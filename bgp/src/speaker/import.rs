@@ -204,10 +204,9 @@ impl SpeakerCore {
         tracing::warn!(peer, count, limit = limit.limit, "prefix limit exceeded: stopping the session");
         self.over_limit.insert(peer.to_string());
         self.tell(peer, PeerCommand::AutoStop { subcode: cease_subcode::MAXIMUM_PREFIXES_REACHED });
-        let changes = self.rib.peer_down(&key(peer));
         // Nothing of the session is kept (the next one sends its routes again).
         self.received.remove(peer);
-        self.changed(changes);
+        self.drop_paths(peer);
         self.emit(Output::Timer { after: limit.restart_after, timer: Timer::LimitOver { peer: peer.to_string() } });
     }
 }
