@@ -71,6 +71,11 @@ impl AdjRibIn {
         }
     }
 
+    /// The prefixes of the routes kept here.
+    pub(super) fn prefixes(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.differs.keys().copied()
+    }
+
     /// Every route as received from `from`, in prefix order: those kept
     /// here, and the rest as the Loc-RIB holds them.
     pub(super) fn routes(&self, rib: &LocRib, from: &PeerKey) -> Vec<(IpNet, Arc<PathAttrs>)> {

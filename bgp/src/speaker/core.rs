@@ -351,8 +351,8 @@ impl SpeakerCore {
             let kept = self.received.get(peer).map(|k| k.routes(&self.rib, &from)).unwrap_or_default();
             tracing::info!(peer, routes = kept.len(), "import policy changed: re-importing the stored routes");
             // RFC 4724 / RFC 9494 §4.2: while the peer is away, only its stale
-            // routes are judged again (one the old policy kept out stays out:
-            // no sweep would ever take it away), and long-lived stale ones
+            // routes are judged again (those the old policy kept out are stale
+            // too: a sweep takes them away with the rest), and long-lived stale ones
             // stay so (or go, if NO_LLGR).
             let away = !self.up.contains(peer);
             let stale = self.stale.get(peer);

@@ -96,7 +96,13 @@ impl SpeakerCore {
 
     /// Every route from `peer` is stale from now on; returns the new epoch.
     fn mark_stale(&mut self, peer: &str) -> u64 {
-        let prefixes = self.rib.prefixes_from(&key(peer)).into_iter().collect();
+        let mut prefixes: HashSet<IpNet> = self.rib.prefixes_from(&key(peer)).into_iter().collect();
+        // RFC 4724 §4.2: the peer's routes, those the import policy kept out
+        // (kept for soft reconfiguration) too: unless the peer sends one
+        // again, a sweep takes it away, and a later policy cannot bring it back.
+        if let Some(kept) = self.received.get(peer) {
+            prefixes.extend(kept.prefixes());
+        }
         let stale = self.stale.entry(peer.to_string()).or_default();
         (stale.prefixes, stale.phase, stale.long_lived) = (prefixes, Phase::Restart, Default::default());
         self.mark_epoch(peer)
