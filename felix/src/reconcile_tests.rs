@@ -23,6 +23,13 @@ fn one_route() -> Arc<DesiredCell> {
     cell
 }
 
+/// An empty desired state whose first full pass is done.
+fn settled() -> Arc<DesiredCell> {
+    let cell = DesiredCell::new(Desired::default());
+    full(&cell);
+    cell
+}
+
 /// A full pass taken as the reconciler takes it: how many routes it plans from.
 fn full(cell: &DesiredCell) -> usize {
     assert!(matches!(cell.take(false), Some(Work::Full)), "a full pass");
@@ -77,8 +84,7 @@ fn one_changed_route_is_one_change_with_what_it_replaces() {
 
 #[test]
 fn a_whole_new_state_marks_only_what_differs_and_interfaces_make_a_full_pass() {
-    let cell = DesiredCell::new(Desired::default());
-    full(&cell);
+    let cell = settled();
     let mut d = Desired::default();
     d.local.insert(net("198.18.0.0/26"), Target::Blackhole);
     d.local.insert(net("198.18.0.64/26"), via("192.0.2.2"));
@@ -115,8 +121,7 @@ fn a_full_pass_plans_from_the_state_as_it_stands_and_supersedes_what_was_pending
 #[test]
 fn learned_routes_are_made_from_their_next_hops_and_local_ones_win() {
     use tortie_store::resources::{EncapMode, IpPoolSpec};
-    let cell = DesiredCell::new(Desired::default());
-    full(&cell);
+    let cell = settled();
     let mut d = Desired::default();
     d.local.insert(net("198.18.0.0/26"), Target::Blackhole);
     cell.edit(|e| e.replace(d.clone()));
@@ -150,8 +155,7 @@ fn learned_routes_are_made_from_their_next_hops_and_local_ones_win() {
 
 #[test]
 fn a_table_of_changes_is_taken_in_chunks_and_none_is_lost() {
-    let cell = DesiredCell::new(Desired::default());
-    full(&cell);
+    let cell = settled();
     let blocks: Vec<IpNet> = (0..10_000u32)
         .map(|i| IpNet::new(std::net::Ipv4Addr::from(0xc612_0000 + 64 * i).into(), 26).unwrap())
         .collect();

@@ -363,18 +363,18 @@ impl SpeakerCore {
                 .filter(|(prefix, _)| !away || stale.is_none_or(|s| s.prefixes.contains(prefix)))
                 .map(|(prefix, attrs)| (prefix, Some(attrs)))
                 .collect();
+            let long_lived = stale.filter(|s| s.phase == crate::graceful::Phase::LongLived);
             let routes = judged
                 .iter()
-                .map(|(prefix, attrs)| match (stale, attrs) {
-                    (Some(s), Some(attrs))
-                        if s.phase == crate::graceful::Phase::LongLived && s.prefixes.contains(prefix) =>
-                    {
+                .map(|(prefix, attrs)| match (long_lived, attrs) {
+                    (Some(s), Some(attrs)) if s.prefixes.contains(prefix) => {
                         (*prefix, super::stale::long_lived_stale(attrs))
                     }
                     _ => (*prefix, attrs.clone()),
                 })
                 .collect();
             self.import(peer, routes);
+            // What the Loc-RIB now holds as received needs no copy here.
             if let Some(kept) = self.received.get_mut(peer) {
                 kept.imported(&self.rib, &from, &judged);
             }
