@@ -93,11 +93,22 @@ impl Netlink {
         Ok(Netlink { socket, seq: 0, rx: Vec::with_capacity(RECV_BYTES) })
     }
 
+    /// The socket's netlink port: the kernel's notification of a change
+    /// this socket made carries it as the sender (`nlmsg_pid`).
+    pub fn port(&self) -> Result<u32, NetlinkError> {
+        let mut addr = SocketAddr::new(0, 0);
+        self.socket.get_address(&mut addr).map_err(io_err("socket address"))?;
+        Ok(addr.port_number())
+    }
+
     /// A socket that wakes up on every link and route change (for the
-    /// reconciler's event-driven resync).
-    pub fn subscribe() -> Result<Socket, NetlinkError> {
+    /// reconciler's event-driven resync) but those `own` made: the kernel
+    /// drops its echoes of our own writes before they are queued (a
+    /// table arriving would otherwise echo every route back to us).
+    pub fn subscribe(own: &Netlink) -> Result<Socket, NetlinkError> {
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(io_err("socket"))?;
         socket.bind(&SocketAddr::new(0, 0)).map_err(io_err("bind"))?;
+        ignore_port(&socket, own.port()?)?;
         for group in [RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
             socket.add_membership(group).map_err(io_err("join multicast group"))?;
         }
@@ -277,14 +288,44 @@ impl Netlink {
 /// What one kernel notification means to the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteEvent {
-    /// One of our routes was added or replaced: our own doing as a rule
-    /// (a route with our protocol someone else added is not desired).
-    Ours(IpNet),
-    /// One of our routes was deleted (by us, or by someone else).
+    /// One of our routes was deleted by someone else (the kernel, when its
+    /// device went, or another program): the reconciler puts it back.
     OursDeleted(IpNet),
-    /// A link, another owner's route, or a message that does not parse:
-    /// the reconciler looks at everything again.
+    /// A link, a route written by someone else (with our protocol or
+    /// not), or a message that does not parse: the reconciler looks at
+    /// everything again.
     Other,
+}
+
+/// Has the kernel drop, before queueing them on `socket`, the messages
+/// whose sender (`nlmsg_pid`, the header's fourth word) is `port`: a
+/// classic BPF socket filter (`SO_ATTACH_FILTER`), which netlink runs on
+/// every multicast delivery.
+fn ignore_port(socket: &Socket, port: u32) -> Result<(), NetlinkError> {
+    // A BPF word load reads network order; the header is in host order.
+    let port = u32::from_be_bytes(port.to_ne_bytes());
+    let code = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let mut program = [
+        code(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 12),
+        code(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, port),
+        code(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        code(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    let filter = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: a valid socket, and a program that outlives the call (the kernel copies it).
+    let attached = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const filter).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if attached != 0 {
+        return Err(io_err("event socket filter")(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// The notifications in one datagram of the event socket. Read straight
@@ -311,15 +352,15 @@ pub fn route_events(datagram: &[u8]) -> Vec<RouteEvent> {
 const NLMSG_HEADER: usize = 16;
 const RTMSG: usize = 12;
 /// rtnetlink message types (linux/rtnetlink.h) and route attributes.
-const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTA_DST: u16 = 1;
 const RTA_TABLE: u16 = 15;
 
-/// What one message means, if it is about one of our routes in the main table.
+/// The deletion of one of our routes in the main table, if `msg` is one
+/// (the socket sees no echo of our own writes: `Netlink::subscribe`).
 fn route_event(msg: &[u8]) -> Option<RouteEvent> {
     let kind = u16::from_ne_bytes(*msg.get(4..)?.first_chunk::<2>()?);
-    if kind != RTM_NEWROUTE && kind != RTM_DELROUTE {
+    if kind != RTM_DELROUTE {
         return None;
     }
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
@@ -353,8 +394,7 @@ fn route_event(msg: &[u8]) -> Option<RouteEvent> {
         }
         attrs = attrs.get(((len + 3) & !3).max(4)..).unwrap_or_default();
     }
-    let dst = route.ours()?;
-    Some(if kind == RTM_NEWROUTE { RouteEvent::Ours(dst) } else { RouteEvent::OursDeleted(dst) })
+    Some(RouteEvent::OursDeleted(route.ours()?))
 }
 
 /// What decides whether a route is one of ours, from a message's header
@@ -560,7 +600,7 @@ mod tests {
     }
 
     #[test]
-    fn events_name_our_routes_in_the_main_table_and_nothing_else() {
+    fn events_name_deletions_of_our_routes_in_the_main_table_and_nothing_else() {
         let via = Target::Gateways(smallvec::smallvec![NextHop {
             gateway: "192.0.2.2".parse().unwrap(),
             device: None,
@@ -585,9 +625,9 @@ mod tests {
         assert_eq!(
             got,
             [
-                RouteEvent::Ours(net("198.18.0.64/26")),
+                RouteEvent::Other,
                 RouteEvent::OursDeleted(net("2001:db8:100::40/122")),
-                RouteEvent::Ours(net("0.0.0.0/0")),
+                RouteEvent::Other,
                 RouteEvent::Other,
                 RouteEvent::Other,
                 RouteEvent::Other,
@@ -598,7 +638,7 @@ mod tests {
 
     #[test]
     fn a_cut_or_garbled_datagram_is_other_and_never_a_panic() {
-        let whole = datagram(vec![request(&Change::Add(net("198.18.0.64/26"), Target::Blackhole)).0]);
+        let whole = datagram(vec![request(&Change::Delete(net("198.18.0.64/26"), Target::Blackhole)).0]);
         for cut in 0..whole.len() {
             let got = route_events(&whole[..cut]);
             assert!(got.iter().all(|e| *e == RouteEvent::Other), "cut at {cut}: {got:?}");
@@ -607,7 +647,7 @@ mod tests {
             let len = (short.len() as u32).to_ne_bytes();
             short[..4].copy_from_slice(&len);
             let got = route_events(&short);
-            let ok = got.iter().all(|e| *e == RouteEvent::Other || *e == RouteEvent::Ours(net("198.18.0.64/26")));
+            let ok = got.iter().all(|e| *e == RouteEvent::Other || *e == RouteEvent::OursDeleted(net("198.18.0.64/26")));
             assert!(ok, "length cut at {cut}: {got:?}");
         }
         // An attribute claiming fewer than its own 4 octets.

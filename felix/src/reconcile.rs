@@ -6,8 +6,9 @@
 //! kernel converges the same way. Between full passes the reconciler
 //! applies only the routes the agent changed ([`DesiredCell`] keeps which,
 //! with what each was before), so one learned route costs one kernel write,
-//! not a dump of the whole table; the kernel's echo of our own changes
-//! wakes nothing, and a route of ours someone else deleted is put back.
+//! not a dump of the whole table; the kernel's echo of our own changes is
+//! dropped before it reaches us (a socket filter), a route of ours someone
+//! else deleted is put back, and one someone else wrote brings a full pass.
 //!
 //! ```text
 //!  DesiredCell (routes + what changed) ──▶ ┌ reconciler task ┐ ──spawn_blocking──▶ Netlink
@@ -146,8 +147,12 @@ struct Shared {
     learned: Learned,
     /// Routes changed since the reconciler last took them.
     dirty: Pending,
-    /// Interfaces or `keep_learned` changed: the next pass is a full one.
+    /// Interfaces changed, or `keep_learned` did with routes to judge
+    /// again: the next pass is a full one.
     full: bool,
+    /// A route of ours that is not desired was kept (`keep_learned`) since
+    /// `keep_learned` was set: when BGP has converged, a full pass judges it.
+    kept: bool,
 }
 
 /// Edits of the desired state (see [`DesiredCell::edit`]).
@@ -211,9 +216,13 @@ impl Editor<'_> {
             before.mark_differences(&now, &mut shared.dirty);
         }
         let d = &shared.desired;
-        if d.interfaces != desired.interfaces || d.keep_learned != desired.keep_learned {
+        // Relearning ends: only routes kept meanwhile need a full pass (a
+        // node that started with nothing of ours in the kernel has none).
+        let relearning = d.keep_learned != desired.keep_learned && (desired.keep_learned || shared.kept);
+        if d.interfaces != desired.interfaces || relearning {
             shared.full = true;
         }
+        shared.kept &= desired.keep_learned;
         shared.desired = desired;
     }
 
@@ -245,7 +254,13 @@ impl DesiredCell {
     /// A cell holding `desired`, its first pass a full one.
     pub fn new(desired: Desired) -> Arc<DesiredCell> {
         Arc::new(DesiredCell {
-            shared: Mutex::new(Shared { desired, learned: Learned::default(), dirty: Pending::default(), full: true }),
+            shared: Mutex::new(Shared {
+                desired,
+                learned: Learned::default(),
+                dirty: Pending::default(),
+                full: true,
+                kept: false,
+            }),
             changed: Notify::new(),
         })
     }
@@ -279,22 +294,25 @@ impl DesiredCell {
         }
     }
 
-    /// Whether any of these prefixes has no desired route (a route with
-    /// our protocol there is a stray: a full pass removes it).
-    fn any_undesired(&self, prefixes: &[IpNet]) -> bool {
-        if prefixes.is_empty() {
-            return false;
-        }
-        let shared = self.lock();
-        prefixes.iter().any(|p| shared.view().target(p).is_none())
-    }
-
     /// `plan` of the desired state as it stands; what changed before is in
     /// it (the full pass that calls this supersedes the pending changes).
     fn planned(&self, plan: &dyn Fn(&View<'_>) -> Plan) -> Plan {
         let mut shared = self.lock();
         shared.dirty.clear();
-        plan(&shared.view())
+        let plan = plan(&shared.view());
+        shared.kept |= plan.kept > 0;
+        plan
+    }
+
+    /// A pass kept routes of ours that are not desired, while BGP
+    /// relearned: they are judged when it has converged, or at once by a
+    /// full pass if it has meanwhile.
+    fn kept(&self) {
+        let mut shared = self.lock();
+        match shared.desired.keep_learned {
+            true => shared.kept = true,
+            false => shared.full = true,
+        }
     }
 
     fn take(&self, full: bool) -> Option<Work> {
@@ -365,11 +383,16 @@ pub struct PassReport {
     pub refused: Vec<String>,
     /// Desired routes waiting for their interface.
     pub waiting: usize,
+    /// Learned routes no longer desired but kept while BGP relearns.
+    pub kept: usize,
 }
 
 /// What a full pass does to the kernel, from the desired state.
+#[derive(Default)]
 struct Plan {
     changes: Vec<Change>,
+    /// Routes of ours not desired, kept while BGP relearns.
+    kept: usize,
     /// Desired routes waiting for their interface.
     waiting: usize,
     /// The pod interfaces to configure.
@@ -391,13 +414,14 @@ fn full_pass(
     let actual = nl.routes()?;
     let plan = desired(&|v: &View<'_>| {
         let (mut changes, waiting) = diff_resolving(v.routes(), &actual, |name| links.get(name).copied());
+        let all = changes.len();
         if v.desired.keep_learned {
             changes.retain(|c| !matches!(c, Change::Delete(_, Target::Gateways(_))));
         }
-        Plan { changes, waiting, interfaces: v.desired.interfaces.clone() }
+        Plan { kept: all - changes.len(), changes, waiting, interfaces: v.desired.interfaces.clone() }
     });
-    let Plan { changes, waiting, interfaces } = plan;
-    let mut report = PassReport { waiting, ..PassReport::default() };
+    let Plan { changes, kept, waiting, interfaces } = plan;
+    let mut report = PassReport { waiting, kept, ..PassReport::default() };
     for c in &changes {
         match c {
             Change::Add(..) => report.added += 1,
@@ -455,7 +479,7 @@ fn apply_changed(nl: &mut Netlink, changes: Vec<Changed>, keep_learned: bool) ->
                 }
                 None => report.waiting += 1,
             },
-            (None, Some(Target::Gateways(_))) if keep_learned => {}
+            (None, Some(Target::Gateways(_))) if keep_learned => report.kept += 1,
             (None, Some(before)) => {
                 // The kind is all a delete needs of the old route.
                 let kind = before.resolve(|_| Some(0u32)).unwrap_or(Target::Blackhole);
@@ -489,7 +513,7 @@ pub struct ReconcilerHandle {
 /// Starts the reconciler in this process's network namespace.
 pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<ReconcilerHandle, NetlinkError> {
     let mut nl = Netlink::open()?;
-    let events = Netlink::subscribe()?;
+    let events = Netlink::subscribe(&nl)?;
     let (kick_tx, mut kick_rx) = tokio::sync::mpsc::channel::<()>(1);
     let lost_to = cell.clone();
     let stats = Arc::new(ReconcileStats::default());
@@ -508,17 +532,13 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                         vec![RouteEvent::Other]
                     }
                 };
-                let (mut lost, mut written) = (Vec::new(), Vec::new());
-                let mut full = false;
+                let (mut lost, mut full) = (Vec::new(), false);
                 for e in events {
                     match e {
-                        RouteEvent::Ours(p) => written.push(p),
                         RouteEvent::OursDeleted(p) => lost.push(p),
                         RouteEvent::Other => full = true,
                     }
                 }
-                // A route with our protocol that is not desired was put there by someone else.
-                full |= lost_to.any_undesired(&written);
                 if !lost.is_empty() {
                     lost_to.lost(lost);
                     lost_to.changed.notify_one();
@@ -590,6 +610,9 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                     let applied = r.added + r.replaced + r.deleted;
                     counters.changes.fetch_add(applied as u64, Ordering::Relaxed);
                     counters.errors.fetch_add(r.refused.len() as u64, Ordering::Relaxed);
+                    if r.kept > 0 && !is_full {
+                        cell.kept();
+                    }
                     // A refusal is logged when it first happens, not again at every pass it persists.
                     for refusal in r.refused.iter().filter(|x| !refused_before.contains(*x)) {
                         tracing::warn!(refusal, "kernel refused a route change (retried at every full pass)");

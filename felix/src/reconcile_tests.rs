@@ -41,7 +41,7 @@ fn planned_count(cell: &DesiredCell) -> usize {
     let seen = std::cell::Cell::new(usize::MAX);
     cell.planned(&|v| {
         seen.set(v.routes().count());
-        Plan { changes: Vec::new(), waiting: 0, interfaces: BTreeSet::new() }
+        Plan::default()
     });
     seen.get()
 }
@@ -176,14 +176,6 @@ fn a_route_someone_else_deleted_is_written_again() {
 }
 
 #[test]
-fn a_route_of_ours_that_is_not_desired_is_a_stray() {
-    let cell = one_route();
-    assert!(!cell.any_undesired(&[net("198.18.0.64/26")]), "the echo of our own write");
-    assert!(cell.any_undesired(&[net("198.18.0.64/26"), net("198.18.100.0/24")]), "someone else's");
-    assert!(!cell.any_undesired(&[]));
-}
-
-#[test]
 fn a_loss_reported_while_a_change_is_pending_is_settled_by_a_full_pass() {
     let cell = one_route();
     full(&cell);
@@ -192,4 +184,27 @@ fn a_loss_reported_while_a_change_is_pending_is_settled_by_a_full_pass() {
     cell.edit(|e| e.learned(net("198.18.0.64/26"), None));
     cell.lost([net("198.18.0.64/26")]);
     assert_eq!(full(&cell), 0);
+}
+
+#[test]
+fn relearning_ends_with_a_full_pass_only_when_routes_were_kept() {
+    let relearning = Desired { keep_learned: true, ..Desired::default() };
+    // A node that started with nothing of ours in the kernel: BGP's
+    // convergence has nothing left to judge.
+    let cell = DesiredCell::new(relearning.clone());
+    full(&cell);
+    cell.edit(|e| e.replace(Desired::default()));
+    assert!(cell.take(false).is_none(), "no full pass");
+    // A full pass kept a route of ours that is not desired: convergence judges it.
+    let cell = DesiredCell::new(relearning.clone());
+    assert!(matches!(cell.take(false), Some(Work::Full)));
+    cell.planned(&|_| Plan { kept: 1, ..Plan::default() });
+    cell.edit(|e| e.replace(Desired::default()));
+    full(&cell);
+    // A pass of changes that kept one reports it after convergence: a full pass at once.
+    let cell = DesiredCell::new(relearning);
+    full(&cell);
+    cell.edit(|e| e.replace(Desired::default()));
+    cell.kept();
+    full(&cell);
 }

@@ -74,3 +74,42 @@ fn routes_of_every_shape_round_trip_through_the_kernel_and_foreign_ones_are_invi
     assert!(table.contains("198.18.7.0/24 via 192.0.2.9 dev eth0 proto static"), "{table}");
     assert!(!table.contains("198.18.0"), "{table}");
 }
+
+/// The event socket hears another socket's route changes, and not the
+/// echoes of the reconciler's own writes (the kernel drops them for it).
+#[test]
+fn the_event_socket_hears_others_changes_and_not_our_own() {
+    use tortie_felix::netlink::{RouteEvent, route_events};
+    let lab = Lab::new("felix-ev").unwrap();
+    let node = lab.netns("node").unwrap();
+    let heard = node
+        .enter(|| {
+            let (mut ours, mut other) = (Netlink::open().unwrap(), Netlink::open().unwrap());
+            let events = Netlink::subscribe(&ours).unwrap();
+            events.set_non_blocking(true).unwrap();
+            let (mine, theirs) = (net("198.18.0.0/26"), net("198.18.1.0/26"));
+            for (nl, prefix) in [(&mut ours, mine), (&mut other, theirs)] {
+                let writes = [Change::Add(prefix, Target::Blackhole), Change::Delete(prefix, Target::Blackhole)];
+                assert!(nl.apply(writes.into()).unwrap().is_empty());
+            }
+            // Notifications come in order: once the other's delete is in,
+            // any of ours would have come before it.
+            let (mut heard, mut buf) = (Vec::new(), Vec::with_capacity(64 * 1024));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !heard.contains(&RouteEvent::OursDeleted(theirs)) {
+                assert!(std::time::Instant::now() < deadline, "the other socket's delete never came: {heard:?}");
+                buf.clear();
+                match events.recv(&mut buf, 0) {
+                    Ok(_) => heard.extend(route_events(&buf)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("event socket: {e}"),
+                }
+            }
+            heard
+        })
+        .unwrap();
+    // The other's add (someone else's write: `Other`), then its delete; nothing of ours.
+    assert_eq!(heard, [RouteEvent::Other, RouteEvent::OursDeleted(net("198.18.1.0/26"))]);
+}
