@@ -10,10 +10,13 @@
 //! fetched (`prefetch`) while it works on the current one. The hash mixes
 //! a secret drawn per index into the key, so a peer cannot choose prefixes
 //! that pile up in one probe run (a peer is not trusted with our CPU).
-//! Linear probing with backward-shift deletion (no tombstones); a table
-//! doubles at 3/4 full and halves below 1/8. Prefixes still come out in
-//! order: the /16s are walked in address order and each one's prefixes
-//! sorted.
+//! Linear probing with backward-shift deletion (no tombstones). A table
+//! grows by a quarter at 3/4 full (not doubling: a doubled table sits at
+//! 3/8 to 3/4 full, and a full table's slots are most of the Loc-RIB's
+//! memory), so it holds any number of slots, and a key's home slot is its
+//! hash scaled to that number (a multiply, not a mask); it shrinks below
+//! 1/8 full. Prefixes still come out in order: the /16s are walked in
+//! address order and each one's prefixes sorted.
 
 /// An IPv4 prefix as a key: address and length in one integer, ordered as
 /// `Ipv4Net` orders them (address, then length).
@@ -75,14 +78,20 @@ fn mix(sub: SubKey, seed: u64) -> u64 {
 }
 
 impl<V> Bucket<V> {
-    /// Where `sub`'s probe starts: the top bits of its hash.
+    /// Where `sub`'s probe starts: its hash scaled to the table's slots
+    /// (the top 32 bits times the slots, over 2^32: uniform, and below the slots).
     fn home(&self, sub: SubKey, seed: u64) -> usize {
-        let bits = self.slots.len().trailing_zeros();
-        (mix(sub, seed) >> (64 - bits)) as usize
+        (((mix(sub, seed) >> 32) * self.slots.len() as u64) >> 32) as usize
     }
 
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
+    /// The slot after `i`, round the end.
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() { 0 } else { i + 1 }
+    }
+
+    /// How far slot `to` is from slot `from`, going forward round the end.
+    fn distance(&self, from: usize, to: usize) -> usize {
+        if to >= from { to - from } else { to + self.slots.len() - from }
     }
 
     /// The slot holding `sub`.
@@ -95,21 +104,21 @@ impl<V> Bucket<V> {
             match &self.slots[i] {
                 None => return None,
                 Some((k, _)) if *k == sub => return Some(i),
-                Some(_) => i = (i + 1) & self.mask(),
+                Some(_) => i = self.next(i),
             }
         }
     }
 
     /// Puts `sub` (not held) in; the slot it went to. Linear probing
     /// needs room: at 3/4 full an insert probes about 8 slots on average
-    /// (at 7/8, 32), so the table doubles there.
+    /// (at 7/8, 32), so the table grows there.
     fn insert_new(&mut self, sub: SubKey, value: V, seed: u64) -> usize {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
-            self.resize((self.slots.len() * 2).max(MIN_SLOTS), seed);
+            self.resize((self.slots.len() + self.slots.len() / 4).max(MIN_SLOTS), seed);
         }
         let mut i = self.home(sub, seed);
         while self.slots[i].is_some() {
-            i = (i + 1) & self.mask();
+            i = self.next(i);
         }
         self.slots[i] = Some((sub, value));
         self.len += 1;
@@ -122,19 +131,19 @@ impl<V> Bucket<V> {
         self.len -= 1;
         // Backward-shift deletion: a later entry of the same run moves
         // into the hole unless that would put it before its home slot.
-        let (mut hole, mut j) = (at, (at + 1) & self.mask());
+        let (mut hole, mut j) = (at, self.next(at));
         while let Some((k, _)) = &self.slots[j] {
             let home = self.home(*k, seed);
-            if (j.wrapping_sub(home) & self.mask()) >= (j.wrapping_sub(hole) & self.mask()) {
+            if self.distance(home, j) >= self.distance(hole, j) {
                 self.slots.swap(hole, j);
                 hole = j;
             }
-            j = (j + 1) & self.mask();
+            j = self.next(j);
         }
         if self.len == 0 {
             self.slots = Box::default();
         } else if self.len * 8 < self.slots.len() && self.slots.len() > MIN_SLOTS {
-            self.resize(self.slots.len() / 2, seed);
+            self.resize((self.slots.len() / 2).max(MIN_SLOTS), seed);
         }
         Some(value)
     }
@@ -284,6 +293,20 @@ mod tests {
             index.remove(*k);
         }
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_table_grows_by_a_quarter_and_so_stays_over_three_fifths_full() {
+        let mut index = V4Index::default();
+        for n in 1..4096u32 {
+            index.insert_new(key(0xc612_0000 | (n << 4), 28), n);
+            let b = &index.buckets[0xc612];
+            assert!(b.len * 4 <= b.slots.len() * 3, "{} in {} slots: over 3/4 full", b.len, b.slots.len());
+            if b.len > 64 {
+                assert!(b.len * 5 >= b.slots.len() * 3, "{} in {} slots: under 3/5 full", b.len, b.slots.len());
+            }
+        }
+        assert!((1..4096u32).all(|n| index.get(key(0xc612_0000 | (n << 4), 28)) == Some(&n)));
     }
 
     proptest! {
