@@ -299,6 +299,8 @@ pub fn spawn(
                     core.handle(Input::Accepted(from))
                 }
                 Some(timer) = timers_rx.recv() => core.handle(Input::Timer(timer)),
+                // A peer's paths still going: the next chunk, at this batch's end.
+                () = std::future::ready(()), if core.dropping() => Vec::new(),
             };
             // What the peers have sent meanwhile joins this batch: one
             // export, one encoding per update group and one hand-off to felix

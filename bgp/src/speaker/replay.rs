@@ -665,3 +665,35 @@ replay!(
     long_lived_soft_reconfiguration,
     soft_reconfiguration,
 );
+
+/// A peer with more paths than two chunks goes down: the first chunk goes
+/// with the batch under way, the next at each end of a batch. Its next
+/// session waits for the last chunk, so its new routes are not taken for
+/// the old session's.
+#[test]
+fn a_peer_going_down_is_removed_a_chunk_per_batch() {
+    use super::core::PEER_DOWN_CHUNK;
+    let mut replay = Replay::new();
+    let n = 2 * PEER_DOWN_CHUNK + 1000;
+    let prefix = |i: usize| format!("{}/32", Ipv4Addr::from(0xc612_0000 + i as u32));
+    let step = |replay: &mut Replay, line: &str| replay.step(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    for line in ["peer a 65001 192.0.2.1 policy", "peer b 65002 192.0.2.2 policy", "up a", "up b"] {
+        step(&mut replay, line);
+    }
+    let all: Vec<String> = (0..n).map(prefix).collect();
+    step(&mut replay, &format!("update a + {} nh 192.0.2.1 path 65001", all.join(" ")));
+    step(&mut replay, "batch");
+    let withdrawn = |out: &[String]| out.iter().filter(|l| l.starts_with("best ") && l.ends_with(" via -")).count();
+    assert_eq!(withdrawn(&step(&mut replay, "down a")), 0, "the first chunk waits for the batch's end");
+    assert_eq!(withdrawn(&step(&mut replay, "batch")), 2 * PEER_DOWN_CHUNK, "the first chunk, and the next at the batch's end");
+    assert!(replay.core.dropping());
+    // The peer comes back before its last chunk went: that chunk goes first.
+    let again = prefix(n - 1);
+    step(&mut replay, "up a");
+    assert!(!replay.core.dropping());
+    step(&mut replay, &format!("update a + {again} nh 192.0.2.1 path 65001"));
+    let out = step(&mut replay, "batch");
+    assert_eq!(withdrawn(&out), 999, "the rest of the old session's, but the one sent again");
+    assert_eq!(replay.core.rib.paths_from(&super::core::key("a")), 1);
+    assert!(out.contains(&format!("best {again} via 192.0.2.1")), "the new session's route stays");
+}
