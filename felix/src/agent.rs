@@ -263,9 +263,12 @@ const ENCAP_GRACE: Duration = Duration::from_secs(10);
 struct State {
     config: AgentConfig,
     snapshot: Snapshot,
-    /// Next hops learned since the last recalculation (none: withdrawn);
-    /// what was learned before is in the desired state's cell, held once.
-    learned: BTreeMap<IpNet, LearnedHops>,
+    /// The batches of next hops learned since the last recalculation, as
+    /// BGP sent them (none: withdrawn; a prefix's later change overrides
+    /// its earlier one); what was learned before is in the desired state's
+    /// cell, held once. Kept as they came, not copied into a map: a table
+    /// arriving while felix catches up is many batches.
+    learned: Vec<Vec<(IpNet, LearnedHops)>>,
     /// The next recalculation covers everything (the datastore, the
     /// tunnel or the relearning state changed).
     full: bool,
@@ -298,9 +301,7 @@ impl State {
 
     fn learn(&mut self, news: Learned) {
         match news {
-            Learned::Routes(routes) => {
-                self.learned.extend(routes);
-            }
+            Learned::Routes(routes) => self.learned.push(routes),
             Learned::Converged if self.keep_learned => {
                 let routes = self.cell.edit(|e| e.learned_len());
                 tracing::info!(routes, "BGP converged; routes not relearned may now go");
@@ -364,8 +365,10 @@ impl State {
     fn recalc(&mut self) -> Option<BTreeSet<IpNet>> {
         let full = std::mem::take(&mut self.full);
         // Withdrawn: no next hops.
-        let learned =
-            std::mem::take(&mut self.learned).into_iter().map(|(p, hops)| (p, (!hops.is_empty()).then_some(hops)));
+        let learned = std::mem::take(&mut self.learned)
+            .into_iter()
+            .flatten()
+            .map(|(p, hops)| (p, (!hops.is_empty()).then_some(hops)));
         if full {
             let tunnel = self.config.tunnel.borrow().clone();
             let snapshot = &self.snapshot;
@@ -467,7 +470,7 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
     let mut state = State {
         config,
         snapshot,
-        learned: BTreeMap::new(),
+        learned: Vec::new(),
         full: true,
         local: calc::Local::default(),
         cell: DesiredCell::new(Desired::default()),

@@ -127,6 +127,26 @@ impl Compact for Target<u32> {
     }
 }
 
+/// A desired route via one IPv4 gateway, with no device or flag of its
+/// own (as a learned route is made without a tunnel), is its gateway.
+impl Compact for Target<String> {
+    type Small = Ipv4Addr;
+
+    fn small(&self, _: &Ipv4Net) -> Option<Ipv4Addr> {
+        match self {
+            Target::Gateways(hops) => match hops.as_slice() {
+                [NextHop { gateway: IpAddr::V4(gateway), device: None, onlink: false }] => Some(*gateway),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn from_small(gateway: Ipv4Addr) -> Self {
+        Target::Gateways(smallvec::smallvec![NextHop { gateway: IpAddr::V4(gateway), device: None, onlink: false }])
+    }
+}
+
 /// One change to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -206,6 +226,27 @@ mod tests {
 
     fn via(gw: &str, dev: Option<u32>) -> NextHop<u32> {
         NextHop { gateway: gw.parse().unwrap(), device: dev, onlink: dev.is_some() }
+    }
+
+    #[test]
+    fn a_desired_route_via_one_plain_ipv4_gateway_is_compact_and_no_other() {
+        let p = "198.18.1.0/26".parse().unwrap();
+        let hop = |device: Option<&str>, onlink| NextHop {
+            gateway: "192.0.2.2".parse().unwrap(),
+            device: device.map(String::from),
+            onlink,
+        };
+        let plain = Target::Gateways(smallvec::smallvec![hop(None, false)]);
+        let small = plain.small(&p).unwrap();
+        assert_eq!(Target::<String>::from_small(small), plain);
+        for other in [
+            Target::Gateways(smallvec::smallvec![hop(Some("tunl0"), true)]),
+            Target::Gateways(smallvec::smallvec![hop(None, true)]),
+            Target::Gateways(smallvec::smallvec![hop(None, false), hop(None, false)]),
+            Target::Blackhole,
+        ] {
+            assert_eq!(other.small(&p), None, "{other:?}");
+        }
     }
 
     #[test]
