@@ -154,8 +154,10 @@ fn path_id<const ADD_PATH: bool>(input: &[u8]) -> Result<(Option<u32>, &[u8]), N
 /// fixed stride, and go in as one batch: the position of the next prefix no
 /// longer waits on the load of the current length octet.
 fn decode_v4<const ADD_PATH: bool, P: From<Ipv4Net>>(input: &[u8], out: &mut Vec<Nlri<P>>) -> Result<(), NlriError> {
-    // At most one prefix per 1 (+4) octets; /24s (4 octets) are the common case.
-    out.reserve(input.len() / (id_len::<ADD_PATH>() + 4));
+    // At most one prefix per 1 (+4) octets; /17s to /24s (4 octets) are the
+    // common case, with a few /16s and shorter (3 or fewer) among them:
+    // room for them too, or the vector is copied to grow for the last few.
+    out.reserve(input.len() / (id_len::<ADD_PATH>() + 3));
     let mut pos = 0;
     while let Some(rest) = input.get(pos..).filter(|r| !r.is_empty()) {
         let (_, after_id) = path_id::<ADD_PATH>(rest)?;

@@ -62,6 +62,9 @@ impl ExportRun {
     }
 }
 
+/// The room for changes a batch keeps for the next one, at most.
+const RECYCLED_CHANGES: usize = 4096;
+
 impl SpeakerCore {
     /// Best-path changes for the batch under way (sent by `flush`).
     pub(super) fn changed(&mut self, changes: Vec<BestChange>) {
@@ -94,6 +97,13 @@ impl SpeakerCore {
         // One message per batch: a full table is a million changes.
         let routes = changes.iter().map(|c| (c.prefix, c.next_hops())).collect();
         self.emit(Output::Event(SpeakerEvent::Best(routes)));
+        // The next batch fills the same room (a batch is about a thousand
+        // changes): not grown again from nothing, copied at each doubling.
+        // A larger one (a peer's paths going) is let go.
+        if changes.capacity() <= RECYCLED_CHANGES {
+            changes.clear();
+            self.pending = changes;
+        }
     }
 
     fn export_changes(&mut self, changes: &[BestChange]) {
