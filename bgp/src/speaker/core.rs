@@ -143,6 +143,8 @@ pub(crate) struct SpeakerCore {
     /// twice).
     pub(super) pending: Vec<BestChange>,
     pub(super) pending_pieces: usize,
+    /// Scratch room for coalescing a batch's changes (`send::coalesce`).
+    pub(super) coalesce_at: foldhash::HashMap<IpNet, usize>,
     /// The chunks a table walk is exported in, kept between walks: a
     /// reflector sends thousands of tables, and a chunk is ~450 KiB.
     pub(super) walk_chunk: Vec<(Walk, IpNet, (PeerKey, Path))>,
@@ -197,6 +199,7 @@ impl SpeakerCore {
             update_groups: UpdateGroups::default(),
             pending: Vec::new(),
             pending_pieces: 0,
+            coalesce_at: foldhash::HashMap::default(),
             walk_chunk: Vec::new(),
             backlogs: HashMap::new(),
             over_limit: HashSet::new(),

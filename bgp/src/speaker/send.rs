@@ -88,7 +88,7 @@ impl SpeakerCore {
         }
         let mut changes = std::mem::take(&mut self.pending);
         if std::mem::take(&mut self.pending_pieces) > 1 {
-            changes = coalesce(changes);
+            changes = coalesce(changes, &mut self.coalesce_at);
         }
         // While selection is deferred, peers get the whole table at its end.
         if !self.deferral {
@@ -408,10 +408,15 @@ fn items(changes: &[BestChange]) -> impl Iterator<Item = (IpNet, Option<&(PeerKe
 /// One change per prefix: its last state, with where its best path came
 /// from before the first (a prefix that came and went within the batch is
 /// no change at all).
-fn coalesce(mut changes: Vec<BestChange>) -> Vec<BestChange> {
+/// `at` is scratch room kept between batches (a new map per batch, grown
+/// from nothing and its pages faulted in, showed in a full table's profile).
+fn coalesce(mut changes: Vec<BestChange>, at: &mut foldhash::HashMap<IpNet, usize>) -> Vec<BestChange> {
     // In place (a batch is up to a few hundred KiB: no second copy of it);
     // foldhash: seeded per process, a fraction of SipHash's cost per prefix.
-    let mut at: foldhash::HashMap<IpNet, usize> = foldhash::HashMapExt::with_capacity(changes.len());
+    if at.capacity() > RECYCLED_CHANGES {
+        *at = foldhash::HashMap::default();
+    }
+    at.clear();
     // changes[..kept] are the prefixes met so far, each in its last state.
     let mut kept = 0;
     for i in 0..changes.len() {
@@ -510,7 +515,7 @@ mod tests {
             change("240.0.1.0/24", None, Some("a")),
             change("240.0.1.0/24", Some("b"), None),
         ];
-        let out = coalesce(batch);
+        let out = coalesce(batch, &mut foldhash::HashMap::default());
         let name = |k: &PeerKey| k.as_deref().map(String::from);
         let summary: Vec<(String, Option<String>, Option<String>)> = out
             .iter()
