@@ -2,7 +2,10 @@
 //! table of a million prefixes with a few hundred distinct sets stores each
 //! set once.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use super::PathAttrs;
 
@@ -18,7 +21,11 @@ const COLLECT_FROM: usize = 1024;
 /// at most twice its live sets, at an amortised constant cost per set.
 #[derive(Debug, Default)]
 pub struct AttrInterner {
-    sets: foldhash::HashSet<Arc<PathAttrs>>,
+    /// The sets, found by their hash: one hash of a new set serves both to
+    /// look for it and to put it in (a table of distinct sets, one per
+    /// prefix, is mostly new ones).
+    sets: HashTable<Arc<PathAttrs>>,
+    hasher: foldhash::fast::RandomState,
     /// The last set asked for and its shared copy: the prefixes of one
     /// UPDATE arrive with one `Arc`, which then costs no hashing.
     last: Option<(Arc<PathAttrs>, Arc<PathAttrs>)>,
@@ -36,13 +43,15 @@ impl AttrInterner {
             // Usually the very set held: hand it back without touching its count.
             return if Arc::ptr_eq(shared, &attrs) { attrs } else { shared.clone() };
         }
-        let shared = match self.sets.get(&attrs) {
+        let hash = self.hasher.hash_one(&*attrs);
+        let shared = match self.sets.find(hash, |held| **held == *attrs) {
             Some(existing) => existing.clone(),
             None => {
                 if self.sets.len() >= self.collect_at.max(COLLECT_FROM) {
                     self.collect_garbage();
                 }
-                self.sets.insert(attrs.clone());
+                let hasher = &self.hasher;
+                self.sets.insert_unique(hash, attrs.clone(), |held| hasher.hash_one(&**held));
                 attrs.clone()
             }
         };
