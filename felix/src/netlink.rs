@@ -252,10 +252,13 @@ impl Netlink {
         let mut refused = Vec::new();
         let mut buf = Vec::with_capacity(BATCH_REQUESTS * 64);
         let mut changes = changes.into_iter().peekable();
+        // A batch's requests have consecutive sequence numbers from `first`:
+        // the reply to one finds its change at its offset.
+        let mut pending: Vec<Option<Change>> = Vec::with_capacity(BATCH_REQUESTS);
         while changes.peek().is_some() {
             buf.clear();
-            let mut pending: HashMap<u32, Change> = HashMap::new();
-            let mut last = 0;
+            pending.clear();
+            let (first, mut last) = (self.seq.wrapping_add(1), 0);
             while pending.len() < BATCH_REQUESTS
                 && let Some(change) = changes.next()
             {
@@ -263,14 +266,15 @@ impl Netlink {
                 let (msg, flags) = request(&change);
                 let ack = if pending.len() + 1 == BATCH_REQUESTS || changes.peek().is_none() { NLM_F_ACK } else { 0 };
                 push(&mut buf, msg, NLM_F_REQUEST | ack | flags, last);
-                pending.insert(last, change);
+                pending.push(Some(change));
             }
             self.socket.send(&buf, 0).map_err(io_err("route change"))?;
             let mut done = false;
             while !done {
                 self.recv("route change", |header, payload| {
+                    let at = header.sequence_number.wrapping_sub(first) as usize;
                     if let NetlinkPayload::Error(e) = payload
-                        && let Some(change) = pending.remove(&header.sequence_number)
+                        && let Some(change) = pending.get_mut(at).and_then(Option::take)
                     {
                         done |= header.sequence_number == last;
                         if e.code.is_some() {
