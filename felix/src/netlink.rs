@@ -651,7 +651,8 @@ mod tests {
             let len = (short.len() as u32).to_ne_bytes();
             short[..4].copy_from_slice(&len);
             let got = route_events(&short);
-            let ok = got.iter().all(|e| *e == RouteEvent::Other || *e == RouteEvent::OursDeleted(net("198.18.0.64/26")));
+            let ok =
+                got.iter().all(|e| *e == RouteEvent::Other || *e == RouteEvent::OursDeleted(net("198.18.0.64/26")));
             assert!(ok, "length cut at {cut}: {got:?}");
         }
         // An attribute claiming fewer than its own 4 octets.

@@ -685,7 +685,11 @@ fn a_peer_going_down_is_removed_a_chunk_per_batch() {
     step(&mut replay, "batch");
     let withdrawn = |out: &[String]| out.iter().filter(|l| l.starts_with("best ") && l.ends_with(" via -")).count();
     assert_eq!(withdrawn(&step(&mut replay, "down a")), 0, "the first chunk waits for the batch's end");
-    assert_eq!(withdrawn(&step(&mut replay, "batch")), 2 * PEER_DOWN_CHUNK, "the first chunk, and the next at the batch's end");
+    assert_eq!(
+        withdrawn(&step(&mut replay, "batch")),
+        2 * PEER_DOWN_CHUNK,
+        "the first chunk, and the next at the batch's end"
+    );
     assert!(replay.core.dropping());
     // The peer comes back before its last chunk went: that chunk goes first.
     let again = prefix(n - 1);
