@@ -35,7 +35,7 @@ const MIN_SLOTS: usize = 8;
 /// The prefixes of one /16.
 #[derive(Debug)]
 struct Bucket<V> {
-    /// A power of two of slots, or none while the /16 is empty.
+    /// The slots (any number, at least `MIN_SLOTS`), or none while the /16 is empty.
     slots: Box<[Option<(SubKey, V)>]>,
     len: usize,
 }

@@ -527,10 +527,14 @@ impl SpeakerCore {
     /// Removes the next chunk of `peer`'s paths.
     fn drop_chunk(&mut self, peer: &str) {
         let Some(after) = self.dropping.get(peer).copied() else { return };
-        let (changes, next) = self.rib.peer_down_from(&key(peer), after, PEER_DOWN_CHUNK);
+        let from = key(peer);
+        let (changes, next) = self.rib.peer_down_from(&from, after, PEER_DOWN_CHUNK);
         self.changed(changes);
         match next {
             Some(next) => self.dropping.insert(peer.to_string(), Some(next)),
+            // A walk resumed among IPv6 prefixes may miss some that other
+            // peers' inputs moved meanwhile (`v6_index`): once more from the start.
+            None if after.is_some() && self.rib.paths_from(&from) > 0 => self.dropping.insert(peer.to_string(), None),
             None => self.dropping.remove(peer),
         };
     }

@@ -701,3 +701,33 @@ fn a_peer_going_down_is_removed_a_chunk_per_batch() {
     assert_eq!(replay.core.rib.paths_from(&super::core::key("a")), 1);
     assert!(out.contains(&format!("best {again} via 192.0.2.1")), "the new session's route stays");
 }
+
+/// A walk resumed among IPv6 prefixes may miss some (`v6_index`): here the
+/// index packs itself at the second chunk's last withdrawal, and another
+/// peer announces that very prefix (so it goes to the index's end) before
+/// the third chunk. The rest of the peer's paths must go all the same.
+#[test]
+fn a_peer_going_down_loses_every_ipv6_path_though_its_walk_is_cut_short() {
+    use super::core::PEER_DOWN_CHUNK;
+    let mut replay = Replay::new();
+    // Packing comes when under a quarter of the records used is held:
+    // exactly at the 2 * PEER_DOWN_CHUNK-th withdrawal.
+    let n = 2 * PEER_DOWN_CHUNK * 4 / 3;
+    let prefix = |i: usize| format!("2001:db8:{:x}:{:x}::/64", i >> 16, i & 0xffff);
+    let step = |replay: &mut Replay, line: &str| replay.step(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    for line in ["peer a 65001 192.0.2.1 policy", "peer b 65002 192.0.2.2 policy", "up a v6", "up b v6"] {
+        step(&mut replay, line);
+    }
+    let all: Vec<String> = (0..n).map(prefix).collect();
+    step(&mut replay, &format!("update a + {} nh6 2001:db8::1 path 65001", all.join(" ")));
+    step(&mut replay, "batch");
+    step(&mut replay, "down a");
+    step(&mut replay, "batch");
+    let left = |replay: &Replay| replay.core.rib.paths_from(&super::core::key("a"));
+    assert_eq!(left(&replay), n - 2 * PEER_DOWN_CHUNK, "two chunks gone");
+    step(&mut replay, &format!("update b + {} nh6 2001:db8::2 path 65002", prefix(2 * PEER_DOWN_CHUNK - 1)));
+    for _ in 0..3 {
+        step(&mut replay, "batch");
+    }
+    assert_eq!((left(&replay), replay.core.dropping()), (0, false));
+}
