@@ -670,33 +670,47 @@ replay!(
 /// with the batch under way, the next at each end of a batch. Its next
 /// session waits for the last chunk, so its new routes are not taken for
 /// the old session's.
+impl Replay {
+    /// One input line, which must be a valid one: its outputs.
+    fn must(&mut self, line: &str) -> Vec<String> {
+        self.step(line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+}
+
+/// Peers a and b up (`up` adds its flags), a's `prefixes` announced with
+/// `attrs` and sent: a table whose peer then goes.
+fn a_table_from_a(up: &str, prefixes: impl Iterator<Item = String>, attrs: &str) -> Replay {
+    let mut replay = Replay::new();
+    for line in ["peer a 65001 192.0.2.1 policy", "peer b 65002 192.0.2.2 policy"] {
+        replay.must(line);
+    }
+    replay.must(&format!("up a {up}"));
+    replay.must(&format!("up b {up}"));
+    replay.must(&format!("update a + {} {attrs}", prefixes.collect::<Vec<_>>().join(" ")));
+    replay.must("batch");
+    replay
+}
+
 #[test]
 fn a_peer_going_down_is_removed_a_chunk_per_batch() {
     use super::core::PEER_DOWN_CHUNK;
-    let mut replay = Replay::new();
     let n = 2 * PEER_DOWN_CHUNK + 1000;
     let prefix = |i: usize| format!("{}/32", Ipv4Addr::from(0xc612_0000 + i as u32));
-    let step = |replay: &mut Replay, line: &str| replay.step(line).unwrap_or_else(|e| panic!("{line}: {e}"));
-    for line in ["peer a 65001 192.0.2.1 policy", "peer b 65002 192.0.2.2 policy", "up a", "up b"] {
-        step(&mut replay, line);
-    }
-    let all: Vec<String> = (0..n).map(prefix).collect();
-    step(&mut replay, &format!("update a + {} nh 192.0.2.1 path 65001", all.join(" ")));
-    step(&mut replay, "batch");
+    let mut replay = a_table_from_a("", (0..n).map(prefix), "nh 192.0.2.1 path 65001");
     let withdrawn = |out: &[String]| out.iter().filter(|l| l.starts_with("best ") && l.ends_with(" via -")).count();
-    assert_eq!(withdrawn(&step(&mut replay, "down a")), 0, "the first chunk waits for the batch's end");
+    assert_eq!(withdrawn(&replay.must("down a")), 0, "the first chunk waits for the batch's end");
     assert_eq!(
-        withdrawn(&step(&mut replay, "batch")),
+        withdrawn(&replay.must("batch")),
         2 * PEER_DOWN_CHUNK,
         "the first chunk, and the next at the batch's end"
     );
     assert!(replay.core.dropping());
     // The peer comes back before its last chunk went: that chunk goes first.
     let again = prefix(n - 1);
-    step(&mut replay, "up a");
+    replay.must("up a");
     assert!(!replay.core.dropping());
-    step(&mut replay, &format!("update a + {again} nh 192.0.2.1 path 65001"));
-    let out = step(&mut replay, "batch");
+    replay.must(&format!("update a + {again} nh 192.0.2.1 path 65001"));
+    let out = replay.must("batch");
     assert_eq!(withdrawn(&out), 999, "the rest of the old session's, but the one sent again");
     assert_eq!(replay.core.rib.paths_from(&super::core::key("a")), 1);
     assert!(out.contains(&format!("best {again} via 192.0.2.1")), "the new session's route stays");
@@ -709,25 +723,18 @@ fn a_peer_going_down_is_removed_a_chunk_per_batch() {
 #[test]
 fn a_peer_going_down_loses_every_ipv6_path_though_its_walk_is_cut_short() {
     use super::core::PEER_DOWN_CHUNK;
-    let mut replay = Replay::new();
     // Packing comes when under a quarter of the records used is held:
     // exactly at the 2 * PEER_DOWN_CHUNK-th withdrawal.
     let n = 2 * PEER_DOWN_CHUNK * 4 / 3;
     let prefix = |i: usize| format!("2001:db8:{:x}:{:x}::/64", i >> 16, i & 0xffff);
-    let step = |replay: &mut Replay, line: &str| replay.step(line).unwrap_or_else(|e| panic!("{line}: {e}"));
-    for line in ["peer a 65001 192.0.2.1 policy", "peer b 65002 192.0.2.2 policy", "up a v6", "up b v6"] {
-        step(&mut replay, line);
-    }
-    let all: Vec<String> = (0..n).map(prefix).collect();
-    step(&mut replay, &format!("update a + {} nh6 2001:db8::1 path 65001", all.join(" ")));
-    step(&mut replay, "batch");
-    step(&mut replay, "down a");
-    step(&mut replay, "batch");
+    let mut replay = a_table_from_a("v6", (0..n).map(prefix), "nh6 2001:db8::1 path 65001");
+    replay.must("down a");
+    replay.must("batch");
     let left = |replay: &Replay| replay.core.rib.paths_from(&super::core::key("a"));
     assert_eq!(left(&replay), n - 2 * PEER_DOWN_CHUNK, "two chunks gone");
-    step(&mut replay, &format!("update b + {} nh6 2001:db8::2 path 65002", prefix(2 * PEER_DOWN_CHUNK - 1)));
+    replay.must(&format!("update b + {} nh6 2001:db8::2 path 65002", prefix(2 * PEER_DOWN_CHUNK - 1)));
     for _ in 0..3 {
-        step(&mut replay, "batch");
+        replay.must("batch");
     }
     assert_eq!((left(&replay), replay.core.dropping()), (0, false));
 }
