@@ -255,13 +255,7 @@ impl DesiredCell {
     /// A cell holding `desired`, its first pass a full one.
     pub fn new(desired: Desired) -> Arc<DesiredCell> {
         Arc::new(DesiredCell {
-            shared: Mutex::new(Shared {
-                desired,
-                learned: Learned::default(),
-                dirty: Pending::default(),
-                full: true,
-                kept: false,
-            }),
+            shared: Mutex::new(Shared { desired, full: true, ..Shared::default() }),
             changed: Notify::new(),
         })
     }
