@@ -234,8 +234,11 @@ pub struct SpeakerStats {
     pub deferrals_ended: AtomicU64,
 }
 
-/// Channel sizes: commands, peer events.
+/// Channel sizes: commands, timers, accepted connections…
 const BUFFER: usize = 1024;
+/// …and peer events, each up to `UPDATES_PER_EVENT` UPDATEs: at most
+/// `BUFFER` UPDATEs wait, decoded, for the core.
+const EVENTS: usize = BUFFER / crate::session::peer::UPDATES_PER_EVENT;
 
 /// Peer events taken into one batch of best-path changes at most…
 const BATCH_EVENTS: usize = 256;
@@ -270,7 +273,7 @@ pub fn spawn(
 ) -> Result<SpeakerHandle, SocketError> {
     let listeners = listen.into_iter().map(Listener::bind).collect::<Result<Vec<_>, _>>()?;
     let (commands, mut commands_rx) = mpsc::channel(BUFFER);
-    let (events_tx, mut events_rx) = mpsc::channel(BUFFER);
+    let (events_tx, mut events_rx) = mpsc::channel(EVENTS);
     let (timers_tx, mut timers_rx) = mpsc::channel(BUFFER);
     let (dynamic_tx, mut dynamic_rx) = mpsc::channel(BUFFER);
     let statuses = Arc::new(Mutex::new(HashMap::new()));

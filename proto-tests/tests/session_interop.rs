@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tortie_bgp::packet::Message;
+use tortie_bgp::packet::{Message, Update};
 use tortie_bgp::session::listener::Listener;
-use tortie_bgp::session::peer::{self, PeerCommand, PeerConfig, PeerStatus};
+use tortie_bgp::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerStatus};
 use tortie_bgp::session::socket::{self, SocketOptions};
 use tortie_bgp::session::{FsmConfig, LocalConfig, State};
 use tortie_lab::peers::{BgpPeer, Bird, ExaBgp, Frr, GoBgp, Neighbor, SessionState, Speaker};
@@ -24,6 +24,8 @@ const UP: Duration = Duration::from_secs(40);
 /// runtime; optionally listening for the neighbour's connection too.
 struct Tortie {
     status: Arc<Mutex<PeerStatus>>,
+    /// The UPDATEs the task reported, one entry per event.
+    reported: Arc<Mutex<Vec<Vec<Update>>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -31,8 +33,9 @@ struct Tortie {
 impl Tortie {
     fn start(ns: &Netns, config: PeerConfig, listen: Option<SocketAddr>) -> Tortie {
         let status = Arc::new(Mutex::new(PeerStatus::default()));
+        let reported = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ns, shared) = (ns.clone(), status.clone());
+        let (ns, shared, updates) = (ns.clone(), status.clone(), reported.clone());
         let thread = std::thread::spawn(move || {
             ns.enter(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -46,7 +49,13 @@ impl Tortie {
                         listener.add_peer(peer_ip, &md5, handle.commands.clone()).unwrap();
                         listener
                     });
-                    tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
+                    tokio::spawn(async move {
+                        while let Some(event) = events_rx.recv().await {
+                            if let PeerEvent::Update { updates: batch, .. } = event {
+                                updates.lock().unwrap().push(batch);
+                            }
+                        }
+                    });
                     handle.commands.send(PeerCommand::Start).await.unwrap();
                     let mut watch = handle.status.clone();
                     let mirror = async {
@@ -67,7 +76,7 @@ impl Tortie {
             })
             .unwrap();
         });
-        Tortie { status, stop: Some(stop), thread: Some(thread) }
+        Tortie { status, reported, stop: Some(stop), thread: Some(thread) }
     }
 
     fn status(&self) -> PeerStatus {
@@ -383,6 +392,51 @@ fn malformed_input_gets_its_notification_and_the_session_task_survives() {
     assert!(connections >= 2, "tortie did not come back after the error ({connections} connection)");
     let status = tortie.status();
     assert_eq!(status.last_notification_sent.as_deref(), Some("UPDATE message error"), "{status:?}");
+}
+
+#[test]
+fn updates_read_together_reach_the_speaker_in_order_and_a_bad_one_after_them_still_gets_its_notification() {
+    use tortie_bgp::packet::{AsPath, Context, ErrorCode, Nlri, Origin, PathAttrs};
+    let lab = Lab::new("sess_batched").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let mut cfg = config(&pair, 65002, None, false);
+    cfg.fsm.idle_hold = Duration::from_millis(500);
+    let tortie = Tortie::start(&pair.a, cfg, None);
+    // 40 UPDATEs of one prefix each, then the malformed one, in one write.
+    let sent: Vec<Update> = (0..40u32)
+        .map(|i| {
+            let attrs = PathAttrs {
+                origin: Some(Origin::Igp),
+                as_path: Some(AsPath::from_sequence(&[65002])),
+                next_hop: Some("192.0.2.2".parse().unwrap()),
+                med: Some(i),
+                ..PathAttrs::default()
+            };
+            let prefix = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0xc633_6400 + (i << 8)), 24).unwrap();
+            Update::announce(Arc::new(attrs), vec![Nlri::new(prefix)])
+        })
+        .collect();
+    let mut wire = bytes::BytesMut::new();
+    for update in &sent {
+        // Both sides offer 4-octet AS numbers (RFC 6793).
+        let cxt = Context { four_octet_as: true, ..Context::default() };
+        Message::Update(update.clone()).encode(&cxt, &mut wire).unwrap();
+    }
+    wire.extend_from_slice(&[0xff; 16]);
+    wire.extend_from_slice(&[0x00, 0x17, 0x02, 0x00, 0x09, 0x00, 0x00]);
+    let (received, _) = scripted_peer(&pair.b, wire.to_vec(), Duration::ZERO, Duration::from_secs(8));
+    let n = first_notification(&received);
+    assert_eq!((n.code, n.subcode), (ErrorCode::Update, 1));
+    let reported = tortie.reported.lock().unwrap().clone();
+    let flat: Vec<&Update> = reported.iter().flatten().collect();
+    let meds = |u: &[&Update]| u.iter().map(|u| u.attrs.as_ref().and_then(|a| a.med)).collect::<Vec<_>>();
+    assert_eq!(meds(&flat), meds(&sent.iter().collect::<Vec<_>>()), "every good UPDATE, once, in order");
+    assert_eq!(flat, sent.iter().collect::<Vec<_>>(), "and as sent");
+    assert!(
+        reported.iter().any(|batch| batch.len() > 1),
+        "read together, reported together: {:?}",
+        reported.iter().map(Vec::len).collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -429,7 +429,11 @@ impl SpeakerCore {
                 self.received.remove(&peer);
                 self.drop_paths(&peer);
             }
-            PeerEvent::Update { peer, update } => self.update(&peer, *update),
+            PeerEvent::Update { peer, updates } => {
+                for update in updates {
+                    self.update(&peer, update);
+                }
+            }
             PeerEvent::RouteRefresh { peer, refresh } => self.route_refresh(&peer, refresh),
         }
     }

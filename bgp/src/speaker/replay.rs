@@ -161,13 +161,13 @@ impl Replay {
                 }
                 Input::Peer(PeerEvent::Down { peer: name, reason: "replay".into(), graceful })
             }
-            "update" => Input::Peer(PeerEvent::Update { update: Box::new(self.update(&rest)?), peer: name }),
+            "update" => Input::Peer(PeerEvent::Update { updates: vec![self.update(&rest)?], peer: name }),
             "eor" => Input::Peer(PeerEvent::Update {
                 peer: name,
-                update: Box::new(Update::end_of_rib(match rest.get(1) {
+                updates: vec![Update::end_of_rib(match rest.get(1) {
                     Some(&"ipv6") => Family::IPV6_UNICAST,
                     _ => Family::IPV4_UNICAST,
-                })),
+                })],
             }),
             "refresh" => {
                 let (subtype, family) = match rest.get(1).copied() {
