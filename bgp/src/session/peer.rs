@@ -368,16 +368,20 @@ fn poll_io(
 /// UPDATEs reported to the speaker in one event at most: those already
 /// read go together, for one hand-off rather than one each (a table arrives
 /// one prefix per UPDATE, back to back), yet the speaker's event queue
-/// holds no more UPDATEs than when each went alone.
+/// holds no more UPDATEs than when each went alone…
 pub(crate) const UPDATES_PER_EVENT: usize = 16;
+/// …and the UPDATEs that join the first take up to a standard message's
+/// octets (RFC 4271 §4.1): big UPDATEs, with hundreds of prefixes each, go
+/// one or two to an event, so the speaker's batches stay their size.
+const JOINING_OCTETS: usize = 4096;
 
 /// The next message in the read buffer, if it is a whole UPDATE that
-/// decodes: taken with no I/O. Anything else stays for `poll_io`.
-fn buffered_update(framed: &mut Framed<TcpStream, BgpCodec>) -> Option<Update> {
+/// decodes, and its length: taken with no I/O. Anything else stays for `poll_io`.
+fn buffered_update(framed: &mut Framed<TcpStream, BgpCodec>) -> Option<(Update, usize)> {
     match Message::decode(framed.read_buffer(), &framed.codec().rx) {
         Ok(Some((Message::Update(update), len))) => {
             framed.read_buffer_mut().advance(len);
-            Some(update)
+            Some((update, len))
         }
         _ => None,
     }
@@ -658,10 +662,13 @@ impl Runner {
                 let established = self.link(which).fsm.state() == State::Established;
                 // Those already read follow it, with no trip through the I/O select.
                 if established && let Some(framed) = self.link(which).framed.as_mut() {
+                    let mut octets = 0;
                     while updates.len() < UPDATES_PER_EVENT
-                        && let Some(update) = buffered_update(framed)
+                        && octets < JOINING_OCTETS
+                        && let Some((update, len)) = buffered_update(framed)
                     {
                         updates.push(update);
+                        octets += len;
                     }
                 }
                 let n = updates.len() as u64;
