@@ -236,9 +236,12 @@ pub struct SpeakerStats {
 
 /// Channel sizes: commands, timers, accepted connections…
 const BUFFER: usize = 1024;
-/// …and peer events, each up to `UPDATES_PER_EVENT` UPDATEs: at most
-/// `BUFFER` UPDATEs wait, decoded, for the core.
-const EVENTS: usize = BUFFER / crate::session::peer::UPDATES_PER_EVENT;
+/// …and peer events. An event is up to `UPDATES_PER_EVENT` UPDATEs of at
+/// most two standard messages' octets together, so the 256 queued hold no
+/// more octets, decoded, than 1,024 single UPDATEs did (each session
+/// waiting for room holds one event more); Up, Down and Drained events
+/// share the room.
+const EVENTS: usize = 256;
 
 /// Peer events taken into one batch of best-path changes at most…
 const BATCH_EVENTS: usize = 256;

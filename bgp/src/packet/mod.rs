@@ -33,6 +33,7 @@ pub use capability::{
 pub use codec::{BgpCodec, CodecError};
 pub use cxt::{Afi, Context, Family, FamilySet, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN, Safi};
 pub use error::{DecodeError, ErrorAction};
+pub(crate) use header::parse_header;
 pub use header::{HEADER_LEN, MessageType};
 pub use intern::AttrInterner;
 pub use nlri::{Ipv4Nlri, Nlri, NlriPrefix};

@@ -40,7 +40,7 @@ use super::negotiate::{LocalConfig, Negotiated};
 use super::outbox::{Outbox, Taken};
 use super::send_hold::SendHold;
 use super::socket::{self, SocketError, SocketOptions};
-use crate::packet::{BgpCodec, CodecError, Message, RouteRefresh, Update};
+use crate::packet::{BgpCodec, CodecError, Message, MessageType, RouteRefresh, Update, parse_header};
 
 /// Commands a peer task obeys.
 #[derive(Debug)]
@@ -367,18 +367,23 @@ fn poll_io(
 
 /// UPDATEs reported to the speaker in one event at most: those already
 /// read go together, for one hand-off rather than one each (a table arrives
-/// one prefix per UPDATE, back to back), yet the speaker's event queue
-/// holds no more UPDATEs than when each went alone…
-pub(crate) const UPDATES_PER_EVENT: usize = 16;
+/// one prefix per UPDATE, back to back)…
+const UPDATES_PER_EVENT: usize = 16;
 /// …and the UPDATEs that join the first take up to a standard message's
-/// octets (RFC 4271 §4.1): big UPDATEs, with hundreds of prefixes each, go
-/// one or two to an event, so the speaker's batches stay their size.
+/// octets (RFC 4271 §4.1) together: big UPDATEs, with hundreds of prefixes
+/// each, go one or two to an event, so the speaker's batches stay their size.
 const JOINING_OCTETS: usize = 4096;
 
-/// The next message in the read buffer, if it is a whole UPDATE that
-/// decodes, and its length: taken with no I/O. Anything else stays for `poll_io`.
-fn buffered_update(framed: &mut Framed<TcpStream, BgpCodec>) -> Option<(Update, usize)> {
-    match Message::decode(framed.read_buffer(), &framed.codec().rx) {
+/// The next message in the read buffer, if it is a whole UPDATE of at most
+/// `room` octets that decodes, and its length: taken with no I/O. Anything
+/// else stays for `poll_io` (its header alone is read).
+fn buffered_update(framed: &mut Framed<TcpStream, BgpCodec>, room: usize) -> Option<(Update, usize)> {
+    let (buf, cxt) = (framed.read_buffer(), &framed.codec().rx);
+    match parse_header(buf, cxt) {
+        Ok(Some((MessageType::Update, len))) if len <= room && len <= buf.len() => {}
+        _ => return None,
+    }
+    match Message::decode(buf, cxt) {
         Ok(Some((Message::Update(update), len))) => {
             framed.read_buffer_mut().advance(len);
             Some((update, len))
@@ -662,13 +667,12 @@ impl Runner {
                 let established = self.link(which).fsm.state() == State::Established;
                 // Those already read follow it, with no trip through the I/O select.
                 if established && let Some(framed) = self.link(which).framed.as_mut() {
-                    let mut octets = 0;
+                    let mut room = JOINING_OCTETS;
                     while updates.len() < UPDATES_PER_EVENT
-                        && octets < JOINING_OCTETS
-                        && let Some((update, len)) = buffered_update(framed)
+                        && let Some((update, len)) = buffered_update(framed, room)
                     {
                         updates.push(update);
-                        octets += len;
+                        room -= len;
                     }
                 }
                 let n = updates.len() as u64;
