@@ -366,6 +366,17 @@ fn scripted_peer(ns: &Netns, bad: Vec<u8>, pause: Duration, window: Duration) ->
     .unwrap()
 }
 
+/// A lab pair with tortie on `a` dialling a scripted peer on `b` (AS
+/// 65002), back half a second after each failure.
+fn tortie_for_a_scripted_peer(name: &str) -> (Lab, Pair, Tortie) {
+    let lab = Lab::new(name).unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let mut cfg = config(&pair, 65002, None, false);
+    cfg.fsm.idle_hold = Duration::from_millis(500);
+    let tortie = Tortie::start(&pair.a, cfg, None);
+    (lab, pair, tortie)
+}
+
 /// The first NOTIFICATION among what the peer read (a failure if none came).
 fn first_notification(received: &[Message]) -> tortie_bgp::packet::Notification {
     let n = received.iter().find_map(|m| match m {
@@ -378,11 +389,7 @@ fn first_notification(received: &[Message]) -> tortie_bgp::packet::Notification 
 #[test]
 fn malformed_input_gets_its_notification_and_the_session_task_survives() {
     use tortie_bgp::packet::ErrorCode;
-    let lab = Lab::new("sess_malformed").unwrap();
-    let pair = Pair::new(&lab).unwrap();
-    let mut cfg = config(&pair, 65002, None, false);
-    cfg.fsm.idle_hold = Duration::from_millis(500);
-    let tortie = Tortie::start(&pair.a, cfg, None);
+    let (_lab, pair, tortie) = tortie_for_a_scripted_peer("sess_malformed");
     // An UPDATE whose Withdrawn Routes Length (9) runs past the message: RFC 4271 §6.3, 3/1.
     let mut bad = vec![0xff; 16];
     bad.extend([0x00, 0x17, 0x02, 0x00, 0x09, 0x00, 0x00]);
@@ -397,11 +404,7 @@ fn malformed_input_gets_its_notification_and_the_session_task_survives() {
 #[test]
 fn updates_read_together_reach_the_speaker_in_order_and_a_bad_one_after_them_still_gets_its_notification() {
     use tortie_bgp::packet::{AsPath, Context, ErrorCode, Nlri, Origin, PathAttrs};
-    let lab = Lab::new("sess_batched").unwrap();
-    let pair = Pair::new(&lab).unwrap();
-    let mut cfg = config(&pair, 65002, None, false);
-    cfg.fsm.idle_hold = Duration::from_millis(500);
-    let tortie = Tortie::start(&pair.a, cfg, None);
+    let (_lab, pair, tortie) = tortie_for_a_scripted_peer("sess_batched");
     // 40 UPDATEs of one prefix each, then the malformed one, in one write.
     let sent: Vec<Update> = (0..40u32)
         .map(|i| {
@@ -442,11 +445,7 @@ fn updates_read_together_reach_the_speaker_in_order_and_a_bad_one_after_them_sti
 #[test]
 fn a_bad_message_length_gets_notification_1_2_on_the_wire_not_a_reset() {
     use tortie_bgp::packet::ErrorCode;
-    let lab = Lab::new("sess_overlong").unwrap();
-    let pair = Pair::new(&lab).unwrap();
-    let mut cfg = config(&pair, 65002, None, false);
-    cfg.fsm.idle_hold = Duration::from_millis(500);
-    let _tortie = Tortie::start(&pair.a, cfg, None);
+    let (_lab, pair, _tortie) = tortie_for_a_scripted_peer("sess_overlong");
     // A header saying 18 octets (less than a header), then 256 KiB more:
     // RFC 4271 §6.1, 1/2 with the length as data. tortie stops reading at
     // the header, so the rest is still unread in its socket when it closes;

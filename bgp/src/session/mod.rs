@@ -2,6 +2,7 @@
 //! finite state machine. The runtime (sockets, MD5, TTL security, timers)
 //! feeds them events and carries out their actions.
 
+mod framing;
 pub mod fsm;
 pub mod link_local;
 pub mod listener;
