@@ -472,7 +472,8 @@ fn wait_tor_routes(tor: &Tor, url: &str, rt: &Handle) -> anyhow::Result<Vec<Stri
         let missing: Vec<String> = blocks
             .iter()
             .map(|b| b.block.cidr.to_string())
-            .filter(|c| !routes.iter().any(|r| r.prefix.to_string() == *c))
+            // A path the ToR holds but has not chosen (yet) is not what is shown.
+            .filter(|c| !routes.iter().any(|r| r.best && r.prefix.to_string() == *c))
             .collect();
         if missing.is_empty() {
             return Ok(have);
