@@ -305,8 +305,11 @@ pub fn spawn(
                     core.handle(Input::Accepted(from))
                 }
                 Some(timer) = timers_rx.recv() => core.handle(Input::Timer(timer)),
-                // A peer's paths still going: the next chunk, at this batch's end.
-                () = std::future::ready(()), if core.dropping() => Vec::new(),
+                // A peer's paths still going, a count: the next chunk, at this
+                // batch's end, once the runtime has run what waits (a task this
+                // one woke, as the answer to a query, waits in its thread's
+                // slot for this one to yield).
+                () = tokio::task::yield_now(), if core.unfinished() => Vec::new(),
             };
             // What the peers have sent meanwhile joins this batch: one
             // export, one encoding per update group and one hand-off to felix

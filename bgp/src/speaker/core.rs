@@ -234,6 +234,11 @@ impl SpeakerCore {
                     self.flush();
                 }
                 self.check_converged();
+                // A count goes on in a batch with nothing to send: its chunk
+                // never holds up what a batch sends.
+                if self.out.is_empty() {
+                    self.count_chunk();
+                }
             }
         }
         std::mem::take(&mut self.out)
@@ -244,11 +249,16 @@ impl SpeakerCore {
         self.pending.len()
     }
 
-    /// Whether paths of a peer that went are still to be removed: its task
-    /// ends batches (`Input::EndOfBatch`) without waiting for inputs until
-    /// they are.
+    /// Whether paths of a peer that went are still to be removed.
     pub(crate) fn dropping(&self) -> bool {
         !self.dropping.is_empty()
+    }
+
+    /// Whether work that goes a chunk per batch is left (a peer's paths to
+    /// remove, a count): its task ends batches (`Input::EndOfBatch`)
+    /// without waiting for inputs until it is done.
+    pub(crate) fn unfinished(&self) -> bool {
+        self.dropping() || self.counting()
     }
 
     pub(super) fn emit(&mut self, output: Output) {
@@ -475,7 +485,6 @@ impl SpeakerCore {
     /// Marks `peer` down: it leaves its update group and is owed nothing.
     pub(super) fn set_down(&mut self, peer: &str) {
         self.up.remove(peer);
-        self.advertised.forget(peer);
         self.update_groups.leave(peer);
         self.backlogs.remove(peer);
         self.end_of_rib.remove(peer);

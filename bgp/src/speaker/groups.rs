@@ -63,6 +63,16 @@ impl UpdateGroups {
         self.member_of.insert(name.to_string(), g);
     }
 
+    /// The group `name` is a member of.
+    pub(super) fn group_of(&self, name: &str) -> Option<&GroupKey> {
+        self.member_of.get(name).map(|&g| &self.groups[g].0)
+    }
+
+    /// Whether a group with these terms has members.
+    pub(super) fn has(&self, key: &GroupKey) -> bool {
+        self.index.contains_key(key)
+    }
+
     /// A peer that went down (or whose terms change) leaves its group; a
     /// group left empty goes (dynamic neighbours of many kinds come and go).
     pub(super) fn leave(&mut self, name: &str) {

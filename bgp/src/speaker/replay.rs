@@ -666,10 +666,6 @@ replay!(
     soft_reconfiguration,
 );
 
-/// A peer with more paths than two chunks goes down: the first chunk goes
-/// with the batch under way, the next at each end of a batch. Its next
-/// session waits for the last chunk, so its new routes are not taken for
-/// the old session's.
 impl Replay {
     /// One input line, which must be a valid one: its outputs.
     fn must(&mut self, line: &str) -> Vec<String> {
@@ -691,6 +687,10 @@ fn a_table_from_a(up: &str, prefixes: impl Iterator<Item = String>, attrs: &str)
     replay
 }
 
+/// A peer with more paths than two chunks goes down: the first chunk goes
+/// with the batch under way, the next at each end of a batch. Its next
+/// session waits for the last chunk, so its new routes are not taken for
+/// the old session's.
 #[test]
 fn a_peer_going_down_is_removed_a_chunk_per_batch() {
     use super::core::PEER_DOWN_CHUNK;
@@ -737,4 +737,42 @@ fn a_peer_going_down_loses_every_ipv6_path_though_its_walk_is_cut_short() {
         replay.must("batch");
     }
     assert_eq!((left(&replay), replay.core.dropping()), (0, false));
+}
+
+/// A periodic count (the metrics', the node's summary's) of a table larger
+/// than a chunk is made a chunk per batch, between other inputs, and
+/// replaces the last one when done; an exact one (`tortie status`) is made
+/// at once. Members of one update group are counted in one walk, each
+/// less the paths it sent.
+#[test]
+fn a_periodic_count_goes_a_chunk_per_batch_and_an_exact_one_at_once() {
+    use super::counts::COUNT_CHUNK;
+    let n = 2 * COUNT_CHUNK + 10;
+    let prefix = |i: usize| format!("{}/32", Ipv4Addr::from(0xc612_0000 + i as u32));
+    // (a path that a does not put its own AS first in: c, of the same AS, may have it.)
+    let mut replay = a_table_from_a("", (0..n).map(prefix), "nh 192.0.2.1 path 65009");
+    // c is in a's update group (same terms): sent a's paths, as b is.
+    replay.must("peer c 65001 192.0.2.3 policy");
+    replay.must("up c");
+    assert_eq!(replay.must("groups"), ["groups [1, 2]"]);
+    let advertised = |replay: &mut Replay, ask: &str| -> Vec<usize> {
+        let counts = replay.must(ask);
+        counts.iter().map(|l| l.split(' ').nth(4).and_then(|n| n.parse().ok()).unwrap()).collect()
+    };
+    assert_eq!(advertised(&mut replay, "counts periodic"), [0, 0, 0], "the count has only begun");
+    for _ in 0..2 {
+        assert!(replay.core.counting());
+        replay.must("batch");
+    }
+    assert!(replay.core.counting(), "a chunk of a table of two and a bit");
+    replay.must("batch");
+    assert!(!replay.core.counting());
+    assert_eq!(advertised(&mut replay, "counts periodic"), [0, n, n], "a is not sent its own paths");
+    // A periodic asker takes the count until it is 60 s old; an exact one counts now.
+    replay.must(&format!("update a - {}", prefix(0)));
+    replay.must("batch");
+    assert_eq!(advertised(&mut replay, "counts periodic"), [0, n, n]);
+    assert!(!replay.core.counting());
+    assert_eq!(advertised(&mut replay, "counts"), [0, n - 1, n - 1]);
+    assert!(!replay.core.counting());
 }

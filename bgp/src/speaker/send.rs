@@ -298,7 +298,7 @@ impl SpeakerCore {
 
     /// `exports` under `peer`'s export configuration, holding back the
     /// paths that came from `own` (none: as for a peer that sent none of them).
-    fn exports_as<'a>(
+    pub(super) fn exports_as<'a>(
         &self,
         peer: &str,
         own: Option<&str>,
