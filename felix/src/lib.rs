@@ -14,6 +14,7 @@ pub mod calc;
 pub mod compact;
 pub mod learned;
 pub mod netlink;
+pub mod nexthop;
 pub mod policy;
 pub mod reconcile;
 pub mod route;

@@ -2,9 +2,10 @@
 //! that dumps links and tortie's routes, and applies route changes in
 //! batches — many requests in one `sendmsg`, one ACK each — which is what
 //! lets it keep pace with (and beat) `ip -batch`, which waits for every
-//! ACK before sending the next request.
+//! ACK before sending the next request. A route through one gateway names
+//! a nexthop object (`nexthop`) rather than carrying the gateway.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 
@@ -22,6 +23,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
+use crate::nexthop::{Nexthops, RTNLGRP_NEXTHOP, route_nexthop_id};
 use crate::route::{Change, KernelRoutes, NextHop, ROUTE_PROTOCOL, Target};
 
 /// Requests per `sendmsg`. Only the last asks for an ACK (the kernel
@@ -63,7 +65,7 @@ pub enum NetlinkError {
     },
 }
 
-fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
+pub(crate) fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
     move |source| NetlinkError::Io { what, source }
 }
 
@@ -78,9 +80,11 @@ pub struct Refused {
 
 /// A blocking rtnetlink socket in the calling thread's network namespace.
 pub struct Netlink {
-    socket: Socket,
+    pub(crate) socket: Socket,
     seq: u32,
     rx: Vec<u8>,
+    /// tortie's nexthop objects (`nexthop`).
+    pub(crate) nexthops: Nexthops,
 }
 
 impl Netlink {
@@ -90,7 +94,7 @@ impl Netlink {
         socket.bind_auto().map_err(io_err("bind"))?;
         // ACKs for failed requests carry only the request's header.
         socket.set_cap_ack(true).map_err(io_err("NETLINK_CAP_ACK"))?;
-        Ok(Netlink { socket, seq: 0, rx: Vec::with_capacity(RECV_BYTES) })
+        Ok(Netlink { socket, seq: 0, rx: Vec::with_capacity(RECV_BYTES), nexthops: Nexthops::default() })
     }
 
     /// The socket's netlink port: the kernel's notification of a change
@@ -112,6 +116,10 @@ impl Netlink {
         for group in [RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
             socket.add_membership(group).map_err(io_err("join multicast group"))?;
         }
+        // A nexthop object removed takes its routes with it, unannounced.
+        if let Err(e) = socket.add_membership(RTNLGRP_NEXTHOP) {
+            tracing::debug!(error = %e, "no nexthop notifications (a kernel without nexthop objects)");
+        }
         // A table arriving is a notification per route: room for a burst, past
         // `rmem_max` where allowed (root), so an overrun (and the full pass it
         // costs) is rare.
@@ -132,7 +140,7 @@ impl Netlink {
         Ok(socket)
     }
 
-    fn next_seq(&mut self) -> u32 {
+    pub(crate) fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
     }
@@ -172,16 +180,51 @@ impl Netlink {
         Ok(found.into_iter().map(|(_, net)| net).collect())
     }
 
-    /// tortie's routes in the main table (both families).
+    /// tortie's routes in the main table (both families); the nexthop
+    /// objects any route refers to are noted as used.
     pub fn routes(&mut self) -> Result<KernelRoutes, NetlinkError> {
         let request = RouteNetlinkMessage::GetRoute(RouteMessage::default());
-        self.dump("route dump", request, |routes: &mut KernelRoutes, msg| {
-            if let RouteNetlinkMessage::NewRoute(route) = msg
-                && let Some((dst, target)) = ours(&route)
-            {
-                routes.insert(dst, target);
+        let nexthops = std::mem::take(&mut self.nexthops);
+        let dumped = self.dump("route dump", request, |(routes, used): &mut (KernelRoutes, HashSet<u32>), msg| {
+            if let RouteNetlinkMessage::NewRoute(route) = msg {
+                used.extend(route_nexthop_id(&route));
+                if let Some((dst, target)) = ours(&route, &nexthops) {
+                    routes.insert(dst, target);
+                }
             }
-        })
+        });
+        self.nexthops = nexthops;
+        let (routes, used) = dumped?;
+        self.nexthops.used = used;
+        Ok(routes)
+    }
+
+    /// Sends one request that has one answer, and returns it.
+    pub(crate) fn ask(
+        &mut self,
+        what: &'static str,
+        request: RouteNetlinkMessage,
+    ) -> Result<Option<RouteNetlinkMessage>, NetlinkError> {
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        push(&mut buf, request, NLM_F_REQUEST, seq);
+        self.socket.send(&buf, 0).map_err(io_err(what))?;
+        let mut answer = None;
+        while answer.is_none() {
+            self.recv(what, |header, payload| {
+                if header.sequence_number == seq {
+                    answer = Some(match payload {
+                        NetlinkPayload::InnerMessage(msg) => Ok(Some(msg)),
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            Err(NetlinkError::Io { what, source: e.to_io() })
+                        }
+                        _ => Ok(None),
+                    });
+                }
+                Ok(())
+            })?;
+        }
+        answer.unwrap_or(Ok(None))
     }
 
     /// Runs a dump, folding each message into a fresh `T` as it arrives
@@ -229,19 +272,37 @@ impl Netlink {
         what: &'static str,
         mut each: impl FnMut(NetlinkHeader, NetlinkPayload<RouteNetlinkMessage>) -> Result<(), NetlinkError>,
     ) -> Result<(), NetlinkError> {
+        self.recv_raw(what, |_, _, octets| {
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(octets)
+                .map_err(|e| NetlinkError::Decode { what, why: e.to_string() })?;
+            let (header, payload) = msg.into_parts();
+            each(header, payload)
+        })
+    }
+
+    /// Receives one datagram and hands each message in it to `each` as
+    /// octets, with its type and sequence number (for messages the parser
+    /// does not know: nexthop objects).
+    pub(crate) fn recv_raw(
+        &mut self,
+        what: &'static str,
+        mut each: impl FnMut(u16, u32, &[u8]) -> Result<(), NetlinkError>,
+    ) -> Result<(), NetlinkError> {
         self.rx.clear();
         self.socket.recv(&mut self.rx, 0).map_err(io_err(what))?;
-        let mut offset = 0;
-        while offset < self.rx.len() {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.rx[offset..])
-                .map_err(|e| NetlinkError::Decode { what, why: e.to_string() })?;
-            let len = msg.header.length as usize;
-            if len == 0 {
-                break;
-            }
-            offset += (len + 3) & !3;
-            let (header, payload) = msg.into_parts();
-            each(header, payload)?;
+        let mut rest = &self.rx[..];
+        // struct nlmsghdr: length, type, flags, sequence, port (host order).
+        while let Some(head) = rest.first_chunk::<16>() {
+            let len = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let Some(msg) = rest.get(..len).filter(|_| len >= 16) else {
+                return Err(NetlinkError::Decode { what, why: format!("a message of {len} octets in {}", rest.len()) });
+            };
+            each(
+                u16::from_ne_bytes([head[4], head[5]]),
+                u32::from_ne_bytes([head[8], head[9], head[10], head[11]]),
+                msg,
+            )?;
+            rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
         }
         Ok(())
     }
@@ -251,7 +312,20 @@ impl Netlink {
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Refused>, NetlinkError> {
         let mut refused = Vec::new();
         let mut buf = Vec::with_capacity(BATCH_REQUESTS * 64);
-        let mut changes = changes.into_iter().peekable();
+        // Each write through one gateway names its nexthop object (made
+        // first, outside the batches: their sequence numbers run on).
+        let ids: Vec<Option<u32>> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Add(_, Target::Gateways(hops)) | Change::Replace(_, Target::Gateways(hops))
+                    if hops.len() == 1 =>
+                {
+                    self.nexthop_for(&hops[0])
+                }
+                _ => None,
+            })
+            .collect();
+        let mut changes = changes.into_iter().zip(ids).peekable();
         // A batch's requests have consecutive sequence numbers from `first`:
         // the reply to one finds its change at its offset.
         let mut pending: Vec<Option<Change>> = Vec::with_capacity(BATCH_REQUESTS);
@@ -260,10 +334,10 @@ impl Netlink {
             pending.clear();
             let (first, mut last) = (self.seq.wrapping_add(1), 0);
             while pending.len() < BATCH_REQUESTS
-                && let Some(change) = changes.next()
+                && let Some((change, nexthop)) = changes.next()
             {
                 last = self.next_seq();
-                let (msg, flags) = request(&change);
+                let (msg, flags) = request(&change, nexthop);
                 let ack = if pending.len() + 1 == BATCH_REQUESTS || changes.peek().is_none() { NLM_F_ACK } else { 0 };
                 push(&mut buf, msg, NLM_F_REQUEST | ack | flags, last);
                 pending.push(Some(change));
@@ -449,9 +523,13 @@ fn push(buf: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16, seq: u32) {
 }
 
 fn family(dst: &IpNet) -> AddressFamily {
-    match dst {
-        IpNet::V4(_) => AddressFamily::Inet,
-        IpNet::V6(_) => AddressFamily::Inet6,
+    family_of(dst.addr())
+}
+
+pub(crate) fn family_of(addr: IpAddr) -> AddressFamily {
+    match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
     }
 }
 
@@ -462,12 +540,17 @@ fn kind(target: &Target<u32>) -> RouteType {
     }
 }
 
-/// The request for one change and its `NLM_F_*` flags.
-fn request(change: &Change) -> (RouteNetlinkMessage, u16) {
+/// The request for one change (through nexthop object `nexthop`, if any)
+/// and its `NLM_F_*` flags.
+fn request(change: &Change, nexthop: Option<u32>) -> (RouteNetlinkMessage, u16) {
     match change {
         // EXCL: never overwrite a route another owner installed for the same destination.
-        Change::Add(dst, t) => (RouteNetlinkMessage::NewRoute(route_message(dst, t)), NLM_F_CREATE | NLM_F_EXCL),
-        Change::Replace(dst, t) => (RouteNetlinkMessage::NewRoute(route_message(dst, t)), NLM_F_CREATE | NLM_F_REPLACE),
+        Change::Add(dst, t) => {
+            (RouteNetlinkMessage::NewRoute(route_message(dst, t, nexthop)), NLM_F_CREATE | NLM_F_EXCL)
+        }
+        Change::Replace(dst, t) => {
+            (RouteNetlinkMessage::NewRoute(route_message(dst, t, nexthop)), NLM_F_CREATE | NLM_F_REPLACE)
+        }
         Change::Delete(dst, t) => {
             // Match on destination, type and our protocol only (scope "nowhere" = any).
             let mut msg = header_only(dst, kind(t));
@@ -488,9 +571,10 @@ fn header_only(dst: &IpNet, kind: RouteType) -> RouteMessage {
     msg
 }
 
-fn route_message(dst: &IpNet, target: &Target<u32>) -> RouteMessage {
+fn route_message(dst: &IpNet, target: &Target<u32>, nexthop: Option<u32>) -> RouteMessage {
     let mut msg = header_only(dst, kind(target));
     match target {
+        Target::Gateways(_) if let Some(id) = nexthop => msg.attributes.push(RouteAttribute::NhId(id)),
         Target::Device(index) => {
             msg.header.scope = RouteScope::Link;
             msg.attributes.push(RouteAttribute::Oif(*index));
@@ -534,8 +618,9 @@ fn address(addr: &RouteAddress) -> Option<IpAddr> {
 }
 
 /// A route from a dump, if it is one of ours in the main table and of a
-/// shape felix installs.
-fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
+/// shape felix installs (one through a nexthop object that shows only its
+/// id is resolved through `nexthops`).
+fn ours(route: &RouteMessage, nexthops: &Nexthops) -> Option<(IpNet, Target<u32>)> {
     let h = &route.header;
     let mut table = u32::from(h.table);
     let (mut dst, mut gateway, mut oif, mut multipath) = (None, None, None, None);
@@ -581,6 +666,11 @@ fn ours(route: &RouteMessage) -> Option<(IpNet, Target<u32>)> {
             onlink: h.flags.contains(RouteFlags::Onlink)
         }]),
         (RouteType::Unicast, None, Some(oif), None) => Target::Device(oif),
+        // No gateway shown (`nexthop_compat_mode` 0): the object's; one not
+        // ours is no next hop felix would write, so the route is replaced.
+        (RouteType::Unicast, None, None, None) if let Some(id) = route_nexthop_id(route) => {
+            Target::Gateways(nexthops.get(id).cloned().into_iter().collect())
+        }
         _ => return None,
     };
     Some((dst, target))
@@ -610,12 +700,12 @@ mod tests {
             device: None,
             onlink: false
         }]);
-        let ours = |c: Change| request(&c).0;
-        let mut foreign = route_message(&net("198.51.100.0/24"), &via);
+        let ours = |c: Change| request(&c, None).0;
+        let mut foreign = route_message(&net("198.51.100.0/24"), &via, None);
         foreign.header.protocol = RouteProtocol::Boot;
-        let mut other_table = route_message(&net("198.18.9.0/26"), &via);
+        let mut other_table = route_message(&net("198.18.9.0/26"), &via, None);
         other_table.attributes.push(RouteAttribute::Table(100));
-        let mut unreachable = route_message(&net("198.18.0.0/26"), &Target::Blackhole);
+        let mut unreachable = route_message(&net("198.18.0.0/26"), &Target::Blackhole, None);
         unreachable.header.kind = RouteType::Unreachable;
         let got = route_events(&datagram(vec![
             ours(Change::Add(net("198.18.0.64/26"), via.clone())),
@@ -642,7 +732,7 @@ mod tests {
 
     #[test]
     fn a_cut_or_garbled_datagram_is_other_and_never_a_panic() {
-        let whole = datagram(vec![request(&Change::Delete(net("198.18.0.64/26"), Target::Blackhole)).0]);
+        let whole = datagram(vec![request(&Change::Delete(net("198.18.0.64/26"), Target::Blackhole), None).0]);
         for cut in 0..whole.len() {
             let got = route_events(&whole[..cut]);
             assert!(got.iter().all(|e| *e == RouteEvent::Other), "cut at {cut}: {got:?}");

@@ -399,13 +399,15 @@ pub fn pass(nl: &mut Netlink, desired: &Desired) -> Result<PassReport, NetlinkEr
     full_pass(nl, |plan| plan(&View { desired, learned: &Learned::default() }))
 }
 
-/// A full pass: the kernel's links and our routes dumped, then diffed with
-/// the desired state that `desired` hands to the planner.
+/// A full pass: the kernel's links, our nexthop objects and our routes
+/// dumped, then diffed with the desired state that `desired` hands to the
+/// planner; nexthop objects no route uses go at its end.
 fn full_pass(
     nl: &mut Netlink,
     desired: impl FnOnce(&dyn Fn(&View<'_>) -> Plan) -> Plan,
 ) -> Result<PassReport, NetlinkError> {
     let links = nl.links()?;
+    nl.sync_nexthops()?;
     let actual = nl.routes()?;
     let plan = desired(&|v: &View<'_>| {
         let (mut changes, waiting) = diff_resolving(v.routes(), &actual, |name| links.get(name).copied());
@@ -439,6 +441,7 @@ fn full_pass(
     for r in nl.apply(stale)? {
         tracing::warn!(change = ?r.change, error = %r.error, "kernel refused to remove a stale route");
     }
+    nl.remove_unused_nexthops()?;
     let interfaces = interfaces.iter().filter(|i| links.contains_key(*i));
     for s in sysctl::node().iter().chain(interfaces.flat_map(|i| sysctl::pod_interface(i)).collect::<Vec<_>>().iter()) {
         match sysctl::ensure(s) {

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! The netlink layer against a real kernel, in a namespace of its own.
 
-use tortie_felix::netlink::Netlink;
+use tortie_felix::netlink::{Netlink, RouteEvent, route_events};
 use tortie_felix::route::{Change, KernelRoutes, NextHop, Routes, Target, diff};
 use tortie_lab::Lab;
 
@@ -79,7 +79,6 @@ fn routes_of_every_shape_round_trip_through_the_kernel_and_foreign_ones_are_invi
 /// echoes of the reconciler's own writes (the kernel drops them for it).
 #[test]
 fn the_event_socket_hears_others_changes_and_not_our_own() {
-    use tortie_felix::netlink::{RouteEvent, route_events};
     let lab = Lab::new("felix-ev").unwrap();
     let node = lab.netns("node").unwrap();
     let heard = node
@@ -94,22 +93,57 @@ fn the_event_socket_hears_others_changes_and_not_our_own() {
             }
             // Notifications come in order: once the other's delete is in,
             // any of ours would have come before it.
-            let (mut heard, mut buf) = (Vec::new(), Vec::with_capacity(64 * 1024));
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while !heard.contains(&RouteEvent::OursDeleted(theirs)) {
-                assert!(std::time::Instant::now() < deadline, "the other socket's delete never came: {heard:?}");
-                buf.clear();
-                match events.recv(&mut buf, 0) {
-                    Ok(_) => heard.extend(route_events(&buf)),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    Err(e) => panic!("event socket: {e}"),
-                }
-            }
-            heard
+            hear(&events, |heard| heard.contains(&RouteEvent::OursDeleted(theirs)))
         })
         .unwrap();
     // The other's add (someone else's write: `Other`), then its delete; nothing of ours.
     assert_eq!(heard, [RouteEvent::Other, RouteEvent::OursDeleted(net("198.18.1.0/26"))]);
+}
+
+/// The events `events` hears until `enough` says so (5 s at most).
+fn hear(events: &netlink_sys::Socket, enough: impl Fn(&[RouteEvent]) -> bool) -> Vec<RouteEvent> {
+    let (mut heard, mut buf) = (Vec::new(), Vec::with_capacity(64 * 1024));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !enough(&heard) {
+        assert!(std::time::Instant::now() < deadline, "not heard in time: {heard:?}");
+        buf.clear();
+        match events.recv(&mut buf, 0) {
+            Ok(_) => heard.extend(route_events(&buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("event socket: {e}"),
+        }
+    }
+    heard
+}
+
+/// A nexthop object removed takes its routes without a route
+/// notification: the event socket hears the object go (the reconciler
+/// then makes a full pass).
+#[test]
+fn the_event_socket_hears_a_nexthop_object_go_with_its_routes() {
+    let lab = Lab::new("felix-nhev").unwrap();
+    let node = lab.netns("node").unwrap();
+    let peer = lab.netns("peer").unwrap();
+    tortie_lab::veth((&node, "eth0"), (&peer, "eth0")).unwrap();
+    node.add_addr("eth0", net("192.0.2.1/24")).unwrap();
+    let hop = NextHop { gateway: "192.0.2.2".parse().unwrap(), device: None, onlink: false };
+    let route = Change::Add(net("198.18.1.0/26"), Target::Gateways(smallvec::smallvec![hop]));
+    let heard = node
+        .enter(|| {
+            let mut ours = Netlink::open().unwrap();
+            assert!(ours.apply(vec![route]).unwrap().is_empty());
+            let events = Netlink::subscribe(&ours).unwrap();
+            events.set_non_blocking(true).unwrap();
+            let shown = std::process::Command::new("ip").args(["route", "show", "198.18.1.0/26"]).output().unwrap();
+            let shown = String::from_utf8(shown.stdout).unwrap();
+            let id =
+                shown.split_whitespace().skip_while(|w| *w != "nhid").nth(1).expect("a nexthop object").to_string();
+            std::process::Command::new("ip").args(["nexthop", "del", "id", &id]).status().unwrap();
+            hear(&events, |heard| !heard.is_empty())
+        })
+        .unwrap();
+    assert_eq!(heard, [RouteEvent::Other]);
+    assert_eq!(node.ip(&["route", "show", "198.18.1.0/26"]).unwrap().trim(), "", "the route went with it, unannounced");
 }

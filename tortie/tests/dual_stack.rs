@@ -13,7 +13,7 @@ use common::{Cluster, wait_until};
 /// tortie's IPv6 routes on node `i`, normalised.
 fn v6_routes(c: &Cluster, i: usize) -> Vec<String> {
     let out = c.nodes[i].ip(&["-6", "route", "show", "proto", "217"]).unwrap();
-    out.lines().map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).collect()
+    common::route_lines(&out).map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" ")).collect()
 }
 
 #[test]

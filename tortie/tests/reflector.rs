@@ -366,7 +366,9 @@ spec: {{cidr: '2001:db8:100::/48'}}
         (0..3).map(|i| c.start_as(i, "none", &["--ip6", &format!("2001:db8::{}/64", i + 1)])).collect();
     for i in 0..3 {
         wait_until(&format!("n{}'s routes to the other clients' blocks", i + 1), || {
-            let have = c.nodes[i].ip(&["-6", "route", "show", "proto", "217"]).unwrap();
+            let have = common::route_lines(&c.nodes[i].ip(&["-6", "route", "show", "proto", "217"]).unwrap())
+                .collect::<Vec<_>>()
+                .join("\n");
             (0..3)
                 .filter(|j| *j != i)
                 .all(|j| have.contains(&format!("{} via 2001:db8::{} dev eth0", blocks[j], j + 1)))

@@ -252,11 +252,23 @@ pub fn block_on<T>(f: impl Future<Output = T>) -> T {
 
 /// tortie's routes on a node, one normalised `ip route` line each.
 pub fn our_routes(node: &Netns) -> BTreeSet<String> {
-    node.ip(&["route", "show", "proto", "217"])
-        .unwrap()
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect()
+    route_lines(&node.ip(&["route", "show", "proto", "217"]).unwrap()).collect()
+}
+
+/// `ip route` lines normalised: spaces collapsed, and without the id of a
+/// route's nexthop object (`nhid N`: objects are numbered as made).
+pub fn route_lines(shown: &str) -> impl Iterator<Item = String> + '_ {
+    shown.lines().map(|l| {
+        let mut words = Vec::new();
+        let mut all = l.split_whitespace();
+        while let Some(w) = all.next() {
+            match w {
+                "nhid" => drop(all.next()),
+                w => words.push(w),
+            }
+        }
+        words.join(" ")
+    })
 }
 
 pub fn wait_routes<S: AsRef<str>>(node: &Netns, want: &[S], daemon: &Daemon) {
