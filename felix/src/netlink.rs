@@ -309,7 +309,26 @@ impl Netlink {
 
     /// Applies `changes` in batches; returns the ones the kernel refused
     /// (the rest are applied: the kernel handles each request on its own).
+    /// A write refused for naming a nexthop object the kernel no longer
+    /// has is made again at once, through a new object or with its gateway.
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Refused>, NetlinkError> {
+        let mut refused = Vec::new();
+        let mut again = Vec::new();
+        for (r, nexthop) in self.apply_once(changes)? {
+            match nexthop {
+                Some(id) if self.refused_nexthop(id, &r.error) => again.push(r.change),
+                _ => refused.push(r),
+            }
+        }
+        if !again.is_empty() {
+            refused.extend(self.apply_once(again)?.into_iter().map(|(r, _)| r));
+        }
+        Ok(refused)
+    }
+
+    /// [`Netlink::apply`]'s batches; each refusal with the nexthop object
+    /// its write named.
+    fn apply_once(&mut self, changes: Vec<Change>) -> Result<Vec<(Refused, Option<u32>)>, NetlinkError> {
         let mut refused = Vec::new();
         let mut buf = Vec::with_capacity(BATCH_REQUESTS * 64);
         // Each write through one gateway names its nexthop object (made
@@ -328,7 +347,7 @@ impl Netlink {
         let mut changes = changes.into_iter().zip(ids).peekable();
         // A batch's requests have consecutive sequence numbers from `first`:
         // the reply to one finds its change at its offset.
-        let mut pending: Vec<Option<Change>> = Vec::with_capacity(BATCH_REQUESTS);
+        let mut pending: Vec<Option<(Change, Option<u32>)>> = Vec::with_capacity(BATCH_REQUESTS);
         while changes.peek().is_some() {
             buf.clear();
             pending.clear();
@@ -340,7 +359,7 @@ impl Netlink {
                 let (msg, flags) = request(&change, nexthop);
                 let ack = if pending.len() + 1 == BATCH_REQUESTS || changes.peek().is_none() { NLM_F_ACK } else { 0 };
                 push(&mut buf, msg, NLM_F_REQUEST | ack | flags, last);
-                pending.push(Some(change));
+                pending.push(Some((change, nexthop)));
             }
             self.socket.send(&buf, 0).map_err(io_err("route change"))?;
             let mut done = false;
@@ -348,11 +367,11 @@ impl Netlink {
                 self.recv("route change", |header, payload| {
                     let at = header.sequence_number.wrapping_sub(first) as usize;
                     if let NetlinkPayload::Error(e) = payload
-                        && let Some(change) = pending.get_mut(at).and_then(Option::take)
+                        && let Some((change, nexthop)) = pending.get_mut(at).and_then(Option::take)
                     {
                         done |= header.sequence_number == last;
                         if e.code.is_some() {
-                            refused.push(Refused { change, error: e.to_io() });
+                            refused.push((Refused { change, error: e.to_io() }, nexthop));
                         }
                     }
                     Ok(())

@@ -13,9 +13,16 @@
 //! not make (its gateway is on no connected subnet) leaves its routes as
 //! they were, the gateway in each, for the kernel to judge as before.
 //!
-//! The kernel removes a route whose nexthop object goes without a
-//! notification of the route: the event socket listens for nexthop
-//! changes (`RTNLGRP_NEXTHOP`), each of which brings a full pass.
+//! The kernel removes an object, and the routes that name it, without a
+//! notification of the routes: when someone deletes it (the event socket
+//! listens for nexthop changes, `RTNLGRP_NEXTHOP`), and, unannounced, when
+//! its device goes down or loses its carrier (the link's event brings the
+//! full pass). Unlike a route written with its gateway, which the kernel
+//! keeps, marked `linkdown`, through a carrier loss, such routes are gone
+//! until that pass writes them again (with their gateways while the device
+//! cannot take an object). A write that names an object the kernel no
+//! longer has is refused; the object is forgotten and the write made again
+//! at once.
 //!
 //! `ip route` shows such a route as `nhid N via GW dev IF`; dumps carry the
 //! gateway too while `net.ipv4.nexthop_compat_mode` is 1 (the default), and
@@ -25,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 
@@ -52,15 +59,24 @@ const NLMSG_HEADER: usize = 16;
 const NHMSG: usize = 8;
 /// Ids tried for one new object when others are taken (by another program).
 const ID_ATTEMPTS: usize = 64;
+/// Where tortie's ids begin: far above those the kernel hands out itself
+/// (from 1) and clear of ids other programs number from the bottom.
+const ID_BASE: u32 = (ROUTE_PROTOCOL as u32) << 20;
+/// Dumps redone when the kernel says a change interrupted them.
+const DUMP_ATTEMPTS: usize = 5;
 
 /// tortie's nexthop objects, as last dumped or made.
 #[derive(Debug, Default)]
 pub struct Nexthops {
-    /// By id, as the kernel has them (with the device it chose).
+    /// By id, as the kernel has them (with their devices).
     by_id: HashMap<u32, NextHop<u32>>,
-    /// The id of each next hop as routes ask for it: as the kernel has it,
-    /// and with no device (the kernel's choice) when made for that.
+    /// The id of each next hop as the kernel has it, and as routes asked
+    /// for it with no device (the kernel's choice, found when asked).
     by_hop: HashMap<NextHop<u32>, u32>,
+    /// Other programs' ids (never taken, never removed).
+    taken: HashSet<u32>,
+    /// Where the search for a free id begins.
+    next_id: u32,
     /// The ids routes refer to: those in the last route dump, and those
     /// written since (the ones not among them go at the next full pass).
     pub(crate) used: HashSet<u32>,
@@ -78,18 +94,26 @@ impl Nexthops {
     }
 
     fn adopt(&mut self, id: u32, hop: NextHop<u32>) {
-        let any_device = NextHop { device: None, ..hop.clone() };
-        self.by_hop.entry(any_device).or_insert(id);
         self.by_hop.insert(hop.clone(), id);
         self.by_id.insert(id, hop);
     }
 
-    /// A free id from `from` on (none of ours; another program's shows as EEXIST).
-    fn free_id(&self, mut from: u32) -> u32 {
-        while from == 0 || self.by_id.contains_key(&from) {
-            from = from.wrapping_add(1);
+    /// An object the kernel no longer has (or that is going).
+    fn forget(&mut self, id: u32) {
+        if self.by_id.remove(&id).is_some() {
+            self.by_hop.retain(|_, v| *v != id);
         }
-        from
+    }
+
+    /// The next id neither ours nor another program's known one (one made
+    /// since the last dump shows as EEXIST).
+    fn free_id(&mut self) -> u32 {
+        let mut id = self.next_id.max(ID_BASE);
+        while self.by_id.contains_key(&id) || self.taken.contains(&id) || id == 0 {
+            id = id.wrapping_add(1);
+        }
+        self.next_id = id.wrapping_add(1);
+        id
     }
 }
 
@@ -100,38 +124,49 @@ impl Netlink {
         if self.nexthops.unsupported {
             return Ok(());
         }
-        let seq = self.next_seq();
-        let request = nexthop_message(RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP, seq, 0, None);
-        self.socket.send(&request, 0).map_err(io_err("nexthop dump"))?;
-        let mut found = Vec::new();
-        let mut done = false;
-        let mut failed = None;
-        while !done {
-            self.recv_raw("nexthop dump", |kind, msg_seq, msg| {
-                match kind {
-                    _ if msg_seq != seq => {}
-                    RTM_NEWNEXTHOP => found.extend(parse_nexthop(msg)),
-                    NLMSG_DONE => done = true,
-                    NLMSG_ERROR => {
-                        failed = Some(error_code(msg));
-                        done = true;
+        for _ in 0..DUMP_ATTEMPTS {
+            let seq = self.next_seq();
+            let request = nexthop_message(RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP, seq, 0, None);
+            self.socket.send(&request, 0).map_err(io_err("nexthop dump"))?;
+            let (mut found, mut done, mut failed, mut interrupted) = (Vec::new(), false, 0, false);
+            while !done {
+                self.recv_raw("nexthop dump", |kind, msg_seq, msg| {
+                    if msg_seq != seq {
+                        return Ok(());
                     }
-                    _ => {}
+                    interrupted |= flags(msg) & NLM_F_DUMP_INTR != 0;
+                    match kind {
+                        RTM_NEWNEXTHOP => found.extend(parse_nexthop(msg)),
+                        NLMSG_DONE | NLMSG_ERROR => {
+                            failed = error_code(msg);
+                            done = true;
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+            }
+            match failed {
+                0 if interrupted => continue,
+                0 => {}
+                libc::EOPNOTSUPP => {
+                    tracing::info!("no nexthop objects in this kernel: routes carry their gateways");
+                    self.nexthops.unsupported = true;
+                    return Ok(());
                 }
-                Ok(())
-            })?;
-        }
-        if let Some(code) = failed.filter(|c| *c != 0) {
-            tracing::info!(error = %io::Error::from_raw_os_error(code), "no nexthop objects in this kernel: routes carry their gateways");
-            self.nexthops.unsupported = true;
+                code => return Err(io_err("nexthop dump")(io::Error::from_raw_os_error(code))),
+            }
+            let Nexthops { used, next_id, .. } = std::mem::take(&mut self.nexthops);
+            self.nexthops = Nexthops { used, next_id, ..Nexthops::default() };
+            for (id, hop) in found {
+                match hop {
+                    Some(hop) => self.nexthops.adopt(id, hop),
+                    None => drop(self.nexthops.taken.insert(id)),
+                }
+            }
             return Ok(());
         }
-        let used = std::mem::take(&mut self.nexthops.used);
-        self.nexthops = Nexthops { used, ..Nexthops::default() };
-        for (id, hop) in found {
-            self.nexthops.adopt(id, hop);
-        }
-        Ok(())
+        Err(io_err("nexthop dump")(io::Error::other("dump interrupted by changes every time")))
     }
 
     /// The nexthop object for `hop`, made if there is none (`None`: the
@@ -140,12 +175,11 @@ impl Netlink {
         if self.nexthops.unsupported || self.nexthops.unmade.contains(hop) {
             return None;
         }
-        if let Some(&id) = self.nexthops.by_hop.get(hop) {
-            self.nexthops.used.insert(id);
-            return Some(id);
-        }
-        let made = self.make_nexthop(hop);
-        match made {
+        let found = match self.nexthops.by_hop.get(hop) {
+            Some(&id) => Ok(id),
+            None => self.find_or_make(hop),
+        };
+        match found {
             Ok(id) => {
                 self.nexthops.used.insert(id);
                 Some(id)
@@ -158,33 +192,53 @@ impl Netlink {
         }
     }
 
-    fn make_nexthop(&mut self, hop: &NextHop<u32>) -> io::Result<u32> {
-        // An object needs its device: where the kernel would send to the gateway now
-        // (as a route written with the gateway alone is pinned when written).
+    /// The object for `hop` on the device it names or, when it names none,
+    /// where the kernel would send to its gateway now (as a route written
+    /// with the gateway alone is pinned when written): one of ours if
+    /// there is one, else a new one.
+    fn find_or_make(&mut self, hop: &NextHop<u32>) -> io::Result<u32> {
         let device = match hop.device {
             Some(d) => d,
             None => self.device_towards(hop.gateway)?,
         };
-        let made = NextHop { device: Some(device), ..hop.clone() };
-        let mut id = self.nexthops.free_id(self.nexthops.by_id.keys().max().map_or(1, |m| m.wrapping_add(1)));
+        let pinned = NextHop { device: Some(device), ..hop.clone() };
+        let id = match self.nexthops.by_hop.get(&pinned) {
+            Some(&id) => id,
+            None => self.make_nexthop(pinned)?,
+        };
+        self.nexthops.by_hop.insert(hop.clone(), id);
+        Ok(id)
+    }
+
+    fn make_nexthop(&mut self, hop: NextHop<u32>) -> io::Result<u32> {
         for _ in 0..ID_ATTEMPTS {
+            let id = self.nexthops.free_id();
             let seq = self.next_seq();
             let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-            let request = nexthop_message(RTM_NEWNEXTHOP, flags, seq, id, Some(&made));
+            let request = nexthop_message(RTM_NEWNEXTHOP, flags, seq, id, Some(&hop));
             match self.request_raw(&request, seq) {
                 Ok(()) => {
-                    tracing::debug!(id, ?made, "made a nexthop object");
-                    self.nexthops.adopt(id, made);
-                    // Asked for with no device: found again that way.
-                    self.nexthops.by_hop.insert(hop.clone(), id);
+                    tracing::debug!(id, ?hop, "made a nexthop object");
+                    self.nexthops.adopt(id, hop);
                     return Ok(id);
                 }
                 // Another program's object has this id.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => id = self.nexthops.free_id(id.wrapping_add(1)),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => drop(self.nexthops.taken.insert(id)),
                 Err(e) => return Err(e),
             }
         }
         Err(io::Error::other("every id tried is taken"))
+    }
+
+    /// A write that named object `id` was refused: if the kernel no longer
+    /// has it, it is forgotten (the write is made again without it).
+    pub(crate) fn refused_nexthop(&mut self, id: u32, error: &io::Error) -> bool {
+        let gone = error.raw_os_error() != Some(libc::EEXIST) && self.nexthops.by_id.contains_key(&id);
+        if gone {
+            tracing::debug!(id, error = %error, "a write naming a nexthop object was refused: forgotten");
+            self.nexthops.forget(id);
+        }
+        gone
     }
 
     /// The device the kernel would send to `gateway` by (`ip route get`).
@@ -217,10 +271,7 @@ impl Netlink {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => tracing::warn!(id, error = %e, "removing a nexthop object no route uses"),
             }
-            if let Some(hop) = self.nexthops.by_id.remove(&id) {
-                self.nexthops.by_hop.retain(|_, v| *v != id);
-                self.nexthops.unmade.remove(&hop);
-            }
+            self.nexthops.forget(id);
         }
         Ok(())
     }
@@ -298,35 +349,41 @@ fn nexthop_message(kind: u16, flags: u16, seq: u32, id: u32, hop: Option<&NextHo
     msg
 }
 
-/// One of tortie's nexthop objects from a dumped message: its id and next
-/// hop (none for another program's, a group or a blackhole).
-fn parse_nexthop(msg: &[u8]) -> Option<(u32, NextHop<u32>)> {
+/// A dumped object: its id, and its next hop when it is one of tortie's
+/// (not another program's, a group or a blackhole).
+fn parse_nexthop(msg: &[u8]) -> Option<(u32, Option<NextHop<u32>>)> {
     let nh = msg.get(NLMSG_HEADER..NLMSG_HEADER + NHMSG)?;
-    if nh[2] != ROUTE_PROTOCOL {
-        return None;
-    }
     let onlink = u32::from_ne_bytes(*nh.get(4..)?.first_chunk::<4>()?) & RTNH_F_ONLINK != 0;
-    let (mut id, mut device, mut gateway) = (None, None, None);
+    let (mut id, mut device, mut gateway, mut plain) = (None, None, None, nh[2] == ROUTE_PROTOCOL);
     let mut attrs = msg.get(NLMSG_HEADER + NHMSG..)?;
     while let Some(head) = attrs.first_chunk::<4>() {
         let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
         let value = attrs.get(4..len.max(4))?;
         match u16::from_ne_bytes([head[2], head[3]]) {
             NHA_ID => id = Some(u32::from_ne_bytes(*value.first_chunk::<4>()?)),
-            NHA_OIF => device = Some(u32::from_ne_bytes(*value.first_chunk::<4>()?)),
+            NHA_OIF => device = value.first_chunk::<4>().map(|v| u32::from_ne_bytes(*v)),
             NHA_GATEWAY => {
                 gateway = match value.len() {
-                    4 => Some(IpAddr::from(*value.first_chunk::<4>()?)),
-                    16 => Some(IpAddr::from(*value.first_chunk::<16>()?)),
-                    _ => return None,
+                    4 => value.first_chunk::<4>().map(|a| IpAddr::from(*a)),
+                    16 => value.first_chunk::<16>().map(|a| IpAddr::from(*a)),
+                    _ => None,
                 }
             }
-            NHA_GROUP | NHA_BLACKHOLE => return None,
+            NHA_GROUP | NHA_BLACKHOLE => plain = false,
             _ => {}
         }
         attrs = attrs.get(len.next_multiple_of(4).max(4)..).unwrap_or_default();
     }
-    Some((id?, NextHop { gateway: gateway?, device: Some(device?), onlink }))
+    let hop = match (plain, gateway, device) {
+        (true, Some(gateway), Some(device)) => Some(NextHop { gateway, device: Some(device), onlink }),
+        _ => None,
+    };
+    Some((id?, hop))
+}
+
+/// A message's `NLM_F_*` flags.
+fn flags(msg: &[u8]) -> u16 {
+    msg.get(6..8).map_or(0, |f| u16::from_ne_bytes([f[0], f[1]]))
 }
 
 /// The errno of an `NLMSG_ERROR` message (0: an ACK), negated back.
@@ -347,7 +404,7 @@ mod tests {
         for h in [hop("192.0.2.2", 3, false), hop("2001:db8::2", 7, true)] {
             let msg = nexthop_message(RTM_NEWNEXTHOP, NLM_F_REQUEST, 9, 42, Some(&h));
             assert_eq!(u32::from_ne_bytes(*msg.first_chunk::<4>().unwrap()) as usize, msg.len());
-            assert_eq!(parse_nexthop(&msg), Some((42, h)));
+            assert_eq!(parse_nexthop(&msg), Some((42, Some(h))));
         }
     }
 
@@ -355,28 +412,29 @@ mod tests {
     fn another_program_s_objects_groups_and_garbage_are_not_ours() {
         let mut other = nexthop_message(RTM_NEWNEXTHOP, 0, 1, 5, Some(&hop("192.0.2.2", 3, false)));
         other[NLMSG_HEADER + 2] = 11;
-        assert_eq!(parse_nexthop(&other), None);
+        assert_eq!(parse_nexthop(&other), Some((5, None)), "its id is noted, as taken");
         let mut group = nexthop_message(RTM_NEWNEXTHOP, 0, 1, 5, None);
+        group[NLMSG_HEADER + 2] = ROUTE_PROTOCOL;
         group.extend_from_slice(&[8, 0, 2, 0, 1, 0, 0, 0]);
-        assert_eq!(parse_nexthop(&group), None);
+        assert_eq!(parse_nexthop(&group), Some((5, None)));
         let whole = nexthop_message(RTM_NEWNEXTHOP, 0, 1, 5, Some(&hop("192.0.2.2", 3, false)));
         for cut in 0..whole.len() {
-            assert_eq!(parse_nexthop(&whole[..cut]), None, "cut at {cut}");
+            assert_ne!(parse_nexthop(&whole[..cut]), Some((5, Some(hop("192.0.2.2", 3, false)))), "cut at {cut}");
         }
         let mut zero_length = whole.clone();
         zero_length[NLMSG_HEADER + NHMSG..NLMSG_HEADER + NHMSG + 2].copy_from_slice(&0u16.to_ne_bytes());
-        let _ = parse_nexthop(&zero_length);
+        assert_eq!(parse_nexthop(&zero_length), None);
     }
 
     #[test]
-    fn an_id_is_chosen_past_ours_and_a_next_hop_asked_for_with_no_device_finds_one_made_for_any() {
+    fn ids_start_high_and_skip_ours_and_other_programs() {
         let mut nexthops = Nexthops::default();
-        nexthops.adopt(1, hop("192.0.2.2", 3, false));
-        nexthops.adopt(2, hop("192.0.2.3", 3, false));
-        assert_eq!(nexthops.free_id(1), 3);
-        assert_eq!(nexthops.free_id(0), 3);
-        let any = NextHop { device: None, ..hop("192.0.2.2", 3, false) };
-        assert_eq!(nexthops.by_hop.get(&any), Some(&1));
-        assert_eq!(nexthops.get(2), Some(&hop("192.0.2.3", 3, false)));
+        nexthops.adopt(ID_BASE, hop("192.0.2.2", 3, false));
+        nexthops.taken.insert(ID_BASE + 1);
+        assert_eq!(nexthops.free_id(), ID_BASE + 2);
+        assert_eq!(nexthops.free_id(), ID_BASE + 3);
+        nexthops.forget(ID_BASE);
+        assert_eq!(nexthops.get(ID_BASE), None);
+        assert!(nexthops.by_hop.is_empty());
     }
 }

@@ -123,3 +123,36 @@ fn routes_through_a_gateway_share_its_nexthop_object_from_make_to_adoption_to_re
     assert!(report.refused[0].contains("198.51.100.1"), "{:?}", report.refused);
     assert!(objects(&node).is_empty());
 }
+
+/// Between full passes, a write naming an object the kernel has since
+/// lost is refused; it is made again at once through a new object.
+#[test]
+fn a_write_naming_a_lost_object_is_made_again_at_once() {
+    use tortie_felix::route::Change;
+    let lab = Lab::new("felix-nhlost").unwrap();
+    let node = lab.netns("node").unwrap();
+    let peer = lab.netns("peer").unwrap();
+    tortie_lab::veth((&node, "eth0"), (&peer, "eth0")).unwrap();
+    node.add_addr("eth0", net("192.0.2.1/24")).unwrap();
+    let hop = NextHop { gateway: "192.0.2.2".parse().unwrap(), device: None, onlink: false };
+    let add = |p: &str| Change::Add(net(p), Target::Gateways(smallvec::smallvec![hop.clone()]));
+    node.enter(|| {
+        let mut nl = Netlink::open().unwrap();
+        nl.sync_nexthops().unwrap();
+        assert!(nl.apply(vec![add("198.18.1.0/26")]).unwrap().is_empty());
+        let id = nhid_here("198.18.1.0/26").unwrap();
+        std::process::Command::new("ip").args(["nexthop", "del", "id", &id]).status().unwrap();
+        let refused = nl.apply(vec![add("198.18.2.0/26")]).unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        let again = nhid_here("198.18.2.0/26").expect("through a new object");
+        assert_ne!(again, id);
+    })
+    .unwrap();
+}
+
+/// `nhid` of a route in the calling thread's namespace.
+fn nhid_here(prefix: &str) -> Option<String> {
+    let shown = std::process::Command::new("ip").args(["route", "show", prefix]).output().unwrap();
+    let shown = String::from_utf8(shown.stdout).unwrap();
+    shown.split_whitespace().skip_while(|w| *w != "nhid").nth(1).map(String::from)
+}

@@ -472,6 +472,16 @@ impl LocRib {
             .filter_map(|(at, prefix, e)| Some((at, prefix, path(&self.peers, e.chosen().first()?))))
     }
 
+    /// Whether a walk resumed after `after` goes on where it stopped: one
+    /// among the IPv6 prefixes starts over, meeting prefixes again, when
+    /// the index was packed meanwhile and the prefix it stopped at went.
+    pub fn resumes(&self, after: Walk) -> bool {
+        match after.0 {
+            Place::V4(_) => true,
+            Place::V6(cursor) => self.v6.resumes(&cursor),
+        }
+    }
+
     /// The prefixes `peer` has a path to.
     pub fn prefixes_from(&self, peer: &PeerKey) -> Vec<IpNet> {
         let Some(&index) = self.peer_index.get(peer) else { return Vec::new() };

@@ -192,6 +192,12 @@ impl<V> V6Index<V> {
         *self = packed;
     }
 
+    /// Whether a walk resumed after `cursor` goes on where it stopped
+    /// (else it starts over, and meets keys again).
+    pub(super) fn resumes(&self, cursor: &Cursor) -> bool {
+        cursor.generation == self.generation || self.position(&cursor.key).is_some()
+    }
+
     /// Every key and value after `from` (from the first when `None`), with
     /// where a walk resumes after each.
     pub(super) fn iter_after(&self, from: Option<Cursor>) -> impl Iterator<Item = (Cursor, &V6Key, &V)> {

@@ -34,11 +34,17 @@ use crate::rib::table::{PeerKey, Walk};
 /// summary) may be while routes change.
 pub const PERIODIC: Duration = Duration::from_secs(60);
 
-/// Best paths a count looks at a time, between other inputs for a
-/// periodic asker: ~1–2 ms of the core's time per update group with one
+/// Best paths a count looks at a time with one update group, between
+/// other inputs for a periodic asker: ~1–2 ms of the core's time with one
 /// prefix per UPDATE (an input that comes meanwhile waits that long), and
 /// no copy of a full table for an exact one.
-pub(super) const COUNT_CHUNK: usize = 1024;
+const COUNT_CHUNK: usize = 1024;
+
+/// Best paths a count looks at a time with `groups` update groups (each
+/// exports them all): a chunk takes about as long with many.
+pub(super) fn chunk_size(groups: usize) -> usize {
+    (COUNT_CHUNK / groups.max(1)).max(COUNT_CHUNK / 16)
+}
 
 /// What an update group's members are advertised: the paths its export
 /// lets through, and how many of them each source sent (a member is not
@@ -102,8 +108,12 @@ impl SpeakerCore {
     /// The count under way, a chunk further; done, it replaces the last.
     pub(super) fn count_chunk(&mut self) {
         let Some(mut walk) = self.advertised.walk.take() else { return };
-        let chunk: Vec<(Walk, IpNet, (PeerKey, Path))> =
-            self.rib.best_paths_after(walk.after).take(COUNT_CHUNK).collect();
+        if walk.after.is_some_and(|after| !self.rib.resumes(after)) {
+            // It would count prefixes twice: over again.
+            walk = CountWalk { began: walk.began, ..self.count_walk(walk.began.0) };
+        }
+        let size = chunk_size(self.update_groups.groups.len());
+        let chunk: Vec<(Walk, IpNet, (PeerKey, Path))> = self.rib.best_paths_after(walk.after).take(size).collect();
         walk.after = chunk.last().map(|(at, ..)| *at);
         // The chunk's paths by where they came from (their places in it).
         let mut by_source: HashMap<&PeerKey, Vec<usize>> = HashMap::new();
@@ -119,7 +129,7 @@ impl SpeakerCore {
                 *count.by_source.entry((*source).clone()).or_default() += exported;
             }
         }
-        if chunk.len() < COUNT_CHUNK {
+        if chunk.len() < size {
             // Done: the groups that went meanwhile go from the counts too.
             walk.groups.retain(|k, _| self.update_groups.has(k));
             self.advertised.counted = Some(walk.began);

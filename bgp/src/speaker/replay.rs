@@ -746,8 +746,9 @@ fn a_peer_going_down_loses_every_ipv6_path_though_its_walk_is_cut_short() {
 /// less the paths it sent.
 #[test]
 fn a_periodic_count_goes_a_chunk_per_batch_and_an_exact_one_at_once() {
-    use super::counts::COUNT_CHUNK;
-    let n = 2 * COUNT_CHUNK + 10;
+    // Two update groups: a's (with c) and b's.
+    let chunk = super::counts::chunk_size(2);
+    let n = 2 * chunk + 10;
     let prefix = |i: usize| format!("{}/32", Ipv4Addr::from(0xc612_0000 + i as u32));
     // (a path that a does not put its own AS first in: c, of the same AS, may have it.)
     let mut replay = a_table_from_a("", (0..n).map(prefix), "nh 192.0.2.1 path 65009");
@@ -775,4 +776,34 @@ fn a_periodic_count_goes_a_chunk_per_batch_and_an_exact_one_at_once() {
     assert!(!replay.core.counting());
     assert_eq!(advertised(&mut replay, "counts"), [0, n - 1, n - 1]);
     assert!(!replay.core.counting());
+}
+
+/// A count resumed among IPv6 prefixes after the index was packed and the
+/// prefix it stopped at went would meet prefixes again: it starts over.
+#[test]
+fn a_count_does_not_meet_ipv6_prefixes_twice_when_the_index_is_packed_under_it() {
+    // One update group (d's); packing comes past the index's first chunk of records (4,096).
+    let chunk = super::counts::chunk_size(1);
+    let n = 8 * chunk;
+    let prefix = |i: usize| format!("2001:db8:{:x}:{:x}::/64", i >> 16, i & 0xffff);
+    let mut replay = Replay::new();
+    // d, internal, is sent a's IPv6 paths with their own next hop.
+    for line in ["peer a 65001 192.0.2.1 policy", "peer d 65000 192.0.2.4", "up a v6", "up d v6"] {
+        replay.must(line);
+    }
+    replay.must(&format!("update a + {} nh6 2001:db8::1 path 65001", (0..n).map(prefix).collect::<Vec<_>>().join(" ")));
+    replay.must("batch");
+    replay.must("counts periodic");
+    replay.must("batch");
+    assert!(replay.core.counting(), "a chunk counted, the walk stopped at prefix {}", chunk - 1);
+    // Under a quarter of the records left: the index is packed, and the
+    // prefix the walk stopped at is gone.
+    let kept = chunk - 23;
+    replay.must(&format!("update a - {}", (kept..n).map(prefix).collect::<Vec<_>>().join(" ")));
+    replay.must("batch");
+    while replay.core.counting() {
+        replay.must("batch");
+    }
+    let counts = replay.must("counts periodic");
+    assert_eq!(counts[1], format!("d received 0 advertised {kept} treated-as-withdraw 0 discarded 0"));
 }
