@@ -388,6 +388,10 @@ pub enum RouteEvent {
     /// One of our routes was deleted by someone else (the kernel, when its
     /// device went, or another program): the reconciler puts it back.
     OursDeleted(IpNet),
+    /// A route in another table than main changed (the local table's
+    /// addresses, as when IPv6 finishes duplicate address detection on a
+    /// new link): nothing felix writes.
+    Elsewhere,
     /// A link, a route written by someone else (with our protocol or
     /// not), or a message that does not parse: the reconciler looks at
     /// everything again.
@@ -449,15 +453,17 @@ pub fn route_events(datagram: &[u8]) -> Vec<RouteEvent> {
 const NLMSG_HEADER: usize = 16;
 const RTMSG: usize = 12;
 /// rtnetlink message types (linux/rtnetlink.h) and route attributes.
+const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTA_DST: u16 = 1;
 const RTA_TABLE: u16 = 15;
 
-/// The deletion of one of our routes in the main table, if `msg` is one
-/// (the socket sees no echo of our own writes: `Netlink::subscribe`).
+/// The deletion of one of our routes in the main table, or a change to a
+/// route in another table, if `msg` is one (the socket sees no echo of our
+/// own writes: `Netlink::subscribe`).
 fn route_event(msg: &[u8]) -> Option<RouteEvent> {
     let kind = u16::from_ne_bytes(*msg.get(4..)?.first_chunk::<2>()?);
-    if kind != RTM_DELROUTE {
+    if kind != RTM_NEWROUTE && kind != RTM_DELROUTE {
         return None;
     }
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
@@ -470,9 +476,6 @@ fn route_event(msg: &[u8]) -> Option<RouteEvent> {
         kind: rtm[7],
         dst: None,
     };
-    if route.protocol != ROUTE_PROTOCOL {
-        return None;
-    }
     let mut attrs = msg.get(NLMSG_HEADER + RTMSG..)?;
     // struct rtattr: length, type, then the value, padded to 4 octets.
     while let Some(rta) = attrs.first_chunk::<4>() {
@@ -491,7 +494,13 @@ fn route_event(msg: &[u8]) -> Option<RouteEvent> {
         }
         attrs = attrs.get(((len + 3) & !3).max(4)..).unwrap_or_default();
     }
-    Some(RouteEvent::OursDeleted(route.ours()?))
+    if route.table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return Some(RouteEvent::Elsewhere);
+    }
+    match kind {
+        RTM_DELROUTE => Some(RouteEvent::OursDeleted(route.ours()?)),
+        _ => None,
+    }
 }
 
 /// What decides whether a route is one of ours, from a message's header
@@ -724,6 +733,8 @@ mod tests {
         foreign.header.protocol = RouteProtocol::Boot;
         let mut other_table = route_message(&net("198.18.9.0/26"), &via, None);
         other_table.attributes.push(RouteAttribute::Table(100));
+        let mut local_table = route_message(&net("fe80::1/128"), &Target::Blackhole, None);
+        local_table.header.table = 255;
         let mut unreachable = route_message(&net("198.18.0.0/26"), &Target::Blackhole, None);
         unreachable.header.kind = RouteType::Unreachable;
         let got = route_events(&datagram(vec![
@@ -734,6 +745,7 @@ mod tests {
             RouteNetlinkMessage::NewRoute(other_table),
             RouteNetlinkMessage::NewRoute(unreachable),
             RouteNetlinkMessage::NewLink(LinkMessage::default()),
+            RouteNetlinkMessage::DelRoute(local_table),
         ]));
         assert_eq!(
             got,
@@ -742,9 +754,10 @@ mod tests {
                 RouteEvent::OursDeleted(net("2001:db8:100::40/122")),
                 RouteEvent::Other,
                 RouteEvent::Other,
+                RouteEvent::Elsewhere,
                 RouteEvent::Other,
                 RouteEvent::Other,
-                RouteEvent::Other,
+                RouteEvent::Elsewhere,
             ]
         );
     }

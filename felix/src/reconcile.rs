@@ -313,6 +313,11 @@ impl DesiredCell {
     fn take(&self, full: bool) -> Option<Work> {
         let mut shared = self.lock();
         if full || shared.full {
+            if !full {
+                tracing::debug!(
+                    "full pass: the desired state's interfaces or relearning changed, or a loss is unclear"
+                );
+            }
             shared.full = false;
             return Some(Work::Full);
         }
@@ -535,6 +540,7 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                     match e {
                         RouteEvent::OursDeleted(p) => lost.push(p),
                         RouteEvent::Other => full = true,
+                        RouteEvent::Elsewhere => {}
                     }
                 }
                 if !lost.is_empty() {
@@ -565,9 +571,13 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                     Some(()) = kick_rx.recv() => {
                         tokio::time::sleep(config.debounce).await;
                         while kick_rx.try_recv().is_ok() {}
+                        tracing::debug!("full pass: a link, nexthop or foreign route changed");
                         full = true;
                     }
-                    () = tokio::time::sleep_until(next_resync) => full = true,
+                    () = tokio::time::sleep_until(next_resync) => {
+                        tracing::debug!("full pass: periodic resync");
+                        full = true;
+                    }
                     open = resync.changed(), if resync_open => {
                         resync_open = open.is_ok();
                         next_resync = last_full + *resync.borrow();
@@ -621,6 +631,7 @@ pub fn spawn(cell: Arc<DesiredCell>, config: ReconcilerConfig) -> Result<Reconci
                     } else if !r.refused.is_empty() {
                         // A refused change is tried again, and its old route cleared, by a full pass.
                         refused_before.extend(r.refused.iter().cloned());
+                        tracing::debug!("full pass: a change was refused");
                         full = true;
                     }
                     if is_full && (applied > 0 || !r.refused.is_empty()) {

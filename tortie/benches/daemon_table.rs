@@ -215,6 +215,7 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
             "tortie_route_reconcile_passes_total",
             "tortie_route_reconcile_full_passes_total",
             "tortie_route_event_overruns_total",
+            "tortie_route_reconcile_errors_total",
         ]
         .map(|name| format!("{name} {}", metric(&m, name)));
         println!("  {}; first metrics scrape {:.1} ms", full.join(", "), scrape.as_secs_f64() * 1000.0);
