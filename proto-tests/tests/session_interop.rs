@@ -518,6 +518,24 @@ fn matrix_exabgp() {
     matrix("exabgp");
 }
 
+/// Starts a session whose event queue (room for one, never read: a busy
+/// speaker) the session's Up fills, and waits until BIRD's first UPDATE is
+/// read and waits for room.
+async fn until_an_update_waits(handle: &peer::PeerHandle) {
+    handle.commands.send(PeerCommand::Start).await.unwrap();
+    // (The message counters wake no watcher: polled.)
+    let got_update = || {
+        let s = handle.status.borrow();
+        s.state == State::Established && s.updates_in >= 1
+    };
+    let received = async {
+        while !got_update() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(UP, received).await.unwrap();
+}
+
 #[test]
 fn a_peer_waiting_on_a_full_speaker_queue_keeps_taking_its_commands() {
     let lab = Lab::new("sess_drain").unwrap();
@@ -531,22 +549,9 @@ fn a_peer_waiting_on_a_full_speaker_queue_keeps_taking_its_commands() {
         .enter(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                // Room for one event and nobody reading it, as a busy speaker:
-                // the session's Up fills it and BIRD's first UPDATE waits.
                 let (events, mut events_rx) = tokio::sync::mpsc::channel(1);
                 let handle = peer::spawn(config, events);
-                handle.commands.send(PeerCommand::Start).await.unwrap();
-                // (The message counters wake no watcher: polled.)
-                let got_update = || {
-                    let s = handle.status.borrow();
-                    s.state == State::Established && s.updates_in >= 1
-                };
-                let received = async {
-                    while !got_update() {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                };
-                tokio::time::timeout(UP, received).await.unwrap();
+                until_an_update_waits(&handle).await;
                 // A command that is not an UPDATE (the end of a restart), then
                 // more UPDATE sends than the command queue holds: the speaker
                 // must never wait on a peer that waits on the speaker.
@@ -567,4 +572,65 @@ fn a_peer_waiting_on_a_full_speaker_queue_keeps_taking_its_commands() {
         .unwrap();
     assert!(all_taken, "the peer stopped taking commands while its event waited");
     assert!(established, "the session survived");
+}
+
+/// While its event waits for room in a busy speaker's queue, a session
+/// still writes what the speaker already queued for it in its outbox (a
+/// reflector's sessions waiting there held millions of queued UPDATEs).
+#[test]
+fn a_peer_waiting_on_a_full_speaker_queue_still_sends_its_outbox() {
+    use tortie_bgp::packet::{AsPath, Context, Nlri, Origin, PathAttrs};
+    use tortie_bgp::session::outbox::Outbox;
+    let lab = Lab::new("sess_outbox").unwrap();
+    let pair = Pair::new(&lab).unwrap();
+    let mut speaker = speaker_b(&pair, 65002, None);
+    speaker.announce = vec!["198.18.1.0/24".parse().unwrap()];
+    let bird = Bird::start(&pair.b, &speaker).unwrap();
+    let config = config(&pair, 65002, None, false);
+    let queued: Vec<ipnet::IpNet> = (0..50u32)
+        .map(|i| ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0xc612_6400 + (i << 8)), 24).unwrap().into())
+        .collect();
+    let wanted = queued.clone();
+    let (learned, unread) = pair
+        .a
+        .enter(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (events, events_rx) = tokio::sync::mpsc::channel(1);
+                let outbox = Arc::new(Outbox::default());
+                let handle = peer::spawn_with(config, events, outbox.clone());
+                until_an_update_waits(&handle).await;
+                // The speaker's UPDATEs for this session (its first), one prefix each.
+                let attrs = PathAttrs {
+                    origin: Some(Origin::Igp),
+                    as_path: Some(AsPath::from_sequence(&[65001])),
+                    next_hop: Some("192.0.2.1".parse().unwrap()),
+                    ..PathAttrs::default()
+                };
+                let cxt = Context { four_octet_as: true, ..Context::default() };
+                for prefix in &queued {
+                    let ipnet::IpNet::V4(p) = prefix else { unreachable!() };
+                    let mut wire = bytes::BytesMut::new();
+                    let update = Update::announce(Arc::new(attrs.clone()), vec![Nlri::new(*p)]);
+                    Message::Update(update).encode(&cxt, &mut wire).unwrap();
+                    assert!(outbox.push(1, wire.freeze()), "the outbox took the UPDATE");
+                }
+                // BIRD is asked between sleeps: the session task runs meanwhile.
+                let mut learned = Vec::new();
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    learned = bird.routes().unwrap().into_iter().map(|r| r.prefix).collect();
+                    if queued.iter().all(|p| learned.contains(p)) {
+                        break;
+                    }
+                }
+                let unread = events_rx.len();
+                let _ = handle.commands.try_send(PeerCommand::Stop { message: "test over".into() });
+                (learned, unread)
+            })
+        })
+        .unwrap();
+    let missing: Vec<_> = wanted.iter().filter(|p| !learned.contains(p)).collect();
+    assert!(missing.is_empty(), "BIRD never got {} of the queued UPDATEs: {missing:?}", missing.len());
+    assert_eq!(unread, 1, "the speaker's queue stayed full throughout (the session's Up, unread)");
 }

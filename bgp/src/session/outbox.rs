@@ -131,7 +131,8 @@ impl Outbox {
         out
     }
 
-    /// `n` octets were written; returns how many messages that completed,
+    /// `n` octets were written; returns how many BGP messages that completed
+    /// (a queued entry may hold several: see [`messages_in`]),
     /// and whether the queue went empty while the peer was behind (the
     /// speaker must then be told: it has a backlog for this peer).
     pub fn consume(&self, mut n: usize) -> (usize, Taken) {
@@ -145,9 +146,9 @@ impl Outbox {
                 break;
             }
             n -= rest;
+            done += messages_in(front);
             q.offset = 0;
             q.messages.pop_front();
-            done += 1;
         }
         if q.messages.is_empty() && q.messages.capacity() > KEEP_SLOTS {
             // A burst's queue is not kept: a reflector has thousands of these.
@@ -183,6 +184,23 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.lock().messages.is_empty()
     }
+}
+
+/// How many BGP messages `entry` holds: the speaker queues an update
+/// group's UPDATEs of one batch as one entry (one slot per member, not one
+/// per UPDATE). Each message gives its length at octets 16–17 (RFC 4271
+/// §4.1); bytes that are not messages count as one.
+fn messages_in(entry: &[u8]) -> usize {
+    let (mut n, mut at) = (0, 0);
+    while let Some(&[hi, lo]) = entry.get(at + 16..at + 18) {
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len < 19 {
+            break;
+        }
+        n += 1;
+        at += len;
+    }
+    n.max(1)
 }
 
 /// What [`Outbox::take`] saw.
@@ -269,6 +287,23 @@ mod tests {
         assert_eq!(out.peek(), vec![Bytes::from_static(b"456789")]);
         assert_eq!(out.consume(6), (1, Taken::More));
         assert!(!out.mid_message() && out.is_empty());
+    }
+
+    #[test]
+    fn an_entry_of_several_updates_counts_each_once_it_is_written() {
+        let out = Outbox::default();
+        out.open(1);
+        // Three messages of 19, 23 and 30 octets in one entry (RFC 4271 §4.1 headers).
+        let mut joined = Vec::new();
+        for len in [19u16, 23, 30] {
+            joined.extend([0xff; 16]);
+            joined.extend(len.to_be_bytes());
+            joined.resize(joined.len() + usize::from(len) - 18, 2);
+        }
+        assert!(out.push(1, Bytes::from(joined)));
+        assert_eq!(out.consume(50), (0, Taken::More), "a part of the entry: nothing done yet");
+        assert_eq!(out.consume(22), (3, Taken::More));
+        assert!(out.is_empty());
     }
 
     #[test]

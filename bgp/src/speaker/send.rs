@@ -135,14 +135,28 @@ impl SpeakerCore {
             let encoded: Vec<(usize, Bytes)> =
                 updates.iter().enumerate().filter_map(|(i, u)| Some((i, encode_update(u, &key.tx)?))).collect();
             self.stats.group_updates_encoded.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+            // The batch's UPDATEs as one outbox entry, shared by the members
+            // none of them involves: a slot per member, not one per UPDATE
+            // (5,000 reflector clients held millions of slots otherwise).
+            let joined = (encoded.len() > 1).then(|| {
+                let mut all = bytes::BytesMut::with_capacity(encoded.iter().map(|(_, b)| b.len()).sum());
+                encoded.iter().for_each(|(_, b)| all.extend_from_slice(b));
+                all.freeze()
+            });
             for member in members {
                 let Some(session) = self.neighbors.get(member.as_str()) else { continue };
                 let own: &[usize] = carries.get(member.as_str()).map_or(&[], Vec::as_slice);
                 let theirs: Vec<&(usize, Bytes)> = encoded.iter().filter(|(i, _)| !own.contains(i)).collect();
-                let pushed = if self.owes(member) {
-                    0
-                } else {
-                    session.outbox.push_all(session.session, theirs.iter().map(|(_, b)| b))
+                let pushed = match &joined {
+                    _ if self.owes(member) => 0,
+                    Some(joined) if own.is_empty() => {
+                        if session.outbox.push(session.session, joined.clone()) {
+                            theirs.len()
+                        } else {
+                            0
+                        }
+                    }
+                    _ => session.outbox.push_all(session.session, theirs.iter().map(|(_, b)| b)),
                 };
                 self.stats.group_updates_sent.fetch_add(pushed as u64, Ordering::Relaxed);
                 if pushed < theirs.len() {
