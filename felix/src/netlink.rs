@@ -388,9 +388,9 @@ pub enum RouteEvent {
     /// One of our routes was deleted by someone else (the kernel, when its
     /// device went, or another program): the reconciler puts it back.
     OursDeleted(IpNet),
-    /// A route in another table than main changed (the local table's
-    /// addresses, as when IPv6 finishes duplicate address detection on a
-    /// new link): nothing felix writes.
+    /// A route in the local table changed (the kernel's own, for the
+    /// node's addresses, as when IPv6 finishes duplicate address detection
+    /// on a new link): nothing felix writes or resolves its next hops by.
     Elsewhere,
     /// A link, a route written by someone else (with our protocol or
     /// not), or a message that does not parse: the reconciler looks at
@@ -457,10 +457,12 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTA_DST: u16 = 1;
 const RTA_TABLE: u16 = 15;
+const RT_TABLE_LOCAL: u32 = 255;
 
-/// The deletion of one of our routes in the main table, or a change to a
-/// route in another table, if `msg` is one (the socket sees no echo of our
-/// own writes: `Netlink::subscribe`).
+/// The deletion of one of our routes in the main table, or a change in
+/// the local table, if `msg` is one (the socket sees no echo of our own
+/// writes: `Netlink::subscribe`). Other tables (policy routing) may change
+/// the device a next hop is resolved to: a full pass looks again.
 fn route_event(msg: &[u8]) -> Option<RouteEvent> {
     let kind = u16::from_ne_bytes(*msg.get(4..)?.first_chunk::<2>()?);
     if kind != RTM_NEWROUTE && kind != RTM_DELROUTE {
@@ -494,11 +496,11 @@ fn route_event(msg: &[u8]) -> Option<RouteEvent> {
         }
         attrs = attrs.get(((len + 3) & !3).max(4)..).unwrap_or_default();
     }
-    if route.table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-        return Some(RouteEvent::Elsewhere);
-    }
-    match kind {
-        RTM_DELROUTE => Some(RouteEvent::OursDeleted(route.ours()?)),
+    match (route.table, kind) {
+        (RT_TABLE_LOCAL, _) => Some(RouteEvent::Elsewhere),
+        (table, RTM_DELROUTE) if table == u32::from(RouteHeader::RT_TABLE_MAIN) => {
+            Some(RouteEvent::OursDeleted(route.ours()?))
+        }
         _ => None,
     }
 }
@@ -754,7 +756,7 @@ mod tests {
                 RouteEvent::OursDeleted(net("2001:db8:100::40/122")),
                 RouteEvent::Other,
                 RouteEvent::Other,
-                RouteEvent::Elsewhere,
+                RouteEvent::Other,
                 RouteEvent::Other,
                 RouteEvent::Other,
                 RouteEvent::Elsewhere,

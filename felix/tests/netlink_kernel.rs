@@ -87,8 +87,8 @@ fn the_event_socket_hears_others_changes_and_not_our_own() {
             let events = Netlink::subscribe(&ours).unwrap();
             events.set_non_blocking(true).unwrap();
             let (mine, theirs) = (net("198.18.0.0/26"), net("198.18.1.0/26"));
-            // A route in another table (as the local table's addresses): not felix's.
-            let other_table = ["route", "add", "blackhole", "198.18.2.0/26", "table", "100"];
+            // A route in the local table (as the kernel's for an address): not felix's.
+            let other_table = ["route", "add", "blackhole", "198.18.2.0/26", "table", "local"];
             assert!(std::process::Command::new("ip").args(other_table).status().unwrap().success());
             for (nl, prefix) in [(&mut ours, mine), (&mut other, theirs)] {
                 let writes = [Change::Add(prefix, Target::Blackhole), Change::Delete(prefix, Target::Blackhole)];
@@ -99,7 +99,7 @@ fn the_event_socket_hears_others_changes_and_not_our_own() {
             hear(&events, |heard| heard.contains(&RouteEvent::OursDeleted(theirs)))
         })
         .unwrap();
-    // The route in table 100 (`Elsewhere`), the other's add (someone
+    // The route in the local table (`Elsewhere`), the other's add (someone
     // else's write: `Other`), then its delete; nothing of ours.
     assert_eq!(heard, [RouteEvent::Elsewhere, RouteEvent::Other, RouteEvent::OursDeleted(net("198.18.1.0/26"))]);
 }

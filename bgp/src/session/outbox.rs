@@ -163,9 +163,10 @@ impl Outbox {
     }
 
     /// Whether a message is partly written: nothing else may go on the
-    /// wire before its rest.
+    /// wire before its rest (between the messages of an entry, it may).
     pub fn mid_message(&self) -> bool {
-        self.lock().offset > 0
+        let q = self.lock();
+        q.offset > 0 && q.messages.front().is_some_and(|entry| !message_ends(entry).any(|end| end == q.offset))
     }
 
     /// Session number `session` (from 1) came up: pushes for it are
@@ -188,19 +189,23 @@ impl Outbox {
 
 /// How many BGP messages `entry` holds: the speaker queues an update
 /// group's UPDATEs of one batch as one entry (one slot per member, not one
-/// per UPDATE). Each message gives its length at octets 16–17 (RFC 4271
-/// §4.1); bytes that are not messages count as one.
+/// per UPDATE). Bytes that are not messages count as one.
 fn messages_in(entry: &[u8]) -> usize {
-    let (mut n, mut at) = (0, 0);
-    while let Some(&[hi, lo]) = entry.get(at + 16..at + 18) {
+    message_ends(entry).count().max(1)
+}
+
+/// Where each BGP message in `entry` ends: each gives its length at octets
+/// 16–17 (RFC 4271 §4.1). Stops at bytes that are not a message.
+fn message_ends(entry: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let &[hi, lo] = entry.get(at + 16..at + 18)? else { return None };
         let len = usize::from(u16::from_be_bytes([hi, lo]));
-        if len < 19 {
-            break;
-        }
-        n += 1;
-        at += len;
-    }
-    n.max(1)
+        (len >= 19).then(|| {
+            at += len;
+            at
+        })
+    })
 }
 
 /// What [`Outbox::take`] saw.
@@ -302,8 +307,26 @@ mod tests {
         }
         assert!(out.push(1, Bytes::from(joined)));
         assert_eq!(out.consume(50), (0, Taken::More), "a part of the entry: nothing done yet");
+        assert!(out.mid_message(), "in the third message");
         assert_eq!(out.consume(22), (3, Taken::More));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn between_the_messages_of_an_entry_other_messages_may_go() {
+        let out = Outbox::default();
+        out.open(1);
+        let message = |len: u16| {
+            let mut m = vec![0xff; 16];
+            m.extend(len.to_be_bytes());
+            m.resize(usize::from(len), 2);
+            m
+        };
+        assert!(out.push(1, Bytes::from([message(19), message(23)].concat())));
+        assert_eq!(out.consume(19), (0, Taken::More));
+        assert!(!out.mid_message(), "the first message is whole on the wire");
+        assert_eq!(out.consume(1), (0, Taken::More));
+        assert!(out.mid_message());
     }
 
     #[test]

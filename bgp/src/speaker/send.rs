@@ -23,6 +23,7 @@ use crate::rib::export::{Reflection, export};
 use crate::rib::outbound::Outbound;
 use crate::rib::policy::Policy;
 use crate::rib::table::{BestChange, PeerKey};
+use crate::session::outbox::HIGH_WATER;
 
 /// Prefixes a behind peer's backlog is worked through at a time: small
 /// enough that a drained outbox (empty, so it takes at least
@@ -138,29 +139,30 @@ impl SpeakerCore {
             // The batch's UPDATEs as one outbox entry, shared by the members
             // none of them involves: a slot per member, not one per UPDATE
             // (5,000 reflector clients held millions of slots otherwise).
-            let joined = (encoded.len() > 1).then(|| {
-                let mut all = bytes::BytesMut::with_capacity(encoded.iter().map(|(_, b)| b.len()).sum());
-                encoded.iter().for_each(|(_, b)| all.extend_from_slice(b));
-                all.freeze()
-            });
+            // Made when first wanted; a member it would take past the
+            // high-water mark gets the UPDATEs one by one, up to the mark.
+            let size: usize = encoded.iter().map(|(_, b)| b.len()).sum();
+            let mut joined: Option<Bytes> = None;
             for member in members {
                 let Some(session) = self.neighbors.get(member.as_str()) else { continue };
                 let own: &[usize] = carries.get(member.as_str()).map_or(&[], Vec::as_slice);
-                let theirs: Vec<&(usize, Bytes)> = encoded.iter().filter(|(i, _)| !own.contains(i)).collect();
-                let pushed = match &joined {
-                    _ if self.owes(member) => 0,
-                    Some(joined) if own.is_empty() => {
-                        if session.outbox.push(session.session, joined.clone()) {
-                            theirs.len()
-                        } else {
-                            0
-                        }
-                    }
-                    _ => session.outbox.push_all(session.session, theirs.iter().map(|(_, b)| b)),
+                let theirs = encoded.iter().filter(|(i, _)| !own.contains(i));
+                let whole = own.is_empty() && encoded.len() > 1 && session.outbox.queued_bytes() + size <= HIGH_WATER;
+                let pushed = if self.owes(member) {
+                    0
+                } else if whole {
+                    let joined = joined.get_or_insert_with(|| {
+                        let mut all = BytesMut::with_capacity(size);
+                        encoded.iter().for_each(|(_, b)| all.extend_from_slice(b));
+                        all.freeze()
+                    });
+                    if session.outbox.push(session.session, joined.clone()) { encoded.len() } else { 0 }
+                } else {
+                    session.outbox.push_all(session.session, theirs.clone().map(|(_, b)| b))
                 };
                 self.stats.group_updates_sent.fetch_add(pushed as u64, Ordering::Relaxed);
-                if pushed < theirs.len() {
-                    let rest = theirs[pushed..].iter().flat_map(|(i, _)| prefixes_of(&updates[*i]));
+                if pushed < theirs.clone().count() {
+                    let rest = theirs.skip(pushed).flat_map(|(i, _)| prefixes_of(&updates[*i]));
                     self.backlogs.entry(member.clone()).or_default().prefixes(rest);
                 }
                 if !own.is_empty() {
