@@ -1,6 +1,9 @@
 //! The Loc-RIB's IPv4 prefixes: a small open-addressing hash table per /16
-//! of address space, reached by indexing an array with the address's top
-//! 16 bits.
+//! of address space, reached by indexing arrays with the address's top 8
+//! bits, then the next 8 (a /8's 256 buckets are made when its first
+//! prefix comes: a node whose routes sit in a few /8s, as a cluster's pod
+//! addresses do, holds 6 KiB of buckets per /8, not 1.5 MiB for all of
+//! IPv4 as one array of 64 Ki buckets did).
 //!
 //! Why not a tree: a full table's UPDATE carries prefixes scattered over
 //! the address space (a sender groups prefixes by attribute set), so every
@@ -173,7 +176,9 @@ impl<V> Bucket<V> {
 /// A map from IPv4 prefix keys to `V`, bucketed by /16.
 #[derive(Debug)]
 pub(super) struct V4Index<V> {
-    buckets: Vec<Bucket<V>>,
+    /// Per /8 (256, or none while the index is empty): its 256 /16
+    /// buckets, or none while no prefix of it came.
+    blocks: Vec<Option<Box<[Bucket<V>]>>>,
     len: usize,
     /// The hash's secret, drawn when the index is made.
     seed: u64,
@@ -183,34 +188,47 @@ impl<V> Default for V4Index<V> {
     fn default() -> Self {
         use std::hash::BuildHasher;
         let seed = std::collections::hash_map::RandomState::new().hash_one(0u64);
-        V4Index { buckets: Vec::new(), len: 0, seed }
+        V4Index { blocks: Vec::new(), len: 0, seed }
     }
 }
 
 impl<V> V4Index<V> {
+    /// The bucket of `key`'s /16, if its /8 has buckets.
+    fn bucket_of(&self, key: V4Key) -> Option<&Bucket<V>> {
+        let b = bucket(key);
+        self.blocks.get(b >> 8)?.as_deref()?.get(b & 0xff)
+    }
+
+    fn bucket_of_mut(&mut self, key: V4Key) -> Option<&mut Bucket<V>> {
+        let b = bucket(key);
+        self.blocks.get_mut(b >> 8)?.as_deref_mut()?.get_mut(b & 0xff)
+    }
+
     /// The value at `key`.
     pub(super) fn get(&self, key: V4Key) -> Option<&V> {
-        let b = self.buckets.get(bucket(key))?;
+        let b = self.bucket_of(key)?;
         let (_, value) = b.slots[b.find(sub_key(key), self.seed)?].as_ref()?;
         Some(value)
     }
 
     /// The value at `key`, to change in place.
     pub(super) fn get_mut(&mut self, key: V4Key) -> Option<&mut V> {
-        let b = self.buckets.get_mut(bucket(key))?;
-        let at = b.find(sub_key(key), self.seed)?;
+        let seed = self.seed;
+        let b = self.bucket_of_mut(key)?;
+        let at = b.find(sub_key(key), seed)?;
         let (_, value) = b.slots[at].as_mut()?;
         Some(value)
     }
 
     /// Puts `value` at `key`, which holds nothing yet (the caller looked).
     pub(super) fn insert_new(&mut self, key: V4Key, value: V) -> &mut V {
-        if self.buckets.is_empty() {
-            // 64 Ki buckets of 24 octets, made when the first IPv4 prefix comes.
-            self.buckets.resize_with(1 << 16, Bucket::default);
+        if self.blocks.is_empty() {
+            self.blocks.resize_with(256, || None);
         }
         self.len += 1;
-        let b = &mut self.buckets[bucket(key)];
+        let b = bucket(key);
+        let block = self.blocks[b >> 8].get_or_insert_with(|| (0..256).map(|_| Bucket::default()).collect());
+        let b = &mut block[b & 0xff];
         let at = b.insert_new(sub_key(key), value, self.seed);
         match &mut b.slots[at] {
             Some((_, value)) => value,
@@ -220,8 +238,9 @@ impl<V> V4Index<V> {
 
     /// Takes the value at `key` out.
     pub(super) fn remove(&mut self, key: V4Key) -> Option<V> {
-        let b = self.buckets.get_mut(bucket(key))?;
-        let value = b.remove_at(b.find(sub_key(key), self.seed)?, self.seed)?;
+        let seed = self.seed;
+        let b = self.bucket_of_mut(key)?;
+        let value = b.remove_at(b.find(sub_key(key), seed)?, seed)?;
         self.len -= 1;
         Some(value)
     }
@@ -229,7 +248,7 @@ impl<V> V4Index<V> {
     /// Has the slot where `key` would be looked for fetched into the cache
     /// (the speaker calls it a few prefixes ahead of the one it works on).
     pub(super) fn prefetch(&self, key: V4Key) {
-        if let Some(b) = self.buckets.get(bucket(key))
+        if let Some(b) = self.bucket_of(key)
             && !b.slots.is_empty()
         {
             prefetch(&b.slots[b.home(sub_key(key), self.seed)]);
@@ -238,13 +257,15 @@ impl<V> V4Index<V> {
 
     /// Every key and value after `after` (from the first when `None`), in key order.
     pub(super) fn iter_after(&self, after: Option<V4Key>) -> impl Iterator<Item = (V4Key, &V)> {
-        self.buckets.iter().enumerate().skip(after.map_or(0, bucket)).filter(|(_, b)| b.len > 0).flat_map(
-            move |(i, b)| {
-                // Within `after`'s own /16, only what comes after it.
-                let from = after.filter(|a| bucket(*a) == i).map(sub_key);
-                b.sorted_after(from).into_iter().map(move |(sub, v)| (full_key(i, sub), v))
-            },
-        )
+        let first = after.map_or(0, bucket);
+        let blocks = self.blocks.iter().enumerate().skip(first >> 8);
+        let blocks = blocks.filter_map(|(n, block)| Some((n, block.as_deref()?)));
+        let buckets = blocks.flat_map(|(n, block)| block.iter().enumerate().map(move |(j, b)| ((n << 8) | j, b)));
+        buckets.skip_while(move |(i, _)| *i < first).filter(|(_, b)| b.len > 0).flat_map(move |(i, b)| {
+            // Within `after`'s own /16, only what comes after it.
+            let from = after.filter(|a| bucket(*a) == i).map(sub_key);
+            b.sorted_after(from).into_iter().map(move |(sub, v)| (full_key(i, sub), v))
+        })
     }
 
     /// How many keys are held.
@@ -287,7 +308,8 @@ mod tests {
         assert_eq!(index.remove(keys[0]), Some(keys[0]));
         assert_eq!((index.len(), index.get(keys[0])), (4, None));
         assert_eq!(index.remove(keys[0]), None);
-        assert!(index.buckets[bucket(keys[0])].slots.is_empty(), "an emptied /16 holds no table");
+        assert!(index.bucket_of(keys[0]).unwrap().slots.is_empty(), "an emptied /16 holds no table");
+        assert!(index.bucket_of(key(0xc000_0200, 24)).is_none(), "a /8 no prefix came to has no buckets");
         let elsewhere = key(0xc000_0200, 24);
         assert_eq!(index.remove(elsewhere), None);
         *index.get_mut(keys[4]).unwrap() = 7;
@@ -303,7 +325,7 @@ mod tests {
         let mut index = V4Index::default();
         for n in 1..4096u32 {
             index.insert_new(key(0xc612_0000 | (n << 4), 28), n);
-            let b = &index.buckets[0xc612];
+            let b = index.bucket_of(key(0xc612_0000, 16)).unwrap();
             assert!(b.len * 4 <= b.slots.len() * 3, "{} in {} slots: over 3/4 full", b.len, b.slots.len());
             if b.len > 64 {
                 assert!(b.len * 5 >= b.slots.len() * 3, "{} in {} slots: under 3/5 full", b.len, b.slots.len());
