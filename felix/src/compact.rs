@@ -1,9 +1,9 @@
 //! A map from prefixes that keeps a full table's usual entry small. Nearly
 //! every route of a full table is an IPv4 prefix via one IPv4 next hop:
-//! those sit in a map of their own in a compact form (an `Ipv4Net` and a
-//! few octets; a general entry, an `IpNet` and a route's value, takes
-//! 50–70 octets before the B-tree's own); every other entry is kept as
-//! it comes. Used for the next hops BGP taught and for the kernel's routes
+//! those sit in a map of their own in a compact form (three octets of the
+//! prefix and a few of value, packed per /16: [`V4Map`]; a general entry,
+//! an `IpNet` and a route's value, takes 50–70 octets before the B-tree's
+//! own); every other entry is kept as it comes. Used for the next hops BGP taught and for the kernel's routes
 //! dumped by a full pass.
 
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::route::join;
+use crate::v4map::V4Map;
 
 /// A set of prefixes: every IPv4 one is compact (5 octets).
 pub type PrefixSet = PrefixMap<()>;
@@ -40,14 +41,14 @@ pub trait Compact: Sized + Clone {
 #[derive(Debug, Clone)]
 pub struct PrefixMap<V: Compact> {
     /// IPv4 prefixes whose value has a compact form.
-    v4: BTreeMap<Ipv4Net, V::Small>,
+    v4: V4Map<V::Small>,
     /// Every other prefix.
     other: BTreeMap<IpNet, V>,
 }
 
 impl<V: Compact> Default for PrefixMap<V> {
     fn default() -> Self {
-        Self { v4: BTreeMap::new(), other: BTreeMap::new() }
+        Self { v4: V4Map::default(), other: BTreeMap::new() }
     }
 }
 
@@ -108,9 +109,9 @@ impl<V: Compact> PrefixMap<V> {
 
     /// Takes the first prefix (in prefix order) and its value.
     pub fn pop_first(&mut self) -> Option<(IpNet, V)> {
-        let v4_first = match (self.v4.first_key_value(), self.other.first_key_value()) {
+        let v4_first = match (self.v4.first(), self.other.first_key_value()) {
             (None, None) => return None,
-            (Some((a, _)), Some((b, _))) => IpNet::V4(*a) < *b,
+            (Some((a, _)), Some((b, _))) => IpNet::V4(a) < *b,
             (a, _) => a.is_some(),
         };
         if v4_first {
@@ -122,7 +123,7 @@ impl<V: Compact> PrefixMap<V> {
 
     /// Every prefix with its value, in prefix order.
     pub fn iter(&self) -> impl Iterator<Item = (IpNet, V)> + '_ {
-        let v4 = self.v4.iter().map(|(p, small)| (IpNet::V4(*p), small));
+        let v4 = self.v4.iter().map(|(p, small)| (IpNet::V4(p), small));
         join(v4, self.other.iter().map(|(p, v)| (*p, v))).filter_map(|(prefix, small, value)| {
             // A prefix is in one map only (`insert`).
             let value = small.map(|s| V::from_small(*s)).or_else(|| value.cloned())?;

@@ -19,3 +19,4 @@ pub mod policy;
 pub mod reconcile;
 pub mod route;
 pub mod sysctl;
+mod v4map;
