@@ -1,10 +1,10 @@
 //! A map from prefixes that keeps a full table's usual entry small. Nearly
 //! every route of a full table is an IPv4 prefix via one IPv4 next hop:
-//! those sit in a map of their own in a compact form (three octets of the
-//! prefix and a few of value, packed per /16: [`V4Map`]; a general entry,
+//! those sit in a map of their own in a compact form (four octets of the
+//! prefix and a few of value, in sorted runs: [`V4Map`]; a general entry,
 //! an `IpNet` and a route's value, takes 50–70 octets before the B-tree's
-//! own); every other entry is kept as it comes. Used for the next hops BGP taught and for the kernel's routes
-//! dumped by a full pass.
+//! own); every other entry is kept as it comes. Used for the next hops BGP
+//! taught and for the kernel's routes dumped by a full pass.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::route::join;
 use crate::v4map::V4Map;
 
-/// A set of prefixes: every IPv4 one is compact (5 octets).
+/// A set of prefixes: every IPv4 one is compact (4 octets).
 pub type PrefixSet = PrefixMap<()>;
 
 impl Compact for () {

@@ -1,5 +1,5 @@
 //! What BGP (or the datastore) taught: each prefix's next hops, kept
-//! compact for a full table (an IPv4 prefix with one IPv4 next hop in 9
+//! compact for a full table (an IPv4 prefix with one IPv4 next hop in 8
 //! octets, see [`PrefixMap`]; IPv6 and ECMP sets as they come).
 
 use std::net::{IpAddr, Ipv4Addr};

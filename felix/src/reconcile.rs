@@ -93,8 +93,8 @@ impl View<'_> {
 /// target before the first change (what the kernel should still have):
 /// the prefixes, and the targets of those that had one (a table arriving
 /// has none, and a set of prefixes costs a fraction of a map of targets;
-/// an IPv4 prefix costs 5 octets in the set, and a learned route's target
-/// 9 in the map: a table going, its deletions waiting for the kernel).
+/// an IPv4 prefix costs 4 octets in the set, and a learned route's target
+/// 8 in the map: a table going, its deletions waiting for the kernel).
 #[derive(Debug, Default)]
 struct Pending {
     prefixes: PrefixSet,

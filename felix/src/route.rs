@@ -92,7 +92,7 @@ impl Target<u32> {
 pub type Routes<I> = BTreeMap<IpNet, Target<I>>;
 
 /// The kernel's routes (ours), as a full pass dumps them: a full table's
-/// IPv4 routes via one IPv4 gateway in 17 octets each (see [`PrefixMap`]).
+/// IPv4 routes via one IPv4 gateway in 16 octets each (see [`PrefixMap`]).
 pub type KernelRoutes = PrefixMap<Target<u32>>;
 
 /// An IPv4 route via one IPv4 gateway out of a known device.

@@ -2,13 +2,14 @@
 //! by the prefix fills its nodes only about half when prefixes come in
 //! order, as a BGP table does (a node splits in the middle and its left
 //! half is never filled again): an IPv4 prefix and a four-octet value,
-//! nine octets, took ~20 in `BTreeMap`. Here the prefixes of each /16 sit
-//! sorted in one queue, each entry the address's low 16 bits, the length
-//! and the value (eight octets with a four-octet value; four with none),
-//! and the queues sit in a B-tree by /16: ~11 octets per prefix. A queue
-//! (not a vector) so that taking prefixes first to last costs nothing per
-//! prefix; an insert or removal in the middle moves at most the /16's
-//! other prefixes.
+//! nine octets, took ~20 in `BTreeMap`. Here prefixes sit sorted in runs
+//! of up to `RUN` prefixes of one /16, each entry the address's low 16
+//! bits, the length and the value (eight octets with a four-octet value;
+//! four with none), and the runs sit in a B-tree: ~11 octets per prefix.
+//! An insert or removal moves at most a run's prefixes (a peer that sends
+//! 100,000 prefixes of one /16 in the worst order gets no quadratic
+//! work); a run is a queue, so taking prefixes first to last costs nothing
+//! per prefix.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -19,8 +20,19 @@ use ipnet::Ipv4Net;
 /// (ordered as `Ipv4Net` orders prefixes: address, then length).
 type Sub = (u16, u8);
 
+/// A run's key: its /16 and a prefix at or before its first one (and
+/// after every prefix of the run before it).
+type RunKey = (u16, Sub);
+
+/// The most prefixes a run holds; a run that grows past it splits in two.
+#[cfg(not(test))]
+const RUN: usize = 512;
+/// Small in tests, so that runs split and empty often.
+#[cfg(test)]
+const RUN: usize = 4;
+
 /// The /16 of `prefix` and the prefix within it.
-fn split(prefix: &Ipv4Net) -> (u16, Sub) {
+fn split(prefix: &Ipv4Net) -> RunKey {
     let addr = u32::from(prefix.addr());
     ((addr >> 16) as u16, (addr as u16, prefix.prefix_len()))
 }
@@ -32,53 +44,73 @@ fn unsplit(top: u16, (low, len): Sub) -> Ipv4Net {
 /// IPv4 prefix → `S`, in prefix order.
 #[derive(Debug, Clone)]
 pub struct V4Map<S> {
-    /// Per /16 (the address's top 16 bits), its prefixes in order; a /16
-    /// without prefixes has no queue.
-    buckets: BTreeMap<u16, VecDeque<(Sub, S)>>,
+    /// Sorted runs of prefixes of one /16 each; no run is empty.
+    runs: BTreeMap<RunKey, VecDeque<(Sub, S)>>,
     len: usize,
 }
 
 impl<S> Default for V4Map<S> {
     fn default() -> Self {
-        V4Map { buckets: BTreeMap::new(), len: 0 }
+        V4Map { runs: BTreeMap::new(), len: 0 }
     }
 }
 
 impl<S: Copy> V4Map<S> {
+    /// The key of the run that holds `key` if anything does: the last run
+    /// keyed at or before it, if of the same /16.
+    fn run_of(&self, key: RunKey) -> Option<RunKey> {
+        let (&found, _) = self.runs.range(..=key).next_back()?;
+        (found.0 == key.0).then_some(found)
+    }
+
     /// The value of `prefix`.
     pub fn get(&self, prefix: &Ipv4Net) -> Option<&S> {
-        let (top, sub) = split(prefix);
-        let queue = self.buckets.get(&top)?;
-        let at = queue.binary_search_by_key(&sub, |(k, _)| *k).ok()?;
-        Some(&queue[at].1)
+        let key = split(prefix);
+        let run = &self.runs[&self.run_of(key)?];
+        let at = run.binary_search_by_key(&key.1, |(k, _)| *k).ok()?;
+        Some(&run[at].1)
     }
 
     /// Sets the value of `prefix`; returns the value it had.
     pub fn insert(&mut self, prefix: Ipv4Net, value: S) -> Option<S> {
-        let (top, sub) = split(&prefix);
-        let queue = self.buckets.entry(top).or_default();
-        match queue.binary_search_by_key(&sub, |(k, _)| *k) {
-            Ok(at) => Some(std::mem::replace(&mut queue[at].1, value)),
-            Err(at) => {
-                queue.insert(at, (sub, value));
-                self.len += 1;
-                None
+        let key = split(&prefix);
+        let run_key = match self.run_of(key) {
+            Some(run_key) => run_key,
+            None => {
+                // Before every run of its /16: the /16's first run now
+                // starts with it (keyed again), or it starts a run.
+                let next = self.runs.range(key..).next().map(|(k, _)| *k).filter(|k| k.0 == key.0);
+                let run = next.and_then(|k| self.runs.remove(&k)).unwrap_or_default();
+                self.runs.insert(key, run);
+                key
             }
+        };
+        let Some(run) = self.runs.get_mut(&run_key) else { unreachable!("run_of names a run") };
+        match run.binary_search_by_key(&key.1, |(k, _)| *k) {
+            Ok(at) => return Some(std::mem::replace(&mut run[at].1, value)),
+            Err(at) => run.insert(at, (key.1, value)),
         }
+        self.len += 1;
+        if run.len() > RUN {
+            let second = run.split_off(run.len() / 2);
+            self.runs.insert((key.0, second[0].0), second);
+        }
+        None
     }
 
     /// Forgets `prefix`; returns the value it had.
     pub fn remove(&mut self, prefix: &Ipv4Net) -> Option<S> {
-        let (top, sub) = split(prefix);
-        let queue = self.buckets.get_mut(&top)?;
-        let at = queue.binary_search_by_key(&sub, |(k, _)| *k).ok()?;
-        let (_, value) = queue.remove(at)?;
+        let key = split(prefix);
+        let run_key = self.run_of(key)?;
+        let Some(run) = self.runs.get_mut(&run_key) else { unreachable!("run_of names a run") };
+        let at = run.binary_search_by_key(&key.1, |(k, _)| *k).ok()?;
+        let (_, value) = run.remove(at)?;
         self.len -= 1;
-        if queue.is_empty() {
-            self.buckets.remove(&top);
-        } else if queue.len() * 4 < queue.capacity() {
-            // A /16 that emptied out gives its room back.
-            queue.shrink_to(queue.len() * 2);
+        if run.is_empty() {
+            self.runs.remove(&run_key);
+        } else if run.len() * 4 < run.capacity() {
+            // A run that emptied out gives its room back.
+            run.shrink_to(run.len() * 2);
         }
         Some(value)
     }
@@ -90,15 +122,16 @@ impl<S: Copy> V4Map<S> {
 
     /// The first prefix (in prefix order) and its value.
     pub fn first(&self) -> Option<(Ipv4Net, &S)> {
-        let (top, queue) = self.buckets.first_key_value()?;
-        let (sub, value) = queue.front()?;
+        let ((top, _), run) = self.runs.first_key_value()?;
+        let (sub, value) = run.front()?;
         Some((unsplit(*top, *sub), value))
     }
 
     /// Takes the first prefix (in prefix order) and its value.
     pub fn pop_first(&mut self) -> Option<(Ipv4Net, S)> {
-        let mut first = self.buckets.first_entry()?;
-        let top = *first.key();
+        let mut first = self.runs.first_entry()?;
+        let (top, _) = *first.key();
+        // (The run's key stays at or before its new first prefix.)
         let (sub, value) = first.get_mut().pop_front()?;
         if first.get().is_empty() {
             first.remove();
@@ -109,7 +142,7 @@ impl<S: Copy> V4Map<S> {
 
     /// Every prefix with its value, in prefix order.
     pub fn iter(&self) -> impl Iterator<Item = (Ipv4Net, &S)> + '_ {
-        self.buckets.iter().flat_map(|(top, queue)| queue.iter().map(move |(sub, value)| (unsplit(*top, *sub), value)))
+        self.runs.iter().flat_map(|((top, _), run)| run.iter().map(move |(sub, value)| (unsplit(*top, *sub), value)))
     }
 }
 
@@ -120,18 +153,22 @@ mod tests {
     use super::*;
 
     proptest! {
-        /// Any run of inserts, removals and takes (prefixes crowded into a
-        /// few /16s, every length, host bits set or not) leaves the map
-        /// holding what a `BTreeMap` holds, in the same order.
+        /// Any sequence of inserts, removals and takes (prefixes crowded
+        /// into a few /16s, every length, host bits set or not: runs
+        /// split, empty and are keyed again) leaves the map holding what a
+        /// `BTreeMap` holds, in the same order.
         #[test]
         fn holds_what_an_ordered_map_holds(ops in proptest::collection::vec(
-            (0u8..3, 0u32..4, any::<u16>(), 0u8..=32, any::<u32>()), 1..400,
+            (0u8..3, 0u32..4, 0u16..16, proptest::sample::select(vec![0u8, 8, 16, 24, 32]), any::<u32>()),
+            1..400,
         )) {
             let (mut map, mut model) = (V4Map::default(), BTreeMap::new());
             for (op, top, low, len, value) in ops {
                 // Four /16s, the first and last of the address space among them.
                 let top = [0u32, 0x0a00, 0xc612, 0xffff][top as usize];
-                let prefix = Ipv4Net::new_assert(Ipv4Addr::from((top << 16) | u32::from(low)), len);
+                // Few prefixes per /16 (the first and last among them), so that ops meet.
+                let low = u32::from(low) * 0x1111;
+                let prefix = Ipv4Net::new_assert(Ipv4Addr::from((top << 16) | low), len);
                 match op {
                     0 => prop_assert_eq!(map.insert(prefix, value), model.insert(prefix, value)),
                     1 => prop_assert_eq!(map.remove(&prefix), model.remove(&prefix)),
@@ -142,8 +179,7 @@ mod tests {
                 prop_assert_eq!(map.first(), model.first_key_value().map(|(p, v)| (*p, v)));
             }
             prop_assert!(map.iter().map(|(p, v)| (p, *v)).eq(model.iter().map(|(p, v)| (*p, *v))));
-            let emptied = map.buckets.values().all(|q| !q.is_empty());
-            prop_assert!(emptied, "a /16 without prefixes has no queue");
+            prop_assert!(map.runs.values().all(|run| !run.is_empty() && run.len() <= RUN), "runs: {:?}", map.runs);
         }
     }
 }

@@ -178,7 +178,7 @@ impl<V> Bucket<V> {
 pub(super) struct V4Index<V> {
     /// Per /8 (256, or none while the index is empty): its 256 /16
     /// buckets, or none while no prefix of it came.
-    blocks: Vec<Option<Box<[Bucket<V>]>>>,
+    blocks: Vec<Option<Box<[Bucket<V>; 256]>>>,
     len: usize,
     /// The hash's secret, drawn when the index is made.
     seed: u64,
@@ -196,12 +196,12 @@ impl<V> V4Index<V> {
     /// The bucket of `key`'s /16, if its /8 has buckets.
     fn bucket_of(&self, key: V4Key) -> Option<&Bucket<V>> {
         let b = bucket(key);
-        self.blocks.get(b >> 8)?.as_deref()?.get(b & 0xff)
+        Some(&self.blocks.get(b >> 8)?.as_deref()?[b & 0xff])
     }
 
     fn bucket_of_mut(&mut self, key: V4Key) -> Option<&mut Bucket<V>> {
         let b = bucket(key);
-        self.blocks.get_mut(b >> 8)?.as_deref_mut()?.get_mut(b & 0xff)
+        Some(&mut self.blocks.get_mut(b >> 8)?.as_deref_mut()?[b & 0xff])
     }
 
     /// The value at `key`.
@@ -227,7 +227,7 @@ impl<V> V4Index<V> {
         }
         self.len += 1;
         let b = bucket(key);
-        let block = self.blocks[b >> 8].get_or_insert_with(|| (0..256).map(|_| Bucket::default()).collect());
+        let block = self.blocks[b >> 8].get_or_insert_with(|| Box::new(std::array::from_fn(|_| Bucket::default())));
         let b = &mut block[b & 0xff];
         let at = b.insert_new(sub_key(key), value, self.seed);
         match &mut b.slots[at] {
