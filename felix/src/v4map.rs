@@ -93,6 +93,9 @@ impl<S: Copy> V4Map<S> {
         self.len += 1;
         if run.len() > RUN {
             let second = run.split_off(run.len() / 2);
+            // The first half keeps no room for the second's prefixes
+            // (prefixes coming in order go to the second from now on).
+            run.shrink_to_fit();
             self.runs.insert((key.0, second[0].0), second);
         }
         None
