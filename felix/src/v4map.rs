@@ -41,11 +41,21 @@ fn unsplit(top: u16, (low, len): Sub) -> Ipv4Net {
     Ipv4Net::new_assert(Ipv4Addr::from((u32::from(top) << 16) | u32::from(low)), len)
 }
 
+/// Sorted runs of prefixes of one /16 each, by key.
+type Runs<S> = BTreeMap<RunKey, VecDeque<(Sub, S)>>;
+
+/// The run of `runs` that holds `key` if any does, to change, with its
+/// key (one lookup; `V4Map::run` tells which).
+fn run_mut<S>(runs: &mut Runs<S>, key: RunKey) -> Option<(RunKey, &mut VecDeque<(Sub, S)>)> {
+    let (&found, run) = runs.range_mut(..=key).next_back()?;
+    (found.0 == key.0).then_some((found, run))
+}
+
 /// IPv4 prefix → `S`, in prefix order.
 #[derive(Debug, Clone)]
 pub struct V4Map<S> {
     /// Sorted runs of prefixes of one /16 each; no run is empty.
-    runs: BTreeMap<RunKey, VecDeque<(Sub, S)>>,
+    runs: Runs<S>,
     len: usize,
 }
 
@@ -56,17 +66,17 @@ impl<S> Default for V4Map<S> {
 }
 
 impl<S: Copy> V4Map<S> {
-    /// The key of the run that holds `key` if anything does: the last run
-    /// keyed at or before it, if of the same /16.
-    fn run_of(&self, key: RunKey) -> Option<RunKey> {
-        let (&found, _) = self.runs.range(..=key).next_back()?;
-        (found.0 == key.0).then_some(found)
+    /// The run that holds `key` if any does: the last run keyed at or
+    /// before it, if of the same /16.
+    fn run(&self, key: RunKey) -> Option<&VecDeque<(Sub, S)>> {
+        let (found, run) = self.runs.range(..=key).next_back()?;
+        (found.0 == key.0).then_some(run)
     }
 
     /// The value of `prefix`.
     pub fn get(&self, prefix: &Ipv4Net) -> Option<&S> {
         let key = split(prefix);
-        let run = &self.runs[&self.run_of(key)?];
+        let run = self.run(key)?;
         let at = run.binary_search_by_key(&key.1, |(k, _)| *k).ok()?;
         Some(&run[at].1)
     }
@@ -74,38 +84,36 @@ impl<S: Copy> V4Map<S> {
     /// Sets the value of `prefix`; returns the value it had.
     pub fn insert(&mut self, prefix: Ipv4Net, value: S) -> Option<S> {
         let key = split(&prefix);
-        let run_key = match self.run_of(key) {
-            Some(run_key) => run_key,
-            None => {
-                // Before every run of its /16: the /16's first run now
-                // starts with it (keyed again), or it starts a run.
-                let next = self.runs.range(key..).next().map(|(k, _)| *k).filter(|k| k.0 == key.0);
-                let run = next.and_then(|k| self.runs.remove(&k)).unwrap_or_default();
-                self.runs.insert(key, run);
-                key
+        loop {
+            if let Some((run_key, run)) = run_mut(&mut self.runs, key) {
+                let at = match run.binary_search_by_key(&key.1, |(k, _)| *k) {
+                    Ok(at) => return Some(std::mem::replace(&mut run[at].1, value)),
+                    Err(at) => at,
+                };
+                run.insert(at, (key.1, value));
+                self.len += 1;
+                if run.len() > RUN {
+                    let second = run.split_off(run.len() / 2);
+                    // The first half keeps no room for the second's prefixes
+                    // (prefixes coming in order go to the second from now on).
+                    run.shrink_to_fit();
+                    self.runs.insert((run_key.0, second[0].0), second);
+                }
+                return None;
             }
-        };
-        let Some(run) = self.runs.get_mut(&run_key) else { unreachable!("run_of names a run") };
-        match run.binary_search_by_key(&key.1, |(k, _)| *k) {
-            Ok(at) => return Some(std::mem::replace(&mut run[at].1, value)),
-            Err(at) => run.insert(at, (key.1, value)),
+            // Before every run of its /16 (rare: prefixes mostly come in
+            // order): the /16's first run is keyed again at it, or it
+            // starts a run; then it goes in as above.
+            let next = self.runs.range(key..).next().map(|(k, _)| *k).filter(|k| k.0 == key.0);
+            let run = next.and_then(|k| self.runs.remove(&k)).unwrap_or_default();
+            self.runs.insert(key, run);
         }
-        self.len += 1;
-        if run.len() > RUN {
-            let second = run.split_off(run.len() / 2);
-            // The first half keeps no room for the second's prefixes
-            // (prefixes coming in order go to the second from now on).
-            run.shrink_to_fit();
-            self.runs.insert((key.0, second[0].0), second);
-        }
-        None
     }
 
     /// Forgets `prefix`; returns the value it had.
     pub fn remove(&mut self, prefix: &Ipv4Net) -> Option<S> {
         let key = split(prefix);
-        let run_key = self.run_of(key)?;
-        let Some(run) = self.runs.get_mut(&run_key) else { unreachable!("run_of names a run") };
+        let (run_key, run) = run_mut(&mut self.runs, key)?;
         let at = run.binary_search_by_key(&key.1, |(k, _)| *k).ok()?;
         let (_, value) = run.remove(at)?;
         self.len -= 1;
