@@ -122,12 +122,19 @@ impl<V> Bucket<V> {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.resize((self.slots.len() + self.slots.len() / 4).max(MIN_SLOTS), seed);
         }
+        let i = self.vacant(sub, seed);
+        self.slots[i] = Some((sub, value));
+        self.len += 1;
+        i
+    }
+
+    /// The first empty slot of `sub`'s probe (the table has one).
+    #[inline]
+    fn vacant(&self, sub: SubKey, seed: u64) -> usize {
         let mut i = self.home(sub, seed);
         while self.slots[i].is_some() {
             i = self.next(i);
         }
-        self.slots[i] = Some((sub, value));
-        self.len += 1;
         i
     }
 
@@ -156,9 +163,13 @@ impl<V> Bucket<V> {
 
     fn resize(&mut self, slots: usize, seed: u64) {
         let old = std::mem::replace(&mut self.slots, (0..slots).map(|_| None).collect());
-        self.len = 0;
+        // Each entry straight to its new slot, the count unchanged (a table
+        // growing by a quarter moves each entry about four times; through
+        // `insert_new`, a call and a growth check per move, a million
+        // inserts in the full-table bench's order took ~15 % longer).
         for (sub, value) in old.into_vec().into_iter().flatten() {
-            self.insert_new(sub, value, seed);
+            let i = self.vacant(sub, seed);
+            self.slots[i] = Some((sub, value));
         }
     }
 
