@@ -487,6 +487,10 @@ fn encode_update(update: &Update, tx: &Context) -> Option<Bytes> {
 fn wire(write: impl FnOnce(&mut BytesMut) -> Result<(), crate::packet::EncodeError>) -> Option<Bytes> {
     let mut buf = BytesMut::new();
     match write(&mut buf) {
+        // The buffer grew by doubling (an UPDATE of many prefixes is several
+        // messages): what is queued for a peer keeps only its octets, not a
+        // quarter or more of room never written.
+        Ok(()) if buf.capacity() - buf.len() > buf.len() / 4 => Some(Bytes::copy_from_slice(&buf)),
         Ok(()) => Some(buf.freeze()),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode a message for a peer");
