@@ -13,8 +13,8 @@
 //! Run (as root): `cargo bench -p tortie-proto-tests --bench full_table`
 //! (`TORTIE_BENCH_PREFIXES`, default 1000000; `TORTIE_BENCH_ROUNDS`, default
 //! 5 alternating rounds compared by their medians; `TORTIE_BENCH_SUT=tortie`,
-//! `bird` or `direct` runs one side alone). tortie runs in this process with one malloc
-//! arena, as the daemon sets it.
+//! `bird` or `direct` runs one side alone). tortie runs in this process with malloc tuned
+//! as the daemon tunes it.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
@@ -24,7 +24,7 @@ use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::table::{TableFamily, describe_lengths, write_table};
 use tortie_lab::{Check, Lab, veth, wait_for};
 use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, cpu_seconds, median, one_malloc_arena, rounds, run_speaker, wait_for_prefixes,
+    BENCH_TIMERS, PeakRss, cpu_seconds, malloc_as_the_daemon, median, rounds, run_speaker, wait_for_prefixes,
 };
 use tortie_proto_tests::tortie_neighbor;
 
@@ -197,7 +197,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measure
 }
 
 fn main() {
-    one_malloc_arena();
+    malloc_as_the_daemon();
     // criterion-style arguments (`--bench`) are accepted and ignored.
     let n: usize = std::env::var("TORTIE_BENCH_PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("tortie-full-table-{}", std::process::id()));
