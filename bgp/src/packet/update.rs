@@ -185,6 +185,8 @@ impl Update {
             + high.len()
             + nlri_len(&self.nlri, v4_add_path);
         if total <= max {
+            // Sized once, not grown by doubling as it is written.
+            dst.reserve(total);
             write_message(dst, &self.withdrawn, v4_add_path, &self.nlri, |dst| {
                 dst.put_slice(&low);
                 if let Some(u) = &self.mp_unreach {

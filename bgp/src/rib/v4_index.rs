@@ -162,6 +162,7 @@ impl<V> Bucket<V> {
     }
 
     fn resize(&mut self, slots: usize, seed: u64) {
+        debug_assert!(slots > self.len, "{slots} slots for {} entries: no empty slot to end a probe", self.len);
         let old = std::mem::replace(&mut self.slots, (0..slots).map(|_| None).collect());
         // Each entry straight to its new slot, the count unchanged (a table
         // growing by a quarter moves each entry about four times; through
@@ -373,6 +374,12 @@ mod tests {
                     prop_assert_eq!(index.remove(k), model.remove(&k));
                 }
                 prop_assert_eq!(index.len(), model.len());
+            }
+            // Each /16's count is what its slots hold (a resize keeps it, not recounts it).
+            for block in index.blocks.iter().flatten() {
+                for b in block.iter() {
+                    prop_assert_eq!(b.len, b.slots.iter().flatten().count());
+                }
             }
             let held: Vec<(V4Key, u64)> = index.iter_after(None).map(|(k, v)| (k, *v)).collect();
             let want: Vec<(V4Key, u64)> = model.clone().into_iter().collect();

@@ -487,9 +487,10 @@ fn encode_update(update: &Update, tx: &Context) -> Option<Bytes> {
 fn wire(write: impl FnOnce(&mut BytesMut) -> Result<(), crate::packet::EncodeError>) -> Option<Bytes> {
     let mut buf = BytesMut::new();
     match write(&mut buf) {
-        // The buffer grew by doubling (an UPDATE of many prefixes is several
-        // messages): what is queued for a peer keeps only its octets, not a
-        // quarter or more of room never written.
+        // A buffer that grew by doubling (an UPDATE of many prefixes is
+        // several messages; a single one is sized before it is written):
+        // what is queued for a peer keeps only its octets, not room never
+        // written of more than a quarter of them.
         Ok(()) if buf.capacity() - buf.len() > buf.len() / 4 => Some(Bytes::copy_from_slice(&buf)),
         Ok(()) => Some(buf.freeze()),
         Err(e) => {
