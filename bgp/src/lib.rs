@@ -11,6 +11,7 @@
 
 mod graceful;
 pub use graceful::Retention;
+pub mod malloc;
 pub mod packet;
 pub mod rib;
 pub mod session;

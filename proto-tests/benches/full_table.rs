@@ -23,9 +23,7 @@ use std::time::{Duration, Instant};
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::table::{TableFamily, describe_lengths, write_table};
 use tortie_lab::{Check, Lab, veth, wait_for};
-use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, cpu_seconds, malloc_as_the_daemon, median, rounds, run_speaker, wait_for_prefixes,
-};
+use tortie_proto_tests::bench::{BENCH_TIMERS, PeakRss, cpu_seconds, median, rounds, run_speaker, wait_for_prefixes};
 use tortie_proto_tests::tortie_neighbor;
 
 /// A BGP neighbour in BIRD's terms: address, AS, extra options.
@@ -197,7 +195,7 @@ fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measure
 }
 
 fn main() {
-    malloc_as_the_daemon();
+    tortie_bgp::malloc::tune();
     // criterion-style arguments (`--bench`) are accepted and ignored.
     let n: usize = std::env::var("TORTIE_BENCH_PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("tortie-full-table-{}", std::process::id()));

@@ -19,9 +19,7 @@ use tortie_bgp::speaker::Neighbor;
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::table::{TableFamily, describe_lengths, write_table};
 use tortie_lab::{Lab, veth};
-use tortie_proto_tests::bench::{
-    BENCH_TIMERS, PeakRss, malloc_as_the_daemon, median, rounds, run_speaker, wait_for_prefixes,
-};
+use tortie_proto_tests::bench::{BENCH_TIMERS, PeakRss, median, rounds, run_speaker, wait_for_prefixes};
 use tortie_proto_tests::tortie_neighbor;
 
 /// Sender `i`: 192.0.2.(10+i), AS 65100+i.
@@ -112,7 +110,7 @@ fn run(sut: &str, senders: usize, per_sender: usize, includes: &[String]) -> (Du
 }
 
 fn main() {
-    malloc_as_the_daemon();
+    tortie_bgp::malloc::tune();
     // criterion-style arguments (`--bench`) are accepted and ignored.
     let env = |k: &str, default: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (senders, per_sender) = (env("TORTIE_BENCH_SENDERS", 100).min(240), env("TORTIE_BENCH_PER_SENDER", 10_000));

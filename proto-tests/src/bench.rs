@@ -41,20 +41,6 @@ pub fn wait_for_prefixes(monitor: &Bird, injectors: &[&Bird], n: u64, timeout: D
 /// How often `wait_for_prefixes` asks the monitor.
 const POLL: Duration = Duration::from_millis(10);
 
-/// Tunes malloc as the daemon does (`tune_malloc` in tortie/src/main.rs:
-/// one arena, no fastbins, requests of 32 KiB and more mapped on their own):
-/// the in-process speaker is then measured as it runs in production.
-/// Call before any thread starts.
-pub fn malloc_as_the_daemon() {
-    // SAFETY: mallopt(3) only tunes the allocator; called before other threads exist.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MXFAST, 0);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024);
-    }
-}
-
 /// The system under test's peak memory: BIRD's own peak RSS, or for the
 /// in-process tortie this process's peak above what was resident at
 /// `start` (taken before tortie starts).
