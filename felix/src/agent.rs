@@ -197,6 +197,9 @@ pub async fn load(kv: &impl Kv, node: &str, cache: &mut Decoded) -> Result<(Snap
                     s.node_addresses.insert(n.metadata.name.clone(), a.addr());
                     let tunnel = n.spec.ipv4_vxlan_tunnel_addr.map(IpAddr::V4);
                     vtep(a.addr().into(), tunnel, mac(&n.spec.vxlan_tunnel_mac_addr));
+                    if n.spec.bgp.as_ref().is_some_and(|b| b.ipv4_ipip_tunnel_addr.is_some()) {
+                        s.ipip_nodes.insert(a.addr().into());
+                    }
                 }
                 if let Some(IpNet::V6(a)) = address6 {
                     s.node_addresses6.insert(n.metadata.name.clone(), a.addr());
@@ -380,6 +383,7 @@ impl State {
                 vxlan: self.config.vxlan.borrow().clone(),
                 vxlan6: self.config.vxlan6.borrow().clone(),
                 vteps: snapshot.vteps.clone(),
+                ipip_nodes: snapshot.ipip_nodes.clone(),
             };
             if let Some(tx) = &self.config.vteps {
                 publish(tx, Arc::new(calc::remote_vteps(snapshot)));

@@ -44,6 +44,10 @@ pub struct Snapshot {
     /// Every node's VXLAN tunnel ends, by its address of their family
     /// (IPv4: `vxlan.calico`, IPv6: `vxlan-v6.calico`; this node's too).
     pub vteps: BTreeMap<IpAddr, Vtep>,
+    /// The IPv4 addresses of the nodes that publish an IPIP tunnel address
+    /// (`spec.bgp.ipv4IPIPTunnelAddr`): a node does once its tunnel
+    /// unwraps what others send it, and stops before it takes it down.
+    pub ipip_nodes: BTreeSet<IpAddr>,
     /// What network policy reads.
     pub policy: crate::policy::model::Records,
     /// This node's FelixConfiguration (`node.<name>` over `default`).
@@ -115,6 +119,8 @@ pub struct Remote {
     pub vxlan6: Option<String>,
     /// The nodes' VXLAN tunnel ends, by node address.
     pub vteps: BTreeMap<IpAddr, Vtep>,
+    /// The nodes whose IPIP tunnel is up, by node address ([`Snapshot::ipip_nodes`]).
+    pub ipip_nodes: BTreeSet<IpAddr>,
 }
 
 /// Nodes whose VTEP clashes with another's on one device (the same tunnel
@@ -208,7 +214,8 @@ fn encap_mode(mode: Option<EncapMode>) -> tortie_ipip::EncapMode {
 /// The kernel route for one learned prefix: via its next hops natively,
 /// through the IPIP tunnel as its pool's `ipipMode` says, or via the next
 /// hop's VTEP on the VXLAN device of its family as its `vxlanMode` says
-/// (natively while that device or that node's VTEP is not there yet). A
+/// (natively while that device, or the next hop's tunnel, is not there
+/// yet: a node that does not unwrap would drop what we wrap). A
 /// next hop that is this node is skipped (a route back to ourselves);
 /// `None` when none is left.
 pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote) -> Option<Target<String>> {
@@ -229,8 +236,8 @@ pub fn remote_route(prefix: &IpNet, next_hops: &[IpAddr], r: &Remote) -> Option<
                 (_, Some((dev, v))) if tortie_ipip::encapsulate(vxlan, local, *nh) => {
                     NextHop { gateway: v.tunnel_address, device: Some(dev.to_string()), onlink: true }
                 }
-                // IP-in-IP carries IPv4 only.
-                (Some(dev), _) if nh.is_ipv4() && tortie_ipip::encapsulate(ipip, r.node_address, *nh) => {
+                // IP-in-IP carries IPv4 only (the set holds IPv4 addresses).
+                (Some(dev), _) if r.ipip_nodes.contains(nh) && tortie_ipip::encapsulate(ipip, r.node_address, *nh) => {
                     NextHop { gateway: *nh, device: Some(dev.to_string()), onlink: true }
                 }
                 _ => NextHop { gateway: *nh, device: None, onlink: false },
@@ -294,6 +301,7 @@ mod tests {
             node_addresses: BTreeMap::new(),
             node_addresses6: BTreeMap::new(),
             vteps: BTreeMap::new(),
+            ipip_nodes: BTreeSet::new(),
             policy: Default::default(),
             felix: Default::default(),
         }
@@ -344,6 +352,7 @@ mod tests {
             node_address: Some(net("192.0.2.1/24")),
             pools,
             tunnel: Some("tunl0".into()),
+            ipip_nodes: ["192.0.2.2", "192.0.2.3", "198.51.100.2", "198.51.100.3"].map(|a| a.parse().unwrap()).into(),
             ..Remote::default()
         };
         let routes = remote(
@@ -386,6 +395,13 @@ mod tests {
         let no_tunnel = Remote { tunnel: None, ..r.clone() };
         let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"])]), &no_tunnel);
         assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(smallvec::smallvec![native("192.0.2.2")]));
+        // A node whose tunnel is not up (no tunnel address published) is
+        // reached natively: it would drop what we wrap.
+        let not_up =
+            Remote { ipip_nodes: r.ipip_nodes.iter().copied().filter(|a| a.to_string() != "192.0.2.2").collect(), ..r };
+        let routes = remote(&learned(&[("198.19.1.0/26", &["192.0.2.2"]), ("198.19.2.0/26", &["192.0.2.3"])]), &not_up);
+        assert_eq!(routes[&net("198.19.1.0/26")], Target::Gateways(smallvec::smallvec![native("192.0.2.2")]));
+        assert_eq!(routes[&net("198.19.2.0/26")], Target::Gateways(smallvec::smallvec![tunnel("192.0.2.3")]));
     }
 
     fn vxlan_pool(cidr: &str, mode: EncapMode) -> IpPoolSpec {
@@ -409,6 +425,8 @@ mod tests {
             tunnel: Some("tortie-ipip".into()),
             vxlan: Some("vxlan.calico".into()),
             vteps,
+            // Their IPIP tunnels up too: the pools' `ipipMode: Never` keeps IPIP off.
+            ipip_nodes: ["192.0.2.2", "198.51.100.2", "198.51.100.9"].map(|a| a.parse().unwrap()).into(),
             ..Remote::default()
         };
         let native = |g: &str| NextHop { gateway: g.parse().unwrap(), device: None, onlink: false };
@@ -454,6 +472,7 @@ mod tests {
             vxlan: Some("vxlan.calico".into()),
             vxlan6: Some("vxlan-v6.calico".into()),
             vteps,
+            ipip_nodes: ["192.0.2.3".parse().unwrap()].into(),
         };
         let native = |g: &str| NextHop { gateway: g.parse().unwrap(), device: None, onlink: false };
         let vx6 =

@@ -139,6 +139,7 @@ fn learned_routes_are_made_from_their_next_hops_and_local_ones_win() {
         node_address: Some(net("192.0.2.1/24")),
         pools: vec![pool],
         tunnel: Some("tunl0".into()),
+        ipip_nodes: ["192.0.2.2".parse().unwrap()].into(),
         ..Remote::default()
     };
     cell.edit(|e| e.replace(d.clone()));

@@ -185,6 +185,21 @@ fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     d[0].kill_now();
     let kept = c.nodes[0].ip(&["route", "show", "198.18.0.128/26"]).unwrap();
     assert!(kept.contains("dev tortie-ipip"), "the route through the tunnel stays while the daemon is down: {kept}");
+    // Meanwhile n1's Node loses its tunnel address: the other nodes no
+    // longer wrap what they send n1 (a node publishes it only while its
+    // tunnel unwraps). n2 reaches n1's block natively.
+    let n2_to_n1 = |how: &str| {
+        ["blackhole 198.18.0.64/26".to_string(), format!("198.18.0.0/26 via 192.0.2.1 {how}")]
+            .into_iter()
+            .chain(["198.18.0.128/26 via 198.51.100.3 dev tortie-ipip onlink".to_string()])
+            .collect::<Vec<_>>()
+    };
+    wait_routes(&c.nodes[1], &n2_to_n1("dev tortie-ipip onlink"), &d[1]);
+    let mut n1: serde_json::Value = serde_json::from_str(&c.tortie(&["get", "node", "n1", "-o", "json"], "")).unwrap();
+    n1["spec"]["bgp"].as_object_mut().unwrap().remove("ipv4IPIPTunnelAddr");
+    n1["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    c.apply(&n1.to_string());
+    wait_routes(&c.nodes[1], &n2_to_n1("dev eth0"), &d[1]);
     d[0] = c.start(0);
     wait_until("n1's new daemon to adopt the kept maps", || {
         d[0].log().contains("IPIP: adopted the maps kept from before the restart")
@@ -192,6 +207,9 @@ fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     wait_until("pods on n1 and n3 to reach each other again", || {
         a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
     });
+    // The new daemon published n1's tunnel address again: n2 wraps again.
+    wait_routes(&c.nodes[1], &n2_to_n1("dev tortie-ipip onlink"), &d[1]);
+    assert!(tunnel_addr(&c, "n1").is_some());
 
     // Back to Never while the daemon runs: the routes go native, the device
     // goes, and the tunnel address goes back to the pool.

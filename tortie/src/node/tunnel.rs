@@ -1,11 +1,14 @@
 //! The node's tunnels and their addresses, as Calico allocates them: while
 //! any pool this node may use for tunnels has `ipipMode` (or `vxlanMode`)
 //! other than `Never`, the node holds one address from such a pool (handle
-//! `ipip-tunnel-addr-<node>` or `vxlan-tunnel-addr-<node>`), publishes it
-//! on its Node (`spec.bgp.ipv4IPIPTunnelAddr`, `spec.ipv4VXLANTunnelAddr`
-//! with `spec.vxlanTunnelMACAddr`) and runs the tunnel; when none has, the
-//! tunnel goes down and the address goes back (the VXLAN MAC stays the
-//! node's). IPv6 pools with `vxlanMode` do the same for the IPv6 VXLAN
+//! `ipip-tunnel-addr-<node>` or `vxlan-tunnel-addr-<node>`), runs the
+//! tunnel and then publishes the address on its Node
+//! (`spec.bgp.ipv4IPIPTunnelAddr`, `spec.ipv4VXLANTunnelAddr` with
+//! `spec.vxlanTunnelMACAddr`); when none has, the address is withdrawn from
+//! the Node, the tunnel goes down and the address goes back (the VXLAN MAC
+//! stays the node's). Other nodes wrap what they send this one only while
+//! it publishes (felix), so nothing is wrapped for a node whose tunnel does
+//! not unwrap yet, or any more. IPv6 pools with `vxlanMode` do the same for the IPv6 VXLAN
 //! device (`vxlan-v6-tunnel-addr-<node>`, `spec.ipv6VXLANTunnelAddr`,
 //! `spec.vxlanTunnelMACAddrV6`) between the nodes' IPv6 addresses. The
 //! device's settings come from FelixConfiguration (`ipipMTU`; `vxlanMTU`
@@ -139,8 +142,8 @@ impl Encap {
         }
     }
 
-    /// Publishes `address` (and, for VXLAN, makes sure the node has its MAC).
-    fn publish(&self, spec: &mut NodeSpec, address: Option<IpAddr>) {
+    /// Publishes `address`; with `mac`, makes sure the node has its VXLAN MAC.
+    fn publish(&self, spec: &mut NodeSpec, address: Option<IpAddr>, mac: bool) {
         match (self, address) {
             (Encap::Ipip { .. }, _) => {
                 let v4 = address.and_then(|a| ipv4(a).ok());
@@ -155,7 +158,7 @@ impl Encap {
             (Encap::Vxlan { family: vxlan::Family::V4, .. }, _) => spec.ipv4_vxlan_tunnel_addr = None,
             (Encap::Vxlan { family: vxlan::Family::V6, .. }, _) => spec.ipv6_vxlan_tunnel_addr = None,
         }
-        if address.is_some()
+        if mac
             && let Some(mac) = self.mac_field(spec)
             && mac.as_deref().and_then(parse_mac).is_none()
         {
@@ -226,66 +229,92 @@ impl Setup {
         Ok(pools.into_iter().filter(|p| self.encap.mode(p).is_some_and(|m| m != EncapMode::Never)).collect())
     }
 
-    /// Allocates the tunnel address from `pools` (when some want the
-    /// tunnel) or gives it back, and publishes it on the Node; returns it
-    /// with the node's VXLAN MAC.
-    async fn address(&self, pools: &[IpPoolSpec]) -> anyhow::Result<(Option<IpAddr>, Option<[u8; 6]>)> {
+    /// The tunnel address this node holds from `pools`, allocated if it
+    /// holds none. What IPAM holds for us is the truth: the published one
+    /// while IPAM holds it, else one IPAM holds.
+    async fn hold(&self, pools: &[IpPoolSpec]) -> anyhow::Result<IpAddr> {
         let (kind, node) = (self.encap.name(), self.node.as_str());
-        let mut n = node_resource(&self.kv, node).await?;
-        let current = self.encap.published(&n.spec);
-        // What IPAM holds for us is the truth: an address the Node lost is
-        // published again, one IPAM no longer holds for us is not kept.
+        let current = self.encap.published(&node_resource(&self.kv, node).await?.spec);
         let held: Vec<IpAddr> = ipam::addresses_of(&self.kv, &self.encap.handle(node))
             .await?
             .into_iter()
             .filter(|a| Family::of(&IpNet::from(*a)) == self.encap.family())
             .collect();
-        let next = match (pools.is_empty(), current.filter(|a| held.contains(a)).or(held.first().copied())) {
-            (false, Some(a)) => Some(a),
-            (false, None) => {
-                let req = Request {
-                    node: node.into(),
-                    handle: self.encap.handle(node),
-                    purpose: Purpose::Tunnel,
-                    family: self.encap.family(),
-                    attrs: BTreeMap::new(),
-                    // Calico's way: the address comes from a pool of this tunnel.
-                    pools: pools.iter().filter_map(|p| p.cidr).map(|c| c.to_string()).collect(),
-                };
-                let assigned = ipam::assign(&self.kv, &req).await;
-                Some(assigned.with_context(|| format!("allocating the {kind} tunnel address"))?.addr())
-            }
-            (true, _) => {
-                ipam::release_handle(&self.kv, &self.encap.handle(node)).await?;
-                None
-            }
+        if let Some(a) = current.filter(|a| held.contains(a)).or(held.first().copied()) {
+            return Ok(a);
+        }
+        let req = Request {
+            node: node.into(),
+            handle: self.encap.handle(node),
+            purpose: Purpose::Tunnel,
+            family: self.encap.family(),
+            attrs: BTreeMap::new(),
+            // Calico's way: the address comes from a pool of this tunnel.
+            pools: pools.iter().filter_map(|p| p.cidr).map(|c| c.to_string()).collect(),
         };
+        let assigned = ipam::assign(&self.kv, &req).await;
+        Ok(assigned.with_context(|| format!("allocating the {kind} tunnel address"))?.addr())
+    }
+
+    /// Writes the Node as the tunnel stands: the tunnel address published
+    /// (other nodes wrap what they send here only while it is: felix) or
+    /// not, and the node's VXLAN MAC, made once and kept; returns the MAC.
+    async fn publish(&self, address: Option<IpAddr>, mac: bool) -> anyhow::Result<Option<[u8; 6]>> {
+        let (kind, node) = (self.encap.name(), self.node.as_str());
+        let mut n = node_resource(&self.kv, node).await?;
         let before = n.spec.clone();
-        self.encap.publish(&mut n.spec, next);
-        let mac = self.encap.mac_field(&mut n.spec).and_then(|m| m.clone());
+        self.encap.publish(&mut n.spec, address, mac);
+        let mac = self.encap.mac_field(&mut n.spec).and_then(|m| m.as_deref().and_then(parse_mac));
         if n.spec != before {
             n.metadata.resource_version = None;
-            api::apply(&self.kv, &[Resource::Node(n.clone())]).await.context("publishing the tunnel address")?;
-            tracing::info!(node, tunnel_address = ?next, mac, "{kind} tunnel address updated");
+            api::apply(&self.kv, &[Resource::Node(n)]).await.context("publishing the tunnel address")?;
+            tracing::info!(node, tunnel_address = ?address, ?mac, "{kind} tunnel address updated");
         }
-        Ok((next, mac.as_deref().and_then(parse_mac)))
+        Ok(mac)
+    }
+
+    /// Unpublishes the tunnel address, then gives it back.
+    async fn release(&self) -> anyhow::Result<()> {
+        self.publish(None, false).await?;
+        ipam::release_handle(&self.kv, &self.encap.handle(&self.node)).await?;
+        Ok(())
     }
 
     /// Makes `tunnel` what the IP pools want now: brought up (its address
-    /// allocated first), kept, rebuilt in place for new settings, or taken
-    /// down (its address given back once the device is gone). On an error
-    /// it stays as it was, except that a tunnel failing to stop is down.
+    /// allocated first, published once it runs), kept, rebuilt in place for
+    /// new settings, or taken down (its address unpublished first, given
+    /// back once the device is gone). On an error it stays as it was,
+    /// except that a tunnel failing to stop is down.
     async fn reconcile(&self, tunnel: &mut Option<(Running, Settings)>) -> anyhow::Result<()> {
         let pools = self.pools().await?;
         let mut settings = self.encap.settings(&felix_config(&self.kv, &self.node).await, self.underlay_mtu);
-        if !pools.is_empty() {
-            // Allocated, or kept and published again if the Node lost it.
-            (settings.address, settings.mac) = self.address(&pools).await?;
-        }
         let kind = self.encap.name();
-        match (!pools.is_empty(), tunnel.take()) {
-            (true, Some((t, built))) if built == settings => *tunnel = Some((t, built)),
-            (true, Some((t, built))) => {
+        if pools.is_empty() {
+            let Some((t, built)) = tunnel.take() else { return self.remove_kept("no pool uses it").await };
+            // Other nodes stop wrapping for this one (its address is no
+            // longer published), its own routes leave the device, and what
+            // is already in the tunnel still arrives; then the device goes,
+            // then its address.
+            if let Err(e) = self.publish(None, false).await {
+                *tunnel = Some((t, built));
+                return Err(e);
+            }
+            let device = t.device();
+            self.device.send_replace(None);
+            tracing::info!(device, grace = ?DOWN_GRACE, "no IP pool uses {kind} any more: routes leave the tunnel");
+            tokio::time::sleep(DOWN_GRACE).await;
+            t.stop(self.local).await.with_context(|| format!("taking the {kind} tunnel {device} down"))?;
+            tracing::info!(device, "no IP pool uses {kind} any more: tunnel down");
+            return self.release().await;
+        }
+        // Held (allocated, or kept); the Node keeps what it publishes until
+        // the tunnel runs (a tunnel kept from an earlier run still does).
+        let address = self.hold(&pools).await?;
+        let published = self.encap.published(&node_resource(&self.kv, &self.node).await?.spec);
+        (settings.address, settings.mac) = (Some(address), self.publish(published, true).await?);
+        match tunnel.take() {
+            Some((t, built)) if built == settings => *tunnel = Some((t, built)),
+            Some((t, built)) => {
                 // New settings: the tunnel is brought up over itself (the
                 // device takes them, the plane adopts what it had): its
                 // routes stay.
@@ -293,22 +322,11 @@ impl Setup {
                 drop(t);
                 *tunnel = Some((self.bring_up(settings).await?, settings));
             }
-            (true, None) => *tunnel = Some((self.bring_up(settings).await?, settings)),
-            (false, Some((t, _))) => {
-                let device = t.device();
-                // Routes leave the device first, and what is already in the
-                // tunnel (ours and the other nodes') arrives; then the device
-                // goes, then its address.
-                self.device.send_replace(None);
-                tracing::info!(device, grace = ?DOWN_GRACE, "no IP pool uses {kind} any more: routes leave the tunnel");
-                tokio::time::sleep(DOWN_GRACE).await;
-                t.stop(self.local).await.with_context(|| format!("taking the {kind} tunnel {device} down"))?;
-                tracing::info!(device, "no IP pool uses {kind} any more: tunnel down");
-                self.address(&[]).await?;
-            }
-            (false, None) => self.remove_kept("no pool uses it").await?,
+            None => *tunnel = Some((self.bring_up(settings).await?, settings)),
         }
-        Ok(())
+        // Published once the tunnel unwraps what other nodes send (again,
+        // if the Node lost it).
+        self.publish(Some(address), true).await.map(drop)
     }
 
     /// A tunnel kept from an earlier run (or left by a failed stop) goes,
@@ -316,6 +334,8 @@ impl Setup {
     async fn remove_kept(&self, why: &str) -> anyhow::Result<()> {
         let kind = self.encap.name();
         let published = self.encap.published(&node_resource(&self.kv, &self.node).await?.spec);
+        // Other nodes stop wrapping for this one first.
+        self.publish(None, false).await?;
         let kept = match &self.encap {
             Encap::Ipip { bpffs, .. } => {
                 let published = published.and_then(|a| ipv4(a).ok());
@@ -326,7 +346,7 @@ impl Setup {
         if kept.with_context(|| format!("removing the kept {kind} tunnel"))? {
             tracing::info!(address = ?published, "{why}: removed the {kind} tunnel kept from before");
         }
-        self.address(&[]).await.map(drop)
+        self.release().await
     }
 
     /// Starts the tunnel as `settings` say (its address and MAC allocated already).
