@@ -1,6 +1,7 @@
 //! The routing information bases and the decision process.
 
 pub mod decision;
+mod entries;
 pub mod export;
 pub mod outbound;
 pub mod policy;

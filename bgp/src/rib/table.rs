@@ -8,8 +8,10 @@
 //! inline in its entry (16 octets in all), two or more on the heap with the
 //! chosen ones in front; IPv4 prefixes are keyed by one 8-octet integer
 //! rather than an 18-octet `IpNet`, in a small hash table per /16
-//! (`v4_index`); IPv6 ones by the address's octets and the length in one
-//! array, in chunks found through a hash table (`v6_index`).
+//! (`v4_index`) whose slot is the prefix's (first) path with the key in its
+//! spare octets (16 octets a slot; a prefix's further paths in a map
+//! beside); IPv6 ones by the address's octets and the length in one array,
+//! in chunks found through a hash table (`v6_index`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -19,7 +21,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
 use super::decision::{Origination, Path, select};
-use super::v4_index::{V4Index, V4Key};
+use super::entries::{Entries, Entry, EntryRef, ManyPaths, Stored, V4Paths};
+use super::v4_index::V4Key;
 use super::v6_index::{Cursor, V6Index, V6Key};
 use crate::packet::{AttrInterner, MpNextHop, PathAttrs};
 
@@ -78,15 +81,6 @@ enum Place {
     V6(Cursor),
 }
 
-/// A path as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stored {
-    attrs: Arc<PathAttrs>,
-    peer: u32,
-    origination: Origination,
-    reachable: bool,
-}
-
 /// A peer, stored once.
 #[derive(Debug, Clone)]
 struct PeerInfo {
@@ -94,40 +88,6 @@ struct PeerInfo {
     addr: IpAddr,
     id: Ipv4Addr,
     paths: usize,
-}
-
-/// The paths to one prefix (a prefix without paths has no entry).
-#[derive(Debug)]
-enum Entry {
-    /// The usual case in a full table: one path, chosen when reachable.
-    One(Stored),
-    /// Two or more paths.
-    Many(Box<ManyPaths>),
-}
-
-/// Two or more paths to a prefix; the first `chosen` of them are the best
-/// and the rest of the multipath set, in order.
-#[derive(Debug)]
-struct ManyPaths {
-    paths: Vec<Stored>,
-    chosen: u8,
-}
-
-impl Entry {
-    fn paths(&self) -> &[Stored] {
-        match self {
-            Entry::One(s) => std::slice::from_ref(s),
-            Entry::Many(m) => &m.paths,
-        }
-    }
-
-    fn chosen(&self) -> &[Stored] {
-        match self {
-            Entry::One(s) if s.reachable => std::slice::from_ref(s),
-            Entry::One(_) => &[],
-            Entry::Many(m) => &m.paths[..usize::from(m.chosen)],
-        }
-    }
 }
 
 /// An IPv4 prefix as a key: address and length in one integer,
@@ -161,7 +121,7 @@ fn v6_net(key: V6Key) -> IpNet {
 pub struct LocRib {
     /// A table per /16: no doubling (and copying) of a full table's worth
     /// of slots as it grows, only of one /16's; prefixes come out in order.
-    v4: V4Index<Entry>,
+    v4: V4Paths,
     v6: V6Index<Entry>,
     interner: AttrInterner,
     max_paths: usize,
@@ -198,7 +158,7 @@ fn path(peers: &[PeerInfo], s: &Stored) -> (PeerKey, Path) {
         origination: s.origination,
         peer_addr: info.addr,
         peer_id: info.id,
-        reachable: s.reachable,
+        reachable: s.reachable(),
     };
     (info.key.clone(), path)
 }
@@ -208,8 +168,8 @@ type Changed = (ChosenPaths, Option<(PeerKey, Path)>);
 
 /// What changed for a prefix: its chosen paths now, when they differ from
 /// `before`.
-fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Option<Changed> {
-    let now = entry.map_or(&[][..], Entry::chosen);
+fn change(entry: Option<EntryRef<'_>>, before: &[Stored], peers: &[PeerInfo]) -> Option<Changed> {
+    let now = entry.map_or(&[][..], EntryRef::chosen);
     (now != before).then(|| {
         let paths = match now {
             // The usual single path, built in place.
@@ -220,41 +180,10 @@ fn change(entry: Option<&Entry>, before: &[Stored], peers: &[PeerInfo]) -> Optio
     })
 }
 
-/// What `announce_in` and `withdraw_in` need of a family's prefix map.
-trait Entries<K> {
-    fn entry_mut(&mut self, key: &K) -> Option<&mut Entry>;
-    fn insert_new(&mut self, key: K, entry: Entry) -> &Entry;
-    fn remove(&mut self, key: &K) -> Option<Entry>;
-}
-
-impl Entries<V4Key> for V4Index<Entry> {
-    fn entry_mut(&mut self, key: &V4Key) -> Option<&mut Entry> {
-        self.get_mut(*key)
-    }
-    fn insert_new(&mut self, key: V4Key, entry: Entry) -> &Entry {
-        V4Index::insert_new(self, key, entry)
-    }
-    fn remove(&mut self, key: &V4Key) -> Option<Entry> {
-        V4Index::remove(self, *key)
-    }
-}
-
-impl Entries<V6Key> for V6Index<Entry> {
-    fn entry_mut(&mut self, key: &V6Key) -> Option<&mut Entry> {
-        self.get_mut(key)
-    }
-    fn insert_new(&mut self, key: V6Key, entry: Entry) -> &Entry {
-        V6Index::insert_new(self, key, entry)
-    }
-    fn remove(&mut self, key: &V6Key) -> Option<Entry> {
-        V6Index::remove(self, key)
-    }
-}
-
 /// Adds or replaces `stored`'s peer's path in `map` at `key`; the new
 /// chosen paths if they changed. `added` tells whether the peer had no
 /// path there before.
-fn announce_in<K>(
+fn announce_in<K: Copy>(
     map: &mut impl Entries<K>,
     key: K,
     stored: Stored,
@@ -262,24 +191,23 @@ fn announce_in<K>(
     max_paths: usize,
     added: &mut bool,
 ) -> Option<Changed> {
-    let Some(entry) = map.entry_mut(&key) else {
+    let Some(entry) = map.get(&key) else {
         *added = true;
-        let entry = map.insert_new(key, Entry::One(stored));
+        let entry = map.insert_new(key, stored);
         return change(Some(entry), &[], peers);
     };
     // The usual replacement: the one path, by the same peer.
-    if let Entry::One(s) = entry
+    if let EntryRef::One(s) = entry
         && s.peer == stored.peer
     {
-        let before = s.reachable.then(|| s.clone());
-        *s = stored;
-        return change(Some(entry), before.as_slice(), peers);
+        let before = s.reachable().then(|| s.clone());
+        if let Some(s) = map.one_mut(&key) {
+            s.replace_path(stored);
+        }
+        return change(map.get(&key), before.as_slice(), peers);
     }
     let before = entry.chosen().to_vec();
-    let mut paths = match std::mem::replace(entry, Entry::One(stored.clone())) {
-        Entry::One(s) => vec![s],
-        Entry::Many(m) => m.paths,
-    };
+    let mut paths = entry.paths().to_vec();
     match paths.iter_mut().find(|s| s.peer == stored.peer) {
         Some(slot) => *slot = stored,
         None => {
@@ -287,47 +215,33 @@ fn announce_in<K>(
             paths.push(stored);
         }
     }
-    if let Some(settled) = settle(paths, peers, max_paths) {
-        *entry = settled;
-    }
-    change(Some(entry), &before, peers)
+    map.set(key, settle(paths, peers, max_paths));
+    change(map.get(&key), &before, peers)
 }
 
 /// Removes `peer`'s path from `map` at `key`; `None` when it had none
 /// there, else the new chosen paths if they changed.
-fn withdraw_in<K>(
+fn withdraw_in<K: Copy>(
     map: &mut impl Entries<K>,
     key: &K,
     peer: u32,
     peers: &[PeerInfo],
     max_paths: usize,
 ) -> Option<Option<Changed>> {
-    let entry = map.entry_mut(key)?;
+    let entry = map.get(key)?;
     let at = entry.paths().iter().position(|s| s.peer == peer)?;
-    // The usual withdrawal: the prefix's one path goes, and the prefix with it.
-    if let Entry::One(_) = entry {
-        let before = match map.remove(key) {
-            Some(Entry::One(s)) if s.reachable => vec![s],
-            _ => Vec::new(),
-        };
-        return Some(change(None, &before, peers));
-    }
     let before = entry.chosen().to_vec();
-    let mut paths = match std::mem::replace(entry, Entry::Many(Box::new(ManyPaths { paths: Vec::new(), chosen: 0 }))) {
-        Entry::One(s) => vec![s],
-        Entry::Many(m) => m.paths,
+    // The usual withdrawal: the prefix's one path goes, and the prefix with it.
+    let settled = match entry {
+        EntryRef::One(_) => None,
+        EntryRef::Many(_) => {
+            let mut paths = entry.paths().to_vec();
+            paths.remove(at);
+            settle(paths, peers, max_paths)
+        }
     };
-    paths.remove(at);
-    match settle(paths, peers, max_paths) {
-        Some(settled) => {
-            *entry = settled;
-            Some(change(Some(entry), &before, peers))
-        }
-        None => {
-            map.remove(key);
-            Some(change(None, &before, peers))
-        }
-    }
+    map.set(*key, settled);
+    Some(change(map.get(key), &before, peers))
 }
 
 impl LocRib {
@@ -359,17 +273,17 @@ impl LocRib {
         }
     }
 
-    fn entry(&self, prefix: &IpNet) -> Option<&Entry> {
+    fn entry(&self, prefix: &IpNet) -> Option<EntryRef<'_>> {
         match prefix {
-            IpNet::V4(net) => self.v4.get(v4_key(net)),
-            IpNet::V6(net) => self.v6.get(&v6_key(net)),
+            IpNet::V4(net) => self.v4.get(&v4_key(net)),
+            IpNet::V6(net) => Entries::get(&self.v6, &v6_key(net)),
         }
     }
 
     /// Every prefix after `after` (from the first when `None`) and its
     /// entry, with where a walk resumes after each: IPv4 prefixes in
     /// order, then IPv6 ones in `v6_index`'s order.
-    fn entries_after(&self, after: Option<Walk>) -> impl Iterator<Item = (Walk, IpNet, &Entry)> + '_ {
+    fn entries_after(&self, after: Option<Walk>) -> impl Iterator<Item = (Walk, IpNet, EntryRef<'_>)> + '_ {
         let (v4_after, v6_after) = match after {
             None => (Some(None), None),
             Some(Walk(Place::V4(key))) => (Some(Some(key)), None),
@@ -377,22 +291,17 @@ impl LocRib {
         };
         let v4 =
             v4_after.into_iter().flat_map(|a| self.v4.iter_after(a)).map(|(k, e)| (Walk(Place::V4(k)), v4_net(k), e));
-        v4.chain(self.v6.iter_after(v6_after).map(|(c, k, e)| (Walk(Place::V6(c)), v6_net(*k), e)))
+        v4.chain(self.v6.iter_after(v6_after).map(|(c, k, e)| (Walk(Place::V6(c)), v6_net(*k), e.as_ref())))
     }
 
-    fn entries(&self) -> impl Iterator<Item = (IpNet, &Entry)> + '_ {
+    fn entries(&self) -> impl Iterator<Item = (IpNet, EntryRef<'_>)> + '_ {
         self.entries_after(None).map(|(_, prefix, e)| (prefix, e))
     }
 
     /// Adds or replaces `peer`'s path to `prefix`.
     pub fn announce(&mut self, peer: &PeerKey, prefix: IpNet, path: Path) -> Option<BestChange> {
         let index = self.peer(peer, &path);
-        let stored = Stored {
-            attrs: self.interner.intern(path.attrs),
-            peer: index,
-            origination: path.origination,
-            reachable: path.reachable,
-        };
+        let stored = Stored::new(self.interner.intern(path.attrs), index, path.origination, path.reachable);
         let (peers, max_paths, mut added) = (&self.peers, self.max_paths, false);
         let changed = match prefix {
             IpNet::V4(net) => announce_in(&mut self.v4, v4_key(&net), stored, peers, max_paths, &mut added),
@@ -409,7 +318,7 @@ impl LocRib {
     /// announces or withdraws, so the memory access overlaps with work.
     pub fn prefetch(&self, prefix: &IpNet) {
         if let IpNet::V4(net) = prefix {
-            self.v4.prefetch(v4_key(net));
+            self.v4.index.prefetch(v4_key(net));
         }
     }
 
@@ -508,12 +417,12 @@ impl LocRib {
 
     /// How many prefixes have at least one path.
     pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
+        self.v4.index.len() + self.v6.len()
     }
 
     /// Whether the RIB holds no path.
     pub fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
+        self.v4.index.is_empty() && self.v6.is_empty()
     }
 
     /// Distinct attribute sets held.
@@ -599,10 +508,81 @@ mod tests {
         assert_eq!(rib.withdraw(&key("2"), p).unwrap().paths.len(), 2);
     }
 
+    proptest::proptest! {
+        /// Any run of announcements (reachable or not), withdrawals and
+        /// sessions ending, over prefixes of one /16 and IPv6, leaves each
+        /// prefix with the chosen paths the decision process picks from its
+        /// paths held apart, reports a change exactly when they change, and
+        /// counts and walks what is held (the IPv4 tables' slots keep
+        /// their keys and say rightly when a prefix has more paths).
+        #[test]
+        fn the_rib_holds_what_the_decision_process_picks(
+            max_paths in 1usize..3,
+            ops in proptest::collection::vec((0u8..4, 1u8..4, 0usize..6, 0u32..3, proptest::bool::weighted(0.8)), 1..80),
+        ) {
+            use std::collections::BTreeMap;
+            let prefixes: Vec<IpNet> = ["198.18.0.0/16", "198.18.1.0/24", "198.18.1.0/25", "198.18.200.0/24", "2001:db8::/32", "2001:db8::/48"]
+                .iter()
+                .map(|p| p.parse().unwrap())
+                .collect();
+            let mut rib = LocRib::new(max_paths);
+            let mut model: BTreeMap<IpNet, BTreeMap<u8, Path>> = BTreeMap::new();
+            let chosen = |paths: Option<&BTreeMap<u8, Path>>| -> Vec<(PeerKey, Path)> {
+                let Some(paths) = paths else { return Vec::new() };
+                let (peers, candidates): (Vec<u8>, Vec<Path>) = paths.iter().map(|(k, v)| (*k, v.clone())).unzip();
+                let Some(s) = select(&candidates, max_paths) else { return Vec::new() };
+                s.multipath.iter().map(|&i| (key(&peers[i].to_string()), candidates[i].clone())).collect()
+            };
+            for (op, peer, at, lp, reachable) in ops {
+                let prefix = prefixes[at];
+                let before = chosen(model.get(&prefix));
+                let got = match op {
+                    0 | 1 => {
+                        let p = Path { reachable, ..path(peer, 100 + lp) };
+                        model.entry(prefix).or_default().insert(peer, p.clone());
+                        rib.announce(&key(&peer.to_string()), prefix, p)
+                    }
+                    2 => {
+                        if let Some(paths) = model.get_mut(&prefix) {
+                            paths.remove(&peer);
+                        }
+                        rib.withdraw(&key(&peer.to_string()), prefix)
+                    }
+                    _ => {
+                        model.values_mut().for_each(|paths| { paths.remove(&peer); });
+                        rib.peer_down_from(&key(&peer.to_string()), None, usize::MAX);
+                        None
+                    }
+                };
+                model.retain(|_, paths| !paths.is_empty());
+                let now = chosen(model.get(&prefix));
+                if op < 3 {
+                    let want = (now != before).then(|| now.clone());
+                    proptest::prop_assert_eq!(got.map(|c| c.paths.to_vec()), want, "the change of {}", prefix);
+                }
+                for p in &prefixes {
+                    proptest::prop_assert_eq!(rib.best(p), chosen(model.get(p)), "the chosen paths of {}", p);
+                }
+                proptest::prop_assert_eq!(rib.len(), model.len());
+                for peer in 1u8..4 {
+                    let held = model.values().filter(|paths| paths.contains_key(&peer)).count();
+                    proptest::prop_assert_eq!(rib.paths_from(&key(&peer.to_string())), held);
+                }
+                // IPv4 prefixes in order, then IPv6 ones in the index's order.
+                let mut walked: Vec<IpNet> = rib.best_paths().map(|(p, _)| p).collect();
+                let v4 = walked.iter().take_while(|p| matches!(p, IpNet::V4(_))).count();
+                walked[v4..].sort();
+                let want: Vec<IpNet> = model.keys().filter(|p| !chosen(model.get(p)).is_empty()).copied().collect();
+                proptest::prop_assert_eq!(walked, want);
+            }
+        }
+    }
+
     #[test]
     fn an_entry_with_one_path_takes_16_octets() {
         assert_eq!(std::mem::size_of::<Stored>(), 16);
         assert_eq!(std::mem::size_of::<Entry>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Stored>>(), 16, "an IPv4 table's slot, its key inside");
     }
 
     #[test]

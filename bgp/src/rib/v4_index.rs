@@ -30,7 +30,19 @@ pub(super) type V4Key = u64;
 
 /// A prefix within its /16: the address's low 16 bits, then the length
 /// (six bits); ordered as the keys are.
-type SubKey = u32;
+pub(super) type SubKey = u32;
+
+/// A value that holds its own key within its /16 (22 bits), so that a
+/// slot is the value alone: a key beside a 16-octet value would make a
+/// slot of 24 (its alignment), and slots are most of a full table's
+/// memory. The index sets it when the value goes in and reads it to
+/// probe; whoever changes a value in place leaves it be.
+pub(super) trait Keyed {
+    /// The key the index set.
+    fn sub_key(&self) -> SubKey;
+    /// Sets the key (the index's, when the value goes in).
+    fn set_sub_key(&mut self, sub: SubKey);
+}
 
 /// The smallest table a /16 with prefixes gets.
 const MIN_SLOTS: usize = 8;
@@ -39,7 +51,7 @@ const MIN_SLOTS: usize = 8;
 #[derive(Debug)]
 struct Bucket<V> {
     /// The slots (any number, at least `MIN_SLOTS`), or none while the /16 is empty.
-    slots: Box<[Option<(SubKey, V)>]>,
+    slots: Box<[Option<V>]>,
     len: usize,
 }
 
@@ -83,7 +95,7 @@ fn mix(sub: SubKey, seed: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-impl<V> Bucket<V> {
+impl<V: Keyed> Bucket<V> {
     /// Where `sub`'s probe starts: its hash scaled to the table's slots
     /// (the top 32 bits times the slots, over 2^32: uniform, and below the slots).
     fn home(&self, sub: SubKey, seed: u64) -> usize {
@@ -109,7 +121,7 @@ impl<V> Bucket<V> {
         loop {
             match &self.slots[i] {
                 None => return None,
-                Some((k, _)) if *k == sub => return Some(i),
+                Some(v) if v.sub_key() == sub => return Some(i),
                 Some(_) => i = self.next(i),
             }
         }
@@ -118,12 +130,13 @@ impl<V> Bucket<V> {
     /// Puts `sub` (not held) in; the slot it went to. Linear probing
     /// needs room: at 3/4 full an insert probes about 8 slots on average
     /// (at 7/8, 32), so the table grows there.
-    fn insert_new(&mut self, sub: SubKey, value: V, seed: u64) -> usize {
+    fn insert_new(&mut self, sub: SubKey, mut value: V, seed: u64) -> usize {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.resize((self.slots.len() + self.slots.len() / 4).max(MIN_SLOTS), seed);
         }
         let i = self.vacant(sub, seed);
-        self.slots[i] = Some((sub, value));
+        value.set_sub_key(sub);
+        self.slots[i] = Some(value);
         self.len += 1;
         i
     }
@@ -140,13 +153,13 @@ impl<V> Bucket<V> {
 
     /// Takes the value at slot `at` out, closing the gap behind it.
     fn remove_at(&mut self, at: usize, seed: u64) -> Option<V> {
-        let (_, value) = self.slots[at].take()?;
+        let value = self.slots[at].take()?;
         self.len -= 1;
         // Backward-shift deletion: a later entry of the same run moves
         // into the hole unless that would put it before its home slot.
         let (mut hole, mut j) = (at, self.next(at));
-        while let Some((k, _)) = &self.slots[j] {
-            let home = self.home(*k, seed);
+        while let Some(v) = &self.slots[j] {
+            let home = self.home(v.sub_key(), seed);
             if self.distance(home, j) >= self.distance(hole, j) {
                 self.slots.swap(hole, j);
                 hole = j;
@@ -168,9 +181,9 @@ impl<V> Bucket<V> {
         // growing by a quarter moves each entry about four times; through
         // `insert_new`, a call and a growth check per move, a million
         // inserts in the full-table bench's order took ~10 % longer).
-        for (sub, value) in old.into_vec().into_iter().flatten() {
-            let i = self.vacant(sub, seed);
-            self.slots[i] = Some((sub, value));
+        for value in old.into_vec().into_iter().flatten() {
+            let i = self.vacant(value.sub_key(), seed);
+            self.slots[i] = Some(value);
         }
     }
 
@@ -178,7 +191,7 @@ impl<V> Bucket<V> {
     /// those are sorted (a walk resumed in a large /16, as a reflector's
     /// tables are sent in chunks, sorts less and less of it).
     fn sorted_after(&self, after: Option<SubKey>) -> Vec<(SubKey, &V)> {
-        let held = self.slots.iter().flatten().map(|(k, v)| (*k, v));
+        let held = self.slots.iter().flatten().map(|v| (v.sub_key(), v));
         let mut held: Vec<(SubKey, &V)> = held.filter(|(k, _)| after.is_none_or(|a| *k > a)).collect();
         held.sort_unstable_by_key(|(k, _)| *k);
         held
@@ -204,7 +217,7 @@ impl<V> Default for V4Index<V> {
     }
 }
 
-impl<V> V4Index<V> {
+impl<V: Keyed> V4Index<V> {
     /// The bucket of `key`'s /16, if its /8 has buckets.
     fn bucket_of(&self, key: V4Key) -> Option<&Bucket<V>> {
         let b = bucket(key);
@@ -219,17 +232,15 @@ impl<V> V4Index<V> {
     /// The value at `key`.
     pub(super) fn get(&self, key: V4Key) -> Option<&V> {
         let b = self.bucket_of(key)?;
-        let (_, value) = b.slots[b.find(sub_key(key), self.seed)?].as_ref()?;
-        Some(value)
+        b.slots[b.find(sub_key(key), self.seed)?].as_ref()
     }
 
-    /// The value at `key`, to change in place.
+    /// The value at `key`, to change in place (its key left as it is).
     pub(super) fn get_mut(&mut self, key: V4Key) -> Option<&mut V> {
         let seed = self.seed;
         let b = self.bucket_of_mut(key)?;
         let at = b.find(sub_key(key), seed)?;
-        let (_, value) = b.slots[at].as_mut()?;
-        Some(value)
+        b.slots[at].as_mut()
     }
 
     /// Puts `value` at `key`, which holds nothing yet (the caller looked).
@@ -243,7 +254,7 @@ impl<V> V4Index<V> {
         let b = &mut block[b & 0xff];
         let at = b.insert_new(sub_key(key), value, self.seed);
         match &mut b.slots[at] {
-            Some((_, value)) => value,
+            Some(value) => value,
             None => unreachable!("insert_new filled this slot"),
         }
     }
@@ -303,29 +314,52 @@ mod tests {
         (u64::from(addr) << 8) | u64::from(len)
     }
 
+    /// A value with room for its key (none set until it goes in).
+    #[derive(Debug, Clone, Copy)]
+    struct Val(SubKey, u64);
+
+    impl Keyed for Val {
+        fn sub_key(&self) -> SubKey {
+            self.0
+        }
+        fn set_sub_key(&mut self, sub: SubKey) {
+            self.0 = sub;
+        }
+    }
+
+    fn val(v: u64) -> Val {
+        Val(SubKey::MAX, v)
+    }
+
+    /// What `index` holds at `k`.
+    fn at(index: &V4Index<Val>, k: V4Key) -> Option<u64> {
+        index.get(k).map(|v| v.1)
+    }
+
     #[test]
     fn keys_come_out_in_order_across_buckets_and_emptied_buckets_free_their_table() {
         let mut index = V4Index::default();
         let keys = [key(0xf001_0000, 24), key(0x0a00_0000, 8), key(0x0a00_0000, 16), key(0, 0), key(0x0a00_0100, 24)];
         for k in keys {
-            index.insert_new(k, k);
+            index.insert_new(k, val(k));
         }
         assert_eq!(index.len(), 5);
         let mut sorted = keys;
         sorted.sort_unstable();
         assert_eq!(index.iter_after(None).map(|(k, _)| k).collect::<Vec<_>>(), sorted);
-        assert_eq!(index.get(keys[1]), Some(&keys[1]));
+        assert_eq!(at(&index, keys[1]), Some(keys[1]));
+        assert!(index.iter_after(None).all(|(k, v)| sub_key(k) == v.0), "each value holds its key");
         let after: Vec<V4Key> = index.iter_after(Some(sorted[1])).map(|(k, _)| k).collect();
         assert_eq!(after, sorted[2..], "a walk resumes after its key");
-        assert_eq!(index.remove(keys[0]), Some(keys[0]));
-        assert_eq!((index.len(), index.get(keys[0])), (4, None));
-        assert_eq!(index.remove(keys[0]), None);
+        assert_eq!(index.remove(keys[0]).map(|v| v.1), Some(keys[0]));
+        assert_eq!((index.len(), at(&index, keys[0])), (4, None));
+        assert!(index.remove(keys[0]).is_none());
         assert!(index.bucket_of(keys[0]).unwrap().slots.is_empty(), "an emptied /16 holds no table");
         assert!(index.bucket_of(key(0xc000_0200, 24)).is_none(), "a /8 no prefix came to has no buckets");
         let elsewhere = key(0xc000_0200, 24);
-        assert_eq!(index.remove(elsewhere), None);
-        *index.get_mut(keys[4]).unwrap() = 7;
-        assert_eq!(index.get(keys[4]), Some(&7));
+        assert!(index.remove(elsewhere).is_none());
+        index.get_mut(keys[4]).unwrap().1 = 7;
+        assert_eq!(at(&index, keys[4]), Some(7));
         for k in &keys[1..] {
             index.remove(*k);
         }
@@ -336,14 +370,14 @@ mod tests {
     fn a_table_grows_by_a_quarter_and_so_stays_over_three_fifths_full() {
         let mut index = V4Index::default();
         for n in 1..4096u32 {
-            index.insert_new(key(0xc612_0000 | (n << 4), 28), n);
+            index.insert_new(key(0xc612_0000 | (n << 4), 28), val(u64::from(n)));
             let b = index.bucket_of(key(0xc612_0000, 16)).unwrap();
             assert!(b.len * 4 <= b.slots.len() * 3, "{} in {} slots: over 3/4 full", b.len, b.slots.len());
             if b.len > 64 {
                 assert!(b.len * 5 >= b.slots.len() * 3, "{} in {} slots: under 3/5 full", b.len, b.slots.len());
             }
         }
-        assert!((1..4096u32).all(|n| index.get(key(0xc612_0000 | (n << 4), 28)) == Some(&n)));
+        assert!((1..4096u32).all(|n| at(&index, key(0xc612_0000 | (n << 4), 28)) == Some(u64::from(n))));
     }
 
     proptest! {
@@ -358,7 +392,7 @@ mod tests {
                 1..600,
             )
         ) {
-            let (mut index, mut model) = (V4Index::default(), BTreeMap::new());
+            let (mut index, mut model) = (V4Index::<Val>::default(), BTreeMap::new());
             for (insert, net16, low, len) in ops {
                 // A valid prefix: its host bits cleared, as decoding leaves them.
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
@@ -366,12 +400,12 @@ mod tests {
                 if insert {
                     let value = u64::from(low);
                     match index.get_mut(k) {
-                        Some(v) => *v = value,
-                        None => { index.insert_new(k, value); }
+                        Some(v) => v.1 = value,
+                        None => { index.insert_new(k, val(value)); }
                     }
                     model.insert(k, value);
                 } else {
-                    prop_assert_eq!(index.remove(k), model.remove(&k));
+                    prop_assert_eq!(index.remove(k).map(|v| v.1), model.remove(&k));
                 }
                 prop_assert_eq!(index.len(), model.len());
             }
@@ -381,7 +415,7 @@ mod tests {
                     prop_assert_eq!(b.len, b.slots.iter().flatten().count());
                 }
             }
-            let held: Vec<(V4Key, u64)> = index.iter_after(None).map(|(k, v)| (k, *v)).collect();
+            let held: Vec<(V4Key, u64)> = index.iter_after(None).map(|(k, v)| (k, v.1)).collect();
             let want: Vec<(V4Key, u64)> = model.clone().into_iter().collect();
             prop_assert_eq!(held, want);
             // A walk resumed after any key held (or not held) meets what comes after it.

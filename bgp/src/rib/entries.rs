@@ -1,0 +1,246 @@
+//! How the Loc-RIB holds a prefix's paths: a stored path (16 octets), a
+//! prefix's entry (its one path inline, or two or more on the heap), and
+//! the IPv4 tables whose slot is a prefix's path itself, its key inside.
+
+use std::sync::Arc;
+
+use super::decision::Origination;
+use super::v4_index::{Keyed, SubKey, V4Index, V4Key};
+use super::v6_index::{V6Index, V6Key};
+use crate::packet::PathAttrs;
+
+/// A path as stored: 16 octets. The last three hold whether it is
+/// reachable and room the IPv4 tables use (`V4Paths`): a slot there is the
+/// prefix's path itself, with the prefix's key and whether it has more
+/// paths in that room. Equal paths are equal whatever the room holds.
+#[derive(Debug, Clone)]
+pub(super) struct Stored {
+    pub(super) attrs: Arc<PathAttrs>,
+    pub(super) peer: u32,
+    pub(super) origination: Origination,
+    /// Bit 0: reachable; bits 1–22: the key (`Keyed`); bit 23: more paths.
+    bits: [u8; 3],
+}
+
+const REACHABLE: u32 = 1;
+const KEY_SHIFT: u32 = 1;
+const KEY_MASK: u32 = 0x3f_ffff << KEY_SHIFT;
+const MANY: u32 = 1 << 23;
+
+impl Stored {
+    pub(super) fn new(attrs: Arc<PathAttrs>, peer: u32, origination: Origination, reachable: bool) -> Stored {
+        Stored { attrs, peer, origination, bits: [u8::from(reachable), 0, 0] }
+    }
+
+    fn bits(&self) -> u32 {
+        let [a, b, c] = self.bits;
+        u32::from_le_bytes([a, b, c, 0])
+    }
+
+    fn set_bits(&mut self, bits: u32) {
+        let [a, b, c, _] = bits.to_le_bytes();
+        self.bits = [a, b, c];
+    }
+
+    pub(super) fn reachable(&self) -> bool {
+        self.bits() & REACHABLE != 0
+    }
+
+    /// (An IPv4 slot's:) whether the prefix's paths are in `V4Paths::many`.
+    fn many(&self) -> bool {
+        self.bits() & MANY != 0
+    }
+
+    fn set_many(&mut self, many: bool) {
+        self.set_bits(if many { self.bits() | MANY } else { self.bits() & !MANY });
+    }
+
+    /// Becomes `path`, keeping its own room (an IPv4 slot's key and flag).
+    pub(super) fn replace_path(&mut self, path: Stored) {
+        let room = self.bits() & !REACHABLE;
+        *self = path;
+        self.set_bits((self.bits() & REACHABLE) | room);
+    }
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Stored) -> bool {
+        (self.attrs == other.attrs && self.peer == other.peer && self.origination == other.origination)
+            && self.reachable() == other.reachable()
+    }
+}
+
+impl Eq for Stored {}
+
+impl Keyed for Stored {
+    fn sub_key(&self) -> SubKey {
+        (self.bits() & KEY_MASK) >> KEY_SHIFT
+    }
+
+    fn set_sub_key(&mut self, sub: SubKey) {
+        self.set_bits((self.bits() & !KEY_MASK) | ((sub << KEY_SHIFT) & KEY_MASK));
+    }
+}
+
+/// The paths to one prefix (a prefix without paths has no entry).
+#[derive(Debug)]
+pub(super) enum Entry {
+    /// The usual case in a full table: one path, chosen when reachable.
+    One(Stored),
+    /// Two or more paths.
+    Many(Box<ManyPaths>),
+}
+
+/// Two or more paths to a prefix; the first `chosen` of them are the best
+/// and the rest of the multipath set, in order.
+#[derive(Debug)]
+pub(super) struct ManyPaths {
+    pub(super) paths: Vec<Stored>,
+    pub(super) chosen: u8,
+}
+
+impl Entry {
+    pub(super) fn as_ref(&self) -> EntryRef<'_> {
+        match self {
+            Entry::One(s) => EntryRef::One(s),
+            Entry::Many(m) => EntryRef::Many(m),
+        }
+    }
+}
+
+/// A prefix's paths, as found.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum EntryRef<'a> {
+    One(&'a Stored),
+    Many(&'a ManyPaths),
+}
+
+impl<'a> EntryRef<'a> {
+    pub(super) fn paths(self) -> &'a [Stored] {
+        match self {
+            EntryRef::One(s) => std::slice::from_ref(s),
+            EntryRef::Many(m) => &m.paths,
+        }
+    }
+
+    pub(super) fn chosen(self) -> &'a [Stored] {
+        match self {
+            EntryRef::One(s) if s.reachable() => std::slice::from_ref(s),
+            EntryRef::One(_) => &[],
+            EntryRef::Many(m) => &m.paths[..usize::from(m.chosen)],
+        }
+    }
+}
+
+/// The IPv4 prefixes' paths: each prefix's path (its first, when it has
+/// more) in its /16's table with the prefix's key in the path's room, a
+/// slot of 16 octets (a key beside a 16-octet entry took 24, and the
+/// slots are most of a full table's memory). A prefix with two or more
+/// paths has them all in `many` too, as its slot says.
+#[derive(Debug, Default)]
+pub(super) struct V4Paths {
+    pub(super) index: V4Index<Stored>,
+    many: foldhash::HashMap<V4Key, Box<ManyPaths>>,
+}
+
+impl V4Paths {
+    /// The paths of the prefix at `key`, whose slot holds `first`.
+    fn view<'a>(&'a self, key: V4Key, first: &'a Stored) -> Option<EntryRef<'a>> {
+        match first.many() {
+            true => self.many.get(&key).map(|m| EntryRef::Many(m)),
+            false => Some(EntryRef::One(first)),
+        }
+    }
+
+    pub(super) fn iter_after(&self, after: Option<V4Key>) -> impl Iterator<Item = (V4Key, EntryRef<'_>)> + '_ {
+        self.index.iter_after(after).filter_map(|(key, first)| Some((key, self.view(key, first)?)))
+    }
+
+    /// Puts `first` in `key`'s slot (held or new), flagged with whether the
+    /// prefix's paths are in `many`.
+    fn put_first(&mut self, key: V4Key, mut first: Stored, many: bool) {
+        match self.index.get_mut(key) {
+            Some(slot) => {
+                slot.replace_path(first);
+                slot.set_many(many);
+            }
+            None => {
+                first.set_many(many);
+                self.index.insert_new(key, first);
+            }
+        }
+    }
+}
+
+/// What `announce_in` and `withdraw_in` need of a family's prefix map.
+pub(super) trait Entries<K> {
+    fn get(&self, key: &K) -> Option<EntryRef<'_>>;
+    /// The prefix's path when it has one only, to change in place
+    /// (`Stored::replace_path`).
+    fn one_mut(&mut self, key: &K) -> Option<&mut Stored>;
+    /// Puts in the one path of a prefix that has none.
+    fn insert_new(&mut self, key: K, stored: Stored) -> EntryRef<'_>;
+    /// Sets the prefix's entry (none: the prefix goes).
+    fn set(&mut self, key: K, entry: Option<Entry>);
+}
+
+impl Entries<V4Key> for V4Paths {
+    fn get(&self, key: &V4Key) -> Option<EntryRef<'_>> {
+        self.view(*key, self.index.get(*key)?)
+    }
+    fn one_mut(&mut self, key: &V4Key) -> Option<&mut Stored> {
+        self.index.get_mut(*key).filter(|s| !s.many())
+    }
+    fn insert_new(&mut self, key: V4Key, mut stored: Stored) -> EntryRef<'_> {
+        stored.set_many(false);
+        EntryRef::One(self.index.insert_new(key, stored))
+    }
+    fn set(&mut self, key: V4Key, entry: Option<Entry>) {
+        match entry.map(|e| (e.as_ref().paths().first().cloned(), e)) {
+            Some((Some(first), Entry::Many(m))) => {
+                self.many.insert(key, m);
+                self.put_first(key, first, true);
+            }
+            Some((Some(first), Entry::One(_))) => {
+                if self.index.get(key).is_some_and(Stored::many) {
+                    self.many.remove(&key);
+                }
+                self.put_first(key, first, false);
+            }
+            // No path left.
+            _ => {
+                if self.index.remove(key).is_some_and(|s| s.many()) {
+                    self.many.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+impl Entries<V6Key> for V6Index<Entry> {
+    fn get(&self, key: &V6Key) -> Option<EntryRef<'_>> {
+        V6Index::get(self, key).map(Entry::as_ref)
+    }
+    fn one_mut(&mut self, key: &V6Key) -> Option<&mut Stored> {
+        match self.get_mut(key) {
+            Some(Entry::One(s)) => Some(s),
+            _ => None,
+        }
+    }
+    fn insert_new(&mut self, key: V6Key, stored: Stored) -> EntryRef<'_> {
+        V6Index::insert_new(self, key, Entry::One(stored)).as_ref()
+    }
+    fn set(&mut self, key: V6Key, entry: Option<Entry>) {
+        match entry {
+            Some(entry) => match self.get_mut(&key) {
+                Some(held) => *held = entry,
+                None => {
+                    V6Index::insert_new(self, key, entry);
+                }
+            },
+            None => {
+                V6Index::remove(self, &key);
+            }
+        }
+    }
+}
