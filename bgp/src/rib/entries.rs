@@ -180,8 +180,10 @@ pub(super) trait Entries<K> {
     fn one_mut(&mut self, key: &K) -> Option<&mut Stored>;
     /// Puts in the one path of a prefix that has none.
     fn insert_new(&mut self, key: K, stored: Stored) -> EntryRef<'_>;
-    /// Sets the prefix's entry (none: the prefix goes).
-    fn set(&mut self, key: K, entry: Option<Entry>);
+    /// Sets the entry of a prefix that has one.
+    fn set(&mut self, key: K, entry: Entry);
+    /// Takes the prefix's entry out.
+    fn remove(&mut self, key: &K) -> Option<Entry>;
 }
 
 impl Entries<V4Key> for V4Paths {
@@ -195,24 +197,28 @@ impl Entries<V4Key> for V4Paths {
         stored.set_many(false);
         EntryRef::One(self.index.insert_new(key, stored))
     }
-    fn set(&mut self, key: V4Key, entry: Option<Entry>) {
-        match entry.map(|e| (e.as_ref().paths().first().cloned(), e)) {
-            Some((Some(first), Entry::Many(m))) => {
-                self.many.insert(key, m);
-                self.put_first(key, first, true);
-            }
-            Some((Some(first), Entry::One(_))) => {
+    fn set(&mut self, key: V4Key, entry: Entry) {
+        match entry {
+            Entry::One(first) => {
                 if self.index.get(key).is_some_and(Stored::many) {
                     self.many.remove(&key);
                 }
                 self.put_first(key, first, false);
             }
-            // No path left.
-            _ => {
-                if self.index.remove(key).is_some_and(|s| s.many()) {
-                    self.many.remove(&key);
+            Entry::Many(m) => match m.paths.first().cloned() {
+                Some(first) => {
+                    self.many.insert(key, m);
+                    self.put_first(key, first, true);
                 }
-            }
+                None => drop(self.remove(&key)),
+            },
+        }
+    }
+    fn remove(&mut self, key: &V4Key) -> Option<Entry> {
+        let first = self.index.remove(*key)?;
+        match first.many() {
+            true => self.many.remove(key).map(Entry::Many),
+            false => Some(Entry::One(first)),
         }
     }
 }
@@ -230,17 +236,15 @@ impl Entries<V6Key> for V6Index<Entry> {
     fn insert_new(&mut self, key: V6Key, stored: Stored) -> EntryRef<'_> {
         V6Index::insert_new(self, key, Entry::One(stored)).as_ref()
     }
-    fn set(&mut self, key: V6Key, entry: Option<Entry>) {
-        match entry {
-            Some(entry) => match self.get_mut(&key) {
-                Some(held) => *held = entry,
-                None => {
-                    V6Index::insert_new(self, key, entry);
-                }
-            },
+    fn set(&mut self, key: V6Key, entry: Entry) {
+        match self.get_mut(&key) {
+            Some(held) => *held = entry,
             None => {
-                V6Index::remove(self, &key);
+                V6Index::insert_new(self, key, entry);
             }
         }
+    }
+    fn remove(&mut self, key: &V6Key) -> Option<Entry> {
+        V6Index::remove(self, key)
     }
 }

@@ -215,7 +215,9 @@ fn announce_in<K: Copy>(
             paths.push(stored);
         }
     }
-    map.set(key, settle(paths, peers, max_paths));
+    if let Some(settled) = settle(paths, peers, max_paths) {
+        map.set(key, settled);
+    }
     change(map.get(&key), &before, peers)
 }
 
@@ -230,17 +232,21 @@ fn withdraw_in<K: Copy>(
 ) -> Option<Option<Changed>> {
     let entry = map.get(key)?;
     let at = entry.paths().iter().position(|s| s.peer == peer)?;
-    let before = entry.chosen().to_vec();
     // The usual withdrawal: the prefix's one path goes, and the prefix with it.
-    let settled = match entry {
-        EntryRef::One(_) => None,
-        EntryRef::Many(_) => {
-            let mut paths = entry.paths().to_vec();
-            paths.remove(at);
-            settle(paths, peers, max_paths)
-        }
-    };
-    map.set(*key, settled);
+    if let EntryRef::One(_) = entry {
+        let before = match map.remove(key) {
+            Some(Entry::One(s)) if s.reachable() => vec![s],
+            _ => Vec::new(),
+        };
+        return Some(change(None, &before, peers));
+    }
+    let before = entry.chosen().to_vec();
+    let mut paths = entry.paths().to_vec();
+    paths.remove(at);
+    match settle(paths, peers, max_paths) {
+        Some(settled) => map.set(*key, settled),
+        None => drop(map.remove(key)),
+    }
     Some(change(map.get(key), &before, peers))
 }
 
