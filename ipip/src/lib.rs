@@ -110,7 +110,7 @@ impl Tunnel {
 
 /// Removes a tunnel kept from an earlier run once no pool asks for IPIP:
 /// the eBPF plane's device, program and pinned maps, and `tunnel_address`
-/// (the one the node published) on `tunl0`; whether there was any.
+/// (the node's tunnel address) on `tunl0`; whether there was any.
 pub async fn remove_kept(local: Ipv4Addr, tunnel_address: Option<Ipv4Addr>, bpffs: &Path) -> Result<bool, TunnelError> {
     let plane = ebpf::remove(local, bpffs).await?;
     let address = match tunnel_address {

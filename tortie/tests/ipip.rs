@@ -185,9 +185,20 @@ fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     d[0].kill_now();
     let kept = c.nodes[0].ip(&["route", "show", "198.18.0.128/26"]).unwrap();
     assert!(kept.contains("dev tortie-ipip"), "the route through the tunnel stays while the daemon is down: {kept}");
-    // Meanwhile n1's Node loses its tunnel address: the other nodes no
-    // longer wrap what they send n1 (a node publishes it only while its
-    // tunnel unwraps). n2 reaches n1's block natively.
+    d[0] = c.start(0);
+    wait_until("n1's new daemon to adopt the kept maps", || {
+        d[0].log().contains("IPIP: adopted the maps kept from before the restart")
+    });
+    wait_until("pods on n1 and n3 to reach each other again", || {
+        a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
+    });
+
+    // n1's daemon dies again, and meanwhile its Node loses its tunnel
+    // address (as a node taking its tunnel down withdraws it): the other
+    // nodes stop wrapping what they send n1 (n2 reaches n1's block
+    // natively); n1's next daemon, its tunnel up, publishes the address
+    // again, and they wrap again.
+    d[0].kill_now();
     let n2_to_n1 = |how: &str| {
         ["blackhole 198.18.0.64/26".to_string(), format!("198.18.0.0/26 via 192.0.2.1 {how}")]
             .into_iter()
@@ -201,13 +212,6 @@ fn the_tunnel_follows_the_pools_up_and_down_and_outlives_a_daemon_restart() {
     c.apply(&n1.to_string());
     wait_routes(&c.nodes[1], &n2_to_n1("dev eth0"), &d[1]);
     d[0] = c.start(0);
-    wait_until("n1's new daemon to adopt the kept maps", || {
-        d[0].log().contains("IPIP: adopted the maps kept from before the restart")
-    });
-    wait_until("pods on n1 and n3 to reach each other again", || {
-        a.ping(z.addr, 1, "0.2").is_ok_and(|out| out.contains(" 0% packet loss"))
-    });
-    // The new daemon published n1's tunnel address again: n2 wraps again.
     wait_routes(&c.nodes[1], &n2_to_n1("dev tortie-ipip onlink"), &d[1]);
     assert!(tunnel_addr(&c, "n1").is_some());
 

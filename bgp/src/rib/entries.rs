@@ -139,7 +139,7 @@ impl<'a> EntryRef<'a> {
 /// paths has them all in `many` too, as its slot says.
 #[derive(Debug, Default)]
 pub(super) struct V4Paths {
-    pub(super) index: V4Index<Stored>,
+    index: V4Index<Stored>,
     many: foldhash::HashMap<V4Key, Box<ManyPaths>>,
 }
 
@@ -147,8 +147,42 @@ impl V4Paths {
     /// The paths of the prefix at `key`, whose slot holds `first`.
     fn view<'a>(&'a self, key: V4Key, first: &'a Stored) -> Option<EntryRef<'a>> {
         match first.many() {
-            true => self.many.get(&key).map(|m| EntryRef::Many(m)),
+            true => {
+                let many = self.many.get(&key);
+                debug_assert!(many.is_some(), "a slot flagged with more paths has them in the map");
+                many.map(|m| EntryRef::Many(m))
+            }
             false => Some(EntryRef::One(first)),
+        }
+    }
+
+    /// How many prefixes.
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether none.
+    pub(super) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Has `key`'s slot fetched into the cache (`V4Index::prefetch`).
+    pub(super) fn prefetch(&self, key: V4Key) {
+        self.index.prefetch(key);
+    }
+
+    /// The prefixes with two or more paths.
+    #[cfg(test)]
+    pub(super) fn multipath(&self) -> usize {
+        self.many.len()
+    }
+
+    /// Forgets `key`'s other paths; the map gives back its room once
+    /// mostly empty (a second full table's peer gone).
+    fn forget_many(&mut self, key: V4Key) {
+        self.many.remove(&key);
+        if self.many.len() * 4 < self.many.capacity() {
+            self.many.shrink_to(self.many.len() * 2);
         }
     }
 
@@ -201,7 +235,7 @@ impl Entries<V4Key> for V4Paths {
         match entry {
             Entry::One(first) => {
                 if self.index.get(key).is_some_and(Stored::many) {
-                    self.many.remove(&key);
+                    self.forget_many(key);
                 }
                 self.put_first(key, first, false);
             }
@@ -217,7 +251,11 @@ impl Entries<V4Key> for V4Paths {
     fn remove(&mut self, key: &V4Key) -> Option<Entry> {
         let first = self.index.remove(*key)?;
         match first.many() {
-            true => self.many.remove(key).map(Entry::Many),
+            true => {
+                let many = self.many.remove(key).map(Entry::Many);
+                self.forget_many(*key);
+                many
+            }
             false => Some(Entry::One(first)),
         }
     }

@@ -324,7 +324,7 @@ impl LocRib {
     /// announces or withdraws, so the memory access overlaps with work.
     pub fn prefetch(&self, prefix: &IpNet) {
         if let IpNet::V4(net) = prefix {
-            self.v4.index.prefetch(v4_key(net));
+            self.v4.prefetch(v4_key(net));
         }
     }
 
@@ -423,12 +423,12 @@ impl LocRib {
 
     /// How many prefixes have at least one path.
     pub fn len(&self) -> usize {
-        self.v4.index.len() + self.v6.len()
+        self.v4.len() + self.v6.len()
     }
 
     /// Whether the RIB holds no path.
     pub fn is_empty(&self) -> bool {
-        self.v4.index.is_empty() && self.v6.is_empty()
+        self.v4.is_empty() && self.v6.is_empty()
     }
 
     /// Distinct attribute sets held.
@@ -524,13 +524,17 @@ mod tests {
         #[test]
         fn the_rib_holds_what_the_decision_process_picks(
             max_paths in 1usize..3,
-            ops in proptest::collection::vec((0u8..4, 1u8..4, 0usize..6, 0u32..3, proptest::bool::weighted(0.8)), 1..80),
+            ops in proptest::collection::vec((0u8..4, 1u8..4, 0usize..14, 0u32..3, proptest::bool::weighted(0.8)), 1..120),
         ) {
             use std::collections::BTreeMap;
-            let prefixes: Vec<IpNet> = ["198.18.0.0/16", "198.18.1.0/24", "198.18.1.0/25", "198.18.200.0/24", "2001:db8::/32", "2001:db8::/48"]
-                .iter()
-                .map(|p| p.parse().unwrap())
-                .collect();
+            // Twelve in one /16 (its table grows past its first 8 slots and
+            // shrinks again), two IPv6.
+            let v4 = ["198.18.0.0/16", "198.18.1.0/24", "198.18.1.0/25", "198.18.200.0/24"]
+                .into_iter()
+                .map(String::from)
+                .chain((0..8).map(|i| format!("198.18.{}.0/24", 10 + 7 * i)));
+            let prefixes: Vec<IpNet> =
+                v4.chain(["2001:db8::/32".into(), "2001:db8::/48".into()]).map(|p| p.parse().unwrap()).collect();
             let mut rib = LocRib::new(max_paths);
             let mut model: BTreeMap<IpNet, BTreeMap<u8, Path>> = BTreeMap::new();
             let chosen = |paths: Option<&BTreeMap<u8, Path>>| -> Vec<(PeerKey, Path)> {
@@ -570,6 +574,8 @@ mod tests {
                     proptest::prop_assert_eq!(rib.best(p), chosen(model.get(p)), "the chosen paths of {}", p);
                 }
                 proptest::prop_assert_eq!(rib.len(), model.len());
+                let multipath = model.iter().filter(|(p, paths)| matches!(p, IpNet::V4(_)) && paths.len() > 1).count();
+                proptest::prop_assert_eq!(rib.v4.multipath(), multipath, "IPv4 prefixes with more paths, in the map beside");
                 for peer in 1u8..4 {
                     let held = model.values().filter(|paths| paths.contains_key(&peer)).count();
                     proptest::prop_assert_eq!(rib.paths_from(&key(&peer.to_string())), held);

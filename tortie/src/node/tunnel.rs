@@ -7,8 +7,8 @@
 //! `spec.vxlanTunnelMACAddr`); when none has, the address is withdrawn from
 //! the Node, the tunnel goes down and the address goes back (the VXLAN MAC
 //! stays the node's). Other nodes wrap what they send this one only while
-//! it publishes (felix), so nothing is wrapped for a node whose tunnel does
-//! not unwrap yet, or any more. IPv6 pools with `vxlanMode` do the same for the IPv6 VXLAN
+//! it publishes (felix): not before its tunnel is up, nor after it started
+//! taking it down. IPv6 pools with `vxlanMode` do the same for the IPv6 VXLAN
 //! device (`vxlan-v6-tunnel-addr-<node>`, `spec.ipv6VXLANTunnelAddr`,
 //! `spec.vxlanTunnelMACAddrV6`) between the nodes' IPv6 addresses. The
 //! device's settings come from FelixConfiguration (`ipipMTU`; `vxlanMTU`
@@ -235,11 +235,7 @@ impl Setup {
     async fn hold(&self, pools: &[IpPoolSpec]) -> anyhow::Result<IpAddr> {
         let (kind, node) = (self.encap.name(), self.node.as_str());
         let current = self.encap.published(&node_resource(&self.kv, node).await?.spec);
-        let held: Vec<IpAddr> = ipam::addresses_of(&self.kv, &self.encap.handle(node))
-            .await?
-            .into_iter()
-            .filter(|a| Family::of(&IpNet::from(*a)) == self.encap.family())
-            .collect();
+        let held = self.held().await?;
         if let Some(a) = current.filter(|a| held.contains(a)).or(held.first().copied()) {
             return Ok(a);
         }
@@ -254,6 +250,12 @@ impl Setup {
         };
         let assigned = ipam::assign(&self.kv, &req).await;
         Ok(assigned.with_context(|| format!("allocating the {kind} tunnel address"))?.addr())
+    }
+
+    /// The tunnel addresses IPAM holds for this node.
+    async fn held(&self) -> anyhow::Result<Vec<IpAddr>> {
+        let held = ipam::addresses_of(&self.kv, &self.encap.handle(&self.node)).await?;
+        Ok(held.into_iter().filter(|a| Family::of(&IpNet::from(*a)) == self.encap.family()).collect())
     }
 
     /// Writes the Node as the tunnel stands: the tunnel address published
@@ -284,7 +286,8 @@ impl Setup {
     /// allocated first, published once it runs), kept, rebuilt in place for
     /// new settings, or taken down (its address unpublished first, given
     /// back once the device is gone). On an error it stays as it was,
-    /// except that a tunnel failing to stop is down.
+    /// except that a tunnel failing to stop is down, and one failing to
+    /// come up is down and unpublished.
     async fn reconcile(&self, tunnel: &mut Option<(Running, Settings)>) -> anyhow::Result<()> {
         let pools = self.pools().await?;
         let mut settings = self.encap.settings(&felix_config(&self.kv, &self.node).await, self.underlay_mtu);
@@ -308,24 +311,36 @@ impl Setup {
             return self.release().await;
         }
         // Held (allocated, or kept); the Node keeps what it publishes until
-        // the tunnel runs (a tunnel kept from an earlier run still does).
+        // the tunnel is up (a tunnel kept from an earlier run still carries
+        // traffic meanwhile).
         let address = self.hold(&pools).await?;
         let published = self.encap.published(&node_resource(&self.kv, &self.node).await?.spec);
         (settings.address, settings.mac) = (Some(address), self.publish(published, true).await?);
-        match tunnel.take() {
-            Some((t, built)) if built == settings => *tunnel = Some((t, built)),
+        let up = match tunnel.take() {
+            Some((t, built)) if built == settings => Ok(t),
             Some((t, built)) => {
                 // New settings: the tunnel is brought up over itself (the
                 // device takes them, the plane adopts what it had): its
                 // routes stay.
                 tracing::info!(device = t.device(), from = ?built, to = ?settings, "{kind} settings changed");
                 drop(t);
-                *tunnel = Some((self.bring_up(settings).await?, settings));
+                self.bring_up(settings).await
             }
-            None => *tunnel = Some((self.bring_up(settings).await?, settings)),
+            None => self.bring_up(settings).await,
+        };
+        match up {
+            Ok(t) => *tunnel = Some((t, settings)),
+            Err(e) => {
+                // Nothing unwraps here: routes leave the device, and other
+                // nodes stop wrapping for this one.
+                self.device.send_replace(None);
+                if let Err(u) = self.publish(None, true).await {
+                    tracing::warn!(error = format!("{u:#}"), "cannot withdraw the {kind} tunnel address");
+                }
+                return Err(e);
+            }
         }
-        // Published once the tunnel unwraps what other nodes send (again,
-        // if the Node lost it).
+        // Published once the tunnel is up (again, if the Node lost it).
         self.publish(Some(address), true).await.map(drop)
     }
 
@@ -334,17 +349,21 @@ impl Setup {
     async fn remove_kept(&self, why: &str) -> anyhow::Result<()> {
         let kind = self.encap.name();
         let published = self.encap.published(&node_resource(&self.kv, &self.node).await?.spec);
-        // Other nodes stop wrapping for this one first.
-        self.publish(None, false).await?;
+        // The address a kept `tunl0` holds: the published one, or (a stop
+        // that failed after the Node stopped publishing it) the one IPAM holds.
+        let address = match published {
+            Some(a) => Some(a),
+            None => self.held().await?.first().copied(),
+        };
         let kept = match &self.encap {
             Encap::Ipip { bpffs, .. } => {
-                let published = published.and_then(|a| ipv4(a).ok());
-                tortie_ipip::remove_kept(ipv4(self.local)?, published, bpffs).await
+                let address = address.and_then(|a| ipv4(a).ok());
+                tortie_ipip::remove_kept(ipv4(self.local)?, address, bpffs).await
             }
             Encap::Vxlan { family, .. } => vxlan::remove(*family).await,
         };
         if kept.with_context(|| format!("removing the kept {kind} tunnel"))? {
-            tracing::info!(address = ?published, "{why}: removed the {kind} tunnel kept from before");
+            tracing::info!(?address, "{why}: removed the {kind} tunnel kept from before");
         }
         self.release().await
     }
