@@ -489,7 +489,14 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
     let (felix_tx, felix_rx) = watch::channel(Arc::new(state.snapshot.felix.clone()));
     let (check_tx, check_rx) = watch::channel(state.policy_check());
     let (resync_tx, resync_rx) = watch::channel(state.route_refresh());
-    let (_policy_task, policy_stats) = policy_apply::spawn(ruleset_rx.clone(), check_rx);
+    let (_policy_task, policy_stats, mut first_applied) = policy_apply::spawn(ruleset_rx.clone(), check_rx);
+    // The table in place before anything else starts: connections made
+    // before it (BGP's) would be unknown to conntrack, and the first packet
+    // of theirs it sees (a FIN, when a host endpoint denies all) is `new`,
+    // not `established`, and may be dropped.
+    if tokio::time::timeout(FIRST_APPLY, first_applied.wait_for(|done| *done)).await.is_err() {
+        tracing::warn!(waited = ?FIRST_APPLY, "the nftables table is not applied yet; starting without it");
+    }
     let originate = state.recalc().unwrap_or_default();
     let (originate_tx, originate_rx) = watch::channel(originate);
     let reconciler =
@@ -566,6 +573,9 @@ pub async fn start(kv: Syncer, config: AgentConfig) -> Result<Agent, FelixError>
         task,
     })
 }
+
+/// How long `start` waits for the first nftables table.
+const FIRST_APPLY: Duration = Duration::from_secs(10);
 
 /// Sends `value` when it differs from what the receivers have.
 fn publish<T: PartialEq>(tx: &watch::Sender<T>, value: T) {

@@ -322,7 +322,7 @@ fn a_table_changed_behind_tortie_is_rebuilt() {
     });
     let stats = bed.in_node(async || {
         let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(rs));
-        let (task, stats) = apply::spawn(rx, tokio::sync::watch::channel(Duration::from_millis(200)).1);
+        let (task, stats, mut first) = apply::spawn(rx, tokio::sync::watch::channel(Duration::from_millis(200)).1);
         // Each apply, check and repair runs an `nft` process: on a loaded
         // machine they take their time, so wait for each step's counter.
         let counted = async |what: &str, counter: &std::sync::atomic::AtomicU64, at_least: u64| {
@@ -332,6 +332,10 @@ fn a_table_changed_behind_tortie_is_rebuilt() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
+        // What `agent::start` waits for before BGP starts: said once the
+        // first table is in, not before.
+        tokio::time::timeout(Duration::from_secs(20), first.wait_for(|done| *done)).await.unwrap().unwrap();
+        assert_eq!(stats.full.load(std::sync::atomic::Ordering::Relaxed), 1, "the first table applied");
         counted("first full apply", &stats.full, 1).await;
         // Someone flushes our endpoint chain: b's default deny is gone.
         let out = tokio::process::Command::new("nft")

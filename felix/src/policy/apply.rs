@@ -188,13 +188,15 @@ pub struct PolicyStats {
 /// Keeps the kernel's table equal to the latest compiled one: applies each
 /// change (incrementally from what was applied last), and every
 /// `check_every` (which may change while it runs) compares the kernel's
-/// table with what was applied, rebuilding it if it differs.
+/// table with what was applied, rebuilding it if it differs. The receiver
+/// turns true once the first table was applied (or failed to be).
 pub fn spawn(
     mut desired: watch::Receiver<Arc<Ruleset>>,
     mut check_every: watch::Receiver<Duration>,
-) -> (tokio::task::JoinHandle<()>, Arc<PolicyStats>) {
+) -> (tokio::task::JoinHandle<()>, Arc<PolicyStats>, watch::Receiver<bool>) {
     let stats = Arc::new(PolicyStats::default());
     let st = stats.clone();
+    let (first_tx, first_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         // What the kernel has (None: unknown, rebuild).
         let mut applied: Option<Arc<Ruleset>> = None;
@@ -206,6 +208,7 @@ pub fn spawn(
             if !same {
                 applied = sync(applied, want, &st).await;
             }
+            first_tx.send_replace(true);
             tokio::select! {
                 changed = desired.changed() => if changed.is_err() { return },
                 open = check_every.changed(), if every_open => {
@@ -229,7 +232,7 @@ pub fn spawn(
             }
         }
     });
-    (task, stats)
+    (task, stats, first_rx)
 }
 
 /// Moves the kernel from `have` (None: unknown) to `want`; returns what the
