@@ -179,11 +179,12 @@ impl V4Paths {
 
     /// Forgets `key`'s other paths; the map gives back its room once
     /// mostly empty (a second full table's peer gone).
-    fn forget_many(&mut self, key: V4Key) {
-        self.many.remove(&key);
+    fn forget_many(&mut self, key: V4Key) -> Option<Box<ManyPaths>> {
+        let many = self.many.remove(&key);
         if self.many.len() * 4 < self.many.capacity() {
             self.many.shrink_to(self.many.len() * 2);
         }
+        many
     }
 
     pub(super) fn iter_after(&self, after: Option<V4Key>) -> impl Iterator<Item = (V4Key, EntryRef<'_>)> + '_ {
@@ -191,16 +192,19 @@ impl V4Paths {
     }
 
     /// Puts `first` in `key`'s slot (held or new), flagged with whether the
-    /// prefix's paths are in `many`.
-    fn put_first(&mut self, key: V4Key, mut first: Stored, many: bool) {
+    /// prefix's paths are in `many`; whether the slot was flagged before.
+    fn put_first(&mut self, key: V4Key, mut first: Stored, many: bool) -> bool {
         match self.index.get_mut(key) {
             Some(slot) => {
+                let had = slot.many();
                 slot.replace_path(first);
                 slot.set_many(many);
+                had
             }
             None => {
                 first.set_many(many);
                 self.index.insert_new(key, first);
+                false
             }
         }
     }
@@ -234,10 +238,9 @@ impl Entries<V4Key> for V4Paths {
     fn set(&mut self, key: V4Key, entry: Entry) {
         match entry {
             Entry::One(first) => {
-                if self.index.get(key).is_some_and(Stored::many) {
+                if self.put_first(key, first, false) {
                     self.forget_many(key);
                 }
-                self.put_first(key, first, false);
             }
             Entry::Many(m) => match m.paths.first().cloned() {
                 Some(first) => {
@@ -251,11 +254,7 @@ impl Entries<V4Key> for V4Paths {
     fn remove(&mut self, key: &V4Key) -> Option<Entry> {
         let first = self.index.remove(*key)?;
         match first.many() {
-            true => {
-                let many = self.many.remove(key).map(Entry::Many);
-                self.forget_many(*key);
-                many
-            }
+            true => self.forget_many(*key).map(Entry::Many),
             false => Some(Entry::One(first)),
         }
     }
