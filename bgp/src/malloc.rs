@@ -15,6 +15,9 @@
 //! (median 23.2) against 22.7–27.1 over 18 (median 24.7), interleaved:
 //! suggestive, the spreads overlap (docs/benchmarks.md, session 23).
 
+/// The size from which malloc maps a request on its own (see the module).
+pub const MMAP_THRESHOLD: usize = 32 * 1024;
+
 /// Tunes malloc (see the module). Call before any thread starts.
 pub fn tune() {
     // SAFETY: mallopt(3) only tunes the allocator; the caller calls it
@@ -23,6 +26,6 @@ pub fn tune() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MXFAST, 0);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
     }
 }

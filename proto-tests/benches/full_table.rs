@@ -221,7 +221,7 @@ fn main() {
     );
     for (sut, round, m) in &rows {
         println!(
-            "| {sut} | {round} | {n} | {:.2} s | {:.2} s | {:.0} MiB | {:.2} s | {:.2} s |",
+            "| {sut} | {round} | {n} | {:.2} s | {:.2} s | {:.0} MiB | {:.3} s | {:.3} s |",
             m.from_enable.as_secs_f64(),
             m.from_first.as_secs_f64(),
             m.rss_kib as f64 / 1024.0,
@@ -241,17 +241,18 @@ fn main() {
     };
     for &sut in &suts {
         let [t, f, m, c, mc] = median(sut);
-        println!("| {sut} | median | {n} | {t:.2} s | {f:.2} s | {:.0} MiB | {c:.2} s | {mc:.2} s |", m / 1024.0);
+        println!("| {sut} | median | {n} | {t:.2} s | {f:.2} s | {:.0} MiB | {c:.3} s | {mc:.3} s |", m / 1024.0);
     }
     if !(suts.contains(&"bird") && suts.contains(&"tortie")) {
         return;
     }
-    let ([bt, bf, bm, ..], [tt, tf, tm, ..]) = (median("bird"), median("tortie"));
+    let ([bt, bf, bm, bc, _], [tt, tf, tm, tc, _]) = (median("bird"), median("tortie"));
     println!(
-        "\ntortie/BIRD, medians of {rounds}: time {:.2}x (from the first UPDATE {:.2}x), memory {:.2}x",
+        "\ntortie/BIRD, medians of {rounds}: time {:.2}x (from the first UPDATE {:.2}x), memory {:.2}x, CPU {:.2}x",
         tt / bt,
         tf / bf,
-        tm / bm.max(1.0)
+        tm / bm.max(1.0),
+        tc / bc
     );
     if suts.contains(&"direct") {
         let [dt, df, ..] = median("direct");

@@ -80,24 +80,21 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// CPU seconds (user + system) used so far by the threads of process `pid`
-/// (`self` allowed) whose name is `thread`, or by all its threads.
+/// (`self` allowed) whose name is `thread`, or by all its threads: each
+/// thread's `schedstat` (nanoseconds on a CPU; `stat`'s utime and stime
+/// count 10 ms ticks, too coarse for a third of a second).
 pub fn cpu_seconds(pid: &str, thread: Option<&str>) -> f64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
-    // SAFETY: sysconf(3) reads a constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut total = 0.0;
+    let mut nanos = 0u64;
     for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // "tid (comm) state ppid …": utime and stime are fields 14 and 15.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        if thread.is_some_and(|t| &stat[open + 1..close] != t) {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if thread.is_some_and(|t| comm.trim_end() != t) {
             continue;
         }
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let used: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
-        total += used / ticks;
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        nanos += schedstat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
-    total
+    nanos as f64 / 1e9
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`); `pid` may be `self`.

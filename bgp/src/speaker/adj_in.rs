@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use super::import::Routes;
 use crate::packet::PathAttrs;
 use crate::rib::table::{LocRib, PeerKey};
 
@@ -27,7 +28,7 @@ pub(super) struct AdjRibIn {
 impl AdjRibIn {
     /// Notes `routes` as received from the peer `from` (attributes, or `None`
     /// for a withdrawal) once they have been imported into `rib`.
-    pub(super) fn imported(&mut self, rib: &LocRib, from: &PeerKey, routes: &[(IpNet, Option<Arc<PathAttrs>>)]) {
+    pub(super) fn imported(&mut self, rib: &LocRib, from: &PeerKey, routes: &Routes<'_>) {
         // The prefixes of an UPDATE share one set: two sets are compared once.
         let mut compared: Option<(*const PathAttrs, *const PathAttrs, bool)> = None;
         for (prefix, received) in routes {
@@ -39,7 +40,7 @@ impl AdjRibIn {
                     match compared {
                         Some((r, h, same)) if (r, h) == pair => same,
                         _ => {
-                            let same = held == received;
+                            let same = held == *received;
                             compared = Some((pair.0, pair.1, same));
                             same
                         }
@@ -48,7 +49,7 @@ impl AdjRibIn {
             });
             match received {
                 Some(received) if !as_received => {
-                    self.differs.insert(*prefix, received.clone());
+                    self.differs.insert(*prefix, Arc::clone(received));
                 }
                 _ if !self.differs.is_empty() => {
                     self.differs.remove(prefix);
@@ -93,6 +94,7 @@ mod tests {
 
     use super::*;
     use crate::rib::decision::{Origination, Path};
+    use crate::speaker::import::borrowed;
 
     fn attrs(med: u32) -> Arc<PathAttrs> {
         Arc::new(PathAttrs { med: Some(med), next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)), ..Default::default() })
@@ -124,7 +126,7 @@ mod tests {
             (p("198.51.102.0/24"), Some(c.clone())),
             (p("198.51.103.0/24"), Some(a.clone())),
         ];
-        adj.imported(&rib, &from, &received);
+        adj.imported(&rib, &from, &borrowed(&received));
         assert_eq!(adj.differs.len(), 2, "{:?}", adj.differs.keys());
         let all: Vec<(IpNet, Option<Arc<PathAttrs>>)> =
             adj.routes(&rib, &from).into_iter().map(|(p, a)| (p, Some(a))).collect();
@@ -132,7 +134,7 @@ mod tests {
         // Imported as received now: no longer stored; withdrawn: gone.
         rib.announce(&from, p("198.51.102.0/24"), path(&c));
         rib.withdraw(&from, p("198.51.103.0/24"));
-        adj.imported(&rib, &from, &[(p("198.51.102.0/24"), Some(c.clone())), (p("198.51.103.0/24"), None)]);
+        adj.imported(&rib, &from, &[(p("198.51.102.0/24"), Some(&c)), (p("198.51.103.0/24"), None)]);
         assert!(adj.differs.is_empty());
         // A Loc-RIB path about to change (LLGR_STALE) keeps what was received.
         adj.keep(p("198.51.100.0/24"), &a);

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 
 use super::backlog::Backlog;
 use super::groups::UpdateGroups;
+use super::import::borrowed;
 use super::{DynamicRange, Neighbor, Query, RouteView, SpeakerCommand, SpeakerEvent, SpeakerStats};
 use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh};
 use crate::rib::decision::{Origination, Path};
@@ -392,7 +393,7 @@ impl SpeakerCore {
                 .map(|(prefix, attrs)| (prefix, Some(attrs)))
                 .collect();
             let long_lived = stale.filter(|s| s.phase == crate::graceful::Phase::LongLived);
-            let routes = judged
+            let routes: Vec<_> = judged
                 .iter()
                 .map(|(prefix, attrs)| match (long_lived, attrs) {
                     (Some(s), Some(attrs)) if s.prefixes.contains(prefix) => {
@@ -401,10 +402,10 @@ impl SpeakerCore {
                     _ => (*prefix, attrs.clone()),
                 })
                 .collect();
-            self.import(peer, routes);
+            self.import(peer, &borrowed(&routes));
             // What the Loc-RIB now holds as received needs no copy here.
             if let Some(kept) = self.received.get_mut(peer) {
-                kept.imported(&self.rib, &from, &judged);
+                kept.imported(&self.rib, &from, &borrowed(&judged));
             }
         } else if import_changed {
             // RFC 2918: the peer resends its routes of each family; the new

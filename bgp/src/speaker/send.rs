@@ -22,7 +22,7 @@ use crate::rib::decision::{Origination, Path};
 use crate::rib::export::{Reflection, export};
 use crate::rib::outbound::Outbound;
 use crate::rib::policy::Policy;
-use crate::rib::table::{BestChange, PeerKey};
+use crate::rib::table::{BestChange, NextHops, PeerKey};
 use crate::session::outbox::HIGH_WATER;
 
 /// Prefixes a behind peer's backlog is worked through at a time: small
@@ -66,6 +66,11 @@ impl ExportRun {
 /// The room for changes a batch keeps for the next one, at most.
 const RECYCLED_CHANGES: usize = 4096;
 
+/// The most best-path changes one `SpeakerEvent::Best` carries: 512 routes
+/// of 56 octets are 28 KiB, under the size malloc maps on its own.
+const BEST_CHUNK: usize = 512;
+const _: () = assert!(BEST_CHUNK * size_of::<(IpNet, NextHops)>() < crate::malloc::MMAP_THRESHOLD);
+
 impl SpeakerCore {
     /// Best-path changes for the batch under way (sent by `flush`).
     pub(super) fn changed(&mut self, changes: Vec<BestChange>) {
@@ -95,9 +100,14 @@ impl SpeakerCore {
         if !self.deferral {
             self.export_changes(&changes);
         }
-        // One message per batch: a full table is a million changes.
-        let routes = changes.iter().map(|c| (c.prefix, c.next_hops())).collect();
-        self.emit(Output::Event(SpeakerEvent::Best(routes)));
+        // A message per chunk of the batch, not per change (a full table is
+        // a million changes), and no larger: a chunk stays below the size
+        // malloc maps on its own (`crate::malloc`), so each one reuses the
+        // heap rather than having pages mapped, faulted in and unmapped.
+        for chunk in changes.chunks(BEST_CHUNK) {
+            let routes = chunk.iter().map(|c| (c.prefix, c.next_hops())).collect();
+            self.emit(Output::Event(SpeakerEvent::Best(routes)));
+        }
         // The next batch fills the same room (a batch is about a thousand
         // changes): not grown again from nothing, copied at each doubling.
         // A larger one (a peer's paths going) is let go.
