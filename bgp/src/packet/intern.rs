@@ -36,12 +36,16 @@ pub struct AttrInterner {
 impl AttrInterner {
     /// The shared copy of `attrs`: the one already held when equal, else `attrs` itself.
     pub fn intern(&mut self, attrs: Arc<PathAttrs>) -> Arc<PathAttrs> {
-        // The same allocation (held here, so unchanged): the same answer.
-        if let Some((asked, shared)) = &self.last
-            && Arc::ptr_eq(asked, &attrs)
-        {
-            // Usually the very set held: hand it back without touching its count.
-            return if Arc::ptr_eq(shared, &attrs) { attrs } else { shared.clone() };
+        if let Some((asked, shared)) = &self.last {
+            // The shared copy itself (a caller that interned an UPDATE's set
+            // once, for its prefixes): handed back, its count untouched.
+            if Arc::ptr_eq(shared, &attrs) {
+                return attrs;
+            }
+            // The same allocation as last asked (held here, so unchanged): the same answer.
+            if Arc::ptr_eq(asked, &attrs) {
+                return shared.clone();
+            }
         }
         let hash = self.hasher.hash_one(&*attrs);
         let shared = match self.sets.find(hash, |held| **held == *attrs) {

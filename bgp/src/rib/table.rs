@@ -319,6 +319,14 @@ impl LocRib {
         changed.map(|(paths, was)| BestChange { prefix, paths, was })
     }
 
+    /// The RIB's shared copy of `attrs` (an equal set it holds, or `attrs`):
+    /// a caller announcing many prefixes with one set interns it once, and
+    /// `announce` then takes it as it is (a count taken and dropped per
+    /// prefix otherwise).
+    pub fn intern(&mut self, attrs: Arc<PathAttrs>) -> Arc<PathAttrs> {
+        self.interner.intern(attrs)
+    }
+
     /// Has the place of `prefix` fetched into the cache: a caller going
     /// through many prefixes calls this a few ahead of the one it
     /// announces or withdraws, so the memory access overlaps with work.

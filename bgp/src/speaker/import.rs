@@ -148,7 +148,8 @@ impl SpeakerCore {
             let attrs = match &last {
                 Some((seen, usable)) if Arc::ptr_eq(seen, received) => usable.clone(),
                 _ => {
-                    let usable = usable(received.clone(), prefix.addr().is_ipv6(), ibgp, local_addr);
+                    let usable = usable(received.clone(), prefix.addr().is_ipv6(), ibgp, local_addr)
+                        .map(|attrs| self.rib.intern(attrs));
                     last = Some((received, usable.clone()));
                     usable
                 }
