@@ -96,6 +96,11 @@ mod tests {
         let asked = set(1);
         assert!(Arc::ptr_eq(&interner.intern(asked.clone()), &first), "equal content: the held copy");
         assert!(Arc::ptr_eq(&interner.intern(asked), &first), "asked again with the same allocation");
+        // The shared copy itself comes back as it is: no count taken or dropped.
+        let (held, counted) = (first.clone(), Arc::strong_count(&first));
+        let back = interner.intern(held);
+        assert!(Arc::ptr_eq(&back, &first) && Arc::strong_count(&first) == counted, "the shared copy, as given");
+        drop(back);
         let other = interner.intern(set(2));
         assert_eq!(interner.len(), 2);
         drop((first, other));
