@@ -57,15 +57,19 @@ impl BestChange {
     /// global address for IPv6 (RFC 4760 §3, RFC 2545 §3). None when the
     /// prefix is gone or our own is best.
     pub fn next_hops(&self) -> NextHops {
-        self.paths
-            .iter()
-            .filter(|(_, p)| p.origination != Origination::Local)
-            .filter_map(|(_, p)| match (self.prefix, p.attrs.mp_next_hop.as_deref().copied()) {
-                (IpNet::V6(_), Some(MpNextHop::Ipv6 { global, .. })) => Some(IpAddr::V6(global)),
-                (IpNet::V6(_), _) => None,
-                (IpNet::V4(_), _) => p.attrs.next_hop.map(IpAddr::V4),
-            })
-            .collect()
+        let hop = |(_, p): &(PeerKey, Path)| match (self.prefix, p.attrs.mp_next_hop.as_deref().copied()) {
+            _ if p.origination == Origination::Local => None,
+            (IpNet::V6(_), Some(MpNextHop::Ipv6 { global, .. })) => Some(IpAddr::V6(global)),
+            (IpNet::V6(_), _) => None,
+            (IpNet::V4(_), _) => p.attrs.next_hop.map(IpAddr::V4),
+        };
+        match self.paths.as_slice() {
+            // The usual one path, built in place (collecting into the
+            // SmallVec, a push loop, was most of the cost of the routes
+            // sent to felix: a full table is a million of them).
+            [one] => hop(one).map_or_else(NextHops::new, |h| NextHops::from_buf([h])),
+            paths => paths.iter().filter_map(hop).collect(),
+        }
     }
 }
 
@@ -467,6 +471,35 @@ mod tests {
 
     fn key(name: &str) -> PeerKey {
         Some(Arc::from(name))
+    }
+
+    #[test]
+    fn next_hops_are_the_chosen_paths_learned_from_peers() {
+        let hop = |peer: u8| Path {
+            attrs: Arc::new(PathAttrs {
+                next_hop: Some(Ipv4Addr::new(192, 0, 2, peer)),
+                ..(*path(peer, 100).attrs).clone()
+            }),
+            ..path(peer, 100)
+        };
+        let change = |prefix: &str, paths: Vec<Path>| BestChange {
+            prefix: prefix.parse().unwrap(),
+            paths: paths.into_iter().map(|p| (key("x"), p)).collect(),
+            was: None,
+        };
+        let v4 = |a: u8| IpAddr::from([192, 0, 2, a]);
+        assert_eq!(change("198.18.1.0/24", vec![hop(1)]).next_hops().as_slice(), [v4(1)]);
+        assert_eq!(change("198.18.1.0/24", vec![hop(1), hop(2)]).next_hops().as_slice(), [v4(1), v4(2)], "multipath");
+        assert!(change("198.18.1.0/24", vec![]).next_hops().is_empty(), "gone");
+        let local = Path { origination: Origination::Local, ..hop(1) };
+        assert!(change("198.18.1.0/24", vec![local.clone()]).next_hops().is_empty(), "our own");
+        assert_eq!(change("198.18.1.0/24", vec![local, hop(2)]).next_hops().as_slice(), [v4(2)]);
+        // IPv6: MP_REACH_NLRI's global address (RFC 2545 §3), never NEXT_HOP.
+        let global: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let mp = Box::new(MpNextHop::Ipv6 { global, link_local: None });
+        let v6 = Path { attrs: Arc::new(PathAttrs { mp_next_hop: Some(mp), ..(*hop(2).attrs).clone() }), ..hop(2) };
+        assert_eq!(change("2001:db8:1::/48", vec![v6]).next_hops().as_slice(), [IpAddr::V6(global)]);
+        assert!(change("2001:db8:1::/48", vec![hop(1)]).next_hops().is_empty(), "no IPv6 next hop");
     }
 
     #[test]
