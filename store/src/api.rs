@@ -1,7 +1,9 @@
 //! Resource operations on a datastore: apply (validated whole, written in
-//! one transaction), get, list and delete.
+//! one transaction), update (read, changed and written back unless written
+//! since), get, list and delete.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use crate::StoreError;
@@ -10,6 +12,9 @@ use crate::resources::{DocumentError, Kind, Resource};
 
 /// Retries of an apply that raced another writer.
 const APPLY_ATTEMPTS: usize = 5;
+
+/// How long an update keeps trying while other writers of the resource get in first.
+const UPDATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What an apply did to one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,18 +92,82 @@ pub async fn apply<K: Kv>(kv: &K, resources: &[Resource]) -> Result<Vec<Applied>
                 created: existing.is_none(),
             });
         }
-        if resources.iter().any(|r| r.kind() == Kind::IpPool) {
-            compares.extend(check_pools(kv, resources).await?);
-        }
-        if resources.iter().any(|r| r.kind() == Kind::BgpPeer) {
-            compares.extend(check_peer_families(kv, resources).await?);
-        }
+        compares.extend(checked_against_stored(kv, resources).await?);
         let success = resources.iter().map(|r| Op::Put { key: r.key(), value: r.to_json(), lease: None }).collect();
         if kv.txn(Txn { compares, success, failure: Vec::new() }).await?.succeeded {
             return Ok(applied);
         }
     }
     Err(ApiError::Conflict(format!("the datastore kept changing during {APPLY_ATTEMPTS} attempts; try again")))
+}
+
+/// What a batch is checked against besides itself (IP pools against the
+/// stored ones, BGP peers' families): compares pinning what the checks read.
+async fn checked_against_stored<K: Kv>(kv: &K, resources: &[Resource]) -> Result<Vec<Compare>, ApiError> {
+    let mut compares = Vec::new();
+    if resources.iter().any(|r| r.kind() == Kind::IpPool) {
+        compares.extend(check_pools(kv, resources).await?);
+    }
+    if resources.iter().any(|r| r.kind() == Kind::BgpPeer) {
+        compares.extend(check_peer_families(kv, resources).await?);
+    }
+    Ok(compares)
+}
+
+/// Changes one stored resource where it stands: reads it, has `change`
+/// edit it (`change` says whether it changed anything: nothing is written
+/// if not) and writes it back, validated as `apply` validates, only if
+/// nothing wrote it since the read; else reads and changes it again. Two
+/// writers changing different fields of one resource (a node's IPIP and
+/// VXLAN tunnels publishing their addresses on its Node) both keep their
+/// change, where a read followed by `apply` lets the later writer put the
+/// earlier one's field back. Returns the resource as it now stands.
+pub async fn update<K: Kv>(
+    kv: &K,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: &str,
+    mut change: impl FnMut(&mut Resource) -> bool,
+) -> Result<Resource, ApiError> {
+    let namespace = default_namespace(kind, namespace);
+    let key = kind.key(namespace, name);
+    let deadline = std::time::Instant::now() + UPDATE_PATIENCE;
+    for lost in 0u32.. {
+        if lost > 0 {
+            // Another writer got in. Writers that lost together would retry
+            // together (and one reading a cache behind the store, always
+            // late): each waits a random while, longer as it keeps losing.
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            let most = 1u64 << lost.min(7);
+            let jitter = std::collections::hash_map::RandomState::new().hash_one(lost) % most;
+            tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+        }
+        let Some(item) = kv.get(&key).await? else { return Err(not_found(kind, namespace, name)) };
+        let mut resource = Resource::from_stored(kind, &item.value, item.mod_revision)?;
+        if !change(&mut resource) {
+            return Ok(resource);
+        }
+        let resource = resource.checked(1)?;
+        if resource.key() != key {
+            return Err(ApiError::Conflict(format!(
+                "{} `{name}` cannot be renamed or moved by an update",
+                kind.info().name
+            )));
+        }
+        let mut compares = vec![Compare::ModRevision(key.clone(), item.mod_revision)];
+        compares.extend(checked_against_stored(kv, std::slice::from_ref(&resource)).await?);
+        let success = vec![Op::Put { key: key.clone(), value: resource.to_json(), lease: None }];
+        if kv.txn(Txn { compares, success, failure: Vec::new() }).await?.succeeded {
+            return Ok(resource);
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "{} `{name}` kept changing for {} s of attempts to update it; try again",
+        kind.info().name,
+        UPDATE_PATIENCE.as_secs()
+    )))
 }
 
 /// Calico: IP pools must not overlap. Returns compares that pin the stored

@@ -68,6 +68,7 @@ conformance!(
     expired_lease_deletes_its_keys_and_a_kept_one_survives,
     syncer_serves_reads_from_memory_and_tells_only_the_parts_concerned,
     syncer_cache_equals_the_store_under_concurrent_writers,
+    updates_of_one_resource_from_many_writers_lose_no_field,
 );
 
 async fn open(url: &str) -> Datastore {
@@ -384,4 +385,49 @@ async fn syncer_cache_equals_the_store_under_concurrent_writers(url: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(syncer.range("/w/").await.unwrap().kvs, store.range("/w/").await.unwrap().kvs);
+}
+
+/// `api::update` from several writers at once, each changing its own field
+/// (a label) of one Node, half of them reading through a syncer's cache
+/// (as a node's tunnel tasks do) and half straight from the store: every
+/// writer's last value is there at the end. A read followed by `apply`
+/// loses some (each writes back the fields it read).
+async fn updates_of_one_resource_from_many_writers_lose_no_field(url: &str) {
+    use tortie_store::api;
+    use tortie_store::resources::{Kind, Resource, parse_documents};
+    let store = open(url).await;
+    let node = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\nspec: {}\n";
+    api::apply(&store, &parse_documents(node).unwrap()).await.unwrap();
+    let syncer = Syncer::start(store.clone(), "/calico/").await.unwrap();
+    let mut tasks = Vec::new();
+    for writer in 0..4 {
+        let (store, syncer) = (store.clone(), syncer.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..10 {
+                let label = |r: &mut Resource| {
+                    r.metadata_mut().labels.insert(format!("writer{writer}"), format!("round{round}"));
+                    true
+                };
+                if writer % 2 == 0 {
+                    api::update(&syncer, Kind::Node, None, "n1", label).await.unwrap();
+                } else {
+                    api::update(&store, Kind::Node, None, "n1", label).await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let labels = api::get(&store, Kind::Node, None, "n1").await.unwrap().metadata().labels.clone();
+    let want: std::collections::BTreeMap<String, String> =
+        (0..4).map(|w| (format!("writer{w}"), "round9".to_string())).collect();
+    assert_eq!(labels, want);
+    // A change that changes nothing writes nothing.
+    let before = store.get(&Kind::Node.key(None, "n1")).await.unwrap().unwrap().mod_revision;
+    api::update(&store, Kind::Node, None, "n1", |_| false).await.unwrap();
+    assert_eq!(store.get(&Kind::Node.key(None, "n1")).await.unwrap().unwrap().mod_revision, before);
+    // No such resource: named.
+    let missing = api::update(&store, Kind::Node, None, "n2", |_| true).await.unwrap_err();
+    assert!(missing.to_string().contains("n2"), "{missing}");
 }

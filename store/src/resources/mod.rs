@@ -236,7 +236,8 @@ impl Resource {
         with_object!(self, o => &o.metadata)
     }
 
-    fn metadata_mut(&mut self) -> &mut Metadata {
+    /// The metadata, to change.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
         with_object!(self, o => &mut o.metadata)
     }
 

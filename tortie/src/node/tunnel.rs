@@ -261,15 +261,23 @@ impl Setup {
     /// Writes the Node as the tunnel stands: the tunnel address published
     /// (other nodes wrap what they send here only while it is: felix) or
     /// not, and the node's VXLAN MAC, made once and kept; returns the MAC.
+    /// Only this tunnel's fields change, in place (`api::update`): the
+    /// node's other tunnels write theirs on the same Node, maybe at once.
     async fn publish(&self, address: Option<IpAddr>, mac: bool) -> anyhow::Result<Option<[u8; 6]>> {
         let (kind, node) = (self.encap.name(), self.node.as_str());
-        let mut n = node_resource(&self.kv, node).await?;
-        let before = n.spec.clone();
-        self.encap.publish(&mut n.spec, address, mac);
+        let mut changed = false;
+        let written = api::update(&self.kv, Kind::Node, None, node, |r| {
+            let Resource::Node(n) = r else { return false };
+            let before = n.spec.clone();
+            self.encap.publish(&mut n.spec, address, mac);
+            changed = n.spec != before;
+            changed
+        })
+        .await
+        .context("publishing the tunnel address")?;
+        let Resource::Node(mut n) = written else { anyhow::bail!("Node {node} is not a Node") };
         let mac = self.encap.mac_field(&mut n.spec).and_then(|m| m.as_deref().and_then(parse_mac));
-        if n.spec != before {
-            n.metadata.resource_version = None;
-            api::apply(&self.kv, &[Resource::Node(n)]).await.context("publishing the tunnel address")?;
+        if changed {
             tracing::info!(node, tunnel_address = ?address, ?mac, "{kind} tunnel address updated");
         }
         Ok(mac)
