@@ -201,9 +201,11 @@ pub struct RouteView {
 /// What the speaker tells its user (felix, through the node).
 #[derive(Debug)]
 pub enum SpeakerEvent {
-    /// A batch of best-path changes, as forwarding needs them: each changed
-    /// prefix with its next hops ([`crate::rib::table::BestChange::next_hops`];
-    /// none: no learned route). Made and dropped by the speaker's own task:
+    /// Best-path changes, as forwarding needs them: each changed prefix with
+    /// its next hops ([`crate::rib::table::BestChange::next_hops`]; none: no
+    /// learned route). A batch comes as one or more of these in order, each
+    /// at most 512 routes (kept under malloc's mmap threshold); a later
+    /// change of a prefix comes after an earlier one. Made and dropped by the speaker's own task:
     /// the paths' shared counts never go back and forth between threads.
     Best(Vec<(IpNet, NextHops)>),
     /// Every planned peer has given us its table (see [`SpeakerCommand::Planned`]).
@@ -267,7 +269,7 @@ struct Shell {
 
 /// Starts the speaker, listening on each address of `listen` (one per
 /// family) for peers that dial in; best-path changes go to `best` in
-/// batches (felix installs them).
+/// chunks of a batch (felix installs them).
 pub fn spawn(
     router_id: Ipv4Addr,
     max_paths: usize,

@@ -72,8 +72,8 @@ pub const DEFAULT_POLICY_CHECK: Duration = Duration::from_secs(30);
 /// News from BGP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Learned {
-    /// The best next hops for each prefix of a batch of changes; empty
-    /// when it is gone.
+    /// The best next hops for each prefix of a batch (or a chunk of one) of
+    /// changes; empty when it is gone. Later batches override earlier ones.
     Routes(Vec<(IpNet, LearnedHops)>),
     /// Every peer has sent its table: routes not relearned may go.
     Converged,

@@ -84,6 +84,10 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 /// thread's `schedstat` (nanoseconds on a CPU; `stat`'s utime and stime
 /// count 10 ms ticks, too coarse for a third of a second).
 pub fn cpu_seconds(pid: &str, thread: Option<&str>) -> f64 {
+    assert!(
+        std::path::Path::new("/proc/self/schedstat").exists(),
+        "no /proc/<pid>/schedstat (a kernel without CONFIG_SCHED_INFO): CPU time cannot be measured"
+    );
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
     let mut nanos = 0u64;
     for task in tasks.flatten() {

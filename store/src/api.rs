@@ -53,10 +53,7 @@ pub enum ApiError {
 
 fn display_name(r: &Resource) -> String {
     let m = r.metadata();
-    match &m.namespace {
-        Some(ns) => format!("{ns}/{}", m.name),
-        None => m.name.clone(),
-    }
+    shown(m.namespace.as_deref(), &m.name)
 }
 
 /// Creates or updates every resource, or none: the batch is checked whole
@@ -140,32 +137,36 @@ pub async fn update<K: Kv>(
             if std::time::Instant::now() >= deadline {
                 break;
             }
-            let most = 1u64 << lost.min(7);
-            let jitter = std::collections::hash_map::RandomState::new().hash_one(lost) % most;
-            tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            let most = 2u64 << lost.min(7);
+            let jitter = std::collections::hash_map::RandomState::new().hash_one(lost) % (most / 2);
+            tokio::time::sleep(std::time::Duration::from_millis(most / 2 + jitter)).await;
         }
         let Some(item) = kv.get(&key).await? else { return Err(not_found(kind, namespace, name)) };
         let mut resource = Resource::from_stored(kind, &item.value, item.mod_revision)?;
         if !change(&mut resource) {
             return Ok(resource);
         }
-        let resource = resource.checked(1)?;
+        let mut resource = resource.checked(1)?;
         if resource.key() != key {
             return Err(ApiError::Conflict(format!(
-                "{} `{name}` cannot be renamed or moved by an update",
-                kind.info().name
+                "{} `{}` cannot be renamed or moved by an update",
+                kind.info().name,
+                shown(namespace, name)
             )));
         }
         let mut compares = vec![Compare::ModRevision(key.clone(), item.mod_revision)];
         compares.extend(checked_against_stored(kv, std::slice::from_ref(&resource)).await?);
         let success = vec![Op::Put { key: key.clone(), value: resource.to_json(), lease: None }];
-        if kv.txn(Txn { compares, success, failure: Vec::new() }).await?.succeeded {
+        let written = kv.txn(Txn { compares, success, failure: Vec::new() }).await?;
+        if written.succeeded {
+            resource.metadata_mut().resource_version = Some(written.revision.to_string());
             return Ok(resource);
         }
     }
     Err(ApiError::Conflict(format!(
-        "{} `{name}` kept changing for {} s of attempts to update it; try again",
+        "{} `{}` kept changing for {} s of attempts to update it; try again",
         kind.info().name,
+        shown(namespace, name),
         UPDATE_PATIENCE.as_secs()
     )))
 }
@@ -293,9 +294,13 @@ fn default_namespace(kind: Kind, namespace: Option<&str>) -> Option<&str> {
 }
 
 fn not_found(kind: Kind, namespace: Option<&str>, name: &str) -> ApiError {
-    let name = match namespace {
+    ApiError::NotFound { kind: kind.info().name, name: shown(namespace, name) }
+}
+
+/// `namespace/name`, or `name` for a kind without namespaces.
+fn shown(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
         Some(ns) => format!("{ns}/{name}"),
         None => name.to_string(),
-    };
-    ApiError::NotFound { kind: kind.info().name, name }
+    }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::kv::{Compare, EventKind, KeyValue, Kv, LeaseId, Op, Range, Revision, Txn, TxnResponse, Watch};
+use crate::kv::{EventKind, KeyValue, Kv, LeaseId, Op, Range, Revision, Txn, TxnResponse, Watch};
 use crate::{Datastore, StoreError};
 
 /// How long a transaction waits for the syncer to see its writes.
@@ -231,13 +231,10 @@ impl Kv for Syncer {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         let ops = |ops: &[Op]| ops.iter().any(|op| self.covers(op_key(op)));
         let (mine_on_success, mine_on_failure) = (ops(&txn.success), ops(&txn.failure));
-        let compared_here = txn.compares.iter().any(|Compare::ModRevision(key, _)| self.covers(key));
         let response = self.inner.store.txn(txn).await?;
         let wrote_here = if response.succeeded { mine_on_success } else { mine_on_failure };
-        // A write is ours to read next; a compare that failed on a key held
-        // here may have been read from a cache behind the store (a retry
-        // must read what beat it): wait for the watch to bring either.
-        if wrote_here || (!response.succeeded && compared_here) {
+        if wrote_here {
+            // The write is ours to read next: wait for the watch to bring it.
             let mut seen = self.inner.seen.subscribe();
             let reached = tokio::time::timeout(SEE_WRITE, seen.wait_for(|r| *r >= response.revision)).await;
             if !matches!(reached, Ok(Ok(_))) {

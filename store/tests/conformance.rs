@@ -423,6 +423,25 @@ async fn updates_of_one_resource_from_many_writers_lose_no_field(url: &str) {
     let want: std::collections::BTreeMap<String, String> =
         (0..4).map(|w| (format!("writer{w}"), "round9".to_string())).collect();
     assert_eq!(labels, want);
+
+    // What comes back is the resource as written, at its revision.
+    let written = api::update(&store, Kind::Node, None, "n1", |r| {
+        r.metadata_mut().labels.insert("last".into(), "yes".into());
+        true
+    })
+    .await
+    .unwrap();
+    let stored = store.get(&Kind::Node.key(None, "n1")).await.unwrap().unwrap().mod_revision;
+    assert_eq!(written.metadata().resource_version, Some(stored.to_string()));
+    assert_eq!(written.metadata().labels.get("last").map(String::as_str), Some("yes"));
+    // An update cannot rename: refused, naming the resource.
+    let renamed = api::update(&store, Kind::Node, None, "n1", |r| {
+        r.metadata_mut().name = "n9".into();
+        true
+    })
+    .await
+    .unwrap_err();
+    assert!(renamed.to_string().contains("`n1` cannot be renamed"), "{renamed}");
     // A change that changes nothing writes nothing.
     let before = store.get(&Kind::Node.key(None, "n1")).await.unwrap().unwrap().mod_revision;
     api::update(&store, Kind::Node, None, "n1", |_| false).await.unwrap();

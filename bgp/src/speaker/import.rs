@@ -25,6 +25,10 @@ const PREFETCH_AHEAD: usize = 8;
 /// was a few per cent of a full table's import.
 pub(super) type Routes<'a> = [(IpNet, Option<&'a Arc<PathAttrs>>)];
 
+/// What import makes of a received attribute set: the set as the RIB
+/// takes it (none when its NEXT_HOP is unusable), and whether it is a loop.
+type Usable = (Option<Arc<PathAttrs>>, bool);
+
 /// `routes` with their attributes borrowed.
 pub(super) fn borrowed(routes: &[(IpNet, Option<Arc<PathAttrs>>)]) -> Vec<(IpNet, Option<&Arc<PathAttrs>>)> {
     routes.iter().map(|(prefix, attrs)| (*prefix, attrs.as_ref())).collect()
@@ -130,8 +134,9 @@ impl SpeakerCore {
             (neighbor.session.remote.ip(), neighbor.export.local_as, neighbor.import_policy.as_ref());
         let allowed = usize::from(neighbor.allow_local_as);
         let local_addr = neighbor.export.local_addr;
-        // What one attribute set allows (the prefixes of an UPDATE share it).
-        let mut last: Option<(&Arc<PathAttrs>, Option<Arc<PathAttrs>>)> = None;
+        // What one attribute set allows (the prefixes of an UPDATE share
+        // it): the set as usable, or none, and whether it is a loop.
+        let mut last: Option<(&Arc<PathAttrs>, Usable)> = None;
         // The changes go straight into the batch under way.
         let changes = &mut self.pending;
         let before = changes.len();
@@ -145,13 +150,23 @@ impl SpeakerCore {
                 changes.extend(self.rib.withdraw(&from, prefix));
                 continue;
             };
-            let attrs = match &last {
-                Some((seen, usable)) if Arc::ptr_eq(seen, received) => usable.clone(),
+            let (attrs, looped) = match &last {
+                Some((seen, (usable, looped))) if Arc::ptr_eq(seen, received) => (usable.clone(), *looped),
                 _ => {
-                    let usable = usable(received.clone(), prefix.addr().is_ipv6(), ibgp, local_addr)
-                        .map(|attrs| self.rib.intern(attrs));
-                    last = Some((received, usable.clone()));
-                    usable
+                    let usable = usable(received.clone(), prefix.addr().is_ipv6(), ibgp, local_addr);
+                    // RFC 4271 §9.1.2: a path through our own AS (more often than
+                    // `allow_local_as` permits) is a loop, as good as withdrawn;
+                    // RFC 4456 §8: so is one that names us as ORIGINATOR_ID or (for a
+                    // reflector) carries our CLUSTER_ID.
+                    let looped = usable.as_ref().is_some_and(|attrs| {
+                        attrs.as_path.as_ref().is_some_and(|p| p.occurrences(local_as) > allowed)
+                            || attrs.originator_id == Some(self.router_id)
+                            || self.reflector.as_ref().is_some_and(|r| r.looped(attrs))
+                    });
+                    // The RIB's shared copy, once for the set (not a loop: kept out).
+                    let usable = usable.map(|attrs| if looped { attrs } else { self.rib.intern(attrs) });
+                    last = Some((received, (usable.clone(), looped)));
+                    (usable, looped)
                 }
             };
             let Some(attrs) = attrs else {
@@ -160,13 +175,6 @@ impl SpeakerCore {
                 changes.extend(self.rib.withdraw(&from, prefix));
                 continue;
             };
-            // RFC 4271 §9.1.2: a path through our own AS (more often than
-            // `allow_local_as` permits) is a loop, as good as withdrawn;
-            // RFC 4456 §8: so is one that names us as ORIGINATOR_ID or (for a
-            // reflector) carries our CLUSTER_ID.
-            let looped = attrs.as_path.as_ref().is_some_and(|p| p.occurrences(local_as) > allowed)
-                || attrs.originator_id == Some(self.router_id)
-                || self.reflector.as_ref().is_some_and(|r| r.looped(&attrs));
             let accepted = match &policy {
                 _ if looped => None,
                 Some(p) => p.apply_shared(&prefix, attrs, peer_type, Source::RemotePeers),

@@ -68,7 +68,7 @@ const RECYCLED_CHANGES: usize = 4096;
 
 /// The most best-path changes one `SpeakerEvent::Best` carries: 512 routes
 /// of 56 octets are 28 KiB, under the size malloc maps on its own.
-const BEST_CHUNK: usize = 512;
+pub(super) const BEST_CHUNK: usize = 512;
 const _: () = assert!(BEST_CHUNK * size_of::<(IpNet, NextHops)>() < crate::malloc::MMAP_THRESHOLD);
 
 impl SpeakerCore {

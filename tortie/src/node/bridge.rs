@@ -62,8 +62,8 @@ async fn sync(
     true
 }
 
-/// Hands the speaker's news to felix: each batch of best-path changes as
-/// one batch of learned routes, and convergence (every planned peer sent
+/// Hands the speaker's news to felix: each chunk of best-path changes as
+/// one batch of learned routes, in order, and convergence (every planned peer sent
 /// its table: the speaker's End-of-RIB rule) as it comes.
 pub async fn learned(mut events: mpsc::Receiver<SpeakerEvent>, felix: mpsc::Sender<Learned>) {
     while let Some(event) = events.recv().await {

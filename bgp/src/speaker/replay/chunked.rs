@@ -26,6 +26,32 @@ fn a_table_from_a(up: &str, prefixes: impl Iterator<Item = String>, attrs: &str)
     replay
 }
 
+/// A batch of more best-path changes than one event carries reaches felix
+/// as several events, in the batch's order, none over `BEST_CHUNK` routes.
+#[test]
+fn a_large_batch_reaches_felix_in_chunks_in_order() {
+    use super::super::SpeakerEvent;
+    use super::super::core::{Input, Output};
+    use super::super::send::BEST_CHUNK;
+    let n = 2 * BEST_CHUNK + 7;
+    let prefix = |i: usize| format!("{}/32", Ipv4Addr::from(0xc612_0000 + i as u32));
+    let mut replay = Replay::new();
+    replay.must("peer a 65001 192.0.2.1 policy");
+    replay.must("up a");
+    replay.must(&format!("update a + {} nh 192.0.2.1 path 65001", (0..n).map(prefix).collect::<Vec<_>>().join(" ")));
+    let outputs = replay.core.handle(Input::EndOfBatch);
+    let chunks: Vec<_> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(SpeakerEvent::Best(routes)) => Some(routes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), [BEST_CHUNK, BEST_CHUNK, 7]);
+    let order: Vec<String> = chunks.iter().flat_map(|c| c.iter().map(|(p, _)| p.to_string())).collect();
+    assert_eq!(order, (0..n).map(prefix).collect::<Vec<_>>());
+}
+
 /// A peer with more paths than two chunks goes down: the first chunk goes
 /// with the batch under way, the next at each end of a batch. Its next
 /// session waits for the last chunk, so its new routes are not taken for
