@@ -26,6 +26,7 @@ pub mod peers;
 pub mod pod;
 pub mod table;
 pub mod tcp;
+pub mod usage;
 mod wait;
 
 pub use bpffs::bpffs;

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use tortie_lab::peers::{BgpPeer, Bird};
 use tortie_lab::table::{TableFamily, describe_lengths, write_table};
+use tortie_lab::usage::cpu_seconds;
 use tortie_lab::{Check, Lab, veth, wait_for};
-use tortie_proto_tests::bench::{BENCH_TIMERS, PeakRss, cpu_seconds, median, rounds, run_speaker, wait_for_prefixes};
+use tortie_proto_tests::bench::{BENCH_TIMERS, PeakRss, median, rounds, run_speaker, wait_for_prefixes};
 use tortie_proto_tests::tortie_neighbor;
 
 /// A BGP neighbour in BIRD's terms: address, AS, extra options.

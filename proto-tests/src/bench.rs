@@ -79,28 +79,6 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// CPU seconds (user + system) used so far by the threads of process `pid`
-/// (`self` allowed) whose name is `thread`, or by all its threads: each
-/// thread's `schedstat` (nanoseconds on a CPU; `stat`'s utime and stime
-/// count 10 ms ticks, too coarse for a third of a second).
-pub fn cpu_seconds(pid: &str, thread: Option<&str>) -> f64 {
-    assert!(
-        std::path::Path::new("/proc/self/schedstat").exists(),
-        "no /proc/<pid>/schedstat (a kernel without CONFIG_SCHED_INFO): CPU time cannot be measured"
-    );
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
-    let mut nanos = 0u64;
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if thread.is_some_and(|t| comm.trim_end() != t) {
-            continue;
-        }
-        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        nanos += schedstat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-    }
-    nanos as f64 / 1e9
-}
-
 /// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`); `pid` may be `self`.
 fn kib(pid: &str, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use tortie_lab::peers::{BgpPeer, Bird};
+use tortie_lab::usage::cpu_seconds;
 use tortie_lab::{Check, Lab, Netns, wait_for};
 use tortie_store::Datastore;
 use tortie_store::api;
@@ -119,16 +120,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// utime + stime of `pid`, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
-    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) as f64 / hz
-}
-
 struct Measured {
     receiver: Duration,
     kernel: Duration,
@@ -183,7 +174,7 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
     };
     let direct = sut == "direct";
     let baseline = kernel_prefixes(&ns[0]);
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = cpu_seconds(&pid.to_string(), None);
     let start = Instant::now();
     feeder.birdc(&["enable", "gen"]).unwrap();
     let (mut at_receiver, mut in_kernel) = (None, None);
@@ -203,7 +194,7 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
         })
     })
     .unwrap();
-    let cpu = cpu_seconds(pid) - cpu_before;
+    let cpu = cpu_seconds(&pid.to_string(), None) - cpu_before;
     let metrics = || ns[0].http_get("127.0.0.1:9091".parse().unwrap(), "/metrics").unwrap();
     if tortie.is_some() {
         // The first scrape since the table came: it asks for advertised

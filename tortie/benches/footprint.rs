@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use tortie_lab::peers::Bird;
+use tortie_lab::usage::cpu_seconds;
 use tortie_lab::{Check, Lab, wait_for};
 use tortie_store::Datastore;
 use tortie_store::api;
@@ -26,14 +27,6 @@ fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
     let line = text.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// utime + stime, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 fn main() {
@@ -129,12 +122,9 @@ fn main() {
     let converged = started.elapsed();
     std::thread::sleep(Duration::from_secs(10));
     let pid = daemon.pid();
-    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    let (t0, c0) = (Instant::now(), cpu_seconds(&pid.to_string(), None));
     std::thread::sleep(Duration::from_secs(20));
-    let ticks = cpu_ticks(pid) - c0;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu = ticks as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu = (cpu_seconds(&pid.to_string(), None) - c0) / t0.elapsed().as_secs_f64() * 100.0;
     let rss = proc_field(pid, "status", "VmRSS:") as f64 / 1024.0;
     let hwm = proc_field(pid, "status", "VmHWM:") as f64 / 1024.0;
     let anon = proc_field(pid, "status", "RssAnon:") as f64 / 1024.0;

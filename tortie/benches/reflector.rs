@@ -26,6 +26,7 @@ use ipnet::Ipv4Net;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tortie_bgp::packet::{Ipv4Nlri, Nlri};
 use tortie_lab::peers::Bird;
+use tortie_lab::usage::cpu_seconds;
 use tortie_lab::{Daemon, Lab, Netns};
 
 const AS: u32 = 64512;
@@ -74,12 +75,6 @@ impl Routes {
             *word &= !bit;
         }
     }
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -297,12 +292,11 @@ fn bird_config(n: usize) -> String {
 
 fn measure(name: &str, n: usize, daemon: &Daemon, ns: &Netns) {
     std::thread::sleep(Duration::from_millis(500));
-    let (pid, t0) = (daemon.pid(), cpu_ticks(daemon.pid()));
+    let pid = daemon.pid();
+    let t0 = cpu_seconds(&pid.to_string(), None);
     RETRIES.store(0, Ordering::Relaxed);
     let took = run_clients(ns, n);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu = (cpu_ticks(pid) - t0) as f64 / hz;
+    let cpu = cpu_seconds(&pid.to_string(), None) - t0;
     println!(
         "  {name:<7} N={n:<5} converged {:>7.2} s   peak RSS {:>7.1} MiB   CPU {:>6.2} s   sessions started again {}",
         took.as_secs_f64(),
