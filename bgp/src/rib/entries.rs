@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::decision::Origination;
-use super::v4_index::{Keyed, SubKey, V4Index, V4Key};
+use super::v4_index::{Keyed, SubKey, V4Index, V4Key, Vacant};
 use super::v6_index::{V6Index, V6Key};
 use crate::packet::PathAttrs;
 
@@ -145,14 +145,13 @@ pub(super) struct V4Paths {
 
 impl V4Paths {
     /// The paths of the prefix at `key`, whose slot holds `first`.
-    fn view<'a>(&'a self, key: V4Key, first: &'a Stored) -> Option<EntryRef<'a>> {
-        match first.many() {
-            true => {
-                let many = self.many.get(&key);
-                debug_assert!(many.is_some(), "a slot flagged with more paths has them in the map");
-                many.map(|m| EntryRef::Many(m))
+    fn view<'a>(&'a self, key: V4Key, first: &'a Stored) -> EntryRef<'a> {
+        match first.many().then(|| self.many.get(&key)).flatten() {
+            Some(many) => EntryRef::Many(many),
+            None => {
+                debug_assert!(!first.many(), "a slot flagged with more paths has them in the map");
+                EntryRef::One(first)
             }
-            false => Some(EntryRef::One(first)),
         }
     }
 
@@ -188,36 +187,41 @@ impl V4Paths {
     }
 
     pub(super) fn iter_after(&self, after: Option<V4Key>) -> impl Iterator<Item = (V4Key, EntryRef<'_>)> + '_ {
-        self.index.iter_after(after).filter_map(|(key, first)| Some((key, self.view(key, first)?)))
+        self.index.iter_after(after).map(|(key, first)| (key, self.view(key, first)))
     }
 
     /// Puts `first` in `key`'s slot (held or new), flagged with whether the
     /// prefix's paths are in `many`; whether the slot was flagged before.
     fn put_first(&mut self, key: V4Key, mut first: Stored, many: bool) -> bool {
-        match self.index.get_mut(key) {
-            Some(slot) => {
-                let had = slot.many();
-                slot.replace_path(first);
-                slot.set_many(many);
-                had
-            }
-            None => {
-                first.set_many(many);
-                self.index.insert_new(key, first);
-                false
-            }
+        if let Some(slot) = self.index.get_mut(key) {
+            let had = slot.many();
+            slot.replace_path(first);
+            slot.set_many(many);
+            return had;
         }
+        if let Err(vacant) = self.index.find(key) {
+            first.set_many(many);
+            self.index.insert_new(key, first, vacant);
+        }
+        false
     }
 }
 
 /// What `announce_in` and `withdraw_in` need of a family's prefix map.
 pub(super) trait Entries<K> {
-    fn get(&self, key: &K) -> Option<EntryRef<'_>>;
+    /// Where a prefix not held would go (`find` to `insert_new`).
+    type Vacant: Copy;
+    /// The prefix's paths, or where its first would go.
+    fn find(&self, key: &K) -> Result<EntryRef<'_>, Self::Vacant>;
+    fn get(&self, key: &K) -> Option<EntryRef<'_>> {
+        self.find(key).ok()
+    }
     /// The prefix's path when it has one only, to change in place
     /// (`Stored::replace_path`).
     fn one_mut(&mut self, key: &K) -> Option<&mut Stored>;
-    /// Puts in the one path of a prefix that has none.
-    fn insert_new(&mut self, key: K, stored: Stored) -> EntryRef<'_>;
+    /// Puts in the one path of a prefix that has none, where `find` said
+    /// (with no change since).
+    fn insert_new(&mut self, key: K, stored: Stored, vacant: Self::Vacant) -> EntryRef<'_>;
     /// Sets the entry of a prefix that has one.
     fn set(&mut self, key: K, entry: Entry);
     /// Takes the prefix's entry out.
@@ -225,15 +229,16 @@ pub(super) trait Entries<K> {
 }
 
 impl Entries<V4Key> for V4Paths {
-    fn get(&self, key: &V4Key) -> Option<EntryRef<'_>> {
-        self.view(*key, self.index.get(*key)?)
+    type Vacant = Vacant;
+    fn find(&self, key: &V4Key) -> Result<EntryRef<'_>, Vacant> {
+        Ok(self.view(*key, self.index.find(*key)?))
     }
     fn one_mut(&mut self, key: &V4Key) -> Option<&mut Stored> {
         self.index.get_mut(*key).filter(|s| !s.many())
     }
-    fn insert_new(&mut self, key: V4Key, mut stored: Stored) -> EntryRef<'_> {
+    fn insert_new(&mut self, key: V4Key, mut stored: Stored, vacant: Vacant) -> EntryRef<'_> {
         stored.set_many(false);
-        EntryRef::One(self.index.insert_new(key, stored))
+        EntryRef::One(self.index.insert_new(key, stored, vacant))
     }
     fn set(&mut self, key: V4Key, entry: Entry) {
         match entry {
@@ -261,8 +266,9 @@ impl Entries<V4Key> for V4Paths {
 }
 
 impl Entries<V6Key> for V6Index<Entry> {
-    fn get(&self, key: &V6Key) -> Option<EntryRef<'_>> {
-        V6Index::get(self, key).map(Entry::as_ref)
+    type Vacant = ();
+    fn find(&self, key: &V6Key) -> Result<EntryRef<'_>, ()> {
+        V6Index::get(self, key).map(Entry::as_ref).ok_or(())
     }
     fn one_mut(&mut self, key: &V6Key) -> Option<&mut Stored> {
         match self.get_mut(key) {
@@ -270,7 +276,7 @@ impl Entries<V6Key> for V6Index<Entry> {
             _ => None,
         }
     }
-    fn insert_new(&mut self, key: V6Key, stored: Stored) -> EntryRef<'_> {
+    fn insert_new(&mut self, key: V6Key, stored: Stored, (): ()) -> EntryRef<'_> {
         V6Index::insert_new(self, key, Entry::One(stored)).as_ref()
     }
     fn set(&mut self, key: V6Key, entry: Entry) {

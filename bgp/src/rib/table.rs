@@ -195,10 +195,13 @@ fn announce_in<K: Copy>(
     max_paths: usize,
     added: &mut bool,
 ) -> Option<Changed> {
-    let Some(entry) = map.get(&key) else {
-        *added = true;
-        let entry = map.insert_new(key, stored);
-        return change(Some(entry), &[], peers);
+    let entry = match map.find(&key) {
+        Ok(entry) => entry,
+        Err(vacant) => {
+            *added = true;
+            let entry = map.insert_new(key, stored, vacant);
+            return change(Some(entry), &[], peers);
+        }
     };
     // The usual replacement: the one path, by the same peer.
     if let EntryRef::One(s) = entry

@@ -44,6 +44,12 @@ pub(super) trait Keyed {
     fn set_sub_key(&mut self, sub: SubKey);
 }
 
+/// Where a key that is not held goes: the first empty slot of its probe
+/// in its /16's table, as `V4Index::find` left it (`None`: no table yet).
+/// Good until the index changes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Vacant(Option<usize>);
+
 /// The smallest table a /16 with prefixes gets.
 const MIN_SLOTS: usize = 8;
 
@@ -112,29 +118,41 @@ impl<V: Keyed> Bucket<V> {
         if to >= from { to - from } else { to + self.slots.len() - from }
     }
 
-    /// The slot holding `sub`.
-    fn find(&self, sub: SubKey, seed: u64) -> Option<usize> {
+    /// The slot holding `sub`, or the first empty slot of its probe
+    /// (where it would go; `None` while there is no table).
+    fn probe(&self, sub: SubKey, seed: u64) -> Result<usize, Vacant> {
         if self.slots.is_empty() {
-            return None;
+            return Err(Vacant(None));
         }
         let mut i = self.home(sub, seed);
         loop {
             match &self.slots[i] {
-                None => return None,
-                Some(v) if v.sub_key() == sub => return Some(i),
+                None => return Err(Vacant(Some(i))),
+                Some(v) if v.sub_key() == sub => return Ok(i),
                 Some(_) => i = self.next(i),
             }
         }
     }
 
-    /// Puts `sub` (not held) in; the slot it went to. Linear probing
-    /// needs room: at 3/4 full an insert probes about 8 slots on average
-    /// (at 7/8, 32), so the table grows there.
-    fn insert_new(&mut self, sub: SubKey, mut value: V, seed: u64) -> usize {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
+    /// The slot holding `sub`.
+    fn find(&self, sub: SubKey, seed: u64) -> Option<usize> {
+        self.probe(sub, seed).ok()
+    }
+
+    /// Puts `sub` (not held) in, at `vacant` when the table need not
+    /// grow first; the slot it went to. Linear probing needs room: at 3/4
+    /// full an insert probes about 8 slots on average (at 7/8, 32), so the
+    /// table grows there.
+    fn insert_new(&mut self, sub: SubKey, mut value: V, seed: u64, vacant: Vacant) -> usize {
+        let grow = (self.len + 1) * 4 > self.slots.len() * 3;
+        if grow {
             self.resize((self.slots.len() + self.slots.len() / 4).max(MIN_SLOTS), seed);
         }
-        let i = self.vacant(sub, seed);
+        let i = match vacant.0 {
+            Some(i) if !grow => i,
+            _ => self.vacant(sub, seed),
+        };
+        debug_assert_eq!(i, self.vacant(sub, seed), "the slot found for {sub} is still its first empty one");
         value.set_sub_key(sub);
         self.slots[i] = Some(value);
         self.len += 1;
@@ -231,8 +249,15 @@ impl<V: Keyed> V4Index<V> {
 
     /// The value at `key`.
     pub(super) fn get(&self, key: V4Key) -> Option<&V> {
-        let b = self.bucket_of(key)?;
-        b.slots[b.find(sub_key(key), self.seed)?].as_ref()
+        self.find(key).ok()
+    }
+
+    /// The value at `key`, or where it would go (for `insert_new`: one
+    /// probe for a look and an insert).
+    pub(super) fn find(&self, key: V4Key) -> Result<&V, Vacant> {
+        let b = self.bucket_of(key).ok_or(Vacant(None))?;
+        let at = b.probe(sub_key(key), self.seed)?;
+        b.slots[at].as_ref().ok_or(Vacant(None))
     }
 
     /// The value at `key`, to change in place (its key left as it is).
@@ -243,8 +268,9 @@ impl<V: Keyed> V4Index<V> {
         b.slots[at].as_mut()
     }
 
-    /// Puts `value` at `key`, which holds nothing yet (the caller looked).
-    pub(super) fn insert_new(&mut self, key: V4Key, value: V) -> &mut V {
+    /// Puts `value` at `key`, which holds nothing yet: `vacant` is what
+    /// `find` said of it, with no change to the index since.
+    pub(super) fn insert_new(&mut self, key: V4Key, value: V, vacant: Vacant) -> &mut V {
         if self.blocks.is_empty() {
             self.blocks.resize_with(256, || None);
         }
@@ -252,7 +278,7 @@ impl<V: Keyed> V4Index<V> {
         let b = bucket(key);
         let block = self.blocks[b >> 8].get_or_insert_with(|| Box::new(std::array::from_fn(|_| Bucket::default())));
         let b = &mut block[b & 0xff];
-        let at = b.insert_new(sub_key(key), value, self.seed);
+        let at = b.insert_new(sub_key(key), value, self.seed, vacant);
         match &mut b.slots[at] {
             Some(value) => value,
             None => unreachable!("insert_new filled this slot"),
@@ -331,6 +357,12 @@ mod tests {
         Val(SubKey::MAX, v)
     }
 
+    /// Puts `v` at `k` (not held) as the Loc-RIB does: a look, then an insert where it said.
+    fn put(index: &mut V4Index<Val>, k: V4Key, v: Val) {
+        let vacant = index.find(k).expect_err("not held yet");
+        index.insert_new(k, v, vacant);
+    }
+
     /// What `index` holds at `k`.
     fn at(index: &V4Index<Val>, k: V4Key) -> Option<u64> {
         index.get(k).map(|v| v.1)
@@ -341,7 +373,7 @@ mod tests {
         let mut index = V4Index::default();
         let keys = [key(0xf001_0000, 24), key(0x0a00_0000, 8), key(0x0a00_0000, 16), key(0, 0), key(0x0a00_0100, 24)];
         for k in keys {
-            index.insert_new(k, val(k));
+            put(&mut index, k, val(k));
         }
         assert_eq!(index.len(), 5);
         let mut sorted = keys;
@@ -370,7 +402,7 @@ mod tests {
     fn a_table_grows_by_a_quarter_and_so_stays_over_three_fifths_full() {
         let mut index = V4Index::default();
         for n in 1..4096u32 {
-            index.insert_new(key(0xc612_0000 | (n << 4), 28), val(u64::from(n)));
+            put(&mut index, key(0xc612_0000 | (n << 4), 28), val(u64::from(n)));
             let b = index.bucket_of(key(0xc612_0000, 16)).unwrap();
             assert!(b.len * 4 <= b.slots.len() * 3, "{} in {} slots: over 3/4 full", b.len, b.slots.len());
             if b.len > 64 {
@@ -399,9 +431,9 @@ mod tests {
                 let k = key(((net16 << 16) | (low << 4)) & mask, len);
                 if insert {
                     let value = u64::from(low);
-                    match index.get_mut(k) {
-                        Some(v) => v.1 = value,
-                        None => { index.insert_new(k, val(value)); }
+                    match index.find(k) {
+                        Ok(_) => index.get_mut(k).unwrap().1 = value,
+                        Err(vacant) => { index.insert_new(k, val(value), vacant); }
                     }
                     model.insert(k, value);
                 } else {
