@@ -73,6 +73,53 @@ impl BestChange {
     }
 }
 
+/// A path as the Loc-RIB holds it, borrowed: no reference count taken (a
+/// walk of a reflector's table for each client that comes up took two per
+/// prefix, a cache miss on each source's key and attribute set).
+#[derive(Debug, Clone, Copy)]
+pub struct PathRef<'a> {
+    /// Who it came from: the Loc-RIB keeps one allocation per peer name,
+    /// so the paths of one peer share it.
+    pub from: &'a PeerKey,
+    /// The path attributes.
+    pub attrs: &'a Arc<PathAttrs>,
+    /// Local, eBGP or iBGP.
+    pub origination: Origination,
+    /// The peer's address (unspecified for local paths).
+    pub peer_addr: IpAddr,
+    /// The peer's BGP identifier (ours for local paths).
+    pub peer_id: Ipv4Addr,
+    /// Whether the next hop is reachable.
+    pub reachable: bool,
+}
+
+impl PathRef<'_> {
+    /// The path as `Path`, with its source.
+    pub fn to_owned(self) -> (PeerKey, Path) {
+        let path = Path {
+            attrs: self.attrs.clone(),
+            origination: self.origination,
+            peer_addr: self.peer_addr,
+            peer_id: self.peer_id,
+            reachable: self.reachable,
+        };
+        (self.from.clone(), path)
+    }
+}
+
+impl<'a> From<&'a (PeerKey, Path)> for PathRef<'a> {
+    fn from((from, path): &'a (PeerKey, Path)) -> PathRef<'a> {
+        PathRef {
+            from,
+            attrs: &path.attrs,
+            origination: path.origination,
+            peer_addr: path.peer_addr,
+            peer_id: path.peer_id,
+            reachable: path.reachable,
+        }
+    }
+}
+
 /// Where a walk of the Loc-RIB stopped (`LocRib::best_paths_after`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Walk(Place);
@@ -155,16 +202,20 @@ fn settle(mut paths: Vec<Stored>, peers: &[PeerInfo], max_paths: usize) -> Optio
     Some(Entry::Many(Box::new(ManyPaths { paths: reordered, chosen: order.len() as u8 })))
 }
 
-fn path(peers: &[PeerInfo], s: &Stored) -> (PeerKey, Path) {
+fn path_ref<'a>(peers: &'a [PeerInfo], s: &'a Stored) -> PathRef<'a> {
     let info = &peers[s.peer as usize];
-    let path = Path {
-        attrs: s.attrs.clone(),
+    PathRef {
+        from: &info.key,
+        attrs: &s.attrs,
         origination: s.origination,
         peer_addr: info.addr,
         peer_id: info.id,
         reachable: s.reachable(),
-    };
-    (info.key.clone(), path)
+    }
+}
+
+fn path(peers: &[PeerInfo], s: &Stored) -> (PeerKey, Path) {
+    path_ref(peers, s).to_owned()
 }
 
 /// A prefix's new chosen paths, and its best before (if it had one).
@@ -387,8 +438,13 @@ impl LocRib {
         self.entry(prefix).map_or_else(Vec::new, |e| e.chosen().iter().map(|s| path(&self.peers, s)).collect())
     }
 
+    /// The best path to `prefix`, borrowed.
+    pub fn best_path(&self, prefix: &IpNet) -> Option<PathRef<'_>> {
+        Some(path_ref(&self.peers, self.entry(prefix)?.chosen().first()?))
+    }
+
     /// Every prefix with a best path, and that path.
-    pub fn best_paths(&self) -> impl Iterator<Item = (IpNet, (PeerKey, Path))> + '_ {
+    pub fn best_paths(&self) -> impl Iterator<Item = (IpNet, PathRef<'_>)> + '_ {
         self.best_paths_after(None).map(|(_, prefix, best)| (prefix, best))
     }
 
@@ -397,9 +453,9 @@ impl LocRib {
     /// walk resumed meets every prefix that was there when it started and
     /// is still there (it may miss ones added since, which are changes, and
     /// meet some IPv6 prefixes twice: `v6_index`).
-    pub fn best_paths_after(&self, after: Option<Walk>) -> impl Iterator<Item = (Walk, IpNet, (PeerKey, Path))> + '_ {
+    pub fn best_paths_after(&self, after: Option<Walk>) -> impl Iterator<Item = (Walk, IpNet, PathRef<'_>)> + '_ {
         self.entries_after(after)
-            .filter_map(|(at, prefix, e)| Some((at, prefix, path(&self.peers, e.chosen().first()?))))
+            .filter_map(|(at, prefix, e)| Some((at, prefix, path_ref(&self.peers, e.chosen().first()?))))
     }
 
     /// Whether a walk resumed after `after` goes on where it stopped: one

@@ -247,11 +247,6 @@ impl<V: Keyed> V4Index<V> {
         Some(&mut self.blocks.get_mut(b >> 8)?.as_deref_mut()?[b & 0xff])
     }
 
-    /// The value at `key`.
-    pub(super) fn get(&self, key: V4Key) -> Option<&V> {
-        self.find(key).ok()
-    }
-
     /// The value at `key`, or where it would go (for `insert_new`: one
     /// probe for a look and an insert).
     pub(super) fn find(&self, key: V4Key) -> Result<&V, Vacant> {
@@ -365,7 +360,7 @@ mod tests {
 
     /// What `index` holds at `k`.
     fn at(index: &V4Index<Val>, k: V4Key) -> Option<u64> {
-        index.get(k).map(|v| v.1)
+        index.find(k).ok().map(|v| v.1)
     }
 
     #[test]

@@ -132,8 +132,13 @@ pub(crate) struct SpeakerCore {
     pub(super) converged: bool,
     /// Pre-policy Adj-RIB-In of peers with soft reconfiguration inbound.
     pub(super) received: HashMap<String, super::adj_in::AdjRibIn>,
-    /// (foldhash: a name is looked up per run of a table sent.)
+    /// (foldhash: seeded per process, cheap per lookup.)
     pub(super) neighbors: foldhash::HashMap<String, Session>,
+    /// The neighbours that are route-reflector clients (RFC 4456 §6):
+    /// export asks it of each path's source, and the Loc-RIB's key for a
+    /// peer is its session's, so a path's key is found by address, with no
+    /// session read.
+    pub(super) rr_clients: foldhash::HashSet<Arc<str>>,
     /// Paths as exported, per export terms (see `memo`).
     pub(super) export_memo: super::memo::ExportMemo,
     pub(super) up: HashSet<String>,
@@ -146,9 +151,6 @@ pub(crate) struct SpeakerCore {
     pub(super) pending_pieces: usize,
     /// Scratch room for coalescing a batch's changes (`send::coalesce`).
     pub(super) coalesce_at: foldhash::HashMap<IpNet, usize>,
-    /// The chunks a table walk is exported in, kept between walks: a
-    /// reflector sends thousands of tables, and a chunk is ~450 KiB.
-    pub(super) walk_chunk: Vec<(Walk, IpNet, (PeerKey, Path))>,
     /// What each peer whose outbox refused (or may refuse) is still owed.
     pub(super) backlogs: HashMap<String, Backlog>,
     /// Peers stopped for exceeding their prefix limit (until restarted).
@@ -195,13 +197,13 @@ impl SpeakerCore {
             converged: false,
             received: HashMap::new(),
             neighbors: foldhash::HashMap::default(),
+            rr_clients: foldhash::HashSet::default(),
             export_memo: super::memo::ExportMemo::default(),
             up: HashSet::new(),
             update_groups: UpdateGroups::default(),
             pending: Vec::new(),
             pending_pieces: 0,
             coalesce_at: foldhash::HashMap::default(),
-            walk_chunk: Vec::new(),
             backlogs: HashMap::new(),
             over_limit: HashSet::new(),
             stats,
@@ -506,14 +508,19 @@ impl SpeakerCore {
         let outbox = Arc::new(Outbox::default());
         self.emit(Output::Spawn { config: Box::new(n.session.clone()), outbox: outbox.clone() });
         self.tell(&name, PeerCommand::Start);
+        let key = key(&name);
+        if let Some(client) = key.as_ref().filter(|_| n.export.rr_client) {
+            self.rr_clients.insert(client.clone());
+        }
         self.neighbors.insert(
             name.clone(),
-            Session { neighbor: n, key: key(&name), outbox, negotiated: None, session: 0, revised: [0; 2], ignored: 0 },
+            Session { neighbor: n, key, outbox, negotiated: None, session: 0, revised: [0; 2], ignored: 0 },
         );
     }
 
     pub(super) fn remove_neighbor(&mut self, name: &str) {
         let Some(session) = self.neighbors.remove(name) else { return };
+        self.rr_clients.remove(name);
         self.tell(name, PeerCommand::Stop { message: "peer removed from the configuration".into() });
         self.emit(Output::Forget { peer: name.to_string(), remote: session.neighbor.session.remote.ip() });
         self.set_down(name);

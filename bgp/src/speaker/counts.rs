@@ -27,8 +27,7 @@ use super::PeerCounts;
 use super::core::{SpeakerCore, key};
 use super::groups::GroupKey;
 use super::send::Before;
-use crate::rib::decision::Path;
-use crate::rib::table::{PeerKey, Walk};
+use crate::rib::table::{PathRef, PeerKey, Walk};
 
 /// How old the advertised counts of periodic askers (metrics, the node's
 /// summary) may be while routes change.
@@ -113,17 +112,17 @@ impl SpeakerCore {
             walk = CountWalk { began: walk.began, ..self.count_walk(walk.began.0) };
         }
         let size = chunk_size(self.update_groups.groups.len());
-        let chunk: Vec<(Walk, IpNet, (PeerKey, Path))> = self.rib.best_paths_after(walk.after).take(size).collect();
+        let chunk: Vec<(Walk, IpNet, PathRef<'_>)> = self.rib.best_paths_after(walk.after).take(size).collect();
         walk.after = chunk.last().map(|(at, ..)| *at);
         // The chunk's paths by where they came from (their places in it).
         let mut by_source: HashMap<&PeerKey, Vec<usize>> = HashMap::new();
-        for (i, (_, _, (from, _))) in chunk.iter().enumerate() {
-            by_source.entry(from).or_default().push(i);
+        for (i, (_, _, best)) in chunk.iter().enumerate() {
+            by_source.entry(best.from).or_default().push(i);
         }
         for (group, members) in &self.update_groups.groups {
             let (Some(count), Some(first)) = (walk.groups.get_mut(group), members.first()) else { continue };
             for (source, paths) in &by_source {
-                let items = paths.iter().map(|&i| (chunk[i].1, Some(&chunk[i].2), Before::Nothing));
+                let items = paths.iter().map(|&i| (chunk[i].1, Some(chunk[i].2), Before::Nothing));
                 let exported = self.exports_as(first, None, items).announced();
                 count.exported += exported;
                 *count.by_source.entry((*source).clone()).or_default() += exported;

@@ -34,10 +34,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::packet::{AttrInterner, Context, Ipv4Nlri, PathAttrs, Update};
-use crate::rib::decision::{Origination, Path};
+use crate::rib::decision::Origination;
 use crate::rib::export::ExportPeer;
 use crate::rib::policy::Policy;
-use crate::rib::table::PeerKey;
+use crate::rib::table::{PeerKey, PathRef};
 
 /// Entries the memos hold at most, all terms together, and the encoded
 /// memo on its own (a 5,000-client reflector's sets fit).
@@ -107,19 +107,19 @@ impl ExportMemo {
         TermsAt(all.len() - 1)
     }
 
-    /// What `(from, path)` exports as under the terms `at`: remembered, or
-    /// made by `export` and remembered.
+    /// What `path` exports as under the terms `at`: remembered, or made by
+    /// `export` and remembered.
     pub(super) fn get_or(
         &self,
         at: TermsAt,
-        (from, path): &(PeerKey, Path),
+        path: PathRef<'_>,
         from_client: bool,
         ipv4: bool,
         export: impl FnOnce() -> Option<PathAttrs>,
     ) -> Option<Arc<PathAttrs>> {
         let source = Source {
-            attrs: Arc::as_ptr(&path.attrs) as usize,
-            from: from.as_ref().map_or(0, |k| Arc::as_ptr(k).cast::<u8>() as usize),
+            attrs: Arc::as_ptr(path.attrs) as usize,
+            from: path.from.as_ref().map_or(0, |k| Arc::as_ptr(k).cast::<u8>() as usize),
             origination: path.origination,
             peer_id: path.peer_id,
             from_client,
@@ -144,7 +144,7 @@ impl ExportMemo {
         }
         let Some((_, memo)) = all.get_mut(at.0) else { return export().map(Arc::new) };
         let exported = export().map(intern);
-        memo.insert(source, (path.attrs.clone(), from.clone(), exported.clone()));
+        memo.insert(source, (path.attrs.clone(), path.from.clone(), exported.clone()));
         exported
     }
 
@@ -191,6 +191,7 @@ mod tests {
 
     use super::*;
     use crate::packet::Nlri;
+    use crate::rib::decision::Path;
     use crate::rib::export::NextHopMode;
 
     fn terms(peer_as: u32) -> ExportPeer {
@@ -228,26 +229,26 @@ mod tests {
         };
         let (client, other) = (memo.terms(&terms(64512), None), memo.terms(&terms(64513), None));
         let path = best("a", 10);
-        let first = memo.get_or(client, &path, true, true, || export(10)).unwrap();
-        let again = memo.get_or(client, &path, true, true, || export(99)).unwrap();
+        let first = memo.get_or(client, (&path).into(), true, true, || export(10)).unwrap();
+        let again = memo.get_or(client, (&path).into(), true, true, || export(99)).unwrap();
         assert!(Arc::ptr_eq(&first, &again) && made.get() == 1, "remembered: the same set, not made again");
         assert_eq!(memo.terms(&terms(64512), None).0, client.0, "the same terms find the same memo");
         // Other terms, family, client flag, or an equal set from another
         // allocation or source: made anew.
-        memo.get_or(other, &path, true, true, || export(10));
-        memo.get_or(client, &path, true, false, || export(10));
-        memo.get_or(client, &path, false, true, || export(10));
-        memo.get_or(client, &best("a", 10), true, true, || export(10));
-        memo.get_or(client, &(Some(Arc::from("a")), path.1.clone()), true, true, || export(10));
+        memo.get_or(other, (&path).into(), true, true, || export(10));
+        memo.get_or(client, (&path).into(), true, false, || export(10));
+        memo.get_or(client, (&path).into(), false, true, || export(10));
+        memo.get_or(client, (&best("a", 10)).into(), true, true, || export(10));
+        memo.get_or(client, (&(Some(Arc::from("a")), path.1.clone())).into(), true, true, || export(10));
         assert_eq!(made.get(), 6);
-        let equal = memo.get_or(client, &best("c", 10), true, true, || export(10)).unwrap();
+        let equal = memo.get_or(client, (&best("c", 10)).into(), true, true, || export(10)).unwrap();
         assert!(Arc::ptr_eq(&first, &equal), "equal exports share one allocation");
         made.set(made.get() - 1);
         // Withheld is remembered too.
-        assert_eq!(memo.get_or(client, &best("b", 1), true, true, || None), None);
+        assert_eq!(memo.get_or(client, (&best("b", 1)).into(), true, true, || None), None);
         memo.clear();
         let client = memo.terms(&terms(64512), None);
-        memo.get_or(client, &path, true, true, || export(10));
+        memo.get_or(client, (&path).into(), true, true, || export(10));
         assert_eq!(made.get(), 7, "cleared");
     }
 
@@ -291,20 +292,20 @@ mod tests {
         // A table of distinct sources fills the memo without a hit.
         let paths: Vec<_> = (0..=CAP as u32).map(|i| best("a", i)).collect();
         for path in &paths {
-            memo.get_or(at, path, true, true, export);
+            memo.get_or(at, path.into(), true, true, export);
         }
         // Now passed by: an export is made again though remembered before,
         // and still interned (equal sets share one allocation).
         let (first, again) =
-            (memo.get_or(at, &paths[CAP], true, true, export), memo.get_or(at, &paths[CAP], true, true, export));
+            (memo.get_or(at, (&paths[CAP]).into(), true, true, export), memo.get_or(at, (&paths[CAP]).into(), true, true, export));
         assert_eq!(made.get(), CAP + 3);
         assert!(Arc::ptr_eq(&first.unwrap(), &again.unwrap()));
         // After `PASS_BY` exports the memo is tried again.
         for _ in 2..PASS_BY {
-            memo.get_or(at, &paths[0], true, true, export);
+            memo.get_or(at, (&paths[0]).into(), true, true, export);
         }
-        memo.get_or(at, &paths[0], true, true, export);
-        memo.get_or(at, &paths[0], true, true, export);
+        memo.get_or(at, (&paths[0]).into(), true, true, export);
+        memo.get_or(at, (&paths[0]).into(), true, true, export);
         assert_eq!(made.get(), CAP + 1 + PASS_BY + 1, "remembered again");
     }
 
@@ -313,7 +314,7 @@ mod tests {
         let memo = ExportMemo::default();
         let at = memo.terms(&terms(64512), None);
         for i in 0..3 * CAP as u32 {
-            memo.get_or(at, &best("a", i), true, true, || Some(PathAttrs::default()));
+            memo.get_or(at, (&best("a", i)).into(), true, true, || Some(PathAttrs::default()));
         }
         let held = memo.terms.borrow()[at.0].1.len();
         assert!(held <= CAP, "{held} entries held");

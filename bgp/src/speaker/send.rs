@@ -18,11 +18,11 @@ use super::SpeakerEvent;
 use super::backlog::{Owed, prefixes_of};
 use super::core::{Output, SpeakerCore};
 use crate::packet::{Context, Family, Message, PathAttrs, Update};
-use crate::rib::decision::{Origination, Path};
+use crate::rib::decision::Origination;
 use crate::rib::export::{Reflection, export};
 use crate::rib::outbound::Outbound;
 use crate::rib::policy::Policy;
-use crate::rib::table::{BestChange, NextHops, PeerKey};
+use crate::rib::table::{BestChange, NextHops, PathRef};
 use crate::session::outbox::HIGH_WATER;
 
 /// Prefixes a behind peer's backlog is worked through at a time: small
@@ -31,10 +31,16 @@ use crate::session::outbox::HIGH_WATER;
 const DRAIN_CHUNK: usize = 4096;
 
 /// What exporting a path depends on besides its prefix: its attribute set
-/// (the very allocation: the RIB shares equal sets), source and peer.
+/// and source by address (the Loc-RIB shares equal sets, and a peer's
+/// paths share its key), how it was learned, the source's identifier.
+/// Compared by address only, nothing behind is read (a reflector's walk
+/// meets a new source every few prefixes, a cache miss each): two equal
+/// sets in two allocations only start two runs. Good while the paths an
+/// export is given are borrowed.
+#[derive(PartialEq, Eq)]
 struct ExportRun {
-    attrs: Arc<PathAttrs>,
-    from: PeerKey,
+    attrs: *const PathAttrs,
+    from: Option<*const u8>,
     origination: Origination,
     peer_id: Ipv4Addr,
     /// The family: the next hop is exported differently for each.
@@ -42,24 +48,19 @@ struct ExportRun {
 }
 
 impl ExportRun {
-    fn of(prefix: &IpNet, (from, path): &(PeerKey, Path)) -> ExportRun {
+    fn of(prefix: &IpNet, best: PathRef<'_>) -> ExportRun {
         ExportRun {
-            attrs: path.attrs.clone(),
-            from: from.clone(),
-            origination: path.origination,
-            peer_id: path.peer_id,
+            attrs: Arc::as_ptr(best.attrs),
+            from: best.from.as_ref().map(|k| Arc::as_ptr(k).cast::<u8>()),
+            origination: best.origination,
+            peer_id: best.peer_id,
             ipv4: prefix.addr().is_ipv4(),
         }
     }
 
     /// Whether `best` for `prefix` exports as the path this run started with.
-    fn holds(&self, prefix: &IpNet, (from, path): &(PeerKey, Path)) -> bool {
-        Arc::ptr_eq(&self.attrs, &path.attrs)
-            // A peer's paths share its key's allocation: no name compared.
-            && (self.from.as_ref().zip(from.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) || self.from == *from)
-            && self.origination == path.origination
-            && self.peer_id == path.peer_id
-            && self.ipv4 == prefix.addr().is_ipv4()
+    fn holds(&self, prefix: &IpNet, best: PathRef<'_>) -> bool {
+        *self == ExportRun::of(prefix, best)
     }
 }
 
@@ -253,9 +254,7 @@ impl SpeakerCore {
             let refused: Option<Vec<IpNet>> = match owed {
                 Owed::Prefixes(set) => {
                     let chunk: Vec<IpNet> = std::iter::from_fn(|| set.pop_first()).take(DRAIN_CHUNK).collect();
-                    let current: Vec<(IpNet, Vec<(PeerKey, Path)>)> =
-                        chunk.iter().map(|p| (*p, self.rib.best(p))).collect();
-                    let items = current.iter().map(|(p, best)| (*p, best.first(), Before::Unknown));
+                    let items = chunk.iter().map(|p| (*p, self.rib.best_path(p), Before::Unknown));
                     let out = self.exports(peer, items);
                     let remembered = out.of_shared();
                     let updates = out.updates(false);
@@ -268,25 +267,19 @@ impl SpeakerCore {
                 Owed::Table { after, withdraw_rest } => {
                     // One walk of the Loc-RIB for as long as the outbox takes it.
                     let withdraw_rest = *withdraw_rest;
-                    let mut chunk = std::mem::take(&mut self.walk_chunk);
                     let mut rest = self.rib.best_paths_after(*after);
-                    let refused = loop {
-                        chunk.clear();
-                        chunk.extend(rest.by_ref().take(DRAIN_CHUNK));
-                        let Some((last, ..)) = chunk.last() else { break None };
-                        *after = Some(*last);
-                        let items = chunk.iter().map(|(_, p, best)| (*p, Some(best), Before::Unknown));
-                        let out = self.exports(peer, items);
+                    loop {
+                        let mut last = None;
+                        let chunk = rest.by_ref().take(DRAIN_CHUNK).inspect(|(at, ..)| last = Some(*at));
+                        let out = self.exports(peer, chunk.map(|(_, p, best)| (p, Some(best), Before::Unknown)));
+                        let Some(last) = last else { break None };
+                        *after = Some(last);
                         let remembered = out.of_shared();
                         let updates = out.updates(!withdraw_rest);
                         if let Some(i) = self.push_updates(peer, &updates, remembered) {
                             break Some(updates[i..].iter().flat_map(prefixes_of).collect());
                         }
-                    };
-                    drop(rest);
-                    chunk.clear();
-                    self.walk_chunk = chunk;
-                    refused
+                    }
                 }
                 Owed::Message(message) => {
                     let Some(session) = self.neighbors.get(peer) else { break };
@@ -317,7 +310,7 @@ impl SpeakerCore {
     pub(super) fn exports<'a>(
         &self,
         peer: &str,
-        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, Before<'a>)>,
+        items: impl Iterator<Item = (IpNet, Option<PathRef<'a>>, Before<'a>)>,
     ) -> Outbound {
         self.exports_as(peer, Some(peer), items)
     }
@@ -328,7 +321,7 @@ impl SpeakerCore {
         &self,
         peer: &str,
         own: Option<&str>,
-        items: impl Iterator<Item = (IpNet, Option<&'a (PeerKey, Path)>, Before<'a>)>,
+        items: impl Iterator<Item = (IpNet, Option<PathRef<'a>>, Before<'a>)>,
     ) -> Outbound {
         let Some(session) = self.neighbors.get(peer) else { return Outbound::default() };
         let neighbor = &session.neighbor;
@@ -344,16 +337,14 @@ impl SpeakerCore {
         let per_prefix = policy.is_some_and(Policy::depends_on_prefix);
         let terms = self.export_memo.terms(&neighbor.export, policy);
         let mut out = if per_prefix { Outbound::default() } else { Outbound::of_shared_sets() };
-        let export_to = |prefix: &IpNet, best: &(PeerKey, Path)| {
-            let (from, path) = best;
+        let export_to = |prefix: &IpNet, best: PathRef<'a>| {
             // Never back to the peer it came from.
-            if own.is_some() && from.as_deref() == own {
+            if own.is_some() && best.from.as_deref() == own {
                 return None;
             }
-            let from_client =
-                from.as_deref().and_then(|f| self.neighbors.get(f)).is_some_and(|s| s.neighbor.export.rr_client);
+            let from_client = self.reflector.is_some() && best.from.as_ref().is_some_and(|f| self.rr_clients.contains(f));
             let reflection = self.reflector.as_deref().map(|reflector| Reflection { reflector, from_client });
-            let made = || export(prefix, path, &neighbor.export, policy, reflection).ok();
+            let made = || export(prefix, &best.to_owned().1, &neighbor.export, policy, reflection).ok();
             if per_prefix {
                 return made().map(Arc::new);
             }
@@ -362,7 +353,7 @@ impl SpeakerCore {
         let mut run: Option<(ExportRun, Option<Arc<PathAttrs>>, Vec<IpNet>)> = None;
         let mut before_run: Option<(ExportRun, bool)> = None;
         // Whether the peer holds something from us for `prefix`: a withdrawal is due.
-        let mut held = |prefix: &IpNet, before: Before| match before {
+        let mut held = |prefix: &IpNet, before: Before<'a>| match before {
             Before::Nothing => false,
             Before::Unknown => true,
             Before::Was(old) => match &before_run {
@@ -421,14 +412,16 @@ pub(super) enum Before<'a> {
     /// The prefix had no best path: nobody was sent it.
     Nothing,
     /// This best path: the peer holds it if the export let it through.
-    Was(&'a (PeerKey, Path)),
+    Was(PathRef<'a>),
     /// Not known (what a backlog or a table sends): a withdrawal may be due.
     Unknown,
 }
 
 /// The export items of `changes`: each prefix with its best path now and before.
-fn items(changes: &[BestChange]) -> impl Iterator<Item = (IpNet, Option<&(PeerKey, Path)>, Before<'_>)> {
-    changes.iter().map(|c| (c.prefix, c.paths.first(), c.was.as_ref().map_or(Before::Nothing, Before::Was)))
+fn items(changes: &[BestChange]) -> impl Iterator<Item = (IpNet, Option<PathRef<'_>>, Before<'_>)> {
+    changes.iter().map(|c| {
+        (c.prefix, c.paths.first().map(PathRef::from), c.was.as_ref().map_or(Before::Nothing, |w| Before::Was(w.into())))
+    })
 }
 
 /// One change per prefix: its last state, with where its best path came
@@ -513,7 +506,8 @@ fn wire(write: impl FnOnce(&mut BytesMut) -> Result<(), crate::packet::EncodeErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rib::table::ChosenPaths;
+    use crate::rib::decision::Path;
+    use crate::rib::table::{ChosenPaths, PeerKey};
 
     fn change(prefix: &str, via: Option<&str>, was: Option<&str>) -> BestChange {
         let paths: ChosenPaths = via
