@@ -37,7 +37,7 @@ use crate::packet::{AttrInterner, Context, Ipv4Nlri, PathAttrs, Update};
 use crate::rib::decision::Origination;
 use crate::rib::export::ExportPeer;
 use crate::rib::policy::Policy;
-use crate::rib::table::{PeerKey, PathRef};
+use crate::rib::table::{PathRef, PeerKey};
 
 /// Entries the memos hold at most, all terms together, and the encoded
 /// memo on its own (a 5,000-client reflector's sets fit).
@@ -296,8 +296,10 @@ mod tests {
         }
         // Now passed by: an export is made again though remembered before,
         // and still interned (equal sets share one allocation).
-        let (first, again) =
-            (memo.get_or(at, (&paths[CAP]).into(), true, true, export), memo.get_or(at, (&paths[CAP]).into(), true, true, export));
+        let (first, again) = (
+            memo.get_or(at, (&paths[CAP]).into(), true, true, export),
+            memo.get_or(at, (&paths[CAP]).into(), true, true, export),
+        );
         assert_eq!(made.get(), CAP + 3);
         assert!(Arc::ptr_eq(&first.unwrap(), &again.unwrap()));
         // After `PASS_BY` exports the memo is tried again.

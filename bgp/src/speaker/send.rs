@@ -342,7 +342,8 @@ impl SpeakerCore {
             if own.is_some() && best.from.as_deref() == own {
                 return None;
             }
-            let from_client = self.reflector.is_some() && best.from.as_ref().is_some_and(|f| self.rr_clients.contains(f));
+            let from_client =
+                self.reflector.is_some() && best.from.as_ref().is_some_and(|f| self.rr_clients.contains(f));
             let reflection = self.reflector.as_deref().map(|reflector| Reflection { reflector, from_client });
             let made = || export(prefix, &best.to_owned().1, &neighbor.export, policy, reflection).ok();
             if per_prefix {
@@ -420,7 +421,11 @@ pub(super) enum Before<'a> {
 /// The export items of `changes`: each prefix with its best path now and before.
 fn items(changes: &[BestChange]) -> impl Iterator<Item = (IpNet, Option<PathRef<'_>>, Before<'_>)> {
     changes.iter().map(|c| {
-        (c.prefix, c.paths.first().map(PathRef::from), c.was.as_ref().map_or(Before::Nothing, |w| Before::Was(w.into())))
+        (
+            c.prefix,
+            c.paths.first().map(PathRef::from),
+            c.was.as_ref().map_or(Before::Nothing, |w| Before::Was(w.into())),
+        )
     })
 }
 
