@@ -47,6 +47,7 @@ mod memo;
 mod replay;
 mod send;
 mod stale;
+mod tables;
 use core::{Input, Output, SpeakerCore, Timer};
 
 /// A prefix limit (RFC 4486 §4).
@@ -229,6 +230,9 @@ pub struct SpeakerStats {
     pub group_updates_encoded: AtomicU64,
     /// Copies of them written to group members.
     pub group_updates_sent: AtomicU64,
+    /// Peers handed a whole table encoded once for several that came up
+    /// together (`speaker::tables`).
+    pub tables_shared: AtomicU64,
     /// Restarted peers whose stale routes went at once: their new OPEN did
     /// not say forwarding state was preserved (RFC 4724 §4.2).
     pub stale_flushed_without_forwarding: AtomicU64,

@@ -84,6 +84,11 @@ impl Backlog {
     }
 
     /// The oldest thing owed.
+    pub(super) fn front(&self) -> Option<&Owed> {
+        self.owed.front()
+    }
+
+    /// The oldest thing owed, to work on.
     pub(super) fn front_mut(&mut self) -> Option<&mut Owed> {
         self.owed.front_mut()
     }

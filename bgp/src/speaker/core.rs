@@ -151,6 +151,9 @@ pub(crate) struct SpeakerCore {
     pub(super) pending_pieces: usize,
     /// Scratch room for coalescing a batch's changes (`send::coalesce`).
     pub(super) coalesce_at: foldhash::HashMap<IpNet, usize>,
+    /// Peers that came up in the batch under way, owed the table at its
+    /// end (`tables`).
+    pub(super) fresh_tables: Vec<String>,
     /// What each peer whose outbox refused (or may refuse) is still owed.
     pub(super) backlogs: HashMap<String, Backlog>,
     /// Peers stopped for exceeding their prefix limit (until restarted).
@@ -204,6 +207,7 @@ impl SpeakerCore {
             pending: Vec::new(),
             pending_pieces: 0,
             coalesce_at: foldhash::HashMap::default(),
+            fresh_tables: Vec::new(),
             backlogs: HashMap::new(),
             over_limit: HashSet::new(),
             stats,
@@ -231,6 +235,7 @@ impl SpeakerCore {
             Input::Timer(timer) => self.timer(timer),
             Input::Accepted(from) => self.accepted(from),
             Input::EndOfBatch => {
+                self.send_fresh_tables();
                 self.flush();
                 if let Some(peer) = self.dropping.keys().next().cloned() {
                     self.drop_chunk(&peer);
@@ -481,7 +486,7 @@ impl SpeakerCore {
         if self.deferral {
             self.check_deferral();
         } else {
-            self.send_table(peer, false);
+            self.send_table_at_end(peer);
         }
     }
 

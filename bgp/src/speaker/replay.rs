@@ -9,6 +9,8 @@
 //! ```text
 //! peer NAME AS ADDR [rr-client] [soft] [gr] [llgr SECS] [limit N] [policy] [import-none]
 //! up NAME [gr] [gr-lost] [llgr SECS] [llgr-lost SECS] [enhanced] [v6] [v6-only]
+//!        (the table goes at once, as at the end of a batch of its own)
+//! together NAME [flags], NAME [flags]…   (sessions up in one batch, then its end)
 //! down NAME [graceful SECS [long-lived SECS]]
 //! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N] [community AA:NN]
 //!        [treat-as-withdraw] [discard]  (as the codec marks a malformed attribute)
@@ -20,6 +22,7 @@
 //! timer stale NAME EPOCH | timer deferral | timer limit NAME
 //! range PREFIX AS (dynamic neighbours)       accept ADDR (a connection from it)
 //! stats          (UPDATEs encoded for update groups, and copies sent)
+//! shared         (peers handed a table encoded once for several)
 //! groups         (the update groups' sizes)
 //! counts [periodic]  (each peer's prefix counts and RFC 7606 counters:
 //!                 exact, or as the metrics ask, 60 s old at most)
@@ -139,12 +142,18 @@ impl Replay {
         let name = rest.first().map(|n| n.to_string()).unwrap_or_default();
         let input = match verb {
             "peer" => Input::Command(SpeakerCommand::AddNeighbor(Box::new(self.neighbor(&rest)?))),
-            "up" => {
-                // As the peer's task does: a new session number opens its outbox.
-                let negotiated = Box::new(self.negotiated(&rest)?);
-                self.sessions += 1;
-                self.core.neighbors.get(&name).ok_or("no such peer")?.outbox.open(self.sessions);
-                Input::Peer(PeerEvent::Up { negotiated, peer: name, session: self.sessions, link_local: None })
+            "up" => self.up(&rest)?,
+            "together" => {
+                // Sessions up in one batch: their tables go at its end.
+                let mut outputs = Vec::new();
+                for words in rest.join(" ").split(',') {
+                    let up = self.up(&words.split_whitespace().collect::<Vec<_>>())?;
+                    outputs.extend(self.core.handle(up));
+                }
+                outputs.extend(self.core.handle(Input::EndOfBatch));
+                let mut out: Vec<String> = outputs.iter().flat_map(render).collect();
+                out.extend(self.wire());
+                return Ok(out);
             }
             "down" => {
                 let secs = |at: usize| parse(rest.get(at).copied(), "seconds").map(Duration::from_secs);
@@ -264,12 +273,33 @@ impl Replay {
                     (stats.group_updates_encoded.load(Relaxed), stats.group_updates_sent.load(Relaxed));
                 return Ok(vec![format!("encoded {encoded} sent {sent}")]);
             }
+            "shared" => {
+                let shared = self.core.stats.tables_shared.load(Relaxed);
+                return Ok(vec![format!("tables shared {shared}")]);
+            }
             other => return Err(format!("unknown input {other:?}")),
         };
+        let up = matches!(input, Input::Peer(PeerEvent::Up { .. }));
         let outputs = self.core.handle(input);
+        if up {
+            // A session's table waits for the end of the batch it came up
+            // in (`tables`); a script's sessions come up alone, their tables
+            // go at once (`tables_shared` has several come up together).
+            self.core.send_fresh_tables();
+        }
         let mut out: Vec<String> = outputs.iter().flat_map(render).collect();
         out.extend(self.wire());
         Ok(out)
+    }
+
+    /// A session of `words[0]` up (`up`'s flags after it).
+    fn up(&mut self, words: &[&str]) -> Result<Input> {
+        let name = words.first().ok_or("name missing")?.to_string();
+        // As the peer's task does: a new session number opens its outbox.
+        let negotiated = Box::new(self.negotiated(words)?);
+        self.sessions += 1;
+        self.core.neighbors.get(&name).ok_or("no such peer")?.outbox.open(self.sessions);
+        Ok(Input::Peer(PeerEvent::Up { negotiated, peer: name, session: self.sessions, link_local: None }))
     }
 
     /// A configured peer's address and AS.
@@ -664,6 +694,7 @@ replay!(
     long_lived_graceful_restart,
     long_lived_soft_reconfiguration,
     soft_reconfiguration,
+    tables,
 );
 
 /// Work done a chunk per batch (a peer's paths going, counts), driven

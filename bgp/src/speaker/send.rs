@@ -191,6 +191,12 @@ impl SpeakerCore {
     /// Sends `peer` every best path it may have, then End-of-RIB; with
     /// `withdraw_rest`, withdraws the prefixes it may no longer have.
     pub(super) fn send_table(&mut self, peer: &str, withdraw_rest: bool) {
+        self.owe_table(peer, withdraw_rest);
+        self.drain(peer);
+    }
+
+    /// `peer` is owed the table, then End-of-RIB (sent by `drain`).
+    pub(super) fn owe_table(&mut self, peer: &str, withdraw_rest: bool) {
         // RFC 4724 §2: End-of-RIB for every family the session carries.
         let families = self.negotiated(peer).map(|n| n.families.clone());
         let backlog = self.backlogs.entry(peer.to_string()).or_default();
@@ -198,7 +204,6 @@ impl SpeakerCore {
         for family in families.unwrap_or_else(|| vec![Family::IPV4_UNICAST]) {
             backlog.message(Message::Update(Update::end_of_rib(family)));
         }
-        self.drain(peer);
     }
 
     /// Whether `peer` is owed something already (new changes wait behind it).
@@ -488,7 +493,7 @@ fn encode(message: &Message, tx: &Context) -> Option<Bytes> {
 }
 
 /// An UPDATE in its wire form (several messages if it does not fit one).
-fn encode_update(update: &Update, tx: &Context) -> Option<Bytes> {
+pub(super) fn encode_update(update: &Update, tx: &Context) -> Option<Bytes> {
     wire(|buf| update.encode(tx, buf).map(drop))
 }
 
