@@ -94,16 +94,20 @@ pub struct PathRef<'a> {
 }
 
 impl PathRef<'_> {
-    /// The path as `Path`, with its source.
-    pub fn to_owned(self) -> (PeerKey, Path) {
-        let path = Path {
+    /// The path as `Path`.
+    pub fn path(self) -> Path {
+        Path {
             attrs: self.attrs.clone(),
             origination: self.origination,
             peer_addr: self.peer_addr,
             peer_id: self.peer_id,
             reachable: self.reachable,
-        };
-        (self.from.clone(), path)
+        }
+    }
+
+    /// The path as `Path`, with its source.
+    pub fn to_owned(self) -> (PeerKey, Path) {
+        (self.from.clone(), self.path())
     }
 }
 

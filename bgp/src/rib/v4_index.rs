@@ -148,8 +148,9 @@ impl<V: Keyed> Bucket<V> {
         if grow {
             self.resize((self.slots.len() + self.slots.len() / 4).max(MIN_SLOTS), seed);
         }
+        // (A hint whose slot was filled since is not trusted.)
         let i = match vacant.0 {
-            Some(i) if !grow => i,
+            Some(i) if !grow && self.slots.get(i).is_some_and(Option::is_none) => i,
             _ => self.vacant(sub, seed),
         };
         debug_assert_eq!(i, self.vacant(sub, seed), "the slot found for {sub} is still its first empty one");

@@ -134,10 +134,10 @@ pub(crate) struct SpeakerCore {
     pub(super) received: HashMap<String, super::adj_in::AdjRibIn>,
     /// (foldhash: seeded per process, cheap per lookup.)
     pub(super) neighbors: foldhash::HashMap<String, Session>,
-    /// The neighbours that are route-reflector clients (RFC 4456 §6):
-    /// export asks it of each path's source, and the Loc-RIB's key for a
-    /// peer is its session's, so a path's key is found by address, with no
-    /// session read.
+    /// The neighbours that are route-reflector clients (RFC 4456 §6), by
+    /// name: export asks it of each path's source, and a small set of
+    /// names is cheaper to ask than the sessions (a reflector's table walk
+    /// meets a new source every few prefixes).
     pub(super) rr_clients: foldhash::HashSet<Arc<str>>,
     /// Paths as exported, per export terms (see `memo`).
     pub(super) export_memo: super::memo::ExportMemo,
@@ -514,9 +514,10 @@ impl SpeakerCore {
         self.emit(Output::Spawn { config: Box::new(n.session.clone()), outbox: outbox.clone() });
         self.tell(&name, PeerCommand::Start);
         let key = key(&name);
-        if let Some(client) = key.as_ref().filter(|_| n.export.rr_client) {
-            self.rr_clients.insert(client.clone());
-        }
+        match key.as_ref() {
+            Some(client) if n.export.rr_client => self.rr_clients.insert(client.clone()),
+            _ => self.rr_clients.remove(name.as_str()),
+        };
         self.neighbors.insert(
             name.clone(),
             Session { neighbor: n, key, outbox, negotiated: None, session: 0, revised: [0; 2], ignored: 0 },

@@ -350,7 +350,7 @@ impl SpeakerCore {
             let from_client =
                 self.reflector.is_some() && best.from.as_ref().is_some_and(|f| self.rr_clients.contains(f));
             let reflection = self.reflector.as_deref().map(|reflector| Reflection { reflector, from_client });
-            let made = || export(prefix, &best.to_owned().1, &neighbor.export, policy, reflection).ok();
+            let made = || export(prefix, &best.path(), &neighbor.export, policy, reflection).ok();
             if per_prefix {
                 return made().map(Arc::new);
             }

@@ -31,7 +31,11 @@ impl SpeakerCore {
     /// Sends the tables owed to the peers that came up in this batch.
     pub(super) fn send_fresh_tables(&mut self) {
         let mut together: Vec<(GroupKey, Vec<String>)> = Vec::new();
-        for peer in std::mem::take(&mut self.fresh_tables) {
+        let mut fresh = std::mem::take(&mut self.fresh_tables);
+        // A peer that came up twice in the batch is owed one table.
+        fresh.sort_unstable();
+        fresh.dedup();
+        for peer in fresh {
             match self.shares_table(&peer) {
                 Some(key) => match together.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, members)) => members.push(peer),
@@ -70,9 +74,15 @@ impl SpeakerCore {
     /// first (announcements only), and the Loc-RIB holds no path from it.
     fn shares_table(&self, peer: &str) -> Option<GroupKey> {
         let session = self.neighbors.get(peer)?;
-        let fresh = matches!(self.backlogs.get(peer)?.front(), Some(Owed::Table { after: None, withdraw_rest: false }));
-        let shares = fresh && !self.deferral && self.up.contains(peer) && self.rib.paths_from(&session.key) == 0;
+        let shares = self.owes_fresh_table(peer) && self.up.contains(peer) && self.rib.paths_from(&session.key) == 0;
         shares.then(|| self.update_groups.group_of(peer).cloned()).flatten()
+    }
+
+    /// Whether the first thing `peer` is owed is a whole table, to announce
+    /// only (nothing sent of it yet), with selection not deferred.
+    fn owes_fresh_table(&self, peer: &str) -> bool {
+        let front = self.backlogs.get(peer).and_then(|b| b.front());
+        !self.deferral && matches!(front, Some(Owed::Table { after: None, withdraw_rest: false }))
     }
 
     /// The whole table as `first`'s update group gets it, encoded for `tx`;
@@ -96,7 +106,7 @@ impl SpeakerCore {
     /// Hands `peer` the table `image`, in place of the table it is owed
     /// first; whether its outbox took it.
     fn hand_table(&mut self, peer: &str, image: &Bytes) -> bool {
-        let Some(session) = self.neighbors.get(peer) else { return false };
+        let Some(session) = self.neighbors.get(peer).filter(|_| self.owes_fresh_table(peer)) else { return false };
         let fits = session.outbox.queued_bytes() + image.len() <= HIGH_WATER;
         if !fits || !(image.is_empty() || session.outbox.push(session.session, image.clone())) {
             return false;
