@@ -25,10 +25,10 @@ use crate::rib::policy::Policy;
 use crate::rib::table::{BestChange, NextHops, PathRef};
 use crate::session::outbox::HIGH_WATER;
 
-/// Prefixes a behind peer's backlog is worked through at a time: small
-/// enough that a drained outbox (empty, so it takes at least
+/// Prefixes a table or a behind peer's backlog is exported at a time:
+/// small enough that a drained outbox (empty, so it takes at least
 /// `HIGH_WATER`) always takes a chunk's worth.
-const DRAIN_CHUNK: usize = 4096;
+pub(super) const DRAIN_CHUNK: usize = 4096;
 
 /// What exporting a path depends on besides its prefix: its attribute set
 /// and source by address (the Loc-RIB shares equal sets, and a peer's

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use super::backlog::Owed;
 use super::core::SpeakerCore;
 use super::groups::GroupKey;
-use super::send::{Before, encode_update};
+use super::send::{Before, DRAIN_CHUNK, encode_update};
 use crate::packet::Context;
 use crate::session::outbox::HIGH_WATER;
 
@@ -86,21 +86,30 @@ impl SpeakerCore {
     }
 
     /// The whole table as `first`'s update group gets it, encoded for `tx`;
-    /// `None` when it is larger than an outbox takes at once.
+    /// `None` when it is larger than an outbox takes at once (found a
+    /// chunk of the walk at a time: no more of a large table is exported).
     fn table_image(&self, first: &str, tx: &Context) -> Option<Bytes> {
         // Every prefix takes four octets at least.
         if self.rib.len() * 4 > HIGH_WATER {
             return None;
         }
-        let items = self.rib.best_paths_after(None).map(|(_, prefix, best)| (prefix, Some(best), Before::Unknown));
+        let mut walk = self.rib.best_paths_after(None);
         let mut image = BytesMut::new();
-        for update in self.exports_as(first, None, items).updates(true) {
-            image.extend_from_slice(&encode_update(&update, tx)?);
-            if image.len() > HIGH_WATER {
-                return None;
+        loop {
+            let mut more = false;
+            let chunk = walk.by_ref().take(DRAIN_CHUNK).inspect(|_| more = true);
+            let out =
+                self.exports_as(first, None, chunk.map(|(_, prefix, best)| (prefix, Some(best), Before::Unknown)));
+            for update in out.updates(true) {
+                image.extend_from_slice(&encode_update(&update, tx)?);
+                if image.len() > HIGH_WATER {
+                    return None;
+                }
+            }
+            if !more {
+                return Some(image.freeze());
             }
         }
-        Some(image.freeze())
     }
 
     /// Hands `peer` the table `image`, in place of the table it is owed

@@ -172,3 +172,37 @@ fn a_count_does_not_meet_ipv6_prefixes_twice_when_the_index_is_packed_under_it()
     let counts = replay.must("counts periodic");
     assert_eq!(counts[1], format!("d received 0 advertised {kept} treated-as-withdraw 0 discarded 0"));
 }
+
+/// Two peers of one update group come up together, owed a table larger
+/// than an outbox takes at once: no shared table (it is given up a chunk
+/// into being larger); each gets its own, up to the high-water mark, and
+/// is owed the rest.
+#[test]
+fn a_table_larger_than_an_outbox_takes_is_not_shared() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::super::core::Input;
+    use crate::session::outbox::HIGH_WATER;
+    let mut replay = Replay::new();
+    for line in ["peer a 65001 192.0.2.1 policy", "peer b 65000 192.0.2.2", "peer c 65000 192.0.2.3", "up a"] {
+        replay.must(line);
+    }
+    // Every prefix its own attribute set: an UPDATE of ~50 octets each.
+    let n = HIGH_WATER / 40;
+    for i in 0..n {
+        let prefix = Ipv4Addr::from(0xc612_0000 + i as u32);
+        replay.must(&format!("update a + {prefix}/32 nh 192.0.2.1 path 65001 med {i}"));
+    }
+    replay.core.handle(Input::EndOfBatch);
+    for name in ["b", "c"] {
+        let up = replay.up(&[name]).unwrap();
+        replay.core.handle(up);
+    }
+    replay.core.handle(Input::EndOfBatch);
+    assert_eq!(replay.core.stats.tables_shared.load(Relaxed), 0);
+    for name in ["b", "c"] {
+        let queued = replay.core.neighbors[name].outbox.queued_bytes();
+        assert!(queued >= HIGH_WATER / 2, "{name}: {queued} octets queued, its own table up to the mark");
+        assert!(replay.core.backlogs.get(name).is_some_and(|b| !b.is_empty()), "{name} is owed the rest");
+    }
+}
