@@ -157,29 +157,42 @@ async fn register(
     name: &str,
     addresses: Addresses,
     cluster_id: Option<std::net::Ipv4Addr>,
-) -> anyhow::Result<Object<NodeSpec>> {
-    let mut node = match api::get(kv, Kind::Node, None, name).await {
-        Ok(Resource::Node(n)) => n,
-        Ok(_) | Err(ApiError::NotFound { .. }) => Object {
-            api_version: API_VERSION.into(),
-            kind: "Node".into(),
-            metadata: Metadata { name: name.into(), ..Metadata::default() },
-            spec: NodeSpec::default(),
-        },
-        Err(e) => return Err(e).context("reading this node's Node resource"),
+) -> anyhow::Result<()> {
+    let this_run = |spec: &mut NodeSpec| {
+        let bgp = spec.bgp.get_or_insert_with(NodeBgp::default);
+        // The addresses this run has, and no other: one from an earlier run
+        // that this one lacks (an IPv6-only node, `--ip6` dropped) goes.
+        bgp.ipv4_address = addresses.v4.map(IpNet::V4);
+        bgp.ipv6_address = addresses.v6.map(IpNet::V6);
+        if cluster_id.is_some() {
+            bgp.route_reflector_cluster_id = cluster_id;
+        }
     };
-    node.metadata.resource_version = None;
-    let bgp = node.spec.bgp.get_or_insert_with(NodeBgp::default);
-    // The addresses this run has, and no other: one from an earlier run
-    // that this one lacks (an IPv6-only node, `--ip6` dropped) goes.
-    bgp.ipv4_address = addresses.v4.map(IpNet::V4);
-    bgp.ipv6_address = addresses.v6.map(IpNet::V6);
-    if cluster_id.is_some() {
-        bgp.route_reflector_cluster_id = cluster_id;
+    // Changed where it stands: the node's other fields (labels, a tunnel
+    // address another writer publishes meanwhile) are kept.
+    let written = api::update(kv, Kind::Node, None, name, |r| {
+        let Resource::Node(n) = r else { return false };
+        let before = n.spec.clone();
+        this_run(&mut n.spec);
+        n.spec != before
+    })
+    .await;
+    match written {
+        Ok(_) => {}
+        Err(ApiError::NotFound { .. }) => {
+            let mut node = Object {
+                api_version: API_VERSION.into(),
+                kind: "Node".into(),
+                metadata: Metadata { name: name.into(), ..Metadata::default() },
+                spec: NodeSpec::default(),
+            };
+            this_run(&mut node.spec);
+            api::apply(kv, &[Resource::Node(node)]).await.context("registering the Node")?;
+        }
+        Err(e) => return Err(e).context("registering the Node"),
     }
-    api::apply(kv, &[Resource::Node(node.clone())]).await.context("registering the Node")?;
     tracing::info!(node = name, address = ?addresses.v4, address6 = ?addresses.v6, router_id = %addresses.router_id, "node registered");
-    Ok(node)
+    Ok(())
 }
 
 /// Runs the node daemon until SIGTERM or SIGINT.
@@ -653,5 +666,48 @@ impl PeerManager {
             // A burst of changes (an `apply` of many resources) is one re-plan.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory, removed even when the test fails.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The first run creates the Node; a later one sets its own addresses
+    /// and keeps what others wrote there meanwhile (a label, the VXLAN
+    /// tunnel's address): registering does not write the Node it read back
+    /// over them.
+    #[tokio::test]
+    async fn registering_sets_this_run_s_addresses_and_keeps_the_node_s_other_fields() {
+        let dir = Scratch(std::env::temp_dir().join(format!("tortie-register-{}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let kv = Datastore::open(&format!("sqlite://{}/store.db", dir.0.display())).await.unwrap();
+        let run =
+            |v4: &str| Addresses { v4: Some(v4.parse().unwrap()), v6: None, router_id: "192.0.2.1".parse().unwrap() };
+        register(&kv, "n1", run("192.0.2.1/24"), None).await.unwrap();
+        let tunnel = "198.18.0.1".parse().unwrap();
+        api::update(&kv, Kind::Node, None, "n1", |r| {
+            let Resource::Node(n) = r else { return false };
+            n.metadata.labels.insert("rack".into(), "r1".into());
+            n.spec.ipv4_vxlan_tunnel_addr = Some(tunnel);
+            true
+        })
+        .await
+        .unwrap();
+        register(&kv, "n1", run("192.0.2.2/24"), None).await.unwrap();
+        let Ok(Resource::Node(n)) = api::get(&kv, Kind::Node, None, "n1").await else { panic!("no Node n1") };
+        let bgp = n.spec.bgp.as_ref().expect("bgp");
+        assert_eq!(bgp.ipv4_address, Some("192.0.2.2/24".parse().unwrap()), "this run's address");
+        assert_eq!(n.spec.ipv4_vxlan_tunnel_addr, Some(tunnel), "the tunnel's address is kept");
+        assert_eq!(n.metadata.labels.get("rack").map(String::as_str), Some("r1"), "the label is kept");
     }
 }
