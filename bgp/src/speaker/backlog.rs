@@ -78,6 +78,17 @@ impl Backlog {
         self.owed.push_back(Owed::Table { after: None, withdraw_rest });
     }
 
+    /// Puts `before` and `after` around the table owed first, if nothing of
+    /// it has gone yet; whether it did.
+    pub(super) fn around_fresh_table(&mut self, before: Message, after: Message) -> bool {
+        if !matches!(self.owed.front(), Some(Owed::Table { after: None, .. })) {
+            return false;
+        }
+        self.owed.insert(1, Owed::Message(after));
+        self.owed.push_front(Owed::Message(before));
+        true
+    }
+
     /// A message is owed after everything before it.
     pub(super) fn message(&mut self, message: Message) {
         self.owed.push_back(Owed::Message(message));

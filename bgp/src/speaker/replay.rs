@@ -10,7 +10,8 @@
 //! peer NAME AS ADDR [rr-client] [soft] [gr] [llgr SECS] [limit N] [policy] [import-none]
 //! up NAME [gr] [gr-lost] [llgr SECS] [llgr-lost SECS] [enhanced] [v6] [v6-only]
 //!        (the table goes at once, as at the end of a batch of its own)
-//! together NAME [flags], NAME [flags]…   (sessions up in one batch, then its end)
+//! together NAME [flags], NAME [flags]…   (sessions up in one batch, then its end;
+//!        a part `refresh NAME …` is a request in that batch)
 //! down NAME [graceful SECS [long-lived SECS]]
 //! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N] [community AA:NN]
 //!        [treat-as-withdraw] [discard]  (as the codec marks a malformed attribute)
@@ -129,6 +130,19 @@ fn bless(name: &str, script: &str) {
 
 type Result<T> = std::result::Result<T, String>;
 
+/// `refresh NAME request|request-v6|borr|eorr`'s input.
+fn refresh(words: &[&str]) -> Result<Input> {
+    let peer = words.first().ok_or("name missing")?.to_string();
+    let (subtype, family) = match words.get(1).copied() {
+        Some("request") => (RefreshSubtype::Request, Family::IPV4_UNICAST),
+        Some("request-v6") => (RefreshSubtype::Request, Family::IPV6_UNICAST),
+        Some("borr") => (RefreshSubtype::BeginningOfRefresh, Family::IPV4_UNICAST),
+        Some("eorr") => (RefreshSubtype::EndOfRefresh, Family::IPV4_UNICAST),
+        other => return Err(format!("bad refresh {other:?}")),
+    };
+    Ok(Input::Peer(PeerEvent::RouteRefresh { peer, refresh: RouteRefresh { family, subtype } }))
+}
+
 fn parse<T: std::str::FromStr>(word: Option<&str>, what: &str) -> Result<T> {
     word.ok_or_else(|| format!("{what} missing"))?.parse().map_err(|_| format!("bad {what}: {word:?}"))
 }
@@ -147,8 +161,12 @@ impl Replay {
                 // Sessions up in one batch: their tables go at its end.
                 let mut outputs = Vec::new();
                 for words in rest.join(" ").split(',') {
-                    let up = self.up(&words.split_whitespace().collect::<Vec<_>>())?;
-                    outputs.extend(self.core.handle(up));
+                    let words: Vec<&str> = words.split_whitespace().collect();
+                    let input = match words.split_first() {
+                        Some((&"refresh", words)) => refresh(words)?,
+                        _ => self.up(&words)?,
+                    };
+                    outputs.extend(self.core.handle(input));
                 }
                 outputs.extend(self.core.handle(Input::EndOfBatch));
                 let mut out: Vec<String> = outputs.iter().flat_map(render).collect();
@@ -178,17 +196,7 @@ impl Replay {
                     _ => Family::IPV4_UNICAST,
                 })],
             }),
-            "refresh" => {
-                let (subtype, family) = match rest.get(1).copied() {
-                    Some("request") => (RefreshSubtype::Request, Family::IPV4_UNICAST),
-                    Some("request-v6") => (RefreshSubtype::Request, Family::IPV6_UNICAST),
-                    Some("borr") => (RefreshSubtype::BeginningOfRefresh, Family::IPV4_UNICAST),
-                    Some("eorr") => (RefreshSubtype::EndOfRefresh, Family::IPV4_UNICAST),
-                    other => return Err(format!("bad refresh {other:?}")),
-                };
-                let refresh = RouteRefresh { family, subtype };
-                Input::Peer(PeerEvent::RouteRefresh { peer: name, refresh })
-            }
+            "refresh" => refresh(&rest)?,
             "remove" => Input::Command(SpeakerCommand::RemoveNeighbor(name)),
             "range" => {
                 let range: IpNet = parse(rest.first().copied(), "range")?;

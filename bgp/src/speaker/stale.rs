@@ -141,14 +141,22 @@ impl SpeakerCore {
     /// RFC 2918 / RFC 7313: the whole table again, framed by BoRR and EoRR
     /// when enhanced route refresh was negotiated.
     fn answer_refresh(&mut self, peer: &str, family: Family) {
-        // A table still on its way answers this request too: it ends with
-        // every prefix as it stands (a peer asking in a loop while it does
-        // not read cannot pile tables up).
-        if self.backlogs.get(peer).is_some_and(|b| b.owes_table()) {
-            return;
-        }
         let enhanced = self.negotiated(peer).is_some_and(|n| n.enhanced_route_refresh);
         let marker = |subtype| Message::RouteRefresh(RouteRefresh { family, subtype });
+        // A table still on its way answers this request too: it ends with
+        // every prefix as it stands (a peer asking in a loop while it does
+        // not read cannot pile tables up). One not begun yet (the session
+        // came up in this batch) is the answer in full: with enhanced
+        // refresh, between BoRR and EoRR (RFC 7313 §4).
+        if let Some(backlog) = self.backlogs.get_mut(peer).filter(|b| b.owes_table()) {
+            if enhanced {
+                backlog.around_fresh_table(
+                    marker(RefreshSubtype::BeginningOfRefresh),
+                    marker(RefreshSubtype::EndOfRefresh),
+                );
+            }
+            return;
+        }
         if enhanced {
             self.send_message(peer, marker(RefreshSubtype::BeginningOfRefresh));
         }
