@@ -192,13 +192,13 @@ pub async fn load(kv: &impl Kv, node: &str, cache: &mut Decoded) -> Result<(Snap
                         s.vteps.insert(node, Vtep { tunnel_address, mac, node });
                     }
                 };
-                if let Some(IpNet::V4(a)) = address {
-                    s.nodes.push(a.addr());
-                    s.node_addresses.insert(n.metadata.name.clone(), a.addr());
+                if let Some(a) = n.spec.ipv4_address() {
+                    s.nodes.push(a);
+                    s.node_addresses.insert(n.metadata.name.clone(), a);
                     let tunnel = n.spec.ipv4_vxlan_tunnel_addr.map(IpAddr::V4);
-                    vtep(a.addr().into(), tunnel, mac(&n.spec.vxlan_tunnel_mac_addr));
+                    vtep(a.into(), tunnel, mac(&n.spec.vxlan_tunnel_mac_addr));
                     if n.spec.bgp.as_ref().is_some_and(|b| b.ipv4_ipip_tunnel_addr.is_some()) {
-                        s.ipip_nodes.insert(a.addr().into());
+                        s.ipip_nodes.insert(a.into());
                     }
                 }
                 if let Some(IpNet::V6(a)) = address6 {

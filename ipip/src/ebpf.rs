@@ -115,6 +115,10 @@ pub struct PlaneConfig {
     pub mtu: u32,
     /// A mounted bpffs; the maps are pinned under it.
     pub bpffs: PathBuf,
+    /// The cluster's node addresses as the datastore has them at the
+    /// start: a fresh plane (no maps to adopt) unwraps what they send
+    /// until the first table comes.
+    pub nodes: Vec<Ipv4Addr>,
 }
 
 /// A running plane: a task keeping the maps equal to the table. Dropping
@@ -160,9 +164,10 @@ fn mount_bpffs(path: &Path) -> Result<(), TunnelError> {
     Ok(())
 }
 
-/// Where this network namespace's maps are pinned.
+/// Where this network namespace's maps are pinned: the calling thread's
+/// (`/proc/self` would name the process's first thread's).
 pub fn pin_dir(bpffs: &Path) -> Result<PathBuf, TunnelError> {
-    let ns = std::fs::metadata("/proc/self/ns/net")
+    let ns = std::fs::metadata("/proc/thread-self/ns/net")
         .map_err(|e| TunnelError::io("reading this network namespace's identity".into(), e))?;
     Ok(bpffs.join("tortie").join(format!("net-{}", ns.ino())))
 }
@@ -231,11 +236,16 @@ pub async fn start(config: &PlaneConfig, mut table: watch::Receiver<Arc<EncapTab
     attach(&mut bpf, ENCAP, DEVICE, TcAttachType::Egress)?;
     loosen_rp_filter(&underlay)?;
     attach(&mut bpf, DECAP, &underlay, TcAttachType::Ingress)?;
-    // Until felix has published a table there is nothing to go by (maps
-    // adopted from before the restart stay as they are).
+    // Until felix has published a table, maps adopted from before the
+    // restart stay as they are, and fresh ones take the nodes the
+    // datastore knows: other nodes wrap for this one once its tunnel
+    // address is published, maybe before felix's first table, and what
+    // they send must not be dropped as from unknown sources meanwhile.
     if table.has_changed().unwrap_or(false) {
         let current = table.borrow_and_update().clone();
         reconcile(&mut bpf, &current)?;
+    } else if !adopted {
+        reconcile(&mut bpf, &EncapTable::new([], config.nodes.iter().copied()))?;
     }
     if adopted {
         tracing::info!(pins = %pins.display(), "IPIP: adopted the maps kept from before the restart");

@@ -65,6 +65,16 @@ pub struct NodeSpec {
     pub vxlan_tunnel_mac_addr_v6: Option<String>,
 }
 
+impl NodeSpec {
+    /// The node's IPv4 address (`bgp.ipv4Address`, without its subnet length).
+    pub fn ipv4_address(&self) -> Option<Ipv4Addr> {
+        match self.bgp.as_ref()?.ipv4_address? {
+            IpNet::V4(a) => Some(a.addr()),
+            IpNet::V6(_) => None,
+        }
+    }
+}
+
 /// A MAC address as Calico writes it (`vxlanTunnelMACAddr`): six two-digit
 /// hexadecimal octets, colon-separated (`66:1c:7e:0a:3b:52`; either case).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {

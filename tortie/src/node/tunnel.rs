@@ -382,11 +382,19 @@ impl Setup {
         let kind = self.encap.name();
         let running = match &self.encap {
             Encap::Ipip { table, bpffs } => {
+                let nodes = api::list(&self.kv, Kind::Node, None).await.context("listing the nodes")?;
                 let config = PlaneConfig {
                     local: ipv4(self.local)?,
                     tunnel_address: tunnel_address.map(ipv4).transpose()?,
                     mtu: settings.mtu,
                     bpffs: bpffs.clone(),
+                    nodes: nodes
+                        .iter()
+                        .filter_map(|r| match r {
+                            Resource::Node(n) => n.spec.ipv4_address(),
+                            _ => None,
+                        })
+                        .collect(),
                 };
                 let t = tortie_ipip::start(&config, table.clone()).await.context("starting the IPIP tunnel")?;
                 Running::Ipip(t, bpffs.clone())
