@@ -56,8 +56,8 @@ impl Backlog {
         }
     }
 
-    /// These prefixes were due first but the outbox refused them: they
-    /// go again before anything else.
+    /// These prefixes are due before anything else (the outbox refused
+    /// them, or a shared table went without them).
     pub(super) fn requeue(&mut self, prefixes: Vec<IpNet>) {
         if prefixes.is_empty() {
             return;
@@ -78,14 +78,17 @@ impl Backlog {
         self.owed.push_back(Owed::Table { after: None, withdraw_rest });
     }
 
-    /// Puts `before` and `after` around the table owed first, if nothing of
-    /// it has gone yet; whether it did.
-    pub(super) fn around_fresh_table(&mut self, before: Message, after: Message) -> bool {
-        if !matches!(self.owed.front(), Some(Owed::Table { after: None, .. })) {
+    /// Frames the first table owed that has not begun with `before` and
+    /// `after` (a refresh's BoRR and EoRR), unless `before` is owed ahead
+    /// of it already; whether there is such a table.
+    pub(super) fn frame_unbegun_table(&mut self, before: Message, after: Message) -> bool {
+        let Some(at) = self.owed.iter().position(|o| matches!(o, Owed::Table { after: None, .. })) else {
             return false;
+        };
+        if !self.owed.iter().take(at).any(|o| matches!(o, Owed::Message(m) if *m == before)) {
+            self.owed.insert(at + 1, Owed::Message(after));
+            self.owed.insert(at, Owed::Message(before));
         }
-        self.owed.insert(1, Owed::Message(after));
-        self.owed.push_front(Owed::Message(before));
         true
     }
 

@@ -598,13 +598,15 @@ fn command_text(command: &PeerCommand) -> String {
 fn message_text(message: &Message) -> String {
     match message {
         Message::Update(u) => update_text(u),
-        Message::RouteRefresh(r) => match r.subtype {
-            RefreshSubtype::Request if r.family == Family::IPV6_UNICAST => "refresh request ipv6".into(),
-            RefreshSubtype::Request => "refresh request".into(),
-            RefreshSubtype::BeginningOfRefresh => "borr".into(),
-            RefreshSubtype::EndOfRefresh => "eorr".into(),
-            RefreshSubtype::Reserved(n) => format!("refresh {n}"),
-        },
+        Message::RouteRefresh(r) => {
+            let text = match r.subtype {
+                RefreshSubtype::Request => "refresh request".into(),
+                RefreshSubtype::BeginningOfRefresh => "borr".into(),
+                RefreshSubtype::EndOfRefresh => "eorr".into(),
+                RefreshSubtype::Reserved(n) => format!("refresh {n}"),
+            };
+            if r.family == Family::IPV6_UNICAST { format!("{text} ipv6") } else { text }
+        }
         other => format!("{other:?}"),
     }
 }

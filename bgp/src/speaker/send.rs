@@ -458,7 +458,7 @@ fn coalesce(mut changes: Vec<BestChange>, at: &mut foldhash::HashMap<IpNet, usiz
             }
             std::collections::hash_map::Entry::Vacant(new) => {
                 new.insert(kept);
-                // (A change is 104 octets: a batch with no prefix twice
+                // (A change is over 100 octets: a batch with no prefix twice
                 // moves none of them.)
                 if kept != i {
                     changes.swap(kept, i);

@@ -145,17 +145,16 @@ impl SpeakerCore {
         let marker = |subtype| Message::RouteRefresh(RouteRefresh { family, subtype });
         // A table still on its way answers this request too: it ends with
         // every prefix as it stands (a peer asking in a loop while it does
-        // not read cannot pile tables up). One not begun yet (the session
-        // came up in this batch) is the answer in full: with enhanced
-        // refresh, between BoRR and EoRR (RFC 7313 §4).
+        // not read cannot pile tables up). With enhanced refresh the answer
+        // is framed by BoRR and EoRR (RFC 7313 §4): a table not begun yet
+        // (the one a session that just came up is owed, or a refresh's
+        // queued already) is framed; one under way cannot be, and a framed
+        // one goes after it.
         if let Some(backlog) = self.backlogs.get_mut(peer).filter(|b| b.owes_table()) {
-            if enhanced {
-                backlog.around_fresh_table(
-                    marker(RefreshSubtype::BeginningOfRefresh),
-                    marker(RefreshSubtype::EndOfRefresh),
-                );
+            let (begin, end) = (marker(RefreshSubtype::BeginningOfRefresh), marker(RefreshSubtype::EndOfRefresh));
+            if !enhanced || backlog.frame_unbegun_table(begin, end) {
+                return;
             }
-            return;
         }
         if enhanced {
             self.send_message(peer, marker(RefreshSubtype::BeginningOfRefresh));

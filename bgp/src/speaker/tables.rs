@@ -10,8 +10,9 @@
 //! (its UPDATE came in the same batch, or it restarts with stale paths)
 //! gets the buffer without the UPDATEs that carry them (a path never goes
 //! back to the peer it came from): slices of it, no copy. Everything else
-//! goes each peer's own way (`drain`): a peer alone in its batch, a table
-//! larger than an outbox takes at once, a refresh.
+//! goes each peer's own way (`drain`): a peer alone of its group in its
+//! batch, one whose table is framed by a refresh's BoRR and EoRR, a table
+//! larger than an outbox takes at once.
 
 use std::ops::Range;
 
@@ -31,6 +32,10 @@ struct Image {
     bytes: Bytes,
     /// The UPDATEs in `bytes` that carry a member's own paths.
     cuts: Vec<Cut>,
+    /// Which of them carry each member's, in order (a reflector's clients
+    /// coming back together after a restart: thousands of members, each
+    /// with cuts of its own).
+    cuts_of: foldhash::HashMap<std::sync::Arc<str>, Vec<usize>>,
 }
 
 /// An UPDATE of an [`Image`] that carries paths of members.
@@ -43,11 +48,6 @@ struct Cut {
 }
 
 impl Cut {
-    /// Whether `member` must not be sent this UPDATE: it carries its path.
-    fn carries(&self, member: &str) -> bool {
-        self.prefixes.iter().any(|(_, from)| from.as_deref() == Some(member))
-    }
-
     /// The prefixes `member` is still owed once this UPDATE is held back
     /// from it: those whose path is not its own.
     fn owed_to<'a>(&'a self, member: &'a str) -> impl Iterator<Item = IpNet> + 'a {
@@ -138,12 +138,13 @@ impl SpeakerCore {
         let mut own: foldhash::HashMap<IpNet, PeerKey> = foldhash::HashMap::default();
         let mut walk = self.rib.best_paths_after(None);
         let mut cuts = Vec::new();
+        let mut cuts_of: foldhash::HashMap<std::sync::Arc<str>, Vec<usize>> = foldhash::HashMap::default();
         let mut bytes = BytesMut::new();
         loop {
             let mut more = false;
             let chunk = walk.by_ref().take(DRAIN_CHUNK).inspect(|(_, prefix, best)| {
                 more = true;
-                if best.from.as_deref().is_some_and(|from| with_paths.contains(from)) {
+                if !with_paths.is_empty() && best.from.as_deref().is_some_and(|from| with_paths.contains(from)) {
                     own.insert(*prefix, best.from.clone());
                 }
             });
@@ -156,12 +157,19 @@ impl SpeakerCore {
                     return None;
                 }
                 if !own.is_empty() && prefixes_of(&update).any(|p| own.contains_key(&p)) {
-                    let prefixes = prefixes_of(&update).map(|p| (p, own.get(&p).cloned().flatten())).collect();
+                    let prefixes: Vec<(IpNet, PeerKey)> =
+                        prefixes_of(&update).map(|p| (p, own.get(&p).cloned().flatten())).collect();
+                    for member in prefixes.iter().filter_map(|(_, from)| from.clone()) {
+                        let at = cuts_of.entry(member).or_default();
+                        if at.last() != Some(&cuts.len()) {
+                            at.push(cuts.len());
+                        }
+                    }
                     cuts.push(Cut { at: start..bytes.len(), prefixes });
                 }
             }
             if !more {
-                return Some(Image { bytes: bytes.freeze(), cuts });
+                return Some(Image { bytes: bytes.freeze(), cuts, cuts_of });
             }
         }
     }
@@ -171,7 +179,8 @@ impl SpeakerCore {
     /// took it. What those UPDATEs carry from others is owed to it next.
     fn hand_table(&mut self, peer: &str, image: &Image) -> bool {
         let Some(session) = self.neighbors.get(peer).filter(|_| self.owes_fresh_table(peer)) else { return false };
-        let cuts: Vec<&Cut> = image.cuts.iter().filter(|c| c.carries(peer)).collect();
+        let cuts: Vec<&Cut> =
+            image.cuts_of.get(peer).map_or(Vec::new(), |at| at.iter().map(|&i| &image.cuts[i]).collect());
         // The image between the UPDATEs held back (shared bytes, no copy).
         let end = image.bytes.len();
         let mut pieces = Vec::with_capacity(cuts.len() + 1);
