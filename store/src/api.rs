@@ -98,6 +98,27 @@ pub async fn apply<K: Kv>(kv: &K, resources: &[Resource]) -> Result<Vec<Applied>
     Err(ApiError::Conflict(format!("the datastore kept changing during {APPLY_ATTEMPTS} attempts; try again")))
 }
 
+/// Creates `resource`, validated as `apply` validates, only if nothing is
+/// stored by its name: a writer that finds it missing and makes it anew
+/// does not put its default over one written meanwhile (it gets
+/// `Conflict`, and can then change that one where it stands: `update`).
+pub async fn create<K: Kv>(kv: &K, resource: &Resource) -> Result<(), ApiError> {
+    let resource = resource.checked(1)?;
+    let key = resource.key();
+    let mut compares = vec![Compare::ModRevision(key.clone(), 0)];
+    compares.extend(checked_against_stored(kv, std::slice::from_ref(&resource)).await?);
+    let success = vec![Op::Put { key: key.clone(), value: resource.to_json(), lease: None }];
+    if kv.txn(Txn { compares, success, failure: Vec::new() }).await?.succeeded {
+        return Ok(());
+    }
+    let m = resource.metadata();
+    Err(ApiError::Conflict(format!(
+        "{} `{}` exists already, or the datastore changed while it was being created",
+        resource.kind().info().name,
+        shown(m.namespace.as_deref(), &m.name)
+    )))
+}
+
 /// What a batch is checked against besides itself (IP pools against the
 /// stored ones, BGP peers' families): compares pinning what the checks read.
 async fn checked_against_stored<K: Kv>(kv: &K, resources: &[Resource]) -> Result<Vec<Compare>, ApiError> {

@@ -68,6 +68,7 @@ conformance!(
     expired_lease_deletes_its_keys_and_a_kept_one_survives,
     syncer_serves_reads_from_memory_and_tells_only_the_parts_concerned,
     syncer_cache_equals_the_store_under_concurrent_writers,
+    create_makes_a_resource_only_where_there_is_none,
     updates_of_one_resource_from_many_writers_lose_no_field,
 );
 
@@ -449,4 +450,22 @@ async fn updates_of_one_resource_from_many_writers_lose_no_field(url: &str) {
     // No such resource: named.
     let missing = api::update(&store, Kind::Node, None, "n2", |_| true).await.unwrap_err();
     assert!(missing.to_string().contains("n2"), "{missing}");
+}
+
+async fn create_makes_a_resource_only_where_there_is_none(url: &str) {
+    use tortie_store::api::{self, ApiError};
+    use tortie_store::resources::{Kind, parse_documents};
+    let store = open(url).await;
+    let node = |by: &str| {
+        let doc = format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: n1, labels: {{by: {by}}}}}\nspec: {{}}\n"
+        );
+        parse_documents(&doc).unwrap().remove(0)
+    };
+    api::create(&store, &node("first")).await.unwrap();
+    // A second writer that found it missing too: refused, naming it; the first one's stays.
+    let second = api::create(&store, &node("second")).await;
+    assert!(matches!(&second, Err(ApiError::Conflict(m)) if m.contains("Node `n1`")), "{second:?}");
+    let labels = api::get(&store, Kind::Node, None, "n1").await.unwrap().metadata().labels.clone();
+    assert_eq!(labels.get("by").map(String::as_str), Some("first"));
 }

@@ -169,27 +169,36 @@ async fn register(
         }
     };
     // Changed where it stands: the node's other fields (labels, a tunnel
-    // address another writer publishes meanwhile) are kept.
-    let written = api::update(kv, Kind::Node, None, name, |r| {
-        let Resource::Node(n) = r else { return false };
-        let before = n.spec.clone();
-        this_run(&mut n.spec);
-        n.spec != before
-    })
-    .await;
-    match written {
-        Ok(_) => {}
-        Err(ApiError::NotFound { .. }) => {
-            let mut node = Object {
-                api_version: API_VERSION.into(),
-                kind: "Node".into(),
-                metadata: Metadata { name: name.into(), ..Metadata::default() },
-                spec: NodeSpec::default(),
-            };
-            this_run(&mut node.spec);
-            api::apply(kv, &[Resource::Node(node)]).await.context("registering the Node")?;
+    // address another writer publishes meanwhile) are kept; made only if
+    // there is none (one written meanwhile is then changed in turn).
+    let mut attempts = 0;
+    loop {
+        let written = api::update(kv, Kind::Node, None, name, |r| {
+            let Resource::Node(n) = r else { return false };
+            let before = n.spec.clone();
+            this_run(&mut n.spec);
+            n.spec != before
+        })
+        .await;
+        let created = match written {
+            Ok(_) => break,
+            Err(ApiError::NotFound { .. }) => {
+                let mut node = Object {
+                    api_version: API_VERSION.into(),
+                    kind: "Node".into(),
+                    metadata: Metadata { name: name.into(), ..Metadata::default() },
+                    spec: NodeSpec::default(),
+                };
+                this_run(&mut node.spec);
+                api::create(kv, &Resource::Node(node)).await
+            }
+            Err(e) => return Err(e).context("registering the Node"),
+        };
+        match created {
+            Ok(()) => break,
+            Err(ApiError::Conflict(_)) if attempts < 3 => attempts += 1,
+            Err(e) => return Err(e).context("registering the Node"),
         }
-        Err(e) => return Err(e).context("registering the Node"),
     }
     tracing::info!(node = name, address = ?addresses.v4, address6 = ?addresses.v6, router_id = %addresses.router_id, "node registered");
     Ok(())
