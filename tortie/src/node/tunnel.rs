@@ -382,7 +382,12 @@ impl Setup {
         let kind = self.encap.name();
         let running = match &self.encap {
             Encap::Ipip { table, bpffs } => {
-                let nodes = api::list(&self.kv, Kind::Node, None).await.context("listing the nodes")?;
+                // (A fresh plane unwraps for them until felix's first table:
+                // none when they cannot be read, as before there was a seed.)
+                let nodes = api::list(&self.kv, Kind::Node, None).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot list the nodes: the {kind} plane waits for felix's first table");
+                    Vec::new()
+                });
                 let config = PlaneConfig {
                     local: ipv4(self.local)?,
                     tunnel_address: tunnel_address.map(ipv4).transpose()?,
