@@ -139,7 +139,8 @@ const FIELDS: &[(&str, Use)] = &[
     ("Metadata.namespace", Reads("felix/src/agent.rs", "metadata.namespace")),
     ("Metadata.labels", Reads("felix/src/agent.rs", "metadata.labels")),
     ("Metadata.annotations", Kept),
-    ("Metadata.resource_version", Reads("tortie/src/node/mod.rs", "resource_version")),
+    // Never stored: a read sets it from the key's revision.
+    ("Metadata.resource_version", Reads("store/src/resources/mod.rs", "resource_version = Some(revision")),
     ("Metadata.uid", Kept),
     ("Metadata.creation_timestamp", Kept),
     ("Object.api_version", Kept),
