@@ -1,6 +1,7 @@
-//! The speaker: one task that owns the Loc-RIB, runs the peers' session
-//! tasks, learns their routes through the import policy, and sends each up
-//! peer the best paths its export rules and policy allow — the whole table
+//! The speaker: one task, on a thread of its own with its peers' session
+//! tasks, that owns the Loc-RIB, learns the peers' routes through the
+//! import policy, and sends each up peer the best paths its export rules
+//! and policy allow — the whole table
 //! when it comes up (or asks with ROUTE-REFRESH, or its export policy
 //! changes), then changes. Prefixes sharing an attribute set go out
 //! together in one UPDATE (split into as many messages as the size limit
@@ -271,70 +272,109 @@ struct Shell {
     best_tx: mpsc::Sender<SpeakerEvent>,
 }
 
+/// Why the speaker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be opened.
+    #[error(transparent)]
+    Listen(#[from] SocketError),
+    /// Its thread or runtime could not be made.
+    #[error("starting the speaker's thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 /// Starts the speaker, listening on each address of `listen` (one per
 /// family) for peers that dial in; best-path changes go to `best` in
 /// chunks of a batch (felix installs them).
-pub fn spawn(
+///
+/// The speaker and its sessions run on a thread of their own, one
+/// runtime for all of them, in the network namespace of the thread that
+/// calls this: a session's events reach the core, and the core's UPDATEs
+/// its writer, without waking another thread (on a runtime shared with
+/// felix and the datastore, each hand-off was a wake through the kernel,
+/// about a tenth of the speaker's CPU on a full table).
+pub async fn spawn(
     router_id: Ipv4Addr,
     max_paths: usize,
     best: mpsc::Sender<SpeakerEvent>,
     listen: impl IntoIterator<Item = SocketAddr>,
-) -> Result<SpeakerHandle, SocketError> {
-    let listeners = listen.into_iter().map(Listener::bind).collect::<Result<Vec<_>, _>>()?;
-    let (commands, mut commands_rx) = mpsc::channel(BUFFER);
+) -> Result<SpeakerHandle, StartError> {
+    let listen: Vec<SocketAddr> = listen.into_iter().collect();
+    let (commands, commands_rx) = mpsc::channel(BUFFER);
+    let statuses = Arc::new(Mutex::new(HashMap::new()));
+    let stats = Arc::new(SpeakerStats::default());
+    let (started_tx, started_rx) = oneshot::channel();
+    let core = SpeakerCore::new(router_id, max_paths, stats.clone());
+    let shown = statuses.clone();
+    std::thread::Builder::new().name("bgp-speaker".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return drop(started_tx.send(Err(StartError::Thread(e)))),
+        };
+        runtime.block_on(async move {
+            match listen.into_iter().map(Listener::bind).collect::<Result<Vec<_>, _>>() {
+                Ok(listeners) => {
+                    let _ = started_tx.send(Ok(()));
+                    run(core, listeners, shown, best, commands_rx).await;
+                }
+                Err(e) => drop(started_tx.send(Err(e.into()))),
+            }
+        });
+    })?;
+    let ended = || StartError::Thread(std::io::Error::other("the speaker's thread ended as it started"));
+    started_rx.await.unwrap_or_else(|_| Err(ended()))?;
+    Ok(SpeakerHandle { commands, peers: statuses, stats })
+}
+
+/// The speaker's loop: inputs to the core in batches, its outputs carried
+/// out, until the commands' senders are all gone.
+async fn run(
+    mut core: SpeakerCore,
+    listeners: Vec<Listener>,
+    statuses: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
+    best: mpsc::Sender<SpeakerEvent>,
+    mut commands_rx: mpsc::Receiver<SpeakerCommand>,
+) {
     let (events_tx, mut events_rx) = mpsc::channel(EVENTS);
     let (timers_tx, mut timers_rx) = mpsc::channel(BUFFER);
     let (dynamic_tx, mut dynamic_rx) = mpsc::channel(BUFFER);
-    let statuses = Arc::new(Mutex::new(HashMap::new()));
-    let stats = Arc::new(SpeakerStats::default());
-    let mut core = SpeakerCore::new(router_id, max_paths, stats.clone());
-    let mut shell = Shell {
-        listeners,
-        peers: HashMap::new(),
-        statuses: statuses.clone(),
-        events_tx,
-        timers_tx,
-        dynamic_tx,
-        best_tx: best,
-    };
-    tokio::spawn(async move {
-        loop {
-            let mut accepted = None;
-            let mut out = tokio::select! {
-                cmd = commands_rx.recv() => match cmd {
-                    Some(cmd) => core.handle(Input::Command(cmd)),
-                    None => return,
-                },
-                Some(event) = events_rx.recv() => core.handle(Input::Peer(event)),
-                Some((stream, from)) = dynamic_rx.recv() => {
-                    accepted = Some(stream);
-                    core.handle(Input::Accepted(from))
-                }
-                Some(timer) = timers_rx.recv() => core.handle(Input::Timer(timer)),
-                // A peer's paths still going, a count: the next chunk, at this
-                // batch's end, once the runtime has run what waits (a task this
-                // one woke, as the answer to a query, waits in its thread's
-                // slot for this one to yield).
-                () = tokio::task::yield_now(), if core.unfinished() => Vec::new(),
-            };
-            // What the peers have sent meanwhile joins this batch: one
-            // export, one encoding per update group and one hand-off to felix
-            // for many UPDATEs (a table mostly arrives one prefix per UPDATE).
-            let mut budget = BATCH_EVENTS;
-            while budget > 0
-                && core.pending() < BATCH_CHANGES
-                && let Ok(event) = events_rx.try_recv()
-            {
-                out.extend(core.handle(Input::Peer(event)));
-                budget -= 1;
+    let mut shell =
+        Shell { listeners, peers: HashMap::new(), statuses, events_tx, timers_tx, dynamic_tx, best_tx: best };
+    loop {
+        let mut accepted = None;
+        let mut out = tokio::select! {
+            cmd = commands_rx.recv() => match cmd {
+                Some(cmd) => core.handle(Input::Command(cmd)),
+                None => return,
+            },
+            Some(event) = events_rx.recv() => core.handle(Input::Peer(event)),
+            Some((stream, from)) = dynamic_rx.recv() => {
+                accepted = Some(stream);
+                core.handle(Input::Accepted(from))
             }
-            out.extend(core.handle(Input::EndOfBatch));
-            for output in out {
-                shell.carry_out(output, &mut accepted).await;
-            }
+            Some(timer) = timers_rx.recv() => core.handle(Input::Timer(timer)),
+            // A peer's paths still going, a count: the next chunk, at this
+            // batch's end, once the runtime has run what waits (a task this
+            // one woke, as the answer to a query, waits in its thread's
+            // slot for this one to yield).
+            () = tokio::task::yield_now(), if core.unfinished() => Vec::new(),
+        };
+        // What the peers have sent meanwhile joins this batch: one
+        // export, one encoding per update group and one hand-off to felix
+        // for many UPDATEs (a table mostly arrives one prefix per UPDATE).
+        let mut budget = BATCH_EVENTS;
+        while budget > 0
+            && core.pending() < BATCH_CHANGES
+            && let Ok(event) = events_rx.try_recv()
+        {
+            out.extend(core.handle(Input::Peer(event)));
+            budget -= 1;
         }
-    });
-    Ok(SpeakerHandle { commands, peers: statuses, stats })
+        out.extend(core.handle(Input::EndOfBatch));
+        for output in out {
+            shell.carry_out(output, &mut accepted).await;
+        }
+    }
 }
 
 impl Shell {

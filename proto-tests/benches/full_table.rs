@@ -165,7 +165,9 @@ fn run(sut: &str, n: usize, include: &std::path::Path, links: &Links) -> Measure
     let sut_cpu = || match &bird_sut {
         Some(b) => cpu_seconds(&b.daemon().pid().to_string(), None),
         None if direct => 0.0,
-        None => cpu_seconds("self", Some("tokio-rt-worker")),
+        // The speaker's thread and the runtime that takes its best paths
+        // (felix's place), not the bench's own threads.
+        None => cpu_seconds("self", Some("bgp-speaker")) + cpu_seconds("self", Some("tokio-rt-worker")),
     };
     let monitor_cpu = || cpu_seconds(&monitor.daemon().pid().to_string(), None);
     let (cpu_before, monitor_before) = (sut_cpu(), monitor_cpu());

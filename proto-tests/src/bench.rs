@@ -102,6 +102,7 @@ pub fn run_speaker(
                 tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
                 let listen = std::net::SocketAddr::from(([0, 0, 0, 0], 179));
                 let s = speaker::spawn(std::net::Ipv4Addr::new(192, 0, 2, 1), 1, best_tx, Some(listen))
+                    .await
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
                 for n in neighbors {
                     let _ = s.commands.send(SpeakerCommand::AddNeighbor(Box::new(n))).await;

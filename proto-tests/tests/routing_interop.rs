@@ -79,7 +79,7 @@ impl Tortie {
                     let (best_tx, mut best_rx) = tokio::sync::mpsc::channel(1024);
                     tokio::spawn(async move { while best_rx.recv().await.is_some() {} });
                     let listen = Some("0.0.0.0:179".parse().unwrap());
-                    let speaker = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx, listen).unwrap();
+                    let speaker = speaker::spawn("192.0.2.1".parse().unwrap(), 1, best_tx, listen).await.unwrap();
                     if let Some(deferral) = deferral {
                         speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.unwrap();
                     }

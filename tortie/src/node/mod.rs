@@ -317,6 +317,7 @@ async fn serve(
         let configs = bgp_configs(&synced).await?;
         let listen = listeners(&configs, &args.name, addresses);
         let speaker = speaker::spawn(addresses.router_id, MAX_PATHS, best_tx, listen.iter().copied())
+            .await
             .with_context(|| format!("starting the BGP speaker on {listen:?}"))?;
         if let Some(deferral) = restarted {
             speaker.commands.send(SpeakerCommand::Restarted { deferral }).await.context("starting the BGP speaker")?;
