@@ -4,14 +4,16 @@
 //! peer's outbox holds, decoded, peers in name order. No sockets, no
 //! tasks, no clock: a script runs in microseconds.
 //!
-//! Inputs (our AS is 65000, our identifier and session address 192.0.2.254):
+//! Inputs (our AS is 65000, our identifier and session address 192.0.2.254;
+//! on IPv6 sessions, to a peer ADDR of IPv6, our address is 2001:db8::fe):
 //!
 //! ```text
 //! peer NAME AS ADDR [rr-client] [soft] [gr] [llgr SECS] [limit N] [policy] [import-none]
 //! up NAME [gr] [gr-lost] [llgr SECS] [llgr-lost SECS] [enhanced] [v6] [v6-only]
 //!        (the table goes at once, as at the end of a batch of its own)
 //! together NAME [flags], NAME [flags]…   (sessions up in one batch, then its end;
-//!        a part `refresh NAME …` is a request in that batch)
+//!        a part `refresh NAME …` is a request in that batch, `stall NAME`
+//!        stalls a session that came up in it)
 //! down NAME [graceful SECS [long-lived SECS]]
 //! update NAME + PREFIX… [nh ADDR] [nh6 ADDR] [path AS…] [lp N] [med N] [community AA:NN]
 //!        [treat-as-withdraw] [discard]  (as the codec marks a malformed attribute)
@@ -56,6 +58,8 @@ use crate::session::peer::{PeerCommand, PeerConfig, PeerEvent};
 
 const LOCAL_AS: u32 = 65000;
 const ROUTER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+/// Our session address on IPv6 sessions.
+const LOCAL_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe);
 
 struct Replay {
     core: SpeakerCore,
@@ -164,6 +168,10 @@ impl Replay {
                     let words: Vec<&str> = words.split_whitespace().collect();
                     let input = match words.split_first() {
                         Some((&"refresh", words)) => refresh(words)?,
+                        Some((&"stall", [name])) => {
+                            self.stall(name)?;
+                            continue;
+                        }
                         _ => self.up(&words)?,
                     };
                     outputs.extend(self.core.handle(input));
@@ -238,10 +246,7 @@ impl Replay {
                 other => return Err(format!("bad timer {other:?}")),
             }),
             "stall" => {
-                let session = self.core.neighbors.get(&name).ok_or("no such peer")?;
-                // As a socket that stopped taking data: the queue is at its mark.
-                session.outbox.push(session.session, Bytes::from(vec![0; HIGH_WATER]));
-                self.stalled.insert(name);
+                self.stall(&name)?;
                 return Ok(Vec::new());
             }
             "resume" => {
@@ -300,6 +305,14 @@ impl Replay {
         Ok(out)
     }
 
+    /// `name`'s socket stops taking data: its outbox is at its mark.
+    fn stall(&mut self, name: &str) -> Result<()> {
+        let session = self.core.neighbors.get(name).ok_or("no such peer")?;
+        session.outbox.push(session.session, Bytes::from(vec![0; HIGH_WATER]));
+        self.stalled.insert(name.to_string());
+        Ok(())
+    }
+
     /// A session of `words[0]` up (`up`'s flags after it).
     fn up(&mut self, words: &[&str]) -> Result<Input> {
         let name = words.first().ok_or("name missing")?.to_string();
@@ -310,19 +323,21 @@ impl Replay {
         Ok(Input::Peer(PeerEvent::Up { negotiated, peer: name, session: self.sessions, link_local: None }))
     }
 
-    /// A configured peer's address and AS.
+    /// A configured peer's identifier (its IPv4 address; for an IPv6
+    /// peer, 192.0.2.N for its address's last octet N) and AS.
     fn peer(&self, name: &str) -> Result<(Ipv4Addr, u32)> {
         let n = &self.core.neighbors.get(name).ok_or("no such peer")?.neighbor;
-        match n.session.remote.ip() {
-            IpAddr::V4(addr) => Ok((addr, n.session.local.peer_asn)),
-            IpAddr::V6(_) => Err("an IPv4 peer only".into()),
-        }
+        let id = match n.session.remote.ip() {
+            IpAddr::V4(addr) => addr,
+            IpAddr::V6(addr) => Ipv4Addr::new(192, 0, 2, addr.octets()[15]),
+        };
+        Ok((id, n.session.local.peer_asn))
     }
 
     fn neighbor(&mut self, words: &[&str]) -> Result<Neighbor> {
         let name = words.first().ok_or("name missing")?.to_string();
         let asn: u32 = parse(words.get(1).copied(), "AS")?;
-        let addr: Ipv4Addr = parse(words.get(2).copied(), "address")?;
+        let addr: IpAddr = parse(words.get(2).copied(), "address")?;
         let flag = |f: &str| words.contains(&f);
         let mut local = LocalConfig::new(LOCAL_AS, ROUTER_ID, asn);
         if flag("gr") {
@@ -342,7 +357,7 @@ impl Replay {
         Ok(Neighbor {
             session: PeerConfig {
                 name,
-                remote: SocketAddr::new(IpAddr::V4(addr), 179),
+                remote: SocketAddr::new(addr, 179),
                 local_addr: None,
                 local,
                 fsm: Default::default(),
@@ -351,7 +366,7 @@ impl Replay {
             export: ExportPeer {
                 local_as: LOCAL_AS,
                 peer_as: asn,
-                local_addr: IpAddr::V4(ROUTER_ID),
+                local_addr: if addr.is_ipv4() { IpAddr::V4(ROUTER_ID) } else { IpAddr::V6(LOCAL_V6) },
                 next_hop: NextHopMode::Auto,
                 prepend: 0,
                 rr_client: flag("rr-client"),
