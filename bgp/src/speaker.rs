@@ -222,6 +222,17 @@ pub struct SpeakerHandle {
     pub peers: Arc<Mutex<HashMap<String, watch::Receiver<PeerStatus>>>>,
     /// Counters.
     pub stats: Arc<SpeakerStats>,
+    /// Closed when the speaker's thread ends: its sessions and listeners
+    /// are gone (the last command sender went, or it panicked).
+    ended: watch::Receiver<()>,
+}
+
+impl SpeakerHandle {
+    /// Resolves once the speaker's thread has ended, its sockets closed.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut ended = self.ended.clone();
+        async move { while ended.changed().await.is_ok() {} }
+    }
 }
 
 /// Speaker counters (for metrics and tests).
@@ -289,10 +300,11 @@ pub enum StartError {
 ///
 /// The speaker and its sessions run on a thread of their own, one
 /// runtime for all of them, in the network namespace of the thread that
-/// calls this: a session's events reach the core, and the core's UPDATEs
-/// its writer, without waking another thread (on a runtime shared with
-/// felix and the datastore, each hand-off was a wake through the kernel,
-/// about a tenth of the speaker's CPU on a full table).
+/// first polls this: a session's events reach the core, and the core's
+/// UPDATEs its writer, without waking another thread (on a runtime shared
+/// with felix and the datastore, such wakes through the kernel took a fifth
+/// of the speaker's threads' time on a full table). The thread ends, and
+/// [`SpeakerHandle::stopped`] resolves, once every command sender is gone.
 pub async fn spawn(
     router_id: Ipv4Addr,
     max_paths: usize,
@@ -306,7 +318,10 @@ pub async fn spawn(
     let (started_tx, started_rx) = oneshot::channel();
     let core = SpeakerCore::new(router_id, max_paths, stats.clone());
     let shown = statuses.clone();
+    let (ending, ended) = watch::channel(());
     std::thread::Builder::new().name("bgp-speaker".into()).spawn(move || {
+        // Dropped last, after the runtime and with it every socket.
+        let _ending = ending;
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(e) => return drop(started_tx.send(Err(StartError::Thread(e)))),
@@ -321,9 +336,9 @@ pub async fn spawn(
             }
         });
     })?;
-    let ended = || StartError::Thread(std::io::Error::other("the speaker's thread ended as it started"));
-    started_rx.await.unwrap_or_else(|_| Err(ended()))?;
-    Ok(SpeakerHandle { commands, peers: statuses, stats })
+    let gone = || StartError::Thread(std::io::Error::other("the speaker's thread ended as it started"));
+    started_rx.await.unwrap_or_else(|_| Err(gone()))?;
+    Ok(SpeakerHandle { commands, peers: statuses, stats, ended })
 }
 
 /// The speaker's loop: inputs to the core in batches, its outputs carried
@@ -354,9 +369,8 @@ async fn run(
             }
             Some(timer) = timers_rx.recv() => core.handle(Input::Timer(timer)),
             // A peer's paths still going, a count: the next chunk, at this
-            // batch's end, once the runtime has run what waits (a task this
-            // one woke, as the answer to a query, waits in its thread's
-            // slot for this one to yield).
+            // batch's end, once the runtime has run what waits (the
+            // sessions' tasks, which this one woke).
             () = tokio::task::yield_now(), if core.unfinished() => Vec::new(),
         };
         // What the peers have sent meanwhile joins this batch: one
@@ -434,6 +448,35 @@ impl Shell {
             Output::Event(event) => {
                 let _ = self.best_tx.send(event).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The speaker's thread ends with its last command sender, and a
+    /// listener that cannot bind is refused at start.
+    #[tokio::test]
+    async fn the_thread_ends_with_the_last_command_sender_and_a_bad_listener_is_refused() {
+        let (best, _best_rx) = mpsc::channel(1);
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let speaker = spawn(Ipv4Addr::new(192, 0, 2, 1), 1, best.clone(), [listen]).await.expect("starts");
+        let stopped = speaker.stopped();
+        let commands = speaker.commands.clone();
+        drop(speaker);
+        let running = tokio::time::timeout(Duration::from_millis(200), commands.closed()).await;
+        assert!(running.is_err(), "a command sender is left: the speaker runs on");
+        drop(commands);
+        tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("the thread ended");
+
+        // A port another socket listens on: the bind fails and says so.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = taken.local_addr().expect("its address");
+        match spawn(Ipv4Addr::new(192, 0, 2, 1), 1, best, [port]).await {
+            Err(StartError::Listen(e)) => assert!(e.to_string().contains("binding the listener"), "{e}"),
+            other => panic!("expected a listener error, got {:?}", other.map(|_| ())),
         }
     }
 }

@@ -85,8 +85,9 @@ fn kib(pid: &str, field: &str) -> u64 {
     status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
-/// Runs tortie's speaker in `ns` with `neighbors` (two runtime threads, as
-/// the daemon; best-path changes drained) until `stop` fires.
+/// Runs tortie's speaker in `ns` with `neighbors` (on its own thread, as
+/// in the daemon; best-path changes drained on a two-thread runtime, felix's
+/// place) until `stop` fires.
 pub fn run_speaker(
     ns: &Netns,
     neighbors: Vec<tortie_bgp::speaker::Neighbor>,

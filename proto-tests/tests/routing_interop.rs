@@ -41,7 +41,8 @@ fn gr_neighbor_bird(forwarding_preserved: bool) -> Neighbor {
 
 /// tortie's speaker in `ns`, until dropped; commands and peer status reach it from the test thread.
 struct Tortie {
-    commands: tokio::sync::mpsc::Sender<SpeakerCommand>,
+    /// Taken when it stops: the speaker ends with its last command sender.
+    commands: Option<tokio::sync::mpsc::Sender<SpeakerCommand>>,
     peers: Arc<Mutex<HashMap<String, tokio::sync::watch::Receiver<PeerStatus>>>>,
     stats: Arc<SpeakerStats>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -91,12 +92,16 @@ impl Tortie {
                     }
                     handles_tx.send((speaker.commands.clone(), speaker.peers.clone(), speaker.stats.clone())).unwrap();
                     let _ = stopped.await;
+                    // Its sockets closed before the next one listens on port 179.
+                    let ended = speaker.stopped();
+                    drop(speaker);
+                    ended.await;
                 });
             })
             .unwrap();
         });
         let (commands, peers, stats) = handles_rx.recv().unwrap();
-        Tortie { commands, peers, stats, stop: Some(stop), thread: Some(thread) }
+        Tortie { commands: Some(commands), peers, stats, stop: Some(stop), thread: Some(thread) }
     }
 
     fn status(&self, peer: &str) -> PeerStatus {
@@ -104,12 +109,13 @@ impl Tortie {
     }
 
     fn command(&self, cmd: SpeakerCommand) {
-        self.commands.blocking_send(cmd).unwrap();
+        self.commands.as_ref().expect("running").blocking_send(cmd).unwrap();
     }
 }
 
 impl Drop for Tortie {
     fn drop(&mut self) {
+        self.commands = None;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -5,7 +5,8 @@
 //! tasks, no clock: a script runs in microseconds.
 //!
 //! Inputs (our AS is 65000, our identifier and session address 192.0.2.254;
-//! on IPv6 sessions, to a peer ADDR of IPv6, our address is 2001:db8::fe):
+//! on IPv6 sessions, to a peer ADDR of IPv6, our address is 2001:db8::fe and
+//! the peer's identifier 198.51.100.N for its address's last octet N):
 //!
 //! ```text
 //! peer NAME AS ADDR [rr-client] [soft] [gr] [llgr SECS] [limit N] [policy] [import-none]
@@ -324,12 +325,12 @@ impl Replay {
     }
 
     /// A configured peer's identifier (its IPv4 address; for an IPv6
-    /// peer, 192.0.2.N for its address's last octet N) and AS.
+    /// peer, 198.51.100.N for its address's last octet N) and AS.
     fn peer(&self, name: &str) -> Result<(Ipv4Addr, u32)> {
         let n = &self.core.neighbors.get(name).ok_or("no such peer")?.neighbor;
         let id = match n.session.remote.ip() {
             IpAddr::V4(addr) => addr,
-            IpAddr::V6(addr) => Ipv4Addr::new(192, 0, 2, addr.octets()[15]),
+            IpAddr::V6(addr) => Ipv4Addr::new(198, 51, 100, addr.octets()[15]),
         };
         Ok((id, n.session.local.peer_asn))
     }
@@ -423,7 +424,11 @@ impl Replay {
         let (addr, _) = self.peer(name)?;
         let sign = *words.get(1).ok_or("+ or - missing")?;
         let (mut prefixes, mut v6_prefixes, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-        let mut v6_hop: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST);
+        // An IPv6 peer's own address, or 2001:db8::1.
+        let mut v6_hop = match self.core.neighbors.get(*name).map(|n| n.neighbor.session.remote.ip()) {
+            Some(IpAddr::V6(addr)) => addr,
+            _ => std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+        };
         let mut attrs = PathAttrs {
             origin: Some(Origin::Igp),
             as_path: Some(AsPath::default()),

@@ -41,6 +41,9 @@ use tortie_peering::{self as peers, Me, PlannedPeer, advertise, filters};
 /// ECMP paths installed per prefix at most.
 const MAX_PATHS: usize = 8;
 
+/// A part of the node whose end ends the daemon.
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 /// What `tortie node run` and `tortie reflector run` share.
 #[derive(clap::Args, Debug)]
 pub struct CommonArgs {
@@ -312,7 +315,7 @@ async fn serve(
 
     let plan = Arc::new(Mutex::new((peers::DEFAULT_AS, BTreeMap::new())));
     let (bgp_level_tx, bgp_level_rx) = watch::channel(None);
-    let (speaker_commands, statuses, bfd_reports, mut peer_task) = if bgp {
+    let (speaker_commands, statuses, bfd_reports, mut peer_task, speaker_stopped) = if bgp {
         let (best_tx, best_rx) = mpsc::channel(1024);
         let configs = bgp_configs(&synced).await?;
         let listen = listeners(&configs, &args.name, addresses);
@@ -350,10 +353,12 @@ async fn serve(
             bgp_level: bgp_level_tx,
             bfd: bfd_tx,
         };
-        (Some(speaker.commands.clone()), speaker.peers.clone(), bfd_sessions, tokio::spawn(manager.run()))
+        let stopped: BoxFuture<()> = Box::pin(speaker.stopped());
+        (Some(speaker.commands.clone()), speaker.peers.clone(), bfd_sessions, tokio::spawn(manager.run()), stopped)
     } else {
         // No speaker: no sessions, no BFD, nothing to plan.
-        (None, Arc::default(), watch::channel(bfd::Report::default()).1, tokio::spawn(std::future::pending()))
+        let never: BoxFuture<()> = Box::pin(std::future::pending());
+        (None, Arc::default(), watch::channel(bfd::Report::default()).1, tokio::spawn(std::future::pending()), never)
     };
     let api_state = local_api::ApiState {
         node: args.name.clone(),
@@ -411,6 +416,7 @@ async fn serve(
         r = &mut felix_task => return Err(anyhow::anyhow!("felix stopped: {:?}", r?.err())),
         r = &mut peer_task => return Err(anyhow::anyhow!("peer manager stopped: {:?}", r?.err())),
         r = &mut api_task => return Err(anyhow::anyhow!("local API stopped: {:?}", r?.err())),
+        () = speaker_stopped => return Err(anyhow::anyhow!("the BGP speaker stopped (its thread ended)")),
     }
     drop(tunnels);
     Ok(())
