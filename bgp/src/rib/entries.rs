@@ -193,17 +193,19 @@ impl V4Paths {
     /// Puts `first` in `key`'s slot (held or new), flagged with whether the
     /// prefix's paths are in `many`; whether the slot was flagged before.
     fn put_first(&mut self, key: V4Key, mut first: Stored, many: bool) -> bool {
-        if let Some(slot) = self.index.get_mut(key) {
-            let had = slot.many();
-            slot.replace_path(first);
-            slot.set_many(many);
-            return had;
+        match self.index.find_mut(key) {
+            Ok(slot) => {
+                let had = slot.many();
+                slot.replace_path(first);
+                slot.set_many(many);
+                had
+            }
+            Err(vacant) => {
+                first.set_many(many);
+                self.index.insert_new(key, first, vacant);
+                false
+            }
         }
-        if let Err(vacant) = self.index.find(key) {
-            first.set_many(many);
-            self.index.insert_new(key, first, vacant);
-        }
-        false
     }
 }
 
@@ -234,7 +236,7 @@ impl Entries<V4Key> for V4Paths {
         Ok(self.view(*key, self.index.find(*key)?))
     }
     fn one_mut(&mut self, key: &V4Key) -> Option<&mut Stored> {
-        self.index.get_mut(*key).filter(|s| !s.many())
+        self.index.find_mut(*key).ok().filter(|s| !s.many())
     }
     fn insert_new(&mut self, key: V4Key, mut stored: Stored, vacant: Vacant) -> EntryRef<'_> {
         stored.set_many(false);

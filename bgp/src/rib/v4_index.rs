@@ -134,11 +134,6 @@ impl<V: Keyed> Bucket<V> {
         }
     }
 
-    /// The slot holding `sub`.
-    fn find(&self, sub: SubKey, seed: u64) -> Option<usize> {
-        self.probe(sub, seed).ok()
-    }
-
     /// Puts `sub` (not held) in, at `vacant` when the table need not
     /// grow first; the slot it went to. Linear probing needs room: at 3/4
     /// full an insert probes about 8 slots on average (at 7/8, 32), so the
@@ -256,12 +251,13 @@ impl<V: Keyed> V4Index<V> {
         b.slots[at].as_ref().ok_or(Vacant(None))
     }
 
-    /// The value at `key`, to change in place (its key left as it is).
-    pub(super) fn get_mut(&mut self, key: V4Key) -> Option<&mut V> {
+    /// The value at `key`, to change in place (its key left as it is), or
+    /// where it would go (as `find`).
+    pub(super) fn find_mut(&mut self, key: V4Key) -> Result<&mut V, Vacant> {
         let seed = self.seed;
-        let b = self.bucket_of_mut(key)?;
-        let at = b.find(sub_key(key), seed)?;
-        b.slots[at].as_mut()
+        let b = self.bucket_of_mut(key).ok_or(Vacant(None))?;
+        let at = b.probe(sub_key(key), seed)?;
+        b.slots[at].as_mut().ok_or(Vacant(None))
     }
 
     /// Puts `value` at `key`, which holds nothing yet: `vacant` is what
@@ -285,7 +281,7 @@ impl<V: Keyed> V4Index<V> {
     pub(super) fn remove(&mut self, key: V4Key) -> Option<V> {
         let seed = self.seed;
         let b = self.bucket_of_mut(key)?;
-        let value = b.remove_at(b.find(sub_key(key), seed)?, seed)?;
+        let value = b.remove_at(b.probe(sub_key(key), seed).ok()?, seed)?;
         self.len -= 1;
         Some(value)
     }
@@ -386,7 +382,7 @@ mod tests {
         assert!(index.bucket_of(key(0xc000_0200, 24)).is_none(), "a /8 no prefix came to has no buckets");
         let elsewhere = key(0xc000_0200, 24);
         assert!(index.remove(elsewhere).is_none());
-        index.get_mut(keys[4]).unwrap().1 = 7;
+        index.find_mut(keys[4]).unwrap().1 = 7;
         assert_eq!(at(&index, keys[4]), Some(7));
         for k in &keys[1..] {
             index.remove(*k);
@@ -428,7 +424,7 @@ mod tests {
                 if insert {
                     let value = u64::from(low);
                     match index.find(k) {
-                        Ok(_) => index.get_mut(k).unwrap().1 = value,
+                        Ok(_) => index.find_mut(k).unwrap().1 = value,
                         Err(vacant) => { index.insert_new(k, val(value), vacant); }
                     }
                     model.insert(k, value);
