@@ -106,7 +106,7 @@ fn the_mesh_runs_over_ipv6_too_and_pods_on_two_nodes_reach_each_other_over_ipv6(
     // came before n2's speaker knew the peer), so n1 may be waiting out its
     // ConnectRetry time (5 s) for that one.
     let sessions_up = || {
-        let status = c.tortie(&["status", "--run-dir", &run], "");
+        let Some(status) = c.status(&run) else { return false };
         let (v4, v6) = status.split_once("IPv6 BGP status").unwrap();
         let v6_up = v6.contains("| 2001:db8::2 ") && v6.contains("| node-to-node mesh | up ");
         let v4_up = v4.contains("| 192.0.2.2 ") && v4.contains("| up ");
@@ -139,7 +139,7 @@ fn the_mesh_runs_over_ipv6_too_and_pods_on_two_nodes_reach_each_other_over_ipv6(
     });
     assert!(out.contains("1000 packets transmitted, 1000 received"), "{out}");
     wait_until("n1's IPv6 session back", || {
-        let status = c.tortie(&["status", "--run-dir", &run], "");
+        let status = c.status(&run).unwrap_or_default();
         status.split("IPv6 BGP status").nth(1).is_some_and(|v6| v6.contains("| up "))
     });
 }
@@ -164,7 +164,7 @@ fn ipv6_only_nodes_peer_and_route_over_ipv6_alone_and_an_ipv4_peer_is_refused() 
     assert!(wide.contains("IPV6") && wide.contains("2001:db8::1/64"), "{wide}");
     let run = c.nodes[0].dir().join("run").display().to_string();
     wait_until("n1's IPv6 mesh session up", || {
-        let status = c.tortie(&["status", "--run-dir", &run], "");
+        let status = c.status(&run).unwrap_or_default();
         status.contains("No IPv4 peers found") && status.contains("| 2001:db8::2 ") && status.contains("| up ")
     });
     // BFD runs on the IPv6 session (RFC 5881 over IPv6) and shows in the status.
@@ -172,7 +172,7 @@ fn ipv6_only_nodes_peer_and_route_over_ipv6_alone_and_an_ipv4_peer_is_refused() 
         let shown = c.tortie(&["bfd", "show", "--run-dir", &run], "");
         shown.lines().any(|l| l.contains("2001:db8::2") && l.contains(" Up "))
     });
-    wait_until("the status to show it", || c.tortie(&["status", "--run-dir", &run], "").contains("(BFD Up)"));
+    wait_until("the status to show it", || c.status(&run).is_some_and(|s| s.contains("(BFD Up)")));
     let ipam = serde_json::json!({"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"});
     let pods: Vec<_> = (0..2).map(|i| c.lab.netns(&format!("p{i}")).unwrap()).collect();
     for (i, pod) in pods.iter().enumerate() {

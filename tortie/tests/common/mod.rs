@@ -157,6 +157,14 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `tortie status` of the daemon whose run directory is `run`, or
+    /// `None` while its local API does not answer yet (the daemon
+    /// registers its Node before it opens the API).
+    pub fn status(&self, run: &str) -> Option<String> {
+        let out = self.tortie_output(&["status", "--run-dir", run], "");
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub fn apply(&self, yaml: &str) {
         self.tortie(&["apply", "-f", "-"], yaml);
     }
