@@ -41,9 +41,6 @@ use tortie_peering::{self as peers, Me, PlannedPeer, advertise, filters};
 /// ECMP paths installed per prefix at most.
 const MAX_PATHS: usize = 8;
 
-/// A part of the node whose end ends the daemon.
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
 /// What `tortie node run` and `tortie reflector run` share.
 #[derive(clap::Args, Debug)]
 pub struct CommonArgs {
@@ -353,12 +350,11 @@ async fn serve(
             bgp_level: bgp_level_tx,
             bfd: bfd_tx,
         };
-        let stopped: BoxFuture<()> = Box::pin(speaker.stopped());
+        let stopped = Some(speaker.stopped());
         (Some(speaker.commands.clone()), speaker.peers.clone(), bfd_sessions, tokio::spawn(manager.run()), stopped)
     } else {
         // No speaker: no sessions, no BFD, nothing to plan.
-        let never: BoxFuture<()> = Box::pin(std::future::pending());
-        (None, Arc::default(), watch::channel(bfd::Report::default()).1, tokio::spawn(std::future::pending()), never)
+        (None, Arc::default(), watch::channel(bfd::Report::default()).1, tokio::spawn(std::future::pending()), None)
     };
     let api_state = local_api::ApiState {
         node: args.name.clone(),
@@ -410,13 +406,20 @@ async fn serve(
         }
     };
     tokio::pin!(felix_task);
+    let speaker_stopped = async {
+        match speaker_stopped {
+            Some(stopped) => stopped.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(speaker_stopped);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; kernel routes stay"),
         _ = term.recv() => tracing::info!("SIGTERM: stopping; kernel routes stay"),
         r = &mut felix_task => return Err(anyhow::anyhow!("felix stopped: {:?}", r?.err())),
         r = &mut peer_task => return Err(anyhow::anyhow!("peer manager stopped: {:?}", r?.err())),
         r = &mut api_task => return Err(anyhow::anyhow!("local API stopped: {:?}", r?.err())),
-        () = speaker_stopped => return Err(anyhow::anyhow!("the BGP speaker stopped (its thread ended)")),
+        () = &mut speaker_stopped => return Err(anyhow::anyhow!("the BGP speaker stopped (its thread ended)")),
     }
     drop(tunnels);
     Ok(())
