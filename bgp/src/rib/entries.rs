@@ -1,86 +1,10 @@
-//! How the Loc-RIB holds a prefix's paths: a stored path (16 octets), a
-//! prefix's entry (its one path inline, or two or more on the heap), and
-//! the IPv4 tables whose slot is a prefix's path itself, its key inside.
+//! How the Loc-RIB holds a prefix's paths: a prefix's entry (its one
+//! stored path inline, or two or more on the heap), and the IPv4 tables
+//! whose slot is a prefix's path itself, its key inside.
 
-use std::sync::Arc;
-
-use super::decision::Origination;
-use super::v4_index::{Keyed, SubKey, V4Index, V4Key, Vacant};
+use super::stored::Stored;
+use super::v4_index::{V4Index, V4Key, Vacant};
 use super::v6_index::{V6Index, V6Key};
-use crate::packet::PathAttrs;
-
-/// A path as stored: 16 octets. The last three hold whether it is
-/// reachable and room the IPv4 tables use (`V4Paths`): a slot there is the
-/// prefix's path itself, with the prefix's key and whether it has more
-/// paths in that room. Equal paths are equal whatever the room holds.
-#[derive(Debug, Clone)]
-pub(super) struct Stored {
-    pub(super) attrs: Arc<PathAttrs>,
-    pub(super) peer: u32,
-    pub(super) origination: Origination,
-    /// Bit 0: reachable; bits 1–22: the key (`Keyed`); bit 23: more paths.
-    bits: [u8; 3],
-}
-
-const REACHABLE: u32 = 1;
-const KEY_SHIFT: u32 = 1;
-const KEY_MASK: u32 = 0x3f_ffff << KEY_SHIFT;
-const MANY: u32 = 1 << 23;
-
-impl Stored {
-    pub(super) fn new(attrs: Arc<PathAttrs>, peer: u32, origination: Origination, reachable: bool) -> Stored {
-        Stored { attrs, peer, origination, bits: [u8::from(reachable), 0, 0] }
-    }
-
-    fn bits(&self) -> u32 {
-        let [a, b, c] = self.bits;
-        u32::from_le_bytes([a, b, c, 0])
-    }
-
-    fn set_bits(&mut self, bits: u32) {
-        let [a, b, c, _] = bits.to_le_bytes();
-        self.bits = [a, b, c];
-    }
-
-    pub(super) fn reachable(&self) -> bool {
-        self.bits() & REACHABLE != 0
-    }
-
-    /// (An IPv4 slot's:) whether the prefix's paths are in `V4Paths::many`.
-    fn many(&self) -> bool {
-        self.bits() & MANY != 0
-    }
-
-    fn set_many(&mut self, many: bool) {
-        self.set_bits(if many { self.bits() | MANY } else { self.bits() & !MANY });
-    }
-
-    /// Becomes `path`, keeping its own room (an IPv4 slot's key and flag).
-    pub(super) fn replace_path(&mut self, path: Stored) {
-        let room = self.bits() & !REACHABLE;
-        *self = path;
-        self.set_bits((self.bits() & REACHABLE) | room);
-    }
-}
-
-impl PartialEq for Stored {
-    fn eq(&self, other: &Stored) -> bool {
-        (self.attrs == other.attrs && self.peer == other.peer && self.origination == other.origination)
-            && self.reachable() == other.reachable()
-    }
-}
-
-impl Eq for Stored {}
-
-impl Keyed for Stored {
-    fn sub_key(&self) -> SubKey {
-        (self.bits() & KEY_MASK) >> KEY_SHIFT
-    }
-
-    fn set_sub_key(&mut self, sub: SubKey) {
-        self.set_bits((self.bits() & !KEY_MASK) | ((sub << KEY_SHIFT) & KEY_MASK));
-    }
-}
 
 /// The paths to one prefix (a prefix without paths has no entry).
 #[derive(Debug)]
@@ -134,7 +58,7 @@ impl<'a> EntryRef<'a> {
 
 /// The IPv4 prefixes' paths: each prefix's path (its first, when it has
 /// more) in its /16's table with the prefix's key in the path's room, a
-/// slot of 16 octets (a key beside a 16-octet entry took 24, and the
+/// slot of 12 octets (a key beside a 16-octet entry took 24, and the
 /// slots are most of a full table's memory). A prefix with two or more
 /// paths has them all in `many` too, as its slot says.
 #[derive(Debug, Default)]

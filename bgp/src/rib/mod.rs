@@ -5,6 +5,7 @@ mod entries;
 pub mod export;
 pub mod outbound;
 pub mod policy;
+mod stored;
 pub mod table;
 mod v4_index;
 mod v6_index;

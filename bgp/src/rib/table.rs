@@ -21,7 +21,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
 use super::decision::{Origination, Path, select};
-use super::entries::{Entries, Entry, EntryRef, ManyPaths, Stored, V4Paths};
+use super::entries::{Entries, Entry, EntryRef, ManyPaths, V4Paths};
+pub use super::stored::AttrsRef;
+use super::stored::{MAX_PEERS, Stored};
 use super::v4_index::V4Key;
 use super::v6_index::{Cursor, V6Index, V6Key};
 use crate::packet::{AttrInterner, MpNextHop, PathAttrs};
@@ -82,7 +84,7 @@ pub struct PathRef<'a> {
     /// so the paths of one peer share it.
     pub from: &'a PeerKey,
     /// The path attributes.
-    pub attrs: &'a Arc<PathAttrs>,
+    pub attrs: AttrsRef<'a>,
     /// Local, eBGP or iBGP.
     pub origination: Origination,
     /// The peer's address (unspecified for local paths).
@@ -97,7 +99,7 @@ impl PathRef<'_> {
     /// The path as `Path`.
     pub fn path(self) -> Path {
         Path {
-            attrs: self.attrs.clone(),
+            attrs: self.attrs.to_arc(),
             origination: self.origination,
             peer_addr: self.peer_addr,
             peer_id: self.peer_id,
@@ -115,7 +117,7 @@ impl<'a> From<&'a (PeerKey, Path)> for PathRef<'a> {
     fn from((from, path): &'a (PeerKey, Path)) -> PathRef<'a> {
         PathRef {
             from,
-            attrs: &path.attrs,
+            attrs: AttrsRef::from(&path.attrs),
             origination: path.origination,
             peer_addr: path.peer_addr,
             peer_id: path.peer_id,
@@ -207,11 +209,11 @@ fn settle(mut paths: Vec<Stored>, peers: &[PeerInfo], max_paths: usize) -> Optio
 }
 
 fn path_ref<'a>(peers: &'a [PeerInfo], s: &'a Stored) -> PathRef<'a> {
-    let info = &peers[s.peer as usize];
+    let info = &peers[s.peer() as usize];
     PathRef {
         from: &info.key,
-        attrs: &s.attrs,
-        origination: s.origination,
+        attrs: s.attrs(),
+        origination: s.origination(),
         peer_addr: info.addr,
         peer_id: info.id,
         reachable: s.reachable(),
@@ -260,7 +262,7 @@ fn announce_in<K: Copy>(
     };
     // The usual replacement: the one path, by the same peer.
     if let EntryRef::One(s) = entry
-        && s.peer == stored.peer
+        && s.peer() == stored.peer()
     {
         let before = s.reachable().then(|| s.clone());
         if let Some(s) = map.one_mut(&key) {
@@ -270,7 +272,7 @@ fn announce_in<K: Copy>(
     }
     let before = entry.chosen().to_vec();
     let mut paths = entry.paths().to_vec();
-    match paths.iter_mut().find(|s| s.peer == stored.peer) {
+    match paths.iter_mut().find(|s| s.peer() == stored.peer()) {
         Some(slot) => *slot = stored,
         None => {
             *added = true;
@@ -293,7 +295,7 @@ fn withdraw_in<K: Copy>(
     max_paths: usize,
 ) -> Option<Option<Changed>> {
     let entry = map.get(key)?;
-    let at = entry.paths().iter().position(|s| s.peer == peer)?;
+    let at = entry.paths().iter().position(|s| s.peer() == peer)?;
     // The usual withdrawal: the prefix's one path goes, and the prefix with it.
     if let EntryRef::One(_) = entry {
         let before = match map.remove(key) {
@@ -318,17 +320,20 @@ impl LocRib {
         LocRib { max_paths: max_paths.clamp(1, usize::from(u8::MAX)), ..LocRib::default() }
     }
 
-    /// The index of `peer`, registered (or refreshed) with the path's peer details.
-    fn peer(&mut self, key: &PeerKey, path: &Path) -> u32 {
+    /// The index of `peer`, registered (or refreshed) with the path's peer
+    /// details; `None` when `MAX_PEERS` peers all hold paths.
+    fn peer(&mut self, key: &PeerKey, path: &Path) -> Option<u32> {
         if let Some(i) = self.known_peer(key) {
             let info = &mut self.peers[i as usize];
             (info.addr, info.id) = (path.peer_addr, path.peer_id);
-            return i;
+            return Some(i);
         }
-        let i = self.peers.len() as u32;
+        // (A stored path has room for so many peers' indices; each needs
+        // a session of its own, so the cap is out of reach.)
+        let i = u32::try_from(self.peers.len()).ok().filter(|&i| i < MAX_PEERS)?;
         self.peers.push(PeerInfo { key: key.clone(), addr: path.peer_addr, id: path.peer_id, paths: 0 });
         self.peer_index.insert(key.clone(), i);
-        i
+        Some(i)
     }
 
     /// The index of `peer` if it is registered. An UPDATE's prefixes come
@@ -368,7 +373,10 @@ impl LocRib {
 
     /// Adds or replaces `peer`'s path to `prefix`.
     pub fn announce(&mut self, peer: &PeerKey, prefix: IpNet, path: Path) -> Option<BestChange> {
-        let index = self.peer(peer, &path);
+        let Some(index) = self.peer(peer, &path) else {
+            tracing::error!(?peer, %prefix, "the Loc-RIB holds paths of {MAX_PEERS} peers: this path is left out");
+            return None;
+        };
         let stored = Stored::new(self.interner.intern(path.attrs), index, path.origination, path.reachable);
         let (peers, max_paths, mut added) = (&self.peers, self.max_paths, false);
         let changed = match prefix {
@@ -425,7 +433,7 @@ impl LocRib {
         let mut last = None;
         let prefixes: Vec<IpNet> = self
             .entries_after(after)
-            .filter(|(_, _, e)| e.paths().iter().any(|s| s.peer == index))
+            .filter(|(_, _, e)| e.paths().iter().any(|s| s.peer() == index))
             .take(limit)
             .map(|(walk, prefix, _)| {
                 last = Some(walk);
@@ -475,20 +483,20 @@ impl LocRib {
     /// The prefixes `peer` has a path to.
     pub fn prefixes_from(&self, peer: &PeerKey) -> Vec<IpNet> {
         let Some(&index) = self.peer_index.get(peer) else { return Vec::new() };
-        self.entries().filter(|(_, e)| e.paths().iter().any(|s| s.peer == index)).map(|(k, _)| k).collect()
+        self.entries().filter(|(_, e)| e.paths().iter().any(|s| s.peer() == index)).map(|(k, _)| k).collect()
     }
 
     /// `peer`'s path to `prefix`, if it has one.
     pub fn path_from(&self, peer: &PeerKey, prefix: &IpNet) -> Option<Path> {
         let index = *self.peer_index.get(peer)?;
-        let stored = self.entry(prefix)?.paths().iter().find(|s| s.peer == index)?;
+        let stored = self.entry(prefix)?.paths().iter().find(|s| s.peer() == index)?;
         Some(path(&self.peers, stored).1)
     }
 
     /// The attribute set of `peer`'s path to `prefix`, if it has one.
-    pub fn attrs_from(&self, peer: &PeerKey, prefix: &IpNet) -> Option<&Arc<PathAttrs>> {
+    pub fn attrs_from(&self, peer: &PeerKey, prefix: &IpNet) -> Option<AttrsRef<'_>> {
         let index = *self.peer_index.get(peer)?;
-        Some(&self.entry(prefix)?.paths().iter().find(|s| s.peer == index)?.attrs)
+        Some(self.entry(prefix)?.paths().iter().find(|s| s.peer() == index)?.attrs())
     }
 
     /// How many paths `peer` has in the RIB.
@@ -696,9 +704,9 @@ mod tests {
 
     #[test]
     fn an_entry_with_one_path_takes_16_octets() {
-        assert_eq!(std::mem::size_of::<Stored>(), 16);
+        assert_eq!(std::mem::size_of::<Stored>(), 12);
         assert_eq!(std::mem::size_of::<Entry>(), 16);
-        assert_eq!(std::mem::size_of::<Option<Stored>>(), 16, "an IPv4 table's slot, its key inside");
+        assert_eq!(std::mem::size_of::<Option<Stored>>(), 12, "an IPv4 table's slot, its key inside");
     }
 
     #[test]

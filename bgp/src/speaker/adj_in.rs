@@ -34,13 +34,13 @@ impl AdjRibIn {
         for (prefix, received) in routes {
             let as_received = received.as_ref().is_none_or(|received| match rib.attrs_from(from, prefix) {
                 None => false,
-                Some(held) if Arc::ptr_eq(held, received) => true,
+                Some(held) if held.as_ptr() == Arc::as_ptr(received) => true,
                 Some(held) => {
-                    let pair = (Arc::as_ptr(received), Arc::as_ptr(held));
+                    let pair = (Arc::as_ptr(received), held.as_ptr());
                     match compared {
                         Some((r, h, same)) if (r, h) == pair => same,
                         _ => {
-                            let same = held == *received;
+                            let same = *held == ***received;
                             compared = Some((pair.0, pair.1, same));
                             same
                         }
@@ -82,7 +82,7 @@ impl AdjRibIn {
     pub(super) fn routes(&self, rib: &LocRib, from: &PeerKey) -> Vec<(IpNet, Arc<PathAttrs>)> {
         let mut routes: Vec<(IpNet, Arc<PathAttrs>)> = self.differs.iter().map(|(p, a)| (*p, a.clone())).collect();
         let held = rib.prefixes_from(from).into_iter().filter(|p| !self.differs.contains_key(p));
-        routes.extend(held.filter_map(|p| Some((p, rib.attrs_from(from, &p)?.clone()))));
+        routes.extend(held.filter_map(|p| Some((p, rib.attrs_from(from, &p)?.to_arc()))));
         routes.sort_unstable_by_key(|(prefix, _)| *prefix);
         routes
     }

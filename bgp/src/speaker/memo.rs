@@ -118,7 +118,7 @@ impl ExportMemo {
         export: impl FnOnce() -> Option<PathAttrs>,
     ) -> Option<Arc<PathAttrs>> {
         let source = Source {
-            attrs: Arc::as_ptr(path.attrs) as usize,
+            attrs: path.attrs.as_ptr() as usize,
             from: path.from.as_ref().map_or(0, |k| Arc::as_ptr(k).cast::<u8>() as usize),
             origination: path.origination,
             peer_id: path.peer_id,
@@ -144,7 +144,7 @@ impl ExportMemo {
         }
         let Some((_, memo)) = all.get_mut(at.0) else { return export().map(Arc::new) };
         let exported = export().map(intern);
-        memo.insert(source, (path.attrs.clone(), path.from.clone(), exported.clone()));
+        memo.insert(source, (path.attrs.to_arc(), path.from.clone(), exported.clone()));
         exported
     }
 

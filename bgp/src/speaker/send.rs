@@ -50,7 +50,7 @@ struct ExportRun {
 impl ExportRun {
     fn of(prefix: &IpNet, best: PathRef<'_>) -> ExportRun {
         ExportRun {
-            attrs: Arc::as_ptr(best.attrs),
+            attrs: best.attrs.as_ptr(),
             from: best.from.as_ref().map(|k| Arc::as_ptr(k).cast::<u8>()),
             origination: best.origination,
             peer_id: best.peer_id,
