@@ -184,6 +184,9 @@ pub struct LocRib {
     max_paths: usize,
     peers: Vec<PeerInfo>,
     peer_index: HashMap<PeerKey, u32>,
+    /// Indices in `peers` of peers whose last path went, for new peers:
+    /// dynamic neighbours come and go, and their table stays their count.
+    free: Vec<u32>,
     /// The peer of the last announcement: an UPDATE's prefixes come from one.
     last_peer: Option<(PeerKey, u32)>,
 }
@@ -328,10 +331,20 @@ impl LocRib {
             (info.addr, info.id) = (path.peer_addr, path.peer_id);
             return Some(i);
         }
-        // (A stored path has room for so many peers' indices; each needs
-        // a session of its own, so the cap is out of reach.)
-        let i = u32::try_from(self.peers.len()).ok().filter(|&i| i < MAX_PEERS)?;
-        self.peers.push(PeerInfo { key: key.clone(), addr: path.peer_addr, id: path.peer_id, paths: 0 });
+        let info = PeerInfo { key: key.clone(), addr: path.peer_addr, id: path.peer_id, paths: 0 };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.peers[i as usize] = info;
+                i
+            }
+            None => {
+                // (A stored path has room for so many peers' indices, and
+                // only peers holding paths keep one: out of reach.)
+                let i = u32::try_from(self.peers.len()).ok().filter(|&i| i < MAX_PEERS)?;
+                self.peers.push(info);
+                i
+            }
+        };
         self.peer_index.insert(key.clone(), i);
         Some(i)
     }
@@ -414,7 +427,14 @@ impl LocRib {
             IpNet::V4(net) => withdraw_in(&mut self.v4, &v4_key(&net), index, peers, max_paths),
             IpNet::V6(net) => withdraw_in(&mut self.v6, &v6_key(&net), index, peers, max_paths),
         }?;
-        self.peers[index as usize].paths -= 1;
+        let info = &mut self.peers[index as usize];
+        info.paths -= 1;
+        if info.paths == 0 {
+            // No stored path names the index any more: it goes to the next new peer.
+            self.peer_index.remove(peer);
+            self.last_peer = None;
+            self.free.push(index);
+        }
         changed.map(|(paths, was)| BestChange { prefix, paths, was })
     }
 
@@ -571,6 +591,32 @@ mod tests {
         let v6 = Path { attrs: Arc::new(PathAttrs { mp_next_hop: Some(mp), ..(*hop(2).attrs).clone() }), ..hop(2) };
         assert_eq!(change("2001:db8:1::/48", vec![v6]).next_hops().as_slice(), [IpAddr::V6(global)]);
         assert!(change("2001:db8:1::/48", vec![hop(1)]).next_hops().is_empty(), "no IPv6 next hop");
+    }
+
+    #[test]
+    fn a_peer_whose_last_path_went_gives_its_index_to_the_next_new_peer() {
+        let mut rib = LocRib::new(4);
+        let (p, q): (IpNet, IpNet) = ("198.18.1.0/24".parse().unwrap(), "198.18.2.0/24".parse().unwrap());
+        rib.announce(&key("a"), p, path(1, 100));
+        rib.announce(&key("b"), p, path(2, 100));
+        rib.announce(&key("b"), q, path(2, 100));
+        assert!(rib.withdraw(&key("b"), p).is_some());
+        assert_eq!((rib.peers.len(), rib.paths_from(&key("b"))), (2, 1), "b still holds q");
+        rib.withdraw(&key("b"), q);
+        assert_eq!((rib.paths_from(&key("b")), rib.withdraw(&key("b"), q)), (0, None));
+        // c takes b's index: its paths are told apart from a's, with c's own details.
+        rib.announce(&key("c"), p, path(3, 50));
+        assert_eq!(rib.peers.len(), 2, "no new index while one is free");
+        let id = |peer| rib.path_from(&key(peer), &p).map(|path| path.peer_id);
+        assert_eq!(
+            (id("a"), id("c"), id("b")),
+            (Some(Ipv4Addr::new(192, 0, 2, 1)), Some(Ipv4Addr::new(192, 0, 2, 3)), None)
+        );
+        assert_eq!((rib.paths_from(&key("c")), rib.paths_from(&key("a"))), (1, 1));
+        // b comes back: a new index, as a new peer.
+        rib.announce(&key("b"), q, path(2, 100));
+        assert_eq!((rib.peers.len(), rib.paths_from(&key("b"))), (3, 1));
+        assert_eq!(rib.best(&q)[0].0, key("b"));
     }
 
     #[test]
