@@ -31,7 +31,7 @@ use crate::packet::PathAttrs;
 use crate::rib::decision::Path;
 use crate::rib::export::{ExportPeer, Reflector};
 use crate::rib::policy::Policy;
-use crate::rib::table::NextHops;
+use crate::rib::table::{NextHops, Walk};
 use crate::session::listener::Listener;
 use crate::session::peer::{self, PeerCommand, PeerConfig, PeerEvent, PeerStatus};
 use crate::session::socket::SocketError;
@@ -46,6 +46,7 @@ mod import;
 mod memo;
 #[cfg(test)]
 mod replay;
+mod routes;
 mod send;
 mod stale;
 mod tables;
@@ -163,8 +164,19 @@ pub enum Query {
         /// Where the counts go.
         reply: oneshot::Sender<Vec<PeerCounts>>,
     },
-    /// The Loc-RIB's best paths (for one prefix, or all).
-    Routes(Option<IpNet>, oneshot::Sender<Vec<RouteView>>),
+    /// The Loc-RIB's best paths: `prefix`'s, or with `None` a page of them
+    /// all after `after` (from the first when `None`); ask for the next
+    /// page after `RoutesPage::next` until it is `None`. (The speaker's
+    /// thread serves the sessions between pages: a full table at once
+    /// would hold them up for as long as it takes.)
+    Routes {
+        /// One prefix, or all.
+        prefix: Option<IpNet>,
+        /// Where the page starts (from `RoutesPage::next`).
+        after: Option<Walk>,
+        /// Where the page goes.
+        reply: oneshot::Sender<RoutesPage>,
+    },
 }
 
 /// A neighbour's prefix counts.
@@ -198,6 +210,17 @@ pub struct RouteView {
     pub prefix: IpNet,
     /// (peer name or `None` for our own, path).
     pub paths: Vec<(Option<String>, Path)>,
+}
+
+/// A page of the Loc-RIB's best paths, in the RIB's order: IPv4 prefixes
+/// in order, then IPv6 ones in the RIB's own order (a walk resumed may
+/// meet one of those twice, after the RIB moved it).
+#[derive(Debug, Default)]
+pub struct RoutesPage {
+    /// The routes.
+    pub routes: Vec<RouteView>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<Walk>,
 }
 
 /// What the speaker tells its user (felix, through the node).

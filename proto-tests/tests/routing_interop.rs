@@ -631,7 +631,7 @@ fn our_own_as_in_a_received_path_is_a_loop_unless_allow_local_as_permits_it() {
 
 #[test]
 fn malformed_attributes_from_exabgp_are_treated_as_withdraw_or_discarded_and_counted() {
-    use tortie_bgp::speaker::{PeerCounts, Query, RouteView};
+    use tortie_bgp::speaker::{PeerCounts, Query, RoutesPage};
     let lab = Lab::new("rfc7606").unwrap();
     let (a, b, _c) = line_of_three(&lab);
     // RFC 7606: a MULTI_EXIT_DISC of 3 octets (§7.4: treat-as-withdraw) and an
@@ -659,9 +659,10 @@ fn malformed_attributes_from_exabgp_are_treated_as_withdraw_or_discarded_and_cou
     // and takes ExaBGP's connection while it waits to dial again.
     let tortie = Tortie::start(&a, vec![neighbor("exa", "192.0.2.2", "192.0.2.1", 65002)], vec![]);
     let ask_routes = || {
-        let (tx, rx) = tokio::sync::oneshot::channel::<Vec<RouteView>>();
-        tortie.command(SpeakerCommand::Query(Query::Routes(None, tx)));
-        rx.blocking_recv().unwrap().iter().map(|r| r.prefix.to_string()).collect::<Vec<_>>()
+        // (A page holds thousands of routes: these few come in one.)
+        let (reply, rx) = tokio::sync::oneshot::channel::<RoutesPage>();
+        tortie.command(SpeakerCommand::Query(Query::Routes { prefix: None, after: None, reply }));
+        rx.blocking_recv().unwrap().routes.iter().map(|r| r.prefix.to_string()).collect::<Vec<_>>()
     };
     let routes = wait_for("the well-formed routes", UP, || {
         let routes = ask_routes();

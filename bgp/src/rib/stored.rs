@@ -40,23 +40,46 @@ const META_ADDR_SHIFT: u32 = 26;
 // `hi`: bits 0–6 address bits 38–44, bits 7–31 the peer.
 const HI_ADDR_BITS: u32 = 7;
 const PEER_SHIFT: u32 = HI_ADDR_BITS;
+/// What two equal paths have alike in `meta` (the rest is room or address).
+const VALUE: u32 = ORIGINATION | REACHABLE;
 
-/// A path as stored: 12 octets, aligned to 4 (`Option<Stored>` too).
+// The fields do not overlap and the address's 45 bits are all kept.
+const _: () = {
+    assert!(ORIGINATION & REACHABLE == 0 && (ORIGINATION | REACHABLE) & MANY == 0);
+    assert!((VALUE | MANY) & KEY_MASK == 0 && KEY_SHIFT + 22 == META_ADDR_SHIFT);
+    assert!(32 + (32 - META_ADDR_SHIFT) + HI_ADDR_BITS == 45 && MAX_PEERS == 1 << (32 - PEER_SHIFT));
+    // An `Arc`'s data is aligned as its counts, `usize`s: a 64-bit target's, 8.
+    assert!(usize::BITS == 64 && std::mem::align_of::<PathAttrs>() >= 8);
+};
+
+/// A path as stored: 12 octets, aligned to 4 (`Option<Stored>` too). It
+/// owns one strong count of its attribute set's `Arc`.
 pub(super) struct Stored {
     meta: NonZeroU32,
     /// The attribute set's address over 8, bits 0–31.
     lo: u32,
     hi: u32,
+    /// (As `Arc<PathAttrs>`, it is `Send` and `Sync` as `PathAttrs` is.)
+    owns: PhantomData<Arc<PathAttrs>>,
 }
 
 /// The attribute set's address over 8, in 45 bits.
 fn packed_address(attrs: Arc<PathAttrs>) -> u64 {
-    let address = Arc::into_raw(attrs) as usize as u64;
-    assert!(
-        address.is_multiple_of(8) && address < 1 << 48,
-        "an attribute set at {address:#x}: not below 2^48 or not 8-aligned, which Linux and Arc guarantee"
-    );
-    address >> 3
+    let address = Arc::as_ptr(&attrs).addr() as u64;
+    assert!(address < 1 << 48, "an attribute set at {address:#x}: Linux hands out addresses below 2^48");
+    (Arc::into_raw(attrs).expose_provenance() as u64) >> 3
+}
+
+/// `meta`, `lo` and `hi` of a path whose set's address over 8 is `q`.
+fn pack(q: u64, peer: u32, origination: u32, reachable: bool) -> (u32, u32, u32) {
+    let meta = origination | if reachable { REACHABLE } else { 0 } | (((q >> 32) as u32 & 0x3f) << META_ADDR_SHIFT);
+    (meta, q as u32, ((q >> 38) as u32 & ((1 << HI_ADDR_BITS) - 1)) | (peer << PEER_SHIFT))
+}
+
+/// The address over 8 that `pack` packed.
+fn unpack(meta: u32, lo: u32, hi: u32) -> u64 {
+    let (meta_bits, hi_bits) = (u64::from(meta >> META_ADDR_SHIFT), u64::from(hi & ((1 << HI_ADDR_BITS) - 1)));
+    u64::from(lo) | (meta_bits << 32) | (hi_bits << 38)
 }
 
 fn origination_bits(origination: Origination) -> u32 {
@@ -70,23 +93,14 @@ fn origination_bits(origination: Origination) -> u32 {
 impl Stored {
     /// `peer` is below `MAX_PEERS` (the Loc-RIB's peer table sees to it).
     pub(super) fn new(attrs: Arc<PathAttrs>, peer: u32, origination: Origination, reachable: bool) -> Stored {
-        debug_assert!(peer < MAX_PEERS, "peer index {peer}");
-        let q = packed_address(attrs);
-        let meta = origination_bits(origination)
-            | if reachable { REACHABLE } else { 0 }
-            | (((q >> 32) as u32 & 0x3f) << META_ADDR_SHIFT);
-        Stored {
-            meta: NonZeroU32::new(meta).unwrap_or(NonZeroU32::MIN),
-            lo: q as u32,
-            hi: ((q >> 38) as u32 & ((1 << HI_ADDR_BITS) - 1)) | (peer << PEER_SHIFT),
-        }
+        assert!(peer < MAX_PEERS, "peer index {peer}: the Loc-RIB gives out fewer");
+        let (meta, lo, hi) = pack(packed_address(attrs), peer, origination_bits(origination), reachable);
+        // The origination's bits are never zero.
+        Stored { meta: NonZeroU32::new(meta).expect("an origination"), lo, hi, owns: PhantomData }
     }
 
     fn address(&self) -> *const PathAttrs {
-        let meta_bits = u64::from(self.meta.get() >> META_ADDR_SHIFT);
-        let hi_bits = u64::from(self.hi & ((1 << HI_ADDR_BITS) - 1));
-        let q = u64::from(self.lo) | (meta_bits << 32) | (hi_bits << 38);
-        (q << 3) as usize as *const PathAttrs
+        std::ptr::with_exposed_provenance((unpack(self.meta.get(), self.lo, self.hi) << 3) as usize)
     }
 
     /// The attribute set.
@@ -114,9 +128,10 @@ impl Stored {
         self.meta.get() & REACHABLE != 0
     }
 
+    /// Sets `meta` to `meta`, which keeps the origination's bits.
     fn set_meta(&mut self, meta: u32) {
-        // The origination's bits are never zero.
-        self.meta = NonZeroU32::new(meta).unwrap_or(self.meta);
+        debug_assert_eq!(meta & ORIGINATION, self.meta.get() & ORIGINATION);
+        self.meta = NonZeroU32::new(meta).expect("the origination's bits");
     }
 
     /// (An IPv4 slot's:) whether the prefix's paths are in `V4Paths::many`.
@@ -142,7 +157,7 @@ impl Clone for Stored {
         // SAFETY: this path holds a strong count on the `Arc` at this
         // address (see `attrs`); the clone holds one more, dropped with it.
         unsafe { Arc::increment_strong_count(self.address()) };
-        Stored { meta: self.meta, lo: self.lo, hi: self.hi }
+        Stored { meta: self.meta, lo: self.lo, hi: self.hi, owns: PhantomData }
     }
 }
 
@@ -156,7 +171,7 @@ impl Drop for Stored {
 impl PartialEq for Stored {
     /// Equal paths are equal whatever their room holds.
     fn eq(&self, other: &Stored) -> bool {
-        (self.meta.get() & !ROOM) == (other.meta.get() & !ROOM)
+        (self.meta.get() & VALUE) == (other.meta.get() & VALUE)
             && self.peer() == other.peer()
             && (self.address() == other.address() || *self.attrs() == *other.attrs())
     }
@@ -193,8 +208,12 @@ pub struct AttrsRef<'a> {
     life: PhantomData<&'a Arc<PathAttrs>>,
 }
 
-// SAFETY: an `AttrsRef` is a shared borrow of a `PathAttrs` (which is
-// `Send` and `Sync`), as `&PathAttrs` is.
+// SAFETY: an `AttrsRef` is a shared borrow of a `PathAttrs`, as
+// `&PathAttrs` is, which is `Send` and `Sync` when `PathAttrs` is `Sync`:
+const _: () = {
+    const fn sync<T: Sync>() {}
+    sync::<PathAttrs>()
+};
 unsafe impl Send for AttrsRef<'_> {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for AttrsRef<'_> {}
@@ -218,7 +237,9 @@ impl AttrsRef<'_> {
 
 impl<'a> From<&'a Arc<PathAttrs>> for AttrsRef<'a> {
     fn from(attrs: &'a Arc<PathAttrs>) -> AttrsRef<'a> {
-        AttrsRef { at: NonNull::from(&**attrs), life: PhantomData }
+        // (`Arc::as_ptr`, not the data's reference: `to_arc` reaches the counts.)
+        // SAFETY: an `Arc`'s data pointer is never null.
+        AttrsRef { at: unsafe { NonNull::new_unchecked(Arc::as_ptr(attrs).cast_mut()) }, life: PhantomData }
     }
 }
 
@@ -241,6 +262,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn packing_keeps_every_address_bit_apart_from_the_peer_and_the_flags() {
+        let addresses = [0, (1 << 45) - 1, 0x1555_5555_5555, 0x0aaa_aaaa_aaaa, 1 << 32, 1 << 38, 1 << 44];
+        for q in addresses {
+            for (peer, origination, reachable) in [(0, 1, false), (MAX_PEERS - 1, 3, true), (0x0aa_aaaa, 2, true)] {
+                let (meta, lo, hi) = pack(q, peer, origination, reachable);
+                assert_eq!(unpack(meta, lo, hi), q, "{q:#x}");
+                assert_eq!(
+                    (hi >> PEER_SHIFT, meta & ORIGINATION, meta & REACHABLE != 0),
+                    (peer, origination, reachable)
+                );
+                assert_eq!(meta & (MANY | KEY_MASK), 0, "the room is left empty");
+                // The room filled does not touch the address.
+                assert_eq!(unpack(meta | MANY | KEY_MASK, lo, hi), q);
+            }
+        }
+    }
+
+    #[test]
     fn a_stored_path_gives_back_what_went_in_and_holds_one_count_on_its_set() {
         let attrs = Arc::new(PathAttrs { med: Some(7), ..PathAttrs::default() });
         for (peer, origination, reachable) in [
@@ -254,17 +293,26 @@ mod tests {
             s.set_sub_key(0x3f_ffff);
             s.set_many(true);
             assert_eq!((s.sub_key(), s.many(), s.peer(), s.origination()), (0x3f_ffff, true, peer, origination));
+            s.set_sub_key(0x15_5555);
+            s.set_many(false);
+            assert_eq!((s.sub_key(), s.many(), s.reachable()), (0x15_5555, false, reachable), "cleared too");
+            s.set_sub_key(0x3f_ffff);
+            s.set_many(true);
             assert_eq!(Arc::strong_count(&attrs), 2);
             let copy = s.clone();
             assert_eq!((Arc::strong_count(&attrs), copy.attrs().to_arc().med), (3, Some(7)));
             assert_eq!(Arc::strong_count(&attrs), 3, "to_arc's count went with it");
             // A new path in the slot keeps the slot's key and flag; its set's count moves to it.
             let other = Arc::new(PathAttrs::default());
-            s.replace_path(Stored::new(other.clone(), 1, Origination::Ebgp, true));
+            s.replace_path(Stored::new(other.clone(), 1, Origination::Ebgp, !reachable));
             assert_eq!((s.sub_key(), s.many(), s.peer(), s.attrs().med), (0x3f_ffff, true, 1, None));
+            assert_eq!((s.origination(), s.reachable()), (Origination::Ebgp, !reachable), "the new path's own");
             assert_eq!((Arc::strong_count(&attrs), Arc::strong_count(&other)), (2, 2));
             assert_eq!(copy, Stored::new(Arc::new((*attrs).clone()), peer, origination, reachable), "equal by value");
             assert_ne!(copy, Stored::new(attrs.clone(), peer, origination, !reachable));
+            // A set borrowed from an `Arc` of a `Path` gives a count too.
+            let borrowed = AttrsRef::from(&attrs).to_arc();
+            assert_eq!((Arc::strong_count(&attrs), Arc::as_ptr(&borrowed)), (3, Arc::as_ptr(&attrs)));
         }
         assert_eq!(Arc::strong_count(&attrs), 1, "every stored path gave its count back");
     }

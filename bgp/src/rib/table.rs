@@ -3,15 +3,16 @@
 //! one task.
 //!
 //! Kept compact for full tables: a stored path is an interned attribute
-//! set, a small peer index and two flags (16 octets); the peers' addresses
-//! and identifiers live once in a peer table; the usual single path sits
-//! inline in its entry (16 octets in all), two or more on the heap with the
-//! chosen ones in front; IPv4 prefixes are keyed by one 8-octet integer
-//! rather than an 18-octet `IpNet`, in a small hash table per /16
-//! (`v4_index`) whose slot is the prefix's (first) path with the key in its
-//! spare octets (16 octets a slot; a prefix's further paths in a map
-//! beside); IPv6 ones by the address's octets and the length in one array,
-//! in chunks found through a hash table (`v6_index`).
+//! set's address, a peer index, the origination and two flags packed in 12
+//! octets (`stored`); the peers' addresses and identifiers live once in a
+//! peer table; the usual single path sits inline in its entry (16 octets in
+//! all), two or more on the heap with the chosen ones in front; IPv4
+//! prefixes are keyed by one 8-octet integer rather than an 18-octet
+//! `IpNet`, in a small hash table per /16 (`v4_index`) whose slot is the
+//! prefix's (first) path with the key in its spare bits (12 octets a slot;
+//! a prefix's further paths in a map beside); IPv6 ones by the address's
+//! octets and the length in one array, in chunks found through a hash
+//! table (`v6_index`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -20,8 +20,9 @@
 //! speaker's CPU on a full table; doubling sits 3/8 to 3/4 full, and the
 //! slots are most of a full table's memory). A table holds any number of
 //! slots: a key's home slot is its hash scaled to that number (a multiply,
-//! not a mask); it shrinks below 1/8 full. Prefixes still come out in order: the /16s are walked in
-//! address order and each one's prefixes sorted.
+//! not a mask); it shrinks below 1/8 full. Prefixes still come out in
+//! order: the /16s are walked in address order and each one's prefixes
+//! sorted.
 
 /// An IPv4 prefix as a key: address and length in one integer, ordered as
 /// `Ipv4Net` orders them (address, then length).
@@ -32,9 +33,9 @@ pub(super) type V4Key = u64;
 pub(super) type SubKey = u32;
 
 /// A value that holds its own key within its /16 (22 bits), so that a
-/// slot is the value alone: a key beside a 16-octet value would make a
-/// slot of 24 (its alignment), and slots are most of a full table's
-/// memory. The index sets it when the value goes in and reads it to
+/// slot is the value alone: a key beside the value would take a slot of
+/// its own alignment more (the Loc-RIB's 12-octet path: 16), and slots are
+/// most of a full table's memory. The index sets it when the value goes in and reads it to
 /// probe; whoever changes a value in place leaves it be.
 pub(super) trait Keyed {
     /// The key the index set.

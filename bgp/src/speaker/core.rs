@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use super::backlog::Backlog;
 use super::groups::UpdateGroups;
 use super::import::borrowed;
-use super::{DynamicRange, Neighbor, Query, RouteView, SpeakerCommand, SpeakerEvent, SpeakerStats};
+use super::{DynamicRange, Neighbor, Query, SpeakerCommand, SpeakerEvent, SpeakerStats};
 use crate::packet::{Family, Message, Origin, PathAttrs, RefreshSubtype, RouteRefresh};
 use crate::rib::decision::{Origination, Path};
 use crate::rib::export::Reflector;
@@ -304,8 +304,8 @@ impl SpeakerCore {
             SpeakerCommand::Query(Query::Peers { now, max_age, reply }) => {
                 let _ = reply.send(self.peer_counts(now, max_age));
             }
-            SpeakerCommand::Query(Query::Routes(prefix, reply)) => {
-                let _ = reply.send(self.routes(prefix));
+            SpeakerCommand::Query(Query::Routes { prefix, after, reply }) => {
+                let _ = reply.send(self.routes(prefix, after));
             }
             SpeakerCommand::Originate(prefix, mut attrs) => {
                 attrs.origin.get_or_insert(Origin::Igp);
@@ -587,22 +587,5 @@ impl SpeakerCore {
         self.add_neighbor(n);
         self.dynamic.insert(name.clone());
         self.emit(Output::Accept(name));
-    }
-
-    /// The Loc-RIB's best paths, for one prefix or all.
-    fn routes(&self, prefix: Option<IpNet>) -> Vec<RouteView> {
-        let view = |prefix: IpNet| RouteView {
-            prefix,
-            paths: self.rib.best(&prefix).into_iter().map(|(peer, path)| (peer.map(|p| p.to_string()), path)).collect(),
-        };
-        match prefix {
-            Some(p) => vec![view(p)].into_iter().filter(|r| !r.paths.is_empty()).collect(),
-            None => {
-                // In prefix order for people (the RIB keeps IPv6 prefixes in its own).
-                let mut prefixes: Vec<IpNet> = self.rib.best_paths().map(|(p, _)| p).collect();
-                prefixes.sort_unstable();
-                prefixes.into_iter().map(view).collect()
-            }
-        }
     }
 }
