@@ -12,20 +12,22 @@
 //!
 //! Run (as root): `cargo bench -p tortie --bench daemon_table`
 //! (`TORTIE_BENCH_PREFIXES`, default 200000; `TORTIE_BENCH_ROUNDS`,
-//! default 3 alternating rounds, medians compared; `TORTIE_BENCH_SUT=tortie`
-//! or `bird` runs one side alone; `TORTIE_BENCH_TABLE=internet` sends the
-//! Internet-table mix instead: /16–/24 nested as in the Internet's table,
+//! default 3 alternating rounds, medians compared; `TORTIE_BENCH_SUT=tortie`,
+//! `bird`, `direct` or `stalled` runs one alone; `TORTIE_BENCH_TABLE=internet`
+//! sends the Internet-table mix instead: /16–/24 nested as in the Internet's table,
 //! 300 attribute sets shared by many prefixes, `tortie_lab::table`). A third
 //! run, `direct`, peers the feeder with the receiver, no system in the
 //! middle: the time no system under test can beat (its CPU and RSS figures
-//! are the feeder's).
+//! are the feeder's). A fourth, `stalled`, is tortie with a third peer that
+//! brings its session up and then never reads (`tortie_lab::peers::Stalled`):
+//! issue #25 asks the table to come as fast as without it (± 20 %).
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure aborts the run
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use tortie_lab::peers::{BgpPeer, Bird};
+use tortie_lab::peers::{BgpPeer, Bird, Stalled};
 use tortie_lab::usage::cpu_seconds;
 use tortie_lab::{Check, Lab, Netns, wait_for};
 use tortie_store::Datastore;
@@ -102,6 +104,19 @@ metadata: {name: receiver}
 spec: {node: sut, peerIP: 192.0.2.11, asNumber: 65011}
 ";
 
+/// The peer that stops reading, for `stalled`.
+const STALLED_PEER: &str = "apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: stalled}
+spec: {node: sut, peerIP: 192.0.2.12, asNumber: 65012}
+";
+
+/// What tortie's socket to the stalled peer holds unsent, octets (`ss`'s Send-Q).
+fn unsent_to_stalled(ns: &Netns) -> u64 {
+    let out = ns.exec("ss", &["-tnH", "state", "established", "dst", "192.0.2.12"]).unwrap();
+    out.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum()
+}
+
 /// The IPv4 prefixes in `ns`'s FIB (the main and local tables, one trie
 /// while no rule asks for another: none does here), from the kernel's trie
 /// statistics: a walk of the trie in the kernel, with no route formatted or
@@ -139,12 +154,16 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
     let lab = Lab::new(&format!("daemon_table_{sut}")).unwrap();
     let switch = lab.bridge("sw").unwrap();
     let mut ns = Vec::new();
-    for (name, addr) in [("sut", "192.0.2.1/24"), ("feed", "192.0.2.10/24"), ("recv", "192.0.2.11/24")] {
+    let stalled = sut == "stalled";
+    let nodes =
+        [("sut", "192.0.2.1/24"), ("feed", "192.0.2.10/24"), ("recv", "192.0.2.11/24"), ("stall", "192.0.2.12/24")];
+    for (name, addr) in &nodes[..if stalled { 4 } else { 3 }] {
         let node = lab.netns(name).unwrap();
         switch.attach(&node, "eth0").unwrap();
         node.add_addr("eth0", addr.parse().unwrap()).unwrap();
         ns.push(node);
     }
+    let stalled_peer = stalled.then(|| Stalled::start(&ns[3], "192.0.2.12".parse().unwrap(), 65012).unwrap());
     let (bird_sut, tortie) = if sut == "direct" {
         (None, None)
     } else if sut == "bird" {
@@ -154,6 +173,9 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
             let kv = Datastore::open(&url).await.unwrap();
             api::apply(&kv, &parse_documents(TORTIE_RESOURCES).unwrap()).await.unwrap();
+            if stalled {
+                api::apply(&kv, &parse_documents(STALLED_PEER).unwrap()).await.unwrap();
+            }
         });
         // `TORTIE_BENCH_BIN`: a wrapper to run the daemon under (a profiler, heaptrack).
         let bin = std::env::var("TORTIE_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tortie").into());
@@ -166,6 +188,12 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
     let feeder = Bird::start_with_config(&ns[1], "feeder", &feeder_config(n, internet, to)).unwrap();
     feeder.wait_established(to.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
     receiver.wait_established(from.0.parse().unwrap(), Duration::from_secs(60)).unwrap();
+    if let Some(peer) = &stalled_peer {
+        wait_for("the stalled peer's session", Duration::from_secs(60), || {
+            Ok(if peer.is_up() { Check::Done(()) } else { Check::Pending("not up".to_string()) })
+        })
+        .unwrap();
+    }
     // Direct, the feeder's own figures stand for the system under test's (no kernel).
     let pid = match (&bird_sut, &tortie) {
         (Some(b), _) => b.daemon().pid(),
@@ -195,6 +223,12 @@ fn run(sut: &str, n: usize, internet: Option<&std::path::Path>) -> Measured {
     })
     .unwrap();
     let cpu = cpu_seconds(&pid.to_string(), None) - cpu_before;
+    if stalled {
+        // The table piled up for the peer that does not read: it was stalled all along.
+        let unsent = unsent_to_stalled(&ns[0]);
+        assert!(unsent > 64 * 1024, "only {unsent} octets wait for the stalled peer: it was not stalled");
+        println!("  {unsent} octets wait unsent for the stalled peer");
+    }
     let metrics = || ns[0].http_get("127.0.0.1:9091".parse().unwrap(), "/metrics").unwrap();
     if tortie.is_some() {
         // The first scrape since the table came: it asks for advertised
@@ -272,7 +306,7 @@ fn main() {
     };
     let only = std::env::var("TORTIE_BENCH_SUT").ok();
     let mut results: Vec<(&str, Vec<Measured>)> =
-        vec![("bird", Vec::new()), ("tortie", Vec::new()), ("direct", Vec::new())];
+        vec![("bird", Vec::new()), ("tortie", Vec::new()), ("direct", Vec::new()), ("stalled", Vec::new())];
     for round in 0..rounds {
         for (sut, runs) in results.iter_mut().filter(|(sut, _)| only.as_deref().is_none_or(|o| o == *sut)) {
             let m = run(sut, n, internet.as_deref());
@@ -291,10 +325,17 @@ fn main() {
         std::fs::remove_file(path).unwrap();
     }
     let med = |runs: &[Measured], f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
-    let (bird, tortie, direct) = (&results[0].1, &results[1].1, &results[2].1);
+    let (bird, tortie, direct, stalled) = (&results[0].1, &results[1].1, &results[2].1, &results[3].1);
     if !direct.is_empty() {
         let floor = med(direct, |m| m.receiver.as_secs_f64());
         println!("median receiver holds all with no system in the middle (the floor): {floor:.2} s");
+    }
+    if !stalled.is_empty() && !tortie.is_empty() {
+        let (with, without) = (med(stalled, |m| m.receiver.as_secs_f64()), med(tortie, |m| m.receiver.as_secs_f64()));
+        println!(
+            "median receiver holds all through tortie with a stalled peer {with:.2} s, without {without:.2} s: {:.2}x",
+            with / without
+        );
     }
     if bird.is_empty() || tortie.is_empty() {
         return;

@@ -11,6 +11,7 @@ mod etcd;
 mod exabgp;
 mod frr;
 mod gobgp;
+mod stalled;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use etcd::{Etcd, EtcdCluster, Security, TlsFiles};
 pub use exabgp::ExaBgp;
 pub use frr::{Frr, FrrNeighbor};
 pub use gobgp::GoBgp;
+pub use stalled::Stalled;
 
 /// Hold time the harnesses configure (seconds): short, so tests notice a
 /// dead session quickly. Keepalive is a third of it.
