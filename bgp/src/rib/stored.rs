@@ -48,8 +48,8 @@ const _: () = {
     assert!(ORIGINATION & REACHABLE == 0 && (ORIGINATION | REACHABLE) & MANY == 0);
     assert!((VALUE | MANY) & KEY_MASK == 0 && KEY_SHIFT + 22 == META_ADDR_SHIFT);
     assert!(32 + (32 - META_ADDR_SHIFT) + HI_ADDR_BITS == 45 && MAX_PEERS == 1 << (32 - PEER_SHIFT));
-    // An `Arc`'s data is aligned as its counts, `usize`s: a 64-bit target's, 8.
-    assert!(usize::BITS == 64 && std::mem::align_of::<PathAttrs>() >= 8);
+    // A 64-bit target: addresses of 48 bits.
+    assert!(usize::BITS == 64);
 };
 
 /// A path as stored: 12 octets, aligned to 4 (`Option<Stored>` too). It
@@ -66,7 +66,11 @@ pub(super) struct Stored {
 /// The attribute set's address over 8, in 45 bits.
 fn packed_address(attrs: Arc<PathAttrs>) -> u64 {
     let address = Arc::as_ptr(&attrs).addr() as u64;
-    assert!(address < 1 << 48, "an attribute set at {address:#x}: Linux hands out addresses below 2^48");
+    // (An `Arc`'s data follows its two `usize` counts: 8-aligned.)
+    assert!(
+        address < 1 << 48 && address.is_multiple_of(8),
+        "an attribute set at {address:#x}: Linux hands out addresses below 2^48, and an Arc's data is 8-aligned"
+    );
     (Arc::into_raw(attrs).expose_provenance() as u64) >> 3
 }
 

@@ -18,11 +18,11 @@ use super::SpeakerEvent;
 use super::backlog::{Owed, prefixes_of};
 use super::core::{Output, SpeakerCore};
 use crate::packet::{Context, Family, Message, PathAttrs, Update};
-use crate::rib::decision::{Origination, Path};
+use crate::rib::decision::Origination;
 use crate::rib::export::{Reflection, export};
 use crate::rib::outbound::Outbound;
 use crate::rib::policy::Policy;
-use crate::rib::table::{BestChange, NextHops, PathRef, PeerKey};
+use crate::rib::table::{BestChange, NextHops, PathRef};
 use crate::session::outbox::HIGH_WATER;
 
 /// Prefixes a table or a behind peer's backlog is exported at a time:
@@ -125,18 +125,6 @@ impl SpeakerCore {
         let involves = plan.groups.iter().any(|(_, members)| members.len() > 1).then(|| involves(changes));
         for (key, members) in &plan.groups {
             if let [only] = members.as_slice() {
-                if self.owes(only) {
-                    // Behind already: the changes wait in its backlog and
-                    // are exported when it drains, not exported now only to
-                    // wait there (a peer that stopped reading cost the
-                    // others a quarter more CPU on a full table).
-                    // (Less the prefixes that were and are its own paths or none:
-                    // nothing to send a peer about its own.)
-                    let its = |p: Option<&(PeerKey, Path)>| p.is_none_or(|(from, _)| from.as_deref() == Some(only));
-                    let due = changes.iter().filter(|c| !(its(c.paths.first()) && its(c.was.as_ref())));
-                    self.backlogs.entry(only.clone()).or_default().prefixes(due.map(|c| c.prefix));
-                    continue;
-                }
                 // A group of one: its member's own export (which holds back
                 // its own paths), not the group's and then its own again.
                 let out = self.exports(only, items(changes));

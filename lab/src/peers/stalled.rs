@@ -1,10 +1,11 @@
 //! A BGP peer that stops reading (issue #25's slow peer): it takes the
 //! connection of the speaker under test on port 179 with a 4 KiB receive
-//! buffer, answers its OPEN with one of its own (no capabilities: IPv4
-//! unicast, RFC 4271 §4.2) and a KEEPALIVE, reads until the speaker's
-//! KEEPALIVE has come (the session is up), and from then on only writes a
-//! KEEPALIVE every 3 s, reading nothing, so that all the speaker sends it
-//! piles up in the speaker's socket.
+//! buffer (8 KiB as the kernel counts it), answers its OPEN with one of
+//! its own (no capabilities: IPv4 unicast, RFC 4271 §4.2) and a
+//! KEEPALIVE, reads until the speaker's KEEPALIVE has come (the session is
+//! up), and from then on only writes a KEEPALIVE every third of the hold
+//! time, reading nothing, so that all the speaker sends it piles up in
+//! the speaker's socket.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -39,6 +40,12 @@ fn open(asn: u16, id: Ipv4Addr) -> Vec<u8> {
     body.extend_from_slice(&id.octets());
     body.push(0);
     message(1, &body)
+}
+
+/// The hold time the session runs with, seconds (RFC 4271 §4.2: the
+/// smaller of the two OPENs'): `b` starts with the speaker's OPEN.
+fn negotiated_hold_time(b: &[u8]) -> u16 {
+    b.get(22..24).map_or(HOLD_TIME, |h| u16::from_be_bytes([h[0], h[1]]).min(HOLD_TIME))
 }
 
 /// Whether the whole messages at the start of `b` include a KEEPALIVE.
@@ -84,8 +91,10 @@ impl Stalled {
         let (stop, up) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (stop_in, up_in) = (stop.clone(), up.clone());
         let thread = std::thread::spawn(move || {
-            // Errors end the peer: the speaker under test sees its session go.
-            let _ = serve(&listener, open(asn, addr), &stop_in, &up_in);
+            // An error ends the peer: the speaker under test sees its session go.
+            if let Err(e) = serve(&listener, open(asn, addr), &stop_in, &up_in) {
+                eprintln!("the stalled peer {addr}: {e}");
+            }
         });
         Ok(Stalled { stop, up, thread: Some(thread) })
     }
@@ -128,9 +137,11 @@ fn serve(listener: &TcpListener, open: Vec<u8>, stop: &AtomicBool, up: &AtomicBo
         }
     }
     up.store(true, Ordering::Relaxed);
+    // (A hold time of zero: no KEEPALIVEs at all, RFC 4271 §4.4.)
+    let hold = negotiated_hold_time(&got);
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if last.elapsed() >= Duration::from_secs(u64::from(HOLD_TIME / 3)) {
+        if hold > 0 && last.elapsed() >= Duration::from_secs(u64::from(hold / 3).max(1)) {
             s.write_all(&keepalive)?;
             last = Instant::now();
         }
@@ -161,6 +172,9 @@ mod tests {
         assert_eq!(k.len(), HEADER);
         assert!(!has_keepalive(&o) && has_keepalive(&k));
         assert!(has_keepalive(&[o.clone(), k.clone()].concat()), "behind the OPEN");
-        assert!(!has_keepalive(&[o, k[..10].to_vec()].concat()), "not a cut one");
+        assert!(!has_keepalive(&[o.clone(), k[..10].to_vec()].concat()), "not a cut one");
+        let theirs = |hold: u16| [&o[..22], &hold.to_be_bytes()[..], &o[24..]].concat();
+        assert_eq!((negotiated_hold_time(&theirs(3)), negotiated_hold_time(&theirs(90))), (3, HOLD_TIME));
+        assert_eq!(negotiated_hold_time(&theirs(0)), 0);
     }
 }

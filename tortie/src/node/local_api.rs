@@ -385,20 +385,18 @@ struct RoutesParams {
 }
 
 async fn routes(Shared(s): Shared<ApiState>, QueryParams(p): QueryParams<RoutesParams>) -> Json<Vec<Route>> {
-    let (mut views, mut after) = (Vec::new(), None);
+    // In prefix order for people (the RIB keeps IPv6 prefixes in its own,
+    // and a walk may meet one of them twice: the later page's stands).
+    let (mut views, mut after) = (std::collections::BTreeMap::new(), None);
     // A page at a time: the speaker serves its sessions in between.
     while let Some(page) = s.ask(|reply| Query::Routes { prefix: p.prefix, after, reply }).await {
-        views.extend(page.routes);
+        views.extend(page.routes.into_iter().map(|v| (v.prefix, v)));
         match page.next {
             Some(next) => after = Some(next),
             None => break,
         }
     }
-    // In prefix order for people (the RIB keeps IPv6 prefixes in its own,
-    // and a walk may meet one of them twice).
-    views.sort_unstable_by_key(|v| v.prefix);
-    views.dedup_by_key(|v| v.prefix);
-    Json(views.into_iter().map(route).collect())
+    Json(views.into_values().map(route).collect())
 }
 
 #[derive(Deserialize)]
