@@ -66,3 +66,21 @@ pub fn listen(netns: &Netns, addr: SocketAddr) -> Result<Listener> {
 pub fn connects(netns: &Netns, to: SocketAddr, timeout: Duration) -> Result<bool> {
     netns.enter(|| TcpStream::connect_timeout(&to, timeout).is_ok())
 }
+
+/// Gives `listener` (and the connections it takes) a receive buffer of
+/// `octets` (the kernel doubles it): a peer on it is slow to take what
+/// it is sent. Set before a connection comes, so its window starts small.
+pub fn small_receive_buffer(listener: &TcpListener, octets: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and a c_int option of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const octets).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}

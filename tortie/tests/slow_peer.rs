@@ -11,7 +11,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -79,18 +78,7 @@ fn stalled_peer(
     let listener = ns
         .enter(|| {
             let l = TcpListener::bind("192.0.2.12:179").unwrap();
-            let small: libc::c_int = 4096;
-            // SAFETY: a valid socket and a c_int option of the right size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    l.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    (&raw const small).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0);
+            tortie_lab::tcp::small_receive_buffer(&l, 4096).unwrap();
             l
         })
         .unwrap();

@@ -4,6 +4,7 @@ pub mod decision;
 mod entries;
 pub mod export;
 pub mod outbound;
+mod peers;
 pub mod policy;
 mod stored;
 pub mod table;

@@ -5,16 +5,15 @@
 //! Kept compact for full tables: a stored path is an interned attribute
 //! set's address, a peer index, the origination and two flags packed in 12
 //! octets (`stored`); the peers' addresses and identifiers live once in a
-//! peer table; the usual single path sits inline in its entry (16 octets in
-//! all), two or more on the heap with the chosen ones in front; IPv4
-//! prefixes are keyed by one 8-octet integer rather than an 18-octet
-//! `IpNet`, in a small hash table per /16 (`v4_index`) whose slot is the
-//! prefix's (first) path with the key in its spare bits (12 octets a slot;
-//! a prefix's further paths in a map beside); IPv6 ones by the address's
-//! octets and the length in one array, in chunks found through a hash
-//! table (`v6_index`).
+//! peer table (`peers`); the usual single path sits inline in its entry
+//! (16 octets in all), two or more on the heap with the chosen ones in
+//! front; IPv4 prefixes are keyed by one 8-octet integer rather than an
+//! 18-octet `IpNet`, in a small hash table per /16 (`v4_index`) whose slot
+//! is the prefix's (first) path with the key in its spare bits (12 octets
+//! a slot; a prefix's further paths in a map beside); IPv6 ones by the
+//! address's octets and the length in one array, in chunks found through
+//! a hash table (`v6_index`).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use smallvec::SmallVec;
 
 use super::decision::{Origination, Path, select};
 use super::entries::{Entries, Entry, EntryRef, ManyPaths, V4Paths};
+use super::peers::{PeerInfo, Peers};
 pub use super::stored::AttrsRef;
 use super::stored::{MAX_PEERS, Stored};
 use super::v4_index::V4Key;
@@ -139,15 +139,6 @@ enum Place {
     V6(Cursor),
 }
 
-/// A peer, stored once.
-#[derive(Debug, Clone)]
-struct PeerInfo {
-    key: PeerKey,
-    addr: IpAddr,
-    id: Ipv4Addr,
-    paths: usize,
-}
-
 /// An IPv4 prefix as a key: address and length in one integer,
 /// ordered as `Ipv4Net` orders them (address, then length).
 fn v4_key(net: &Ipv4Net) -> V4Key {
@@ -183,13 +174,7 @@ pub struct LocRib {
     v6: V6Index<Entry>,
     interner: AttrInterner,
     max_paths: usize,
-    peers: Vec<PeerInfo>,
-    peer_index: HashMap<PeerKey, u32>,
-    /// Indices in `peers` of peers whose last path went, for new peers:
-    /// dynamic neighbours come and go, and their table stays their count.
-    free: Vec<u32>,
-    /// The peer of the last announcement: an UPDATE's prefixes come from one.
-    last_peer: Option<(PeerKey, u32)>,
+    peers: Peers,
 }
 
 /// The decision for a prefix's `paths`: its entry with the chosen paths in
@@ -324,42 +309,6 @@ impl LocRib {
         LocRib { max_paths: max_paths.clamp(1, usize::from(u8::MAX)), ..LocRib::default() }
     }
 
-    /// The index of `peer`, registered (or refreshed) with the path's peer
-    /// details; `None` when `MAX_PEERS` peers all hold paths.
-    fn peer(&mut self, key: &PeerKey, path: &Path) -> Option<u32> {
-        if let Some(i) = self.known_peer(key) {
-            let info = &mut self.peers[i as usize];
-            (info.addr, info.id) = (path.peer_addr, path.peer_id);
-            return Some(i);
-        }
-        let info = PeerInfo { key: key.clone(), addr: path.peer_addr, id: path.peer_id, paths: 0 };
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.peers[i as usize] = info;
-                i
-            }
-            None => {
-                // (A stored path has room for so many peers' indices, and
-                // only peers holding paths keep one: out of reach.)
-                let i = u32::try_from(self.peers.len()).ok().filter(|&i| i < MAX_PEERS)?;
-                self.peers.push(info);
-                i
-            }
-        };
-        self.peer_index.insert(key.clone(), i);
-        Some(i)
-    }
-
-    /// The index of `peer` if it is registered. An UPDATE's prefixes come
-    /// from one peer: the last one asked for is recognised by its allocation
-    /// (or both local), with no string hashed and no count touched.
-    fn known_peer(&mut self, key: &PeerKey) -> Option<u32> {
-        match &self.last_peer {
-            Some((last, i)) if last.as_ref().map(Arc::as_ptr) == key.as_ref().map(Arc::as_ptr) => Some(*i),
-            _ => self.peer_index.get(key).copied().inspect(|&i| self.last_peer = Some((key.clone(), i))),
-        }
-    }
-
     fn entry(&self, prefix: &IpNet) -> Option<EntryRef<'_>> {
         match prefix {
             IpNet::V4(net) => self.v4.get(&v4_key(net)),
@@ -387,18 +336,18 @@ impl LocRib {
 
     /// Adds or replaces `peer`'s path to `prefix`.
     pub fn announce(&mut self, peer: &PeerKey, prefix: IpNet, path: Path) -> Option<BestChange> {
-        let Some(index) = self.peer(peer, &path) else {
+        let Some(index) = self.peers.register(peer, &path) else {
             tracing::error!(?peer, %prefix, "the Loc-RIB holds paths of {MAX_PEERS} peers: this path is left out");
             return None;
         };
         let stored = Stored::new(self.interner.intern(path.attrs), index, path.origination, path.reachable);
-        let (peers, max_paths, mut added) = (&self.peers, self.max_paths, false);
+        let (peers, max_paths, mut added) = (self.peers.infos(), self.max_paths, false);
         let changed = match prefix {
             IpNet::V4(net) => announce_in(&mut self.v4, v4_key(&net), stored, peers, max_paths, &mut added),
             IpNet::V6(net) => announce_in(&mut self.v6, v6_key(&net), stored, peers, max_paths, &mut added),
         };
         if added {
-            self.peers[index as usize].paths += 1;
+            self.peers.added(index);
         }
         changed.map(|(paths, was)| BestChange { prefix, paths, was })
     }
@@ -422,20 +371,13 @@ impl LocRib {
 
     /// Removes `peer`'s path to `prefix`, if it had one.
     pub fn withdraw(&mut self, peer: &PeerKey, prefix: IpNet) -> Option<BestChange> {
-        let index = self.known_peer(peer)?;
-        let (peers, max_paths) = (&self.peers, self.max_paths);
+        let index = self.peers.known(peer)?;
+        let (peers, max_paths) = (self.peers.infos(), self.max_paths);
         let changed = match prefix {
             IpNet::V4(net) => withdraw_in(&mut self.v4, &v4_key(&net), index, peers, max_paths),
             IpNet::V6(net) => withdraw_in(&mut self.v6, &v6_key(&net), index, peers, max_paths),
         }?;
-        let info = &mut self.peers[index as usize];
-        info.paths -= 1;
-        if info.paths == 0 {
-            // No stored path names the index any more: it goes to the next new peer.
-            self.peer_index.remove(peer);
-            self.last_peer = None;
-            self.free.push(index);
-        }
+        self.peers.removed(index, peer);
         changed.map(|(paths, was)| BestChange { prefix, paths, was })
     }
 
@@ -450,7 +392,7 @@ impl LocRib {
         after: Option<Walk>,
         limit: usize,
     ) -> (Vec<BestChange>, Option<Walk>) {
-        let Some(&index) = self.peer_index.get(peer) else { return (Vec::new(), None) };
+        let Some(index) = self.peers.get(peer) else { return (Vec::new(), None) };
         let mut last = None;
         let prefixes: Vec<IpNet> = self
             .entries_after(after)
@@ -468,12 +410,12 @@ impl LocRib {
 
     /// The best path first, then the rest of the multipath set.
     pub fn best(&self, prefix: &IpNet) -> Vec<(PeerKey, Path)> {
-        self.entry(prefix).map_or_else(Vec::new, |e| e.chosen().iter().map(|s| path(&self.peers, s)).collect())
+        self.entry(prefix).map_or_else(Vec::new, |e| e.chosen().iter().map(|s| path(self.peers.infos(), s)).collect())
     }
 
     /// The best path to `prefix`, borrowed.
     pub fn best_path(&self, prefix: &IpNet) -> Option<PathRef<'_>> {
-        Some(path_ref(&self.peers, self.entry(prefix)?.chosen().first()?))
+        Some(path_ref(self.peers.infos(), self.entry(prefix)?.chosen().first()?))
     }
 
     /// Every prefix with a best path, and that path.
@@ -488,7 +430,7 @@ impl LocRib {
     /// meet some IPv6 prefixes twice: `v6_index`).
     pub fn best_paths_after(&self, after: Option<Walk>) -> impl Iterator<Item = (Walk, IpNet, PathRef<'_>)> + '_ {
         self.entries_after(after)
-            .filter_map(|(at, prefix, e)| Some((at, prefix, path_ref(&self.peers, e.chosen().first()?))))
+            .filter_map(|(at, prefix, e)| Some((at, prefix, path_ref(self.peers.infos(), e.chosen().first()?))))
     }
 
     /// Whether a walk resumed after `after` goes on where it stopped: one
@@ -503,26 +445,26 @@ impl LocRib {
 
     /// The prefixes `peer` has a path to.
     pub fn prefixes_from(&self, peer: &PeerKey) -> Vec<IpNet> {
-        let Some(&index) = self.peer_index.get(peer) else { return Vec::new() };
+        let Some(index) = self.peers.get(peer) else { return Vec::new() };
         self.entries().filter(|(_, e)| e.paths().iter().any(|s| s.peer() == index)).map(|(k, _)| k).collect()
     }
 
     /// `peer`'s path to `prefix`, if it has one.
     pub fn path_from(&self, peer: &PeerKey, prefix: &IpNet) -> Option<Path> {
-        let index = *self.peer_index.get(peer)?;
+        let index = self.peers.get(peer)?;
         let stored = self.entry(prefix)?.paths().iter().find(|s| s.peer() == index)?;
-        Some(path(&self.peers, stored).1)
+        Some(path(self.peers.infos(), stored).1)
     }
 
     /// The attribute set of `peer`'s path to `prefix`, if it has one.
     pub fn attrs_from(&self, peer: &PeerKey, prefix: &IpNet) -> Option<AttrsRef<'_>> {
-        let index = *self.peer_index.get(peer)?;
+        let index = self.peers.get(peer)?;
         Some(self.entry(prefix)?.paths().iter().find(|s| s.peer() == index)?.attrs())
     }
 
     /// How many paths `peer` has in the RIB.
     pub fn paths_from(&self, peer: &PeerKey) -> usize {
-        self.peer_index.get(peer).map_or(0, |&i| self.peers[i as usize].paths)
+        self.peers.paths(peer)
     }
 
     /// How many prefixes have at least one path.

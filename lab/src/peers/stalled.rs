@@ -9,7 +9,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -72,21 +71,8 @@ impl Stalled {
     pub fn start(ns: &Netns, addr: Ipv4Addr, asn: u16) -> Result<Stalled> {
         let fail = |e: std::io::Error| LabError::io("the stalled peer listening in", ns.dir(), e);
         let listener = ns.enter(|| TcpListener::bind((addr, 179)))?.map_err(fail)?;
-        let small: libc::c_int = 4096;
-        // SAFETY: a valid socket and a c_int option of its size. (Set on the
-        // listener, so that the window it offers starts small.)
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&raw const small).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(fail(std::io::Error::last_os_error()));
-        }
+        // (Set on the listener, so that the window it offers starts small.)
+        crate::tcp::small_receive_buffer(&listener, 4096).map_err(fail)?;
         listener.set_nonblocking(true).map_err(fail)?;
         let (stop, up) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (stop_in, up_in) = (stop.clone(), up.clone());
